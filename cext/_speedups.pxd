@@ -1,0 +1,3 @@
+# The contract of cext._speedups: classes, their C fields and cdef signatures, one file per piece.
+include "topics_decl.pxi"
+include "envelope_decl.pxi"

@@ -1,0 +1,481 @@
+"""Configuration: YAML -> frozen pydantic models, once, at the edge.
+
+Every problem is reported with the path of the key it concerns (`devices[2].url: unsupported scheme
+'com'`), all at once, so `tianwang check FILE` can list them. Unknown keys are errors. Secrets are
+given as `<name>_env` (an environment variable) or `<name>_file` (a file whose content, stripped of
+the trailing newline, is the secret); inline `<name>:` works too but `check` warns about it.
+
+Code after this module trusts the models.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from gateway.errors import ConfigError
+
+# A device id is one topic level: no '/', no MQTT wildcards, printable, bounded.
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+class Model(BaseModel):
+    """Base of every config model: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretsModel(Model):
+    """A model with secret fields. For each name in `__secrets__`, exactly one of `<name>`,
+    `<name>_env` and `<name>_file` may be given; after validation `<name>` holds the value."""
+
+    __secrets__: ClassVar[tuple[str, ...]] = ()
+    __required_secrets__: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _resolve_secrets(self):
+        for name in self.__secrets__:
+            inline = getattr(self, name)
+            env = getattr(self, f"{name}_env")
+            path = getattr(self, f"{name}_file")
+            given = [k for k, v in ((name, inline), (f"{name}_env", env), (f"{name}_file", path)) if v is not None]
+            if len(given) > 1:
+                raise PydanticCustomError(
+                    "secret", "{key}: give only one of {options}", {"key": given[1], "options": ", ".join(given)}
+                )
+            if not given:
+                if name in self.__required_secrets__:
+                    raise PydanticCustomError(
+                        "secret",
+                        "{key}: required (as {key}_env or {key}_file)",
+                        {"key": name},
+                    )
+                continue
+            if env is not None:
+                value = os.environ.get(env)
+                if not value:
+                    raise PydanticCustomError(
+                        "secret",
+                        "{key}: environment variable {var} is not set or empty",
+                        {"key": f"{name}_env", "var": env},
+                    )
+            elif path is not None:
+                try:
+                    with open(path, encoding="utf-8") as f:
+                        value = f.read().rstrip("\r\n")
+                except OSError as exc:
+                    raise PydanticCustomError(
+                        "secret",
+                        "{key}: cannot read {path}: {err}",
+                        {"key": f"{name}_file", "path": path, "err": exc.strerror or str(exc)},
+                    ) from None
+                if not value:
+                    raise PydanticCustomError(
+                        "secret", "{key}: {path} is empty", {"key": f"{name}_file", "path": path}
+                    )
+            else:
+                continue
+            object.__setattr__(self, name, SecretStr(value))
+        return self
+
+    def inline_secrets(self) -> list[str]:
+        """Names of secrets written inline in the file (check warns about these)."""
+        return [
+            n
+            for n in self.__secrets__
+            if getattr(self, n) is not None
+            and getattr(self, f"{n}_env") is None
+            and getattr(self, f"{n}_file") is None
+        ]
+
+
+def parse_hostport(value: str, what: str = "address") -> tuple[str, int]:
+    """'127.0.0.1:50051' / '[::1]:50051' / 'localhost:80' -> (host, port). Raises ValueError."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    host, _, port_s = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    if not host:
+        raise ValueError(f"{what} {value!r} has no host")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ValueError(f"{what} {value!r}: port {port_s!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{what} {value!r}: port {port} is out of range 0-65535")
+    return host, port
+
+
+def check_hostport(value: str) -> str:
+    parse_hostport(value)
+    return value
+
+
+class JournalConfig(Model):
+    path: str | None = None  # disk segments (its own issue); null = memory only
+    max_bytes: ByteSize = Field(default=ByteSize(256 * 1024 * 1024))
+    fsync: Literal["batch", "always", "never"] = "batch"
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _min_size(cls, v):
+        if v < 64 * 1024:
+            raise ValueError("must be at least 64KiB")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _no_disk_yet(cls, v):
+        if v is not None:
+            raise ValueError("disk persistence is not available in this build yet; leave journal.path null")
+        return v
+
+
+class TLSConfig(Model):
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None  # set: clients must present a certificate (mTLS)
+
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _readable(cls, v):
+        if v is not None and not os.access(v, os.R_OK):
+            raise ValueError(f"cannot read {v}")
+        return v
+
+
+class FanoutConfig(Model):
+    """Defaults for Subscribe batches; a request may ask for less, never for more than the caps."""
+
+    max_batch: int = Field(default=256, ge=1, le=8192)
+    max_delay_ms: int = Field(default=2, ge=0, le=10_000)
+    max_batch_bytes: ByteSize = Field(default=ByteSize(1024 * 1024))
+    # cap on how far one subscriber's batches may be ahead of what it has read; grpc.aio buffers the rest
+    max_subscribers: int = Field(default=1024, ge=1)
+
+    @field_validator("max_batch_bytes")
+    @classmethod
+    def _under_grpc_limit(cls, v):
+        # gRPC's default receive limit is 4 MiB; leave room for framing.
+        if not 4096 <= v <= 3 * 1024 * 1024:
+            raise ValueError("must be between 4KiB and 3MiB (clients refuse messages over 4MiB)")
+        return v
+
+
+class KeepaliveConfig(Model):
+    """Server keepalive; clients may ping as often as `min_client_ping_s` without data."""
+
+    time_s: float = Field(default=30.0, gt=0)  # server pings an idle client this often
+    timeout_s: float = Field(default=10.0, gt=0)  # and drops it when the ping is not answered
+    min_client_ping_s: float = Field(default=10.0, gt=0)  # clients pinging more often get GOAWAY
+
+
+class GatewaySection(Model):
+    name: str = Field(default="tianwang", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    listen: str = "127.0.0.1:50051"
+    metrics: str | None = "127.0.0.1:9108"
+    journal: JournalConfig = JournalConfig()
+    tls: TLSConfig | None = None
+    fanout: FanoutConfig = FanoutConfig()
+    keepalive: KeepaliveConfig = KeepaliveConfig()
+    shutdown_grace_s: float = Field(default=3.0, ge=0, le=30)
+
+    _hostport = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v):
+        return None if v is None else check_hostport(v)
+
+
+class TokenConfig(SecretsModel):
+    __secrets__: ClassVar = ("token",)
+    __required_secrets__: ClassVar = ("token",)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    token: SecretStr | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    read: tuple[str, ...] = ()  # topic patterns this token may subscribe to
+    control: tuple[str, ...] = ()  # `family/device_id` patterns this token may command
+
+    @field_validator("read", "control")
+    @classmethod
+    def _patterns(cls, v):
+        from gateway.framing import validate_pattern
+
+        for p in v:
+            validate_pattern(p)
+        return v
+
+
+class AuthConfig(Model):
+    tokens: tuple[TokenConfig, ...] = ()
+    # topic patterns anyone may read without a token; empty (the default) = a token is always needed
+    anonymous_read: tuple[str, ...] = ()
+
+    @field_validator("anonymous_read")
+    @classmethod
+    def _patterns(cls, v):
+        from gateway.framing import validate_pattern
+
+        for p in v:
+            validate_pattern(p)
+        return v
+
+    @model_validator(mode="after")
+    def _unique(self):
+        seen = {}
+        for i, t in enumerate(self.tokens):
+            if t.name in seen:
+                raise PydanticCustomError(
+                    "secret", "{key}: duplicate token name {name!r}", {"key": f"tokens[{i}].name", "name": t.name}
+                )
+            seen[t.name] = i
+        values = {}
+        for i, t in enumerate(self.tokens):
+            v = t.token.get_secret_value() if t.token else None
+            if v is not None and v in values:
+                raise PydanticCustomError(
+                    "secret",
+                    "{key}: same token value as tokens[{other}]",
+                    {"key": f"tokens[{i}].token", "other": values[v]},
+                )
+            values[v] = i
+        return self
+
+
+class BackoffConfig(Model):
+    initial_s: float = Field(default=0.5, gt=0, le=60)
+    max_s: float = Field(default=30.0, gt=0, le=3600)
+    factor: float = Field(default=2.0, ge=1.0, le=10.0)
+
+
+class DeviceConfig(Model):
+    """Keys every `devices:` entry has; drivers subclass it with their own keys."""
+
+    id: str
+    driver: str
+    enabled: bool = True
+    backoff: BackoffConfig = BackoffConfig()
+    labels: dict[str, str] = Field(default_factory=dict)  # shown in ListDevices info
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v):
+        if not DEVICE_ID_RE.match(v):
+            raise ValueError("must be 1-64 of A-Z a-z 0-9 . _ : - starting with a letter or digit")
+        return v
+
+
+class ListenerConfig(DeviceConfig):
+    """Keys every `listeners:` entry has: a server socket that devices dial into."""
+
+    listen: str
+
+    _hostport = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
+
+
+class Config(Model):
+    gateway: GatewaySection = GatewaySection()
+    auth: AuthConfig = AuthConfig()
+    devices: tuple[DeviceConfig, ...] = ()
+    listeners: tuple[ListenerConfig, ...] = ()
+
+    def all_devices(self):
+        """Devices and listeners, in file order (devices first)."""
+        return tuple(self.devices) + tuple(self.listeners)
+
+
+def parse_url(url: str, schemes: tuple[str, ...]) -> tuple[str, str, dict[str, str]]:
+    """Split a device URL: 'serial:///dev/ttyS1?baudrate=9600' -> ('serial', '/dev/ttyS1', {...});
+    'tcp://127.0.0.1:4001' -> ('tcp', '127.0.0.1:4001', {}). Raises ValueError with a clear reason."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise ValueError(f"unsupported scheme {parts.scheme!r} (use {', '.join(s + '://' for s in schemes)})")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if parts.scheme == "serial":
+        if not parts.path:
+            raise ValueError("serial URL needs a device path, e.g. serial:///dev/ttyS1?baudrate=9600")
+        return parts.scheme, parts.path, query
+    if not parts.netloc:
+        raise ValueError(f"{parts.scheme} URL needs HOST:PORT")
+    parse_hostport(parts.netloc)
+    return parts.scheme, parts.netloc, query
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _loc_to_path(loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _problems_from(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = list(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "secret":
+            key = err["ctx"]["key"]
+            msg = msg.split(": ", 1)[1] if ": " in msg else msg
+            loc.extend(_split_key(key))
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        path = _loc_to_path(loc)
+        if prefix:
+            path = prefix + ("" if not path or path.startswith("[") else ".") + path
+        problems.append((path, msg))
+    return problems
+
+
+def _split_key(key: str):
+    # "tokens[1].name" -> ["tokens", 1, "name"]
+    out = []
+    for part in key.split("."):
+        m = re.match(r"^([^\[]+)((?:\[\d+\])*)$", part)
+        if not m:
+            out.append(part)
+            continue
+        out.append(m.group(1))
+        out.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    return out
+
+
+def load_config(source: str | dict, registry=None) -> Config:
+    """Parse and validate a config (a path, YAML text or an already-parsed dict).
+
+    Raises ConfigError listing every problem as (path, reason).
+    """
+    if registry is None:
+        from gateway.registry import default_registry
+
+        registry = default_registry()
+    data = _read(source)
+    problems: list[tuple[str, str]] = []
+
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"the config must be a mapping at the top level, not {type(data).__name__}")])
+
+    raw_devices = data.get("devices") or []
+    raw_listeners = data.get("listeners") or []
+    rest = {k: v for k, v in data.items() if k not in ("devices", "listeners")}
+    base = None
+    try:
+        base = Config.model_validate(rest)
+    except ValidationError as exc:
+        problems += _problems_from(exc)
+
+    devices = _load_entries("devices", raw_devices, "device", registry, problems)
+    listeners = _load_entries("listeners", raw_listeners, "listener", registry, problems)
+
+    seen: dict[str, str] = {}
+    for section, entries in (("devices", devices), ("listeners", listeners)):
+        for i, dev in entries:
+            if dev.id in seen:
+                problems.append((f"{section}[{i}].id", f"duplicate id {dev.id!r} (also {seen[dev.id]})"))
+            else:
+                seen[dev.id] = f"{section}[{i}]"
+
+    if problems:
+        raise ConfigError(problems)
+    return base.model_copy(
+        update={"devices": tuple(d for _, d in devices), "listeners": tuple(d for _, d in listeners)}
+    )
+
+
+def _load_entries(section, raw, kind, registry, problems):
+    out = []
+    if not isinstance(raw, list):
+        problems.append((section, "must be a list"))
+        return out
+    for i, entry in enumerate(raw):
+        where = f"{section}[{i}]"
+        if not isinstance(entry, dict):
+            problems.append((where, "must be a mapping"))
+            continue
+        name = entry.get("driver")
+        if not name:
+            problems.append((f"{where}.driver", "required"))
+            continue
+        spec = registry.get(name)
+        if spec is None:
+            known = ", ".join(sorted(s.name for s in registry.specs() if s.kind == kind)) or "none"
+            problems.append((f"{where}.driver", f"unknown driver {name!r} (installed: {known})"))
+            continue
+        if spec.kind != kind:
+            other = "listeners" if spec.kind == "listener" else "devices"
+            problems.append((f"{where}.driver", f"{name!r} is a {spec.kind} driver: put it under {other}:"))
+            continue
+        try:
+            out.append((i, spec.config_model.model_validate(entry)))
+        except ValidationError as exc:
+            problems += _problems_from(exc, where)
+    return out
+
+
+def _read(source):
+    if isinstance(source, dict):
+        return dict(source)
+    text = source
+    if isinstance(source, (str, os.PathLike)) and ("\n" not in str(source)) and os.path.exists(source):
+        try:
+            with open(source, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise ConfigError([("", f"cannot read {source}: {exc.strerror}")]) from None
+    elif isinstance(source, (str, os.PathLike)) and "\n" not in str(source) and not str(source).strip().startswith("{"):
+        raise ConfigError([("", f"cannot read {source}: no such file")])
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([("", f"YAML syntax: {where}{getattr(exc, 'problem', None) or exc}")]) from None
+    return {} if data is None else data
+
+
+def warnings_for(config: Config) -> list[tuple[str, str]]:
+    """Things that are allowed but unwise, for `tianwang check`."""
+    out = []
+    for i, t in enumerate(config.auth.tokens):
+        for name in t.inline_secrets():
+            out.append((f"auth.tokens[{i}].{name}", "secret written inline; use token_env or token_file"))
+    for section, entries in (("devices", config.devices), ("listeners", config.listeners)):
+        for i, dev in enumerate(entries):
+            if isinstance(dev, SecretsModel):
+                for name in dev.inline_secrets():
+                    out.append((f"{section}[{i}].{name}", f"secret written inline; use {name}_env or {name}_file"))
+    if not config.auth.tokens and not config.auth.anonymous_read:
+        out.append(("auth.tokens", "no tokens: every gRPC call will be refused"))
+    host, _ = parse_hostport(config.gateway.listen)
+    if config.gateway.tls is None and host not in ("127.0.0.1", "::1", "localhost"):
+        out.append(("gateway.tls", f"listening on {host} without TLS: tokens cross the network in clear"))
+    return out

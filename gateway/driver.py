@@ -1,0 +1,105 @@
+"""What a driver is: the spec it registers and the interface the supervisor drives.
+
+A driver package exposes a `DriverSpec` through the `tianwang.drivers` entry-point group. The
+supervisor creates one `Driver` per configured device (or per listener, for families such as
+JT/T 808 where devices dial in) and hands it a `DeviceContext` (gateway.supervisor) through which
+it publishes readings, reports health and counts drops. Drivers never touch gRPC or NATS.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+from typing import Any, Callable, Mapping
+
+from gateway.errors import CommandError
+
+
+class Health(str, enum.Enum):
+    """Device health, published on `<family>/<id>/health` and shown by ListDevices."""
+
+    CONNECTING = "CONNECTING"  # opening the transport / handshaking
+    ONLINE = "ONLINE"  # connected and producing data
+    DEGRADED = "DEGRADED"  # connected, but data is missing or suspect (the reason says why)
+    OFFLINE = "OFFLINE"  # not connected; the supervisor is backing off before the next attempt
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionSpec:
+    """A command a driver accepts through SendCommand."""
+
+    name: str
+    description: str
+    args: Mapping[str, str] = dataclasses.field(default_factory=dict)  # arg name -> description
+    needs_reason: bool = False  # commands that change what the public sees need a reason
+
+
+@dataclasses.dataclass(frozen=True)
+class Publication:
+    """One reading as a driver hands it over: `channel` is appended to `<family>/<id>/`."""
+
+    channel: str
+    payload: dict
+    device_time_ns: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DriverSpec:
+    """What a driver package registers under the `tianwang.drivers` entry-point group.
+
+    name          the `driver:` value in config (`beidou`)
+    family        first topic level of everything it publishes (`gnss`)
+    kind          "device": one instance per `devices:` entry; "listener": one per `listeners:` entry,
+                  which registers the devices that connect to it as children
+    config_model  pydantic model (a subclass of gateway.config.DeviceConfig or ListenerConfig)
+    factory       (config, ctx) -> Driver
+    transports    URL schemes it accepts (`serial`, `tcp`, `http`), for `tianwang drivers`
+    actions       commands it executes
+    decoder       optional (device_id) -> object with feed(bytes) -> list[Publication] and
+                  finish() -> list[Publication], plus `drops` (reason -> count): `tianwang decode`
+    simulator     optional "module:function" taking argv, for `tianwang simulate`
+    """
+
+    name: str
+    family: str
+    config_model: type
+    factory: Callable[[Any, Any], "Driver"]
+    kind: str = "device"
+    transports: tuple[str, ...] = ()
+    actions: tuple[ActionSpec, ...] = ()
+    description: str = ""
+    decoder: Callable[[str], Any] | None = None
+    simulator: str | None = None
+
+    def action(self, name: str) -> ActionSpec | None:
+        for a in self.actions:
+            if a.name == name:
+                return a
+        return None
+
+
+class Driver(abc.ABC):
+    """One device (or one listener). The supervisor runs `run()` in its own task.
+
+    Lifecycle: the supervisor calls `run()`; the driver opens its transport, calls
+    `ctx.set_health(Health.ONLINE)` once the device answers, and keeps reading. When the link fails it
+    raises (DeviceError or any exception); the supervisor then calls `close()`, reports OFFLINE, backs
+    off with jitter and calls `run()` again on the same object. On shutdown or removal the task is
+    cancelled and `close()` is awaited (with a time limit) so ports are closed and subscriptions ended.
+    """
+
+    def __init__(self, config, ctx):
+        self.config = config
+        self.ctx = ctx
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Connect and serve until the link fails (raise) or the task is cancelled."""
+
+    async def command(self, action: str, args: dict, timeout: float) -> dict:
+        """Execute one command; return the result map. Raises CommandError with a reply code."""
+        raise CommandError("UNSUPPORTED", f"driver {self.ctx.driver_name!r} has no action {action!r}")
+
+    async def close(self) -> None:
+        """Release the transport (close ports, unsubscribe). Must be safe to call more than once."""

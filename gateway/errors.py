@@ -1,0 +1,62 @@
+"""The gateway's exception hierarchy.
+
+Every error the gateway raises on purpose derives from `GatewayError` and from the builtin it
+resembles, so callers can catch either. Raw library exceptions (serial, grpc, zeep, aiohttp) are
+wrapped into these at the driver edge.
+"""
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError, ValueError):
+    """A configuration file or value is invalid.
+
+    `problems` holds `(path, reason)` pairs, one per problem, with `path` spelled
+    `devices[2].url` the way `tianwang check` prints it.
+    """
+
+    def __init__(self, problems):
+        if isinstance(problems, str):
+            problems = [("", problems)]
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{p}: {r}" if p else r for p, r in self.problems))
+
+
+class FrameError(GatewayError, ValueError):
+    """Bytes that cannot be a frame of the protocol at hand."""
+
+
+class TopicError(GatewayError, ValueError):
+    """A malformed topic or topic pattern."""
+
+
+class DriverError(GatewayError, RuntimeError):
+    """A driver could not be found, loaded or started."""
+
+
+class DeviceError(GatewayError, ConnectionError):
+    """A device failed: the link dropped, it answered nonsense, or refused to open."""
+
+
+class DeviceTimeout(DeviceError, TimeoutError):
+    """A device did not answer in time."""
+
+
+class CommandError(GatewayError, RuntimeError):
+    """A command could not be carried out. `code` is the CommandReply code."""
+
+    def __init__(self, code, message, result=None):
+        self.code = code
+        self.message = message
+        self.result = result or {}
+        super().__init__(f"{code}: {message}")
+
+
+class AuthError(GatewayError, PermissionError):
+    """A request without valid credentials (`unauthenticated`) or beyond them."""
+
+    def __init__(self, message, unauthenticated=False):
+        self.unauthenticated = unauthenticated
+        super().__init__(message)
