@@ -1,0 +1,86 @@
+"""The journal: every envelope the gateway routes, in seq order, retained by bytes.
+
+Subscribers are cursors into it (a seq plus a topic filter), not private queues: a slow subscriber
+lags without slowing anyone, and one that falls behind retention is told so with a Gap.
+
+The in-memory log (`EntryLog`, compiled or twin, from gateway.framing) holds each envelope already
+encoded as a `Batch.envelopes` field. Disk persistence (journal.path, its own issue) plugs in as a
+`sink` that sees every appended entry and a `read_older(from_seq, ...)` behind the memory; the seq
+numbering and the Gap contract below do not change with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.framing import EntryLog, encode_gap
+
+
+class Journal:
+    """Append-only log of encoded envelopes with a wake-up for waiting readers.
+
+    `append` is called on the event loop thread only (drivers, router and fan-out share one loop).
+    """
+
+    def __init__(self, max_bytes: int, first_seq: int = 1):
+        self.log = EntryLog(int(max_bytes), first_seq)
+        self.append = self._append  # bound once: the router calls this per envelope
+        self._waiter: asyncio.Future | None = None
+
+    # -- writing -------------------------------------------------------------------------------
+    def _append(self, topic, device_id, device_time_ns, gateway_time_ns, payload):
+        seq = self.log.append(topic, device_id, device_time_ns, gateway_time_ns, payload)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return seq
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def first_seq(self) -> int:
+        return self.log.first_seq
+
+    @property
+    def next_seq(self) -> int:
+        return self.log.next_seq
+
+    @property
+    def last_seq(self) -> int:
+        return self.log.next_seq - 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.log.nbytes
+
+    @property
+    def max_bytes(self) -> int:
+        return self.log.max_bytes
+
+    def gap_for(self, cursor: int):
+        """(gap batch bytes, new cursor) when `cursor` is older than what is held, else (None, cursor)."""
+        first = self.log.first_seq
+        if cursor >= first:
+            return None, cursor
+        return encode_gap(cursor, first - 1, "retention"), first
+
+    def collect(self, cursor, flt, max_n, max_bytes):
+        """See EntryLog.collect; `cursor` must not be older than first_seq (use gap_for first)."""
+        return self.log.collect(cursor, flt, max_n, max_bytes)
+
+    async def wait(self, cursor: int, timeout: float | None = None) -> bool:
+        """Wait until an envelope with seq >= `cursor` exists. False on timeout."""
+        if self.log.next_seq > cursor:
+            return True
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        if timeout is None:
+            await asyncio.shield(waiter)
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            return self.log.next_seq > cursor
+        return True

@@ -1,0 +1,373 @@
+"""Device lifecycle: one task per configured device (or listener), health, backoff, reload.
+
+Each device runs in its own task: the driver's `run()` connects and reads; when it fails the
+supervisor reports OFFLINE with the reason, waits (exponential backoff with full jitter, reset
+after a stable connection) and runs it again. Health changes are published on
+`<family>/<id>/health`. Listener drivers (JT/T 808) register the devices that dial in as children,
+which appear in ListDevices like any other device and take commands through the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sys
+import time
+from typing import Any, Awaitable, Callable
+
+from gateway.driver import Driver, DriverSpec, Health, Publication
+from gateway.errors import CommandError, DriverError, FrameError
+
+log = logging.getLogger("tianwang.supervisor")
+
+# A connection that stayed up this long resets the backoff to its initial delay.
+STABLE_AFTER_S = 30.0
+# How long a driver gets to close its transport on stop/removal before it is abandoned.
+CLOSE_TIMEOUT_S = 2.0
+
+CommandHandler = Callable[[str, dict, float], Awaitable[dict]]
+
+
+class DeviceEntry:
+    """One row of ListDevices: a configured device, a listener, or a device that dialled in."""
+
+    __slots__ = (
+        "id",
+        "family",
+        "driver",
+        "state",
+        "reason",
+        "last_seen_ns",
+        "info",
+        "counters",
+        "parent",
+        "command",
+        "spec",
+        "envelopes",
+    )
+
+    def __init__(self, id, family, driver, spec, parent=""):
+        self.id = id
+        self.family = family
+        self.driver = driver
+        self.spec = spec
+        self.state = Health.OFFLINE
+        self.reason = "not started"
+        self.last_seen_ns = 0
+        self.info: dict[str, str] = {}
+        self.counters: dict[str, int] = {}
+        self.parent = parent
+        self.command: CommandHandler | None = None
+        self.envelopes = 0
+
+
+class DeviceContext:
+    """What a driver sees of the gateway: publish readings, report health, count drops.
+
+    Topics are `<family>/<device_id>/<channel>`; the topic strings are built once per channel.
+    """
+
+    def __init__(self, supervisor: "Supervisor", entry: DeviceEntry, config: Any = None):
+        self._sup = supervisor
+        self._entry = entry
+        self._publish = supervisor.router.publish
+        self._topics: dict[str, str] = {}
+        self._children: dict[str, "DeviceContext"] = {}
+        self.config = config
+        self.device_id = entry.id
+        self.family = entry.family
+        self.driver_name = entry.driver
+        self.log = logging.getLogger(f"tianwang.driver.{entry.driver}")
+
+    # -- readings ------------------------------------------------------------------------------
+    def topic(self, channel: str) -> str:
+        t = self._topics.get(channel)
+        if t is None:
+            from gateway.framing import validate_topic
+
+            t = f"{self.family}/{self.device_id}/{channel}"
+            validate_topic(t)
+            self._topics[channel] = t = sys.intern(t)
+        return t
+
+    def publish(self, channel: str, payload: dict, device_time_ns: int = 0) -> int:
+        """Route one reading on `<family>/<id>/<channel>`; return its seq (0 if it was refused)."""
+        topic = self._topics.get(channel) or self.topic(channel)
+        entry = self._entry
+        entry.last_seen_ns = time.time_ns()
+        entry.envelopes += 1
+        try:
+            return self._publish(topic, entry.id, payload, device_time_ns)
+        except FrameError as exc:
+            entry.envelopes -= 1
+            self.drop("unencodable")
+            self.log.error("%s: reading refused: %s", entry.id, exc)
+            return 0
+
+    def publish_many(self, publications) -> None:
+        for pub in publications:
+            self.publish(pub.channel, pub.payload, pub.device_time_ns)
+
+    def seen(self) -> None:
+        """Mark the device as heard from now (bytes arrived, even if no reading came of them)."""
+        self._entry.last_seen_ns = time.time_ns()
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def health(self) -> Health:
+        return self._entry.state
+
+    def set_health(self, state: Health, reason: str = "") -> None:
+        """Report health; a change is published on `<family>/<id>/health`."""
+        entry = self._entry
+        state = Health(state)
+        if state == entry.state and reason == entry.reason:
+            return
+        previous = entry.state
+        entry.state = state
+        entry.reason = reason
+        if state != previous:
+            level = logging.INFO if state in (Health.ONLINE, Health.CONNECTING) else logging.WARNING
+            self.log.log(level, "%s: %s -> %s%s", entry.id, previous.value, state.value, f" ({reason})" if reason else "")
+            self.publish("health", {"state": state.value, "previous": previous.value, "reason": reason})
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a per-device counter (shown in ListDevices)."""
+        c = self._entry.counters
+        c[name] = c.get(name, 0) + n
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count frames dropped for `reason` (tianwang_frames_dropped_total{driver,reason})."""
+        if n <= 0:
+            return
+        self.count(f"dropped_{reason}", n)
+        self._sup.count_drop(self.driver_name, reason, n)
+
+    def set_info(self, **info: Any) -> None:
+        """Static facts for ListDevices (firmware, serial number, address...)."""
+        self._entry.info.update({k: str(v) for k, v in info.items()})
+
+    # -- listener children ---------------------------------------------------------------------
+    def child(self, device_id: str, *, info: dict | None = None, command: CommandHandler | None = None) -> "DeviceContext":
+        """Register (or return) a device that dialled into this listener. Raises ValueError for an
+        id that cannot be a topic level or that collides with a configured device."""
+        ctx = self._children.get(device_id)
+        if ctx is not None:
+            if command is not None:
+                ctx._entry.command = command
+            if info:
+                ctx.set_info(**info)
+            return ctx
+        entry = self._sup.add_child(self._entry, device_id)
+        entry.command = command
+        ctx = DeviceContext(self._sup, entry, self.config)
+        ctx.log = self.log
+        if info:
+            ctx.set_info(**info)
+        self._children[device_id] = ctx
+        return ctx
+
+    def remove_child(self, device_id: str) -> None:
+        """Forget a child entirely (it disappears from ListDevices)."""
+        ctx = self._children.pop(device_id, None)
+        if ctx is not None:
+            self._sup.remove_entry(device_id, self._entry.id)
+
+    def children(self) -> dict[str, "DeviceContext"]:
+        return dict(self._children)
+
+
+def backoff_delays(initial: float, maximum: float, factor: float, rng=random.random):
+    """Exponential backoff with full jitter: attempt k waits uniform(initial/2, min(max, initial*factor^k))."""
+    attempt = 0
+    while True:
+        ceiling = min(maximum, initial * (factor**attempt))
+        yield initial / 2 + rng() * max(0.0, ceiling - initial / 2)
+        if initial * (factor**attempt) < maximum:
+            attempt += 1
+
+
+class _Running:
+    __slots__ = ("config", "spec", "task", "driver", "ctx")
+
+    def __init__(self, config, spec, task, driver, ctx):
+        self.config = config
+        self.spec = spec
+        self.task = task
+        self.driver = driver
+        self.ctx = ctx
+
+
+class Supervisor:
+    """Starts, restarts and stops device drivers; keeps the device table; routes commands."""
+
+    def __init__(self, registry, router):
+        self.registry = registry
+        self.router = router
+        self.entries: dict[str, DeviceEntry] = {}
+        self._running: dict[str, _Running] = {}
+        self.drops: dict[tuple[str, str], int] = {}
+        self.restarts = 0
+
+    # -- table ---------------------------------------------------------------------------------
+    def count_drop(self, driver: str, reason: str, n: int) -> None:
+        key = (driver, reason)
+        self.drops[key] = self.drops.get(key, 0) + n
+
+    def add_child(self, parent: DeviceEntry, device_id: str) -> DeviceEntry:
+        existing = self.entries.get(device_id)
+        if existing is not None:
+            if existing.parent == parent.id:
+                return existing
+            raise ValueError(f"device id {device_id!r} already belongs to {existing.parent or 'the config'}")
+        from gateway.config import DEVICE_ID_RE
+
+        if not DEVICE_ID_RE.match(device_id):
+            raise ValueError(f"device id {device_id!r} cannot be a topic level")
+        entry = DeviceEntry(device_id, parent.family, parent.driver, parent.spec, parent=parent.id)
+        entry.reason = "registered"
+        self.entries[device_id] = entry
+        return entry
+
+    def remove_entry(self, device_id: str, parent: str = "") -> None:
+        entry = self.entries.get(device_id)
+        if entry is not None and entry.parent == parent:
+            del self.entries[device_id]
+
+    def list_devices(self, family: str = "") -> list[DeviceEntry]:
+        return [e for e in self.entries.values() if not family or e.family == family]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def apply(self, config) -> dict[str, list[str]]:
+        """Bring the running devices in line with `config`: start new ones, stop removed ones,
+        restart changed ones, leave the rest alone. Returns {"started", "stopped", "restarted"}."""
+        wanted = {d.id: d for d in config.all_devices() if d.enabled}
+        result = {"started": [], "stopped": [], "restarted": []}
+        for dev_id in [i for i in self._running if i not in wanted]:
+            await self._stop(dev_id, "removed from config")
+            result["stopped"].append(dev_id)
+        for dev_id, dev in wanted.items():
+            running = self._running.get(dev_id)
+            if running is not None and running.config == dev:
+                continue
+            if running is not None:
+                await self._stop(dev_id, "config changed")
+                result["restarted"].append(dev_id)
+            else:
+                result["started"].append(dev_id)
+            self._start(dev)
+        return result
+
+    def _start(self, dev) -> None:
+        spec: DriverSpec = self.registry.require(dev.driver)
+        clash = self.entries.get(dev.id)
+        if clash is not None and clash.parent:
+            # a terminal that dialled in earlier under this id gives way to the configured device
+            self.entries.pop(dev.id)
+        entry = DeviceEntry(dev.id, spec.family, spec.name, spec)
+        entry.info.update({k: str(v) for k, v in dev.labels.items()})
+        self.entries[dev.id] = entry
+        ctx = DeviceContext(self, entry, dev)
+        try:
+            driver = spec.factory(dev, ctx)
+        except Exception as exc:
+            raise DriverError(f"{dev.id}: driver {spec.name!r} failed to start: {exc}") from exc
+        if not isinstance(driver, Driver):
+            raise DriverError(f"{dev.id}: driver {spec.name!r} factory returned {type(driver).__name__}")
+        entry.command = driver.command
+        task = asyncio.get_running_loop().create_task(self._supervise(dev, ctx, driver), name=f"device:{dev.id}")
+        self._running[dev.id] = _Running(dev, spec, task, driver, ctx)
+
+    async def _supervise(self, dev, ctx: DeviceContext, driver: Driver) -> None:
+        delays = backoff_delays(dev.backoff.initial_s, dev.backoff.max_s, dev.backoff.factor)
+        reason = "starting"
+        while True:
+            ctx.set_health(Health.CONNECTING, reason)
+            started = time.monotonic()
+            try:
+                await driver.run()
+                reason = "connection closed"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # whatever a driver raises, the device is retried
+                reason = _describe(exc)
+                if not isinstance(exc, (ConnectionError, TimeoutError, OSError, FrameError)):
+                    ctx.log.exception("%s: driver failed", dev.id)
+            await self._close(driver, dev.id)
+            ctx.set_health(Health.OFFLINE, reason)
+            self.restarts += 1
+            if time.monotonic() - started >= STABLE_AFTER_S:
+                delays = backoff_delays(dev.backoff.initial_s, dev.backoff.max_s, dev.backoff.factor)
+            delay = next(delays)
+            ctx.count("reconnects")
+            await asyncio.sleep(delay)
+            reason = f"retrying after {reason}"
+
+    async def _close(self, driver: Driver, dev_id: str) -> None:
+        try:
+            await asyncio.wait_for(driver.close(), CLOSE_TIMEOUT_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s: close failed: %s", dev_id, _describe(exc))
+
+    async def _stop(self, dev_id: str, reason: str) -> None:
+        running = self._running.pop(dev_id, None)
+        if running is None:
+            return
+        running.task.cancel()
+        try:
+            await running.task
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            log.warning("%s: task ended with %s", dev_id, _describe(exc))
+        await self._close(running.driver, dev_id)
+        for child_id in list(running.ctx.children()):
+            child = running.ctx.children()[child_id]
+            child.set_health(Health.OFFLINE, f"listener {dev_id} stopped")
+            running.ctx.remove_child(child_id)
+        running.ctx.set_health(Health.OFFLINE, reason)
+        self.entries.pop(dev_id, None)
+
+    async def stop_all(self, reason: str = "gateway stopping") -> None:
+        """Stop every device concurrently (drivers close their ports and unsubscribe)."""
+        await asyncio.gather(*(self._stop(i, reason) for i in list(self._running)), return_exceptions=True)
+
+    # -- commands ------------------------------------------------------------------------------
+    def lookup(self, device_id: str) -> DeviceEntry | None:
+        return self.entries.get(device_id)
+
+    async def send_command(self, device_id: str, action: str, args: dict, timeout: float) -> dict:
+        """Run `action` on the device; return its result map. Raises KeyError for an unknown
+        device and CommandError (code OFFLINE, UNSUPPORTED, TIMEOUT, REFUSED, FAILED...) otherwise."""
+        entry = self.entries[device_id]
+        if entry.command is None:
+            raise CommandError("UNSUPPORTED", f"{device_id} takes no commands")
+        if entry.state == Health.OFFLINE or entry.state == Health.CONNECTING:
+            raise CommandError("OFFLINE", f"{device_id} is {entry.state.value}: {entry.reason}")
+        try:
+            result = await asyncio.wait_for(entry.command(action, args, timeout), timeout)
+        except asyncio.TimeoutError:
+            raise CommandError("TIMEOUT", f"{device_id} did not answer {action} within {timeout:g} s") from None
+        except CommandError:
+            raise
+        except (ConnectionError, OSError) as exc:
+            raise CommandError("OFFLINE", f"{device_id}: {_describe(exc)}") from exc
+        return result if isinstance(result, dict) else {"value": result}
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+__all__ = [
+    "DeviceContext",
+    "DeviceEntry",
+    "Publication",
+    "Supervisor",
+    "backoff_delays",
+]
