@@ -25,6 +25,17 @@ TWINS = {
     "encode_envelope": "gateway.envelope_py:encode_envelope",
     "encode_gap": "gateway.envelope_py:encode_gap",
     "count_envelopes": "gateway.envelope_py:count_envelopes",
+    # 0x7E-delimited framers, encoders and their checksums (gateway/frame7e_py.py)
+    "Jt808Framer": "gateway.frame7e_py:Jt808Framer",
+    "Gbt20999Framer": "gateway.frame7e_py:Gbt20999Framer",
+    "PmppFramer": "gateway.frame7e_py:PmppFramer",
+    "encode_jt808": "gateway.frame7e_py:encode_jt808",
+    "encode_gbt20999": "gateway.frame7e_py:encode_gbt20999",
+    "encode_pmpp": "gateway.frame7e_py:encode_pmpp",
+    "crc16_gbt20999": "gateway.frame7e_py:crc16_gbt20999",
+    "crc16_ccitt_false": "gateway.frame7e_py:crc16_ccitt_false",
+    "crc16_x25": "gateway.frame7e_py:crc16_x25",
+    "xor_checksum": "gateway.frame7e_py:xor_checksum",
 }
 
 _compiled_module = None
