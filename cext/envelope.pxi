@@ -245,11 +245,12 @@ cdef class EntryLog:
         return self._topics[self._head + <Py_ssize_t>(seq - self.first_seq)]
 
     def collect(self, uint64_t from_seq, TopicFilter flt, Py_ssize_t max_n, Py_ssize_t max_bytes,
-                Py_ssize_t max_scan=65536):
+                Py_ssize_t max_scan=65536, bint strict=False):
         """Up to `max_n` entries from `from_seq` on whose topic `flt` matches (None = all), joined.
 
-        Stops early before passing `max_bytes` (but always takes one matching entry) and after
-        looking at `max_scan` entries. Returns (batch bytes, count, next seq to look at).
+        Stops before passing `max_bytes` and after looking at `max_scan` entries. Unless `strict`,
+        the first matching entry is taken whatever its size (so an entry larger than the cap still
+        goes out, alone); with `strict` (topping up a batch) it stops there instead. Returns (batch bytes, count, next seq to look at).
         Raises ValueError when `from_seq` is older than `first_seq` (the caller sends a Gap first).
         """
         if from_seq < self.first_seq:
@@ -274,7 +275,7 @@ cdef class EntryLog:
             while i < end:
                 if not check or flt.check(<str>PyList_GET_ITEM(topics, i)):
                     elen = PyBytes_GET_SIZE(<bytes>PyList_GET_ITEM(entries, i))
-                    if n and size + elen > max_bytes:
+                    if size + elen > max_bytes and (n or strict):
                         break
                     picked[n] = i
                     n += 1

@@ -59,6 +59,9 @@ class DriverSpec:
     decoder       optional (device_id) -> object with feed(bytes) -> list[Publication] and
                   finish() -> list[Publication], plus `drops` (reason -> count): `tianwang decode`
     simulator     optional "module:function" taking argv, for `tianwang simulate`
+    demo          optional `async demo(stack: contextlib.AsyncExitStack) -> {"devices": [...],
+                  "listeners": [...]}`: start this family's simulators (their lifetime tied to the
+                  stack) and return config entries pointing at them, for `tianwang run --demo`
     """
 
     name: str
@@ -71,6 +74,7 @@ class DriverSpec:
     description: str = ""
     decoder: Callable[[str], Any] | None = None
     simulator: str | None = None
+    demo: Callable[[Any], Any] | None = None
 
     def action(self, name: str) -> ActionSpec | None:
         for a in self.actions:

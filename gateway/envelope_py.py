@@ -200,11 +200,12 @@ class EntryLog:
             raise KeyError(seq)
         return self._topics[self._head + seq - self.first_seq]
 
-    def collect(self, from_seq, flt, max_n, max_bytes, max_scan=65536):
+    def collect(self, from_seq, flt, max_n, max_bytes, max_scan=65536, strict=False):
         """Up to `max_n` entries from `from_seq` on whose topic `flt` matches (None = all), joined.
 
-        Stops early before passing `max_bytes` (but always takes one matching entry) and after
-        looking at `max_scan` entries. Returns (batch bytes, count, next seq to look at).
+        Stops before passing `max_bytes` and after looking at `max_scan` entries. Unless `strict`,
+        the first matching entry is taken whatever its size (so an entry larger than the cap still
+        goes out, alone); with `strict` (topping up a batch) it stops there instead. Returns (batch bytes, count, next seq to look at).
         Raises ValueError when `from_seq` is older than `first_seq` (the caller sends a Gap first).
         """
         if from_seq < self.first_seq:
@@ -223,7 +224,7 @@ class EntryLog:
         while i < end:
             if matches is None or matches(topics[i]):
                 e = entries[i]
-                if parts and size + len(e) > max_bytes:
+                if size + len(e) > max_bytes and (parts or strict):
                     break
                 parts.append(e)
                 size += len(e)

@@ -37,6 +37,14 @@ class Journal:
                 waiter.set_result(None)
         return seq
 
+    def wake(self) -> None:
+        """Wake every waiting reader now (shutdown, revoked tokens): they re-check their state."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
     # -- reading -------------------------------------------------------------------------------
     @property
     def first_seq(self) -> int:
@@ -65,9 +73,9 @@ class Journal:
             return None, cursor
         return encode_gap(cursor, first - 1, "retention"), first
 
-    def collect(self, cursor, flt, max_n, max_bytes):
+    def collect(self, cursor, flt, max_n, max_bytes, strict=False):
         """See EntryLog.collect; `cursor` must not be older than first_seq (use gap_for first)."""
-        return self.log.collect(cursor, flt, max_n, max_bytes)
+        return self.log.collect(cursor, flt, max_n, max_bytes, 65536, strict)
 
     async def wait(self, cursor: int, timeout: float | None = None) -> bool:
         """Wait until an envelope with seq >= `cursor` exists. False on timeout."""

@@ -62,3 +62,13 @@ def _fail_on_loop_errors():
         msgs = "; ".join(repr(c.get("exception") or c.get("message")) for c in _LOOP_ERRORS)
         _LOOP_ERRORS.clear()
         pytest.fail(f"exception reached the event loop's handler: {msgs}")
+
+
+# The test-only driver (tests/plugins/tw_testgen.py) is importable in-process and, through
+# PYTHONPATH and TIANWANG_DRIVER_MODULES, in gateway subprocesses.
+import sys as _sys
+from pathlib import Path as _Path
+
+PLUGINS = str(_Path(__file__).parent / "plugins")
+if PLUGINS not in _sys.path:
+    _sys.path.insert(0, PLUGINS)

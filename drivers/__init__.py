@@ -1,0 +1,1 @@
+"""Device drivers, one package per family (onvif, signal, beidou)."""

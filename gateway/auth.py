@@ -1,0 +1,94 @@
+"""Bearer-token authentication and the per-token ACLs.
+
+Tokens come from config (`auth.tokens`), each with `read` topic patterns (what it may subscribe to)
+and `control` patterns over `family/device_id` (what it may command). Presented tokens are hashed and
+compared against every configured token with `hmac.compare_digest`, without stopping at a match, so
+the time taken does not depend on which token (if any) matched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+
+from gateway.errors import AuthError
+from gateway.framing import TopicFilter
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    name: str
+    read: tuple[str, ...]
+    control: tuple[str, ...]
+
+    def __post_init__(self):
+        ctl = TopicFilter(self.control) if self.control else None
+        object.__setattr__(self, "_control", ctl)
+
+    def may_control(self, family: str, device_id: str) -> bool:
+        ctl = self._control
+        return ctl is not None and ctl.matches(f"{family}/{device_id}")
+
+    def may_read_any(self, pattern: str) -> bool:
+        """True when some topic matching `pattern` is readable by this principal."""
+        return any(patterns_overlap(pattern, r) for r in self.read)
+
+
+def patterns_overlap(p: str, q: str) -> bool:
+    """True when some topic matches both (valid) patterns."""
+    a = p.split("/")
+    b = q.split("/")
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else None
+        y = b[i] if i < len(b) else None
+        if x == "#" or y == "#":
+            return True
+        if x is None or y is None:
+            return False
+        if x != "+" and y != "+" and x != y:
+            return False
+    return True
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class Authenticator:
+    """Maps the `authorization` metadata of a call to a Principal."""
+
+    def __init__(self, auth_config):
+        self._tokens = [
+            (_digest(t.token.get_secret_value()), Principal(t.name, tuple(t.read), tuple(t.control)))
+            for t in auth_config.tokens
+        ]
+        anon = tuple(auth_config.anonymous_read)
+        self._anonymous = Principal("anonymous", anon, ()) if anon else None
+        self.names = frozenset(p.name for _, p in self._tokens)
+
+    def authenticate(self, metadata) -> Principal:
+        """`metadata`: iterable of (key, value). Raises AuthError(unauthenticated=True)."""
+        header = None
+        for key, value in metadata or ():
+            if key == "authorization":
+                header = value
+                break
+        if header is None:
+            if self._anonymous is not None:
+                return self._anonymous
+            raise AuthError("missing 'authorization: Bearer <token>' metadata", unauthenticated=True)
+        if isinstance(header, bytes):
+            header = header.decode("latin-1")
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("malformed authorization metadata; expected 'Bearer <token>'", unauthenticated=True)
+        presented = _digest(token)
+        found = None
+        for digest, principal in self._tokens:
+            if hmac.compare_digest(digest, presented) and found is None:
+                found = principal
+        if found is None:
+            raise AuthError("unknown token", unauthenticated=True)
+        return found

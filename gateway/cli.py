@@ -1,0 +1,427 @@
+"""`tianwang` command line (also `python -m gateway`). Verbs as in DESIGN.md section 3.
+
+Imports are per verb: `tianwang decode` must start fast and never loads grpc.
+Exit codes: 0 success; 1 the thing checked or commanded failed (bad config, refused command);
+2 usage, connection or server errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--addr", default=None, help="gateway HOST:PORT (default $TIANWANG_ADDR or 127.0.0.1:50051)")
+    p.add_argument("--token", default=None, help="bearer token (default $TIANWANG_TOKEN)")
+    p.add_argument("--ca", default=None, help="CA certificate file: use TLS")
+    p.add_argument("--cert", default=None, help="client certificate file (mTLS)")
+    p.add_argument("--key", default=None, help="client key file (mTLS)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tianwang", description="Tianwang field gateway")
+    parser.add_argument("--log-level", default=os.environ.get("TIANWANG_LOG_LEVEL", "info"))
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run the gateway")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-c", "--config", help="config file (YAML)")
+    src.add_argument("--demo", action="store_true", help="run on built-in simulators of every family")
+    p.add_argument("--listen", help="override gateway.listen (HOST:PORT; port 0 picks one)")
+    p.add_argument("--metrics", help="override gateway.metrics (HOST:PORT, or 'off')")
+    p.add_argument("--quiet", action="store_true", help="with --demo: no live view on stdout")
+
+    p = sub.add_parser("check", help="validate a config file")
+    p.add_argument("file")
+
+    p = sub.add_parser("subscribe", help="print envelopes as they arrive")
+    _client_args(p)
+    p.add_argument("--topic", action="append", default=[], help="topic pattern (repeatable; MQTT + and #)")
+    p.add_argument("--from-seq", type=int, default=0, help="replay from this seq (0 = live only)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many envelopes")
+    p.add_argument("--max-batch", type=int, default=0)
+    p.add_argument("--max-delay-ms", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="JSON lines with decoded payloads")
+
+    p = sub.add_parser("devices", help="list devices and their state")
+    _client_args(p)
+    p.add_argument("--family", default="")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("command", help="send a command to a device")
+    _client_args(p)
+    p.add_argument("device")
+    p.add_argument("action")
+    p.add_argument("args", nargs="*", metavar="key=value", help="arguments (values parsed as JSON when they can be)")
+    p.add_argument("--reason", default="", help="why (recorded in the audit log; required for some actions)")
+    p.add_argument("--command-timeout", type=float, default=0, help="seconds the device gets (default: driver's)")
+
+    p = sub.add_parser("top", help="live view of rates and device states")
+    _client_args(p)
+    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--once", action="store_true", help="print one view and exit")
+
+    sub.add_parser("drivers", help="list installed drivers")
+
+    p = sub.add_parser("decode", help="decode a raw capture offline (like gpsdecode)")
+    p.add_argument("--driver", required=True)
+    p.add_argument("--id", default="capture", help="device id used in topics (default: capture)")
+    p.add_argument("file", help="capture file, or - for stdin")
+
+    p = sub.add_parser("simulate", help="run one device simulator standalone")
+    p.add_argument("kind", help="onvif, signal, beidou, jt808 (whichever are installed)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see `tianwang simulate KIND --help`)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verb = args.verb
+    if verb == "decode":
+        return cmd_decode(args)
+    _setup_logging(args.log_level)
+    handler = {
+        "run": cmd_run,
+        "check": cmd_check,
+        "subscribe": cmd_subscribe,
+        "devices": cmd_devices,
+        "command": cmd_command,
+        "top": cmd_top,
+        "drivers": cmd_drivers,
+        "simulate": cmd_simulate,
+    }[verb]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # downstream closed (`tianwang subscribe | head`): not an error
+        try:
+            sys.stdout.close()
+        except BrokenPipeError:
+            pass
+        return 0
+
+
+# -- decode ------------------------------------------------------------------------------------
+def cmd_decode(args) -> int:
+    from gateway.decode import run_decode
+
+    out = open(sys.stdout.fileno(), "w", encoding="utf-8", buffering=1 << 20, closefd=False)
+    try:
+        if args.file == "-":
+            return run_decode(args.driver, args.id, sys.stdin.buffer, out)
+        try:
+            f = open(args.file, "rb")
+        except OSError as exc:
+            print(f"tianwang decode: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return 2
+        with f:
+            return run_decode(args.driver, args.id, f, out)
+    finally:
+        try:
+            out.flush()
+        except BrokenPipeError:
+            pass
+
+
+# -- check -------------------------------------------------------------------------------------
+def cmd_check(args) -> int:
+    from gateway.config import load_config, warnings_for
+    from gateway.errors import ConfigError
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for path, reason in exc.problems:
+            print(f"{path}: {reason}" if path else reason)
+        return 1
+    for path, reason in warnings_for(config):
+        print(f"warning: {path}: {reason}", file=sys.stderr)
+    print(f"{args.file}: ok ({len(config.devices)} devices, {len(config.listeners)} listeners, {len(config.auth.tokens)} tokens)")
+    return 0
+
+
+# -- run ---------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    import uvloop
+
+    from gateway.errors import ConfigError, GatewayError
+
+    if args.demo:
+        from gateway.demo import run_demo
+
+        try:
+            return uvloop.run(run_demo(listen=args.listen, metrics=args.metrics, live=not args.quiet))
+        except GatewayError as exc:
+            print(f"tianwang: {exc}", file=sys.stderr)
+            return 2
+
+    from gateway.app import Gateway, announce
+    from gateway.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for path, reason in exc.problems:
+            print(f"{path}: {reason}" if path else reason, file=sys.stderr)
+        return 1
+    if args.metrics:
+        metrics = None if args.metrics == "off" else args.metrics
+        config = config.model_copy(update={"gateway": config.gateway.model_copy(update={"metrics": metrics})})
+    gw = Gateway(config, config_path=args.config, listen=args.listen)
+
+    async def main():
+        await gw.serve(ready=announce)
+
+    try:
+        uvloop.run(main())
+    except GatewayError as exc:
+        print(f"tianwang: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# -- client verbs --------------------------------------------------------------------------------
+def _rpc_error(exc) -> int:
+    code = exc.code().name if hasattr(exc, "code") else "ERROR"
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    print(f"tianwang: {code}: {details}", file=sys.stderr)
+    return 2
+
+
+def _connect(args):
+    from gateway import client
+
+    channel = client.open_channel(args.addr, ca=args.ca, cert=args.cert, key=args.key)
+    return channel, client.stub(channel), client.auth_metadata(args.token)
+
+
+def cmd_subscribe(args) -> int:
+    import grpc
+
+    from gateway import client
+    from tianwang.v1 import gateway_pb2 as pb
+
+    channel, stub, md = _connect(args)
+    req = pb.SubscribeRequest(
+        topics=args.topic, from_seq=args.from_seq, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms
+    )
+    seen = 0
+    write = sys.stdout.write
+    try:
+        for batch in stub.Subscribe(req, metadata=md, wait_for_ready=False):
+            if batch.HasField("gap"):
+                g = client.gap_dict(batch.gap)
+                write((json.dumps(g) if args.json else f"GAP {g['gap']['from_seq']}..{g['gap']['to_seq']} ({g['gap']['reason']})") + "\n")
+            for env in batch.envelopes:
+                d = client.envelope_dict(env)
+                if args.json:
+                    write(json.dumps(d, default=_json_default, ensure_ascii=False) + "\n")
+                else:
+                    write(f"{d['seq']} {d['topic']} {json.dumps(d['payload'], default=_json_default, ensure_ascii=False)}\n")
+                seen += 1
+                if args.count and seen >= args.count:
+                    sys.stdout.flush()
+                    return 0
+            sys.stdout.flush()
+    except grpc.RpcError as exc:
+        return _rpc_error(exc)
+    finally:
+        channel.close()
+    return 0
+
+
+def _json_default(obj):
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj).hex()
+    return str(obj)
+
+
+def _fmt_age(ns: int) -> str:
+    import time
+
+    if not ns:
+        return "never"
+    age = max(0.0, time.time() - ns / 1e9)
+    if age < 120:
+        return f"{age:.1f}s ago"
+    if age < 7200:
+        return f"{age / 60:.0f}m ago"
+    return f"{age / 3600:.1f}h ago"
+
+
+def format_devices(devices) -> str:
+    rows = [("ID", "FAMILY", "DRIVER", "STATE", "LAST SEEN", "ENVELOPES", "REASON")]
+    for d in devices:
+        rows.append(
+            (
+                d.id,
+                d.family,
+                d.driver,
+                d.state,
+                _fmt_age(d.last_seen_ns),
+                str(d.counters.get("envelopes", 0)),
+                d.reason,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
+
+
+def cmd_devices(args) -> int:
+    import grpc
+
+    from tianwang.v1 import gateway_pb2 as pb
+
+    channel, stub, md = _connect(args)
+    try:
+        reply = stub.ListDevices(pb.ListDevicesRequest(family=args.family), metadata=md, timeout=args.timeout)
+    except grpc.RpcError as exc:
+        return _rpc_error(exc)
+    finally:
+        channel.close()
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        for d in reply.devices:
+            print(json.dumps(MessageToDict(d, preserving_proto_field_name=True)))
+    else:
+        print(format_devices(reply.devices))
+    return 0
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_command(args) -> int:
+    import grpc
+
+    from gateway import client
+    from tianwang.v1 import gateway_pb2 as pb
+
+    kv = {}
+    for item in args.args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"tianwang command: argument {item!r} is not key=value", file=sys.stderr)
+            return 2
+        kv[key] = _parse_value(value)
+    channel, stub, md = _connect(args)
+    req = pb.CommandRequest(
+        device_id=args.device,
+        action=args.action,
+        args=client.pack_args(kv),
+        reason=args.reason,
+        timeout_ms=int(args.command_timeout * 1000),
+    )
+    try:
+        reply = stub.SendCommand(req, metadata=md, timeout=max(args.timeout, args.command_timeout + 1))
+    except grpc.RpcError as exc:
+        return _rpc_error(exc)
+    finally:
+        channel.close()
+    out = {
+        "ok": reply.ok,
+        "code": reply.code,
+        "message": reply.message,
+        "result": client.unpack(reply.result),
+        "audit_seq": reply.audit_seq,
+    }
+    print(json.dumps(out, default=_json_default, ensure_ascii=False))
+    return 0 if reply.ok else 1
+
+
+def cmd_top(args) -> int:
+    import time
+
+    import grpc
+
+    from gateway.top import TopView
+    from tianwang.v1 import gateway_pb2 as pb
+
+    channel, stub, md = _connect(args)
+    view = TopView()
+    tty = sys.stdout.isatty() and not args.once
+    try:
+        while True:
+            try:
+                stats = stub.GetStats(pb.GetStatsRequest(), metadata=md, timeout=args.timeout)
+                devices = stub.ListDevices(pb.ListDevicesRequest(), metadata=md, timeout=args.timeout).devices
+            except grpc.RpcError as exc:
+                return _rpc_error(exc)
+            text = view.render(stats, devices, time.monotonic())
+            if tty:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+            if args.once:
+                return 0
+            time.sleep(args.interval)
+    finally:
+        channel.close()
+
+
+def cmd_drivers(args) -> int:
+    from gateway.registry import default_registry
+
+    reg = default_registry()
+    rows = [("DRIVER", "FAMILY", "KIND", "TRANSPORTS", "ACTIONS", "SIMULATOR")]
+    for s in reg.specs():
+        rows.append(
+            (
+                s.name,
+                s.family,
+                s.kind,
+                ",".join(s.transports) or "-",
+                ",".join(a.name for a in s.actions) or "-",
+                "yes" if s.simulator else "-",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for name, why in sorted(reg.errors.items()):
+        print(f"{name}: failed to load: {why}", file=sys.stderr)
+    return 1 if reg.errors else 0
+
+
+def cmd_simulate(args) -> int:
+    import importlib
+
+    from gateway.registry import default_registry
+
+    reg = default_registry()
+    sims = {s.name: s.simulator for s in reg.specs() if s.simulator}
+    where = sims.get(args.kind)
+    if where is None:
+        print(
+            f"tianwang simulate: no simulator {args.kind!r} (have: {', '.join(sorted(sims)) or 'none'})",
+            file=sys.stderr,
+        )
+        return 2
+    module, func = where.split(":")
+    return int(getattr(importlib.import_module(module), func)(args.rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Prometheus metrics (`gateway.metrics` address in config).
+
+Nothing on the hot path touches prometheus-client: the router, drivers and fan-out keep plain
+counters, and this collector reads them when Prometheus scrapes. The HTTP endpoint runs in
+prometheus-client's own thread; reads of the counters there are single C-level dict copies.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+
+class GatewayCollector:
+    def __init__(self, app):
+        self.app = app
+
+    def collect(self):
+        app = self.app
+        journal = app.journal
+        sup = app.supervisor
+        svc = app.service
+        info = InfoMetricFamily("tianwang_build", "Gateway build and hot-path implementation")
+        info.add_metric([], {"gateway": app.config.gateway.name, "version": app.version, "hot_path": app.implementation})
+        yield info
+
+        entries = list(sup.entries.values())
+        env = CounterMetricFamily("tianwang_envelopes", "Envelopes routed from devices, by family", labels=["family"])
+        by_family: dict[str, int] = {}
+        states: dict[tuple[str, str], int] = {}
+        for e in entries:
+            by_family[e.family] = by_family.get(e.family, 0) + e.envelopes
+            key = (e.family, e.state.value)
+            states[key] = states.get(key, 0) + 1
+        for fam, n in sorted(by_family.items()):
+            env.add_metric([fam], n)
+        yield env
+
+        dev = GaugeMetricFamily("tianwang_devices", "Devices by family and health state", labels=["family", "state"])
+        for (fam, state), n in sorted(states.items()):
+            dev.add_metric([fam, state], n)
+        yield dev
+
+        drops = CounterMetricFamily(
+            "tianwang_frames_dropped", "Frames dropped by drivers, by reason", labels=["driver", "reason"]
+        )
+        for (driver, reason), n in sorted(list(sup.drops.items())):
+            drops.add_metric([driver, reason], n)
+        yield drops
+
+        yield CounterMetricFamily("tianwang_device_restarts", "Driver runs that ended and were retried", value=sup.restarts)
+        yield GaugeMetricFamily("tianwang_journal_bytes", "Bytes held by the journal", value=journal.nbytes)
+        yield GaugeMetricFamily("tianwang_journal_max_bytes", "Journal retention limit", value=journal.max_bytes)
+        yield GaugeMetricFamily("tianwang_journal_first_seq", "Oldest seq held", value=journal.first_seq)
+        yield GaugeMetricFamily("tianwang_journal_last_seq", "Newest seq", value=journal.last_seq)
+        yield CounterMetricFamily(
+            "tianwang_journal_trimmed", "Envelopes dropped from memory by retention", value=journal.log.trimmed
+        )
+        yield CounterMetricFamily(
+            "tianwang_router_rejected", "Readings refused by the router (unencodable, oversize)", value=app.router.rejected
+        )
+        yield GaugeMetricFamily("tianwang_subscribers", "Open Subscribe streams", value=len(svc.subscribers))
+        counters = dict(svc.counters)
+        for key, help_text in (
+            ("batches_sent", "Batches written to subscribers"),
+            ("envelopes_delivered", "Envelopes written to subscribers"),
+            ("gaps_sent", "Gaps sent to subscribers behind retention"),
+            ("subscribe_calls", "Subscribe calls accepted"),
+            ("commands", "SendCommand calls"),
+            ("commands_denied", "SendCommand calls refused before reaching a device"),
+            ("commands_failed", "Commands that reached a device and failed"),
+            ("requests_unauthenticated", "Calls refused for a missing or unknown token"),
+            ("requests_invalid", "Calls refused as malformed"),
+        ):
+            yield CounterMetricFamily(f"tianwang_{key}", help_text, value=counters.get(key, 0))
+
+
+def serve_metrics(app, address: str):
+    """Start the /metrics endpoint on HOST:PORT; returns (server, registry). Port 0 picks one."""
+    from gateway.config import parse_hostport
+
+    host, port = parse_hostport(address)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(GatewayCollector(app))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server, registry
