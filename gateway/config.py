@@ -48,6 +48,20 @@ class SecretsModel(Model):
     __secrets__: ClassVar[tuple[str, ...]] = ()
     __required_secrets__: ClassVar[tuple[str, ...]] = ()
 
+    @field_validator("*")
+    @classmethod
+    def _secret_source(cls, value, info):
+        # checked per field, so a missing variable is reported even when other keys are wrong too
+        name = info.field_name
+        if value is None:
+            return value
+        if name.endswith("_env") and name[:-4] in cls.__secrets__:
+            if not os.environ.get(value):
+                raise ValueError(f"environment variable {value} is not set or empty")
+        elif name.endswith("_file") and name[:-5] in cls.__secrets__:
+            _read_secret_file(value)
+        return value
+
     @model_validator(mode="after")
     def _resolve_secrets(self):
         for name in self.__secrets__:
@@ -68,27 +82,9 @@ class SecretsModel(Model):
                     )
                 continue
             if env is not None:
-                value = os.environ.get(env)
-                if not value:
-                    raise PydanticCustomError(
-                        "secret",
-                        "{key}: environment variable {var} is not set or empty",
-                        {"key": f"{name}_env", "var": env},
-                    )
+                value = os.environ[env]
             elif path is not None:
-                try:
-                    with open(path, encoding="utf-8") as f:
-                        value = f.read().rstrip("\r\n")
-                except OSError as exc:
-                    raise PydanticCustomError(
-                        "secret",
-                        "{key}: cannot read {path}: {err}",
-                        {"key": f"{name}_file", "path": path, "err": exc.strerror or str(exc)},
-                    ) from None
-                if not value:
-                    raise PydanticCustomError(
-                        "secret", "{key}: {path} is empty", {"key": f"{name}_file", "path": path}
-                    )
+                value = _read_secret_file(path)
             else:
                 continue
             object.__setattr__(self, name, SecretStr(value))
@@ -103,6 +99,18 @@ class SecretsModel(Model):
             and getattr(self, f"{n}_env") is None
             and getattr(self, f"{n}_file") is None
         ]
+
+
+def _read_secret_file(path: str) -> str:
+    """The secret in `path` without its trailing newline. Raises ValueError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not value:
+        raise ValueError(f"{path} is empty")
+    return value
 
 
 def parse_hostport(value: str, what: str = "address") -> tuple[str, int]:
@@ -396,13 +404,17 @@ def load_config(source: str | dict, registry=None) -> Config:
     devices = _load_entries("devices", raw_devices, "device", registry, problems)
     listeners = _load_entries("listeners", raw_listeners, "listener", registry, problems)
 
+    # duplicates are found on the raw entries, so they are reported even when an entry is invalid
     seen: dict[str, str] = {}
-    for section, entries in (("devices", devices), ("listeners", listeners)):
-        for i, dev in entries:
-            if dev.id in seen:
-                problems.append((f"{section}[{i}].id", f"duplicate id {dev.id!r} (also {seen[dev.id]})"))
+    for section, raw in (("devices", raw_devices), ("listeners", raw_listeners)):
+        for i, entry in enumerate(raw if isinstance(raw, list) else ()):
+            dev_id = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(dev_id, str):
+                continue
+            if dev_id in seen:
+                problems.append((f"{section}[{i}].id", f"duplicate id {dev_id!r} (also {seen[dev_id]})"))
             else:
-                seen[dev.id] = f"{section}[{i}]"
+                seen[dev_id] = f"{section}[{i}]"
 
     if problems:
         raise ConfigError(problems)
@@ -445,14 +457,19 @@ def _read(source):
     if isinstance(source, dict):
         return dict(source)
     text = source
-    if isinstance(source, (str, os.PathLike)) and ("\n" not in str(source)) and os.path.exists(source):
+    if isinstance(source, os.PathLike) or (
+        isinstance(source, str) and not any(c in source for c in "\n:{")
+    ):
         try:
             with open(source, encoding="utf-8") as f:
                 text = f.read()
+        except FileNotFoundError:
+            raise ConfigError([("", f"cannot read {source}: no such file")]) from None
         except OSError as exc:
             raise ConfigError([("", f"cannot read {source}: {exc.strerror}")]) from None
-    elif isinstance(source, (str, os.PathLike)) and "\n" not in str(source) and not str(source).strip().startswith("{"):
-        raise ConfigError([("", f"cannot read {source}: no such file")])
+    elif isinstance(source, str) and os.path.isfile(source):
+        with open(source, encoding="utf-8") as f:
+            text = f.read()
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -1,0 +1,131 @@
+"""Config: YAML -> frozen models, every problem reported with its key path, secrets from env/files."""
+
+import subprocess
+import sys
+
+import pytest
+
+from gateway.config import load_config, warnings_for
+from gateway.errors import ConfigError
+from gw import ROOT, registry
+
+GOOD = """
+gateway: {listen: "127.0.0.1:50051", metrics: "127.0.0.1:9108", journal: {max_bytes: 64MiB}}
+auth:
+  tokens:
+    - {name: command-centre, token_env: TW_TEST_TOKEN, read: ["#"], control: ["test/+"]}
+devices:
+  - {id: gen-1, driver: testgen, rate_hz: 5}
+  - {id: gen-2, driver: testgen, channels: [a, b]}
+"""
+
+
+def problems(text, monkeypatch=None):
+    with pytest.raises(ConfigError) as err:
+        load_config(text, registry())
+    return dict(err.value.problems)
+
+
+def test_good_config_is_frozen_and_typed(monkeypatch):
+    monkeypatch.setenv("TW_TEST_TOKEN", "s3cret-value")
+    cfg = load_config(GOOD, registry())
+    assert cfg.gateway.journal.max_bytes == 64 * 1024 * 1024
+    assert [d.id for d in cfg.devices] == ["gen-1", "gen-2"]
+    assert cfg.devices[1].channels == ("a", "b")
+    assert cfg.auth.tokens[0].token.get_secret_value() == "s3cret-value"
+    assert "s3cret" not in repr(cfg)  # secrets never print
+    with pytest.raises(Exception):
+        cfg.devices[0].rate_hz = 1.0
+    assert warnings_for(cfg) == []
+
+
+def test_every_problem_is_reported_with_its_path(monkeypatch):
+    monkeypatch.delenv("TW_MISSING", raising=False)
+    text = """
+gateway: {listen: "nowhere", journal: {max_bytes: 10}, colour: blue}
+auth:
+  tokens:
+    - {name: a, token_env: TW_MISSING, read: ["a//b"]}
+    - {name: b, read: ["#"]}
+devices:
+  - {id: gen-1, driver: testgen, rate_hz: -1}
+  - {id: gen-1, driver: testgen}
+  - {id: "bad/id", driver: testgen}
+  - {id: x, driver: nosuch}
+  - {id: y}
+  - {id: z, driver: testgen, unknown_key: 1}
+"""
+    p = problems(text)
+    assert p["gateway.listen"].startswith("expected HOST:PORT")
+    assert "at least 64KiB" in p["gateway.journal.max_bytes"]
+    assert p["gateway.colour"] == "unknown key"
+    assert p["auth.tokens[0].token_env"] == "environment variable TW_MISSING is not set or empty"
+    assert "empty level" in p["auth.tokens[0].read"]
+    assert p["auth.tokens[1].token"].startswith("required")
+    assert "greater than or equal to 0" in p["devices[0].rate_hz"]
+    assert p["devices[1].id"] == "duplicate id 'gen-1' (also devices[0])"
+    assert "must be 1-64" in p["devices[2].id"]
+    assert p["devices[3].driver"].startswith("unknown driver 'nosuch'")
+    assert p["devices[4].driver"] == "required"
+    assert p["devices[5].unknown_key"] == "unknown key"
+
+
+def test_secrets_from_files_and_conflicts(tmp_path, monkeypatch):
+    secret = tmp_path / "token"
+    secret.write_text("from-a-file\n")
+    cfg = load_config(
+        {"auth": {"tokens": [{"name": "t", "token_file": str(secret), "read": ["#"]}]}}, registry()
+    )
+    assert cfg.auth.tokens[0].token.get_secret_value() == "from-a-file"
+    p = problems({"auth": {"tokens": [{"name": "t", "token_file": str(tmp_path / "nope"), "read": ["#"]}]}})
+    assert p["auth.tokens[0].token_file"].startswith("cannot read")
+    monkeypatch.setenv("TW_T", "x")
+    p = problems({"auth": {"tokens": [{"name": "t", "token": "a", "token_env": "TW_T"}]}})
+    assert "give only one of token, token_env" in p["auth.tokens[0].token_env"]
+    p = problems({"auth": {"tokens": [{"name": "t", "token": "same"}, {"name": "u", "token": "same"}]}})
+    assert p["auth.tokens[1].token"] == "same token value as tokens[0]"
+
+
+def test_inline_secrets_and_open_listen_warn():
+    cfg = load_config(
+        {"gateway": {"listen": "0.0.0.0:50051"}, "auth": {"tokens": [{"name": "t", "token": "inline", "read": ["#"]}]}},
+        registry(),
+    )
+    w = dict(warnings_for(cfg))
+    assert "inline" in w["auth.tokens[0].token"]
+    assert "without TLS" in w["gateway.tls"]
+
+
+def test_yaml_syntax_errors_and_non_mappings():
+    p = problems("gateway: {listen: [unclosed")
+    assert p[""].startswith("YAML syntax: line 1")
+    assert problems("- just\n- a list\n")[""].startswith("the config must be a mapping")
+    assert problems({"devices": "nope"})["devices"] == "must be a list"
+
+
+def _cli(*args, env_extra=None):
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "tests" / "plugins")
+    env["TIANWANG_DRIVER_MODULES"] = "tw_testgen"
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+
+
+def test_check_cli_exit_codes(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: {listen: nowhere}\ndevices:\n  - {id: a, driver: testgen, rate_hz: x}\n  - {id: b, driver: nosuch}\n")
+    r = _cli("check", str(bad))
+    assert r.returncode == 1
+    lines = r.stdout.strip().splitlines()
+    assert "gateway.listen: expected HOST:PORT, got 'nowhere'" in lines
+    assert any(line.startswith("devices[0].rate_hz: ") for line in lines)
+    assert any(line.startswith("devices[1].driver: unknown driver 'nosuch'") for line in lines)
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    r = _cli("check", str(good), env_extra={"TW_TEST_TOKEN": "x"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok (2 devices, 0 listeners, 1 tokens)" in r.stdout
+    r = _cli("check", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 1 and "no such file" in r.stdout
