@@ -134,25 +134,14 @@ RECENT = 32  # messages remembered per terminal to recognise a resend of one alr
 class _Terminal:
     """What the listener knows of one phone, across its connections."""
 
-    __slots__ = ("phone", "ctx", "conn", "alarm", "recent", "recent_order")
+    __slots__ = ("phone", "ctx", "conn", "alarm", "recent")
 
     def __init__(self, phone, ctx):
         self.phone = phone
         self.ctx = ctx
         self.conn: _Connection | None = None
         self.alarm = 0
-        self.recent: set = set()
-        self.recent_order = collections.deque()
-
-    def seen_before(self, key) -> bool:
-        """True when `key` (msg id, serial, body) was published already: a resend after a lost ack."""
-        if key in self.recent:
-            return True
-        self.recent.add(key)
-        self.recent_order.append(key)
-        if len(self.recent_order) > RECENT:
-            self.recent.discard(self.recent_order.popleft())
-        return False
+        self.recent = p.RecentMessages(RECENT)
 
 
 class _Connection(asyncio.Protocol):
@@ -207,6 +196,10 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         lst = self.listener
         lst.connections.discard(self)
+        # a frame cut off by the disconnect is a drop like any other
+        self.framer.finish()
+        if self.framer.dropped_bytes != self.seen_dropped_bytes:
+            self._count_framer_drops()
         for fut in self.queries.values():
             if not fut.done():
                 fut.set_exception(CommandError("OFFLINE", f"{self.phone}: connection closed before the answer"))
@@ -422,10 +415,11 @@ class _Connection(asyncio.Protocol):
             if not self.authed:
                 return self._unauthenticated(header, reply)
             term = self.term
-            if term.seen_before((msg_id, header.serial, body)):
+            loc = p.parse_location(body)
+            if term.recent.seen_before(msg_id, header.serial, body):
                 term.ctx.count("duplicates")
             else:
-                lst.publish_location(term, p.parse_location(body), live=True)
+                lst.publish_location(term, loc, live=True)
             if reply:
                 self._ack(header)
         elif msg_id == p.HEARTBEAT:
@@ -439,7 +433,7 @@ class _Connection(asyncio.Protocol):
                 return self._unauthenticated(header, reply)
             term = self.term
             kind, locations = p.parse_batch(body)
-            if term.seen_before((msg_id, header.serial, body)):
+            if term.recent.seen_before(msg_id, header.serial, body):
                 term.ctx.count("duplicates")
             else:
                 live = kind != p.BATCH_BLIND_AREA
@@ -614,8 +608,7 @@ class Jt808Listener(Driver):
     def publish_location(self, term: _Terminal, loc: p.Location, live: bool) -> dict:
         """Publish one position (and, for live ones, alarm-bit changes); return the fix payload.
         Stored (blind-area) positions are history: they do not move the alarm state."""
-        payload = p.fix_payload(loc)
-        payload["stored"] = not live
+        payload = p.fix_payload(loc, stored=not live)
         t = loc.time_ns or 0
         ctx = term.ctx
         ctx.publish("fix", payload, t)

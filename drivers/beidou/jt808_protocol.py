@@ -22,6 +22,7 @@ whose `header` is set once the header was readable, so the platform can still an
 from __future__ import annotations
 
 import calendar
+import collections
 import enum
 import hashlib
 import hmac
@@ -369,6 +370,28 @@ class Reassembler:
 
     def __len__(self):
         return len(self._pending)
+
+
+class RecentMessages:
+    """The last `size` messages of one terminal, to recognise a resend (same id, serial and body)
+    of a message whose ack was lost, so it is acknowledged again but not published twice."""
+
+    __slots__ = ("size", "_keys", "_order")
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._keys: set = set()
+        self._order: collections.deque = collections.deque()
+
+    def seen_before(self, msg_id: int, serial: int, body: bytes) -> bool:
+        key = (msg_id, serial, body)
+        if key in self._keys:
+            return True
+        self._keys.add(key)
+        self._order.append(key)
+        if len(self._order) > self.size:
+            self._keys.discard(self._order.popleft())
+        return False
 
 
 def split_body(body: bytes, part_size: int = MAX_BODY) -> list[bytes]:
@@ -742,12 +765,13 @@ def location_reply_body(reply_serial: int, location: bytes) -> bytes:
 _KMH_TO_MPS = 1 / 3.6
 
 
-def fix_payload(loc: Location) -> dict:
+def fix_payload(loc: Location, stored: bool = False) -> dict:
     """The `gnss/<phone>/fix` payload (DESIGN section 3 keys; what a terminal does not report is
     None). JT/T 808 gives one satellite count for the whole fix, so `sats_used` is split by
     constellation only when the status bits name exactly one system; `sats_used_total` always
     carries the count. Extra keys: `alarm` and `status` (raw words), `acc_on`, `systems`,
-    `mileage_km`, `signal`."""
+    `mileage_km`, `signal`, and `stored` (True for positions a terminal kept while it had no
+    network and uploaded later in a blind-area batch)."""
     status = loc.status
     systems = [name for bit, name in STATUS_SYSTEMS if status & bit]
     sats = loc.satellites
@@ -777,6 +801,7 @@ def fix_payload(loc: Location) -> dict:
         "acc_on": bool(status & STATUS_ACC_ON),
         "mileage_km": loc.mileage_km,
         "signal": loc.signal,
+        "stored": stored,
     }
 
 
