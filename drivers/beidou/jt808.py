@@ -691,6 +691,30 @@ class Jt808Listener(Driver):
                 pass
 
 
+DEMO_TERMINALS = 200
+
+
+async def _demo(stack) -> dict:
+    """`tianwang run --demo`: a fleet of simulated terminals dialling a listener on a free loopback
+    port. The fleet starts first and keeps re-dialling (with backoff) until the listener is up."""
+    import secrets
+    import socket
+
+    from drivers.beidou.jt808_sim import Fleet
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fleet = Fleet("127.0.0.1", port, terminals=DEMO_TERMINALS, rate=1.0, backoff_initial=0.3, backoff_max=2.0)
+    await fleet.start()
+    stack.push_async_callback(fleet.stop)
+    return {
+        "listeners": [
+            {"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret": secrets.token_hex(16)}
+        ]
+    }
+
+
 def _decoder(device_id: str):
     from drivers.beidou.jt808_decode import Decoder
 
@@ -713,4 +737,5 @@ SPEC = DriverSpec(
     description="JT/T 808-2011/2013/2019 vehicle terminals dialling in over TCP",
     decoder=_decoder,
     simulator="drivers.beidou.jt808_sim:main",
+    demo=_demo,
 )
