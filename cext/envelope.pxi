@@ -8,6 +8,7 @@ from libc.stdint cimport uint64_t, int64_t, uint8_t
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from posix.time cimport clock_gettime, timespec, CLOCK_REALTIME
 
 # bytes object header + two list slots, per entry (see the twin)
 ENTRY_OVERHEAD = 56
@@ -181,7 +182,8 @@ cdef class EntryLog:
     """The journal's in-memory log: encoded entries in seq order, retained by bytes.
 
     `first_seq` is the oldest seq still held, `next_seq` the one the next append gets. When the held
-    bytes (wire bytes + ENTRY_OVERHEAD each) pass `max_bytes`, the oldest entries go.
+    bytes (wire bytes + ENTRY_OVERHEAD each) pass `max_bytes`, the oldest entries go. `waiter`, when
+    set, is a Future that the next append resolves and clears (readers waiting for new entries).
     """
 
     def __init__(self, max_bytes, first_seq=1):
@@ -197,6 +199,10 @@ cdef class EntryLog:
         self._entries = []
         self._topics = []
         self._head = 0
+        self.waiter = None
+        self.pack = None
+        self.max_payload = 512 * 1024
+        self.rejected = 0
 
     def __len__(self):
         return self.next_seq - self.first_seq
@@ -205,14 +211,42 @@ cdef class EntryLog:
         """Encode and append one envelope; return its seq."""
         if payload is None:
             raise TypeError("payload must be bytes, not NoneType")
+        return self._append(topic, device_id, device_time_ns, gateway_time_ns, payload)
+
+    def publish(self, str topic, str device_id, payload, int64_t device_time_ns=0):
+        """Encode `payload` with `self.pack`, stamp the gateway time, append; return the seq.
+
+        Raises FrameError (counted in `rejected`) when the payload cannot be encoded or its
+        encoding is larger than `max_payload`.
+        """
+        cdef object packed
+        cdef timespec ts
+        try:
+            packed = self.pack(payload)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.rejected += 1
+            raise FrameError(f"{topic}: payload cannot be encoded: {exc}") from exc
+        if PyBytes_GET_SIZE(packed) > self.max_payload:
+            self.rejected += 1
+            raise FrameError(f"{topic}: payload of {len(packed)} bytes exceeds {self.max_payload}")
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return self._append(topic, device_id, device_time_ns,
+                            <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec, <bytes>packed)
+
+    cdef unsigned long long _append(self, str topic, str device_id, int64_t dtime, int64_t gtime, bytes payload) except 0:
         cdef uint64_t seq = self.next_seq
-        cdef bytes entry = _encode(seq, topic, device_id, device_time_ns, gateway_time_ns, payload, True)
+        cdef bytes entry = _encode(seq, topic, device_id, dtime, gtime, payload, True)
         self._entries.append(entry)
         self._topics.append(topic)
         self.next_seq = seq + 1
         self.nbytes += PyBytes_GET_SIZE(entry) + _ENTRY_OVERHEAD
         if self.nbytes > self.max_bytes:
             self._trim()
+        if self.waiter is not None:
+            waiter = self.waiter
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
         return seq
 
     cdef int _trim(self) except -1:

@@ -8,6 +8,8 @@ gRPC handler passes the bytes through without a serializer. Field order and the 
 values follow what the protobuf library writes, so the bytes are identical to its output.
 """
 
+import time
+
 from gateway.errors import FrameError
 
 # Retention accounting per entry beyond its wire bytes: the bytes object header and the two list
@@ -140,7 +142,8 @@ class EntryLog:
 
     `first_seq` is the oldest seq still held, `next_seq` the one the next append gets; both start at
     `first_seq` (1 for a new journal). When the held bytes (wire bytes + ENTRY_OVERHEAD each) pass
-    `max_bytes`, the oldest entries go.
+    `max_bytes`, the oldest entries go. `waiter`, when set, is a Future that the next append
+    resolves and clears (readers waiting for new entries).
     """
 
     def __init__(self, max_bytes, first_seq=1):
@@ -156,6 +159,10 @@ class EntryLog:
         self._entries = []
         self._topics = []
         self._head = 0
+        self.waiter = None
+        self.pack = None  # payload encoder for publish(): msgpack Packer.pack
+        self.max_payload = 512 * 1024
+        self.rejected = 0  # publish() refusals: unencodable or oversize payloads
 
     def __len__(self):
         return self.next_seq - self.first_seq
@@ -170,7 +177,28 @@ class EntryLog:
         self.nbytes += len(entry) + ENTRY_OVERHEAD
         if self.nbytes > self.max_bytes:
             self._trim()
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
         return seq
+
+    def publish(self, topic, device_id, payload, device_time_ns=0):
+        """Encode `payload` with `self.pack`, stamp the gateway time, append; return the seq.
+
+        Raises FrameError (counted in `rejected`) when the payload cannot be encoded or its
+        encoding is larger than `max_payload`.
+        """
+        try:
+            packed = self.pack(payload)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self.rejected += 1
+            raise FrameError(f"{topic}: payload cannot be encoded: {exc}") from exc
+        if len(packed) > self.max_payload:
+            self.rejected += 1
+            raise FrameError(f"{topic}: payload of {len(packed)} bytes exceeds {self.max_payload}")
+        return self.append(topic, device_id, device_time_ns, time.time_ns(), packed)
 
     def _trim(self):
         entries = self._entries

@@ -22,26 +22,17 @@ class Journal:
     `append` is called on the event loop thread only (drivers, router and fan-out share one loop).
     """
 
-    def __init__(self, max_bytes: int, first_seq: int = 1):
-        self.log = EntryLog(int(max_bytes), first_seq)
-        self.append = self._append  # bound once: the router calls this per envelope
-        self._waiter: asyncio.Future | None = None
-
-    # -- writing -------------------------------------------------------------------------------
-    def _append(self, topic, device_id, device_time_ns, gateway_time_ns, payload):
-        seq = self.log.append(topic, device_id, device_time_ns, gateway_time_ns, payload)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        return seq
+    def __init__(self, max_bytes: int, first_seq: int = 1, entry_log=EntryLog):
+        """`entry_log`: the EntryLog class (compiled or twin; benchmarks choose, others leave it)."""
+        self.log = entry_log(int(max_bytes), first_seq)
+        # the router calls this per envelope: the compiled log's own method, no Python frame between
+        self.append = self.log.append
 
     def wake(self) -> None:
         """Wake every waiting reader now (shutdown, revoked tokens): they re-check their state."""
-        waiter = self._waiter
+        waiter = self.log.waiter
         if waiter is not None:
-            self._waiter = None
+            self.log.waiter = None
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -81,9 +72,9 @@ class Journal:
         """Wait until an envelope with seq >= `cursor` exists. False on timeout."""
         if self.log.next_seq > cursor:
             return True
-        waiter = self._waiter
+        waiter = self.log.waiter
         if waiter is None or waiter.done():
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            waiter = self.log.waiter = asyncio.get_running_loop().create_future()
         if timeout is None:
             await asyncio.shield(waiter)
             return True

@@ -6,14 +6,12 @@ subscribers; fan-out only joins bytes.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import msgpack
 
 from gateway.errors import FrameError
 
-log = logging.getLogger("tianwang.router")
 
 # An envelope must fit in one batch with room to spare (batches stay well under gRPC's 4 MiB).
 MAX_PAYLOAD = 512 * 1024
@@ -27,34 +25,31 @@ def _msgpack_default(obj):
 
 
 class Router:
-    """Readings in, envelopes into the journal. Lives on the event loop thread."""
+    """Readings in, envelopes into the journal. Lives on the event loop thread.
 
-    def __init__(self, journal, clock=time.time_ns):
+    `publish(topic, device_id, payload, device_time_ns=0) -> seq` is the log's own (compiled)
+    method: msgpack-encode, stamp the gateway time, encode the envelope, append, wake readers.
+    It raises FrameError, counted in `rejected`, for a payload that cannot be encoded or is larger
+    than MAX_PAYLOAD.
+    """
+
+    def __init__(self, journal):
         self.journal = journal
-        self._append = journal.append
-        self._clock = clock
-        self._pack = msgpack.Packer(use_bin_type=True, default=_msgpack_default).pack
-        self.rejected = 0  # payloads refused (unencodable or oversize)
+        log = journal.log
+        log.pack = msgpack.Packer(use_bin_type=True, default=_msgpack_default).pack
+        log.max_payload = MAX_PAYLOAD
+        self._log = log
+        self.publish = log.publish
 
-    def publish(self, topic: str, device_id: str, payload: dict, device_time_ns: int = 0) -> int:
-        """Route one reading; return its seq. Raises FrameError when the payload cannot be encoded
-        or is larger than MAX_PAYLOAD (counted in `rejected`)."""
-        try:
-            packed = self._pack(payload)
-        except (TypeError, ValueError, OverflowError) as exc:
-            self.rejected += 1
-            raise FrameError(f"{topic}: payload cannot be encoded: {exc}") from exc
-        if len(packed) > MAX_PAYLOAD:
-            self.rejected += 1
-            raise FrameError(f"{topic}: payload of {len(packed)} bytes exceeds {MAX_PAYLOAD}")
-        return self._append(topic, device_id, device_time_ns, self._clock(), packed)
+    @property
+    def rejected(self) -> int:
+        return self._log.rejected
 
     def publish_packed(self, topic: str, device_id: str, packed: bytes, device_time_ns: int = 0) -> int:
         """Route a reading whose payload is already a msgpack map (replay, bridges)."""
         if len(packed) > MAX_PAYLOAD:
-            self.rejected += 1
             raise FrameError(f"{topic}: payload of {len(packed)} bytes exceeds {MAX_PAYLOAD}")
-        return self._append(topic, device_id, device_time_ns, self._clock(), packed)
+        return self._log.append(topic, device_id, device_time_ns, time.time_ns(), packed)
 
 
 def unpack_payload(payload: bytes):

@@ -175,3 +175,35 @@ def test_log_scan_limit(impl):
 def test_count_envelopes_rejects_garbage(impl, blob):
     with pytest.raises(FrameError):
         impl.count_envelopes(blob)
+
+
+def test_log_publish_encodes_stamps_and_refuses(impl):
+    import time
+
+    import msgpack
+
+    log = impl.EntryLog(1 << 20)
+    log.pack = msgpack.Packer(use_bin_type=True).pack
+    log.max_payload = 100
+    before = time.time_ns()
+    seq = log.publish("gnss/a/fix", "a", {"lat": 31.5, "raw": b"\x01"}, 7)
+    after = time.time_ns()
+    env = pb.Batch.FromString(log.entry(seq)).envelopes[0]
+    assert (env.seq, env.topic, env.device_id, env.device_time_ns) == (1, "gnss/a/fix", "a", 7)
+    assert before <= env.gateway_time_ns <= after
+    assert msgpack.unpackb(env.payload) == {"lat": 31.5, "raw": b"\x01"}
+    with pytest.raises(FrameError, match="cannot be encoded"):
+        log.publish("gnss/a/fix", "a", {"x": object()})
+    with pytest.raises(FrameError, match="exceeds 100"):
+        log.publish("gnss/a/fix", "a", {"x": "y" * 200})
+    assert log.rejected == 2 and log.next_seq == 2
+
+
+async def test_log_append_wakes_the_waiter(impl):
+    import asyncio
+
+    log = impl.EntryLog(1 << 20)
+    fut = asyncio.get_running_loop().create_future()
+    log.waiter = fut
+    log.append("a/b/c", "b", 0, 1, b"")
+    assert fut.done() and log.waiter is None

@@ -1,0 +1,45 @@
+"""Benchmark session setup: every run states which hot path it measured, on which Python and CPU."""
+
+import platform
+
+import pytest
+
+from gateway import framing
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+ENV_INFO = {
+    "using_cext": framing.USING_CEXT,
+    "python": platform.python_version(),
+    "cpu": cpu_model(),
+}
+
+
+def pytest_report_header(config):
+    return [
+        f"tianwang bench: USING_CEXT={framing.USING_CEXT} ({framing.why_not_compiled() or 'compiled hot path'}), "
+        f"Python {ENV_INFO['python']}, CPU {ENV_INFO['cpu']}"
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _record_environment(request):
+    if "benchmark" in request.fixturenames:
+        request.getfixturevalue("benchmark").extra_info.update(ENV_INFO)
+    yield
+
+
+@pytest.fixture(params=framing.implementations(), ids=lambda ns: ns.NAME)
+def impl(request):
+    """Each hot-path implementation, compiled first: benchmarks print them side by side."""
+    return request.param

@@ -1,0 +1,143 @@
+"""Router + journal append rate, and gRPC fan-out delivery to 1, 4 and 16 subscribers against a
+plain grpc.aio server that writes one message per envelope, in the same run.
+
+Targets (DESIGN section 4): router + journal >= 1,000,000 envelopes/s; fan-out >= 1,000,000
+envelopes/s delivered in total to 4 subscribers and >= 40x the one-per-write server.
+
+The server runs in its own process; the subscribers share one client process (one channel each)
+and count envelopes from the raw batch bytes, so each side has a core of its own.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import msgpack
+import pytest
+import uvloop
+
+from gateway import framing
+from gateway.journal import Journal
+from gateway.router import Router
+from tianwang.v1 import gateway_pb2 as pb
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from fanout_server import TOKEN, fix_payload  # noqa: E402
+
+ROUTER_N = 200_000
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["dict", "prepacked"])
+def test_router_journal_append(benchmark, impl, packed):
+    """Envelopes/s through Router.publish into the journal (encode once + append + retention)."""
+    payload = fix_payload(1)
+    blob = msgpack.packb(payload)
+    topics = [f"gnss/bd-{i:04d}/fix" for i in range(1000)]
+    ids = [f"bd-{i:04d}" for i in range(1000)]
+
+    def setup():
+        return (Router(Journal(256 * 1024 * 1024, entry_log=impl.EntryLog)),), {}
+
+    def run(router):
+        publish = router.publish_packed if packed else router.publish
+        p = blob if packed else payload
+        for i in range(ROUTER_N):
+            publish(topics[i % 1000], ids[i % 1000], p, 0)
+
+    benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)
+    rate = ROUTER_N / benchmark.stats.stats.min
+    benchmark.extra_info["envelopes_per_s"] = round(rate)
+    benchmark.extra_info["impl"] = impl.NAME
+    print(f"\nrouter+journal [{impl.NAME}, {'prepacked' if packed else 'dict payload'}]: {rate:,.0f} envelopes/s")
+
+
+class ServerProcess:
+    def __init__(self, kind, n):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "fanout_server.py"), kind, "--envelopes", str(n)],
+            stdout=subprocess.PIPE,
+            env=dict(os.environ),
+        )
+        self.info = json.loads(self.proc.stdout.readline())
+        self.addr = f"127.0.0.1:{self.info['port']}"
+
+    def close(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def _deliver(addr, subscribers, per_subscriber, batched):
+    """Start `subscribers` streams from seq 1; return (envelopes delivered, seconds)."""
+    req = pb.SubscribeRequest(from_seq=1).SerializeToString()
+    md = (("authorization", f"Bearer {TOKEN}"),)
+    count = framing.count_envelopes
+    channels = [grpc.aio.insecure_channel(addr, options=[("grpc.max_receive_message_length", 8 << 20)]) for _ in range(subscribers)]
+    for ch in channels:
+        await ch.channel_ready()
+
+    async def one(ch):
+        call = ch.unary_stream("/tianwang.v1.Gateway/Subscribe")(req, metadata=md)
+        got = 0
+        async for msg in call:
+            got += count(msg)[0] if batched else 1
+            if got >= per_subscriber:
+                break
+        call.cancel()
+        return got
+
+    t0 = time.perf_counter()
+    got = await asyncio.gather(*(one(ch) for ch in channels))
+    elapsed = time.perf_counter() - t0
+    for ch in channels:
+        await ch.close()
+    return sum(got), elapsed
+
+
+@pytest.fixture(scope="module")
+def servers():
+    tw = ServerProcess("tianwang", 600_000)
+    plain = ServerProcess("plain", 60_000)
+    yield {"tianwang": tw, "plain": plain}
+    tw.close()
+    plain.close()
+
+
+RESULTS = {}
+
+
+@pytest.mark.parametrize("subscribers", [1, 4, 16])
+def test_fanout_delivery(benchmark, servers, subscribers):
+    """Total envelopes/s delivered to N subscribers: tianwang (batched cursors) vs one-per-write."""
+    tw_per_sub = {1: 600_000, 4: 500_000, 16: 150_000}[subscribers]
+    plain_per_sub = 60_000 // subscribers
+
+    def run():
+        return uvloop.run(_deliver(servers["tianwang"].addr, subscribers, tw_per_sub, True))
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    tw_total = subscribers * tw_per_sub
+    tw_rate = tw_total / benchmark.stats.stats.min
+    delivered, plain_s = uvloop.run(_deliver(servers["plain"].addr, subscribers, plain_per_sub, False))
+    plain_rate = delivered / plain_s
+    ratio = tw_rate / plain_rate
+    benchmark.extra_info.update(
+        subscribers=subscribers,
+        tianwang_envelopes_per_s=round(tw_rate),
+        one_per_write_envelopes_per_s=round(plain_rate),
+        ratio=round(ratio, 1),
+    )
+    RESULTS[subscribers] = (tw_rate, plain_rate, ratio)
+    print(
+        f"\nfan-out to {subscribers:>2} subscribers: tianwang {tw_rate:,.0f} envelopes/s, "
+        f"one-per-write {plain_rate:,.0f} envelopes/s, ratio {ratio:.1f}x (USING_CEXT={framing.USING_CEXT})"
+    )
