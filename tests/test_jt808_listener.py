@@ -496,9 +496,11 @@ async def test_logout_ends_the_session():
     async with listener() as gw:
         raw = await RawTerminal().connect(gw.port)
         assert await raw.login() == p.Result.OK
-        await raw.send(p.LOGOUT)
-        assert (await raw.ack())[1] == (raw.serial, p.LOGOUT, p.Result.OK)
+        # a report behind the logout in the same segment belongs to no session
+        await raw.write(raw.frame(p.LOGOUT) + raw.frame(p.LOCATION, location()))
+        assert (await raw.ack())[1] == (raw.serial - 1, p.LOGOUT, p.Result.OK)
         assert await raw.closed_by_peer()
+        assert fixes_of(gw, raw.phone) == []
         await until(lambda: gw.entry(raw.phone).state == Health.OFFLINE)
         assert gw.entry(raw.phone).reason == "logged out (0x0003)"
 

@@ -221,6 +221,8 @@ class _Connection(asyncio.Protocol):
             self._resume()
 
     def data_received(self, data):
+        if self.closed:
+            return
         lst = self.listener
         self.last_rx = lst.loop.time()
         framer = self.framer
@@ -243,12 +245,18 @@ class _Connection(asyncio.Protocol):
         if n <= self.tokens:
             self.tokens -= n
             for frame in frames:
+                if self.closed:
+                    return
                 self._handle(frame)
             return
         allowed = int(self.tokens)
         self.tokens -= allowed
         for frame in frames[:allowed]:
+            if self.closed:
+                return
             self._handle(frame)
+        if self.closed:
+            return
         self.backlog = collections.deque(frames[allowed:])
         self._dctx().count("flood_paused")
         self._pause()
@@ -292,7 +300,7 @@ class _Connection(asyncio.Protocol):
     def _count_framer_drops(self):
         framer = self.framer
         dctx = self._dctx()
-        dctx.count("dropped_bytes", framer.dropped_bytes - self.seen_dropped_bytes)
+        dctx.count("bytes_dropped", framer.dropped_bytes - self.seen_dropped_bytes)
         self.seen_dropped_bytes = framer.dropped_bytes
         drops = framer.drops
         seen = self.seen_drops
@@ -333,6 +341,9 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         self.close_reason = reason
+        # nothing more is read, handled or written on a connection being closed
+        self.closed = True
+        self.backlog = None
         if counter:
             self.listener.ctx.count(counter)
         log.info("%s: closing %s (%s): %s", self.listener.ctx.device_id, self.peer, self.phone or "unknown", reason)
