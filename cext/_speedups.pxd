@@ -2,3 +2,4 @@
 include "topics_decl.pxi"
 include "envelope_decl.pxi"
 include "frame7e_decl.pxi"
+include "nmea_decl.pxi"

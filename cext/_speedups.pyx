@@ -9,3 +9,4 @@ core reports. The declarations (the contract) are in _speedups.pxd and the *_dec
 include "topics.pxi"
 include "envelope.pxi"
 include "frame7e.pxi"
+include "nmea.pxi"

@@ -36,6 +36,28 @@ TWINS = {
     "crc16_ccitt_false": "gateway.frame7e_py:crc16_ccitt_false",
     "crc16_x25": "gateway.frame7e_py:crc16_x25",
     "xor_checksum": "gateway.frame7e_py:xor_checksum",
+    # NMEA 0183 framer + decoder and its typed messages (drivers/beidou/nmea_py.py)
+    "NmeaDecoder": "drivers.beidou.nmea_py:NmeaDecoder",
+    "nmea_checksum": "drivers.beidou.nmea_py:nmea_checksum",
+    "parse_nmea_sentence": "drivers.beidou.nmea_py:parse_nmea_sentence",
+    "NMEA_DROP_REASONS": "drivers.beidou.nmea_py:NMEA_DROP_REASONS",
+    "GGA": "drivers.beidou.nmea_py:GGA",
+    "RMC": "drivers.beidou.nmea_py:RMC",
+    "GSA": "drivers.beidou.nmea_py:GSA",
+    "GSV": "drivers.beidou.nmea_py:GSV",
+    "GLL": "drivers.beidou.nmea_py:GLL",
+    "VTG": "drivers.beidou.nmea_py:VTG",
+    "ZDA": "drivers.beidou.nmea_py:ZDA",
+    "GST": "drivers.beidou.nmea_py:GST",
+    "GNS": "drivers.beidou.nmea_py:GNS",
+    "TXT": "drivers.beidou.nmea_py:TXT",
+    "TXR": "drivers.beidou.nmea_py:TXR",
+    "FKI": "drivers.beidou.nmea_py:FKI",
+    "ICI": "drivers.beidou.nmea_py:ICI",
+    "ICP": "drivers.beidou.nmea_py:ICP",
+    "TCI": "drivers.beidou.nmea_py:TCI",
+    "PWI": "drivers.beidou.nmea_py:PWI",
+    "RawSentence": "drivers.beidou.nmea_py:RawSentence",
 }
 
 _compiled_module = None

@@ -1,0 +1,1 @@
+"""BeiDou receivers (NMEA + RDSS short messages) and JT/T 808 vehicle terminals."""
