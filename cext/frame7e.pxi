@@ -242,6 +242,34 @@ cdef class _Frame7e:
             return 0
         return self._drop(reason, nbytes, c, n)
 
+    cdef int _finish_gbt(self, const uint8_t* c, Py_ssize_t n, Py_ssize_t nbytes, list out) except -1:
+        # A stump ending in a lone 0x5C swallows the next frame's start flag as an escaped 7E: when
+        # the length does not fit, split at the first escaped 7E (see the twin).
+        cdef Py_ssize_t off = 0, length = 0, idx, i, stump_bytes
+        cdef const uint8_t* q
+        cdef int reason
+        while True:
+            reason = self._check(c, n, &off, &length)
+            if reason < 0:
+                out.append(PyBytes_FromStringAndSize(<const char*>c + off, length))
+                self.frames += 1
+                return 0
+            q = NULL
+            if reason == F7_BAD_LENGTH or reason == F7_TRUNCATED:
+                q = <const uint8_t*>memchr(c, F7_FLAG, n)
+            if q == NULL:
+                return self._drop(reason, nbytes, c, n)
+            idx = q - c
+            # its start flag, its bytes (each 7E/7D/5C came as a pair) and the lone 5C
+            stump_bytes = 1 + idx + 1
+            for i in range(idx):
+                if c[i] == 0x7E or c[i] == 0x7D or c[i] == 0x5C:
+                    stump_bytes += 1
+            self._finish_frame(c, idx, stump_bytes, out)
+            nbytes -= stump_bytes
+            c += idx + 1
+            n -= idx + 1
+
     # -- escaped profiles ----------------------------------------------------------------------
 
     cdef Py_ssize_t _room(self, const uint8_t* run, Py_ssize_t m) noexcept:
@@ -367,7 +395,7 @@ cdef class _Frame7e:
                 if self.bad:
                     self._drop(F7_BAD_ESCAPE, self.raw + 2, self.buf, self.buf_len)
                 else:
-                    self._finish_frame(self.buf, self.buf_len, self.raw + 2, out)
+                    self._finish_gbt(self.buf, self.buf_len, self.raw + 2, out)
                 self.state = F7_HUNT
                 self.buf_len = 0
             elif gbt:  # a start flag inside a frame: the frame was cut short
@@ -425,10 +453,13 @@ cdef class _Frame7e:
                 continue
             c = w + k + 1
             if _crc_msb(self.crc_table, self.crc_init, c, size - 2) != ((<uint16_t>c[size - 2] << 8) | c[size - 1]):
-                self._drop(F7_BAD_CHECKSUM, size + 2, c, size)
-            else:
-                out.append(PyBytes_FromStringAndSize(<const char*>c + 2, size - 4))
-                self.frames += 1
+                # the length field may belong to a stump whose end landed on a 7D in the next
+                # frame: rescan rather than skip, so that frame survives
+                self._drop(F7_BAD_CHECKSUM, 1, c, size)
+                i = k + 1
+                continue
+            out.append(PyBytes_FromStringAndSize(<const char*>c + 2, size - 4))
+            self.frames += 1
             i = k + size + 2
         return n
 

@@ -58,6 +58,8 @@ cdef class _Frame7e:
     cdef int _check(self, const uint8_t* c, Py_ssize_t n, Py_ssize_t* off, Py_ssize_t* length) noexcept
     # check, then deliver to `out` or count the drop. 0 or -1 = exception set
     cdef int _finish_frame(self, const uint8_t* c, Py_ssize_t n, Py_ssize_t nbytes, list out) except -1
+    # GB/T frame ended by 7D: check, splitting at escaped 7Es after a stump. 0 or -1 = exception set
+    cdef int _finish_gbt(self, const uint8_t* c, Py_ssize_t n, Py_ssize_t nbytes, list out) except -1
     # index in run of the byte that would make the frame too long, or m
     cdef Py_ssize_t _room(self, const uint8_t* run, Py_ssize_t m) noexcept
     # append unescaped bytes: 1 = taken, 0 = too long (counted, now discarding), -1 = exception set

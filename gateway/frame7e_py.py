@@ -34,6 +34,11 @@ Reasons:
 - `truncated`: shorter than its header or length field requires, interrupted by a new start flag
   (GB/T), or still open at `finish()`.
 
+GB/T 20999 escapes by prefix, so a stump cut right after a 0x5C turns the next frame's start flag
+into an escaped 7E. When a frame ended by 7D fails its length check and holds a 7E, it is split at
+the first one: the part before is checked as a frame of its own (counted under its reason), the rest
+as a frame that 7E started. The frame after a stump therefore survives in every profile.
+
 For the same-flag protocols (JT/T 808, PMPP) a closing flag also opens the next frame, so a frame cut
 short by a dropped connection or noise costs one drop and the frame after it survives; bytes between
 two flags that are not a frame are dropped under the reason that rejects them.
@@ -44,13 +49,14 @@ is the unescaped bytes between the flags (JT/T 808: header, body and checksum by
 the bad escape for `bad_escape`). A JT/T 808 listener reads the message id and serial from it to
 answer 0x8001 with result 2 (message error), as the standard asks for a message that fails its check.
 At most `MAX_REJECTS` pairs wait; later ones are counted only. The unescaped GB/T profile keeps
-`bad_checksum` rejects only (its other drops are candidate starts that were rescanned).
+`bad_checksum` rejects only, with the bytes its length field covers.
 
 GB/T 20999 profile (`Gbt20999Framer` and `encode_gbt20999` keywords; defaults are the majority):
 `length_field` "n-2" | "n" | "n-4" (what the length field holds, N = bytes between the flags),
 `crc` "gbt20999" (poly 0x1005, init 0) | "ccitt-false" (0x1021, init 0xFFFF), `escaped` True | False.
 An unescaped profile is framed by its length field: 7E, length, then the 7D the length points to;
-a candidate that fails is rescanned from the byte after its 7E.
+a candidate that fails any check is dropped (its 7E counts one dropped byte) and the bytes after its
+7E are scanned again, so a good frame swallowed by a stump's length field still comes out.
 """
 
 import re
@@ -273,6 +279,27 @@ class _Frame7e:
         else:
             self._drop(reason, nbytes, content)
 
+    def _finish_gbt(self, content, nbytes, out):
+        """A GB/T frame ended by its 7D. A stump that ends in a lone 0x5C swallows the next frame's
+        start flag as an escaped 7E; when the length does not fit, split at the first escaped 7E:
+        the part before it is checked on its own, the rest is a frame that 7E started."""
+        while True:
+            reason, frame = self._check(content)
+            if reason < 0:
+                self.frames += 1
+                out.append(frame)
+                return
+            idx = content.find(b"\x7e") if reason in (_BAD_LENGTH, _TRUNCATED) else -1
+            if idx < 0:
+                self._drop(reason, nbytes, content)
+                return
+            stump = content[:idx]
+            # its start flag, its bytes (each 7E/7D/5C came as a pair) and the lone 5C
+            stump_bytes = 1 + idx + sum(stump.count(x) for x in (b"\x7e", b"\x7d", b"\x5c")) + 1
+            self._finish_frame(stump, stump_bytes, out)
+            nbytes -= stump_bytes
+            content = content[idx + 1 :]
+
     # -- escaped profiles ------------------------------------------------------------------------
 
     def _room(self, run):
@@ -357,7 +384,7 @@ class _Frame7e:
                 if self._bad:
                     self._drop(_BAD_ESCAPE, self._raw + 2, self._buf)
                 else:
-                    self._finish_frame(self._buf, self._raw + 2, out)
+                    self._finish_gbt(self._buf, self._raw + 2, out)
                 self._state = _HUNT
                 self._buf = bytearray()
             elif gbt:  # a start flag inside a frame: the frame was cut short
@@ -473,10 +500,13 @@ class _Frame7e:
                 continue
             c = w[k + 1 : k + size + 1]
             if _crc_msb(table, init, c[:-2]) != (c[-2] << 8) | c[-1]:
-                self._drop(_BAD_CHECKSUM, size + 2, c)
-            else:
-                self.frames += 1
-                out.append(bytes(c[2:-2]))
+                # the length field may belong to a stump whose end landed on a 7D in the next
+                # frame: rescan rather than skip, so that frame survives
+                self._drop(_BAD_CHECKSUM, 1, c)
+                i = k + 1
+                continue
+            self.frames += 1
+            out.append(bytes(c[2:-2]))
             i = k + size + 2
         return n
 
