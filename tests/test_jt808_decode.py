@@ -136,3 +136,28 @@ def test_tianwang_decode_command_line():
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line) for line in proc.stdout.splitlines()] == expected(name)
     assert "46 publications" in proc.stderr and "bad_checksum=1" in proc.stderr
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+MSG_IDS = [p.TERMINAL_ACK, p.HEARTBEAT, p.LOGOUT, p.REGISTER, p.AUTH, p.LOCATION, p.LOCATION_REPLY, p.BATCH, 0x0900]
+
+
+@given(
+    msg_id=st.sampled_from(MSG_IDS),
+    body=st.binary(max_size=300),
+    version=st.sampled_from([None, 1]),
+    noise=st.binary(max_size=40),
+)
+def test_any_checked_frame_is_published_or_counted_and_the_next_survives(msg_id, body, version, noise):
+    from gateway.framing import encode_jt808
+
+    width = 10 if version else 6
+    bcd = bytes.fromhex("13000000001".rjust(width * 2, "0"))
+    good = encode_jt808(p.build(p.LOCATION, p.location_body(1.5, 2.5, 1718000000 * 10**9), bcd, 60000, version))
+    d = Decoder("13000000001")
+    pubs = d.feed(noise + encode_jt808(p.build(msg_id, body, bcd, 1, version)) + good)
+    pubs += d.finish()
+    assert pubs and pubs[-1].channel in ("fix", "alarm")
+    last_fix = [x for x in pubs if x.channel == "fix"][-1].payload
+    assert (last_fix["lat"], last_fix["lon"]) == (1.5, 2.5)

@@ -640,3 +640,30 @@ def test_secret_errors_name_their_keys(tmp_path):
         load_config({"listeners": [dict(base, auth_secret="a", auth_secret_env="B")]}, reg)
     inline = load_config({"listeners": [dict(base, auth_secret="inline-secret")]}, reg)
     assert ("listeners[0].auth_secret", "secret written inline; use auth_secret_env or auth_secret_file") in warnings_for(inline)
+
+
+async def test_max_terminals_refuses_new_phones_but_not_known_ones():
+    async with listener(max_terminals=1) as gw:
+        a = await RawTerminal("13000000001").connect(gw.port)
+        assert await a.login() == p.Result.OK
+        b = await RawTerminal("13000000002").connect(gw.port)
+        assert await b.login() == p.Result.FAILURE
+        a.close()
+        await until(lambda: gw.entry("13000000001").state == Health.OFFLINE)
+        again = await RawTerminal("13000000001").connect(gw.port)
+        assert await again.login() == p.Result.OK  # a phone already known keeps its place
+        assert gw.entry("13000000002") is None
+        for t in (b, again):
+            t.close()
+
+
+async def test_unfinished_split_message_expires():
+    async with listener(split_timeout_s=0.2, auth_timeout_s=1.0) as gw:
+        raw = await RawTerminal().connect(gw.port)
+        assert await raw.login() == p.Result.OK
+        part = p.split_body(p.batch_body([location()] * 3), 50)[0]
+        await raw.write(raw.frame(p.BATCH, part, total=2, index=1))
+        assert (await raw.ack())[1][2] == p.Result.OK
+        await until(lambda: gw.entry(raw.phone).counters.get("dropped_split_timeout") == 1, what="split expiry")
+        assert fixes_of(gw, raw.phone) == []
+        raw.close()
