@@ -598,15 +598,12 @@ class Jt808Listener(Driver):
         """Bind an authenticated connection to its terminal; an older connection of the same
         terminal is closed (the terminal reconnected and the old socket is a leftover).
         Raises ValueError when `phone` cannot be a device id here."""
+        # child() returns the existing row (with its info updated) for a terminal seen before
+        child = self.ctx.child(phone, info=info, command=partial(self.command_terminal, phone))
         term = self.terminals.get(phone)
         if term is None:
-            child = self.ctx.child(phone, info=info, command=partial(self.command_terminal, phone))
             term = self.terminals[phone] = _Terminal(phone, child)
-        else:
-            term.ctx.set_info(**info)
-            # a terminal that dialled in earlier under this id may have been replaced by a configured
-            # device (Supervisor._start) or removed; register it again
-            term.ctx = self.ctx.child(phone, info=info, command=partial(self.command_terminal, phone))
+        term.ctx = child
         old = term.conn
         term.conn = conn
         if old is not None and old is not conn:

@@ -27,6 +27,7 @@ import enum
 import hashlib
 import hmac
 import struct
+import time
 
 from gateway.errors import FrameError
 
@@ -622,9 +623,7 @@ def bcd_time_ns(raw: bytes) -> int | None:
 
 def time_bcd(time_ns: int) -> bytes:
     """UTC ns -> BCD[6] in GMT+8 (whole seconds)."""
-    import time as _time
-
-    t = _time.gmtime(time_ns // 1_000_000_000 + GMT8_S)
+    t = time.gmtime(time_ns // 1_000_000_000 + GMT8_S)
     return bytes.fromhex(
         f"{t.tm_year % 100:02d}{t.tm_mon:02d}{t.tm_mday:02d}{t.tm_hour:02d}{t.tm_min:02d}{t.tm_sec:02d}"
     )
