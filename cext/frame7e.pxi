@@ -31,9 +31,11 @@ cdef enum:
     F7_JT808_SPLIT_EXTRA = 4
     F7_PMPP_MIN_FRAME = 5       # address, control, protocol identifier, FCS(2)
 
-cdef uint16_t _T_GBT[256]      # GB/T 20999: poly 0x1005 (x16+x12+x2+1 as the text writes it), MSB first
-cdef uint16_t _T_CCITT[256]    # CRC-16/CCITT-FALSE: poly 0x1021, MSB first (one GB/T vendor)
-cdef uint16_t _T_X25[256]      # CRC-16/X.25 (PMPP FCS): 0x1021 reflected = 0x8408, LSB first
+# Slicing-by-8 tables: [k][v] is the CRC register after byte v followed by k zero bytes, so eight
+# bytes take eight independent lookups instead of a chain of eight (about 4x faster per byte).
+cdef uint16_t _T_GBT[8][256]      # GB/T 20999: poly 0x1005 (x16+x12+x2+1 as the text writes it), MSB first
+cdef uint16_t _T_CCITT[8][256]    # CRC-16/CCITT-FALSE: poly 0x1021, MSB first (one GB/T vendor)
+cdef uint16_t _T_X25[8][256]      # CRC-16/X.25 (PMPP FCS): 0x1021 reflected = 0x8408, LSB first
 
 
 cdef void _fill_tables() noexcept:
@@ -47,25 +49,47 @@ cdef void _fill_tables() noexcept:
             a = ((a << 1) ^ 0x1005) if a & 0x8000 else (a << 1)
             b = ((b << 1) ^ 0x1021) if b & 0x8000 else (b << 1)
             c = ((c >> 1) ^ 0x8408) if c & 1 else (c >> 1)
-        _T_GBT[i] = <uint16_t>(a & 0xFFFF)
-        _T_CCITT[i] = <uint16_t>(b & 0xFFFF)
-        _T_X25[i] = <uint16_t>c
+        _T_GBT[0][i] = <uint16_t>(a & 0xFFFF)
+        _T_CCITT[0][i] = <uint16_t>(b & 0xFFFF)
+        _T_X25[0][i] = <uint16_t>c
+    for k in range(1, 8):
+        for i in range(256):
+            a = _T_GBT[k - 1][i]
+            _T_GBT[k][i] = <uint16_t>(((a << 8) & 0xFFFF) ^ _T_GBT[0][a >> 8])
+            b = _T_CCITT[k - 1][i]
+            _T_CCITT[k][i] = <uint16_t>(((b << 8) & 0xFFFF) ^ _T_CCITT[0][b >> 8])
+            c = _T_X25[k - 1][i]
+            _T_X25[k][i] = <uint16_t>((c >> 8) ^ _T_X25[0][c & 0xFF])
 
 _fill_tables()
 
 
-cdef inline uint16_t _crc_msb(const uint16_t* table, uint16_t crc, const uint8_t* p, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        crc = <uint16_t>((crc << 8) ^ table[(crc >> 8) ^ p[i]])
+cdef inline uint16_t _crc_msb(const uint16_t* t, uint16_t crc, const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    # t: an [8][256] table set, flat. The register folds into the first two bytes of each block.
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        crc = <uint16_t>(t[7 * 256 + ((crc >> 8) ^ p[i])] ^ t[6 * 256 + ((crc & 0xFF) ^ p[i + 1])]
+                         ^ t[5 * 256 + p[i + 2]] ^ t[4 * 256 + p[i + 3]] ^ t[3 * 256 + p[i + 4]]
+                         ^ t[2 * 256 + p[i + 5]] ^ t[256 + p[i + 6]] ^ t[p[i + 7]])
+        i += 8
+    while i < n:
+        crc = <uint16_t>((crc << 8) ^ t[(crc >> 8) ^ p[i]])
+        i += 1
     return crc
 
 
 cdef inline uint16_t _crc_x25(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    cdef const uint16_t* t = &_T_X25[0][0]
     cdef uint16_t crc = 0xFFFF
-    cdef Py_ssize_t i
-    for i in range(n):
-        crc = <uint16_t>((crc >> 8) ^ _T_X25[(crc ^ p[i]) & 0xFF])
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        crc = <uint16_t>(t[7 * 256 + ((crc ^ p[i]) & 0xFF)] ^ t[6 * 256 + ((crc >> 8) ^ p[i + 1])]
+                         ^ t[5 * 256 + p[i + 2]] ^ t[4 * 256 + p[i + 3]] ^ t[3 * 256 + p[i + 4]]
+                         ^ t[2 * 256 + p[i + 5]] ^ t[256 + p[i + 6]] ^ t[p[i + 7]])
+        i += 8
+    while i < n:
+        crc = <uint16_t>((crc >> 8) ^ t[(crc ^ p[i]) & 0xFF])
+        i += 1
     return crc ^ 0xFFFF
 
 
@@ -123,7 +147,7 @@ cdef class _Frame7e:
         self.keep_rejects = bool(keep_rejects)
         self.escaped = True
         self.adjust = 2
-        self.crc_table = _T_GBT
+        self.crc_table = &_T_GBT[0][0]
         self.crc_init = 0
         self.esc_byte = 0x5C if kind == F7_GBT20999 else 0x7D
         self.frames = self.resyncs = self.dropped_bytes = self.bytes_in = 0
@@ -583,10 +607,10 @@ cdef int _gbt_profile(object length_field, object crc, int* adjust, const uint16
     else:
         raise ConfigError(f"length_field must be one of n-2, n, n-4, not {length_field!r}")
     if crc == "gbt20999":
-        table[0] = _T_GBT
+        table[0] = &_T_GBT[0][0]
         init[0] = 0
     elif crc == "ccitt-false":
-        table[0] = _T_CCITT
+        table[0] = &_T_CCITT[0][0]
         init[0] = 0xFFFF
     else:
         raise ConfigError(f"crc must be one of gbt20999, ccitt-false, not {crc!r}")
@@ -599,7 +623,7 @@ cdef class Gbt20999Framer(_Frame7e):
     def __init__(self, *, length_field="n-2", crc="gbt20999", escaped=True, max_frame=F7_DEFAULT_MAX_FRAME,
                  keep_rejects=False):
         cdef int adjust = 2
-        cdef const uint16_t* table = _T_GBT
+        cdef const uint16_t* table = &_T_GBT[0][0]
         cdef uint16_t init = 0
         self._setup(F7_GBT20999, max_frame, keep_rejects)
         _gbt_profile(length_field, crc, &adjust, &table, &init)
@@ -644,13 +668,13 @@ cdef class _Bytes:
 def crc16_gbt20999(data):
     """GB/T 20999 CRC-16: poly 0x1005, init 0, not reflected, xorout 0 ("123456789" -> 0x5BB8)."""
     cdef _Bytes b = _Bytes(data)
-    return _crc_msb(_T_GBT, 0, b.p, b.n)
+    return _crc_msb(&_T_GBT[0][0], 0, b.p, b.n)
 
 
 def crc16_ccitt_false(data):
     """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF ("123456789" -> 0x29B1); one GB/T vendor's CRC."""
     cdef _Bytes b = _Bytes(data)
-    return _crc_msb(_T_CCITT, 0xFFFF, b.p, b.n)
+    return _crc_msb(&_T_CCITT[0][0], 0xFFFF, b.p, b.n)
 
 
 def crc16_x25(data):
@@ -717,7 +741,7 @@ def encode_gbt20999(content, *, length_field="n-2", crc="gbt20999", escaped=True
     Raises FrameError when the frame is too long for its length field, ConfigError for an unknown
     profile option, TypeError for non-bytes."""
     cdef int adjust = 2
-    cdef const uint16_t* table = _T_GBT
+    cdef const uint16_t* table = &_T_GBT[0][0]
     cdef uint16_t init = 0
     _gbt_profile(length_field, crc, &adjust, &table, &init)
     cdef _Bytes b = _Bytes(content)

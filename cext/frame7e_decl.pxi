@@ -26,7 +26,7 @@ cdef class _Frame7e:
     cdef int kind                       # Frame7eKind
     cdef readonly bint escaped          # False only for an unescaped GB/T profile (length framing)
     cdef int adjust                     # GB/T: N (bytes between the flags) = length field + adjust
-    cdef const unsigned short* crc_table  # GB/T: the profile's MSB-first CRC table
+    cdef const unsigned short* crc_table  # GB/T: the profile's MSB-first [8][256] CRC tables, flat
     cdef unsigned short crc_init
     cdef uint8_t esc_byte               # 0x7D, or 0x5C for GB/T
     cdef readonly Py_ssize_t max_frame  # unescaped bytes between the flags
