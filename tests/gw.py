@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -101,12 +102,20 @@ class GatewayProcess:
             env=env,
             cwd=ROOT,
         )
+        # stderr is drained all the time: a full pipe would block the gateway's logging
+        self._err: list[str] = []
+        self._err_thread = threading.Thread(target=self._drain, daemon=True)
+        self._err_thread.start()
         line = self.proc.stdout.readline()
         if not line:
-            err = self.proc.stderr.read().decode()
-            raise RuntimeError(f"gateway did not start: {err}")
+            self.proc.wait(10)
+            raise RuntimeError(f"gateway did not start: {self.stderr()}")
         self.ready = json.loads(line)
         self.addr = self.ready["listen"]
+
+    def _drain(self):
+        for raw in self.proc.stderr:
+            self._err.append(raw.decode(errors="replace"))
 
     def signal(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
@@ -115,7 +124,10 @@ class GatewayProcess:
         return self.proc.wait(timeout)
 
     def stderr(self):
-        return self.proc.stderr.read().decode()
+        """What the process wrote to stderr so far (all of it once it has exited)."""
+        if self.proc.poll() is not None:
+            self._err_thread.join(5)
+        return "".join(self._err)
 
     def kill(self):
         if self.proc.poll() is None:

@@ -1,0 +1,105 @@
+"""The client verbs of `tianwang` against a gateway process: subscribe, devices, command, top, drivers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from gw import CONTROL, READ, ROOT, GatewayProcess
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "gw.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "gateway": {"listen": "127.0.0.1:0", "metrics": None},
+                "auth": {
+                    "tokens": [
+                        {"name": "reader", "token_env": "TW_T_READ", "read": ["#"]},
+                        {"name": "operator", "token_env": "TW_T_CONTROL", "read": ["#"], "control": ["test/+"]},
+                    ]
+                },
+                "devices": [
+                    {"id": "gen-1", "driver": "testgen", "rate_hz": 20, "channels": ["a", "b"]},
+                    {"id": "gen-2", "driver": "testgen", "rate_hz": 0},
+                ],
+            }
+        )
+    )
+    proc = GatewayProcess(path, {"TW_T_READ": READ, "TW_T_CONTROL": CONTROL})
+    yield proc
+    proc.kill()
+
+
+def tw(*args, token=READ, timeout=30):
+    env = dict(os.environ)
+    env["TIANWANG_TOKEN"] = token or ""
+    env["PYTHONPATH"] = str(ROOT / "tests" / "plugins")
+    env["TIANWANG_DRIVER_MODULES"] = "tw_testgen"
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def test_subscribe_json_lines(gateway):
+    r = tw("subscribe", "--addr", gateway.addr, "--topic", "test/gen-1/a", "--from-seq", "1", "--count", "5", "--json")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(lines) == 5
+    assert all(line["topic"] == "test/gen-1/a" and line["device_id"] == "gen-1" for line in lines)
+    assert [line["seq"] for line in lines] == sorted(line["seq"] for line in lines)
+    assert all(isinstance(line["payload"]["n"], int) for line in lines)
+
+
+def test_subscribe_errors_are_clear(gateway):
+    r = tw("subscribe", "--addr", gateway.addr, "--topic", "a//b", "--count", "1")
+    assert r.returncode == 2 and "INVALID_ARGUMENT" in r.stderr and "empty level" in r.stderr
+    r = tw("subscribe", "--addr", gateway.addr, "--count", "1", token="nope")
+    assert r.returncode == 2 and "UNAUTHENTICATED: unknown token" in r.stderr
+
+
+def test_devices_table_and_json(gateway):
+    r = tw("devices", "--addr", gateway.addr)
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout.splitlines()
+    assert rows[0].split()[:4] == ["ID", "FAMILY", "DRIVER", "STATE"]
+    assert any(row.split()[:4] == ["gen-1", "test", "testgen", "ONLINE"] for row in rows)
+    r = tw("devices", "--addr", gateway.addr, "--json")
+    devs = {d["id"]: d for d in map(json.loads, r.stdout.splitlines())}
+    assert devs["gen-2"]["state"] == "ONLINE" and devs["gen-1"]["family"] == "test"
+
+
+def test_command_ok_refused_and_denied(gateway):
+    r = tw("command", "gen-2", "echo", "n=3", "name=west", "flag=true", "--addr", gateway.addr, "--reason", "cli test", token=CONTROL)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] and out["result"] == {"echo": {"n": 3, "name": "west", "flag": True}} and out["audit_seq"] > 0
+    r = tw("command", "gen-2", "refuse", "--addr", gateway.addr, token=CONTROL)
+    assert r.returncode == 1 and json.loads(r.stdout)["code"] == "REFUSED"
+    r = tw("command", "gen-2", "echo", "--addr", gateway.addr, token=READ)
+    assert r.returncode == 2 and "PERMISSION_DENIED" in r.stderr
+    r = tw("command", "gen-2", "echo", "oops", "--addr", gateway.addr, token=CONTROL)
+    assert r.returncode == 2 and "not key=value" in r.stderr
+
+
+def test_top_once(gateway):
+    r = tw("top", "--once", "--addr", gateway.addr)
+    assert r.returncode == 0, r.stderr
+    assert "FAMILY" in r.stdout and "test" in r.stdout and "ONLINE=2" in r.stdout
+
+
+def test_drivers_lists_installed_and_test_driver():
+    r = tw("drivers")
+    names = {line.split()[0] for line in r.stdout.splitlines()[1:]}
+    assert "testgen" in names and "jt808" in names
+    assert r.returncode == 0, r.stderr
+
+
+def test_unreachable_gateway_is_a_clear_error():
+    r = tw("devices", "--addr", "127.0.0.1:1", "--timeout", "2")
+    assert r.returncode == 2 and "UNAVAILABLE" in r.stderr
