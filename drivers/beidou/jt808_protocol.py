@@ -783,7 +783,8 @@ def fix_payload(loc: Location, stored: bool = False) -> dict:
         "lat": loc.lat,
         "lon": loc.lon,
         "alt_m": float(loc.alt_m),
-        "speed_mps": loc.speed_kmh * _KMH_TO_MPS,
+        # 0.1 km/h steps; 1e-4 m/s keeps them apart and matches the NMEA driver's rounding
+        "speed_mps": round(loc.speed_kmh * _KMH_TO_MPS, 4),
         "course_deg": float(loc.course_deg),
         "quality": 1 if status & STATUS_FIXED else 0,
         "mode": None,
