@@ -80,6 +80,7 @@ setup(
         "cext",
         "drivers",
         "drivers.beidou",
+        "drivers.signal",
         "tianwang",
         "tianwang.v1",
     ],
