@@ -1,1 +1,76 @@
-"""BeiDou receivers (NMEA + RDSS short messages) and JT/T 808 vehicle terminals."""
+"""BeiDou receivers (NMEA + RDSS short messages) and JT/T 808 vehicle terminals.
+
+`SPEC` registers the receiver driver (`driver: beidou`, one device per serial line or TCP serial
+server); `drivers.beidou.jt808:SPEC` the JT/T 808 listener. This module stays light on purpose
+(`tianwang drivers` and `tianwang decode` import it): the driver, its transports and the simulator
+are imported when first used.
+"""
+
+from __future__ import annotations
+
+from drivers.beidou.config import BeidouConfig
+from gateway.driver import ActionSpec, DriverSpec
+
+
+def _factory(config, ctx):
+    from drivers.beidou.driver import BeidouDriver
+
+    return BeidouDriver(config, ctx)
+
+
+def _decoder(device_id: str):
+    from drivers.beidou.decode import Decoder
+
+    return Decoder(device_id)
+
+
+async def _demo(stack) -> dict:
+    """`tianwang run --demo`: two patrol-car receivers. One on a pty (a BeiDou-only NMEA 4.11
+    module at 1 Hz with line noise and a protocol 2.1 RDSS card that receives a message from the
+    command centre every 20 s), one behind a TCP serial server (multi-constellation at 5 Hz with a
+    BDS-3 RDSS terminal)."""
+    from drivers.beidou.simulator import ReceiverSimulator
+
+    car = ReceiverSimulator("pty", rate=1, talker="GB", noise=True, rdss="2.1", interval_s=60, card_id="0245678",
+                            seed=11, message_every_s=20.0)
+    await car.start()
+    stack.push_async_callback(car.stop)
+    van = ReceiverSimulator("tcp", rate=5, talker="GN", rdss="bds3", interval_s=30, card_id="0245679", seed=12,
+                            origin=(31.2404, 121.4837))
+    await van.start()
+    stack.push_async_callback(van.stop)
+    return {
+        "devices": [
+            {"id": "bd-car-01", "driver": "beidou", "url": car.url + "?baudrate=115200",
+             "rdss": {"protocol": "2.1"}, "labels": {"vehicle": "patrol car 01"}},
+            {"id": "bd-van-02", "driver": "beidou", "url": van.url,
+             "rdss": {"protocol": "bds3"}, "labels": {"vehicle": "command van 02"}},
+        ]
+    }
+
+
+SPEC = DriverSpec(
+    name="beidou",
+    family="gnss",
+    config_model=BeidouConfig,
+    factory=_factory,
+    kind="device",
+    transports=("serial", "tcp"),
+    actions=(
+        ActionSpec(
+            "send_message",
+            "send an RDSS short message ($CCTXA or $CCTCQ per config); the reply is the terminal's $BDFKI",
+            {
+                "dest": "recipient card id (7 digits for protocol 2.1)",
+                "text": "message text (give text or hex)",
+                "hex": "message bytes as hex digits (give text or hex)",
+                "encoding": "gb2312 (default from config), code or mixed",
+            },
+        ),
+        ActionSpec("card_info", "query the RDSS card ($CCICA / $CCICR) and return its $BDICI / $BDICP fields"),
+    ),
+    description="BeiDou (BDS) receivers on serial or TCP: NMEA fixes, receiver alarms, RDSS short messages",
+    decoder=_decoder,
+    simulator="drivers.beidou.simulator:main",
+    demo=None,  # _demo, once the driver lands
+)

@@ -1,0 +1,124 @@
+"""The `beidou` device config: where the receiver is, how its NMEA is judged, how RDSS is spoken.
+
+    devices:
+      - id: bd-0042
+        driver: beidou
+        url: "serial:///dev/ttyUSB0?baudrate=115200"     # or tcp://10.1.2.3:4001 (a serial server)
+        rdss: {protocol: "2.1", encoding: gb2312, command_timeout_s: 5}
+        receiver: {...}                                   # options of the NMEA receiver protocol
+
+Serial URL query keys are pyserial's: `baudrate`, `bytesize` (5-8), `parity` (N E O M S),
+`stopbits` (1, 1.5, 2), `rtscts`, `xonxoff` (0/1, true/false). Anything else is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from gateway.config import DeviceConfig, Model, parse_url
+
+SCHEMES = ("serial", "tcp")
+# the rates pyserial's POSIX backend knows by name; others only work on some adapters
+STANDARD_BAUDRATES = (
+    1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000,
+)
+_PARITY = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S", "NONE": "N", "EVEN": "E", "ODD": "O",
+           "MARK": "M", "SPACE": "S"}
+_BOOL = {"1": True, "0": False, "true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+
+
+def serial_options(query: dict[str, str]) -> dict[str, Any]:
+    """pyserial keyword arguments from a serial URL's query. Raises ValueError naming the bad key."""
+    out: dict[str, Any] = {"baudrate": 9600}
+    for key, value in query.items():
+        if key == "baudrate":
+            try:
+                rate = int(value)
+            except ValueError:
+                raise ValueError(f"baudrate {value!r} is not a number") from None
+            if rate not in STANDARD_BAUDRATES:
+                raise ValueError(f"baudrate {rate} is not one of {', '.join(map(str, STANDARD_BAUDRATES))}")
+            out["baudrate"] = rate
+        elif key == "bytesize":
+            if value not in ("5", "6", "7", "8"):
+                raise ValueError(f"bytesize {value!r} must be 5, 6, 7 or 8")
+            out["bytesize"] = int(value)
+        elif key == "parity":
+            p = _PARITY.get(value.upper())
+            if p is None:
+                raise ValueError(f"parity {value!r} must be N, E, O, M or S")
+            out["parity"] = p
+        elif key == "stopbits":
+            if value not in ("1", "1.5", "2"):
+                raise ValueError(f"stopbits {value!r} must be 1, 1.5 or 2")
+            out["stopbits"] = float(value) if value == "1.5" else int(value)
+        elif key in ("rtscts", "xonxoff"):
+            b = _BOOL.get(value.lower())
+            if b is None:
+                raise ValueError(f"{key} {value!r} must be 0 or 1")
+            out[key] = b
+        else:
+            raise ValueError(f"unknown serial option {key!r} (use baudrate, bytesize, parity, stopbits, rtscts, xonxoff)")
+    return out
+
+
+def check_receiver_options(options: dict[str, Any]) -> None:
+    """Raise ValueError unless `options` are keyword arguments ReceiverProtocol accepts, with values
+    it takes (it is built once here, so a bad value is reported when the config is loaded)."""
+    if not options:
+        return
+    from drivers.beidou.receiver import ReceiverProtocol
+
+    try:
+        ReceiverProtocol("config-check", **options)
+    except TypeError as exc:
+        raise ValueError(str(exc).replace("__init__() ", "")) from None
+
+
+class RdssConfig(Model):
+    """How the RDSS (short message) side of the terminal is spoken to."""
+
+    # "2.1": $CCTXA sends, $CCICA card query (BD-2 terminals, protocol 2.1);
+    # "bds3": $CCTCQ sends, $CCICR card query (BDS-3 terminals)
+    protocol: Literal["2.1", "bds3"] = "2.1"
+    encoding: Literal["gb2312", "code", "mixed"] = "gb2312"  # default of send_message
+    # how long a command waits for the terminal's $BDFKI / $BDICI before it is a TIMEOUT
+    command_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # BDS-3 only: frequency point and receipt request written in $CCTCQ
+    freq_point: int = Field(default=2, ge=0, le=9)
+    receipt: bool = False
+
+
+class BeidouConfig(DeviceConfig):
+    """`devices:` entry of driver beidou: a BDS receiver (NMEA, optionally an RDSS card) on a
+    serial line or behind a TCP serial server."""
+
+    url: str
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)  # opening the port or the TCP connection
+    # options of the NMEA receiver protocol (drivers.beidou.receiver.ReceiverProtocol); checked
+    # against its signature when the config is loaded
+    receiver: dict[str, Any] = Field(default_factory=dict)
+    rdss: RdssConfig | None = RdssConfig()  # null: a receiver without an RDSS card
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v):
+        scheme, _where, query = parse_url(v, SCHEMES)
+        if scheme == "serial":
+            serial_options(query)
+        elif query:
+            raise ValueError(f"tcp URLs take no options, got {', '.join(sorted(query))}")
+        return v
+
+    @field_validator("receiver")
+    @classmethod
+    def _receiver(cls, v):
+        check_receiver_options(v)
+        return v
+
+    def transport(self) -> tuple[str, str, dict[str, Any]]:
+        """('serial', path, pyserial kwargs) or ('tcp', 'host:port', {})."""
+        scheme, where, query = parse_url(self.url, SCHEMES)
+        return scheme, where, serial_options(query) if scheme == "serial" else {}
