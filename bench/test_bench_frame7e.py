@@ -3,8 +3,10 @@
 Corpora (about 1 MiB each, built once per session from a fixed seed):
 - jt808: 0x0200 location reports (2013 headers, a tenth 2019) from 500 terminals: alarm, status,
   lat/lon around Beijing, altitude, speed, heading, BCD time, then TLV extras 01 mileage, 25 vehicle
-  signal, 2B analog, 30 signal strength, 31 satellites. About half the frames carry 7D/7E escapes,
-  as real position bytes do.
+  signal, 2B analog, 30 signal strength, 31 satellites. One frame in seven carries a 7D/7E escape,
+  as random position bytes do.
+- jt808-escaped: the same, but every position word holds 7E and 7D bytes (a vehicle parked where
+  they occur, as in tests/captures/beidou): every frame takes the unescaping path.
 - gbt20999: query replies to a status poll (16 lamp group states, stage status, run mode, plan,
   stage) from controllers on a shared line, majority profile, 0x5C escaping.
 - pmpp: NTCIP 1202 phase status group get-responses in PMPP frames.
@@ -34,9 +36,12 @@ def bcd(digits: str) -> bytes:
     return bytes.fromhex(digits)
 
 
-def jt808_location(rnd: random.Random, phone: str, serial: int, v2019: bool) -> bytes:
+def jt808_location(rnd: random.Random, phone: str, serial: int, v2019: bool, escaped: bool = False) -> bytes:
     lat = int((39.9 + rnd.uniform(-0.3, 0.3)) * 1e6)
     lon = int((116.4 + rnd.uniform(-0.4, 0.4)) * 1e6)
+    if escaped:  # low words 7E7E / 7D7D: four escapes per position
+        lat = (lat & 0xFFFF0000) | 0x7E7E
+        lon = (lon & 0xFFFF0000) | 0x7D7D
     status = (1 << 1) | (1 << 18) | (1 << 19)  # fixed, GPS and BeiDou used
     t = f"26{rnd.randint(1, 12):02d}{rnd.randint(1, 28):02d}{rnd.randint(0, 23):02d}{rnd.randint(0, 59):02d}{rnd.randint(0, 59):02d}"
     body = (
@@ -95,8 +100,9 @@ def build(name: str) -> tuple[list[bytes], int]:
     serial = 0
     while size < CORPUS_BYTES:
         serial += 1
-        if name == "jt808":
-            content = jt808_location(rnd, rnd.choice(phones), serial & 0xFFFF, rnd.random() < 0.1)
+        if name in ("jt808", "jt808-escaped"):
+            content = jt808_location(rnd, rnd.choice(phones), serial & 0xFFFF, rnd.random() < 0.1,
+                                     name == "jt808-escaped")
             wire = TWIN.encode_jt808(content)
             escaped += len(wire) != len(content) + 3
         elif name == "gbt20999":
@@ -114,7 +120,7 @@ def build(name: str) -> tuple[list[bytes], int]:
 
 @pytest.fixture(scope="module")
 def corpora():
-    return {name: build(name) for name in ("jt808", "gbt20999", "pmpp")}
+    return {name: build(name) for name in ("jt808", "jt808-escaped", "gbt20999", "pmpp")}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -142,6 +148,7 @@ def write_report(tr):
 
 FRAMERS = {
     "jt808": lambda impl: impl.Jt808Framer(),
+    "jt808-escaped": lambda impl: impl.Jt808Framer(),
     "gbt20999": lambda impl: impl.Gbt20999Framer(),
     "pmpp": lambda impl: impl.PmppFramer(),
 }
@@ -170,7 +177,7 @@ def run_bench(benchmark, impl, corpus: str, chunks: list[bytes], nframes: int, l
     RESULTS[(label, impl.NAME)] = (seconds, nbytes, nframes)
 
 
-@pytest.mark.parametrize("corpus", ["jt808", "gbt20999", "pmpp"])
+@pytest.mark.parametrize("corpus", ["jt808", "jt808-escaped", "gbt20999", "pmpp"])
 def test_framer_bulk(benchmark, impl, corpora, corpus):
     frames, escaped = corpora[corpus]
     data = b"".join(frames)
