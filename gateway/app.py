@@ -120,6 +120,8 @@ class Gateway:
             except OSError as exc:
                 await self.server.stop(0)
                 raise GatewayError(f"gateway.metrics: cannot listen on {cfg.gateway.metrics}: {exc.strerror}") from None
+        if not framing.USING_CEXT:
+            log.warning("hot path: running the pure-Python twins (%s)", framing.why_not_compiled())
         await self.supervisor.apply(cfg)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(pb.DESCRIPTOR.services_by_name["Gateway"].full_name, health_pb2.HealthCheckResponse.SERVING)
