@@ -128,7 +128,11 @@ class DeviceContext:
         entry.state = state
         entry.reason = reason
         if state != previous:
-            level = logging.INFO if state in (Health.ONLINE, Health.CONNECTING) else logging.WARNING
+            if entry.parent:
+                # terminals come and go by the thousand; their changes are on the health topic
+                level = logging.DEBUG
+            else:
+                level = logging.INFO if state in (Health.ONLINE, Health.CONNECTING) else logging.WARNING
             self.log.log(level, "%s: %s -> %s%s", entry.id, previous.value, state.value, f" ({reason})" if reason else "")
             self.publish("health", {"state": state.value, "previous": previous.value, "reason": reason})
 
