@@ -12,6 +12,7 @@ A decoder is an object with `family` (first topic level), `feed(data: bytes) -> 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import math
@@ -63,9 +64,31 @@ def _clean(value):
         return None if math.isnan(value) or math.isinf(value) else value
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return [_clean(v) for v in value]
     return value
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False, ensure_ascii=False)
+
+
+def json_lines(prefix: str, publications) -> str:
+    """One JSON line per publication: {"topic": prefix + channel, "device_time_ns", "payload"}.
+
+    The pure-Python twin of the compiled `json_lines` (gateway.framing picks one): the standard
+    library's encoder, NaN/infinity written as null, bytes as hex. Raises TypeError for values JSON
+    cannot carry, ValueError for circular payloads.
+    """
+    encode = _ENCODER.encode
+    out = []
+    for pub in publications:
+        obj = {"topic": prefix + pub.channel, "device_time_ns": pub.device_time_ns, "payload": pub.payload}
+        try:
+            out.append(encode(obj))
+        except ValueError:  # NaN or infinity somewhere in the payload
+            out.append(encode(_clean(obj)))
+        out.append("\n")
+    return "".join(out)
 
 
 def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr) -> int:
@@ -78,34 +101,33 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr)
     except DriverError as exc:
         print(f"tianwang decode: {exc}", file=errfile)
         return 2
+    from gateway.framing import json_lines as write_lines  # here, not at import: framing imports this module's twin
+
     prefix = f"{decoder.family}/{device_id}/"
-    encoder = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False, ensure_ascii=False)
-    encode = encoder.encode
     write = outfile.write
     published = 0
 
     def emit(pubs):
         nonlocal published
-        if not pubs:
-            return
-        lines = []
-        for pub in pubs:
-            obj = {"topic": prefix + pub.channel, "device_time_ns": pub.device_time_ns, "payload": pub.payload}
-            try:
-                lines.append(encode(obj))
-            except ValueError:  # NaN or infinity somewhere in the payload
-                lines.append(encode(_clean(obj)))
-        lines.append("")
-        write("\n".join(lines))
-        published += len(pubs)
+        if pubs:
+            write(write_lines(prefix, pubs))
+            published += len(pubs)
 
     read = infile.read
-    while True:
-        chunk = read(CHUNK)
-        if not chunk:
-            break
-        emit(decoder.feed(chunk))
-    emit(decoder.finish())
+    # Decoding makes no reference cycles (reference counting frees everything), and the cyclic
+    # collector would otherwise walk every live object hundreds of times per million sentences.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        while True:
+            chunk = read(CHUNK)
+            if not chunk:
+                break
+            emit(decoder.feed(chunk))
+        emit(decoder.finish())
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     outfile.flush()
     drops = ", ".join(f"{reason}={n}" for reason, n in sorted(decoder.drops.items()) if n) or "none"
     print(

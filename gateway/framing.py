@@ -58,6 +58,10 @@ TWINS = {
     "TCI": "drivers.beidou.nmea_py:TCI",
     "PWI": "drivers.beidou.nmea_py:PWI",
     "RawSentence": "drivers.beidou.nmea_py:RawSentence",
+    "Epoch": "drivers.beidou.nmea_py:Epoch",
+    "EpochAssembler": "drivers.beidou.nmea_py:EpochAssembler",
+    # JSON lines for `tianwang decode` (compiled in cext/nmea.pxi; twin: the json module)
+    "json_lines": "gateway.decode:json_lines",
 }
 
 _compiled_module = None
