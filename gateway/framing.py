@@ -123,7 +123,20 @@ def why_not_compiled():
     return f"cext._speedups not importable: {_import_error}"
 
 
-_active = compiled() if USING_CEXT else twins()
-for _name in TWINS:
-    globals()[_name] = getattr(_active, _name)
-del _name
+def __getattr__(name):
+    # Names resolve on first use (PEP 562) and are then cached as module globals. Being lazy keeps
+    # the import order free: a twin's package may itself import from here while it loads.
+    where = TWINS.get(name)
+    if where is None:
+        raise AttributeError(f"module 'gateway.framing' has no attribute {name!r}")
+    if _compiled_module is not None:
+        value = getattr(_compiled_module, name)
+    else:
+        module, attr = where.split(":")
+        value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(TWINS))
