@@ -1413,7 +1413,8 @@ def parse_nmea_sentence(line, require_checksum=False):
 # Epoch assembly: the sentences of one fix time -> one Epoch (twin: drivers/beidou/nmea_py.py).
 #
 # Boundaries: a GGA/RMC/GLL/GNS whose time differs from the epoch's; a sentence that appears once
-# per epoch (GGA RMC GLL GNS VTG ZDA GST, per talker) arriving a second time; and, once learned, the
+# per epoch (GGA RMC GLL GNS VTG ZDA GST per talker, each GSV part, each constellation's GSA)
+# arriving a second time; and, once learned, the
 # sentence the receiver ends its epochs with (seen last before two boundaries in a row), so an
 # epoch is complete without waiting for the next one. `flush()` closes the open epoch.
 # Date: RMC's, else ZDA's (moved across midnight when ZDA's time is on the other side), else the
@@ -1705,11 +1706,13 @@ cdef class EpochAssembler:
         cdef ZDA zda
         cdef GNS gns
         cdef int s, q, i, svid
+        cdef long long key
         for m in messages:
             t = type(m)
             if t is GGA:
                 gga = <GGA>m
                 self._arrive(gga.time_of_day_ns, _nm_key(NM_K_GGA, gga.talker, 0), True, out)
+                self._anchored = 1
                 e = self._cur
                 if not self._has_gga:
                     self._has_gga = 1
@@ -1726,6 +1729,7 @@ cdef class EpochAssembler:
             elif t is RMC:
                 rmc = <RMC>m
                 self._arrive(rmc.time_of_day_ns, _nm_key(NM_K_RMC, rmc.talker, 0), True, out)
+                self._anchored = 1
                 e = self._cur
                 if self._rmc_valid < 0:
                     self._rmc_valid = 1 if rmc.status == "A" else (0 if rmc.status == "V" else -1)
@@ -1744,7 +1748,11 @@ cdef class EpochAssembler:
                 self._last_key = _nm_key(NM_K_RMC, rmc.talker, 0)
             elif t is GSA:
                 gsa = <GSA>m
-                self._arrive(-1, 0, False, out)
+                # once per epoch per (talker, system, first id used); a GN GSA without System ID may
+                # come several times (one per constellation) and cannot mark a new epoch
+                key = _nm_key(NM_K_GSA, gsa.talker, (gsa.system_id + 2)
+                              | ((<int>gsa.svids[0] if gsa.svids else 0) << 5))
+                self._arrive(-1, key, gsa.system_id >= 0 or gsa.talker != _T_GN, out)
                 e = self._cur
                 self._gsa_count += 1
                 if gsa.fix_type > self._gsa_fix:
@@ -1760,15 +1768,18 @@ cdef class EpochAssembler:
                         svid = _nm_svid(i, prn)
                         if 0 <= svid <= 63:
                             e._used[i] |= 1ULL << svid
-                self._last_key = _nm_key(NM_K_GSA, gsa.talker, gsa.system_id + 2)
+                self._last_key = key
             elif t is GSV:
                 gsv = <GSV>m
-                self._arrive(-1, 0, False, out)
+                # each part of each talker's and signal's GSV group comes once per epoch: a receiver
+                # that sends its satellites first starts the next epoch with them
+                key = _nm_key(NM_K_GSV, gsv.talker, (gsv.signal_id + 2) | (gsv.number << 5)
+                              | ((gsv.number == gsv.total) << 14))
+                self._arrive(-1, key, True, out)
                 e = self._cur
                 self._sats_from(gsv, e._view)
                 e._gsv.append(gsv)
-                self._last_key = _nm_key(NM_K_GSV, gsv.talker, (gsv.signal_id + 2) | (gsv.number << 5)
-                                         | ((gsv.number == gsv.total) << 14))
+                self._last_key = key
             elif t is VTG:
                 vtg = <VTG>m
                 self._arrive(-1, _nm_key(NM_K_VTG, vtg.talker, 0), True, out)
@@ -1782,6 +1793,7 @@ cdef class EpochAssembler:
             elif t is ZDA:
                 zda = <ZDA>m
                 self._arrive(-1, _nm_key(NM_K_ZDA, zda.talker, 0), True, out)
+                self._anchored = 1
                 if zda.year > 0 and zda.month > 0 and zda.day > 0 and self._zda_days == NM_NO_DAYS:
                     self._zda_days = _nm_days_from_civil(zda.year, zda.month, zda.day)
                     self._zda_tod = zda.time_of_day_ns
@@ -1789,6 +1801,7 @@ cdef class EpochAssembler:
             elif t is GNS:
                 gns = <GNS>m
                 self._arrive(gns.time_of_day_ns, _nm_key(NM_K_GNS, gns.talker, 0), True, out)
+                self._anchored = 1
                 e = self._cur
                 if self._pos_rank < 3 and not isnan(gns.lat) and not isnan(gns.lon):
                     self._pos_rank = 3
@@ -1813,6 +1826,7 @@ cdef class EpochAssembler:
             elif t is GLL:
                 gll = <GLL>m
                 self._arrive(gll.time_of_day_ns, _nm_key(NM_K_GLL, gll.talker, 0), True, out)
+                self._anchored = 1
                 e = self._cur
                 if self._pos_rank < 1 and gll.status != "V" and not isnan(gll.lat) and not isnan(gll.lon):
                     self._pos_rank = 1
@@ -1832,11 +1846,22 @@ cdef class EpochAssembler:
                 self._close(out)
         return out
 
-    def flush(self):
-        """Close the open epoch (end of input, or the receiver went quiet); returns [Epoch] or []."""
+    def flush(self, final=False):
+        """Close the open epoch (the receiver went quiet, or with final=True the input ended);
+        returns [Epoch] or []. A fragment (only GSA/GSV/VTG/GST, no sentence with a position, time
+        or date) is not an epoch: it stays open for the sentences that follow, and the learned end
+        of cycle is forgotten, since the receiver sent more after it; at the end it is discarded."""
         cdef list out = []
-        if self._cur is not None:
-            self._close(out)
+        if self._cur is None:
+            return out
+        if not self._anchored:
+            if final:
+                self._cur = None
+            else:
+                self._ender = 0
+                self._candidate = 0
+            return out
+        self._close(out)
         return out
 
     cdef int _sats_from(self, object msg, unsigned long long* bits) except -1:
@@ -1896,6 +1921,7 @@ cdef class EpochAssembler:
             e._gsv = []
             self._cur = e
             self._pos_rank = 0
+            self._anchored = 0
             self._has_gga = 0
             self._gga_quality = -1
             self._gga_sats = -1

@@ -176,7 +176,7 @@ cdef class NmeaDecoder:
 
 cdef enum:
     NM_N_SYS = 5              # GPS GLO GAL BDS QZSS (indices NM_SYS_* in nmea.pxi)
-    NM_MAX_SEEN = 16          # once-per-epoch sentences remembered per epoch
+    NM_MAX_SEEN = 64          # once-per-epoch sentences remembered per epoch
 
 
 cdef class Epoch:
@@ -198,6 +198,7 @@ cdef class EpochAssembler:
     cdef Epoch _cur                           # the epoch being assembled, or None
     # what the sentences of the current epoch said, beyond what Epoch holds
     cdef int _pos_rank                        # 0 none, 1 GLL, 2 RMC, 3 GNS, 4 GGA: best position source so far
+    cdef int _anchored                        # a GGA/RMC/GLL/GNS/ZDA is in the epoch (else it is a fragment)
     cdef int _has_gga, _gga_quality, _gga_sats
     cdef double _gga_hdop
     cdef int _rmc_valid                       # -1 no RMC, 1 status A, 0 status V

@@ -886,7 +886,8 @@ def parse_nmea_sentence(line, require_checksum=False):
 # Epoch assembly: the sentences of one fix time -> one Epoch (twin of the compiled EpochAssembler).
 #
 # Boundaries: a GGA/RMC/GLL/GNS whose time differs from the epoch's; a sentence that appears once
-# per epoch (GGA RMC GLL GNS VTG ZDA GST, per talker) arriving a second time; and, once learned, the
+# per epoch (GGA RMC GLL GNS VTG ZDA GST per talker, each GSV part, each constellation's GSA)
+# arriving a second time; and, once learned, the
 # sentence the receiver ends its epochs with (seen last before two boundaries in a row), so an
 # epoch is complete without waiting for the next one. `flush()` closes the open epoch.
 # Date: RMC's, else ZDA's (moved across midnight when ZDA's time is on the other side), else the
@@ -900,7 +901,7 @@ _K_GGA, _K_RMC, _K_GSA, _K_GSV, _K_GLL, _K_VTG, _K_ZDA, _K_GST, _K_GNS = range(1
 _NO_DAYS = -(1 << 40)
 _DAY_NS = 86_400_000_000_000
 _HALF_DAY_NS = 43_200_000_000_000
-_MAX_SEEN = 16
+_MAX_SEEN = 64
 _TALKER_SYSTEMS = {"GP": _GPS, "GL": _GLO, "GA": _GAL, "GB": _BDS, "BD": _BDS, "GQ": _QZSS, "GN": _MIXED}
 _MODE_QUALITY = {"A": 1, "D": 2, "R": 4, "F": 5, "E": 6, "M": 7, "S": 8, "N": 0}
 
@@ -1102,6 +1103,7 @@ class EpochAssembler:
             if t is GGA:
                 key = _key(_K_GGA, m.talker, 0)
                 e = self._arrive(m.time_of_day_ns, key, True, out)
+                self._anchored = True
                 if not self._has_gga:
                     self._has_gga = True
                     self._gga_quality = m.quality
@@ -1115,6 +1117,7 @@ class EpochAssembler:
             elif t is RMC:
                 key = _key(_K_RMC, m.talker, 0)
                 e = self._arrive(m.time_of_day_ns, key, True, out)
+                self._anchored = True
                 if self._rmc_valid < 0:
                     self._rmc_valid = 1 if m.status == "A" else (0 if m.status == "V" else -1)
                     if self._pos_rank < 2 and m.lat == m.lat and m.lon == m.lon:
@@ -1129,8 +1132,10 @@ class EpochAssembler:
                     if self._mode_quality < 0:
                         self._mode_quality = _mode_quality(m.mode)
             elif t is GSA:
-                key = _key(_K_GSA, m.talker, m.system_id + 2)
-                e = self._arrive(-1, 0, False, out)
+                # once per epoch per (talker, system, first id used); a GN GSA without System ID may
+                # come several times (one per constellation) and cannot mark a new epoch
+                key = _key(_K_GSA, m.talker, (m.system_id + 2) | ((m.svids[0] if m.svids else 0) << 5))
+                e = self._arrive(-1, key, m.system_id >= 0 or m.talker != "GN", out)
                 self._gsa_count += 1
                 if m.fix_type > self._gsa_fix:
                     self._gsa_fix = m.fix_type
@@ -1144,8 +1149,10 @@ class EpochAssembler:
                         if 0 <= svid <= 63:
                             e._used[i] |= 1 << svid
             elif t is GSV:
+                # each part of each talker's and signal's GSV group comes once per epoch: a receiver
+                # that sends its satellites first starts the next epoch with them
                 key = _key(_K_GSV, m.talker, (m.signal_id + 2) | (m.number << 5) | ((m.number == m.total) << 14))
-                e = self._arrive(-1, 0, False, out)
+                e = self._arrive(-1, key, True, out)
                 system = _TALKER_SYSTEMS.get(m.talker, -1)
                 for sat in m.satellites:
                     s = _classify(sat[0]) if system == _MIXED else system
@@ -1165,12 +1172,14 @@ class EpochAssembler:
             elif t is ZDA:
                 key = _key(_K_ZDA, m.talker, 0)
                 self._arrive(-1, key, True, out)
+                self._anchored = True
                 if m.year > 0 and m.month > 0 and m.day > 0 and self._zda_days == _NO_DAYS:
                     self._zda_days = days_from_civil(m.year, m.month, m.day)
                     self._zda_tod = m.time_of_day_ns
             elif t is GNS:
                 key = _key(_K_GNS, m.talker, 0)
                 e = self._arrive(m.time_of_day_ns, key, True, out)
+                self._anchored = True
                 if self._pos_rank < 3 and m.lat == m.lat and m.lon == m.lon:
                     self._pos_rank = 3
                     e.lat, e.lon = m.lat, m.lon
@@ -1192,6 +1201,7 @@ class EpochAssembler:
             elif t is GLL:
                 key = _key(_K_GLL, m.talker, 0)
                 e = self._arrive(m.time_of_day_ns, key, True, out)
+                self._anchored = True
                 if self._pos_rank < 1 and m.status != "V" and m.lat == m.lat and m.lon == m.lon:
                     self._pos_rank = 1
                     e.lat, e.lon = m.lat, m.lon
@@ -1209,11 +1219,22 @@ class EpochAssembler:
                 self._close(out)
         return out
 
-    def flush(self):
-        """Close the open epoch (end of input, or the receiver went quiet); returns [Epoch] or []."""
+    def flush(self, final=False):
+        """Close the open epoch (the receiver went quiet, or with final=True the input ended);
+        returns [Epoch] or []. A fragment (only GSA/GSV/VTG/GST, no sentence with a position, time
+        or date) is not an epoch: it stays open for the sentences that follow, and the learned end
+        of cycle is forgotten, since the receiver sent more after it; at the end it is discarded."""
         out = []
-        if self._cur is not None:
-            self._close(out)
+        if self._cur is None:
+            return out
+        if not self._anchored:
+            if final:
+                self._cur = None
+            else:
+                self._ender = 0
+                self._candidate = 0
+            return out
+        self._close(out)
         return out
 
     def _arrive(self, tod, key, once, out):
@@ -1242,6 +1263,7 @@ class EpochAssembler:
         if self._cur is None:
             e = self._cur = Epoch()
             self._pos_rank = 0
+            self._anchored = False
             self._has_gga = False
             self._gga_quality = -1
             self._gga_sats = -1

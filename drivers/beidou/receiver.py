@@ -256,7 +256,7 @@ class ReceiverProtocol:
         """End of stream: the sentence and epoch in progress are completed or dropped."""
         pubs: list = []
         items = self._assembler.push(self._decoder.finish())
-        items += self._assembler.flush()
+        items += self._assembler.flush(final=True)
         self._process(items, now_ns, pubs)
         return pubs
 
