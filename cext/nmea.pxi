@@ -2152,6 +2152,23 @@ cdef int _nj_float(_NmJson* b, double x) except -1:
     return 0
 
 
+cdef int _nj_key(_NmJson* b, object key) except -1:
+    # json turns these keys into strings; any other key is a TypeError there too
+    if key is True:
+        return _nj_put(b, "true", 4)
+    if key is False:
+        return _nj_put(b, "false", 5)
+    if key is None:
+        return _nj_put(b, "null", 4)
+    if isinstance(key, int):
+        return _nj_value(b, key, 0)
+    if isinstance(key, float):
+        if isnan(<double>key) or isinf(<double>key):
+            raise ValueError("out of range float values are not JSON compliant")
+        return _nj_float(b, <double>key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
 cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
     cdef object t = type(o)
     cdef long long v
@@ -2188,13 +2205,14 @@ cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
         _nj_put(b, "{", 1)
         first = True
         while PyDict_Next(o, &pos, &key, &val):
-            if not isinstance(<object>key, str):
-                raise TypeError(f"keys must be str, not {type(<object>key).__name__}")
             if not first:
                 _nj_put(b, ",", 1)
             first = False
             _nj_put(b, "\"", 1)
-            _nj_chars(b, <str>key)
+            if isinstance(<object>key, str):
+                _nj_chars(b, <str>key)
+            else:
+                _nj_key(b, <object>key)
             _nj_put(b, "\":", 2)
             _nj_value(b, <object>val, depth + 1)
         return _nj_put(b, "}", 1)
