@@ -30,7 +30,8 @@ Clocks: `now_ns` is the caller's clock (the driver passes time.time_ns()); timer
 the times bytes and epochs arrived. With `now_ns=None` (offline decoding) the device's own epoch
 times are the clock, so output is deterministic: a gap between epochs longer than the stale time
 publishes STALE (stamped when it would have happened live) before the next epoch; SILENT cannot be
-seen offline. Publications carry the epoch's device time; timer transitions in live use carry 0.
+seen offline. Publications carry the epoch's device time; timer transitions in live use carry 0;
+alarms, messages and RDSS events carry the time of the last completed epoch (0 before the first).
 
 RDSS status for the driver (feedback, card information, beam status) is not published. Each such
 sentence becomes an event, in stream order:
