@@ -8,6 +8,7 @@
 """
 
 import asyncio
+import gc
 import os
 
 import pytest
@@ -54,10 +55,14 @@ def pytest_asyncio_loop_factories(config, item):
 
 
 @pytest.fixture(autouse=True)
-def _fail_on_loop_errors():
+def _fail_on_loop_errors(request):
     """An exception that reached the loop's handler during a test fails that test."""
     _LOOP_ERRORS.clear()
     yield
+    if asyncio.iscoroutinefunction(getattr(request.node, "function", None)):
+        # finalize what this test left behind now, so that a transport closed after its loop is
+        # blamed on the test that leaked it and not on whichever test runs when the GC gets to it
+        gc.collect()
     if _LOOP_ERRORS:
         msgs = "; ".join(repr(c.get("exception") or c.get("message")) for c in _LOOP_ERRORS)
         _LOOP_ERRORS.clear()
