@@ -5,7 +5,7 @@
         driver: beidou
         url: "serial:///dev/ttyUSB0?baudrate=115200"     # or tcp://10.1.2.3:4001 (a serial server)
         rdss: {protocol: "2.1", encoding: gb2312, command_timeout_s: 5}
-        receiver: {...}                                   # options of the NMEA receiver protocol
+        receiver: {epoch_period_s: 1.0, hdop_limit: 5.0}  # how fixes are judged (ReceiverOptions)
 
 Serial URL query keys are pyserial's: `baudrate`, `bytesize` (5-8), `parity` (N E O M S),
 `stopbits` (1, 1.5, 2), `rtscts`, `xonxoff` (0/1, true/false). Anything else is an error.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway.config import DeviceConfig, Model, parse_url
 
@@ -64,17 +64,29 @@ def serial_options(query: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def check_receiver_options(options: dict[str, Any]) -> None:
-    """Raise ValueError unless `options` are keyword arguments ReceiverProtocol accepts, with values
-    it takes (it is built once here, so a bad value is reported when the config is loaded)."""
-    if not options:
-        return
-    from drivers.beidou.receiver import ReceiverProtocol
+class ReceiverOptions(Model):
+    """How the NMEA stream is judged (drivers.beidou.receiver.ReceiverProtocol); unset keys take the
+    receiver protocol's defaults."""
 
-    try:
-        ReceiverProtocol("config-check", **options)
-    except TypeError as exc:
-        raise ValueError(str(exc).replace("__init__() ", "")) from None
+    epoch_period_s: float | None = Field(default=None, gt=0, le=60)  # 1/rate: 0.2 for a 5 Hz receiver
+    hdop_limit: float | None = Field(default=None, gt=0)  # DEGRADED above this HDOP
+    min_sats: int | None = Field(default=None, ge=0, le=200)  # DEGRADED with fewer satellites used
+    stale_periods: float | None = Field(default=None, ge=1, le=1000)  # STALE after this many periods without an epoch
+    silent_s: float | None = Field(default=None, gt=0, le=3600)  # SILENT after this long without a byte
+    sky_decimation: int | None = Field(default=None, ge=0)  # publish every n-th sky (0 = never)
+    require_checksum: bool | None = None  # drop sentences without *hh
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments for ReceiverProtocol."""
+        return self.model_dump(exclude_none=True)
+
+    @model_validator(mode="after")
+    def _accepted(self):
+        # the receiver protocol has the last word on its options (and its own cross-checks)
+        from drivers.beidou.receiver import ReceiverProtocol
+
+        ReceiverProtocol("config-check", **self.options())
+        return self
 
 
 class RdssConfig(Model):
@@ -89,6 +101,8 @@ class RdssConfig(Model):
     # BDS-3 only: frequency point and receipt request written in $CCTCQ
     freq_point: int = Field(default=2, ge=0, le=9)
     receipt: bool = False
+    # ask the card for its id and service interval once per connection (shown in ListDevices)
+    query_card_on_connect: bool = True
 
 
 class BeidouConfig(DeviceConfig):
@@ -97,9 +111,10 @@ class BeidouConfig(DeviceConfig):
 
     url: str
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)  # opening the port or the TCP connection
-    # options of the NMEA receiver protocol (drivers.beidou.receiver.ReceiverProtocol); checked
-    # against its signature when the config is loaded
-    receiver: dict[str, Any] = Field(default_factory=dict)
+    # a line that carries no byte at all for this long is closed and opened again (a TCP serial
+    # server can keep a dead connection open for hours); 0 = never
+    reconnect_after_silent_s: float = Field(default=30.0, ge=0, le=3600)
+    receiver: ReceiverOptions = ReceiverOptions()
     rdss: RdssConfig | None = RdssConfig()  # null: a receiver without an RDSS card
 
     @field_validator("url")
@@ -110,12 +125,6 @@ class BeidouConfig(DeviceConfig):
             serial_options(query)
         elif query:
             raise ValueError(f"tcp URLs take no options, got {', '.join(sorted(query))}")
-        return v
-
-    @field_validator("receiver")
-    @classmethod
-    def _receiver(cls, v):
-        check_receiver_options(v)
         return v
 
     def transport(self) -> tuple[str, str, dict[str, Any]]:

@@ -626,6 +626,7 @@ class ReceiverSimulator:
         self._tasks: list[asyncio.Task] = []
         self._reopen: asyncio.TimerHandle | None = None
         self._host_buffer = None
+        self._held: list[bytes] | None = None  # output waiting for the end of an epoch being written
         self._last_banner = -math.inf
         self.started = False
 
@@ -793,14 +794,22 @@ class ReceiverSimulator:
             self._write(b"".join(sentences), 0)
             return
         data = self._noisy(sentences)
-        # written in a few pieces with small gaps, so the reader gets the epoch cut at odd places
+        # written in a few pieces with small gaps, so the reader gets the epoch cut at odd places;
+        # what else the receiver has to say waits for the end of the epoch, as a receiver's single
+        # output queue does (a TXT in the middle of a GSA would cut it short)
         cuts = sorted(self.rng.sample(range(1, len(data)), min(3, len(data) - 1)))
-        start = 0
-        for c in cuts + [len(data)]:
-            self._write(data[start:c], 0)
-            start = c
-            if c != len(data):
-                await asyncio.sleep(0.001)
+        self._held = []
+        try:
+            start = 0
+            for c in cuts + [len(data)]:
+                self._put(data[start:c])
+                start = c
+                if c != len(data):
+                    await asyncio.sleep(0.001)
+        finally:
+            held, self._held = self._held, None
+            for chunk in held:
+                self._put(chunk)
 
     def _noisy(self, sentences: list[bytes]) -> bytes:
         """The epoch's sentences with noise around them; every sentence stays intact."""
@@ -888,8 +897,14 @@ class ReceiverSimulator:
     def _write(self, data: bytes, sentences: int) -> None:
         if not data:
             return
-        self.counters["bytes"] += len(data)
         self.counters["sentences"] += sentences
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            self._put(data)
+
+    def _put(self, data: bytes) -> None:
+        self.counters["bytes"] += len(data)
         if self._pty is not None:
             self._pty.write(data)
         else:
