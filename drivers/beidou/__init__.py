@@ -72,5 +72,5 @@ SPEC = DriverSpec(
     description="BeiDou (BDS) receivers on serial or TCP: NMEA fixes, receiver alarms, RDSS short messages",
     decoder=_decoder,
     simulator="drivers.beidou.simulator:main",
-    demo=None,  # _demo, once the driver lands
+    demo=_demo,
 )
