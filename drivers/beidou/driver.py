@@ -167,8 +167,7 @@ class BeidouDriver(Driver):
         while True:
             await asyncio.sleep(self.tick_s)
             pubs = self.receiver.tick(time.time_ns())
-            if pubs:
-                self._publish(pubs)
+            if pubs and self._publish(pubs):
                 self._judge()
             if limit and loop.time() - self._last_rx >= limit and not self._lost.done():
                 self._lost.set_result(DeviceTimeout(f"no bytes for {limit:g} s: reconnecting"))
@@ -178,9 +177,8 @@ class BeidouDriver(Driver):
         rx = self.receiver
         self._last_rx = asyncio.get_running_loop().time()
         pubs = rx.feed(data, time.time_ns())
-        if pubs:
-            self._publish(pubs)
-        else:
+        news = self._publish(pubs) if pubs else False
+        if not pubs:
             self.ctx.seen()
         if rx.dropped_bytes != self._dropped_bytes_seen:
             self._count_drops()
@@ -190,10 +188,11 @@ class BeidouDriver(Driver):
             self._got_bytes = True
             self._judge()
             self._query_card()
-        elif pubs and self._health_news:
+        elif news:
             self._judge()
 
-    def _publish(self, pubs) -> None:
+    def _publish(self, pubs) -> bool:
+        """Publish; True when a fix state or an alarm changed (health may follow)."""
         publish = self.ctx.publish
         news = False
         for p in pubs:
@@ -205,9 +204,7 @@ class BeidouDriver(Driver):
                 self._alarms[p.payload["kind"]] = bool(p.payload["active"])
                 news = True
             publish(channel, p.payload, p.device_time_ns)
-        self._health_news = news
-
-    _health_news = False
+        return news
 
     def _count_drops(self) -> None:
         rx, ctx = self.receiver, self.ctx

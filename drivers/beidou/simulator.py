@@ -407,6 +407,8 @@ class _PtyLine:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
+            # EIO: no slave end any more; stop watching, or the loop would spin on a dead fd
+            self.sim.loop.remove_reader(self.master)
             return
         if data:
             self.sim._host_bytes(data)
@@ -566,7 +568,20 @@ class _TcpLine:
 
 
 class ReceiverSimulator:
-    """A BeiDou receiver (and optional RDSS card) on a pty or a TCP port. See the module docstring."""
+    """A BeiDou receiver (and optional RDSS card) on a pty or a TCP port. See the module docstring.
+
+    transport     "pty" (URL serial://<pty or link>) or "tcp" (tcp://host:port, `port` 0 = any free one)
+    rate          epochs per second; the period must be whole hundredths of a second (1, 2, 5, 10, 20...)
+    talker        "BD", "GB" or "GN" (TALKERS); `systems` overrides the constellations in view
+    noise         noise around every epoch (`noise_rate` sets how much); may be switched at any time
+    rdss          None, "2.1" or "bds3": the RDSS card's protocol (`card`: RdssCard, `interval_s`,
+                  `card_id`, `level`); `message_every_s` > 0 makes it receive a message that often
+    link          with "pty": a symlink kept pointing at the current pty (survives `cut()`)
+    banner_s      how often the firmware banner (`firmware`) is repeated
+    fki_delay_s   how long the card takes to answer a command
+    Counters in `counters` (COUNTERS); the last `keep_epochs` epochs written in `epochs` (time_ns ->
+    EpochState). Call start() and stop() on a running loop; the controls work in between.
+    """
 
     def __init__(self, transport: str = "pty", *, rate: float = 1.0, talker: str = "GN", systems=None,
                  noise: bool = False, rdss: str | None = "2.1", interval_s: int = 60, card_id: str = "0245678",
@@ -704,7 +719,7 @@ class ReceiverSimulator:
         self.epochs_paused = on
 
     def silence(self, on: bool = True) -> None:
-        """Write nothing at all until called with False."""
+        """Write nothing at all (the card does not answer either) until called with False."""
         self.silent = on
 
     def inject_message(self, text: str | None = None, data: bytes | None = None, sender: str = "0166166",
@@ -895,7 +910,7 @@ class ReceiverSimulator:
 
     # -- the line ---------------------------------------------------------------------------------------
     def _write(self, data: bytes, sentences: int) -> None:
-        if not data:
+        if not data or self.silent:
             return
         self.counters["sentences"] += sentences
         if self._held is not None:
