@@ -351,6 +351,7 @@ async def test_pty_hang_up_and_the_link_coming_back(tmp_path):
 
 
 async def test_tcp_reset_refuses_for_a_while_then_serves_again():
+    started = time.monotonic()
     async with simulator("tcp", rate=5, rdss=None) as sim:
         line = await connect(sim.url)
         await until(lambda: line.of(RMC), 3, "epochs")
@@ -359,11 +360,15 @@ async def test_tcp_reset_refuses_for_a_while_then_serves_again():
         assert isinstance(exc, ConnectionResetError)
         during = await connect(sim.url)
         assert isinstance(await asyncio.wait_for(during.lost, 2), ConnectionResetError)
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.7)  # past the 0.6 s, with room for a timer that fires early
         after = await connect(sim.url)
         await until(lambda: after.of(RMC), 3, "epochs after the reset")
         after.transport.close()
         assert sim.counters["connections"] == 2
+        # status lines once a second, not in bursts: a 2-line banner at start and per connection,
+        # one antenna line a second
+        elapsed = time.monotonic() - started
+        assert sim.counters["txt"] <= 2 + 2 * sim.counters["connections"] + math.ceil(elapsed) + 1
 
 
 # -- the command line -----------------------------------------------------------------------------

@@ -871,13 +871,17 @@ class ReceiverSimulator:
         self._write_banner()
         if self.message_every_s > 0 and self.card is not None:
             self._messages_due = self.loop.time() + self.message_every_s
+        # half a second after the top of each second, away from the 1 Hz epoch; the schedule runs
+        # from target to target, so a timer that fires a little early does not write twice
+        second = 1_000_000_000
+        target = time.time_ns() // second * second + second // 2
         while True:
-            # half a second after the top of the second, away from the 1 Hz epoch
             now = time.time_ns()
-            target = now // 1_000_000_000 * 1_000_000_000 + 500_000_000
-            if target <= now:
-                target += 1_000_000_000
-            await asyncio.sleep((target - now) / 1e9)
+            if target <= now - second:
+                target = now // second * second + second // 2  # stalled: skip what was missed
+            if target > now:
+                await asyncio.sleep((target - now) / 1e9)
+            target += second
             if self.silent:
                 continue
             if self.loop.time() - self._last_banner >= self.banner_s:
