@@ -223,6 +223,38 @@ async def test_tcp_reset_goes_offline_then_reconnects():
     assert any("ConnectionResetError" in r for r in reasons)
 
 
+async def test_eof_from_a_serial_server_goes_offline():
+    # a serial-to-Ethernet server that sends one epoch and closes its end cleanly (FIN)
+    sim = ReceiverSimulator("tcp", rate=1, rdss=None)
+    t = (time.time_ns() // 10**9) * 10**9
+    epoch = b"".join(sim.epoch_bytes(sim.state_at(t)))
+    sim.epochs[t] = sim.state_at(t)
+    connections, closed = [], []
+
+    async def serve(reader, writer):
+        connections.append(writer)
+        writer.write(epoch)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()
+        closed.append(writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        # the device points at the server; the simulator only wrote the epoch
+        async with stack(sim, rdss=None, url=f"tcp://127.0.0.1:{port}") as s:
+            await until(lambda: len(closed) >= 2, 5, "a reconnect after EOF")
+            offline = [h["reason"] for h in s.payloads("health") if h["state"] == "OFFLINE"]
+            fixes = s.payloads("fix")
+        await until(lambda: len(closed) == len(connections), 2, "the server's handlers")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert offline[0] == "DeviceError: link lost: closed by the receiver (EOF)"
+    check_fix(sim, t, fixes[0])
+
+
 async def test_a_port_that_does_not_exist_is_retried(tmp_path):
     sim = ReceiverSimulator("pty", rate=5, rdss=None)
     async with stack(sim, url=f"serial://{tmp_path}/no-such-tty", rdss=None) as s:
