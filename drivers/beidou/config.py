@@ -83,9 +83,11 @@ class ReceiverOptions(Model):
     @model_validator(mode="after")
     def _accepted(self):
         # the receiver protocol has the last word on its options (and its own cross-checks)
-        from drivers.beidou.receiver import ReceiverProtocol
+        options = self.options()
+        if options:
+            from drivers.beidou.receiver import ReceiverProtocol
 
-        ReceiverProtocol("config-check", **self.options())
+            ReceiverProtocol("config-check", **options)
         return self
 
 
@@ -114,7 +116,7 @@ class BeidouConfig(DeviceConfig):
     # a line that carries no byte at all for this long is closed and opened again (a TCP serial
     # server can keep a dead connection open for hours); 0 = never
     reconnect_after_silent_s: float = Field(default=30.0, ge=0, le=3600)
-    receiver: ReceiverOptions = ReceiverOptions()
+    receiver: ReceiverOptions = Field(default_factory=ReceiverOptions)
     rdss: RdssConfig | None = RdssConfig()  # null: a receiver without an RDSS card
 
     @field_validator("url")
