@@ -256,6 +256,8 @@ class BeidouDriver(Driver):
     # -- RDSS ----------------------------------------------------------------------------------------
     def _on_rdss(self, event) -> None:
         ctx = self.ctx
+        if type(event) is not BeamStatus and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: RDSS <- %r", ctx.device_id, event)
         if type(event) is CardInfo:
             ctx.set_info(card_id=event.card_id, card_interval_s=event.interval_s, card_level=event.level)
         elif type(event) is BeamStatus:
@@ -301,6 +303,8 @@ class BeidouDriver(Driver):
         self._rdss_busy = True
         self._waiter = (matches, future)
         try:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: RDSS -> %s", self.ctx.device_id, sentence.decode("ascii", "replace").strip())
             line.write(sentence)
             try:
                 return await asyncio.wait_for(future, max(wait, 0.001))
