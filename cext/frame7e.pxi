@@ -268,9 +268,12 @@ cdef class _Frame7e:
 
     cdef int _finish_gbt(self, const uint8_t* c, Py_ssize_t n, Py_ssize_t nbytes, list out) except -1:
         # A stump ending in a lone 0x5C swallows the next frame's start flag as an escaped 7E: when
-        # the length does not fit, split at the first escaped 7E (see the twin).
-        cdef Py_ssize_t off = 0, length = 0, idx, i, stump_bytes
+        # the frame fails, split at the first escaped 7E and check the rest the same way; a bad CRC
+        # only up to the last 7E where splitting brings a good frame out (see the twin).
+        cdef Py_ssize_t off = 0, length = 0, idx, stump_bytes
         cdef const uint8_t* q
+        cdef const uint8_t* limit = NULL
+        cdef bint have_limit = False
         cdef int reason
         while True:
             reason = self._check(c, n, &off, &length)
@@ -278,21 +281,44 @@ cdef class _Frame7e:
                 out.append(PyBytes_FromStringAndSize(<const char*>c + off, length))
                 self.frames += 1
                 return 0
-            q = NULL
-            if reason == F7_BAD_LENGTH or reason == F7_TRUNCATED:
-                q = <const uint8_t*>memchr(c, F7_FLAG, n)
+            q = <const uint8_t*>memchr(c, F7_FLAG, n)
+            if q != NULL and reason == F7_BAD_CHECKSUM:
+                if not have_limit:
+                    limit = self._last_recovering_split(c, n)
+                    have_limit = True
+                if limit == NULL or q > limit:
+                    q = NULL
             if q == NULL:
                 return self._drop(reason, nbytes, c, n)
             idx = q - c
-            # its start flag, its bytes (each 7E/7D/5C came as a pair) and the lone 5C
-            stump_bytes = 1 + idx + 1
-            for i in range(idx):
-                if c[i] == 0x7E or c[i] == 0x7D or c[i] == 0x5C:
-                    stump_bytes += 1
-            self._finish_frame(c, idx, stump_bytes, out)
+            stump_bytes = self._finish_stump(c, idx, out)
             nbytes -= stump_bytes
             c += idx + 1
             n -= idx + 1
+
+    cdef const uint8_t* _last_recovering_split(self, const uint8_t* c, Py_ssize_t n) noexcept:
+        cdef Py_ssize_t off = 0, length = 0
+        cdef const uint8_t* last = NULL
+        cdef const uint8_t* prev = c
+        cdef const uint8_t* end = c + n
+        cdef const uint8_t* q = <const uint8_t*>memchr(c, F7_FLAG, n)
+        while q != NULL:
+            if (self._check(prev, q - prev, &off, &length) < 0
+                    or self._check(q + 1, end - (q + 1), &off, &length) < 0):
+                last = q
+            prev = q + 1
+            q = <const uint8_t*>memchr(prev, F7_FLAG, end - prev)
+        return last
+
+    cdef Py_ssize_t _finish_stump(self, const uint8_t* c, Py_ssize_t idx, list out) except -1:
+        # wire bytes: its start flag, its bytes (each 7D/5C came as a pair; no 7E before idx) and
+        # the lone 5C that swallowed the 7E
+        cdef Py_ssize_t i, stump_bytes = 1 + idx + 1
+        for i in range(idx):
+            if c[i] == 0x7D or c[i] == 0x5C:
+                stump_bytes += 1
+        self._finish_frame(c, idx, stump_bytes, out)
+        return stump_bytes
 
     # -- escaped profiles ----------------------------------------------------------------------
 
@@ -312,19 +338,38 @@ cdef class _Frame7e:
                 cut = at
         return cut
 
-    cdef int _take(self, const uint8_t* run, Py_ssize_t m) except -1:
+    cdef int _take(self, const uint8_t* run, Py_ssize_t m, list out) except -1:
         cdef Py_ssize_t cut = self._room(run, m)
-        if cut < m:
-            self.raw += cut + 1
-            # GB/T: the frame's start flag goes with it
-            self._drop(F7_TOO_LONG, self.raw + (1 if self.kind == F7_GBT20999 else 0), NULL, 0)
-            self.state = F7_DISCARD
-            self.buf_len = 0
-            return 0
-        self.raw += m
-        memcpy(self.buf + self.buf_len, run, m)
-        self.buf_len += m
-        return 1
+        cdef const uint8_t* q
+        cdef Py_ssize_t idx
+        if cut == m:
+            self.raw += m
+            memcpy(self.buf + self.buf_len, run, m)
+            self.buf_len += m
+            return 1
+        self.raw += cut + 1
+        if self.kind == F7_GBT20999:
+            # A start flag swallowed by a stump's lone 5C may be in the frame (it may be the byte that
+            # overflowed, so that byte goes in too: buf has one spare). Split there; the rest, which
+            # is shorter than the frame was, stays open unless its own length field is too long.
+            memcpy(self.buf + self.buf_len, run, cut + 1)
+            self.buf_len += cut + 1
+            while True:
+                q = <const uint8_t*>memchr(self.buf, F7_FLAG, self.buf_len)
+                if q == NULL:
+                    break
+                idx = q - self.buf
+                self.raw -= self._finish_stump(self.buf, idx, out)
+                self.buf_len -= idx + 1
+                memmove(self.buf, self.buf + idx + 1, self.buf_len)
+                if (self.buf_len < 2
+                        or ((<Py_ssize_t>self.buf[0] << 8) | self.buf[1]) + self.adjust <= self.max_frame):
+                    return 0
+        # GB/T: the frame's start flag goes with it
+        self._drop(F7_TOO_LONG, self.raw + (1 if self.kind == F7_GBT20999 else 0), NULL, 0)
+        self.state = F7_DISCARD
+        self.buf_len = 0
+        return 0
 
     cdef Py_ssize_t _frame(self, const uint8_t* p, Py_ssize_t pos, Py_ssize_t n, list out) except -2:
         cdef bint gbt = self.kind == F7_GBT20999
@@ -371,6 +416,11 @@ cdef class _Frame7e:
                     continue
                 pos += 1
                 self.esc = False
+                if gbt and b == F7_FLAG and self.bad:
+                    # a frame lost to a bad escape ends where a start flag it swallowed may begin
+                    self._drop(F7_BAD_ESCAPE, self.raw + 1, self.buf, self.buf_len)
+                    self._open()
+                    continue
                 v_ok = 1
                 if self.kind == F7_JT808:
                     if b == 0x01:
@@ -389,7 +439,7 @@ cdef class _Frame7e:
                     self.bad = True
                 if not v_ok or self.bad:
                     self.raw += 1
-                elif self._take(&v, 1) == 0:
+                elif self._take(&v, 1, out) == 0:
                     return pos
                 continue
             if gbt:
@@ -404,7 +454,7 @@ cdef class _Frame7e:
                     self.raw += j - pos
                 else:
                     cut = self._room(p + pos, j - pos)
-                    if self._take(p + pos, j - pos) == 0:
+                    if self._take(p + pos, j - pos, out) == 0:
                         return pos + cut + 1
                 pos = j
             if j == n:

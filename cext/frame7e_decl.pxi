@@ -60,10 +60,16 @@ cdef class _Frame7e:
     cdef int _finish_frame(self, const uint8_t* c, Py_ssize_t n, Py_ssize_t nbytes, list out) except -1
     # GB/T frame ended by 7D: check, splitting at escaped 7Es after a stump. 0 or -1 = exception set
     cdef int _finish_gbt(self, const uint8_t* c, Py_ssize_t n, Py_ssize_t nbytes, list out) except -1
+    # GB/T: the last 7E in c[:n] where the part before it (from the 7E before) or the rest after it
+    # is a good frame, or NULL
+    cdef const uint8_t* _last_recovering_split(self, const uint8_t* c, Py_ssize_t n) noexcept
+    # GB/T: check c[:idx] (before a swallowed 7E at c[idx]) as a frame; its wire bytes, -1 = exception set
+    cdef Py_ssize_t _finish_stump(self, const uint8_t* c, Py_ssize_t idx, list out) except -1
     # index in run of the byte that would make the frame too long, or m
     cdef Py_ssize_t _room(self, const uint8_t* run, Py_ssize_t m) noexcept
-    # append unescaped bytes: 1 = taken, 0 = too long (counted, now discarding), -1 = exception set
-    cdef int _take(self, const uint8_t* run, Py_ssize_t m) except -1
+    # append unescaped bytes: 1 = taken, 0 = too long (counted and discarding, or GB/T: split at a
+    # swallowed 7E, the rest open), -1 = exception set
+    cdef int _take(self, const uint8_t* run, Py_ssize_t m, list out) except -1
     # read the open frame from p[pos:n]: position after what was used; -2 = exception set
     cdef Py_ssize_t _frame(self, const uint8_t* p, Py_ssize_t pos, Py_ssize_t n, list out) except -2
     # unescaped GB/T: bytes used from w[:n] (the rest is a pending candidate); -2 = exception set

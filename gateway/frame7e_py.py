@@ -35,9 +35,16 @@ Reasons:
   (GB/T), or still open at `finish()`.
 
 GB/T 20999 escapes by prefix, so a stump cut right after a 0x5C turns the next frame's start flag
-into an escaped 7E. When a frame ended by 7D fails its length check and holds a 7E, it is split at
-the first one: the part before is checked as a frame of its own (counted under its reason), the rest
-as a frame that 7E started. The frame after a stump therefore survives in every profile.
+into an escaped 7E (every 7E in the unescaped content came that way). A frame that fails is split at
+the first such 7E: the part before is checked as a frame of its own (delivered if good, else counted
+under its own reason, with its start flag and the lone 5C), the rest is a frame that 7E started and
+is checked the same way. This happens when a frame ended by 7D is `truncated` or `bad_length` (its
+length field says it is not one frame); when its length fits but its CRC does not (most likely one
+frame hit by noise that happens to hold a 7E) only if splitting brings a good frame out, else it is
+one `bad_checksum`; when it grows too long, by size or by its length field (the rest stays open,
+and only content without a 7E is dropped as `too_long`); and after a bad escape (the frame is
+dropped as `bad_escape` at the next escaped 7E, which opens the next frame). A good frame after any
+damage therefore survives in every profile.
 
 For the same-flag protocols (JT/T 808, PMPP) a closing flag also opens the next frame, so a frame cut
 short by a dropped connection or noise costs one drop and the frame after it survives; bytes between
@@ -280,25 +287,52 @@ class _Frame7e:
             self._drop(reason, nbytes, content)
 
     def _finish_gbt(self, content, nbytes, out):
-        """A GB/T frame ended by its 7D. A stump that ends in a lone 0x5C swallows the next frame's
-        start flag as an escaped 7E; when the length does not fit, split at the first escaped 7E:
-        the part before it is checked on its own, the rest is a frame that 7E started."""
+        """A GB/T frame ended by its 7D: check it; if it fails and holds an escaped 7E (a start
+        flag a stump's lone 5C may have swallowed), split there and check the rest the same way.
+        A bad CRC under a length field that fits is most likely one frame hit by noise: it is
+        split only at 7Es up to the last one where splitting brings a good frame out."""
+        start = 0
+        limit = None  # that last 7E, found when first needed
         while True:
-            reason, frame = self._check(content)
+            piece = content[start:]
+            reason, frame = self._check(piece)
             if reason < 0:
                 self.frames += 1
                 out.append(frame)
                 return
-            idx = content.find(b"\x7e") if reason in (_BAD_LENGTH, _TRUNCATED) else -1
+            idx = content.find(b"\x7e", start)
+            if idx >= 0 and reason == _BAD_CHECKSUM:
+                if limit is None:
+                    limit = self._last_recovering_split(content, start)
+                if idx > limit:
+                    idx = -1
             if idx < 0:
-                self._drop(reason, nbytes, content)
+                self._drop(reason, nbytes, piece)
                 return
-            stump = content[:idx]
-            # its start flag, its bytes (each 7E/7D/5C came as a pair) and the lone 5C
-            stump_bytes = 1 + idx + sum(stump.count(x) for x in (b"\x7e", b"\x7d", b"\x5c")) + 1
-            self._finish_frame(stump, stump_bytes, out)
-            nbytes -= stump_bytes
-            content = content[idx + 1 :]
+            nbytes -= self._finish_stump(content[start:], idx - start, out)
+            start = idx + 1
+
+    def _last_recovering_split(self, content, start):
+        """Index of the last 7E in content[start:] where the part before it (from the 7E before)
+        or the whole rest after it is a good frame, or -1."""
+        last = -1
+        prev = start
+        idx = content.find(b"\x7e", start)
+        while idx >= 0:
+            if self._check(content[prev:idx])[0] < 0 or self._check(content[idx + 1 :])[0] < 0:
+                last = idx
+            prev = idx + 1
+            idx = content.find(b"\x7e", prev)
+        return last
+
+    def _finish_stump(self, content, idx, out):
+        """Check content[:idx], the part of a GB/T frame before the escaped 7E at idx, as a frame of
+        its own; returns its wire bytes: its start flag, its bytes (each 7D/5C came as a pair; no 7E
+        comes before idx) and the lone 5C that swallowed the 7E."""
+        stump = content[:idx]
+        stump_bytes = 1 + idx + stump.count(0x7D) + stump.count(0x5C) + 1
+        self._finish_frame(stump, stump_bytes, out)
+        return stump_bytes
 
     # -- escaped profiles ------------------------------------------------------------------------
 
@@ -316,19 +350,33 @@ class _Frame7e:
                 cut = at
         return cut
 
-    def _take(self, run):
-        """Append unescaped bytes; False (and discarding) when one of them made the frame too long."""
+    def _take(self, run, out):
+        """Append unescaped bytes. False when one of them made the frame too long: the frame is
+        dropped and discarding, or (GB/T) it was split at a swallowed start flag and the rest is
+        the open frame; either way the caller goes on after that byte."""
         cut = self._room(run)
-        if cut < len(run):
-            self._raw += cut + 1
-            extra = 1 if self._kind == _KIND_GBT else 0  # GB/T: its start flag goes too
-            self._drop(_TOO_LONG, self._raw + extra)
-            self._state = _DISCARD
-            self._buf = bytearray()
-            return False
-        self._raw += len(run)
-        self._buf += run
-        return True
+        if cut == len(run):
+            self._raw += len(run)
+            self._buf += run
+            return True
+        self._raw += cut + 1
+        if self._kind == _KIND_GBT:
+            # the byte that overflowed may itself be the swallowed 7E: keep it (buf has one spare)
+            self._buf += run[: cut + 1]
+            while True:
+                idx = self._buf.find(b"\x7e")
+                if idx < 0:
+                    break
+                self._raw -= self._finish_stump(self._buf, idx, out)
+                del self._buf[: idx + 1]
+                buf = self._buf
+                if len(buf) < 2 or ((buf[0] << 8) | buf[1]) + self._adjust <= self.max_frame:
+                    return False  # the rest fits: it is the open frame (its size is below the old one)
+        # GB/T: its start flag goes too
+        self._drop(_TOO_LONG, self._raw + (1 if self._kind == _KIND_GBT else 0))
+        self._state = _DISCARD
+        self._buf = bytearray()
+        return False
 
     def _unescape(self, b):
         """The byte an escape pair stands for, or -1 for a bad escape."""
@@ -354,12 +402,17 @@ class _Frame7e:
                     continue
                 pos += 1
                 self._esc = False
+                if gbt and b == FLAG and self._bad:
+                    # a frame lost to a bad escape ends where a start flag it swallowed may begin
+                    self._drop(_BAD_ESCAPE, self._raw + 1, self._buf)
+                    self._open()
+                    continue
                 v = self._unescape(b)
                 if v < 0:
                     self._bad = True
                 if v < 0 or self._bad:
                     self._raw += 1
-                elif not self._take(bytes((v,))):
+                elif not self._take(bytes((v,)), out):
                     return pos
                 continue
             m = specials.search(data, pos)
@@ -369,7 +422,7 @@ class _Frame7e:
                     self._raw += j - pos
                 else:
                     cut = self._room(data[pos:j])
-                    if not self._take(data[pos:j]):
+                    if not self._take(data[pos:j], out):
                         return pos + cut + 1
                 pos = j
             if j == n:

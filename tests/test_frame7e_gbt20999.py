@@ -159,6 +159,72 @@ def test_stump_ending_in_escape_byte(impl):
     assert g.dropped_bytes == 0
 
 
+def test_stump_swallows_start_flag_into_length_field(impl):
+    # 7E 5C: the good frame's 7E becomes the high byte of a length field (0x7E00, too long)
+    f = impl.Gbt20999Framer(keep_rejects=True)
+    assert f.feed(b"\x7e\x5c" + gbt_frame(QUERY) + gbt_frame(HEARTBEAT)) == [QUERY, HEARTBEAT]
+    assert f.drops["truncated"] == 1 and f.drops["too_long"] == 0 and f.dropped_bytes == 2
+    assert f.take_rejects() == [("truncated", b"")]
+    # ... or its low byte (0x207E), one byte at a time
+    g = impl.Gbt20999Framer()
+    got = []
+    for b in b"\x7e\x20\x5c" + gbt_frame(QUERY):
+        got += g.feed(bytes((b,)))
+    assert got == [QUERY] and g.drops["truncated"] == 1 and g.dropped_bytes == 3
+
+
+def test_stump_whose_length_field_fits_the_swallowed_frame(impl):
+    # the stump's length field covers stump + 7E + the next frame exactly, so only the CRC fails
+    n = 2 + 3 + 1 + (2 + len(QUERY) + 2)  # unescaped: its length field, 3 bytes, 7E, the query
+    stump = b"\x7e" + (n - 2).to_bytes(2, "big") + b"\x11\x22\x33\x5c"
+    f = impl.Gbt20999Framer()
+    assert f.feed(stump + gbt_frame(QUERY)) == [QUERY]
+    assert f.drops["truncated"] == 1 and f.drops["bad_checksum"] == 0
+    assert f.dropped_bytes == len(stump)
+
+
+def test_bad_crc_with_escaped_7e_is_one_drop(impl):
+    # noise in a frame whose CRC holds an escaped 7E: one bad_checksum, not split into pieces
+    bad = bytearray(gbt_frame(QUERY))
+    assert b"\x5c\x7e" in bad
+    bad[9] ^= 0x40
+    f = impl.Gbt20999Framer(keep_rejects=True)
+    assert f.feed(bytes(bad) + gbt_frame(QUERY)) == [QUERY]
+    assert f.drops["bad_checksum"] == 1 and sum(f.drops.values()) == 1 and f.dropped_bytes == len(bad)
+    # after a frame whose end flag noise turned into 5C, that frame comes out and the damaged one
+    # after it is still one bad_checksum
+    hit = gbt_frame(HEARTBEAT)[:-1] + b"\x5c"
+    g = impl.Gbt20999Framer()
+    assert g.feed(hit + bytes(bad) + gbt_frame(QUERY)) == [HEARTBEAT, QUERY]
+    assert g.drops["bad_checksum"] == 1 and sum(g.drops.values()) == 1 and g.dropped_bytes == len(bad)
+
+
+def test_bad_escape_stump_ending_in_escape_byte(impl):
+    # after the bad escape (5C 41) nothing is buffered; the 5C 7E pair ends the frame there
+    stump = b"\x7e\x00\x10\x5c\x41\x22\x5c"
+    f = impl.Gbt20999Framer(keep_rejects=True)
+    assert f.feed(stump + gbt_frame(QUERY)) == [QUERY]
+    assert f.drops["bad_escape"] == 1 and sum(f.drops.values()) == 1 and f.dropped_bytes == len(stump)
+    assert f.take_rejects() == [("bad_escape", b"\x00\x10")]
+
+
+def test_stump_and_swallowed_frame_outgrow_max_frame(impl):
+    # 20 bytes of stump + 7E + a 21-byte query do not fit 24 bytes; the query alone does
+    stump = b"\x7e\x00\x10" + b"\x33" * 18 + b"\x5c"
+    f = impl.Gbt20999Framer(max_frame=24)
+    assert f.feed(stump + gbt_frame(QUERY)) == [QUERY]
+    assert f.drops["bad_length"] == 1 and f.drops["too_long"] == 0 and f.dropped_bytes == len(stump)
+    # the part before the swallowed 7E is checked on its own: a frame whose end flag was hit by
+    # noise comes out too
+    g = impl.Gbt20999Framer(max_frame=24)
+    assert g.feed(gbt_frame(HEARTBEAT)[:-1] + b"\x5c" + gbt_frame(QUERY)) == [HEARTBEAT, QUERY]
+    assert g.dropped_bytes == 0
+    # content without a 7E is still too long
+    h = impl.Gbt20999Framer(max_frame=24)
+    assert h.feed(b"\x7e\x00\x10" + b"\x33" * 30 + gbt_frame(QUERY)) == [QUERY]
+    assert h.drops["too_long"] == 1 and h.dropped_bytes == 33
+
+
 def test_absurd_length_field_rejected_before_buffering(impl):
     f = impl.Gbt20999Framer(max_frame=256)
     assert f.feed(b"\x7e\xff\xf0") == []

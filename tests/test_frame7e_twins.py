@@ -180,6 +180,37 @@ def test_good_frames_survive_damage_around_them(profile, data):
     assert frames[-2:] == [good, good]
 
 
+# GB/T 20999 damage whose lone 0x5C swallows the good frame's start flag, each failing the combined
+# frame in another way: (junk, good content, max_frame)
+SWALLOWED = {
+    # found by Hypothesis: the swallowed 7E is the high byte of the length field, 0x7E00 is too long
+    "length-field-too-long": (b"\x7e\x5c", b"\x00" * 10, 4096),
+    # the stump's length field fits stump + 7E + good frame (filled in below): only the CRC fails
+    "length-fits-crc-fails": (None, b"\x00" * 10 + b"\x01" * 4, 4096),
+    # a bad escape in the stump: nothing after it is buffered, the 5C 7E pair ends it
+    "bad-escape": (b"\x7e\x00\x10\x5c\x41\x22\x5c", b"\x00" * 10, 4096),
+    # stump and good frame together outgrow max_frame; the good frame alone fits
+    "too-long-by-size": (b"\x7e\x00\x10" + b"\x33" * 18 + b"\x5c", b"\x00" * 10, 24),
+    # more than one escaped 7E before the swallowed one
+    "escaped-7e-in-stump": (b"\x7e\x00\x30\x5c\x7e\x11\x5c", b"\x00" * 10, 4096),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SWALLOWED))
+@pytest.mark.parametrize("profile", ["gbt", "gbt-n-ccitt"])
+def test_good_frame_survives_swallowed_start_flag(profile, case):
+    """Regressions for test_good_frames_survive_damage_around_them (st.data() takes no @example)."""
+    junk, good, max_frame = SWALLOWED[case]
+    wire = encode(profile, good)
+    if junk is None:
+        n = 2 + 3 + 1 + (2 + len(good) + 2)  # unescaped: length field, 3 bytes, 7E, the good frame
+        field = n - {"n-2": 2, "n": 0}[PROFILES[profile][1].get("length_field", "n-2")]
+        junk = b"\x7e" + field.to_bytes(2, "big") + b"\x11\x22\x33\x5c"
+    for cut in ([], [len(junk) - 1], [len(junk)], [len(junk) + 1, len(junk) + 3], list(range(60))):
+        frames = check_agreement(profile, junk + wire + wire, cut, max_frame)
+        assert frames[-2:] == [good, good], cut
+
+
 @given(content=jt808_content())
 def test_jt808_round_trip(content):
     wires = {impl.encode_jt808(content) for impl in IMPLS}
