@@ -103,3 +103,17 @@ def test_drivers_lists_installed_and_test_driver():
 def test_unreachable_gateway_is_a_clear_error():
     r = tw("devices", "--addr", "127.0.0.1:1", "--timeout", "2")
     assert r.returncode == 2 and "UNAVAILABLE" in r.stderr
+
+
+@pytest.mark.parametrize("driver", ["beidou", "jt808", "signal"])
+def test_decode_starts_light(driver):
+    """`tianwang decode` is quick to start: it loads neither grpc nor pydantic nor yaml."""
+    probe = (
+        "import sys, io; from gateway.cli import main; sys.stdin = io.TextIOWrapper(io.BytesIO(b''));"
+        f"rc = main(['decode', '--driver', '{driver}', '-']);"
+        "heavy = sorted(m for m in ('grpc', 'pydantic', 'yaml', 'gateway.supervisor') if m in sys.modules);"
+        "print(rc, heavy)"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.stdout.strip() == "0 []", r.stdout + r.stderr
+    assert "0 frames, 0 publications" in r.stderr

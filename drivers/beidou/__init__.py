@@ -8,7 +8,6 @@ are imported when first used.
 
 from __future__ import annotations
 
-from drivers.beidou.config import BeidouConfig
 from gateway.driver import ActionSpec, DriverSpec
 
 
@@ -49,28 +48,40 @@ async def _demo(stack) -> dict:
     }
 
 
-SPEC = DriverSpec(
-    name="beidou",
-    family="gnss",
-    config_model=BeidouConfig,
-    factory=_factory,
-    kind="device",
-    transports=("serial", "tcp"),
-    actions=(
-        ActionSpec(
-            "send_message",
-            "send an RDSS short message ($CCTXA or $CCTCQ per config); the reply is the terminal's $BDFKI",
-            {
-                "dest": "recipient card id (7 digits for protocol 2.1)",
-                "text": "message text (give text or hex)",
-                "hex": "message bytes as hex digits (give text or hex)",
-                "encoding": "gb2312 (default from config), code or mixed",
-            },
+def _spec() -> DriverSpec:
+    from drivers.beidou.config import BeidouConfig
+
+    return DriverSpec(
+        name="beidou",
+        family="gnss",
+        config_model=BeidouConfig,
+        factory=_factory,
+        kind="device",
+        transports=("serial", "tcp"),
+        actions=(
+            ActionSpec(
+                "send_message",
+                "send an RDSS short message ($CCTXA or $CCTCQ per config); the reply is the terminal's $BDFKI",
+                {
+                    "dest": "recipient card id (7 digits for protocol 2.1)",
+                    "text": "message text (give text or hex)",
+                    "hex": "message bytes as hex digits (give text or hex)",
+                    "encoding": "gb2312 (default from config), code or mixed",
+                },
+            ),
+            ActionSpec("card_info", "query the RDSS card ($CCICA / $CCICR) and return its $BDICI / $BDICP fields"),
         ),
-        ActionSpec("card_info", "query the RDSS card ($CCICA / $CCICR) and return its $BDICI / $BDICP fields"),
-    ),
-    description="BeiDou (BDS) receivers on serial or TCP: NMEA fixes, receiver alarms, RDSS short messages",
-    decoder=_decoder,
-    simulator="drivers.beidou.simulator:main",
-    demo=_demo,
-)
+        description="BeiDou (BDS) receivers on serial or TCP: NMEA fixes, receiver alarms, RDSS short messages",
+        decoder=_decoder,
+        simulator="drivers.beidou.simulator:main",
+        demo=_demo,
+    )
+
+
+def __getattr__(name):
+    # SPEC is built on first use: the config model pulls in pydantic, which `tianwang decode`
+    # (it imports drivers.beidou.decode, and so this package) has no use for
+    if name == "SPEC":
+        spec = globals()["SPEC"] = _spec()
+        return spec
+    raise AttributeError(f"module 'drivers.beidou' has no attribute {name!r}")
