@@ -1,7 +1,9 @@
 """Benchmark session setup: every run states which hot path it measured, on which Python and CPU."""
 
+import os
 import platform
 
+import benchreport
 import pytest
 
 from gateway import framing
@@ -43,3 +45,21 @@ def _record_environment(request):
 def impl(request):
     """Each hot-path implementation, compiled first: benchmarks print them side by side."""
     return request.param
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not benchreport.SECTIONS:
+        return
+    lines = [
+        f"USING_CEXT={framing.USING_CEXT}, Python {ENV_INFO['python']}, CPU {ENV_INFO['cpu']}, "
+        f"{os.cpu_count()} cores"
+    ]
+    for section, body in benchreport.SECTIONS.items():
+        lines += ["", section] + [f"  {line}" for line in body]
+    terminalreporter.section("tianwang bench summary")
+    for line in lines:
+        terminalreporter.write_line(line)
+    out = os.path.join(os.path.dirname(__file__), "out")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "summary.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import msgpack
+import benchreport
 import pytest
 import uvloop
 
@@ -55,7 +56,10 @@ def test_router_journal_append(benchmark, impl, packed):
     rate = ROUTER_N / benchmark.stats.stats.min
     benchmark.extra_info["envelopes_per_s"] = round(rate)
     benchmark.extra_info["impl"] = impl.NAME
-    print(f"\nrouter+journal [{impl.NAME}, {'prepacked' if packed else 'dict payload'}]: {rate:,.0f} envelopes/s")
+    benchreport.add(
+        "router + journal append (Router.publish)",
+        f"{impl.NAME:<7}{'prepacked payload' if packed else 'dict payload (msgpack in the call)':<38}{rate:>12,.0f} envelopes/s",
+    )
 
 
 class ServerProcess:
@@ -137,7 +141,7 @@ def test_fanout_delivery(benchmark, servers, subscribers):
         ratio=round(ratio, 1),
     )
     RESULTS[subscribers] = (tw_rate, plain_rate, ratio)
-    print(
-        f"\nfan-out to {subscribers:>2} subscribers: tianwang {tw_rate:,.0f} envelopes/s, "
-        f"one-per-write {plain_rate:,.0f} envelopes/s, ratio {ratio:.1f}x (USING_CEXT={framing.USING_CEXT})"
+    benchreport.add(
+        "gRPC fan-out, envelopes/s delivered in total (server and subscribers in separate processes)",
+        f"{subscribers:>2} subscribers: tianwang {tw_rate:>12,.0f}   one-message-per-write {plain_rate:>9,.0f}   ratio {ratio:6.1f}x",
     )

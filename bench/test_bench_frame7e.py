@@ -19,9 +19,9 @@ USING_CEXT, the Python version and the CPU.
 
 from __future__ import annotations
 
-import platform
 import random
 
+import benchreport
 import pytest
 
 from gateway import framing
@@ -124,26 +124,14 @@ def corpora():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report(request):
+def report():
     yield
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if tr is None or not RESULTS:
-        return
-    with capture.global_and_fixture_disabled():
-        write_report(tr)
-
-
-def write_report(tr):
-    tr.write_line("")
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    tr.write_line(f"0x7E framers: USING_CEXT={framing.USING_CEXT}, Python {platform.python_version()}, CPU {cpu}")
-    tr.write_line(f"{'corpus':<22}{'impl':<8}{'MB/s':>10}{'frames/s':>14}{'vs twin':>10}")
+    section = "0x7E framers"
+    benchreport.add(section, f"{'corpus':<22}{'impl':<8}{'MB/s':>10}{'frames/s':>14}{'vs twin':>10}")
     for (corpus, name), (seconds, nbytes, nframes) in sorted(RESULTS.items()):
         twin = RESULTS.get((corpus, "python"))
         ratio = f"{twin[0] / seconds:.1f}x" if twin and name != "python" else ""
-        tr.write_line(f"{corpus:<22}{name:<8}{nbytes / seconds / 1e6:>10.1f}{nframes / seconds:>14,.0f}{ratio:>10}")
+        benchreport.add(section, f"{corpus:<22}{name:<8}{nbytes / seconds / 1e6:>10.1f}{nframes / seconds:>14,.0f}{ratio:>10}")
 
 
 FRAMERS = {

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import grpc
+import benchreport
 import pytest
 import uvloop
 
@@ -157,8 +158,14 @@ async def _scenario(logdir: str, terminals: int, window_s: float, hot_path: str)
         assert gw.first["hot_path"] == hot_path
         addr = gw.first["listen"]
         pid = gw.first["pid"]
-        devices = await _list_devices(addr)
-        listen = next(d for d in devices if d.id == "fleet").info["listen"]
+        listen = ""
+        for _ in range(100):  # the listener binds its port shortly after the gateway is ready
+            devices = await _list_devices(addr)
+            listen = next(d for d in devices if d.id == "fleet").info.get("listen", "")
+            if listen:
+                break
+            await asyncio.sleep(0.1)
+        assert listen, "the jt808 listener did not report its address"
         counts: dict[str, int] = {}
         gaps: list = []
         stop = asyncio.Event()
@@ -237,9 +244,9 @@ def test_jt808_fleet_scale(benchmark, hot_path):
         benchmark.pedantic(run, rounds=1, iterations=1)
     r = results[0]
     benchmark.extra_info.update(r)
-    print(f"\njt808 fleet scale [{hot_path}]: " + json.dumps(r))
-    print(
-        f"jt808: {r['terminals']} terminals at 1 Hz -> gateway CPU {r['gateway_cpu_cores']:.3f} cores, "
+    benchreport.add(
+        "JT/T 808 fleet into one gateway process",
+        f"[{hot_path}] {r['terminals']} terminals at 1 Hz -> gateway CPU {r['gateway_cpu_cores']:.3f} cores, "
         f"RSS {r['gateway_rss_mib']} MiB (peak {r['gateway_peak_rss_mib']} MiB), "
         f"{r['fix_envelopes_received']} fixes received / {r['fixes_acked_by_listener']} acknowledged, "
         f"{r['terminals_heard']} terminals heard, gaps {r['gaps']} (gateway hot path {r['hot_path']})"

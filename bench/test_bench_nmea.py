@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import math
-import platform
 import shutil
 import subprocess
 import sys
@@ -32,10 +31,10 @@ from pathlib import Path
 
 import pynmea2  # bench extras: pip install -e '.[bench]'
 import pynmeagps
+import benchreport
 import pytest
 
 from drivers.beidou import nmea_writer as w
-from gateway import framing
 
 CHUNK = 64 * 1024
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,26 +85,17 @@ def million_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report(request):
+def report():
     yield
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if tr is None or not RESULTS:
-        return
-    with capture.global_and_fixture_disabled():
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                   platform.processor())
-        tr.write_line("")
-        tr.write_line(f"NMEA: USING_CEXT={framing.USING_CEXT}, Python {platform.python_version()}, CPU {cpu}")
-        base = RESULTS.get("cext")
-        for name, (unit, value) in RESULTS.items():
-            if unit == "sentences/s":
-                rel = f"  ({value / base[1]:.3f} of cext)" if base and name != "cext" else ""
-                tr.write_line(f"  {name:<36}{value:>14,.0f} sentences/s{rel}")
-            elif unit == "s":
-                tr.write_line(f"  {name:<36}{value:>14.2f} s")
-            else:
-                tr.write_line(f"  {name:<36}{value:>14.2f}x")
+    base = RESULTS.get("cext")
+    for name, (unit, value) in RESULTS.items():
+        if unit == "sentences/s":
+            rel = f"  ({value / base[1]:.3f} of cext)" if base and name != "cext" else ""
+            benchreport.add("NMEA decode", f"{name:<36}{value:>14,.0f} sentences/s{rel}")
+        elif unit == "s":
+            benchreport.add("NMEA decode", f"{name:<36}{value:>14.2f} s")
+        else:
+            benchreport.add("NMEA decode", f"{name:<36}{value:>14.2f}x")
 
 
 def record(benchmark, name, count):

@@ -20,7 +20,6 @@ import msgpack
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.registry import Registry
-from tianwang.v1 import gateway_pb2 as pb
 from tianwang.v1 import gateway_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent

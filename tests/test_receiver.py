@@ -2,7 +2,6 @@
 alarms, RDSS messages and events, on both implementations and at any split."""
 
 import datetime as dt
-import math
 import random
 
 import pytest
