@@ -20,6 +20,7 @@ import msgpack
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.registry import Registry
+from tianwang.v1 import gateway_pb2 as pb
 from tianwang.v1 import gateway_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,15 +29,20 @@ CONTROL = "control-token-0123456789"
 GNSS_ONLY = "gnss-token-0123456789"
 
 
-def registry():
+def registry(*specs):
+    """A registry with the test-only driver and `specs`."""
     import tw_testgen
 
     reg = Registry()
     reg.register(tw_testgen.SPEC)
+    for spec in specs:
+        reg.register(spec)
     return reg
 
 
-def base_config(devices=(), **gateway):
+def base_config(devices=(), listeners=(), control=("test/+",), **gateway):
+    """A gateway on 127.0.0.1 (any port) with three tokens: READ (reads everything), CONTROL (reads
+    everything, commands `control`) and GNSS_ONLY (reads gnss/# and test/gen-1/#, commands nothing)."""
     gw = {"name": "test", "listen": "127.0.0.1:0", "metrics": None}
     gw.update(gateway)
     return {
@@ -44,17 +50,20 @@ def base_config(devices=(), **gateway):
         "auth": {
             "tokens": [
                 {"name": "reader", "token": READ, "read": ["#"]},
-                {"name": "operator", "token": CONTROL, "read": ["#"], "control": ["test/+"]},
+                {"name": "operator", "token": CONTROL, "read": ["#"], "control": list(control)},
                 {"name": "gis", "token": GNSS_ONLY, "read": ["gnss/#", "test/gen-1/#"]},
             ]
         },
         "devices": list(devices),
+        "listeners": list(listeners),
     }
 
 
 @contextlib.asynccontextmanager
-async def running(config: dict):
-    gw = Gateway(load_config(config, registry()), registry=registry())
+async def running(config: dict, *specs):
+    """An in-process Gateway for `config`, with the test driver and `specs` registered."""
+    reg = registry(*specs)
+    gw = Gateway(load_config(config, reg), registry=reg)
     await gw.start()
     try:
         yield gw
@@ -78,12 +87,42 @@ def unpack(b):
 
 
 async def wait_for(predicate, timeout=5.0, interval=0.01):
+    """True once `predicate()` is; False if it is not within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         await asyncio.sleep(interval)
     return predicate()
+
+
+async def until(predicate, timeout=5.0, what="condition"):
+    """Wait for `predicate()`; fail the test naming `what` if it does not hold within `timeout`."""
+    if not await wait_for(predicate, timeout):
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def journal_envelopes(journal, pattern="#"):
+    """Every envelope held in `journal` whose topic matches `pattern`, payloads decoded."""
+    from gateway.framing import TopicFilter
+
+    flt = TopicFilter([pattern])
+    out = []
+    cursor = journal.first_seq
+    while cursor < journal.next_seq:
+        data, n, cursor = journal.collect(cursor, flt, 4096, 1 << 22)
+        if n:
+            for env in pb.Batch.FromString(data).envelopes:
+                out.append(
+                    {
+                        "seq": env.seq,
+                        "topic": env.topic,
+                        "device_id": env.device_id,
+                        "device_time_ns": env.device_time_ns,
+                        "payload": msgpack.unpackb(env.payload, raw=False),
+                    }
+                )
+    return out
 
 
 class GatewayProcess:

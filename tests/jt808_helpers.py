@@ -7,17 +7,16 @@ import asyncio
 import contextlib
 import time
 
-import msgpack
 
 from drivers.beidou import jt808
 from drivers.beidou import jt808_protocol as p
 from gateway.config import load_config
-from gateway.framing import Jt808Framer, TopicFilter, encode_jt808
+from gateway.framing import Jt808Framer, encode_jt808
 from gateway.journal import Journal
 from gateway.registry import Registry
 from gateway.router import Router
 from gateway.supervisor import Supervisor
-from tianwang.v1 import gateway_pb2 as pb
+from gw import journal_envelopes, until  # noqa: F401  (until: used by the listener tests)
 
 SECRET = "jt808-test-secret"
 
@@ -34,23 +33,7 @@ class Stack:
 
     def envelopes(self, pattern="#"):
         """Every envelope in the journal whose topic matches `pattern`, payloads decoded."""
-        flt = TopicFilter([pattern])
-        out = []
-        cursor = self.journal.first_seq
-        while cursor < self.journal.next_seq:
-            data, n, cursor = self.journal.collect(cursor, flt, 4096, 1 << 22)
-            if n:
-                for env in pb.Batch.FromString(data).envelopes:
-                    out.append(
-                        {
-                            "seq": env.seq,
-                            "topic": env.topic,
-                            "device_id": env.device_id,
-                            "device_time_ns": env.device_time_ns,
-                            "payload": msgpack.unpackb(env.payload, raw=False),
-                        }
-                    )
-        return out
+        return journal_envelopes(self.journal, pattern)
 
     def payloads(self, pattern):
         return [e["payload"] for e in self.envelopes(pattern)]
@@ -79,14 +62,6 @@ async def listener(**options):
         yield Stack(sup, journal, driver)
     finally:
         await sup.stop_all()
-
-
-async def until(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class RawTerminal:

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import time
 
-import msgpack
 import pytest
 
 import drivers.beidou as beidou
@@ -15,12 +14,11 @@ from drivers.beidou.simulator import ReceiverSimulator
 from gateway.config import load_config
 from gateway.driver import Health
 from gateway.errors import CommandError
-from gateway.framing import TopicFilter
 from gateway.journal import Journal
 from gateway.registry import Registry
 from gateway.router import Router
 from gateway.supervisor import Supervisor
-from tianwang.v1 import gateway_pb2 as pb
+from gw import journal_envelopes, until
 
 pytestmark = pytest.mark.timeout(60)
 DEV = "bd-01"
@@ -43,15 +41,7 @@ class Stack:
         return self.sup._running[DEV].driver
 
     def envelopes(self, channel="#"):
-        flt = TopicFilter([f"gnss/{DEV}/{channel}"])
-        out = []
-        cursor = self.journal.first_seq
-        while cursor < self.journal.next_seq:
-            data, n, cursor = self.journal.collect(cursor, flt, 4096, 1 << 22)
-            if n:
-                for env in pb.Batch.FromString(data).envelopes:
-                    out.append((env.device_time_ns, msgpack.unpackb(env.payload, raw=False)))
-        return out
+        return [(e["device_time_ns"], e["payload"]) for e in journal_envelopes(self.journal, f"gnss/{DEV}/{channel}")]
 
     def payloads(self, channel):
         return [p for _, p in self.envelopes(channel)]
@@ -84,14 +74,6 @@ async def stack(sim: ReceiverSimulator, **device):
             await sup.stop_all()
     finally:
         await sim.stop()
-
-
-async def until(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def check_fix(sim, time_ns, fix):
@@ -421,8 +403,8 @@ async def test_card_info(protocol):
     async with stack(sim, rdss={"protocol": protocol, "query_card_on_connect": False}) as s:
         await until(lambda: s.entry.state == Health.ONLINE, 10, "online")
         assert "card_id" not in s.entry.info
-        await until(lambda: sim.counters["pwi"] >= 1, 3, "beams")
-        await asyncio.sleep(0.1)
+        # the first $BDPWI may go out before the driver connects: wait for one it has read
+        await until(lambda: s.driver.receiver.beams is not None, 3, "beams")
         info = await s.command("card_info")
         assert s.entry.info["card_id"] == "0399001"
         # a level 2 card carries 408 bits: a longer message is refused before it goes out

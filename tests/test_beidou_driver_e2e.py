@@ -14,49 +14,21 @@ import pytest
 
 import drivers.beidou as beidou
 from drivers.beidou.simulator import ReceiverSimulator
-from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.registry import Registry
 from gateway.supervisor import Supervisor
 from gateway.journal import Journal
 from gateway.router import Router
-from test_beidou_driver import check_fix, until
+from test_beidou_driver import check_fix
+from gw import CONTROL, GNSS_ONLY, base_config, client, md, running, until
 from tianwang.v1 import gateway_pb2 as pb
-from tianwang.v1 import gateway_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.timeout(60)
-READ = "beidou-e2e-read-token"
-CONTROL = "beidou-e2e-control-token"
-
-
-def md(token):
-    return (("authorization", f"Bearer {token}"),)
-
-
 @contextlib.asynccontextmanager
 async def gateway(devices):
-    reg = Registry()
-    reg.register(beidou.SPEC)
-    config = load_config(
-        {
-            "gateway": {"name": "e2e", "listen": "127.0.0.1:0", "metrics": None},
-            "auth": {
-                "tokens": [
-                    {"name": "map", "token": READ, "read": ["gnss/#"]},
-                    {"name": "dispatch", "token": CONTROL, "read": ["#"], "control": ["gnss/+"]},
-                ]
-            },
-            "devices": devices,
-        },
-        reg,
-    )
-    gw = Gateway(config, registry=reg)
-    await gw.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as ch:
-            yield gw, pb_grpc.GatewayStub(ch)
-    finally:
-        await gw.stop()
+    async with running(base_config(devices, control=["gnss/+"], name="e2e"), beidou.SPEC) as gw:
+        async with client(gw) as (stub, _):
+            yield gw, stub
 
 
 async def send(stub, device, action, token=CONTROL, **args):
@@ -86,7 +58,7 @@ async def test_receivers_through_grpc(tmp_path):
 
             async def subscribe():
                 req = pb.SubscribeRequest(topics=["gnss/#"], from_seq=1)
-                async for batch in stub.Subscribe(req, metadata=md(READ)):
+                async for batch in stub.Subscribe(req, metadata=md(GNSS_ONLY)):
                     for env in batch.envelopes:
                         got.setdefault(env.topic, []).append((env.device_time_ns, msgpack.unpackb(env.payload)))
 
@@ -95,7 +67,7 @@ async def test_receivers_through_grpc(tmp_path):
                 await until(lambda: len(got.get("gnss/bd-car/fix", ())) >= 10 and len(got.get("gnss/bd-van/fix", ())) >= 4,
                             15, "fixes over gRPC")
                 rows = {d.id: d for d in (await stub.ListDevices(pb.ListDevicesRequest(family="gnss"),
-                                                                  metadata=md(READ))).devices}
+                                                                  metadata=md(GNSS_ONLY))).devices}
                 assert rows["bd-car"].state == "ONLINE" and rows["bd-van"].state == "ONLINE"
                 await until(lambda: gw.supervisor.lookup("bd-van").info.get("card_id") == "0245679", 5, "card id")
 
@@ -107,7 +79,7 @@ async def test_receivers_through_grpc(tmp_path):
                 card, card_result = await send(stub, "bd-van", "card_info")
                 denied = None
                 try:
-                    await send(stub, "bd-car", "send_message", token=READ, dest="0166166", text="x")
+                    await send(stub, "bd-car", "send_message", token=GNSS_ONLY, dest="0166166", text="x")
                 except grpc.aio.AioRpcError as exc:
                     denied = exc.code()
                 await until(lambda: len(got.get("gnss/bd-car/fix", ())) >= 15, 10, "more fixes")
@@ -115,7 +87,7 @@ async def test_receivers_through_grpc(tmp_path):
                 sub.cancel()
                 await asyncio.gather(sub, return_exceptions=True)
             rows = {d.id: d for d in (await stub.ListDevices(pb.ListDevicesRequest(family="gnss"),
-                                                              metadata=md(READ))).devices}
+                                                              metadata=md(GNSS_ONLY))).devices}
     finally:
         await car.stop()
         await van.stop()

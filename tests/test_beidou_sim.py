@@ -21,6 +21,7 @@ from drivers.beidou import nmea_writer as w
 from drivers.beidou.simulator import LEVEL_BITS, RdssCard, ReceiverSimulator
 from gateway.config import parse_url
 from gateway.framing import FKI, GGA, GSA, ICI, ICP, PWI, RMC, TCI, TXR, TXT, NmeaDecoder
+from gw import until
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
@@ -72,14 +73,6 @@ async def simulator(*args, **kw):
         yield sim
     finally:
         await sim.stop()
-
-
-async def until(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def rmc_time_ns(m) -> int:

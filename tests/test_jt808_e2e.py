@@ -10,46 +10,18 @@ import pytest
 
 from drivers.beidou import jt808
 from drivers.beidou.jt808_sim import Fleet
-from gateway.app import Gateway
-from gateway.config import load_config
-from gateway.registry import Registry
-from jt808_helpers import until
+from gw import CONTROL, GNSS_ONLY, base_config, client, md, running, until
 from tianwang.v1 import gateway_pb2 as pb
-from tianwang.v1 import gateway_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.timeout(60)
-READ = "jt808-e2e-read-token"
-CONTROL = "jt808-e2e-control-token"
+LISTENER = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "e2e-secret"}
 
 
 @contextlib.asynccontextmanager
 async def gateway():
-    reg = Registry()
-    reg.register(jt808.SPEC)
-    config = load_config(
-        {
-            "gateway": {"name": "e2e", "listen": "127.0.0.1:0", "metrics": None},
-            "auth": {
-                "tokens": [
-                    {"name": "reader", "token": READ, "read": ["gnss/#"]},
-                    {"name": "dispatch", "token": CONTROL, "read": ["#"], "control": ["gnss/+"]},
-                ]
-            },
-            "listeners": [{"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "e2e-secret"}],
-        },
-        reg,
-    )
-    gw = Gateway(config, registry=reg)
-    await gw.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}") as ch:
-            yield gw, pb_grpc.GatewayStub(ch)
-    finally:
-        await gw.stop()
-
-
-def md(token):
-    return (("authorization", f"Bearer {token}"),)
+    async with running(base_config(listeners=[LISTENER], control=["gnss/+"], name="e2e"), jt808.SPEC) as gw:
+        async with client(gw) as (stub, _):
+            yield gw, stub
 
 
 async def test_fleet_through_grpc_devices_subscribe_and_query():
@@ -61,7 +33,7 @@ async def test_fleet_through_grpc_devices_subscribe_and_query():
 
         async def subscribe():
             req = pb.SubscribeRequest(topics=["gnss/+/fix", "gnss/+/alarm"], from_seq=1)
-            async for batch in stub.Subscribe(req, metadata=md(READ)):
+            async for batch in stub.Subscribe(req, metadata=md(GNSS_ONLY)):
                 for env in batch.envelopes:
                     got.setdefault(env.topic, []).append(msgpack.unpackb(env.payload))
 
@@ -69,7 +41,7 @@ async def test_fleet_through_grpc_devices_subscribe_and_query():
         await fleet.start()
         try:
             await fleet.wait_online()
-            reply = await stub.ListDevices(pb.ListDevicesRequest(family="gnss"), metadata=md(READ))
+            reply = await stub.ListDevices(pb.ListDevicesRequest(family="gnss"), metadata=md(GNSS_ONLY))
             rows = {d.id: d for d in reply.devices}
             assert set(rows) == {"fleet"} | {t.phone for t in fleet.terminals}
             assert all(rows[t.phone].state == "ONLINE" and rows[t.phone].driver == "jt808" for t in fleet.terminals)
@@ -88,7 +60,7 @@ async def test_fleet_through_grpc_devices_subscribe_and_query():
             assert (result["lat"], result["lon"]) == (target.last_report["lat"], target.last_report["lon"])
             assert cmd.audit_seq > 0
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await stub.SendCommand(req, metadata=md(READ))
+                await stub.SendCommand(req, metadata=md(GNSS_ONLY))
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
             await until(lambda: all(len(got.get(f"gnss/{t.phone}/fix", [])) >= 3 for t in fleet.terminals), what="fixes")
         finally:

@@ -124,7 +124,9 @@ class BeidouDriver(Driver):
             raise DeviceError(f"cannot open {where}: {_describe(exc)}") from exc
         self._last_rx = loop.time()
         ctx.set_info(transport=scheme, port=where, rdss=cfg.rdss.protocol if cfg.rdss else "none")
-        ctx.set_health(Health.CONNECTING, f"{where} open, waiting for data")
+        if not self._got_bytes:
+            # bytes may already have arrived (and set the health) in the loop turn that connected
+            ctx.set_health(Health.CONNECTING, f"{where} open, waiting for data")
         ticker = loop.create_task(self._tick_loop(), name=f"beidou-tick:{ctx.device_id}")
         try:
             exc = await self._lost
