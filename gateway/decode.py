@@ -31,6 +31,40 @@ BUILTIN_DECODERS = {
 CHUNK = 1 << 20
 
 
+class FramedDecoder:
+    """Counters of a decoder built on a framer (`self.framer`, from gateway.framing): frames and
+    dropped bytes are the framer's; drops are the framer's reasons plus the decoder's own, counted
+    with `_drop(reason)`. Subclasses add to `_extra_drops()` what else they drop."""
+
+    framer = None
+
+    def __init__(self):
+        self._drops: dict[str, int] = {}
+
+    @property
+    def frames(self) -> int:
+        return self.framer.frames
+
+    @property
+    def dropped_bytes(self) -> int:
+        return self.framer.dropped_bytes
+
+    @property
+    def drops(self) -> dict[str, int]:
+        out = {k: v for k, v in self.framer.drops.items() if v}
+        for extra in (self._drops, self._extra_drops()):
+            for reason, n in extra.items():
+                if n:
+                    out[reason] = out.get(reason, 0) + n
+        return out
+
+    def _extra_drops(self) -> dict[str, int]:
+        return {}
+
+    def _drop(self, reason: str) -> None:
+        self._drops[reason] = self._drops.get(reason, 0) + 1
+
+
 def make_decoder(driver: str, device_id: str):
     """The decoder for `driver`. Raises DriverError when there is none."""
     where = BUILTIN_DECODERS.get(driver)

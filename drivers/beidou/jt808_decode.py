@@ -18,6 +18,7 @@ terminal's phone there to get the topics the listener would use.
 from __future__ import annotations
 
 from drivers.beidou import jt808_protocol as p
+from gateway.decode import FramedDecoder
 from gateway.driver import Publication
 from gateway.framing import Jt808Framer
 
@@ -25,40 +26,22 @@ from gateway.framing import Jt808Framer
 _SPLIT_NO_TIMEOUT = float("inf")
 
 
-class Decoder:
+class Decoder(FramedDecoder):
     """See the module docstring. `frames`: good frames; `dropped_bytes`; `drops`: reason -> count."""
 
     family = "gnss"
 
     def __init__(self, device_id: str = "capture", max_frame: int = 2048):
+        super().__init__()
         self.device_id = device_id
         self.framer = Jt808Framer(max_frame=max_frame)
         self.phone: str | None = None
         self.alarm = 0
         self.recent = p.RecentMessages()
         self.reassembler = p.Reassembler(timeout=_SPLIT_NO_TIMEOUT)
-        self._drops: dict[str, int] = {}
 
-    # -- counters the decode runner reads ----------------------------------------------------------
-    @property
-    def frames(self) -> int:
-        return self.framer.frames
-
-    @property
-    def dropped_bytes(self) -> int:
-        return self.framer.dropped_bytes
-
-    @property
-    def drops(self) -> dict[str, int]:
-        out = {k: v for k, v in self.framer.drops.items() if v}
-        for reason, n in self._drops.items():
-            out[reason] = out.get(reason, 0) + n
-        for reason, n in self.reassembler.dropped.items():
-            out[reason] = out.get(reason, 0) + n
-        return out
-
-    def _drop(self, reason: str) -> None:
-        self._drops[reason] = self._drops.get(reason, 0) + 1
+    def _extra_drops(self) -> dict[str, int]:
+        return self.reassembler.dropped
 
     # -- decoding --------------------------------------------------------------------------------
     def feed(self, data) -> list[Publication]:

@@ -24,19 +24,21 @@ messages by kind.
 from __future__ import annotations
 
 from drivers.signal import protocol as p
+from gateway.decode import FramedDecoder
 from gateway.driver import Publication
 
 # Chinese controllers keep local time, GMT+8, in their 7-byte dates.
 DEFAULT_UTC_OFFSET_S = 8 * 3600
 
 
-class Decoder:
+class Decoder(FramedDecoder):
     """See the module docstring. `frames`: good frames; `dropped_bytes`; `drops`: reason -> count."""
 
     family = "signal"
 
     def __init__(self, device_id: str = "capture", profile: p.Profile | str = "majority",
                  utc_offset_s: int = DEFAULT_UTC_OFFSET_S, framer=None):
+        super().__init__()
         self.device_id = device_id
         self.profile = p.PROFILES[profile] if isinstance(profile, str) else profile
         self.utc_offset_s = utc_offset_s
@@ -45,28 +47,9 @@ class Decoder:
         self.controller: int | None = None
         self.run = {"mode": None, "mode_code": None, "plan": None, "stage": None}
         self.counters: dict[str, int] = {}
-        self._drops: dict[str, int] = {}
 
-    # -- counters the decode runner reads ----------------------------------------------------------
-    @property
-    def frames(self) -> int:
-        return self.framer.frames
-
-    @property
-    def dropped_bytes(self) -> int:
-        return self.framer.dropped_bytes
-
-    @property
-    def drops(self) -> dict[str, int]:
-        out = {k: v for k, v in self.framer.drops.items() if v}
-        if self.framer.resyncs:
-            out["noise"] = self.framer.resyncs  # runs of bytes skipped between frames
-        for reason, n in self._drops.items():
-            out[reason] = out.get(reason, 0) + n
-        return out
-
-    def _drop(self, reason: str) -> None:
-        self._drops[reason] = self._drops.get(reason, 0) + 1
+    def _extra_drops(self) -> dict[str, int]:
+        return {"noise": self.framer.resyncs}  # runs of bytes skipped between frames
 
     # -- decoding ----------------------------------------------------------------------------------
     def feed(self, data) -> list[Publication]:
