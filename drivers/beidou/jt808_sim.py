@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import random
-import signal
 import sys
 import time
 
 from drivers.beidou import jt808_protocol as p
+from gateway import simulate
 from gateway.framing import Jt808Framer, encode_jt808
 
 TICK_S = 0.02  # reports are spread over the period in slots of this length
@@ -575,33 +574,20 @@ async def _amain(args) -> dict:
         centre=args.centre,
         connect_per_s=args.connect_rate,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    first = {
-        "kind": "jt808",
-        "url": f"tcp://{host}:{port}",
-        "role": "client",
-        "terminals": args.terminals,
-        "rate": args.rate,
-        "version": args.version,
-        "phones": [fleet.terminals[0].phone, fleet.terminals[-1].phone],
-    }
-    sys.stdout.write(json.dumps(first) + "\n")
-    sys.stdout.flush()
-    await fleet.start()
-    try:
-        while not stop.is_set():
-            wait = args.stats_interval if args.stats_interval > 0 else None
-            try:
-                await asyncio.wait_for(stop.wait(), wait)
-            except asyncio.TimeoutError:
-                sys.stderr.write(json.dumps(fleet.stats()) + "\n")
-                sys.stderr.flush()
-    finally:
-        await fleet.stop()
-    return fleet.stats()
+    return await simulate.serve(
+        fleet,
+        lambda: {
+            "kind": "jt808",
+            "url": f"tcp://{host}:{port}",
+            "role": "client",
+            "terminals": args.terminals,
+            "rate": args.rate,
+            "version": args.version,
+            "phones": [fleet.terminals[0].phone, fleet.terminals[-1].phone],
+        },
+        args.stats_interval,
+        describe_first=True,
+    )
 
 
 def main(argv=None) -> int:
@@ -612,15 +598,7 @@ def main(argv=None) -> int:
     if args.rate < 0:
         print("tianwang simulate jt808: --rate must not be negative", file=sys.stderr)
         return 2
-    try:
-        import uvloop
-
-        stats = uvloop.run(_amain(args))
-    except KeyboardInterrupt:
-        return 130
-    sys.stdout.write(json.dumps({"final": stats}) + "\n")
-    sys.stdout.flush()
-    return 0
+    return simulate.run("jt808", _amain(args))
 
 
 if __name__ == "__main__":

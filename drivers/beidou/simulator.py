@@ -49,11 +49,9 @@ import asyncio
 import bisect
 import collections
 import dataclasses
-import json
 import math
 import os
 import random
-import signal
 import socket
 import struct
 import sys
@@ -61,6 +59,7 @@ import time
 import tty
 
 from drivers.beidou import nmea_writer as w
+from gateway import simulate
 
 EARTH_M_PER_DEG = 111_320.0
 DEFAULT_CENTRE = (31.2304, 121.4737)  # Shanghai, People's Square
@@ -1012,13 +1011,9 @@ async def _amain(args) -> dict:
         level=args.level, seed=args.seed, origin=args.centre, link=args.link, host=args.host, port=args.port,
         message_every_s=args.message_every,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await sim.start()
-    try:
-        first = {
+    return await simulate.serve(
+        sim,
+        lambda: {
             "kind": "beidou",
             "url": sim.url,
             "transport": args.transport,
@@ -1029,18 +1024,9 @@ async def _amain(args) -> dict:
             "rdss": args.rdss,
             "interval_s": args.interval,
             "card_id": args.card if args.rdss != "none" else None,
-        }
-        sys.stdout.write(json.dumps(first) + "\n")
-        sys.stdout.flush()
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), args.stats_interval if args.stats_interval > 0 else None)
-            except asyncio.TimeoutError:
-                sys.stderr.write(json.dumps(sim.stats()) + "\n")
-                sys.stderr.flush()
-    finally:
-        await sim.stop()
-    return sim.stats()
+        },
+        args.stats_interval,
+    )
 
 
 def main(argv=None) -> int:
@@ -1055,18 +1041,7 @@ def main(argv=None) -> int:
     if args.link and args.transport != "pty":
         print("tianwang simulate beidou: --link needs --transport pty", file=sys.stderr)
         return 2
-    try:
-        import uvloop
-
-        stats = uvloop.run(_amain(args))
-    except KeyboardInterrupt:
-        return 130
-    except OSError as exc:
-        print(f"tianwang simulate beidou: {exc}", file=sys.stderr)
-        return 1
-    sys.stdout.write(json.dumps({"final": stats}) + "\n")
-    sys.stdout.flush()
-    return 0
+    return simulate.run("beidou", _amain(args))
 
 
 if __name__ == "__main__":
