@@ -50,8 +50,3 @@ class Router:
         if len(packed) > MAX_PAYLOAD:
             raise FrameError(f"{topic}: payload of {len(packed)} bytes exceeds {MAX_PAYLOAD}")
         return self._log.append(topic, device_id, device_time_ns, time.time_ns(), packed)
-
-
-def unpack_payload(payload: bytes):
-    """Decode an envelope payload (for clients and tests)."""
-    return msgpack.unpackb(payload, raw=False, strict_map_key=False)

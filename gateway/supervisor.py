@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, Awaitable, Callable
 
-from gateway.driver import Driver, DriverSpec, Health, Publication
+from gateway.driver import Driver, DriverSpec, Health
 from gateway.errors import CommandError, DriverError, FrameError
 
 log = logging.getLogger("tianwang.supervisor")
@@ -104,10 +104,6 @@ class DeviceContext:
             self.drop("unencodable")
             self.log.error("%s: reading refused: %s", entry.id, exc)
             return 0
-
-    def publish_many(self, publications) -> None:
-        for pub in publications:
-            self.publish(pub.channel, pub.payload, pub.device_time_ns)
 
     def seen(self) -> None:
         """Mark the device as heard from now (bytes arrived, even if no reading came of them)."""
@@ -328,8 +324,7 @@ class Supervisor:
         except Exception as exc:
             log.warning("%s: task ended with %s", dev_id, _describe(exc))
         await self._close(running.driver, dev_id)
-        for child_id in list(running.ctx.children()):
-            child = running.ctx.children()[child_id]
+        for child_id, child in running.ctx.children().items():  # a copy: remove_child edits the original
             child.set_health(Health.OFFLINE, f"listener {dev_id} stopped")
             running.ctx.remove_child(child_id)
         running.ctx.set_health(Health.OFFLINE, reason)
@@ -371,7 +366,6 @@ def _describe(exc: BaseException) -> str:
 __all__ = [
     "DeviceContext",
     "DeviceEntry",
-    "Publication",
     "Supervisor",
     "backoff_delays",
 ]
