@@ -17,7 +17,7 @@ $(PY):
 
 $(STAMP): $(PY) $(SOURCES)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
-	@$(PY) -c "import gateway.framing as f; print('tianwang installed; compiled hot path:', f.USING_CEXT)"
+	@$(PY) -c "import tianwang.gateway.framing as f; print('tianwang installed; compiled hot path:', f.USING_CEXT)"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -50,4 +50,4 @@ bench: install
 	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
 
 clean:
-	rm -rf build *.egg-info cext/_speedups.c cext/*.so proto/tianwang/v1/*_pb2*.py* .pytest_cache
+	rm -rf build *.egg-info proto/*.egg-info cext/_speedups.c cext/*.so proto/tianwang/v1/*_pb2*.py* .pytest_cache

@@ -1,4 +1,13 @@
-"""Build: the `cext._speedups` Cython extension and the generated `tianwang.v1` gRPC modules.
+"""Build the `tianwang` distribution: one import package, `tianwang`, mapped from the repository's folders.
+
+    proto/tianwang/  -> tianwang            (the root: version, `python -m tianwang`)
+    proto/tianwang/v1 -> tianwang.v1        (generated protobuf/gRPC modules and the client helper)
+    gateway/         -> tianwang.gateway    (the core)
+    drivers/         -> tianwang.drivers    (one package per protocol)
+    cext/            -> tianwang.cext       (the compiled hot path and its pure-Python twins)
+
+Nothing else lands in site-packages. The stubs-only distribution for subscribers is built from
+proto/ by proto/pyproject.toml.
 
 GATEWAY_NO_CEXT=1 skips the extension (the pure-Python twins run instead). Without it, a failed
 compile fails the build: there is no silent fallback.
@@ -7,7 +16,7 @@ import glob
 import os
 import sys
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.egg_info import egg_info
 
@@ -52,12 +61,23 @@ class EggInfoWithProtos(egg_info):
 
 def extensions():
     if os.environ.get("GATEWAY_NO_CEXT"):
-        print("GATEWAY_NO_CEXT set: building without cext._speedups (pure-Python twins)", file=sys.stderr)
+        print("GATEWAY_NO_CEXT set: building without tianwang.cext._speedups (pure-Python twins)", file=sys.stderr)
         return []
     from Cython.Build import cythonize
 
+    # Cython looks up the .pxd of `tianwang.cext._speedups` by that qualified name, but the sources sit
+    # in cext/, not tianwang/cext/. A dotted-name .pxd on the include path (Cython's first lookup)
+    # that includes cext/_speedups.pxd points it at the contract without moving any folder.
+    shim_dir = os.path.join(ROOT, "build", "cython-include")
+    os.makedirs(shim_dir, exist_ok=True)
+    shim = os.path.join(shim_dir, "tianwang.cext._speedups.pxd")
+    text = f'include "{os.path.join(ROOT, "cext", "_speedups.pxd")}"\n'
+    if not os.path.exists(shim) or open(shim).read() != text:
+        with open(shim, "w") as f:
+            f.write(text)
+
     ext = Extension(
-        "cext._speedups",
+        "tianwang.cext._speedups",
         ["cext/_speedups.pyx"],
         extra_compile_args=["-O3"],
     )
@@ -70,22 +90,33 @@ def extensions():
             "cdivision": True,
             "embedsignature": True,
         },
+        include_path=[shim_dir],
         quiet=True,
     )
 
 
+# repository folder -> import package under `tianwang`
+PACKAGE_DIRS = {
+    "tianwang": "proto/tianwang",
+    "tianwang.gateway": "gateway",
+    "tianwang.drivers": "drivers",
+    "tianwang.cext": "cext",
+}
+
+
+def packages():
+    found = ["tianwang"]
+    for package, folder in PACKAGE_DIRS.items():
+        if package != "tianwang":
+            found.append(package)
+        found += [f"{package}.{sub}" for sub in find_packages(os.path.join(ROOT, folder))]
+    return found
+
+
 setup(
-    packages=[
-        "gateway",
-        "cext",
-        "drivers",
-        "drivers.beidou",
-        "drivers.signal",
-        "tianwang",
-        "tianwang.v1",
-    ],
-    package_dir={"": ".", "tianwang": "proto/tianwang"},
-    package_data={"cext": ["*.pyx", "*.pxd", "*.pxi"], "tianwang.v1": ["*.proto", "*.pyi"]},
+    packages=packages(),
+    package_dir=PACKAGE_DIRS,
+    package_data={"tianwang.cext": ["*.pyx", "*.pxd", "*.pxi"], "tianwang.v1": ["*.proto", "*.pyi"]},
     ext_modules=extensions(),
     cmdclass={"build_py": BuildPyWithProtos, "egg_info": EggInfoWithProtos},
     zip_safe=False,

@@ -6,7 +6,7 @@ import platform
 import benchreport
 import pytest
 
-from gateway import framing
+from tianwang.gateway import framing
 
 
 def cpu_model() -> str:

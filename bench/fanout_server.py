@@ -46,9 +46,9 @@ def fix_payload(i):
 
 
 async def serve_tianwang(n):
-    from gateway.app import Gateway
-    from gateway.config import load_config
-    from gateway.registry import Registry
+    from tianwang.gateway.app import Gateway
+    from tianwang.gateway.lifecycle.config import load_config
+    from tianwang.gateway.lifecycle.registry import Registry
 
     cfg = load_config(
         {
@@ -94,7 +94,7 @@ async def serve_plain(n):
 async def main(args):
     serve = serve_tianwang if args.kind == "tianwang" else serve_plain
     port, stop = await serve(args.envelopes)
-    from gateway import framing
+    from tianwang.gateway import framing
 
     print(json.dumps({"port": port, "envelopes": args.envelopes, "using_cext": framing.USING_CEXT}), flush=True)
     done = asyncio.Event()

@@ -23,9 +23,9 @@ import benchreport
 import pytest
 import uvloop
 
-from gateway import framing
-from gateway.journal import Journal
-from gateway.router import Router
+from tianwang.gateway import framing
+from tianwang.gateway.datapath.journal import Journal
+from tianwang.gateway.datapath.router import Router
 from tianwang.v1 import gateway_pb2 as pb
 
 HERE = Path(__file__).resolve().parent

@@ -24,7 +24,7 @@ import random
 import benchreport
 import pytest
 
-from gateway import framing
+from tianwang.gateway import framing
 
 TWIN = framing.twins()
 CHUNK = 64 * 1024

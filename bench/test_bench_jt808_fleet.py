@@ -35,7 +35,7 @@ import benchreport
 import pytest
 import uvloop
 
-from gateway import framing
+from tianwang.gateway import framing
 from tianwang.v1 import gateway_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +151,7 @@ async def _scenario(logdir: str, terminals: int, window_s: float, hot_path: str)
             }
         )
     )
-    gw = Proc([sys.executable, "-m", "gateway", "run", "-c", str(config)], logdir, "gateway", env)
+    gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", str(config)], logdir, "gateway", env)
     fleet = None
     result: dict = {"terminals": terminals, "window_s": window_s, "hot_path": gw.first["hot_path"]}
     try:
@@ -171,7 +171,7 @@ async def _scenario(logdir: str, terminals: int, window_s: float, hot_path: str)
         stop = asyncio.Event()
         sub = asyncio.ensure_future(_subscribe(addr, counts, gaps, stop))
         fleet = Proc(
-            [sys.executable, "-m", "gateway", "simulate", "jt808", "--connect", listen, "--terminals", str(terminals),
+            [sys.executable, "-m", "tianwang", "simulate", "jt808", "--connect", listen, "--terminals", str(terminals),
              "--rate", "1", "--stats-interval", "1"],
             logdir,
             "fleet",

@@ -34,7 +34,7 @@ import pynmeagps
 import benchreport
 import pytest
 
-from drivers.beidou import nmea_writer as w
+from tianwang.drivers.beidou import nmea_writer as w
 
 CHUNK = 64 * 1024
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,11 +179,11 @@ def test_tianwang_decode_vs_gpsdecode(benchmark, million_file):
     exe = shutil.which("gpsdecode")
     if exe is None:
         pytest.fail("gpsdecode is not installed: `apt-get install -y gpsd-clients`")
-    ours, summary = best_of([sys.executable, "-m", "gateway", "decode", "--driver", "beidou", "-"], million_file)
+    ours, summary = best_of([sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"], million_file)
     assert "1000000 frames" in summary
     theirs, _ = best_of([exe], million_file)
     # the benchmark fixture times one more run of ours, for the JSON record
-    benchmark.pedantic(lambda: best_of([sys.executable, "-m", "gateway", "decode", "--driver", "beidou", "-"],
+    benchmark.pedantic(lambda: best_of([sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"],
                                        million_file, rounds=1), rounds=1, iterations=1)
     ratio = theirs / ours
     benchmark.extra_info.update({"tianwang_s": round(ours, 3), "gpsdecode_s": round(theirs, 3),

@@ -1,1 +1,1 @@
-"""Compiled hot paths (Cython 3). Import them through `gateway.framing`, never directly."""
+"""Compiled hot paths (Cython 3). Import them through `tianwang.gateway.framing`, never directly."""

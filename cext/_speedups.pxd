@@ -1,4 +1,4 @@
-# The contract of cext._speedups: classes, their C fields and cdef signatures, one file per piece.
+# The contract of tianwang.cext._speedups: classes, their C fields and cdef signatures, one file per piece.
 include "topics_decl.pxi"
 include "envelope_decl.pxi"
 include "frame7e_decl.pxi"

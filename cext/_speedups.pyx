@@ -2,7 +2,7 @@
 """Tianwang's compiled hot path: one extension, one section per piece.
 
 Each piece has a pure-Python twin that behaves identically (same results, same counters, same
-exception classes); `gateway.framing` chooses between them. Nothing here logs: it counts, and the
+exception classes); `tianwang.gateway.framing` chooses between them. Nothing here logs: it counts, and the
 core reports. The declarations (the contract) are in _speedups.pxd and the *_decl.pxi files.
 """
 

@@ -13,7 +13,7 @@ from libc.stdlib cimport malloc, free
 from libc.stdint cimport uint8_t, uint16_t, uint64_t
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_CheckExact
-from gateway.errors import ConfigError, FrameError
+from tianwang.gateway.errors import ConfigError, FrameError
 
 FRAME7E_REASONS = ("bad_checksum", "bad_escape", "too_long", "bad_length", "truncated")
 FRAME7E_MAX_REJECTS = 64

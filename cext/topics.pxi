@@ -3,7 +3,7 @@
 
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.ref cimport PyObject
-from gateway.errors import TopicError, FrameError
+from tianwang.gateway.errors import TopicError, FrameError
 
 cdef enum:
     MAX_TOPIC_LEN = 512

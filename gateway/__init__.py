@@ -1,7 +1,12 @@
-"""Tianwang: a field gateway for city safety networks.
+"""The gateway core, in three rooms and three shared modules.
 
-Drivers talk to devices, a compiled hot path frames and routes every message, and one gRPC fan-out
-feeds every downstream service. See DESIGN.md for the architecture and README.md to get started.
+- `datapath/`  router, journal, fan-out (the gRPC service), auth, metrics
+- `lifecycle/` config, driver registry, driver API, supervisor
+- `cli/`       the `tianwang` command, top, demo, simulate, decode
+- `app.py`     the process: wires config, journal, router, supervisor, gRPC server and metrics
+- `errors.py`  the one exception hierarchy
+- `framing.py` the switch between the compiled hot path (`tianwang.cext`) and its twins
+
+Driver authors import from `tianwang.drivers.sdk`, not from here: everything in this package may
+change without notice.
 """
-
-__version__ = "0.1.0"

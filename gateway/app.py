@@ -20,15 +20,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from gateway import __version__, framing
-from gateway.auth import Authenticator
-from gateway.config import Config, load_config, parse_hostport
-from gateway.errors import ConfigError, GatewayError
-from gateway.fanout import GatewayService
-from gateway.journal import Journal
-from gateway.registry import default_registry
-from gateway.router import Router
-from gateway.supervisor import Supervisor
+from tianwang import __version__
+from tianwang.gateway import framing
+from tianwang.gateway.datapath.auth import Authenticator
+from tianwang.gateway.lifecycle.config import Config, load_config, parse_hostport
+from tianwang.gateway.errors import ConfigError, GatewayError
+from tianwang.gateway.datapath.fanout import GatewayService
+from tianwang.gateway.datapath.journal import Journal
+from tianwang.gateway.lifecycle.registry import default_registry
+from tianwang.gateway.datapath.router import Router
+from tianwang.gateway.lifecycle.supervisor import Supervisor
 from tianwang.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tianwang.app")
@@ -112,7 +113,7 @@ class Gateway:
             raise GatewayError(f"gateway.listen: cannot listen on {self.listen} (in use or not an address here)")
         await self.server.start()
         if cfg.gateway.metrics:
-            from gateway.metrics import serve_metrics
+            from tianwang.gateway.datapath.metrics import serve_metrics
 
             try:
                 self._metrics_server, _ = serve_metrics(self, cfg.gateway.metrics)

@@ -1,8 +1,9 @@
 """The only module that knows `cext` exists.
 
-It imports the compiled hot path (`cext._speedups`) unless `GATEWAY_NO_CEXT` is set, re-raises the
-ImportError when `GATEWAY_REQUIRE_CEXT` is set, and otherwise falls back to the pure-Python twins.
-Everything else imports hot-path names from here: `from gateway.framing import TopicFilter`.
+It imports the compiled hot path (`tianwang.cext._speedups`) unless `GATEWAY_NO_CEXT` is set,
+re-raises the ImportError when `GATEWAY_REQUIRE_CEXT` is set, and otherwise falls back to the
+pure-Python twins. Everything else imports hot-path names from here
+(`from tianwang.gateway.framing import TopicFilter`; drivers through `tianwang.drivers.sdk`).
 
 `USING_CEXT` says which path runs; it is logged at start-up and shown in stats and bench output.
 `compiled()` and `twins()` give each implementation as a namespace, for the twin tests and benches.
@@ -13,66 +14,67 @@ import os
 import types
 
 # Every compiled name and the pure-Python twin that behaves the same ("module:attribute").
-# Twins live beside the code that uses them.
+# Each piece of the hot path is cext/<piece>.pxi (compiled), cext/<piece>_decl.pxi (its contract)
+# and cext/<piece>_py.py (its twin).
 TWINS = {
-    # topic matcher (gateway/topics_py.py)
-    "TopicFilter": "gateway.topics_py:TopicFilter",
-    "validate_topic": "gateway.topics_py:validate_topic",
-    "validate_pattern": "gateway.topics_py:validate_pattern",
-    "pattern_matches": "gateway.topics_py:pattern_matches",
-    # envelope encoder and the journal's in-memory log (gateway/envelope_py.py)
-    "EntryLog": "gateway.envelope_py:EntryLog",
-    "encode_envelope": "gateway.envelope_py:encode_envelope",
-    "encode_gap": "gateway.envelope_py:encode_gap",
-    "count_envelopes": "gateway.envelope_py:count_envelopes",
-    # 0x7E-delimited framers, encoders and their checksums (gateway/frame7e_py.py)
-    "Jt808Framer": "gateway.frame7e_py:Jt808Framer",
-    "Gbt20999Framer": "gateway.frame7e_py:Gbt20999Framer",
-    "PmppFramer": "gateway.frame7e_py:PmppFramer",
-    "encode_jt808": "gateway.frame7e_py:encode_jt808",
-    "encode_gbt20999": "gateway.frame7e_py:encode_gbt20999",
-    "encode_pmpp": "gateway.frame7e_py:encode_pmpp",
-    "crc16_gbt20999": "gateway.frame7e_py:crc16_gbt20999",
-    "crc16_ccitt_false": "gateway.frame7e_py:crc16_ccitt_false",
-    "crc16_x25": "gateway.frame7e_py:crc16_x25",
-    "xor_checksum": "gateway.frame7e_py:xor_checksum",
-    # NMEA 0183 framer + decoder and its typed messages (drivers/beidou/nmea_py.py)
-    "NmeaDecoder": "drivers.beidou.nmea_py:NmeaDecoder",
-    "nmea_checksum": "drivers.beidou.nmea_py:nmea_checksum",
-    "parse_nmea_sentence": "drivers.beidou.nmea_py:parse_nmea_sentence",
-    "NMEA_DROP_REASONS": "drivers.beidou.nmea_py:NMEA_DROP_REASONS",
-    "GGA": "drivers.beidou.nmea_py:GGA",
-    "RMC": "drivers.beidou.nmea_py:RMC",
-    "GSA": "drivers.beidou.nmea_py:GSA",
-    "GSV": "drivers.beidou.nmea_py:GSV",
-    "GLL": "drivers.beidou.nmea_py:GLL",
-    "VTG": "drivers.beidou.nmea_py:VTG",
-    "ZDA": "drivers.beidou.nmea_py:ZDA",
-    "GST": "drivers.beidou.nmea_py:GST",
-    "GNS": "drivers.beidou.nmea_py:GNS",
-    "TXT": "drivers.beidou.nmea_py:TXT",
-    "TXR": "drivers.beidou.nmea_py:TXR",
-    "FKI": "drivers.beidou.nmea_py:FKI",
-    "ICI": "drivers.beidou.nmea_py:ICI",
-    "ICP": "drivers.beidou.nmea_py:ICP",
-    "TCI": "drivers.beidou.nmea_py:TCI",
-    "PWI": "drivers.beidou.nmea_py:PWI",
-    "RawSentence": "drivers.beidou.nmea_py:RawSentence",
-    "Epoch": "drivers.beidou.nmea_py:Epoch",
-    "EpochAssembler": "drivers.beidou.nmea_py:EpochAssembler",
+    # topic matcher (cext/topics_py.py)
+    "TopicFilter": "tianwang.cext.topics_py:TopicFilter",
+    "validate_topic": "tianwang.cext.topics_py:validate_topic",
+    "validate_pattern": "tianwang.cext.topics_py:validate_pattern",
+    "pattern_matches": "tianwang.cext.topics_py:pattern_matches",
+    # envelope encoder and the journal's in-memory log (cext/envelope_py.py)
+    "EntryLog": "tianwang.cext.envelope_py:EntryLog",
+    "encode_envelope": "tianwang.cext.envelope_py:encode_envelope",
+    "encode_gap": "tianwang.cext.envelope_py:encode_gap",
+    "count_envelopes": "tianwang.cext.envelope_py:count_envelopes",
+    # 0x7E-delimited framers, encoders and their checksums (cext/frame7e_py.py)
+    "Jt808Framer": "tianwang.cext.frame7e_py:Jt808Framer",
+    "Gbt20999Framer": "tianwang.cext.frame7e_py:Gbt20999Framer",
+    "PmppFramer": "tianwang.cext.frame7e_py:PmppFramer",
+    "encode_jt808": "tianwang.cext.frame7e_py:encode_jt808",
+    "encode_gbt20999": "tianwang.cext.frame7e_py:encode_gbt20999",
+    "encode_pmpp": "tianwang.cext.frame7e_py:encode_pmpp",
+    "crc16_gbt20999": "tianwang.cext.frame7e_py:crc16_gbt20999",
+    "crc16_ccitt_false": "tianwang.cext.frame7e_py:crc16_ccitt_false",
+    "crc16_x25": "tianwang.cext.frame7e_py:crc16_x25",
+    "xor_checksum": "tianwang.cext.frame7e_py:xor_checksum",
+    # NMEA 0183 framer + decoder and its typed messages (cext/nmea_py.py)
+    "NmeaDecoder": "tianwang.cext.nmea_py:NmeaDecoder",
+    "nmea_checksum": "tianwang.cext.nmea_py:nmea_checksum",
+    "parse_nmea_sentence": "tianwang.cext.nmea_py:parse_nmea_sentence",
+    "NMEA_DROP_REASONS": "tianwang.cext.nmea_py:NMEA_DROP_REASONS",
+    "GGA": "tianwang.cext.nmea_py:GGA",
+    "RMC": "tianwang.cext.nmea_py:RMC",
+    "GSA": "tianwang.cext.nmea_py:GSA",
+    "GSV": "tianwang.cext.nmea_py:GSV",
+    "GLL": "tianwang.cext.nmea_py:GLL",
+    "VTG": "tianwang.cext.nmea_py:VTG",
+    "ZDA": "tianwang.cext.nmea_py:ZDA",
+    "GST": "tianwang.cext.nmea_py:GST",
+    "GNS": "tianwang.cext.nmea_py:GNS",
+    "TXT": "tianwang.cext.nmea_py:TXT",
+    "TXR": "tianwang.cext.nmea_py:TXR",
+    "FKI": "tianwang.cext.nmea_py:FKI",
+    "ICI": "tianwang.cext.nmea_py:ICI",
+    "ICP": "tianwang.cext.nmea_py:ICP",
+    "TCI": "tianwang.cext.nmea_py:TCI",
+    "PWI": "tianwang.cext.nmea_py:PWI",
+    "RawSentence": "tianwang.cext.nmea_py:RawSentence",
+    "Epoch": "tianwang.cext.nmea_py:Epoch",
+    "EpochAssembler": "tianwang.cext.nmea_py:EpochAssembler",
     # JSON lines for `tianwang decode` (compiled in cext/nmea.pxi; twin: the json module)
-    "json_lines": "gateway.decode:json_lines",
+    "json_lines": "tianwang.gateway.cli.decode:json_lines",
 }
 
 _compiled_module = None
 _import_error = None
 if not os.environ.get("GATEWAY_NO_CEXT"):
     try:
-        from cext import _speedups as _compiled_module
+        from tianwang.cext import _speedups as _compiled_module
     except ImportError as exc:  # the extension was not built
         if os.environ.get("GATEWAY_REQUIRE_CEXT"):
             raise ImportError(
-                "GATEWAY_REQUIRE_CEXT is set but cext._speedups cannot be imported "
+                "GATEWAY_REQUIRE_CEXT is set but tianwang.cext._speedups cannot be imported "
                 f"({exc}); build it with `pip install -e .` or `make install`"
             ) from exc
         _import_error = exc
@@ -120,7 +122,7 @@ def why_not_compiled():
         return None
     if os.environ.get("GATEWAY_NO_CEXT"):
         return "GATEWAY_NO_CEXT is set"
-    return f"cext._speedups not importable: {_import_error}"
+    return f"tianwang.cext._speedups not importable: {_import_error}"
 
 
 def __getattr__(name):
@@ -128,7 +130,7 @@ def __getattr__(name):
     # the import order free: a twin's package may itself import from here while it loads.
     where = TWINS.get(name)
     if where is None:
-        raise AttributeError(f"module 'gateway.framing' has no attribute {name!r}")
+        raise AttributeError(f"module 'tianwang.gateway.framing' has no attribute {name!r}")
     if _compiled_module is not None:
         value = getattr(_compiled_module, name)
     else:

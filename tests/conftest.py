@@ -15,7 +15,7 @@ import pytest
 import uvloop
 from hypothesis import HealthCheck, settings
 
-from gateway import framing
+from tianwang.gateway import framing
 
 settings.register_profile(
     "tianwang",
@@ -30,7 +30,7 @@ FUZZ_EXAMPLES = int(os.environ.get("TIANWANG_FUZZ_EXAMPLES", "2000"))
 
 @pytest.fixture(params=framing.implementations(), ids=lambda ns: ns.NAME)
 def impl(request):
-    """A hot-path implementation namespace (`gateway.framing.compiled()` or `.twins()`)."""
+    """A hot-path implementation namespace (`tianwang.gateway.framing.compiled()` or `.twins()`)."""
     return request.param
 
 

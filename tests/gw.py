@@ -17,9 +17,9 @@ from pathlib import Path
 import grpc
 import msgpack
 
-from gateway.app import Gateway
-from gateway.config import load_config
-from gateway.registry import Registry
+from tianwang.gateway.app import Gateway
+from tianwang.gateway.lifecycle.config import load_config
+from tianwang.gateway.lifecycle.registry import Registry
 from tianwang.v1 import gateway_pb2 as pb
 from tianwang.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -104,7 +104,7 @@ async def until(predicate, timeout=5.0, what="condition"):
 
 def journal_envelopes(journal, pattern="#"):
     """Every envelope held in `journal` whose topic matches `pattern`, payloads decoded."""
-    from gateway.framing import TopicFilter
+    from tianwang.gateway.framing import TopicFilter
 
     flt = TopicFilter([pattern])
     out = []
@@ -134,7 +134,7 @@ class GatewayProcess:
         env["TIANWANG_DRIVER_MODULES"] = "tw_testgen"
         env.update(extra_env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(config_path)],
+            [sys.executable, "-m", "tianwang", "run", "-c", str(config_path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,

@@ -8,14 +8,14 @@ import contextlib
 import time
 
 
-from drivers.beidou import jt808
-from drivers.beidou import jt808_protocol as p
-from gateway.config import load_config
-from gateway.framing import Jt808Framer, encode_jt808
-from gateway.journal import Journal
-from gateway.registry import Registry
-from gateway.router import Router
-from gateway.supervisor import Supervisor
+from tianwang.drivers.jt808 import driver as jt808
+from tianwang.drivers.jt808 import protocol as p
+from tianwang.gateway.lifecycle.config import load_config
+from tianwang.gateway.framing import Jt808Framer, encode_jt808
+from tianwang.gateway.datapath.journal import Journal
+from tianwang.gateway.lifecycle.registry import Registry
+from tianwang.gateway.datapath.router import Router
+from tianwang.gateway.lifecycle.supervisor import Supervisor
 from gw import journal_envelopes, until  # noqa: F401  (until: used by the listener tests)
 
 SECRET = "jt808-test-secret"

@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-import drivers.beidou as beidou
-from drivers.beidou.simulator import ReceiverSimulator
-from gateway.config import load_config
-from gateway.driver import Health
-from gateway.errors import CommandError
-from gateway.journal import Journal
-from gateway.registry import Registry
-from gateway.router import Router
-from gateway.supervisor import Supervisor
+import tianwang.drivers.beidou as beidou
+from tianwang.drivers.beidou.simulator import ReceiverSimulator
+from tianwang.gateway.lifecycle.config import load_config
+from tianwang.gateway.lifecycle.driver import Health
+from tianwang.gateway.errors import CommandError
+from tianwang.gateway.datapath.journal import Journal
+from tianwang.gateway.lifecycle.registry import Registry
+from tianwang.gateway.datapath.router import Router
+from tianwang.gateway.lifecycle.supervisor import Supervisor
 from gw import journal_envelopes, until
 
 pytestmark = pytest.mark.timeout(60)

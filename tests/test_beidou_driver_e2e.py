@@ -1,4 +1,4 @@
-"""BeiDou receivers end to end: the gateway (gateway.app.Gateway, gRPC on loopback) with beidou
+"""BeiDou receivers end to end: the gateway (tianwang.gateway.app.Gateway, gRPC on loopback) with beidou
 devices on simulated receivers (a pty and a TCP serial server), and real gRPC clients: Subscribe,
 ListDevices and SendCommand (send_message accepted and refused, card_info). Also the family's
 `run --demo` part."""
@@ -12,13 +12,13 @@ import grpc
 import msgpack
 import pytest
 
-import drivers.beidou as beidou
-from drivers.beidou.simulator import ReceiverSimulator
-from gateway.config import load_config
-from gateway.registry import Registry
-from gateway.supervisor import Supervisor
-from gateway.journal import Journal
-from gateway.router import Router
+import tianwang.drivers.beidou as beidou
+from tianwang.drivers.beidou.simulator import ReceiverSimulator
+from tianwang.gateway.lifecycle.config import load_config
+from tianwang.gateway.lifecycle.registry import Registry
+from tianwang.gateway.lifecycle.supervisor import Supervisor
+from tianwang.gateway.datapath.journal import Journal
+from tianwang.gateway.datapath.router import Router
 from test_beidou_driver import check_fix
 from gw import CONTROL, GNSS_ONLY, base_config, client, md, running, until
 from tianwang.v1 import gateway_pb2 as pb

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import serial_asyncio_fast
 
-from drivers.beidou import nmea_writer as w
-from drivers.beidou.simulator import LEVEL_BITS, RdssCard, ReceiverSimulator
-from gateway.config import parse_url
-from gateway.framing import FKI, GGA, GSA, ICI, ICP, PWI, RMC, TCI, TXR, TXT, NmeaDecoder
+from tianwang.drivers.beidou import nmea_writer as w
+from tianwang.drivers.beidou.simulator import LEVEL_BITS, RdssCard, ReceiverSimulator
+from tianwang.gateway.lifecycle.config import parse_url
+from tianwang.gateway.framing import FKI, GGA, GSA, ICI, ICP, PWI, RMC, TCI, TXR, TXT, NmeaDecoder
 from gw import until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -370,7 +370,7 @@ async def test_tcp_reset_refuses_for_a_while_then_serves_again():
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 async def test_simulate_beidou_process_first_line_then_runs_until_sigterm(transport):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "simulate", "beidou", "--transport", transport, "--rate", "10",
+        [sys.executable, "-m", "tianwang", "simulate", "beidou", "--transport", transport, "--rate", "10",
          "--talker", "BD", "--noise", "--rdss", "bds3", "--interval", "30"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
@@ -395,7 +395,7 @@ async def test_simulate_beidou_process_first_line_then_runs_until_sigterm(transp
 
 def test_simulate_beidou_usage_errors():
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "gateway", "simulate", "beidou", *a], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "tianwang", "simulate", "beidou", *a], capture_output=True,
                               text=True, cwd=ROOT, timeout=30)
 
     bad_rate = run("--rate", "3")

@@ -43,7 +43,7 @@ def tw(*args, token=READ, timeout=30):
     env["TIANWANG_TOKEN"] = token or ""
     env["PYTHONPATH"] = str(ROOT / "tests" / "plugins")
     env["TIANWANG_DRIVER_MODULES"] = "tw_testgen"
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "tianwang", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
 
 
 def test_subscribe_json_lines(gateway):
@@ -109,9 +109,9 @@ def test_unreachable_gateway_is_a_clear_error():
 def test_decode_starts_light(driver):
     """`tianwang decode` is quick to start: it loads neither grpc nor pydantic nor yaml."""
     probe = (
-        "import sys, io; from gateway.cli import main; sys.stdin = io.TextIOWrapper(io.BytesIO(b''));"
+        "import sys, io; from tianwang.gateway.cli.main import main; sys.stdin = io.TextIOWrapper(io.BytesIO(b''));"
         f"rc = main(['decode', '--driver', '{driver}', '-']);"
-        "heavy = sorted(m for m in ('grpc', 'pydantic', 'yaml', 'gateway.supervisor') if m in sys.modules);"
+        "heavy = sorted(m for m in ('grpc', 'pydantic', 'yaml', 'tianwang.gateway.lifecycle.supervisor') if m in sys.modules);"
         "print(rc, heavy)"
     )
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)

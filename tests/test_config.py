@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from gateway.config import load_config, warnings_for
-from gateway.errors import ConfigError
+from tianwang.gateway.lifecycle.config import load_config, warnings_for
+from tianwang.gateway.errors import ConfigError
 from gw import ROOT, registry
 
 GOOD = """
@@ -110,7 +110,7 @@ def _cli(*args, env_extra=None):
     env["PYTHONPATH"] = str(ROOT / "tests" / "plugins")
     env["TIANWANG_DRIVER_MODULES"] = "tw_testgen"
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    return subprocess.run([sys.executable, "-m", "tianwang", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
 
 
 def test_check_cli_exit_codes(tmp_path):

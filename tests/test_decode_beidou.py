@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from drivers.beidou import nmea_writer as w
-from drivers.beidou.decode import Decoder
-from drivers.beidou.receiver import ReceiverProtocol
-from gateway import framing
-from gateway.decode import run_decode
-from gateway.driver import Publication
+from tianwang.drivers.beidou import nmea_writer as w
+from tianwang.drivers.beidou.decode import Decoder
+from tianwang.drivers.beidou.receiver import ReceiverProtocol
+from tianwang.gateway import framing
+from tianwang.gateway.cli.decode import run_decode
+from tianwang.gateway.lifecycle.driver import Publication
 
 CAPTURES = Path(__file__).parent / "captures" / "beidou"
 NAMES = ["bd410004_bds_only", "nmea410_multi_gnss", "casic_bds3_terminal"]
@@ -197,13 +197,13 @@ def test_positions_and_times_match_gpsdecode(name):
 
 def test_cli_decode_file_and_stdin(tmp_path):
     path = CAPTURES / "casic_bds3_terminal.nmea"
-    done = subprocess.run([sys.executable, "-m", "gateway", "decode", "--driver", "beidou", "--id", "bd-7", str(path)],
+    done = subprocess.run([sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "--id", "bd-7", str(path)],
                           capture_output=True, timeout=60, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert lines == expected("casic_bds3_terminal").replace("gnss/capture/", "gnss/bd-7/").splitlines()
     assert "140 frames" in done.stderr.decode() and "too_long=1" in done.stderr.decode()
-    piped = subprocess.run([sys.executable, "-m", "gateway", "decode", "--driver", "beidou", "-"],
+    piped = subprocess.run([sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"],
                            input=path.read_bytes(), capture_output=True, timeout=60, cwd=ROOT)
     assert piped.returncode == 0 and piped.stdout.decode() == expected("casic_bds3_terminal")
 

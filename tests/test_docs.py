@@ -47,7 +47,7 @@ def test_example_config_passes_check():
     env = dict(os.environ, TW_TOKEN_CC="a" * 32, TW_TOKEN_GIS="b" * 32, TW_TOKEN_VIDEO="c" * 32, TW_JT808_SECRET="d" * 32)
     # the TLS files of the example do not exist here: everything else must be clean
     r = subprocess.run(
-        [sys.executable, "-m", "gateway", "check", str(ROOT / "deploy" / "tianwang.example.yaml")],
+        [sys.executable, "-m", "tianwang", "check", str(ROOT / "deploy" / "tianwang.example.yaml")],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
     )
     problems = [line for line in r.stdout.splitlines() if not line.startswith("gateway.tls.")]

@@ -4,8 +4,8 @@ the protobuf library."""
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway import framing
-from gateway.errors import FrameError, TopicError
+from tianwang.gateway import framing
+from tianwang.gateway.errors import FrameError, TopicError
 from tianwang.v1 import gateway_pb2 as pb
 
 level = st.text(alphabet="abcxyz019-_.:", min_size=1, max_size=6)

@@ -8,8 +8,8 @@ import random
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway import framing
-from gateway.errors import ConfigError, FrameError
+from tianwang.gateway import framing
+from tianwang.gateway.errors import ConfigError, FrameError
 
 
 def crc_bitwise(data, poly, init):

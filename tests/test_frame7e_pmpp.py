@@ -7,7 +7,7 @@ import random
 
 from hypothesis import given, strategies as st
 
-from gateway import framing
+from tianwang.gateway import framing
 
 
 def x25_bitwise(data):

@@ -9,7 +9,7 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gateway import framing
+from tianwang.gateway import framing
 from tests.conftest import FUZZ_EXAMPLES
 
 TWIN = framing.twins()

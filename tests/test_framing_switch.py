@@ -1,4 +1,4 @@
-"""gateway.framing: the one switch between the compiled hot path and the twins."""
+"""tianwang.gateway.framing: the one switch between the compiled hot path and the twins."""
 
 import os
 import subprocess
@@ -9,8 +9,8 @@ from gw import ROOT
 PROBE = """
 import sys
 if {hide}:
-    sys.modules["cext._speedups"] = None  # as if the extension had not been built
-import gateway.framing as f
+    sys.modules["tianwang.cext._speedups"] = None  # as if the extension had not been built
+import tianwang.gateway.framing as f
 print(f.USING_CEXT, f.IMPLEMENTATION, f.TopicFilter.__module__)
 """
 
@@ -24,13 +24,13 @@ def run(env_extra, hide=False):
 def test_no_cext_forces_the_twins():
     r = run({"GATEWAY_NO_CEXT": "1", "GATEWAY_REQUIRE_CEXT": "1"})
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["False", "python", "gateway.topics_py"]
+    assert r.stdout.split() == ["False", "python", "tianwang.cext.topics_py"]
 
 
 def test_require_cext_makes_a_missing_extension_an_error():
     r = run({"GATEWAY_REQUIRE_CEXT": "1"}, hide=True)
     assert r.returncode != 0
-    assert "GATEWAY_REQUIRE_CEXT is set but cext._speedups cannot be imported" in r.stderr
+    assert "GATEWAY_REQUIRE_CEXT is set but tianwang.cext._speedups cannot be imported" in r.stderr
 
 
 def test_missing_extension_without_require_runs_the_twins_and_says_why():
@@ -42,4 +42,4 @@ def test_missing_extension_without_require_runs_the_twins_and_says_why():
 def test_built_extension_is_used_by_default():
     r = run({})
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["True", "cext", "cext._speedups"]
+    assert r.stdout.split() == ["True", "cext", "tianwang.cext._speedups"]

@@ -319,7 +319,7 @@ async def test_list_devices_stats_health_reflection_and_metrics():
             assert stats.last_seq == gw.journal.last_seq and stats.gateway == "test"
             fam = {f.family: f for f in stats.families}["test"]
             assert fam.devices == 2 and fam.envelopes >= 5 and fam.states["ONLINE"] == 1
-            from gateway import framing
+            from tianwang.gateway import framing
 
             assert stats.using_cext == framing.USING_CEXT
             from grpc_health.v1 import health_pb2, health_pb2_grpc

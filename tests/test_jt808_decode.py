@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.beidou import jt808_protocol as p
-from drivers.beidou.jt808_decode import Decoder
-from gateway.decode import run_decode
+from tianwang.drivers.jt808 import protocol as p
+from tianwang.drivers.jt808.decode import Decoder
+from tianwang.gateway.cli.decode import run_decode
 
 CAPTURES = Path(__file__).parent / "captures" / "beidou"
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ def test_2019_capture_values_read_independently():
 def test_resend_split_and_second_phone_in_a_crafted_stream():
     bcd = p.phone_to_bcd("13000000001")
     other = p.phone_to_bcd("13000000002")
-    from gateway.framing import encode_jt808
+    from tianwang.gateway.framing import encode_jt808
 
     loc = p.location_body(1.0, 2.0, 1718000000 * 10**9)
     stream = (
@@ -126,7 +126,7 @@ def test_tianwang_decode_command_line():
     name = "jt808_2013_session"
     env = dict(os.environ)
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "decode", "--driver", "jt808", "--id", "13912345678", str(CAPTURES / f"{name}.bin")],
+        [sys.executable, "-m", "tianwang", "decode", "--driver", "jt808", "--id", "13912345678", str(CAPTURES / f"{name}.bin")],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -150,7 +150,7 @@ MSG_IDS = [p.TERMINAL_ACK, p.HEARTBEAT, p.LOGOUT, p.REGISTER, p.AUTH, p.LOCATION
     noise=st.binary(max_size=40),
 )
 def test_any_checked_frame_is_published_or_counted_and_the_next_survives(msg_id, body, version, noise):
-    from gateway.framing import encode_jt808
+    from tianwang.gateway.framing import encode_jt808
 
     width = 10 if version else 6
     bcd = bytes.fromhex("13000000001".rjust(width * 2, "0"))

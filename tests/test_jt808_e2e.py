@@ -1,4 +1,4 @@
-"""JT/T 808 end to end: the gateway (gateway.app.Gateway, gRPC on loopback) with a jt808 listener,
+"""JT/T 808 end to end: the gateway (tianwang.gateway.app.Gateway, gRPC on loopback) with a jt808 listener,
 a simulated fleet over TCP, and real gRPC clients: ListDevices, Subscribe and SendCommand."""
 
 import asyncio
@@ -8,8 +8,8 @@ import grpc
 import msgpack
 import pytest
 
-from drivers.beidou import jt808
-from drivers.beidou.jt808_sim import Fleet
+from tianwang.drivers.jt808 import driver as jt808
+from tianwang.drivers.jt808.simulator import Fleet
 from gw import CONTROL, GNSS_ONLY, base_config, client, md, running, until
 from tianwang.v1 import gateway_pb2 as pb
 

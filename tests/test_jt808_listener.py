@@ -8,10 +8,10 @@ import struct
 
 import pytest
 
-from drivers.beidou import jt808_protocol as p
-from drivers.beidou.jt808_sim import Fleet
-from gateway.driver import Health
-from gateway.errors import CommandError
+from tianwang.drivers.jt808 import protocol as p
+from tianwang.drivers.jt808.simulator import Fleet
+from tianwang.gateway.lifecycle.driver import Health
+from tianwang.gateway.errors import CommandError
 from jt808_helpers import SECRET, RawTerminal, listener, location, until
 
 pytestmark = pytest.mark.timeout(60)
@@ -325,7 +325,7 @@ async def test_bad_frames_are_counted_answered_and_good_frames_around_them_survi
         # attributes claim a 1023-byte body on a 40-byte frame: an absurd length
         absurd = bytearray(p.build(p.LOCATION, location(lat=4.0), raw.phone_bcd, 0x0B0B))
         absurd[2:4] = struct.pack(">H", 0x03FF)
-        from gateway.framing import encode_jt808
+        from tianwang.gateway.framing import encode_jt808
 
         absurd = encode_jt808(bytes(absurd))
         good3 = raw.frame(p.LOCATION, location(lat=5.0))
@@ -581,10 +581,10 @@ async def test_query_fails_fast_when_the_connection_drops():
 
 # -- config -----------------------------------------------------------------------------------
 def test_config_errors_name_their_keys():
-    from drivers.beidou import jt808
-    from gateway.config import load_config
-    from gateway.errors import ConfigError
-    from gateway.registry import Registry
+    from tianwang.drivers.jt808 import driver as jt808
+    from tianwang.gateway.lifecycle.config import load_config
+    from tianwang.gateway.errors import ConfigError
+    from tianwang.gateway.lifecycle.registry import Registry
 
     reg = Registry()
     reg.register(jt808.SPEC)
@@ -617,10 +617,10 @@ def test_config_errors_name_their_keys():
 
 
 def test_secret_errors_name_their_keys(tmp_path):
-    from drivers.beidou import jt808
-    from gateway.config import load_config, warnings_for
-    from gateway.errors import ConfigError
-    from gateway.registry import Registry
+    from tianwang.drivers.jt808 import driver as jt808
+    from tianwang.gateway.lifecycle.config import load_config, warnings_for
+    from tianwang.gateway.errors import ConfigError
+    from tianwang.gateway.lifecycle.registry import Registry
 
     reg = Registry()
     reg.register(jt808.SPEC)

@@ -7,8 +7,8 @@ import struct
 import pytest
 from hypothesis import given, strategies as st
 
-from drivers.beidou import jt808_protocol as p
-from gateway.errors import FrameError
+from tianwang.drivers.jt808 import protocol as p
+from tianwang.gateway.errors import FrameError
 
 GMT8 = dt.timezone(dt.timedelta(hours=8))
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.beidou import jt808_protocol as p
-from gateway.driver import Health
+from tianwang.drivers.jt808 import protocol as p
+from tianwang.gateway.lifecycle.driver import Health
 from jt808_helpers import SECRET, listener, until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 async def test_simulate_jt808_process_reports_until_sigterm():
     async with listener() as gw:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "simulate", "jt808", "--connect", f"127.0.0.1:{gw.port}",
+            [sys.executable, "-m", "tianwang", "simulate", "jt808", "--connect", f"127.0.0.1:{gw.port}",
              "--terminals", "4", "--rate", "5", "--version", "2019", "--phone-base", "13300000000"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ),
         )
@@ -46,7 +46,7 @@ async def test_simulate_jt808_process_reports_until_sigterm():
 
 
 def test_simulate_jt808_usage_errors():
-    run = lambda *a: subprocess.run([sys.executable, "-m", "gateway", "simulate", "jt808", *a], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "tianwang", "simulate", "jt808", *a], capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert run().returncode == 2  # --connect is required
     bad = run("--connect", "nowhere")
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
@@ -54,7 +54,7 @@ def test_simulate_jt808_usage_errors():
 
 
 async def test_fleet_library_counts_sent_and_acked():
-    from drivers.beidou.jt808_sim import Fleet
+    from tianwang.drivers.jt808.simulator import Fleet
 
     async with listener() as gw:
         fleet = Fleet("127.0.0.1", gw.port, terminals=20, rate=20.0)

@@ -11,9 +11,9 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from drivers.beidou import nmea_writer as w
-from gateway import framing
-from gateway.errors import FrameError
+from tianwang.drivers.beidou import nmea_writer as w
+from tianwang.gateway import framing
+from tianwang.gateway.errors import FrameError
 from tests.conftest import FUZZ_EXAMPLES
 
 REASONS = ("bad_checksum", "no_checksum", "too_long", "truncated", "bad_sentence", "bad_field", "binary")

@@ -7,9 +7,9 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from drivers.beidou import nmea_writer as w
-from drivers.beidou.receiver import BeamStatus, CardInfo, RdssFeedback, ReceiverProtocol
-from gateway import framing
+from tianwang.drivers.beidou import nmea_writer as w
+from tianwang.drivers.beidou.receiver import BeamStatus, CardInfo, RdssFeedback, ReceiverProtocol
+from tianwang.gateway import framing
 from tests.conftest import FUZZ_EXAMPLES
 
 T0 = int(dt.datetime(2024, 11, 28, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()) * 10**9

@@ -4,8 +4,8 @@ value decoders behind the signal topics."""
 import pytest
 from hypothesis import given, strategies as st
 
-from drivers.signal import protocol as p
-from gateway.errors import FrameError
+from tianwang.drivers.signal import protocol as p
+from tianwang.gateway.errors import FrameError
 
 # A query reply written out by hand: version 0x0101, host 1, controller 0x00000203, road 5, seq 9,
 # type 0x20, two values: 3.3.2 element 0 = red, green, yellow_flash, 0x99; 13.2.2 = 0x22 (local

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from drivers.signal import protocol as p
-from drivers.signal.decode import Decoder
-from gateway.decode import run_decode
+from tianwang.drivers.signal import protocol as p
+from tianwang.drivers.signal.decode import Decoder
+from tianwang.gateway.cli.decode import run_decode
 
 CAPTURES = Path(__file__).parent / "captures" / "signal"
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ def test_capture_split_anywhere_on_both_framers(impl):
 def test_decode_command_line():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "decode", "--driver", "signal", "--id", "tsc-0017", str(CAPTURE)],
+        [sys.executable, "-m", "tianwang", "decode", "--driver", "signal", "--id", "tsc-0017", str(CAPTURE)],
         capture_output=True, cwd=ROOT, env=env, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr

@@ -72,7 +72,7 @@ async def test_cli_speaks_mutual_tls(pki):
     async with running(base_config([{"id": "gen-1", "driver": "testgen", "rate_hz": 0}], tls=tls)) as gw:
         env = dict(os.environ, TIANWANG_TOKEN=READ)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "devices", "--addr", f"127.0.0.1:{gw.port}",
+            sys.executable, "-m", "tianwang", "devices", "--addr", f"127.0.0.1:{gw.port}",
             "--ca", str(pki / "ca.crt"), "--cert", str(pki / "client.crt"), "--key", str(pki / "client.key"),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
         )

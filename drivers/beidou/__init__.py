@@ -1,24 +1,24 @@
-"""BeiDou receivers (NMEA + RDSS short messages) and JT/T 808 vehicle terminals.
+"""BeiDou receivers: NMEA fixes and RDSS short messages (JT/T 808 terminals: tianwang.drivers.jt808).
 
 `SPEC` registers the receiver driver (`driver: beidou`, one device per serial line or TCP serial
-server); `drivers.beidou.jt808:SPEC` the JT/T 808 listener. This module stays light on purpose
+server). This module stays light on purpose
 (`tianwang drivers` and `tianwang decode` import it): the driver, its transports and the simulator
 are imported when first used.
 """
 
 from __future__ import annotations
 
-from gateway.driver import ActionSpec, DriverSpec
+from tianwang.gateway.lifecycle.driver import ActionSpec, DriverSpec
 
 
 def _factory(config, ctx):
-    from drivers.beidou.driver import BeidouDriver
+    from tianwang.drivers.beidou.driver import BeidouDriver
 
     return BeidouDriver(config, ctx)
 
 
 def _decoder(device_id: str):
-    from drivers.beidou.decode import Decoder
+    from tianwang.drivers.beidou.decode import Decoder
 
     return Decoder(device_id)
 
@@ -28,7 +28,7 @@ async def _demo(stack) -> dict:
     module at 1 Hz with line noise and a protocol 2.1 RDSS card that receives a message from the
     command centre every 20 s), one behind a TCP serial server (multi-constellation at 5 Hz with a
     BDS-3 RDSS terminal)."""
-    from drivers.beidou.simulator import ReceiverSimulator
+    from tianwang.drivers.beidou.simulator import ReceiverSimulator
 
     car = ReceiverSimulator("pty", rate=1, talker="GB", noise=True, rdss="2.1", interval_s=60, card_id="0245678",
                             seed=11, message_every_s=20.0)
@@ -49,7 +49,7 @@ async def _demo(stack) -> dict:
 
 
 def _spec() -> DriverSpec:
-    from drivers.beidou.config import BeidouConfig
+    from tianwang.drivers.beidou.config import BeidouConfig
 
     return DriverSpec(
         name="beidou",
@@ -73,15 +73,15 @@ def _spec() -> DriverSpec:
         ),
         description="BeiDou (BDS) receivers on serial or TCP: NMEA fixes, receiver alarms, RDSS short messages",
         decoder=_decoder,
-        simulator="drivers.beidou.simulator:main",
+        simulator="tianwang.drivers.beidou.simulator:main",
         demo=_demo,
     )
 
 
 def __getattr__(name):
     # SPEC is built on first use: the config model pulls in pydantic, which `tianwang decode`
-    # (it imports drivers.beidou.decode, and so this package) has no use for
+    # (it imports tianwang.drivers.beidou.decode, and so this package) has no use for
     if name == "SPEC":
         spec = globals()["SPEC"] = _spec()
         return spec
-    raise AttributeError(f"module 'drivers.beidou' has no attribute {name!r}")
+    raise AttributeError(f"module 'tianwang.drivers.beidou' has no attribute {name!r}")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gateway.config import DeviceConfig, Model, parse_url
+from tianwang.gateway.lifecycle.config import DeviceConfig, Model, parse_url
 
 SCHEMES = ("serial", "tcp")
 # the rates pyserial's POSIX backend knows by name; others only work on some adapters
@@ -65,7 +65,7 @@ def serial_options(query: dict[str, str]) -> dict[str, Any]:
 
 
 class ReceiverOptions(Model):
-    """How the NMEA stream is judged (drivers.beidou.receiver.ReceiverProtocol); unset keys take the
+    """How the NMEA stream is judged (tianwang.drivers.beidou.receiver.ReceiverProtocol); unset keys take the
     receiver protocol's defaults."""
 
     epoch_period_s: float | None = Field(default=None, gt=0, le=60)  # 1/rate: 0.2 for a 5 Hz receiver
@@ -85,7 +85,7 @@ class ReceiverOptions(Model):
         # the receiver protocol has the last word on its options (and its own cross-checks)
         options = self.options()
         if options:
-            from drivers.beidou.receiver import ReceiverProtocol
+            from tianwang.drivers.beidou.receiver import ReceiverProtocol
 
             ReceiverProtocol("config-check", **options)
         return self

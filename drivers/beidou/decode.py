@@ -7,11 +7,11 @@ a capture is the same on every run. Kept light: no grpc, no supervisor.
 
 from __future__ import annotations
 
-from drivers.beidou.receiver import ReceiverProtocol
+from tianwang.drivers.beidou.receiver import ReceiverProtocol
 
 
 class Decoder:
-    """The decoder interface of gateway.decode: family, feed(bytes), finish(), frames,
+    """The decoder interface of tianwang.gateway.cli.decode: family, feed(bytes), finish(), frames,
     dropped_bytes and drops (reason -> count)."""
 
     family = "gnss"

@@ -3,7 +3,7 @@ or behind a TCP serial server.
 
 The link is an asyncio Protocol on either transport: pyserial-asyncio-fast for `serial://` (the
 port is opened in an executor thread, never on the loop) or a plain TCP connection for `tcp://`.
-Every chunk goes to the sans-io ReceiverProtocol (drivers.beidou.receiver) with the wall clock, and
+Every chunk goes to the sans-io ReceiverProtocol (tianwang.drivers.beidou.receiver) with the wall clock, and
 what it returns is published; a timer task calls its `tick()` so STALE and SILENT come out even
 when no byte arrives.
 
@@ -25,12 +25,12 @@ import logging
 import re
 import time
 
-from drivers.beidou import nmea_writer as w
-from drivers.beidou.config import BeidouConfig
-from drivers.beidou.receiver import BeamStatus, CardInfo, ReceiverProtocol, RdssFeedback
-from gateway.config import parse_hostport
-from gateway.driver import Driver, Health
-from gateway.errors import CommandError, DeviceError, DeviceTimeout, FrameError
+from tianwang.drivers.beidou import nmea_writer as w
+from tianwang.drivers.beidou.config import BeidouConfig
+from tianwang.drivers.beidou.receiver import BeamStatus, CardInfo, ReceiverProtocol, RdssFeedback
+from tianwang.gateway.lifecycle.config import parse_hostport
+from tianwang.gateway.lifecycle.driver import Driver, Health
+from tianwang.gateway.errors import CommandError, DeviceError, DeviceTimeout, FrameError
 
 log = logging.getLogger("tianwang.driver.beidou")
 
@@ -242,7 +242,7 @@ class BeidouDriver(Driver):
     def _look_for_firmware(self, data: bytes) -> None:
         # ReceiverProtocol publishes only the alarm-worthy TXT lines; the firmware banner is read here,
         # from whole lines inside the chunk (a banner split across chunks is caught next time)
-        from gateway.framing import parse_nmea_sentence
+        from tianwang.gateway.framing import parse_nmea_sentence
 
         for m in _TXT_LINE.finditer(data):
             try:

@@ -58,8 +58,8 @@ import sys
 import time
 import tty
 
-from drivers.beidou import nmea_writer as w
-from gateway import simulate
+from tianwang.drivers.beidou import nmea_writer as w
+from tianwang.gateway.cli import simulate
 
 EARTH_M_PER_DEG = 111_320.0
 DEFAULT_CENTRE = (31.2304, 121.4737)  # Shanghai, People's Square
@@ -655,7 +655,7 @@ class ReceiverSimulator:
 
     async def start(self) -> None:
         """Open the line and start talking. Raises OSError when the port or pty cannot be opened."""
-        from gateway.framing import NmeaDecoder
+        from tianwang.gateway.framing import NmeaDecoder
 
         self.loop = asyncio.get_running_loop()
         self._host_buffer = NmeaDecoder(max_length=128, max_message_length=4096)
@@ -930,7 +930,7 @@ class ReceiverSimulator:
 
     def _host_bytes(self, data: bytes) -> None:
         """Sentences from the host (driver): card commands."""
-        from gateway.framing import RawSentence
+        from tianwang.gateway.framing import RawSentence
 
         dec = self._host_buffer
         before = sum(dec.drops.values())

@@ -1,7 +1,7 @@
 """GB/T 20999-2017 messages between a traffic-signal controller and its host (the centre).
 
 Sans-io: this module turns the content of one unescaped, CRC-checked frame (protocol version through
-the last data byte, as `gateway.framing.Gbt20999Framer` hands it over) into a `Message` and back,
+the last data byte, as `tianwang.gateway.framing.Gbt20999Framer` hands it over) into a `Message` and back,
 and decodes the data values the signal topics need. It opens nothing and keeps no state.
 
 The standard's text is not public; what is implemented is the consensus of public implementations
@@ -42,8 +42,8 @@ import enum
 import time
 from typing import Iterable
 
-from gateway.errors import FrameError
-from gateway.framing import Gbt20999Framer, encode_gbt20999
+from tianwang.gateway.errors import FrameError
+from tianwang.gateway.framing import Gbt20999Framer, encode_gbt20999
 
 
 class FrameType(enum.IntEnum):
@@ -177,7 +177,7 @@ class Profile:
             raise ValueError(f"control_objects must be 17.1 or 17.n, not {self.control_objects!r}")
 
     def framer(self, *, keep_rejects: bool = False):
-        """A framer for this profile (compiled or twin, as gateway.framing chose)."""
+        """A framer for this profile (compiled or twin, as tianwang.gateway.framing chose)."""
         return Gbt20999Framer(length_field=self.length_field, crc=self.crc, escaped=self.escaped,
                               max_frame=self.max_frame, keep_rejects=keep_rejects)
 

@@ -9,9 +9,9 @@ import os
 
 from pydantic import Field
 
-from gateway.config import DeviceConfig
-from gateway.driver import ActionSpec, Driver, DriverSpec, Health
-from gateway.errors import CommandError, DeviceError
+from tianwang.gateway.lifecycle.config import DeviceConfig
+from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health
+from tianwang.gateway.errors import CommandError, DeviceError
 
 
 class TestGenConfig(DeviceConfig):

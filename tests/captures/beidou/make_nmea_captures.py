@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from drivers.beidou import nmea_writer as w  # noqa: E402
+from tianwang.drivers.beidou import nmea_writer as w  # noqa: E402
 
 SEC = 10**9
 
@@ -164,7 +164,7 @@ CAPTURES = {
 
 
 def expected_output(data: bytes) -> str:
-    from gateway.decode import run_decode
+    from tianwang.gateway.cli.decode import run_decode
 
     out, err = io.StringIO(), io.StringIO()
     if run_decode("beidou", "capture", io.BytesIO(data), out, err) != 0:

@@ -1,7 +1,7 @@
 """JT/T 808 listener: a TCP server that vehicle terminals dial into (`listeners: - driver: jt808`).
 
-Each connection is an asyncio Protocol with its own 0x7E framer (gateway.framing.Jt808Framer); the
-message layer is drivers.beidou.jt808_protocol. A terminal registers (0x0100 -> 0x8100 with its auth
+Each connection is an asyncio Protocol with its own 0x7E framer (tianwang.gateway.framing.Jt808Framer); the
+message layer is tianwang.drivers.jt808.protocol. A terminal registers (0x0100 -> 0x8100 with its auth
 code), authenticates (0x0102), then heartbeats and reports positions (0x0200, 0x0704 batches,
 0x0201 answers to 0x8201). Every terminal message that has no reply of its own gets a 0x8001 with
 its serial. An authenticated terminal is a child device `<phone>` of the listener, ONLINE while its
@@ -33,11 +33,11 @@ from typing import ClassVar, Literal
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from drivers.beidou import jt808_protocol as p
-from gateway.config import ListenerConfig, SecretsModel, parse_hostport
-from gateway.driver import ActionSpec, Driver, DriverSpec, Health
-from gateway.errors import CommandError
-from gateway.framing import Jt808Framer, encode_jt808
+from tianwang.drivers.jt808 import protocol as p
+from tianwang.gateway.lifecycle.config import ListenerConfig, SecretsModel, parse_hostport
+from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health
+from tianwang.gateway.errors import CommandError
+from tianwang.gateway.framing import Jt808Framer, encode_jt808
 
 log = logging.getLogger("tianwang.driver.jt808")
 
@@ -708,7 +708,7 @@ async def _demo(stack) -> dict:
     import secrets
     import socket
 
-    from drivers.beidou.jt808_sim import Fleet
+    from tianwang.drivers.jt808.simulator import Fleet
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -724,7 +724,7 @@ async def _demo(stack) -> dict:
 
 
 def _decoder(device_id: str):
-    from drivers.beidou.jt808_decode import Decoder
+    from tianwang.drivers.jt808.decode import Decoder
 
     return Decoder(device_id)
 
@@ -744,6 +744,6 @@ SPEC = DriverSpec(
     ),
     description="JT/T 808-2011/2013/2019 vehicle terminals dialling in over TCP",
     decoder=_decoder,
-    simulator="drivers.beidou.jt808_sim:main",
+    simulator="tianwang.drivers.jt808.simulator:main",
     demo=_demo,
 )

@@ -16,8 +16,8 @@ import sys
 import time
 from typing import Any, Awaitable, Callable
 
-from gateway.driver import Driver, DriverSpec, Health
-from gateway.errors import CommandError, DriverError, FrameError
+from tianwang.gateway.lifecycle.driver import Driver, DriverSpec, Health
+from tianwang.gateway.errors import CommandError, DriverError, FrameError
 
 log = logging.getLogger("tianwang.supervisor")
 
@@ -84,7 +84,7 @@ class DeviceContext:
     def topic(self, channel: str) -> str:
         t = self._topics.get(channel)
         if t is None:
-            from gateway.framing import validate_topic
+            from tianwang.gateway.framing import validate_topic
 
             t = f"{self.family}/{self.device_id}/{channel}"
             validate_topic(t)
@@ -221,7 +221,7 @@ class Supervisor:
             if existing.parent == parent.id:
                 return existing
             raise ValueError(f"device id {device_id!r} already belongs to {existing.parent or 'the config'}")
-        from gateway.config import DEVICE_ID_RE
+        from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
 
         if not DEVICE_ID_RE.match(device_id):
             raise ValueError(f"device id {device_id!r} cannot be a topic level")

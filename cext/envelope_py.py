@@ -1,5 +1,5 @@
 """Envelope wire encoder and the journal's in-memory log: pure-Python twin of the compiled
-`EntryLog`, `encode_envelope`, `encode_gap` and `count_envelopes` in `cext._speedups`.
+`EntryLog`, `encode_envelope`, `encode_gap` and `count_envelopes` in `tianwang.cext._speedups`.
 
 Each reading is encoded once, when it is appended, into the bytes of a `Batch.envelopes` field
 (tag 0x0A, length, Envelope). A Batch on the wire is then nothing but such entries laid end to end,
@@ -10,7 +10,7 @@ values follow what the protobuf library writes, so the bytes are identical to it
 
 import time
 
-from gateway.errors import FrameError
+from tianwang.gateway.errors import FrameError
 
 # Retention accounting per entry beyond its wire bytes: the bytes object header and the two list
 # slots (entry and topic). Keeps `max_bytes` close to the memory the journal really holds.

@@ -77,7 +77,7 @@ class GatewayCollector:
 
 def serve_metrics(app, address: str):
     """Start the /metrics endpoint on HOST:PORT; returns (server, registry). Port 0 picks one."""
-    from gateway.config import parse_hostport
+    from tianwang.gateway.lifecycle.config import parse_hostport
 
     host, port = parse_hostport(address)
     registry = CollectorRegistry(auto_describe=True)

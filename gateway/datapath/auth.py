@@ -12,8 +12,8 @@ import dataclasses
 import hashlib
 import hmac
 
-from gateway.errors import AuthError
-from gateway.framing import TopicFilter
+from tianwang.gateway.errors import AuthError
+from tianwang.gateway.framing import TopicFilter
 
 
 @dataclasses.dataclass(frozen=True)

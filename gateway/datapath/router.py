@@ -10,7 +10,7 @@ import time
 
 import msgpack
 
-from gateway.errors import FrameError
+from tianwang.gateway.errors import FrameError
 
 
 # An envelope must fit in one batch with room to spare (batches stay well under gRPC's 4 MiB).

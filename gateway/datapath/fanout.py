@@ -19,9 +19,9 @@ import grpc
 import msgpack
 from google.protobuf.message import DecodeError
 
-from gateway.config import DEVICE_ID_RE
-from gateway.errors import AuthError, CommandError, TopicError
-from gateway.framing import TopicFilter, validate_pattern
+from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
+from tianwang.gateway.errors import AuthError, CommandError, TopicError
+from tianwang.gateway.framing import TopicFilter, validate_pattern
 from tianwang.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tianwang.fanout")

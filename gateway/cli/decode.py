@@ -18,21 +18,21 @@ import json
 import math
 import sys
 
-from gateway.errors import DriverError
+from tianwang.gateway.errors import DriverError
 
 # Offline decoders of the built-in drivers, by `--driver` name: "module:factory(device_id)".
 # Third-party drivers provide theirs through DriverSpec.decoder.
 BUILTIN_DECODERS = {
-    "beidou": "drivers.beidou.decode:Decoder",
-    "jt808": "drivers.beidou.jt808_decode:Decoder",
-    "signal": "drivers.signal.decode:Decoder",
+    "beidou": "tianwang.drivers.beidou.decode:Decoder",
+    "jt808": "tianwang.drivers.jt808.decode:Decoder",
+    "signal": "tianwang.drivers.signal.decode:Decoder",
 }
 
 CHUNK = 1 << 20
 
 
 class FramedDecoder:
-    """Counters of a decoder built on a framer (`self.framer`, from gateway.framing): frames and
+    """Counters of a decoder built on a framer (`self.framer`, from tianwang.gateway.framing): frames and
     dropped bytes are the framer's; drops are the framer's reasons plus the decoder's own, counted
     with `_drop(reason)`. Subclasses add to `_extra_drops()` what else they drop."""
 
@@ -75,7 +75,7 @@ def make_decoder(driver: str, device_id: str):
         except (ImportError, AttributeError) as exc:
             raise DriverError(f"decoder for {driver!r} is not available: {exc}") from exc
         return factory(device_id)
-    from gateway.registry import default_registry
+    from tianwang.gateway.lifecycle.registry import default_registry
 
     spec = default_registry().get(driver)
     if spec is None or spec.decoder is None:
@@ -109,7 +109,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_
 def json_lines(prefix: str, publications) -> str:
     """One JSON line per publication: {"topic": prefix + channel, "device_time_ns", "payload"}.
 
-    The pure-Python twin of the compiled `json_lines` (gateway.framing picks one): the standard
+    The pure-Python twin of the compiled `json_lines` (tianwang.gateway.framing picks one): the standard
     library's encoder, NaN/infinity written as null, bytes as hex. Raises TypeError for values JSON
     cannot carry, ValueError for circular payloads.
     """
@@ -135,7 +135,7 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr)
     except DriverError as exc:
         print(f"tianwang decode: {exc}", file=errfile)
         return 2
-    from gateway.framing import json_lines as write_lines  # here, not at import: framing imports this module's twin
+    from tianwang.gateway.framing import json_lines as write_lines  # here, not at import: framing imports this module's twin
 
     prefix = f"{decoder.family}/{device_id}/"
     write = outfile.write

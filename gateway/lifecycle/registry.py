@@ -1,5 +1,5 @@
 """Driver registry: every driver, built-in or third-party, arrives through the `tianwang.drivers`
-entry-point group and registers a `DriverSpec` (gateway.driver).
+entry-point group and registers a `DriverSpec` (tianwang.gateway.lifecycle.driver).
 
 `TIANWANG_DRIVER_MODULES` (comma-separated module names, each with a module-level `SPEC` or `SPECS`)
 adds drivers that are not installed as a distribution: handy while writing a driver on site, and
@@ -13,8 +13,8 @@ import logging
 import os
 from importlib.metadata import entry_points
 
-from gateway.driver import DriverSpec
-from gateway.errors import DriverError
+from tianwang.gateway.lifecycle.driver import DriverSpec
+from tianwang.gateway.errors import DriverError
 
 log = logging.getLogger("tianwang.registry")
 GROUP = "tianwang.drivers"

@@ -2,7 +2,7 @@
 
 A driver package exposes a `DriverSpec` through the `tianwang.drivers` entry-point group. The
 supervisor creates one `Driver` per configured device (or per listener, for families such as
-JT/T 808 where devices dial in) and hands it a `DeviceContext` (gateway.supervisor) through which
+JT/T 808 where devices dial in) and hands it a `DeviceContext` (tianwang.gateway.lifecycle.supervisor) through which
 it publishes readings, reports health and counts drops. Drivers never touch gRPC or NATS.
 """
 
@@ -13,7 +13,7 @@ import dataclasses
 import enum
 from typing import Any, Callable, Mapping
 
-from gateway.errors import CommandError
+from tianwang.gateway.errors import CommandError
 
 
 class Health(str, enum.Enum):
@@ -52,7 +52,7 @@ class DriverSpec:
     family        first topic level of everything it publishes (`gnss`)
     kind          "device": one instance per `devices:` entry; "listener": one per `listeners:` entry,
                   which registers the devices that connect to it as children
-    config_model  pydantic model (a subclass of gateway.config.DeviceConfig or ListenerConfig)
+    config_model  pydantic model (a subclass of tianwang.gateway.lifecycle.config.DeviceConfig or ListenerConfig)
     factory       (config, ctx) -> Driver
     transports    URL schemes it accepts (`serial`, `tcp`, `http`), for `tianwang drivers`
     actions       commands it executes

@@ -28,9 +28,9 @@ import random
 import sys
 import time
 
-from drivers.beidou import jt808_protocol as p
-from gateway import simulate
-from gateway.framing import Jt808Framer, encode_jt808
+from tianwang.drivers.jt808 import protocol as p
+from tianwang.gateway.cli import simulate
+from tianwang.gateway.framing import Jt808Framer, encode_jt808
 
 TICK_S = 0.02  # reports are spread over the period in slots of this length
 EARTH_M_PER_DEG = 111_320.0
@@ -518,7 +518,7 @@ class Fleet:
 
 # -- command line ---------------------------------------------------------------------------------
 def _hostport(value: str) -> tuple[str, int]:
-    from gateway.config import parse_hostport
+    from tianwang.gateway.lifecycle.config import parse_hostport
 
     try:
         return parse_hostport(value)

@@ -1,5 +1,5 @@
 """NMEA 0183 framer + decoder: pure-Python twin of `NmeaDecoder` and the typed messages in
-`cext/nmea.pxi`. Import both through `gateway.framing` (`from gateway.framing import NmeaDecoder`).
+`cext/nmea.pxi`. Import both through `tianwang.gateway.framing` (`from tianwang.gateway.framing import NmeaDecoder`).
 
 A byte stream goes in, fed in any chunking; typed messages come out, the same for every split:
 
@@ -46,7 +46,7 @@ import operator
 import re
 from functools import reduce
 
-from gateway.errors import FrameError
+from tianwang.gateway.errors import FrameError
 
 NMEA_DROP_REASONS = ("bad_checksum", "no_checksum", "too_long", "truncated", "bad_sentence", "bad_field", "binary")
 _BAD_CHECKSUM, _NO_CHECKSUM, _TOO_LONG, _TRUNCATED, _BAD_SENTENCE, _BAD_FIELD, _BINARY = range(7)

@@ -1,4 +1,4 @@
-"""Topic matcher, pure-Python twin of `cext._speedups.TopicFilter` and friends.
+"""Topic matcher, pure-Python twin of `tianwang.cext._speedups.TopicFilter` and friends.
 
 Topics are `family/device_id/channel[/...]`: non-empty levels, no wildcards. Patterns use MQTT
 wildcards: `+` is exactly one level, `#` (last level only) is the rest, including nothing
@@ -6,7 +6,7 @@ wildcards: `+` is exactly one level, `#` (last level only) is the rest, includin
 so the journal scan pays one dict lookup per envelope.
 """
 
-from gateway.errors import TopicError
+from tianwang.gateway.errors import TopicError
 
 MAX_TOPIC_LEN = 512
 # the per-filter cache is bounded; past this many distinct topics it starts over

@@ -1,4 +1,4 @@
-"""`tianwang` command line (also `python -m gateway`). Verbs as in DESIGN.md section 3.
+"""`tianwang` command line (also `python -m tianwang`). Verbs and their contract: docs/contract.md.
 
 Imports are per verb: `tianwang decode` must start fast and never loads grpc.
 Exit codes: 0 success; 1 the thing checked or commanded failed (bad config, refused command);
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
 
 # -- decode ------------------------------------------------------------------------------------
 def cmd_decode(args) -> int:
-    from gateway.decode import run_decode
+    from tianwang.gateway.cli.decode import run_decode
 
     out = open(sys.stdout.fileno(), "w", encoding="utf-8", buffering=1 << 20, closefd=False)
     try:
@@ -142,8 +142,8 @@ def cmd_decode(args) -> int:
 
 # -- check -------------------------------------------------------------------------------------
 def cmd_check(args) -> int:
-    from gateway.config import load_config, warnings_for
-    from gateway.errors import ConfigError
+    from tianwang.gateway.lifecycle.config import load_config, warnings_for
+    from tianwang.gateway.errors import ConfigError
 
     try:
         config = load_config(args.file)
@@ -161,10 +161,10 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     import uvloop
 
-    from gateway.errors import ConfigError, GatewayError
+    from tianwang.gateway.errors import ConfigError, GatewayError
 
     if args.demo:
-        from gateway.demo import run_demo
+        from tianwang.gateway.cli.demo import run_demo
 
         try:
             return uvloop.run(run_demo(listen=args.listen, metrics=args.metrics, live=not args.quiet))
@@ -172,8 +172,8 @@ def cmd_run(args) -> int:
             print(f"tianwang: {exc}", file=sys.stderr)
             return 2
 
-    from gateway.app import Gateway, announce
-    from gateway.config import load_config
+    from tianwang.gateway.app import Gateway, announce
+    from tianwang.gateway.lifecycle.config import load_config
 
     try:
         config = load_config(args.config)
@@ -206,7 +206,7 @@ def _rpc_error(exc) -> int:
 
 
 def _connect(args):
-    from gateway import client
+    from tianwang.v1 import client
 
     channel = client.open_channel(args.addr, ca=args.ca, cert=args.cert, key=args.key)
     return channel, client.stub(channel), client.auth_metadata(args.token)
@@ -215,7 +215,7 @@ def _connect(args):
 def cmd_subscribe(args) -> int:
     import grpc
 
-    from gateway import client
+    from tianwang.v1 import client
     from tianwang.v1 import gateway_pb2 as pb
 
     channel, stub, md = _connect(args)
@@ -316,7 +316,7 @@ def _parse_value(text: str):
 def cmd_command(args) -> int:
     import grpc
 
-    from gateway import client
+    from tianwang.v1 import client
     from tianwang.v1 import gateway_pb2 as pb
 
     kv = {}
@@ -356,7 +356,7 @@ def cmd_top(args) -> int:
 
     import grpc
 
-    from gateway.top import TopView
+    from tianwang.gateway.cli.top import TopView
     from tianwang.v1 import gateway_pb2 as pb
 
     channel, stub, md = _connect(args)
@@ -382,7 +382,7 @@ def cmd_top(args) -> int:
 
 
 def cmd_drivers(args) -> int:
-    from gateway.registry import default_registry
+    from tianwang.gateway.lifecycle.registry import default_registry
 
     reg = default_registry()
     rows = [("DRIVER", "FAMILY", "KIND", "TRANSPORTS", "ACTIONS", "SIMULATOR")]
@@ -408,7 +408,7 @@ def cmd_drivers(args) -> int:
 def cmd_simulate(args) -> int:
     import importlib
 
-    from gateway.registry import default_registry
+    from tianwang.gateway.lifecycle.registry import default_registry
 
     reg = default_registry()
     sims = {s.name: s.simulator for s in reg.specs() if s.simulator}

@@ -3,7 +3,7 @@
 Subscribers are cursors into it (a seq plus a topic filter), not private queues: a slow subscriber
 lags without slowing anyone, and one that falls behind retention is told so with a Gap.
 
-The in-memory log (`EntryLog`, compiled or twin, from gateway.framing) holds each envelope already
+The in-memory log (`EntryLog`, compiled or twin, from tianwang.gateway.framing) holds each envelope already
 encoded as a `Batch.envelopes` field. Disk persistence (journal.path, its own issue) plugs in as a
 `sink` that sees every appended entry and a `read_older(from_seq, ...)` behind the memory; the seq
 numbering and the Gap contract below do not change with it.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.framing import EntryLog, encode_gap
+from tianwang.gateway.framing import EntryLog, encode_gap
 
 
 class Journal:

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from gateway.errors import ConfigError
+from tianwang.gateway.errors import ConfigError
 
 # A device id is one topic level: no '/', no MQTT wildcards, printable, bounded.
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -228,7 +228,7 @@ class TokenConfig(SecretsModel):
     @field_validator("read", "control")
     @classmethod
     def _patterns(cls, v):
-        from gateway.framing import validate_pattern
+        from tianwang.gateway.framing import validate_pattern
 
         for p in v:
             validate_pattern(p)
@@ -243,7 +243,7 @@ class AuthConfig(Model):
     @field_validator("anonymous_read")
     @classmethod
     def _patterns(cls, v):
-        from gateway.framing import validate_pattern
+        from tianwang.gateway.framing import validate_pattern
 
         for p in v:
             validate_pattern(p)
@@ -383,7 +383,7 @@ def load_config(source: str | dict, registry=None) -> Config:
     Raises ConfigError listing every problem as (path, reason).
     """
     if registry is None:
-        from gateway.registry import default_registry
+        from tianwang.gateway.lifecycle.registry import default_registry
 
         registry = default_registry()
     data = _read(source)

@@ -1,6 +1,6 @@
 """0x7E-delimited framers and encoders: pure-Python twin of the compiled `Jt808Framer`,
 `Gbt20999Framer`, `PmppFramer`, `encode_jt808`, `encode_gbt20999`, `encode_pmpp` and the CRC
-helpers in `cext._speedups` (cext/frame7e.pxi). Same frames, same counters, same exceptions.
+helpers in `tianwang.cext._speedups` (cext/frame7e.pxi). Same frames, same counters, same exceptions.
 
 One engine, three configurations:
 
@@ -68,7 +68,7 @@ a candidate that fails any check is dropped (its 7E counts one dropped byte) and
 
 import re
 
-from gateway.errors import ConfigError, FrameError
+from tianwang.gateway.errors import ConfigError, FrameError
 
 FLAG = 0x7E
 REASONS = ("bad_checksum", "bad_escape", "too_long", "bad_length", "truncated")

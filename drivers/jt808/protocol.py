@@ -1,7 +1,7 @@
 """JT/T 808 messages: header and body parsing and building, for both ends of the link.
 
 Sans-io: this module turns the bytes of one unescaped, checksum-verified frame (header + body, as
-the 0x7E framer in gateway.framing hands them over) into typed messages and back. It opens nothing
+the 0x7E framer in tianwang.gateway.framing hands them over) into typed messages and back. It opens nothing
 and keeps no connection state beyond what a caller passes in (`Reassembler` for split messages).
 
 Facts used here (JT/T 808-2011/2013/2019; see shared/protocols/beidou.md):
@@ -29,7 +29,7 @@ import hmac
 import struct
 import time
 
-from gateway.errors import FrameError
+from tianwang.gateway.errors import FrameError
 
 # -- message ids ------------------------------------------------------------------------------
 TERMINAL_ACK = 0x0001  # terminal general response

@@ -16,7 +16,7 @@ import secrets
 import sys
 import time
 
-from gateway.errors import GatewayError
+from tianwang.gateway.errors import GatewayError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -29,9 +29,9 @@ def _token(env: str) -> tuple[str, bool]:
 
 
 async def run_demo(listen: str | None = None, metrics: str | None = None, live: bool = True, ready=None) -> int:
-    from gateway.app import Gateway, announce
-    from gateway.config import load_config, parse_hostport
-    from gateway.registry import default_registry
+    from tianwang.gateway.app import Gateway, announce
+    from tianwang.gateway.lifecycle.config import load_config, parse_hostport
+    from tianwang.gateway.lifecycle.registry import default_registry
 
     listen = listen or "127.0.0.1:50051"
     if parse_hostport(listen)[0] not in LOOPBACK:
@@ -95,9 +95,9 @@ async def run_demo(listen: str | None = None, metrics: str | None = None, live: 
 
 async def _live_view(gw, interval: float = 2.0) -> None:
     """Print the top view and the newest envelopes every `interval` seconds."""
-    from gateway.client import unpack
-    from gateway.fanout import device_message
-    from gateway.top import TopView
+    from tianwang.v1.client import unpack
+    from tianwang.gateway.datapath.fanout import device_message
+    from tianwang.gateway.cli.top import TopView
     from tianwang.v1 import gateway_pb2 as pb
 
     view = TopView()

@@ -1,0 +1,7 @@
+"""`python -m tianwang` is the `tianwang` command."""
+
+import sys
+
+from tianwang.gateway.cli.main import main
+
+sys.exit(main())
