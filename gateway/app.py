@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -52,11 +53,6 @@ def server_options(config: Config):
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     ]
-
-
-def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 class Gateway:
@@ -102,8 +98,8 @@ class Gateway:
                 self.port = self.server.add_insecure_port(self.listen)
             else:
                 creds = grpc.ssl_server_credentials(
-                    [(_read(tls.key_file), _read(tls.cert_file))],
-                    root_certificates=_read(tls.client_ca_file) if tls.client_ca_file else None,
+                    [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
+                    root_certificates=Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None,
                     require_client_auth=tls.client_ca_file is not None,
                 )
                 self.port = self.server.add_secure_port(self.listen, creds)

@@ -60,3 +60,11 @@ class AuthError(GatewayError, PermissionError):
     def __init__(self, message, unauthenticated=False):
         self.unauthenticated = unauthenticated
         super().__init__(message)
+
+
+def describe(exc: BaseException) -> str:
+    """`ExceptionName: text` (the name alone when the text is empty): a health reason or log line
+    that says what failed even when the library's message is blank (`TimeoutError()`)."""
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name

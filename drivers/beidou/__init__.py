@@ -8,7 +8,7 @@ are imported when first used.
 
 from __future__ import annotations
 
-from tianwang.gateway.lifecycle.driver import ActionSpec, DriverSpec
+from tianwang.drivers.sdk import ActionSpec, DriverSpec
 
 
 def _factory(config, ctx):

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tianwang.gateway.lifecycle.config import DeviceConfig, Model, parse_url
+from tianwang.drivers.sdk import DeviceConfig, Model, parse_url
 
 SCHEMES = ("serial", "tcp")
 # the rates pyserial's POSIX backend knows by name; others only work on some adapters

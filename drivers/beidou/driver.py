@@ -28,9 +28,9 @@ import time
 from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.beidou.config import BeidouConfig
 from tianwang.drivers.beidou.receiver import BeamStatus, CardInfo, ReceiverProtocol, RdssFeedback
-from tianwang.gateway.lifecycle.config import parse_hostport
-from tianwang.gateway.lifecycle.driver import Driver, Health
-from tianwang.gateway.errors import CommandError, DeviceError, DeviceTimeout, FrameError
+from tianwang.drivers.sdk import (
+    CommandError, describe, DeviceError, DeviceTimeout, Driver, FrameError, Health, parse_hostport,
+)
 
 log = logging.getLogger("tianwang.driver.beidou")
 
@@ -121,7 +121,7 @@ class BeidouDriver(Driver):
             raise DeviceTimeout(f"cannot open {where}: no answer within {cfg.connect_timeout_s:g} s") from None
         except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
             self._line = None
-            raise DeviceError(f"cannot open {where}: {_describe(exc)}") from exc
+            raise DeviceError(f"cannot open {where}: {describe(exc)}") from exc
         self._last_rx = loop.time()
         ctx.set_info(transport=scheme, port=where, rdss=cfg.rdss.protocol if cfg.rdss else "none")
         if not self._got_bytes:
@@ -160,7 +160,7 @@ class BeidouDriver(Driver):
             return
         lost = self._lost
         if lost is not None and not lost.done():
-            why = _describe(exc) if exc is not None else "closed by the receiver (EOF)"
+            why = describe(exc) if exc is not None else "closed by the receiver (EOF)"
             lost.set_result(DeviceError(f"link lost: {why}"))
 
     async def _tick_loop(self) -> None:
@@ -242,7 +242,7 @@ class BeidouDriver(Driver):
     def _look_for_firmware(self, data: bytes) -> None:
         # ReceiverProtocol publishes only the alarm-worthy TXT lines; the firmware banner is read here,
         # from whole lines inside the chunk (a banner split across chunks is caught next time)
-        from tianwang.gateway.framing import parse_nmea_sentence
+        from tianwang.drivers.sdk import parse_nmea_sentence
 
         for m in _TXT_LINE.finditer(data):
             try:
@@ -416,8 +416,3 @@ class BeidouDriver(Driver):
             "protocol": event.form,
             "beams_locked": beams.locked if beams is not None else None,
         }
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -60,7 +60,7 @@ import dataclasses
 import re
 from typing import Callable
 
-from tianwang.gateway.lifecycle.driver import Publication
+from tianwang.drivers.sdk import Publication
 
 KINDS = {1: "normal", 2: "express", 3: "broadcast", 4: "query", 5: "query_reply"}
 ENCODINGS = {0: "gb2312", 1: "code", 2: "mixed"}
@@ -168,7 +168,7 @@ class ReceiverProtocol:
         if sky_decimation < 0:
             raise ValueError(f"sky_decimation must be >= 0, not {sky_decimation}")
         if implementation is None:
-            from tianwang.gateway import framing as implementation
+            from tianwang.drivers.sdk import framing as implementation
         self.device_id = device_id
         self.epoch_period_s = float(epoch_period_s)
         self.hdop_limit = float(hdop_limit)

@@ -59,7 +59,7 @@ import time
 import tty
 
 from tianwang.drivers.beidou import nmea_writer as w
-from tianwang.gateway.cli import simulate
+from tianwang.drivers.sdk import run_simulator, serve_simulator
 
 EARTH_M_PER_DEG = 111_320.0
 DEFAULT_CENTRE = (31.2304, 121.4737)  # Shanghai, People's Square
@@ -655,7 +655,7 @@ class ReceiverSimulator:
 
     async def start(self) -> None:
         """Open the line and start talking. Raises OSError when the port or pty cannot be opened."""
-        from tianwang.gateway.framing import NmeaDecoder
+        from tianwang.drivers.sdk import NmeaDecoder
 
         self.loop = asyncio.get_running_loop()
         self._host_buffer = NmeaDecoder(max_length=128, max_message_length=4096)
@@ -930,7 +930,7 @@ class ReceiverSimulator:
 
     def _host_bytes(self, data: bytes) -> None:
         """Sentences from the host (driver): card commands."""
-        from tianwang.gateway.framing import RawSentence
+        from tianwang.drivers.sdk import RawSentence
 
         dec = self._host_buffer
         before = sum(dec.drops.values())
@@ -1011,7 +1011,7 @@ async def _amain(args) -> dict:
         level=args.level, seed=args.seed, origin=args.centre, link=args.link, host=args.host, port=args.port,
         message_every_s=args.message_every,
     )
-    return await simulate.serve(
+    return await serve_simulator(
         sim,
         lambda: {
             "kind": "beidou",
@@ -1041,7 +1041,7 @@ def main(argv=None) -> int:
     if args.link and args.transport != "pty":
         print("tianwang simulate beidou: --link needs --transport pty", file=sys.stderr)
         return 2
-    return simulate.run("beidou", _amain(args))
+    return run_simulator("beidou", _amain(args))
 
 
 if __name__ == "__main__":

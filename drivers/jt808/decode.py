@@ -18,9 +18,7 @@ terminal's phone there to get the topics the listener would use.
 from __future__ import annotations
 
 from tianwang.drivers.jt808 import protocol as p
-from tianwang.gateway.cli.decode import FramedDecoder
-from tianwang.gateway.lifecycle.driver import Publication
-from tianwang.gateway.framing import Jt808Framer
+from tianwang.drivers.sdk import FramedDecoder, Jt808Framer, Publication
 
 # Split messages are held without a clock offline; only the count of unfinished ones is bounded.
 _SPLIT_NO_TIMEOUT = float("inf")

@@ -34,10 +34,10 @@ from pydantic import ByteSize, Field, SecretStr, field_validator, model_validato
 from pydantic_core import PydanticCustomError
 
 from tianwang.drivers.jt808 import protocol as p
-from tianwang.gateway.lifecycle.config import ListenerConfig, SecretsModel, parse_hostport
-from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health
-from tianwang.gateway.errors import CommandError
-from tianwang.gateway.framing import Jt808Framer, encode_jt808
+from tianwang.drivers.sdk import (
+    ActionSpec, CommandError, Driver, DriverSpec, encode_jt808, Health, Jt808Framer, ListenerConfig,
+    parse_hostport, SecretsModel,
+)
 
 log = logging.getLogger("tianwang.driver.jt808")
 

@@ -29,7 +29,7 @@ import hmac
 import struct
 import time
 
-from tianwang.gateway.errors import FrameError
+from tianwang.drivers.sdk import FrameError
 
 # -- message ids ------------------------------------------------------------------------------
 TERMINAL_ACK = 0x0001  # terminal general response

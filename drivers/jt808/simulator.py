@@ -29,8 +29,7 @@ import sys
 import time
 
 from tianwang.drivers.jt808 import protocol as p
-from tianwang.gateway.cli import simulate
-from tianwang.gateway.framing import Jt808Framer, encode_jt808
+from tianwang.drivers.sdk import encode_jt808, Jt808Framer, run_simulator, serve_simulator
 
 TICK_S = 0.02  # reports are spread over the period in slots of this length
 EARTH_M_PER_DEG = 111_320.0
@@ -518,7 +517,7 @@ class Fleet:
 
 # -- command line ---------------------------------------------------------------------------------
 def _hostport(value: str) -> tuple[str, int]:
-    from tianwang.gateway.lifecycle.config import parse_hostport
+    from tianwang.drivers.sdk import parse_hostport
 
     try:
         return parse_hostport(value)
@@ -574,7 +573,7 @@ async def _amain(args) -> dict:
         centre=args.centre,
         connect_per_s=args.connect_rate,
     )
-    return await simulate.serve(
+    return await serve_simulator(
         fleet,
         lambda: {
             "kind": "jt808",
@@ -598,7 +597,7 @@ def main(argv=None) -> int:
     if args.rate < 0:
         print("tianwang simulate jt808: --rate must not be negative", file=sys.stderr)
         return 2
-    return simulate.run("jt808", _amain(args))
+    return run_simulator("jt808", _amain(args))
 
 
 if __name__ == "__main__":

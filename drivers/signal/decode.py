@@ -24,8 +24,7 @@ messages by kind.
 from __future__ import annotations
 
 from tianwang.drivers.signal import protocol as p
-from tianwang.gateway.cli.decode import FramedDecoder
-from tianwang.gateway.lifecycle.driver import Publication
+from tianwang.drivers.sdk import FramedDecoder, Publication
 
 # Chinese controllers keep local time, GMT+8, in their 7-byte dates.
 DEFAULT_UTC_OFFSET_S = 8 * 3600

@@ -42,8 +42,7 @@ import enum
 import time
 from typing import Iterable
 
-from tianwang.gateway.errors import FrameError
-from tianwang.gateway.framing import Gbt20999Framer, encode_gbt20999
+from tianwang.drivers.sdk import encode_gbt20999, FrameError, Gbt20999Framer
 
 
 class FrameType(enum.IntEnum):

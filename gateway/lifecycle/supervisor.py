@@ -17,7 +17,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from tianwang.gateway.lifecycle.driver import Driver, DriverSpec, Health
-from tianwang.gateway.errors import CommandError, DriverError, FrameError
+from tianwang.gateway.errors import CommandError, DriverError, FrameError, describe
 
 log = logging.getLogger("tianwang.supervisor")
 
@@ -291,7 +291,7 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever a driver raises, the device is retried
-                reason = _describe(exc)
+                reason = describe(exc)
                 if not isinstance(exc, (ConnectionError, TimeoutError, OSError, FrameError)):
                     ctx.log.exception("%s: driver failed", dev.id)
             await self._close(driver, dev.id)
@@ -310,7 +310,7 @@ class Supervisor:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("%s: close failed: %s", dev_id, _describe(exc))
+            log.warning("%s: close failed: %s", dev_id, describe(exc))
 
     async def _stop(self, dev_id: str, reason: str) -> None:
         running = self._running.pop(dev_id, None)
@@ -322,7 +322,7 @@ class Supervisor:
         except asyncio.CancelledError:
             pass
         except Exception as exc:
-            log.warning("%s: task ended with %s", dev_id, _describe(exc))
+            log.warning("%s: task ended with %s", dev_id, describe(exc))
         await self._close(running.driver, dev_id)
         for child_id, child in running.ctx.children().items():  # a copy: remove_child edits the original
             child.set_health(Health.OFFLINE, f"listener {dev_id} stopped")
@@ -353,14 +353,8 @@ class Supervisor:
         except CommandError:
             raise
         except (ConnectionError, OSError) as exc:
-            raise CommandError("OFFLINE", f"{device_id}: {_describe(exc)}") from exc
+            raise CommandError("OFFLINE", f"{device_id}: {describe(exc)}") from exc
         return result if isinstance(result, dict) else {"value": result}
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    name = type(exc).__name__
-    return f"{name}: {text}" if text else name
 
 
 __all__ = [

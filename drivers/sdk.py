@@ -1,0 +1,109 @@
+"""The driver SDK: everything a Tianwang driver imports, and the only part of the core it may rely on.
+
+Built-in drivers (beidou, jt808, signal, onvif) and third-party ones take the same path: a package
+that registers a `DriverSpec` through the `tianwang.drivers` entry-point group and imports the core
+only from here. Every name below keeps its meaning across minor releases; everything else under
+`tianwang.gateway` and `tianwang.cext` may change without notice. docs/drivers.md is the guide.
+
+Names resolve on first use (PEP 562), so `from tianwang.drivers.sdk import FrameError` costs no
+pydantic, grpc or compiled-extension import until a name that needs one is asked for: a driver's
+offline decoder stays quick to start.
+
+What a driver is
+    DriverSpec, ActionSpec    the spec a driver registers (name, family, config model, factory,
+                              transports, actions, decoder, simulator, demo part)
+    Driver                    the base class the supervisor drives: `run()`, `close()`, `command()`
+    DeviceContext             what the supervisor hands a driver: publish, set_health, set_info, ...
+    Health                    CONNECTING ONLINE DEGRADED OFFLINE
+    Publication               (channel, payload, device_time_ns): what a sans-io protocol returns
+Config helpers
+    DeviceConfig, ListenerConfig   base models of a device / listener entry (id, driver, backoff, ...)
+    Model, SecretsModel       frozen pydantic bases; SecretsModel resolves `*_env` / `*_file` secrets
+    parse_url, parse_hostport `serial://...`, `tcp://host:port`, `HOST:PORT` with key-path errors
+Errors (one hierarchy, each also its builtin)
+    GatewayError, ConfigError, FrameError, DriverError, DeviceError, DeviceTimeout, CommandError,
+    describe(exc)             "ExceptionName: text", for health reasons and logs
+Hot path (compiled or twin, as `framing` chose; see `framing.USING_CEXT`)
+    Jt808Framer, Gbt20999Framer, PmppFramer, NmeaDecoder and every other name of
+    `framing.TWINS`; `framing` itself, for code that takes an implementation namespace
+Offline decoding and simulators
+    FramedDecoder             counters of a `tianwang decode` decoder built on a framer
+    serve_simulator, run_simulator   the `tianwang simulate KIND` contract (first JSON line, stats,
+                              SIGTERM, final counters)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# name -> "module:attribute" (":" alone: the module itself)
+_EXPORTS = {
+    "DriverSpec": "tianwang.gateway.lifecycle.driver:DriverSpec",
+    "ActionSpec": "tianwang.gateway.lifecycle.driver:ActionSpec",
+    "Driver": "tianwang.gateway.lifecycle.driver:Driver",
+    "Health": "tianwang.gateway.lifecycle.driver:Health",
+    "Publication": "tianwang.gateway.lifecycle.driver:Publication",
+    "DeviceContext": "tianwang.gateway.lifecycle.supervisor:DeviceContext",
+    "DeviceConfig": "tianwang.gateway.lifecycle.config:DeviceConfig",
+    "ListenerConfig": "tianwang.gateway.lifecycle.config:ListenerConfig",
+    "Model": "tianwang.gateway.lifecycle.config:Model",
+    "SecretsModel": "tianwang.gateway.lifecycle.config:SecretsModel",
+    "parse_url": "tianwang.gateway.lifecycle.config:parse_url",
+    "parse_hostport": "tianwang.gateway.lifecycle.config:parse_hostport",
+    "GatewayError": "tianwang.gateway.errors:GatewayError",
+    "ConfigError": "tianwang.gateway.errors:ConfigError",
+    "FrameError": "tianwang.gateway.errors:FrameError",
+    "DriverError": "tianwang.gateway.errors:DriverError",
+    "DeviceError": "tianwang.gateway.errors:DeviceError",
+    "DeviceTimeout": "tianwang.gateway.errors:DeviceTimeout",
+    "CommandError": "tianwang.gateway.errors:CommandError",
+    "describe": "tianwang.gateway.errors:describe",
+    "framing": "tianwang.gateway.framing:",
+    "FramedDecoder": "tianwang.gateway.cli.decode:FramedDecoder",
+    "serve_simulator": "tianwang.gateway.cli.simulate:serve",
+    "run_simulator": "tianwang.gateway.cli.simulate:run",
+}
+
+
+def _hot_path_names():
+    from tianwang.gateway import framing
+
+    return framing.TWINS
+
+
+def __getattr__(name):
+    where = _EXPORTS.get(name)
+    if where is None:
+        if name.startswith("__") or name not in _hot_path_names():
+            raise AttributeError(f"module 'tianwang.drivers.sdk' has no attribute {name!r}")
+        where = "tianwang.gateway.framing:" + name
+    module, _, attr = where.partition(":")
+    value = importlib.import_module(module)
+    if attr:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS) | set(_hot_path_names()))
+
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # for editors and type checkers; at run time the names above resolve lazily
+    from tianwang.gateway import framing
+    from tianwang.gateway.cli.decode import FramedDecoder
+    from tianwang.gateway.cli.simulate import run as run_simulator, serve as serve_simulator
+    from tianwang.gateway.errors import (
+        CommandError, ConfigError, DeviceError, DeviceTimeout, DriverError, FrameError, GatewayError, describe,
+    )
+    from tianwang.gateway.framing import (
+        Gbt20999Framer, Jt808Framer, NmeaDecoder, PmppFramer, encode_gbt20999, encode_jt808, encode_pmpp,
+    )
+    from tianwang.gateway.lifecycle.config import (
+        DeviceConfig, ListenerConfig, Model, SecretsModel, parse_hostport, parse_url,
+    )
+    from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health, Publication
+    from tianwang.gateway.lifecycle.supervisor import DeviceContext
