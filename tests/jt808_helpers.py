@@ -8,7 +8,7 @@ import contextlib
 import time
 
 
-from tianwang.drivers.jt808 import driver as jt808
+import tianwang.drivers.jt808 as jt808
 from tianwang.drivers.jt808 import protocol as p
 from tianwang.gateway.lifecycle.config import load_config
 from tianwang.gateway.framing import Jt808Framer, encode_jt808

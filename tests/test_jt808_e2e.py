@@ -8,7 +8,7 @@ import grpc
 import msgpack
 import pytest
 
-from tianwang.drivers.jt808 import driver as jt808
+import tianwang.drivers.jt808 as jt808
 from tianwang.drivers.jt808.simulator import Fleet
 from gw import CONTROL, GNSS_ONLY, base_config, client, md, running, until
 from tianwang.v1 import gateway_pb2 as pb

@@ -581,7 +581,7 @@ async def test_query_fails_fast_when_the_connection_drops():
 
 # -- config -----------------------------------------------------------------------------------
 def test_config_errors_name_their_keys():
-    from tianwang.drivers.jt808 import driver as jt808
+    import tianwang.drivers.jt808 as jt808
     from tianwang.gateway.lifecycle.config import load_config
     from tianwang.gateway.errors import ConfigError
     from tianwang.gateway.lifecycle.registry import Registry
@@ -617,7 +617,7 @@ def test_config_errors_name_their_keys():
 
 
 def test_secret_errors_name_their_keys(tmp_path):
-    from tianwang.drivers.jt808 import driver as jt808
+    import tianwang.drivers.jt808 as jt808
     from tianwang.gateway.lifecycle.config import load_config, warnings_for
     from tianwang.gateway.errors import ConfigError
     from tianwang.gateway.lifecycle.registry import Registry

@@ -1,14 +1,83 @@
 """JT/T 808 vehicle terminals: a listener that terminals dial into over TCP (`listeners: - driver: jt808`).
 
 Terminals publish under the `gnss` family (`gnss/<phone>/fix`, `/alarm`, `/health`), like BeiDou
-receivers. `SPEC` is built on first use, so `tianwang decode --driver jt808` loads no pydantic.
+receivers. The room: config.py (the listener's config model), protocol.py (messages, sans-io),
+session.py (what one terminal's messages mean, sans-io: used by the listener and the offline
+decoder alike), driver.py (the TCP listener), decode.py (`tianwang decode --driver jt808`),
+simulator.py (`tianwang simulate jt808`, a fleet of terminals).
+
+`SPEC` registers the listener driver. This module stays light on purpose (`tianwang drivers` and
+`tianwang decode` import it): the listener, its config model and the simulator are imported when
+first used.
 """
+
+from __future__ import annotations
+
+from tianwang.drivers.sdk import ActionSpec, DriverSpec
+
+DEMO_TERMINALS = 200
+
+
+def _factory(config, ctx):
+    from tianwang.drivers.jt808.driver import Jt808Listener
+
+    return Jt808Listener(config, ctx)
+
+
+def _decoder(device_id: str):
+    from tianwang.drivers.jt808.decode import Decoder
+
+    return Decoder(device_id)
+
+
+async def _demo(stack) -> dict:
+    """`tianwang run --demo`: a fleet of simulated terminals dialling a listener on a free loopback
+    port. The fleet starts first and keeps re-dialling (with backoff) until the listener is up."""
+    import secrets
+    import socket
+
+    from tianwang.drivers.jt808.simulator import Fleet
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    fleet = Fleet("127.0.0.1", port, terminals=DEMO_TERMINALS, rate=1.0, backoff_initial=0.3, backoff_max=2.0)
+    await fleet.start()
+    stack.push_async_callback(fleet.stop)
+    return {
+        "listeners": [
+            {"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret": secrets.token_hex(16)}
+        ]
+    }
+
+
+def _spec() -> DriverSpec:
+    from tianwang.drivers.jt808.config import Jt808Config
+
+    return DriverSpec(
+        name="jt808",
+        family="gnss",
+        config_model=Jt808Config,
+        factory=_factory,
+        kind="listener",
+        transports=("tcp",),
+        actions=(
+            ActionSpec(
+                "query_location",
+                "ask the terminal for its position now (0x8201); the result is the fix of its 0x0201 answer",
+            ),
+        ),
+        description="JT/T 808-2011/2013/2019 vehicle terminals dialling in over TCP",
+        decoder=_decoder,
+        simulator="tianwang.drivers.jt808.simulator:main",
+        demo=_demo,
+    )
 
 
 def __getattr__(name):
+    # SPEC is built on first use: the config model pulls in pydantic, which `tianwang decode`
+    # (it imports tianwang.drivers.jt808.decode, and so this package) has no use for
     if name == "SPEC":
-        from tianwang.drivers.jt808.driver import SPEC
-
-        globals()["SPEC"] = SPEC
-        return SPEC
+        spec = globals()["SPEC"] = _spec()
+        return spec
     raise AttributeError(f"module 'tianwang.drivers.jt808' has no attribute {name!r}")

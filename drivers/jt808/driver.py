@@ -1,14 +1,19 @@
 """JT/T 808 listener: a TCP server that vehicle terminals dial into (`listeners: - driver: jt808`).
 
-Each connection is an asyncio Protocol with its own 0x7E framer (tianwang.gateway.framing.Jt808Framer); the
-message layer is tianwang.drivers.jt808.protocol. A terminal registers (0x0100 -> 0x8100 with its auth
-code), authenticates (0x0102), then heartbeats and reports positions (0x0200, 0x0704 batches,
-0x0201 answers to 0x8201). Every terminal message that has no reply of its own gets a 0x8001 with
-its serial. An authenticated terminal is a child device `<phone>` of the listener, ONLINE while its
-connection lives; positions go to `gnss/<phone>/fix`, alarm-bit changes to `gnss/<phone>/alarm`.
+Each connection is an asyncio Protocol with its own 0x7E framer (tianwang.gateway.framing.Jt808Framer)
+and its own Session (tianwang.drivers.jt808.session): the sans-io message handling that the offline
+decoder runs too. The connection applies what the Session returns for each frame (publications on
+the terminal's device, drops and counters, the replies, a close) and answers the Session's policy
+questions from the config (who may register, which codes authenticate, the terminal's device).
+
+A terminal registers (0x0100 -> 0x8100 with its auth code), authenticates (0x0102), then heartbeats
+and reports positions (0x0200, 0x0704 batches, 0x0201 answers to 0x8201). Every terminal message
+that has no reply of its own gets a 0x8001 with its serial. An authenticated terminal is a child
+device `<phone>` of the listener, ONLINE while its connection lives; positions go to
+`gnss/<phone>/fix`, alarm-bit changes to `gnss/<phone>/alarm`.
 
 Auth codes: code(phone) is the `auth_codes` entry for that phone when there is one, otherwise
-HMAC-SHA256(auth_secret, phone) cut to 16 hex digits (jt808_protocol.derive_auth_code). Without an
+HMAC-SHA256(auth_secret, phone) cut to 16 hex digits (protocol.derive_auth_code). Without an
 `auth_secret` a random one is drawn at start, so codes change at each restart and terminals fall
 back to registering again, which the standard has them do when authentication fails.
 
@@ -26,126 +31,34 @@ import collections
 import hmac
 import logging
 import os
-import re
 from functools import partial
-from typing import ClassVar, Literal
-
-from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from tianwang.drivers.jt808 import protocol as p
-from tianwang.drivers.sdk import (
-    ActionSpec, CommandError, Driver, DriverSpec, encode_jt808, Health, Jt808Framer, ListenerConfig,
-    parse_hostport, SecretsModel,
-)
+from tianwang.drivers.jt808.config import Jt808Config, parse_auth_codes
+from tianwang.drivers.jt808.session import Session, Step, TerminalState
+from tianwang.drivers.sdk import CommandError, Driver, encode_jt808, Health, Jt808Framer, parse_hostport
 
 log = logging.getLogger("tianwang.driver.jt808")
 
-_PHONE_RE = re.compile(r"^[0-9]{1,20}$")
-_CODE_ENTRY_RE = re.compile(r"^([0-9]{1,20})[:=](\S{1,255})$")
-
-
-def _norm_phone(phone: str) -> str:
-    return phone.lstrip("0") or "0"
-
-
-def parse_auth_codes(text: str) -> dict[str, str]:
-    """`PHONE:CODE` (or `PHONE=CODE`) entries separated by whitespace, commas or newlines; `#`
-    starts a comment. Raises ValueError naming the first bad entry."""
-    out = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0]
-        for entry in re.split(r"[\s,]+", line.strip()):
-            if not entry:
-                continue
-            m = _CODE_ENTRY_RE.match(entry)
-            if m is None:
-                raise ValueError(f"entry {entry.split(':')[0].split('=')[0]!r}... is not PHONE:CODE")
-            out[_norm_phone(m.group(1))] = m.group(2)
-    return out
-
-
-class Jt808Config(SecretsModel, ListenerConfig):
-    """`listeners:` entry of driver jt808. Secrets (`auth_secret`, `auth_codes`) come as `<name>_env`
-    or `<name>_file` (inline works, `tianwang check` warns)."""
-
-    __secrets__: ClassVar = ("auth_secret", "auth_codes")
-
-    auth_secret: SecretStr | None = None  # derives each terminal's code; random per start if unset
-    auth_secret_env: str | None = None
-    auth_secret_file: str | None = None
-    auth_codes: SecretStr | None = None  # provisioned codes, "PHONE:CODE" entries
-    auth_codes_env: str | None = None
-    auth_codes_file: str | None = None
-    # who may register over the air: auto = anyone; known = phones in `terminals` or `auth_codes`;
-    # closed = nobody (codes are provisioned out of band)
-    registration: Literal["auto", "known", "closed"] = "auto"
-    terminals: tuple[str, ...] = ()  # if not empty, only these phones may authenticate
-    versions: tuple[Literal[2013, 2019], ...] = (2013, 2019)  # header editions accepted (2013 covers 2011)
-    idle_timeout_s: float = Field(default=180.0, gt=0, le=86400)  # silence that ends a connection
-    auth_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # time to authenticate after connecting
-    max_connections: int = Field(default=20000, ge=1)
-    max_terminals: int = Field(default=100000, ge=1)  # distinct phones remembered (ListDevices rows)
-    max_frame_bytes: int = Field(default=2048, ge=64, le=65536)  # unescaped; a 2019 split header + 1023-byte body fits
-    max_bad_frames: int = Field(default=16, ge=1)  # bad frames tolerated before authentication
-    max_auth_failures: int = Field(default=3, ge=1)  # per connection, then it is closed
-    flood_frames_per_s: float = Field(default=100.0, gt=0)  # sustained frames per connection
-    flood_burst: int = Field(default=400, ge=1)
-    split_timeout_s: float = Field(default=60.0, gt=0)  # incomplete split messages are dropped after
-    write_buffer_bytes: ByteSize = Field(default=ByteSize(64 * 1024), ge=1024)
-
-    @field_validator("versions", mode="before")
-    @classmethod
-    def _versions(cls, v):
-        if isinstance(v, (int, str)):
-            v = [v]
-        out = []
-        for item in v:
-            try:
-                out.append(int(item))
-            except (TypeError, ValueError):
-                raise ValueError(f"{item!r} is not an edition (2013 or 2019)") from None
-        if not out:
-            raise ValueError("accept at least one edition")
-        return tuple(out)
-
-    @field_validator("terminals")
-    @classmethod
-    def _terminals(cls, v):
-        for phone in v:
-            if not _PHONE_RE.match(phone):
-                raise ValueError(f"{phone!r} is not a phone number of 1-20 digits")
-        return tuple(_norm_phone(x) for x in v)
-
-    @model_validator(mode="after")
-    def _codes(self):
-        if self.auth_codes is not None:
-            try:
-                parse_auth_codes(self.auth_codes.get_secret_value())
-            except ValueError as exc:
-                raise PydanticCustomError("secret", "{key}: {why}", {"key": "auth_codes", "why": str(exc)}) from None
-        return self
-
-
 SWEEP_MAX_S = 5.0  # how often connections are checked for idle / auth timeouts, at most
-RECENT = 32  # messages remembered per terminal to recognise a resend of one already published
 
 
-class _Terminal:
-    """What the listener knows of one phone, across its connections."""
+class _Terminal(TerminalState):
+    """What the listener knows of one phone, across its connections: its device and its live
+    connection, beside the alarm word and recent messages its Sessions share."""
 
-    __slots__ = ("phone", "ctx", "conn", "alarm", "recent")
+    __slots__ = ("phone", "ctx", "conn")
 
     def __init__(self, phone, ctx):
+        super().__init__()
         self.phone = phone
         self.ctx = ctx
         self.conn: _Connection | None = None
-        self.alarm = 0
-        self.recent = p.RecentMessages(RECENT)
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP connection from one terminal."""
+    """One TCP connection from one terminal. Its frames go to its Session; the connection is the
+    Session's gate (registration, check_auth, attach: the listener's policy)."""
 
     def __init__(self, listener: "Jt808Listener"):
         self.listener = listener
@@ -153,17 +66,17 @@ class _Connection(asyncio.Protocol):
         cfg = listener.config
         self.framer = Jt808Framer(max_frame=cfg.max_frame_bytes, keep_rejects=True)
         self.peer = ""
-        self.phone: str | None = None
-        self.term: _Terminal | None = None
-        self.authed = False
-        self.reply_args: dict | None = None  # phone BCD and version byte of the terminal's last header
-        self.registration: dict | None = None
+        self.session = Session(
+            self,
+            versions=cfg.versions,
+            split_timeout=cfg.split_timeout_s,
+            max_bad_frames=cfg.max_bad_frames,
+            max_auth_failures=cfg.max_auth_failures,
+        )
         now = listener.loop.time()
         self.opened = now
         self.last_rx = now
         self.serial = 0
-        self.bad_frames = 0
-        self.auth_failures = 0
         self.seen_dropped_bytes = 0
         self.seen_drops = self.framer.drops
         self.tokens = float(cfg.flood_burst)
@@ -173,15 +86,27 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.close_reason = ""
         self.queries: dict[int, asyncio.Future] = {}
-        self.reassembler = p.Reassembler(timeout=cfg.split_timeout_s)
         self.closed = False
+
+    @property
+    def term(self) -> _Terminal | None:
+        """The terminal this connection speaks for, once it authenticated."""
+        return self.session.terminal
+
+    @property
+    def authed(self) -> bool:
+        return self.session.terminal is not None
+
+    @property
+    def phone(self) -> str | None:
+        return self.session.phone
 
     # -- transport callbacks -------------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
         lst = self.listener
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.peer = self.session.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         if len(lst.connections) >= lst.config.max_connections:
             lst.ctx.count("connections_refused")
             log.warning("%s: refused %s: %d connections already", lst.ctx.device_id, self.peer, len(lst.connections))
@@ -311,31 +236,9 @@ class _Connection(asyncio.Protocol):
                 dctx.drop(reason, d)
                 bad += d
         self.seen_drops = drops
-        for reason, content in framer.take_rejects():
-            self._answer_reject(content)
-        if bad:
-            self._bad_frame(bad)
-
-    def _answer_reject(self, content: bytes):
-        """A frame that failed its check gets 0x8001 result 2 when its header is the terminal's own:
-        a header read from noise would answer a serial the terminal never sent."""
-        if not self.authed or len(content) < p.HEADER_2013:
-            return
-        version_2019 = content[2] & 0x40
-        size = p.HEADER_2019 if version_2019 else p.HEADER_2013
-        if len(content) < size:
-            return
-        bcd = content[5:15] if version_2019 else content[4:10]
-        if self.reply_args is None or bytes(bcd) != self.reply_args["phone_bcd"]:
-            return
-        msg_id = (content[0] << 8) | content[1]
-        serial = (content[size - 2] << 8) | content[size - 1]
-        self._send(p.PLATFORM_ACK, p.ack_body(serial, msg_id, p.Result.MESSAGE_ERROR), self.reply_args)
-
-    def _bad_frame(self, n=1):
-        self.bad_frames += n
-        if not self.authed and self.bad_frames >= self.listener.config.max_bad_frames:
-            self.close(f"{self.bad_frames} bad frames before authentication", "garbage_closed")
+        rejects = [content for _reason, content in framer.take_rejects()]
+        if rejects or bad:
+            self._apply(self.session.rejected(rejects, bad), dctx)
 
     def close(self, reason: str, counter: str = ""):
         if self.closed:
@@ -360,183 +263,64 @@ class _Connection(asyncio.Protocol):
             self.transport.write(encode_jt808(p.build(msg_id, body, serial=serial, **reply_args)))
         return serial
 
-    def _ack(self, header: p.Header, result=p.Result.OK):
-        self._send(p.PLATFORM_ACK, p.ack_body(header.serial, header.msg_id, result), p.reply_header_args(header))
-
     # -- messages ------------------------------------------------------------------------------
     def _handle(self, frame: bytes):
-        reply = True
-        header = None
+        dctx = self._dctx()
         try:
-            try:
-                header, body = p.parse(frame)
-            except p.Jt808Error as exc:
-                self._dctx().drop(exc.reason)
-                self._bad_frame()
-                if exc.header is not None and self._own(exc.header):
-                    self._ack(exc.header, p.Result.MESSAGE_ERROR)
-                return
-            if header.version == "2019":
-                if 2019 not in self.listener.config.versions:
-                    self._refuse_version(header)
-                    return
-            elif 2013 not in self.listener.config.versions:
-                self._refuse_version(header)
-                return
-            if self.phone is None:
-                self.phone = header.phone
-            elif header.phone != self.phone:
-                # one connection is one terminal: another phone on it is a confused or hostile peer
-                self._dctx().drop("phone_mismatch")
-                self._bad_frame()
-                self._ack(header, p.Result.FAILURE)
-                return
-            self.reply_args = p.reply_header_args(header)
-            if header.total:
-                # every part is acknowledged when it arrives (a part refused gets result 2 from the
-                # except below); the joined message is not acknowledged again
-                body = self.reassembler.add(header, body, self.listener.loop.time())
-                self._ack(header)
-                reply = False
-                if body is None:
-                    return
-            self._dispatch(header, body, reply)
-        except p.Jt808Error as exc:
-            # a body that does not parse: its header did, so the terminal learns of it
-            self._dctx().drop(exc.reason)
-            self._bad_frame()
-            if reply:
-                self._ack(exc.header or header, p.Result.MESSAGE_ERROR)
+            self._apply(self.session.handle(frame, self.listener.loop.time()), dctx)
         except Exception:  # one terminal's message never takes the listener down
             log.exception("%s: %s: message handling failed", self.listener.ctx.device_id, self.phone or self.peer)
             self._dctx().drop("internal_error")
 
-    def _own(self, header: p.Header) -> bool:
-        return self.phone is None or header.phone == self.phone
-
-    def _refuse_version(self, header):
-        self._dctx().drop("version_refused")
-        self._bad_frame()
-        self._ack(header, p.Result.UNSUPPORTED)
-
-    def _dispatch(self, header: p.Header, body: bytes, reply: bool):
-        msg_id = header.msg_id
-        lst = self.listener
-        if msg_id == p.LOCATION:
-            if not self.authed:
-                return self._unauthenticated(header, reply)
-            term = self.term
-            loc = p.parse_location(body)
-            if term.recent.seen_before(msg_id, header.serial, body):
-                term.ctx.count("duplicates")
-            else:
-                lst.publish_location(term, loc, live=True)
-            if reply:
-                self._ack(header)
-        elif msg_id == p.HEARTBEAT:
-            if not self.authed:
-                return self._unauthenticated(header, reply)
-            self.term.ctx.count("heartbeats")
-            if reply:
-                self._ack(header)
-        elif msg_id == p.BATCH:
-            if not self.authed:
-                return self._unauthenticated(header, reply)
-            term = self.term
-            kind, locations = p.parse_batch(body)
-            if term.recent.seen_before(msg_id, header.serial, body):
-                term.ctx.count("duplicates")
-            else:
-                live = kind != p.BATCH_BLIND_AREA
-                for loc in locations:
-                    lst.publish_location(term, loc, live=live)
-                term.ctx.count("batches")
-            if reply:
-                self._ack(header)
-        elif msg_id == p.LOCATION_REPLY:
-            if not self.authed:
-                return self._unauthenticated(header, False)
-            serial, loc = p.parse_location_reply(body)
-            payload = lst.publish_location(self.term, loc, live=True)
+    def _apply(self, step: Step, dctx):
+        """Do what the Session asked: drops and counters on `dctx` (the device the frame came from:
+        the terminal once authenticated, else the listener), publications, the answer to a
+        query, the replies, the close; ONLINE once the terminal authenticated."""
+        for reason in step.drops:
+            dctx.drop(reason)
+        for name in step.counts:
+            dctx.count(name)
+        for pub in step.publications:
+            dctx.publish(pub.channel, pub.payload, pub.device_time_ns)
+        if step.answer is not None:
+            serial, payload = step.answer
             fut = self.queries.pop(serial, None)
             if fut is not None and not fut.done():
                 fut.set_result(payload)
-        elif msg_id == p.TERMINAL_ACK:
-            if self.authed:
-                p.parse_ack(body)
-                self.term.ctx.count("terminal_acks")
-        elif msg_id == p.REGISTER:
-            self._register(header, body)
-        elif msg_id == p.AUTH:
-            self._authenticate(header, body, reply)
-        elif msg_id == p.LOGOUT:
-            if reply:
-                self._ack(header)
-            if self.authed:
-                self.close("logged out (0x0003)")
-            else:
-                self.close("deregistered before authentication")
-        else:
-            self._dctx().drop("unsupported")
-            if reply:
-                self._ack(header, p.Result.UNSUPPORTED)
+        for reply in step.replies:
+            self._send(reply.msg_id, reply.body, reply.header)
+        if step.close is not None:
+            self.close(*step.close)
+        if step.online:
+            self.term.ctx.set_health(Health.ONLINE, "authenticated")
 
-    def _unauthenticated(self, header, reply):
-        self._dctx().drop("unauthenticated")
-        self._bad_frame()
-        if reply:
-            self._ack(header, p.Result.FAILURE)
-
-    def _register(self, header: p.Header, body: bytes):
+    # -- the Session's gate: the listener's policy -----------------------------------------------
+    def registration(self, phone: str) -> tuple[int, str]:
         lst = self.listener
-        reg = p.parse_register(body, header.version)
-        phone = header.phone
         result, code = lst.registration_result(phone)
-        self._send(p.REGISTER_REPLY, p.register_reply_body(header.serial, result, code), p.reply_header_args(header))
         if result == p.RegisterResult.OK:
-            self.registration = reg.info()
             lst.ctx.count("registrations")
         else:
             lst.ctx.count("registrations_refused")
             log.info("%s: registration of %s refused (%s)", lst.ctx.device_id, phone, p.RegisterResult(result).name)
+        return result, code
 
-    def _authenticate(self, header: p.Header, body: bytes, reply: bool):
+    def check_auth(self, phone: str, code: str) -> str:
         lst = self.listener
-        auth = p.parse_auth(body, header.version)
-        phone = header.phone
-        why = lst.check_auth(phone, auth.code)
+        why = lst.check_auth(phone, code)
         if why:
-            self.auth_failures += 1
             lst.ctx.count("auth_failures")
             log.info("%s: %s from %s failed to authenticate: %s", lst.ctx.device_id, phone, self.peer, why)
-            if reply:
-                self._ack(header, p.Result.FAILURE)
-            if self.auth_failures >= lst.config.max_auth_failures:
-                self.close(f"{self.auth_failures} failed authentications")
-            return
-        info = {"version": header.version, "address": self.peer}
-        if header.protocol_version is not None:
-            info["protocol_version"] = header.protocol_version
-        if auth.imei:
-            info["imei"] = auth.imei
-        if auth.software_version:
-            info["software_version"] = auth.software_version
-        if self.registration:
-            info.update({k: v for k, v in self.registration.items() if v not in ("", None)})
+        return why
+
+    def attach(self, phone: str, info: dict) -> _Terminal:
+        lst = self.listener
         try:
-            term = lst.attach(phone, self, info)
+            return lst.attach(phone, self, info)
         except ValueError as exc:
             lst.ctx.count("auth_failures")
             log.warning("%s: %s cannot be a device here: %s", lst.ctx.device_id, phone, exc)
-            if reply:
-                self._ack(header, p.Result.FAILURE)
-            self.close(str(exc))
-            return
-        self.term = term
-        self.authed = True
-        if reply:
-            self._ack(header)
-        term.ctx.set_health(Health.ONLINE, "authenticated")
+            raise
 
 
 class Jt808Listener(Driver):
@@ -608,24 +392,9 @@ class Jt808Listener(Driver):
         term.conn = conn
         if old is not None and old is not conn:
             self.ctx.count("connections_replaced")
-            old.term = None  # its end no longer speaks for the terminal
-            old.authed = False
+            old.session.detach()  # its end no longer speaks for the terminal
             old.close("replaced by a new connection from the same terminal")
         return term
-
-    def publish_location(self, term: _Terminal, loc: p.Location, live: bool) -> dict:
-        """Publish one position (and, for live ones, alarm-bit changes); return the fix payload.
-        Stored (blind-area) positions are history: they do not move the alarm state."""
-        payload = p.fix_payload(loc, stored=not live)
-        t = loc.time_ns or 0
-        ctx = term.ctx
-        ctx.publish("fix", payload, t)
-        ctx.count("fixes")
-        if live and loc.alarm != term.alarm:
-            for change in p.alarm_changes(term.alarm, loc.alarm):
-                ctx.publish("alarm", change, t)
-            term.alarm = loc.alarm
-        return payload
 
     async def command_terminal(self, phone: str, action: str, args: dict, timeout: float) -> dict:
         """Commands on a terminal (child device). `query_location`: 0x8201, then the 0x0201 answer's
@@ -642,7 +411,7 @@ class Jt808Listener(Driver):
         serial = conn.next_serial()
         conn.queries[serial] = fut
         try:
-            conn._send(p.QUERY_LOCATION, b"", conn.reply_args, serial)
+            conn._send(p.QUERY_LOCATION, b"", conn.session.reply_args, serial)
             return await fut
         finally:
             conn.queries.pop(serial, None)
@@ -673,12 +442,8 @@ class Jt808Listener(Driver):
                     conn.close(f"idle timeout: nothing for {now - conn.last_rx:.0f} s", "idle_closed")
             elif now - conn.opened > auth:
                 conn.close("did not authenticate in time", "auth_timeouts")
-            if len(conn.reassembler):
-                before = dict(conn.reassembler.dropped)
-                conn.reassembler.expire(now)
-                for reason, n in conn.reassembler.dropped.items():
-                    if n > before.get(reason, 0):
-                        conn._dctx().drop(reason, n - before.get(reason, 0))
+            if len(conn.session.reassembler):
+                conn._apply(conn.session.expire(now), conn._dctx())
 
     async def close(self) -> None:
         server, self.server = self.server, None
@@ -697,53 +462,3 @@ class Jt808Listener(Driver):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
             except asyncio.TimeoutError:
                 pass
-
-
-DEMO_TERMINALS = 200
-
-
-async def _demo(stack) -> dict:
-    """`tianwang run --demo`: a fleet of simulated terminals dialling a listener on a free loopback
-    port. The fleet starts first and keeps re-dialling (with backoff) until the listener is up."""
-    import secrets
-    import socket
-
-    from tianwang.drivers.jt808.simulator import Fleet
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    fleet = Fleet("127.0.0.1", port, terminals=DEMO_TERMINALS, rate=1.0, backoff_initial=0.3, backoff_max=2.0)
-    await fleet.start()
-    stack.push_async_callback(fleet.stop)
-    return {
-        "listeners": [
-            {"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret": secrets.token_hex(16)}
-        ]
-    }
-
-
-def _decoder(device_id: str):
-    from tianwang.drivers.jt808.decode import Decoder
-
-    return Decoder(device_id)
-
-
-SPEC = DriverSpec(
-    name="jt808",
-    family="gnss",
-    config_model=Jt808Config,
-    factory=Jt808Listener,
-    kind="listener",
-    transports=("tcp",),
-    actions=(
-        ActionSpec(
-            "query_location",
-            "ask the terminal for its position now (0x8201); the result is the fix of its 0x0201 answer",
-        ),
-    ),
-    description="JT/T 808-2011/2013/2019 vehicle terminals dialling in over TCP",
-    decoder=_decoder,
-    simulator="tianwang.drivers.jt808.simulator:main",
-    demo=_demo,
-)
