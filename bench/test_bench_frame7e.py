@@ -6,7 +6,7 @@ Corpora (about 1 MiB each, built once per session from a fixed seed):
   signal, 2B analog, 30 signal strength, 31 satellites. One frame in seven carries a 7D/7E escape,
   as random position bytes do.
 - jt808-escaped: the same, but every position word holds 7E and 7D bytes (a vehicle parked where
-  they occur, as in tests/captures/beidou): every frame takes the unescaping path.
+  they occur, as in tests/captures/jt808): every frame takes the unescaping path.
 - gbt20999: query replies to a status poll (16 lamp group states, stage status, run mode, plan,
   stage) from controllers on a shared line, majority profile, 0x5C escaping.
 - pmpp: NTCIP 1202 phase status group get-responses in PMPP frames.

@@ -15,7 +15,7 @@ from tianwang.drivers.jt808 import protocol as p
 from tianwang.drivers.jt808.decode import Decoder
 from tianwang.gateway.cli.decode import run_decode
 
-CAPTURES = Path(__file__).parent / "captures" / "beidou"
+CAPTURES = Path(__file__).parent / "captures" / "jt808"
 ROOT = Path(__file__).resolve().parent.parent
 SESSIONS = {
     "jt808_2013_session": ("13912345678", {"bad_checksum": 1, "truncated": 1, "unsupported": 1}),

@@ -1,4 +1,4 @@
-"""JT/T 808 message layer (drivers/beidou/jt808_protocol.py): headers of both editions, bodies
+"""JT/T 808 message layer (drivers/jt808/protocol.py): headers of both editions, bodies
 read from hand-written bytes, builders checked by reading back, and bad input refused by reason."""
 
 import datetime as dt

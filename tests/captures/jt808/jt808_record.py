@@ -1,4 +1,4 @@
-"""Records the JT/T 808 captures in this directory: `python tests/captures/beidou/jt808_record.py`.
+"""Records the JT/T 808 captures in this directory: `.venv/bin/python tests/captures/jt808/jt808_record.py`.
 
 Each session is a hand-driven terminal talking to the real jt808 listener over TCP on 127.0.0.1.
 Everything the terminal wrote is saved as `<name>.bin`; what the listener published for it (the
