@@ -16,8 +16,9 @@ Rules (JT/T 808-2011/2013/2019 as the listener speaks them):
 - one connection is one terminal: the phone of its first header; a frame with another phone is
   dropped (`phone_mismatch`) and answered with result 1;
 - a terminal registers (0x0100 -> 0x8100 with the code the `Gate` gives), authenticates (0x0102),
-  then heartbeats and reports; before authentication only those two are taken (anything else is
-  dropped as `unauthenticated` and answered with result 1);
+  then heartbeats and reports; before authentication a report, batch, heartbeat or query answer is
+  dropped as `unauthenticated` (and answered with result 1, but for the 0x0201) and a 0x0001 is
+  ignored;
 - 0x0200 and 0x0201 -> `fix` (+ `alarm` for every alarm bit that changed); 0x0704 -> one `fix` per
   position, blind-area batches (type 1) with `stored: true` and without moving the alarm state;
 - a resend of a 0x0200 or 0x0704 already taken (same id, serial and body: its ack was lost) is
