@@ -12,7 +12,7 @@ cannot drift from the code.
 
 The tables are parsed from the Markdown: a heading whose first `code span` names the section (a
 topic such as `gnss/<id>/fix`, a message name, `tianwang VERB`, a config section), and below it
-tables whose header starts with `key` / `field` / `option`. A key cell may use `{a,b}` alternatives
+tables whose header starts with `key`, `field` or `rpc`. A key cell may use `{a,b}` alternatives
 (`sats_used.{BDS,GPS}`, `token{,_env,_file}`); nested keys are `parent.key` for an object and
 `parent[].key` for objects in a list.
 """
