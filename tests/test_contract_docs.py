@@ -149,8 +149,8 @@ async def gateway_publications():
     receiver, the jt808 listener with a small simulated fleet, the test driver (health, including a
     device that never connects) and SendCommand calls of every outcome (audit)."""
     import tianwang.drivers.beidou as beidou
+    import tianwang.drivers.jt808 as jt808
     from tianwang.drivers.beidou.simulator import ReceiverSimulator
-    from tianwang.drivers.jt808 import driver as jt808
     from tianwang.drivers.jt808.simulator import Fleet
     from tianwang.v1 import gateway_pb2 as pb
 
@@ -167,9 +167,9 @@ async def gateway_publications():
     try:
         config = base_config(devices, listeners, control=["test/+", "gnss/+"], name="contract")
         async with running(config, beidou.SPEC, jt808.SPEC) as gw:
-            listener = gw.supervisor._running["fleet"].driver
-            await until(lambda: listener.port, what="jt808 listener bound")
-            fleet = Fleet("127.0.0.1", listener.port, terminals=2, rate=10.0)
+            listener = gw.supervisor.lookup("fleet")
+            await until(lambda: "listen" in listener.info, what="jt808 listener bound")
+            fleet = Fleet("127.0.0.1", int(listener.info["listen"].rsplit(":", 1)[1]), terminals=2, rate=10.0)
             await fleet.start()
             try:
                 await fleet.wait_online()
