@@ -105,6 +105,21 @@ def test_unreachable_gateway_is_a_clear_error():
     assert r.returncode == 2 and "UNAVAILABLE" in r.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ("subscribe", "--from-seq", "-1"), ("subscribe", "--max-batch", "-1"), ("subscribe", "--max-delay-ms", "4294967296"),
+    ("subscribe", "--count", "x"), ("command", "dev", "act", "--command-timeout", "-5"),
+    ("command", "dev", "act", "--command-timeout", "nan"), ("top", "--interval", "-1"), ("devices", "--timeout", "inf"),
+])
+def test_numbers_out_of_range_are_usage_errors(args):
+    """Values the proto's unsigned fields (or a sleep) cannot take are refused by the parser: exit 2
+    with the option named, never a traceback."""
+    from tianwang.gateway.cli.main import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([*args, "--addr", "127.0.0.1:1"])
+    assert info.value.code == 2
+
+
 @pytest.mark.parametrize("driver", ["beidou", "jt808", "signal"])
 def test_decode_starts_light(driver):
     """`tianwang decode` is quick to start: it loads neither grpc nor pydantic nor yaml."""

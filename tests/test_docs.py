@@ -53,3 +53,33 @@ def test_example_config_passes_check():
     problems = [line for line in r.stdout.splitlines() if not line.startswith("gateway.tls.")]
     assert problems == [], r.stdout
     assert all("cannot read /etc/tianwang/tls/" in line for line in r.stdout.splitlines())
+
+
+def _slug(heading):
+    # GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_links_in_readme_and_docs_resolve_inside_the_repository():
+    """A reader has only the repository: every relative link (and its #anchor) must land in it."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) >= 4, pages
+    broken = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"^[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists() or ROOT.resolve() not in dest.parents:
+                broken.append(f"{page.name}: {target} (no such file in the repository)")
+            elif anchor and dest.suffix == ".md":
+                anchors = {_slug(h) for h in re.findall(r"^#+\s+(.*)$", dest.read_text(encoding="utf-8"), re.M)}
+                if anchor not in anchors:
+                    broken.append(f"{page.name}: {target} (no heading with that anchor)")
+        for outside in ("DESIGN.md", "release notes", "../shared", "design repository"):
+            if outside in text:
+                broken.append(f"{page.name}: mentions {outside!r}, which readers of the repository do not have")
+    assert not broken, "\n".join(broken)

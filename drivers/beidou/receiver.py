@@ -7,7 +7,7 @@ the same code over a capture.
     pubs += proto.tick(now_ns)            # timers: STALE, SILENT, closing a finished epoch
     pubs += proto.finish(now_ns)          # end of stream
 
-Channels and payloads (DESIGN section 3):
+Channels and payloads (every key is listed in docs/contract.md):
 - `fix`: time_ns lat lon alt_m speed_mps course_deg quality mode hdop pdop vdop
   sats_used{BDS,GPS,GLO,GAL,QZSS} sats_view{...} source ("nmea"). One per epoch, no-fix epochs
   included (quality 0, mode 1). Satellites used are counted per constellation from the GSA System

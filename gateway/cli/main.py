@@ -22,13 +22,39 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _uint(bits: int):
+    """An argparse type for a field of the proto's uintN: a usage error, not a traceback, otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not 0 <= value < 1 << bits:
+            raise argparse.ArgumentTypeError(f"{value} is out of range (0 to {(1 << bits) - 1})")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type for a duration: seconds, not negative, that fit a uint32 of milliseconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 4_294_967:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0 to 4294967 s)")
+    return value
+
+
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--addr", default=None, help="gateway HOST:PORT (default $TIANWANG_ADDR or 127.0.0.1:50051)")
     p.add_argument("--token", default=None, help="bearer token (default $TIANWANG_TOKEN)")
     p.add_argument("--ca", default=None, help="CA certificate file: use TLS")
     p.add_argument("--cert", default=None, help="client certificate file (mTLS)")
     p.add_argument("--key", default=None, help="client key file (mTLS)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the gateway (default 10)")
+    p.add_argument("--timeout", type=_seconds, default=10.0, help="seconds to wait for the gateway (default 10)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("subscribe", help="print envelopes as they arrive")
     _client_args(p)
     p.add_argument("--topic", action="append", default=[], help="topic pattern (repeatable; MQTT + and #)")
-    p.add_argument("--from-seq", type=int, default=0, help="replay from this seq (0 = live only)")
-    p.add_argument("--count", type=int, default=0, help="stop after this many envelopes")
-    p.add_argument("--max-batch", type=int, default=0)
-    p.add_argument("--max-delay-ms", type=int, default=0)
+    p.add_argument("--from-seq", type=_uint(64), default=0, help="replay from this seq (0 = live only)")
+    p.add_argument("--count", type=_uint(64), default=0, help="stop after this many envelopes")
+    p.add_argument("--max-batch", type=_uint(32), default=0)
+    p.add_argument("--max-delay-ms", type=_uint(32), default=0)
     p.add_argument("--json", action="store_true", help="JSON lines with decoded payloads")
 
     p = sub.add_parser("devices", help="list devices and their state")
@@ -68,11 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action")
     p.add_argument("args", nargs="*", metavar="key=value", help="arguments (values parsed as JSON when they can be)")
     p.add_argument("--reason", default="", help="why (recorded in the audit log; required for some actions)")
-    p.add_argument("--command-timeout", type=float, default=0, help="seconds the device gets (default: driver's)")
+    p.add_argument("--command-timeout", type=_seconds, default=0, help="seconds the device gets (default: driver's)")
 
     p = sub.add_parser("top", help="live view of rates and device states")
     _client_args(p)
-    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--interval", type=_seconds, default=1.0)
     p.add_argument("--once", action="store_true", help="print one view and exit")
 
     sub.add_parser("drivers", help="list installed drivers")

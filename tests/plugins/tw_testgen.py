@@ -1,7 +1,8 @@
 """A test-only driver: emits readings at a configured rate and takes a few commands.
 
 Loaded into a gateway subprocess with PYTHONPATH=tests/plugins and
-TIANWANG_DRIVER_MODULES=tw_testgen; in-process tests register SPEC in their own Registry.
+TIANWANG_DRIVER_MODULES=tw_testgen; in-process tests register SPEC in their own Registry. Like any
+driver, it imports the core only through tianwang.drivers.sdk (docs/drivers.md).
 """
 
 import asyncio
@@ -9,9 +10,7 @@ import os
 
 from pydantic import Field
 
-from tianwang.gateway.lifecycle.config import DeviceConfig
-from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health
-from tianwang.gateway.errors import CommandError, DeviceError
+from tianwang.drivers.sdk import ActionSpec, CommandError, DeviceConfig, DeviceError, Driver, DriverSpec, Health
 
 
 class TestGenConfig(DeviceConfig):
