@@ -6,16 +6,22 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tianwang-installed
-SOURCES := pyproject.toml setup.py $(wildcard cext/*.pyx cext/*.pxd cext/*.pxi proto/tianwang/v1/*.proto)
+SOURCES := Makefile pyproject.toml setup.py proto/pyproject.toml proto/setup.py proto/build_protos.py \
+	$(wildcard cext/*.pyx cext/*.pxd cext/*.pxi proto/tianwang/v1/*.proto)
+# the [build-system] requires of both distributions (setuptools>=77, Cython, grpcio-tools...)
+BUILD_REQUIRES = $$($(PY) -c 'import tomllib; print(" ".join(sorted({r for f in ("pyproject.toml", "proto/pyproject.toml") for r in tomllib.load(open(f, "rb"))["build-system"]["requires"]})))')
 PYTEST_ARGS ?=
 
-.PHONY: install tools demo test test-twins fuzz bench clean
+.PHONY: install tools demo test test-twins fuzz bench dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): $(PY) $(SOURCES)
+	@# the build requirements go into the venv too: tests/test_packaging.py builds both wheels with
+	@# `pip wheel --no-build-isolation`, which a fresh venv's setuptools (65 on Python 3.11) cannot
+	$(PY) -m pip install --quiet $(BUILD_REQUIRES)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	@$(PY) -c "import tianwang.gateway.framing as f; print('tianwang installed; compiled hot path:', f.USING_CEXT)"
 	@touch $(STAMP)
@@ -49,5 +55,11 @@ fuzz: install
 bench: install
 	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
 
+# both wheels, `tianwang` (with the compiled extension) and the stubs-only `tianwang-proto`, into dist/
+dist: $(PY)
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist .
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir dist ./proto
+	@ls dist
+
 clean:
-	rm -rf build *.egg-info proto/*.egg-info cext/_speedups.c cext/*.so proto/tianwang/v1/*_pb2*.py* .pytest_cache
+	rm -rf build *.egg-info proto/build proto/*.egg-info cext/_speedups.c cext/*.so proto/tianwang/v1/*_pb2*.py* .pytest_cache

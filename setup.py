@@ -6,13 +6,14 @@
     drivers/         -> tianwang.drivers    (one package per protocol)
     cext/            -> tianwang.cext       (the compiled hot path and its pure-Python twins)
 
-Nothing else lands in site-packages. The stubs-only distribution for subscribers is built from
-proto/ by proto/pyproject.toml.
+Nothing else lands in site-packages. The stubs-only distribution for subscribers, `tianwang-proto`
+(tianwang.v1 alone), is built from proto/ by proto/pyproject.toml; both run the same protoc step,
+proto/build_protos.py.
 
 GATEWAY_NO_CEXT=1 skips the extension (the pure-Python twins run instead). Without it, a failed
 compile fails the build: there is no silent fallback.
 """
-import glob
+import importlib.util
 import os
 import sys
 
@@ -24,25 +25,12 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 PROTO_ROOT = os.path.join(ROOT, "proto")
 
 
-def generate_protos():
-    """Run protoc (from grpcio-tools) on proto/tianwang/v1/*.proto, writing beside the sources."""
-    from grpc_tools import protoc
-    import grpc_tools
-
-    protos = sorted(glob.glob(os.path.join(PROTO_ROOT, "tianwang", "v1", "*.proto")))
-    include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    for proto in protos:
-        args = [
-            "grpc_tools.protoc",
-            f"-I{PROTO_ROOT}",
-            f"-I{include}",
-            f"--python_out={PROTO_ROOT}",
-            f"--pyi_out={PROTO_ROOT}",
-            f"--grpc_python_out={PROTO_ROOT}",
-            proto,
-        ]
-        if protoc.main(args) != 0:
-            raise SystemExit(f"protoc failed on {proto}")
+# protoc on proto/tianwang/v1/*.proto: proto/build_protos.py, shared with proto/setup.py. Loaded by
+# path, so proto/ (which holds a `tianwang` folder) never goes on sys.path.
+_spec = importlib.util.spec_from_file_location("build_protos", os.path.join(PROTO_ROOT, "build_protos.py"))
+build_protos = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_protos)
+generate_protos = build_protos.generate_protos
 
 
 class BuildPyWithProtos(build_py):
@@ -116,7 +104,7 @@ def packages():
 setup(
     packages=packages(),
     package_dir=PACKAGE_DIRS,
-    package_data={"tianwang.cext": ["*.pyx", "*.pxd", "*.pxi"], "tianwang.v1": ["*.proto", "*.pyi"]},
+    package_data={"tianwang.cext": ["*.pyx", "*.pxd", "*.pxi"], "tianwang.v1": ["*.proto", "*.pyi", "py.typed"]},
     ext_modules=extensions(),
     cmdclass={"build_py": BuildPyWithProtos, "egg_info": EggInfoWithProtos},
     zip_safe=False,

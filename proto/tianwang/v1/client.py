@@ -1,9 +1,25 @@
-"""Client plumbing shared by the CLI verbs (and usable from scripts): channels with TLS and the
-bearer token, and envelope decoding to plain dicts."""
+"""A small client for the gateway's gRPC contract: a channel (TLS or mutual TLS), the bearer token,
+a subscription that resumes from a sequence number, and envelopes decoded to plain dicts.
+
+It needs grpcio, protobuf and msgpack only (the `tianwang-proto` distribution); the `tianwang`
+command's client verbs use it too.
+
+    from tianwang.v1 import client
+
+    channel = client.open_channel("gw.example:50051", ca="ca.crt")  # token: TIANWANG_TOKEN
+    for item in client.subscribe(channel, ["gnss/+/fix"], from_seq=last_seq + 1):
+        if isinstance(item, client.Gap):  # envelopes the gateway no longer holds
+            print("lost", item.from_seq, "..", item.to_seq, item.reason)
+        else:
+            last_seq = item["seq"]
+            print(item["device_id"], item["payload"]["lat"], item["payload"]["lon"])
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import grpc
 import msgpack
@@ -12,6 +28,14 @@ from tianwang.v1 import gateway_pb2 as pb
 from tianwang.v1 import gateway_pb2_grpc as pb_grpc
 
 DEFAULT_ADDR = "127.0.0.1:50051"
+
+
+class Gap(NamedTuple):
+    """Envelopes from_seq..to_seq (inclusive) were asked for but are gone (`reason`: "retention")."""
+
+    from_seq: int
+    to_seq: int
+    reason: str
 
 
 def _read(path):
@@ -25,7 +49,8 @@ def channel_options():
 
 
 def open_channel(addr: str | None = None, *, ca: str | None = None, cert: str | None = None, key: str | None = None):
-    """A sync channel to the gateway: TLS when `ca` is given (mTLS with `cert` and `key`)."""
+    """A sync channel to `addr` (else TIANWANG_ADDR, else 127.0.0.1:50051): TLS when `ca` (the CA
+    file that signed the gateway's certificate) is given, mutual TLS with `cert` and `key` too."""
     addr = addr or os.environ.get("TIANWANG_ADDR") or DEFAULT_ADDR
     if ca or cert:
         creds = grpc.ssl_channel_credentials(
@@ -38,6 +63,7 @@ def open_channel(addr: str | None = None, *, ca: str | None = None, cert: str | 
 
 
 def auth_metadata(token: str | None = None):
+    """Call metadata with the bearer `token`, else TIANWANG_TOKEN's; empty when there is neither."""
     token = token if token is not None else os.environ.get("TIANWANG_TOKEN")
     return (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -46,7 +72,38 @@ def stub(channel) -> pb_grpc.GatewayStub:
     return pb_grpc.GatewayStub(channel)
 
 
+def subscribe(
+    channel,
+    topics: Iterable[str] = (),
+    *,
+    from_seq: int = 0,
+    token: str | None = None,
+    max_batch: int = 0,
+    max_delay_ms: int = 0,
+) -> Iterator[dict | Gap]:
+    """Envelopes matching `topics` (MQTT-style patterns; none = all the token may read), as dicts
+    (see envelope_dict), and a Gap wherever the gateway no longer holds what was asked for.
+
+    from_seq=0 is live only; otherwise the gateway replays from that seq first, so a subscriber
+    that keeps the last seq it handled resumes with from_seq=last + 1 and loses nothing the journal
+    still holds. Errors raise grpc.RpcError; closing the iterator cancels the call.
+    """
+    request = pb.SubscribeRequest(
+        topics=list(topics), from_seq=from_seq, max_batch=max_batch, max_delay_ms=max_delay_ms
+    )
+    call = stub(channel).Subscribe(request, metadata=auth_metadata(token))
+    try:
+        for batch in call:
+            if batch.HasField("gap"):
+                yield Gap(batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason)
+            for env in batch.envelopes:
+                yield envelope_dict(env)
+    finally:
+        call.cancel()
+
+
 def unpack(payload: bytes):
+    """An envelope's (or a command's) msgpack payload as a dict; {} when it is empty."""
     if not payload:
         return {}
     return msgpack.unpackb(payload, raw=False, strict_map_key=False)
