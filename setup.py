@@ -18,8 +18,6 @@ import os
 import sys
 
 from setuptools import Extension, find_packages, setup
-from setuptools.command.build_py import build_py
-from setuptools.command.egg_info import egg_info
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PROTO_ROOT = os.path.join(ROOT, "proto")
@@ -30,21 +28,24 @@ PROTO_ROOT = os.path.join(ROOT, "proto")
 _spec = importlib.util.spec_from_file_location("build_protos", os.path.join(PROTO_ROOT, "build_protos.py"))
 build_protos = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build_protos)
-generate_protos = build_protos.generate_protos
 
+# The generated modules are needed by every command: the wheel ships them, and the grpcio and protobuf
+# floors below are read from them (generated code refuses an older runtime at import).
+build_protos.generate_protos()
 
-class BuildPyWithProtos(build_py):
-    def run(self):
-        generate_protos()
-        super().run()
-
-
-class EggInfoWithProtos(egg_info):
-    # Editable installs (pip install -e .) go through egg_info but may not run build_py in a way
-    # that leaves files in the tree; generating here keeps the source tree importable.
-    def run(self):
-        generate_protos()
-        super().run()
+# Runtime dependencies (pyproject.toml marks them dynamic because of the two floors).
+DEPENDENCIES = [
+    "uvloop>=0.19",
+    "msgpack>=1.0",
+    *build_protos.runtime_requirements(),  # grpcio, protobuf
+    "grpcio-health-checking>=1.60",
+    "grpcio-reflection>=1.60",
+    "pydantic>=2.5",
+    "PyYAML>=6.0",
+    "prometheus-client>=0.19",
+    "pyserial>=3.5",
+    "pyserial-asyncio-fast>=0.11",
+]
 
 
 def extensions():
@@ -105,7 +106,8 @@ setup(
     packages=packages(),
     package_dir=PACKAGE_DIRS,
     package_data={"tianwang.cext": ["*.pyx", "*.pxd", "*.pxi"], "tianwang.v1": ["*.proto", "*.pyi", "py.typed"]},
+    exclude_package_data={"tianwang.cext": ["*.c", "*.html"]},  # Cython's output: the .so is what runs
+    install_requires=DEPENDENCIES,
     ext_modules=extensions(),
-    cmdclass={"build_py": BuildPyWithProtos, "egg_info": EggInfoWithProtos},
     zip_safe=False,
 )

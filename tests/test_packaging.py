@@ -246,6 +246,12 @@ def test_stubs_wheel_holds_tianwang_v1_alone(wheels):
     assert str(requires["grpcio"].specifier) == f">={grpc_version}"
     assert str(requires["protobuf"].specifier) == f">={protobuf_version}"
 
+    # the gateway ships the same generated modules, so it needs the same floors
+    gateway_meta = email.parser.Parser().parsestr(read(wheels["gateway"], f"tianwang-{VERSION}.dist-info/METADATA"))
+    gateway_requires = {Requirement(r).name: Requirement(r) for r in gateway_meta.get_all("Requires-Dist")}
+    assert gateway_requires["grpcio"].specifier == requires["grpcio"].specifier
+    assert gateway_requires["protobuf"].specifier == requires["protobuf"].specifier
+
     # the contract is the same in both wheels
     for name in ("client.py", "gateway.proto", *GENERATED):
         assert read(stubs, f"tianwang/v1/{name}") == read(wheels["gateway"], f"tianwang/v1/{name}"), name
