@@ -1,7 +1,7 @@
 """Router + journal append rate, and gRPC fan-out delivery to 1, 4 and 16 subscribers against a
 plain grpc.aio server that writes one message per envelope, in the same run.
 
-Targets (DESIGN section 4): router + journal >= 1,000,000 envelopes/s; fan-out >= 1,000,000
+Targets (docs/architecture.md, performance targets): router + journal >= 1,000,000 envelopes/s; fan-out >= 1,000,000
 envelopes/s delivered in total to 4 subscribers and >= 40x the one-per-write server.
 
 The server runs in its own process; the subscribers share one client process (one channel each)

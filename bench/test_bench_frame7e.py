@@ -12,7 +12,7 @@ Corpora (about 1 MiB each, built once per session from a fixed seed):
 - pmpp: NTCIP 1202 phase status group get-responses in PMPP frames.
 
 Each corpus is fed in 64 KiB chunks (a bulk read: a capture, a busy serial line) and, for jt808, one
-frame per feed (what one terminal's TCP read usually holds). Target (DESIGN section 4): >= 300 MB/s
+frame per feed (what one terminal's TCP read usually holds). Target (docs/architecture.md, performance targets): >= 300 MB/s
 and >= 30x the twin. The module prints MB/s, frames/s and the compiled/twin ratio at the end, with
 USING_CEXT, the Python version and the CPU.
 """

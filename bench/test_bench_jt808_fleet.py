@@ -13,7 +13,7 @@ Measured over a steady window once every terminal is online: CPU of the gateway 
 subscriber >= positions acknowledged by the listener (equal, but for positions in flight at the
 stop), from every terminal, and no Gap.
 
-Target (DESIGN section 4): under one core, RSS <= 1 GiB, nothing lost.
+Target (docs/architecture.md, performance targets): under one core, RSS <= 1 GiB, nothing lost.
 Environment: TIANWANG_BENCH_JT808_TERMINALS (default 5000), TIANWANG_BENCH_JT808_SECONDS (window,
 default 30).
 """
@@ -255,6 +255,6 @@ def test_jt808_fleet_scale(benchmark, hot_path):
     assert r["gaps"] == 0
     assert r["terminals_heard"] == r["terminals"] == r["listed_terminals"] == r["listed_online"]
     assert r["fixes_acked_by_listener"] <= r["fix_envelopes_received"] <= r["fixes_acked_by_listener"] + r["in_flight_at_stop"]
-    # DESIGN section 4 targets
+    # the performance targets of docs/architecture.md
     assert r["gateway_cpu_cores"] < 1.0
     assert r["gateway_peak_rss_mib"] <= 1024

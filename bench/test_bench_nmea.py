@@ -14,7 +14,7 @@ What each one does per sentence (all verify the checksum):
   converted, positions stay strings until read.
 - pynmeagps: NMEAReader over the bytes (validate=VALCKSUM), every field converted.
 
-Targets (DESIGN section 4): >= 2,000,000 sentences/s decoded to typed fields; `tianwang decode`
+Targets (docs/architecture.md, performance targets): >= 2,000,000 sentences/s decoded to typed fields; `tianwang decode`
 >= 3x faster than gpsdecode, whole process. The module prints a table with USING_CEXT, the Python
 version and the CPU at the end.
 """

@@ -170,7 +170,7 @@ def test_rdss_sentences(impl):
 
 
 def test_spec_examples_have_valid_checksums(impl):
-    # the two examples in shared/protocols/beidou.md
+    # two RDSS sentences as receivers send them, with their published checksums
     raw = impl.parse_nmea_sentence(b"$CCICA,0,00*7B")
     assert type(raw) is impl.RawSentence and (raw.talker, raw.address, raw.fields) == ("CC", "CCICA", ("0", "00"))
     fki = impl.parse_nmea_sentence(b"$BDFKI,TXA,Y,Y,0,0000*13\r\n")

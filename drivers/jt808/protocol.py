@@ -4,7 +4,7 @@ Sans-io: this module turns the bytes of one unescaped, checksum-verified frame (
 the 0x7E framer in tianwang.gateway.framing hands them over) into typed messages and back. It opens nothing
 and keeps no connection state beyond what a caller passes in (`Reassembler` for split messages).
 
-Facts used here (JT/T 808-2011/2013/2019; see shared/protocols/beidou.md):
+Facts used here (JT/T 808-2011/2013/2019):
 - Header, 2011/2013: msg id WORD, body attributes WORD, phone BCD[6], serial WORD, then
   [total WORD, index WORD] when the message is split. 2019 sets attribute bit 14 and adds a
   protocol-version BYTE after the attributes; the phone is BCD[10].
@@ -765,7 +765,7 @@ _KMH_TO_MPS = 1 / 3.6
 
 
 def fix_payload(loc: Location, stored: bool = False) -> dict:
-    """The `gnss/<phone>/fix` payload (DESIGN section 3 keys; what a terminal does not report is
+    """The `gnss/<phone>/fix` payload (keys as in docs/contract.md; what a terminal does not report is
     None). JT/T 808 gives one satellite count for the whole fix, so `sats_used` is split by
     constellation only when the status bits name exactly one system; `sats_used_total` always
     carries the count. Extra keys: `alarm` and `status` (raw words), `acc_on`, `systems`,

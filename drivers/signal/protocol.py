@@ -4,9 +4,8 @@ Sans-io: this module turns the content of one unescaped, CRC-checked frame (prot
 the last data byte, as `tianwang.gateway.framing.Gbt20999Framer` hands it over) into a `Message` and back,
 and decodes the data values the signal topics need. It opens nothing and keeps no state.
 
-The standard's text is not public; what is implemented is the consensus of public implementations
-summarised in shared/protocols/gbt20999.md. Where vendors differ the choice is a `Profile` field,
-defaulting to the majority:
+The standard's text is not public; what is implemented is the consensus of public implementations.
+Where vendors differ the choice is a `Profile` field, defaulting to what most of them do:
 
     version(2) host(1) controller(4) road(1) seq(1) type(1) count(1) values...
     value: index(1, from 1) len(1) class(1) object(1) attribute(1) element(1) bytes(len - 4)
@@ -148,7 +147,7 @@ class Gbt20999Error(FrameError):
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """What one vendor does where vendors differ (shared/protocols/gbt20999.md, "majority" points).
+    """What one vendor does where public implementations differ ("majority": what most of them do).
 
     length_field      what the frame's length field holds: "n-2" (majority), "n" or "n-4"
     crc               "gbt20999" (poly 0x1005, majority) or "ccitt-false"
