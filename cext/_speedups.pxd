@@ -2,4 +2,7 @@
 include "topics_decl.pxi"
 include "envelope_decl.pxi"
 include "frame7e_decl.pxi"
-include "nmea_decl.pxi"
+include "nmea_sentences_decl.pxi"
+include "nmea_framer_decl.pxi"
+include "nmea_epoch_decl.pxi"
+include "jsonl_decl.pxi"

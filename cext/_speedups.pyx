@@ -9,4 +9,7 @@ core reports. The declarations (the contract) are in _speedups.pxd and the *_dec
 include "topics.pxi"
 include "envelope.pxi"
 include "frame7e.pxi"
-include "nmea.pxi"
+include "nmea_sentences.pxi"
+include "nmea_framer.pxi"
+include "nmea_epoch.pxi"
+include "jsonl.pxi"

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import gc
 import importlib
-import json
-import math
 import sys
 
 from tianwang.gateway.errors import DriverError
+from tianwang.gateway.framing import json_lines
 
 # Offline decoders of the built-in drivers, by `--driver` name: "module:factory(device_id)".
 # Third-party drivers provide theirs through DriverSpec.decoder.
@@ -84,47 +83,6 @@ def make_decoder(driver: str, device_id: str):
     return spec.decoder(device_id)
 
 
-def _json_default(obj):
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj).hex()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} as JSON")
-
-
-def _clean(value):
-    # JSON has no NaN/Infinity: write null, as gpsd does for fields it does not have
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_clean(v) for v in value]
-    return value
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False, ensure_ascii=False)
-
-
-def json_lines(prefix: str, publications) -> str:
-    """One JSON line per publication: {"topic": prefix + channel, "device_time_ns", "payload"}.
-
-    The pure-Python twin of the compiled `json_lines` (tianwang.gateway.framing picks one): the standard
-    library's encoder, NaN/infinity written as null, bytes as hex. Raises TypeError for values JSON
-    cannot carry, ValueError for circular payloads.
-    """
-    encode = _ENCODER.encode
-    out = []
-    for pub in publications:
-        obj = {"topic": prefix + pub.channel, "device_time_ns": pub.device_time_ns, "payload": pub.payload}
-        try:
-            out.append(encode(obj))
-        except ValueError:  # NaN or infinity somewhere in the payload
-            out.append(encode(_clean(obj)))
-        out.append("\n")
-    return "".join(out)
-
-
 def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr) -> int:
     """Decode everything from binary stream `infile`, write JSON lines to text stream `outfile`.
 
@@ -135,8 +93,6 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr)
     except DriverError as exc:
         print(f"tianwang decode: {exc}", file=errfile)
         return 2
-    from tianwang.gateway.framing import json_lines as write_lines  # here, not at import: framing imports this module's twin
-
     prefix = f"{decoder.family}/{device_id}/"
     write = outfile.write
     published = 0
@@ -144,7 +100,7 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr)
     def emit(pubs):
         nonlocal published
         if pubs:
-            write(write_lines(prefix, pubs))
+            write(json_lines(prefix, pubs))
             published += len(pubs)
 
     read = infile.read
