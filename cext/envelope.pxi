@@ -1,5 +1,5 @@
 # Envelope wire encoder and the journal's in-memory log.
-# Twin: gateway/envelope_py.py. Entries are stored framed as Batch.envelopes fields (0x0A, len,
+# Twin: cext/envelope_py.py. Entries are stored framed as Batch.envelopes fields (0x0A, len,
 # Envelope) so a Batch is a join; field order and zero-omission match the protobuf library's output.
 
 from libc.string cimport memcpy

@@ -1,4 +1,4 @@
-# Envelope encoder and the journal's in-memory log (twin: gateway/envelope_py.py)
+# Envelope encoder and the journal's in-memory log (twin: cext/envelope_py.py)
 from libc.stdint cimport int64_t
 
 cdef class EntryLog:

@@ -1,5 +1,5 @@
 # 0x7E-delimited framers and encoders: JT/T 808, GB/T 20999 (vendor profiles), NTCIP PMPP.
-# Twin: gateway/frame7e_py.py, whose docstring is the behaviour contract (what a frame holds, the
+# Twin: cext/frame7e_py.py, whose docstring is the behaviour contract (what a frame holds, the
 # drop reasons, what counts as dropped bytes). This file keeps to it byte for byte; where it is
 # faster it says how.
 #
@@ -187,7 +187,7 @@ cdef class _Frame7e:
         return self.buf_len if self.escaped else self.carry_len
 
     def take_rejects(self):
-        """The `(reason, content)` pairs kept since the last call (see gateway/frame7e_py.py)."""
+        """The `(reason, content)` pairs kept since the last call (see cext/frame7e_py.py)."""
         out = self.rejects
         self.rejects = []
         return out

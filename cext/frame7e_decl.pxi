@@ -1,4 +1,4 @@
-# 0x7E-delimited framers: JT/T 808, GB/T 20999, NTCIP PMPP (twin: gateway/frame7e_py.py)
+# 0x7E-delimited framers: JT/T 808, GB/T 20999, NTCIP PMPP (twin: cext/frame7e_py.py)
 
 from libc.stdint cimport uint8_t
 

@@ -37,7 +37,7 @@ cdef long long NM_DAY_NS = 86400000000000LL
 cdef long long NM_HALF_DAY_NS = 43200000000000LL
 
 cdef tuple _NM_SYSTEMS = ("GPS", "GLO", "GAL", "BDS", "QZSS")
-# payload order (DESIGN section 3): BDS first
+# payload order (docs/contract.md): BDS first
 cdef int _NM_PAYLOAD_ORDER[5]
 _NM_PAYLOAD_ORDER[:] = [NM_SYS_BDS, NM_SYS_GPS, NM_SYS_GLO, NM_SYS_GAL, NM_SYS_QZSS]
 
@@ -191,7 +191,7 @@ cdef class Epoch:
         return bool(self._gsv)
 
     def fix_payload(self):
-        """The `fix` payload (DESIGN section 3); None for values no sentence gave."""
+        """The `fix` payload (docs/contract.md); None for values no sentence gave."""
         return {
             "time_ns": self.time_ns if self.time_ns >= 0 else None,
             "lat": _nm_round(self.lat, 1e9),

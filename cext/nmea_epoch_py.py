@@ -23,7 +23,7 @@ from tianwang.cext.nmea_sentences_py import GGA, GLL, GNS, GSA, GST, GSV, NAN, R
 SYSTEMS = ("GPS", "GLO", "GAL", "BDS", "QZSS")
 _GPS, _GLO, _GAL, _BDS, _QZSS = range(5)
 _MIXED = -2  # a GN talker without System ID: satellites classified by number
-_PAYLOAD_ORDER = (_BDS, _GPS, _GLO, _GAL, _QZSS)  # DESIGN section 3 lists BDS first
+_PAYLOAD_ORDER = (_BDS, _GPS, _GLO, _GAL, _QZSS)  # docs/contract.md lists BDS first
 _K_GGA, _K_RMC, _K_GSA, _K_GSV, _K_GLL, _K_VTG, _K_ZDA, _K_GST, _K_GNS = range(1, 10)
 _NO_DAYS = -(1 << 40)
 _DAY_NS = 86_400_000_000_000
@@ -142,7 +142,7 @@ class Epoch:
         return bool(self._gsv)
 
     def fix_payload(self):
-        """The `fix` payload (DESIGN section 3); None for values no sentence gave."""
+        """The `fix` payload (docs/contract.md); None for values no sentence gave."""
         return {
             "time_ns": self.time_ns if self.time_ns >= 0 else None,
             "lat": _round(self.lat, 1e9),

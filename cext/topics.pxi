@@ -1,5 +1,5 @@
 # Topic matcher: MQTT-style patterns compiled once, answers cached per topic.
-# Twin: gateway/topics_py.py (same results, same TopicError messages).
+# Twin: cext/topics_py.py (same results, same TopicError messages).
 
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.ref cimport PyObject

@@ -1,4 +1,4 @@
-# Topic matcher (twin: gateway/topics_py.py)
+# Topic matcher (twin: cext/topics_py.py)
 
 cdef class TopicFilter:
     cdef readonly tuple patterns      # what the subscriber asked for
