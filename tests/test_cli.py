@@ -56,6 +56,30 @@ def test_subscribe_json_lines(gateway):
     assert all(isinstance(line["payload"]["n"], int) for line in lines)
 
 
+async def test_subscribe_reports_gaps_in_text_and_json():
+    """History the journal no longer holds comes first, as a GAP line (or a {"gap": ...} object)."""
+    import asyncio
+
+    from gw import base_config, running
+
+    async with running(base_config([], journal={"max_bytes": "64KiB"})) as gw:
+        for i in range(1500):  # more than the journal keeps
+            gw.router.publish("gnss/bd-1/fix", "bd-1", {"lat": 31.0, "lon": 121.5, "i": i})
+        first = gw.journal.first_seq
+        assert first > 1
+        base = ["subscribe", "--addr", f"127.0.0.1:{gw.port}", "--from-seq", "1", "--count", "2"]
+        text = await asyncio.to_thread(tw, *base)
+        assert text.returncode == 0, text.stderr
+        lines = text.stdout.splitlines()
+        assert lines[0] == f"GAP 1..{first - 1} (retention)"
+        assert [int(line.split()[0]) for line in lines[1:]] == [first, first + 1]
+        js = await asyncio.to_thread(tw, *base, "--json")
+        assert js.returncode == 0, js.stderr
+        objs = [json.loads(line) for line in js.stdout.splitlines()]
+        assert objs[0] == {"gap": {"from_seq": 1, "to_seq": first - 1, "reason": "retention"}}
+        assert [o["seq"] for o in objs[1:]] == [first, first + 1]
+
+
 def test_subscribe_errors_are_clear(gateway):
     r = tw("subscribe", "--addr", gateway.addr, "--topic", "a//b", "--count", "1")
     assert r.returncode == 2 and "INVALID_ARGUMENT" in r.stderr and "empty level" in r.stderr

@@ -242,21 +242,19 @@ def cmd_subscribe(args) -> int:
     import grpc
 
     from tianwang.v1 import client
-    from tianwang.v1 import gateway_pb2 as pb
 
-    channel, stub, md = _connect(args)
-    req = pb.SubscribeRequest(
-        topics=args.topic, from_seq=args.from_seq, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms
-    )
+    channel = client.open_channel(args.addr, ca=args.ca, cert=args.cert, key=args.key)
     seen = 0
     write = sys.stdout.write
+    batches = client.subscribe_batches(
+        channel, args.topic, from_seq=args.from_seq, token=args.token, max_batch=args.max_batch,
+        max_delay_ms=args.max_delay_ms,
+    )
     try:
-        for batch in stub.Subscribe(req, metadata=md, wait_for_ready=False):
-            if batch.HasField("gap"):
-                g = client.gap_dict(batch.gap)
-                write((json.dumps(g) if args.json else f"GAP {g['gap']['from_seq']}..{g['gap']['to_seq']} ({g['gap']['reason']})") + "\n")
-            for env in batch.envelopes:
-                d = client.envelope_dict(env)
+        for gap, envelopes in batches:
+            if gap is not None:
+                write((json.dumps({"gap": gap._asdict()}) if args.json else f"GAP {gap.from_seq}..{gap.to_seq} ({gap.reason})") + "\n")
+            for d in envelopes:
                 if args.json:
                     write(json.dumps(d, default=_json_default, ensure_ascii=False) + "\n")
                 else:
@@ -269,6 +267,7 @@ def cmd_subscribe(args) -> int:
     except grpc.RpcError as exc:
         return _rpc_error(exc)
     finally:
+        batches.close()
         channel.close()
     return 0
 

@@ -72,6 +72,30 @@ def stub(channel) -> pb_grpc.GatewayStub:
     return pb_grpc.GatewayStub(channel)
 
 
+def subscribe_batches(
+    channel,
+    topics: Iterable[str] = (),
+    *,
+    from_seq: int = 0,
+    token: str | None = None,
+    max_batch: int = 0,
+    max_delay_ms: int = 0,
+) -> Iterator[tuple[Gap | None, list[dict]]]:
+    """One item per Batch the gateway writes: (its Gap or None, its envelopes as dicts). For a
+    caller that acts once per batch (flushing output, committing a cursor); `subscribe` flattens it.
+    Errors raise grpc.RpcError; closing the iterator cancels the call."""
+    request = pb.SubscribeRequest(
+        topics=list(topics), from_seq=from_seq, max_batch=max_batch, max_delay_ms=max_delay_ms
+    )
+    call = stub(channel).Subscribe(request, metadata=auth_metadata(token))
+    try:
+        for batch in call:
+            gap = Gap(batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason) if batch.HasField("gap") else None
+            yield gap, [envelope_dict(env) for env in batch.envelopes]
+    finally:
+        call.cancel()
+
+
 def subscribe(
     channel,
     topics: Iterable[str] = (),
@@ -88,18 +112,16 @@ def subscribe(
     that keeps the last seq it handled resumes with from_seq=last + 1 and loses nothing the journal
     still holds. Errors raise grpc.RpcError; closing the iterator cancels the call.
     """
-    request = pb.SubscribeRequest(
-        topics=list(topics), from_seq=from_seq, max_batch=max_batch, max_delay_ms=max_delay_ms
+    batches = subscribe_batches(
+        channel, topics, from_seq=from_seq, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms
     )
-    call = stub(channel).Subscribe(request, metadata=auth_metadata(token))
     try:
-        for batch in call:
-            if batch.HasField("gap"):
-                yield Gap(batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason)
-            for env in batch.envelopes:
-                yield envelope_dict(env)
+        for gap, envelopes in batches:
+            if gap is not None:
+                yield gap
+            yield from envelopes
     finally:
-        call.cancel()
+        batches.close()
 
 
 def unpack(payload: bytes):
@@ -118,10 +140,6 @@ def envelope_dict(env: pb.Envelope) -> dict:
         "gateway_time_ns": env.gateway_time_ns,
         "payload": unpack(env.payload),
     }
-
-
-def gap_dict(gap: pb.Gap) -> dict:
-    return {"gap": {"from_seq": gap.from_seq, "to_seq": gap.to_seq, "reason": gap.reason}}
 
 
 def pack_args(args: dict) -> bytes:
