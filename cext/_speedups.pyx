@@ -8,6 +8,7 @@ core reports. The declarations (the contract) are in _speedups.pxd and the *_dec
 
 include "topics.pxi"
 include "envelope.pxi"
+include "journal_scan.pxi"
 include "frame7e.pxi"
 include "nmea_sentences.pxi"
 include "nmea_framer.pxi"

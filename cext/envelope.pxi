@@ -253,6 +253,12 @@ cdef class EntryLog:
         cdef list entries = self._entries
         cdef Py_ssize_t head = self._head
         cdef Py_ssize_t last = len(entries) - 1
+        cdef Py_ssize_t keep
+        if self.keep_from and self.keep_from >= self.first_seq:
+            # a durable journal's writer has not written these yet: they stay
+            keep = self._head + <Py_ssize_t>(self.keep_from - self.first_seq)
+            if keep < last:
+                last = keep
         while self.nbytes > self.max_bytes and head < last:
             self.nbytes -= PyBytes_GET_SIZE(<bytes>PyList_GET_ITEM(entries, head)) + _ENTRY_OVERHEAD
             entries[head] = None

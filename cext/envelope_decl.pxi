@@ -14,6 +14,7 @@ cdef class EntryLog:
     cdef public object pack                     # payload encoder for publish(): msgpack Packer.pack
     cdef public Py_ssize_t max_payload          # publish() refuses larger encoded payloads
     cdef readonly unsigned long long rejected   # publish() refusals: unencodable or oversize payloads
+    cdef public unsigned long long keep_from    # retention never drops this seq or newer (0: no pin)
 
     # encode + append + wake; returns the seq (0 never happens: seqs start at 1)
     cdef unsigned long long _append(self, str topic, str device_id, int64_t dtime, int64_t gtime, bytes payload) except 0

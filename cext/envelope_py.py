@@ -143,7 +143,9 @@ class EntryLog:
     `first_seq` is the oldest seq still held, `next_seq` the one the next append gets; both start at
     `first_seq` (1 for a new journal). When the held bytes (wire bytes + ENTRY_OVERHEAD each) pass
     `max_bytes`, the oldest entries go. `waiter`, when set, is a Future that the next append
-    resolves and clears (readers waiting for new entries).
+    resolves and clears (readers waiting for new entries). `keep_from`, when set, pins the
+    entries from that seq on: retention does not drop them even past `max_bytes` (a durable
+    journal's writer sets it to the first seq it has not written yet).
     """
 
     def __init__(self, max_bytes, first_seq=1):
@@ -163,6 +165,7 @@ class EntryLog:
         self.pack = None  # payload encoder for publish(): msgpack Packer.pack
         self.max_payload = 512 * 1024
         self.rejected = 0  # publish() refusals: unencodable or oversize payloads
+        self.keep_from = 0  # retention never drops this seq or newer (0: no pin)
 
     def __len__(self):
         return self.next_seq - self.first_seq
@@ -204,6 +207,9 @@ class EntryLog:
         entries = self._entries
         head = self._head
         last = len(entries) - 1  # the newest entry always stays
+        if self.keep_from and self.keep_from >= self.first_seq:
+            # a durable journal's writer has not written these yet: they stay
+            last = min(last, self._head + (self.keep_from - self.first_seq))
         while self.nbytes > self.max_bytes and head < last:
             self.nbytes -= len(entries[head]) + ENTRY_OVERHEAD
             entries[head] = None

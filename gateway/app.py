@@ -78,7 +78,7 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.config
         self.started_ns = time.time_ns()
-        self.journal = Journal(int(cfg.gateway.journal.max_bytes))
+        self.journal = await open_journal(cfg.gateway.journal)
         self.router = Router(self.journal)
         self.supervisor = Supervisor(self.registry, self.router)
         self.auth = Authenticator(cfg.auth)
@@ -107,7 +107,12 @@ class Gateway:
             raise GatewayError(f"gateway.listen: cannot listen on {self.listen}: {exc}") from None
         if not self.port:
             raise GatewayError(f"gateway.listen: cannot listen on {self.listen} (in use or not an address here)")
-        await self.server.start()
+        try:
+            await self.server.start()
+        except BaseException:
+            await self.journal.close()
+            raise
+        await self.journal.start()
         if cfg.gateway.metrics:
             from tianwang.gateway.datapath.metrics import serve_metrics
 
@@ -116,6 +121,7 @@ class Gateway:
                 self.metrics_port = self._metrics_server.server_port
             except OSError as exc:
                 await self.server.stop(0)
+                await self.journal.close()
                 raise GatewayError(f"gateway.metrics: cannot listen on {cfg.gateway.metrics}: {exc.strerror}") from None
         if not framing.USING_CEXT:
             log.warning("hot path: running the pure-Python twins (%s)", framing.why_not_compiled())
@@ -151,6 +157,8 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
         self.service.close_streams()
         await self.supervisor.stop_all()
+        # what the drivers published last is written before the streams see their end
+        await self.journal.close()
         await self.server.stop(min(self.config.gateway.shutdown_grace_s, 2.0))
 
     async def reload(self) -> bool:
@@ -232,6 +240,7 @@ class Gateway:
             fs.devices += 1
             fs.states[e.state.value] = fs.states.get(e.state.value, 0) + 1
         counters = dict(svc.counters)
+        counters.update(journal.counters())
         counters.update(
             envelopes_routed=journal.last_seq,
             journal_trimmed=journal.log.trimmed,
@@ -250,6 +259,11 @@ class Gateway:
             journal_bytes=journal.nbytes,
             journal_max_bytes=journal.max_bytes,
             subscribers=len(svc.subscribers),
+            journal_id=journal.id,
+            journal_durable=journal.durable,
+            journal_disk_bytes=getattr(journal, "disk_bytes", 0),
+            health="DEGRADED" if journal.state == "failed" else "SERVING",
+            health_reason=journal.error,
             counters=counters,
             families=sorted(families.values(), key=lambda f: f.family),
             subscriber_stats=[
@@ -265,6 +279,25 @@ class Gateway:
                 for s in list(svc.subscribers)
             ],
         )
+
+
+async def open_journal(jc) -> Journal:
+    """The journal `gateway.journal` asks for: memory only, or durable under `path`."""
+    if jc.path is None:
+        return Journal(int(jc.max_bytes))
+    from tianwang.gateway.datapath.journal import DurableJournal
+    from tianwang.gateway.datapath.segments import SegmentStore
+
+    store = SegmentStore(
+        jc.path, segment_bytes=int(jc.segment_bytes), max_bytes=int(jc.disk_max_bytes), max_age_s=jc.max_age_s
+    )
+    next_seq = await asyncio.get_running_loop().run_in_executor(None, store.open)
+    store.retention()
+    log.info(
+        "journal %s at %s: seq %d..%d on disk (%d bytes), fsync %s",
+        store.journal_id, jc.path, store.first_seq, next_seq - 1, store.nbytes, jc.fsync,
+    )
+    return DurableJournal(int(jc.max_bytes), store, fsync=jc.fsync, fsync_window_ms=jc.fsync_window_ms)
 
 
 def announce(gw: Gateway, stream=None) -> None:

@@ -27,6 +27,8 @@ TWINS = {
     "encode_envelope": "tianwang.cext.envelope_py:encode_envelope",
     "encode_gap": "tianwang.cext.envelope_py:encode_gap",
     "count_envelopes": "tianwang.cext.envelope_py:count_envelopes",
+    # reading entries back from a durable journal's segment blocks (cext/journal_scan_py.py)
+    "scan_entries": "tianwang.cext.journal_scan_py:scan_entries",
     # 0x7E-delimited framers, encoders and their checksums (cext/frame7e_py.py)
     "Jt808Framer": "tianwang.cext.frame7e_py:Jt808Framer",
     "Gbt20999Framer": "tianwang.cext.frame7e_py:Gbt20999Framer",

@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
 from tianwang.gateway.errors import AuthError, CommandError, TopicError
+from tianwang.gateway.datapath.journal import DiskReader
 from tianwang.gateway.framing import TopicFilter, validate_pattern
 from tianwang.v1 import gateway_pb2 as pb
 
@@ -33,6 +34,8 @@ DEFAULT_COMMAND_TIMEOUT_S = 10.0
 MAX_COMMAND_TIMEOUT_S = 120.0
 # how long a waiting stream sleeps before re-checking for shutdown or a revoked token
 IDLE_RECHECK_S = 1.0
+# initial metadata of every Subscribe stream: the journal its seqs belong to
+JOURNAL_ID_HEADER = "tianwang-journal-id"
 
 
 class SubscriberState:
@@ -67,6 +70,7 @@ class GatewayService:
             "commands_failed": 0,
             "requests_unauthenticated": 0,
             "requests_invalid": 0,
+            "requests_journal_mismatch": 0,
         }
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -149,17 +153,30 @@ class GatewayService:
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"subscriber limit of {fan.max_subscribers} reached"
             )
         journal = self.app.journal
+        if req.journal_id and req.journal_id != journal.id:
+            self.counters["requests_journal_mismatch"] += 1
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"journal_id: this gateway's journal is {journal.id}, not {req.journal_id}: "
+                + (
+                    "the gateway restarted without journal.path, so its seqs began again at 1"
+                    if not journal.durable
+                    else "its journal directory was replaced"
+                )
+                + "; resubscribe without from_seq (and without journal_id) to start from now",
+            )
         if req.from_seq > journal.next_seq:
             await self._invalid(
                 context,
-                f"from_seq {req.from_seq} is ahead of the journal (next seq is {journal.next_seq}); "
-                "without journal.path the sequence restarts when the gateway does",
+                f"from_seq {req.from_seq} is ahead of the journal (next seq is {journal.next_seq})"
+                + ("; without journal.path the sequence restarts when the gateway does" if not journal.durable else ""),
             )
         patterns = requested or list(principal.read)
         acl = None if "#" in principal.read else principal.read
         flt = TopicFilter(patterns, allowed=acl)
         cursor = req.from_seq or journal.next_seq
         sub = SubscriberState(context.peer(), principal, tuple(patterns), cursor)
+        await context.send_initial_metadata(((JOURNAL_ID_HEADER, journal.id),))
         self.subscribers.add(sub)
         log.info("subscribe %s as %s: %s from seq %d", sub.peer, principal.name, ",".join(patterns), cursor)
         try:
@@ -176,6 +193,7 @@ class GatewayService:
         counters = self.counters
         loop = asyncio.get_running_loop()
         cursor = sub.cursor
+        reader = None
         while not self.closing and not sub.revoked:
             gap, cursor = journal.gap_for(cursor)
             if gap is not None:
@@ -183,6 +201,24 @@ class GatewayService:
                 counters["gaps_sent"] += 1
                 sub.cursor = cursor
                 yield gap
+                continue
+            if journal.on_disk(cursor):
+                # older than memory: served from the disk segments, then live from memory
+                if reader is None:
+                    reader = DiskReader()
+                data, n, cursor = await journal.read_disk(reader, cursor, flt, max_batch, max_bytes)
+                sub.cursor = cursor
+                if n == 0:
+                    if data:  # records missing on disk: a Gap
+                        sub.gaps += 1
+                        counters["gaps_sent"] += 1
+                        yield data
+                    continue
+                sub.delivered += n
+                sub.batches += 1
+                counters["batches_sent"] += 1
+                counters["envelopes_delivered"] += n
+                yield data
                 continue
             data, n, cursor = journal.collect(cursor, flt, max_batch, max_bytes)
             sub.cursor = cursor

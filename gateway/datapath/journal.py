@@ -3,18 +3,25 @@
 Subscribers are cursors into it (a seq plus a topic filter), not private queues: a slow subscriber
 lags without slowing anyone, and one that falls behind retention is told so with a Gap.
 
-The in-memory log (`EntryLog`, compiled or twin, from tianwang.gateway.framing) holds each envelope already
-encoded as a `Batch.envelopes` field. Disk persistence (journal.path, its own issue) plugs in as a
-`sink` that sees every appended entry and a `read_older(from_seq, ...)` behind the memory; the seq
-numbering and the Gap contract below do not change with it.
+The in-memory log (`EntryLog`, compiled or twin, from tianwang.gateway.framing) holds each envelope
+already encoded as a `Batch.envelopes` field. `Journal` is that log alone: a restart starts a new
+journal (a new id, seq from 1). `DurableJournal` (journal.path) keeps the same log as the hot cache
+in front of disk segments (segments.py): a writer task writes what was appended in blocks, fsyncs
+by policy, and only then lets subscribers see it; seq carries on across restarts, and a cursor older
+than the memory is served from disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
+import time
 
-from tianwang.gateway.framing import EntryLog, encode_gap
+from tianwang.gateway.errors import FrameError
+from tianwang.gateway.framing import EntryLog, encode_gap, scan_entries
 
+log = logging.getLogger("tianwang.journal")
 
 class Journal:
     """Append-only log of encoded envelopes with a wake-up for waiting readers.
@@ -22,9 +29,15 @@ class Journal:
     `append` is called on the event loop thread only (drivers, router and fan-out share one loop).
     """
 
+    durable = False
+    state = "ok"  # "failed" while a durable journal cannot write
+    error = ""
+
     def __init__(self, max_bytes: int, first_seq: int = 1, entry_log=EntryLog):
         """`entry_log`: the EntryLog class (compiled or twin; benchmarks choose, others leave it)."""
         self.log = entry_log(int(max_bytes), first_seq)
+        # a memory journal is a new journal at every start: its id says so to resuming clients
+        self.id = secrets.token_hex(16)
         # the router calls this per envelope: the compiled log's own method, no Python frame between
         self.append = self.log.append
 
@@ -64,6 +77,19 @@ class Journal:
             return None, cursor
         return encode_gap(cursor, first - 1, "retention"), first
 
+    def on_disk(self, cursor: int) -> bool:
+        """True when `cursor` is older than memory but still held on disk (DurableJournal)."""
+        return False
+
+    def counters(self) -> dict:
+        return {}
+
+    async def start(self) -> None:
+        """Start background work (a durable journal's writer)."""
+
+    async def close(self) -> None:
+        """Write out and release what the journal holds open."""
+
     def collect(self, cursor, flt, max_n, max_bytes, strict=False):
         """See EntryLog.collect; `cursor` must not be older than first_seq (use gap_for first)."""
         return self.log.collect(cursor, flt, max_n, max_bytes, 65536, strict)
@@ -83,3 +109,383 @@ class Journal:
         except asyncio.TimeoutError:
             return self.log.next_seq > cursor
         return True
+
+
+class JournalUnwritable(ValueError):
+    """Raised into the router while a durable journal cannot write: the reading is refused."""
+
+
+class DiskReader:
+    """One subscriber's read-ahead over the disk segments: the blocks of the last read and where
+    in them it stopped."""
+
+    __slots__ = ("blocks", "index", "pos", "pos_seq", "pos_block", "path", "next_offset", "seg_size")
+
+    def __init__(self):
+        self.pos_block = None  # the block `pos` and `pos_seq` are in
+        self.blocks = []
+        self.index = 0
+        self.pos = 0
+        self.pos_seq = 0
+        self.path = None
+        self.next_offset = 0
+        self.seg_size = 0
+
+
+class DurableJournal(Journal):
+    """The in-memory log in front of disk segments (`journal.path`).
+
+    A writer task wakes on every append (the log's own waiter: no Python call per envelope),
+    writes everything pending as one block and, by `fsync` policy, syncs: `always` before the
+    envelopes become visible, `batch` every `fsync_window_ms`, `never` leaves it to the kernel.
+    Subscribers see an envelope once it is written (and, under `always`, synced), so nothing is
+    delivered, and nothing counted as routed, that a crash could take back.
+
+    When a write fails (ENOSPC, EIO, a read-only remount) the journal refuses new readings
+    (counted as drops `journal_unwritable`), keeps what it holds in memory, reports `state`
+    "failed" with the reason, and retries every second; once a write succeeds it carries on.
+    """
+
+    durable = True
+    READ_AHEAD = 1024 * 1024
+    RETRY_S = 1.0
+    RETENTION_CHECK_S = 60.0
+
+    def __init__(self, max_bytes, store, *, fsync="batch", fsync_window_ms=20, entry_log=EntryLog):
+        super().__init__(max_bytes, store.next_seq, entry_log)
+        self.store = store
+        self.id = store.journal_id
+        self.policy = fsync
+        self.window = max(0.001, fsync_window_ms / 1000.0)
+        self.written_next = store.next_seq  # first seq not yet written
+        self.log.keep_from = self.written_next  # memory keeps what is not on disk yet
+        self.visible_next = store.next_seq  # subscribers see seq < visible_next
+        self._waiter = None  # readers' wake-up, resolved when visible_next moves
+        self._tasks = []
+        self._pack = None
+        self._closing = False
+        self.stats = {
+            "journal_blocks_written": 0,
+            "journal_bytes_written": 0,
+            "journal_fsyncs": 0,
+            "journal_write_errors": 0,
+            "journal_lost_unwritten": 0,
+            "journal_cut_bytes": store.cut_bytes,
+            "journal_segments_removed": 0,
+            "journal_disk_reads": 0,
+        }
+
+    # -- what readers see ----------------------------------------------------------------------
+    @property
+    def next_seq(self) -> int:
+        return self.visible_next
+
+    @property
+    def last_seq(self) -> int:
+        return self.visible_next - 1
+
+    @property
+    def first_seq(self) -> int:
+        disk = self.store.first_seq
+        return min(disk, self.log.first_seq)
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.store.nbytes
+
+    def counters(self) -> dict:
+        out = dict(self.stats)
+        out["journal_segments_removed"] = self.store.removed_segments
+        out["journal_disk_bytes"] = self.store.nbytes
+        out["journal_unwritten"] = self.log.next_seq - self.written_next
+        return out
+
+    def on_disk(self, cursor: int) -> bool:
+        return cursor < self.log.first_seq and cursor < self.visible_next
+
+    def gap_for(self, cursor: int):
+        first = self.first_seq
+        if cursor >= first:
+            return None, cursor
+        return encode_gap(cursor, first - 1, "retention"), first
+
+    def collect(self, cursor, flt, max_n, max_bytes, strict=False):
+        scan = self.visible_next - cursor
+        if scan <= 0:
+            return b"", 0, cursor
+        return self.log.collect(cursor, flt, max_n, max_bytes, scan if scan < 65536 else 65536, strict)
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self, cursor: int, timeout: float | None = None) -> bool:
+        if self.visible_next > cursor:
+            return True
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            pass
+        return self.visible_next > cursor
+
+    def _set_visible(self, seq: int) -> None:
+        if seq > self.visible_next:
+            self.visible_next = seq
+            self.wake()
+
+    # -- reading from disk ---------------------------------------------------------------------
+    async def read_disk(self, reader: DiskReader, cursor, flt, max_n, max_bytes):
+        """Envelopes from disk for a cursor older than memory: (batch bytes, count, next cursor).
+
+        The batch is a Gap alone (count 0) when the records at `cursor` are missing from the disk
+        (a damaged block, or entries retention took from memory before they were written); a
+        cursor older than the disk's first seq gets its Gap from `gap_for` first.
+        """
+        parts = []
+        n = 0
+        size = 0
+        loop = asyncio.get_running_loop()
+        limit = min(self.log.first_seq, self.visible_next)
+        while n < max_n and size < max_bytes and cursor < limit:
+            blk = self._block_in(reader, cursor)
+            if blk is None:
+                loaded = await self._load(reader, cursor, loop)
+                if loaded is not None:  # records at cursor are missing
+                    if parts:
+                        break
+                    upto, reason = loaded
+                    return encode_gap(cursor, upto - 1, reason), 0, upto
+                continue
+            if cursor < blk.first_seq:  # a hole inside a segment
+                if parts:
+                    break
+                return encode_gap(cursor, blk.first_seq - 1, "lost"), 0, blk.first_seq
+            if reader.pos_block is not blk or reader.pos_seq > cursor:
+                reader.pos, reader.pos_seq, reader.pos_block = 0, blk.first_seq, blk
+            try:
+                data, m, seq, pos = scan_entries(
+                    blk.payload, reader.pos, reader.pos_seq, cursor, flt, max_n - n, max_bytes - size, bool(parts)
+                )
+            except FrameError as exc:
+                log.error("journal: block at seq %d is unreadable: %s", blk.first_seq, exc)
+                reader.blocks = []
+                if parts:
+                    break
+                return encode_gap(cursor, blk.next_seq - 1, "corrupt"), 0, blk.next_seq
+            reader.pos, reader.pos_seq = pos, seq
+            if m:
+                parts.append(data)
+                n += m
+                size += len(data)
+            cursor = max(cursor, seq)
+            if seq < blk.next_seq:
+                break  # the batch is full
+            reader.index += 1
+        self.stats["journal_disk_reads"] += n
+        return b"".join(parts) if len(parts) != 1 else parts[0], n, cursor
+
+    @staticmethod
+    def _block_in(reader, cursor):
+        """The read-ahead block holding `cursor`, or the one right after a hole at `cursor`;
+        None when the read-ahead does not reach it."""
+        blocks = reader.blocks
+        i = reader.index
+        while i < len(blocks) and blocks[i].next_seq <= cursor:
+            i += 1
+        reader.index = i
+        if i >= len(blocks):
+            return None
+        blk = blocks[i]
+        if blk.first_seq <= cursor or (i > 0 and blocks[i - 1].next_seq <= cursor):
+            return blk
+        return None
+
+    async def _load(self, reader, cursor, loop):
+        """Read ahead from the block holding `cursor`. None when loaded; else (next seq held, why)."""
+        from tianwang.gateway.datapath.segments import parse_blocks
+
+        where = self.store.locate(cursor)
+        if where is None:
+            first = self.first_seq
+            return (first, "retention") if cursor < first else (self._next_held(cursor), "lost")
+        path, offset, seg_size = where
+        if (
+            reader.path == path
+            and reader.blocks
+            and reader.blocks[-1].next_seq <= cursor
+            and offset <= reader.next_offset < seg_size
+        ):
+            offset = reader.next_offset  # carry on where the last read-ahead ended
+        want = self.READ_AHEAD
+        while offset < seg_size:
+            size = min(want, seg_size - offset)
+            try:
+                buf = await loop.run_in_executor(None, self.store.read, path, offset, size)
+            except FileNotFoundError:
+                reader.blocks = []
+                first = self.first_seq
+                return (first, "retention") if cursor < first else (self._next_held(cursor), "lost")
+            except OSError as exc:
+                log.error("journal: cannot read %s: %s", path.name, exc.strerror)
+                return self._next_held(cursor), "unreadable"
+            blocks, used, problem = parse_blocks(buf, offset)
+            if not blocks and not problem:
+                if size >= seg_size - offset:
+                    break
+                want *= 4  # one block larger than the read-ahead
+                continue
+            reader.blocks = blocks
+            reader.index = 0
+            reader.path = path
+            reader.seg_size = seg_size
+            reader.next_offset = offset + used if not problem else seg_size
+            reader.pos_block = None
+            if problem:
+                log.error("journal: %s: %s", path.name, problem)
+            blk = self._block_in(reader, cursor)
+            if blk is not None:
+                if blk.first_seq > cursor:
+                    return blk.first_seq, "lost"
+                return None
+            if problem:
+                return self._next_held(cursor), "corrupt"
+            if blocks and blocks[-1].next_seq > cursor:  # the block after a hole
+                return blocks[reader.index].first_seq, "lost"
+            offset = reader.next_offset
+        reader.blocks = []
+        return self._next_held(cursor), "lost"
+
+    def _next_held(self, cursor):
+        """The oldest seq above `cursor` held anywhere (disk segment or memory)."""
+        for seg in self.store.segments:
+            if seg.first_seq > cursor and seg.next_seq > seg.first_seq:
+                return min(seg.first_seq, self.log.first_seq)
+        return max(cursor + 1, self.log.first_seq)
+
+    # -- writing -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._writer(), name="journal-writer")]
+        if self.policy == "batch":
+            self._tasks.append(loop.create_task(self._syncer(), name="journal-fsync"))
+        self._tasks.append(loop.create_task(self._retainer(), name="journal-retention"))
+
+    async def _writer(self):
+        log_ = self.log
+        loop = asyncio.get_running_loop()
+        while True:
+            if log_.next_seq == self.written_next:
+                fut = log_.waiter
+                if fut is None or fut.done():
+                    fut = log_.waiter = loop.create_future()
+                await fut
+            if not await self._flush(loop):
+                await asyncio.sleep(self.RETRY_S)
+
+    async def _flush(self, loop) -> bool:
+        """Write (and under `always`, sync) everything appended so far. False when it failed."""
+        log_ = self.log
+        wrote = False
+        while self.written_next < log_.next_seq:
+            start = self.written_next
+            if log_.first_seq > start:
+                # retention took entries from memory before they were written: a burst larger
+                # than journal.max_bytes inside one write window
+                lost = log_.first_seq - start
+                self.stats["journal_lost_unwritten"] += lost
+                log.error(
+                    "journal: %d envelopes (seq %d..%d) left memory before they were written; "
+                    "raise gateway.journal.max_bytes", lost, start, log_.first_seq - 1,
+                )
+                start = self.written_next = log_.keep_from = log_.first_seq
+            pending = log_.next_seq - start
+            take = pending if pending < 65536 else 65536
+            data, n, nxt = log_.collect(start, None, take, 4 * 1024 * 1024 - 64, take, False)
+            try:
+                self.store.append(start, n, data, time.time_ns())
+            except OSError as exc:
+                self._fail(f"cannot write {self.store.path}: {exc.strerror or exc}")
+                return False
+            self.stats["journal_blocks_written"] += 1
+            self.stats["journal_bytes_written"] += len(data)
+            self.written_next = log_.keep_from = nxt
+            wrote = True
+        if wrote and self.policy == "always":
+            if not await self._sync(loop):
+                return False
+        if self.state == "failed" and self.written_next == log_.next_seq:
+            self._recover()
+        self._set_visible(self.written_next)
+        return True
+
+    async def _sync(self, loop) -> bool:
+        try:
+            await loop.run_in_executor(None, self.store.sync, self.policy != "never")
+        except OSError as exc:
+            self._fail(f"cannot sync {self.store.path}: {exc.strerror or exc}")
+            return False
+        self.stats["journal_fsyncs"] += 1
+        return True
+
+    async def _syncer(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.window)
+            if self.store.dirty:
+                await self._sync(loop)
+
+    async def _retainer(self):
+        while True:
+            await asyncio.sleep(self.RETENTION_CHECK_S)
+            self.store.retention()
+
+    def _fail(self, reason: str) -> None:
+        self.stats["journal_write_errors"] += 1
+        if self.state != "failed":
+            self.state = "failed"
+            self.error = reason
+            self._pack = self.log.pack
+            self.log.pack = self._refuse
+            log.error("journal: %s; refusing new readings until a write succeeds (retrying every %.0f s)", reason, self.RETRY_S)
+
+    def _refuse(self, payload):
+        raise JournalUnwritable(f"journal unwritable: {self.error}")
+
+    def _recover(self) -> None:
+        self.state = "ok"
+        if self._pack is not None:
+            self.log.pack = self._pack
+            self._pack = None
+        log.warning("journal: writable again after: %s", self.error)
+        self.error = ""
+
+    @property
+    def refusing(self) -> bool:
+        return self.state == "failed"
+
+    async def close(self) -> None:
+        """Write and sync what is pending, stop the tasks, release the directory."""
+        if self._closing:
+            return
+        self._closing = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        loop = asyncio.get_running_loop()
+        await self._flush(loop)
+        try:
+            await loop.run_in_executor(None, self.store.sync, self.policy != "never")
+        except OSError as exc:
+            log.error("journal: final sync failed: %s", exc.strerror or exc)
+        self.store.close()
+        self.wake()

@@ -47,6 +47,8 @@ class Router:
 
     def publish_packed(self, topic: str, device_id: str, packed: bytes, device_time_ns: int = 0) -> int:
         """Route a reading whose payload is already a msgpack map (replay, bridges)."""
+        if self.journal.state == "failed":
+            raise FrameError(f"{topic}: journal unwritable: {self.journal.error}")
         if len(packed) > MAX_PAYLOAD:
             raise FrameError(f"{topic}: payload of {len(packed)} bytes exceeds {MAX_PAYLOAD}")
         return self._log.append(topic, device_id, device_time_ns, time.time_ns(), packed)

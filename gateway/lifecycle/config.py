@@ -138,9 +138,13 @@ def check_hostport(value: str) -> str:
 
 
 class JournalConfig(Model):
-    path: str | None = None  # disk segments (its own issue); null = memory only
-    max_bytes: ByteSize = Field(default=ByteSize(256 * 1024 * 1024))
+    path: str | None = None  # directory of disk segments; null = memory only (lost at restart)
+    max_bytes: ByteSize = Field(default=ByteSize(256 * 1024 * 1024))  # the in-memory hot cache
     fsync: Literal["batch", "always", "never"] = "batch"
+    fsync_window_ms: int = Field(default=20, ge=1, le=10_000)  # `batch`: how often dirty segments sync
+    disk_max_bytes: ByteSize = Field(default=ByteSize(8 * 1024**3))  # retention on disk, by bytes
+    max_age_s: float = Field(default=7 * 86400.0, gt=0)  # retention on disk, by age of a segment's newest record
+    segment_bytes: ByteSize = Field(default=ByteSize(64 * 1024 * 1024))  # a segment is closed past this size
 
     @field_validator("max_bytes")
     @classmethod
@@ -149,12 +153,31 @@ class JournalConfig(Model):
             raise ValueError("must be at least 64KiB")
         return v
 
+    @field_validator("segment_bytes")
+    @classmethod
+    def _segment_size(cls, v):
+        if not 64 * 1024 <= v <= 1024**3:
+            raise ValueError("must be between 64KiB and 1GiB")
+        return v
+
     @field_validator("path")
     @classmethod
-    def _no_disk_yet(cls, v):
+    def _path(cls, v):
         if v is not None:
-            raise ValueError("disk persistence is not available in this build yet; leave journal.path null")
+            if not v.strip():
+                raise ValueError("must be a directory path, or null for a memory-only journal")
+            v = os.path.expanduser(v)
+            if os.path.exists(v) and not os.path.isdir(v):
+                raise ValueError(f"{v} exists and is not a directory")
         return v
+
+    @model_validator(mode="after")
+    def _disk_vs_segment(self):
+        if self.path is not None and self.disk_max_bytes < 2 * self.segment_bytes:
+            raise ValueError(
+                f"disk_max_bytes ({self.disk_max_bytes}) must hold at least two segments of segment_bytes ({self.segment_bytes})"
+            )
+        return self
 
 
 class TLSConfig(Model):

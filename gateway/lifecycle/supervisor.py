@@ -101,7 +101,8 @@ class DeviceContext:
             return self._publish(topic, entry.id, payload, device_time_ns)
         except FrameError as exc:
             entry.envelopes -= 1
-            self.drop("unencodable")
+            # a durable journal that cannot write refuses readings (its error is the cause)
+            self.drop("journal_unwritable" if type(exc.__cause__).__name__ == "JournalUnwritable" else "unencodable")
             self.log.error("%s: reading refused: %s", entry.id, exc)
             return 0
 

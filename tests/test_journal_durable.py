@@ -1,0 +1,221 @@
+"""The durable journal (journal.path) in process: segments on a real directory, reopened the way
+a restarted gateway opens them. Seq carries on and is never reused, a torn tail is cut and counted,
+retention removes whole old segments, reads from disk equal what was appended, and a disk that
+fills up refuses readings instead of losing them."""
+
+import asyncio
+import os
+import subprocess
+import time
+
+import msgpack
+import pytest
+
+from tianwang.gateway.datapath.journal import DiskReader, DurableJournal
+from tianwang.gateway.datapath.router import Router
+from tianwang.gateway.datapath.segments import HEADER, JournalStorageError, SegmentStore
+from tianwang.gateway.errors import FrameError
+from tianwang.gateway.framing import TopicFilter
+from tianwang.v1 import gateway_pb2 as pb
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def store(path, **kw):
+    opts = dict(segment_bytes=64 * 1024, max_bytes=1 << 30, max_age_s=86400.0)
+    opts.update(kw)
+    return SegmentStore(path, **opts)
+
+
+async def opened(path, fsync="batch", memory=1 << 20, **kw):
+    st = store(path, **kw)
+    await asyncio.get_running_loop().run_in_executor(None, st.open)
+    j = DurableJournal(memory, st, fsync=fsync, fsync_window_ms=5)
+    await j.start()
+    return j, Router(j)
+
+
+async def publish(router, n, start=0, run=0, pad=20):
+    seqs = []
+    for i in range(start, start + n):
+        seqs.append(router.publish(f"test/d{i % 4}/r", f"d{i % 4}", {"i": i, "run": run, "pad": "x" * pad}))
+        if i % 500 == 499:
+            await asyncio.sleep(0)
+    return seqs
+
+
+async def settle(j):
+    for _ in range(500):
+        if j.visible_next == j.log.next_seq:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"journal did not write: visible {j.visible_next}, appended up to {j.log.next_seq - 1}")
+
+
+async def replay(j, cursor, pattern="#", max_n=997):
+    """Everything a subscriber from `cursor` gets, disk then memory: ([(seq, payload)], [gaps])."""
+    out, gaps = [], []
+    rd = DiskReader()
+    flt = TopicFilter([pattern])
+    while cursor < j.next_seq:
+        gap, cursor = j.gap_for(cursor)
+        if gap is not None:
+            g = pb.Batch.FromString(gap).gap
+            gaps.append((g.from_seq, g.to_seq, g.reason))
+            continue
+        if j.on_disk(cursor):
+            data, n, cursor = await j.read_disk(rd, cursor, flt, max_n, 1 << 16)
+        else:
+            data, n, cursor = j.collect(cursor, flt, max_n, 1 << 16)
+        b = pb.Batch.FromString(data)
+        if b.HasField("gap"):
+            gaps.append((b.gap.from_seq, b.gap.to_seq, b.gap.reason))
+        out += [(e.seq, msgpack.unpackb(e.payload)) for e in b.envelopes]
+    return out, gaps
+
+
+async def test_seq_continues_across_reopens_and_disk_replays_everything(tmp_path):
+    expected = {}
+    last_id = None
+    for run in range(3):
+        j, r = await opened(tmp_path, memory=64 * 1024)
+        assert last_id in (None, j.id)
+        last_id = j.id
+        seqs = await publish(r, 3000, start=run * 3000, run=run)
+        assert seqs[0] == run * 3000 + 1  # never reused, never skipped
+        for s, i in zip(seqs, range(run * 3000, run * 3000 + 3000)):
+            expected[s] = i
+        await settle(j)
+        got, gaps = await replay(j, 1)
+        assert gaps == []
+        assert [s for s, _ in got] == sorted(expected)
+        assert all(p["i"] == expected[s] for s, p in got)
+        filtered, _ = await replay(j, 2, "test/d1/#")
+        assert [p["i"] for _, p in filtered] == [i for s, i in sorted(expected.items()) if s >= 2 and i % 4 == 1]
+        await j.close()
+    assert len(list(tmp_path.glob("*.seg"))) > 3  # 64 KiB segments: several were rolled
+    assert (tmp_path / "journal.id").read_text().strip() == last_id
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip"])
+async def test_a_torn_tail_is_cut_counted_and_seq_carries_on(tmp_path, damage, caplog):
+    j, r = await opened(tmp_path, fsync="always")
+    for k in range(5):  # five blocks
+        await publish(r, 10, start=k * 10)
+        await settle(j)
+    await j.close()
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    raw = seg.read_bytes()
+    if damage == "truncate":
+        seg.write_bytes(raw[:-7])  # the last block loses its end
+    elif damage == "garbage":
+        seg.write_bytes(raw + b"\x00\x01garbage after a crash")
+    else:
+        seg.write_bytes(raw[:-5] + bytes([raw[-5] ^ 0x40]) + raw[-4:])  # the last block's CRC fails
+    j, r = await opened(tmp_path)
+    cut_expected = 7 if damage == "truncate" else 23 if damage == "garbage" else None
+    assert j.stats["journal_cut_bytes"] > 0
+    if cut_expected == 23:
+        assert j.stats["journal_cut_bytes"] == 23
+    last = 50 if damage == "garbage" else 40
+    assert j.next_seq == last + 1
+    assert "cut" in caplog.text
+    seqs = await publish(r, 5, start=100)
+    assert seqs == list(range(last + 1, last + 6))
+    await settle(j)
+    got, gaps = await replay(j, 1)
+    assert [s for s, _ in got] == list(range(1, last + 6)) and gaps == []
+    await j.close()
+
+
+async def test_retention_by_bytes_and_age_removes_old_segments_and_gaps_say_so(tmp_path):
+    j, r = await opened(tmp_path, memory=64 * 1024, max_bytes=256 * 1024)
+    await publish(r, 8000, pad=40)
+    await settle(j)
+    removed = j.store.retention()
+    assert removed > 0 and j.store.nbytes <= 256 * 1024
+    first = j.first_seq
+    assert first > 1
+    got, gaps = await replay(j, 1)
+    assert gaps[0] == (1, first - 1, "retention")
+    assert [s for s, _ in got] == list(range(first, 8001))
+    # by age: every closed segment is older than a max_age of zero seconds from now + 1 s
+    j.store.max_age_s = 1e-9
+    j.store.retention(time.time_ns() + 10**9)
+    assert len(j.store.segments) == 1  # the active segment always stays
+    await j.close()
+
+
+async def test_one_directory_one_gateway(tmp_path):
+    j, _ = await opened(tmp_path)
+    with pytest.raises(JournalStorageError, match="in use by another gateway"):
+        store(tmp_path).open()
+    await j.close()
+    store(tmp_path).open()  # released on close
+
+
+def test_unusable_paths_get_clear_errors(tmp_path):
+    with pytest.raises(JournalStorageError, match=r"journal.path: cannot use /dev/null/journal: Not a directory"):
+        store("/dev/null/journal").open()
+    (tmp_path / "00000000000000000001.seg").write_bytes(b"x")
+    with pytest.raises(JournalStorageError, match="holds segments but no journal.id"):
+        store(tmp_path).open()
+
+
+async def test_always_makes_nothing_visible_before_it_is_synced(tmp_path):
+    j, r = await opened(tmp_path, fsync="always")
+    await publish(r, 100)
+    assert j.next_seq == 1  # appended, not yet written: subscribers see nothing
+    await settle(j)
+    assert j.next_seq == 101 and j.stats["journal_fsyncs"] >= 1
+    await j.close()
+
+
+def _mount_tmpfs(where, size):
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
+    return None if res.returncode == 0 else f"mount refused: {res.stderr.strip()}"
+
+
+async def test_a_full_disk_refuses_readings_loses_none_and_recovers(tmp_path, caplog):
+    where = tmp_path / "small"
+    where.mkdir()
+    why = _mount_tmpfs(where, "1m")
+    if why:
+        pytest.skip(f"a real ENOSPC needs a small filesystem: {why}")
+    try:
+        j, r = await opened(where / "journal", memory=4 << 20, segment_bytes=4 << 20, max_bytes=64 << 20)
+        filler = where / "filler"
+        accepted = []
+        refused = 0
+        with open(filler, "wb") as f:
+            try:
+                f.write(b"\0" * (1 << 20))
+            except OSError:
+                pass
+        for i in range(3000):
+            try:
+                accepted.append(r.publish("test/d0/r", "d0", {"i": i, "pad": "y" * 100}))
+            except FrameError as exc:
+                assert "journal unwritable" in str(exc) and "No space left" in str(exc)
+                refused += 1
+            if i % 100 == 99:
+                await asyncio.sleep(0.01)
+        assert j.state == "failed" and refused > 0
+        assert "No space left on device" in j.error
+        assert j.next_seq <= accepted[-1]  # what is not written is not visible
+        filler.unlink()  # space again
+        await asyncio.sleep(DurableJournal.RETRY_S * 1.5)
+        await settle(j)
+        assert j.state == "ok"
+        more = await publish(r, 10, start=5000)
+        await settle(j)
+        await j.close()
+        j, r = await opened(where / "journal", memory=4 << 20)
+        got, gaps = await replay(j, 1)
+        assert gaps == []
+        assert [s for s, _ in got] == accepted + more  # every accepted reading, in order, none twice
+        await j.close()
+    finally:
+        subprocess.run(["umount", "-l", str(where)])
