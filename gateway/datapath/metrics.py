@@ -59,6 +59,20 @@ class GatewayCollector:
         yield CounterMetricFamily(
             "tianwang_router_rejected", "Readings refused by the router (unencodable, oversize)", value=app.router.rejected
         )
+        if journal.durable:
+            jc = journal.counters()
+            yield GaugeMetricFamily("tianwang_journal_disk_bytes", "Bytes of journal segments on disk", value=jc["journal_disk_bytes"])
+            yield GaugeMetricFamily(
+                "tianwang_journal_unwritten", "Envelopes appended but not yet written to disk", value=jc["journal_unwritten"]
+            )
+            yield CounterMetricFamily(
+                "tianwang_journal_write_errors", "Failed journal writes or syncs", value=jc["journal_write_errors"]
+            )
+            yield CounterMetricFamily("tianwang_journal_fsyncs", "Journal syncs", value=jc["journal_fsyncs"])
+        yield GaugeMetricFamily(
+            "tianwang_journal_degraded", "1 while the durable journal cannot write (readings are refused)",
+            value=1 if journal.state == "failed" else 0,
+        )
         yield GaugeMetricFamily("tianwang_subscribers", "Open Subscribe streams", value=len(svc.subscribers))
         counters = dict(svc.counters)
         for key, help_text in (

@@ -38,6 +38,29 @@ class Gap(NamedTuple):
     reason: str
 
 
+JOURNAL_ID_HEADER = "tianwang-journal-id"
+
+
+class Position:
+    """Where a subscriber is: the journal it reads and the next seq it wants.
+
+    Keep one (persist `journal_id` and `next_seq` if the subscriber restarts) and pass it to
+    `subscribe`/`subscribe_batches`: they resume from it, check that the gateway still has the same
+    journal, and move it forward as envelopes arrive. A gateway whose journal is another one (it
+    restarted without journal.path, or its disk was replaced) refuses the resume with
+    FAILED_PRECONDITION instead of serving other envelopes under the same seqs.
+    """
+
+    __slots__ = ("journal_id", "next_seq")
+
+    def __init__(self, journal_id: str = "", next_seq: int = 0):
+        self.journal_id = journal_id
+        self.next_seq = next_seq
+
+    def __repr__(self):
+        return f"Position(journal_id={self.journal_id!r}, next_seq={self.next_seq})"
+
+
 def _read(path):
     with open(path, "rb") as f:
         return f.read()
@@ -80,18 +103,37 @@ def subscribe_batches(
     token: str | None = None,
     max_batch: int = 0,
     max_delay_ms: int = 0,
+    journal_id: str = "",
+    position: Position | None = None,
 ) -> Iterator[tuple[Gap | None, list[dict]]]:
     """One item per Batch the gateway writes: (its Gap or None, its envelopes as dicts). For a
     caller that acts once per batch (flushing output, committing a cursor); `subscribe` flattens it.
-    Errors raise grpc.RpcError; closing the iterator cancels the call."""
+    With `position`, resume from it and keep it current (see Position); `journal_id` alone checks
+    that `from_seq` refers to the gateway's journal. Errors raise grpc.RpcError; closing the
+    iterator cancels the call."""
+    if position is not None:
+        from_seq = position.next_seq or from_seq
+        journal_id = position.journal_id or journal_id
     request = pb.SubscribeRequest(
-        topics=list(topics), from_seq=from_seq, max_batch=max_batch, max_delay_ms=max_delay_ms
+        topics=list(topics), from_seq=from_seq, max_batch=max_batch, max_delay_ms=max_delay_ms, journal_id=journal_id
     )
     call = stub(channel).Subscribe(request, metadata=auth_metadata(token))
     try:
+        if position is not None:
+            for key, value in call.initial_metadata() or ():
+                if key == JOURNAL_ID_HEADER:
+                    position.journal_id = value
         for batch in call:
             gap = Gap(batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason) if batch.HasField("gap") else None
-            yield gap, [envelope_dict(env) for env in batch.envelopes]
+            envelopes = [envelope_dict(env) for env in batch.envelopes]
+            # the position counts what has been handed over: a caller that saves it after
+            # handling a batch resumes after that batch
+            if position is not None:
+                if envelopes:
+                    position.next_seq = envelopes[-1]["seq"] + 1
+                elif gap is not None:
+                    position.next_seq = gap.to_seq + 1
+            yield gap, envelopes
     finally:
         call.cancel()
 
@@ -104,22 +146,38 @@ def subscribe(
     token: str | None = None,
     max_batch: int = 0,
     max_delay_ms: int = 0,
+    journal_id: str = "",
+    position: Position | None = None,
 ) -> Iterator[dict | Gap]:
     """Envelopes matching `topics` (MQTT-style patterns; none = all the token may read), as dicts
     (see envelope_dict), and a Gap wherever the gateway no longer holds what was asked for.
 
     from_seq=0 is live only; otherwise the gateway replays from that seq first, so a subscriber
     that keeps the last seq it handled resumes with from_seq=last + 1 and loses nothing the journal
-    still holds. Errors raise grpc.RpcError; closing the iterator cancels the call.
+    still holds; a `Position` does that bookkeeping and also checks the journal's id, so a resume
+    against another journal fails instead of returning other envelopes. Errors raise
+    grpc.RpcError; closing the iterator cancels the call.
     """
     batches = subscribe_batches(
-        channel, topics, from_seq=from_seq, token=token, max_batch=max_batch, max_delay_ms=max_delay_ms
+        channel,
+        topics,
+        from_seq=from_seq,
+        token=token,
+        max_batch=max_batch,
+        max_delay_ms=max_delay_ms,
+        journal_id=journal_id,
+        position=position,
     )
     try:
         for gap, envelopes in batches:
             if gap is not None:
+                if position is not None:
+                    position.next_seq = gap.to_seq + 1
                 yield gap
-            yield from envelopes
+            for env in envelopes:
+                if position is not None:
+                    position.next_seq = env["seq"] + 1
+                yield env
     finally:
         batches.close()
 
