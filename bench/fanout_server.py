@@ -1,6 +1,7 @@
 """A server process for the fan-out benchmark (run by bench/test_bench_fanout.py).
 
     python bench/fanout_server.py tianwang --envelopes N   # the real Gateway, journal pre-filled
+    python bench/fanout_server.py tianwang-disk --envelopes N   # the same, journal on disk, memory empty
     python bench/fanout_server.py plain --envelopes N      # grpc.aio, one Envelope per write()
 
 Both hold the same N envelopes (a GNSS fix payload, ~200 bytes on the wire) and serve
@@ -65,6 +66,50 @@ async def serve_tianwang(n):
     return gw.port, gw.stop
 
 
+async def serve_tianwang_disk(n):
+    """A gateway whose journal is on disk, pre-filled by an earlier gateway on the same directory
+    that then stopped: this one starts with empty memory, so every replayed envelope is read from
+    the segments."""
+    import tempfile
+
+    from tianwang.gateway.app import Gateway
+    from tianwang.gateway.lifecycle.config import load_config
+    from tianwang.gateway.lifecycle.registry import Registry
+
+    where = tempfile.mkdtemp(prefix="tianwang-bench-journal-")
+    cfg = load_config(
+        {
+            "gateway": {
+                "name": "bench",
+                "listen": "127.0.0.1:0",
+                "metrics": None,
+                "journal": {"path": where, "max_bytes": "256MiB", "fsync": "batch"},
+            },
+            "auth": {"tokens": [{"name": "bench", "token": TOKEN, "read": ["#"]}]},
+        },
+        Registry(),
+    )
+    gw = Gateway(cfg, registry=Registry())
+    await gw.start()
+    publish = gw.router.publish
+    for i in range(n):
+        publish(f"gnss/bd-{i % 1000:04d}/fix", f"bd-{i % 1000:04d}", fix_payload(i), 0)
+        if i % 10000 == 9999:
+            await asyncio.sleep(0)
+    await gw.stop()
+    gw = Gateway(cfg, registry=Registry())
+    await gw.start()
+    assert gw.journal.log.first_seq == n + 1  # nothing in memory: replays come from disk
+
+    async def stop():
+        await gw.stop()
+        import shutil
+
+        shutil.rmtree(where, ignore_errors=True)
+
+    return gw.port, stop
+
+
 async def serve_plain(n):
     envelopes = [
         pb.Envelope(
@@ -92,7 +137,7 @@ async def serve_plain(n):
 
 
 async def main(args):
-    serve = serve_tianwang if args.kind == "tianwang" else serve_plain
+    serve = {"tianwang": serve_tianwang, "tianwang-disk": serve_tianwang_disk, "plain": serve_plain}[args.kind]
     port, stop = await serve(args.envelopes)
     from tianwang.gateway import framing
 
@@ -107,6 +152,6 @@ async def main(args):
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["tianwang", "plain"])
+    p.add_argument("kind", choices=["tianwang", "tianwang-disk", "plain"])
     p.add_argument("--envelopes", type=int, default=500_000)
     uvloop.run(main(p.parse_args()))
