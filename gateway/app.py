@@ -73,6 +73,10 @@ class Gateway:
         self._stopped = asyncio.Event()
         self._stop_requested: asyncio.Event | None = None
         self.reloads = 0
+        self._reload_lock = asyncio.Lock()
+        self._reload_task: asyncio.Task | None = None
+        self._reload_again = False
+        self._stopping = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,6 +145,7 @@ class Gateway:
         """Stop serving: NOT_SERVING, end streams, close drivers, stop the server."""
         if self.server is None:
             return
+        self._stopping = True
         try:
             await asyncio.wait_for(self._stop_steps(), STOP_BUDGET_S)
         except asyncio.TimeoutError:
@@ -162,9 +167,21 @@ class Gateway:
         await self.server.stop(min(self.config.gateway.shutdown_grace_s, 2.0))
 
     async def reload(self) -> bool:
-        """Re-read the config file and apply what changed. On a bad file, keep running as before."""
+        """Re-read the config file and apply what changed. On a bad file, keep running as before.
+
+        Reloads run one at a time (SIGHUPs that arrive during one are coalesced into one more
+        run, see `request_reload`). Config, tokens and devices move together: the new tokens and
+        config take effect in the same step as the devices, and every open stream is checked
+        against the new tokens.
+        """
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         if not self.config_path:
             log.warning("SIGHUP: no config file to re-read (demo mode)")
+            return False
+        if self.server is None or self._stopping:
             return False
         try:
             new = load_config(self.config_path, self.registry)
@@ -176,26 +193,54 @@ class Gateway:
         for key in ("listen", "metrics", "tls", "journal"):
             if getattr(old.gateway, key) != getattr(new.gateway, key):
                 log.warning("reload: gateway.%s changed; restart the gateway to apply it", key)
-        self.config = new.model_copy(
+        config = new.model_copy(
             update={
                 "gateway": new.gateway.model_copy(
                     update={k: getattr(old.gateway, k) for k in ("listen", "metrics", "tls", "journal")}
                 )
             }
         )
-        self.auth = Authenticator(new.auth)
-        revoked = self.service.revoke_missing(self.auth.names)
+        try:
+            auth = Authenticator(new.auth)
+        except Exception as exc:  # the config validated, so this is a bug; keep the old tokens
+            log.error("reload refused: auth: %s", exc)
+            return False
+        # tokens and config switch together, before any await: no call sees one without the other
+        self.config = config
+        self.auth = auth
+        ended = self.service.recheck_streams(auth)
         changes = await self.supervisor.apply(self.config)
         self.reloads += 1
         log.info(
-            "reloaded %s: started %s, stopped %s, restarted %s; %d streams of removed tokens ended",
+            "reloaded %s: started %s, stopped %s, restarted %s%s; %d streams ended or narrowed by token changes",
             self.config_path,
             changes["started"] or "none",
             changes["stopped"] or "none",
             changes["restarted"] or "none",
-            revoked,
+            f", FAILED to start {changes['failed']}" if changes["failed"] else "",
+            ended,
         )
         return True
+
+    def request_reload(self) -> asyncio.Task | None:
+        """SIGHUP: reload now, or once more after the reload in progress (however many SIGHUPs
+        arrive meanwhile). Returns the task that will do it, if a new one was started."""
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_again = True
+            return None
+
+        async def run():
+            while True:
+                self._reload_again = False
+                try:
+                    await self.reload()
+                except Exception:  # a reload must never take the gateway down
+                    log.exception("reload failed")
+                if not self._reload_again:
+                    return
+
+        self._reload_task = asyncio.get_running_loop().create_task(run(), name="reload")
+        return self._reload_task
 
     def request_stop(self) -> None:
         if self._stop_requested is not None:
@@ -207,16 +252,9 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         await self.start()
-        reloading = set()
-
-        def on_hup():
-            task = loop.create_task(self.reload())
-            reloading.add(task)
-            task.add_done_callback(reloading.discard)
-
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             if ready is not None:
                 ready(self)

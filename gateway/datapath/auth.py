@@ -51,6 +51,9 @@ def patterns_overlap(p: str, q: str) -> bool:
     return True
 
 
+ANONYMOUS = b"anonymous"  # the credential key of a call without a token (auth.anonymous_read)
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
@@ -69,6 +72,21 @@ class Authenticator:
 
     def authenticate(self, metadata) -> Principal:
         """`metadata`: iterable of (key, value). Raises AuthError(unauthenticated=True)."""
+        return self.identify(metadata)[0]
+
+    def principal_for(self, key) -> Principal | None:
+        """The principal a credential `key` (from `identify`) maps to under this config, or None
+        when that token no longer exists (removed, or its value rotated)."""
+        if key == ANONYMOUS:
+            return self._anonymous
+        for digest, principal in self._tokens:
+            if hmac.compare_digest(digest, key):
+                return principal
+        return None
+
+    def identify(self, metadata) -> tuple[Principal, object]:
+        """(principal, credential key): the key identifies the presented token (its hash, never
+        the token) so that a reload can re-check a stream against the new tokens."""
         header = None
         for key, value in metadata or ():
             if key == "authorization":
@@ -76,7 +94,7 @@ class Authenticator:
                 break
         if header is None:
             if self._anonymous is not None:
-                return self._anonymous
+                return self._anonymous, ANONYMOUS
             raise AuthError("missing 'authorization: Bearer <token>' metadata", unauthenticated=True)
         if isinstance(header, bytes):
             header = header.decode("latin-1")
@@ -91,4 +109,4 @@ class Authenticator:
                 found = principal
         if found is None:
             raise AuthError("unknown token", unauthenticated=True)
-        return found
+        return found, presented

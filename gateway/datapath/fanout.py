@@ -39,17 +39,21 @@ JOURNAL_ID_HEADER = "tianwang-journal-id"
 
 
 class SubscriberState:
-    __slots__ = ("peer", "principal", "topics", "cursor", "delivered", "batches", "gaps", "revoked", "started_ns")
+    __slots__ = (
+        "peer", "principal", "key", "topics", "flt", "cursor", "delivered", "batches", "gaps", "revoked", "started_ns"
+    )
 
-    def __init__(self, peer, principal, topics, cursor):
+    def __init__(self, peer, principal, key, topics, flt, cursor):
         self.peer = peer
         self.principal = principal
+        self.key = key  # which token opened it (its hash): reloads re-check the stream against it
         self.topics = topics
+        self.flt = flt
         self.cursor = cursor
         self.delivered = 0
         self.batches = 0
         self.gaps = 0
-        self.revoked = False
+        self.revoked = None  # set to (status, message) when a reload ends the stream
         self.started_ns = time.time_ns()
 
 
@@ -109,13 +113,33 @@ class GatewayService:
         self.counters["requests_invalid"] += 1
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
-    def revoke_missing(self, names) -> int:
-        """After a reload: end the streams of tokens that no longer exist. Returns how many."""
+    def recheck_streams(self, auth) -> int:
+        """After a reload: hold every open stream to the new tokens. A stream whose token is gone
+        (removed, or its value rotated) ends with UNAUTHENTICATED; one whose patterns the token may
+        no longer read at all ends with PERMISSION_DENIED; one whose token's `read` patterns
+        changed goes on under the new patterns. Returns how many streams ended or narrowed."""
         n = 0
-        for sub in self.subscribers:
-            if sub.principal.name != "anonymous" and sub.principal.name not in names:
-                sub.revoked = True
-                n += 1
+        for sub in list(self.subscribers):
+            principal = auth.principal_for(sub.key)
+            if principal is None:
+                sub.revoked = (grpc.StatusCode.UNAUTHENTICATED, "token revoked by a config reload")
+            elif principal.read != sub.principal.read:
+                if not principal.read or not any(principal.may_read_any(p) for p in sub.topics):
+                    sub.revoked = (
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"token {principal.name!r} may no longer read {', '.join(sub.topics)} after a config reload",
+                    )
+                else:
+                    acl = None if "#" in principal.read else principal.read
+                    sub.flt = TopicFilter(sub.topics, allowed=acl)
+                    log.info("stream %s of %s now reads under %s", sub.peer, principal.name, ",".join(principal.read))
+                sub.principal = principal
+            else:
+                sub.principal = principal
+                continue
+            n += 1
+            if sub.revoked:
+                log.info("stream %s of %s ended by a reload: %s", sub.peer, sub.principal.name, sub.revoked[1])
         if n:
             self.app.journal.wake()
         return n
@@ -127,7 +151,11 @@ class GatewayService:
 
     # -- Subscribe -----------------------------------------------------------------------------
     async def subscribe(self, raw, context):
-        principal = await self._principal(context)
+        try:
+            principal, key = self.app.auth.identify(context.invocation_metadata())
+        except AuthError as exc:
+            self.counters["requests_unauthenticated"] += 1
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         req = await self._parse(raw, pb.SubscribeRequest, context)
         self.counters["subscribe_calls"] += 1
         if not principal.read:
@@ -175,26 +203,27 @@ class GatewayService:
         acl = None if "#" in principal.read else principal.read
         flt = TopicFilter(patterns, allowed=acl)
         cursor = req.from_seq or journal.next_seq
-        sub = SubscriberState(context.peer(), principal, tuple(patterns), cursor)
+        sub = SubscriberState(context.peer(), principal, key, tuple(patterns), flt, cursor)
         await context.send_initial_metadata(((JOURNAL_ID_HEADER, journal.id),))
         self.subscribers.add(sub)
         log.info("subscribe %s as %s: %s from seq %d", sub.peer, principal.name, ",".join(patterns), cursor)
         try:
-            async for batch in self._stream(sub, flt, max_batch, max_delay, max_bytes):
+            async for batch in self._stream(sub, max_batch, max_delay, max_bytes):
                 yield batch
             if sub.revoked:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "token revoked by a config reload")
+                await context.abort(*sub.revoked)
         finally:
             self.subscribers.discard(sub)
             log.info("subscriber %s left after %d envelopes", sub.peer, sub.delivered)
 
-    async def _stream(self, sub, flt, max_batch, max_delay, max_bytes):
+    async def _stream(self, sub, max_batch, max_delay, max_bytes):
         journal = self.app.journal
         counters = self.counters
         loop = asyncio.get_running_loop()
         cursor = sub.cursor
         reader = None
         while not self.closing and not sub.revoked:
+            flt = sub.flt  # a reload may narrow it
             gap, cursor = journal.gap_for(cursor)
             if gap is not None:
                 sub.gaps += 1

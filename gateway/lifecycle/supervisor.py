@@ -45,6 +45,7 @@ class DeviceEntry:
         "command",
         "spec",
         "envelopes",
+        "failed",
     )
 
     def __init__(self, id, family, driver, spec, parent=""):
@@ -60,6 +61,7 @@ class DeviceEntry:
         self.parent = parent
         self.command: CommandHandler | None = None
         self.envelopes = 0
+        self.failed = False  # its driver could not be started (the reason says why)
 
 
 class DeviceContext:
@@ -210,6 +212,10 @@ class Supervisor:
         self._running: dict[str, _Running] = {}
         self.drops: dict[tuple[str, str], int] = {}
         self.restarts = 0
+        # apply() and stop_all() one at a time: two overlapping reloads must not start a device
+        # twice (the second start would leave a driver that nothing tracks or stops)
+        self._apply_lock = asyncio.Lock()
+        self._stopped = False
 
     # -- table ---------------------------------------------------------------------------------
     def count_drop(self, driver: str, reason: str, n: int) -> None:
@@ -242,23 +248,43 @@ class Supervisor:
     # -- lifecycle -----------------------------------------------------------------------------
     async def apply(self, config) -> dict[str, list[str]]:
         """Bring the running devices in line with `config`: start new ones, stop removed ones,
-        restart changed ones, leave the rest alone. Returns {"started", "stopped", "restarted"}."""
-        wanted = {d.id: d for d in config.all_devices() if d.enabled}
-        result = {"started": [], "stopped": [], "restarted": []}
-        for dev_id in [i for i in self._running if i not in wanted]:
-            await self._stop(dev_id, "removed from config")
-            result["stopped"].append(dev_id)
-        for dev_id, dev in wanted.items():
-            running = self._running.get(dev_id)
-            if running is not None and running.config == dev:
-                continue
-            if running is not None:
-                await self._stop(dev_id, "config changed")
-                result["restarted"].append(dev_id)
-            else:
-                result["started"].append(dev_id)
-            self._start(dev)
-        return result
+        restart changed ones, leave the rest alone. Returns {"started", "stopped", "restarted",
+        "failed"}.
+
+        Calls are serialized. A device whose driver fails to start does not stop the others: it
+        stays in the table, OFFLINE with the reason, and is listed under "failed"; the next apply
+        tries it again.
+        """
+        async with self._apply_lock:
+            result = {"started": [], "stopped": [], "restarted": [], "failed": []}
+            if self._stopped:
+                return result
+            wanted = {d.id: d for d in config.all_devices() if d.enabled}
+            for dev_id in [i for i in self._running if i not in wanted]:
+                await self._stop(dev_id, "removed from config")
+                result["stopped"].append(dev_id)
+            for dev_id in [i for i, e in self.entries.items() if e.failed and i not in wanted]:
+                self.entries.pop(dev_id, None)
+            for dev_id, dev in wanted.items():
+                running = self._running.get(dev_id)
+                if running is not None and running.config == dev:
+                    continue
+                if running is not None:
+                    await self._stop(dev_id, "config changed")
+                    result["restarted"].append(dev_id)
+                else:
+                    result["started"].append(dev_id)
+                try:
+                    self._start(dev)
+                except DriverError as exc:
+                    log.error("%s", exc)
+                    result["failed"].append(dev_id)
+                    entry = self.entries.get(dev_id)
+                    if entry is not None:
+                        entry.failed = True
+                        entry.state = Health.OFFLINE
+                        entry.reason = str(exc)
+            return result
 
     def _start(self, dev) -> None:
         spec: DriverSpec = self.registry.require(dev.driver)
@@ -332,8 +358,11 @@ class Supervisor:
         self.entries.pop(dev_id, None)
 
     async def stop_all(self, reason: str = "gateway stopping") -> None:
-        """Stop every device concurrently (drivers close their ports and unsubscribe)."""
-        await asyncio.gather(*(self._stop(i, reason) for i in list(self._running)), return_exceptions=True)
+        """Stop every device concurrently (drivers close their ports and unsubscribe); a reload
+        that comes later starts nothing."""
+        async with self._apply_lock:
+            self._stopped = True
+            await asyncio.gather(*(self._stop(i, reason) for i in list(self._running)), return_exceptions=True)
 
     # -- commands ------------------------------------------------------------------------------
     def lookup(self, device_id: str) -> DeviceEntry | None:
