@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from tianwang import __version__
 from tianwang.gateway import framing
-from tianwang.gateway.datapath.auth import Authenticator
+from tianwang.gateway.datapath.auth import Authenticator, RateLimiter
 from tianwang.gateway.lifecycle.config import Config, load_config, parse_hostport
 from tianwang.gateway.errors import ConfigError, GatewayError
 from tianwang.gateway.datapath.fanout import GatewayService
@@ -51,7 +51,7 @@ def server_options(config: Config):
         ("grpc.http2.min_recv_ping_interval_without_data_ms", int(ka.min_client_ping_s * 1000)),
         ("grpc.http2.min_ping_interval_without_data_ms", int(ka.min_client_ping_s * 1000)),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+        ("grpc.max_receive_message_length", 1024 * 1024),
     ]
 
 
@@ -86,6 +86,7 @@ class Gateway:
         self.router = Router(self.journal)
         self.supervisor = Supervisor(self.registry, self.router)
         self.auth = Authenticator(cfg.auth)
+        warn_anonymous(cfg.auth)
         self.service = GatewayService(self)
 
         self.server = grpc.aio.server(options=server_options(cfg))
@@ -209,6 +210,12 @@ class Gateway:
         self.config = config
         self.auth = auth
         ended = self.service.recheck_streams(auth)
+        if (old.auth.refused_commands_per_s, old.auth.refused_commands_burst) != (
+            new.auth.refused_commands_per_s,
+            new.auth.refused_commands_burst,
+        ):
+            self.service.refusals = RateLimiter(new.auth.refused_commands_per_s, new.auth.refused_commands_burst)
+        warn_anonymous(new.auth)
         changes = await self.supervisor.apply(self.config)
         self.reloads += 1
         log.info(
@@ -266,7 +273,9 @@ class Gateway:
             await self.stop()
 
     # -- stats ---------------------------------------------------------------------------------
-    def stats(self) -> pb.Stats:
+    def stats(self, viewer=None) -> pb.Stats:
+        """GetStats. `viewer`: the caller's Principal; unless it is an admin (`admin: true` or
+        `control: ["#"]`) it sees only its own token's streams in `subscriber_stats`."""
         journal = self.journal
         svc = self.service
         families: dict[str, pb.FamilyStats] = {}
@@ -315,7 +324,17 @@ class Gateway:
                     gaps=s.gaps,
                 )
                 for s in list(svc.subscribers)
+                if viewer is None or viewer.is_admin or s.principal.name == viewer.name
             ],
+        )
+
+
+def warn_anonymous(auth_config) -> None:
+    """Tokenless reads are a deliberate choice: say so loudly at every start and reload."""
+    if auth_config.anonymous_read:
+        log.warning(
+            "auth.anonymous_read is on: anyone who reaches this port may read %s without a token",
+            ", ".join(auth_config.anonymous_read),
         )
 
 

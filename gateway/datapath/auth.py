@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import time
+from collections import OrderedDict
 
 from tianwang.gateway.errors import AuthError
 from tianwang.gateway.framing import TopicFilter
@@ -21,6 +23,13 @@ class Principal:
     name: str
     read: tuple[str, ...]
     control: tuple[str, ...]
+    admin: bool = False  # sees every stream in GetStats (also implied by control: ["#"])
+    commands_per_s: float = 0.0  # 0 = no limit
+    commands_burst: int = 0
+
+    @property
+    def is_admin(self) -> bool:
+        return self.admin or "#" in self.control
 
     def __post_init__(self):
         ctl = TopicFilter(self.control) if self.control else None
@@ -63,7 +72,17 @@ class Authenticator:
 
     def __init__(self, auth_config):
         self._tokens = [
-            (_digest(t.token.get_secret_value()), Principal(t.name, tuple(t.read), tuple(t.control)))
+            (
+                _digest(t.token.get_secret_value()),
+                Principal(
+                    t.name,
+                    tuple(t.read),
+                    tuple(t.control),
+                    admin=t.admin,
+                    commands_per_s=t.commands_per_s or 0.0,
+                    commands_burst=t.commands_burst,
+                ),
+            )
             for t in auth_config.tokens
         ]
         anon = tuple(auth_config.anonymous_read)
@@ -110,3 +129,52 @@ class Authenticator:
         if found is None:
             raise AuthError("unknown token", unauthenticated=True)
         return found, presented
+
+
+class RateLimiter:
+    """Token buckets by key (a peer address, a token name): `rate` per second, up to `burst`.
+
+    Holds at most `max_keys` buckets (the least recently used go first), so a caller cycling
+    through addresses costs bounded memory.
+    """
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 10000):
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.max_keys = max_keys
+        self._buckets: OrderedDict = OrderedDict()
+
+    def take(self, key) -> bool:
+        """Spend one from `key`'s bucket: False when it is empty."""
+        now = time.monotonic()
+        b = self._buckets.get(key)
+        if b is None:
+            tokens = self.burst
+            if len(self._buckets) >= self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
+            self._buckets.move_to_end(key)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        return True
+
+
+class CommandLimits:
+    """The per-token command rate limits (`commands_per_s`), one bucket per token name."""
+
+    def __init__(self):
+        self._limiters: dict[tuple, RateLimiter] = {}
+
+    def get(self, principal: Principal) -> RateLimiter | None:
+        if not principal.commands_per_s:
+            return None
+        key = (principal.name, principal.commands_per_s, principal.commands_burst)
+        lim = self._limiters.get(key)
+        if lim is None:
+            lim = self._limiters[key] = RateLimiter(
+                principal.commands_per_s, max(1, principal.commands_burst or int(principal.commands_per_s) or 1), 1
+            )
+        return lim

@@ -20,7 +20,8 @@ import msgpack
 from google.protobuf.message import DecodeError
 
 from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
-from tianwang.gateway.errors import AuthError, CommandError, TopicError
+from tianwang.gateway.datapath.auth import CommandLimits, RateLimiter
+from tianwang.gateway.errors import AuthError, CommandError, FrameError, TopicError
 from tianwang.gateway.datapath.journal import DiskReader
 from tianwang.gateway.framing import TopicFilter, validate_pattern
 from tianwang.v1 import gateway_pb2 as pb
@@ -34,6 +35,35 @@ DEFAULT_COMMAND_TIMEOUT_S = 10.0
 MAX_COMMAND_TIMEOUT_S = 120.0
 # how long a waiting stream sleeps before re-checking for shutdown or a revoked token
 IDLE_RECHECK_S = 1.0
+# bounds on what one call may carry (the whole request is also capped by gRPC at 1 MiB)
+MAX_REQUEST_BYTES = {
+    "SubscribeRequest": 64 * 1024,
+    "ListDevicesRequest": 4 * 1024,
+    "CommandRequest": 80 * 1024,
+    "GetStatsRequest": 1024,
+}
+MAX_COMMAND_ARGS = 64 * 1024
+MAX_ACTION = 64
+MAX_REASON = 1024
+MAX_TOPICS = 64
+MAX_PATTERN = 256
+
+
+def clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def peer_host(peer: str) -> str:
+    """'ipv4:127.0.0.1:5123' -> '127.0.0.1'; 'ipv6:[::1]:5123' -> '::1'; anything else as is."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    if kind == "ipv6":
+        host = rest.rpartition(":")[0]
+        return host.strip("[]") or rest
+    return peer
+
+
 # initial metadata of every Subscribe stream: the journal its seqs belong to
 JOURNAL_ID_HEADER = "tianwang-journal-id"
 
@@ -75,7 +105,10 @@ class GatewayService:
             "requests_unauthenticated": 0,
             "requests_invalid": 0,
             "requests_journal_mismatch": 0,
+            "commands_refused_unaudited": 0,
         }
+        self.refusals = RateLimiter(app.config.auth.refused_commands_per_s, app.config.auth.refused_commands_burst)
+        self.command_buckets = CommandLimits()
 
     # -- plumbing ------------------------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
@@ -103,6 +136,12 @@ class GatewayService:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
 
     async def _parse(self, raw, cls, context):
+        limit = MAX_REQUEST_BYTES.get(cls.__name__)
+        if limit is not None and len(raw) > limit:
+            self.counters["requests_invalid"] += 1
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{cls.__name__} of {len(raw)} bytes exceeds the limit of {limit}"
+            )
         try:
             return cls.FromString(raw)
         except (DecodeError, ValueError, TypeError) as exc:
@@ -161,6 +200,11 @@ class GatewayService:
         if not principal.read:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"token {principal.name!r} may not read any topic")
         requested = list(req.topics)
+        if len(requested) > MAX_TOPICS:
+            await self._invalid(context, f"topics: {len(requested)} patterns; at most {MAX_TOPICS}")
+        for p in requested:
+            if len(p) > MAX_PATTERN:
+                await self._invalid(context, f"topics: a pattern longer than {MAX_PATTERN} characters")
         for p in requested:
             try:
                 validate_pattern(p)
@@ -305,34 +349,53 @@ class GatewayService:
         req = await self._parse(raw, pb.CommandRequest, context)
         device_id = req.device_id
         audit_id = device_id if DEVICE_ID_RE.match(device_id or "") else "_invalid"
-        try:
-            args = msgpack.unpackb(req.args, raw=False, strict_map_key=False) if req.args else {}
-            if not isinstance(args, dict):
-                raise ValueError(f"args must be a msgpack map, not {type(args).__name__}")
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-            args = {"_raw": req.args}
-            bad_args = f"args: {exc}"
+        bad_args = None
+        if len(req.args) > MAX_COMMAND_ARGS:
+            args = {}
+            bad_args = f"args: {len(req.args)} bytes exceed the limit of {MAX_COMMAND_ARGS}"
         else:
-            bad_args = None
+            try:
+                args = msgpack.unpackb(req.args, raw=False, strict_map_key=False) if req.args else {}
+                if not isinstance(args, dict):
+                    raise ValueError(f"args must be a msgpack map, not {type(args).__name__}")
+            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+                args = {}
+                bad_args = f"args: {exc}"
         name = principal.name if principal else ""
+        peer = peer_host(context.peer())
 
-        def audit(ok, code, message):
+        def audit(ok, code, message, refused=False):
+            # a refused call is recorded by what it was (who, what, on what, how big), never by
+            # its payload: an unauthenticated caller must not be able to fill the journal
             payload = {
                 "principal": name,
-                "action": req.action,
-                "args": args,
-                "reason": req.reason,
+                "action": clip(req.action, MAX_ACTION),
+                "args": {} if refused else args,
+                "args_bytes": len(req.args),
+                "reason": clip(req.reason, MAX_REASON),
                 "ok": ok,
                 "code": code,
                 "message": message,
             }
             if audit_id != device_id:
-                payload["device_id"] = device_id
-            return self.app.router.publish(f"audit/{audit_id}/command", audit_id, payload)
+                payload["device_id"] = clip(device_id, 64)
+            try:
+                return self.app.router.publish(f"audit/{audit_id}/command", audit_id, payload)
+            except FrameError as exc:  # the journal cannot write: nothing may run unaudited
+                log.error("audit of %s on %s not recorded: %s", req.action[:64], audit_id, exc)
+                return 0
 
         async def refuse(status, code, message):
-            seq = audit(False, code, message)
             self.counters["commands_denied"] += 1
+            if not self.refusals.take(peer):
+                # past the refusal budget of this address: refused without an audit record each,
+                # counted (the first refusals of the burst are audited)
+                self.counters["commands_refused_unaudited"] += 1
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"too many refused commands from {peer}; wait a moment (last refusal: {message})",
+                )
+            seq = audit(False, code, message, refused=True)
             context.set_trailing_metadata((("tianwang-audit-seq", str(seq)),))
             await context.abort(status, message)
 
@@ -340,11 +403,23 @@ class GatewayService:
             self.counters["requests_unauthenticated"] += 1
             await refuse(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", auth_error)
         if not device_id or audit_id != device_id:
-            await refuse(grpc.StatusCode.INVALID_ARGUMENT, "INVALID", f"device_id: {device_id!r} is not a device id")
+            await refuse(
+                grpc.StatusCode.INVALID_ARGUMENT, "INVALID", f"device_id: {clip(device_id, 64)!r} is not a device id"
+            )
         if not req.action:
             await refuse(grpc.StatusCode.INVALID_ARGUMENT, "INVALID", "action: must not be empty")
+        if len(req.action) > MAX_ACTION:
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, "INVALID", f"action: longer than {MAX_ACTION} characters")
+        if len(req.reason) > MAX_REASON:
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, "INVALID", f"reason: longer than {MAX_REASON} characters")
         if bad_args:
             await refuse(grpc.StatusCode.INVALID_ARGUMENT, "INVALID", bad_args)
+        if self.app.journal.state == "failed":
+            await refuse(
+                grpc.StatusCode.UNAVAILABLE,
+                "UNAVAILABLE",
+                f"commands are refused while the journal cannot record them: {self.app.journal.error}",
+            )
         entry = self.app.supervisor.lookup(device_id)
         if entry is None:
             await refuse(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", f"no device {device_id!r}")
@@ -353,6 +428,13 @@ class GatewayService:
                 grpc.StatusCode.PERMISSION_DENIED,
                 "PERMISSION_DENIED",
                 f"token {principal.name!r} may not control {entry.family}/{device_id}",
+            )
+        bucket = self.command_buckets.get(principal)
+        if bucket is not None and not bucket.take(principal.name):
+            await refuse(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "RATE_LIMITED",
+                f"token {principal.name!r} is limited to {principal.commands_per_s:g} commands/s",
             )
         action = entry.spec.action(req.action) if entry.spec is not None else None
         if action is None:
@@ -389,9 +471,9 @@ class GatewayService:
 
     # -- GetStats ------------------------------------------------------------------------------
     async def get_stats(self, raw, context):
-        await self._principal(context)
+        principal = await self._principal(context)
         await self._parse(raw, pb.GetStatsRequest, context)
-        return self.app.stats()
+        return self.app.stats(principal)
 
 
 def device_message(e) -> pb.Device:

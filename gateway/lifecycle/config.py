@@ -247,6 +247,9 @@ class TokenConfig(SecretsModel):
     token_file: str | None = None
     read: tuple[str, ...] = ()  # topic patterns this token may subscribe to
     control: tuple[str, ...] = ()  # `family/device_id` patterns this token may command
+    admin: bool = False  # may see every subscriber in GetStats (control: ["#"] implies it)
+    commands_per_s: float | None = Field(default=None, gt=0)  # null = no limit
+    commands_burst: int = Field(default=0, ge=0)  # commands above the rate in a burst (0 = one second's worth)
 
     @field_validator("read", "control")
     @classmethod
@@ -262,6 +265,10 @@ class AuthConfig(Model):
     tokens: tuple[TokenConfig, ...] = ()
     # topic patterns anyone may read without a token; empty (the default) = a token is always needed
     anonymous_read: tuple[str, ...] = ()
+    # refused SendCommand calls audited per client address: at this rate, after a burst; past it
+    # they are refused with RESOURCE_EXHAUSTED and counted, not audited one by one
+    refused_commands_per_s: float = Field(default=5.0, gt=0)
+    refused_commands_burst: int = Field(default=50, ge=1)
 
     @field_validator("anonymous_read")
     @classmethod
