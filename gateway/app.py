@@ -122,7 +122,10 @@ class Gateway:
             from tianwang.gateway.datapath.metrics import serve_metrics
 
             try:
-                self._metrics_server, _ = serve_metrics(self, cfg.gateway.metrics)
+                ma = cfg.gateway.metrics_auth
+                self._metrics_server, _ = serve_metrics(
+                    self, cfg.gateway.metrics, tls=cfg.gateway.tls, token=ma.token.get_secret_value() if ma else None
+                )
                 self.metrics_port = self._metrics_server.server_port
             except OSError as exc:
                 await self.server.stop(0)
@@ -191,13 +194,13 @@ class Gateway:
                 log.error("reload refused: %s: %s", path or "<file>", reason)
             return False
         old = self.config
-        for key in ("listen", "metrics", "tls", "journal"):
+        for key in ("listen", "metrics", "metrics_auth", "tls", "journal"):
             if getattr(old.gateway, key) != getattr(new.gateway, key):
                 log.warning("reload: gateway.%s changed; restart the gateway to apply it", key)
         config = new.model_copy(
             update={
                 "gateway": new.gateway.model_copy(
-                    update={k: getattr(old.gateway, k) for k in ("listen", "metrics", "tls", "journal")}
+                    update={k: getattr(old.gateway, k) for k in ("listen", "metrics", "metrics_auth", "tls", "journal")}
                 )
             }
         )

@@ -79,3 +79,41 @@ async def test_cli_speaks_mutual_tls(pki):
         out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()
         assert "gen-1" in out.decode()
+
+
+def _get(url, token=None, cafile=None):
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    ctx = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+    try:
+        with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_metrics_behind_tls_and_a_token(pki, monkeypatch):
+    import asyncio
+
+    monkeypatch.setenv("TW_METRICS_TOKEN", "metrics-token-0123456789")
+    cfg = base_config(
+        [],
+        metrics="127.0.0.1:0",
+        metrics_auth={"token_env": "TW_METRICS_TOKEN"},
+        tls={"cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key")},
+    )
+    async with running(cfg) as gw:
+        url = f"https://127.0.0.1:{gw.metrics_port}/metrics"
+        loop = asyncio.get_running_loop()
+        status, body = await loop.run_in_executor(None, _get, url, "metrics-token-0123456789", pki / "ca.crt")
+        assert status == 200 and "tianwang_journal_last_seq" in body
+        status, body = await loop.run_in_executor(None, _get, url, None, pki / "ca.crt")
+        assert status == 401 and "metrics_auth" in body
+        status, _ = await loop.run_in_executor(None, _get, url, "wrong", pki / "ca.crt")
+        assert status == 401
+        # plain HTTP is not served on the TLS port
+        with pytest.raises(Exception):
+            await loop.run_in_executor(None, _get, f"http://127.0.0.1:{gw.metrics_port}/metrics", "metrics-token-0123456789")

@@ -1,13 +1,21 @@
 """Prometheus metrics (`gateway.metrics` address in config).
 
 Nothing on the hot path touches prometheus-client: the router, drivers and fan-out keep plain
-counters, and this collector reads them when Prometheus scrapes. The HTTP endpoint runs in
-prometheus-client's own thread; reads of the counters there are single C-level dict copies.
+counters, and this collector reads them when Prometheus scrapes. The HTTP endpoint (prometheus-
+client's WSGI app, behind a bearer token when `gateway.metrics_auth` is set, over HTTPS when
+`gateway.tls` is) runs in its own thread; reads of the counters there are single C-level dict copies.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, start_http_server
+import hashlib
+import hmac
+import ssl
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 
@@ -89,12 +97,45 @@ class GatewayCollector:
             yield CounterMetricFamily(f"tianwang_{key}", help_text, value=counters.get(key, 0))
 
 
-def serve_metrics(app, address: str):
-    """Start the /metrics endpoint on HOST:PORT; returns (server, registry). Port 0 picks one."""
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # no access log on stderr (and never a header)
+        pass
+
+
+def _guard(inner, token: str | None):
+    """The /metrics WSGI app, behind `Authorization: Bearer <token>` when a token is set."""
+    if not token:
+        return inner
+    expected = hashlib.sha256(f"Bearer {token}".encode()).digest()
+
+    def app(environ, start_response):
+        presented = hashlib.sha256(environ.get("HTTP_AUTHORIZATION", "").strip().encode("latin-1", "replace")).digest()
+        if not hmac.compare_digest(presented, expected):
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "text/plain; charset=utf-8"), ("WWW-Authenticate", 'Bearer realm="tianwang metrics"')],
+            )
+            return [b"401: /metrics needs 'Authorization: Bearer <token>' (gateway.metrics_auth)\n"]
+        return inner(environ, start_response)
+
+    return app
+
+
+def serve_metrics(app, address: str, *, tls=None, token: str | None = None):
+    """Start the /metrics endpoint on HOST:PORT in a thread; returns (server, registry). Port 0
+    picks one. `tls` (a TLSConfig) serves HTTPS with its certificate; `token` requires a bearer
+    token."""
     from tianwang.gateway.lifecycle.config import parse_hostport
 
     host, port = parse_hostport(address)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(GatewayCollector(app))
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    server = make_server(host, port, _guard(make_wsgi_app(registry), token), ThreadingWSGIServer, handler_class=_QuietHandler)
+    if tls is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
     return server, registry

@@ -219,10 +219,23 @@ class KeepaliveConfig(Model):
     min_client_ping_s: float = Field(default=10.0, gt=0)  # clients pinging more often get GOAWAY
 
 
+class MetricsAuthConfig(SecretsModel):
+    """A bearer token Prometheus must present on /metrics."""
+
+    __secrets__: ClassVar = ("token",)
+    __required_secrets__: ClassVar = ("token",)
+
+    token: SecretStr | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+
+
 class GatewaySection(Model):
     name: str = Field(default="tianwang", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     listen: str = "127.0.0.1:50051"
     metrics: str | None = "127.0.0.1:9108"
+    # /metrics is served over HTTPS with gateway.tls's certificate whenever tls is set
+    metrics_auth: MetricsAuthConfig | None = None  # a bearer token for /metrics; null = none
     journal: JournalConfig = JournalConfig()
     tls: TLSConfig | None = None
     fanout: FanoutConfig = FanoutConfig()
