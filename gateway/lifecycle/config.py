@@ -477,8 +477,11 @@ def _load_entries(section, raw, kind, registry, problems):
             problems.append((where, "must be a mapping"))
             continue
         name = entry.get("driver")
-        if not name:
+        if name is None or name == "":
             problems.append((f"{where}.driver", "required"))
+            continue
+        if not isinstance(name, str):
+            problems.append((f"{where}.driver", f"must be a driver name, not {type(name).__name__}"))
             continue
         spec = registry.get(name)
         if spec is None:
