@@ -145,3 +145,45 @@ def test_fanout_delivery(benchmark, servers, subscribers):
         "gRPC fan-out, envelopes/s delivered in total (server and subscribers in separate processes)",
         f"{subscribers:>2} subscribers: tianwang {tw_rate:>12,.0f}   one-message-per-write {plain_rate:>9,.0f}   ratio {ratio:6.1f}x",
     )
+
+
+async def _deliver_beside_stalled(addr, stalled, per_subscriber):
+    """One reading subscriber from seq 1 while `stalled` streams (opened first, from seq 1) read
+    one batch each and then nothing: (envelopes delivered to the reader, seconds)."""
+    req = pb.SubscribeRequest(from_seq=1).SerializeToString()
+    md = (("authorization", f"Bearer {TOKEN}"),)
+    opts = [("grpc.max_receive_message_length", 8 << 20)]
+    idle = [grpc.aio.insecure_channel(addr, options=opts) for _ in range(stalled)]
+    calls = []
+    for ch in idle:
+        call = ch.unary_stream("/tianwang.v1.Gateway/Subscribe")(req, metadata=md)
+        await call.read()  # it is open and was served once; it reads no more
+        calls.append(call)
+    try:
+        return await _deliver(addr, 1, per_subscriber, True)
+    finally:
+        for call in calls:
+            call.cancel()
+        for ch in idle:
+            await ch.close()
+
+
+def test_fanout_beside_stalled_subscribers(benchmark, servers):
+    """A subscriber's throughput with 4 stalled subscribers on the same gateway, against alone.
+    Target: >= 80% of its solo throughput."""
+    n = 600_000
+    solo_n, solo_s = uvloop.run(_deliver(servers["tianwang"].addr, 1, n, True))
+    solo = solo_n / solo_s
+
+    def run():
+        return uvloop.run(_deliver_beside_stalled(servers["tianwang"].addr, 4, n))
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    rate = n / benchmark.stats.stats.min
+    share = rate / solo
+    benchmark.extra_info.update(solo_envelopes_per_s=round(solo), beside_stalled_envelopes_per_s=round(rate), share=round(share, 2))
+    benchreport.add(
+        "gRPC fan-out, one subscriber beside 4 stalled ones (opened first, reading nothing)",
+        f"alone {solo:>12,.0f}/s   beside 4 stalled {rate:>12,.0f}/s   = {share:5.0%} of alone",
+    )
+    assert share >= 0.8, f"a subscriber kept only {share:.0%} of its solo throughput beside stalled ones"
