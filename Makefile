@@ -12,7 +12,7 @@ SOURCES := Makefile pyproject.toml setup.py proto/pyproject.toml proto/setup.py 
 BUILD_REQUIRES = $$($(PY) -c 'import tomllib; print(" ".join(sorted({r for f in ("pyproject.toml", "proto/pyproject.toml") for r in tomllib.load(open(f, "rb"))["build-system"]["requires"]})))')
 PYTEST_ARGS ?=
 
-.PHONY: install tools demo test test-twins fuzz bench dist clean
+.PHONY: install tools demo test test-twins fuzz bench soak dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ fuzz: install
 
 bench: install
 	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
+
+# a bounded soak of the gateway on every demo simulator (SOAK_S seconds, default 600): fails on any
+# lost or repeated seq, a Gap, or RSS growth; prints its figures
+SOAK_S ?= 600
+soak: install
+	$(PY) bench/soak.py --duration $(SOAK_S)
 
 # both wheels, `tianwang` (with the compiled extension) and the stubs-only `tianwang-proto`, into dist/
 dist: $(PY)
