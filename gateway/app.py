@@ -353,10 +353,8 @@ async def open_journal(jc) -> Journal:
     )
     next_seq = await asyncio.get_running_loop().run_in_executor(None, store.open)
     store.retention()
-    log.info(
-        "journal %s at %s: seq %d..%d on disk (%d bytes), fsync %s",
-        store.journal_id, jc.path, store.first_seq, next_seq - 1, store.nbytes, jc.fsync,
-    )
+    held = f"seq {store.first_seq}..{next_seq - 1} on disk ({store.nbytes} bytes)" if store.nbytes else "empty"
+    log.info("journal %s at %s: %s, next seq %d, fsync %s", store.journal_id, jc.path, held, next_seq, jc.fsync)
     return DurableJournal(int(jc.max_bytes), store, fsync=jc.fsync, fsync_window_ms=jc.fsync_window_ms)
 
 

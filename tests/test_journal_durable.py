@@ -155,7 +155,7 @@ async def test_one_directory_one_gateway(tmp_path):
 
 
 def test_unusable_paths_get_clear_errors(tmp_path):
-    with pytest.raises(JournalStorageError, match=r"journal.path: cannot use /dev/null/journal: Not a directory"):
+    with pytest.raises(JournalStorageError, match=r"gateway.journal.path: cannot use /dev/null/journal: Not a directory"):
         store("/dev/null/journal").open()
     (tmp_path / "00000000000000000001.seg").write_bytes(b"x")
     with pytest.raises(JournalStorageError, match="holds segments but no journal.id"):

@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     _client_args(p)
     p.add_argument("--topic", action="append", default=[], help="topic pattern (repeatable; MQTT + and #)")
     p.add_argument("--from-seq", type=_uint(64), default=0, help="replay from this seq (0 = live only)")
+    p.add_argument(
+        "--journal", default="", metavar="ID",
+        help="the journal id --from-seq refers to (printed by an earlier run); refused if the gateway's journal is another",
+    )
     p.add_argument("--count", type=_uint(64), default=0, help="stop after this many envelopes")
     p.add_argument("--max-batch", type=_uint(32), default=0)
     p.add_argument("--max-delay-ms", type=_uint(32), default=0)
@@ -246,12 +250,18 @@ def cmd_subscribe(args) -> int:
     channel = client.open_channel(args.addr, ca=args.ca, cert=args.cert, key=args.key)
     seen = 0
     write = sys.stdout.write
+    position = client.Position(args.journal, args.from_seq)
     batches = client.subscribe_batches(
         channel, args.topic, from_seq=args.from_seq, token=args.token, max_batch=args.max_batch,
-        max_delay_ms=args.max_delay_ms,
+        max_delay_ms=args.max_delay_ms, position=position,
     )
     try:
+        announced = False
         for gap, envelopes in batches:
+            if not announced:
+                # on stderr, so stdout stays envelopes only: what a later --journal needs
+                print(f"subscribe: journal {position.journal_id}", file=sys.stderr)
+                announced = True
             if gap is not None:
                 write((json.dumps({"gap": gap._asdict()}) if args.json else f"GAP {gap.from_seq}..{gap.to_seq} ({gap.reason})") + "\n")
             for d in envelopes:

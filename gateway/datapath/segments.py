@@ -157,7 +157,7 @@ class SegmentStore:
             where.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(where / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise JournalStorageError(f"journal.path: cannot use {where}: {exc.strerror}") from None
+            raise JournalStorageError(f"gateway.journal.path: cannot use {where}: {exc.strerror}") from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -165,7 +165,7 @@ class SegmentStore:
             os.close(self._lock_fd)
             self._lock_fd = -1
             raise JournalStorageError(
-                f"journal.path: {where} is in use by another gateway (pid {holder}); "
+                f"gateway.journal.path: {where} is in use by another gateway (pid {holder}); "
                 "each gateway needs a journal directory of its own"
             ) from None
         os.ftruncate(self._lock_fd, 0)
@@ -176,7 +176,7 @@ class SegmentStore:
             self._open_active()
         except OSError as exc:
             self.close()
-            raise JournalStorageError(f"journal.path: cannot use {where}: {exc.strerror or exc}") from None
+            raise JournalStorageError(f"gateway.journal.path: cannot use {where}: {exc.strerror or exc}") from None
         except JournalStorageError:
             self.close()
             raise
@@ -190,12 +190,12 @@ class SegmentStore:
             text = ""
             if any(self.path.glob("*" + SUFFIX)):
                 raise JournalStorageError(
-                    f"journal.path: {self.path} holds segments but no journal.id; "
+                    f"gateway.journal.path: {self.path} holds segments but no journal.id; "
                     "restore the file or move the segments away"
                 ) from None
         if text:
             if len(text) != 32 or any(c not in "0123456789abcdef" for c in text):
-                raise JournalStorageError(f"journal.path: {idfile} does not hold a journal id")
+                raise JournalStorageError(f"gateway.journal.path: {idfile} does not hold a journal id")
             self.journal_id = text
             return
         self.journal_id = secrets.token_hex(16)
@@ -221,7 +221,7 @@ class SegmentStore:
             self._walk(seg, verify=last, cut=last)
             if self.segments and seg.first_seq < self.segments[-1].next_seq:
                 raise JournalStorageError(
-                    f"journal.path: segment {p.name} overlaps the one before it; the directory is damaged"
+                    f"gateway.journal.path: segment {p.name} overlaps the one before it; the directory is damaged"
                 )
             self.segments.append(seg)
         self._firsts = [s.first_seq for s in self.segments]
