@@ -156,3 +156,15 @@ def test_decode_starts_light(driver):
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.stdout.strip() == "0 []", r.stdout + r.stderr
     assert "0 frames, 0 publications" in r.stderr
+
+
+def test_subscribe_names_its_journal_and_refuses_a_resume_against_another(gateway):
+    r = tw("subscribe", "--addr", gateway.addr, "--topic", "test/#", "--from-seq", "1", "--count", "2")
+    assert r.returncode == 0, r.stderr
+    journal = r.stderr.split("subscribe: journal ", 1)[1].split()[0]
+    assert len(journal) == 32
+    ok = tw("subscribe", "--addr", gateway.addr, "--topic", "test/#", "--from-seq", "3", "--count", "1", "--journal", journal)
+    assert ok.returncode == 0 and ok.stdout.startswith("3 "), ok.stderr
+    bad = tw("subscribe", "--addr", gateway.addr, "--from-seq", "3", "--count", "1", "--journal", "0" * 32)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert f"this gateway's journal is {journal}, not {'0' * 32}" in bad.stderr
