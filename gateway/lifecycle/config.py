@@ -345,9 +345,63 @@ class ListenerConfig(DeviceConfig):
     _hostport = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
 
 
+class NatsBridgeConfig(SecretsModel):
+    """`bridges.nats`: the journal published to a NATS JetStream stream, one message per batch."""
+
+    __secrets__: ClassVar = ("token", "password")
+
+    servers: tuple[str, ...] = Field(min_length=1)  # nats://HOST:PORT (tls:// for TLS)
+    stream: str = Field(default="TIANWANG", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    replicas: int = Field(default=1, ge=1, le=5)  # created with this many; an existing stream is used as is
+    subject_prefix: str = Field(default="tianwang", pattern=r"^[A-Za-z0-9_-]{1,32}$")  # subjects <prefix>.<gateway>.<family>
+    max_batch: int = Field(default=4096, ge=1, le=65536)  # envelopes per message
+    max_batch_bytes: ByteSize = Field(default=ByteSize(512 * 1024))  # and bytes per message (NATS max_payload is 1 MiB by default)
+    max_delay_ms: int = Field(default=20, ge=0, le=10_000)  # how long a partial batch may wait
+    max_age_s: float = Field(default=7 * 86400.0, gt=0)  # retention of a stream the bridge creates
+    duplicate_window_s: float = Field(default=120.0, gt=0)  # of a stream the bridge creates (Nats-Msg-Id de-duplication)
+    user: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    token: SecretStr | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    creds_file: str | None = None  # a NATS .creds file (JWT + nkey)
+    tls_ca_file: str | None = None
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, v):
+        for url in v:
+            parts = urlsplit(url)
+            if parts.scheme not in ("nats", "tls") or not parts.netloc:
+                raise ValueError(f"{url!r}: expected nats://HOST:PORT or tls://HOST:PORT")
+            parse_hostport(parts.netloc.rpartition("@")[2])
+        return v
+
+    @field_validator("max_batch_bytes")
+    @classmethod
+    def _batch_bytes(cls, v):
+        if not 4096 <= v <= 64 * 1024 * 1024:
+            raise ValueError("must be between 4KiB and 64MiB (and under the server's max_payload)")
+        return v
+
+    @field_validator("creds_file", "tls_ca_file")
+    @classmethod
+    def _readable(cls, v):
+        if v is not None and not os.access(v, os.R_OK):
+            raise ValueError(f"cannot read {v}")
+        return v
+
+
+class BridgesConfig(Model):
+    nats: NatsBridgeConfig | None = None
+
+
 class Config(Model):
     gateway: GatewaySection = GatewaySection()
     auth: AuthConfig = AuthConfig()
+    bridges: BridgesConfig = BridgesConfig()
     devices: tuple[DeviceConfig, ...] = ()
     listeners: tuple[ListenerConfig, ...] = ()
 
