@@ -211,6 +211,9 @@ def test_registrations_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatc
     assert Registrations(str(path)).phone_of_plate(1, "A1") == "1"
     write_file(str(path), {"3": {"code": "c"}})
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    os.chmod(path, 0o644)  # copied in by hand, say: loading tightens it
+    assert set(Registrations(str(path)).terminals) == {"3"}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 @pytest.mark.parametrize(

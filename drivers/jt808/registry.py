@@ -108,6 +108,10 @@ class Registrations:
         self.path = path
         self.on_write = on_write
         self.terminals: dict[str, dict] = read_file(path) if path else {}
+        if path and os.path.exists(path) and os.stat(path).st_mode & 0o077:
+            # it holds auth codes: nobody but the gateway's user reads it
+            log.warning("jt808 registrations: %s was readable by others; mode set to 0600", path)
+            os.chmod(path, 0o600)
         self._plates = {}
         for phone, rec in self.terminals.items():
             self._index(phone, rec)
