@@ -189,7 +189,7 @@ class StrictGate(Gate):
         self.code = code
         self.attached = []
 
-    def registration(self, phone):
+    def registration(self, phone, info):
         return p.RegisterResult.OK, self.code
 
     def check_auth(self, phone, code):

@@ -64,7 +64,18 @@ def _spec() -> DriverSpec:
         actions=(
             ActionSpec(
                 "query_location",
-                "ask the terminal for its position now (0x8201); the result is the fix of its 0x0201 answer",
+                "on a terminal: ask it for its position now (0x8201); the result is the fix of its 0x0201 answer",
+            ),
+            ActionSpec(
+                "deregister",
+                "on the listener: forget a terminal's registration so that phone may register over the air "
+                "again (a replaced terminal); its code and any live connection are left as they are",
+                args={"phone": "the terminal's phone number"},
+                needs_reason=True,
+            ),
+            ActionSpec(
+                "registrations",
+                "on the listener: every registered terminal (phone, when, how, what it said), without codes",
             ),
         ),
         description="JT/T 808-2011/2013/2019 vehicle terminals dialling in over TCP",

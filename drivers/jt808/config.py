@@ -6,22 +6,43 @@
         listen: "0.0.0.0:7808"
         auth_secret_env: JT808_SECRET         # derives each terminal's auth code
         auth_codes_file: /etc/tianwang/codes  # provisioned codes, PHONE:CODE per line (optional)
-        registration: known                   # auto | known | closed
+        registration: known                   # auto | known | closed | open
+        registrations_file: /var/lib/tianwang/fleet.registrations  # who registered (survives restarts)
         versions: [2013, 2019]                # header editions accepted (2013 covers 2011)
 
 Auth codes: code(phone) is the `auth_codes` entry for that phone when there is one, otherwise
 HMAC-SHA256(auth_secret, phone) cut to 16 hex digits (tianwang.drivers.jt808.protocol.derive_auth_code).
+
+Registration policies (who may register over the air, 0x0100):
+- auto: any phone not registered yet (first come); a registered phone is refused with "terminal
+  already registered" (0x8100 result 3) until an operator runs `deregister`;
+- known: the same, for phones in `terminals` or `auth_codes` only;
+- closed: nobody (codes are provisioned out of band);
+- open: anyone, any number of times, even for a phone already registered: whoever reaches the port
+  gets the code of any phone and can take its session over. Only for closed test networks; the
+  listener logs a WARNING saying so at every start and `tianwang check` warns.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from typing import ClassVar, Literal
 
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from tianwang.drivers.jt808.registry import RegistryError, read_file
 from tianwang.drivers.sdk import ListenerConfig, SecretsModel
+
+OPEN_WARNING = (
+    "open: anyone who reaches the port can register as any phone, even one already registered, "
+    "get its auth code and take its session over; use auto or known outside a closed test network"
+)
+MEMORY_WARNING = (
+    "not set: registrations are kept in memory only and forgotten at each restart, when any phone "
+    "can be registered again by whoever comes first"
+)
 
 _PHONE_RE = re.compile(r"^[0-9]{1,20}$")
 _CODE_ENTRY_RE = re.compile(r"^([0-9]{1,20})[:=](\S{1,255})$")
@@ -59,9 +80,11 @@ class Jt808Config(SecretsModel, ListenerConfig):
     auth_codes: SecretStr | None = None  # provisioned codes, "PHONE:CODE" entries
     auth_codes_env: str | None = None
     auth_codes_file: str | None = None
-    # who may register over the air: auto = anyone; known = phones in `terminals` or `auth_codes`;
-    # closed = nobody (codes are provisioned out of band)
-    registration: Literal["auto", "known", "closed"] = "auto"
+    # who may register over the air (see the module docstring): auto = any phone not registered yet;
+    # known = phones in `terminals` or `auth_codes` not registered yet; closed = nobody;
+    # open = anyone, again and again (the legacy behaviour: a hijack hole, logged as such)
+    registration: Literal["auto", "known", "closed", "open"] = "auto"
+    registrations_file: str | None = None  # where registrations persist; None = memory only
     terminals: tuple[str, ...] = ()  # if not empty, only these phones may authenticate
     versions: tuple[Literal[2013, 2019], ...] = (2013, 2019)  # header editions accepted (2013 covers 2011)
     idle_timeout_s: float = Field(default=180.0, gt=0, le=86400)  # silence that ends a connection
@@ -98,6 +121,30 @@ class Jt808Config(SecretsModel, ListenerConfig):
             if not _PHONE_RE.match(phone):
                 raise ValueError(f"{phone!r} is not a phone number of 1-20 digits")
         return tuple(_norm_phone(x) for x in v)
+
+    @field_validator("registrations_file")
+    @classmethod
+    def _registrations_file(cls, v):
+        if v is None:
+            return v
+        v = v.strip()
+        if not v:
+            raise ValueError("must be a file path (or leave the key out: memory only)")
+        if v.endswith(("/", os.sep)) or os.path.isdir(v):
+            raise ValueError(f"{v} is a directory; name a file in it")
+        try:
+            read_file(v)  # a corrupt file is refused by `tianwang check` and before `run` starts anything
+        except RegistryError as exc:
+            raise PydanticCustomError("registrations", "{why}", {"why": str(exc)}) from None
+        return v
+
+    def config_warnings(self) -> list[tuple[str, str]]:
+        out = []
+        if self.registration == "open":
+            out.append(("registration", OPEN_WARNING))
+        if self.registrations_file is None and self.registration != "closed":
+            out.append(("registrations_file", MEMORY_WARNING))
+        return out
 
     @model_validator(mode="after")
     def _codes(self):

@@ -15,7 +15,17 @@ device `<phone>` of the listener, ONLINE while its connection lives; positions g
 Auth codes: code(phone) is the `auth_codes` entry for that phone when there is one, otherwise
 HMAC-SHA256(auth_secret, phone) cut to 16 hex digits (protocol.derive_auth_code). Without an
 `auth_secret` a random one is drawn at start, so codes change at each restart and terminals fall
-back to registering again, which the standard has them do when authentication fails.
+back to registering again, which the standard has them do when authentication fails (unless
+`registrations_file` kept the code they registered with).
+
+Registrations (tianwang.drivers.jt808.registry): a phone is registered by its first 0x0100
+answered OK, or by its first authentication with a provisioned or derived code. A registered phone
+is not registered again over the air: its 0x0100 gets result 3 ("terminal already registered") and
+no code, and its live connection is left alone, so reaching the port is not enough to take a
+terminal's session over. Only the right code replaces a live connection (the terminal itself
+reconnecting). The operator's `deregister` command on the listener lets a phone register again;
+`registration: open` keeps the old anyone-may-re-register behaviour and is logged as a WARNING at
+every start.
 
 Isolation: a connection's bad bytes are counted against it and cost only its own frames; a
 connection that has not authenticated is closed after `max_bad_frames` bad frames or
@@ -35,6 +45,7 @@ from functools import partial
 
 from tianwang.drivers.jt808 import protocol as p
 from tianwang.drivers.jt808.config import Jt808Config, parse_auth_codes
+from tianwang.drivers.jt808.registry import Registrations
 from tianwang.drivers.jt808.session import Session, Step, TerminalState
 from tianwang.drivers.sdk import CommandError, Driver, encode_jt808, Health, Jt808Framer, parse_hostport
 
@@ -87,6 +98,7 @@ class _Connection(asyncio.Protocol):
         self.close_reason = ""
         self.queries: dict[int, asyncio.Future] = {}
         self.closed = False
+        self.warned_reregister = False
 
     @property
     def term(self) -> _Terminal | None:
@@ -295,14 +307,33 @@ class _Connection(asyncio.Protocol):
             self.term.ctx.set_health(Health.ONLINE, "authenticated")
 
     # -- the Session's gate: the listener's policy -----------------------------------------------
-    def registration(self, phone: str) -> tuple[int, str]:
+    def registration(self, phone: str, info: dict) -> tuple[int, str]:
         lst = self.listener
-        result, code = lst.registration_result(phone)
+        result, code = lst.registration_result(phone, info)
         if result == p.RegisterResult.OK:
             lst.ctx.count("registrations")
+            lst.register(phone, code, "0x0100", info, self.peer)
         else:
             lst.ctx.count("registrations_refused")
-            log.info("%s: registration of %s refused (%s)", lst.ctx.device_id, phone, p.RegisterResult(result).name)
+            if result == p.RegisterResult.TERMINAL_REGISTERED:
+                lst.ctx.count("reregistrations_refused")
+                # once per connection: a peer repeating it must not flood the log
+                (log.info if self.warned_reregister else log.warning)(
+                    "%s: %s from %s tried to register again: refused (terminal already registered; "
+                    "`deregister` lets it)",
+                    lst.ctx.device_id,
+                    phone,
+                    self.peer,
+                )
+                self.warned_reregister = True
+            else:
+                log.info(
+                    "%s: registration of %s from %s refused (%s)",
+                    lst.ctx.device_id,
+                    phone,
+                    self.peer,
+                    p.RegisterResult(result).name,
+                )
         return result, code
 
     def check_auth(self, phone: str, code: str) -> str:
@@ -347,15 +378,30 @@ class Jt808Listener(Driver):
             )
         self._codes = parse_auth_codes(config.auth_codes.get_secret_value()) if config.auth_codes else {}
         self._allowed = frozenset(config.terminals)
+        # raises RegistryError (one line, naming the file) for a file that is not a registrations file
+        self.registry = Registrations(config.registrations_file, on_write=self._registrations_written)
+        self._registry_error = ""
+        if config.registrations_file is not None:
+            parent = os.path.dirname(os.path.abspath(config.registrations_file))
+            if not os.path.isdir(parent):
+                raise ValueError(f"registrations_file: directory {parent} does not exist")
+        for key, why in config.config_warnings():
+            log.warning("%s: %s %s", ctx.device_id, key, why)
 
     # -- policy --------------------------------------------------------------------------------
     def code_for(self, phone: str) -> str:
-        """The auth code terminal `phone` must present."""
+        """The auth code terminal `phone` must present: its `auth_codes` entry (the operator's
+        word wins), else the code it was registered with, else the one derived from the secret."""
         code = self._codes.get(phone)
+        if code is not None:
+            return code
+        code = self.registry.code(phone)
         return code if code is not None else p.derive_auth_code(self._secret, phone)
 
-    def registration_result(self, phone: str) -> tuple[int, str]:
-        """(0x8100 result, auth code) for a terminal registering as `phone`."""
+    def registration_result(self, phone: str, info: dict | None = None) -> tuple[int, str]:
+        """(0x8100 result, auth code) for a terminal registering as `phone`; `info` is what its
+        0x0100 said (its plate). Every policy but `open` refuses a phone already registered
+        (result 3) and a vehicle (plate colour + plate) registered to another phone (result 1)."""
         policy = self.config.registration
         if policy == "closed":
             return p.RegisterResult.NO_TERMINAL, ""
@@ -363,9 +409,41 @@ class Jt808Listener(Driver):
             return p.RegisterResult.NO_TERMINAL, ""
         if policy == "known" and phone not in self._allowed and phone not in self._codes:
             return p.RegisterResult.NO_TERMINAL, ""
+        if policy != "open":
+            if phone in self.registry:
+                return p.RegisterResult.TERMINAL_REGISTERED, ""
+            info = info or {}
+            owner = self.registry.phone_of_plate(info.get("plate_colour"), info.get("plate", ""))
+            if owner is not None and owner != phone:
+                return p.RegisterResult.VEHICLE_REGISTERED, ""
+        if phone not in self.registry and len(self.registry) >= self.config.max_terminals:
+            return p.RegisterResult.NO_TERMINAL, ""
         if phone not in self.terminals and len(self.terminals) >= self.config.max_terminals:
             return p.RegisterResult.NO_TERMINAL, ""
-        return p.RegisterResult.OK, self.code_for(phone)
+        return p.RegisterResult.OK, self._issued_code(phone)
+
+    def _issued_code(self, phone: str) -> str:
+        """What a registration hands out: the provisioned or derived code (never the code of an
+        earlier registration, which under `open` may have been anyone's)."""
+        code = self._codes.get(phone)
+        return code if code is not None else p.derive_auth_code(self._secret, phone)
+
+    def _registrations_written(self, error: str) -> None:
+        """A background write of the registrations file ended: DEGRADED while it cannot be written
+        (registrations made meanwhile live in memory and are written with the next that succeeds)."""
+        if error:
+            self.ctx.count("registrations_write_errors")
+            if not self._registry_error:
+                self.ctx.set_health(Health.DEGRADED, f"registrations not saved: {error}")
+        elif self._registry_error and self.server is not None:
+            self.ctx.set_health(Health.ONLINE, f"listening on port {self.port}; registrations saved again")
+        self._registry_error = error
+
+    def register(self, phone: str, code: str, via: str, info: dict, address: str = "") -> None:
+        """Record a registration (a 0x0100 answered OK, or a first authentication with a
+        provisioned or derived code): from now on the phone cannot be registered over the air."""
+        self.registry.add(phone, code, via, info, address)
+        self.ctx.set_info(registrations=str(len(self.registry)))
 
     def check_auth(self, phone: str, code: str) -> str:
         """'' when `code` authenticates `phone`, else why not."""
@@ -375,6 +453,8 @@ class Jt808Listener(Driver):
             return "wrong auth code"
         if phone not in self.terminals and len(self.terminals) >= self.config.max_terminals:
             return f"max_terminals ({self.config.max_terminals}) reached"
+        if phone not in self.registry and len(self.registry) >= self.config.max_terminals:
+            return f"max_terminals ({self.config.max_terminals}) registrations reached"
         return ""
 
     # -- terminals -----------------------------------------------------------------------------
@@ -388,6 +468,10 @@ class Jt808Listener(Driver):
         if term is None:
             term = self.terminals[phone] = _Terminal(phone, child)
         term.ctx = child
+        if phone not in self.registry:
+            # it came in with a provisioned or derived code without registering here: it is
+            # registered from now on, so nobody can register as it over the air
+            self.register(phone, self.code_for(phone), "0x0102", info, info.get("address", ""))
         old = term.conn
         term.conn = conn
         if old is not None and old is not conn:
@@ -396,10 +480,48 @@ class Jt808Listener(Driver):
             old.close("replaced by a new connection from the same terminal")
         return term
 
+    async def command(self, action: str, args: dict, timeout: float) -> dict:
+        """Commands on the listener itself: `registrations` (read-only: every registration, no
+        codes) and `deregister phone=PHONE` (needs a reason: the phone may register over the air
+        again; its live connection, if any, is left alone). Raises CommandError."""
+        if action == "registrations":
+            if args:
+                raise CommandError("INVALID", f"registrations takes no arguments, got {', '.join(sorted(args))}")
+            return {"persistent": self.registry.path is not None, "terminals": self.registry.listing()}
+        if action == "deregister":
+            extra = sorted(set(args) - {"phone"})
+            if extra:
+                raise CommandError("INVALID", f"deregister takes phone=PHONE only, got {', '.join(extra)}")
+            raw = args.get("phone")
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                raw = str(raw)
+            if not isinstance(raw, str) or not raw.isascii() or not raw.isdigit() or len(raw) > 20:
+                raise CommandError("INVALID", "deregister needs phone=PHONE (1-20 digits)")
+            phone = raw.lstrip("0") or "0"
+            rec = self.registry.remove(phone)
+            if rec is None:
+                raise CommandError("NOT_FOUND", f"{phone} is not registered on {self.ctx.device_id}")
+            try:
+                await self.registry.flush()
+            except OSError as exc:
+                raise CommandError("FAILED", f"{phone} deregistered in memory but not on disk: {exc}") from None
+            self.ctx.set_info(registrations=str(len(self.registry)))
+            self.ctx.count("deregistrations")
+            log.warning("%s: %s deregistered by an operator: it may register over the air again", self.ctx.device_id, phone)
+            return {
+                "phone": phone,
+                "deregistered": True,
+                "registered_at": rec.get("registered_at", ""),
+                "persistent": self.registry.path is not None,
+            }
+        raise CommandError(
+            "UNSUPPORTED", f"{self.ctx.device_id}: the jt808 listener takes registrations and deregister, not {action!r}"
+        )
+
     async def command_terminal(self, phone: str, action: str, args: dict, timeout: float) -> dict:
         """Commands on a terminal (child device). `query_location`: 0x8201, then the 0x0201 answer's
         fix payload. Raises CommandError UNSUPPORTED / OFFLINE (the supervisor adds TIMEOUT)."""
-        if action != "query_location":
+        if action != "query_location":  # deregister and registrations are the listener's
             raise CommandError("UNSUPPORTED", f"{phone}: jt808 terminals take query_location, not {action!r}")
         if args:
             raise CommandError("INVALID", f"query_location takes no arguments, got {', '.join(sorted(args))}")
@@ -424,7 +546,12 @@ class Jt808Listener(Driver):
             lambda: _Connection(self), host, port, backlog=4096, reuse_address=True
         )
         self.port = self.server.sockets[0].getsockname()[1]
-        self.ctx.set_info(listen=f"{host}:{self.port}", registration=self.config.registration)
+        self.ctx.set_info(
+            listen=f"{host}:{self.port}",
+            registration=self.config.registration,
+            registrations=str(len(self.registry)),
+            registrations_file=self.config.registrations_file or "(memory only)",
+        )
         self.ctx.set_health(Health.ONLINE, f"listening on {host}:{self.port}")
         sweep = min(SWEEP_MAX_S, self.config.idle_timeout_s / 4, self.config.auth_timeout_s / 4)
         while True:
@@ -462,3 +589,8 @@ class Jt808Listener(Driver):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
             except asyncio.TimeoutError:
                 pass
+        if self.registry.pending:
+            try:
+                await asyncio.wait_for(self.registry.flush(), 5.0)
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.error("%s: registrations not all written at stop: %s", self.ctx.device_id, exc)

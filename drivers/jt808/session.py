@@ -65,8 +65,9 @@ class Gate:
     def __init__(self):
         self.terminal = TerminalState()
 
-    def registration(self, phone: str) -> tuple[int, str]:
-        """(0x8100 result, auth code) for a terminal registering as `phone`."""
+    def registration(self, phone: str, info: dict) -> tuple[int, str]:
+        """(0x8100 result, auth code) for a terminal registering as `phone`; `info` is what its
+        0x0100 said (protocol.Registration.info()). A code only with result OK."""
         return p.RegisterResult.OK, ""
 
     def check_auth(self, phone: str, code: str) -> str:
@@ -339,7 +340,7 @@ class Session:
 
     def _register(self, step: Step, header: p.Header, body: bytes) -> None:
         reg = p.parse_register(body, header.version)
-        result, code = self.gate.registration(header.phone)
+        result, code = self.gate.registration(header.phone, reg.info())
         self._reply(step, p.REGISTER_REPLY, p.register_reply_body(header.serial, result, code), p.reply_header_args(header))
         if result == p.RegisterResult.OK:
             self.registration = reg.info()

@@ -329,6 +329,11 @@ class DeviceConfig(Model):
     backoff: BackoffConfig = BackoffConfig()
     labels: dict[str, str] = Field(default_factory=dict)  # shown in ListDevices info
 
+    def config_warnings(self) -> list[tuple[str, str]]:
+        """(key, why) for settings that are allowed but unwise: `tianwang check` prints them as
+        warnings under the entry's path. Drivers override it; the driver should log them at start too."""
+        return []
+
     @field_validator("id")
     @classmethod
     def _id(cls, v):
@@ -590,6 +595,8 @@ def warnings_for(config: Config) -> list[tuple[str, str]]:
             if isinstance(dev, SecretsModel):
                 for name in dev.inline_secrets():
                     out.append((f"{section}[{i}].{name}", f"secret written inline; use {name}_env or {name}_file"))
+            for key, why in dev.config_warnings():
+                out.append((f"{section}[{i}].{key}", why))
     if not config.auth.tokens and not config.auth.anonymous_read:
         out.append(("auth.tokens", "no tokens: every gRPC call will be refused"))
     host, _ = parse_hostport(config.gateway.listen)
