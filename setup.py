@@ -45,6 +45,7 @@ DEPENDENCIES = [
     "prometheus-client>=0.19",
     "pyserial>=3.5",
     "pyserial-asyncio-fast>=0.11",
+    "nats-py>=2.6",  # the JetStream bridge (bridges.nats) and `tianwang subscribe --nats`
 ]
 
 

@@ -37,6 +37,8 @@ log = logging.getLogger("tianwang.app")
 
 # Whole shutdown budget (the issue asks for everything stopped within 5 s).
 STOP_BUDGET_S = 4.5
+# of which the NATS bridge may spend this much publishing what is pending
+BRIDGE_DRAIN_S = 2.0
 
 
 def server_options(config: Config):
@@ -77,6 +79,7 @@ class Gateway:
         self._reload_task: asyncio.Task | None = None
         self._reload_again = False
         self._stopping = False
+        self.bridge = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -118,6 +121,11 @@ class Gateway:
             await self.journal.close()
             raise
         await self.journal.start()
+        if cfg.bridges.nats is not None:
+            from tianwang.gateway.datapath.bridge import NatsBridge
+
+            self.bridge = NatsBridge(self, cfg.bridges.nats, cfg.gateway.name)
+            await self.bridge.start()
         if cfg.gateway.metrics:
             from tianwang.gateway.datapath.metrics import serve_metrics
 
@@ -166,9 +174,12 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
         self.service.close_streams()
         await self.supervisor.stop_all()
-        # what the drivers published last is written before the streams see their end
+        # what the drivers published last is written (and bridged) before the journal closes
+        await self.journal.flush()
+        if self.bridge is not None:
+            await self.bridge.stop(BRIDGE_DRAIN_S)
         await self.journal.close()
-        await self.server.stop(min(self.config.gateway.shutdown_grace_s, 2.0))
+        await self.server.stop(min(self.config.gateway.shutdown_grace_s, 1.5))
 
     async def reload(self) -> bool:
         """Re-read the config file and apply what changed. On a bad file, keep running as before.
@@ -276,6 +287,15 @@ class Gateway:
             await self.stop()
 
     # -- stats ---------------------------------------------------------------------------------
+    def health_state(self) -> tuple[str, str]:
+        """("SERVING", "") or ("DEGRADED", why): the journal cannot write, or the bridge cannot publish."""
+        reasons = []
+        if self.journal.state == "failed":
+            reasons.append(f"journal: {self.journal.error}")
+        if self.bridge is not None and self.bridge.state != "ok":
+            reasons.append(f"nats bridge {self.bridge.state}: {self.bridge.reason or 'not connected yet'}")
+        return ("DEGRADED", "; ".join(reasons)) if reasons else ("SERVING", "")
+
     def stats(self, viewer=None) -> pb.Stats:
         """GetStats. `viewer`: the caller's Principal; unless it is an admin (`admin: true` or
         `control: ["#"]`) it sees only its own token's streams in `subscriber_stats`."""
@@ -291,6 +311,9 @@ class Gateway:
             fs.states[e.state.value] = fs.states.get(e.state.value, 0) + 1
         counters = dict(svc.counters)
         counters.update(journal.counters())
+        health, reason = self.health_state()
+        if self.bridge is not None:
+            counters.update(self.bridge.counters())
         counters.update(
             envelopes_routed=journal.last_seq,
             journal_trimmed=journal.log.trimmed,
@@ -312,8 +335,8 @@ class Gateway:
             journal_id=journal.id,
             journal_durable=journal.durable,
             journal_disk_bytes=getattr(journal, "disk_bytes", 0),
-            health="DEGRADED" if journal.state == "failed" else "SERVING",
-            health_reason=journal.error,
+            health=health,
+            health_reason=reason,
             counters=counters,
             families=sorted(families.values(), key=lambda f: f.family),
             subscriber_stats=[

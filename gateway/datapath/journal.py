@@ -90,6 +90,9 @@ class Journal:
     async def close(self) -> None:
         """Write out and release what the journal holds open."""
 
+    async def flush(self) -> None:
+        """Write what is pending and make it visible (a durable journal; nothing to do in memory)."""
+
     def collect(self, cursor, flt, max_n, max_bytes, strict=False):
         """See EntryLog.collect; `cursor` must not be older than first_seq (use gap_for first)."""
         return self.log.collect(cursor, flt, max_n, max_bytes, 65536, strict)
@@ -468,6 +471,10 @@ class DurableJournal(Journal):
     @property
     def refusing(self) -> bool:
         return self.state == "failed"
+
+    async def flush(self) -> None:
+        if not self._closing:
+            await self._flush(asyncio.get_running_loop())
 
     async def close(self) -> None:
         """Write and sync what is pending, stop the tasks, release the directory."""

@@ -81,6 +81,18 @@ class GatewayCollector:
             "tianwang_journal_degraded", "1 while the durable journal cannot write (readings are refused)",
             value=1 if journal.state == "failed" else 0,
         )
+        bridge = getattr(app, "bridge", None)
+        if bridge is not None:
+            bc = bridge.counters()
+            yield GaugeMetricFamily("tianwang_bridge_nats_up", "1 while the NATS bridge publishes", value=1 if bridge.healthy else 0)
+            yield GaugeMetricFamily("tianwang_bridge_nats_lag", "Envelopes routed but not yet in the stream", value=bc["bridge_nats_lag"])
+            for key, help_text in (
+                ("bridge_nats_messages", "NATS messages (batches) published and acknowledged"),
+                ("bridge_nats_envelopes", "Envelopes published to the stream"),
+                ("bridge_nats_failures", "NATS connection or publish failures"),
+                ("bridge_nats_gaps", "Gaps published (envelopes gone from the journal before the bridge reached them)"),
+            ):
+                yield CounterMetricFamily(f"tianwang_{key}", help_text, value=bc[key])
         yield GaugeMetricFamily("tianwang_subscribers", "Open Subscribe streams", value=len(svc.subscribers))
         counters = dict(svc.counters)
         for key, help_text in (
