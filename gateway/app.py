@@ -60,8 +60,11 @@ def server_options(config: Config):
 class Gateway:
     """A running gateway. `await start()`, then `await stop()`; `serve()` does both around signals."""
 
-    def __init__(self, config: Config, *, registry=None, config_path: str | None = None, listen: str | None = None):
+    def __init__(
+        self, config: Config, *, registry=None, config_path: str | None = None, listen: str | None = None, shard=None
+    ):
         self.config = config
+        self.shard = shard  # (index, count) with `run --shard`: reloads keep to the same part
         self.registry = registry or default_registry()
         self.config_path = config_path
         self.listen = listen or config.gateway.listen
@@ -204,17 +207,24 @@ class Gateway:
             for path, reason in exc.problems:
                 log.error("reload refused: %s: %s", path or "<file>", reason)
             return False
+        if self.shard is not None:
+            from tianwang.gateway.lifecycle.config import for_shard
+
+            new = for_shard(new, *self.shard)
         old = self.config
-        for key in ("listen", "metrics", "metrics_auth", "tls", "journal"):
+        for key in ("name", "listen", "metrics", "metrics_auth", "tls", "journal"):
             if getattr(old.gateway, key) != getattr(new.gateway, key):
                 log.warning("reload: gateway.%s changed; restart the gateway to apply it", key)
         config = new.model_copy(
             update={
                 "gateway": new.gateway.model_copy(
-                    update={k: getattr(old.gateway, k) for k in ("listen", "metrics", "metrics_auth", "tls", "journal")}
+                    update={k: getattr(old.gateway, k) for k in ("name", "listen", "metrics", "metrics_auth", "tls", "journal")}
                 )
             }
         )
+        if old.bridges != new.bridges:
+            log.warning("reload: bridges changed; restart the gateway to apply it")
+            config = config.model_copy(update={"bridges": old.bridges})
         try:
             auth = Authenticator(new.auth)
         except Exception as exc:  # the config validated, so this is a bug; keep the old tokens
@@ -387,6 +397,7 @@ def announce(gw: Gateway, stream=None) -> None:
     line = {
         "event": "ready",
         "gateway": gw.config.gateway.name,
+        "shard": f"{gw.shard[0]}/{gw.shard[1]}" if gw.shard else None,
         "listen": f"{host}:{gw.port}" if ":" not in host else f"[{host}]:{gw.port}",
         "metrics": f"{parse_hostport(gw.config.gateway.metrics)[0]}:{gw.metrics_port}" if gw.metrics_port else None,
         "hot_path": gw.implementation,

@@ -138,3 +138,60 @@ def test_cluster_node_killed_gateway_restarted_every_seq_once(tmp_path):
         assert seqs == list(range(1, seqs[-1] + 1)) and seqs[-1] > 2000
     finally:
         cluster.stop()
+
+
+def test_two_shards_into_one_stream_and_the_cli_reads_it_back(tmp_path):
+    server = NatsServer(tmp_path).start()
+    try:
+        devices = [{"id": f"gen-{i}", "driver": "testgen", "rate_hz": 50} for i in range(8)]
+        cfg = bridged([server.url], devices)
+        cfg["gateway"]["name"] = "east"
+        cfg["gateway"]["journal"] = {"path": str(tmp_path / "journal")}
+        cfg["auth"]["tokens"][0] = {"name": "reader", "token_env": "TW_T_READ", "read": ["#"]}
+        path = write_cfg(tmp_path / "gw.yaml", cfg)
+        from gw import ROOT
+
+        import subprocess
+        import sys
+
+        # each shard is `tianwang run -c FILE --shard I/2`
+        import os
+
+        procs = []
+        for i in range(2):
+            env = dict(os.environ, TW_T_READ=READ, PYTHONPATH=str(ROOT / "tests" / "plugins"), TIANWANG_DRIVER_MODULES="tw_testgen")
+            procs.append(subprocess.Popen([sys.executable, "-m", "tianwang", "run", "-c", str(path), "--shard", f"{i}/2"],
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT))
+        ready = [__import__("json").loads(p.stdout.readline()) for p in procs]
+        assert [r["gateway"] for r in ready] == ["east-0", "east-1"] and [r["shard"] for r in ready] == ["0/2", "1/2"]
+        time.sleep(2.0)
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        assert [p.wait(10) for p in procs] == [0, 0]
+        by_key, envs, gaps = asyncio.run(stream_contents([server.url]))
+        assert gaps == [] and len(envs) == len(by_key)
+        owners = {}
+        for (gateway, seq), env in by_key.items():
+            owners.setdefault(env["device_id"], set()).add(gateway)
+        # every device ran in exactly one shard, and both shards ran some
+        assert set(owners) == {f"gen-{i}" for i in range(8)}
+        assert all(len(g) == 1 for g in owners.values())
+        assert {g for gs in owners.values() for g in gs} == {"east-0", "east-1"}
+        for gateway in ("east-0", "east-1"):
+            seqs = sorted(s for g, s in by_key if g == gateway)
+            assert seqs == list(range(1, seqs[-1] + 1))  # each shard's own seq range, complete
+        # `tianwang subscribe --nats` gives the same envelopes, per gateway
+        r = subprocess.run(
+            [sys.executable, "-m", "tianwang", "subscribe", "--nats", server.url, "--gateway", "east-1",
+             "--topic", "test/+/reading", "--json", "--idle-exit", "1.5"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )
+        assert r.returncode == 0, r.stderr
+        lines = [__import__("json").loads(line) for line in r.stdout.splitlines()]
+        expect = sorted(s for (g, s), e in by_key.items() if g == "east-1" and e["topic"].endswith("/reading"))
+        assert [line["seq"] for line in lines] == expect and all(line["gateway"] == "east-1" for line in lines)
+        bad = subprocess.run([sys.executable, "-m", "tianwang", "subscribe", "--nats", "nats://127.0.0.1:1", "--idle-exit", "1"],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr and "nats nats://127.0.0.1:1" in bad.stderr
+    finally:
+        server.stop()

@@ -22,6 +22,25 @@ def _setup_logging(level: str) -> None:
     )
 
 
+def _shard(text: str):
+    from tianwang.gateway.lifecycle.config import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 4096:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (1 to 4096)")
+    return value
+
+
 def _uint(bits: int):
     """An argparse type for a field of the proto's uintN: a usage error, not a traceback, otherwise."""
 
@@ -70,9 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="override gateway.listen (HOST:PORT; port 0 picks one)")
     p.add_argument("--metrics", help="override gateway.metrics (HOST:PORT, or 'off')")
     p.add_argument("--quiet", action="store_true", help="with --demo: no live view on stdout")
+    p.add_argument(
+        "--shard", type=_shard, metavar="I/N",
+        help="run only the devices and listeners of shard I of N (stable hash of the id); name <name>-I",
+    )
 
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("file")
+    p.add_argument("--shards", type=_positive_int, metavar="N", help="also show which of N shards owns each device")
 
     p = sub.add_parser("subscribe", help="print envelopes as they arrive")
     _client_args(p)
@@ -86,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=_uint(32), default=0)
     p.add_argument("--max-delay-ms", type=_uint(32), default=0)
     p.add_argument("--json", action="store_true", help="JSON lines with decoded payloads")
+    p.add_argument(
+        "--nats", action="append", default=[], metavar="URL",
+        help="read the NATS JetStream stream the bridge writes instead of the gateway (repeatable: cluster URLs)",
+    )
+    p.add_argument("--stream", default="TIANWANG", help="with --nats: the stream (default TIANWANG)")
+    p.add_argument(
+        "--nats-token", default=None, metavar="TOKEN",
+        help="with --nats: the NATS server's auth token (default $TIANWANG_NATS_TOKEN)",
+    )
+    p.add_argument("--gateway", action="append", default=[], help="with --nats: only this gateway's envelopes (repeatable)")
+    p.add_argument("--idle-exit", type=_seconds, default=0, metavar="S", help="with --nats: stop after S seconds without a message")
 
     p = sub.add_parser("devices", help="list devices and their state")
     _client_args(p)
@@ -184,6 +219,16 @@ def cmd_check(args) -> int:
     for path, reason in warnings_for(config):
         print(f"warning: {path}: {reason}", file=sys.stderr)
     print(f"{args.file}: ok ({len(config.devices)} devices, {len(config.listeners)} listeners, {len(config.auth.tokens)} tokens)")
+    if args.shards:
+        from tianwang.gateway.lifecycle.config import shard_of
+
+        rows = [(d.id, "listener" if d in config.listeners else "device", shard_of(d.id, args.shards)) for d in config.all_devices()]
+        width = max([len("ID")] + [len(r[0]) for r in rows])
+        print(f"{'ID':<{width}}  KIND      SHARD (of {args.shards}; run each with --shard I/{args.shards})")
+        for dev_id, kind, shard in sorted(rows, key=lambda r: (r[2], r[0])):
+            print(f"{dev_id:<{width}}  {kind:<8}  {shard}")
+        counts = [sum(1 for r in rows if r[2] == i) for i in range(args.shards)]
+        print("per shard: " + ", ".join(f"{i}: {c}" for i, c in enumerate(counts)))
     return 0
 
 
@@ -195,6 +240,10 @@ def cmd_run(args) -> int:
 
     if args.demo:
         from tianwang.gateway.cli.demo import run_demo
+
+        if args.shard:
+            print("tianwang run: --shard goes with -c FILE, not --demo", file=sys.stderr)
+            return 2
 
         try:
             return uvloop.run(run_demo(listen=args.listen, metrics=args.metrics, live=not args.quiet))
@@ -214,7 +263,11 @@ def cmd_run(args) -> int:
     if args.metrics:
         metrics = None if args.metrics == "off" else args.metrics
         config = config.model_copy(update={"gateway": config.gateway.model_copy(update={"metrics": metrics})})
-    gw = Gateway(config, config_path=args.config, listen=args.listen)
+    if args.shard:
+        from tianwang.gateway.lifecycle.config import for_shard
+
+        config = for_shard(config, *args.shard)
+    gw = Gateway(config, config_path=args.config, listen=args.listen, shard=args.shard)
 
     async def main():
         await gw.serve(ready=announce)
@@ -243,6 +296,11 @@ def _connect(args):
 
 
 def cmd_subscribe(args) -> int:
+    if args.nats:
+        return _subscribe_nats(args)
+    if args.gateway or args.idle_exit or args.stream != "TIANWANG" or args.nats_token:
+        print("tianwang subscribe: --stream, --gateway and --idle-exit go with --nats", file=sys.stderr)
+        return 2
     import grpc
 
     from tianwang.v1 import client
@@ -279,6 +337,55 @@ def cmd_subscribe(args) -> int:
     finally:
         batches.close()
         channel.close()
+    return 0
+
+
+def _subscribe_nats(args) -> int:
+    """`subscribe --nats URL`: the same output, read from the bridge's JetStream stream."""
+    import uvloop
+
+    from tianwang.gateway.errors import TopicError
+    from tianwang.gateway.framing import TopicFilter
+    from tianwang.v1 import jetstream
+
+    try:
+        flt = TopicFilter(args.topic or ["#"])
+    except TopicError as exc:
+        print(f"tianwang: --topic: {exc}", file=sys.stderr)
+        return 2
+    write = sys.stdout.write
+    nats_token = args.nats_token or os.environ.get("TIANWANG_NATS_TOKEN")
+
+    async def run():
+        seen = 0
+        async for item in jetstream.read(
+            args.nats, stream=args.stream, gateways=args.gateway, idle_timeout=args.idle_exit or None,
+            **({"token": nats_token} if nats_token else {}),
+        ):
+            if isinstance(item, jetstream.Gap):
+                g = item._asdict()
+                write((json.dumps({"gap": g}) if args.json else f"GAP {item.gateway} {item.from_seq}..{item.to_seq} ({item.reason})") + "\n")
+                continue
+            if item["seq"] < args.from_seq or not flt.matches(item["topic"]):
+                continue
+            if args.json:
+                write(json.dumps(item, default=_json_default, ensure_ascii=False) + "\n")
+            else:
+                write(f"{item['seq']} {item['topic']} {json.dumps(item['payload'], default=_json_default, ensure_ascii=False)}\n")
+            sys.stdout.flush()
+            seen += 1
+            if args.count and seen >= args.count:
+                return
+
+    try:
+        uvloop.run(run())
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # nats errors: no servers, no such stream, auth
+        from tianwang.gateway.errors import describe
+
+        print(f"tianwang: nats {', '.join(args.nats)}: {describe(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

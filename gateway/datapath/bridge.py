@@ -187,6 +187,8 @@ class NatsBridge:
 
     async def _on_error(self, exc):
         log.debug("nats bridge: connection error: %s", describe(exc))
+        if self.state != "ok":
+            self.reason = f"{', '.join(self.cfg.servers)}: {describe(exc)}"
 
     async def _on_disconnect(self):
         if not self._stopping:

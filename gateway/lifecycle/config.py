@@ -584,6 +584,46 @@ def _read(source):
     return {} if data is None else data
 
 
+def shard_of(device_id: str, count: int) -> int:
+    """The shard (0..count-1) that owns `device_id`: CRC-32 of its UTF-8 bytes, modulo `count`.
+    Stable across processes, machines and versions, so every shard agrees without talking."""
+    import zlib
+
+    return zlib.crc32(device_id.encode("utf-8")) % count
+
+
+def for_shard(config: Config, index: int, count: int) -> Config:
+    """The part of `config` shard `index` of `count` runs (`tianwang run --shard I/N`): the devices
+    and listeners it owns, under the gateway name `<name>-<I>` (so each shard's envelopes are told
+    apart downstream) and, with a durable journal, in `<journal.path>/shard-<I>` (one directory
+    per process)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: the index must be 0 to {count - 1}")
+    gw = config.gateway
+    journal = gw.journal
+    if journal.path is not None:
+        journal = journal.model_copy(update={"path": os.path.join(journal.path, f"shard-{index}")})
+    return config.model_copy(
+        update={
+            "gateway": gw.model_copy(update={"name": f"{gw.name}-{index}", "journal": journal}),
+            "devices": tuple(d for d in config.devices if shard_of(d.id, count) == index),
+            "listeners": tuple(d for d in config.listeners if shard_of(d.id, count) == index),
+        }
+    )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/5' -> (2, 5). Raises ValueError with the reason."""
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise ValueError(f"{text!r}: expected I/N, e.g. 0/3 for the first of three shards") from None
+    if not sep or n < 1 or not 0 <= i < n:
+        raise ValueError(f"{text!r}: expected I/N with N >= 1 and 0 <= I < N")
+    return i, n
+
+
 def warnings_for(config: Config) -> list[tuple[str, str]]:
     """Things that are allowed but unwise, for `tianwang check`."""
     out = []

@@ -59,6 +59,13 @@ async def read(
     gws = list(gateways)
     fams = set(families)
     subject = f"{prefix}.{gws[0]}.>" if len(gws) == 1 else f"{prefix}.>"
+    async def quiet(exc):  # the client logs every failed attempt with a traceback otherwise
+        return None
+
+    connect_options.setdefault("error_cb", quiet)
+    connect_options.setdefault("connect_timeout", 2)
+    connect_options.setdefault("max_reconnect_attempts", 5)
+    connect_options.setdefault("reconnect_time_wait", 1)
     nc = await nats.connect(servers, **connect_options)
     try:
         js = nc.jetstream()
