@@ -26,6 +26,8 @@ from nats_helpers import NatsCluster, NatsServer  # noqa: E402
 
 N = 400_000
 PLAIN_N = 5_000
+BATCH = 4096  # the defaults of bridges.nats
+BATCH_BYTES = 512 * 1024
 
 
 class _App:
@@ -40,7 +42,7 @@ async def _bridge_rate(urls, replicas, stream):
     for i in range(N):
         fam = ("gnss", "jt808", "signal", "camera")[i % 4]
         router.publish(f"{fam}/dev-{i % 500:04d}/fix", f"dev-{i % 500:04d}", payload, 0)
-    cfg = NatsBridgeConfig(servers=urls, stream=stream, replicas=replicas, max_delay_ms=0)
+    cfg = NatsBridgeConfig(servers=urls, stream=stream, subject_prefix=stream.lower(), replicas=replicas, max_delay_ms=0, max_batch=BATCH, max_batch_bytes=BATCH_BYTES)
     bridge = NatsBridge(_App(journal), cfg, "bench")
     t0 = time.perf_counter()
     await bridge.start()
@@ -75,14 +77,17 @@ def test_bridge_into_jetstream(benchmark, tmp_path, replicas):
     servers = NatsServer(tmp_path).start() if replicas == 1 else NatsCluster(tmp_path, 3).start()
     urls = [servers.url] if replicas == 1 else servers.urls
     try:
-        result = {}
+        result = {"rates": []}
         rounds = iter(range(100))
 
         def run():
-            result["rate"], result["messages"] = uvloop.run(_bridge_rate(urls, replicas, f"BENCH{next(rounds)}"))
+            rate, result["messages"] = uvloop.run(_bridge_rate(urls, replicas, f"BENCH{next(rounds)}"))
+            result["rates"].append(rate)
 
         benchmark.pedantic(run, rounds=2, iterations=1)
-        rate = N / benchmark.stats.stats.min
+        # the rounds' own timing: from the bridge's start to the last envelope acknowledged
+        # (benchmark's figure would include filling the journal first)
+        rate = max(result["rates"])
         plain = uvloop.run(_plain_rate(urls, replicas, "PLAIN"))
         benchmark.extra_info.update(replicas=replicas, envelopes_per_s=round(rate), one_per_envelope_per_s=round(plain))
         benchreport.add(

@@ -12,10 +12,11 @@ family. Every message carries
     Tianwang-Last-Seq    last seq of the window: the message holds every envelope of its family
                          with a seq in [first, last]
     Tianwang-Count       envelopes in the message
-    Tianwang-Window-End  "1" on the last message of a window
+    Tianwang-Window-End  "1" on one message of each window, which also carries
+    Tianwang-Families    the families of the window (the messages of a window go out together)
     Nats-Msg-Id          <gateway>:<journal>:<first>-<last>:<family> (the stream de-duplicates)
 
-and messages are published one at a time, each acknowledged before the next. So the stream itself
+and a window's messages are all acknowledged before the next window goes out. So the stream itself
 says where the bridge stopped: at start, and after any NATS failure, the bridge reads the newest
 message of its gateway back from the stream and carries on after its window, re-publishing only
 the families a half-published window still lacks. Nothing is lost and nothing is stored twice,
@@ -246,10 +247,14 @@ class NatsBridge:
         newest = max(ours, key=lambda m: m.seq)
         first = int(_header(newest, "Tianwang-First-Seq", "0"))
         last = int(_header(newest, "Tianwang-Last-Seq", "0"))
-        if _header(newest, "Tianwang-Window-End") == "1":
+        # the families of the newest window already in the stream (its messages go out together,
+        # so any of them may be missing after a failure, the one marking the end included)
+        done = {m.subject.rsplit(".", 1)[1] for m in ours if int(_header(m, "Tianwang-First-Seq", "0")) == first}
+        ends = [m for m in ours if int(_header(m, "Tianwang-First-Seq", "0")) == first and _header(m, "Tianwang-Window-End") == "1"]
+        expected = set(filter(None, _header(ends[0], "Tianwang-Families").split(","))) if ends else None
+        if expected is not None and expected <= done:
             self.cursor = last + 1
         else:
-            done = {m.subject.rsplit(".", 1)[1] for m in ours if int(_header(m, "Tianwang-First-Seq", "0")) == first}
             self._resume_window = (first, last, done)
             self.cursor = first
         self.stats["bridge_nats_resumes"] += 1
@@ -261,7 +266,7 @@ class NatsBridge:
             flt = self._families[family] = TopicFilter([f"{family}/#"])
         return flt
 
-    async def _publish(self, family, payload, first, last, count, window_end):
+    async def _publish(self, family, payload, first, last, count, window_end, families=()):
         headers = {
             "Tianwang-Gateway": self.gateway,
             "Tianwang-Journal": self.app.journal.id,
@@ -272,6 +277,7 @@ class NatsBridge:
         }
         if window_end:
             headers["Tianwang-Window-End"] = "1"
+            headers["Tianwang-Families"] = ",".join(families)
         ack = await self.js.publish(f"{self.prefix}.{family}", payload, timeout=self.PUBLISH_TIMEOUT_S, headers=headers)
         if ack.duplicate:
             self.stats["bridge_nats_duplicates"] += 1
@@ -346,9 +352,17 @@ class NatsBridge:
         if found != n:
             raise BridgeError(f"window {first}..{last}: {found} of {n} envelopes assigned to a family")
         todo = [p for p in parts if p[0] not in done]
-        for i, (family, part, m) in enumerate(todo):
-            await self._publish(family, part, first, last, m, i == len(todo) - 1)
-        if not todo and done:
-            # every family of the window was stored but the window's end was not marked: mark it
-            await self._publish(GAP_FAMILY, b"", first, last, 0, True)
+        families = sorted(p[0] for p in parts)
+        if not todo:
+            # every family of the window was stored but its end was not marked: mark it
+            await self._publish(GAP_FAMILY, b"", first, last, 0, True, families)
+        else:
+            # the window's messages go out together (one round trip, not one per family); the
+            # last names every family of the window, so a resume can tell which ones are missing
+            await asyncio.gather(
+                *(
+                    self._publish(family, part, first, last, m, i == len(todo) - 1, families)
+                    for i, (family, part, m) in enumerate(todo)
+                )
+            )
         self._resume_window = None
