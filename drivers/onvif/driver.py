@@ -414,7 +414,7 @@ class OnvifDriver(Driver):
         host, port = parse_hostport(listen)
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_post("/{tail:.*}", self._on_notify)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:

@@ -173,7 +173,8 @@ class CameraSim:
             app = web.Application(client_max_size=MAX_BODY)
             app.router.add_post("/onvif/{service:.*}", self._soap)
             app.router.add_get("/snapshot.jpg", self._snapshot)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            # a stop or a reboot drops long polls and slow replies in flight, as a camera does
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
             await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await self._site.start()

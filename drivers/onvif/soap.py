@@ -25,6 +25,7 @@ NS = {
     "tt": "http://www.onvif.org/ver10/schema",
     "tns1": "http://www.onvif.org/ver10/topics",
     "ter": "http://www.onvif.org/ver10/error",
+    "wsrf-rw": "http://docs.oasis-open.org/wsrf/rw-2",
     "wsse": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd",
     "wsu": "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd",
 }
