@@ -27,6 +27,14 @@ RETRY_MIN_S, RETRY_MAX_S = 2.0, 60.0  # subscription retries after a refusal
 _SLOT_WORDS = ("maxnotificationproducers", "maxpullpoints", "slot", "too many", "toomany", "limit", "resource")
 
 
+class CameraRefused(DeviceError):
+    """The camera answered with a SOAP fault (other than an authentication failure)."""
+
+
+class AuthFailed(DeviceError):
+    """The camera refused our credentials (or our clock)."""
+
+
 def _fault_words(exc) -> str:
     subcodes = " ".join(getattr(q, "localname", str(q)) for q in (getattr(exc, "subcodes", None) or []))
     return f"{getattr(exc, 'message', '') or exc} {subcodes}".lower()
@@ -119,13 +127,13 @@ class OnvifDriver(Driver):
             hint = ""
             if abs(self.skew_s) > self.config.max_clock_skew_s:
                 hint = f" (camera clock skew {self.skew_s:+.0f} s: check its NTP)"
-            return DeviceError(f"{what}: authentication failed for user {self.config.username!r}{hint}")
+            return AuthFailed(f"{what}: authentication failed for user {self.config.username!r}{hint}")
         if isinstance(exc, (aiohttp.ClientConnectorError, ConnectionError, OSError)):
             return DeviceError(f"{what}: {self.where} unreachable: {describe(exc)}")
         if isinstance(exc, aiohttp.ClientError):
             return DeviceError(f"{what}: HTTP error from {self.where}: {describe(exc)}")
         if isinstance(exc, Fault):
-            return DeviceError(f"{what}: camera refused: {exc.message or exc}")
+            return CameraRefused(f"{what}: camera refused: {exc.message or exc}")
         if isinstance(exc, TransportError):
             return DeviceError(f"{what}: HTTP {exc.status_code} from {self.where}")
         if isinstance(exc, (XMLParseError, XMLSyntaxError)):
@@ -137,13 +145,10 @@ class OnvifDriver(Driver):
     def _command_error(self, exc: BaseException, action: str) -> CommandError:
         from zeep.exceptions import Fault
 
-        inner = _cause(exc)
-        if isinstance(inner, Fault) and not _is_auth(inner):
-            return CommandError("REFUSED", f"{action}: camera refused: {inner.message or inner}")
-        err = self._device_error(exc, action)
+        err = exc if isinstance(exc, DeviceError) else self._device_error(exc, action)
         if isinstance(err, DeviceTimeout):
             return CommandError("TIMEOUT", str(err))
-        if "authentication failed" in str(err):
+        if isinstance(err, (CameraRefused, AuthFailed)):
             return CommandError("REFUSED", str(err))
         return CommandError("OFFLINE", str(err))
 
@@ -394,9 +399,7 @@ class OnvifDriver(Driver):
                 if (remaining is not None and remaining < max(2 * wait + cfg.timeout_s, 5.0)) or time.monotonic() >= renew_at:
                     try:
                         got = await self._renew("PullPointSubscription")
-                    except DeviceError as exc:
-                        if "camera refused" not in str(exc):  # a Fault: the subscription is gone
-                            raise
+                    except CameraRefused:  # a Fault: the subscription is gone
                         self.ctx.count("resubscriptions")
                         self._manager = None
                         break
@@ -434,9 +437,7 @@ class OnvifDriver(Driver):
                 await asyncio.sleep(max(1.0, remaining * 0.5))
                 try:
                     got = await self._renew("NotificationConsumer")
-                except DeviceError as exc:
-                    if "camera refused" not in str(exc):
-                        raise
+                except CameraRefused:  # the camera no longer knows the subscription
                     self.ctx.count("resubscriptions")
                     self._manager = None
                     break
