@@ -138,8 +138,12 @@ async def probe(timeout: float = 3.0, address: str | None = None, port: int = PO
     when the socket cannot be opened or the probe cannot be sent."""
     loop = asyncio.get_running_loop()
     message_id = f"urn:uuid:{uuid.uuid4()}"
-    target = (address or MULTICAST_GROUP, port)
-    family = socket.AF_INET6 if address and ":" in address else socket.AF_INET
+    if address is not None:  # a name is resolved once, off the loop (getaddrinfo runs in an executor)
+        infos = await loop.getaddrinfo(address, port, type=socket.SOCK_DGRAM)
+        family, _, _, _, target = infos[0]
+        target = target[:2]
+    else:
+        family, target = socket.AF_INET, (MULTICAST_GROUP, port)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)

@@ -143,8 +143,6 @@ class OnvifDriver(Driver):
         return DeviceError(f"{what}: {describe(exc)}")
 
     def _command_error(self, exc: BaseException, action: str) -> CommandError:
-        from zeep.exceptions import Fault
-
         err = exc if isinstance(exc, DeviceError) else self._device_error(exc, action)
         if isinstance(err, DeviceTimeout):
             return CommandError("TIMEOUT", str(err))

@@ -743,8 +743,13 @@ def _positive(kind):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tianwang simulate onvif", description="simulated ONVIF cameras over HTTP")
+    p = _Parser(prog="tianwang simulate onvif", description="simulated ONVIF cameras over HTTP")
     p.add_argument("--cameras", type=_positive(int), default=1, help="how many cameras (one port each)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_positive(int), default=0, help="HTTP port of the first camera (0: any)")
