@@ -197,6 +197,13 @@ class CameraSim:
             self.discovery_port = self._disc_transport.get_extra_info("sockname")[1]
         self.boots += 1
 
+    def stop_events(self):
+        """No more events from now on (the subscriptions stay): benchmarks drain and count."""
+        if self._gen_task is not None:
+            self._gen_task.cancel()
+            self._gen_task = None
+        self.rate = 0
+
     async def stop(self):
         if self._gen_task is not None:
             self._gen_task.cancel()
@@ -273,6 +280,7 @@ class CameraSim:
             taken += 1
             if sub.kind == "pullpoint":
                 sub.queue.append((topic, utc, source, data))
+                self.counters["events_queued"] += 1
                 sub.wake.set()
             else:
                 msg = soap.notification_message(topic, utc, source, data, subscription=self._sub_url(sub))
@@ -795,6 +803,11 @@ def main(argv=None) -> int:
     )
 
     async def go():
+        import signal
+
+        # SIGUSR1: stop generating events (the cameras keep serving), so a benchmark can drain and count
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGUSR1, lambda: [cam.stop_events() for cam in fleet.cameras])
         restarter = None
         if args.restart_every:
             async def restarts():
