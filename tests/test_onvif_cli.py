@@ -97,3 +97,19 @@ def test_demo_has_cameras_to_subscribe_snapshot_and_move():
         except subprocess.TimeoutExpired:
             demo.kill()
             demo.wait(5)
+
+
+def test_listing_drivers_does_not_load_the_soap_stack():
+    """`tianwang drivers` builds the onvif SPEC without importing zeep, lxml, aiohttp or onvif."""
+    probe = (
+        "import sys, tianwang.drivers.onvif as o; spec = o.SPEC; "
+        "assert spec.name == 'onvif' and spec.family == 'camera'; "
+        "print(sorted(m for m in ('zeep', 'lxml', 'aiohttp', 'onvif', 'onvif_parsers') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+    r = tianwang("drivers")
+    assert r.returncode == 0
+    row = next(line for line in r.stdout.splitlines() if line.startswith("onvif"))
+    assert "camera" in row and "snapshot" in row and "ptz_move" in row

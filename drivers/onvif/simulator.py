@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import random
 import secrets
 import struct
 import sys
@@ -248,7 +249,9 @@ class CameraSim:
         """Motion (on, then off), line crossings and now and then a tamper alarm, `rate` events/s."""
         n = 0
         period = 1.0 / self.rate
-        next_at = time.monotonic()
+        # each camera starts at its own phase: cameras in the field are not synchronised, and a fleet
+        # that fires all at once would measure a burst, not a rate
+        next_at = time.monotonic() + random.uniform(0, period)
         while True:
             next_at += period
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
