@@ -127,3 +127,13 @@ async def test_camera_without_event_service_is_online():
         await until(lambda: entry(gw).state.value == "ONLINE", 20, "ONLINE without events")
         assert entry(gw).info["events"] == "unsupported"
         assert sim.counters["op_CreatePullPointSubscription"] == 0
+
+
+async def test_malformed_reply_is_a_device_error_and_other_cameras_carry_on():
+    async with camera(malformed={"GetDeviceInformation"}) as bad, camera(rate=5) as good:
+        async with gateway(device(bad, id="cam-bad"), device(good, id="cam-good")) as (gw, _):
+            await until(lambda: "malformed reply" in entry(gw, "cam-bad").reason, 20, "malformed reason")
+            assert "GetDeviceInformation" in entry(gw, "cam-bad").reason
+            assert entry(gw, "cam-bad").state.value in ("OFFLINE", "CONNECTING")
+            await until(lambda: entry(gw, "cam-good").counters.get("events", 0) >= 3, 20, "the good camera's events")
+            assert entry(gw, "cam-good").state.value == "ONLINE"

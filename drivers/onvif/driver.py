@@ -135,6 +135,9 @@ class OnvifDriver(Driver):
         if isinstance(exc, Fault):
             return CameraRefused(f"{what}: camera refused: {exc.message or exc}")
         if isinstance(exc, TransportError):
+            text = str(getattr(exc, "message", "") or exc).splitlines()[0][:200]
+            if "xml" in text.lower():  # zeep reports an unparsable body as a transport error
+                return DeviceError(f"{what}: malformed reply from {self.where}: {text}")
             return DeviceError(f"{what}: HTTP {exc.status_code} from {self.where}")
         if isinstance(exc, (XMLParseError, XMLSyntaxError)):
             return DeviceError(f"{what}: malformed reply from {self.where}: {describe(exc)}")

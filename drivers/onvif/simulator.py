@@ -134,7 +134,7 @@ class CameraSim:
     def __init__(self, host="127.0.0.1", port=0, username="admin", password=None, *, name="cam",
                  rate=1.0, clock_offset_s=0.0, auth_window_s=5.0, max_grant_s=3600.0, slots=8,
                  delay_s=0.0, events=True, ptz=True, snapshot_auth="digest", discovery_port=None,
-                 discovery_multicast=False, serial=None):
+                 discovery_multicast=False, serial=None, malformed=()):
         self.host, self.port, self.username = host, port, username
         self.password = password if password is not None else secrets.token_urlsafe(12)
         self.name, self.rate = name, rate
@@ -145,6 +145,7 @@ class CameraSim:
         self.discovery_port, self.discovery_multicast = discovery_port, discovery_multicast
         self.serial = serial or f"SIM{uuid.uuid4().hex[:10].upper()}"
         self.endpoint = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, self.serial)}"
+        self.malformed = set(malformed)  # operations answered with broken XML (a firmware bug seen in the field)
         self.ptz = Ptz()
         self.subs: dict[int, Subscription] = {}
         self._sub_ids = itertools.count(1)
@@ -372,6 +373,11 @@ class CameraSim:
                 except SoapError:
                     self.counters["auth_failures"] += 1
                     raise
+            if req.operation in self.malformed:
+                self.counters["malformed_replies"] += 1
+                # not XML at all: what a camera's web server sends when its SOAP process crashed
+                return web.Response(body=b"\x00\x00 SOAP engine restarting \x00", status=200,
+                                    content_type="application/soap+xml")
             reply = await self._dispatch(service, req)
             self.counters[f"op_{req.operation}"] += 1
             status = 200
