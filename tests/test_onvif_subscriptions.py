@@ -33,8 +33,8 @@ async def test_lapsed_subscription_is_created_again():
         await until(lambda: events(gw) >= 3, 20, "first events")
         # the camera forgets the subscription (a firmware that drops it, or a lapse)
         sim.subs.clear()
-        await until(lambda: entry(gw).counters.get("resubscriptions", 0) >= 1, 20, "re-subscription")
-        assert sim.counters["subscriptions_created"] >= 2
+        await until(lambda: entry(gw).counters.get("resubscriptions", 0) >= 1, 20, "lost subscription noticed")
+        await until(lambda: sim.counters["subscriptions_created"] >= 2, 20, "a new subscription")
         before = events(gw)
         await until(lambda: events(gw) > before + 3, 20, "events after re-subscribing")
         assert entry(gw).state.value == "ONLINE"
