@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from gw import READ, md, until
-from onvif_helpers import PASSWORD, camera, device, driver, entry, gateway
+from onvif_helpers import camera, device, entry, gateway
 from tianwang.v1 import gateway_pb2 as pb
 
 pytestmark = pytest.mark.timeout(90)

@@ -2,13 +2,12 @@
 time), a camera that forgets its subscription (lapse -> re-subscribe), no free slot (DEGRADED with
 the reason, then recovery), a restart, slow replies, and the webhook (base notification) mode."""
 
-import asyncio
 import datetime as dt
 
 import pytest
 
 from gw import until
-from onvif_helpers import camera, device, driver, entry, gateway
+from onvif_helpers import camera, device, entry, gateway
 
 pytestmark = pytest.mark.timeout(120)
 

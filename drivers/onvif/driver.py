@@ -361,7 +361,6 @@ class OnvifDriver(Driver):
         return n
 
     async def _pullpoint_events(self):
-        import aiohttp
         from zeep.exceptions import Fault
 
         cfg = self.config
