@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import math
+import random
 import time
 
 from tianwang.drivers.sdk import CommandError, DeviceError, DeviceTimeout, Driver, Health, describe
@@ -369,7 +370,9 @@ class OnvifDriver(Driver):
             await self._subscribe(lambda: self.cam.create_pullpoint_manager(interval, lambda: None))
             service = self._manager.get_service()
             remaining = None
-            renew_at = time.monotonic() + cfg.subscription_s * 0.5
+            # renew at 40-60% of the grant: cameras that subscribed together (a gateway start) would
+            # otherwise all renew in the same instant, and their events would wait behind the burst
+            renew_at = time.monotonic() + cfg.subscription_s * random.uniform(0.4, 0.6)
             while True:
                 wait = cfg.pull_timeout_s
                 if remaining is not None:  # never poll past the subscription's end
@@ -405,7 +408,7 @@ class OnvifDriver(Driver):
                         break
                     left = self._remaining(got)
                     remaining = left if left is not None else remaining
-                    renew_at = time.monotonic() + (remaining if remaining else cfg.subscription_s) * 0.5
+                    renew_at = time.monotonic() + (remaining if remaining else cfg.subscription_s) * random.uniform(0.4, 0.6)
 
     async def _webhook_events(self):
         from aiohttp import web
@@ -434,7 +437,7 @@ class OnvifDriver(Driver):
             await self._subscribe(lambda: self.cam.create_notification_manager(url, interval, lambda: None))
             remaining = cfg.subscription_s
             while True:
-                await asyncio.sleep(max(1.0, remaining * 0.5))
+                await asyncio.sleep(max(1.0, remaining * random.uniform(0.4, 0.6)))
                 try:
                     got = await self._renew("NotificationConsumer")
                 except CameraRefused:  # the camera no longer knows the subscription
