@@ -137,3 +137,42 @@ async def test_malformed_reply_is_a_device_error_and_other_cameras_carry_on():
             assert entry(gw, "cam-bad").state.value in ("OFFLINE", "CONNECTING")
             await until(lambda: entry(gw, "cam-good").counters.get("events", 0) >= 3, 20, "the good camera's events")
             assert entry(gw, "cam-good").state.value == "ONLINE"
+
+
+WSDL_PROBE = r"""
+import asyncio, sys
+sys.path[:0] = ["tests", "tests/plugins"]
+from gw import until
+from onvif_helpers import camera, device, driver, gateway
+import contextlib
+
+async def main():
+    async with contextlib.AsyncExitStack() as stack:
+        sims = [await stack.enter_async_context(camera(rate=0)) for _ in range(12)]
+        devs = [device(s, id=f"cam-{i}") for i, s in enumerate(sims)]
+        gw, _ = await stack.enter_async_context(gateway(*devs))
+        await until(lambda: all(gw.supervisor.lookup(d["id"]).state.value == "ONLINE" for d in devs), 60, "online")
+        docs = {}
+        for d in devs:
+            for key, svc in driver(gw, d["id"]).cam.services.items():
+                docs.setdefault(svc.url, set()).add(id(svc.document))
+        print(sorted((url.rsplit("/", 1)[-1], len(ids)) for url, ids in docs.items()))
+
+asyncio.run(main())
+"""
+
+
+def test_cameras_connecting_together_share_one_parse_of_each_wsdl():
+    """In a fresh process (the library's document cache is per process), twelve cameras connect at
+    once: every service of every camera uses the same parsed document per WSDL file."""
+    import ast
+    import subprocess
+    import sys
+
+    from gw import ROOT
+
+    r = subprocess.run([sys.executable, "-c", WSDL_PROBE], capture_output=True, text=True, cwd=ROOT, timeout=90)
+    assert r.returncode == 0, r.stderr[-2000:]
+    shared = dict(ast.literal_eval(r.stdout.strip().splitlines()[-1]))
+    assert {"devicemgmt.wsdl", "media.wsdl", "events.wsdl"} <= set(shared)
+    assert set(shared.values()) == {1}, shared

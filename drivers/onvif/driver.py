@@ -64,6 +64,45 @@ def _cause(exc):
     return exc
 
 
+_WSDLS_READY = False
+_WSDL_LOCKS: "weakref.WeakKeyDictionary" = None
+_WSDL_SERVICES = ("devicemgmt", "media", "ptz", "events")  # events.wsdl also holds pullpoint, subscription
+
+
+async def load_wsdls() -> None:
+    """Parse the WSDL documents of the services the driver uses, once per process, before any camera
+    connects. onvif-zeep-async caches a parsed document only after it is loaded, so cameras that
+    connect at the same moment (a gateway start) would each parse their own copy: hundreds of
+    cameras, hundreds of copies of several MB, and as many executor jobs. The parse runs in an
+    executor (the library's own loader), never on the loop."""
+    global _WSDLS_READY, _WSDL_LOCKS
+    if _WSDLS_READY:
+        return
+    import weakref
+    from pathlib import Path
+
+    import onvif
+    from onvif import SERVICES, ONVIFService
+
+    if _WSDL_LOCKS is None:
+        _WSDL_LOCKS = weakref.WeakKeyDictionary()
+    lock = _WSDL_LOCKS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        if _WSDLS_READY:
+            return
+        wsdl_dir = Path(onvif.__file__).parent / "wsdl"
+        for name in _WSDL_SERVICES:
+            svc = SERVICES[name]
+            binding = "{%s}%s" % (svc["ns"], svc["binding"])
+            service = ONVIFService("http://127.0.0.1:9/", None, None, str(wsdl_dir / svc["wsdl"]), no_cache=True,
+                                   binding_name=binding)
+            try:
+                await service.setup()
+            finally:
+                await service.close()
+        _WSDLS_READY = True
+
+
 def _camera_class():
     from onvif import ONVIFCamera
 
@@ -168,6 +207,7 @@ class OnvifDriver(Driver):
         cfg = self.config
         self.ctx.set_info(address=self.where, events=cfg.events)
         await self._close_camera()
+        await load_wsdls()
         self.cam = cam = _camera_class()(
             cfg.host, cfg.port, cfg.username, cfg.password.get_secret_value(), no_cache=True, adjust_time=True
         )
