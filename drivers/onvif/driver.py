@@ -126,7 +126,7 @@ def _camera_class():
 
         async def close_all(self):
             if self.pending:
-                await asyncio.wait(list(self.pending), timeout=1.0)
+                await asyncio.wait(list(self.pending), timeout=0.3)
             await self.close()
 
     return Camera
@@ -303,7 +303,7 @@ class OnvifDriver(Driver):
         cam, self.cam = self.cam, None
         if cam is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(cam.close_all(), 2.0)
+                await asyncio.wait_for(cam.close_all(), 1.0)
 
     async def _end_subscription(self):
         """Unsubscribe (best effort, bounded: the camera may be gone) so the slot is free again."""
@@ -311,10 +311,11 @@ class OnvifDriver(Driver):
         pending, self._pending_manager = self._pending_manager, None
         if mgr is None and pending is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                mgr = await asyncio.wait_for(pending, 1.0)
+                mgr = await asyncio.wait_for(pending, 0.5)
         if mgr is not None:
+            # the supervisor gives close() 2 s in all: the Unsubscribe gets 1 s, closing the sockets the rest
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(mgr.shutdown(), 2.0)
+                await asyncio.wait_for(mgr.shutdown(), 1.0)
 
     # -- events ------------------------------------------------------------------------------------
     def _events_refused(self, exc) -> str:
