@@ -84,12 +84,26 @@ async def test_slow_camera_does_not_hold_up_another():
             assert entry(gw, "cam-slow").state.value in ("OFFLINE", "CONNECTING")  # between retries
 
 
-async def test_webhook_events():
-    async with camera(rate=5) as sim:
-        dev = device(sim, events="webhook", webhook={"listen": "127.0.0.1:0"})
-        async with gateway(dev) as (gw, _):
-            await until(lambda: events(gw) >= 5, 30, "events through the webhook")
-            assert entry(gw).info["webhook"].startswith("http://127.0.0.1:")
-            assert sim.counters["notify_ok"] >= 5
-            assert sim.counters["op_Subscribe"] == 1
-        await until(lambda: not sim.subs, 5, "unsubscribed on shutdown")
+async def test_webhook_events_two_cameras_one_port():
+    async with camera(rate=5) as one, camera(rate=5) as two:
+        hook = {"listen": "127.0.0.1:0"}
+        devs = [device(one, id="cam-1", events="webhook", webhook=hook),
+                device(two, id="cam-2", events="webhook", webhook=hook)]
+        async with gateway(*devs) as (gw, _):
+            await until(lambda: events(gw) >= 5 and entry(gw, "cam-2").counters.get("events", 0) >= 5, 30,
+                        "events through the webhook from both cameras")
+            url1, url2 = entry(gw, "cam-1").info["webhook"], entry(gw, "cam-2").info["webhook"]
+            assert url1.startswith("http://127.0.0.1:") and url1.endswith("/cam-1") and url2.endswith("/cam-2")
+            assert url1.rsplit("/", 1)[0] == url2.rsplit("/", 1)[0]  # one server, one port
+            assert one.counters["notify_ok"] >= 5 and two.counters["notify_ok"] >= 5
+            assert one.counters["op_Subscribe"] == two.counters["op_Subscribe"] == 1
+            # a Notify for a camera the gateway does not have is refused, not published
+            import aiohttp
+
+            async with aiohttp.ClientSession() as http:
+                async with http.post(url1.rsplit("/", 1)[0] + "/cam-9", data=b"<x/>") as r:
+                    assert r.status == 404
+                async with http.post(url1, data=b"not xml") as r:
+                    assert r.status == 400
+            assert entry(gw).counters.get("dropped_bad_notify", 0) == 1
+        await until(lambda: not one.subs and not two.subs, 5, "unsubscribed on shutdown")

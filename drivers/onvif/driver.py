@@ -132,6 +132,72 @@ def _camera_class():
     return Camera
 
 
+class WebhookServer:
+    """One HTTP server per listen address and loop, shared by every camera that uses it: a camera
+    POSTs its Notify messages to `/<device id>`. Many cameras, one port."""
+
+    _servers: dict = {}  # (loop, listen) -> WebhookServer
+
+    def __init__(self, listen: str):
+        self.listen = listen
+        self.routes: dict = {}
+        self.runner = None
+        self.port = None
+        self.error = ""
+        self.ready = asyncio.Event()
+
+    @classmethod
+    async def acquire(cls, listen: str, device_id: str, handler) -> "WebhookServer":
+        """The server on `listen` (started on first use) with `handler` routed for `device_id`.
+        Raises DeviceError when the address cannot be bound."""
+        from aiohttp import web
+
+        from tianwang.drivers.sdk import parse_hostport
+
+        key = (asyncio.get_running_loop(), listen)
+        server = cls._servers.get(key)
+        if server is not None:
+            await server.ready.wait()  # another camera is starting it
+            if server.runner is None:
+                raise DeviceError(f"webhook: cannot listen on {listen}: {server.error}")
+        else:
+            server = cls._servers[key] = cls(listen)
+            host, port = parse_hostport(listen)
+            app = web.Application(client_max_size=1024 * 1024)
+            app.router.add_post("/{device_id}", server._dispatch)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+            await runner.setup()
+            site = web.TCPSite(runner, host, port)
+            try:
+                await site.start()
+            except OSError as exc:
+                cls._servers.pop(key, None)
+                await runner.cleanup()
+                server.error = describe(exc)
+                server.ready.set()
+                raise DeviceError(f"webhook: cannot listen on {listen}: {server.error}") from None
+            server.runner = runner
+            server.port = site._server.sockets[0].getsockname()[1]
+            server.ready.set()
+        server.routes[device_id] = handler
+        return server
+
+    async def _dispatch(self, request):
+        from aiohttp import web
+
+        handler = self.routes.get(request.match_info["device_id"])
+        if handler is None:
+            return web.Response(status=404)
+        return await handler(request)
+
+    async def release(self, device_id: str) -> None:
+        self.routes.pop(device_id, None)
+        if not self.routes and self.runner is not None:
+            self._servers.pop((asyncio.get_running_loop(), self.listen), None)
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
+
+
 class OnvifDriver(Driver):
     """One camera. `run()` connects and serves events until the link fails; `command()` runs on the
     same ONVIFCamera, concurrently with the event loop."""
@@ -294,9 +360,9 @@ class OnvifDriver(Driver):
             t.cancel()
         await self._end_subscription()
         if self._webhook is not None:
-            runner, self._webhook = self._webhook, None
+            server, self._webhook = self._webhook, None
             with contextlib.suppress(Exception):
-                await runner.cleanup()
+                await server.release(self.ctx.device_id)
         await self._close_camera()
 
     async def _close_camera(self):
@@ -452,26 +518,13 @@ class OnvifDriver(Driver):
                     renew_at = time.monotonic() + (remaining if remaining else cfg.subscription_s) * random.uniform(0.4, 0.6)
 
     async def _webhook_events(self):
-        from aiohttp import web
-        from tianwang.drivers.sdk import parse_hostport
-
         cfg = self.config
         hook = cfg.webhook
         listen = hook.listen if hook else "0.0.0.0:0"
-        host, port = parse_hostport(listen)
-        app = web.Application(client_max_size=1024 * 1024)
-        app.router.add_post("/{tail:.*}", self._on_notify)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise DeviceError(f"webhook: cannot listen on {listen}: {describe(exc)}") from None
-        self._webhook = runner
-        bound = site._server.sockets[0].getsockname()[1]
-        url = (hook.url if hook and hook.url else f"http://{host}:{bound}/").rstrip("/") + f"/{self.ctx.device_id}"
+        self._webhook = await WebhookServer.acquire(listen, self.ctx.device_id, self._on_notify)
+        host = listen.rpartition(":")[0]  # an IPv6 host keeps its brackets
+        base = hook.url if hook and hook.url else f"http://{host}:{self._webhook.port}/"
+        url = base.rstrip("/") + f"/{self.ctx.device_id}"
         self.ctx.set_info(webhook=url)
         interval = dt.timedelta(seconds=cfg.subscription_s)
         while True:
