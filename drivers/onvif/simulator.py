@@ -760,6 +760,16 @@ def _positive(kind):
     return parse
 
 
+def _count(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= v <= 2000:
+        raise argparse.ArgumentTypeError(f"{v} is out of range (1 to 2000)")
+    return v
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage block
         self.exit(2, f"{self.prog}: {message}\n")
@@ -767,7 +777,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tianwang simulate onvif", description="simulated ONVIF cameras over HTTP")
-    p.add_argument("--cameras", type=_positive(int), default=1, help="how many cameras (one port each)")
+    p.add_argument("--cameras", type=_count, default=1, help="how many cameras, 1-2000 (one port each)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_positive(int), default=0, help="HTTP port of the first camera (0: any)")
     p.add_argument("--username", default="admin")
@@ -796,9 +806,6 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    if args.cameras < 1 or args.cameras > 2000:
-        print("tianwang simulate onvif: --cameras must be 1..2000", file=sys.stderr)
-        return 2
     if args.port and args.cameras > 1:
         print("tianwang simulate onvif: --port takes one camera (use 0 for many)", file=sys.stderr)
         return 2
