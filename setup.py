@@ -46,6 +46,11 @@ DEPENDENCIES = [
     "pyserial>=3.5",
     "pyserial-asyncio-fast>=0.11",
     "nats-py>=2.6",  # the JetStream bridge (bridges.nats) and `tianwang subscribe --nats`
+    # ONVIF cameras: the asyncio SOAP client (WSDLs bundled), the vendor event normaliser Home
+    # Assistant uses, and aiohttp (the client's transport; also the webhook and the simulator)
+    "onvif-zeep-async>=4.0",
+    "onvif-parsers>=2.0",
+    "aiohttp>=3.9",
 ]
 
 

@@ -108,6 +108,14 @@ def channel_of(topic):
     return ("*" if family.startswith("<") else family), channel
 
 
+def doc_channel(family, channel):
+    """A published channel as the doc names it: a camera's `event/RuleEngine/...` is one section,
+    `event/<topic-path>`."""
+    if family == "camera" and channel.startswith("event/"):
+        return "event/<topic-path>"
+    return channel
+
+
 def doc_payloads(sections):
     """{(family, channel): {key path: (types, element types, nullable)}}"""
     out = {}
@@ -146,27 +154,34 @@ def decoder_publications():
 
 async def gateway_publications():
     """(family, channel, payload, where) from an in-process gateway: the beidou driver on a simulated
-    receiver, the jt808 listener with a small simulated fleet, the test driver (health, including a
-    device that never connects) and SendCommand calls of every outcome (audit)."""
+    receiver, the jt808 listener with a small simulated fleet, the onvif driver on a simulated camera
+    (motion, tamper and line-crossing events), the test driver (health, including a device that never
+    connects) and SendCommand calls of every outcome (audit)."""
     import tianwang.drivers.beidou as beidou
     import tianwang.drivers.jt808 as jt808
+    import tianwang.drivers.onvif as onvif
     from tianwang.drivers.beidou.simulator import ReceiverSimulator
     from tianwang.drivers.jt808.simulator import Fleet
+    from tianwang.drivers.onvif.simulator import CameraSim
     from tianwang.v1 import gateway_pb2 as pb
 
     receiver = ReceiverSimulator("tcp", rate=10, talker="GN", rdss="bds3", interval_s=30, card_id="0245679",
                                  seed=7, message_every_s=0.2)
     await receiver.start()
+    cam = CameraSim(rate=20)
+    await cam.start()
     devices = [
         {"id": "gen-1", "driver": "testgen", "rate_hz": 0},
         {"id": "gen-down", "driver": "testgen", "refuse": True, "backoff": {"initial_s": 0.05, "max_s": 0.1}},
         {"id": "bd-1", "driver": "beidou", "url": receiver.url, "rdss": {"protocol": "bds3"},
          "receiver": {"epoch_period_s": 0.1, "sky_decimation": 1}},
+        {"id": "cam-1", "driver": "onvif", "host": cam.host, "port": cam.port, "username": cam.username,
+         "password": cam.password, "pull_timeout_s": 1},
     ]
     listeners = [{"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "contract-docs"}]
     try:
         config = base_config(devices, listeners, control=["test/+", "gnss/+"], name="contract")
-        async with running(config, beidou.SPEC, jt808.SPEC) as gw:
+        async with running(config, beidou.SPEC, jt808.SPEC, onvif.SPEC) as gw:
             listener = gw.supervisor.lookup("fleet")
             await until(lambda: "listen" in listener.info, what="jt808 listener bound")
             fleet = Fleet("127.0.0.1", int(listener.info["listen"].rsplit(":", 1)[1]), terminals=2, rate=10.0)
@@ -201,9 +216,12 @@ async def gateway_publications():
 
                 wanted = {f"gnss/bd-1/{c}" for c in ("fix", "state", "sky", "alarm", "message")}
                 wanted.add(f"gnss/{fleet.terminals[0].phone}/alarm")
+                wanted |= {f"camera/cam-1/event/RuleEngine/{p}" for p in
+                           ("CellMotionDetector/Motion", "TamperDetector/Tamper", "LineDetector/Crossed")}
 
                 def missing():
-                    return wanted - {e["topic"] for e in journal_envelopes(gw.journal, "gnss/#")}
+                    return wanted - {e["topic"] for e in journal_envelopes(gw.journal, "gnss/#")} - {
+                        e["topic"] for e in journal_envelopes(gw.journal, "camera/#")}
 
                 assert await wait_for(lambda: not missing(), 10, 0.1), f"not published: {sorted(missing())}"
             finally:
@@ -211,6 +229,7 @@ async def gateway_publications():
             envelopes = journal_envelopes(gw.journal)
     finally:
         await receiver.stop()
+        await cam.stop()
     out = []
     for e in envelopes:
         family, _id, channel = e["topic"].split("/", 2)
@@ -277,6 +296,7 @@ async def test_every_published_payload_key_is_documented(sections):
     for family, channel, payload, where in published:
         if (family, channel) in NOT_CONTRACT:
             continue
+        channel = doc_channel(family, channel)
         key = (family, channel) if (family, channel) in doc else ("*", channel)
         name = f"{family}/<id>/{channel}"
         if key not in doc:
@@ -389,7 +409,7 @@ def test_every_config_key_is_documented(sections):
     missing = [k for k in expected if k not in core and not _is_parent(k, expected)]
     missing += [f"{k} is documented, not in the config models" for k in sorted(core - set(expected))]
     specs = default_registry().specs()
-    assert {"beidou", "jt808"} <= {s.name for s in specs}
+    assert {"beidou", "jt808", "onvif"} <= {s.name for s in specs}
     for spec in specs:
         base = c.ListenerConfig if spec.kind == "listener" else c.DeviceConfig
         own = [k for k in _model_keys(spec.config_model) if k.split(".")[0] not in base.model_fields]

@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", default="capture", help="device id used in topics (default: capture)")
     p.add_argument("file", help="capture file, or - for stdin")
 
+    p = sub.add_parser("discover", help="find ONVIF cameras by WS-Discovery")
+    p.add_argument("--timeout", type=_seconds, default=3.0, help="seconds to collect answers (default 3)")
+    p.add_argument("--address", default=None, help="probe this HOST (or HOST:PORT) directly instead of multicast")
+    p.add_argument("--interface", default=None, help="local IPv4 address whose interface sends the multicast probe")
+    p.add_argument("--json", action="store_true", help="one JSON object per camera")
+
     p = sub.add_parser("simulate", help="run one device simulator standalone")
     p.add_argument("kind", help="onvif, signal, beidou, jt808 (whichever are installed)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see `tianwang simulate KIND --help`)")
@@ -169,6 +175,7 @@ def main(argv=None) -> int:
         "top": cmd_top,
         "drivers": cmd_drivers,
         "simulate": cmd_simulate,
+        "discover": cmd_discover,
     }[verb]
     try:
         return handler(args)
@@ -545,6 +552,54 @@ def cmd_drivers(args) -> int:
     for name, why in sorted(reg.errors.items()):
         print(f"{name}: failed to load: {why}", file=sys.stderr)
     return 1 if reg.errors else 0
+
+
+def cmd_discover(args) -> int:
+    """WS-Discovery probe (tianwang.drivers.onvif.discovery); one line per camera found."""
+    import ipaddress
+
+    import uvloop
+
+    from tianwang.gateway.lifecycle.config import parse_hostport
+
+    try:
+        from tianwang.drivers.onvif.discovery import PORT, probe
+    except ImportError as exc:
+        print(f"tianwang discover: the onvif driver is not installed ({exc})", file=sys.stderr)
+        return 2
+    address, port = None, PORT
+    if args.address:
+        try:
+            if ":" in args.address and args.address.count(":") == 1 or args.address.startswith("["):
+                address, port = parse_hostport(args.address)
+            else:
+                address = args.address
+        except ValueError as exc:
+            print(f"tianwang discover: --address: {exc}", file=sys.stderr)
+            return 2
+    if args.interface:
+        try:
+            ipaddress.IPv4Address(args.interface)
+        except ValueError:
+            print(f"tianwang discover: --interface: {args.interface!r} is not an IPv4 address", file=sys.stderr)
+            return 2
+    if args.timeout <= 0 or args.timeout > 3600:
+        print("tianwang discover: --timeout must be more than 0 and at most 3600 s", file=sys.stderr)
+        return 2
+    try:
+        found = uvloop.run(probe(args.timeout, address, port, interface=args.interface))
+    except OSError as exc:
+        where = f"{address}:{port}" if address else "the multicast group"
+        print(f"tianwang discover: cannot probe {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    for m in found:
+        if args.json:
+            print(json.dumps(m.as_dict()))
+        else:
+            print(f"{m.address}  xaddrs={','.join(m.xaddrs) or '-'}  scopes={' '.join(m.scopes) or '-'}  endpoint={m.endpoint}")
+    if not args.json:
+        print(f"{len(found)} camera(s) answered", file=sys.stderr)
+    return 0
 
 
 def cmd_simulate(args) -> int:

@@ -423,7 +423,16 @@ class GatewayService:
         entry = self.app.supervisor.lookup(device_id)
         if entry is None:
             await refuse(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", f"no device {device_id!r}")
-        if not principal.may_control(entry.family, device_id):
+        action = entry.spec.action(req.action) if entry.spec is not None else None
+        if action is not None and not action.needs_control:
+            # a read-only action: reading the device's topics is enough (control implies it too)
+            if not (principal.may_read_any(f"{entry.family}/{device_id}/#") or principal.may_control(entry.family, device_id)):
+                await refuse(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "PERMISSION_DENIED",
+                    f"token {principal.name!r} may not read {entry.family}/{device_id}",
+                )
+        elif not principal.may_control(entry.family, device_id):
             await refuse(
                 grpc.StatusCode.PERMISSION_DENIED,
                 "PERMISSION_DENIED",
@@ -436,7 +445,6 @@ class GatewayService:
                 "RATE_LIMITED",
                 f"token {principal.name!r} is limited to {principal.commands_per_s:g} commands/s",
             )
-        action = entry.spec.action(req.action) if entry.spec is not None else None
         if action is None:
             known = ", ".join(a.name for a in entry.spec.actions) if entry.spec else ""
             await refuse(

@@ -33,6 +33,9 @@ class ActionSpec:
     description: str
     args: Mapping[str, str] = dataclasses.field(default_factory=dict)  # arg name -> description
     needs_reason: bool = False  # commands that change what the public sees need a reason
+    # False for commands that only read (a camera snapshot): a token that may read the device's topics
+    # (`read` patterns matching `<family>/<id>/#`) may call them; True needs a `control` pattern
+    needs_control: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""The `onvif` device config: one camera reached over HTTP SOAP.
+
+    devices:
+      - id: cam-0001
+        driver: onvif
+        host: 10.1.2.3
+        port: 80
+        username: admin
+        password_env: CAM1_PASS        # or password_file: /etc/tianwang/cam1.pass
+        events: pullpoint              # pullpoint (default) | webhook | off
+        webhook: {listen: "0.0.0.0:8089", url: "http://10.1.0.5:8089"}   # events: webhook only
+
+The password is a secret: `password_env` or `password_file` (inline works, `tianwang check` warns).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import ClassVar, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from tianwang.drivers.sdk import DeviceConfig, Model, SecretsModel, parse_hostport
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
+
+
+def check_host(v: str) -> str:
+    """A DNS name or an IPv4/IPv6 address (no scheme, no port). Raises ValueError."""
+    try:
+        ipaddress.ip_address(v)
+        return v
+    except ValueError:
+        pass
+    if not _HOST_RE.match(v) or ".." in v:
+        raise ValueError(f"{v!r} is not a host name or IP address")
+    return v
+
+
+class WebhookConfig(Model):
+    """Where the gateway listens for the camera's Notify POSTs, and the URL the camera is told to use
+    (the address the camera can reach, which may differ from the listen address behind NAT)."""
+
+    listen: str = "0.0.0.0:0"
+    url: str | None = None  # default: http://<listen host>:<bound port>/
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v):
+        parse_hostport(v)
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v):
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"{v!r} is not an http:// URL")
+        return v
+
+
+class OnvifConfig(SecretsModel, DeviceConfig):
+    """`devices:` entry of driver onvif."""
+
+    __secrets__: ClassVar = ("password",)
+    __required_secrets__: ClassVar = ("password",)
+
+    host: str
+    port: int = Field(default=80, ge=1, le=65535)
+    username: str = Field(min_length=1, max_length=128)
+    password: SecretStr | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    # how events arrive: PullPoint long polls (works through NAT), a webhook the camera POSTs to, or none
+    events: Literal["pullpoint", "webhook", "off"] = "pullpoint"
+    webhook: WebhookConfig | None = None
+    subscription_s: float = Field(default=60.0, ge=10, le=86400)  # termination time we ask for
+    pull_timeout_s: float = Field(default=10.0, gt=0, le=60)  # PullMessages long-poll time
+    pull_limit: int = Field(default=100, ge=1, le=1024)  # PullMessages MessageLimit
+    timeout_s: float = Field(default=10.0, gt=0, le=120)  # one SOAP call (a long poll adds its own time)
+    max_clock_skew_s: float = Field(default=5.0, ge=0)  # beyond this the camera's clock is reported DEGRADED
+    profile: str | None = None  # media profile token for PTZ, snapshots and streams (default: the first)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v):
+        return check_host(v)
+
+    @model_validator(mode="after")
+    def _webhook(self):
+        if self.webhook is not None and self.events != "webhook":
+            raise PydanticCustomError("webhook", "webhook: only with events: webhook", {})
+        return self
