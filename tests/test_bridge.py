@@ -177,9 +177,15 @@ def test_two_shards_into_one_stream_and_the_cli_reads_it_back(tmp_path):
         assert set(owners) == {f"gen-{i}" for i in range(8)}
         assert all(len(g) == 1 for g in owners.values())
         assert {g for gs in owners.values() for g in gs} == {"east-0", "east-1"}
-        for gateway in ("east-0", "east-1"):
+        from tianwang.gateway.datapath.segments import SegmentStore
+
+        for i, gateway in enumerate(("east-0", "east-1")):
             seqs = sorted(s for g, s in by_key if g == gateway)
             assert seqs == list(range(1, seqs[-1] + 1))  # each shard's own seq range, complete
+            # and up to the last seq its journal holds: SIGTERM published what was pending
+            store = SegmentStore(tmp_path / "journal" / f"shard-{i}", segment_bytes=1 << 20, max_bytes=1 << 30, max_age_s=1e9)
+            assert store.open() - 1 == seqs[-1]
+            store.close()
         # `tianwang subscribe --nats` gives the same envelopes, per gateway
         r = subprocess.run(
             [sys.executable, "-m", "tianwang", "subscribe", "--nats", server.url, "--gateway", "east-1",

@@ -96,7 +96,7 @@ requests = st.one_of(
     st.builds(
         lambda dev, act, args, reason, t: ("SendCommand", pb.CommandRequest(device_id=dev, action=act, args=args, reason=reason, timeout_ms=t)),
         text, text | st.sampled_from(["echo", "slow", "refuse", "emit"]),
-        st.binary(max_size=60) | st.builds(msgpack.packb, st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3)),
+        st.binary(max_size=60) | st.builds(msgpack.packb, st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5), max_size=3)),
         text, u32,
     ),
     st.just(("GetStats", pb.GetStatsRequest())),
