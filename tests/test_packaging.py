@@ -231,15 +231,19 @@ def test_stubs_wheel_holds_tianwang_v1_alone(wheels):
     dist_info = f"tianwang_proto-{VERSION}.dist-info"
     files = names(stubs)
     assert {n for n in files if not n.startswith(dist_info + "/")} == {
-        f"tianwang/v1/{name}" for name in ("__init__.py", "client.py", "gateway.proto", "py.typed", *GENERATED)
+        f"tianwang/v1/{name}" for name in ("__init__.py", "client.py", "jetstream.py", "gateway.proto", "py.typed", *GENERATED)
     }
     assert f"{dist_info}/entry_points.txt" not in files  # no command: that is the gateway's
 
     meta = email.parser.Parser().parsestr(read(stubs, f"{dist_info}/METADATA"))
     assert (meta["Name"], meta["Version"]) == ("tianwang-proto", VERSION)
     assert meta["Requires-Python"] == ">=3.11" and meta["License-Expression"] == "Apache-2.0"
-    requires = {Requirement(r).name: Requirement(r) for r in meta.get_all("Requires-Dist")}
+    all_requires = [Requirement(r) for r in meta.get_all("Requires-Dist")]
+    requires = {r.name: r for r in all_requires if r.marker is None}
     assert set(requires) == STUB_DEPENDENCIES
+    # the NATS reader's client library is an extra: `pip install tianwang-proto[nats]`
+    assert {r.name for r in all_requires if r.marker is not None} == {"nats-py"}
+    assert "nats" in meta.get_all("Provides-Extra")
     # the floors are what the generated modules check at import
     grpc_version = re.search(r"^GRPC_GENERATED_VERSION = '(.+)'$", read(stubs, "tianwang/v1/gateway_pb2_grpc.py"), re.M)[1]
     protobuf_version = re.search(r"^# Protobuf Python Version: (.+)$", read(stubs, "tianwang/v1/gateway_pb2.py"), re.M)[1]
@@ -253,7 +257,7 @@ def test_stubs_wheel_holds_tianwang_v1_alone(wheels):
     assert gateway_requires["protobuf"].specifier == requires["protobuf"].specifier
 
     # the contract is the same in both wheels
-    for name in ("client.py", "gateway.proto", *GENERATED):
+    for name in ("client.py", "jetstream.py", "gateway.proto", *GENERATED):
         assert read(stubs, f"tianwang/v1/{name}") == read(wheels["gateway"], f"tianwang/v1/{name}"), name
 
 
