@@ -114,8 +114,9 @@ class SignalDriver(Driver):
             try:
                 done, _ = await asyncio.wait({poller, lost}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                poller.cancel()
-                await asyncio.gather(poller, return_exceptions=True)
+                while not poller.done():
+                    poller.cancel()
+                    await asyncio.wait({poller}, timeout=1.0)
             if lost in done:
                 raise lost.result()
             poller.result()  # raises why polling stopped

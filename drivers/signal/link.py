@@ -244,9 +244,12 @@ class Link:
             try:
                 self._stream.transport.write(p.encode(msg, self.profile))
                 sent = loop.time()
-                reply = await asyncio.wait_for(future, timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # comes as the reply arrives, and a device that is being stopped would keep polling
+                async with asyncio.timeout(timeout):
+                    reply = await future
                 return reply, loop.time() - sent
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise DeviceTimeout(f"no reply to {msg.kind} {msg.seq} within {timeout:g} s") from None
             finally:
                 self._inflight = None
