@@ -102,7 +102,8 @@ class Controller:
         self.mode = SCHEDULE_MODE
         self.plan = self._scheduled_plan(now)
         self.chain_pos = 0
-        self.stage_start = now
+        # neighbouring controllers start at different points of their cycle, as real ones do
+        self.stage_start = now - (controller_id * 7) % self.plans[self.plan].cycle_s
         self.specified_stage = 0
         self.specified_plan = 0
         self.silent = False
