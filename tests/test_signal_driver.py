@@ -141,7 +141,7 @@ async def test_multi_drop_pty_line_with_a_dead_controller():
         await s.online("tsc-3002", timeout=20)
 
 
-async def test_serial_url_options_and_shared_line_needs_ids():
+async def test_a_shared_line_needs_every_controller_id():
     sim = SignalSimulator("pty", controllers=2, base_id=10, traffic_s=0)
     async with stack(sim, [{"id": "a", "controller_id": 10}, {"id": "b"}]) as s:
         await s.online("a")
