@@ -110,3 +110,27 @@ async def test_demo_part_runs_a_junction_group():
             await until(lambda: all(sup.lookup(d["id"]).envelopes >= 4 for d in devices), 20, "demo lamps")
             result = await sup.send_command(devices[1]["id"], "yellow_flash", {}, 8.0)
             assert result["mode"] == "yellow_flash"
+
+
+def test_decode_takes_the_profile(tmp_path):
+    """`tianwang decode --driver signal --profile P` reads a capture of a controller speaking P; the
+    same bytes under the majority profile are dropped as bad checksums, never published."""
+    prof = p.PROFILES["ccitt"]
+    c = Controller(77, prof, now=time.time())
+    poll = p.query(77, 1, [(3, 3, 2, 0), (13, 2, 2, 0), (13, 2, 3, 0), (13, 2, 4, 0)])
+    capture = tmp_path / "ccitt.bin"
+    capture.write_bytes(b"".join(p.encode(m, prof) for m in c.handle(poll, time.time())) * 3)
+
+    def decode(*args):
+        return subprocess.run([sys.executable, "-m", "tianwang", "decode", "--driver", "signal", *args, str(capture)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    good = decode("--profile", "ccitt")
+    lines = [json.loads(x) for x in good.stdout.splitlines()]
+    assert good.returncode == 0 and [x["topic"] for x in lines].count("signal/capture/lamps") == 3
+    assert lines[0]["payload"]["mode"] == "local_fixed"
+    wrong = decode()
+    assert wrong.returncode == 0 and wrong.stdout == "" and "bad_checksum=3" in wrong.stderr
+    bad = decode("--profile", "acme")
+    assert bad.returncode == 2 and bad.stderr.startswith("tianwang decode: unknown profile 'acme'")
+    assert "Traceback" not in bad.stderr
