@@ -55,6 +55,7 @@ async def stack(sim: SignalSimulator, devices):
     await sim.start()
     try:
         entries = [{"driver": "signal", "url": sim.url, **FAST, **d} for d in devices]
+        entries = [{k: (v(sim) if callable(v) else v) for k, v in e.items()} for e in entries]  # known once started
         config = load_config({"gateway": {"metrics": None}, "devices": entries}, reg)
         journal = Journal(64 << 20)
         sup = Supervisor(reg, Router(journal))
@@ -76,7 +77,7 @@ def colours(payload):
 
 async def test_tcp_controller_without_an_id_is_learned_polled_and_described():
     sim = SignalSimulator("tcp", controllers=1, base_id=4242, traffic_s=0.5)
-    async with stack(sim, [{"id": "tsc-1"}]) as s:
+    async with stack(sim, [{"id": "tsc-1", "clock_sync_s": 1, "heartbeat_s": 1}]) as s:
         await s.online("tsc-1")
         await until(lambda: len(s.payloads("tsc-1", "lamps")) >= 4, 10, "4 lamps")
         lamps = s.payloads("tsc-1", "lamps")[-1]
@@ -91,6 +92,10 @@ async def test_tcp_controller_without_an_id_is_learned_polled_and_described():
         # clock sync on connect: the simulator's clock was set to UTC (within a few seconds)
         await until(lambda: s.entry("tsc-1").counters.get("clock_syncs", 0) >= 1, 5, "clock sync")
         assert abs(c.clock_offset_s) < 3
+        # and again at the interval; heartbeat queries too
+        await until(lambda: s.entry("tsc-1").counters.get("clock_syncs", 0) >= 2, 10, "second clock sync")
+        await until(lambda: s.entry("tsc-1").counters.get("heartbeats", 0) >= 1, 10, "heartbeat")
+        assert c.counters["heartbeats"] >= 1
         # status at the start, then only on change
         status = s.payloads("tsc-1", "status")
         assert status and status[0]["mode"] == "local_fixed"
@@ -147,6 +152,17 @@ async def test_a_shared_line_needs_every_controller_id():
         await s.online("a")
         await until(lambda: s.entry("b").state == Health.OFFLINE, 10, "b refused")
         assert "each needs its controller_id" in s.entry("b").reason
+
+
+async def test_devices_on_one_line_must_agree_on_profile_and_serial_options():
+    sim = SignalSimulator("pty", controllers=3, base_id=10, traffic_s=0)
+    async with stack(sim, [{"id": "a", "controller_id": 10}, {"id": "b", "controller_id": 11, "profile": "ccitt"},
+                           {"id": "c", "controller_id": 12, "url": lambda sim: sim.url + "?baudrate=19200"}]) as s:
+        await s.online("a")
+        await until(lambda: s.entry("b").state == Health.OFFLINE and s.entry("c").state == Health.OFFLINE, 10,
+                    "b and c refused")
+        assert "profile 'ccitt' differs" in s.entry("b").reason
+        assert "serial options differ" in s.entry("c").reason
 
 
 # -- health ---------------------------------------------------------------------------------------

@@ -115,6 +115,8 @@ class Link:
         problem = None
         if config.profile != link.profile_name:
             problem = f"profile {config.profile!r} differs from {link.profile_name!r} of the devices already on it"
+        elif config.transport()[2] != link.options:
+            problem = "its serial options differ from those of the devices already on it"
         for other in link.members:
             if other is member:
                 continue
