@@ -378,3 +378,53 @@ async def test_refusals_map_to_clear_codes_and_timeouts_are_not_resent():
         assert e.value.code == "TIMEOUT" and "not sent again" in e.value.message
         await asyncio.sleep(1)
         assert c.sets_seen == sets_before + 1  # the set reached it once and was never resent
+
+
+async def test_controller_heartbeat_is_answered_and_strangers_are_counted():
+    """A fake controller on a pty that, with each answer, asks its centre for a heartbeat and lets a
+    controller nobody configured send a report."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    prof = p.PROFILES["majority"]
+    framer = prof.framer()
+    loop = asyncio.get_running_loop()
+    from tianwang.drivers.signal.controller import Controller
+
+    ctl = Controller(6, prof)
+    heartbeat_replies = []
+
+    def readable():
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            return
+        for content in framer.feed(data):
+            msg = p.parse(content)
+            if msg.frame_type == p.FrameType.HEARTBEAT_REPLY:
+                heartbeat_replies.append(msg)
+                continue
+            answers = ctl.handle(msg, time.time())
+            stranger = p.Message(p.FrameType.REPORT, 99, 1, (p.DataValue(1, 15, 1, 1, 1, b"\x01"),))
+            ask = p.heartbeat(6, 200 + len(heartbeat_replies) % 50)
+            os.write(master, b"".join(p.encode(m, prof) for m in answers + [stranger, ask]))
+
+    loop.add_reader(master, readable)
+
+    class Pty:
+        url = f"serial://{os.ttyname(slave)}"
+
+        async def start(self):
+            pass
+
+        async def stop(self):
+            loop.remove_reader(master)
+            os.close(master)
+            os.close(slave)
+
+    async with stack(Pty(), [{"id": "tsc", "controller_id": 6, "heartbeat_s": 0}]) as s:
+        await s.online("tsc")
+        await until(lambda: len(heartbeat_replies) >= 3, 10, "heartbeat replies")
+        assert all(m.controller == 6 and m.seq >= 200 for m in heartbeat_replies)
+        assert s.entry("tsc").counters.get("dropped_unknown_controller", 0) >= 3
+        assert not s.payloads("tsc", "alarm")  # the stranger's report is not this controller's
