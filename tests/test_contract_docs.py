@@ -160,7 +160,9 @@ async def gateway_publications():
     import tianwang.drivers.beidou as beidou
     import tianwang.drivers.jt808 as jt808
     import tianwang.drivers.onvif as onvif
+    import tianwang.drivers.signal as signal
     from tianwang.drivers.beidou.simulator import ReceiverSimulator
+    from tianwang.drivers.signal.simulator import SignalSimulator
     from tianwang.drivers.jt808.simulator import Fleet
     from tianwang.drivers.onvif.simulator import CameraSim
     from tianwang.v1 import gateway_pb2 as pb
@@ -170,7 +172,10 @@ async def gateway_publications():
     await receiver.start()
     cam = CameraSim(rate=20)
     await cam.start()
+    controllers = SignalSimulator("tcp", controllers=1, base_id=17, traffic_s=0.3)
+    await controllers.start()
     devices = [
+        {"id": "tsc-1", "driver": "signal", "url": controllers.url, "poll_hz": 5},
         {"id": "gen-1", "driver": "testgen", "rate_hz": 0},
         {"id": "gen-down", "driver": "testgen", "refuse": True, "backoff": {"initial_s": 0.05, "max_s": 0.1}},
         {"id": "bd-1", "driver": "beidou", "url": receiver.url, "rdss": {"protocol": "bds3"},
@@ -180,8 +185,8 @@ async def gateway_publications():
     ]
     listeners = [{"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "contract-docs"}]
     try:
-        config = base_config(devices, listeners, control=["test/+", "gnss/+"], name="contract")
-        async with running(config, beidou.SPEC, jt808.SPEC, onvif.SPEC) as gw:
+        config = base_config(devices, listeners, control=["test/+", "gnss/+", "signal/+"], name="contract")
+        async with running(config, beidou.SPEC, jt808.SPEC, onvif.SPEC, signal.SPEC) as gw:
             listener = gw.supervisor.lookup("fleet")
             await until(lambda: "listen" in listener.info, what="jt808 listener bound")
             fleet = Fleet("127.0.0.1", int(listener.info["listen"].rsplit(":", 1)[1]), terminals=2, rate=10.0)
@@ -190,6 +195,11 @@ async def gateway_publications():
                 await fleet.wait_online()
                 fleet.terminals[0].alarm = 1  # SOS
                 receiver.set_antenna("OPEN")
+                await until(lambda: gw.supervisor.lookup("tsc-1").state.value == "ONLINE", 10, "signal ONLINE")
+                import time as _time
+
+                controllers.controllers[0].fail_lamp(2, _time.time())
+                controllers.controllers[0].green_conflict(_time.time())
                 phone = fleet.terminals[1].phone
                 async with client(gw) as (stub, _):
 
@@ -218,10 +228,10 @@ async def gateway_publications():
                 wanted.add(f"gnss/{fleet.terminals[0].phone}/alarm")
                 wanted |= {f"camera/cam-1/event/RuleEngine/{p}" for p in
                            ("CellMotionDetector/Motion", "TamperDetector/Tamper", "LineDetector/Crossed")}
+                wanted |= {f"signal/tsc-1/{c}" for c in ("lamps", "status", "alarm", "fault", "traffic")}
 
                 def missing():
-                    return wanted - {e["topic"] for e in journal_envelopes(gw.journal, "gnss/#")} - {
-                        e["topic"] for e in journal_envelopes(gw.journal, "camera/#")}
+                    return wanted - {e["topic"] for e in journal_envelopes(gw.journal)}
 
                 assert await wait_for(lambda: not missing(), 10, 0.1), f"not published: {sorted(missing())}"
             finally:
@@ -230,6 +240,7 @@ async def gateway_publications():
     finally:
         await receiver.stop()
         await cam.stop()
+        await controllers.stop()
     out = []
     for e in envelopes:
         family, _id, channel = e["topic"].split("/", 2)

@@ -39,12 +39,14 @@ class Decoder(FramedDecoder):
                  utc_offset_s: int = DEFAULT_UTC_OFFSET_S, framer=None):
         super().__init__()
         self.device_id = device_id
+        if isinstance(profile, str) and profile not in p.PROFILES:
+            raise ValueError(f"profiles: {', '.join(p.PROFILES)}")
         self.profile = p.PROFILES[profile] if isinstance(profile, str) else profile
         self.utc_offset_s = utc_offset_s
         # `framer` lets tests run the decoder over either implementation
         self.framer = framer if framer is not None else self.profile.framer()
         self.controller: int | None = None
-        self.run = {"mode": None, "mode_code": None, "plan": None, "stage": None}
+        self.picture = Picture(utc_offset_s)
         self.counters: dict[str, int] = {}
 
     def _extra_drops(self) -> dict[str, int]:
@@ -75,11 +77,24 @@ class Decoder(FramedDecoder):
                 continue
             self.counters[msg.kind] = self.counters.get(msg.kind, 0) + 1
             if msg.frame_type in (p.FrameType.QUERY_REPLY, p.FrameType.REPORT):
-                self._values(msg.values, out)
+                self.picture.values(msg.values, out)
         return out
 
-    def _values(self, values, out: list) -> None:
-        t = p.controller_time(values, self.utc_offset_s) or 0
+
+class Picture:
+    """What one controller shows, as the signal topics carry it: `values(data values, out)` appends
+    the publications a query reply or report makes (see the module docstring). Shared by the
+    offline decoder and the driver, so the two cannot disagree."""
+
+    def __init__(self, utc_offset_s: int = DEFAULT_UTC_OFFSET_S):
+        self.utc_offset_s = utc_offset_s
+        self.run = {"mode": None, "mode_code": None, "plan": None, "stage": None}
+        self.groups: dict[str, str] = {}
+
+    def values(self, values, out: list, now_ns: int = 0) -> None:
+        """`now_ns`: the time for frames that carry no clock of their own (the driver passes the wall
+        clock; the offline decoder 0)."""
+        t = p.controller_time(values, self.utc_offset_s) or now_ns
         run = p.run_status(values)
         changed = [k for k in ("mode", "plan", "stage") if k in run and run[k] != self.run[k]]
         if changed:
@@ -91,6 +106,7 @@ class Decoder(FramedDecoder):
             }, t))
         groups = p.lamp_groups(values)
         if groups:
+            self.groups = groups
             payload = {"groups": groups, "stage": self.run["stage"], "plan": self.run["plan"],
                        "mode": self.run["mode"]}
             stage_info = p.stages(values)

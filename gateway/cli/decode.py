@@ -64,8 +64,9 @@ class FramedDecoder:
         self._drops[reason] = self._drops.get(reason, 0) + 1
 
 
-def make_decoder(driver: str, device_id: str):
-    """The decoder for `driver`. Raises DriverError when there is none."""
+def make_decoder(driver: str, device_id: str, profile: str | None = None):
+    """The decoder for `driver` (with vendor `profile`, for decoders that take one). Raises
+    DriverError when there is none, or when the profile is unknown or the decoder takes none."""
     where = BUILTIN_DECODERS.get(driver)
     if where is not None:
         module, attr = where.split(":")
@@ -73,23 +74,42 @@ def make_decoder(driver: str, device_id: str):
             factory = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
             raise DriverError(f"decoder for {driver!r} is not available: {exc}") from exc
-        return factory(device_id)
+        if profile is None:
+            return factory(device_id)
+        return _with_profile(driver, factory, device_id, profile)
     from tianwang.gateway.lifecycle.registry import default_registry
 
     spec = default_registry().get(driver)
     if spec is None or spec.decoder is None:
         known = sorted(set(BUILTIN_DECODERS) | {s.name for s in default_registry().specs() if s.decoder})
         raise DriverError(f"no offline decoder for driver {driver!r} (have: {', '.join(known)})")
-    return spec.decoder(device_id)
+    if profile is None:
+        return spec.decoder(device_id)
+    return _with_profile(driver, spec.decoder, device_id, profile)
 
 
-def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr) -> int:
+def _with_profile(driver: str, factory, device_id: str, profile: str):
+    import inspect
+
+    try:
+        takes = "profile" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if not takes:
+        raise DriverError(f"the {driver} decoder has no profiles (--profile is for drivers such as signal)")
+    try:
+        return factory(device_id, profile=profile)
+    except (KeyError, ValueError) as exc:
+        raise DriverError(f"unknown profile {profile!r} for {driver}: {exc}") from None
+
+
+def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr, profile: str | None = None) -> int:
     """Decode everything from binary stream `infile`, write JSON lines to text stream `outfile`.
 
     Returns the process exit code: 0, or 2 when the decoder could not be created.
     """
     try:
-        decoder = make_decoder(driver, device_id)
+        decoder = make_decoder(driver, device_id, profile)
     except DriverError as exc:
         print(f"tianwang decode: {exc}", file=errfile)
         return 2

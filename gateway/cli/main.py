@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decode a raw capture offline (like gpsdecode)")
     p.add_argument("--driver", required=True)
     p.add_argument("--id", default="capture", help="device id used in topics (default: capture)")
+    p.add_argument("--profile", default=None, help="the device's vendor profile, for drivers that have profiles (signal)")
     p.add_argument("file", help="capture file, or - for stdin")
 
     p = sub.add_parser("discover", help="find ONVIF cameras by WS-Discovery")
@@ -197,14 +198,14 @@ def cmd_decode(args) -> int:
     out = open(sys.stdout.fileno(), "w", encoding="utf-8", buffering=1 << 20, closefd=False)
     try:
         if args.file == "-":
-            return run_decode(args.driver, args.id, sys.stdin.buffer, out)
+            return run_decode(args.driver, args.id, sys.stdin.buffer, out, profile=args.profile)
         try:
             f = open(args.file, "rb")
         except OSError as exc:
             print(f"tianwang decode: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return 2
         with f:
-            return run_decode(args.driver, args.id, f, out)
+            return run_decode(args.driver, args.id, f, out, profile=args.profile)
     finally:
         try:
             out.flush()
