@@ -20,6 +20,7 @@ Config helpers
     DeviceConfig, ListenerConfig   base models of a device / listener entry (id, driver, backoff, ...)
     Model, SecretsModel       frozen pydantic bases; SecretsModel resolves `*_env` / `*_file` secrets
     parse_url, parse_hostport `serial://...`, `tcp://host:port`, `HOST:PORT` with key-path errors
+    serial_options            pyserial keyword arguments from a serial URL's query
 Errors (one hierarchy, each also its builtin)
     GatewayError, ConfigError, FrameError, DriverError, DeviceError, DeviceTimeout, CommandError,
     describe(exc)             "ExceptionName: text", for health reasons and logs
@@ -51,6 +52,7 @@ _EXPORTS = {
     "SecretsModel": "tianwang.gateway.lifecycle.config:SecretsModel",
     "parse_url": "tianwang.gateway.lifecycle.config:parse_url",
     "parse_hostport": "tianwang.gateway.lifecycle.config:parse_hostport",
+    "serial_options": "tianwang.gateway.lifecycle.config:serial_options",
     "GatewayError": "tianwang.gateway.errors:GatewayError",
     "ConfigError": "tianwang.gateway.errors:ConfigError",
     "FrameError": "tianwang.gateway.errors:FrameError",
@@ -103,7 +105,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names above 
         Gbt20999Framer, Jt808Framer, NmeaDecoder, PmppFramer, encode_gbt20999, encode_jt808, encode_pmpp,
     )
     from tianwang.gateway.lifecycle.config import (
-        DeviceConfig, ListenerConfig, Model, SecretsModel, parse_hostport, parse_url,
+        DeviceConfig, ListenerConfig, Model, SecretsModel, parse_hostport, parse_url, serial_options,
     )
     from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health, Publication
     from tianwang.gateway.lifecycle.supervisor import DeviceContext

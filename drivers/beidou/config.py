@@ -17,51 +17,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tianwang.drivers.sdk import DeviceConfig, Model, parse_url
+from tianwang.drivers.sdk import DeviceConfig, Model, parse_url, serial_options
 
 SCHEMES = ("serial", "tcp")
-# the rates pyserial's POSIX backend knows by name; others only work on some adapters
-STANDARD_BAUDRATES = (
-    1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000,
-)
-_PARITY = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S", "NONE": "N", "EVEN": "E", "ODD": "O",
-           "MARK": "M", "SPACE": "S"}
-_BOOL = {"1": True, "0": False, "true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
-
-
-def serial_options(query: dict[str, str]) -> dict[str, Any]:
-    """pyserial keyword arguments from a serial URL's query. Raises ValueError naming the bad key."""
-    out: dict[str, Any] = {"baudrate": 9600}
-    for key, value in query.items():
-        if key == "baudrate":
-            try:
-                rate = int(value)
-            except ValueError:
-                raise ValueError(f"baudrate {value!r} is not a number") from None
-            if rate not in STANDARD_BAUDRATES:
-                raise ValueError(f"baudrate {rate} is not one of {', '.join(map(str, STANDARD_BAUDRATES))}")
-            out["baudrate"] = rate
-        elif key == "bytesize":
-            if value not in ("5", "6", "7", "8"):
-                raise ValueError(f"bytesize {value!r} must be 5, 6, 7 or 8")
-            out["bytesize"] = int(value)
-        elif key == "parity":
-            p = _PARITY.get(value.upper())
-            if p is None:
-                raise ValueError(f"parity {value!r} must be N, E, O, M or S")
-            out["parity"] = p
-        elif key == "stopbits":
-            if value not in ("1", "1.5", "2"):
-                raise ValueError(f"stopbits {value!r} must be 1, 1.5 or 2")
-            out["stopbits"] = float(value) if value == "1.5" else int(value)
-        elif key in ("rtscts", "xonxoff"):
-            b = _BOOL.get(value.lower())
-            if b is None:
-                raise ValueError(f"{key} {value!r} must be 0 or 1")
-            out[key] = b
-        else:
-            raise ValueError(f"unknown serial option {key!r} (use baudrate, bytesize, parity, stopbits, rtscts, xonxoff)")
-    return out
 
 
 class ReceiverOptions(Model):

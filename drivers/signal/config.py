@@ -20,44 +20,18 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tianwang.drivers.sdk import DeviceConfig, parse_url
+from tianwang.drivers.sdk import DeviceConfig, parse_url, serial_options
 
 SCHEMES = ("serial", "tcp")
+# GB/T 20999 links run at 1200-19200 baud in practice; up to 115200 on newer controllers
 STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-_PARITY = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S", "NONE": "N", "EVEN": "E", "ODD": "O",
-           "MARK": "M", "SPACE": "S"}
 
 
-def serial_options(query: dict[str, str]) -> dict[str, Any]:
-    """pyserial keyword arguments from a serial URL's query. Raises ValueError naming the bad key."""
-    # GB/T 20999 practice is 8 data bits, a parity bit and 1 stop bit, but which parity is the
-    # vendor's: it is only set when the URL names it (a pty refuses any parity; pyserial's default is N)
-    out: dict[str, Any] = {"baudrate": 9600}
-    for key, value in query.items():
-        if key == "baudrate":
-            try:
-                rate = int(value)
-            except ValueError:
-                raise ValueError(f"baudrate {value!r} is not a number") from None
-            if rate not in STANDARD_BAUDRATES:
-                raise ValueError(f"baudrate {rate} is not one of {', '.join(map(str, STANDARD_BAUDRATES))}")
-            out["baudrate"] = rate
-        elif key == "bytesize":
-            if value not in ("5", "6", "7", "8"):
-                raise ValueError(f"bytesize {value!r} must be 5, 6, 7 or 8")
-            out["bytesize"] = int(value)
-        elif key == "parity":
-            p = _PARITY.get(value.upper())
-            if p is None:
-                raise ValueError(f"parity {value!r} must be N, E, O, M or S")
-            out["parity"] = p
-        elif key == "stopbits":
-            if value not in ("1", "1.5", "2"):
-                raise ValueError(f"stopbits {value!r} must be 1, 1.5 or 2")
-            out["stopbits"] = float(value) if value == "1.5" else int(value)
-        else:
-            raise ValueError(f"unknown serial option {key!r} (use baudrate, bytesize, parity, stopbits)")
-    return out
+def signal_serial_options(query: dict[str, str]) -> dict[str, Any]:
+    """pyserial keyword arguments of a controller's serial URL (SDK serial_options, no flow control).
+    GB/T 20999 practice is 8 data bits, a parity bit and 1 stop bit, but which parity is the
+    vendor's: it is only set when the URL names it (a pty refuses any parity; pyserial's default is N)."""
+    return serial_options(query, baudrates=STANDARD_BAUDRATES, flow_control=False)
 
 
 class SignalConfig(DeviceConfig):
@@ -86,7 +60,7 @@ class SignalConfig(DeviceConfig):
     def _url(cls, v):
         scheme, _where, query = parse_url(v, SCHEMES)
         if scheme == "serial":
-            serial_options(query)
+            signal_serial_options(query)
         elif query:
             raise ValueError(f"tcp URLs take no options, got {', '.join(sorted(query))}")
         return v
@@ -109,7 +83,7 @@ class SignalConfig(DeviceConfig):
     def transport(self) -> tuple[str, str, dict[str, Any]]:
         """('serial', path, pyserial kwargs) or ('tcp', 'host:port', {})."""
         scheme, where, query = parse_url(self.url, SCHEMES)
-        return scheme, where, serial_options(query) if scheme == "serial" else {}
+        return scheme, where, signal_serial_options(query) if scheme == "serial" else {}
 
     def link_key(self) -> tuple:
         """Devices whose keys are equal share one link."""

@@ -13,6 +13,7 @@ line must. Active reports (detector volumes, alarms, faults) go out on the contr
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import logging
@@ -29,7 +30,7 @@ log = logging.getLogger("tianwang.sim.signal")
 FAULTS = ("silence", "lamp_failure", "green_conflict", "control_failed")
 
 
-class _Line:
+class _Line(abc.ABC):
     """One link (a pty, or one TCP connection) with the controllers behind it."""
 
     def __init__(self, sim: "SignalSimulator", controllers: list[Controller]):
@@ -70,8 +71,9 @@ class _Line:
                 self.sim.counters["frames_out"] += len(msgs)
                 self.write(b"".join(p.encode(m, self.sim.profile) for m in msgs))
 
+    @abc.abstractmethod
     def write(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Send bytes to the gateway side of the link (a pty's master, a TCP transport)."""
 
     def close(self) -> None:
         pass

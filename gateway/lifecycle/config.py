@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
@@ -430,6 +430,56 @@ def parse_url(url: str, schemes: tuple[str, ...]) -> tuple[str, str, dict[str, s
         raise ValueError(f"{parts.scheme} URL needs HOST:PORT")
     parse_hostport(parts.netloc)
     return parts.scheme, parts.netloc, query
+
+
+# the rates pyserial's POSIX backend knows by name; others only work on some adapters
+SERIAL_BAUDRATES = (
+    1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000,
+)
+_PARITY = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S", "NONE": "N", "EVEN": "E", "ODD": "O",
+           "MARK": "M", "SPACE": "S"}
+_BOOL = {"1": True, "0": False, "true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+
+
+def serial_options(
+    query: dict[str, str], *, baudrates: tuple[int, ...] = SERIAL_BAUDRATES, flow_control: bool = True
+) -> dict[str, Any]:
+    """pyserial keyword arguments from a `serial://` URL's query (`parse_url`): `baudrate` (one of
+    `baudrates`, default 9600), `bytesize` (5-8), `parity` (N E O M S, or the words), `stopbits`
+    (1, 1.5, 2) and, with `flow_control`, `rtscts` and `xonxoff` (0/1, true/false). Parity is set
+    only when the URL names it. Raises ValueError naming the bad key."""
+    out: dict[str, Any] = {"baudrate": 9600}
+    keys = ("baudrate", "bytesize", "parity", "stopbits") + (("rtscts", "xonxoff") if flow_control else ())
+    for key, value in query.items():
+        if key == "baudrate":
+            try:
+                rate = int(value)
+            except ValueError:
+                raise ValueError(f"baudrate {value!r} is not a number") from None
+            if rate not in baudrates:
+                raise ValueError(f"baudrate {rate} is not one of {', '.join(map(str, baudrates))}")
+            out["baudrate"] = rate
+        elif key == "bytesize":
+            if value not in ("5", "6", "7", "8"):
+                raise ValueError(f"bytesize {value!r} must be 5, 6, 7 or 8")
+            out["bytesize"] = int(value)
+        elif key == "parity":
+            p = _PARITY.get(value.upper())
+            if p is None:
+                raise ValueError(f"parity {value!r} must be N, E, O, M or S")
+            out["parity"] = p
+        elif key == "stopbits":
+            if value not in ("1", "1.5", "2"):
+                raise ValueError(f"stopbits {value!r} must be 1, 1.5 or 2")
+            out["stopbits"] = float(value) if value == "1.5" else int(value)
+        elif key in keys:  # rtscts, xonxoff
+            b = _BOOL.get(value.lower())
+            if b is None:
+                raise ValueError(f"{key} {value!r} must be 0 or 1")
+            out[key] = b
+        else:
+            raise ValueError(f"unknown serial option {key!r} (use {', '.join(keys)})")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
