@@ -9,7 +9,7 @@ from libc.stdlib cimport realloc
 
 cdef inline Py_ssize_t _js_varint(const unsigned char* buf, Py_ssize_t pos, Py_ssize_t end,
                                   uint64_t* out) except -2:
-    # the position after the varint; -1 when it is truncated or longer than 10 bytes
+    # the position after the varint; -1 when it is truncated, -3 when longer than 10 bytes
     cdef uint64_t result = 0
     cdef int shift = 0
     cdef unsigned char b
@@ -24,7 +24,14 @@ cdef inline Py_ssize_t _js_varint(const unsigned char* buf, Py_ssize_t pos, Py_s
             return pos
         shift += 7
         if shift > 63:
-            return -1
+            return -3
+
+
+cdef int _js_varint_error(Py_ssize_t code) except -1:
+    # the same messages as the twin (it reads varints with envelope_py._read_varint)
+    if code == -3:
+        raise FrameError("varint longer than 10 bytes")
+    raise FrameError("truncated varint")
 
 
 def scan_entries(const unsigned char[::1] buf not None, Py_ssize_t pos, uint64_t seq, uint64_t from_seq,
@@ -64,7 +71,7 @@ def scan_entries(const unsigned char[::1] buf not None, Py_ssize_t pos, uint64_t
                 raise FrameError(f"entry {seq}: expected an envelope field, found byte 0x{b[pos]:02x}")
             body = _js_varint(b, pos + 1, end, &length)
             if body < 0:
-                raise FrameError("truncated varint in a journal block")
+                _js_varint_error(body)
             if length > <uint64_t>(end - body):
                 raise FrameError(f"entry {seq}: {length} bytes run past the end of the block")
             stop = body + <Py_ssize_t>length
@@ -72,7 +79,7 @@ def scan_entries(const unsigned char[::1] buf not None, Py_ssize_t pos, uint64_t
                 raise FrameError(f"entry {seq}: envelope does not start with its seq")
             p = _js_varint(b, body + 1, stop, &got)
             if p < 0:
-                raise FrameError("truncated varint in a journal block")
+                _js_varint_error(p)
             if got != seq:
                 raise FrameError(f"entry {seq}: envelope carries seq {got}")
             if seq >= from_seq:
@@ -82,7 +89,7 @@ def scan_entries(const unsigned char[::1] buf not None, Py_ssize_t pos, uint64_t
                         raise FrameError(f"entry {seq}: envelope has no topic")
                     t = _js_varint(b, p + 1, stop, &tlen)
                     if t < 0:
-                        raise FrameError("truncated varint in a journal block")
+                        _js_varint_error(t)
                     if tlen > <uint64_t>(stop - t):
                         raise FrameError(f"entry {seq}: topic runs past the envelope")
                     try:

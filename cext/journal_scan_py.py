@@ -7,23 +7,8 @@ and its topic (field 2). Replaying a block to a subscriber is then the in-memory
 over bytes instead of a list: skip to the cursor, keep what the topic filter matches, join.
 """
 
+from tianwang.cext.envelope_py import _read_varint as _varint
 from tianwang.gateway.errors import FrameError
-
-
-def _varint(buf, pos, end):
-    result = 0
-    shift = 0
-    while True:
-        if pos >= end:
-            raise FrameError("truncated varint in a journal block")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise FrameError("varint longer than 10 bytes in a journal block")
 
 
 def scan_entries(buf, pos, seq, from_seq, flt, max_n, max_bytes, strict=False):

@@ -90,3 +90,18 @@ def test_an_entry_with_the_wrong_seq_is_refused(ns):
         ns.scan_entries(block, 0, 6, 6, None, 10, 1 << 20)
     with pytest.raises(ValueError):
         ns.scan_entries(block, len(block) + 1, 5, 5, None, 10, 1 << 20)
+
+
+@pytest.mark.parametrize(
+    "buf, message",
+    [
+        (b"\x0a", "truncated varint"),
+        (b"\x0a" + b"\xff" * 11 + b"\x01", "varint longer than 10 bytes"),
+        (b"\x0a\x05\x08\xff", "5 bytes run past the end of the block"),
+        (b"\x12\x00", "expected an envelope field, found byte 0x12"),
+    ],
+)
+def test_malformed_blocks_name_the_same_fault_in_both(buf, message):
+    for ns in IMPLS:
+        with pytest.raises(FrameError, match=message):
+            ns.scan_entries(buf, 0, 1, 1, None, 10, 1000)
