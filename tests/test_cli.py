@@ -84,7 +84,7 @@ def test_subscribe_errors_are_clear(gateway):
     r = tw("subscribe", "--addr", gateway.addr, "--topic", "a//b", "--count", "1")
     assert r.returncode == 2 and "INVALID_ARGUMENT" in r.stderr and "empty level" in r.stderr
     r = tw("subscribe", "--addr", gateway.addr, "--count", "1", token="nope")
-    assert r.returncode == 2 and "UNAUTHENTICATED: unknown token" in r.stderr
+    assert r.returncode == 2 and "UNAUTHENTICATED: the gateway does not know this token (check TIANWANG_TOKEN or --token)" in r.stderr
 
 
 def test_devices_table_and_json(gateway):
@@ -168,3 +168,59 @@ def test_subscribe_names_its_journal_and_refuses_a_resume_against_another(gatewa
     bad = tw("subscribe", "--addr", gateway.addr, "--from-seq", "3", "--count", "1", "--journal", "0" * 32)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert f"this gateway's journal is {journal}, not {'0' * 32}" in bad.stderr
+
+
+def test_option_slips_are_one_line_usage_errors():
+    for argv, text in [
+        (("--log-level", "bogus", "drivers"), "'bogus' is not one of debug, info, warning, error, critical"),
+        (("top", "--interval", "0", "--addr", "127.0.0.1:1"), "would poll the gateway too often"),
+        (("top", "--interval", "-1", "--addr", "127.0.0.1:1"), "out of range"),
+        (("drivers", "nosuch"), "no driver 'nosuch' (installed:"),
+    ]:
+        r = tw(*argv)
+        assert r.returncode == 2 and text in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
+
+
+def test_a_missing_gateway_waits_for_timeout_then_says_where_it_looked():
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    r = tw("devices", "--addr", f"127.0.0.1:{port}", "--timeout", "1.5")
+    waited = time.monotonic() - t0
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"cannot reach the gateway at 127.0.0.1:{port} within 1.5 s; is it running?" in r.stderr
+    assert waited >= 1.4  # it waited for the gateway, as --timeout says, instead of failing at once
+
+
+def test_a_missing_token_says_how_to_give_one(gateway):
+    r = tw("devices", "--addr", gateway.addr, token=None)
+    assert r.returncode == 2 and "no token: set TIANWANG_TOKEN or pass --token" in r.stderr
+
+
+def test_devices_json_is_typed_and_sorted(gateway):
+    r = tw("devices", "--addr", gateway.addr, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [d["id"] for d in rows] == sorted(d["id"] for d in rows)
+    gen = next(d for d in rows if d["id"] == "gen-1")
+    assert isinstance(gen["last_seen_ns"], int) and gen["last_seen_ns"] > 0
+    assert isinstance(gen["counters"]["envelopes"], int) and gen["counters"]["envelopes"] > 0
+
+
+def test_a_pattern_that_can_match_nothing_is_warned_about(gateway):
+    r = tw("subscribe", "--addr", gateway.addr, "--topic", "test/+", "--topic", "test/gen-1/a", "--count", "1")
+    assert r.returncode == 0
+    assert "warning: 'test/+' has 2 levels" in r.stderr and "did you mean 'test/+/#'?" in r.stderr
+    assert "test/gen-1/a" not in r.stderr  # a good pattern is not warned about
+
+
+def test_drivers_actions_show_arguments_reason_and_grant():
+    r = tw("drivers", "--actions", "beidou")
+    assert r.returncode == 0, r.stderr
+    assert "send_message  [control grant]" in r.stdout and "      dest: " in r.stdout
+    r = tw("drivers", "--actions", "onvif")
+    assert "snapshot  [read access]" in r.stdout

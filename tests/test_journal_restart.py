@@ -122,3 +122,48 @@ def test_memory_journal_restart_refuses_a_resume(tmp_path, procs):
     fresh = client.Position()
     take(gw.addr, 10, fresh)
     assert fresh.journal_id and fresh.journal_id != old
+
+
+def _cli(*args, **kw):
+    import os
+    import subprocess
+    import sys
+
+    from gw import ROOT
+
+    env = dict(os.environ, TIANWANG_TOKEN=READ)
+    return subprocess.Popen([sys.executable, "-m", "tianwang", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=ROOT, **kw)
+
+
+def test_subscribe_says_when_the_gateway_goes_away_and_follow_resumes(tmp_path, procs):
+    import json
+
+    cfg = write_config(tmp_path / "gw.yaml", {"path": str(tmp_path / "journal"), "fsync": "batch"})
+    gw = procs(cfg)
+    plain = _cli("subscribe", "--addr", gw.addr, "--topic", "test/#")
+    time.sleep(1.5)
+    gw.signal(signal.SIGTERM)
+    assert gw.wait(10) == 0
+    out, err = plain.communicate(timeout=20)
+    assert plain.returncode == 1 and "Traceback" not in err
+    assert "the gateway ended the stream (it is stopping or restarting) after" in err
+    assert "resume with --from-seq" in err and "--journal" in err
+    # --follow keeps to its --addr: the gateway comes back on the same port
+    from nats_helpers import free_port
+
+    cfg_text = cfg.read_text().replace("127.0.0.1:0", f"127.0.0.1:{free_port()}")
+    cfg.write_text(cfg_text)
+    gw = procs(cfg)
+    follow = _cli("subscribe", "--addr", gw.addr, "--topic", "test/#", "--json", "--from-seq", "1", "--follow",
+                  "--count", "2500")
+    time.sleep(1.0)
+    gw.signal(signal.SIGTERM)
+    gw.wait(10)
+    time.sleep(1.0)
+    gw = procs(cfg)  # back on the same port, the same journal on disk
+    out, err = follow.communicate(timeout=60)
+    assert follow.returncode == 0, err
+    seqs = [json.loads(line)["seq"] for line in out.splitlines()]
+    assert len(seqs) == 2500 and seqs == list(range(1, 2501))  # across the restart: none lost, none twice
+    assert "reconnecting in" in err

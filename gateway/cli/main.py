@@ -22,6 +22,22 @@ def _setup_logging(level: str) -> None:
     )
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.lower()
+
+
+def _interval(text: str) -> float:
+    value = _seconds(text)
+    if value < 0.2:
+        raise argparse.ArgumentTypeError(f"{text} s would poll the gateway too often (at least 0.2 s)")
+    return value
+
+
 def _shard(text: str):
     from tianwang.gateway.lifecycle.config import parse_shard
 
@@ -78,7 +94,10 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tianwang", description="Tianwang field gateway")
-    parser.add_argument("--log-level", default=os.environ.get("TIANWANG_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--log-level", type=_log_level, default=os.environ.get("TIANWANG_LOG_LEVEL", "info"),
+        help="debug, info (default, or $TIANWANG_LOG_LEVEL), warning, error",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
 
@@ -95,21 +114,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("check", help="validate a config file")
-    p.add_argument("file")
+    p.add_argument("file", help="the config file (YAML)")
     p.add_argument("--shards", type=_positive_int, metavar="N", help="also show which of N shards owns each device")
 
     p = sub.add_parser("subscribe", help="print envelopes as they arrive")
     _client_args(p)
-    p.add_argument("--topic", action="append", default=[], help="topic pattern (repeatable; MQTT + and #)")
+    p.add_argument(
+        "--topic", action="append", default=[],
+        help="topic pattern (repeatable; MQTT + and #); default: everything the token may read",
+    )
     p.add_argument("--from-seq", type=_uint(64), default=0, help="replay from this seq (0 = live only)")
     p.add_argument(
         "--journal", default="", metavar="ID",
         help="the journal id --from-seq refers to (printed by an earlier run); refused if the gateway's journal is another",
     )
-    p.add_argument("--count", type=_uint(64), default=0, help="stop after this many envelopes")
-    p.add_argument("--max-batch", type=_uint(32), default=0)
-    p.add_argument("--max-delay-ms", type=_uint(32), default=0)
+    p.add_argument("--count", type=_uint(64), default=0, help="stop after this many envelopes (default 0: never)")
+    p.add_argument("--max-batch", type=_uint(32), default=0, help="envelopes per batch to ask for (default 0: the server's)")
+    p.add_argument("--max-delay-ms", type=_uint(32), default=0, help="how long a partial batch may wait (default 0: the server's)")
     p.add_argument("--json", action="store_true", help="JSON lines with decoded payloads")
+    p.add_argument(
+        "--follow", action="store_true",
+        help="when the gateway goes away, wait for it and resume where the stream stopped (same journal)",
+    )
     p.add_argument(
         "--nats", action="append", default=[], metavar="URL",
         help="read the NATS JetStream stream the bridge writes instead of the gateway (repeatable: cluster URLs)",
@@ -124,26 +150,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list devices and their state")
     _client_args(p)
-    p.add_argument("--family", default="")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--family", default="", help="only this family (gnss, signal, camera...); default: all")
+    p.add_argument("--json", action="store_true", help="one JSON object per device, typed, instead of the table")
 
     p = sub.add_parser("command", help="send a command to a device")
     _client_args(p)
-    p.add_argument("device")
-    p.add_argument("action")
+    p.add_argument("device", help="the device id (a terminal: its phone number)")
+    p.add_argument("action", help="the action; `tianwang drivers --actions` lists each driver's")
     p.add_argument("args", nargs="*", metavar="key=value", help="arguments (values parsed as JSON when they can be)")
     p.add_argument("--reason", default="", help="why (recorded in the audit log; required for some actions)")
     p.add_argument("--command-timeout", type=_seconds, default=0, help="seconds the device gets (default: driver's)")
 
     p = sub.add_parser("top", help="live view of rates and device states")
     _client_args(p)
-    p.add_argument("--interval", type=_seconds, default=1.0)
+    p.add_argument("--interval", type=_interval, default=1.0, help="seconds between views (at least 0.2; default 1)")
     p.add_argument("--once", action="store_true", help="print one view and exit")
 
-    sub.add_parser("drivers", help="list installed drivers")
+    p = sub.add_parser("drivers", help="list installed drivers")
+    p.add_argument("--actions", action="store_true", help="also list each driver's actions: arguments, reason, grant")
+    p.add_argument("name", nargs="?", help="only this driver")
 
     p = sub.add_parser("decode", help="decode a raw capture offline (like gpsdecode)")
-    p.add_argument("--driver", required=True)
+    p.add_argument("--driver", required=True, help="the driver whose decoder to use (`tianwang drivers` lists them)")
     p.add_argument("--id", default="capture", help="device id used in topics (default: capture)")
     p.add_argument("--profile", default=None, help="the device's vendor profile, for drivers that have profiles (signal)")
     p.add_argument("file", help="capture file, or - for stdin")
@@ -180,6 +208,9 @@ def main(argv=None) -> int:
     }[verb]
     try:
         return handler(args)
+    except _Unreachable as exc:
+        print(f"tianwang: UNAVAILABLE: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -289,9 +320,19 @@ def cmd_run(args) -> int:
 
 
 # -- client verbs --------------------------------------------------------------------------------
-def _rpc_error(exc) -> int:
+def _rpc_error(exc, args=None) -> int:
+    """One line for a failed call, saying what to do where the status alone would not."""
     code = exc.code().name if hasattr(exc, "code") else "ERROR"
     details = exc.details() if hasattr(exc, "details") else str(exc)
+    addr = (getattr(args, "addr", None) or os.environ.get("TIANWANG_ADDR") or "127.0.0.1:50051") if args else None
+    if code == "UNAVAILABLE" and addr:
+        details = f"cannot reach the gateway at {addr} ({details}); is it running? (--addr or TIANWANG_ADDR)"
+    elif code == "DEADLINE_EXCEEDED" and addr:
+        details = f"no answer from the gateway at {addr} within {args.timeout:g} s ({details})"
+    elif code == "UNAUTHENTICATED" and "missing 'authorization" in details:
+        details = "no token: set TIANWANG_TOKEN or pass --token"
+    elif code == "UNAUTHENTICATED" and details == "unknown token":
+        details = "the gateway does not know this token (check TIANWANG_TOKEN or --token)"
     print(f"tianwang: {code}: {details}", file=sys.stderr)
     return 2
 
@@ -300,7 +341,26 @@ def _connect(args):
     from tianwang.v1 import client
 
     channel = client.open_channel(args.addr, ca=args.ca, cert=args.cert, key=args.key)
+    _wait_ready(channel, args)
     return channel, client.stub(channel), client.auth_metadata(args.token)
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def _wait_ready(channel, args) -> None:
+    """`--timeout`: wait that long for the gateway to answer before giving up (it may be starting)."""
+    import grpc
+
+    try:
+        grpc.channel_ready_future(channel).result(timeout=args.timeout or None)
+    except grpc.FutureTimeoutError:
+        channel.close()
+        addr = args.addr or os.environ.get("TIANWANG_ADDR") or "127.0.0.1:50051"
+        raise _Unreachable(
+            f"cannot reach the gateway at {addr} within {args.timeout:g} s; is it running? (--addr or TIANWANG_ADDR)"
+        ) from None
 
 
 def cmd_subscribe(args) -> int:
@@ -309,43 +369,84 @@ def cmd_subscribe(args) -> int:
     if args.gateway or args.idle_exit or args.stream != "TIANWANG" or args.nats_token:
         print("tianwang subscribe: --stream, --gateway and --idle-exit go with --nats", file=sys.stderr)
         return 2
+    import time
+
     import grpc
 
     from tianwang.v1 import client
 
-    channel = client.open_channel(args.addr, ca=args.ca, cert=args.cert, key=args.key)
-    seen = 0
+    for pattern in args.topic:
+        warning = _pattern_warning(pattern)
+        if warning:
+            print(f"tianwang subscribe: warning: {warning}", file=sys.stderr)
+    addr = args.addr or os.environ.get("TIANWANG_ADDR") or "127.0.0.1:50051"
     write = sys.stdout.write
     position = client.Position(args.journal, args.from_seq)
-    batches = client.subscribe_batches(
-        channel, args.topic, from_seq=args.from_seq, token=args.token, max_batch=args.max_batch,
-        max_delay_ms=args.max_delay_ms, position=position,
-    )
-    try:
-        announced = False
-        for gap, envelopes in batches:
-            if not announced:
-                # on stderr, so stdout stays envelopes only: what a later --journal needs
-                print(f"subscribe: journal {position.journal_id}", file=sys.stderr)
-                announced = True
-            if gap is not None:
-                write((json.dumps({"gap": gap._asdict()}) if args.json else f"GAP {gap.from_seq}..{gap.to_seq} ({gap.reason})") + "\n")
-            for d in envelopes:
-                if args.json:
-                    write(json.dumps(d, default=_json_default, ensure_ascii=False) + "\n")
-                else:
-                    write(f"{d['seq']} {d['topic']} {json.dumps(d['payload'], default=_json_default, ensure_ascii=False)}\n")
-                seen += 1
-                if args.count and seen >= args.count:
+    seen = 0
+    announced = None
+    delay = 0.5
+    while True:
+        channel = client.open_channel(args.addr, ca=args.ca, cert=args.cert, key=args.key)
+        try:
+            if not args.follow or announced is None:
+                _wait_ready(channel, args)
+            else:
+                grpc.channel_ready_future(channel).result()  # --follow: wait as long as it takes
+            batches = client.subscribe_batches(
+                channel, args.topic, from_seq=position.next_seq, token=args.token, max_batch=args.max_batch,
+                max_delay_ms=args.max_delay_ms, position=position,
+            )
+            try:
+                for gap, envelopes in batches:
+                    if announced != position.journal_id:
+                        # on stderr, so stdout stays envelopes only: what a later --journal needs
+                        print(f"subscribe: journal {position.journal_id}", file=sys.stderr)
+                        announced = position.journal_id
+                    delay = 0.5
+                    if gap is not None:
+                        write((json.dumps({"gap": gap._asdict()}) if args.json else f"GAP {gap.from_seq}..{gap.to_seq} ({gap.reason})") + "\n")
+                    for d in envelopes:
+                        if args.json:
+                            write(json.dumps(d, default=_json_default, ensure_ascii=False) + "\n")
+                        else:
+                            write(f"{d['seq']} {d['topic']} {json.dumps(d['payload'], default=_json_default, ensure_ascii=False)}\n")
+                        seen += 1
+                        if args.count and seen >= args.count:
+                            sys.stdout.flush()
+                            return 0
                     sys.stdout.flush()
-                    return 0
-            sys.stdout.flush()
-    except grpc.RpcError as exc:
-        return _rpc_error(exc)
-    finally:
-        batches.close()
-        channel.close()
-    return 0
+            finally:
+                batches.close()
+            why = "the gateway ended the stream (it is stopping or restarting)"
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or announced is None:
+                return _rpc_error(exc, args)
+            why = f"the connection to the gateway at {addr} was lost ({exc.details()})"
+        finally:
+            channel.close()
+        resume = f"--from-seq {position.next_seq} --journal {position.journal_id}" if position.next_seq else ""
+        if not args.follow:
+            print(
+                f"tianwang subscribe: {why} after {seen} envelopes; "
+                + (f"resume with {resume}, or use --follow" if resume else "use --follow to wait for it"),
+                file=sys.stderr,
+            )
+            return 1
+        print(f"tianwang subscribe: {why}; reconnecting in {delay:.1f} s ({resume or 'live'})", file=sys.stderr)
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+def _pattern_warning(pattern: str) -> str | None:
+    """Why a pattern can match no topic of the contract (family/device/channel, 3 levels or more)."""
+    levels = pattern.split("/")
+    if "#" in levels or len(levels) >= 3:
+        return None
+    suggestion = "/".join(levels + ["#"])
+    return (
+        f"{pattern!r} has {len(levels)} level{'s' if len(levels) != 1 else ''} and topics have at least 3 "
+        f"(family/device/channel): it matches nothing; did you mean {suggestion!r}?"
+    )
 
 
 def _subscribe_nats(args) -> int:
@@ -443,17 +544,31 @@ def cmd_devices(args) -> int:
     try:
         reply = stub.ListDevices(pb.ListDevicesRequest(family=args.family), metadata=md, timeout=args.timeout)
     except grpc.RpcError as exc:
-        return _rpc_error(exc)
+        return _rpc_error(exc, args)
     finally:
         channel.close()
+    devices = sorted(reply.devices, key=lambda d: (d.family, d.parent, d.id))
     if args.json:
-        from google.protobuf.json_format import MessageToDict
-
-        for d in reply.devices:
-            print(json.dumps(MessageToDict(d, preserving_proto_field_name=True)))
+        for d in devices:
+            print(json.dumps(device_json(d), ensure_ascii=False))
     else:
-        print(format_devices(reply.devices))
+        print(format_devices(devices))
     return 0
+
+
+def device_json(d) -> dict:
+    """A `Device` message as typed JSON: numbers as numbers (protobuf's JSON gives 64-bit ones as text)."""
+    return {
+        "id": d.id,
+        "family": d.family,
+        "driver": d.driver,
+        "state": d.state,
+        "last_seen_ns": int(d.last_seen_ns),
+        "reason": d.reason,
+        "parent": d.parent,
+        "info": dict(sorted(d.info.items())),
+        "counters": {k: int(v) for k, v in sorted(d.counters.items())},
+    }
 
 
 def _parse_value(text: str):
@@ -487,7 +602,7 @@ def cmd_command(args) -> int:
     try:
         reply = stub.SendCommand(req, metadata=md, timeout=max(args.timeout, args.command_timeout + 1))
     except grpc.RpcError as exc:
-        return _rpc_error(exc)
+        return _rpc_error(exc, args)
     finally:
         channel.close()
     out = {
@@ -518,7 +633,7 @@ def cmd_top(args) -> int:
                 stats = stub.GetStats(pb.GetStatsRequest(), metadata=md, timeout=args.timeout)
                 devices = stub.ListDevices(pb.ListDevicesRequest(), metadata=md, timeout=args.timeout).devices
             except grpc.RpcError as exc:
-                return _rpc_error(exc)
+                return _rpc_error(exc, args)
             text = view.render(stats, devices, time.monotonic())
             if tty:
                 sys.stdout.write("\x1b[H\x1b[2J")
@@ -535,8 +650,28 @@ def cmd_drivers(args) -> int:
     from tianwang.gateway.lifecycle.registry import default_registry
 
     reg = default_registry()
+    specs = [s for s in reg.specs() if args.name in (None, s.name)]
+    if args.name and not specs:
+        known = ", ".join(s.name for s in reg.specs()) or "none"
+        print(f"tianwang drivers: no driver {args.name!r} (installed: {known})", file=sys.stderr)
+        return 2
+    if args.actions:
+        for i, spec in enumerate(specs):
+            if i:
+                print()
+            print(f"{spec.name} ({spec.family}, {spec.kind}): {spec.description}".rstrip(": "))
+            for a in spec.actions:
+                needs = ["control grant" if a.needs_control else "read access"]
+                if a.needs_reason:
+                    needs.append("--reason")
+                print(f"  {a.name}  [{', '.join(needs)}]  {a.description}")
+                for arg, text in a.args.items():
+                    print(f"      {arg}: {text}")
+            if not spec.actions:
+                print("  (no actions)")
+        return 1 if reg.errors else 0
     rows = [("DRIVER", "FAMILY", "KIND", "TRANSPORTS", "ACTIONS", "SIMULATOR")]
-    for s in reg.specs():
+    for s in specs:
         rows.append(
             (
                 s.name,
