@@ -312,11 +312,12 @@ class Gateway:
         journal = self.journal
         svc = self.service
         families: dict[str, pb.FamilyStats] = {}
+        for family, n in self.supervisor.family_envelopes().items():
+            families[family] = pb.FamilyStats(family=family, envelopes=n)
         for e in self.supervisor.entries.values():
             fs = families.get(e.family)
             if fs is None:
                 fs = families[e.family] = pb.FamilyStats(family=e.family)
-            fs.envelopes += e.envelopes
             fs.devices += 1
             fs.states[e.state.value] = fs.states.get(e.state.value, 0) + 1
         counters = dict(svc.counters)

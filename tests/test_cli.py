@@ -112,9 +112,12 @@ def test_command_ok_refused_and_denied(gateway):
 
 
 def test_top_once(gateway):
-    r = tw("top", "--once", "--addr", gateway.addr)
+    r = tw("top", "--once", "--interval", "0.5", "--addr", gateway.addr)
     assert r.returncode == 0, r.stderr
     assert "FAMILY" in r.stdout and "test" in r.stdout and "ONLINE=2" in r.stdout
+    # the rate is measured over the interval (gen-1 publishes 2 channels at 20 Hz), not shown as 0
+    row = next(line.split() for line in r.stdout.splitlines() if line.startswith("test "))
+    assert float(row[3].replace(",", "")) > 10
 
 
 def test_drivers_lists_installed_and_test_driver():

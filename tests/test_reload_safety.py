@@ -162,3 +162,23 @@ async def test_narrowing_a_tokens_read_applies_to_its_open_stream(tmp_path):
             wide.cancel()
     finally:
         await gw.stop()
+
+
+async def test_family_totals_never_go_backwards_when_devices_leave(tmp_path):
+    cfg = base_config([{"id": "g", "driver": "testgen", "rate_hz": 200}, {"id": "h", "driver": "testgen", "rate_hz": 200}])
+    gw, path = await start(tmp_path, cfg)
+    try:
+        await asyncio.sleep(0.5)
+        before = {f.family: f.envelopes for f in gw.stats().families}["test"]
+        assert before > 50
+        cfg["devices"] = [{"id": "h", "driver": "testgen", "rate_hz": 201}]  # g removed, h restarted
+        path.write_text(yaml.safe_dump(cfg))
+        assert await gw.reload()
+        after = {f.family: f.envelopes for f in gw.stats().families}["test"]
+        assert after >= before  # a counter: removed and restarted devices still count
+        from tianwang.gateway.datapath.metrics import GatewayCollector
+
+        metric = next(m for m in GatewayCollector(gw).collect() if m.name == "tianwang_envelopes")
+        assert next(s.value for s in metric.samples if s.labels == {"family": "test"}) >= after
+    finally:
+        await gw.stop()

@@ -627,6 +627,7 @@ def cmd_top(args) -> int:
     channel, stub, md = _connect(args)
     view = TopView()
     tty = sys.stdout.isatty() and not args.once
+    first = args.once  # --once: a silent first sample, so the view's rates cover one interval
     try:
         while True:
             try:
@@ -635,6 +636,10 @@ def cmd_top(args) -> int:
             except grpc.RpcError as exc:
                 return _rpc_error(exc, args)
             text = view.render(stats, devices, time.monotonic())
+            if first:
+                first = False
+                time.sleep(args.interval)
+                continue
             if tty:
                 sys.stdout.write("\x1b[H\x1b[2J")
             sys.stdout.write(text + "\n")

@@ -34,10 +34,9 @@ class GatewayCollector:
 
         entries = list(sup.entries.values())
         env = CounterMetricFamily("tianwang_envelopes", "Envelopes routed from devices, by family", labels=["family"])
-        by_family: dict[str, int] = {}
+        by_family = sup.family_envelopes()  # monotonic: devices removed or restarted still count
         states: dict[tuple[str, str], int] = {}
         for e in entries:
-            by_family[e.family] = by_family.get(e.family, 0) + e.envelopes
             key = (e.family, e.state.value)
             states[key] = states.get(key, 0) + 1
         for fam, n in sorted(by_family.items()):

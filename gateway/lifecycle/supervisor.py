@@ -212,6 +212,7 @@ class Supervisor:
         self._running: dict[str, _Running] = {}
         self.drops: dict[tuple[str, str], int] = {}
         self.restarts = 0
+        self.retired_envelopes: dict[str, int] = {}  # family -> envelopes of entries no longer listed
         # apply() and stop_all() one at a time: two overlapping reloads must not start a device
         # twice (the second start would leave a driver that nothing tracks or stops)
         self._apply_lock = asyncio.Lock()
@@ -240,7 +241,21 @@ class Supervisor:
     def remove_entry(self, device_id: str, parent: str = "") -> None:
         entry = self.entries.get(device_id)
         if entry is not None and entry.parent == parent:
-            del self.entries[device_id]
+            self._retire(self.entries.pop(device_id))
+
+    def _retire(self, entry: DeviceEntry | None) -> None:
+        """An entry leaves the table: its envelopes stay in its family's total, so the totals
+        (Stats.families, tianwang_envelopes_total) never go backwards."""
+        if entry is not None and entry.envelopes:
+            self.retired_envelopes[entry.family] = self.retired_envelopes.get(entry.family, 0) + entry.envelopes
+            entry.envelopes = 0
+
+    def family_envelopes(self) -> dict[str, int]:
+        """Envelopes routed per family since the gateway started, devices gone or restarted included."""
+        out = dict(self.retired_envelopes)
+        for e in self.entries.values():
+            out[e.family] = out.get(e.family, 0) + e.envelopes
+        return out
 
     def list_devices(self, family: str = "") -> list[DeviceEntry]:
         return [e for e in self.entries.values() if not family or e.family == family]
@@ -264,7 +279,7 @@ class Supervisor:
                 await self._stop(dev_id, "removed from config")
                 result["stopped"].append(dev_id)
             for dev_id in [i for i, e in self.entries.items() if e.failed and i not in wanted]:
-                self.entries.pop(dev_id, None)
+                self._retire(self.entries.pop(dev_id, None))
             for dev_id, dev in wanted.items():
                 running = self._running.get(dev_id)
                 if running is not None and running.config == dev:
@@ -291,7 +306,8 @@ class Supervisor:
         clash = self.entries.get(dev.id)
         if clash is not None and clash.parent:
             # a terminal that dialled in earlier under this id gives way to the configured device
-            self.entries.pop(dev.id)
+            self._retire(self.entries.pop(dev.id))
+        self._retire(self.entries.get(dev.id))  # a failed start's row, replaced
         entry = DeviceEntry(dev.id, spec.family, spec.name, spec)
         entry.info.update({k: str(v) for k, v in dev.labels.items()})
         self.entries[dev.id] = entry
@@ -355,7 +371,7 @@ class Supervisor:
             child.set_health(Health.OFFLINE, f"listener {dev_id} stopped")
             running.ctx.remove_child(child_id)
         running.ctx.set_health(Health.OFFLINE, reason)
-        self.entries.pop(dev_id, None)
+        self._retire(self.entries.pop(dev_id, None))
 
     async def stop_all(self, reason: str = "gateway stopping") -> None:
         """Stop every device concurrently (drivers close their ports and unsubscribe); a reload
