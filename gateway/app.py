@@ -392,8 +392,9 @@ async def open_journal(jc) -> Journal:
     return DurableJournal(int(jc.max_bytes), store, fsync=jc.fsync, fsync_window_ms=jc.fsync_window_ms)
 
 
-def announce(gw: Gateway, stream=None) -> None:
-    """One JSON line on stdout once listening: what scripts and tests wait for."""
+def announce(gw: Gateway, stream=None, extra: dict | None = None) -> None:
+    """One JSON line on stdout once listening: what scripts and tests wait for (`extra` keys added:
+    the demo's tokens)."""
     host, _ = parse_hostport(gw.listen)
     line = {
         "event": "ready",
@@ -403,6 +404,7 @@ def announce(gw: Gateway, stream=None) -> None:
         "metrics": f"{parse_hostport(gw.config.gateway.metrics)[0]}:{gw.metrics_port}" if gw.metrics_port else None,
         "hot_path": gw.implementation,
         "pid": os.getpid(),
+        **(extra or {}),
     }
     out = stream or sys.stdout
     out.write(json.dumps(line) + "\n")

@@ -227,3 +227,29 @@ def test_drivers_actions_show_arguments_reason_and_grant():
     assert "send_message  [control grant]" in r.stdout and "      dest: " in r.stdout
     r = tw("drivers", "--actions", "onvif")
     assert "snapshot  [read access]" in r.stdout
+
+
+def test_decode_explains_what_it_dropped_and_suggests_the_driver():
+    r = tw("decode", "--driver", "beidou", str(ROOT / "tests/captures/jt808/jt808_2013_session.bin"))
+    assert r.returncode == 0
+    assert "0 publications" in r.stderr and "bytes outside any frame" in r.stderr
+    assert "the bytes look like jt808 data: try --driver jt808" in r.stderr
+    r = tw("decode", "--driver", "jt808", str(ROOT / "tests/captures/signal/gbt20999_poll.bin"))
+    assert "try --driver signal" in r.stderr
+    r = tw("decode", "--driver", "beidou", "--id", "a/b", str(ROOT / "tests/captures/beidou/bd410004_bds_only.nmea"))
+    assert r.returncode == 2 and "--id 'a/b' is not a device id" in r.stderr and r.stdout == ""
+
+
+def test_demo_ready_line_carries_its_tokens():
+    import subprocess
+
+    env = dict(os.environ, TIANWANG_DEMO_READ_TOKEN="demo-read-0123456789", TIANWANG_DEMO_CONTROL_TOKEN="demo-ctl-0123456789")
+    p = subprocess.Popen([sys.executable, "-m", "tianwang", "run", "--demo", "--quiet", "--listen", "127.0.0.1:0",
+                          "--metrics", "off"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    try:
+        line = json.loads(p.stdout.readline())
+        assert line["event"] == "ready"
+        assert line["read_token"] == "demo-read-0123456789" and line["control_token"] == "demo-ctl-0123456789"
+    finally:
+        p.terminate()
+        p.wait(15)

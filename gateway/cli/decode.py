@@ -108,6 +108,12 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
 
     Returns the process exit code: 0, or 2 when the decoder could not be created.
     """
+    from tianwang.gateway.lifecycle.ids import DEVICE_ID_RE
+
+    if not DEVICE_ID_RE.match(device_id or ""):
+        print(f"tianwang decode: --id {device_id!r} is not a device id (it becomes one topic level: "
+              "letters, digits and - _ . : only, at most 64)", file=errfile)
+        return 2
     try:
         decoder = make_decoder(driver, device_id, profile)
     except DriverError as exc:
@@ -124,6 +130,7 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
             published += len(pubs)
 
     read = infile.read
+    head = b""
     # Decoding makes no reference cycles (reference counting frees everything), and the cyclic
     # collector would otherwise walk every live object hundreds of times per million sentences.
     gc_was_enabled = gc.isenabled()
@@ -133,16 +140,46 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
             chunk = read(CHUNK)
             if not chunk:
                 break
+            if not head:
+                head = chunk[:4096]
             emit(decoder.feed(chunk))
         emit(decoder.finish())
     finally:
         if gc_was_enabled:
             gc.enable()
     outfile.flush()
-    drops = ", ".join(f"{reason}={n}" for reason, n in sorted(decoder.drops.items()) if n) or "none"
+    drops = ", ".join(f"{reason}={n}" for reason, n in sorted(decoder.drops.items()) if n)
+    if drops:
+        what = f"; drops: {drops}"
+    elif decoder.dropped_bytes:
+        what = " (bytes outside any frame: line noise, or another protocol)"
+    else:
+        what = ""
     print(
         f"tianwang decode: {decoder.frames} frames, {published} publications, "
-        f"{decoder.dropped_bytes} bytes dropped; drops: {drops}",
+        f"{decoder.dropped_bytes} bytes dropped{what}",
         file=errfile,
     )
+    hint = suggest_driver(head, driver) if not published and head else None
+    if hint:
+        print(f"tianwang decode: {hint}", file=errfile)
     return 0
+
+
+def suggest_driver(head: bytes, driver: str) -> str | None:
+    """When nothing decoded: what the first bytes look like, if another driver reads them."""
+    text_lines = head.count(b"\n")
+    nmea = head.count(b"$G") + head.count(b"$B")
+    flags = head.count(b"\x7e")
+    guess = None
+    if nmea >= 2 and text_lines >= 2:
+        guess = "beidou"
+    elif flags >= 2:
+        # 0x7E-delimited frames: GB/T 20999 has a two-byte length and then its protocol version
+        # (0x0100-0x0102); JT/T 808 starts with a message id (0x0xxx, 0x8xxx)
+        first = head.index(b"\x7e")
+        version = head[first + 3 : first + 5]
+        guess = "signal" if version in (b"\x01\x00", b"\x01\x01", b"\x01\x02") else "jt808"
+    if guess and guess != driver:
+        return f"nothing decoded; the bytes look like {guess} data: try --driver {guess}"
+    return None

@@ -72,7 +72,8 @@ async def run_demo(listen: str | None = None, metrics: str | None = None, live: 
         gw = Gateway(config)
 
         def on_ready(g):
-            announce(g)
+            # the demo listens on loopback only, so its tokens may go in the ready line
+            announce(g, extra={"read_token": read_token, "control_token": control_token})
             addr = f"127.0.0.1:{g.port}"
             print(f"demo: drivers {', '.join(families)}; {len(devices)} devices, {len(listeners)} listeners", file=sys.stderr)
             if read_new or control_new:

@@ -31,8 +31,7 @@ from pydantic_core import PydanticCustomError
 
 from tianwang.gateway.errors import ConfigError
 
-# A device id is one topic level: no '/', no MQTT wildcards, printable, bounded.
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+from tianwang.gateway.lifecycle.ids import DEVICE_ID_RE  # noqa: E402  (one topic level; re-exported)
 
 
 class Model(BaseModel):
