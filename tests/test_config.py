@@ -129,3 +129,41 @@ def test_check_cli_exit_codes(tmp_path):
     assert "ok (2 devices, 0 listeners, 1 tokens)" in r.stdout
     r = _cli("check", str(tmp_path / "missing.yaml"))
     assert r.returncode == 1 and "no such file" in r.stdout
+
+
+def test_check_catches_what_would_fail_at_run_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("TW_T1", "token-one-0123456789")
+    monkeypatch.setenv("TW_T2", "token-two-0123456789")
+    monkeypatch.setenv("TW_SECRET", "jt808-secret-0123456789")
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        """
+gateway: {listen: "127.0.0.1:7000", metrics: off}
+auth: {tokens: [{name: a, token_env: TW_T1, read: ["#"]}, {name: a, token_env: TW_T2, read: ["#"]}]}
+devices:
+  - {id: g1, driver: beidou, url: "tcp://127.0.0.1:1", backoff: {initial_s: 10, max_s: 1}}
+listeners:
+  - {id: f1, driver: jt808, listen: "127.0.0.1:7001", auth_secret_env: TW_SECRET}
+  - {id: f2, driver: jt808, listen: "127.0.0.1:7001", auth_secret_env: TW_SECRET}
+  - {id: f3, driver: jt808, listen: "127.0.0.1:7000", auth_secret_env: TW_SECRET}
+"""
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    problems = dict(err.value.problems)
+    assert problems["auth.tokens[1].name"] == "duplicate token name 'a' (also tokens[0])"  # formatted, not a template
+    assert problems["devices[0].backoff"] == "max_s (1) is below initial_s (10)"
+    assert "127.0.0.1:7001 is also listeners[0]'s address" in problems["listeners[1].listen"]
+    assert "127.0.0.1:7000 is also gateway.listen's address" in problems["listeners[2].listen"]
+    assert len(problems) == 4  # every problem in one run
+
+
+def test_metrics_off_in_the_file_and_an_empty_file(tmp_path):
+    path = tmp_path / "gw.yaml"
+    for text in ("off", "'off'", "null", "false"):
+        path.write_text(f"gateway: {{metrics: {text}}}\n")
+        assert load_config(str(path)).gateway.metrics is None
+    path.write_text("")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    assert "the config is empty" in err.value.problems[0][1]

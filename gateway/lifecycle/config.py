@@ -243,10 +243,13 @@ class GatewaySection(Model):
 
     _hostport = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
 
-    @field_validator("metrics")
+    @field_validator("metrics", mode="before")
     @classmethod
     def _metrics(cls, v):
-        return None if v is None else check_hostport(v)
+        # `off` (or YAML's false) turns the endpoint off, as `run --metrics off` does
+        if v is None or v is False or (isinstance(v, str) and v.strip().lower() in ("off", "none", "")):
+            return None
+        return check_hostport(v)
 
 
 class TokenConfig(SecretsModel):
@@ -297,7 +300,8 @@ class AuthConfig(Model):
         for i, t in enumerate(self.tokens):
             if t.name in seen:
                 raise PydanticCustomError(
-                    "secret", "{key}: duplicate token name {name!r}", {"key": f"tokens[{i}].name", "name": t.name}
+                    "secret", "{key}: duplicate token name {name} (also tokens[{other}])",
+                    {"key": f"tokens[{i}].name", "name": repr(t.name), "other": seen[t.name]},
                 )
             seen[t.name] = i
         values = {}
@@ -317,6 +321,12 @@ class BackoffConfig(Model):
     initial_s: float = Field(default=0.5, gt=0, le=60)
     max_s: float = Field(default=30.0, gt=0, le=3600)
     factor: float = Field(default=2.0, ge=1.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max_s < self.initial_s:
+            raise ValueError(f"max_s ({self.max_s:g}) is below initial_s ({self.initial_s:g})")
+        return self
 
 
 class DeviceConfig(Model):
@@ -540,6 +550,8 @@ def load_config(source: str | dict, registry=None) -> Config:
     data = _read(source)
     problems: list[tuple[str, str]] = []
 
+    if data == {} and isinstance(source, (str, os.PathLike)) and not isinstance(source, dict):
+        raise ConfigError([("", "the config is empty: it needs at least auth.tokens and devices (see deploy/tianwang.example.yaml)")])
     if not isinstance(data, dict):
         raise ConfigError([("", f"the config must be a mapping at the top level, not {type(data).__name__}")])
 
@@ -566,6 +578,33 @@ def load_config(source: str | dict, registry=None) -> Config:
                 problems.append((f"{section}[{i}].id", f"duplicate id {dev_id!r} (also {seen[dev_id]})"))
             else:
                 seen[dev_id] = f"{section}[{i}]"
+
+    # two listeners (or a listener and the gateway itself) cannot bind one address
+    binds: dict[tuple[str, int], str] = {}
+    raw_gateway = data.get("gateway") if isinstance(data.get("gateway"), dict) else {}
+    for key, default in (("listen", "127.0.0.1:50051"), ("metrics", "127.0.0.1:9108")):
+        addr = raw_gateway.get(key, default)
+        try:
+            host, port = parse_hostport(addr) if isinstance(addr, str) else (None, 0)
+        except ValueError:
+            continue
+        if port:
+            binds[(host, port)] = f"gateway.{key}"
+    for i, entry in enumerate(raw_listeners if isinstance(raw_listeners, list) else ()):
+        addr = entry.get("listen") if isinstance(entry, dict) else None
+        try:
+            host, port = parse_hostport(addr) if isinstance(addr, str) else (None, 0)
+        except ValueError:
+            continue
+        if not port:
+            continue
+        clash = binds.get((host, port)) or next(
+            (w for (h, p), w in binds.items() if p == port and "0.0.0.0" in (h, host)), None
+        )
+        if clash:
+            problems.append((f"listeners[{i}].listen", f"{addr} is also {clash}'s address: each needs a port of its own"))
+        else:
+            binds[(host, port)] = f"listeners[{i}]"
 
     if problems:
         raise ConfigError(problems)
