@@ -434,3 +434,31 @@ async def test_commands_without_rdss_or_while_offline(tmp_path):
             await s.command("card_info")
     assert no_rdss.value.code == "UNSUPPORTED"
     assert offline.value.code == "OFFLINE"
+
+
+async def test_a_serial_port_in_use_elsewhere_is_a_clear_error_not_a_shared_reader():
+    import serial
+
+    sim = ReceiverSimulator("pty", rate=5, rdss=None)
+    await sim.start()
+    path = sim.url.split("://", 1)[1].split("?", 1)[0]
+    other = serial.Serial(path, exclusive=True)  # another process's reader holds the port
+    try:
+        reg = Registry()
+        reg.register(beidou.SPEC)
+        config = load_config({"gateway": {"metrics": None}, "devices": [
+            {"id": DEV, "driver": "beidou", "url": sim.url, "backoff": {"initial_s": 0.1, "max_s": 0.2}}]}, reg)
+        sup = Supervisor(reg, Router(Journal(1 << 20)))
+        await sup.apply(config)
+        try:
+            await until(lambda: "exclusively lock" in sup.lookup(DEV).reason, 5, "refused as in use")
+            assert sup.lookup(DEV).state == Health.OFFLINE
+            assert f"cannot open {path}" in sup.lookup(DEV).reason
+            other.close()  # the port is free again: the driver gets it on its next try
+            await until(lambda: sup.lookup(DEV).state == Health.ONLINE, 10, "online once free")
+        finally:
+            await sup.stop_all()
+    finally:
+        if other.is_open:
+            other.close()
+        await sim.stop()

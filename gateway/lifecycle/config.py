@@ -457,7 +457,9 @@ def serial_options(
     `baudrates`, default 9600), `bytesize` (5-8), `parity` (N E O M S, or the words), `stopbits`
     (1, 1.5, 2) and, with `flow_control`, `rtscts` and `xonxoff` (0/1, true/false). Parity is set
     only when the URL names it. Raises ValueError naming the bad key."""
-    out: dict[str, Any] = {"baudrate": 9600}
+    # exclusive: a second process (or device) opening the same port gets a clear error instead of
+    # two readers stealing each other's bytes (pyserial's flock on POSIX)
+    out: dict[str, Any] = {"baudrate": 9600, "exclusive": True}
     keys = ("baudrate", "bytesize", "parity", "stopbits") + (("rtscts", "xonxoff") if flow_control else ())
     for key, value in query.items():
         if key == "baudrate":
