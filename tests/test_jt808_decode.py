@@ -86,7 +86,10 @@ def test_2013_capture_values_read_independently():
     assert fixes[0]["lat"] == 0x01577E7E / 1e6 and fixes[0]["lon"] == 0x06CD7D7D / 1e6
     assert fixes[0]["time_ns"] == 1718000000 * 10**9 and fixes[0]["speed_mps"] == round(30 / 3.6, 4)
     assert [f["alarm"] for f in fixes[:10]] == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]
-    assert alarms == [{"kind": "sos", "active": True, "raw": 1}, {"kind": "sos", "active": False, "raw": 0}]
+    assert alarms == [
+        {"kind": "sos", "active": True, "raw": "0x00000001", "alarm_word": 1},
+        {"kind": "sos", "active": False, "raw": "0x00000000", "alarm_word": 0},
+    ]
     assert [f["stored"] for f in fixes].count(True) == 3 and all(f["alarm"] == 1 for f in fixes[10:13])
     assert [round(f["lon"], 6) for f in fixes[13:43]] == [round(0x06CD7D7D / 1e6 + i * 0.00005, 6) for i in range(30)]
     last = fixes[-1]

@@ -50,7 +50,7 @@ async def test_fleet_through_grpc_devices_subscribe_and_query():
             sos = fleet.terminals[3]
             sos.alarm = 1
             await until(lambda: got.get(f"gnss/{sos.phone}/alarm"), what="SOS over gRPC")
-            assert got[f"gnss/{sos.phone}/alarm"][0] == {"kind": "sos", "active": True, "raw": 1}
+            assert got[f"gnss/{sos.phone}/alarm"][0] == {"kind": "sos", "active": True, "raw": "0x00000001", "alarm_word": 1}
 
             target = fleet.terminals[7]
             req = pb.CommandRequest(device_id=target.phone, action="query_location", reason="dispatch check", timeout_ms=3000)

@@ -261,8 +261,8 @@ async def test_sos_alarm_published_on_change_only():
             await fleet.stop()
         alarms = gw.envelopes(f"gnss/{t.phone}/alarm")
         assert [a["payload"] for a in alarms] == [
-            {"kind": "sos", "active": True, "raw": 1},
-            {"kind": "sos", "active": False, "raw": 0},
+            {"kind": "sos", "active": True, "raw": "0x00000001", "alarm_word": 1},
+            {"kind": "sos", "active": False, "raw": "0x00000000", "alarm_word": 0},
         ]
         assert alarms[0]["device_time_ns"] > 0
         assert gw.payloads(f"gnss/{fleet.terminals[1].phone}/alarm") == []

@@ -282,10 +282,10 @@ def test_derived_auth_codes_differ_per_phone_and_secret():
 
 def test_alarm_changes():
     assert p.alarm_changes(0, 0) == []
-    assert p.alarm_changes(0, 1) == [{"kind": "sos", "active": True, "raw": 1}]
+    assert p.alarm_changes(0, 1) == [{"kind": "sos", "active": True, "raw": "0x00000001", "alarm_word": 1}]
     assert p.alarm_changes(1, 0b10) == [
-        {"kind": "sos", "active": False, "raw": 2},
-        {"kind": "overspeed", "active": True, "raw": 2},
+        {"kind": "sos", "active": False, "raw": "0x00000002", "alarm_word": 2},
+        {"kind": "overspeed", "active": True, "raw": "0x00000002", "alarm_word": 2},
     ]
     assert p.alarm_changes(0, 1 << 31)[0]["kind"] == "illegal_door_open"
     assert p.alarm_changes(0, 1 << 16)[0]["kind"] == "bit_16"

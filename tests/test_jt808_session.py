@@ -238,7 +238,7 @@ def test_session_register_authenticate_report_and_log_out():
     step = s.handle(frame(p.BATCH, p.batch_body([p.location_body(1.0, 2.0, T0)], p.BATCH_BLIND_AREA), 6), 0.0)
     assert [(x.channel, x.payload["stored"]) for x in step.publications] == [("fix", True)] and gate.terminal.alarm == 1
     step = s.handle(frame(p.LOCATION, p.location_body(1.0, 2.0, T0 + 7), 7), 0.0)
-    assert [x.payload for x in step.publications if x.channel == "alarm"] == [{"kind": "sos", "active": False, "raw": 0}]
+    assert [x.payload for x in step.publications if x.channel == "alarm"] == [{"kind": "sos", "active": False, "raw": "0x00000000", "alarm_word": 0}]
     # a 0x0201 answers a query: no 0x8001 for it
     step = s.handle(frame(p.LOCATION_REPLY, p.location_reply_body(77, p.location_body(3.0, 4.0, T0)), 8), 0.0)
     assert step.replies == [] and step.answer[0] == 77 and step.answer[1]["lat"] == 3.0

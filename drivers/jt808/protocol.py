@@ -807,13 +807,16 @@ def fix_payload(loc: Location, stored: bool = False) -> dict:
 
 def alarm_changes(previous: int, current: int) -> list[dict]:
     """`gnss/<phone>/alarm` payloads for the bits that changed between two alarm words, lowest
-    bit first: `kind` (ALARM_KINDS), `active`, `raw` (the whole current word)."""
+    bit first: `kind` (ALARM_KINDS), `active`, `raw` (the whole current word as text, 0x + 8 hex
+    digits: `raw` is text for every driver) and `alarm_word` (the same word as a number)."""
     changed = previous ^ current
     out = []
     bit = 0
     while changed:
         if changed & 1:
-            out.append({"kind": ALARM_KINDS[bit], "active": bool(current >> bit & 1), "raw": current})
+            out.append(
+                {"kind": ALARM_KINDS[bit], "active": bool(current >> bit & 1), "raw": f"0x{current:08x}", "alarm_word": current}
+            )
         changed >>= 1
         bit += 1
     return out
