@@ -6,7 +6,7 @@ import grpc
 import msgpack
 import pytest
 
-from gw import CONTROL, GNSS_ONLY, READ, base_config, client, md, running, unpack, wait_for
+from gw import CONTROL, GNSS_ONLY, READ, base_config, client, md, running, unpack, until, wait_for
 from tianwang.v1 import gateway_pb2 as pb
 
 pytestmark = [pytest.mark.twins, pytest.mark.timeout(60)]
@@ -413,3 +413,33 @@ async def test_stop_ends_streams_and_closes_drivers(tmp_path):
             ended = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
         assert ended
     assert sorted(marker.read_text().splitlines()) == ["gen-1 closed", "gen-2 closed"]
+
+
+async def test_list_devices_pages_and_filters():
+    devices = [{"id": f"gen-{i:03d}", "driver": "testgen", "rate_hz": 0} for i in range(25)]
+    devices.append({"id": "down-1", "driver": "testgen", "refuse": True, "backoff": {"initial_s": 0.05, "max_s": 0.1}})
+    async with running(base_config(devices)) as gw:
+        await until(lambda: gw.supervisor.lookup("down-1").state.value == "OFFLINE", 5, "down-1 offline")
+        async with client(gw) as (stub, _):
+            seen, token, pages = [], "", 0
+            while True:
+                reply = await stub.ListDevices(pb.ListDevicesRequest(page_size=10, page_token=token), metadata=md(READ))
+                assert reply.total == 26
+                seen += [d.id for d in reply.devices]
+                pages += 1
+                token = reply.next_page_token
+                if not token:
+                    break
+            assert pages == 3 and seen == sorted(seen) and len(set(seen)) == 26  # every device once, in order
+            only = await stub.ListDevices(pb.ListDevicesRequest(state="OFFLINE"), metadata=md(READ))
+            assert [d.id for d in only.devices] == ["down-1"] and only.total == 1
+            prefix = await stub.ListDevices(pb.ListDevicesRequest(id_prefix="gen-01"), metadata=md(READ))
+            assert [d.id for d in prefix.devices] == [f"gen-01{i}" for i in range(10)]
+            for req, text in [
+                (pb.ListDevicesRequest(state="ASLEEP"), "state: 'ASLEEP' is not one of"),
+                (pb.ListDevicesRequest(page_size=6000), "page_size: at most 5000"),
+                (pb.ListDevicesRequest(page_token="not-a-token"), "page_token: not one this gateway gave"),
+            ]:
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.ListDevices(req, metadata=md(READ))
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and text in err.value.details()

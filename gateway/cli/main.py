@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list devices and their state")
     _client_args(p)
     p.add_argument("--family", default="", help="only this family (gnss, signal, camera...); default: all")
+    p.add_argument("--state", type=str.upper, choices=("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE"), help="only devices in this state")
+    p.add_argument("--id-prefix", default="", help="only devices whose id starts with this")
     p.add_argument("--json", action="store_true", help="one JSON object per device, typed, instead of the table")
 
     p = sub.add_parser("command", help="send a command to a device")
@@ -542,18 +544,34 @@ def cmd_devices(args) -> int:
 
     channel, stub, md = _connect(args)
     try:
-        reply = stub.ListDevices(pb.ListDevicesRequest(family=args.family), metadata=md, timeout=args.timeout)
+        devices = list_all_devices(
+            stub, md, args.timeout, family=args.family, state=args.state or "", id_prefix=args.id_prefix
+        )
     except grpc.RpcError as exc:
         return _rpc_error(exc, args)
     finally:
         channel.close()
-    devices = sorted(reply.devices, key=lambda d: (d.family, d.parent, d.id))
     if args.json:
         for d in devices:
             print(json.dumps(device_json(d), ensure_ascii=False))
     else:
         print(format_devices(devices))
     return 0
+
+
+def list_all_devices(stub, md, timeout, limit=None, **filters) -> list:
+    """Every device matching `filters` (ListDevicesRequest fields), page by page, in the gateway's
+    order (family, listener, id); at most `limit` of them."""
+    from tianwang.v1 import gateway_pb2 as pb
+
+    out, token = [], ""
+    while True:
+        size = min(5000, limit - len(out)) if limit else 5000
+        reply = stub.ListDevices(pb.ListDevicesRequest(page_size=size, page_token=token, **filters), metadata=md, timeout=timeout)
+        out.extend(reply.devices)
+        token = reply.next_page_token
+        if not token or (limit and len(out) >= limit):
+            return out
 
 
 def device_json(d) -> dict:
@@ -632,7 +650,11 @@ def cmd_top(args) -> int:
         while True:
             try:
                 stats = stub.GetStats(pb.GetStatsRequest(), metadata=md, timeout=args.timeout)
-                devices = stub.ListDevices(pb.ListDevicesRequest(), metadata=md, timeout=args.timeout).devices
+                # the view lists devices that are not online (15 at most): ask for those only
+                devices = [
+                    d for state in ("CONNECTING", "DEGRADED", "OFFLINE")
+                    for d in list_all_devices(stub, md, args.timeout, limit=16, state=state)
+                ]
             except grpc.RpcError as exc:
                 return _rpc_error(exc, args)
             text = view.render(stats, devices, time.monotonic())

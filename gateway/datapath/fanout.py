@@ -12,6 +12,10 @@ INVALID_ARGUMENT rather than a generic error.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import bisect
+import json
 import logging
 import time
 
@@ -63,6 +67,11 @@ def peer_host(peer: str) -> str:
         return host.strip("[]") or rest
     return peer
 
+
+# ListDevices pages
+DEFAULT_PAGE = 1000
+MAX_PAGE = 5000
+DEVICE_STATES = ("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE")
 
 # initial metadata of every Subscribe stream: the journal its seqs belong to
 JOURNAL_ID_HEADER = "tianwang-journal-id"
@@ -331,11 +340,35 @@ class GatewayService:
     async def list_devices(self, raw, context):
         principal = await self._principal(context)
         req = await self._parse(raw, pb.ListDevicesRequest, context)
-        out = pb.ListDevicesReply()
+        if req.state and req.state not in DEVICE_STATES:
+            await self._invalid(context, f"state: {req.state!r} is not one of {', '.join(DEVICE_STATES)}")
+        size = req.page_size or DEFAULT_PAGE
+        if size > MAX_PAGE:
+            await self._invalid(context, f"page_size: at most {MAX_PAGE}")
+        after = None
+        if req.page_token:
+            try:
+                after = tuple(json.loads(base64.urlsafe_b64decode(req.page_token.encode("ascii"))))
+                if len(after) != 3 or not all(isinstance(x, str) for x in after):
+                    raise ValueError("not a page position")
+            except (ValueError, UnicodeError, binascii.Error) as exc:
+                await self._invalid(context, f"page_token: not one this gateway gave ({exc})")
+        rows = []
         for e in self.app.supervisor.list_devices(req.family):
+            if req.state and e.state.value != req.state:
+                continue
+            if req.id_prefix and not e.id.startswith(req.id_prefix):
+                continue
             if not (principal.may_read_any(f"{e.family}/{e.id}/#") or principal.may_control(e.family, e.id)):
                 continue
-            out.devices.append(device_message(e))
+            rows.append(((e.family, e.parent, e.id), e))
+        rows.sort(key=lambda r: r[0])
+        out = pb.ListDevicesReply(total=len(rows))
+        start = bisect.bisect_right([k for k, _ in rows], after) if after is not None else 0
+        page = rows[start : start + size]
+        out.devices.extend(device_message(e) for _, e in page)
+        if start + size < len(rows):
+            out.next_page_token = base64.urlsafe_b64encode(json.dumps(list(page[-1][0])).encode()).decode("ascii")
         return out
 
     # -- SendCommand ---------------------------------------------------------------------------
