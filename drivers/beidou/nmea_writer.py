@@ -158,6 +158,9 @@ class EpochState:
         return self.quality > 0 and self.lat is not None and self.lon is not None
 
 
+# the second band's NMEA 4.11 signal ID of a dual-frequency receiver (GPS L5, BDS B2a, Galileo E5a)
+SECOND_BAND = {"GPS": 7, "BDS": 8, "GAL": 7}
+
 _MODE_LETTER = {0: "N", 1: "A", 2: "D", 4: "R", 5: "F", 6: "E", 7: "M", 8: "S"}
 
 
@@ -168,12 +171,17 @@ class EpochWriter:
     talker      talker of the solution sentences (GGA RMC VTG GLL ZDA GST GNS); "GN" by default
     order       which sentences, in which order: any of RMC VTG GGA GSA GSV GLL ZDA GST GNS
     time_decimals / latlon_decimals   digits after the point (2 and 7 by default)
+    dual_band   a dual-frequency receiver: two GSA per constellation (band 1, then band 2, neither
+                with a signal ID; the union of their ids is the satellites used) and a second GSV
+                set for the second band (signal ID 7 for GPS and Galileo, 8 for BDS, as the issue 11
+                receivers send them; GLONASS and QZSS stay single-band; the bd style, without
+                signal IDs, sends the second GSA only)
     """
 
     DEFAULT_ORDER = ("RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA")
 
     def __init__(self, style: str = "nmea410", talker: str = "GN", order: Sequence[str] = DEFAULT_ORDER,
-                 time_decimals: int = 2, latlon_decimals: int = 7):
+                 time_decimals: int = 2, latlon_decimals: int = 7, dual_band: bool = False):
         if style not in ("nmea410", "bd"):
             raise ValueError(f"style must be 'nmea410' or 'bd', not {style!r}")
         unknown = set(order) - {"RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA", "GST", "GNS"}
@@ -186,6 +194,7 @@ class EpochWriter:
         self.order = tuple(order)
         self.time_decimals = time_decimals
         self.latlon_decimals = latlon_decimals
+        self.dual_band = bool(dual_band)
 
     # one sentence kind each -------------------------------------------------------------------
 
@@ -244,21 +253,33 @@ class EpochWriter:
     def _nmea_id(self, sat: Satellite) -> int:
         return sat.svid + 64 if sat.system == "GLO" else sat.svid
 
+    def _bands(self, system: str, used: list[int]) -> list[list[int]]:
+        # the used ids of each band: band 1 all but the last, band 2 every other one plus the last
+        # (so only the union of both GSAs is the whole set, and both usually start with the same id)
+        if not self.dual_band or system not in SECOND_BAND or len(used) < 2:
+            return [used]
+        return [used[:-1], sorted(set(used[::2]) | {used[-1]})]
+
     def gsa(self, st: EpochState) -> list[bytes]:
-        out = []
+        per_band: list[list[bytes]] = [[], []]
         for system in SYSTEMS:
             sats = [s for s in st.satellites if s.system == system]
             if not sats:
                 continue
-            used = [self._nmea_id(s) for s in sats if s.used]
-            for start in range(0, max(len(used), 1), 12):
-                ids = [f"{i:02d}" for i in used[start:start + 12]]
-                ids += [""] * (12 - len(ids))
-                fields = ["A", st.fix_type if st.valid else 1, *ids, _num(st.pdop, 2), _num(st.hdop, 2), _num(st.vdop, 2)]
-                if self.style == "nmea410":
-                    out.append(sentence("GNGSA", fields + [f"{SYSTEM_IDS[system]:X}"]))
-                else:
-                    out.append(sentence(GSV_TALKERS_BD[system] + "GSA", fields))
+            for band, used in enumerate(self._bands(system, [self._nmea_id(s) for s in sats if s.used])):
+                per_band[band] += self._gsa(st, system, used)
+        return per_band[0] + per_band[1]
+
+    def _gsa(self, st: EpochState, system: str, used: list[int]) -> list[bytes]:
+        out = []
+        for start in range(0, max(len(used), 1), 12):
+            ids = [f"{i:02d}" for i in used[start:start + 12]]
+            ids += [""] * (12 - len(ids))
+            fields = ["A", st.fix_type if st.valid else 1, *ids, _num(st.pdop, 2), _num(st.hdop, 2), _num(st.vdop, 2)]
+            if self.style == "nmea410":
+                out.append(sentence("GNGSA", fields + [f"{SYSTEM_IDS[system]:X}"]))
+            else:
+                out.append(sentence(GSV_TALKERS_BD[system] + "GSA", fields))
         return out
 
     def gsv(self, st: EpochState) -> list[bytes]:
@@ -266,8 +287,16 @@ class EpochWriter:
         talkers = GSV_TALKERS_410 if self.style == "nmea410" else GSV_TALKERS_BD
         for system in SYSTEMS:
             signals = sorted({s.signal_id for s in st.satellites if s.system == system})
+            if self.dual_band and self.style == "nmea410" and system in SECOND_BAND and signals == [1]:
+                # (the bd style's GSV has no signal ID field: one set only)
+                signals.append(SECOND_BAND[system])
             for signal in signals:
                 sats = [s for s in st.satellites if s.system == system and s.signal_id == signal]
+                if not sats and signal == SECOND_BAND.get(system):
+                    # the second band tracks the stronger half of the band-1 satellites
+                    first = [s for s in st.satellites if s.system == system and s.signal_id == 1]
+                    sats = [dataclasses.replace(s, snr=None if s.snr is None else max(s.snr - 3, 0), signal_id=signal)
+                            for s in first if s.svid % 2 == 1]
                 total = (len(sats) + 3) // 4
                 for k in range(total):
                     fields = [total, k + 1, f"{len(sats):02d}"]

@@ -50,7 +50,16 @@ CardInfo with form "2.1"; `$CCICR` (card_query_bds3) by form "bds3".
 
 Options (keys of the beidou device config): epoch_period_s (1.0), hdop_limit (5.0), min_sats (4),
 stale_periods (3.0), silent_s (2.0), sky_decimation (5), require_checksum (False).
-Counters: frames, drops (reason -> count), dropped_bytes, resyncs, epochs.
+Counters: frames, drops (reason -> count), dropped_bytes, resyncs, epochs, fragments (pieces of an
+epoch with no time and no position, never published), closed_by ({"end", "next", "flush"} -> count:
+how epochs were closed).
+
+When an epoch is published: once the receiver's cycle is learned (the sentence it sends last, seen
+before two epoch boundaries), an epoch is closed and published by the feed() that brings its last
+sentence ("end"). Before that, or when the cycle is irregular, it is closed by the first sentence of
+the next epoch ("next") or by tick() after half an epoch period without bytes ("flush", the
+fallback quiet-gap timer). The driver shows the three counts as the device counters
+epochs_closed_end, epochs_closed_next and epochs_closed_flush.
 """
 
 from __future__ import annotations
@@ -272,6 +281,15 @@ class ReceiverProtocol:
     @property
     def epochs(self) -> int:
         return self._assembler.epochs
+
+    @property
+    def fragments(self) -> int:
+        return self._assembler.fragments
+
+    @property
+    def closed_by(self) -> dict:
+        a = self._assembler
+        return {"end": a.closed_by_end, "next": a.closed_by_next, "flush": a.closed_by_flush}
 
     def _process(self, items, now_ns, pubs):
         epoch_type = self._epoch_type
