@@ -5,7 +5,8 @@
 # Boundaries: a GGA/RMC/GLL/GNS whose time differs from the epoch's; a sentence that appears once
 # per epoch (GGA RMC GLL GNS VTG ZDA GST per talker, each GSV part, each constellation's GSA)
 # arriving a second time; and, once learned, the
-# sentence the receiver ends its epochs with (seen last before two boundaries in a row), so an
+# sentence the receiver ends its epochs with (seen last before two boundaries in a row, a boundary
+# being the next epoch's first sentence or a flush() by the caller's quiet-gap timer), so an
 # epoch is complete without waiting for the next one. `flush()` closes the open epoch.
 # Dual-band receivers send one GSA per band for each constellation (no signal ID to tell them
 # apart): a constellation's GSA seen again is a new epoch only when a GGA/RMC/GLL/GNS/ZDA came
@@ -483,8 +484,25 @@ cdef class EpochAssembler:
                 self._ender = 0
                 self._candidate = 0
             return out
+        if not final:
+            self._learn()
         self._close(out, "flush")
         return out
+
+    cdef int _learn(self) except -1:
+        # an epoch closes without its learned end (the next one began, or the quiet-gap timer):
+        # learn what the receiver sends last, the same sentence last before two such closings
+        if self._ender != 0:
+            self._misses += 1
+            if self._misses >= 2:
+                self._ender = 0
+                self._candidate = self._last_key
+        elif self._last_key == self._candidate:
+            self._ender = self._candidate
+            self._misses = 0
+        else:
+            self._candidate = self._last_key
+        return 0
 
     cdef int _sats_from(self, object msg, unsigned long long* bits) except -1:
         cdef GSV g = <GSV>msg
@@ -517,17 +535,7 @@ cdef class EpochAssembler:
                             once = NM_REPEAT_NONE
                         break
             if boundary:
-                # learn what the receiver sends last: the same sentence before two boundaries
-                if self._ender != 0:
-                    self._misses += 1
-                    if self._misses >= 2:
-                        self._ender = 0
-                        self._candidate = self._last_key
-                elif self._last_key == self._candidate:
-                    self._ender = self._candidate
-                    self._misses = 0
-                else:
-                    self._candidate = self._last_key
+                self._learn()
                 self._close(out, "next")
         if self._cur is None:
             e = Epoch.__new__(Epoch)

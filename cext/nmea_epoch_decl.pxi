@@ -49,4 +49,5 @@ cdef class EpochAssembler:
     # 0 = done, -1 = exception set
     cdef int _arrive(self, long long tod, long long key, int once, list out) except -1
     cdef int _close(self, list out, str how) except -1
+    cdef int _learn(self) except -1
     cdef int _sats_from(self, object msg, unsigned long long* bits) except -1

@@ -160,3 +160,25 @@ def test_irregular_cycle_falls_back_to_the_quiet_gap(impl):
         now += 400_000_000
     assert [p.payload["time_ns"] for p in fixes] == [T0 + k * SEC for k in range(6)]
     assert proto.closed_by["flush"] >= 3
+
+
+def test_cycle_is_learned_when_the_quiet_gap_timer_closes_epochs(impl):
+    # live: the receiver writes an epoch, then is quiet until the next one, and tick() runs in the
+    # gaps. The first epochs are closed by the timer; those closings teach the end of cycle, and from
+    # then on the feed() of the last sentence publishes the fix and tick() finds nothing to close
+    proto = ReceiverProtocol("bd-3", implementation=impl, sky_decimation=0, epoch_period_s=1.0)
+    ew = w.EpochWriter(order=("GGA", "RMC", "GSA", "GSV"), dual_band=True)
+    now = 10**18
+    from_feed, from_tick = [], []
+    for k in range(8):
+        for line in ew.sentences(state(k)):
+            now += 2_000_000
+            from_feed += [(k, p.payload["time_ns"]) for p in proto.feed(line, now) if p.channel == "fix"]
+        for _ in range(9):
+            now += 100_000_000
+            from_tick += [(k, p.payload["time_ns"]) for p in proto.tick(now) if p.channel == "fix"]
+    assert from_tick[:2] == [(0, T0), (1, T0 + SEC)]
+    assert all(k < 3 for k, _ in from_tick)
+    assert [t for k, t in from_feed if k >= 3] == [T0 + k * SEC for k in range(3, 8)]
+    assert sorted(t for _, t in from_feed + from_tick) == [T0 + k * SEC for k in range(8)]
+    assert proto.closed_by["end"] >= 5 and proto.closed_by["next"] == 0

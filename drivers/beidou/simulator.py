@@ -566,6 +566,15 @@ class _TcpLine:
 # The receiver
 
 
+# sentence orders seen in the field (issue 11)
+ORDERS = {
+    "usual": w.EpochWriter.DEFAULT_ORDER,
+    "position": ("GGA", "RMC", "GSA", "GSV"),
+    "satellites": ("GSA", "GSV", "GGA", "RMC"),
+    "between": ("RMC", "GST", "GGA", "GSA", "ZDA", "GSV"),
+}
+
+
 class ReceiverSimulator:
     """A BeiDou receiver (and optional RDSS card) on a pty or a TCP port. See the module docstring.
 
@@ -578,6 +587,10 @@ class ReceiverSimulator:
     link          with "pty": a symlink kept pointing at the current pty (survives `cut()`)
     banner_s      how often the firmware banner (`firmware`) is repeated
     fki_delay_s   how long the card takes to answer a command
+    dual_band     a dual-frequency receiver: two GSA per constellation, a second GSV set (signal 7/8)
+    order         the sentences of an epoch, in order (nmea_writer.EpochWriter); None: the talker's
+                  usual order. ORDERS names the orders seen in the field ("position", "satellites",
+                  "between": GST and ZDA between the others)
     Counters in `counters` (COUNTERS); the last `keep_epochs` epochs written in `epochs` (time_ns ->
     EpochState). Call start() and stop() on a running loop; the controls work in between.
     """
@@ -587,7 +600,8 @@ class ReceiverSimulator:
                  level: int = 3, seed: int = 2024, origin=DEFAULT_CENTRE, link: str | None = None,
                  host: str = "127.0.0.1", port: int = 0, banner_s: float = 10.0, firmware: str = "TWSIM-BD,V2.3.1",
                  noise_rate: float = 0.35, fki_delay_s: float = 0.05, keep_epochs: int = 4096,
-                 message_every_s: float = 0.0, message_sender: str = "0166166"):
+                 message_every_s: float = 0.0, message_sender: str = "0166166", dual_band: bool = False,
+                 order=None):
         if transport not in ("pty", "tcp"):
             raise ValueError(f"transport must be 'pty' or 'tcp', not {transport!r}")
         if talker not in TALKERS:
@@ -614,8 +628,14 @@ class ReceiverSimulator:
         self.noise_rate = noise_rate
         self.latlon_decimals = latlon_decimals
         self.time_decimals = time_decimals
+        if isinstance(order, str):
+            if order not in ORDERS:
+                raise ValueError(f"order must be one of {', '.join(ORDERS)} or a list of sentences, not {order!r}")
+            order = ORDERS[order]
+        self.dual_band = bool(dual_band)
         self.writer = w.EpochWriter(style, solution_talker, time_decimals=time_decimals,
-                                    latlon_decimals=latlon_decimals)
+                                    latlon_decimals=latlon_decimals, dual_band=dual_band,
+                                    order=tuple(order) if order else w.EpochWriter.DEFAULT_ORDER)
         self.route = CityLoop(origin)
         self.rng = random.Random(seed)
         self.sky = Sky(systems, random.Random(seed + 1))
@@ -989,6 +1009,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--systems", type=_systems, default=None, metavar="LIST",
                     help="constellations in view, e.g. BDS,GPS (default: by talker)")
     ap.add_argument("--noise", action="store_true", help="bad checksums, cut lines, $$, \\r\\r\\n, garbage, binary frames")
+    ap.add_argument("--dual-band", action="store_true",
+                    help="a dual-frequency receiver: two GSA per constellation, GSV for signals 1 and 7/8")
+    ap.add_argument("--order", choices=tuple(ORDERS), default="usual",
+                    help="sentence order of an epoch: usual (RMC VTG GGA GSA GSV GLL ZDA), position (GGA RMC GSA GSV), "
+                         "satellites (GSA GSV GGA RMC), between (GST and ZDA between the others)")
     ap.add_argument("--rdss", choices=("2.1", "bds3", "none"), default="2.1", help="RDSS card protocol (default 2.1)")
     ap.add_argument("--interval", type=int, default=60, metavar="S", help="the card's service interval (default 60)")
     ap.add_argument("--card", default="0245678", metavar="ID", help="the card's 7-digit id")
@@ -1009,7 +1034,7 @@ async def _amain(args) -> dict:
         args.transport, rate=args.rate, talker=args.talker, systems=args.systems, noise=args.noise,
         rdss=None if args.rdss == "none" else args.rdss, interval_s=args.interval, card_id=args.card,
         level=args.level, seed=args.seed, origin=args.centre, link=args.link, host=args.host, port=args.port,
-        message_every_s=args.message_every,
+        message_every_s=args.message_every, dual_band=args.dual_band, order=args.order,
     )
     return await serve_simulator(
         sim,
@@ -1021,6 +1046,8 @@ async def _amain(args) -> dict:
             "talker": args.talker,
             "systems": list(sim.systems),
             "noise": args.noise,
+            "dual_band": args.dual_band,
+            "order": args.order,
             "rdss": args.rdss,
             "interval_s": args.interval,
             "card_id": args.card if args.rdss != "none" else None,
