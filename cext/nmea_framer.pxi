@@ -22,7 +22,7 @@
 #
 # nmea_checksum and parse_nmea_sentence (one sentence, through a NmeaDecoder) are here too.
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.ref cimport Py_INCREF
@@ -122,7 +122,7 @@ cdef class NmeaDecoder:
     """
 
     def __init__(self, max_length=128, max_message_length=4096, max_binary_length=2048,
-                 require_checksum=False):
+                 require_checksum=False, binary=False):
         if not NM_MIN_LENGTH <= max_length <= NM_LIMIT:
             raise ValueError(f"max_length must be in {NM_MIN_LENGTH}..{NM_LIMIT}, not {max_length}")
         if not max_length <= max_message_length <= NM_LIMIT:
@@ -133,6 +133,7 @@ cdef class NmeaDecoder:
         self.max_message_length = max_message_length
         self.max_binary_length = max_binary_length
         self.require_checksum = bool(require_checksum)
+        self.binary = bool(binary)
         self._state = NM_IDLE
         self._tail = None
 
@@ -253,6 +254,7 @@ cdef class NmeaDecoder:
         cdef unsigned int x
         cdef unsigned char c, k
         cdef int ncommas, ended
+        cdef BinaryFrame bf
         cdef Py_ssize_t commas[NM_MAX_FIELDS]
         while pos < n:
             c = buf[pos]
@@ -335,8 +337,24 @@ cdef class NmeaDecoder:
             if c == 0xB5 or c == 0xD3 or c == 0xBA:
                 flen = self._binary(buf, pos, n)
                 if flen > 0:
-                    self._drops[NM_BINARY] += 1
-                    self.dropped_bytes += flen
+                    if self.binary and c != 0xD3:
+                        # UBX: class id len payload ck_a ck_b; CASIC: len class id payload u32
+                        bf = BinaryFrame.__new__(BinaryFrame)
+                        if c == 0xB5:
+                            bf.protocol = "ubx"
+                            bf.msg_class = buf[pos + 2]
+                            bf.msg_id = buf[pos + 3]
+                            bf.payload = PyBytes_FromStringAndSize(<const char*>buf + pos + 6, flen - 8)
+                        else:
+                            bf.protocol = "casic"
+                            bf.msg_class = buf[pos + 4]
+                            bf.msg_id = buf[pos + 5]
+                            bf.payload = PyBytes_FromStringAndSize(<const char*>buf + pos + 6, flen - 10)
+                        out.append(bf)
+                        self.binary_frames += 1
+                    else:
+                        self._drops[NM_BINARY] += 1
+                        self.dropped_bytes += flen
                     self._state = NM_IDLE
                     pos += flen
                     continue

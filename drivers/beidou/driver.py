@@ -91,6 +91,7 @@ class BeidouDriver(Driver):
         self._resyncs_seen = 0
         self._closed_seen: dict[str, int] = {}
         self._fragments_seen = 0
+        self._superseded_seen = 0
         self._alarms: dict[str, bool] = {}
         self._state_reason = ""
         self._waiter: tuple | None = None  # (matches(event) -> bool, future) of the RDSS command in flight
@@ -225,6 +226,9 @@ class BeidouDriver(Driver):
         if rx.fragments != self._fragments_seen:
             count("fragments_dropped", rx.fragments - self._fragments_seen)
             self._fragments_seen = rx.fragments
+        if rx.superseded != self._superseded_seen:
+            count("epochs_superseded", rx.superseded - self._superseded_seen)
+            self._superseded_seen = rx.superseded
 
     def _count_drops(self) -> None:
         rx, ctx = self.receiver, self.ctx

@@ -49,7 +49,17 @@ after writing `$CCTXA` (nmea_writer.send_21) wait for an RdssFeedback with comma
 CardInfo with form "2.1"; `$CCICR` (card_query_bds3) by form "bds3".
 
 Options (keys of the beidou device config): epoch_period_s (1.0), hdop_limit (5.0), min_sats (4),
-stale_periods (3.0), silent_s (2.0), sky_decimation (5), require_checksum (False).
+stale_periods (3.0), silent_s (2.0), sky_decimation (5), require_checksum (False), protocol ("auto").
+
+Binary beside NMEA (`protocol`): CASIC (`BA CE`, ZKW AT6558 modules) and UBX (`B5 62`) frames are
+found and checksum-verified by the hot path's NmeaDecoder in the same byte stream, and decoded into
+epochs by tianwang.drivers.beidou.binary (NAV-PV/TIMEUTC/DOP/STATUS/*INFO, NAV-PVT/SAT/TIMEUTC/DOP/
+EOE). One fix per epoch is published whatever the receiver sends: with "auto", binary epochs win
+while the receiver sends them (the NMEA epochs are counted as `superseded`), NMEA epochs are
+published before the first binary epoch and again once three NMEA epochs came without one; an epoch
+whose time is not after the last published fix is never published twice. "casic" or "ubx" publish
+only that protocol's epochs; "nmea" drops binary frames (drop reason `binary`) as before. The fix's
+`source` says which: "nmea", "casic" or "ubx".
 Counters: frames, drops (reason -> count), dropped_bytes, resyncs, epochs, fragments (pieces of an
 epoch with no time and no position, never published), closed_by ({"end", "next", "flush"} -> count:
 how epochs were closed).
@@ -69,7 +79,10 @@ import dataclasses
 import re
 from typing import Callable
 
+from tianwang.drivers.beidou.binary import BinaryAssembler, BinaryEpoch
 from tianwang.drivers.sdk import Publication
+
+PROTOCOLS = ("auto", "nmea", "casic", "ubx")
 
 KINDS = {1: "normal", 2: "express", 3: "broadcast", 4: "query", 5: "query_reply"}
 ENCODINGS = {0: "gb2312", 1: "code", 2: "mixed"}
@@ -163,7 +176,8 @@ class ReceiverProtocol:
 
     def __init__(self, device_id: str, *, epoch_period_s: float = 1.0, hdop_limit: float = 5.0, min_sats: int = 4,
                  stale_periods: float = 3.0, silent_s: float = 2.0, sky_decimation: int = 5,
-                 require_checksum: bool = False, on_rdss: Callable | None = None, implementation=None):
+                 require_checksum: bool = False, protocol: str = "auto", on_rdss: Callable | None = None,
+                 implementation=None):
         if not epoch_period_s > 0:
             raise ValueError(f"epoch_period_s must be > 0, not {epoch_period_s}")
         if not hdop_limit > 0:
@@ -176,6 +190,8 @@ class ReceiverProtocol:
             raise ValueError(f"silent_s must be > 0, not {silent_s}")
         if sky_decimation < 0:
             raise ValueError(f"sky_decimation must be >= 0, not {sky_decimation}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
         if implementation is None:
             from tianwang.drivers.sdk import framing as implementation
         self.device_id = device_id
@@ -187,9 +203,18 @@ class ReceiverProtocol:
         self.sky_decimation = int(sky_decimation)
         self.on_rdss = on_rdss
         self._impl = implementation
-        self._decoder = implementation.NmeaDecoder(require_checksum=require_checksum)
+        self.protocol = protocol
+        self._decoder = implementation.NmeaDecoder(require_checksum=require_checksum, binary=protocol != "nmea")
         self._assembler = implementation.EpochAssembler()
         self._epoch_type = implementation.Epoch
+        self._frame_type = implementation.BinaryFrame
+        self._binary = {p: BinaryAssembler(p) for p in ("casic", "ubx") if protocol in (p, "auto")}
+        self.superseded = 0
+        self._unused_frames = self._unused_bytes = 0
+        self._binary_keys: dict[str, int] = {}
+        self._binary_seen = False  # a binary epoch has been published
+        self._nmea_run = 0  # NMEA epochs since the last binary one
+        self._last_fix_ns = -1  # device time of the last fix published (binary receivers only)
         self._handlers = {
             implementation.TXT: self._txt,
             implementation.TXR: self._message,
@@ -222,11 +247,16 @@ class ReceiverProtocol:
 
     @property
     def drops(self) -> dict:
-        return self._decoder.drops
+        drops = self._decoder.drops
+        if self._unused_frames:
+            # binary frames that passed their checksum but give nothing: not a navigation message
+            # this receiver decodes, an impossible length, or the protocol not chosen
+            drops["binary"] += self._unused_frames
+        return drops
 
     @property
     def dropped_bytes(self) -> int:
-        return self._decoder.dropped_bytes
+        return self._decoder.dropped_bytes + self._unused_bytes
 
     @property
     def resyncs(self) -> int:
@@ -252,8 +282,13 @@ class ReceiverProtocol:
             self._start_ns = now_ns
         pubs: list = []
         bytes_ref = self._bytes_ns if self._bytes_ns is not None else self._start_ns
-        if self._assembler.open and now_ns - bytes_ref >= self._flush_ns:
-            self._process(self._assembler.flush(), now_ns, pubs)
+        if now_ns - bytes_ref >= self._flush_ns:
+            if self._assembler.open:
+                self._process(self._assembler.flush(), now_ns, pubs)
+            for b in self._binary.values():
+                if b.open:
+                    for e in b.flush():
+                        self._epoch(e, now_ns, pubs)
         if now_ns - bytes_ref >= self._silent_ns:
             self._transition("SILENT", f"no bytes for {(now_ns - bytes_ref) / 1e9:.1f} s", 0, pubs)
         else:
@@ -268,6 +303,9 @@ class ReceiverProtocol:
         items = self._assembler.push(self._decoder.finish())
         items += self._assembler.flush(final=True)
         self._process(items, now_ns, pubs)
+        for b in self._binary.values():
+            for e in b.flush(final=True):
+                self._epoch(e, now_ns, pubs)
         return pubs
 
     def take_rdss_events(self) -> list:
@@ -284,12 +322,22 @@ class ReceiverProtocol:
 
     @property
     def fragments(self) -> int:
-        return self._assembler.fragments
+        return self._assembler.fragments + sum(b.fragments for b in self._binary.values())
 
     @property
     def closed_by(self) -> dict:
         a = self._assembler
-        return {"end": a.closed_by_end, "next": a.closed_by_next, "flush": a.closed_by_flush}
+        out = {"end": a.closed_by_end, "next": a.closed_by_next, "flush": a.closed_by_flush}
+        for b in self._binary.values():
+            out["end"] += b.closed_by_end
+            out["next"] += b.closed_by_next
+            out["flush"] += b.closed_by_flush
+        return out
+
+    @property
+    def binary_frames(self) -> int:
+        """CASIC and UBX frames found (checksum-verified) in the stream."""
+        return self._decoder.binary_frames
 
     def _process(self, items, now_ns, pubs):
         epoch_type = self._epoch_type
@@ -297,6 +345,17 @@ class ReceiverProtocol:
         for item in items:
             if type(item) is epoch_type:
                 on_epoch(item, now_ns, pubs)
+            elif type(item) is self._frame_type:
+                b = self._binary.get(item.protocol)
+                used = 0
+                if b is not None:
+                    used = b.messages
+                    for e in b.push(item):
+                        on_epoch(e, now_ns, pubs)
+                    used = b.messages - used
+                if not used:
+                    self._unused_frames += 1
+                    self._unused_bytes += len(item.payload) + (8 if item.protocol == "ubx" else 10)
             else:
                 handler = self._handlers.get(type(item))
                 if handler is not None:
@@ -304,6 +363,9 @@ class ReceiverProtocol:
 
     def _epoch(self, e, now_ns, pubs):
         # runs once per epoch on every receiver: kept to few lookups
+        if self._binary and not self._chosen(e):
+            self.superseded += 1
+            return
         device_ns = e.time_ns
         if device_ns < 0:
             device_ns = 0
@@ -339,6 +401,33 @@ class ReceiverProtocol:
             if self._sky_count % self.sky_decimation == 0:
                 pubs.append(Publication("sky", {"satellites": e.satellites()}, device_ns))
             self._sky_count += 1
+
+    def _chosen(self, e) -> bool:
+        # one fix per epoch when binary and NMEA both come: see the module docstring
+        binary = type(e) is BinaryEpoch
+        if binary:
+            if self.protocol != "auto" and self.protocol != e.source:
+                return False
+            # a source counts once two epochs in a row moved its clock on by a plausible period
+            # (a stray frame with a good checksum is not a receiver sending binary)
+            last = self._binary_keys.get(e.source)
+            self._binary_keys[e.source] = e.key
+            if last is None or not 0 < (e.key - last) % (1 << 32) <= 10_000:
+                return False
+            self._binary_seen = True
+            self._nmea_run = 0
+        elif self.protocol != "auto":
+            return False
+        elif self._binary_seen:
+            self._nmea_run += 1
+            if self._nmea_run <= 3:
+                return False
+        if e.time_ns >= 0:
+            if (binary or self._binary_seen) and e.time_ns <= self._last_fix_ns:
+                return False
+            if e.time_ns > self._last_fix_ns:
+                self._last_fix_ns = e.time_ns
+        return True
 
     def _transition(self, state, reason, device_ns, pubs):
         if state == self.state:
