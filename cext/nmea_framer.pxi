@@ -250,7 +250,7 @@ cdef class NmeaDecoder:
         return 0
 
     cdef Py_ssize_t _scan(self, const unsigned char* buf, Py_ssize_t n, list out, bint final) except -1:
-        cdef Py_ssize_t pos = 0, s, i, stop, limit, star, flen
+        cdef Py_ssize_t pos = 0, s, i, j, stop, limit, star, flen
         cdef unsigned int x
         cdef unsigned char c, k
         cdef int ncommas, ended
@@ -308,6 +308,27 @@ cdef class NmeaDecoder:
                     else:
                         ended = 3            # out of data
                     break
+                if self.binary:
+                    # a UBX or CASIC frame written into the line: the line ends where it starts
+                    # (NMEA is ASCII; B5 62 is never GB2312 text, and a BA CE must begin a frame
+                    # whose checksum holds)
+                    j = s + 1
+                    while j + 1 < i:
+                        if (buf[j] == 0xB5 and buf[j + 1] == 0x62) or (buf[j] == 0xBA and buf[j + 1] == 0xCE):
+                            flen = self._binary(buf, j, n)
+                            if flen > 0:
+                                break
+                            if flen < 0 and not final:
+                                return s
+                        j += 1
+                    if j + 1 < i:
+                        if star >= 0 and j - star == 3:
+                            self._sentence(buf, s, j, star, x, commas, ncommas, out)
+                        else:
+                            self._drops[NM_TRUNCATED] += 1
+                            self.dropped_bytes += j - s
+                        pos = j
+                        continue
                 if ended == 2:
                     self._drops[NM_TOO_LONG] += 1
                     self.dropped_bytes += i - s

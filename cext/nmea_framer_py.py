@@ -26,7 +26,9 @@ How the framer treats what real receivers send (the same rules hold in the compi
 - UBX (`B5 62`), RTCM3 (`D3`) and CASIC (`BA CE`) frames between sentences are recognised by their
   length and checksum and dropped whole as `binary` (up to `max_binary_length` bytes, default 2048).
   With `binary=True`, verified UBX and CASIC frames are delivered instead, as BinaryFrame messages
-  (counted in `binary_frames`, not in `frames`); RTCM3 is still dropped.
+  (counted in `binary_frames`, not in `frames`); RTCM3 is still dropped. In that mode a UBX or CASIC
+  frame that starts inside a line (`B5 62`, or `BA CE` with a good checksum) ends the line there
+  (`truncated`, or kept when it already ended in a complete `*hh`), so the frame is not lost.
   A sync byte that does not begin a valid frame is noise, so a sentence that follows is never lost;
   while a candidate frame is incomplete, the bytes after it wait (at most max_binary_length).
 - A checksummed sentence whose address is not 2..15 characters of A-Z/0-9 is `bad_sentence`; a
@@ -62,6 +64,7 @@ _STOP_LINE = re.compile(rb"[\x00-\x1f\x7f$]")
 # what matters between sentences
 _BETWEEN = re.compile(rb"[$\r\n\xb5\xd3\xba]")
 _ADDRESS = re.compile(rb"[A-Z0-9]{2,15}")
+_SYNC = re.compile(rb"\xb5\x62|\xba\xce")  # UBX and CASIC frame starts
 _MESSAGE_KINDS = (b"TXR", b"TCI")  # RDSS message sentences, allowed up to max_message_length
 
 
@@ -295,6 +298,24 @@ class NmeaDecoder:
             else:
                 ended = 3  # out of data
             break
+        if self.binary:
+            # a UBX or CASIC frame written into the line: the line ends where it starts (NMEA is
+            # ASCII; B5 62 is never GB2312 text, and a BA CE must begin a frame whose checksum holds)
+            j = -1
+            for m in _SYNC.finditer(buf, s + 1, i):
+                flen = self._binary(buf, m.start(), n)
+                if flen > 0:
+                    j = m.start()
+                    break
+                if flen < 0 and not final:
+                    return -(s + 1)
+            if j >= 0:
+                if star >= 0 and j - star == 3:
+                    self._sentence(buf, s, j, star, out)
+                else:
+                    self._drops[_TRUNCATED] += 1
+                    self.dropped_bytes += j - s
+                return j
         if ended == 2:
             self._drops[_TOO_LONG] += 1
             self.dropped_bytes += i - s

@@ -212,6 +212,7 @@ class ReceiverProtocol:
         self.superseded = 0
         self._unused_frames = self._unused_bytes = 0
         self._binary_keys: dict[str, int] = {}
+        self._held: dict = {}  # source -> its first epoch, until the next one confirms the source
         self._binary_seen = False  # a binary epoch has been published
         self._nmea_run = 0  # NMEA epochs since the last binary one
         self._last_fix_ns = -1  # device time of the last fix published (binary receivers only)
@@ -362,10 +363,14 @@ class ReceiverProtocol:
                     handler(item, pubs)
 
     def _epoch(self, e, now_ns, pubs):
+        if self._binary:
+            for c in self._select(e):
+                self._publish_epoch(c, now_ns, pubs)
+        else:
+            self._publish_epoch(e, now_ns, pubs)
+
+    def _publish_epoch(self, e, now_ns, pubs):
         # runs once per epoch on every receiver: kept to few lookups
-        if self._binary and not self._chosen(e):
-            self.superseded += 1
-            return
         device_ns = e.time_ns
         if device_ns < 0:
             device_ns = 0
@@ -402,32 +407,48 @@ class ReceiverProtocol:
                 pubs.append(Publication("sky", {"satellites": e.satellites()}, device_ns))
             self._sky_count += 1
 
-    def _chosen(self, e) -> bool:
-        # one fix per epoch when binary and NMEA both come: see the module docstring
+    def _select(self, e) -> list:
+        # one fix per epoch when binary and NMEA both come (see the module docstring): the epochs
+        # to publish now, oldest first
         binary = type(e) is BinaryEpoch
         if binary:
             if self.protocol != "auto" and self.protocol != e.source:
-                return False
-            # a source counts once two epochs in a row moved its clock on by a plausible period
-            # (a stray frame with a good checksum is not a receiver sending binary)
+                self.superseded += 1
+                return []
+            # a source counts once two epochs in a row moved its clock on by a plausible period (a
+            # stray frame with a good checksum is not a receiver sending binary); the first of the
+            # two is held until then
             last = self._binary_keys.get(e.source)
             self._binary_keys[e.source] = e.key
+            held = self._held.pop(e.source, None)
             if last is None or not 0 < (e.key - last) % (1 << 32) <= 10_000:
-                return False
+                if held is not None:
+                    self.superseded += 1
+                self._held[e.source] = e
+                return []
             self._binary_seen = True
             self._nmea_run = 0
+            candidates = [e] if held is None or held.key != last else [held, e]
         elif self.protocol != "auto":
-            return False
-        elif self._binary_seen:
-            self._nmea_run += 1
-            if self._nmea_run <= 3:
-                return False
-        if e.time_ns >= 0:
-            if (binary or self._binary_seen) and e.time_ns <= self._last_fix_ns:
-                return False
-            if e.time_ns > self._last_fix_ns:
-                self._last_fix_ns = e.time_ns
-        return True
+            self.superseded += 1
+            return []
+        else:
+            if self._binary_seen:
+                self._nmea_run += 1
+                if self._nmea_run <= 3:
+                    self.superseded += 1
+                    return []
+            candidates = [e]
+        out = []
+        for c in candidates:
+            if c.time_ns >= 0:
+                if (binary or self._binary_seen) and c.time_ns <= self._last_fix_ns:
+                    self.superseded += 1
+                    continue
+                if c.time_ns > self._last_fix_ns:
+                    self._last_fix_ns = c.time_ns
+            out.append(c)
+        return out
 
     def _transition(self, state, reason, device_ns, pubs):
         if state == self.state:
