@@ -118,15 +118,20 @@ class BinaryEpoch:
     def has_satellites(self):
         return bool(self._sky)
 
-    def _count(self, used):
-        out = {SYSTEMS[s]: 0 for s in _PAYLOAD_ORDER}
+    def _counts(self):
+        # (used, in view) per constellation, in payload order
+        used = [0] * 5
+        view = [0] * 5
         for (s, _), v in self._sky.items():
-            if not used or v[3]:
-                out[SYSTEMS[s]] += 1
-        return out
+            view[s] += 1
+            if v[3]:
+                used[s] += 1
+        return ({"BDS": used[3], "GPS": used[0], "GLO": used[1], "GAL": used[2], "QZSS": used[4]},
+                {"BDS": view[3], "GPS": view[0], "GLO": view[1], "GAL": view[2], "QZSS": view[4]})
 
     def fix_payload(self):
         """The `fix` payload: the keys of the NMEA one (docs/contract.md), `source` casic or ubx."""
+        used, view = self._counts()
         return {
             "time_ns": self.time_ns if self.time_ns >= 0 else None,
             "lat": _round(self.lat, 1e9),
@@ -139,8 +144,8 @@ class BinaryEpoch:
             "hdop": _round(self.hdop, 1e3),
             "pdop": _round(self.pdop, 1e3),
             "vdop": _round(self.vdop, 1e3),
-            "sats_used": self._count(True),
-            "sats_view": self._count(False),
+            "sats_used": used,
+            "sats_view": view,
             "source": self.source,
         }
 
@@ -334,8 +339,7 @@ def _casic_info(e, p):
     s = _CASIC_SYSTEMS.get(system)
     if s is None or len(p) < 8 + 12 * n_view:
         raise ValueError("bad NAV-*INFO")
-    for k in range(n_view):
-        _chn, svid, flags, _q, cno, elev, azim, _pr = _INFO.unpack_from(p, 8 + 12 * k)
+    for _chn, svid, flags, _q, cno, elev, azim, _pr in _INFO.iter_unpack(p[8:8 + 12 * n_view]):
         if not 1 <= svid <= 63:
             continue
         e._sky[(s, svid)] = [elev if -90 <= elev <= 90 else None, azim if 0 <= azim <= 359 else None,
@@ -396,15 +400,15 @@ def _ubx_timeutc(e, p):
 def _ubx_sat(e, p):
     if len(p) < 8 or p[4] != 1 or len(p) < 8 + 12 * p[5]:
         raise ValueError("bad NAV-SAT")
-    for k in range(p[5]):
-        gnss, svid, cno, elev, azim, _pr, flags = _SAT.unpack_from(p, 8 + 12 * k)
+    sky = e._sky
+    for gnss, svid, cno, elev, azim, _pr, flags in _SAT.iter_unpack(p[8:8 + 12 * p[5]]):
         s = _UBX_GNSS.get(gnss)
         if s is None or not 1 <= svid <= 63:
             continue
         if azim == 360:
             azim = 0
-        e._sky[(s, svid)] = [elev if -90 <= elev <= 90 else None, azim if 0 <= azim <= 359 else None,
-                             cno if cno > 0 else None, (flags >> 3) & 1]
+        sky[(s, svid)] = [elev if -90 <= elev <= 90 else None, azim if 0 <= azim <= 359 else None,
+                          cno or None, (flags >> 3) & 1]
 
 
 def _ubx_eoe(e, p):

@@ -588,6 +588,9 @@ class ReceiverSimulator:
     banner_s      how often the firmware banner (`firmware`) is repeated
     fki_delay_s   how long the card takes to answer a command
     dual_band     a dual-frequency receiver: two GSA per constellation, a second GSV set (signal 7/8)
+    binary        None, "casic" or "ubx": the receiver also sends that binary protocol's navigation
+                  frames every epoch, interleaved with the NMEA sentences (CASIC NAV-PV, DOP, TIMEUTC,
+                  GPSINFO/BDSINFO; UBX NAV-PVT, DOP, SAT, TIMEUTC, EOE)
     order         the sentences of an epoch, in order (nmea_writer.EpochWriter); None: the talker's
                   usual order. ORDERS names the orders seen in the field ("position", "satellites",
                   "between": GST and ZDA between the others)
@@ -601,7 +604,7 @@ class ReceiverSimulator:
                  host: str = "127.0.0.1", port: int = 0, banner_s: float = 10.0, firmware: str = "TWSIM-BD,V2.3.1",
                  noise_rate: float = 0.35, fki_delay_s: float = 0.05, keep_epochs: int = 4096,
                  message_every_s: float = 0.0, message_sender: str = "0166166", dual_band: bool = False,
-                 order=None):
+                 order=None, binary: str | None = None):
         if transport not in ("pty", "tcp"):
             raise ValueError(f"transport must be 'pty' or 'tcp', not {transport!r}")
         if talker not in TALKERS:
@@ -633,6 +636,10 @@ class ReceiverSimulator:
                 raise ValueError(f"order must be one of {', '.join(ORDERS)} or a list of sentences, not {order!r}")
             order = ORDERS[order]
         self.dual_band = bool(dual_band)
+        if binary not in (None, "casic", "ubx"):
+            raise ValueError(f"binary must be 'casic', 'ubx' or None, not {binary!r}")
+        self.binary = binary
+        self._boot_ns = time.time_ns()  # CASIC runTime counts from here
         self.writer = w.EpochWriter(style, solution_talker, time_decimals=time_decimals,
                                     latlon_decimals=latlon_decimals, dual_band=dual_band,
                                     order=tuple(order) if order else w.EpochWriter.DEFAULT_ORDER)
@@ -797,6 +804,14 @@ class ReceiverSimulator:
         """The epoch written for fix time `time_ns`, if it is still remembered."""
         return self.epochs.get(time_ns)
 
+    def binary_frames(self, st: w.EpochState) -> list[bytes]:
+        """The binary navigation frames of one epoch (none unless `binary`)."""
+        if self.binary == "casic":
+            return w.casic_epoch(st, (st.time_ns - self._boot_ns) // 1_000_000)
+        if self.binary == "ubx":
+            return w.ubx_epoch(st)
+        return []
+
     def epoch_bytes(self, st: w.EpochState) -> list[bytes]:
         """The sentences of one epoch, in this receiver's style."""
         return self.writer.sentences(st)
@@ -824,10 +839,17 @@ class ReceiverSimulator:
             self.epochs.popitem(last=False)
         self.counters["epochs"] += 1
         self.counters["sentences"] += len(sentences)
+        frames = self.binary_frames(st)
         if not self.noise:
-            self._write(b"".join(sentences), 0)
+            if frames:
+                mixed = []
+                for i in range(max(len(sentences), len(frames))):
+                    mixed += frames[i:i + 1] + sentences[i:i + 1]
+                self._write(b"".join(mixed), 0)
+            else:
+                self._write(b"".join(sentences), 0)
             return
-        data = self._noisy(sentences)
+        data = b"".join(frames) + self._noisy(sentences)
         # written in a few pieces with small gaps, so the reader gets the epoch cut at odd places;
         # what else the receiver has to say waits for the end of the epoch, as a receiver's single
         # output queue does (a TXT in the middle of a GSA would cut it short)
@@ -1014,6 +1036,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--order", choices=tuple(ORDERS), default="usual",
                     help="sentence order of an epoch: usual (RMC VTG GGA GSA GSV GLL ZDA), position (GGA RMC GSA GSV), "
                          "satellites (GSA GSV GGA RMC), between (GST and ZDA between the others)")
+    ap.add_argument("--binary", choices=("none", "casic", "ubx"), default="none",
+                    help="also send CASIC or UBX navigation frames every epoch, interleaved with NMEA (default none)")
     ap.add_argument("--rdss", choices=("2.1", "bds3", "none"), default="2.1", help="RDSS card protocol (default 2.1)")
     ap.add_argument("--interval", type=int, default=60, metavar="S", help="the card's service interval (default 60)")
     ap.add_argument("--card", default="0245678", metavar="ID", help="the card's 7-digit id")
@@ -1035,6 +1059,7 @@ async def _amain(args) -> dict:
         rdss=None if args.rdss == "none" else args.rdss, interval_s=args.interval, card_id=args.card,
         level=args.level, seed=args.seed, origin=args.centre, link=args.link, host=args.host, port=args.port,
         message_every_s=args.message_every, dual_band=args.dual_band, order=args.order,
+        binary=None if args.binary == "none" else args.binary,
     )
     return await serve_simulator(
         sim,
@@ -1047,6 +1072,7 @@ async def _amain(args) -> dict:
             "systems": list(sim.systems),
             "noise": args.noise,
             "dual_band": args.dual_band,
+            "binary": args.binary,
             "order": args.order,
             "rdss": args.rdss,
             "interval_s": args.interval,
