@@ -182,3 +182,45 @@ def test_cycle_is_learned_when_the_quiet_gap_timer_closes_epochs(impl):
     assert [t for k, t in from_feed if k >= 3] == [T0 + k * SEC for k in range(3, 8)]
     assert sorted(t for _, t in from_feed + from_tick) == [T0 + k * SEC for k in range(8)]
     assert proto.closed_by["end"] >= 5 and proto.closed_by["next"] == 0
+
+
+# twins: dual-band streams in every order, fragments and flushes between epochs -------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from tests.conftest import FUZZ_EXAMPLES  # noqa: E402
+from tianwang.gateway import framing  # noqa: E402
+
+dual_parts = st.lists(st.tuples(
+    st.integers(0, 2),                                          # seconds forward
+    st.sampled_from(ORDERS + [("GSA", "GSV"), ("GGA",), ("RMC", "GSA", "GSA")]),
+    st.booleans(),                                              # dual band
+    st.sampled_from([0, 1]),                                    # fix quality
+    st.booleans(),                                              # the quiet-gap timer fires after it
+    st.binary(max_size=6),                                      # noise
+), min_size=1, max_size=8)
+
+
+@settings(max_examples=max(50, FUZZ_EXAMPLES // 10))
+@given(parts=dual_parts, split=st.integers(1, 40))
+def test_fuzz_dual_band_epochs_twins_agree(parts, split):
+    results = []
+    for impl in framing.implementations():
+        dec, asm = impl.NmeaDecoder(), impl.EpochAssembler()
+        got, k = [], 0
+        for step, order, dual, quality, flush, noise in parts:
+            k += step
+            data = w.EpochWriter(order=order, dual_band=dual).epoch(state(k, quality=quality)) + noise
+            for i in range(0, len(data), split):
+                got += asm.push(dec.feed(data[i:i + split]))
+            if flush:
+                got += asm.flush()
+        got += asm.push(dec.finish()) + asm.flush(final=True)
+        epochs = [(summary(e), e.closed_by) for e in got if type(e) is impl.Epoch]
+        results.append((epochs, asm.fragments, asm.closed_by_end, asm.closed_by_next, asm.closed_by_flush, asm.ender))
+        # never a fix without time and position unless the receiver said so in a GGA/RMC
+        for e in got:
+            if type(e) is impl.Epoch:
+                p = e.fix_payload()
+                assert p["time_ns"] is not None or p["lat"] is not None or e.no_fix_reason != "no position"
+    assert all(r == results[0] for r in results)
