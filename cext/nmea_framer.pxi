@@ -251,7 +251,7 @@ cdef class NmeaDecoder:
 
     cdef Py_ssize_t _scan(self, const unsigned char* buf, Py_ssize_t n, list out, bint final) except -1:
         cdef Py_ssize_t pos = 0, s, i, j, stop, limit, star, flen
-        cdef unsigned int x
+        cdef unsigned int x, hi
         cdef unsigned char c, k
         cdef int ncommas, ended
         cdef BinaryFrame bf
@@ -273,6 +273,7 @@ cdef class NmeaDecoder:
                 x = 0
                 star = -1
                 ncommas = 0
+                hi = 0               # OR of the line's bytes: a sync byte (>= 0x80) shows in bit 7
                 limit = self.max_length
                 while True:
                     stop = s + limit + 1
@@ -284,6 +285,7 @@ cdef class NmeaDecoder:
                             k = _NM_CLASS[c]
                             if k == NM_C_PLAIN:
                                 x ^= c
+                                hi |= c
                             elif k == NM_C_COMMA:
                                 x ^= c
                                 if ncommas < NM_MAX_FIELDS:
@@ -297,6 +299,7 @@ cdef class NmeaDecoder:
                             i += 1
                     if star >= 0:
                         while i < stop and _NM_CLASS[buf[i]] < NM_C_DOLLAR:
+                            hi |= buf[i]
                             i += 1
                     if i < stop:
                         ended = 1            # on a terminator, `$` or control byte
@@ -308,7 +311,7 @@ cdef class NmeaDecoder:
                     else:
                         ended = 3            # out of data
                     break
-                if self.binary:
+                if self.binary and hi & 0x80:
                     # a UBX or CASIC frame written into the line: the line ends where it starts
                     # (NMEA is ASCII; B5 62 is never GB2312 text, and a BA CE must begin a frame
                     # whose checksum holds)
