@@ -5,8 +5,20 @@
 # Boundaries: a GGA/RMC/GLL/GNS whose time differs from the epoch's; a sentence that appears once
 # per epoch (GGA RMC GLL GNS VTG ZDA GST per talker, each GSV part, each constellation's GSA)
 # arriving a second time; and, once learned, the
-# sentence the receiver ends its epochs with (seen last before two boundaries in a row), so an
+# sentence the receiver ends its epochs with (seen last before two boundaries in a row, a boundary
+# being the next epoch's first sentence or a flush() by the caller's quiet-gap timer), so an
 # epoch is complete without waiting for the next one. `flush()` closes the open epoch.
+# Dual-band receivers send one GSA per band for each constellation (no signal ID to tell them
+# apart): a constellation's GSA seen again is a new epoch only when a GGA/RMC/GLL/GNS/ZDA came
+# since its first one (satellites-first receivers); before that it is the next band's, and the
+# satellites used are the union of them all. The end-of-cycle key of a GSV is its group's last
+# part whatever its number, so a sky that grows a part does not lose the learned end.
+# An epoch without any GGA/RMC/GLL/GNS/ZDA (only GSA/GSV/VTG/GST: no time, no position) is a
+# fragment, never an Epoch: it is counted in `fragments` and dropped. A receiver's own no-fix
+# (GGA quality 0, RMC V) is anchored and still comes out, with mode 1.
+# How each epoch was closed is counted: `closed_by_end` (the learned last sentence arrived),
+# `closed_by_next` (the next epoch began), `closed_by_flush` (flush(): the caller's quiet-gap
+# timer, or the end of the input).
 # Date: RMC's, else ZDA's (moved across midnight when ZDA's time is on the other side), else the
 # previous epoch's, plus a day when the time of day went back by more than 12 hours.
 
@@ -31,6 +43,11 @@ cdef enum:
     NM_K_ZDA = 7
     NM_K_GST = 8
     NM_K_GNS = 9
+
+cdef enum:
+    NM_REPEAT_NONE = 0     # a repeat within the epoch is merged (GN GSA without System ID)
+    NM_REPEAT_NEW = 1      # a repeat starts the next epoch
+    NM_REPEAT_BAND = 2     # a repeat is the next band's, unless a time/position sentence came since the first
 
 cdef long long NM_NO_DAYS = -(1LL << 40)
 cdef long long NM_DAY_NS = 86400000000000LL
@@ -302,9 +319,10 @@ cdef class EpochAssembler:
             t = type(m)
             if t is GGA:
                 gga = <GGA>m
-                self._arrive(gga.time_of_day_ns, _nm_key(NM_K_GGA, gga.talker, 0), True, out)
-                self._anchored = 1
+                self._arrive(gga.time_of_day_ns, _nm_key(NM_K_GGA, gga.talker, 0), NM_REPEAT_NEW, out)
                 e = self._cur
+                self._anchored = 1
+                self._anchor_at = e.sentences
                 if not self._has_gga:
                     self._has_gga = 1
                     self._gga_quality = gga.quality
@@ -319,9 +337,10 @@ cdef class EpochAssembler:
                 self._last_key = _nm_key(NM_K_GGA, gga.talker, 0)
             elif t is RMC:
                 rmc = <RMC>m
-                self._arrive(rmc.time_of_day_ns, _nm_key(NM_K_RMC, rmc.talker, 0), True, out)
-                self._anchored = 1
+                self._arrive(rmc.time_of_day_ns, _nm_key(NM_K_RMC, rmc.talker, 0), NM_REPEAT_NEW, out)
                 e = self._cur
+                self._anchored = 1
+                self._anchor_at = e.sentences
                 if self._rmc_valid < 0:
                     self._rmc_valid = 1 if rmc.status == "A" else (0 if rmc.status == "V" else -1)
                     if self._pos_rank < 2 and not isnan(rmc.lat) and not isnan(rmc.lon):
@@ -339,11 +358,16 @@ cdef class EpochAssembler:
                 self._last_key = _nm_key(NM_K_RMC, rmc.talker, 0)
             elif t is GSA:
                 gsa = <GSA>m
-                # once per epoch per (talker, system, first id used); a GN GSA without System ID may
-                # come several times (one per constellation) and cannot mark a new epoch
-                key = _nm_key(NM_K_GSA, gsa.talker, (gsa.system_id + 2)
-                              | ((<int>gsa.svids[0] if gsa.svids else 0) << 5))
-                self._arrive(-1, key, gsa.system_id >= 0 or gsa.talker != _T_GN, out)
+                # per (talker, system): a repeat is the next band's GSA unless a position or time
+                # sentence came since the first (then it starts the next epoch). A GN GSA without
+                # System ID comes once per constellation (keyed by its first id) and never marks a
+                # new epoch
+                if gsa.system_id < 0 and gsa.talker == _T_GN:
+                    key = _nm_key(NM_K_GSA, gsa.talker, 1 | ((<int>gsa.svids[0] if gsa.svids else 0) << 5))
+                    self._arrive(-1, key, NM_REPEAT_NONE, out)
+                else:
+                    key = _nm_key(NM_K_GSA, gsa.talker, gsa.system_id + 2)
+                    self._arrive(-1, key, NM_REPEAT_BAND, out)
                 e = self._cur
                 self._gsa_count += 1
                 if gsa.fix_type > self._gsa_fix:
@@ -366,14 +390,17 @@ cdef class EpochAssembler:
                 # that sends its satellites first starts the next epoch with them
                 key = _nm_key(NM_K_GSV, gsv.talker, (gsv.signal_id + 2) | (gsv.number << 5)
                               | ((gsv.number == gsv.total) << 14))
-                self._arrive(-1, key, True, out)
+                self._arrive(-1, key, NM_REPEAT_NEW, out)
                 e = self._cur
                 self._sats_from(gsv, e._view)
                 e._gsv.append(gsv)
+                if gsv.number == gsv.total:
+                    # the end-of-cycle key of a group's last part leaves out its number
+                    key = _nm_key(NM_K_GSV, gsv.talker, (gsv.signal_id + 2) | (1 << 14))
                 self._last_key = key
             elif t is VTG:
                 vtg = <VTG>m
-                self._arrive(-1, _nm_key(NM_K_VTG, vtg.talker, 0), True, out)
+                self._arrive(-1, _nm_key(NM_K_VTG, vtg.talker, 0), NM_REPEAT_NEW, out)
                 e = self._cur
                 if self._speed_rank < 1:
                     self._speed_rank = 1
@@ -383,17 +410,19 @@ cdef class EpochAssembler:
                 self._last_key = _nm_key(NM_K_VTG, vtg.talker, 0)
             elif t is ZDA:
                 zda = <ZDA>m
-                self._arrive(-1, _nm_key(NM_K_ZDA, zda.talker, 0), True, out)
+                self._arrive(-1, _nm_key(NM_K_ZDA, zda.talker, 0), NM_REPEAT_NEW, out)
                 self._anchored = 1
+                self._anchor_at = self._cur.sentences
                 if zda.year > 0 and zda.month > 0 and zda.day > 0 and self._zda_days == NM_NO_DAYS:
                     self._zda_days = _nm_days_from_civil(zda.year, zda.month, zda.day)
                     self._zda_tod = zda.time_of_day_ns
                 self._last_key = _nm_key(NM_K_ZDA, zda.talker, 0)
             elif t is GNS:
                 gns = <GNS>m
-                self._arrive(gns.time_of_day_ns, _nm_key(NM_K_GNS, gns.talker, 0), True, out)
-                self._anchored = 1
+                self._arrive(gns.time_of_day_ns, _nm_key(NM_K_GNS, gns.talker, 0), NM_REPEAT_NEW, out)
                 e = self._cur
+                self._anchored = 1
+                self._anchor_at = e.sentences
                 if self._pos_rank < 3 and not isnan(gns.lat) and not isnan(gns.lon):
                     self._pos_rank = 3
                     e.lat = gns.lat
@@ -416,9 +445,10 @@ cdef class EpochAssembler:
                 self._last_key = _nm_key(NM_K_GNS, gns.talker, 0)
             elif t is GLL:
                 gll = <GLL>m
-                self._arrive(gll.time_of_day_ns, _nm_key(NM_K_GLL, gll.talker, 0), True, out)
-                self._anchored = 1
+                self._arrive(gll.time_of_day_ns, _nm_key(NM_K_GLL, gll.talker, 0), NM_REPEAT_NEW, out)
                 e = self._cur
+                self._anchored = 1
+                self._anchor_at = e.sentences
                 if self._pos_rank < 1 and gll.status != "V" and not isnan(gll.lat) and not isnan(gll.lon):
                     self._pos_rank = 1
                     e.lat = gll.lat
@@ -427,33 +457,52 @@ cdef class EpochAssembler:
                     self._mode_quality = _nm_mode_quality(gll.mode)
                 self._last_key = _nm_key(NM_K_GLL, gll.talker, 0)
             elif t is GST:
-                self._arrive(-1, _nm_key(NM_K_GST, (<GST>m).talker, 0), True, out)
+                self._arrive(-1, _nm_key(NM_K_GST, (<GST>m).talker, 0), NM_REPEAT_NEW, out)
                 self._last_key = _nm_key(NM_K_GST, (<GST>m).talker, 0)
             else:
                 out.append(m)
                 continue
             if self._ender != 0 and self._last_key == self._ender and self._cur is not None:
                 self._misses = 0
-                self._close(out)
+                self._close(out, "end")
         return out
 
     def flush(self, final=False):
         """Close the open epoch (the receiver went quiet, or with final=True the input ended);
         returns [Epoch] or []. A fragment (only GSA/GSV/VTG/GST, no sentence with a position, time
         or date) is not an epoch: it stays open for the sentences that follow, and the learned end
-        of cycle is forgotten, since the receiver sent more after it; at the end it is discarded."""
+        of cycle is forgotten, since the receiver sent more after it; at the end it is discarded
+        (and counted in `fragments`)."""
         cdef list out = []
         if self._cur is None:
             return out
         if not self._anchored:
             if final:
                 self._cur = None
+                self.fragments += 1
             else:
                 self._ender = 0
                 self._candidate = 0
             return out
-        self._close(out)
+        if not final:
+            self._learn()
+        self._close(out, "flush")
         return out
+
+    cdef int _learn(self) except -1:
+        # an epoch closes without its learned end (the next one began, or the quiet-gap timer):
+        # learn what the receiver sends last, the same sentence last before two such closings
+        if self._ender != 0:
+            self._misses += 1
+            if self._misses >= 2:
+                self._ender = 0
+                self._candidate = self._last_key
+        elif self._last_key == self._candidate:
+            self._ender = self._candidate
+            self._misses = 0
+        else:
+            self._candidate = self._last_key
+        return 0
 
     cdef int _sats_from(self, object msg, unsigned long long* bits) except -1:
         cdef GSV g = <GSV>msg
@@ -466,7 +515,7 @@ cdef class EpochAssembler:
                     bits[s] |= 1ULL << svid
         return 0
 
-    cdef int _arrive(self, long long tod, long long key, bint once, list out) except -1:
+    cdef int _arrive(self, long long tod, long long key, int once, list out) except -1:
         # a sentence of epoch material is about to be merged: close the current epoch first when
         # this sentence starts the next one
         cdef Epoch e = self._cur
@@ -475,24 +524,19 @@ cdef class EpochAssembler:
         if e is not None:
             if tod >= 0 and e.time_of_day_ns >= 0 and tod != e.time_of_day_ns:
                 boundary = True
-            elif once:
+            elif once != NM_REPEAT_NONE:
                 for i in range(self._nseen):
                     if self._seen[i] == key:
-                        boundary = True
+                        # a per-band repeat is a new epoch only when a position or time sentence
+                        # arrived after the first of its kind
+                        if once == NM_REPEAT_NEW or self._anchor_at > self._seen_at[i]:
+                            boundary = True
+                        else:
+                            once = NM_REPEAT_NONE
                         break
             if boundary:
-                # learn what the receiver sends last: the same sentence before two boundaries
-                if self._ender != 0:
-                    self._misses += 1
-                    if self._misses >= 2:
-                        self._ender = 0
-                        self._candidate = self._last_key
-                elif self._last_key == self._candidate:
-                    self._ender = self._candidate
-                    self._misses = 0
-                else:
-                    self._candidate = self._last_key
-                self._close(out)
+                self._learn()
+                self._close(out, "next")
         if self._cur is None:
             e = Epoch.__new__(Epoch)
             e.time_ns = -1
@@ -510,7 +554,9 @@ cdef class EpochAssembler:
                 e._used[i] = 0
                 e._view[i] = 0
             e._gsv = []
+            e.closed_by = None
             self._cur = e
+            self._anchor_at = -1
             self._pos_rank = 0
             self._anchored = 0
             self._has_gga = 0
@@ -528,17 +574,29 @@ cdef class EpochAssembler:
             self._nseen = 0
         if tod >= 0 and e.time_of_day_ns < 0:
             e.time_of_day_ns = tod
-        if once and self._nseen < NM_MAX_SEEN:
+        if once != NM_REPEAT_NONE and self._nseen < NM_MAX_SEEN:
             self._seen[self._nseen] = key
+            self._seen_at[self._nseen] = e.sentences
             self._nseen += 1
         e.sentences += 1
         return 0
 
-    cdef int _close(self, list out) except -1:
+    cdef int _close(self, list out, str how) except -1:
         cdef Epoch e = self._cur
         cdef long long tod, days = NM_NO_DAYS, diff
         cdef int i, used = 0
         self._cur = None
+        if not self._anchored:
+            # no time, no position: a fragment of some epoch, never published as a fix
+            self.fragments += 1
+            return 0
+        if how == "end":
+            self.closed_by_end += 1
+        elif how == "next":
+            self.closed_by_next += 1
+        else:
+            self.closed_by_flush += 1
+        e.closed_by = how
         if e.time_of_day_ns < 0 and self._zda_tod >= 0:
             e.time_of_day_ns = self._zda_tod
         tod = e.time_of_day_ns

@@ -15,8 +15,20 @@ from tianwang.cext.nmea_sentences_py import GGA, GLL, GNS, GSA, GST, GSV, NAN, R
 # Boundaries: a GGA/RMC/GLL/GNS whose time differs from the epoch's; a sentence that appears once
 # per epoch (GGA RMC GLL GNS VTG ZDA GST per talker, each GSV part, each constellation's GSA)
 # arriving a second time; and, once learned, the
-# sentence the receiver ends its epochs with (seen last before two boundaries in a row), so an
+# sentence the receiver ends its epochs with (seen last before two boundaries in a row, a boundary
+# being the next epoch's first sentence or a flush() by the caller's quiet-gap timer), so an
 # epoch is complete without waiting for the next one. `flush()` closes the open epoch.
+# Dual-band receivers send one GSA per band for each constellation (no signal ID to tell them
+# apart): a constellation's GSA seen again is a new epoch only when a GGA/RMC/GLL/GNS/ZDA came
+# since its first one (satellites-first receivers); before that it is the next band's, and the
+# satellites used are the union of them all. The end-of-cycle key of a GSV is its group's last
+# part whatever its number, so a sky that grows a part does not lose the learned end.
+# An epoch without any GGA/RMC/GLL/GNS/ZDA (only GSA/GSV/VTG/GST: no time, no position) is a
+# fragment, never an Epoch: it is counted in `fragments` and dropped. A receiver's own no-fix
+# (GGA quality 0, RMC V) is anchored and still comes out, with mode 1.
+# How each epoch was closed is counted: `closed_by_end` (the learned last sentence arrived),
+# `closed_by_next` (the next epoch began), `closed_by_flush` (flush(): the caller's quiet-gap
+# timer, or the end of the input).
 # Date: RMC's, else ZDA's (moved across midnight when ZDA's time is on the other side), else the
 # previous epoch's, plus a day when the time of day went back by more than 12 hours.
 
@@ -29,6 +41,8 @@ _NO_DAYS = -(1 << 40)
 _DAY_NS = 86_400_000_000_000
 _HALF_DAY_NS = 43_200_000_000_000
 _MAX_SEEN = 64
+# how a sentence's repeat within an epoch is taken (the `once` argument of _arrive)
+_REPEAT_NONE, _REPEAT_NEW, _REPEAT_BAND = 0, 1, 2
 _TALKER_SYSTEMS = {"GP": _GPS, "GL": _GLO, "GA": _GAL, "GB": _BDS, "BD": _BDS, "GQ": _QZSS, "GN": _MIXED}
 _MODE_QUALITY = {"A": 1, "D": 2, "R": 4, "F": 5, "E": 6, "M": 7, "S": 8, "N": 0}
 
@@ -114,7 +128,7 @@ class Epoch:
 
     __slots__ = ("time_ns", "time_of_day_ns", "lat", "lon", "alt_m", "geoid_sep_m", "speed_mps", "course_deg",
                  "hdop", "pdop", "vdop", "quality", "mode", "sats_used_total", "sentences", "no_fix_reason",
-                 "_used", "_view", "_gsv")
+                 "closed_by", "_used", "_view", "_gsv")
 
     def __init__(self):
         self.time_ns = -1
@@ -123,6 +137,7 @@ class Epoch:
         self.speed_mps = self.course_deg = self.hdop = self.pdop = self.vdop = NAN
         self.quality = self.mode = self.sats_used_total = self.sentences = 0
         self.no_fix_reason = None
+        self.closed_by = None  # "end" (its last sentence), "next" (the next epoch began), "flush"
         self._used = [0] * 5
         self._view = [0] * 5
         self._gsv = []
@@ -205,6 +220,8 @@ class EpochAssembler:
 
     def __init__(self):
         self.epochs = 0
+        self.fragments = 0
+        self.closed_by_end = self.closed_by_next = self.closed_by_flush = 0
         self._cur = None
         self._last_key = self._candidate = self._ender = 0
         self._misses = 0
@@ -230,7 +247,7 @@ class EpochAssembler:
             if t is GGA:
                 key = _key(_K_GGA, m.talker, 0)
                 e = self._arrive(m.time_of_day_ns, key, True, out)
-                self._anchored = True
+                self._anchor(e)
                 if not self._has_gga:
                     self._has_gga = True
                     self._gga_quality = m.quality
@@ -244,7 +261,7 @@ class EpochAssembler:
             elif t is RMC:
                 key = _key(_K_RMC, m.talker, 0)
                 e = self._arrive(m.time_of_day_ns, key, True, out)
-                self._anchored = True
+                self._anchor(e)
                 if self._rmc_valid < 0:
                     self._rmc_valid = 1 if m.status == "A" else (0 if m.status == "V" else -1)
                     if self._pos_rank < 2 and m.lat == m.lat and m.lon == m.lon:
@@ -259,10 +276,16 @@ class EpochAssembler:
                     if self._mode_quality < 0:
                         self._mode_quality = _mode_quality(m.mode)
             elif t is GSA:
-                # once per epoch per (talker, system, first id used); a GN GSA without System ID may
-                # come several times (one per constellation) and cannot mark a new epoch
-                key = _key(_K_GSA, m.talker, (m.system_id + 2) | ((m.svids[0] if m.svids else 0) << 5))
-                e = self._arrive(-1, key, m.system_id >= 0 or m.talker != "GN", out)
+                # per (talker, system): a repeat is the next band's GSA unless a position or time
+                # sentence came since the first (then it starts the next epoch). A GN GSA without
+                # System ID comes once per constellation (keyed by its first id) and never marks a
+                # new epoch
+                if m.system_id < 0 and m.talker == "GN":
+                    key = _key(_K_GSA, m.talker, 1 | ((m.svids[0] if m.svids else 0) << 5))
+                    e = self._arrive(-1, key, _REPEAT_NONE, out)
+                else:
+                    key = _key(_K_GSA, m.talker, m.system_id + 2)
+                    e = self._arrive(-1, key, _REPEAT_BAND, out)
                 self._gsa_count += 1
                 if m.fix_type > self._gsa_fix:
                     self._gsa_fix = m.fix_type
@@ -280,6 +303,8 @@ class EpochAssembler:
                 # that sends its satellites first starts the next epoch with them
                 key = _key(_K_GSV, m.talker, (m.signal_id + 2) | (m.number << 5) | ((m.number == m.total) << 14))
                 e = self._arrive(-1, key, True, out)
+                if m.number == m.total:
+                    key = _key(_K_GSV, m.talker, (m.signal_id + 2) | (1 << 14))
                 system = _TALKER_SYSTEMS.get(m.talker, -1)
                 for sat in m.satellites:
                     s = _classify(sat[0]) if system == _MIXED else system
@@ -298,15 +323,14 @@ class EpochAssembler:
                     e.course_deg = m.course_deg
             elif t is ZDA:
                 key = _key(_K_ZDA, m.talker, 0)
-                self._arrive(-1, key, True, out)
-                self._anchored = True
+                self._anchor(self._arrive(-1, key, True, out))
                 if m.year > 0 and m.month > 0 and m.day > 0 and self._zda_days == _NO_DAYS:
                     self._zda_days = days_from_civil(m.year, m.month, m.day)
                     self._zda_tod = m.time_of_day_ns
             elif t is GNS:
                 key = _key(_K_GNS, m.talker, 0)
                 e = self._arrive(m.time_of_day_ns, key, True, out)
-                self._anchored = True
+                self._anchor(e)
                 if self._pos_rank < 3 and m.lat == m.lat and m.lon == m.lon:
                     self._pos_rank = 3
                     e.lat, e.lon = m.lat, m.lon
@@ -328,7 +352,7 @@ class EpochAssembler:
             elif t is GLL:
                 key = _key(_K_GLL, m.talker, 0)
                 e = self._arrive(m.time_of_day_ns, key, True, out)
-                self._anchored = True
+                self._anchor(e)
                 if self._pos_rank < 1 and m.status != "V" and m.lat == m.lat and m.lon == m.lon:
                     self._pos_rank = 1
                     e.lat, e.lon = m.lat, m.lon
@@ -343,26 +367,49 @@ class EpochAssembler:
             self._last_key = key
             if self._ender != 0 and key == self._ender and self._cur is not None:
                 self._misses = 0
-                self._close(out)
+                self._close(out, "end")
         return out
 
     def flush(self, final=False):
         """Close the open epoch (the receiver went quiet, or with final=True the input ended);
         returns [Epoch] or []. A fragment (only GSA/GSV/VTG/GST, no sentence with a position, time
         or date) is not an epoch: it stays open for the sentences that follow, and the learned end
-        of cycle is forgotten, since the receiver sent more after it; at the end it is discarded."""
+        of cycle is forgotten, since the receiver sent more after it; at the end it is discarded
+        (and counted in `fragments`)."""
         out = []
         if self._cur is None:
             return out
         if not self._anchored:
             if final:
                 self._cur = None
+                self.fragments += 1
             else:
                 self._ender = 0
                 self._candidate = 0
             return out
-        self._close(out)
+        if not final:
+            self._learn()
+        self._close(out, "flush")
         return out
+
+    def _learn(self):
+        # an epoch closes without its learned end (the next one began, or the quiet-gap timer):
+        # learn what the receiver sends last, the same sentence last before two such closings
+        if self._ender != 0:
+            self._misses += 1
+            if self._misses >= 2:
+                self._ender = 0
+                self._candidate = self._last_key
+        elif self._last_key == self._candidate:
+            self._ender = self._candidate
+            self._misses = 0
+        else:
+            self._candidate = self._last_key
+
+    def _anchor(self, e):
+        # a sentence with a time or position (GGA RMC GLL GNS ZDA) is in the epoch: it is not a fragment
+        self._anchored = True
+        self._anchor_at = e.sentences
 
     def _arrive(self, tod, key, once, out):
         # a sentence of epoch material is about to be merged: close the current epoch first when
@@ -373,20 +420,15 @@ class EpochAssembler:
             if tod >= 0 and e.time_of_day_ns >= 0 and tod != e.time_of_day_ns:
                 boundary = True
             elif once and key in self._seen:
-                boundary = True
-            if boundary:
-                # learn what the receiver sends last: the same sentence before two boundaries
-                if self._ender != 0:
-                    self._misses += 1
-                    if self._misses >= 2:
-                        self._ender = 0
-                        self._candidate = self._last_key
-                elif self._last_key == self._candidate:
-                    self._ender = self._candidate
-                    self._misses = 0
+                # a per-band repeat (once == _REPEAT_BAND) is a new epoch only when a position or
+                # time sentence arrived after the first of its kind
+                if once == _REPEAT_NEW or self._anchor_at > self._seen_at[self._seen.index(key)]:
+                    boundary = True
                 else:
-                    self._candidate = self._last_key
-                self._close(out)
+                    once = _REPEAT_NONE
+            if boundary:
+                self._learn()
+                self._close(out, "next")
         if self._cur is None:
             e = self._cur = Epoch()
             self._pos_rank = 0
@@ -404,16 +446,30 @@ class EpochAssembler:
             self._zda_days = _NO_DAYS
             self._zda_tod = -1
             self._seen = []
+            self._seen_at = []
+            self._anchor_at = -1
         if tod >= 0 and e.time_of_day_ns < 0:
             e.time_of_day_ns = tod
         if once and len(self._seen) < _MAX_SEEN:
             self._seen.append(key)
+            self._seen_at.append(e.sentences)
         e.sentences += 1
         return e
 
-    def _close(self, out):
+    def _close(self, out, how):
         e = self._cur
         self._cur = None
+        if not self._anchored:
+            # no time, no position: a fragment of some epoch, never published as a fix
+            self.fragments += 1
+            return
+        if how == "end":
+            self.closed_by_end += 1
+        elif how == "next":
+            self.closed_by_next += 1
+        else:
+            self.closed_by_flush += 1
+        e.closed_by = how
         if e.time_of_day_ns < 0 and self._zda_tod >= 0:
             e.time_of_day_ns = self._zda_tod
         tod = e.time_of_day_ns

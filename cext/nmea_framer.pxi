@@ -22,7 +22,7 @@
 #
 # nmea_checksum and parse_nmea_sentence (one sentence, through a NmeaDecoder) are here too.
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.ref cimport Py_INCREF
@@ -122,7 +122,7 @@ cdef class NmeaDecoder:
     """
 
     def __init__(self, max_length=128, max_message_length=4096, max_binary_length=2048,
-                 require_checksum=False):
+                 require_checksum=False, binary=False):
         if not NM_MIN_LENGTH <= max_length <= NM_LIMIT:
             raise ValueError(f"max_length must be in {NM_MIN_LENGTH}..{NM_LIMIT}, not {max_length}")
         if not max_length <= max_message_length <= NM_LIMIT:
@@ -133,6 +133,7 @@ cdef class NmeaDecoder:
         self.max_message_length = max_message_length
         self.max_binary_length = max_binary_length
         self.require_checksum = bool(require_checksum)
+        self.binary = bool(binary)
         self._state = NM_IDLE
         self._tail = None
 
@@ -249,10 +250,11 @@ cdef class NmeaDecoder:
         return 0
 
     cdef Py_ssize_t _scan(self, const unsigned char* buf, Py_ssize_t n, list out, bint final) except -1:
-        cdef Py_ssize_t pos = 0, s, i, stop, limit, star, flen
-        cdef unsigned int x
+        cdef Py_ssize_t pos = 0, s, i, j, stop, limit, star, flen
+        cdef unsigned int x, hi
         cdef unsigned char c, k
         cdef int ncommas, ended
+        cdef BinaryFrame bf
         cdef Py_ssize_t commas[NM_MAX_FIELDS]
         while pos < n:
             c = buf[pos]
@@ -271,6 +273,7 @@ cdef class NmeaDecoder:
                 x = 0
                 star = -1
                 ncommas = 0
+                hi = 0               # OR of the line's bytes: a sync byte (>= 0x80) shows in bit 7
                 limit = self.max_length
                 while True:
                     stop = s + limit + 1
@@ -282,6 +285,7 @@ cdef class NmeaDecoder:
                             k = _NM_CLASS[c]
                             if k == NM_C_PLAIN:
                                 x ^= c
+                                hi |= c
                             elif k == NM_C_COMMA:
                                 x ^= c
                                 if ncommas < NM_MAX_FIELDS:
@@ -295,6 +299,7 @@ cdef class NmeaDecoder:
                             i += 1
                     if star >= 0:
                         while i < stop and _NM_CLASS[buf[i]] < NM_C_DOLLAR:
+                            hi |= buf[i]
                             i += 1
                     if i < stop:
                         ended = 1            # on a terminator, `$` or control byte
@@ -306,6 +311,27 @@ cdef class NmeaDecoder:
                     else:
                         ended = 3            # out of data
                     break
+                if self.binary and hi & 0x80:
+                    # a UBX or CASIC frame written into the line: the line ends where it starts
+                    # (NMEA is ASCII; B5 62 is never GB2312 text, and a BA CE must begin a frame
+                    # whose checksum holds)
+                    j = s + 1
+                    while j + 1 < i:
+                        if (buf[j] == 0xB5 and buf[j + 1] == 0x62) or (buf[j] == 0xBA and buf[j + 1] == 0xCE):
+                            flen = self._binary(buf, j, n)
+                            if flen > 0:
+                                break
+                            if flen < 0 and not final:
+                                return s
+                        j += 1
+                    if j + 1 < i:
+                        if star >= 0 and j - star == 3:
+                            self._sentence(buf, s, j, star, x, commas, ncommas, out)
+                        else:
+                            self._drops[NM_TRUNCATED] += 1
+                            self.dropped_bytes += j - s
+                        pos = j
+                        continue
                 if ended == 2:
                     self._drops[NM_TOO_LONG] += 1
                     self.dropped_bytes += i - s
@@ -335,8 +361,24 @@ cdef class NmeaDecoder:
             if c == 0xB5 or c == 0xD3 or c == 0xBA:
                 flen = self._binary(buf, pos, n)
                 if flen > 0:
-                    self._drops[NM_BINARY] += 1
-                    self.dropped_bytes += flen
+                    if self.binary and c != 0xD3:
+                        # UBX: class id len payload ck_a ck_b; CASIC: len class id payload u32
+                        bf = BinaryFrame.__new__(BinaryFrame)
+                        if c == 0xB5:
+                            bf.protocol = "ubx"
+                            bf.msg_class = buf[pos + 2]
+                            bf.msg_id = buf[pos + 3]
+                            bf.payload = PyBytes_FromStringAndSize(<const char*>buf + pos + 6, flen - 8)
+                        else:
+                            bf.protocol = "casic"
+                            bf.msg_class = buf[pos + 4]
+                            bf.msg_id = buf[pos + 5]
+                            bf.payload = PyBytes_FromStringAndSize(<const char*>buf + pos + 6, flen - 10)
+                        out.append(bf)
+                        self.binary_frames += 1
+                    else:
+                        self._drops[NM_BINARY] += 1
+                        self.dropped_bytes += flen
                     self._state = NM_IDLE
                     pos += flen
                     continue

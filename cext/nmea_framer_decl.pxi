@@ -10,6 +10,8 @@ cdef class NmeaDecoder:
     cdef readonly Py_ssize_t max_message_length  # the same for RDSS message sentences (TXR, TCI)
     cdef readonly Py_ssize_t max_binary_length   # longest UBX/RTCM3/CASIC frame recognised and skipped
     cdef readonly bint require_checksum          # drop sentences without `*hh` (default: accept them)
+    cdef readonly bint binary                    # deliver UBX/CASIC frames as BinaryFrame (else drop them)
+    cdef readonly unsigned long long binary_frames  # BinaryFrame messages delivered
     cdef readonly unsigned long long frames      # sentences delivered (typed or raw)
     cdef readonly unsigned long long resyncs     # runs of noise skipped while hunting for `$`
     cdef readonly unsigned long long dropped_bytes

@@ -25,13 +25,17 @@ How the framer treats what real receivers send (the same rules hold in the compi
   to `max_message_length` (default 4096) because their hex content is long.
 - UBX (`B5 62`), RTCM3 (`D3`) and CASIC (`BA CE`) frames between sentences are recognised by their
   length and checksum and dropped whole as `binary` (up to `max_binary_length` bytes, default 2048).
+  With `binary=True`, verified UBX and CASIC frames are delivered instead, as BinaryFrame messages
+  (counted in `binary_frames`, not in `frames`); RTCM3 is still dropped. In that mode a UBX or CASIC
+  frame that starts inside a line (`B5 62`, or `BA CE` with a good checksum) ends the line there
+  (`truncated`, or kept when it already ended in a complete `*hh`), so the frame is not lost.
   A sync byte that does not begin a valid frame is noise, so a sentence that follows is never lost;
   while a candidate frame is incomplete, the bytes after it wait (at most max_binary_length).
 - A checksummed sentence whose address is not 2..15 characters of A-Z/0-9 is `bad_sentence`; a
   known formatter with a field that does not parse is `bad_field`. Bytes >= 0x80 may appear inside
   sentences (GB2312 text in RDSS messages); text fields are latin-1 decoded so nothing is lost.
 
-Counters: `frames` (sentences delivered), `resyncs`, `dropped_bytes`, `unchecked`, and `drops`
+Counters: `frames` (sentences delivered), `binary_frames`, `resyncs`, `dropped_bytes`, `unchecked`, and `drops`
 (reason -> count for every reason in NMEA_DROP_REASONS). Lengths are checked before anything is held,
 so at most max(max_message_length, max_binary_length) bytes wait between feeds. Nothing logs.
 """
@@ -42,7 +46,7 @@ import operator
 import re
 from functools import reduce
 
-from tianwang.cext.nmea_sentences_py import _DECODERS, RawSentence, _Bad
+from tianwang.cext.nmea_sentences_py import _DECODERS, BinaryFrame, RawSentence, _Bad
 from tianwang.gateway.errors import FrameError
 
 NMEA_DROP_REASONS = ("bad_checksum", "no_checksum", "too_long", "truncated", "bad_sentence", "bad_field", "binary")
@@ -60,6 +64,7 @@ _STOP_LINE = re.compile(rb"[\x00-\x1f\x7f$]")
 # what matters between sentences
 _BETWEEN = re.compile(rb"[$\r\n\xb5\xd3\xba]")
 _ADDRESS = re.compile(rb"[A-Z0-9]{2,15}")
+_SYNC = re.compile(rb"\xb5\x62|\xba\xce")  # UBX and CASIC frame starts
 _MESSAGE_KINDS = (b"TXR", b"TCI")  # RDSS message sentences, allowed up to max_message_length
 
 
@@ -92,7 +97,8 @@ class NmeaDecoder:
     bytes-like, ValueError for bad limits. Nothing here logs.
     """
 
-    def __init__(self, max_length=128, max_message_length=4096, max_binary_length=2048, require_checksum=False):
+    def __init__(self, max_length=128, max_message_length=4096, max_binary_length=2048, require_checksum=False,
+                 binary=False):
         if not MIN_LENGTH <= max_length <= LIMIT:
             raise ValueError(f"max_length must be in {MIN_LENGTH}..{LIMIT}, not {max_length}")
         if not max_length <= max_message_length <= LIMIT:
@@ -103,6 +109,8 @@ class NmeaDecoder:
         self.max_message_length = operator.index(max_message_length)
         self.max_binary_length = operator.index(max_binary_length)
         self.require_checksum = bool(require_checksum)
+        self.binary = bool(binary)
+        self.binary_frames = 0
         self.frames = 0
         self.resyncs = 0
         self.dropped_bytes = 0
@@ -244,8 +252,16 @@ class NmeaDecoder:
                 continue
             flen = self._binary(buf, pos, n)
             if flen > 0:
-                self._drops[_BINARY] += 1
-                self.dropped_bytes += flen
+                if self.binary and c != 0xD3:
+                    # UBX: class id len payload; CASIC: len class id payload
+                    if c == 0xB5:
+                        out.append(BinaryFrame("ubx", buf[pos + 2], buf[pos + 3], buf[pos + 6 : pos + flen - 2]))
+                    else:
+                        out.append(BinaryFrame("casic", buf[pos + 4], buf[pos + 5], buf[pos + 6 : pos + flen - 4]))
+                    self.binary_frames += 1
+                else:
+                    self._drops[_BINARY] += 1
+                    self.dropped_bytes += flen
                 self._state = _IDLE
                 pos += flen
                 continue
@@ -282,6 +298,24 @@ class NmeaDecoder:
             else:
                 ended = 3  # out of data
             break
+        if self.binary:
+            # a UBX or CASIC frame written into the line: the line ends where it starts (NMEA is
+            # ASCII; B5 62 is never GB2312 text, and a BA CE must begin a frame whose checksum holds)
+            j = -1
+            for m in _SYNC.finditer(buf, s + 1, i):
+                flen = self._binary(buf, m.start(), n)
+                if flen > 0:
+                    j = m.start()
+                    break
+                if flen < 0 and not final:
+                    return -(s + 1)
+            if j >= 0:
+                if star >= 0 and j - star == 3:
+                    self._sentence(buf, s, j, star, out)
+                else:
+                    self._drops[_TRUNCATED] += 1
+                    self.dropped_bytes += j - s
+                return j
         if ended == 2:
             self._drops[_TOO_LONG] += 1
             self.dropped_bytes += i - s

@@ -555,6 +555,21 @@ cdef class PWI:
         return _nm_eq(self, other)
 
 
+@cython.no_gc
+cdef class BinaryFrame:
+    """A checksum-verified binary frame found between NMEA sentences (NmeaDecoder(binary=True)):
+    protocol "ubx" (B5 62) or "casic" (BA CE), its message class and id, and the payload bytes
+    (without header and checksum). Decoded by tianwang.drivers.beidou.binary."""
+    FORMATTER = ""
+    FIELDS = ("protocol", "msg_class", "msg_id", "payload")
+
+    def __repr__(self):
+        return _nm_repr(self)
+
+    def __eq__(self, other):
+        return _nm_eq(self, other)
+
+
 @cython.freelist(16)
 @cython.no_gc
 cdef class RawSentence:

@@ -138,6 +138,12 @@ cdef class PWI:
     cdef readonly tuple rdss2, s2c
 
 
+cdef class BinaryFrame:
+    cdef readonly str protocol                # "ubx" or "casic"
+    cdef readonly int msg_class, msg_id
+    cdef readonly bytes payload
+
+
 cdef class RawSentence:
     cdef readonly str talker
     cdef readonly str address

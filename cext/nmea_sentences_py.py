@@ -324,6 +324,16 @@ class PWI(_Message):
     __slots__ = FIELDS
 
 
+class BinaryFrame(_Message):
+    """A checksum-verified binary frame found between NMEA sentences (NmeaDecoder(binary=True)):
+    protocol "ubx" (B5 62) or "casic" (BA CE), its message class and id, and the payload bytes
+    (without header and checksum). Decoded by tianwang.drivers.beidou.binary."""
+
+    FORMATTER = ""
+    FIELDS = ("protocol", "msg_class", "msg_id", "payload")
+    __slots__ = FIELDS
+
+
 class RawSentence(_Message):
     """Any sentence without a typed decoder: address (`GPXTE`, `PUBX`, `PCAS03`) and its fields
     (latin-1 strings). talker is the first two letters of a 5-letter non-proprietary address, else ""."""

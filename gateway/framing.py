@@ -63,6 +63,7 @@ TWINS = {
     "TCI": "tianwang.cext.nmea_sentences_py:TCI",
     "PWI": "tianwang.cext.nmea_sentences_py:PWI",
     "RawSentence": "tianwang.cext.nmea_sentences_py:RawSentence",
+    "BinaryFrame": "tianwang.cext.nmea_sentences_py:BinaryFrame",
     # NMEA epoch assembly (cext/nmea_epoch_py.py)
     "Epoch": "tianwang.cext.nmea_epoch_py:Epoch",
     "EpochAssembler": "tianwang.cext.nmea_epoch_py:EpochAssembler",

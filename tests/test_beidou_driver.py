@@ -462,3 +462,32 @@ async def test_a_serial_port_in_use_elsewhere_is_a_clear_error_not_a_shared_read
         if other.is_open:
             other.close()
         await sim.stop()
+
+
+@pytest.mark.parametrize("binary", ["casic", "ubx"])
+async def test_binary_receiver_live_matches_decode(binary):
+    # issue 11: a dual-band receiver sending CASIC or UBX beside NMEA, live through the driver; the
+    # same epochs run through `tianwang decode`'s Decoder give the same fixes, one per epoch, from
+    # the binary source, and the epochs are closed on their last frame or sentence
+    from tianwang.drivers.beidou.decode import Decoder
+
+    sim = ReceiverSimulator("tcp", rate=5, talker="GN", rdss=None, binary=binary, dual_band=True)
+    async with stack(sim, rdss=None, receiver={"epoch_period_s": 0.2}) as s:
+        await until(lambda: len(s.payloads("fix")) >= 12, 10, "fixes")
+        fixes = s.payloads("fix")
+        counters = dict(s.entry.counters)
+    times = [f["time_ns"] for f in fixes]
+    assert times == sorted(set(times)) and all(b - a == 200_000_000 for a, b in zip(times, times[1:]))
+    assert [f["source"] for f in fixes][2:] == [binary] * (len(fixes) - 2)
+    assert counters.get("epochs_closed_end", 0) >= 8 and counters.get("epochs_superseded", 0) >= 8
+    data = b""
+    for t, st in sim.epochs.items():
+        frames, sentences = sim.binary_frames(st), sim.epoch_bytes(st)
+        for i in range(max(len(frames), len(sentences))):
+            data += b"".join(frames[i:i + 1] + sentences[i:i + 1])
+    dec = Decoder("bd-01")
+    offline = {p.payload["time_ns"]: p.payload for p in dec.feed(data) + dec.finish() if p.channel == "fix"}
+    live = [f for f in fixes if f["source"] == binary]
+    assert len(live) >= 10
+    for f in live:
+        assert offline[f["time_ns"]] == f

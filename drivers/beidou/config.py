@@ -33,6 +33,7 @@ class ReceiverOptions(Model):
     silent_s: float | None = Field(default=None, gt=0, le=3600)  # SILENT after this long without a byte
     sky_decimation: int | None = Field(default=None, ge=0)  # publish every n-th sky (0 = never)
     require_checksum: bool | None = None  # drop sentences without *hh
+    protocol: Literal["auto", "nmea", "casic", "ubx"] | None = None  # where fixes come from (binary beside NMEA)
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments for ReceiverProtocol."""

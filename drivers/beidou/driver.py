@@ -89,6 +89,9 @@ class BeidouDriver(Driver):
         self._drops_seen = dict.fromkeys(self.receiver.drops, 0)
         self._dropped_bytes_seen = 0
         self._resyncs_seen = 0
+        self._closed_seen: dict[str, int] = {}
+        self._fragments_seen = 0
+        self._superseded_seen = 0
         self._alarms: dict[str, bool] = {}
         self._state_reason = ""
         self._waiter: tuple | None = None  # (matches(event) -> bool, future) of the RDSS command in flight
@@ -169,8 +172,10 @@ class BeidouDriver(Driver):
         while True:
             await asyncio.sleep(self.tick_s)
             pubs = self.receiver.tick(time.time_ns())
-            if pubs and self._publish(pubs):
-                self._judge()
+            if pubs:
+                self._count_epochs()
+                if self._publish(pubs):
+                    self._judge()
             if limit and loop.time() - self._last_rx >= limit and not self._lost.done():
                 self._lost.set_result(DeviceTimeout(f"no bytes for {limit:g} s: reconnecting"))
 
@@ -180,6 +185,8 @@ class BeidouDriver(Driver):
         self._last_rx = asyncio.get_running_loop().time()
         pubs = rx.feed(data, time.time_ns())
         news = self._publish(pubs) if pubs else False
+        if pubs:
+            self._count_epochs()
         if not pubs:
             self.ctx.seen()
         if rx.dropped_bytes != self._dropped_bytes_seen:
@@ -207,6 +214,21 @@ class BeidouDriver(Driver):
                 news = True
             publish(channel, p.payload, p.device_time_ns)
         return news
+
+    def _count_epochs(self) -> None:
+        # how epochs were closed (on their last sentence, by the next epoch, by the quiet-gap timer)
+        # and the fragments dropped: device counters epochs_closed_* and fragments_dropped
+        rx, seen, count = self.receiver, self._closed_seen, self.ctx.count
+        for how, n in rx.closed_by.items():
+            if n != seen.get(how, 0):
+                count(f"epochs_closed_{how}", n - seen.get(how, 0))
+                seen[how] = n
+        if rx.fragments != self._fragments_seen:
+            count("fragments_dropped", rx.fragments - self._fragments_seen)
+            self._fragments_seen = rx.fragments
+        if rx.superseded != self._superseded_seen:
+            count("epochs_superseded", rx.superseded - self._superseded_seen)
+            self._superseded_seen = rx.superseded
 
     def _count_drops(self) -> None:
         rx, ctx = self.receiver, self.ctx

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
+import struct
 from functools import reduce
 from operator import xor
 from typing import Iterable, Sequence
@@ -158,6 +159,9 @@ class EpochState:
         return self.quality > 0 and self.lat is not None and self.lon is not None
 
 
+# the second band's NMEA 4.11 signal ID of a dual-frequency receiver (GPS L5, BDS B2a, Galileo E5a)
+SECOND_BAND = {"GPS": 7, "BDS": 8, "GAL": 7}
+
 _MODE_LETTER = {0: "N", 1: "A", 2: "D", 4: "R", 5: "F", 6: "E", 7: "M", 8: "S"}
 
 
@@ -168,12 +172,17 @@ class EpochWriter:
     talker      talker of the solution sentences (GGA RMC VTG GLL ZDA GST GNS); "GN" by default
     order       which sentences, in which order: any of RMC VTG GGA GSA GSV GLL ZDA GST GNS
     time_decimals / latlon_decimals   digits after the point (2 and 7 by default)
+    dual_band   a dual-frequency receiver: two GSA per constellation (band 1, then band 2, neither
+                with a signal ID; the union of their ids is the satellites used) and a second GSV
+                set for the second band (signal ID 7 for GPS and Galileo, 8 for BDS, as the issue 11
+                receivers send them; GLONASS and QZSS stay single-band; the bd style, without
+                signal IDs, sends the second GSA only)
     """
 
     DEFAULT_ORDER = ("RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA")
 
     def __init__(self, style: str = "nmea410", talker: str = "GN", order: Sequence[str] = DEFAULT_ORDER,
-                 time_decimals: int = 2, latlon_decimals: int = 7):
+                 time_decimals: int = 2, latlon_decimals: int = 7, dual_band: bool = False):
         if style not in ("nmea410", "bd"):
             raise ValueError(f"style must be 'nmea410' or 'bd', not {style!r}")
         unknown = set(order) - {"RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA", "GST", "GNS"}
@@ -186,6 +195,7 @@ class EpochWriter:
         self.order = tuple(order)
         self.time_decimals = time_decimals
         self.latlon_decimals = latlon_decimals
+        self.dual_band = bool(dual_band)
 
     # one sentence kind each -------------------------------------------------------------------
 
@@ -244,21 +254,33 @@ class EpochWriter:
     def _nmea_id(self, sat: Satellite) -> int:
         return sat.svid + 64 if sat.system == "GLO" else sat.svid
 
+    def _bands(self, system: str, used: list[int]) -> list[list[int]]:
+        # the used ids of each band: band 1 all but the last, band 2 every other one plus the last
+        # (so only the union of both GSAs is the whole set, and both usually start with the same id)
+        if not self.dual_band or system not in SECOND_BAND or len(used) < 2:
+            return [used]
+        return [used[:-1], sorted(set(used[::2]) | {used[-1]})]
+
     def gsa(self, st: EpochState) -> list[bytes]:
-        out = []
+        per_band: list[list[bytes]] = [[], []]
         for system in SYSTEMS:
             sats = [s for s in st.satellites if s.system == system]
             if not sats:
                 continue
-            used = [self._nmea_id(s) for s in sats if s.used]
-            for start in range(0, max(len(used), 1), 12):
-                ids = [f"{i:02d}" for i in used[start:start + 12]]
-                ids += [""] * (12 - len(ids))
-                fields = ["A", st.fix_type if st.valid else 1, *ids, _num(st.pdop, 2), _num(st.hdop, 2), _num(st.vdop, 2)]
-                if self.style == "nmea410":
-                    out.append(sentence("GNGSA", fields + [f"{SYSTEM_IDS[system]:X}"]))
-                else:
-                    out.append(sentence(GSV_TALKERS_BD[system] + "GSA", fields))
+            for band, used in enumerate(self._bands(system, [self._nmea_id(s) for s in sats if s.used])):
+                per_band[band] += self._gsa(st, system, used)
+        return per_band[0] + per_band[1]
+
+    def _gsa(self, st: EpochState, system: str, used: list[int]) -> list[bytes]:
+        out = []
+        for start in range(0, max(len(used), 1), 12):
+            ids = [f"{i:02d}" for i in used[start:start + 12]]
+            ids += [""] * (12 - len(ids))
+            fields = ["A", st.fix_type if st.valid else 1, *ids, _num(st.pdop, 2), _num(st.hdop, 2), _num(st.vdop, 2)]
+            if self.style == "nmea410":
+                out.append(sentence("GNGSA", fields + [f"{SYSTEM_IDS[system]:X}"]))
+            else:
+                out.append(sentence(GSV_TALKERS_BD[system] + "GSA", fields))
         return out
 
     def gsv(self, st: EpochState) -> list[bytes]:
@@ -266,8 +288,16 @@ class EpochWriter:
         talkers = GSV_TALKERS_410 if self.style == "nmea410" else GSV_TALKERS_BD
         for system in SYSTEMS:
             signals = sorted({s.signal_id for s in st.satellites if s.system == system})
+            if self.dual_band and self.style == "nmea410" and system in SECOND_BAND and signals == [1]:
+                # (the bd style's GSV has no signal ID field: one set only)
+                signals.append(SECOND_BAND[system])
             for signal in signals:
                 sats = [s for s in st.satellites if s.system == system and s.signal_id == signal]
+                if not sats and signal == SECOND_BAND.get(system):
+                    # the second band tracks the stronger half of the band-1 satellites
+                    first = [s for s in st.satellites if s.system == system and s.signal_id == 1]
+                    sats = [dataclasses.replace(s, snr=None if s.snr is None else max(s.snr - 3, 0), signal_id=signal)
+                            for s in first if s.svid % 2 == 1]
                 total = (len(sats) + 3) // 4
                 for k in range(total):
                     fields = [total, k + 1, f"{len(sats):02d}"]
@@ -438,3 +468,116 @@ def casic_frame(msg_class: int, msg_id: int, payload: bytes = b"") -> bytes:
         ck += int.from_bytes(payload[i:i + 4], "little")
     return (b"\xba\xce" + len(payload).to_bytes(2, "little") + bytes([msg_class, msg_id]) + payload
             + (ck & 0xFFFFFFFF).to_bytes(4, "little"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Binary navigation epochs (CASIC and UBX), for receivers that send them beside NMEA. Layouts in
+# tianwang.drivers.beidou.binary (the decoder) and /work/shared/protocols/casic-ubx.md.
+
+_GPS_EPOCH_S = 315_964_800  # 1980-01-06 00:00:00 UTC
+GPS_LEAP_S = 18
+_CASIC_INFO_IDS = {"GPS": (0x20, 0), "BDS": (0x21, 1), "GLO": (0x22, 2)}
+_UBX_GNSS_IDS = {"GPS": 0, "GAL": 2, "BDS": 3, "QZSS": 5, "GLO": 6}
+
+
+def gps_itow_ms(time_ns: int) -> int:
+    """GPS time of week (ms) of a UTC time, with the leap seconds of 2017 on (18 s)."""
+    gps_ms = (time_ns // 1_000_000) - _GPS_EPOCH_S * 1000 + GPS_LEAP_S * 1000
+    return gps_ms % (7 * 86_400_000)
+
+
+def _civil(time_ns: int):
+    t = _dt.datetime.fromtimestamp(time_ns // 10**9, _dt.timezone.utc)
+    return t.year, t.month, t.day, t.hour, t.minute, t.second, time_ns % 10**9
+
+
+def casic_epoch(st: EpochState, run_time_ms: int, messages=("PV", "DOP", "TIMEUTC", "INFO")) -> list[bytes]:
+    """The CASIC NAV frames of one epoch (runTime `run_time_ms`), in `messages` order: PV, DOP,
+    TIMEUTC, STATUS, INFO (one NAV-GPSINFO/BDSINFO/GLNINFO per constellation in view)."""
+    rt = run_time_ms & 0xFFFFFFFF
+    pos_valid = (7 if st.alt_m is not None else 6) if st.valid else 0
+    used = {s: sum(1 for x in st.satellites if x.system == s and x.used) for s in ("GPS", "BDS", "GLO")}
+    out = []
+    for kind in messages:
+        if kind == "PV":
+            nan = float("nan")
+            alt = st.alt_m if st.alt_m is not None else 0.0
+            sep = st.geoid_sep_m if st.geoid_sep_m is not None else 0.0
+            speed = st.speed_mps if st.speed_mps is not None else 0.0
+            course = st.course_deg if st.course_deg is not None else 0.0
+            payload = struct.pack("<IBBBBBBBxfdd12f", rt, pos_valid, pos_valid, 0b111 if st.valid else 0,
+                                  sum(used.values()), used["GPS"], used["BDS"], used["GLO"],
+                                  st.pdop if st.pdop is not None else nan,
+                                  st.lon if st.valid else 0.0, st.lat if st.valid else 0.0,
+                                  alt + sep, sep, 4.0, 9.0, 0.0, 0.0, 0.0, speed, speed, course, 0.04, 1e6)
+            out.append(casic_frame(0x01, 0x03, payload))
+        elif kind == "DOP":
+            vals = [x if x is not None else 99.99 for x in (st.pdop, st.hdop, st.vdop)]
+            out.append(casic_frame(0x01, 0x01, struct.pack("<I6f", rt, *vals, 1.0, 1.0, 1.0)))
+        elif kind == "TIMEUTC":
+            y, mo, d, h, mi, s, ns = _civil(st.time_ns)
+            payload = struct.pack("<IffHHBBBBBBBB", rt, 1e-8, 0.0, ns // 1_000_000, y, mo, d, h, mi, s, 7, 1, 3)
+            out.append(casic_frame(0x01, 0x10, payload))
+        elif kind == "STATUS":
+            payload = struct.pack("<IHBB", rt, 1000, pos_valid, pos_valid) + bytes(72)
+            out.append(casic_frame(0x01, 0x00, payload))
+        elif kind == "INFO":
+            for system, (msg_id, code) in _CASIC_INFO_IDS.items():
+                sats = [x for x in st.satellites if x.system == system and x.signal_id == 1]
+                if not sats:
+                    continue
+                body = struct.pack("<IBBBB", rt, len(sats), sum(1 for x in sats if x.used), code, 0)
+                for chn, x in enumerate(sats):
+                    body += struct.pack("<BBBBBbhf", chn, x.svid, 0xC1 if x.used else 0xC0, 0x01, x.snr or 0,
+                                        x.elev if x.elev is not None else -128, x.az if x.az is not None else -1, 0.0)
+                out.append(casic_frame(0x01, msg_id, body))
+        else:
+            raise ValueError(f"unknown CASIC message {kind!r}")
+    return out
+
+
+def ubx_epoch(st: EpochState, messages=("PVT", "DOP", "SAT", "TIMEUTC", "EOE")) -> list[bytes]:
+    """The UBX NAV frames of one epoch, in `messages` order: PVT, DOP, SAT, TIMEUTC, EOE."""
+    itow = gps_itow_ms(st.time_ns)
+    y, mo, d, h, mi, s, ns = _civil(st.time_ns)
+    out = []
+    for kind in messages:
+        if kind == "PVT":
+            fix_type = (3 if st.alt_m is not None else 2) if st.valid else 0
+            flags = 0x01 if st.valid else 0
+            if st.quality == 2:
+                flags |= 0x02
+            elif st.quality == 4:
+                flags |= 0x80
+            elif st.quality == 5:
+                flags |= 0x40
+            used = sum(1 for x in st.satellites if x.used and x.signal_id == 1)
+            alt_mm = round((st.alt_m or 0.0) * 1000)
+            sep_mm = round((st.geoid_sep_m or 0.0) * 1000)
+            head = round((st.course_deg or 0.0) * 1e5)
+            payload = struct.pack("<IHBBBBBBIiBBBBiiiiIIiiiiiIIHH", itow, y, mo, d, h, mi, s, 0x07, 20, ns,
+                                  fix_type, flags, 0xE0, used,
+                                  round(st.lon * 1e7) if st.valid else 0, round(st.lat * 1e7) if st.valid else 0,
+                                  alt_mm + sep_mm, alt_mm, 2000, 3000, 0, 0, 0,
+                                  round((st.speed_mps or 0.0) * 1000), head, 200, 18_000_000,
+                                  round(st.pdop * 100) if st.pdop is not None else 9999, 0)
+            out.append(ubx_frame(0x01, 0x07, payload + bytes(12)))
+        elif kind == "DOP":
+            vals = [round(x * 100) if x is not None else 9999 for x in (st.pdop, st.vdop, st.hdop)]
+            out.append(ubx_frame(0x01, 0x04, struct.pack("<I7H", itow, 9999, vals[0], 9999, vals[1], vals[2],
+                                                         9999, 9999)))
+        elif kind == "SAT":
+            sats = [x for x in st.satellites if x.system in _UBX_GNSS_IDS and x.signal_id == 1]
+            body = struct.pack("<IBBH", itow, 1, len(sats), 0)
+            for x in sats:
+                flags = 0x04 | (0x08 if x.used else 0) | 0x10
+                body += struct.pack("<BBBbhhI", _UBX_GNSS_IDS[x.system], x.svid, x.snr or 0,
+                                    x.elev if x.elev is not None else -91, x.az if x.az is not None else -1, 0, flags)
+            out.append(ubx_frame(0x01, 0x35, body))
+        elif kind == "TIMEUTC":
+            out.append(ubx_frame(0x01, 0x21, struct.pack("<IIiHBBBBBB", itow, 20, ns, y, mo, d, h, mi, s, 0x07)))
+        elif kind == "EOE":
+            out.append(ubx_frame(0x01, 0x61, struct.pack("<I", itow)))
+        else:
+            raise ValueError(f"unknown UBX message {kind!r}")
+    return out

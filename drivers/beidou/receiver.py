@@ -49,8 +49,27 @@ after writing `$CCTXA` (nmea_writer.send_21) wait for an RdssFeedback with comma
 CardInfo with form "2.1"; `$CCICR` (card_query_bds3) by form "bds3".
 
 Options (keys of the beidou device config): epoch_period_s (1.0), hdop_limit (5.0), min_sats (4),
-stale_periods (3.0), silent_s (2.0), sky_decimation (5), require_checksum (False).
-Counters: frames, drops (reason -> count), dropped_bytes, resyncs, epochs.
+stale_periods (3.0), silent_s (2.0), sky_decimation (5), require_checksum (False), protocol ("auto").
+
+Binary beside NMEA (`protocol`): CASIC (`BA CE`, ZKW AT6558 modules) and UBX (`B5 62`) frames are
+found and checksum-verified by the hot path's NmeaDecoder in the same byte stream, and decoded into
+epochs by tianwang.drivers.beidou.binary (NAV-PV/TIMEUTC/DOP/STATUS/*INFO, NAV-PVT/SAT/TIMEUTC/DOP/
+EOE). One fix per epoch is published whatever the receiver sends: with "auto", binary epochs win
+while the receiver sends them (the NMEA epochs are counted as `superseded`), NMEA epochs are
+published before the first binary epoch and again once three NMEA epochs came without one; an epoch
+whose time is not after the last published fix is never published twice. "casic" or "ubx" publish
+only that protocol's epochs; "nmea" drops binary frames (drop reason `binary`) as before. The fix's
+`source` says which: "nmea", "casic" or "ubx".
+Counters: frames, drops (reason -> count), dropped_bytes, resyncs, epochs, fragments (pieces of an
+epoch with no time and no position, never published), closed_by ({"end", "next", "flush"} -> count:
+how epochs were closed).
+
+When an epoch is published: once the receiver's cycle is learned (the sentence it sends last, seen
+before two epoch boundaries), an epoch is closed and published by the feed() that brings its last
+sentence ("end"). Before that, or when the cycle is irregular, it is closed by the first sentence of
+the next epoch ("next") or by tick() after half an epoch period without bytes ("flush", the
+fallback quiet-gap timer). The driver shows the three counts as the device counters
+epochs_closed_end, epochs_closed_next and epochs_closed_flush.
 """
 
 from __future__ import annotations
@@ -60,7 +79,10 @@ import dataclasses
 import re
 from typing import Callable
 
+from tianwang.drivers.beidou.binary import BinaryAssembler, BinaryEpoch
 from tianwang.drivers.sdk import Publication
+
+PROTOCOLS = ("auto", "nmea", "casic", "ubx")
 
 KINDS = {1: "normal", 2: "express", 3: "broadcast", 4: "query", 5: "query_reply"}
 ENCODINGS = {0: "gb2312", 1: "code", 2: "mixed"}
@@ -154,7 +176,8 @@ class ReceiverProtocol:
 
     def __init__(self, device_id: str, *, epoch_period_s: float = 1.0, hdop_limit: float = 5.0, min_sats: int = 4,
                  stale_periods: float = 3.0, silent_s: float = 2.0, sky_decimation: int = 5,
-                 require_checksum: bool = False, on_rdss: Callable | None = None, implementation=None):
+                 require_checksum: bool = False, protocol: str = "auto", on_rdss: Callable | None = None,
+                 implementation=None):
         if not epoch_period_s > 0:
             raise ValueError(f"epoch_period_s must be > 0, not {epoch_period_s}")
         if not hdop_limit > 0:
@@ -167,6 +190,8 @@ class ReceiverProtocol:
             raise ValueError(f"silent_s must be > 0, not {silent_s}")
         if sky_decimation < 0:
             raise ValueError(f"sky_decimation must be >= 0, not {sky_decimation}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
         if implementation is None:
             from tianwang.drivers.sdk import framing as implementation
         self.device_id = device_id
@@ -178,9 +203,19 @@ class ReceiverProtocol:
         self.sky_decimation = int(sky_decimation)
         self.on_rdss = on_rdss
         self._impl = implementation
-        self._decoder = implementation.NmeaDecoder(require_checksum=require_checksum)
+        self.protocol = protocol
+        self._decoder = implementation.NmeaDecoder(require_checksum=require_checksum, binary=protocol != "nmea")
         self._assembler = implementation.EpochAssembler()
         self._epoch_type = implementation.Epoch
+        self._frame_type = implementation.BinaryFrame
+        self._binary = {p: BinaryAssembler(p) for p in ("casic", "ubx") if protocol in (p, "auto")}
+        self.superseded = 0
+        self._unused_frames = self._unused_bytes = 0
+        self._binary_keys: dict[str, int] = {}
+        self._held: dict = {}  # source -> its first epoch, until the next one confirms the source
+        self._binary_seen = False  # a binary epoch has been published
+        self._nmea_run = 0  # NMEA epochs since the last binary one
+        self._last_fix_ns = -1  # device time of the last fix published (binary receivers only)
         self._handlers = {
             implementation.TXT: self._txt,
             implementation.TXR: self._message,
@@ -213,11 +248,16 @@ class ReceiverProtocol:
 
     @property
     def drops(self) -> dict:
-        return self._decoder.drops
+        drops = self._decoder.drops
+        if self._unused_frames:
+            # binary frames that passed their checksum but give nothing: not a navigation message
+            # this receiver decodes, an impossible length, or the protocol not chosen
+            drops["binary"] += self._unused_frames
+        return drops
 
     @property
     def dropped_bytes(self) -> int:
-        return self._decoder.dropped_bytes
+        return self._decoder.dropped_bytes + self._unused_bytes
 
     @property
     def resyncs(self) -> int:
@@ -243,8 +283,13 @@ class ReceiverProtocol:
             self._start_ns = now_ns
         pubs: list = []
         bytes_ref = self._bytes_ns if self._bytes_ns is not None else self._start_ns
-        if self._assembler.open and now_ns - bytes_ref >= self._flush_ns:
-            self._process(self._assembler.flush(), now_ns, pubs)
+        if now_ns - bytes_ref >= self._flush_ns:
+            if self._assembler.open:
+                self._process(self._assembler.flush(), now_ns, pubs)
+            for b in self._binary.values():
+                if b.open:
+                    for e in b.flush():
+                        self._epoch(e, now_ns, pubs)
         if now_ns - bytes_ref >= self._silent_ns:
             self._transition("SILENT", f"no bytes for {(now_ns - bytes_ref) / 1e9:.1f} s", 0, pubs)
         else:
@@ -259,6 +304,9 @@ class ReceiverProtocol:
         items = self._assembler.push(self._decoder.finish())
         items += self._assembler.flush(final=True)
         self._process(items, now_ns, pubs)
+        for b in self._binary.values():
+            for e in b.flush(final=True):
+                self._epoch(e, now_ns, pubs)
         return pubs
 
     def take_rdss_events(self) -> list:
@@ -273,18 +321,55 @@ class ReceiverProtocol:
     def epochs(self) -> int:
         return self._assembler.epochs
 
+    @property
+    def fragments(self) -> int:
+        return self._assembler.fragments + sum(b.fragments for b in self._binary.values())
+
+    @property
+    def closed_by(self) -> dict:
+        a = self._assembler
+        out = {"end": a.closed_by_end, "next": a.closed_by_next, "flush": a.closed_by_flush}
+        for b in self._binary.values():
+            out["end"] += b.closed_by_end
+            out["next"] += b.closed_by_next
+            out["flush"] += b.closed_by_flush
+        return out
+
+    @property
+    def binary_frames(self) -> int:
+        """CASIC and UBX frames found (checksum-verified) in the stream."""
+        return self._decoder.binary_frames
+
     def _process(self, items, now_ns, pubs):
         epoch_type = self._epoch_type
         on_epoch = self._epoch
         for item in items:
             if type(item) is epoch_type:
                 on_epoch(item, now_ns, pubs)
+            elif type(item) is self._frame_type:
+                b = self._binary.get(item.protocol)
+                used = 0
+                if b is not None:
+                    used = b.messages
+                    for e in b.push(item):
+                        on_epoch(e, now_ns, pubs)
+                    used = b.messages - used
+                if not used:
+                    self._unused_frames += 1
+                    self._unused_bytes += len(item.payload) + (8 if item.protocol == "ubx" else 10)
             else:
                 handler = self._handlers.get(type(item))
                 if handler is not None:
                     handler(item, pubs)
 
     def _epoch(self, e, now_ns, pubs):
+        if self._binary:
+            for c in self._select(e):
+                self._publish_epoch(c, now_ns, pubs)
+        else:
+            self._publish_epoch(e, now_ns, pubs)
+
+    def _publish_epoch(self, e, now_ns, pubs):
         # runs once per epoch on every receiver: kept to few lookups
         device_ns = e.time_ns
         if device_ns < 0:
@@ -321,6 +406,49 @@ class ReceiverProtocol:
             if self._sky_count % self.sky_decimation == 0:
                 pubs.append(Publication("sky", {"satellites": e.satellites()}, device_ns))
             self._sky_count += 1
+
+    def _select(self, e) -> list:
+        # one fix per epoch when binary and NMEA both come (see the module docstring): the epochs
+        # to publish now, oldest first
+        binary = type(e) is BinaryEpoch
+        if binary:
+            if self.protocol != "auto" and self.protocol != e.source:
+                self.superseded += 1
+                return []
+            # a source counts once two epochs in a row moved its clock on by a plausible period (a
+            # stray frame with a good checksum is not a receiver sending binary); the first of the
+            # two is held until then
+            last = self._binary_keys.get(e.source)
+            self._binary_keys[e.source] = e.key
+            held = self._held.pop(e.source, None)
+            if last is None or not 0 < (e.key - last) % (1 << 32) <= 10_000:
+                if held is not None:
+                    self.superseded += 1
+                self._held[e.source] = e
+                return []
+            self._binary_seen = True
+            self._nmea_run = 0
+            candidates = [e] if held is None or held.key != last else [held, e]
+        elif self.protocol != "auto":
+            self.superseded += 1
+            return []
+        else:
+            if self._binary_seen:
+                self._nmea_run += 1
+                if self._nmea_run <= 3:
+                    self.superseded += 1
+                    return []
+            candidates = [e]
+        out = []
+        for c in candidates:
+            if c.time_ns >= 0:
+                if (binary or self._binary_seen) and c.time_ns <= self._last_fix_ns:
+                    self.superseded += 1
+                    continue
+                if c.time_ns > self._last_fix_ns:
+                    self._last_fix_ns = c.time_ns
+            out.append(c)
+        return out
 
     def _transition(self, state, reason, device_ns, pubs):
         if state == self.state:

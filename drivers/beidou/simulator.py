@@ -566,6 +566,15 @@ class _TcpLine:
 # The receiver
 
 
+# sentence orders seen in the field (issue 11)
+ORDERS = {
+    "usual": w.EpochWriter.DEFAULT_ORDER,
+    "position": ("GGA", "RMC", "GSA", "GSV"),
+    "satellites": ("GSA", "GSV", "GGA", "RMC"),
+    "between": ("RMC", "GST", "GGA", "GSA", "ZDA", "GSV"),
+}
+
+
 class ReceiverSimulator:
     """A BeiDou receiver (and optional RDSS card) on a pty or a TCP port. See the module docstring.
 
@@ -578,6 +587,13 @@ class ReceiverSimulator:
     link          with "pty": a symlink kept pointing at the current pty (survives `cut()`)
     banner_s      how often the firmware banner (`firmware`) is repeated
     fki_delay_s   how long the card takes to answer a command
+    dual_band     a dual-frequency receiver: two GSA per constellation, a second GSV set (signal 7/8)
+    binary        None, "casic" or "ubx": the receiver also sends that binary protocol's navigation
+                  frames every epoch, interleaved with the NMEA sentences (CASIC NAV-PV, DOP, TIMEUTC,
+                  GPSINFO/BDSINFO; UBX NAV-PVT, DOP, SAT, TIMEUTC, EOE)
+    order         the sentences of an epoch, in order (nmea_writer.EpochWriter); None: the talker's
+                  usual order. ORDERS names the orders seen in the field ("position", "satellites",
+                  "between": GST and ZDA between the others)
     Counters in `counters` (COUNTERS); the last `keep_epochs` epochs written in `epochs` (time_ns ->
     EpochState). Call start() and stop() on a running loop; the controls work in between.
     """
@@ -587,7 +603,8 @@ class ReceiverSimulator:
                  level: int = 3, seed: int = 2024, origin=DEFAULT_CENTRE, link: str | None = None,
                  host: str = "127.0.0.1", port: int = 0, banner_s: float = 10.0, firmware: str = "TWSIM-BD,V2.3.1",
                  noise_rate: float = 0.35, fki_delay_s: float = 0.05, keep_epochs: int = 4096,
-                 message_every_s: float = 0.0, message_sender: str = "0166166"):
+                 message_every_s: float = 0.0, message_sender: str = "0166166", dual_band: bool = False,
+                 order=None, binary: str | None = None):
         if transport not in ("pty", "tcp"):
             raise ValueError(f"transport must be 'pty' or 'tcp', not {transport!r}")
         if talker not in TALKERS:
@@ -614,8 +631,18 @@ class ReceiverSimulator:
         self.noise_rate = noise_rate
         self.latlon_decimals = latlon_decimals
         self.time_decimals = time_decimals
+        if isinstance(order, str):
+            if order not in ORDERS:
+                raise ValueError(f"order must be one of {', '.join(ORDERS)} or a list of sentences, not {order!r}")
+            order = ORDERS[order]
+        self.dual_band = bool(dual_band)
+        if binary not in (None, "casic", "ubx"):
+            raise ValueError(f"binary must be 'casic', 'ubx' or None, not {binary!r}")
+        self.binary = binary
+        self._boot_ns = time.time_ns()  # CASIC runTime counts from here
         self.writer = w.EpochWriter(style, solution_talker, time_decimals=time_decimals,
-                                    latlon_decimals=latlon_decimals)
+                                    latlon_decimals=latlon_decimals, dual_band=dual_band,
+                                    order=tuple(order) if order else w.EpochWriter.DEFAULT_ORDER)
         self.route = CityLoop(origin)
         self.rng = random.Random(seed)
         self.sky = Sky(systems, random.Random(seed + 1))
@@ -777,6 +804,14 @@ class ReceiverSimulator:
         """The epoch written for fix time `time_ns`, if it is still remembered."""
         return self.epochs.get(time_ns)
 
+    def binary_frames(self, st: w.EpochState) -> list[bytes]:
+        """The binary navigation frames of one epoch (none unless `binary`)."""
+        if self.binary == "casic":
+            return w.casic_epoch(st, (st.time_ns - self._boot_ns) // 1_000_000)
+        if self.binary == "ubx":
+            return w.ubx_epoch(st)
+        return []
+
     def epoch_bytes(self, st: w.EpochState) -> list[bytes]:
         """The sentences of one epoch, in this receiver's style."""
         return self.writer.sentences(st)
@@ -804,10 +839,17 @@ class ReceiverSimulator:
             self.epochs.popitem(last=False)
         self.counters["epochs"] += 1
         self.counters["sentences"] += len(sentences)
+        frames = self.binary_frames(st)
         if not self.noise:
-            self._write(b"".join(sentences), 0)
+            if frames:
+                mixed = []
+                for i in range(max(len(sentences), len(frames))):
+                    mixed += frames[i:i + 1] + sentences[i:i + 1]
+                self._write(b"".join(mixed), 0)
+            else:
+                self._write(b"".join(sentences), 0)
             return
-        data = self._noisy(sentences)
+        data = b"".join(frames) + self._noisy(sentences)
         # written in a few pieces with small gaps, so the reader gets the epoch cut at odd places;
         # what else the receiver has to say waits for the end of the epoch, as a receiver's single
         # output queue does (a TXT in the middle of a GSA would cut it short)
@@ -989,6 +1031,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--systems", type=_systems, default=None, metavar="LIST",
                     help="constellations in view, e.g. BDS,GPS (default: by talker)")
     ap.add_argument("--noise", action="store_true", help="bad checksums, cut lines, $$, \\r\\r\\n, garbage, binary frames")
+    ap.add_argument("--dual-band", action="store_true",
+                    help="a dual-frequency receiver: two GSA per constellation, GSV for signals 1 and 7/8")
+    ap.add_argument("--order", choices=tuple(ORDERS), default="usual",
+                    help="sentence order of an epoch: usual (RMC VTG GGA GSA GSV GLL ZDA), position (GGA RMC GSA GSV), "
+                         "satellites (GSA GSV GGA RMC), between (GST and ZDA between the others)")
+    ap.add_argument("--binary", choices=("none", "casic", "ubx"), default="none",
+                    help="also send CASIC or UBX navigation frames every epoch, interleaved with NMEA (default none)")
     ap.add_argument("--rdss", choices=("2.1", "bds3", "none"), default="2.1", help="RDSS card protocol (default 2.1)")
     ap.add_argument("--interval", type=int, default=60, metavar="S", help="the card's service interval (default 60)")
     ap.add_argument("--card", default="0245678", metavar="ID", help="the card's 7-digit id")
@@ -1009,7 +1058,8 @@ async def _amain(args) -> dict:
         args.transport, rate=args.rate, talker=args.talker, systems=args.systems, noise=args.noise,
         rdss=None if args.rdss == "none" else args.rdss, interval_s=args.interval, card_id=args.card,
         level=args.level, seed=args.seed, origin=args.centre, link=args.link, host=args.host, port=args.port,
-        message_every_s=args.message_every,
+        message_every_s=args.message_every, dual_band=args.dual_band, order=args.order,
+        binary=None if args.binary == "none" else args.binary,
     )
     return await serve_simulator(
         sim,
@@ -1021,6 +1071,9 @@ async def _amain(args) -> dict:
             "talker": args.talker,
             "systems": list(sim.systems),
             "noise": args.noise,
+            "dual_band": args.dual_band,
+            "binary": args.binary,
+            "order": args.order,
             "rdss": args.rdss,
             "interval_s": args.interval,
             "card_id": args.card if args.rdss != "none" else None,

@@ -156,10 +156,115 @@ def casic_bds3_terminal() -> bytes:
     return out.getvalue()
 
 
+def _dual_sky(k):
+    sats = [w.Satellite("GPS", s, min(25 + 2 * s, 85), 21 * s % 360, 42, used=s != 29) for s in (2, 5, 11, 18, 25, 29)]
+    sats += [w.Satellite("BDS", s, min(20 + s, 85), 13 * s % 360, 40, used=s not in (41, 59))
+             for s in (6, 9, 14, 21, 26, 33, 41, 59)]
+    return sats
+
+
+def dualband_satellites_first() -> bytes:
+    """A dual-frequency (L1+L5 / B1I+B2a) NMEA 4.11 receiver that writes its satellites first: per
+    epoch GSA for every constellation on band 1, then again on band 2 (no signal ID in GSA), GSV
+    for signals 1 and 7/8, GST and ZDA between them, then GGA and RMC. A no-fix start."""
+    t0 = utc(2026, 11, 29, 7, 45, 0)
+    ew = w.EpochWriter(style="nmea410", talker="GN", order=("GSA", "GST", "GSV", "ZDA", "GGA", "RMC"),
+                       dual_band=True)
+    out = io.BytesIO()
+    for k in range(12):
+        t = t0 + k * SEC
+        if k < 2:
+            st = w.EpochState(time_ns=t, quality=0, fix_type=1, satellites=[
+                w.Satellite(s.system, s.svid, s.elev, s.az, None, used=False) for s in _dual_sky(k)])
+        else:
+            lat, lon = walk((30.5928, 114.3055), k - 2, heading_deg=95.0, speed_mps=11.0)
+            st = w.EpochState(time_ns=t, lat=lat, lon=lon, alt_m=23.7, geoid_sep_m=-12.1, speed_mps=11.0,
+                              course_deg=95.0, hdop=0.8, pdop=1.4, vdop=1.1, satellites=_dual_sky(k), rms=1.2,
+                              sd_lat_m=0.8, sd_lon_m=0.7, sd_alt_m=1.5)
+        out.write(ew.epoch(st))
+    return out.getvalue()
+
+
+def casic_at6558_mixed() -> bytes:
+    """An ATGM336H-class module (ZKW AT6558) with binary output switched on beside NMEA: per epoch
+    the NMEA sentences (GN solution, BD-style GSA/GSV) interleaved with CASIC NAV-PV, NAV-DOP,
+    NAV-TIMEUTC, NAV-GPSINFO/BDSINFO, and NAV-STATUS every other epoch; plus a CASIC frame with a
+    bad checksum, line noise made of sync bytes, a CASIC frame written into the middle of an RMC
+    (the RMC is lost, the frame is not), and a stray CFG-MSG ack frame."""
+    t0 = utc(2026, 11, 29, 9, 0, 0)
+    ew = w.EpochWriter(style="bd", talker="GN", order=("GGA", "GSA", "GSV", "RMC"), time_decimals=3,
+                       latlon_decimals=6)
+    out = io.BytesIO()
+    for k in range(10):
+        t = t0 + k * SEC
+        lat, lon = walk((27.8294, 112.9401), k, heading_deg=30.0, speed_mps=6.0)
+        sats = [w.Satellite("GPS", s, 30 + s, 13 * s % 360, 40, used=True) for s in (3, 6, 17, 19)]
+        sats += [w.Satellite("BDS", s, 30 + s, 17 * s % 360, 41, used=s != 33) for s in (3, 8, 13, 24, 33)]
+        st = w.EpochState(time_ns=t, lat=lat, lon=lon, alt_m=60.0, geoid_sep_m=-15.0, speed_mps=6.0, course_deg=30.0,
+                          hdop=1.2, pdop=2.0, vdop=1.6, satellites=sats)
+        nmea = ew.sentences(st)
+        kinds = ("PV", "DOP", "TIMEUTC", "INFO") + (("STATUS",) if k % 2 == 0 else ())
+        frames = w.casic_epoch(st, 5_000_000 + k * 1000, kinds)
+        seq = []
+        for i in range(max(len(nmea), len(frames))):
+            if i < len(frames):
+                seq.append(frames[i])
+            if i < len(nmea):
+                seq.append(nmea[i])
+        if k == 4:
+            bad = bytearray(frames[0])
+            bad[-1] ^= 0x5A
+            seq.insert(0, bytes(bad))  # a NAV-PV with a bad checksum before the good one
+        if k == 6:
+            seq.insert(3, b"\xba\xce\x10\x00\xb5\x62\x01\xba")  # sync bytes as noise
+        if k == 7:
+            rmc = [x for x in seq if x[3:6] == b"RMC"][0]
+            at = seq.index(rmc)
+            seq[at] = rmc[:30] + w.casic_frame(0x05, 0x01, bytes([0x06, 0x01, 0, 0]))  # cut by an ACK frame
+        out.write(b"".join(seq))
+    return out.getvalue()
+
+
+def ublox_m8_mixed() -> bytes:
+    """A u-blox M8-class receiver with UBX NAV-PVT, NAV-DOP, NAV-SAT, NAV-TIMEUTC and NAV-EOE beside
+    NMEA 4.10: the binary epoch (ended by EOE) comes before the NMEA one. Also: a NAV-PVT with a
+    bad checksum, an RTCM3 frame, random garbage, and two epochs in which the binary says no fix
+    (gnssFixOK 0) at the start."""
+    t0 = utc(2026, 11, 29, 12, 0, 0)
+    ew = w.EpochWriter(style="nmea410", talker="GN", order=("RMC", "VTG", "GGA", "GSA", "GSV", "GLL"))
+    out = io.BytesIO()
+    for k in range(10):
+        t = t0 + k * SEC
+        sats = [w.Satellite("GPS", s, 25 + s, 20 * s % 360, 39, used=k >= 2) for s in (1, 4, 8, 10, 22)]
+        sats += [w.Satellite("GAL", s, 40, 15 * s % 360, 36, used=k >= 2) for s in (3, 13)]
+        sats += [w.Satellite("BDS", s, 25 + s, 11 * s % 360, 37, used=k >= 2) for s in (6, 9, 16, 39)]
+        if k < 2:
+            st = w.EpochState(time_ns=t, quality=0, fix_type=1, satellites=sats)
+        else:
+            lat, lon = walk((27.8294, 112.9401), k - 2, heading_deg=180.0, speed_mps=9.0)
+            st = w.EpochState(time_ns=t, lat=lat, lon=lon, alt_m=75.0, geoid_sep_m=-15.0, speed_mps=9.0,
+                              course_deg=180.0, hdop=0.9, pdop=1.5, vdop=1.2, satellites=sats)
+        frames = w.ubx_epoch(st)
+        if k == 5:
+            bad = bytearray(frames[0])
+            bad[-2] ^= 0x01
+            out.write(bytes(bad))
+        out.write(b"".join(frames))
+        if k == 3:
+            out.write(w.rtcm3_frame(bytes([0x3E, 0xD0]) + bytes(17)))
+        if k == 6:
+            out.write(bytes([0xB5, 0x00, 0xB5, 0x62, 0xFF, 0xFF, 0x13, 0x37, 0xD3, 0xBA]))
+        out.write(ew.epoch(st))
+    return out.getvalue()
+
+
 CAPTURES = {
     "bd410004_bds_only": bd410004_bds_only,
     "nmea410_multi_gnss": nmea410_multi_gnss,
     "casic_bds3_terminal": casic_bds3_terminal,
+    "dualband_satellites_first": dualband_satellites_first,
+    "casic_at6558_mixed": casic_at6558_mixed,
+    "ublox_m8_mixed": ublox_m8_mixed,
 }
 
 
