@@ -148,12 +148,13 @@ class Gateway:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(pb.DESCRIPTOR.services_by_name["Gateway"].full_name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "gateway %s listening on %s (port %d), hot path %s, %d devices",
+            "gateway %s listening on %s (port %d), hot path %s, %d devices, %d listeners",
             cfg.gateway.name,
             self.listen,
             self.port,
             self.implementation,
-            len(cfg.all_devices()),
+            len(cfg.devices),
+            len(cfg.listeners),
         )
 
     async def stop(self) -> None:

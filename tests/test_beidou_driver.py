@@ -392,6 +392,8 @@ async def test_send_message_timeout_busy_and_invalid_arguments():
             await s.command("reboot")
     assert busy.value.code == "BUSY"
     assert timeout.value.code == "TIMEOUT" and "0.5 s" in timeout.value.message
+    # the likeliest cause is named: a terminal of the other RDSS protocol ignores these commands
+    assert "speaks RDSS protocol '2.1' (rdss.protocol)" in timeout.value.message and "'bds3'" in timeout.value.message
     assert bad == {"INVALID": 9}
     assert ok["status"] == "sent"
     assert unknown.value.code == "UNSUPPORTED"

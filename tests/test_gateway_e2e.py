@@ -443,3 +443,23 @@ async def test_list_devices_pages_and_filters():
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await stub.ListDevices(req, metadata=md(READ))
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and text in err.value.details()
+
+
+async def test_a_device_that_never_connected_shows_no_data_and_logs_its_failure_once(caplog):
+    import logging
+
+    down = {"id": "down-1", "driver": "testgen", "refuse": True, "backoff": {"initial_s": 0.02, "max_s": 0.05}}
+    with caplog.at_level(logging.DEBUG, logger="tianwang"):
+        async with running(base_config([down])) as gw:
+            await until(lambda: gw.supervisor.restarts >= 5, 10, "five failed attempts")
+            async with client(gw) as (stub, _):
+                d = (await stub.ListDevices(pb.ListDevicesRequest(), metadata=md(READ))).devices[0]
+                # its health changes are in the journal, but they are the gateway's words, not data
+                assert d.last_seen_ns == 0 and d.counters["envelopes"] == 0
+            assert gw.journal.last_seq >= 5
+    failures = [r for r in caplog.records if "down-1: CONNECTING -> OFFLINE" in r.getMessage()]
+    assert len(failures) >= 5
+    assert [r.levelno for r in failures].count(logging.WARNING) == 1  # the first; the rest at DEBUG
+    starts = [r for r in caplog.records if "down-1: OFFLINE -> CONNECTING" in r.getMessage()]
+    assert starts[0].levelno == logging.INFO  # the first start
+    assert len(starts) >= 5 and all(r.levelno == logging.DEBUG for r in starts[1:])  # the retries

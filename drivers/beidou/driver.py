@@ -334,7 +334,13 @@ class BeidouDriver(Driver):
                 return await asyncio.wait_for(future, max(wait, 0.001))
             except asyncio.TimeoutError:
                 self.ctx.count("rdss_timeouts")
-                raise CommandError("TIMEOUT", f"no {what} from the terminal within {wait:g} s") from None
+                other = "bds3" if rdss.protocol == "2.1" else "2.1"
+                raise CommandError(
+                    "TIMEOUT",
+                    f"no {what} from the terminal within {wait:g} s; this device speaks RDSS protocol "
+                    f"{rdss.protocol!r} (rdss.protocol): a terminal that speaks {other!r} ignores these "
+                    "commands, so check the terminal's protocol if it never answers",
+                ) from None
         finally:
             self._waiter = None
             self._rdss_busy = False

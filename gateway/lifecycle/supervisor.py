@@ -76,6 +76,7 @@ class DeviceContext:
         self._publish = supervisor.router.publish
         self._topics: dict[str, str] = {}
         self._children: dict[str, "DeviceContext"] = {}
+        self._last_failure: str | None = None  # the reason of the last OFFLINE, until ONLINE again
         self.config = config
         self.device_id = entry.id
         self.family = entry.family
@@ -99,10 +100,15 @@ class DeviceContext:
         entry = self._entry
         entry.last_seen_ns = time.time_ns()
         entry.envelopes += 1
+        seq = self._route(topic, entry, payload, device_time_ns)
+        if not seq:
+            entry.envelopes -= 1
+        return seq
+
+    def _route(self, topic, entry, payload, device_time_ns):
         try:
             return self._publish(topic, entry.id, payload, device_time_ns)
         except FrameError as exc:
-            entry.envelopes -= 1
             # a durable journal that cannot write refuses readings (its error is the cause)
             self.drop("journal_unwritable" if type(exc.__cause__).__name__ == "JournalUnwritable" else "unencodable")
             self.log.error("%s: reading refused: %s", entry.id, exc)
@@ -130,10 +136,20 @@ class DeviceContext:
             if entry.parent:
                 # terminals come and go by the thousand; their changes are on the health topic
                 level = logging.DEBUG
+            elif state == Health.CONNECTING and previous == Health.OFFLINE and self._last_failure is not None:
+                level = logging.DEBUG  # a retry of a device that is down: its failure was logged
+            elif state == Health.OFFLINE and reason == self._last_failure:
+                level = logging.DEBUG  # the same failure again: logged once, not at every retry
             else:
                 level = logging.INFO if state in (Health.ONLINE, Health.CONNECTING) else logging.WARNING
+            if state == Health.OFFLINE:
+                self._last_failure = reason
+            elif state == Health.ONLINE:
+                self._last_failure = None
             self.log.log(level, "%s: %s -> %s%s", entry.id, previous.value, state.value, f" ({reason})" if reason else "")
-            self.publish("health", {"state": state.value, "previous": previous.value, "reason": reason})
+            # the gateway's own words about the device: routed, but neither "seen" nor counted as
+            # the device's envelopes (a device that never connected shows never / 0)
+            self._route(self.topic("health"), entry, {"state": state.value, "previous": previous.value, "reason": reason}, 0)
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a per-device counter (shown in ListDevices)."""
