@@ -27,7 +27,8 @@ async def test_simulate_jt808_process_reports_until_sigterm():
         try:
             first = json.loads(proc.stdout.readline())
             assert first["kind"] == "jt808" and first["url"] == f"tcp://127.0.0.1:{gw.port}"
-            assert first["phones"] == ["13300000000", "13300000003"]
+            assert first["phones"] == [str(13300000000 + i) for i in range(4)]  # one per terminal
+            assert (first["first_phone"], first["last_phone"]) == ("13300000000", "13300000003")
             phones = [str(13300000000 + i) for i in range(4)]
             await until(lambda: all(gw.entry(x) is not None and gw.entry(x).state == Health.ONLINE for x in phones), 15, "online")
             await until(lambda: all(len(gw.payloads(f"gnss/{x}/fix")) >= 3 for x in phones), 10, "fixes")

@@ -582,7 +582,10 @@ async def _amain(args) -> dict:
             "terminals": args.terminals,
             "rate": args.rate,
             "version": args.version,
-            "phones": [fleet.terminals[0].phone, fleet.terminals[-1].phone],
+            # every phone for a small fleet; the first and last (consecutive numbers) always
+            "first_phone": fleet.terminals[0].phone,
+            "last_phone": fleet.terminals[-1].phone,
+            **({"phones": [t.phone for t in fleet.terminals]} if len(fleet.terminals) <= 100 else {}),
         },
         args.stats_interval,
         describe_first=True,
