@@ -253,3 +253,14 @@ def test_demo_ready_line_carries_its_tokens():
     finally:
         p.terminate()
         p.wait(15)
+
+
+def test_command_help_actions_asks_the_gateway_what_the_device_is(gateway):
+    r = tw("command", "--addr", gateway.addr, "gen-1", "--help-actions")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("gen-1: testgen device, ONLINE")
+    assert "  echo  [control grant]" in r.stdout
+    r = tw("command", "--addr", gateway.addr, "no-such", "--help-actions")
+    assert r.returncode == 1 and "the gateway has no device 'no-such'" in r.stderr
+    r = tw("command", "--addr", gateway.addr, "gen-1")
+    assert r.returncode == 2 and "give an ACTION (or --help-actions" in r.stderr

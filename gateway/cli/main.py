@@ -158,9 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("command", help="send a command to a device")
     _client_args(p)
     p.add_argument("device", help="the device id (a terminal: its phone number)")
-    p.add_argument("action", help="the action; `tianwang drivers --actions` lists each driver's")
+    p.add_argument("action", nargs="?", help="the action; --help-actions lists what DEVICE takes")
     p.add_argument("args", nargs="*", metavar="key=value", help="arguments (values parsed as JSON when they can be)")
     p.add_argument("--reason", default="", help="why (recorded in the audit log; required for some actions)")
+    p.add_argument(
+        "--help-actions", action="store_true",
+        help="ask the gateway which driver runs DEVICE and list that driver's actions, then exit",
+    )
     p.add_argument("--command-timeout", type=_seconds, default=0, help="seconds the device gets (default: driver's)")
 
     p = sub.add_parser("top", help="live view of rates and device states")
@@ -602,6 +606,11 @@ def cmd_command(args) -> int:
     from tianwang.v1 import client
     from tianwang.v1 import gateway_pb2 as pb
 
+    if args.help_actions:
+        return _device_actions(args)
+    if not args.action:
+        print("tianwang command: give an ACTION (or --help-actions to list what the device takes)", file=sys.stderr)
+        return 2
     kv = {}
     for item in args.args:
         key, sep, value = item.partition("=")
@@ -632,6 +641,39 @@ def cmd_command(args) -> int:
     }
     print(json.dumps(out, default=_json_default, ensure_ascii=False))
     return 0 if reply.ok else 1
+
+
+def _device_actions(args) -> int:
+    """`command DEVICE --help-actions`: the driver the gateway runs DEVICE with, and its actions."""
+    import grpc
+
+    from tianwang.gateway.lifecycle.registry import default_registry
+
+    channel, stub, md = _connect(args)
+    try:
+        matches = [d for d in list_all_devices(stub, md, args.timeout, id_prefix=args.device) if d.id == args.device]
+    except grpc.RpcError as exc:
+        return _rpc_error(exc, args)
+    finally:
+        channel.close()
+    if not matches:
+        print(f"tianwang command: the gateway has no device {args.device!r} (or this token may not see it)", file=sys.stderr)
+        return 1
+    dev = matches[0]
+    spec = default_registry().get(dev.driver)
+    where = f"terminal of listener {dev.parent}" if dev.parent else "device"
+    print(f"{dev.id}: {dev.driver} {where}, {dev.state}")
+    if spec is None:
+        print(f"  (the {dev.driver} driver is not installed here, so its actions cannot be listed)")
+        return 0
+    for a in spec.actions:
+        needs = ["control grant" if a.needs_control else "read access"]
+        if a.needs_reason:
+            needs.append("--reason")
+        print(f"  {a.name}  [{', '.join(needs)}]  {a.description}")
+        for arg, text in a.args.items():
+            print(f"      {arg}: {text}")
+    return 0
 
 
 def cmd_top(args) -> int:
