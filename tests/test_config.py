@@ -167,3 +167,14 @@ def test_metrics_off_in_the_file_and_an_empty_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(str(path))
     assert "the config is empty" in err.value.problems[0][1]
+
+
+def test_a_duplicate_token_name_is_reported_beside_field_errors(tmp_path):
+    path = tmp_path / "gw.yaml"
+    path.write_text('auth: {tokens: [{name: a, token_env: NOPE_NOT_SET_42, read: ["#"]}, {name: a, token: x, read: [bad/#/x]}]}\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    problems = dict(err.value.problems)
+    assert problems["auth.tokens[1].name"] == "duplicate token name 'a' (also tokens[0])"
+    assert "NOPE_NOT_SET_42" in problems["auth.tokens[0].token_env"]
+    assert "'#' must be the last level" in problems["auth.tokens[1].read"]

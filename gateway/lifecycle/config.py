@@ -298,12 +298,7 @@ class AuthConfig(Model):
     def _unique(self):
         seen = {}
         for i, t in enumerate(self.tokens):
-            if t.name in seen:
-                raise PydanticCustomError(
-                    "secret", "{key}: duplicate token name {name} (also tokens[{other}])",
-                    {"key": f"tokens[{i}].name", "name": repr(t.name), "other": seen[t.name]},
-                )
-            seen[t.name] = i
+            seen[t.name] = i  # duplicate names are found by load_config, on the raw entries
         values = {}
         for i, t in enumerate(self.tokens):
             v = t.token.get_secret_value() if t.token else None
@@ -570,6 +565,15 @@ def load_config(source: str | dict, registry=None) -> Config:
     listeners = _load_entries("listeners", raw_listeners, "listener", registry, problems)
 
     # duplicates are found on the raw entries, so they are reported even when an entry is invalid
+    raw_auth = data.get("auth") if isinstance(data.get("auth"), dict) else {}
+    names: dict[str, int] = {}
+    for i, t in enumerate(raw_auth.get("tokens") if isinstance(raw_auth.get("tokens"), list) else ()):
+        name = t.get("name") if isinstance(t, dict) else None
+        if isinstance(name, str):
+            if name in names:
+                problems.append((f"auth.tokens[{i}].name", f"duplicate token name {name!r} (also tokens[{names[name]}])"))
+            else:
+                names[name] = i
     seen: dict[str, str] = {}
     for section, raw in (("devices", raw_devices), ("listeners", raw_listeners)):
         for i, entry in enumerate(raw if isinstance(raw, list) else ()):
