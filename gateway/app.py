@@ -145,6 +145,7 @@ class Gateway:
         if not framing.USING_CEXT:
             log.warning("hot path: running the pure-Python twins (%s)", framing.why_not_compiled())
         await self.supervisor.apply(cfg)
+        await self._check_listeners(cfg)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(pb.DESCRIPTOR.services_by_name["Gateway"].full_name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -156,6 +157,30 @@ class Gateway:
             len(cfg.devices),
             len(cfg.listeners),
         )
+
+    async def _check_listeners(self, cfg, wait_s: float = 2.0) -> None:
+        """At start, a listener whose address is taken is a start error (another gateway, or a
+        stale one, holds the port), not a device to retry for ever."""
+        ids = [d.id for d in cfg.listeners if d.enabled]
+        if not ids:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while loop.time() < deadline:
+            entries = [self.supervisor.lookup(i) for i in ids]
+            # settled: the driver's task ran and the listener is up or has failed
+            if all(e is None or (e.state.value != "CONNECTING" and e.reason != "not started") for e in entries):
+                break
+            await asyncio.sleep(0.02)
+        taken = []
+        for i in ids:
+            e = self.supervisor.lookup(i)
+            if e is not None and e.state.value == "OFFLINE" and "address already in use" in e.reason.lower():
+                listen = next(d.listen for d in cfg.listeners if d.id == i)
+                taken.append(f"listener {i}: cannot listen on {listen}: the address is in use (another gateway?)")
+        if taken:
+            await self.stop()
+            raise GatewayError("; ".join(taken))
 
     async def stop(self) -> None:
         """Stop serving: NOT_SERVING, end streams, close drivers, stop the server."""

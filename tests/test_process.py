@@ -174,3 +174,21 @@ async def test_port_in_use_is_a_clear_error(tmp_path, proc_factory):
     with pytest.raises(RuntimeError) as err:
         proc_factory(other)
     assert f"cannot listen on {first.addr}" in str(err.value)
+
+
+async def test_a_listener_whose_port_is_taken_fails_the_start(tmp_path, proc_factory):
+    import socket
+
+    with socket.socket() as holder:  # another program already listens there
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        path = tmp_path / "gw.yaml"
+        cfg = config([])
+        cfg["listeners"] = [{"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret_env": "TW_T_READ"}]
+        write(path, cfg)
+        with pytest.raises(RuntimeError) as err:
+            proc_factory(path)
+    text = str(err.value)
+    assert f"listener fleet: cannot listen on 127.0.0.1:{port}: the address is in use" in text
+    assert "Traceback" not in text
