@@ -543,6 +543,13 @@ async def test_query_location_round_trip():
             with pytest.raises(CommandError) as info:
                 await gw.sup.send_command(t.phone, "reboot", {}, 1.0)
             assert info.value.code == "UNSUPPORTED"
+            # sent to the wrong kind of device, a command says where it goes instead
+            with pytest.raises(CommandError) as info:
+                await gw.sup.send_command("fleet", "query_location", {}, 1.0)
+            assert "fleet is a listener, not a terminal: send query_location to a terminal" in info.value.message
+            with pytest.raises(CommandError) as info:
+                await gw.sup.send_command(t.phone, "deregister", {"phone": t.phone}, 1.0)
+            assert f"{t.phone} is a terminal: deregister goes to its listener, fleet" in info.value.message
         finally:
             await fleet.stop()
         await until(lambda: gw.entry(t.phone).state == Health.OFFLINE)

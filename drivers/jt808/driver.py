@@ -514,6 +514,12 @@ class Jt808Listener(Driver):
                 "registered_at": rec.get("registered_at", ""),
                 "persistent": self.registry.path is not None,
             }
+        if action == "query_location":
+            raise CommandError(
+                "UNSUPPORTED",
+                f"{self.ctx.device_id} is a listener, not a terminal: send query_location to a terminal, by its "
+                f"phone number (tianwang devices --family gnss lists them)",
+            )
         raise CommandError(
             "UNSUPPORTED", f"{self.ctx.device_id}: the jt808 listener takes registrations and deregister, not {action!r}"
         )
@@ -521,7 +527,13 @@ class Jt808Listener(Driver):
     async def command_terminal(self, phone: str, action: str, args: dict, timeout: float) -> dict:
         """Commands on a terminal (child device). `query_location`: 0x8201, then the 0x0201 answer's
         fix payload. Raises CommandError UNSUPPORTED / OFFLINE (the supervisor adds TIMEOUT)."""
-        if action != "query_location":  # deregister and registrations are the listener's
+        if action in ("deregister", "registrations"):
+            raise CommandError(
+                "UNSUPPORTED",
+                f"{phone} is a terminal: {action} goes to its listener, {self.ctx.device_id} "
+                f"(tianwang command {self.ctx.device_id} {action}{' phone=' + phone if action == 'deregister' else ''})",
+            )
+        if action != "query_location":
             raise CommandError("UNSUPPORTED", f"{phone}: jt808 terminals take query_location, not {action!r}")
         if args:
             raise CommandError("INVALID", f"query_location takes no arguments, got {', '.join(sorted(args))}")
