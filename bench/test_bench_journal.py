@@ -12,7 +12,6 @@ import shutil
 import tempfile
 
 import benchreport
-import msgpack
 import pytest
 import uvloop
 

@@ -7,7 +7,6 @@ import asyncio
 import signal
 import time
 
-import grpc
 import nats
 import pytest
 import yaml

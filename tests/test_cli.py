@@ -118,6 +118,9 @@ def test_top_once(gateway):
     # the rate is measured over the interval (gen-1 publishes 2 channels at 20 Hz), not shown as 0
     row = next(line.split() for line in r.stdout.splitlines() if line.startswith("test "))
     assert float(row[3].replace(",", "")) > 10
+    # and the newest envelope per channel, as the demo's view shows it
+    latest = r.stdout.split("latest:", 1)[1]
+    assert "test/gen-1/a" in latest and '"n":' in latest
 
 
 def test_drivers_lists_installed_and_test_driver():

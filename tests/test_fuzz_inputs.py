@@ -8,7 +8,6 @@ import asyncio
 import grpc
 import msgpack
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from gw import CONTROL, READ, base_config, md, registry, running

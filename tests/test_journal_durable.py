@@ -13,7 +13,7 @@ import pytest
 
 from tianwang.gateway.datapath.journal import DiskReader, DurableJournal
 from tianwang.gateway.datapath.router import Router
-from tianwang.gateway.datapath.segments import HEADER, JournalStorageError, SegmentStore
+from tianwang.gateway.datapath.segments import JournalStorageError, SegmentStore
 from tianwang.gateway.errors import FrameError
 from tianwang.gateway.framing import TopicFilter
 from tianwang.v1 import gateway_pb2 as pb

@@ -8,8 +8,8 @@ import grpc
 import pytest
 import yaml
 
-from gw import CONTROL, READ, base_config, client, md, registry, unpack
-from tianwang.drivers.sdk import DeviceConfig, Driver, DriverSpec
+from gw import CONTROL, READ, base_config, client, md, registry
+from tianwang.drivers.sdk import DeviceConfig, DriverSpec
 from tianwang.gateway.app import Gateway
 from tianwang.gateway.lifecycle.config import load_config
 from tianwang.v1 import gateway_pb2 as pb

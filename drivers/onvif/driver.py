@@ -65,7 +65,7 @@ def _cause(exc):
 
 
 _WSDLS_READY = False
-_WSDL_LOCKS: "weakref.WeakKeyDictionary" = None
+_WSDL_LOCKS = None  # weakref.WeakKeyDictionary: event loop -> asyncio.Lock
 _WSDL_SERVICES = ("devicemgmt", "media", "ptz", "events")  # events.wsdl also holds pullpoint, subscription
 
 

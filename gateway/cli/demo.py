@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import sys
@@ -96,9 +95,8 @@ async def run_demo(listen: str | None = None, metrics: str | None = None, live: 
 
 async def _live_view(gw, interval: float = 2.0) -> None:
     """Print the top view and the newest envelopes every `interval` seconds."""
-    from tianwang.v1.client import unpack
     from tianwang.gateway.datapath.fanout import device_message
-    from tianwang.gateway.cli.top import TopView
+    from tianwang.gateway.cli.top import TopView, channel_key, latest_section
     from tianwang.v1 import gateway_pb2 as pb
 
     view = TopView()
@@ -115,11 +113,7 @@ async def _live_view(gw, interval: float = 2.0) -> None:
             if not n:
                 break
             for env in pb.Batch.FromString(data).envelopes:
-                latest[env.topic.split("/")[0] + "/" + env.topic.split("/", 2)[-1]] = env
-        lines = [text, "", "latest:"]
-        for key in sorted(latest)[:12]:
-            env = latest[key]
-            payload = json.dumps(unpack(env.payload), default=lambda o: o.hex() if isinstance(o, bytes) else str(o), ensure_ascii=False)
-            lines.append(f"  {env.seq:>9} {env.topic:<40} {payload[:110]}")
+                latest[channel_key(env.topic)] = env
+        lines = [text, *latest_section(latest)]
         sys.stdout.write("\n".join(lines) + "\n\n")
         sys.stdout.flush()

@@ -643,6 +643,35 @@ def cmd_command(args) -> int:
     return 0 if reply.ok else 1
 
 
+def _watch_latest(channel, md):
+    """A live Subscribe in a thread, keeping the newest envelope per family and channel for the
+    view's "latest:" section; None when the token may read nothing."""
+    import threading
+
+    import grpc
+
+    from tianwang.gateway.cli.top import channel_key
+    from tianwang.v1 import gateway_pb2 as pb
+
+    latest: dict = {}
+    call = channel.unary_stream(
+        "/tianwang.v1.Gateway/Subscribe",
+        request_serializer=pb.SubscribeRequest.SerializeToString,
+        response_deserializer=pb.Batch.FromString,
+    )(pb.SubscribeRequest(max_delay_ms=200), metadata=md)
+
+    def run():
+        try:
+            for batch in call:
+                for env in batch.envelopes:
+                    latest[channel_key(env.topic)] = env
+        except grpc.RpcError:
+            pass  # the view goes on without the section (no read grant, or the gateway went away)
+
+    threading.Thread(target=run, name="top-latest", daemon=True).start()
+    return latest
+
+
 def _device_actions(args) -> int:
     """`command DEVICE --help-actions`: the driver the gateway runs DEVICE with, and its actions."""
     import grpc
@@ -681,13 +710,14 @@ def cmd_top(args) -> int:
 
     import grpc
 
-    from tianwang.gateway.cli.top import TopView
+    from tianwang.gateway.cli.top import TopView, latest_section
     from tianwang.v1 import gateway_pb2 as pb
 
     channel, stub, md = _connect(args)
     view = TopView()
     tty = sys.stdout.isatty() and not args.once
     first = args.once  # --once: a silent first sample, so the view's rates cover one interval
+    latest = _watch_latest(channel, md)
     try:
         while True:
             try:
@@ -700,6 +730,8 @@ def cmd_top(args) -> int:
             except grpc.RpcError as exc:
                 return _rpc_error(exc, args)
             text = view.render(stats, devices, time.monotonic())
+            if latest is not None:
+                text += "\n" + "\n".join(latest_section(dict(latest)))
             if first:
                 first = False
                 time.sleep(args.interval)

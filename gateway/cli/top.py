@@ -46,3 +46,25 @@ class TopView:
         self._prev_t = now
         self._prev_delivered = delivered
         return "\n".join(lines)
+
+
+def channel_key(topic: str) -> str:
+    """`gnss/bd-1/fix` -> `gnss/fix`: the latest envelope is kept per family and channel."""
+    parts = topic.split("/", 2)
+    return f"{parts[0]}/{parts[-1]}" if len(parts) == 3 else topic
+
+
+def latest_section(latest: dict, limit: int = 12) -> list[str]:
+    """The "latest:" lines: the newest envelope of each family and channel, payload cut to fit."""
+    import json
+
+    from tianwang.v1.client import unpack
+
+    lines = ["", "latest:"]
+    for key in sorted(latest)[:limit]:
+        env = latest[key]
+        payload = json.dumps(
+            unpack(env.payload), default=lambda o: o.hex() if isinstance(o, bytes) else str(o), ensure_ascii=False
+        )
+        lines.append(f"  {env.seq:>9} {env.topic:<40} {payload[:110]}")
+    return lines
