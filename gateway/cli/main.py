@@ -47,29 +47,27 @@ def _shard(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 4096:
-        raise argparse.ArgumentTypeError(f"{value} is out of range (1 to 4096)")
-    return value
-
-
-def _uint(bits: int):
-    """An argparse type for a field of the proto's uintN: a usage error, not a traceback, otherwise."""
+def _int_range(low: int, high: int):
+    """An argparse type for a whole number in low..high: a usage error, not a traceback, otherwise."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not 0 <= value < 1 << bits:
-            raise argparse.ArgumentTypeError(f"{value} is out of range (0 to {(1 << bits) - 1})")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({low} to {high})")
         return value
 
     return parse
+
+
+def _uint(bits: int):
+    """An argparse type for a field of the proto's uintN."""
+    return _int_range(0, (1 << bits) - 1)
+
+
+_positive_int = _int_range(1, 4096)
 
 
 def _seconds(text: str) -> float:
