@@ -30,11 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import benchreport
 import pytest
 import uvloop
 
+from benchclient import batches_until, list_devices  # noqa: E402
 from tianwang.gateway import framing
 from tianwang.v1 import gateway_pb2 as pb
 
@@ -88,42 +88,15 @@ class Proc:
 async def _subscribe(addr: str, counts: dict, gaps: list, stop: asyncio.Event):
     md = (("authorization", f"Bearer {TOKEN}"),)
     req = pb.SubscribeRequest(topics=["gnss/+/fix"], from_seq=1, max_batch=1024, max_delay_ms=20)
-    async with grpc.aio.insecure_channel(addr) as ch:
-        call = ch.unary_stream(
-            "/tianwang.v1.Gateway/Subscribe",
-            request_serializer=pb.SubscribeRequest.SerializeToString,
-            response_deserializer=pb.Batch.FromString,
-        )(req, metadata=md)
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            it = call.__aiter__()
-            while True:
-                nxt = asyncio.ensure_future(it.__anext__())
-                done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    break
-                batch = nxt.result()
-                if batch.HasField("gap"):
-                    gaps.append((batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason))
-                for env in batch.envelopes:
-                    counts[env.device_id] = counts.get(env.device_id, 0) + 1
-        except StopAsyncIteration:
-            pass
-        finally:
-            stopper.cancel()
-            call.cancel()
+    async for batch in batches_until(addr, req, md, stop):
+        if batch.HasField("gap"):
+            gaps.append((batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason))
+        for env in batch.envelopes:
+            counts[env.device_id] = counts.get(env.device_id, 0) + 1
 
 
 async def _list_devices(addr):
-    md = (("authorization", f"Bearer {TOKEN}"),)
-    async with grpc.aio.insecure_channel(addr) as ch:
-        call = ch.unary_unary(
-            "/tianwang.v1.Gateway/ListDevices",
-            request_serializer=pb.ListDevicesRequest.SerializeToString,
-            response_deserializer=pb.ListDevicesReply.FromString,
-        )
-        return (await call(pb.ListDevicesRequest(), metadata=md, timeout=10)).devices
+    return await list_devices(addr, (("authorization", f"Bearer {TOKEN}"),), timeout=10)
 
 
 async def _scenario(logdir: str, terminals: int, window_s: float, hot_path: str) -> dict:

@@ -31,11 +31,11 @@ import tempfile
 import time
 
 import benchreport
-import grpc
 import msgpack
 import uvloop
 
 from test_bench_jt808_fleet import Proc, cpu_seconds, memory_kib
+from benchclient import batches_until, list_devices  # noqa: E402
 from tianwang.v1 import gateway_pb2 as pb
 
 CAMERAS = int(os.environ.get("TIANWANG_BENCH_ONVIF_CAMERAS", "200"))
@@ -55,39 +55,18 @@ def percentile(values, q):
 async def _subscribe(addr, counts, latencies, gaps, stop, recording):
     md = (("authorization", f"Bearer {TOKEN}"),)
     req = pb.SubscribeRequest(topics=["camera/+/event/#"], from_seq=1, max_batch=1024, max_delay_ms=2)
-    async with grpc.aio.insecure_channel(addr) as ch:
-        call = ch.unary_stream("/tianwang.v1.Gateway/Subscribe", request_serializer=pb.SubscribeRequest.SerializeToString,
-                               response_deserializer=pb.Batch.FromString)(req, metadata=md)
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            it = call.__aiter__()
-            while True:
-                nxt = asyncio.ensure_future(it.__anext__())
-                done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    break
-                batch = nxt.result()
-                now = time.time_ns()
-                if batch.HasField("gap"):
-                    gaps.append((batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason))
-                for env in batch.envelopes:
-                    counts[env.device_id] = counts.get(env.device_id, 0) + 1
-                    if recording[0]:
-                        latencies.append((now - msgpack.unpackb(env.payload)["utc_ns"]) / 1e6)
-        except StopAsyncIteration:
-            pass
-        finally:
-            stopper.cancel()
-            call.cancel()
+    async for batch in batches_until(addr, req, md, stop):
+        now = time.time_ns()
+        if batch.HasField("gap"):
+            gaps.append((batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason))
+        for env in batch.envelopes:
+            counts[env.device_id] = counts.get(env.device_id, 0) + 1
+            if recording[0]:
+                latencies.append((now - msgpack.unpackb(env.payload)["utc_ns"]) / 1e6)
 
 
 async def _list_devices(addr):
-    md = (("authorization", f"Bearer {TOKEN}"),)
-    async with grpc.aio.insecure_channel(addr) as ch:
-        call = ch.unary_unary("/tianwang.v1.Gateway/ListDevices", request_serializer=pb.ListDevicesRequest.SerializeToString,
-                              response_deserializer=pb.ListDevicesReply.FromString)
-        return (await call(pb.ListDevicesRequest(family="camera"), metadata=md, timeout=30)).devices
+    return await list_devices(addr, (("authorization", f"Bearer {TOKEN}"),), family="camera", timeout=30)
 
 
 async def _scenario(logdir, cameras, window_s) -> dict:

@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 import benchreport
-import grpc
 import pytest
 import uvloop
 
 from test_bench_jt808_fleet import Proc, cpu_seconds, memory_kib
+from benchclient import batches_until, list_devices  # noqa: E402
 from tianwang.gateway import framing
 from tianwang.v1 import gateway_pb2 as pb
 
@@ -46,37 +46,16 @@ MD = (("authorization", f"Bearer {TOKEN}"),)
 
 async def _subscribe(addr: str, counts: dict, gaps: list, stop: asyncio.Event):
     req = pb.SubscribeRequest(topics=["signal/+/lamps", "gnss/+/fix"], from_seq=1, max_batch=1024, max_delay_ms=20)
-    async with grpc.aio.insecure_channel(addr) as ch:
-        call = ch.unary_stream("/tianwang.v1.Gateway/Subscribe", request_serializer=pb.SubscribeRequest.SerializeToString,
-                               response_deserializer=pb.Batch.FromString)(req, metadata=MD)
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            it = call.__aiter__()
-            while True:
-                nxt = asyncio.ensure_future(it.__anext__())
-                done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    break
-                batch = nxt.result()
-                if batch.HasField("gap"):
-                    gaps.append((batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason))
-                for env in batch.envelopes:
-                    key = (env.topic.split("/", 1)[0], env.device_id)
-                    counts[key] = counts.get(key, 0) + 1
-        except StopAsyncIteration:
-            pass
-        finally:
-            stopper.cancel()
-            call.cancel()
+    async for batch in batches_until(addr, req, MD, stop):
+        if batch.HasField("gap"):
+            gaps.append((batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason))
+        for env in batch.envelopes:
+            key = (env.topic.split("/", 1)[0], env.device_id)
+            counts[key] = counts.get(key, 0) + 1
 
 
 async def _devices(addr):
-    async with grpc.aio.insecure_channel(addr) as ch:
-        call = ch.unary_unary("/tianwang.v1.Gateway/ListDevices",
-                              request_serializer=pb.ListDevicesRequest.SerializeToString,
-                              response_deserializer=pb.ListDevicesReply.FromString)
-        return (await call(pb.ListDevicesRequest(), metadata=MD, timeout=20)).devices
+    return await list_devices(addr, MD, timeout=20)
 
 
 def _polls(rows) -> int:
