@@ -57,6 +57,7 @@ def _spec() -> DriverSpec:
         config_model=BeidouConfig,
         factory=_factory,
         kind="device",
+        recordable=True,
         transports=("serial", "tcp"),
         actions=(
             ActionSpec(

@@ -60,6 +60,9 @@ class _Line(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data):
+        tap = self.driver.ctx.tap
+        if tap is not None:
+            tap(data)
         self.driver._on_bytes(data)
 
     def connection_lost(self, exc):
@@ -72,6 +75,9 @@ class _Line(asyncio.Protocol):
         if t is None or t.is_closing():
             raise CommandError("OFFLINE", "the line to the receiver is not open")
         t.write(data)
+        tap = self.driver.ctx.tap
+        if tap is not None:
+            tap(data, sent=True)
 
 
 class BeidouDriver(Driver):

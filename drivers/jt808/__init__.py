@@ -60,6 +60,7 @@ def _spec() -> DriverSpec:
         config_model=Jt808Config,
         factory=_factory,
         kind="listener",
+        recordable=True,
         transports=("tcp",),
         actions=(
             ActionSpec(

@@ -162,6 +162,11 @@ class _Connection(asyncio.Protocol):
             return
         lst = self.listener
         self.last_rx = lst.loop.time()
+        term = self.term
+        if term is not None:
+            tap = term.ctx.tap
+            if tap is not None:
+                tap(data)
         framer = self.framer
         frames = framer.feed(data)
         if framer.dropped_bytes != self.seen_dropped_bytes:
@@ -272,7 +277,13 @@ class _Connection(asyncio.Protocol):
         if serial is None:
             serial = self.next_serial()
         if not self.closed:
-            self.transport.write(encode_jt808(p.build(msg_id, body, serial=serial, **reply_args)))
+            frame = encode_jt808(p.build(msg_id, body, serial=serial, **reply_args))
+            self.transport.write(frame)
+            term = self.term
+            if term is not None:
+                tap = term.ctx.tap
+                if tap is not None:
+                    tap(frame, sent=True)
         return serial
 
     # -- messages ------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ def _spec() -> DriverSpec:
         config_model=SignalConfig,
         factory=_factory,
         kind="device",
+        recordable=True,
         transports=("serial", "tcp"),
         actions=tuple(ActionSpec(name, text, args, needs_reason=reason) for name, text, args, reason in ACTIONS),
         description="GB/T 20999-2017 traffic-signal controllers on serial lines (multi-drop) or TCP",

@@ -244,8 +244,10 @@ class Link:
             self._inflight = _InFlight(member, controller, msg.seq, REPLY_TYPES[msg.frame_type], future)
             loop = asyncio.get_running_loop()
             try:
-                self._stream.transport.write(p.encode(msg, self.profile))
+                frame = p.encode(msg, self.profile)
+                self._stream.transport.write(frame)
                 sent = loop.time()
+                self._tap(frame, True)
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
                 # comes as the reply arrives, and a device that is being stopped would keep polling
                 async with asyncio.timeout(timeout):
@@ -259,7 +261,9 @@ class Link:
     def send(self, msg: p.Message) -> None:
         """Write a message that expects no reply (a heartbeat reply)."""
         if self.is_up:
-            self._stream.transport.write(p.encode(msg, self.profile))
+            frame = p.encode(msg, self.profile)
+            self._stream.transport.write(frame)
+            self._tap(frame, True)
 
     # -- incoming bytes ------------------------------------------------------------------------------
     def _blame(self, controller: int | None = None) -> Member | None:
@@ -280,7 +284,15 @@ class Link:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: dropped (%s): %s", self.where, reason, hexdump(data) if data else "-")
 
+    def _tap(self, data: bytes, sent: bool = False) -> None:
+        # a recording of any device on the line gets the line's bytes (every controller on it)
+        for m in self.members:
+            tap = m.ctx.tap
+            if tap is not None:
+                tap(data, sent)
+
     def _bytes(self, data: bytes) -> None:
+        self._tap(data)
         framer = self.framer
         frames = framer.feed(data)
         drops = framer.drops

@@ -81,6 +81,23 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} s: give a duration of more than 0 s")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1e6:
+        raise argparse.ArgumentTypeError(f"{text}: the speed is a factor from 0 (as fast as possible) up")
+    return value
+
+
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--addr", default=None, help="gateway HOST:PORT (default $TIANWANG_ADDR or 127.0.0.1:50051)")
     p.add_argument("--token", default=None, help="bearer token (default $TIANWANG_TOKEN)")
@@ -175,10 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="only this driver")
 
     p = sub.add_parser("decode", help="decode a raw capture offline (like gpsdecode)")
-    p.add_argument("--driver", required=True, help="the driver whose decoder to use (`tianwang drivers` lists them)")
+    p.add_argument("--driver", default=None,
+                   help="the driver whose decoder to use (`tianwang drivers` lists them); a capture of "
+                        "`tianwang record` defaults to its own driver")
     p.add_argument("--id", default="capture", help="device id used in topics (default: capture)")
     p.add_argument("--profile", default=None, help="the device's vendor profile, for drivers that have profiles (signal)")
-    p.add_argument("file", help="capture file, or - for stdin")
+    p.add_argument("file", help="raw bytes or a `tianwang record` capture (found by its magic), or - for stdin")
+
+    p = sub.add_parser("record", help="capture a device's raw bytes, with their times, from a running gateway")
+    _client_args(p)
+    p.add_argument("device", help="the device id (a JT/T 808 terminal: its phone number)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the capture file to write (docs/capture-format.md)")
+    p.add_argument("--seconds", type=_positive_seconds, default=None, metavar="S",
+                   help="how long to record (default: until Ctrl-C)")
+    p.add_argument("--max-bytes", type=_int_range(0, 256 * 1024 * 1024), default=0, metavar="N",
+                   help="stop after N bytes of data (default 0: the gateway's limit, 64 MiB)")
+    p.add_argument("--note", default="", help="a note kept in the capture's header (what was going on)")
+
+    p = sub.add_parser("replay", help="serve a capture as a device (pty or TCP) at the recorded pace")
+    p.add_argument("file", help="a capture written by `tianwang record`")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--pty", action="store_true", help="serve it on a pty (default for serial captures)")
+    where.add_argument("--tcp", metavar="HOST:PORT", help="serve it on a TCP port (port 0 picks one; default for TCP captures: 127.0.0.1:0)")
+    where.add_argument("--connect", metavar="HOST:PORT", help="dial HOST:PORT and send it there (a JT/T 808 terminal into a listener)")
+    p.add_argument("--link", metavar="PATH", help="with --pty: a symlink to the pty")
+    p.add_argument("--speed", type=_speed, default=1.0, metavar="X",
+                   help="X times the recorded pace (default 1; 0 = as fast as the reader takes it)")
 
     p = sub.add_parser("discover", help="find ONVIF cameras by WS-Discovery")
     p.add_argument("--timeout", type=_seconds, default=3.0, help="seconds to collect answers (default 3)")
@@ -209,6 +248,8 @@ def main(argv=None) -> int:
         "drivers": cmd_drivers,
         "simulate": cmd_simulate,
         "discover": cmd_discover,
+        "record": cmd_record,
+        "replay": cmd_replay,
     }[verb]
     try:
         return handler(args)
@@ -228,24 +269,54 @@ def main(argv=None) -> int:
 
 # -- decode ------------------------------------------------------------------------------------
 def cmd_decode(args) -> int:
+    from tianwang.gateway.cli.capture import CaptureError, capture_or_raw
     from tianwang.gateway.cli.decode import run_decode
 
-    out = open(sys.stdout.fileno(), "w", encoding="utf-8", buffering=1 << 20, closefd=False)
-    try:
-        if args.file == "-":
-            return run_decode(args.driver, args.id, sys.stdin.buffer, out, profile=args.profile)
+    name = "stdin" if args.file == "-" else args.file
+    if args.file == "-":
+        f = sys.stdin.buffer
+    else:
         try:
             f = open(args.file, "rb")
         except OSError as exc:
             print(f"tianwang decode: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return 2
-        with f:
-            return run_decode(args.driver, args.id, f, out, profile=args.profile)
+    out = open(sys.stdout.fileno(), "w", encoding="utf-8", buffering=1 << 20, closefd=False)
+    try:
+        # a capture of `tianwang record` (found by its magic) is decoded from its device-side bytes
+        try:
+            infile, capture = capture_or_raw(f, name)
+        except CaptureError as exc:
+            print(f"tianwang decode: {exc}", file=sys.stderr)
+            return 2
+        driver = args.driver
+        if driver is None:
+            if capture is None:
+                print("tianwang decode: give --driver NAME (`tianwang drivers` lists them); only a capture of "
+                      "`tianwang record` names its driver itself", file=sys.stderr)
+                return 2
+            driver = capture.header.get("driver") or ""
+        return run_decode(driver, args.id, infile, out, profile=args.profile)
     finally:
+        if f is not sys.stdin.buffer:
+            f.close()
         try:
             out.flush()
         except BrokenPipeError:
             pass
+
+
+# -- record and replay ---------------------------------------------------------------------------
+def cmd_record(args) -> int:
+    from tianwang.gateway.cli.record import cmd_record as run
+
+    return run(args, _connect, _rpc_error)
+
+
+def cmd_replay(args) -> int:
+    from tianwang.gateway.cli.record import cmd_replay as run
+
+    return run(args)
 
 
 # -- check -------------------------------------------------------------------------------------

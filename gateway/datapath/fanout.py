@@ -1,5 +1,5 @@
 """gRPC service `tianwang.v1.Gateway` on grpc.aio: Subscribe fan-out, ListDevices, SendCommand,
-GetStats.
+GetStats, Record.
 
 Subscribe streams are cursors over the journal. Batches are joins of pre-encoded entries handed to
 gRPC as bytes (the method is registered without a response serializer), capped by count, by delay
@@ -15,8 +15,10 @@ import asyncio
 import base64
 import binascii
 import bisect
+import collections
 import json
 import logging
+import math
 import time
 
 import grpc
@@ -45,6 +47,7 @@ MAX_REQUEST_BYTES = {
     "ListDevicesRequest": 4 * 1024,
     "CommandRequest": 80 * 1024,
     "GetStatsRequest": 1024,
+    "RecordRequest": 1024,
 }
 MAX_COMMAND_ARGS = 64 * 1024
 MAX_ACTION = 64
@@ -73,6 +76,12 @@ DEFAULT_PAGE = 1000
 MAX_PAGE = 5000
 DEVICE_STATES = ("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE")
 
+# Record: bytes per call (the default, and the most a call may ask for), calls open at once
+DEFAULT_RECORD_BYTES = 64 * 1024 * 1024
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+MAX_RECORD_SECONDS = 7 * 86400.0
+MAX_RECORDINGS = 16
+
 # initial metadata of every Subscribe stream: the journal its seqs belong to
 JOURNAL_ID_HEADER = "tianwang-journal-id"
 
@@ -96,6 +105,38 @@ class SubscriberState:
         self.started_ns = time.time_ns()
 
 
+class Recording:
+    """The bytes of one Record call on their way from the device's tap to the stream: appended by
+    the driver's read (one deque append), taken by the stream. Holds at most `max_bytes` of data."""
+
+    __slots__ = ("chunks", "nbytes", "max_bytes", "full", "wake", "principal", "key", "family", "device_id",
+                 "revoked")
+
+    def __init__(self, max_bytes, principal, key, family, device_id):
+        self.chunks: collections.deque = collections.deque()
+        self.nbytes = 0
+        self.max_bytes = max_bytes
+        self.full = False
+        self.wake = asyncio.Event()
+        self.principal = principal
+        self.key = key
+        self.family = family
+        self.device_id = device_id
+        self.revoked = None
+
+    def add(self, t_ns: int, sent: bool, data: bytes) -> None:
+        if self.full:
+            return
+        room = self.max_bytes - self.nbytes
+        if len(data) >= room:
+            data = data[:room]
+            self.full = True
+        if data:
+            self.nbytes += len(data)
+            self.chunks.append((t_ns, sent, data))
+        self.wake.set()
+
+
 class GatewayService:
     """The four RPCs. `app` provides journal, router, supervisor, auth, config and counters."""
 
@@ -115,7 +156,10 @@ class GatewayService:
             "requests_invalid": 0,
             "requests_journal_mismatch": 0,
             "commands_refused_unaudited": 0,
+            "record_calls": 0,
+            "record_bytes": 0,
         }
+        self.recordings: set[Recording] = set()
         self.refusals = RateLimiter(app.config.auth.refused_commands_per_s, app.config.auth.refused_commands_burst)
         self.command_buckets = CommandLimits()
 
@@ -133,6 +177,9 @@ class GatewayService:
                 ),
                 "GetStats": grpc.unary_unary_rpc_method_handler(
                     self.get_stats, response_serializer=pb.Stats.SerializeToString
+                ),
+                "Record": grpc.unary_stream_rpc_method_handler(
+                    self.record, response_serializer=pb.RawChunk.SerializeToString
                 ),
             },
         )
@@ -188,14 +235,29 @@ class GatewayService:
             n += 1
             if sub.revoked:
                 log.info("stream %s of %s ended by a reload: %s", sub.peer, sub.principal.name, sub.revoked[1])
+        for rec in list(self.recordings):
+            principal = auth.principal_for(rec.key)
+            if principal is None:
+                rec.revoked = (grpc.StatusCode.UNAUTHENTICATED, "token revoked by a config reload")
+            elif not principal.may_control(rec.family, rec.device_id):
+                rec.revoked = (
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"token {principal.name!r} may no longer record {rec.family}/{rec.device_id} after a config reload",
+                )
+            else:
+                continue
+            n += 1
+            rec.wake.set()
         if n:
             self.app.journal.wake()
         return n
 
     def close_streams(self) -> None:
-        """Shutdown: every Subscribe stream ends (status OK) at its next wake-up."""
+        """Shutdown: every Subscribe and Record stream ends (status OK) at its next wake-up."""
         self.closing = True
         self.app.journal.wake()
+        for rec in self.recordings:
+            rec.wake.set()
 
     # -- Subscribe -----------------------------------------------------------------------------
     async def subscribe(self, raw, context):
@@ -510,11 +572,130 @@ class GatewayService:
             packed = msgpack.packb({"error": f"result not encodable: {exc}"})
         return pb.CommandReply(ok=ok, code=code, message=message, result=packed, audit_seq=seq)
 
+    # -- Record --------------------------------------------------------------------------------
+    async def record(self, raw, context):
+        try:
+            principal, key = self.app.auth.identify(context.invocation_metadata())
+        except AuthError as exc:
+            self.counters["requests_unauthenticated"] += 1
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        req = await self._parse(raw, pb.RecordRequest, context)
+        self.counters["record_calls"] += 1
+        device_id = req.device_id
+        if not DEVICE_ID_RE.match(device_id or ""):
+            await self._invalid(context, f"device_id: {clip(device_id, 64)!r} is not a device id")
+        seconds = req.seconds
+        if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_RECORD_SECONDS:
+            await self._invalid(
+                context, f"seconds: {seconds:g} is not a duration (more than 0, at most {MAX_RECORD_SECONDS:g}; 0 = until cancelled)"
+            )
+        if req.max_bytes > MAX_RECORD_BYTES:
+            await self._invalid(context, f"max_bytes: at most {MAX_RECORD_BYTES} per recording")
+        max_bytes = req.max_bytes or DEFAULT_RECORD_BYTES
+        entry = self.app.supervisor.lookup(device_id)
+        if entry is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no device {device_id!r}")
+        if not principal.may_control(entry.family, device_id):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"token {principal.name!r} may not record {entry.family}/{device_id}: recording raw bytes needs "
+                "`control` on the device",
+            )
+        spec = entry.spec
+        if spec is None or not spec.recordable:
+            kinds = ", ".join(spec.transports) if spec is not None and spec.transports else "unknown"
+            why = " (HTTP/SOAP requests, not a byte stream)" if spec is not None and "http" in spec.transports else ""
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{device_id} (driver {entry.driver}) cannot be recorded: its transport is {kinds}{why}; "
+                "record serial or TCP devices and JT/T 808 terminals",
+            )
+        if spec.kind == "listener" and not entry.parent:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{device_id} is a {entry.driver} listener: record one of its terminals by its id "
+                f"(`tianwang devices --family {entry.family}` lists them)",
+            )
+        ctx = entry.ctx
+        if ctx is None or entry.failed:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{device_id} is not running: {entry.reason}")
+        if len(self.recordings) >= MAX_RECORDINGS:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{MAX_RECORDINGS} recordings already running")
+        start = pb.RecordStart(
+            device_id=device_id,
+            family=entry.family,
+            driver=entry.driver,
+            gateway=self.app.config.gateway.name,
+            version=self.app.version,
+            parent=entry.parent,
+            **record_source(entry, ctx.config),
+        )
+        rec = Recording(max_bytes, principal, key, entry.family, device_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds if seconds else None
+        start.start_ns = time.time_ns()
+        ctx.add_recording(rec)
+        self.recordings.add(rec)
+        log.info("record %s as %s: %s for %s", context.peer(), principal.name, device_id, f"{seconds:g} s" if seconds else "until cancelled")
+        end = None
+        sent = 0
+        try:
+            yield pb.RawChunk(t_ns=start.start_ns, start=start)
+            chunks = rec.chunks
+            while True:
+                while chunks:
+                    t_ns, to_device, data = chunks.popleft()
+                    sent += len(data)
+                    yield pb.RawChunk(t_ns=t_ns, direction=pb.TO_DEVICE if to_device else pb.FROM_DEVICE, data=data)
+                if end is not None:
+                    break
+                if rec.full:
+                    end = f"max_bytes: {max_bytes} bytes recorded"
+                elif rec.revoked:
+                    break
+                elif self.closing:
+                    end = "the gateway is stopping"
+                elif self.app.supervisor.lookup(device_id) is not entry or entry.ctx is not ctx:
+                    end = f"{device_id} was removed or restarted"
+                else:
+                    wait = IDLE_RECHECK_S
+                    if deadline is not None:
+                        left = deadline - loop.time()
+                        if left <= 0:
+                            end = f"{seconds:g} s recorded"
+                        wait = min(wait, max(left, 0))
+                    if end is None:
+                        rec.wake.clear()
+                        try:
+                            await asyncio.wait_for(rec.wake.wait(), wait)
+                        except asyncio.TimeoutError:
+                            pass
+                        continue
+                # the recording is over: nothing more is taken, what was taken is still sent
+                ctx.remove_recording(rec)
+            if rec.revoked:
+                await context.abort(*rec.revoked)
+            yield pb.RawChunk(t_ns=time.time_ns(), end=end)
+        finally:
+            ctx.remove_recording(rec)
+            self.recordings.discard(rec)
+            self.counters["record_bytes"] += sent
+            log.info("record %s of %s ended after %d bytes: %s", context.peer(), device_id, sent, end or "cancelled")
+
     # -- GetStats ------------------------------------------------------------------------------
     async def get_stats(self, raw, context):
         principal = await self._principal(context)
         await self._parse(raw, pb.GetStatsRequest, context)
         return self.app.stats(principal)
+
+
+def record_source(entry, config) -> dict:
+    """`transport` and `url` of a RecordStart: where the gateway reads the device."""
+    if entry.parent:
+        # a terminal: the listener it dialled into
+        return {"transport": "tcp", "url": f"tcp://{getattr(config, 'listen', '')}"}
+    url = str(getattr(config, "url", "") or "")
+    return {"transport": url.partition("://")[0] if "://" in url else "", "url": url}
 
 
 def device_message(e) -> pb.Device:

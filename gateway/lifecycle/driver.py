@@ -65,6 +65,10 @@ class DriverSpec:
     demo          optional `async demo(stack: contextlib.AsyncExitStack) -> {"devices": [...],
                   "listeners": [...]}`: start this family's simulators (their lifetime tied to the
                   stack) and return config entries pointing at them, for `tianwang run --demo`
+    recordable    the driver hands the raw bytes of its transport to `ctx.tap` (DeviceContext), so
+                  `tianwang record` (the Record RPC) can capture them; for a listener, its
+                  terminals' bytes, each on the terminal's own context. False: the transport is
+                  not a byte stream (HTTP/SOAP) or the driver does not tap it
     """
 
     name: str
@@ -78,6 +82,7 @@ class DriverSpec:
     decoder: Callable[[str], Any] | None = None
     simulator: str | None = None
     demo: Callable[[Any], Any] | None = None
+    recordable: bool = False
 
     def action(self, name: str) -> ActionSpec | None:
         for a in self.actions:

@@ -46,6 +46,7 @@ class DeviceEntry:
         "spec",
         "envelopes",
         "failed",
+        "ctx",
     )
 
     def __init__(self, id, family, driver, spec, parent=""):
@@ -62,17 +63,31 @@ class DeviceEntry:
         self.command: CommandHandler | None = None
         self.envelopes = 0
         self.failed = False  # its driver could not be started (the reason says why)
+        self.ctx: "DeviceContext | None" = None  # the context its driver talks through
 
 
 class DeviceContext:
     """What a driver sees of the gateway: publish readings, report health, count drops.
 
     Topics are `<family>/<device_id>/<channel>`; the topic strings are built once per channel.
+
+    `tap` is None unless someone records the device (`tianwang record`, the Record RPC): a driver
+    whose spec says `recordable` hands the bytes its transport reads, and those it writes, to it:
+
+        tap = ctx.tap
+        if tap is not None:
+            tap(data)              # received from the device
+            tap(frame, sent=True)  # written to the device
+
+    so a device nobody records costs one attribute load and a None check per read.
     """
 
     def __init__(self, supervisor: "Supervisor", entry: DeviceEntry, config: Any = None):
         self._sup = supervisor
         self._entry = entry
+        entry.ctx = self
+        self.tap = None
+        self._recordings: list = []
         self._publish = supervisor.router.publish
         self._topics: dict[str, str] = {}
         self._children: dict[str, "DeviceContext"] = {}
@@ -119,6 +134,27 @@ class DeviceContext:
         # a durable journal that cannot write refuses readings (its error is the cause)
         self.drop("journal_unwritable" if type(exc.__cause__).__name__ == "JournalUnwritable" else "unencodable")
         self.log.error("%s: reading refused: %s", entry.id, exc)
+
+    # -- raw bytes (tianwang record) -------------------------------------------------------------
+    def add_recording(self, recording) -> None:
+        """Start handing this device's raw bytes to `recording` (an object with
+        add(t_ns, sent, data)); `tap` stays None while nobody records."""
+        self._recordings.append(recording)
+        self.tap = self._tap
+
+    def remove_recording(self, recording) -> None:
+        try:
+            self._recordings.remove(recording)
+        except ValueError:
+            return
+        if not self._recordings:
+            self.tap = None
+
+    def _tap(self, data, sent: bool = False) -> None:
+        if data:
+            t_ns = time.time_ns()
+            for r in self._recordings:
+                r.add(t_ns, sent, bytes(data))
 
     def seen(self) -> None:
         """Mark the device as heard from now (bytes arrived, even if no reading came of them)."""
