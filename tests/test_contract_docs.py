@@ -140,11 +140,14 @@ def decoder_publications():
     """(family, channel, payload, where) from every offline decoder over every capture, whole."""
     from tianwang.gateway.cli.decode import BUILTIN_DECODERS, make_decoder
 
+    from tianwang.gateway.cli.capture import capture_or_raw
+
     files = sorted(p for p in CAPTURES.rglob("*") if p.is_file() and p.suffix not in NOT_CAPTURES)
     assert files, f"no captures under {CAPTURES}"
     out = []
     for path in files:
-        data = path.read_bytes()
+        with path.open("rb") as f:  # raw bytes, or the device's bytes of a `tianwang record` capture
+            data = capture_or_raw(f, path.name)[0].read()
         for driver in BUILTIN_DECODERS:
             dec = make_decoder(driver, "capture")
             for pub in dec.feed(data) + dec.finish():

@@ -9,7 +9,7 @@ docs/capture-format.md is the specification; in short:
     records   msgpack arrays [dt_ns, direction, data]: dt_ns (int) since the previous record (the
               first: since start_ns), direction 0 = from the device, 1 = to the device, data (bin)
     trailer   msgpack map: end (why the recording ended), records, bytes (of data), crc32 (zlib
-              CRC-32 of every byte from the first record up to the trailer)
+              CRC-32 of every byte before the trailer, magic included)
 
 A file without its trailer, or cut inside a record, is truncated; anything that does not parse as
 the above (or whose CRC differs) is corrupt. Both are one-line `CaptureError`s.
@@ -53,7 +53,9 @@ class CaptureWriter:
         self.nbytes = 0
         self._crc = 0
         self._packer = msgpack.Packer(use_bin_type=True)
-        f.write(MAGIC + bytes((VERSION,)) + self._packer.pack(dict(header)))
+        head = MAGIC + bytes((VERSION,)) + self._packer.pack(dict(header))
+        self._crc = zlib.crc32(head)
+        f.write(head)
 
     def add(self, t_ns: int, direction: int, data: bytes) -> None:
         if direction not in (FROM_DEVICE, TO_DEVICE):
@@ -124,7 +126,6 @@ def read_capture(data: bytes, name: str = "capture") -> Capture:
     for key in HEADER_KEYS:
         if key in header and key != "start_ns" and not isinstance(header[key], str):
             raise CaptureError(f"{name}: corrupt: header {key} is not a string")
-    first = body + unpacker.tell()
     t = header["start_ns"]
     records = []
     while True:
@@ -142,9 +143,9 @@ def read_capture(data: bytes, name: str = "capture") -> Capture:
             raise CaptureError(f"{name}: corrupt: record {len(records) + 1} at byte {at} is not [dt_ns, direction, data]")
         t += item[0]
         records.append((t, item[1], item[2]))
-    crc = zlib.crc32(data[first:at])
+    crc = zlib.crc32(data[:at])
     if trailer.get("crc32") != crc:
-        raise CaptureError(f"{name}: corrupt: CRC-32 of the records is {crc:08x}, the end record says "
+        raise CaptureError(f"{name}: corrupt: the CRC-32 of the file is {crc:08x}, its end record says "
                            f"{trailer.get('crc32')!r}")
     if trailer.get("records") != len(records) or trailer.get("bytes") != sum(len(r[2]) for r in records):
         raise CaptureError(f"{name}: corrupt: the end record's counts do not match the records")
@@ -170,10 +171,14 @@ class _Prefixed:
         self.f = f
 
     def read(self, n: int = -1) -> bytes:
-        if self.head:
-            out, self.head = self.head, b""
-            return out
-        return self.f.read(n)
+        head = self.head
+        if not head:
+            return self.f.read(n)
+        if n is None or n < 0:
+            self.head = b""
+            return head + self.f.read()
+        self.head = head[n:]
+        return head[:n]
 
 
 def capture_or_raw(f, name: str = "capture"):

@@ -628,7 +628,7 @@ class GatewayService:
             gateway=self.app.config.gateway.name,
             version=self.app.version,
             parent=entry.parent,
-            **record_source(entry, ctx.config),
+            **record_source(entry, ctx.config, self.app.supervisor),
         )
         rec = Recording(max_bytes, principal, key, entry.family, device_id)
         loop = asyncio.get_running_loop()
@@ -689,11 +689,13 @@ class GatewayService:
         return self.app.stats(principal)
 
 
-def record_source(entry, config) -> dict:
+def record_source(entry, config, supervisor) -> dict:
     """`transport` and `url` of a RecordStart: where the gateway reads the device."""
     if entry.parent:
-        # a terminal: the listener it dialled into
-        return {"transport": "tcp", "url": f"tcp://{getattr(config, 'listen', '')}"}
+        # a terminal: the listener it dialled into (where it is bound, when it says)
+        listener = supervisor.lookup(entry.parent)
+        listen = (listener.info.get("listen") if listener is not None else None) or getattr(config, "listen", "")
+        return {"transport": "tcp", "url": f"tcp://{listen}"}
     url = str(getattr(config, "url", "") or "")
     return {"transport": url.partition("://")[0] if "://" in url else "", "url": url}
 
