@@ -333,3 +333,31 @@ async def test_record_refusals(tmp_path):
                 assert rc == 2 and "--seconds" in err and "Traceback" not in err
     finally:
         await rx.stop()
+
+
+async def test_recorders_that_vanish_mid_stream_release_the_device(tmp_path):
+    """A recorder killed mid-stream (its connection just drops) ends its recording; the gateway
+    carries on (reading the call's peer after such a drop used to crash grpc)."""
+    rx = ReceiverSimulator("pty", rate=10, rdss=None)
+    await rx.start()
+    try:
+        config = base_config([{"id": "bd-1", "driver": "beidou", "url": rx.url}], control=["gnss/+"], name="vanish")
+        async with running(config, beidou.SPEC) as gw, client(gw) as (stub, _):
+            await until(lambda: gw.supervisor.lookup("bd-1").state.value == "ONLINE", 10, "receiver online")
+            for i in range(3):
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "tianwang", "record", "bd-1", "--addr", f"127.0.0.1:{gw.port}",
+                    "--out", str(tmp_path / f"{i}.twcap"), env=dict(os.environ, TIANWANG_TOKEN=CONTROL),
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT,
+                )
+                await until(lambda: gw.service.recordings, 10, "a recording")
+                await asyncio.sleep(0.1 * i)
+                proc.kill()
+                await proc.wait()
+                await until(lambda: not gw.service.recordings, 5, "the recording released")
+            assert gw.supervisor.lookup("bd-1").ctx.tap is None
+            reply = await stub.ListDevices(pb.ListDevicesRequest(), metadata=md(READ))
+            assert [d.state for d in reply.devices] == ["ONLINE"]
+            assert gw.service.counters["record_calls"] == 3
+    finally:
+        await rx.stop()

@@ -171,8 +171,8 @@ class _Connection(asyncio.Protocol):
         frames = framer.feed(data)
         if framer.dropped_bytes != self.seen_dropped_bytes:
             self._count_framer_drops()
-        if self.term is not None:
-            self.term.ctx.seen()
+        if term is not None:
+            term.ctx.seen()
         if not frames:
             return
         if self.backlog is not None:

@@ -177,8 +177,11 @@ class _Prefixed:
         if n is None or n < 0:
             self.head = b""
             return head + self.f.read()
-        self.head = head[n:]
-        return head[:n]
+        if n <= len(head):
+            self.head = head[n:]
+            return head[:n]
+        self.head = b""
+        return head + self.f.read(n - len(head))
 
 
 def capture_or_raw(f, name: str = "capture"):

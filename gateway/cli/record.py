@@ -39,6 +39,20 @@ def cmd_record(args, connect, rpc_error) -> int:
 
     from tianwang.v1 import gateway_pb2 as pb
 
+    stopped_by = None
+    call = None
+
+    def on_signal(signum, frame):
+        # Ctrl-C or SIGTERM: the call is cancelled and the capture completed with its end record
+        # (never cut between two writes); before the call, the command just stops
+        nonlocal stopped_by
+        if call is None:
+            raise KeyboardInterrupt
+        stopped_by = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        call.cancel()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     out = args.out
     if os.path.isdir(out):
         return _err("record", f"--out {out} is a directory; give a file name")
@@ -80,15 +94,12 @@ def cmd_record(args, connect, rpc_error) -> int:
                 if msg.data:
                     writer.add(msg.t_ns, TO_DEVICE if msg.direction == pb.TO_DEVICE else FROM_DEVICE, msg.data)
                     chunks += 1
-        except KeyboardInterrupt:
-            call.cancel()
-            end = "stopped by Ctrl-C"
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED or stopped_by is None:
+                return rpc_error(exc, args)
             if writer is None:
                 return 130
-        except grpc.RpcError as exc:
-            if writer is None or exc.code() != grpc.StatusCode.CANCELLED:
-                return rpc_error(exc, args)
-            end = "cancelled"
+            end = f"stopped by {stopped_by}"
         finally:
             channel.close()
         if writer is None:

@@ -636,7 +636,10 @@ class GatewayService:
         start.start_ns = time.time_ns()
         ctx.add_recording(rec)
         self.recordings.add(rec)
-        log.info("record %s as %s: %s for %s", context.peer(), principal.name, device_id, f"{seconds:g} s" if seconds else "until cancelled")
+        # the peer is read now: once a client has cancelled, the call behind `context` may be gone
+        # and asking it for its peer crashes grpc (a NULL call)
+        peer = context.peer()
+        log.info("record %s as %s: %s for %s", peer, principal.name, device_id, f"{seconds:g} s" if seconds else "until cancelled")
         end = None
         sent = 0
         try:
@@ -680,7 +683,7 @@ class GatewayService:
             ctx.remove_recording(rec)
             self.recordings.discard(rec)
             self.counters["record_bytes"] += sent
-            log.info("record %s of %s ended after %d bytes: %s", context.peer(), device_id, sent, end or "cancelled")
+            log.info("record %s of %s ended after %d bytes: %s", peer, device_id, sent, end or "cancelled")
 
     # -- GetStats ------------------------------------------------------------------------------
     async def get_stats(self, raw, context):
