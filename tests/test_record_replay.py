@@ -361,3 +361,35 @@ async def test_recorders_that_vanish_mid_stream_release_the_device(tmp_path):
             assert gw.service.counters["record_calls"] == 3
     finally:
         await rx.stop()
+
+
+async def test_record_a_signal_controller_over_tcp_both_ways():
+    """A GB/T 20999 controller over TCP: its replies and reports, and the driver's polls."""
+    import tianwang.drivers.signal as signal
+    from tianwang.drivers.signal.decode import Decoder as SignalDecoder
+    from tianwang.drivers.signal.simulator import SignalSimulator
+    from gw import journal_envelopes
+
+    sim = SignalSimulator("tcp", controllers=1, base_id=17, traffic_s=0.3)
+    await sim.start()
+    try:
+        devices = [{"id": "tsc-1", "driver": "signal", "url": sim.url, "poll_hz": 5}]
+        async with running(base_config(devices, control=["signal/+"], name="sig"), signal.SPEC) as gw, \
+                client(gw) as (stub, _):
+            await until(lambda: gw.supervisor.lookup("tsc-1").state.value == "ONLINE", 10, "controller online")
+            chunks = [c async for c in stub.Record(pb.RecordRequest(device_id="tsc-1", seconds=0.8), metadata=md(CONTROL))]
+            live = [e["payload"]["groups"] for e in journal_envelopes(gw.journal, "signal/tsc-1/lamps")]
+    finally:
+        await sim.stop()
+    start, body, end = chunks[0].start, chunks[1:-1], chunks[-1]
+    assert (start.driver, start.transport, start.url) == ("signal", "tcp", sim.url)
+    assert end.end == "0.8 s recorded"
+    polls = [c.data for c in body if c.direction == pb.TO_DEVICE]
+    replies = b"".join(c.data for c in body if c.direction == pb.FROM_DEVICE)
+    assert len(polls) >= 3 and replies
+    assert [c.t_ns for c in body] == sorted(c.t_ns for c in body)
+    host = SignalDecoder("tsc-1")
+    assert host.feed(b"".join(polls)) == [] and host.drops.get("host_frame") == len(polls)
+    dec = SignalDecoder("tsc-1")
+    lamps = [p.payload["groups"] for p in dec.feed(replies) if p.channel == "lamps"]
+    assert len(lamps) >= 3 and all(g in live for g in lamps)

@@ -27,6 +27,10 @@ from tianwang.gateway.cli.capture import FROM_DEVICE, TO_DEVICE, CaptureError, C
 LINGER_S = 0.5
 
 
+class ReplayError(Exception):
+    """A replay that cannot go on: one line for the user."""
+
+
 def _err(verb: str, text: str) -> int:
     print(f"tianwang {verb}: {text}", file=sys.stderr)
     return 2
@@ -206,7 +210,10 @@ async def _replay_tcp(cap, rep: Replayer, host: str, port: int, stop: asyncio.Ev
             writer.close()
             busy = False
 
-    server = await asyncio.start_server(serve, host, port)
+    try:
+        server = await asyncio.start_server(serve, host, port)
+    except OSError as exc:
+        raise ReplayError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound = server.sockets[0].getsockname()
     _announce(describe(f"tcp://{bound[0]}:{bound[1]}" if ":" not in bound[0] else f"tcp://[{bound[0]}]:{bound[1]}"))
     try:
@@ -216,8 +223,11 @@ async def _replay_tcp(cap, rep: Replayer, host: str, port: int, stop: asyncio.Ev
 
 
 async def _replay_connect(cap, rep: Replayer, host: str, port: int, stop: asyncio.Event, describe) -> None:
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError as exc:
+        raise ReplayError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
     _announce(describe(f"tcp://{host}:{port}"))
-    reader, writer = await asyncio.open_connection(host, port)
     closed = asyncio.Event()
 
     async def drain_input():
@@ -237,7 +247,7 @@ async def _replay_connect(cap, rep: Replayer, host: str, port: int, stop: asynci
         reading.cancel()
         writer.close()
     if not rep.done and not stop.is_set():
-        raise ConnectionError(f"{host}:{port} closed the connection after {rep.sent} of {len(rep.records)} chunks")
+        raise ReplayError(f"{host}:{port} closed the connection after {rep.sent} of {len(rep.records)} chunks")
 
 
 async def _replay_pty(cap, rep: Replayer, link: str | None, stop: asyncio.Event, describe) -> None:
@@ -251,10 +261,14 @@ async def _replay_pty(cap, rep: Replayer, link: str | None, stop: asyncio.Event,
     os.set_blocking(master, False)
     if link:
         tmp = f"{link}.{os.getpid()}.tmp"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.symlink(path, tmp)
-        os.replace(tmp, link)
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.symlink(path, tmp)
+            os.replace(tmp, link)
+        except OSError as exc:
+            os.close(master)
+            raise ReplayError(f"--link {link}: cannot make the link: {exc.strerror or exc}") from None
     _announce(describe(f"serial://{link or path}"))
     loop = asyncio.get_running_loop()
 
@@ -368,8 +382,10 @@ def cmd_replay(args) -> int:
         asyncio.run(main())
     except KeyboardInterrupt:
         return 130
+    except ReplayError as exc:
+        return _err("replay", str(exc))
     except OSError as exc:
-        return _err("replay", exc.strerror or str(exc))
+        return _err("replay", f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
     _announce({"final": {"chunks_sent": rep.sent, "bytes_sent": rep.bytes, "chunks": len(records),
                          "done": rep.done, "seconds": round(time.monotonic() - started, 3)}})
     return 0
