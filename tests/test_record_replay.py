@@ -359,6 +359,26 @@ async def test_recorders_that_vanish_mid_stream_release_the_device(tmp_path):
             reply = await stub.ListDevices(pb.ListDevicesRequest(), metadata=md(READ))
             assert [d.state for d in reply.devices] == ["ONLINE"]
             assert gw.service.counters["record_calls"] == 3
+
+            # a reload that takes `control` on the device from the token ends its recording
+            from tianwang.gateway.datapath.auth import Authenticator
+            from tianwang.gateway.lifecycle.config import load_config
+
+            chunks = []
+
+            async def record():
+                async for chunk in stub.Record(pb.RecordRequest(device_id="bd-1"), metadata=md(CONTROL)):
+                    chunks.append(chunk)
+
+            task = asyncio.ensure_future(record())
+            await until(lambda: len(chunks) >= 2, 5, "recorded bytes")
+            narrower = load_config(base_config([], control=["test/+"]), gw.registry).auth
+            assert gw.service.recheck_streams(Authenticator(narrower)) == 1
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await asyncio.wait_for(task, 5)
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "may no longer record gnss/bd-1" in denied.value.details()
+            await until(lambda: not gw.service.recordings, 5, "the recording released")
     finally:
         await rx.stop()
 
