@@ -5,3 +5,7 @@ Each module holds corpora, scenarios and timed functions that both callers share
 given and writes results.json; the suites in bench/ run them at their own sizes and assert the
 targets of docs/architecture.md. Nothing here is imported by the gateway itself.
 """
+
+# the sections of `tianwang bench`, in the order they run (kept here: the CLI parser reads them without
+# importing the measurements)
+SECTIONS = ("nmea", "router", "fanout", "latency", "scale")

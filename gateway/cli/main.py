@@ -62,6 +62,43 @@ def _int_range(low: int, high: int):
     return parse
 
 
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = _number(text, "a percentage")
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0 to 1000 %)")
+    return value
+
+
+def _scale(text: str) -> float:
+    value = _number(text, "a number")
+    if not 0.001 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0.001 to 100)")
+    return value
+
+
+def _sections(known):
+    """An argparse type for a comma-separated list of `known` names (kept in `known`'s order)."""
+
+    def parse(text: str) -> tuple:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: sections are {', '.join(known)}")
+        return tuple(n for n in known if n in names)
+
+    return parse
+
+
 def _uint(bits: int):
     """An argparse type for a field of the proto's uintN."""
     return _int_range(0, (1 << bits) - 1)
@@ -186,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interface", default=None, help="local IPv4 address whose interface sends the multicast probe")
     p.add_argument("--json", action="store_true", help="one JSON object per camera")
 
+    from tianwang.gateway.bench import SECTIONS
+
+    p = sub.add_parser("bench", help="benchmark this machine: results.json, report.md and plots")
+    p.add_argument("--quick", action="store_true", help="small sizes: about a minute on two cores")
+    p.add_argument("--out", default="tianwang-bench", metavar="DIR", help="where results.json, report.md and the plots go (default ./tianwang-bench)")
+    p.add_argument("--baseline", metavar="FILE", help="an earlier results.json: flag figures more than --threshold %% worse")
+    p.add_argument("--threshold", type=_percent, default=10.0, metavar="PCT", help="regression threshold in percent (default 10)")
+    p.add_argument("--sections", type=_sections(SECTIONS), default=SECTIONS, metavar="LIST",
+                   help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
+    p.add_argument("--scale", type=_scale, default=1.0, metavar="F", help="multiply every count by F (0.001 to 100; default 1)")
+
     p = sub.add_parser("simulate", help="run one device simulator standalone")
     p.add_argument("kind", help="onvif, signal, beidou, jt808 (whichever are installed)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see `tianwang simulate KIND --help`)")
@@ -209,6 +257,7 @@ def main(argv=None) -> int:
         "drivers": cmd_drivers,
         "simulate": cmd_simulate,
         "discover": cmd_discover,
+        "bench": cmd_bench,
     }[verb]
     try:
         return handler(args)
@@ -224,6 +273,13 @@ def main(argv=None) -> int:
         except BrokenPipeError:
             pass
         return 0
+
+
+# -- bench -------------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from tianwang.gateway.cli.bench import run_bench
+
+    return run_bench(args)
 
 
 # -- decode ------------------------------------------------------------------------------------
