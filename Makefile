@@ -12,7 +12,7 @@ SOURCES := Makefile pyproject.toml setup.py proto/pyproject.toml proto/setup.py 
 BUILD_REQUIRES = $$($(PY) -c 'import tomllib; print(" ".join(sorted({r for f in ("pyproject.toml", "proto/pyproject.toml") for r in tomllib.load(open(f, "rb"))["build-system"]["requires"]})))')
 PYTEST_ARGS ?=
 
-.PHONY: install tools demo test test-twins fuzz bench soak dist clean
+.PHONY: install tools demo test test-twins fuzz bench bench-pytest soak dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,7 +52,14 @@ test-twins: install tools
 fuzz: install
 	TIANWANG_FUZZ_EXAMPLES=200000 $(PY) -m pytest -q -p no:cacheprovider tests -k fuzz
 
-bench: install
+# `tianwang bench` on this machine: bench/out/results.json, report.md and the plots (docs/bench.md);
+# BENCH_ARGS=--quick for the one-minute run, --baseline FILE to compare with an earlier results.json
+BENCH_ARGS ?=
+bench: install tools
+	$(VENV)/bin/tianwang bench --out bench/out $(BENCH_ARGS)
+
+# the pytest-benchmark suites in bench/ (their own sizes; they assert the targets of docs/architecture.md)
+bench-pytest: install tools
 	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
 
 # a bounded soak of the gateway on every demo simulator (SOAK_S seconds, default 600): fails on any

@@ -521,7 +521,8 @@ def write_plots(results: dict, out: Path) -> list[str]:
 
 
 def write_report(results: dict, comparison: list[dict] | None, plots: list[str], out: Path,
-                 baseline_path: str | None = None, threshold_pct: float = DEFAULT_THRESHOLD) -> str:
+                 baseline_path: str | None = None, threshold_pct: float = DEFAULT_THRESHOLD,
+                 baseline_sizes: tuple | None = None) -> str:
     m = results["machine"]
     lines = [
         "# tianwang bench",
@@ -541,6 +542,9 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
         lines += ["", "## Against the baseline", "",
                   f"Baseline `{baseline_path}`: {len(comparison)} figures compared, "
                   f"{len(regressed)} regressed by more than {threshold_pct:g}%."]
+        if baseline_sizes is not None and baseline_sizes != (results["quick"], results["scale"]):
+            lines += ["", f"The baseline was made with other sizes (quick {baseline_sizes[0]}, scale {baseline_sizes[1]}): "
+                          "rates may not compare."]
         if regressed:
             lines += ["", "| regression | baseline | now | change |", "|---|---|---|---|"]
             lines += [f"| **{c['section']}: {c['name']}** ({c['unit']}) | {_fmt(c['baseline'], c['unit'])} | "

@@ -57,7 +57,8 @@ def run_bench(args) -> int:
                                "regressions": [c for c in comparison if c["regressed"]]}
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
     plots = runner.write_plots(results, out)
-    runner.write_report(results, comparison, plots, out, args.baseline, args.threshold)
+    runner.write_report(results, comparison, plots, out, args.baseline, args.threshold,
+                        (baseline.get("quick"), baseline.get("scale")) if baseline is not None else None)
 
     print(f"tianwang bench: {len(results['metrics'])} figures in {results['wall_s']:.0f} s "
           f"(USING_CEXT={results['machine']['using_cext']}): {out / 'results.json'}, {out / 'report.md'}, "
