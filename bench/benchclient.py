@@ -1,3 +1,3 @@
-"""The gRPC client side the scale benchmarks share: tianwang.gateway.bench.client."""
+"""The gRPC client side the scale benchmarks share: tianwang.gateway.benchmarks.client."""
 
-from tianwang.gateway.bench.client import batches_until, list_devices  # noqa: F401
+from tianwang.gateway.benchmarks.client import batches_until, list_devices  # noqa: F401

@@ -1,4 +1,4 @@
-"""The fan-out benchmark's server process: tianwang.gateway.bench.fanout (kept runnable from here).
+"""The fan-out benchmark's server process: tianwang.gateway.benchmarks.fanout (kept runnable from here).
 
     python bench/fanout_server.py {tianwang,tianwang-disk,plain} --envelopes N
 """
@@ -6,4 +6,4 @@
 import runpy
 
 if __name__ == "__main__":
-    runpy.run_module("tianwang.gateway.bench.fanout", run_name="__main__")
+    runpy.run_module("tianwang.gateway.benchmarks.fanout", run_name="__main__")

@@ -22,8 +22,8 @@ import benchreport
 import pytest
 
 from tianwang.drivers.beidou.receiver import ReceiverProtocol
-from tianwang.gateway.bench.nmea import TIANWANG_DECODE, best_of, chunks_of, decode_typed, write_mixed_file
-from tianwang.gateway.bench.nmea import mixed_corpus as corpus
+from tianwang.gateway.benchmarks.nmea import TIANWANG_DECODE, best_of, chunks_of, decode_typed, write_mixed_file
+from tianwang.gateway.benchmarks.nmea import mixed_corpus as corpus
 
 SECTION = "mixed NMEA + binary"
 EPOCHS_FILE = 50_000

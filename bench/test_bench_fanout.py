@@ -13,7 +13,7 @@ import benchreport
 import pytest
 import uvloop
 
-from tianwang.gateway.bench.fanout import TOKEN, ServerProcess, deliver, router_append
+from tianwang.gateway.benchmarks.fanout import TOKEN, ServerProcess, deliver, router_append
 from tianwang.v1 import gateway_pb2 as pb
 
 ROUTER_N = 200_000

@@ -24,7 +24,7 @@ import random
 import benchreport
 import pytest
 
-from tianwang.gateway.bench.frames import CORPORA, build, chunked, feed_all, gbt_status_reply, jt808_location
+from tianwang.gateway.benchmarks.frames import CORPORA, build, chunked, feed_all, gbt_status_reply, jt808_location
 
 RESULTS: dict[tuple[str, str], tuple[float, int, int]] = {}  # (corpus, impl) -> (seconds, bytes, frames)
 

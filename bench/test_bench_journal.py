@@ -11,7 +11,7 @@ import benchreport
 import pytest
 import uvloop
 
-from tianwang.gateway.bench.fanout import ServerProcess, deliver, journal_append
+from tianwang.gateway.benchmarks.fanout import ServerProcess, deliver, journal_append
 
 APPEND_N = 300_000
 REPLAY_N = 600_000

@@ -28,7 +28,7 @@ import pytest
 import uvloop
 
 from tianwang.gateway import framing
-from tianwang.gateway.bench.scale import jt808_fleet
+from tianwang.gateway.benchmarks.scale import jt808_fleet
 
 TERMINALS = int(os.environ.get("TIANWANG_BENCH_JT808_TERMINALS", "5000"))
 WINDOW_S = float(os.environ.get("TIANWANG_BENCH_JT808_SECONDS", "30"))

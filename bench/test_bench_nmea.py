@@ -28,7 +28,7 @@ import pynmeagps  # noqa: F401
 import benchreport
 import pytest
 
-from tianwang.gateway.bench.nmea import (TIANWANG_DECODE, WRITER, best_of, chunks_of, corpus_bytes, decode_pynmea2,
+from tianwang.gateway.benchmarks.nmea import (TIANWANG_DECODE, WRITER, best_of, chunks_of, corpus_bytes, decode_pynmea2,
                                          decode_pynmeagps, decode_typed, epoch_state, receiver_pipeline,
                                          write_nmea410_file)
 

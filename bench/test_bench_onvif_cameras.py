@@ -28,7 +28,7 @@ import tempfile
 import benchreport
 import uvloop
 
-from tianwang.gateway.bench.scale import onvif_cameras
+from tianwang.gateway.benchmarks.scale import onvif_cameras
 
 CAMERAS = int(os.environ.get("TIANWANG_BENCH_ONVIF_CAMERAS", "200"))
 # 60 s: the window holds a whole renewal cycle of every camera's subscription (renewed at 40-60% of 60 s)

@@ -28,7 +28,7 @@ import pytest
 import uvloop
 
 from tianwang.gateway import framing
-from tianwang.gateway.bench.scale import signal_junctions
+from tianwang.gateway.benchmarks.scale import signal_junctions
 
 CONTROLLERS = int(os.environ.get("TIANWANG_BENCH_SIGNAL_CONTROLLERS", "500"))
 TERMINALS = int(os.environ.get("TIANWANG_BENCH_JT808_TERMINALS", "5000"))

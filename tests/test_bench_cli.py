@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from gw import ROOT
-from tianwang.gateway.bench import runner
+from tianwang.gateway.benchmarks import runner
 
 pytestmark = pytest.mark.timeout(120)
 

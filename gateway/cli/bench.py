@@ -1,5 +1,5 @@
 """`tianwang bench`: run the benchmarks on this machine, write results.json, report.md and PNG plots
-to --out, and compare with --baseline. What is measured: tianwang.gateway.bench.runner; the format
+to --out, and compare with --baseline. What is measured: tianwang.gateway.benchmarks.runner; the format
 of results.json: docs/bench.md.
 
 Exit codes: 0 done; 1 a step failed, or --baseline was given and a figure regressed by more than
@@ -27,7 +27,7 @@ def run_bench(args) -> int:
             return _fail(f"{module} is not installed ({why}); install the bench extra: pip install 'tianwang[bench]'")
     import logging
 
-    from tianwang.gateway.bench import runner
+    from tianwang.gateway.benchmarks import runner
 
     # the gateways under test log to their own files; in this process, only what goes wrong
     if logging.getLogger().getEffectiveLevel() >= logging.INFO:

@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interface", default=None, help="local IPv4 address whose interface sends the multicast probe")
     p.add_argument("--json", action="store_true", help="one JSON object per camera")
 
-    from tianwang.gateway.bench import SECTIONS
+    from tianwang.gateway.benchmarks import SECTIONS
 
     p = sub.add_parser("bench", help="benchmark this machine: results.json, report.md and plots")
     p.add_argument("--quick", action="store_true", help="small sizes: about a minute on two cores")

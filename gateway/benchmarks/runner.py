@@ -16,8 +16,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tianwang.gateway.bench import SECTIONS
-from tianwang.gateway.bench.common import machine, timed
+from tianwang.gateway.benchmarks import SECTIONS
+from tianwang.gateway.benchmarks.common import machine, timed
 
 SCHEMA_VERSION = 1
 TITLES = {
@@ -95,7 +95,7 @@ def _impls():
 
 
 def steps_nmea(b: Bench) -> list:
-    from tianwang.gateway.bench import frames, nmea
+    from tianwang.gateway.benchmarks import frames, nmea
 
     s = b.sizes
     state = {}
@@ -176,7 +176,7 @@ def steps_nmea(b: Bench) -> list:
 def steps_router(b: Bench) -> list:
     import uvloop
 
-    from tianwang.gateway.bench import fanout
+    from tianwang.gateway.benchmarks import fanout
 
     s = b.sizes
     sec = "router"
@@ -215,7 +215,7 @@ def steps_router(b: Bench) -> list:
 def steps_fanout(b: Bench) -> list:
     import uvloop
 
-    from tianwang.gateway.bench import fanout
+    from tianwang.gateway.benchmarks import fanout
 
     s = b.sizes
     sec = "fanout"
@@ -255,7 +255,7 @@ def latency_rates(sizes: Sizes) -> list[int]:
 def steps_latency(b: Bench) -> list:
     import uvloop
 
-    from tianwang.gateway.bench import latency
+    from tianwang.gateway.benchmarks import latency
 
     s = b.sizes
     sec = "latency"
@@ -277,7 +277,7 @@ def steps_scale(b: Bench) -> list:
     import uvloop
 
     from tianwang.gateway import framing
-    from tianwang.gateway.bench import scale
+    from tianwang.gateway.benchmarks import scale
 
     s = b.sizes
     sec = "scale"
@@ -378,7 +378,7 @@ def run(sections, quick: bool, scale: float, progress_stream=None) -> dict:
                     pass
             progress.close()
     info["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    from tianwang.gateway.bench.nmea import peer_versions
+    from tianwang.gateway.benchmarks.nmea import peer_versions
 
     return {
         "schema_version": SCHEMA_VERSION,

@@ -1,9 +1,9 @@
 """The fan-out benchmark: a server process, the subscribers that time it, and Router.publish into
 the journal (bench/test_bench_fanout.py, bench/test_bench_journal.py and `tianwang bench`).
 
-    python -m tianwang.gateway.bench.fanout tianwang --envelopes N   # the real Gateway, journal pre-filled
-    python -m tianwang.gateway.bench.fanout tianwang-disk --envelopes N   # the same, journal on disk, memory empty
-    python -m tianwang.gateway.bench.fanout plain --envelopes N      # grpc.aio, one Envelope per write()
+    python -m tianwang.gateway.benchmarks.fanout tianwang --envelopes N   # the real Gateway, journal pre-filled
+    python -m tianwang.gateway.benchmarks.fanout tianwang-disk --envelopes N   # the same, journal on disk, memory empty
+    python -m tianwang.gateway.benchmarks.fanout plain --envelopes N      # grpc.aio, one Envelope per write()
 
 Both hold the same N envelopes (a GNSS fix payload, ~200 bytes on the wire) and serve
 `tianwang.v1.Gateway/Subscribe` from seq 1. The first stdout line is JSON with the port.
@@ -141,7 +141,7 @@ class ServerProcess:
 
     def __init__(self, kind, n):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tianwang.gateway.bench.fanout", kind, "--envelopes", str(n)],
+            [sys.executable, "-m", "tianwang.gateway.benchmarks.fanout", kind, "--envelopes", str(n)],
             stdout=subprocess.PIPE,
             env=dict(os.environ),
         )

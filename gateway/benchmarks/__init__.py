@@ -1,7 +1,7 @@
 """The measurements behind `tianwang bench` and the pytest-benchmark suites in bench/.
 
 Each module holds corpora, scenarios and timed functions that both callers share: the verb
-(gateway/cli/bench.py, report and plots in gateway/bench/runner.py) runs them at the sizes it is
+(gateway/cli/bench.py, report and plots in gateway/benchmarks/runner.py) runs them at the sizes it is
 given and writes results.json; the suites in bench/ run them at their own sizes and assert the
 targets of docs/architecture.md. Nothing here is imported by the gateway itself.
 """

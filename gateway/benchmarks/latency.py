@@ -27,7 +27,7 @@ import tty
 
 import msgpack
 
-from tianwang.gateway.bench.common import Proc, cpu_seconds, memory_kib, percentile
+from tianwang.gateway.benchmarks.common import Proc, cpu_seconds, memory_kib, percentile
 from tianwang.v1 import gateway_pb2 as pb
 
 TOKEN = "latency-bench-read-token"

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import msgpack
 
-from tianwang.gateway.bench.client import batches_until, list_devices
-from tianwang.gateway.bench.common import Proc, cpu_seconds, memory_kib, percentile
+from tianwang.gateway.benchmarks.client import batches_until, list_devices
+from tianwang.gateway.benchmarks.common import Proc, cpu_seconds, memory_kib, percentile
 from tianwang.v1 import gateway_pb2 as pb
 
 # -- JT/T 808 terminals ----------------------------------------------------------------------------
