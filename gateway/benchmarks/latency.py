@@ -27,6 +27,7 @@ import tty
 
 import msgpack
 
+from tianwang.gateway.benchmarks.client import list_devices
 from tianwang.gateway.benchmarks.common import Proc, cpu_seconds, memory_kib, percentile
 from tianwang.v1 import gateway_pb2 as pb
 
@@ -165,6 +166,12 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
                 await asyncio.sleep(0.05)
             sub.cancel()
             await asyncio.gather(sub, return_exceptions=True)
+        # how the receivers closed their epochs: on the last sentence (the cycle learned), by the
+        # next epoch, or by the quiet-gap timer (each adds its own delay)
+        closed = dict.fromkeys(("epochs_closed_end", "epochs_closed_next", "epochs_closed_flush"), 0)
+        for dev in await list_devices(addr, (("authorization", f"Bearer {TOKEN}"),), family="gnss"):
+            for key in closed:
+                closed[key] += int(dev.counters.get(key, 0))
         mem = memory_kib(pid)
     finally:
         if gw is not None:
@@ -186,5 +193,5 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         "max_ms": lat[-1] if lat else None, "mean_ms": statistics.fmean(lat) if lat else None,
         "achieved_rate": len(written) / window_s,
         "gateway_cpu_cores": (cpu1 - cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
-        "gateway_rss_mib": round(mem["VmRSS"] / 1024, 1), "hot_path": gw.first["hot_path"],
+        "gateway_rss_mib": round(mem["VmRSS"] / 1024, 1), "hot_path": gw.first["hot_path"], **closed,
     }
