@@ -1,18 +1,20 @@
 """End-to-end latency at a given rate: simulated BeiDou receivers on ptys and over TCP, a gateway in a
-process of its own, a gRPC subscriber here.
+process of its own, a gRPC subscriber in a third.
 
 This process plays the devices: half of them on the master side of a pty (the gateway opens the slave
 as `serial://`), half as TCP servers the gateway connects to (`tcp://`, a serial server). Each writes
 GGA + RMC epochs at `rate / devices` Hz (whole hundredths of a second, as NMEA times carry), the
 devices' phases spread over the period; the epochs are built before the clock starts. A subscriber on
-`gnss/+/fix` (max_delay_ms 0) stamps each batch on arrival. Latency of a reading = its arrival -
+`gnss/+/fix` (max_delay_ms 0), in another process, stamps each batch on arrival. Latency of a reading = its arrival -
 the wall time just before the write of its epoch, matched by (device, fix time). Readings written
 during the warm-up (the receivers learn their cycle) are not counted; a reading written in the window
 that never arrives is `missing`; a pty write the kernel refused (the gateway not reading fast enough)
 is `write_refused`.
 
-The writer and the subscriber share this process (the figures include the subscriber's decoding);
-the gateway's CPU is measured from /proc over the window.
+The subscriber runs in a process of its own (`python -m tianwang.gateway.benchmarks.latency ADDR`):
+it reports its count every 0.1 s and, on SIGTERM, every arrival. Writer, gateway and subscriber
+each have a process, so on a two-core machine they share the cores; the gateway's CPU is measured
+from /proc over the window.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -99,6 +102,7 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
             tcp.append(dev)
             urls.append(f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}")
         ids = [f"bd-{i:03d}" for i in range(devices)]
+        env = dict(os.environ, TW_BENCH_LATENCY_TOKEN=TOKEN)
         config = os.path.join(logdir, f"latency-{rate}.yaml")
         with open(config, "w") as f:
             json.dump({
@@ -107,24 +111,9 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
                 "devices": [{"id": i, "driver": "beidou", "url": u, "receiver": {"epoch_period_s": 1 / hz}}
                             for i, u in zip(ids, urls)],
             }, f)
-        env = dict(os.environ, TW_BENCH_LATENCY_TOKEN=TOKEN)
         gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", config], logdir, f"gateway-latency-{rate}", env)
         addr, pid = gw.first["listen"], gw.first["pid"]
         await asyncio.wait_for(asyncio.gather(*(d.connected.wait() for d in tcp)), 20)
-
-        import grpc
-
-        arrived: dict[tuple[str, int], int] = {}
-
-        async def subscribe(channel):
-            call = channel.unary_stream("/tianwang.v1.Gateway/Subscribe", request_serializer=pb.SubscribeRequest.SerializeToString,
-                                        response_deserializer=pb.Batch.FromString)
-            req = pb.SubscribeRequest(topics=["gnss/+/fix"], from_seq=0, max_delay_ms=0)
-            unpack = msgpack.unpackb
-            async for batch in call(req, metadata=(("authorization", f"Bearer {TOKEN}"),)):
-                now = time.time_ns()
-                for env in batch.envelopes:
-                    arrived.setdefault((env.device_id, unpack(env.payload)["time_ns"]), now)
 
         total_s = warmup_s + window_s
         epochs = _epochs(int(total_s * hz) + 1, period_ns)
@@ -132,8 +121,13 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         schedule = sorted(((k + d / devices) / hz, d, k) for d in range(devices) for k in range(len(epochs)))
         written: dict[tuple[str, int], int] = {}
         refused = 0
-        async with grpc.aio.insecure_channel(addr) as channel:
-            sub = asyncio.ensure_future(subscribe(channel))
+        sub = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tianwang.gateway.benchmarks.latency", addr, stdout=asyncio.subprocess.PIPE, env=env,
+            limit=1 << 28)  # the last line holds every arrival
+        try:
+            first = await asyncio.wait_for(sub.stdout.readline(), 30)
+            if not first:
+                raise RuntimeError("the latency subscriber did not start")
             await asyncio.sleep(0.3)  # the subscription is open before the first reading
             start = time.monotonic()
             cpu0 = wall0 = None
@@ -142,6 +136,7 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
                 now = time.monotonic() - start
                 if cpu0 is None and now >= warmup_s:
                     cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+                    sub_cpu0, own_cpu0 = cpu_seconds(sub.pid), time.process_time()
                 while i < len(schedule) and schedule[i][0] <= now:
                     _, d, k = schedule[i]
                     i += 1
@@ -161,11 +156,24 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
                         written[(ids[d], t)] = stamp
                 await asyncio.sleep(0.0005)
             cpu1, wall1 = cpu_seconds(pid), time.monotonic()
+            sub_cpu1, own_cpu1 = cpu_seconds(sub.pid), time.process_time()
+            # the subscriber reports how many fixes it has every 0.1 s: wait until it has every one
+            # written (warm-up included), or 2 s
+            expected = len(written) + sum(1 for _, _, k in schedule if k / hz < warmup_s) - refused
             deadline = time.monotonic() + 2.0
-            while time.monotonic() < deadline and any(key not in arrived for key in written):
-                await asyncio.sleep(0.05)
-            sub.cancel()
-            await asyncio.gather(sub, return_exceptions=True)
+            while time.monotonic() < deadline:
+                line = await asyncio.wait_for(sub.stdout.readline(), 5)
+                if not line or json.loads(line).get("count", 0) >= expected:
+                    break
+        finally:
+            if sub.returncode is None:
+                sub.send_signal(signal.SIGTERM)
+        arrived = {}
+        async for line in sub.stdout:
+            msg = json.loads(line)
+            if "arrivals" in msg:
+                arrived = {(d, t): a for d, t, a in msg["arrivals"]}
+        await sub.wait()
         # how the receivers closed their epochs: on the last sentence (the cycle learned), by the
         # next epoch, or by the quiet-gap timer (each adds its own delay)
         closed = dict.fromkeys(("epochs_closed_end", "epochs_closed_next", "epochs_closed_flush"), 0)
@@ -193,5 +201,50 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         "max_ms": lat[-1] if lat else None, "mean_ms": statistics.fmean(lat) if lat else None,
         "achieved_rate": len(written) / window_s,
         "gateway_cpu_cores": (cpu1 - cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
+        "subscriber_cpu_cores": (sub_cpu1 - sub_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
+        "devices_cpu_cores": (own_cpu1 - own_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
         "gateway_rss_mib": round(mem["VmRSS"] / 1024, 1), "hot_path": gw.first["hot_path"], **closed,
     }
+
+
+async def _subscriber(addr: str) -> None:
+    """The subscriber process: arrivals of `gnss/+/fix` at `addr`; its count on stdout every 0.1 s,
+    every (device, fix time, arrival) as one JSON line on SIGTERM."""
+    import grpc
+
+    arrived: dict[tuple[str, int], int] = {}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    async def subscribe(channel):
+        call = channel.unary_stream("/tianwang.v1.Gateway/Subscribe", request_serializer=pb.SubscribeRequest.SerializeToString,
+                                    response_deserializer=pb.Batch.FromString)
+        req = pb.SubscribeRequest(topics=["gnss/+/fix"], from_seq=0, max_delay_ms=0)
+        unpack = msgpack.unpackb
+        async for batch in call(req, metadata=(("authorization", f"Bearer {TOKEN}"),)):
+            now = time.time_ns()
+            for env in batch.envelopes:
+                arrived.setdefault((env.device_id, unpack(env.payload)["time_ns"]), now)
+
+    async def report():
+        while True:
+            print(json.dumps({"count": len(arrived)}), flush=True)
+            await asyncio.sleep(0.1)
+
+    async with grpc.aio.insecure_channel(addr) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+        sub = asyncio.ensure_future(subscribe(channel))
+        print(json.dumps({"ready": True}), flush=True)
+        reporter = asyncio.ensure_future(report())
+        await stop.wait()
+        for task in (sub, reporter):
+            task.cancel()
+        await asyncio.gather(sub, reporter, return_exceptions=True)
+    print(json.dumps({"arrivals": [[d, t, a] for (d, t), a in arrived.items()]}), flush=True)
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(_subscriber(sys.argv[1]))
