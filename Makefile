@@ -55,7 +55,7 @@ fuzz: install
 # `tianwang bench` on this machine: bench/out/results.json, report.md and the plots (docs/bench.md);
 # BENCH_ARGS=--quick for the one-minute run, --baseline FILE to compare with an earlier results.json
 BENCH_ARGS ?=
-bench: install tools
+bench: install
 	$(VENV)/bin/tianwang bench --out bench/out $(BENCH_ARGS)
 
 # the pytest-benchmark suites in bench/ (their own sizes; they assert the targets of docs/architecture.md)
