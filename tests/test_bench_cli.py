@@ -213,3 +213,25 @@ def test_missing_matplotlib_is_one_line(tmp_path):
     assert r.stderr == ("tianwang bench: matplotlib is not installed (the plots); install the bench extra: "
                         "pip install 'tianwang[bench]'\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_peer_is_skipped_and_named(tmp_path):
+    # pynmea2 hidden from the import system, gpsdecode from PATH: the run goes on without them
+    code = ("import sys; sys.modules['pynmea2'] = None; from tianwang.gateway.cli.main import main; "
+            f"sys.exit(main(['bench', '--quick', '--scale', '0.002', '--sections', 'nmea', '--out', {str(tmp_path)!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={"PATH": str(tmp_path / "nothing-here")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    skipped = [line for line in r.stdout.splitlines() if line.startswith("skipped: ")]
+    assert skipped == ["skipped: nmea: pynmea2: not installed (pip install 'tianwang[bench]')",
+                       "skipped: nmea: gpsdecode on nmea410: not installed (Debian package gpsd-clients)",
+                       "skipped: nmea: gpsdecode on mixed-ubx: not installed (Debian package gpsd-clients)"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["peers"]["pynmea2"] is None and results["peers"]["gpsdecode"] is None
+    assert results["peers"]["pynmeagps"]  # still there, still measured
+    names = {m["name"] for m in results["metrics"]}
+    assert "decode pynmeagps" in names and "decode pynmea2" not in names
+    assert not any("gpsdecode" in n for n in names) and results["errors"] == []
+    report = (tmp_path / "report.md").read_text()
+    assert "pynmea2 not installed (skipped)" in report and "gpsdecode not installed (skipped)" in report
+    assert "- skipped pynmea2: not installed" in report
