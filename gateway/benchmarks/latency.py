@@ -154,7 +154,10 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
                         tcp[d - n_pty].transport.write(data)
                     if k / hz >= warmup_s:
                         written[(ids[d], t)] = stamp
-                await asyncio.sleep(0.0005)
+                if i < len(schedule):
+                    # until the next write is due, at least 1 ms: a busy loop would take a core from the
+                    # gateway; a write up to 1 ms late is the device's jitter (the clock starts at the write)
+                    await asyncio.sleep(max(0.001, schedule[i][0] - (time.monotonic() - start)))
             cpu1, wall1 = cpu_seconds(pid), time.monotonic()
             sub_cpu1, own_cpu1 = cpu_seconds(sub.pid), time.process_time()
             # the subscriber reports how many fixes it has every 0.1 s: wait until it has every one

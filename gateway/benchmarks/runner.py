@@ -603,6 +603,8 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
                 lines.append(f"| {r['label']} | {r.get('connect_s')} | {r['window_s']:g} | {r['gateway_cpu_cores']:.3f} cores | "
                              f"{r['gateway_rss_mib']} ({r['gateway_peak_rss_mib']}) | {r['received']:,} / {r['expected']:,} | "
                              f"{r['gaps']} |")
+        if results["notes"].get(sec) or any(e["section"] == sec for e in results["errors"]):
+            lines.append("")
         for note in results["notes"].get(sec, []):
             lines.append(f"- {note}")
         for e in results["errors"]:
