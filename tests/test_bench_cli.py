@@ -154,17 +154,18 @@ def test_a_doctored_baseline_is_flagged(tiny_run, tmp_path):
 
 def test_compare_flags_only_changes_beyond_the_threshold():
     def result(**values):
-        return {"metrics": [{"section": "s", "name": n, "unit": "u", "better": b, "value": v}
+        return {"metrics": [{"section": "s", "name": n, "unit": "readings" if n == "lost" else "u", "better": b, "value": v}
                             for n, (b, v) in values.items()]}
 
-    base = result(rate=("higher", 100.0), lat=("lower", 10.0), lost=("lower", 0.0), gone=("higher", 5.0))
-    assert [c["regressed"] for c in runner.compare(base, base)] == [False] * 4
-    now = result(rate=("higher", 89.0), lat=("lower", 10.9), lost=("lower", 1.0), new=("higher", 1.0))
+    base = result(rate=("higher", 100.0), lat=("lower", 10.0), lost=("lower", 0.0), cpu=("lower", 0.0), gone=("higher", 5.0))
+    assert [c["regressed"] for c in runner.compare(base, base)] == [False] * 5
+    now = result(rate=("higher", 89.0), lat=("lower", 10.9), lost=("lower", 1.0), cpu=("lower", 0.003), new=("higher", 1.0))
     got = {c["name"]: c for c in runner.compare(now, base)}
-    assert set(got) == {"rate", "lat", "lost"}  # only what both have
+    assert set(got) == {"rate", "lat", "lost", "cpu"}  # only what both have
     assert got["rate"]["regressed"] and round(got["rate"]["change_pct"]) == -11
     assert not got["lat"]["regressed"]  # 9% worse: under 10
     assert got["lost"]["regressed"]  # any loss where there was none
+    assert not got["cpu"]["regressed"]  # no percentage of nothing
     assert not runner.compare(now, base, threshold_pct=12)[0]["regressed"]
     better = result(rate=("higher", 500.0), lat=("lower", 1.0), lost=("lower", 0.0))
     assert not any(c["regressed"] for c in runner.compare(better, base))

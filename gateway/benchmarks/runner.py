@@ -422,7 +422,7 @@ def load_baseline(path: str) -> dict:
 def compare(results: dict, baseline: dict, threshold_pct: float = DEFAULT_THRESHOLD) -> list[dict]:
     """Each metric of `results` that the baseline also has (same section and name): its change in
     percent and whether it regressed by more than `threshold_pct` (worse in its `better` direction).
-    A baseline value of zero compares only for `lower` metrics (any rise from zero regresses)."""
+    From a baseline of zero, only readings lost regress (on any rise)."""
     base = {(m["section"], m["name"]): m for m in baseline["metrics"] if isinstance(m, dict) and "name" in m}
     out = []
     for m in results["metrics"]:
@@ -435,8 +435,12 @@ def compare(results: dict, baseline: dict, threshold_pct: float = DEFAULT_THRESH
         else:
             change = (now - was) / abs(was) * 100
         worse = -change if m["better"] == "higher" else change
+        if was == 0:  # no percentage of nothing: only a loss where there was none counts
+            regressed = m["unit"] == "readings" and m["better"] == "lower" and now > 0
+        else:
+            regressed = worse > threshold_pct
         out.append({"section": m["section"], "name": m["name"], "unit": m["unit"], "baseline": was, "value": now,
-                    "change_pct": change, "regressed": worse > threshold_pct and not (was == 0 and m["better"] == "higher")})
+                    "change_pct": change, "regressed": regressed})
     return out
 
 
