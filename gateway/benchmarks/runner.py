@@ -517,6 +517,18 @@ def write_plots(results: dict, out: Path) -> list[str]:
             ax.axvline(target["rate"], color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+
+        # plain numbers (the rates run; 1, 2, 5, 10... ms) rather than 2x10^0
+        values = [r[f"{q}_ms"] for r in rates for q in ("p50", "p99", "p999") if r[f"{q}_ms"]] or [1.0]
+        top = max(values + [target.get("p99_ms", 1)])
+        ax.xaxis.set_major_locator(FixedLocator([r["rate"] for r in rates]))
+        ax.yaxis.set_major_locator(FixedLocator([v for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+                                                 if min(values) / 2 <= v <= top * 2]))
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_locator(NullLocator())
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("readings/s (ptys and TCP together)")
         ax.set_ylabel("device write -> gRPC subscriber, ms")
         ax.set_title(TITLES["latency"])
