@@ -489,13 +489,24 @@ class _TcpClient(asyncio.Protocol):
             return
         self.server.clients.add(self)
         sim.counters["connections"] += 1
+        if sim.notify is not None:
+            sim.notify(f"a client connected from {_peer(transport)}")
         sim._on_connect()
 
     def data_received(self, data):
         self.server.sim._host_bytes(data)
 
     def connection_lost(self, exc):
-        self.server.clients.discard(self)
+        if self in self.server.clients:  # not reset by the simulator itself (a fault or its stop)
+            self.server.clients.discard(self)
+            sim = self.server.sim
+            if sim.notify is not None:
+                sim.notify(f"the client from {_peer(self.transport)} disconnected")
+
+
+def _peer(transport) -> str:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return f"{peer[0]}:{peer[1]}" if peer else "?"
 
 
 def _reset(transport) -> None:
@@ -654,6 +665,7 @@ class ReceiverSimulator:
         self.banner_s = banner_s
         self.firmware = firmware
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self.notify = None  # `tianwang simulate` sets it to print connection events
         self.antenna = "OK"
         self.tunnelled = False
         self.weak = False

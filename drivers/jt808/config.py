@@ -70,7 +70,7 @@ def parse_auth_codes(text: str) -> dict[str, str]:
 
 class Jt808Config(SecretsModel, ListenerConfig):
     """`listeners:` entry of driver jt808. Secrets (`auth_secret`, `auth_codes`) come as `<name>_env`
-    or `<name>_file` (inline works, `tianwang check` warns)."""
+    or `<name>_file` (inline only with `auth.allow_inline_secrets: true`)."""
 
     __secrets__: ClassVar = ("auth_secret", "auth_codes")
 

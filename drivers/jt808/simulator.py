@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Callable
 import math
 import random
 import sys
@@ -152,6 +153,9 @@ class SimTerminal(asyncio.Protocol):
     def connection_lost(self, exc):
         self.transport = None
         self.fleet.count("disconnects")
+        if not self.closing and self.fleet.notify is not None:
+            why = f" ({exc})" if exc else ""
+            self.fleet.notify(f"terminal {self.phone}: the gateway closed the connection{why}; reconnecting")
         was_online = self.state == "online"
         self.state = "idle"
         self.online_event.clear()
@@ -350,6 +354,8 @@ class SimTerminal(asyncio.Protocol):
                     self._flush_stored()
                 else:
                     fleet.count("auth_failed")
+                    if fleet.notify is not None:
+                        fleet.notify(f"terminal {self.phone}: the gateway refused its authentication (result {int(result)})")
                     if self.preset_code is None or fleet.reregister:
                         self.auth_code = None
                         self._register()
@@ -376,6 +382,8 @@ class SimTerminal(asyncio.Protocol):
                 self._authenticate()
             else:
                 fleet.count("registrations_refused")
+                if fleet.notify is not None:
+                    fleet.notify(f"terminal {self.phone}: the gateway refused its registration (result {int(result)})")
                 if self.transport is not None:
                     self.transport.close()
         elif msg_id == p.QUERY_LOCATION:
@@ -435,6 +443,9 @@ class Fleet:
         self.store_max = store_max
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.online = 0
+        # `tianwang simulate` sets this to print connection events (the gateway closing a terminal's
+        # connection, refusing a registration) as they happen
+        self.notify: Callable[[str], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         rng = random.Random(seed)
         self.terminals = [

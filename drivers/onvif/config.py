@@ -10,7 +10,8 @@
         events: pullpoint              # pullpoint (default) | webhook | off
         webhook: {listen: "0.0.0.0:8089", url: "http://10.1.0.5:8089"}   # events: webhook only
 
-The password is a secret: `password_env` or `password_file` (inline works, `tianwang check` warns).
+The password is a secret: `password_env` or `password_file` (inline only with
+`auth.allow_inline_secrets: true`).
 """
 
 from __future__ import annotations

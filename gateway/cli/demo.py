@@ -58,6 +58,8 @@ async def run_demo(listen: str | None = None, metrics: str | None = None, live: 
             {
                 "gateway": {"name": "demo", "listen": listen, "metrics": metrics},
                 "auth": {
+                    # the tokens come from the environment or were generated just now, not from a file
+                    "allow_inline_secrets": True,
                     "tokens": [
                         {"name": "demo-read", "token": read_token, "read": ["#"]},
                         {"name": "demo-control", "token": control_token, "read": ["#"], "control": ["#"]},

@@ -258,6 +258,8 @@ def cmd_check(args) -> int:
     except ConfigError as exc:
         for path, reason in exc.problems:
             print(f"{path}: {reason}" if path else reason)
+        for path, reason in exc.warnings:
+            print(f"warning: {path}: {reason}", file=sys.stderr)
         return 1
     for path, reason in warnings_for(config):
         print(f"warning: {path}: {reason}", file=sys.stderr)

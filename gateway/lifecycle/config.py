@@ -3,7 +3,8 @@
 Every problem is reported with the path of the key it concerns (`devices[2].url: unsupported scheme
 'com'`), all at once, so `tianwang check FILE` can list them. Unknown keys are errors. Secrets are
 given as `<name>_env` (an environment variable) or `<name>_file` (a file whose content, stripped of
-the trailing newline, is the secret); inline `<name>:` works too but `check` warns about it.
+the trailing newline, is the secret); an inline `<name>:` is an error unless `auth.allow_inline_secrets`
+is true.
 
 Code after this module trusts the models.
 """
@@ -88,16 +89,6 @@ class SecretsModel(Model):
                 continue
             object.__setattr__(self, name, SecretStr(value))
         return self
-
-    def inline_secrets(self) -> list[str]:
-        """Names of secrets written inline in the file (check warns about these)."""
-        return [
-            n
-            for n in self.__secrets__
-            if getattr(self, n) is not None
-            and getattr(self, f"{n}_env") is None
-            and getattr(self, f"{n}_file") is None
-        ]
 
 
 def _read_secret_file(path: str) -> str:
@@ -284,6 +275,10 @@ class AuthConfig(Model):
     # they are refused with RESOURCE_EXHAUSTED and counted, not audited one by one
     refused_commands_per_s: float = Field(default=5.0, gt=0)
     refused_commands_burst: int = Field(default=50, ge=1)
+    # a secret written in the file itself (`token:`, `password:`...) is an error unless this says
+    # the file is kept as safe as the secrets (tests, a demo, a sealed config store); prefer
+    # `<name>_env` or `<name>_file`
+    allow_inline_secrets: bool = False
 
     @field_validator("anonymous_read")
     @classmethod
@@ -612,11 +607,66 @@ def load_config(source: str | dict, registry=None) -> Config:
         else:
             binds[(host, port)] = f"listeners[{i}]"
 
+    raw_allow = raw_auth.get("allow_inline_secrets", False)
+    if raw_allow is not True:
+        for path, name in _inline_secrets(data, registry):
+            problems.append((
+                path,
+                f"secret written inline: use {name}_env or {name}_file (or set auth.allow_inline_secrets: true "
+                "if this file is kept as safe as the secret)",
+            ))
+
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, _raw_warnings(data, devices, listeners))
     return base.model_copy(
         update={"devices": tuple(d for _, d in devices), "listeners": tuple(d for _, d in listeners)}
     )
+
+
+def _raw_warnings(data: dict, devices, listeners) -> list[tuple[str, str]]:
+    """The warnings of `warnings_for`, for a config with errors: from the raw mappings and from the
+    entries that did validate."""
+    out = []
+    for section, entries in (("devices", devices), ("listeners", listeners)):
+        for i, dev in entries:
+            for key, why in dev.config_warnings():
+                out.append((f"{section}[{i}].{key}", why))
+    auth = data.get("auth") if isinstance(data.get("auth"), dict) else {}
+    if not auth.get("tokens") and not auth.get("anonymous_read"):
+        out.append(("auth.tokens", "no tokens: every gRPC call will be refused"))
+    gw = data.get("gateway") if isinstance(data.get("gateway"), dict) else {}
+    try:
+        host, _ = parse_hostport(gw.get("listen", "127.0.0.1:50051"))
+    except (ValueError, TypeError):
+        host = None
+    if host is not None and gw.get("tls") is None and host not in ("127.0.0.1", "::1", "localhost"):
+        out.append(("gateway.tls", f"listening on {host} without TLS: tokens cross the network in clear"))
+    return out
+
+
+def _inline_secrets(data: dict, registry) -> list[tuple[str, str]]:
+    """(path, name) of every secret written inline in the raw config, found on the raw mappings so
+    they are reported beside every other problem, even in entries that are otherwise invalid."""
+    def mapping(value):
+        return value if isinstance(value, dict) else {}
+
+    def given(entry, names, where):
+        return [(f"{where}.{n}", n) for n in names if mapping(entry).get(n) is not None]
+
+    out = []
+    tokens = mapping(data.get("auth")).get("tokens")
+    for i, t in enumerate(tokens if isinstance(tokens, list) else ()):
+        out += given(t, TokenConfig.__secrets__, f"auth.tokens[{i}]")
+    out += given(mapping(data.get("gateway")).get("metrics_auth"), MetricsAuthConfig.__secrets__, "gateway.metrics_auth")
+    out += given(mapping(data.get("bridges")).get("nats"), NatsBridgeConfig.__secrets__, "bridges.nats")
+    for section in ("devices", "listeners"):
+        entries = data.get(section)
+        for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+            spec = registry.get(entry.get("driver")) if isinstance(entry, dict) and isinstance(entry.get("driver"), str) else None
+            model = spec.config_model if spec is not None else None
+            if model is not None and issubclass(model, SecretsModel):
+                out += given(entry, model.__secrets__, f"{section}[{i}]")
+    return out
 
 
 def _load_entries(section, raw, kind, registry, problems):
@@ -721,14 +771,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 def warnings_for(config: Config) -> list[tuple[str, str]]:
     """Things that are allowed but unwise, for `tianwang check`."""
     out = []
-    for i, t in enumerate(config.auth.tokens):
-        for name in t.inline_secrets():
-            out.append((f"auth.tokens[{i}].{name}", "secret written inline; use token_env or token_file"))
+    # inline secrets are errors (load_config) unless auth.allow_inline_secrets says otherwise: then
+    # the file's owner has chosen them, and check says nothing more
     for section, entries in (("devices", config.devices), ("listeners", config.listeners)):
         for i, dev in enumerate(entries):
-            if isinstance(dev, SecretsModel):
-                for name in dev.inline_secrets():
-                    out.append((f"{section}[{i}].{name}", f"secret written inline; use {name}_env or {name}_file"))
             for key, why in dev.config_warnings():
                 out.append((f"{section}[{i}].{key}", why))
     if not config.auth.tokens and not config.auth.anonymous_read:
