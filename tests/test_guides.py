@@ -1,0 +1,280 @@
+"""The guides under docs/ hold what they promise:
+
+- docs/config-reference.md is what the generator makes from the config models today (a stale page
+  fails), and every model field has a description;
+- each example config under examples/configs/ passes `tianwang check`, and together they cover every
+  device family (a beidou receiver on serial and on TCP, a jt808 listener, signal controllers, onvif
+  cameras);
+- the Python and Node.js subscribers of the subscriber guide, run against a live gateway fed by a
+  simulated receiver, print the journal's envelopes in seq order, resume from a seq and journal id,
+  and refuse a resume against another journal. Node is required: a machine without it fails here
+  (`make tools` says how to get it);
+- every metric the operator guide names exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from gw import READ, ROOT, base_config, journal_envelopes, running, until
+
+pytestmark = pytest.mark.timeout(120)
+
+REFERENCE = ROOT / "docs" / "config-reference.md"
+EXAMPLES = ROOT / "examples"
+NODE_DIR = EXAMPLES / "node"
+
+
+# -- the config reference ------------------------------------------------------------------------
+def test_config_reference_is_generated_from_the_models():
+    from tianwang.gateway.lifecycle import configref
+
+    assert REFERENCE.read_text(encoding="utf-8") == configref.render(), (
+        "docs/config-reference.md is stale: run `python -m tianwang.gateway.lifecycle.configref --write "
+        "docs/config-reference.md`"
+    )
+
+
+def test_config_reference_check_flags_a_stale_page(tmp_path):
+    stale = tmp_path / "config-reference.md"
+    stale.write_text(REFERENCE.read_text(encoding="utf-8").replace("retention on disk by bytes", "retention"))
+    cmd = [sys.executable, "-m", "tianwang.gateway.lifecycle.configref", "--check"]
+    r = subprocess.run([*cmd, str(stale)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "is stale" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = subprocess.run([*cmd, str(REFERENCE)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_config_reference_lists_every_key_with_type_default_and_description():
+    from pydantic import Field
+
+    from tianwang.gateway.lifecycle import config as c
+    from tianwang.gateway.lifecycle import configref
+
+    text = REFERENCE.read_text(encoding="utf-8")
+    for key, typ, default, constraints in (
+        ("gateway.journal.max_bytes", "size", "`256MiB`", "-"),
+        ("gateway.fanout.max_batch", "int", "`256`", ">= 1, <= 8192"),
+        ("auth.tokens[].name", "str", "required", "matches `^[A-Za-z0-9_.@-]{1,64}$`"),
+        ("bridges.nats.servers", "list of str", "required", "at least 1 item"),
+        ("devices[].backoff.factor", "float", "`2`", ">= 1, <= 10"),
+        ("versions", "list of `2013`, `2019`", "`[2013, 2019]`", "-"),
+        ("poll_hz", "float", "`1`", "> 0, <= 10"),
+    ):
+        assert re.search(rf"^\| `{re.escape(key)}` \| {re.escape(typ)} \| {re.escape(default)} \| {re.escape(constraints)} \| \w",
+                         text, re.M), key
+    for family in ("beidou", "jt808", "onvif", "signal"):
+        assert f"## `driver: {family}`" in text
+
+    class Undocumented(c.Model):
+        fine: int = Field(default=1, description="has one")
+        bare: int = 2
+
+    with pytest.raises(configref.ReferenceError, match="Undocumented.bare: no Field"):
+        configref.rows(Undocumented)
+
+
+# -- example configs -----------------------------------------------------------------------------
+EXAMPLE_ENV = {
+    "TW_TOKEN_CC": "cc-" + "a" * 29,
+    "TW_TOKEN_GIS": "gis-" + "b" * 28,
+    "TW_TOKEN_DESK": "desk-" + "c" * 27,
+    "TW_TOKEN_VIDEO": "video-" + "d" * 26,
+    "TW_JT808_SECRET": "e" * 32,
+    "TW_CAM1_PASS": "cam1-pass",
+    "TW_CAM2_PASS": "cam2-pass",
+}
+
+
+def _examples():
+    return sorted((EXAMPLES / "configs").glob("*.yaml"))
+
+
+def test_example_configs_cover_every_family():
+    import yaml
+
+    seen = set()
+    for path in _examples():
+        data = yaml.safe_load(path.read_text())
+        for entry in (data.get("devices") or []) + (data.get("listeners") or []):
+            transport = entry.get("url", "").split(":", 1)[0] or ("tcp" if "listen" in entry else "http")
+            seen.add((entry["driver"], transport))
+    assert {("beidou", "serial"), ("beidou", "tcp"), ("jt808", "tcp"), ("signal", "serial"), ("signal", "tcp"),
+            ("onvif", "http")} <= seen, seen
+
+
+@pytest.mark.parametrize("path", _examples(), ids=lambda p: p.name)
+def test_example_config_passes_check(path):
+    env = dict(os.environ, **EXAMPLE_ENV)
+    r = subprocess.run([sys.executable, "-m", "tianwang", "check", str(path)], capture_output=True, text=True,
+                       env=env, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith(")") and ": ok (" in r.stdout, r.stdout
+    # the file's own header says which variables `check` needs: those must be all it reads
+    header = path.read_text().split("\ngateway:", 1)[0]
+    needed = set(re.findall(r"\b(TW_[A-Z0-9_]+)=", header))
+    assert needed == set(re.findall(r"_env: (TW_[A-Z0-9_]+)", path.read_text())), path.name
+
+
+# -- the subscribers -----------------------------------------------------------------------------
+def _lock_digest():
+    return hashlib.sha256((NODE_DIR / "package-lock.json").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def node():
+    """`node`, with examples/node/node_modules installed from package-lock.json (once: a stamp with the
+    lock's digest says the install is current; npm's own cache makes a fresh install quick)."""
+    exe, npm = shutil.which("node"), shutil.which("npm")
+    if exe is None or npm is None:
+        pytest.fail("node and npm are needed for the Node.js subscriber (docs/subscriber.md); `make tools` says how")
+    stamp = NODE_DIR / "node_modules" / ".tianwang-lock"
+    if not stamp.exists() or stamp.read_text() != _lock_digest():
+        r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"npm ci failed in {NODE_DIR}:\n{r.stderr[-2000:]}"
+        stamp.write_text(_lock_digest())
+    return exe
+
+
+async def _run(cmd, addr, *extra):
+    env = dict(os.environ, TIANWANG_TOKEN=READ, TIANWANG_ADDR=addr)
+    proc = await asyncio.create_subprocess_exec(*cmd, *extra, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode, [json.loads(line) for line in out.decode().splitlines()], err.decode()
+
+
+def _comparable(env):
+    # what the journal holds of an envelope, with payload bytes as the clients print them (hex)
+    def fix(v):
+        if isinstance(v, (bytes, bytearray)):
+            return v.hex()
+        if isinstance(v, dict):
+            return {str(k): fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+
+    return {k: fix(env[k]) for k in ("seq", "topic", "device_id", "device_time_ns", "payload")}
+
+
+async def test_python_and_node_subscribers_print_resume_and_refuse_another_journal(node):
+    import tianwang.drivers.beidou as beidou
+    from tianwang.drivers.beidou.simulator import ReceiverSimulator
+
+    python_client = [sys.executable, str(EXAMPLES / "subscriber.py")]
+    node_client = [node, str(NODE_DIR / "subscriber.js")]
+    patterns = ["gnss/+/fix", "gnss/+/sky"]
+    sim = ReceiverSimulator("tcp", rate=10, talker="GN", rdss=None, seed=5)
+    await sim.start()
+    devices = [{"id": "bd-7", "driver": "beidou", "url": sim.url, "rdss": None,
+                "receiver": {"epoch_period_s": 0.1, "sky_decimation": 1}}]
+    try:
+        async with running(base_config(devices), beidou.SPEC) as gw:
+            addr = f"127.0.0.1:{gw.port}"
+
+            def held():
+                return [e for e in journal_envelopes(gw.journal) if e["topic"] in ("gnss/bd-7/fix", "gnss/bd-7/sky")]
+
+            await until(lambda: len(held()) >= 20, 15, "20 fixes and skies in the journal")
+            expected = [_comparable(e) for e in held()]
+
+            # replay from the first seq: both print the journal's first 8 matching envelopes
+            (rc_py, out_py, err_py), (rc_js, out_js, err_js) = await asyncio.gather(
+                _run(python_client, addr, *patterns, "--from-seq", "1", "--count", "8"),
+                _run(node_client, addr, *patterns, "--from-seq", "1", "--count", "8"),
+            )
+            assert rc_py == 0 and rc_js == 0, err_py + err_js
+            assert [_comparable(e) for e in out_py] == expected[:8]
+            assert out_js == out_py  # every field, nanosecond times and floats included
+            assert {e["topic"] for e in out_py} == {"gnss/bd-7/fix", "gnss/bd-7/sky"}
+            fix = next(e["payload"] for e in out_py if e["topic"].endswith("/fix"))
+            assert {"time_ns", "lat", "lon", "speed_mps", "sats_used", "source"} <= set(fix)
+            sky = next(e["payload"] for e in out_py if e["topic"].endswith("/sky"))
+            assert sky["satellites"] and {"system", "svid", "snr", "used"} <= set(sky["satellites"][0])
+            position = json.loads(err_py.splitlines()[-1])
+            assert json.loads(err_js.splitlines()[-1]) == position
+            assert position == {"journal_id": gw.journal.id, "next_seq": out_py[-1]["seq"] + 1}
+
+            # resume where they stopped: the next 6, nothing repeated, nothing skipped
+            resume = ["--from-seq", str(position["next_seq"]), "--journal-id", position["journal_id"], "--count", "6"]
+            (rc_py, out_py, err_py), (rc_js, out_js, err_js) = await asyncio.gather(
+                _run(python_client, addr, *patterns, *resume), _run(node_client, addr, *patterns, *resume)
+            )
+            assert rc_py == 0 and rc_js == 0, err_py + err_js
+            assert [_comparable(e) for e in out_py] == expected[8:14]
+            assert out_js == out_py
+
+            # live (no --from-seq): envelopes routed from now on, in seq order
+            first_live = gw.journal.last_seq
+            rc, live, err = await _run(node_client, addr, "gnss/+/fix", "--count", "3")
+            assert rc == 0, err
+            seqs = [e["seq"] for e in live]
+            assert seqs == sorted(set(seqs)) and seqs[0] > first_live
+            assert all(e["topic"] == "gnss/bd-7/fix" for e in live)
+            by_seq = {e["seq"]: _comparable(e) for e in journal_envelopes(gw.journal, "gnss/+/fix")}
+            assert [_comparable(e) for e in live] == [by_seq[s] for s in seqs]
+
+            # a resume naming another journal is refused, with the gRPC status on one line
+            other = ["--from-seq", "1", "--journal-id", "0" * 32]
+            for rc, out, err in await asyncio.gather(_run(python_client, addr, *patterns, *other),
+                                                     _run(node_client, addr, *patterns, *other)):
+                assert rc == 2 and out == [], err
+                assert re.search(r"^subscriber: FAILED_PRECONDITION: .*journal", err, re.M), err
+    finally:
+        await sim.stop()
+
+
+def test_node_subscriber_bad_flags_are_one_line_errors(node):
+    for args, why in ((["--count", "-1"], "--count must be a whole number"), (["--bogus"], "Unknown option")):
+        r = subprocess.run([node, str(NODE_DIR / "subscriber.js"), *args], capture_output=True, text=True,
+                           env=dict(os.environ, TIANWANG_TOKEN=READ), timeout=30)
+        assert r.returncode == 2 and why in r.stderr and "at " not in r.stderr, r.stderr
+
+
+# -- the operator guide --------------------------------------------------------------------------
+def _metric_names(gw):
+    from tianwang.gateway.datapath.metrics import GatewayCollector
+
+    return {sample.name for family in GatewayCollector(gw).collect() for sample in family.samples}
+
+
+class _BridgeCounters:
+    """Stands in for the NATS bridge's counters, so its metrics are listed without a NATS server:
+    only the names are checked here (tests/test_bridge.py runs the real bridge)."""
+
+    healthy = True
+
+    def counters(self):
+        return {k: 0 for k in ("bridge_nats_lag", "bridge_nats_messages", "bridge_nats_envelopes",
+                               "bridge_nats_failures", "bridge_nats_gaps")}
+
+
+async def test_every_metric_the_operator_guide_names_exists(tmp_path):
+    guide = (ROOT / "docs" / "operator.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"\btianwang_[a-z0-9_]+\b", guide))
+    assert len(named) >= 10, named
+    async with running(base_config(journal={"path": str(tmp_path / "journal")})) as gw:
+        gw.bridge = _BridgeCounters()
+        try:
+            exposed = _metric_names(gw)
+        finally:
+            gw.bridge = None
+    # a histogram-free exposition: every family's samples are the names Prometheus stores
+    assert "tianwang_envelopes_total" in exposed and "tianwang_journal_disk_bytes" in exposed
+    assert sorted(named - exposed) == [], f"docs/operator.md names metrics the gateway does not expose: {sorted(named - exposed)}"
