@@ -28,7 +28,7 @@ function fail(message, code = 2) {
 }
 
 function count(name, text) {
-  if (!/^\d+$/.test(text)) fail(`--${name} must be a whole number, 0 or more, not ${JSON.stringify(text)}\n${USAGE}`);
+  if (!/^\d+$/.test(text)) fail(`--${name} must be a whole number, 0 or more, not ${JSON.stringify(text)}`);
   return Number(text);
 }
 
@@ -62,7 +62,7 @@ function main() {
       },
     });
   } catch (err) {
-    fail(`${err.message}\n${USAGE}`);
+    fail(`${err.message.split('\n')[0]} (--help shows the usage)`);
   }
   const opts = parsed.values;
   if (opts.help) {
