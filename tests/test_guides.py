@@ -252,7 +252,9 @@ def test_node_subscriber_bad_flags_are_one_line_errors(node):
 def _metric_names(gw):
     from tianwang.gateway.datapath.metrics import GatewayCollector
 
-    return {sample.name for family in GatewayCollector(gw).collect() for sample in family.samples}
+    # the names Prometheus stores: a counter family `x` is sampled as `x_total`, an info family as `x_info`
+    suffix = {"counter": "_total", "info": "_info"}
+    return {f.name + suffix.get(f.type, "") for f in GatewayCollector(gw).collect()}
 
 
 class _BridgeCounters:
@@ -276,6 +278,78 @@ async def test_every_metric_the_operator_guide_names_exists(tmp_path):
             exposed = _metric_names(gw)
         finally:
             gw.bridge = None
-    # a histogram-free exposition: every family's samples are the names Prometheus stores
     assert "tianwang_envelopes_total" in exposed and "tianwang_journal_disk_bytes" in exposed
     assert sorted(named - exposed) == [], f"docs/operator.md names metrics the gateway does not expose: {sorted(named - exposed)}"
+
+
+# -- the subscriber guide's code -----------------------------------------------------------------
+def _guide_functions():
+    """The Python blocks of docs/subscriber.md that define functions, run into one namespace."""
+    text = (ROOT / "docs" / "subscriber.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"^```python\n(.*?)^```", text, re.S | re.M) if "\ndef " in "\n" + b]
+    assert len(blocks) >= 3, "docs/subscriber.md lost its resume, paging or command code"
+    namespace = {}
+    for block in blocks:
+        exec(compile(block, "docs/subscriber.md", "exec"), namespace)
+    return namespace
+
+
+class _Enough(Exception):
+    pass
+
+
+async def test_subscriber_guide_code_pages_commands_and_resumes(tmp_path, monkeypatch):
+    from gw import CONTROL
+    from tianwang.v1 import client
+
+    guide = _guide_functions()
+    devices = [{"id": f"gen-{i}", "driver": "testgen", "rate_hz": 20} for i in range(7)]
+    async with running(base_config(devices)) as gw:
+        addr = f"127.0.0.1:{gw.port}"
+        monkeypatch.setenv("TIANWANG_TOKEN", CONTROL)
+        await until(lambda: all(e.state.value == "ONLINE" for e in gw.supervisor.entries.values()), 10, "devices online")
+
+        def work():
+            channel = client.open_channel(addr)
+            try:
+                listed = [d.id for d in guide["all_devices"](channel, family="test", page_size=3)]
+                only = [d.id for d in guide["all_devices"](channel, id_prefix="gen-6")]
+                command = guide["send"](channel, "gen-2", "echo", {"x": 1}, reason="guide test", timeout_s=5)
+                refused = guide["send"](channel, "gen-2", "refuse", reason="guide test", timeout_s=5)
+
+                # follow: handle 30 envelopes, stop (as a crash would), come back from the saved position
+                saved = tmp_path / "position.json"
+                first, again = [], []
+
+                def collect(into, n):
+                    def handle(env):
+                        into.append(env["seq"])
+                        if len(into) == n:
+                            raise _Enough
+
+                    return handle
+
+                def save(position):
+                    guide["save_position"](saved, position)
+
+                position = guide["load_position"](saved)
+                with pytest.raises(_Enough):
+                    guide["follow"](channel, ["test/+/reading"], position, collect(first, 30), print, save)
+                position = guide["load_position"](saved)
+                with pytest.raises(_Enough):
+                    guide["follow"](channel, ["test/+/reading"], position, collect(again, 10), print, save)
+                return listed, only, command, refused, first, again, position
+            finally:
+                channel.close()
+
+        listed, only, command, refused, first, again, position = await asyncio.to_thread(work)
+        held = [e["seq"] for e in journal_envelopes(gw.journal, "test/+/reading")]
+    assert listed == [f"gen-{i}" for i in range(7)] and only == ["gen-6"]
+    assert command[0] == "OK" and command[2] == {"echo": {"x": 1}}
+    assert refused[0] == "REFUSED" and "says no" in refused[1]
+    assert first == held[: len(first)]
+    # saved once per batch: the second run starts at the batch after the last saved one, within the
+    # first run's last batch at worst (an envelope handled twice), never after an unhandled one
+    assert again[0] <= first[-1] + 1 and again[0] in held
+    assert again == held[held.index(again[0]) : held.index(again[0]) + 10]
+    assert position.journal_id and position.next_seq > again[0]
