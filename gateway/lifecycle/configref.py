@@ -134,7 +134,7 @@ def constraints_text(field) -> str:
         for cls, sign, attr in _BOUNDS:
             if isinstance(item, cls):
                 bound = getattr(item, attr)
-                out.append(f"{sign} {_size(bound) if isinstance(bound, int) and bound >= 1024 and field.annotation is ByteSize else _value(bound)}")
+                out.append(f"{sign} {_size(bound) if field.annotation is ByteSize else _value(bound)}")
         if isinstance(item, at.MinLen):
             out.append(f"at least {_count(item.min_length, field)}")
         if isinstance(item, at.MaxLen):
