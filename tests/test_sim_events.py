@@ -91,6 +91,21 @@ async def test_jt808_terminal_says_when_the_gateway_closes_its_connection():
     assert accepted
 
 
+def test_jt808_terminal_says_once_when_it_cannot_reach_the_gateway():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = _spawn("jt808", "--connect", f"127.0.0.1:{port}", "--terminals", "1")
+    try:
+        json.loads(proc.stdout.readline())
+        line = _read_stderr_until(proc, "cannot connect")[-1]
+        assert line == f"simulate jt808: terminal 13800000000: cannot connect to 127.0.0.1:{port} (Connection refused); retrying"
+        time.sleep(2.0)  # it keeps retrying (backoff 0.5 s, 1 s...) but says it only once
+        assert proc.err_lines.empty()
+    finally:
+        _stop(proc)
+
+
 def test_beidou_tcp_simulator_says_when_the_gateway_connects_and_leaves():
     proc = _spawn("beidou", "--transport", "tcp", "--rate", "1")
     try:

@@ -120,6 +120,7 @@ class SimTerminal(asyncio.Protocol):
         self.register_result: int | None = None
         self.auth_results: list[int] = []
         self.closing = False
+        self.failing = False  # the last connection attempts failed (reported once per streak)
         self._reconnect_handle = None
 
     # -- connection ------------------------------------------------------------------------------
@@ -133,13 +134,18 @@ class SimTerminal(asyncio.Protocol):
         fleet = self.fleet
         try:
             await fleet.loop.create_connection(lambda: self, fleet.host, fleet.port)
-        except OSError:
+        except OSError as exc:
             fleet.count("connect_failures")
+            if fleet.notify is not None and not self.failing:  # once per streak, not at every retry
+                fleet.notify(f"terminal {self.phone}: cannot connect to {fleet.host}:{fleet.port} "
+                             f"({exc.strerror or exc}); retrying")
+            self.failing = True
             self.state = "idle"
             self._schedule_reconnect()
 
     def connection_made(self, transport):
         self.transport = transport
+        self.failing = False
         self.framer = Jt808Framer(max_frame=4096)
         self.fleet.count("connects")
         if self.closing:
