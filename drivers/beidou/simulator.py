@@ -62,7 +62,7 @@ from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.sdk import run_simulator, serve_simulator
 
 EARTH_M_PER_DEG = 111_320.0
-DEFAULT_CENTRE = (31.2304, 121.4737)  # Shanghai, People's Square
+DEFAULT_CENTRE = (27.8297, 112.9443)  # Xiangtan, Hunan: the city the demo and the simulators drive around
 
 # talker style -> (EpochWriter style, solution talker, constellations in view, digits of time, of minutes)
 TALKERS = {
@@ -1057,7 +1057,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default="127.0.0.1", help="with --transport tcp: address to listen on")
     ap.add_argument("--port", type=int, default=0, help="with --transport tcp: port (default: any free one)")
     ap.add_argument("--link", default=None, metavar="PATH", help="with --transport pty: a symlink kept pointing at the pty")
-    ap.add_argument("--centre", type=_centre, default=DEFAULT_CENTRE, metavar="LAT,LON", help="where the drive starts")
+    ap.add_argument("--centre", type=_centre, default=DEFAULT_CENTRE, metavar="LAT,LON",
+                    help="where the drive starts (default 27.8297,112.9443: Xiangtan)")
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--message-every", type=float, default=0.0, metavar="S",
                     help="receive a GB2312 message from the command centre every S seconds (default never)")

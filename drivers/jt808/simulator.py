@@ -34,7 +34,7 @@ from tianwang.drivers.sdk import encode_jt808, Jt808Framer, run_simulator, serve
 
 TICK_S = 0.02  # reports are spread over the period in slots of this length
 EARTH_M_PER_DEG = 111_320.0
-DEFAULT_CENTRE = (31.2304, 121.4737)  # Shanghai People's Square
+DEFAULT_CENTRE = (27.8297, 112.9443)  # Xiangtan, Hunan: the terminals' routes are spread around it
 
 # counters of `Fleet.stats()`
 COUNTERS = (
@@ -66,7 +66,7 @@ class Route:
 
     __slots__ = ("lat0", "lon0", "radius_m", "omega", "phase", "speed_kmh", "alt_m", "m_per_deg_lon")
 
-    def __init__(self, rng: random.Random, centre=DEFAULT_CENTRE, spread_deg=0.2):
+    def __init__(self, rng: random.Random, centre=DEFAULT_CENTRE, spread_deg=0.06):
         self.lat0 = centre[0] + rng.uniform(-spread_deg, spread_deg)
         self.lon0 = centre[1] + rng.uniform(-spread_deg, spread_deg)
         self.radius_m = rng.uniform(300.0, 3000.0)
@@ -566,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--heartbeat", type=float, default=30.0, metavar="S", help="heartbeat after S seconds of silence")
     ap.add_argument("--ack-timeout", type=float, default=5.0, metavar="S", help="resend a message not acknowledged in S seconds")
     ap.add_argument("--retries", type=int, default=3, help="resends before a message is given up")
-    ap.add_argument("--centre", type=_centre, default=DEFAULT_CENTRE, metavar="LAT,LON", help="where the routes are")
+    ap.add_argument("--centre", type=_centre, default=DEFAULT_CENTRE, metavar="LAT,LON",
+                    help="the centre of the routes, each within about 12 km of it (default 27.8297,112.9443: Xiangtan)")
     ap.add_argument("--seed", type=int, default=808)
     ap.add_argument("--connect-rate", type=float, default=2000.0, metavar="PER_S", help="new connections per second at start")
     ap.add_argument("--stats-interval", type=float, default=0.0, metavar="S", help="print counters to stderr every S seconds")
