@@ -28,8 +28,10 @@ $(STAMP): $(PY) $(SOURCES)
 
 install: $(STAMP)
 
+# DEMO_SECONDS=N: stop by itself after N seconds (exit 0); unset, run until q or Ctrl-C
+DEMO_SECONDS ?=
 demo: install
-	$(VENV)/bin/tianwang run --demo
+	$(VENV)/bin/tianwang run --demo$(if $(strip $(DEMO_SECONDS)), --seconds $(strip $(DEMO_SECONDS)))
 
 # Tools the tests need beside Python: gpsd's gpsdecode (Debian package gpsd-clients), which the NMEA
 # tests compare against, and Node.js 18+ with npm, which run the Node.js subscriber of

@@ -58,8 +58,10 @@ def _listener_port(socket) -> int:
 async def _demo(stack) -> dict:
     """`tianwang run --demo`: a fleet of simulated terminals dialling a listener on a free loopback
     port. The fleet starts first and keeps re-dialling (with backoff) until the listener is up."""
+    import os
     import secrets
     import socket
+    import tempfile
 
     from tianwang.drivers.jt808.simulator import Fleet
 
@@ -67,9 +69,13 @@ async def _demo(stack) -> dict:
     fleet = Fleet("127.0.0.1", port, terminals=DEMO_TERMINALS, rate=1.0, backoff_initial=0.3, backoff_max=2.0)
     await fleet.start()
     stack.push_async_callback(fleet.stop)
+    # registrations kept in a file for the demo's lifetime, as a real listener keeps them (and
+    # without the warning a memory-only listener gets)
+    where = stack.enter_context(tempfile.TemporaryDirectory(prefix="tianwang-demo-"))
     return {
         "listeners": [
-            {"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret": secrets.token_hex(16)}
+            {"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret": secrets.token_hex(16),
+             "registrations_file": os.path.join(where, "fleet.registrations")}
         ]
     }
 
