@@ -17,6 +17,7 @@ import sys
 import termios
 import time
 
+import msgpack
 import pytest
 
 from gw import READ, ROOT, base_config, client, md, running, until
@@ -162,26 +163,29 @@ def test_drops_split_the_demo_noise_from_the_rest():
     assert view.frame(stats, devices, 2.0).busiest[0] == ("bd-car-01", "gnss", "ONLINE", 100, 10.0)
 
 
-def test_terminal_rendering_redraws_in_place():
+@pytest.mark.parametrize("width", [100, 170])  # one column of sections, and two side by side
+def test_terminal_rendering_redraws_in_place(width):
     from rich.console import Console
 
     stats, devices = _stats_and_devices()
     buf = io.StringIO()
-    console = Console(file=buf, force_terminal=True, width=120, height=60, color_system="standard")
+    console = Console(file=buf, force_terminal=True, width=width, height=60, color_system="standard")
     view = TopView()
+    latest = {"gnss/fix": pb.Envelope(seq=99, topic="gnss/bd-car-01/fix", payload=msgpack.packb({"lat": 27.83}))}
     with LiveScreen(console=console) as screen:
         assert screen.tty
-        screen.show(view.frame(stats, devices, 0.0, hints=["in another terminal: try this"]))
+        screen.show(view.frame(stats, devices, 0.0, latest=latest, hints=["in another terminal: try this"]))
         first = buf.getvalue()
         stats.counters["envelopes_delivered"] = 60
-        screen.show(view.frame(stats, devices, 1.0, hints=["in another terminal: try this"]))
+        screen.show(view.frame(stats, devices, 1.0, latest=latest, hints=["in another terminal: try this"]))
     out = buf.getvalue()
     second = out[len(first):]
     # the second frame moves the cursor back up over the first and draws over it
     assert CURSOR_UP in second and second.count(CURSOR_UP) >= first.count("\n") - 1
-    for title in ("families", "busiest devices", "subscribers (1)", "drops by reason", NOISE_HEADING, "latest"):
+    for title in ("families", "busiest devices", "not online (1)", "subscribers (1)", "drops by reason", NOISE_HEADING):
         assert title in first and title in second
     assert "(20/s)" in second and "in another terminal: try this" in second
+    assert "gnss/bd-car-01/fix" in second and '{"lat": 27.83}' in second
     # the subscriber's row with its lag
     row = next(line for line in second.splitlines() if "ipv4:127.0.0.1:5000" in line)
     assert "demo-read" in row and " 40 " in row

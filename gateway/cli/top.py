@@ -222,65 +222,116 @@ def latest_section(latest: dict, limit: int = LATEST) -> list[str]:
 
 
 # -- rich --------------------------------------------------------------------------------------
+WIDE = 150  # columns from which the device and subscriber sections sit side by side
+
+
 def renderable(frame: Frame):
-    """The frame as rich tables, for LiveScreen on a terminal."""
+    """The frame as rich tables, for LiveScreen on a terminal: one column of sections, or two on a
+    terminal at least WIDE columns wide; the newest envelopes below, across the whole width."""
+    return _Rendered(frame)
+
+
+class _Rendered:
+    def __init__(self, frame: Frame):
+        self.frame = frame
+
+    def __rich_console__(self, console, options):
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        frame = self.frame
+        yield Text(frame.title, style="bold")
+        for h in frame.hints:
+            yield Text(h, style="cyan")
+        yield Text(frame.summary)
+        left, right = _device_sections(frame), _flow_sections(frame)
+        if options.max_width >= WIDE:
+            grid = Table.grid(padding=(0, 4))
+            grid.add_column()
+            grid.add_column()
+            grid.add_row(Group(*left), Group(*right))
+            yield grid
+        else:
+            yield from left
+            yield from right
+        yield _latest_section(frame, options.max_width)
+
+
+def _table(title, *columns, expand=False):
     from rich import box
-    from rich.console import Group
     from rich.table import Table
+
+    t = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, expand=expand,
+              pad_edge=False, show_edge=False)
+    for name in columns:
+        right = name in ("DEVICES", "ENVELOPES", "RATE/S", "LAG(SEQ)", "DELIVERED", "FRAMES", "SEQ")
+        t.add_column(name, justify="right" if right else "left", no_wrap=True, overflow="ellipsis")
+    return t
+
+
+def _device_sections(frame: Frame) -> list:
     from rich.text import Text
 
-    def table(title, *columns, expand=False):
-        t = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, expand=expand,
-                  pad_edge=False, show_edge=False)
-        for name in columns:
-            right = name in ("DEVICES", "ENVELOPES", "RATE/S", "LAG(SEQ)", "DELIVERED", "FRAMES", "SEQ")
-            t.add_column(name, justify="right" if right else "left", no_wrap=True,
-                         overflow="ellipsis", ratio=1 if name == "PAYLOAD" else None)
-        return t
-
-    parts = [Text(frame.title, style="bold")]
-    parts += [Text(h, style="cyan") for h in frame.hints]
-    parts.append(Text(frame.summary))
-    fam = table("families", "FAMILY", "DEVICES", "ENVELOPES", "RATE/S", "STATES")
+    fam = _table("families", "FAMILY", "DEVICES", "ENVELOPES", "RATE/S", "STATES")
     for family, devices, envelopes, rate, states in frame.families:
         fam.add_row(family, f"{devices:,}", f"{envelopes:,}", f"{rate:,.0f}", states)
-    parts.append(fam)
-    busy = table(f"busiest devices ({len(frame.busiest)} of {frame.device_count})",
-                 "DEVICE", "FAMILY", "STATE", "ENVELOPES", "RATE/S")
+    busy = _table(f"busiest devices ({len(frame.busiest)} of {frame.device_count})",
+                  "DEVICE", "FAMILY", "STATE", "ENVELOPES", "RATE/S")
     for dev_id, family, state, envelopes, rate in frame.busiest:
         busy.add_row(dev_id, family, Text(state, style="green" if state == "ONLINE" else "yellow"),
                      f"{envelopes:,}", f"{rate:,.1f}")
-    parts.append(busy)
+    out = [fam, busy]
     if frame.not_online:
-        down = table(f"not online ({len(frame.not_online)})", "DEVICE", "STATE", "REASON")
+        down = _table(f"not online ({len(frame.not_online)})", "DEVICE", "STATE", "REASON")
         for dev_id, state, reason in frame.not_online[:NOT_ONLINE]:
             down.add_row(dev_id, Text(state, style="yellow"), reason)
         if len(frame.not_online) > NOT_ONLINE:
             down.add_row(f"... and {len(frame.not_online) - NOT_ONLINE} more", "", "")
-        parts.append(down)
-    subs = table(f"subscribers ({len(frame.subscribers)})", "PEER", "TOKEN", "LAG(SEQ)", "DELIVERED", "RATE/S", "TOPICS")
-    for peer, token, topics, lag, delivered, rate in frame.subscribers:
-        subs.add_row(peer, token, Text(f"{lag:,}", style="red" if lag > 10_000 else ""), f"{delivered:,}",
-                     f"{rate:,.0f}", topics)
-    parts.append(subs if frame.subscribers else Text("subscribers: none", style="bold"))
+        out.append(down)
+    return out
+
+
+def _flow_sections(frame: Frame) -> list:
+    from rich.text import Text
+
+    out = []
+    if frame.subscribers:
+        subs = _table(f"subscribers ({len(frame.subscribers)})", "PEER", "TOKEN", "LAG(SEQ)", "DELIVERED", "RATE/S",
+                      "TOPICS")
+        for peer, token, topics, lag, delivered, rate in frame.subscribers:
+            subs.add_row(peer, token, Text(f"{lag:,}", style="red" if lag > 10_000 else ""), f"{delivered:,}",
+                         f"{rate:,.0f}", topics)
+        out.append(subs)
+    else:
+        out.append(Text("subscribers (0): none", style="bold"))
     if frame.drops:
-        drops = table("drops by reason", "DRIVER/REASON", "FRAMES")
+        drops = _table("drops by reason", "DRIVER/REASON", "FRAMES")
         for reason, n in frame.drops:
             drops.add_row(reason, f"{n:,}")
-        parts.append(drops)
+        out.append(drops)
     else:
-        parts.append(Text("drops by reason: none", style="bold"))
+        out.append(Text("drops by reason: none", style="bold"))
     if frame.noise or frame.noise_why:
-        noise = table(NOISE_HEADING, "DRIVER/REASON", "FRAMES", "FROM")
+        noise = _table(NOISE_HEADING, "DRIVER/REASON", "FRAMES", "FROM")
         for reason, n, who in frame.noise:
             noise.add_row(reason, f"{n:,}", who)
-        parts.append(noise)
-        parts += [Text(f"  ({why})", style="dim") for why in frame.noise_why]
-    latest = table("latest", "SEQ", "TOPIC", "PAYLOAD", expand=True)
+        out.append(noise)
+        out += [Text(f"({why})", style="dim") for why in frame.noise_why]
+    return out
+
+
+def _latest_section(frame: Frame, width: int):
+    from rich.text import Text
+
+    if not frame.latest:
+        return Text("latest: nothing yet", style="bold")
+    latest = _table("latest", "SEQ", "TOPIC", "PAYLOAD", expand=True)
+    latest.columns[1].max_width = max(20, width * 2 // 5)
+    latest.columns[2].ratio = 1
     for seq, topic, payload in frame.latest:
         latest.add_row(str(seq), topic, payload)
-    parts.append(latest if frame.latest else Text("latest: nothing yet", style="bold"))
-    return Group(*parts)
+    return latest
 
 
 class LiveScreen:
