@@ -407,6 +407,11 @@ class Keys:
             return self
         if not os.isatty(fd):
             return self
+        try:
+            if os.tcgetpgrp(fd) != os.getpgrp():
+                return self  # started in the background: changing the terminal would stop us (SIGTTOU)
+        except OSError:
+            return self
         import termios
         import tty
 
