@@ -248,6 +248,7 @@ def test_demo_view_on_a_terminal_labels_its_noise_and_q_stops_it():
         assert term.wait(20) == 0, term.text()
         assert time.monotonic() - pressed < 15
         assert term.lflags() & termios.ICANON and "Traceback" not in term.text()
+        assert "stopped after" not in term.text()  # q, not the 60 s
     finally:
         term.close()
 

@@ -78,6 +78,7 @@ async def run_demo(
     elif metrics is None:
         metrics = "127.0.0.1:9108"
     registry = default_registry()
+    timed_out: list[float] = []  # `seconds` ran out (rather than q, Ctrl-C or SIGTERM)
     read_token, read_new = _token("TIANWANG_DEMO_READ_TOKEN")
     control_token, control_new = _token("TIANWANG_DEMO_CONTROL_TOKEN")
 
@@ -124,7 +125,11 @@ async def run_demo(
                 print(f"demo: {line}", file=sys.stderr)
             loop = asyncio.get_running_loop()
             if seconds:
-                loop.call_later(seconds, g.request_stop)
+                def time_up():
+                    timed_out.append(seconds)
+                    g.request_stop()
+
+                loop.call_later(seconds, time_up)
             if live:
                 task = loop.create_task(_live_view(g, tips))
                 stack.push_async_callback(_finish, task)
@@ -143,7 +148,7 @@ async def run_demo(
                 ready(g)
 
         await gw.serve(ready=on_ready)
-    if seconds:
+    if timed_out:
         print(f"demo: stopped after {seconds:g} s", file=sys.stderr)
     return 0
 

@@ -212,15 +212,6 @@ def plain(frame: Frame) -> str:
     return "\n".join(lines)
 
 
-def latest_section(latest: dict, limit: int = LATEST) -> list[str]:
-    """The "latest:" lines alone: the newest envelope of each family and channel, payload cut to fit."""
-    lines = ["", "latest:"]
-    for key in sorted(latest)[:limit]:
-        env = latest[key]
-        lines.append(f"  {env.seq:>9} {env.topic:<40} {payload_text(env.payload)[:110]}")
-    return lines
-
-
 # -- rich --------------------------------------------------------------------------------------
 WIDE = 150  # columns from which the device and subscriber sections sit side by side
 
