@@ -54,7 +54,7 @@ async def serve_tianwang(n):
     cfg = load_config(
         {
             "gateway": {"name": "bench", "listen": "127.0.0.1:0", "metrics": None, "journal": {"max_bytes": "1GiB"}},
-            "auth": {"tokens": [{"name": "bench", "token": TOKEN, "read": ["#"]}]},
+            "auth": {"allow_inline_secrets": True, "tokens": [{"name": "bench", "token": TOKEN, "read": ["#"]}]},
         },
         Registry(),
     )
@@ -85,7 +85,7 @@ async def serve_tianwang_disk(n):
                 "metrics": None,
                 "journal": {"path": where, "max_bytes": "256MiB", "fsync": "batch"},
             },
-            "auth": {"tokens": [{"name": "bench", "token": TOKEN, "read": ["#"]}]},
+            "auth": {"allow_inline_secrets": True, "tokens": [{"name": "bench", "token": TOKEN, "read": ["#"]}]},
         },
         Registry(),
     )

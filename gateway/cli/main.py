@@ -38,6 +38,13 @@ def _interval(text: str) -> float:
     return value
 
 
+def _run_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} s: give a number of seconds above 0 (or leave --seconds out)")
+    return value
+
+
 def _shard(text: str):
     from tianwang.gateway.lifecycle.config import parse_shard
 
@@ -143,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="override gateway.listen (HOST:PORT; port 0 picks one)")
     p.add_argument("--metrics", help="override gateway.metrics (HOST:PORT, or 'off')")
     p.add_argument("--quiet", action="store_true", help="with --demo: no live view on stdout")
+    p.add_argument(
+        "--seconds", type=_run_seconds, metavar="S",
+        help="with --demo: stop by itself after S seconds, cleanly, with exit 0 (default: run until q, Ctrl-C or SIGTERM)",
+    )
     p.add_argument(
         "--shard", type=_shard, metavar="I/N",
         help="run only the devices and listeners of shard I of N (stable hash of the id); name <name>-I",
@@ -314,6 +325,8 @@ def cmd_check(args) -> int:
     except ConfigError as exc:
         for path, reason in exc.problems:
             print(f"{path}: {reason}" if path else reason)
+        for path, reason in exc.warnings:
+            print(f"warning: {path}: {reason}", file=sys.stderr)
         return 1
     for path, reason in warnings_for(config):
         print(f"warning: {path}: {reason}", file=sys.stderr)
@@ -345,7 +358,9 @@ def cmd_run(args) -> int:
             return 2
 
         try:
-            return uvloop.run(run_demo(listen=args.listen, metrics=args.metrics, live=not args.quiet))
+            return uvloop.run(
+                run_demo(listen=args.listen, metrics=args.metrics, live=not args.quiet, seconds=args.seconds)
+            )
         except GatewayError as exc:
             print(f"tianwang: {exc}", file=sys.stderr)
             return 2
@@ -353,6 +368,10 @@ def cmd_run(args) -> int:
     from tianwang.gateway.app import Gateway, announce
     from tianwang.gateway.lifecycle.config import load_config
 
+    for flag, given in (("--seconds", args.seconds), ("--quiet", args.quiet)):
+        if given:
+            print(f"tianwang run: {flag} goes with --demo, not -c FILE", file=sys.stderr)
+            return 2
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -699,7 +718,8 @@ def cmd_command(args) -> int:
 
 def _watch_latest(channel, md):
     """A live Subscribe in a thread, keeping the newest envelope per family and channel for the
-    view's "latest:" section; None when the token may read nothing."""
+    view's "latest" section (it stays empty when the token may read nothing). The stream is one
+    of the subscribers the view lists."""
     import threading
 
     import grpc
@@ -759,44 +779,52 @@ def _device_actions(args) -> int:
     return 0
 
 
+TOP_DEVICES = 20_000  # devices `top` reads each interval for the per-device rates
+
+
 def cmd_top(args) -> int:
+    import contextlib
+    import signal
     import time
 
     import grpc
 
-    from tianwang.gateway.cli.top import TopView, latest_section
+    from tianwang.gateway.cli.top import Keys, LiveScreen, TopView
     from tianwang.v1 import gateway_pb2 as pb
 
     channel, stub, md = _connect(args)
     view = TopView()
-    tty = sys.stdout.isatty() and not args.once
     first = args.once  # --once: a silent first sample, so the view's rates cover one interval
     latest = _watch_latest(channel, md)
+    # SIGTERM leaves like `q`: the terminal is put back as it was
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        while True:
-            try:
-                stats = stub.GetStats(pb.GetStatsRequest(), metadata=md, timeout=args.timeout)
-                # the view lists devices that are not online (15 at most): ask for those only
-                devices = [
-                    d for state in ("CONNECTING", "DEGRADED", "OFFLINE")
-                    for d in list_all_devices(stub, md, args.timeout, limit=16, state=state)
-                ]
-            except grpc.RpcError as exc:
-                return _rpc_error(exc, args)
-            text = view.render(stats, devices, time.monotonic())
-            if latest is not None:
-                text += "\n" + "\n".join(latest_section(dict(latest)))
-            if first:
-                first = False
-                time.sleep(args.interval)
-                continue
-            if tty:
-                sys.stdout.write("\x1b[H\x1b[2J")
-            sys.stdout.write(text + "\n")
-            sys.stdout.flush()
-            if args.once:
-                return 0
-            time.sleep(args.interval)
+        with (contextlib.nullcontext(Keys()) if args.once else Keys()) as keys, \
+                LiveScreen(tty=False if args.once else None) as screen:
+            while True:
+                try:
+                    stats = stub.GetStats(pb.GetStatsRequest(), metadata=md, timeout=args.timeout)
+                    devices = list_all_devices(stub, md, args.timeout, limit=TOP_DEVICES)
+                    if len(devices) >= TOP_DEVICES:
+                        # more than the view reads: the ones not online may be past the limit; ask for those
+                        ids = {d.id for d in devices}
+                        devices += [
+                            d for state in ("CONNECTING", "DEGRADED", "OFFLINE")
+                            for d in list_all_devices(stub, md, args.timeout, limit=16, state=state)
+                            if d.id not in ids
+                        ]
+                except grpc.RpcError as exc:
+                    return _rpc_error(exc, args)
+                frame = view.frame(stats, devices, time.monotonic(), latest=dict(latest))
+                if first:
+                    first = False
+                    time.sleep(args.interval)
+                    continue
+                screen.show(frame)
+                if args.once or keys.wait(args.interval):
+                    return 0
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C: leave as `q` does
     finally:
         channel.close()
 
