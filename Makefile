@@ -12,7 +12,7 @@ SOURCES := Makefile pyproject.toml setup.py proto/pyproject.toml proto/setup.py 
 BUILD_REQUIRES = $$($(PY) -c 'import tomllib; print(" ".join(sorted({r for f in ("pyproject.toml", "proto/pyproject.toml") for r in tomllib.load(open(f, "rb"))["build-system"]["requires"]})))')
 PYTEST_ARGS ?=
 
-.PHONY: install tools demo test test-twins fuzz bench soak dist clean
+.PHONY: install tools demo test test-twins fuzz bench bench-pytest soak dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,14 @@ $(STAMP): $(PY) $(SOURCES)
 
 install: $(STAMP)
 
+# DEMO_SECONDS=N: stop by itself after N seconds (exit 0); unset, run until q or Ctrl-C
+DEMO_SECONDS ?=
 demo: install
-	$(VENV)/bin/tianwang run --demo
+	$(VENV)/bin/tianwang run --demo$(if $(strip $(DEMO_SECONDS)), --seconds $(strip $(DEMO_SECONDS)))
 
-# Peer tools the tests compare against: gpsd's gpsdecode (Debian package gpsd-clients).
+# Tools the tests need beside Python: gpsd's gpsdecode (Debian package gpsd-clients), which the NMEA
+# tests compare against, and Node.js 18+ with npm, which run the Node.js subscriber of
+# docs/subscriber.md (tests/test_guides.py installs its packages into examples/node/node_modules).
 tools:
 	@command -v gpsdecode >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -41,6 +45,17 @@ tools:
 	  else \
 	    echo "gpsdecode is missing: install gpsd-clients (sudo apt-get install gpsd-clients)" >&2; exit 1; \
 	  fi; }
+	@{ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nodejs and npm for the Node.js subscriber test"; \
+	    (apt-get install -y -qq nodejs npm >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null)); \
+	  else \
+	    echo "node and npm are missing: install Node.js 18 or newer with npm (https://nodejs.org, or" \
+	      "sudo apt-get install nodejs npm); the Node.js subscriber test (tests/test_guides.py) needs them" >&2; exit 1; \
+	  fi; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' || { \
+	  echo "node $$(node --version) is too old: the Node.js subscriber (examples/node) needs Node.js 18 or newer" >&2; exit 1; }
 
 test: install tools
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -52,7 +67,14 @@ test-twins: install tools
 fuzz: install
 	TIANWANG_FUZZ_EXAMPLES=200000 $(PY) -m pytest -q -p no:cacheprovider tests -k fuzz
 
+# `tianwang bench` on this machine: bench/out/results.json, report.md and the plots (docs/bench.md);
+# BENCH_ARGS=--quick for the one-minute run, --baseline FILE to compare with an earlier results.json
+BENCH_ARGS ?=
 bench: install
+	$(VENV)/bin/tianwang bench --out bench/out $(BENCH_ARGS)
+
+# the pytest-benchmark suites in bench/ (their own sizes; they assert the targets of docs/architecture.md)
+bench-pytest: install tools
 	$(PY) -m pytest -q -p no:cacheprovider bench --benchmark-columns=min,median,mean,ops,rounds --benchmark-sort=name
 
 # a bounded soak of the gateway on every demo simulator (SOAK_S seconds, default 600): fails on any

@@ -51,6 +51,7 @@ DEPENDENCIES = [
     "onvif-zeep-async>=4.0",
     "onvif-parsers>=2.0",
     "aiohttp>=3.9",
+    "rich>=13.0",  # `tianwang top` and the demo's live view: tables redrawn in place on a terminal
 ]
 
 

@@ -7,18 +7,7 @@ import benchreport
 import pytest
 
 from tianwang.gateway import framing
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
+from tianwang.gateway.benchmarks.common import cpu_model
 
 ENV_INFO = {
     "using_cext": framing.USING_CEXT,

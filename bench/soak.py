@@ -118,7 +118,10 @@ async def soak(args) -> dict:
                 "metrics": None,
                 "journal": {"path": str(work / "journal"), "max_bytes": "64MiB", "fsync": "batch"},
             },
-            "auth": {"tokens": [{"name": "soak", "token_env": TOKEN_ENV, "read": ["#"], "control": ["#"]}]},
+            # the simulators' generated camera passwords and JT/T 808 secret are written into this
+            # temporary file, which only the soak reads
+            "auth": {"allow_inline_secrets": True,
+                     "tokens": [{"name": "soak", "token_env": TOKEN_ENV, "read": ["#"], "control": ["#"]}]},
             "devices": devices,
             "listeners": listeners,
         }
@@ -162,7 +165,7 @@ async def soak(args) -> dict:
                 reloads += 1
                 # a harmless change each time: a second token comes and goes
                 cfg = dict(config)
-                cfg["auth"] = {"tokens": list(config["auth"]["tokens"])}
+                cfg["auth"] = {"allow_inline_secrets": True, "tokens": list(config["auth"]["tokens"])}
                 if reloads % 2:
                     cfg["auth"]["tokens"].append({"name": f"extra-{reloads}", "token": secrets.token_urlsafe(24), "read": ["gnss/#"]})
                 path.write_text(yaml.safe_dump(cfg))

@@ -64,7 +64,7 @@ async def _run() -> tuple[list[float], dict]:
     period_ns = round(1e9 / HZ)
     config = {
         "gateway": {"name": "latency", "listen": "127.0.0.1:0", "metrics": None},
-        "auth": {"tokens": [{"name": "reader", "token": TOKEN, "read": ["#"]}]},
+        "auth": {"allow_inline_secrets": True, "tokens": [{"name": "reader", "token": TOKEN, "read": ["#"]}]},
         "devices": [{"id": "bd-lat", "driver": "beidou", "url": f"serial://{path}?baudrate=115200",
                      "receiver": {"epoch_period_s": period_s}}],
         "listeners": [],

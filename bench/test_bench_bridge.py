@@ -15,7 +15,7 @@ import msgpack
 import pytest
 import uvloop
 
-from fanout_server import fix_payload
+from tianwang.gateway.benchmarks.fanout import fix_payload
 from tianwang.gateway.datapath.bridge import NatsBridge
 from tianwang.gateway.datapath.journal import Journal
 from tianwang.gateway.datapath.router import Router

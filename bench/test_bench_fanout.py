@@ -8,29 +8,13 @@ The server runs in its own process; the subscribers share one client process (on
 and count envelopes from the raw batch bytes, so each side has a core of its own.
 """
 
-import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import grpc
-import msgpack
 import benchreport
 import pytest
 import uvloop
 
-from tianwang.gateway import framing
-from tianwang.gateway.datapath.journal import Journal
-from tianwang.gateway.datapath.router import Router
+from tianwang.gateway.benchmarks.fanout import TOKEN, ServerProcess, deliver, router_append
 from tianwang.v1 import gateway_pb2 as pb
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from fanout_server import TOKEN, fix_payload  # noqa: E402
 
 ROUTER_N = 200_000
 
@@ -38,21 +22,7 @@ ROUTER_N = 200_000
 @pytest.mark.parametrize("packed", [False, True], ids=["dict", "prepacked"])
 def test_router_journal_append(benchmark, impl, packed):
     """Envelopes/s through Router.publish into the journal (encode once + append + retention)."""
-    payload = fix_payload(1)
-    blob = msgpack.packb(payload)
-    topics = [f"gnss/bd-{i:04d}/fix" for i in range(1000)]
-    ids = [f"bd-{i:04d}" for i in range(1000)]
-
-    def setup():
-        return (Router(Journal(256 * 1024 * 1024, entry_log=impl.EntryLog)),), {}
-
-    def run(router):
-        publish = router.publish_packed if packed else router.publish
-        p = blob if packed else payload
-        for i in range(ROUTER_N):
-            publish(topics[i % 1000], ids[i % 1000], p, 0)
-
-    benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)
+    benchmark.pedantic(router_append, args=(impl, ROUTER_N, packed), rounds=5, iterations=1)
     rate = ROUTER_N / benchmark.stats.stats.min
     benchmark.extra_info["envelopes_per_s"] = round(rate)
     benchmark.extra_info["impl"] = impl.NAME
@@ -60,51 +30,6 @@ def test_router_journal_append(benchmark, impl, packed):
         "router + journal append (Router.publish)",
         f"{impl.NAME:<7}{'prepacked payload' if packed else 'dict payload (msgpack in the call)':<38}{rate:>12,.0f} envelopes/s",
     )
-
-
-class ServerProcess:
-    def __init__(self, kind, n):
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "fanout_server.py"), kind, "--envelopes", str(n)],
-            stdout=subprocess.PIPE,
-            env=dict(os.environ),
-        )
-        self.info = json.loads(self.proc.stdout.readline())
-        self.addr = f"127.0.0.1:{self.info['port']}"
-
-    def close(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-async def _deliver(addr, subscribers, per_subscriber, batched):
-    """Start `subscribers` streams from seq 1; return (envelopes delivered, seconds)."""
-    req = pb.SubscribeRequest(from_seq=1).SerializeToString()
-    md = (("authorization", f"Bearer {TOKEN}"),)
-    count = framing.count_envelopes
-    channels = [grpc.aio.insecure_channel(addr, options=[("grpc.max_receive_message_length", 8 << 20)]) for _ in range(subscribers)]
-    for ch in channels:
-        await ch.channel_ready()
-
-    async def one(ch):
-        call = ch.unary_stream("/tianwang.v1.Gateway/Subscribe")(req, metadata=md)
-        got = 0
-        async for msg in call:
-            got += count(msg)[0] if batched else 1
-            if got >= per_subscriber:
-                break
-        call.cancel()
-        return got
-
-    t0 = time.perf_counter()
-    got = await asyncio.gather(*(one(ch) for ch in channels))
-    elapsed = time.perf_counter() - t0
-    for ch in channels:
-        await ch.close()
-    return sum(got), elapsed
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +51,12 @@ def test_fanout_delivery(benchmark, servers, subscribers):
     plain_per_sub = 60_000 // subscribers
 
     def run():
-        return uvloop.run(_deliver(servers["tianwang"].addr, subscribers, tw_per_sub, True))
+        return uvloop.run(deliver(servers["tianwang"].addr, subscribers, tw_per_sub, True))
 
     benchmark.pedantic(run, rounds=3, iterations=1)
     tw_total = subscribers * tw_per_sub
     tw_rate = tw_total / benchmark.stats.stats.min
-    delivered, plain_s = uvloop.run(_deliver(servers["plain"].addr, subscribers, plain_per_sub, False))
+    delivered, plain_s = uvloop.run(deliver(servers["plain"].addr, subscribers, plain_per_sub, False))
     plain_rate = delivered / plain_s
     ratio = tw_rate / plain_rate
     benchmark.extra_info.update(
@@ -160,7 +85,7 @@ async def _deliver_beside_stalled(addr, stalled, per_subscriber):
         await call.read()  # it is open and was served once; it reads no more
         calls.append(call)
     try:
-        return await _deliver(addr, 1, per_subscriber, True)
+        return await deliver(addr, 1, per_subscriber, True)
     finally:
         for call in calls:
             call.cancel()
@@ -172,7 +97,7 @@ def test_fanout_beside_stalled_subscribers(benchmark, servers):
     """A subscriber's throughput with 4 stalled subscribers on the same gateway, against alone.
     Target: >= 80% of its solo throughput."""
     n = 600_000
-    solo_n, solo_s = uvloop.run(_deliver(servers["tianwang"].addr, 1, n, True))
+    solo_n, solo_s = uvloop.run(deliver(servers["tianwang"].addr, 1, n, True))
     solo = solo_n / solo_s
 
     def run():

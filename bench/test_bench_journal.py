@@ -7,54 +7,14 @@ published on the loop, which yields between bursts (as drivers do), until the wr
 (and under `always` synced) the last one and subscribers may see it.
 """
 
-import asyncio
-import shutil
-import tempfile
-
 import benchreport
 import pytest
 import uvloop
 
-from fanout_server import fix_payload
-from test_bench_fanout import ServerProcess, _deliver
-from tianwang.gateway.datapath.journal import DurableJournal, Journal
-from tianwang.gateway.datapath.router import Router
-from tianwang.gateway.datapath.segments import SegmentStore
+from tianwang.gateway.benchmarks.fanout import ServerProcess, deliver, journal_append
 
 APPEND_N = 300_000
-BURST = 1000
 REPLAY_N = 600_000
-
-
-async def _append(policy):
-    blob = fix_payload(1)
-    topics = [f"gnss/bd-{i:04d}/fix" for i in range(1000)]
-    ids = [f"bd-{i:04d}" for i in range(1000)]
-    where = None
-    if policy == "memory":
-        journal = Journal(256 << 20)
-    else:
-        where = tempfile.mkdtemp(prefix="tianwang-bench-")
-        store = SegmentStore(where, segment_bytes=64 << 20, max_bytes=8 << 30, max_age_s=86400)
-        store.open()
-        journal = DurableJournal(256 << 20, store, fsync=policy, fsync_window_ms=20)
-        await journal.start()
-    router = Router(journal)
-    publish = router.publish
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    for i in range(APPEND_N):
-        publish(topics[i % 1000], ids[i % 1000], blob, 0)
-        if i % BURST == BURST - 1:
-            await asyncio.sleep(0)
-    while journal.next_seq <= APPEND_N:
-        await asyncio.sleep(0)
-    elapsed = loop.time() - t0
-    stats = journal.counters()
-    await journal.close()
-    if where:
-        shutil.rmtree(where, ignore_errors=True)
-    return elapsed, stats
 
 
 @pytest.mark.parametrize("policy", ["memory", "never", "batch", "always"])
@@ -63,7 +23,7 @@ def test_journal_append(benchmark, policy):
     result = {}
 
     def run():
-        result["elapsed"], result["stats"] = uvloop.run(_append(policy))
+        result["elapsed"], result["stats"] = uvloop.run(journal_append(policy, APPEND_N))
 
     benchmark.pedantic(run, rounds=3, iterations=1)
     rate = APPEND_N / benchmark.stats.stats.min
@@ -89,7 +49,7 @@ def test_replay_from_disk(benchmark, disk_server):
     """One subscriber from seq 1 of a journal read entirely from disk (memory empty after restart)."""
 
     def run():
-        return uvloop.run(_deliver(disk_server.addr, 1, REPLAY_N, True))
+        return uvloop.run(deliver(disk_server.addr, 1, REPLAY_N, True))
 
     benchmark.pedantic(run, rounds=3, iterations=1)
     rate = REPLAY_N / benchmark.stats.stats.min

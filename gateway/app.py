@@ -376,18 +376,10 @@ class Gateway:
             health_reason=reason,
             counters=counters,
             families=sorted(families.values(), key=lambda f: f.family),
-            subscriber_stats=[
-                pb.SubscriberStats(
-                    peer=s.peer,
-                    principal=s.principal.name,
-                    topics=s.topics,
-                    cursor=s.cursor,
-                    delivered=s.delivered,
-                    batches=s.batches,
-                    gaps=s.gaps,
-                )
-                for s in list(svc.subscribers)
-                if viewer is None or viewer.is_admin or s.principal.name == viewer.name
+            subscriber_stats=svc.subscriber_stats(viewer),
+            drops=[
+                pb.DropStats(driver=driver, reason=reason, frames=n)
+                for (driver, reason), n in sorted(list(self.supervisor.drops.items()))
             ],
         )
 

@@ -14,13 +14,15 @@ class ConfigError(GatewayError, ValueError):
     """A configuration file or value is invalid.
 
     `problems` holds `(path, reason)` pairs, one per problem, with `path` spelled
-    `devices[2].url` the way `tianwang check` prints it.
+    `devices[2].url` the way `tianwang check` prints it. `warnings` holds the `(path, reason)` warnings
+    the readable parts of the config deserve, so `check` shows everything in one run.
     """
 
-    def __init__(self, problems):
+    def __init__(self, problems, warnings=()):
         if isinstance(problems, str):
             problems = [("", problems)]
         self.problems = list(problems)
+        self.warnings = list(warnings)
         super().__init__("; ".join(f"{p}: {r}" if p else r for p, r in self.problems))
 
 

@@ -48,6 +48,7 @@ def base_config(devices=(), listeners=(), control=("test/+",), **gateway):
     return {
         "gateway": gw,
         "auth": {
+            "allow_inline_secrets": True,  # the tokens below are written inline, on purpose
             "tokens": [
                 {"name": "reader", "token": READ, "read": ["#"]},
                 {"name": "operator", "token": CONTROL, "read": ["#"], "control": list(control)},

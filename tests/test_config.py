@@ -82,18 +82,54 @@ def test_secrets_from_files_and_conflicts(tmp_path, monkeypatch):
     monkeypatch.setenv("TW_T", "x")
     p = problems({"auth": {"tokens": [{"name": "t", "token": "a", "token_env": "TW_T"}]}})
     assert "give only one of token, token_env" in p["auth.tokens[0].token_env"]
-    p = problems({"auth": {"tokens": [{"name": "t", "token": "same"}, {"name": "u", "token": "same"}]}})
+    p = problems({"auth": {"allow_inline_secrets": True, "tokens": [{"name": "t", "token": "same"}, {"name": "u", "token": "same"}]}})
     assert p["auth.tokens[1].token"] == "same token value as tokens[0]"
 
 
-def test_inline_secrets_and_open_listen_warn():
-    cfg = load_config(
-        {"gateway": {"listen": "0.0.0.0:50051"}, "auth": {"tokens": [{"name": "t", "token": "inline", "read": ["#"]}]}},
-        registry(),
-    )
+def test_inline_secrets_are_errors_unless_the_file_opts_out():
+    text = {"gateway": {"listen": "0.0.0.0:50051"}, "auth": {"tokens": [{"name": "t", "token": "inline", "read": ["#"]}]}}
+    with pytest.raises(ConfigError) as err:
+        load_config(text, registry())
+    assert err.value.problems == [(
+        "auth.tokens[0].token",
+        "secret written inline: use token_env or token_file (or set auth.allow_inline_secrets: true if this "
+        "file is kept as safe as the secret)",
+    )]
+    # the config's other warnings come with the error, so check shows everything in one run
+    assert ("gateway.tls", "listening on 0.0.0.0 without TLS: tokens cross the network in clear") in err.value.warnings
+    text["auth"]["allow_inline_secrets"] = True
+    cfg = load_config(text, registry())
+    assert cfg.auth.tokens[0].token.get_secret_value() == "inline"
     w = dict(warnings_for(cfg))
-    assert "inline" in w["auth.tokens[0].token"]
+    assert "auth.tokens[0].token" not in w  # chosen explicitly: nothing more to say
     assert "without TLS" in w["gateway.tls"]
+    # only a real boolean true opts out
+    text["auth"]["allow_inline_secrets"] = "yes please"
+    assert "auth.allow_inline_secrets" in problems(text) and "auth.tokens[0].token" in problems(text)
+
+
+def test_every_inline_secret_is_reported_with_the_other_problems_in_one_run(monkeypatch):
+    monkeypatch.setenv("TW_TEST_TOKEN", "s3cret-value")
+    from tianwang.gateway.lifecycle.registry import default_registry
+
+    p = {}
+    with pytest.raises(ConfigError) as err:
+        load_config({
+            "gateway": {"metrics_auth": {"token": "m"}, "journal": {"max_bytes": -1}},
+            "bridges": {"nats": {"servers": ["nats://127.0.0.1:4222"], "stream": "S", "password": "pw", "user": "u"}},
+            "auth": {"tokens": [{"name": "a", "token": "x", "read": ["#"]}, {"name": "a", "token_env": "TW_TEST_TOKEN"}]},
+            "devices": [{"id": "cam-1", "driver": "onvif", "url": "http://127.0.0.1:8080/onvif/device_service",
+                         "user": "tw", "password": "pw", "bogus": 1}],
+            "listeners": [{"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "s"}],
+        }, default_registry())
+    p = dict(err.value.problems)
+    for path in ("gateway.metrics_auth.token", "bridges.nats.password", "auth.tokens[0].token",
+                 "devices[0].password", "listeners[0].auth_secret"):
+        assert p[path].startswith("secret written inline: use "), path
+    assert p["devices[0].password"].startswith("secret written inline: use password_env or password_file")
+    # and beside them, the field errors and the duplicate name
+    assert "devices[0].bogus" in p and "gateway.journal.max_bytes" in p
+    assert p["auth.tokens[1].name"] == "duplicate token name 'a' (also tokens[0])"
 
 
 def test_yaml_syntax_errors_and_non_mappings():
@@ -129,6 +165,25 @@ def test_check_cli_exit_codes(tmp_path):
     assert "ok (2 devices, 0 listeners, 1 tokens)" in r.stdout
     r = _cli("check", str(tmp_path / "missing.yaml"))
     assert r.returncode == 1 and "no such file" in r.stdout
+
+
+def test_check_prints_errors_and_warnings_in_one_run(tmp_path):
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "gateway: {listen: '0.0.0.0:50051'}\n"
+        "auth: {tokens: [{name: cc, token: written-here, read: ['#']}]}\n"
+        "devices:\n  - {id: a, driver: testgen, rate_hz: x}\n"
+    )
+    r = _cli("check", str(path))
+    assert r.returncode == 1
+    assert sorted(r.stdout.splitlines()) == [
+        "auth.tokens[0].token: secret written inline: use token_env or token_file (or set "
+        "auth.allow_inline_secrets: true if this file is kept as safe as the secret)",
+        "devices[0].rate_hz: Input should be a valid number, unable to parse string as a number",
+    ]
+    assert r.stderr.splitlines() == [
+        "warning: gateway.tls: listening on 0.0.0.0 without TLS: tokens cross the network in clear"
+    ]
 
 
 def test_check_catches_what_would_fail_at_run_time(tmp_path, monkeypatch):

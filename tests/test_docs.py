@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_readme_shows_the_example_subscriber_verbatim():
     readme = (ROOT / "README.md").read_text()
-    example = (ROOT / "examples" / "subscriber.py").read_text().strip()
+    example = (ROOT / "examples" / "minimal_subscriber.py").read_text().strip()
     assert example in readme
     assert len(example.splitlines()) <= 16
     # the two set-up commands open the README
@@ -28,7 +28,7 @@ async def test_example_subscriber_prints_fixes_and_gaps():
             gw.router.publish(f"gnss/bd-{i % 3}/fix", f"bd-{i % 3}", {"lat": 31.0 + i * 1e-6, "lon": 121.5, "speed_mps": 2.5})
         env = dict(os.environ, TIANWANG_TOKEN=READ, FROM_SEQ="1")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "examples" / "subscriber.py"), f"127.0.0.1:{gw.port}",
+            sys.executable, str(ROOT / "examples" / "minimal_subscriber.py"), f"127.0.0.1:{gw.port}",
             stdout=asyncio.subprocess.PIPE, env=env,
         )
         try:

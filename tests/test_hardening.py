@@ -151,6 +151,7 @@ async def test_no_token_reaches_the_logs_of_a_full_run(tmp_path):
     cfg = {
         "gateway": {"name": "logs", "listen": "127.0.0.1:0", "metrics": None},
         "auth": {
+            "allow_inline_secrets": True,
             "tokens": [
                 {"name": "reader", "token_env": "TW_T_READ", "read": ["#"]},
                 {"name": "operator", "token": CONTROL, "read": ["#"], "control": ["#"]},

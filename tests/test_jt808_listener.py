@@ -647,8 +647,12 @@ def test_secret_errors_name_their_keys(tmp_path):
     assert [path for path, _ in info.value.problems] == ["listeners[0].auth_secret_env"]
     with pytest.raises(ConfigError):
         load_config({"listeners": [dict(base, auth_secret="a", auth_secret_env="B")]}, reg)
-    inline = load_config({"listeners": [dict(base, auth_secret="inline-secret")]}, reg)
-    assert ("listeners[0].auth_secret", "secret written inline; use auth_secret_env or auth_secret_file") in warnings_for(inline)
+    with pytest.raises(ConfigError) as info:
+        load_config({"listeners": [dict(base, auth_secret="inline-secret")]}, reg)
+    assert [path for path, _ in info.value.problems] == ["listeners[0].auth_secret"]
+    assert info.value.problems[0][1].startswith("secret written inline: use auth_secret_env or auth_secret_file")
+    inline = load_config({"auth": {"allow_inline_secrets": True}, "listeners": [dict(base, auth_secret="inline-secret")]}, reg)
+    assert inline.listeners[0].auth_secret.get_secret_value() == "inline-secret"
 
 
 async def test_max_terminals_refuses_new_phones_but_not_known_ones():

@@ -24,10 +24,10 @@ def _decoder(device_id: str):
 
 
 async def _demo(stack) -> dict:
-    """`tianwang run --demo`: two patrol-car receivers. One on a pty (a BeiDou-only NMEA 4.11
-    module at 1 Hz with line noise and a protocol 2.1 RDSS card that receives a message from the
-    command centre every 20 s), one behind a TCP serial server (multi-constellation at 5 Hz with a
-    BDS-3 RDSS terminal)."""
+    """`tianwang run --demo`: two patrol-car receivers around Xiangtan. One on a pty (a BeiDou-only
+    NMEA 4.11 module at 1 Hz with line noise, added on purpose and labelled `demo_noise`, and a
+    protocol 2.1 RDSS card that receives a message from the command centre every 20 s), one behind
+    a TCP serial server (multi-constellation at 5 Hz with a BDS-3 RDSS terminal)."""
     from tianwang.drivers.beidou.simulator import ReceiverSimulator
 
     car = ReceiverSimulator("pty", rate=1, talker="GB", noise=True, rdss="2.1", interval_s=60, card_id="0245678",
@@ -35,13 +35,16 @@ async def _demo(stack) -> dict:
     await car.start()
     stack.push_async_callback(car.stop)
     van = ReceiverSimulator("tcp", rate=5, talker="GN", rdss="bds3", interval_s=30, card_id="0245679", seed=12,
-                            origin=(31.2404, 121.4837))
+                            origin=(27.8397, 112.9543))  # 1 km north-east of the car
     await van.start()
     stack.push_async_callback(van.stop)
     return {
         "devices": [
             {"id": "bd-car-01", "driver": "beidou", "url": car.url + "?baudrate=115200",
-             "rdss": {"protocol": "2.1"}, "labels": {"vehicle": "patrol car 01"}},
+             "rdss": {"protocol": "2.1"},
+             # the top view files this device's drops under "demo noise, deliberate" (docs/contract.md)
+             "labels": {"vehicle": "patrol car 01",
+                        "demo_noise": "its simulator adds line noise on purpose: bad checksums, cut lines, garbage"}},
             {"id": "bd-van-02", "driver": "beidou", "url": van.url,
              "rdss": {"protocol": "bds3"}, "labels": {"vehicle": "command van 02"}},
         ]

@@ -62,7 +62,7 @@ from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.sdk import run_simulator, serve_simulator
 
 EARTH_M_PER_DEG = 111_320.0
-DEFAULT_CENTRE = (31.2304, 121.4737)  # Shanghai, People's Square
+DEFAULT_CENTRE = (27.8297, 112.9443)  # Xiangtan, Hunan: the city the demo and the simulators drive around
 
 # talker style -> (EpochWriter style, solution talker, constellations in view, digits of time, of minutes)
 TALKERS = {
@@ -489,13 +489,24 @@ class _TcpClient(asyncio.Protocol):
             return
         self.server.clients.add(self)
         sim.counters["connections"] += 1
+        if sim.notify is not None:
+            sim.notify(f"a client connected from {_peer(transport)}")
         sim._on_connect()
 
     def data_received(self, data):
         self.server.sim._host_bytes(data)
 
     def connection_lost(self, exc):
-        self.server.clients.discard(self)
+        if self in self.server.clients:  # not reset by the simulator itself (a fault or its stop)
+            self.server.clients.discard(self)
+            sim = self.server.sim
+            if sim.notify is not None:
+                sim.notify(f"the client from {_peer(self.transport)} disconnected")
+
+
+def _peer(transport) -> str:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return f"{peer[0]}:{peer[1]}" if peer else "?"
 
 
 def _reset(transport) -> None:
@@ -654,6 +665,7 @@ class ReceiverSimulator:
         self.banner_s = banner_s
         self.firmware = firmware
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self.notify = None  # `tianwang simulate` sets it to print connection events
         self.antenna = "OK"
         self.tunnelled = False
         self.weak = False
@@ -1045,7 +1057,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default="127.0.0.1", help="with --transport tcp: address to listen on")
     ap.add_argument("--port", type=int, default=0, help="with --transport tcp: port (default: any free one)")
     ap.add_argument("--link", default=None, metavar="PATH", help="with --transport pty: a symlink kept pointing at the pty")
-    ap.add_argument("--centre", type=_centre, default=DEFAULT_CENTRE, metavar="LAT,LON", help="where the drive starts")
+    ap.add_argument("--centre", type=_centre, default=DEFAULT_CENTRE, metavar="LAT,LON",
+                    help="where the drive starts (default 27.8297,112.9443: Xiangtan)")
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--message-every", type=float, default=0.0, metavar="S",
                     help="receive a GB2312 message from the command centre every S seconds (default never)")

@@ -30,23 +30,52 @@ def _decoder(device_id: str):
     return Decoder(device_id)
 
 
+def _listener_port(socket) -> int:
+    """A free loopback port below the ephemeral range. The fleet dials before the listener is up, and
+    a dial to a port inside that range can be given the same port as its own source: the socket
+    connects to itself (TCP simultaneous open) and holds the port the listener then cannot bind."""
+    import random
+
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), max(1025, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # every try taken: any free port, as before
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 async def _demo(stack) -> dict:
     """`tianwang run --demo`: a fleet of simulated terminals dialling a listener on a free loopback
     port. The fleet starts first and keeps re-dialling (with backoff) until the listener is up."""
+    import os
     import secrets
     import socket
+    import tempfile
 
     from tianwang.drivers.jt808.simulator import Fleet
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _listener_port(socket)
     fleet = Fleet("127.0.0.1", port, terminals=DEMO_TERMINALS, rate=1.0, backoff_initial=0.3, backoff_max=2.0)
     await fleet.start()
     stack.push_async_callback(fleet.stop)
+    # registrations kept in a file for the demo's lifetime, as a real listener keeps them (and
+    # without the warning a memory-only listener gets)
+    where = stack.enter_context(tempfile.TemporaryDirectory(prefix="tianwang-demo-"))
     return {
         "listeners": [
-            {"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret": secrets.token_hex(16)}
+            {"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret": secrets.token_hex(16),
+             "registrations_file": os.path.join(where, "fleet.registrations")}
         ]
     }
 

@@ -70,34 +70,75 @@ def parse_auth_codes(text: str) -> dict[str, str]:
 
 class Jt808Config(SecretsModel, ListenerConfig):
     """`listeners:` entry of driver jt808. Secrets (`auth_secret`, `auth_codes`) come as `<name>_env`
-    or `<name>_file` (inline works, `tianwang check` warns)."""
+    or `<name>_file` (inline only with `auth.allow_inline_secrets: true`)."""
 
     __secrets__: ClassVar = ("auth_secret", "auth_codes")
 
-    auth_secret: SecretStr | None = None  # derives each terminal's code; random per start if unset
-    auth_secret_env: str | None = None
-    auth_secret_file: str | None = None
-    auth_codes: SecretStr | None = None  # provisioned codes, "PHONE:CODE" entries
-    auth_codes_env: str | None = None
-    auth_codes_file: str | None = None
+    auth_secret: SecretStr | None = Field(
+        default=None,
+        description="derives each terminal's auth code (HMAC-SHA256 of the phone); unset: a random one per start, "
+        "so terminals register again after a restart (inline: check warns)",
+    )
+    auth_secret_env: str | None = Field(default=None, description="the environment variable holding `auth_secret`")
+    auth_secret_file: str | None = Field(default=None, description="a file holding `auth_secret`")
+    auth_codes: SecretStr | None = Field(
+        default=None,
+        description="provisioned codes: `PHONE:CODE` entries separated by spaces, commas or newlines; `#` starts "
+        "a comment (inline: check warns)",
+    )
+    auth_codes_env: str | None = Field(default=None, description="the environment variable holding `auth_codes`")
+    auth_codes_file: str | None = Field(default=None, description="a file holding `auth_codes`")
     # who may register over the air (see the module docstring): auto = any phone not registered yet;
     # known = phones in `terminals` or `auth_codes` not registered yet; closed = nobody;
     # open = anyone, again and again (the legacy behaviour: a hijack hole, logged as such)
-    registration: Literal["auto", "known", "closed", "open"] = "auto"
-    registrations_file: str | None = None  # where registrations persist; None = memory only
-    terminals: tuple[str, ...] = ()  # if not empty, only these phones may authenticate
-    versions: tuple[Literal[2013, 2019], ...] = (2013, 2019)  # header editions accepted (2013 covers 2011)
-    idle_timeout_s: float = Field(default=180.0, gt=0, le=86400)  # silence that ends a connection
-    auth_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # time to authenticate after connecting
-    max_connections: int = Field(default=20000, ge=1)
-    max_terminals: int = Field(default=100000, ge=1)  # distinct phones remembered (ListDevices rows)
-    max_frame_bytes: int = Field(default=2048, ge=64, le=65536)  # unescaped; a 2019 split header + 1023-byte body fits
-    max_bad_frames: int = Field(default=16, ge=1)  # bad frames tolerated before authentication
-    max_auth_failures: int = Field(default=3, ge=1)  # per connection, then it is closed
-    flood_frames_per_s: float = Field(default=100.0, gt=0)  # sustained frames per connection
-    flood_burst: int = Field(default=400, ge=1)
-    split_timeout_s: float = Field(default=60.0, gt=0)  # incomplete split messages are dropped after
-    write_buffer_bytes: ByteSize = Field(default=ByteSize(64 * 1024), ge=1024)
+    registration: Literal["auto", "known", "closed", "open"] = Field(
+        default="auto",
+        description="who may register over the air: `auto` any phone not registered yet; `known` the same for "
+        "phones in `terminals` or `auth_codes`; `closed` nobody; `open` anyone, again and again (unsafe, warned)",
+    )
+    registrations_file: str | None = Field(
+        default=None,
+        description="where registrations persist across restarts (JSON, mode 0600); its directory must exist; "
+        "null = memory only (check warns)",
+    )
+    terminals: tuple[str, ...] = Field(
+        default=(), description="phones (1-20 digits) allowed to authenticate; empty = any"
+    )
+    versions: tuple[Literal[2013, 2019], ...] = Field(
+        default=(2013, 2019), description="header editions accepted (2013 covers 2011); at least one"
+    )
+    idle_timeout_s: float = Field(
+        default=180.0, gt=0, le=86400, description="an authenticated connection silent this long is closed"
+    )
+    auth_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="time a new connection gets to authenticate"
+    )
+    max_connections: int = Field(default=20000, ge=1, description="open connections at most")
+    max_terminals: int = Field(
+        default=100000, ge=1, description="distinct phones remembered (rows in ListDevices)"
+    )
+    max_frame_bytes: int = Field(
+        default=2048, ge=64, le=65536,
+        description="largest frame after unescaping (a 2019 split header and a 1023-byte body fit the default)",
+    )
+    max_bad_frames: int = Field(
+        default=16, ge=1, description="bad frames a connection may send before it authenticates"
+    )
+    max_auth_failures: int = Field(
+        default=3, ge=1, description="failed authentications per connection before it is closed"
+    )
+    flood_frames_per_s: float = Field(
+        default=100.0, gt=0,
+        description="sustained frames per second per connection; a faster terminal is paused (TCP pushes back)",
+    )
+    flood_burst: int = Field(default=400, ge=1, description="frames a connection may send in a burst above that rate")
+    split_timeout_s: float = Field(
+        default=60.0, gt=0, description="an incomplete split message is dropped after this long"
+    )
+    write_buffer_bytes: ByteSize = Field(
+        default=ByteSize(64 * 1024), ge=1024,
+        description="a terminal that does not read its acks stops being read once this much is queued for it",
+    )
 
     @field_validator("versions", mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Callable
 import math
 import random
 import sys
@@ -33,7 +34,7 @@ from tianwang.drivers.sdk import encode_jt808, Jt808Framer, run_simulator, serve
 
 TICK_S = 0.02  # reports are spread over the period in slots of this length
 EARTH_M_PER_DEG = 111_320.0
-DEFAULT_CENTRE = (31.2304, 121.4737)  # Shanghai People's Square
+DEFAULT_CENTRE = (27.8297, 112.9443)  # Xiangtan, Hunan: the terminals' routes are spread around it
 
 # counters of `Fleet.stats()`
 COUNTERS = (
@@ -65,7 +66,7 @@ class Route:
 
     __slots__ = ("lat0", "lon0", "radius_m", "omega", "phase", "speed_kmh", "alt_m", "m_per_deg_lon")
 
-    def __init__(self, rng: random.Random, centre=DEFAULT_CENTRE, spread_deg=0.2):
+    def __init__(self, rng: random.Random, centre=DEFAULT_CENTRE, spread_deg=0.06):
         self.lat0 = centre[0] + rng.uniform(-spread_deg, spread_deg)
         self.lon0 = centre[1] + rng.uniform(-spread_deg, spread_deg)
         self.radius_m = rng.uniform(300.0, 3000.0)
@@ -119,6 +120,7 @@ class SimTerminal(asyncio.Protocol):
         self.register_result: int | None = None
         self.auth_results: list[int] = []
         self.closing = False
+        self.failing = False  # the last connection attempts failed (reported once per streak)
         self._reconnect_handle = None
 
     # -- connection ------------------------------------------------------------------------------
@@ -132,13 +134,18 @@ class SimTerminal(asyncio.Protocol):
         fleet = self.fleet
         try:
             await fleet.loop.create_connection(lambda: self, fleet.host, fleet.port)
-        except OSError:
+        except OSError as exc:
             fleet.count("connect_failures")
+            if fleet.notify is not None and not self.failing:  # once per streak, not at every retry
+                fleet.notify(f"terminal {self.phone}: cannot connect to {fleet.host}:{fleet.port} "
+                             f"({exc.strerror or exc}); retrying")
+            self.failing = True
             self.state = "idle"
             self._schedule_reconnect()
 
     def connection_made(self, transport):
         self.transport = transport
+        self.failing = False
         self.framer = Jt808Framer(max_frame=4096)
         self.fleet.count("connects")
         if self.closing:
@@ -152,6 +159,9 @@ class SimTerminal(asyncio.Protocol):
     def connection_lost(self, exc):
         self.transport = None
         self.fleet.count("disconnects")
+        if not self.closing and self.fleet.notify is not None:
+            why = f" ({exc})" if exc else ""
+            self.fleet.notify(f"terminal {self.phone}: the gateway closed the connection{why}; reconnecting")
         was_online = self.state == "online"
         self.state = "idle"
         self.online_event.clear()
@@ -350,6 +360,8 @@ class SimTerminal(asyncio.Protocol):
                     self._flush_stored()
                 else:
                     fleet.count("auth_failed")
+                    if fleet.notify is not None:
+                        fleet.notify(f"terminal {self.phone}: the gateway refused its authentication (result {int(result)})")
                     if self.preset_code is None or fleet.reregister:
                         self.auth_code = None
                         self._register()
@@ -376,6 +388,8 @@ class SimTerminal(asyncio.Protocol):
                 self._authenticate()
             else:
                 fleet.count("registrations_refused")
+                if fleet.notify is not None:
+                    fleet.notify(f"terminal {self.phone}: the gateway refused its registration (result {int(result)})")
                 if self.transport is not None:
                     self.transport.close()
         elif msg_id == p.QUERY_LOCATION:
@@ -435,6 +449,9 @@ class Fleet:
         self.store_max = store_max
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.online = 0
+        # `tianwang simulate` sets this to print connection events (the gateway closing a terminal's
+        # connection, refusing a registration) as they happen
+        self.notify: Callable[[str], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         rng = random.Random(seed)
         self.terminals = [
@@ -549,7 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--heartbeat", type=float, default=30.0, metavar="S", help="heartbeat after S seconds of silence")
     ap.add_argument("--ack-timeout", type=float, default=5.0, metavar="S", help="resend a message not acknowledged in S seconds")
     ap.add_argument("--retries", type=int, default=3, help="resends before a message is given up")
-    ap.add_argument("--centre", type=_centre, default=DEFAULT_CENTRE, metavar="LAT,LON", help="where the routes are")
+    ap.add_argument("--centre", type=_centre, default=DEFAULT_CENTRE, metavar="LAT,LON",
+                    help="the centre of the routes, each within about 12 km of it (default 27.8297,112.9443: Xiangtan)")
     ap.add_argument("--seed", type=int, default=808)
     ap.add_argument("--connect-rate", type=float, default=2000.0, metavar="PER_S", help="new connections per second at start")
     ap.add_argument("--stats-interval", type=float, default=0.0, metavar="S", help="print counters to stderr every S seconds")

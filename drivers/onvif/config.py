@@ -10,7 +10,8 @@
         events: pullpoint              # pullpoint (default) | webhook | off
         webhook: {listen: "0.0.0.0:8089", url: "http://10.1.0.5:8089"}   # events: webhook only
 
-The password is a secret: `password_env` or `password_file` (inline works, `tianwang check` warns).
+The password is a secret: `password_env` or `password_file` (inline only with
+`auth.allow_inline_secrets: true`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,16 @@ class WebhookConfig(Model):
     """Where the gateway listens for the camera's Notify POSTs, and the URL the camera is told to use
     (the address the camera can reach, which may differ from the listen address behind NAT)."""
 
-    listen: str = "0.0.0.0:0"
-    url: str | None = None  # default: http://<listen host>:<bound port>/
+    listen: str = Field(
+        default="0.0.0.0:0",
+        description="HOST:PORT the webhook listens on; cameras with the same `listen` share one server, each on "
+        "the path `/<id>`",
+    )
+    url: str | None = Field(
+        default=None,
+        description="the base `http://` URL the camera is told to POST to (an address it can reach); null = "
+        "`http://<listen host>:<bound port>/`",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -66,21 +75,42 @@ class OnvifConfig(SecretsModel, DeviceConfig):
     __secrets__: ClassVar = ("password",)
     __required_secrets__: ClassVar = ("password",)
 
-    host: str
-    port: int = Field(default=80, ge=1, le=65535)
-    username: str = Field(min_length=1, max_length=128)
-    password: SecretStr | None = None
-    password_env: str | None = None
-    password_file: str | None = None
+    host: str = Field(description="the camera's IP address or DNS name (no scheme, no port)")
+    port: int = Field(default=80, ge=1, le=65535, description="its HTTP port (the device service is `/onvif/device_service`)")
+    username: str = Field(min_length=1, max_length=128, description="the ONVIF user")
+    password: SecretStr | None = Field(
+        default=None, description="its password: one of password, password_env, password_file (inline: check warns)"
+    )
+    password_env: str | None = Field(default=None, description="the environment variable holding the password")
+    password_file: str | None = Field(default=None, description="a file holding the password")
     # how events arrive: PullPoint long polls (works through NAT), a webhook the camera POSTs to, or none
-    events: Literal["pullpoint", "webhook", "off"] = "pullpoint"
-    webhook: WebhookConfig | None = None
-    subscription_s: float = Field(default=60.0, ge=10, le=86400)  # termination time we ask for
-    pull_timeout_s: float = Field(default=10.0, gt=0, le=60)  # PullMessages long-poll time
-    pull_limit: int = Field(default=100, ge=1, le=1024)  # PullMessages MessageLimit
-    timeout_s: float = Field(default=10.0, gt=0, le=120)  # one SOAP call (a long poll adds its own time)
-    max_clock_skew_s: float = Field(default=5.0, ge=0)  # beyond this the camera's clock is reported DEGRADED
-    profile: str | None = None  # media profile token for PTZ, snapshots and streams (default: the first)
+    events: Literal["pullpoint", "webhook", "off"] = Field(
+        default="pullpoint",
+        description="how events arrive: PullMessages long polls (work through NAT), the camera POSTing to a "
+        "webhook, or none",
+    )
+    webhook: WebhookConfig | None = Field(
+        default=None, description="`events: webhook` only: where the gateway listens for the camera's POSTs"
+    )
+    subscription_s: float = Field(
+        default=60.0, ge=10, le=86400,
+        description="subscription time asked for; renewed at 40-60% of what the camera grants",
+    )
+    pull_timeout_s: float = Field(
+        default=10.0, gt=0, le=60,
+        description="PullMessages long-poll time (never more than a third of the time left on the subscription)",
+    )
+    pull_limit: int = Field(default=100, ge=1, le=1024, description="PullMessages `MessageLimit`")
+    timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="one SOAP call's time limit (a long poll adds its own time)"
+    )
+    max_clock_skew_s: float = Field(
+        default=5.0, ge=0,
+        description="a camera clock further off than this is reported DEGRADED (it is compensated either way)",
+    )
+    profile: str | None = Field(
+        default=None, description="media profile token used by PTZ, snapshots and stream URIs; null = the first"
+    )
 
     @field_validator("host")
     @classmethod

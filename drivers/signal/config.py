@@ -37,23 +37,53 @@ def signal_serial_options(query: dict[str, str]) -> dict[str, Any]:
 class SignalConfig(DeviceConfig):
     """`devices:` entry of driver signal: one controller on a serial line or over TCP."""
 
-    url: str
-    protocol: Literal["gbt20999"] = "gbt20999"
-    profile: str = "majority"
-    controller_id: int | None = Field(default=None, ge=1, le=0xFFFFFFFF)  # None: learned from the first reply
-    host_id: int = Field(default=1, ge=0, le=0xFF)  # the centre's id in the frame header
-    road_id: int = Field(default=1, ge=0, le=0xFF)  # intersection (road) id in the frame header
-    tcp_role: Literal["connect", "listen"] = "connect"
-    poll_hz: float = Field(default=1.0, gt=0, le=10)
-    reply_timeout_s: float = Field(default=1.0, gt=0, le=30)  # a query not answered in time counts as failed
-    late_s: float = Field(default=0.5, gt=0, le=30)  # answered, but later than this: DEGRADED
-    offline_after_s: float = Field(default=10.0, gt=0, le=3600)  # nothing from the controller: OFFLINE
-    heartbeat_s: float = Field(default=15.0, ge=0, le=3600)  # 0 = no heartbeat queries
-    clock_sync: bool = True  # set 13.1.10 (UTC time) on connect and every clock_sync_s
-    clock_sync_s: float = Field(default=3600.0, ge=0, le=86400)  # 0 = on connect only
-    utc_offset_s: int = Field(default=8 * 3600, ge=-14 * 3600, le=14 * 3600)  # the controller's local clock
-    command_timeout_s: float = Field(default=5.0, gt=0, le=60)
-    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    url: str = Field(
+        description="`serial:///dev/ttyS1?baudrate=9600&parity=E` or `tcp://HOST:PORT`; devices with the same "
+        "`url` share the link. Serial options: `baudrate` (1200-115200, default 9600), `bytesize` (5-8), "
+        "`parity` (N E O M S), `stopbits` (1, 1.5, 2); tcp URLs take none",
+    )
+    protocol: Literal["gbt20999"] = Field(default="gbt20999", description="the only protocol today")
+    profile: str = Field(
+        default="majority",
+        description="vendor differences: `majority`, `length-n`, `length-n-4`, `ccitt`, `unescaped`, "
+        "`heartbeat-count`, `control-17n`; devices sharing a link must agree",
+    )
+    controller_id: int | None = Field(
+        default=None, ge=1, le=0xFFFFFFFF,
+        description="the controller's id; null: learned from the first reply (only for a controller alone on its link)",
+    )
+    host_id: int = Field(default=1, ge=0, le=0xFF, description="the centre's id in the frame header")
+    road_id: int = Field(default=1, ge=0, le=0xFF, description="the intersection (road) id in the frame header")
+    tcp_role: Literal["connect", "listen"] = Field(
+        default="connect",
+        description="`connect`: the gateway dials the controller; `listen`: the gateway listens on the URL's "
+        "address and the controller dials in (tcp:// URLs only)",
+    )
+    poll_hz: float = Field(
+        default=1.0, gt=0, le=10, description="polls of lamps, stage table and run status per second"
+    )
+    reply_timeout_s: float = Field(
+        default=1.0, gt=0, le=30, description="a request not answered in this time counts as unanswered (never resent)"
+    )
+    late_s: float = Field(default=0.5, gt=0, le=30, description="an answer slower than this counts as late (DEGRADED)")
+    offline_after_s: float = Field(
+        default=10.0, gt=0, le=3600, description="nothing from the controller for this long: OFFLINE, then reconnect"
+    )
+    heartbeat_s: float = Field(default=15.0, ge=0, le=3600, description="a heartbeat query this often; 0 = none")
+    clock_sync: bool = Field(
+        default=True, description="set the controller's UTC time (13.1.10) on connect and every `clock_sync_s`"
+    )
+    clock_sync_s: float = Field(default=3600.0, ge=0, le=86400, description="clock sync period; 0 = on connect only")
+    utc_offset_s: int = Field(
+        default=8 * 3600, ge=-14 * 3600, le=14 * 3600,
+        description="how far the controller's local clock (its 7-byte dates) is ahead of UTC",
+    )
+    command_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="the longest one request of a command may wait"
+    )
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="time to open the port or the TCP connection"
+    )
 
     @field_validator("url")
     @classmethod

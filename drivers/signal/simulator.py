@@ -164,11 +164,14 @@ class _TcpLine(_Line, asyncio.Protocol):
         _Line.__init__(self, sim, controllers)
         self.transport = None
         self.on_lost = on_lost
+        self._closed_here = False  # closed by the simulator (a fault, its stop), not by the gateway
 
     def connection_made(self, transport):
         self.transport = transport
         self.sim.lines.add(self)
         self.sim.counters["connections"] += 1
+        if self.sim.notify is not None and self.on_lost is None:  # a server port: the gateway dialled in
+            self.sim.notify(f"{self._who()}: the gateway connected")
 
     def data_received(self, data):
         self.received(data)
@@ -176,6 +179,9 @@ class _TcpLine(_Line, asyncio.Protocol):
     def connection_lost(self, exc):
         self.sim.lines.discard(self)
         self.transport = None
+        if self.sim.notify is not None and not self.sim._stopping and not self._closed_here:
+            again = "; dialling again" if self.on_lost is not None else ""
+            self.sim.notify(f"{self._who()}: the gateway closed the connection{again}")
         if self.on_lost is not None:
             self.on_lost()
 
@@ -184,8 +190,12 @@ class _TcpLine(_Line, asyncio.Protocol):
             self.transport.write(data)
 
     def close(self) -> None:
+        self._closed_here = True
         if self.transport is not None:
             self.transport.abort()
+
+    def _who(self) -> str:
+        return "controller " + ", ".join(str(i) for i in self.controllers)
 
 
 class SignalSimulator:
@@ -214,6 +224,7 @@ class SignalSimulator:
                             for i in range(controllers)]
         self.counters = {"frames_in": 0, "frames_out": 0, "bad_frames": 0, "connections": 0, "overrun_bytes": 0}
         self.lines: set[_Line] = set()
+        self.notify = None  # `tianwang simulate` sets it to print connection events
         self.urls: list[str] = []
         self._pty: _PtyLine | None = None
         self._servers: list[asyncio.AbstractServer] = []

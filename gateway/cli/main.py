@@ -38,6 +38,13 @@ def _interval(text: str) -> float:
     return value
 
 
+def _run_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} s: give a number of seconds above 0 (or leave --seconds out)")
+    return value
+
+
 def _shard(text: str):
     from tianwang.gateway.lifecycle.config import parse_shard
 
@@ -58,6 +65,43 @@ def _int_range(low: int, high: int):
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{value} is out of range ({low} to {high})")
         return value
+
+    return parse
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = _number(text, "a percentage")
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0 to 1000 %)")
+    return value
+
+
+def _scale(text: str) -> float:
+    value = _number(text, "a number")
+    if not 0.001 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0.001 to 100)")
+    return value
+
+
+def _sections(known):
+    """An argparse type for a comma-separated list of `known` names (kept in `known`'s order)."""
+
+    def parse(text: str) -> tuple:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"{text!r}: sections are {', '.join(known)}")
+        return tuple(n for n in known if n in names)
 
     return parse
 
@@ -123,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="override gateway.listen (HOST:PORT; port 0 picks one)")
     p.add_argument("--metrics", help="override gateway.metrics (HOST:PORT, or 'off')")
     p.add_argument("--quiet", action="store_true", help="with --demo: no live view on stdout")
+    p.add_argument(
+        "--seconds", type=_run_seconds, metavar="S",
+        help="with --demo: stop by itself after S seconds, cleanly, with exit 0 (default: run until q, Ctrl-C or SIGTERM)",
+    )
     p.add_argument(
         "--shard", type=_shard, metavar="I/N",
         help="run only the devices and listeners of shard I of N (stable hash of the id); name <name>-I",
@@ -225,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interface", default=None, help="local IPv4 address whose interface sends the multicast probe")
     p.add_argument("--json", action="store_true", help="one JSON object per camera")
 
+    from tianwang.gateway.benchmarks import SECTIONS
+
+    p = sub.add_parser("bench", help="benchmark this machine: results.json, report.md and plots")
+    p.add_argument("--quick", action="store_true", help="small sizes: about a minute on two cores")
+    p.add_argument("--out", default="tianwang-bench", metavar="DIR", help="where results.json, report.md and the plots go (default ./tianwang-bench)")
+    p.add_argument("--baseline", metavar="FILE", help="an earlier results.json: flag figures more than --threshold %% worse")
+    p.add_argument("--threshold", type=_percent, default=10.0, metavar="PCT", help="regression threshold in percent (default 10)")
+    p.add_argument("--sections", type=_sections(SECTIONS), default=SECTIONS, metavar="LIST",
+                   help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
+    p.add_argument("--scale", type=_scale, default=1.0, metavar="F", help="multiply every count by F (0.001 to 100; default 1)")
+
     p = sub.add_parser("simulate", help="run one device simulator standalone")
     p.add_argument("kind", help="onvif, signal, beidou, jt808 (whichever are installed)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="simulator options (see `tianwang simulate KIND --help`)")
@@ -250,6 +309,7 @@ def main(argv=None) -> int:
         "discover": cmd_discover,
         "record": cmd_record,
         "replay": cmd_replay,
+        "bench": cmd_bench,
     }[verb]
     try:
         return handler(args)
@@ -265,6 +325,13 @@ def main(argv=None) -> int:
         except BrokenPipeError:
             pass
         return 0
+
+
+# -- bench -------------------------------------------------------------------------------------
+def cmd_bench(args) -> int:
+    from tianwang.gateway.cli.bench import run_bench
+
+    return run_bench(args)
 
 
 # -- decode ------------------------------------------------------------------------------------
@@ -329,6 +396,8 @@ def cmd_check(args) -> int:
     except ConfigError as exc:
         for path, reason in exc.problems:
             print(f"{path}: {reason}" if path else reason)
+        for path, reason in exc.warnings:
+            print(f"warning: {path}: {reason}", file=sys.stderr)
         return 1
     for path, reason in warnings_for(config):
         print(f"warning: {path}: {reason}", file=sys.stderr)
@@ -360,7 +429,9 @@ def cmd_run(args) -> int:
             return 2
 
         try:
-            return uvloop.run(run_demo(listen=args.listen, metrics=args.metrics, live=not args.quiet))
+            return uvloop.run(
+                run_demo(listen=args.listen, metrics=args.metrics, live=not args.quiet, seconds=args.seconds)
+            )
         except GatewayError as exc:
             print(f"tianwang: {exc}", file=sys.stderr)
             return 2
@@ -368,6 +439,10 @@ def cmd_run(args) -> int:
     from tianwang.gateway.app import Gateway, announce
     from tianwang.gateway.lifecycle.config import load_config
 
+    for flag, given in (("--seconds", args.seconds), ("--quiet", args.quiet)):
+        if given:
+            print(f"tianwang run: {flag} goes with --demo, not -c FILE", file=sys.stderr)
+            return 2
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -714,7 +789,8 @@ def cmd_command(args) -> int:
 
 def _watch_latest(channel, md):
     """A live Subscribe in a thread, keeping the newest envelope per family and channel for the
-    view's "latest:" section; None when the token may read nothing."""
+    view's "latest" section (it stays empty when the token may read nothing). The stream is one
+    of the subscribers the view lists."""
     import threading
 
     import grpc
@@ -774,44 +850,52 @@ def _device_actions(args) -> int:
     return 0
 
 
+TOP_DEVICES = 20_000  # devices `top` reads each interval for the per-device rates
+
+
 def cmd_top(args) -> int:
+    import contextlib
+    import signal
     import time
 
     import grpc
 
-    from tianwang.gateway.cli.top import TopView, latest_section
+    from tianwang.gateway.cli.top import Keys, LiveScreen, TopView
     from tianwang.v1 import gateway_pb2 as pb
 
     channel, stub, md = _connect(args)
     view = TopView()
-    tty = sys.stdout.isatty() and not args.once
     first = args.once  # --once: a silent first sample, so the view's rates cover one interval
     latest = _watch_latest(channel, md)
+    # SIGTERM leaves like `q`: the terminal is put back as it was
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        while True:
-            try:
-                stats = stub.GetStats(pb.GetStatsRequest(), metadata=md, timeout=args.timeout)
-                # the view lists devices that are not online (15 at most): ask for those only
-                devices = [
-                    d for state in ("CONNECTING", "DEGRADED", "OFFLINE")
-                    for d in list_all_devices(stub, md, args.timeout, limit=16, state=state)
-                ]
-            except grpc.RpcError as exc:
-                return _rpc_error(exc, args)
-            text = view.render(stats, devices, time.monotonic())
-            if latest is not None:
-                text += "\n" + "\n".join(latest_section(dict(latest)))
-            if first:
-                first = False
-                time.sleep(args.interval)
-                continue
-            if tty:
-                sys.stdout.write("\x1b[H\x1b[2J")
-            sys.stdout.write(text + "\n")
-            sys.stdout.flush()
-            if args.once:
-                return 0
-            time.sleep(args.interval)
+        with (contextlib.nullcontext(Keys()) if args.once else Keys()) as keys, \
+                LiveScreen(tty=False if args.once else None) as screen:
+            while True:
+                try:
+                    stats = stub.GetStats(pb.GetStatsRequest(), metadata=md, timeout=args.timeout)
+                    devices = list_all_devices(stub, md, args.timeout, limit=TOP_DEVICES)
+                    if len(devices) >= TOP_DEVICES:
+                        # more than the view reads: the ones not online may be past the limit; ask for those
+                        ids = {d.id for d in devices}
+                        devices += [
+                            d for state in ("CONNECTING", "DEGRADED", "OFFLINE")
+                            for d in list_all_devices(stub, md, args.timeout, limit=16, state=state)
+                            if d.id not in ids
+                        ]
+                except grpc.RpcError as exc:
+                    return _rpc_error(exc, args)
+                frame = view.frame(stats, devices, time.monotonic(), latest=dict(latest))
+                if first:
+                    first = False
+                    time.sleep(args.interval)
+                    continue
+                screen.show(frame)
+                if args.once or keys.wait(args.interval):
+                    return 0
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C: leave as `q` does
     finally:
         channel.close()
 

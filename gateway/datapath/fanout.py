@@ -252,6 +252,26 @@ class GatewayService:
             self.app.journal.wake()
         return n
 
+    def subscriber_stats(self, viewer=None) -> list[pb.SubscriberStats]:
+        """Stats.subscriber_stats: every open stream (only the viewer's own token's unless the viewer
+        is an admin, or None) with its lag, the journal seqs it has not been sent yet."""
+        next_seq = self.app.journal.next_seq
+        return [
+            pb.SubscriberStats(
+                peer=s.peer,
+                principal=s.principal.name,
+                topics=s.topics,
+                cursor=s.cursor,
+                delivered=s.delivered,
+                batches=s.batches,
+                gaps=s.gaps,
+                lag=max(0, next_seq - s.cursor),
+                started_ns=s.started_ns,
+            )
+            for s in list(self.subscribers)
+            if viewer is None or viewer.is_admin or s.principal.name == viewer.name
+        ]
+
     def close_streams(self) -> None:
         """Shutdown: every Subscribe and Record stream ends (status OK) at its next wake-up."""
         self.closing = True

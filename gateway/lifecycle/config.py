@@ -3,7 +3,8 @@
 Every problem is reported with the path of the key it concerns (`devices[2].url: unsupported scheme
 'com'`), all at once, so `tianwang check FILE` can list them. Unknown keys are errors. Secrets are
 given as `<name>_env` (an environment variable) or `<name>_file` (a file whose content, stripped of
-the trailing newline, is the secret); inline `<name>:` works too but `check` warns about it.
+the trailing newline, is the secret); an inline `<name>:` is an error unless `auth.allow_inline_secrets`
+is true.
 
 Code after this module trusts the models.
 """
@@ -89,16 +90,6 @@ class SecretsModel(Model):
             object.__setattr__(self, name, SecretStr(value))
         return self
 
-    def inline_secrets(self) -> list[str]:
-        """Names of secrets written inline in the file (check warns about these)."""
-        return [
-            n
-            for n in self.__secrets__
-            if getattr(self, n) is not None
-            and getattr(self, f"{n}_env") is None
-            and getattr(self, f"{n}_file") is None
-        ]
-
 
 def _read_secret_file(path: str) -> str:
     """The secret in `path` without its trailing newline. Raises ValueError."""
@@ -137,13 +128,37 @@ def check_hostport(value: str) -> str:
 
 
 class JournalConfig(Model):
-    path: str | None = None  # directory of disk segments; null = memory only (lost at restart)
-    max_bytes: ByteSize = Field(default=ByteSize(256 * 1024 * 1024))  # the in-memory hot cache
-    fsync: Literal["batch", "always", "never"] = "batch"
-    fsync_window_ms: int = Field(default=20, ge=1, le=10_000)  # `batch`: how often dirty segments sync
-    disk_max_bytes: ByteSize = Field(default=ByteSize(8 * 1024**3))  # retention on disk, by bytes
-    max_age_s: float = Field(default=7 * 86400.0, gt=0)  # retention on disk, by age of a segment's newest record
-    segment_bytes: ByteSize = Field(default=ByteSize(64 * 1024 * 1024))  # a segment is closed past this size
+    path: str | None = Field(
+        default=None,
+        description="directory of the durable journal's segments; null = memory only, lost at restart. One gateway "
+        "per directory (it is locked); an existing path must be a directory",
+    )
+    max_bytes: ByteSize = Field(
+        default=ByteSize(256 * 1024 * 1024),
+        description="history held in memory (at least 64KiB): the whole journal without `path`, the hot cache in "
+        "front of the disk with it",
+    )
+    fsync: Literal["batch", "always", "never"] = Field(
+        default="batch",
+        description="with `path`: `always` syncs every write before subscribers see it (survives power loss); "
+        "`batch` syncs every `fsync_window_ms` (survives a crash of the gateway); `never` leaves it to the kernel",
+    )
+    fsync_window_ms: int = Field(
+        default=20, ge=1, le=10_000, description="`fsync: batch`: how often written segments are synced"
+    )
+    disk_max_bytes: ByteSize = Field(
+        default=ByteSize(8 * 1024**3),
+        description="retention on disk by bytes: the oldest whole segments go first; must hold at least two "
+        "segments of `segment_bytes`",
+    )
+    max_age_s: float = Field(
+        default=7 * 86400.0, gt=0,
+        description="retention on disk by age: a segment whose newest record is older than this goes",
+    )
+    segment_bytes: ByteSize = Field(
+        default=ByteSize(64 * 1024 * 1024),
+        description="a segment file is closed and a new one begun past this size (64KiB to 1GiB)",
+    )
 
     @field_validator("max_bytes")
     @classmethod
@@ -180,9 +195,11 @@ class JournalConfig(Model):
 
 
 class TLSConfig(Model):
-    cert_file: str
-    key_file: str
-    client_ca_file: str | None = None  # set: clients must present a certificate (mTLS)
+    cert_file: str = Field(description="the server certificate (PEM); must be readable")
+    key_file: str = Field(description="the server's private key (PEM); must be readable")
+    client_ca_file: str | None = Field(
+        default=None, description="set: clients must present a certificate signed by this CA (mutual TLS)"
+    )
 
     @field_validator("cert_file", "key_file", "client_ca_file")
     @classmethod
@@ -195,11 +212,19 @@ class TLSConfig(Model):
 class FanoutConfig(Model):
     """Defaults for Subscribe batches; a request may ask for less, never for more than the caps."""
 
-    max_batch: int = Field(default=256, ge=1, le=8192)
-    max_delay_ms: int = Field(default=2, ge=0, le=10_000)
-    max_batch_bytes: ByteSize = Field(default=ByteSize(1024 * 1024))
-    # cap on how far one subscriber's batches may be ahead of what it has read; grpc.aio buffers the rest
-    max_subscribers: int = Field(default=1024, ge=1)
+    max_batch: int = Field(
+        default=256, ge=1, le=8192, description="envelopes per batch when a Subscribe request asks for 0"
+    )
+    max_delay_ms: int = Field(
+        default=2, ge=0, le=10_000, description="how long a partial batch waits for more when a request asks for 0"
+    )
+    max_batch_bytes: ByteSize = Field(
+        default=ByteSize(1024 * 1024),
+        description="cap on one batch's size, 4KiB to 3MiB (clients refuse messages over 4MiB)",
+    )
+    max_subscribers: int = Field(
+        default=1024, ge=1, description="open Subscribe streams at most; past it Subscribe is RESOURCE_EXHAUSTED"
+    )
 
     @field_validator("max_batch_bytes")
     @classmethod
@@ -213,9 +238,9 @@ class FanoutConfig(Model):
 class KeepaliveConfig(Model):
     """Server keepalive; clients may ping as often as `min_client_ping_s` without data."""
 
-    time_s: float = Field(default=30.0, gt=0)  # server pings an idle client this often
-    timeout_s: float = Field(default=10.0, gt=0)  # and drops it when the ping is not answered
-    min_client_ping_s: float = Field(default=10.0, gt=0)  # clients pinging more often get GOAWAY
+    time_s: float = Field(default=30.0, gt=0, description="the server pings an idle client this often")
+    timeout_s: float = Field(default=10.0, gt=0, description="and drops it when the ping is not answered in this time")
+    min_client_ping_s: float = Field(default=10.0, gt=0, description="clients that ping more often are sent GOAWAY")
 
 
 class MetricsAuthConfig(SecretsModel):
@@ -224,22 +249,36 @@ class MetricsAuthConfig(SecretsModel):
     __secrets__: ClassVar = ("token",)
     __required_secrets__: ClassVar = ("token",)
 
-    token: SecretStr | None = None
-    token_env: str | None = None
-    token_file: str | None = None
+    token: SecretStr | None = Field(
+        default=None, description="the token Prometheus sends as `Authorization: Bearer <token>` (inline: check warns)"
+    )
+    token_env: str | None = Field(default=None, description="the environment variable holding the token")
+    token_file: str | None = Field(default=None, description="a file holding the token (without its trailing newline)")
 
 
 class GatewaySection(Model):
-    name: str = Field(default="tianwang", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    listen: str = "127.0.0.1:50051"
-    metrics: str | None = "127.0.0.1:9108"
+    name: str = Field(
+        default="tianwang", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="this gateway's name, shown in stats, metrics and NATS subjects (`<name>-I` for shard I)",
+    )
+    listen: str = Field(default="127.0.0.1:50051", description="HOST:PORT of the gRPC service")
     # /metrics is served over HTTPS with gateway.tls's certificate whenever tls is set
-    metrics_auth: MetricsAuthConfig | None = None  # a bearer token for /metrics; null = none
-    journal: JournalConfig = JournalConfig()
-    tls: TLSConfig | None = None
-    fanout: FanoutConfig = FanoutConfig()
-    keepalive: KeepaliveConfig = KeepaliveConfig()
-    shutdown_grace_s: float = Field(default=3.0, ge=0, le=30)
+    metrics: str | None = Field(
+        default="127.0.0.1:9108",
+        description="HOST:PORT of the Prometheus `/metrics` endpoint; `off` or null turns it off. HTTPS with "
+        "`gateway.tls`'s certificate whenever `tls` is set",
+    )
+    metrics_auth: MetricsAuthConfig | None = Field(
+        default=None, description="a bearer token `/metrics` requires (401 without it); null = none"
+    )
+    journal: JournalConfig = Field(default=JournalConfig(), description="the journal every envelope is appended to")
+    tls: TLSConfig | None = Field(default=None, description="TLS for gRPC (and /metrics); null = plaintext")
+    fanout: FanoutConfig = Field(default=FanoutConfig(), description="defaults and caps of Subscribe batches")
+    keepalive: KeepaliveConfig = Field(default=KeepaliveConfig(), description="gRPC keepalive of client connections")
+    shutdown_grace_s: float = Field(
+        default=3.0, ge=0, le=30,
+        description="time calls in flight get when the server stops (at most 1.5 s is used, to stop within 5 s)",
+    )
 
     _hostport = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
 
@@ -256,15 +295,32 @@ class TokenConfig(SecretsModel):
     __secrets__: ClassVar = ("token",)
     __required_secrets__: ClassVar = ("token",)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
-    token: SecretStr | None = None
-    token_env: str | None = None
-    token_file: str | None = None
-    read: tuple[str, ...] = ()  # topic patterns this token may subscribe to
-    control: tuple[str, ...] = ()  # `family/device_id` patterns this token may command
-    admin: bool = False  # may see every subscriber in GetStats (control: ["#"] implies it)
-    commands_per_s: float | None = Field(default=None, gt=0)  # null = no limit
-    commands_burst: int = Field(default=0, ge=0)  # commands above the rate in a burst (0 = one second's worth)
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.@-]{1,64}$",
+        description="unique name of the token's holder, shown in audit records and stats",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="the token itself (inline: check warns); exactly one of token, token_env, token_file; "
+        "values must differ between tokens",
+    )
+    token_env: str | None = Field(default=None, description="the environment variable holding the token")
+    token_file: str | None = Field(default=None, description="a file holding the token (without its trailing newline)")
+    read: tuple[str, ...] = Field(default=(), description="topic patterns (MQTT wildcards) this token may subscribe to")
+    control: tuple[str, ...] = Field(
+        default=(), description="`family/device_id` patterns this token may send commands to (`gnss/+`)"
+    )
+    admin: bool = Field(
+        default=False,
+        description="sees every Subscribe stream in GetStats, not only its own; `control: [\"#\"]` implies it",
+    )
+    commands_per_s: float | None = Field(
+        default=None, gt=0,
+        description="SendCommand calls per second at most (past it RESOURCE_EXHAUSTED, audited); null = no limit",
+    )
+    commands_burst: int = Field(
+        default=0, ge=0, description="commands allowed at once above the rate; 0 = one second's worth"
+    )
 
     @field_validator("read", "control")
     @classmethod
@@ -277,13 +333,30 @@ class TokenConfig(SecretsModel):
 
 
 class AuthConfig(Model):
-    tokens: tuple[TokenConfig, ...] = ()
-    # topic patterns anyone may read without a token; empty (the default) = a token is always needed
-    anonymous_read: tuple[str, ...] = ()
+    tokens: tuple[TokenConfig, ...] = Field(
+        default=(), description="the bearer tokens; without any, every call is refused (check warns)"
+    )
+    anonymous_read: tuple[str, ...] = Field(
+        default=(),
+        description="topic patterns anyone may read without a token (logged as a WARNING at every start); "
+        "empty = a token is always needed",
+    )
     # refused SendCommand calls audited per client address: at this rate, after a burst; past it
     # they are refused with RESOURCE_EXHAUSTED and counted, not audited one by one
-    refused_commands_per_s: float = Field(default=5.0, gt=0)
-    refused_commands_burst: int = Field(default=50, ge=1)
+    refused_commands_per_s: float = Field(
+        default=5.0, gt=0,
+        description="refused SendCommand calls audited per client address per second, after the burst; past it "
+        "they are RESOURCE_EXHAUSTED and only counted",
+    )
+    refused_commands_burst: int = Field(
+        default=50, ge=1, description="refused calls per address audited one by one before the rate applies"
+    )
+    allow_inline_secrets: bool = Field(
+        default=False,
+        description="accept secrets written in the file itself (`token:`, `password:`, `auth_secret:`...), for a "
+        "file kept as safe as the secrets (a sealed config store, a test); otherwise each one is an error: "
+        "prefer `<name>_env` or `<name>_file`",
+    )
 
     @field_validator("anonymous_read")
     @classmethod
@@ -313,9 +386,12 @@ class AuthConfig(Model):
 
 
 class BackoffConfig(Model):
-    initial_s: float = Field(default=0.5, gt=0, le=60)
-    max_s: float = Field(default=30.0, gt=0, le=3600)
-    factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    initial_s: float = Field(default=0.5, gt=0, le=60, description="first wait before reconnecting")
+    max_s: float = Field(default=30.0, gt=0, le=3600, description="longest wait; not below `initial_s`")
+    factor: float = Field(
+        default=2.0, ge=1.0, le=10.0,
+        description="growth per failed attempt; waits are drawn with full jitter and reset after 30 s connected",
+    )
 
     @model_validator(mode="after")
     def _order(self):
@@ -327,11 +403,16 @@ class BackoffConfig(Model):
 class DeviceConfig(Model):
     """Keys every `devices:` entry has; drivers subclass it with their own keys."""
 
-    id: str
-    driver: str
-    enabled: bool = True
-    backoff: BackoffConfig = BackoffConfig()
-    labels: dict[str, str] = Field(default_factory=dict)  # shown in ListDevices info
+    id: str = Field(
+        description="the device id: one topic level of 1-64 of `A-Z a-z 0-9 . _ : -`, starting with a letter or "
+        "digit; unique across devices and listeners",
+    )
+    driver: str = Field(description="the driver's name; `tianwang drivers` lists the installed ones")
+    enabled: bool = Field(default=True, description="false: configured but not run")
+    backoff: BackoffConfig = Field(
+        default=BackoffConfig(), description="how long to wait between reconnection attempts"
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="free facts shown in ListDevices `info`")
 
     def config_warnings(self) -> list[tuple[str, str]]:
         """(key, why) for settings that are allowed but unwise: `tianwang check` prints them as
@@ -349,7 +430,10 @@ class DeviceConfig(Model):
 class ListenerConfig(DeviceConfig):
     """Keys every `listeners:` entry has: a server socket that devices dial into."""
 
-    listen: str
+    listen: str = Field(
+        description="HOST:PORT where devices dial in; no two listeners (nor `gateway.listen` or `gateway.metrics`) "
+        "may share one",
+    )
 
     _hostport = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
 
@@ -359,24 +443,41 @@ class NatsBridgeConfig(SecretsModel):
 
     __secrets__: ClassVar = ("token", "password")
 
-    servers: tuple[str, ...] = Field(min_length=1)  # nats://HOST:PORT (tls:// for TLS)
-    stream: str = Field(default="TIANWANG", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    replicas: int = Field(default=1, ge=1, le=5)  # created with this many; an existing stream is used as is
-    subject_prefix: str = Field(default="tianwang", pattern=r"^[A-Za-z0-9_-]{1,32}$")  # subjects <prefix>.<gateway>.<family>
-    max_batch: int = Field(default=4096, ge=1, le=65536)  # envelopes per message
-    max_batch_bytes: ByteSize = Field(default=ByteSize(512 * 1024))  # and bytes per message (NATS max_payload is 1 MiB by default)
-    max_delay_ms: int = Field(default=20, ge=0, le=10_000)  # how long a partial batch may wait
-    max_age_s: float = Field(default=7 * 86400.0, gt=0)  # retention of a stream the bridge creates
-    duplicate_window_s: float = Field(default=120.0, gt=0)  # of a stream the bridge creates (Nats-Msg-Id de-duplication)
-    user: str | None = None
-    password: SecretStr | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    token: SecretStr | None = None
-    token_env: str | None = None
-    token_file: str | None = None
-    creds_file: str | None = None  # a NATS .creds file (JWT + nkey)
-    tls_ca_file: str | None = None
+    servers: tuple[str, ...] = Field(
+        min_length=1, description="`nats://HOST:PORT` (or `tls://HOST:PORT`); several for a cluster"
+    )
+    stream: str = Field(
+        default="TIANWANG", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the JetStream stream; created when missing, used as it is when it exists",
+    )
+    replicas: int = Field(
+        default=1, ge=1, le=5, description="replicas of a stream the bridge creates (an existing one is used as is)"
+    )
+    subject_prefix: str = Field(
+        default="tianwang", pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="subjects are `<subject_prefix>.<gateway.name>.<family>`",
+    )
+    max_batch: int = Field(default=4096, ge=1, le=65536, description="envelopes per window")
+    max_batch_bytes: ByteSize = Field(
+        default=ByteSize(512 * 1024),
+        description="bytes per window, 4KiB to 64MiB; keep it under the server's `max_payload` (1MiB by default)",
+    )
+    max_delay_ms: int = Field(default=20, ge=0, le=10_000, description="how long a partial window waits for more")
+    max_age_s: float = Field(default=7 * 86400.0, gt=0, description="retention of a stream the bridge creates")
+    duplicate_window_s: float = Field(
+        default=120.0, gt=0, description="`Nats-Msg-Id` de-duplication window of a stream the bridge creates"
+    )
+    user: str | None = Field(default=None, description="user name for user and password auth")
+    password: SecretStr | None = Field(default=None, description="the user's password (inline: check warns)")
+    password_env: str | None = Field(default=None, description="the environment variable holding the password")
+    password_file: str | None = Field(default=None, description="a file holding the password")
+    token: SecretStr | None = Field(default=None, description="a token for token auth (inline: check warns)")
+    token_env: str | None = Field(default=None, description="the environment variable holding the token")
+    token_file: str | None = Field(default=None, description="a file holding the token")
+    creds_file: str | None = Field(default=None, description="a NATS `.creds` file (JWT and nkey); must be readable")
+    tls_ca_file: str | None = Field(
+        default=None, description="the CA that signed the servers' certificates (with `tls://` URLs)"
+    )
 
     @field_validator("servers")
     @classmethod
@@ -404,15 +505,21 @@ class NatsBridgeConfig(SecretsModel):
 
 
 class BridgesConfig(Model):
-    nats: NatsBridgeConfig | None = None
+    nats: NatsBridgeConfig | None = Field(
+        default=None, description="publish the journal to a NATS JetStream stream; null = no bridge"
+    )
 
 
 class Config(Model):
-    gateway: GatewaySection = GatewaySection()
-    auth: AuthConfig = AuthConfig()
-    bridges: BridgesConfig = BridgesConfig()
-    devices: tuple[DeviceConfig, ...] = ()
-    listeners: tuple[ListenerConfig, ...] = ()
+    gateway: GatewaySection = Field(default=GatewaySection(), description="the gateway process: addresses, journal, TLS")
+    auth: AuthConfig = Field(default=AuthConfig(), description="who may call the gRPC service")
+    bridges: BridgesConfig = Field(default=BridgesConfig(), description="where else the journal is published")
+    devices: tuple[DeviceConfig, ...] = Field(
+        default=(), description="devices the gateway connects to; each entry's keys depend on its `driver`"
+    )
+    listeners: tuple[ListenerConfig, ...] = Field(
+        default=(), description="servers devices dial into; each entry's keys depend on its `driver`"
+    )
 
     def all_devices(self):
         """Devices and listeners, in file order (devices first)."""
@@ -612,11 +719,66 @@ def load_config(source: str | dict, registry=None) -> Config:
         else:
             binds[(host, port)] = f"listeners[{i}]"
 
+    raw_allow = raw_auth.get("allow_inline_secrets", False)
+    if raw_allow is not True:
+        for path, name in _inline_secrets(data, registry):
+            problems.append((
+                path,
+                f"secret written inline: use {name}_env or {name}_file (or set auth.allow_inline_secrets: true "
+                "if this file is kept as safe as the secret)",
+            ))
+
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, _raw_warnings(data, devices, listeners))
     return base.model_copy(
         update={"devices": tuple(d for _, d in devices), "listeners": tuple(d for _, d in listeners)}
     )
+
+
+def _raw_warnings(data: dict, devices, listeners) -> list[tuple[str, str]]:
+    """The warnings of `warnings_for`, for a config with errors: from the raw mappings and from the
+    entries that did validate."""
+    out = []
+    for section, entries in (("devices", devices), ("listeners", listeners)):
+        for i, dev in entries:
+            for key, why in dev.config_warnings():
+                out.append((f"{section}[{i}].{key}", why))
+    auth = data.get("auth") if isinstance(data.get("auth"), dict) else {}
+    if not auth.get("tokens") and not auth.get("anonymous_read"):
+        out.append(("auth.tokens", "no tokens: every gRPC call will be refused"))
+    gw = data.get("gateway") if isinstance(data.get("gateway"), dict) else {}
+    try:
+        host, _ = parse_hostport(gw.get("listen", "127.0.0.1:50051"))
+    except (ValueError, TypeError):
+        host = None
+    if host is not None and gw.get("tls") is None and host not in ("127.0.0.1", "::1", "localhost"):
+        out.append(("gateway.tls", f"listening on {host} without TLS: tokens cross the network in clear"))
+    return out
+
+
+def _inline_secrets(data: dict, registry) -> list[tuple[str, str]]:
+    """(path, name) of every secret written inline in the raw config, found on the raw mappings so
+    they are reported beside every other problem, even in entries that are otherwise invalid."""
+    def mapping(value):
+        return value if isinstance(value, dict) else {}
+
+    def given(entry, names, where):
+        return [(f"{where}.{n}", n) for n in names if mapping(entry).get(n) is not None]
+
+    out = []
+    tokens = mapping(data.get("auth")).get("tokens")
+    for i, t in enumerate(tokens if isinstance(tokens, list) else ()):
+        out += given(t, TokenConfig.__secrets__, f"auth.tokens[{i}]")
+    out += given(mapping(data.get("gateway")).get("metrics_auth"), MetricsAuthConfig.__secrets__, "gateway.metrics_auth")
+    out += given(mapping(data.get("bridges")).get("nats"), NatsBridgeConfig.__secrets__, "bridges.nats")
+    for section in ("devices", "listeners"):
+        entries = data.get(section)
+        for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+            spec = registry.get(entry.get("driver")) if isinstance(entry, dict) and isinstance(entry.get("driver"), str) else None
+            model = spec.config_model if spec is not None else None
+            if model is not None and issubclass(model, SecretsModel):
+                out += given(entry, model.__secrets__, f"{section}[{i}]")
+    return out
 
 
 def _load_entries(section, raw, kind, registry, problems):
@@ -721,14 +883,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 def warnings_for(config: Config) -> list[tuple[str, str]]:
     """Things that are allowed but unwise, for `tianwang check`."""
     out = []
-    for i, t in enumerate(config.auth.tokens):
-        for name in t.inline_secrets():
-            out.append((f"auth.tokens[{i}].{name}", "secret written inline; use token_env or token_file"))
+    # inline secrets are errors (load_config) unless auth.allow_inline_secrets says otherwise: then
+    # the file's owner has chosen them, and check says nothing more
     for section, entries in (("devices", config.devices), ("listeners", config.listeners)):
         for i, dev in enumerate(entries):
-            if isinstance(dev, SecretsModel):
-                for name in dev.inline_secrets():
-                    out.append((f"{section}[{i}].{name}", f"secret written inline; use {name}_env or {name}_file"))
             for key, why in dev.config_warnings():
                 out.append((f"{section}[{i}].{key}", why))
     if not config.auth.tokens and not config.auth.anonymous_read:

@@ -182,6 +182,8 @@ class DeviceContext:
                 level = logging.DEBUG  # a retry of a device that is down: its failure was logged
             elif state == Health.OFFLINE and reason == self._last_failure:
                 level = logging.DEBUG  # the same failure again: logged once, not at every retry
+            elif state == Health.OFFLINE and self._sup._stopped:
+                level = logging.INFO  # the gateway is stopping: every device goes, and that is no fault
             else:
                 level = logging.INFO if state in (Health.ONLINE, Health.CONNECTING) else logging.WARNING
             if state == Health.OFFLINE:

@@ -1,0 +1,253 @@
+"""End-to-end latency at a given rate: simulated BeiDou receivers on ptys and over TCP, a gateway in a
+process of its own, a gRPC subscriber in a third.
+
+This process plays the devices: half of them on the master side of a pty (the gateway opens the slave
+as `serial://`), half as TCP servers the gateway connects to (`tcp://`, a serial server). Each writes
+GGA + RMC epochs at `rate / devices` Hz (whole hundredths of a second, as NMEA times carry), the
+devices' phases spread over the period; the epochs are built before the clock starts. A subscriber on
+`gnss/+/fix` (max_delay_ms 0), in another process, stamps each batch on arrival. Latency of a reading = its arrival -
+the wall time just before the write of its epoch, matched by (device, fix time). Readings written
+during the warm-up (the receivers learn their cycle) are not counted; a reading written in the window
+that never arrives is `missing`; a pty write the kernel refused (the gateway not reading fast enough)
+is `write_refused`.
+
+The subscriber runs in a process of its own (`python -m tianwang.gateway.benchmarks.latency ADDR`):
+it reports its count every 0.1 s and, on SIGTERM, every arrival. Writer, gateway and subscriber
+each have a process, so on a two-core machine they share the cores; the gateway's CPU is measured
+from /proc over the window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+import tty
+
+import msgpack
+
+from tianwang.gateway.benchmarks.client import list_devices
+from tianwang.gateway.benchmarks.common import Proc, cpu_seconds, memory_kib, percentile
+from tianwang.v1 import gateway_pb2 as pb
+
+TOKEN = "latency-bench-read-token"
+T0 = 1_764_417_600 * 10**9  # 2025-11-29 12:00:00 UTC
+DESIGN_RATE = 20_000
+DESIGN_P99_MS = 5.0
+HZ_CHOICES = (100, 50, 25, 20, 10, 5, 4, 2, 1)  # per device: periods of whole hundredths of a second
+
+
+def plan(rate: int, max_devices: int = 256) -> tuple[int, int]:
+    """(devices, Hz per device) for `rate` readings/s: the fewest devices (at least 2, one per
+    transport), each at most 100 Hz."""
+    rate = max(2, int(rate))
+    for hz in HZ_CHOICES:
+        if rate % hz == 0 and 2 <= rate // hz <= max_devices:
+            return rate // hz, hz
+    raise ValueError(f"{rate} readings/s cannot be split over 2..{max_devices} devices at 1..100 Hz")
+
+
+def _epochs(count: int, period_ns: int) -> list[tuple[int, bytes]]:
+    from tianwang.drivers.beidou import nmea_writer as w
+
+    writer = w.EpochWriter(order=("GGA", "RMC"))
+    sats = [w.Satellite("BDS", i, 20 + 5 * i, 10 * i, 30 + i, used=True) for i in range(1, 9)]
+    out = []
+    for k in range(count):
+        st = w.EpochState(time_ns=T0 + k * period_ns, lat=27.8296 + k * 1e-6, lon=112.9436, alt_m=52.3,
+                          geoid_sep_m=-3.1, speed_mps=6.4, course_deg=45.3, hdop=0.9, pdop=1.6, vdop=1.3,
+                          satellites=sats)
+        out.append((st.time_ns, b"".join(writer.sentences(st))))
+    return out
+
+
+class _TcpDevice(asyncio.Protocol):
+    def __init__(self):
+        self.transport = None
+        self.connected = asyncio.Event()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.connected.set()
+
+    def data_received(self, data):  # the gateway sends nothing we answer
+        pass
+
+
+async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.0) -> dict:
+    """Latency p50/p99/p999 of readings at `rate` per second over `window_s` seconds."""
+    devices, hz = plan(rate)
+    period_ns = round(1e9 / hz)
+    n_pty = devices // 2
+    loop = asyncio.get_running_loop()
+    ptys, servers, tcp = [], [], []
+    urls = []
+    gw = None
+    try:
+        for _ in range(n_pty):
+            master, slave = os.openpty()
+            tty.setraw(master)
+            tty.setraw(slave)
+            os.set_blocking(master, False)
+            ptys.append((master, slave))
+            urls.append(f"serial://{os.ttyname(slave)}?baudrate=115200")
+        for _ in range(devices - n_pty):
+            dev = _TcpDevice()
+            server = await loop.create_server(lambda d=dev: d, "127.0.0.1", 0)
+            servers.append(server)
+            tcp.append(dev)
+            urls.append(f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        ids = [f"bd-{i:03d}" for i in range(devices)]
+        env = dict(os.environ, TW_BENCH_LATENCY_TOKEN=TOKEN)
+        config = os.path.join(logdir, f"latency-{rate}.yaml")
+        with open(config, "w") as f:
+            json.dump({
+                "gateway": {"name": "latency", "listen": "127.0.0.1:0", "metrics": None},
+                "auth": {"tokens": [{"name": "reader", "token_env": "TW_BENCH_LATENCY_TOKEN", "read": ["#"]}]},
+                "devices": [{"id": i, "driver": "beidou", "url": u, "receiver": {"epoch_period_s": 1 / hz}}
+                            for i, u in zip(ids, urls)],
+            }, f)
+        gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", config], logdir, f"gateway-latency-{rate}", env)
+        addr, pid = gw.first["listen"], gw.first["pid"]
+        await asyncio.wait_for(asyncio.gather(*(d.connected.wait() for d in tcp)), 20)
+
+        total_s = warmup_s + window_s
+        epochs = _epochs(int(total_s * hz) + 1, period_ns)
+        # the schedule: (due offset in s, device index, epoch index), phases spread over the period
+        schedule = sorted(((k + d / devices) / hz, d, k) for d in range(devices) for k in range(len(epochs)))
+        written: dict[tuple[str, int], int] = {}
+        refused = 0
+        sub = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tianwang.gateway.benchmarks.latency", addr, stdout=asyncio.subprocess.PIPE, env=env,
+            limit=1 << 28)  # the last line holds every arrival
+        try:
+            first = await asyncio.wait_for(sub.stdout.readline(), 30)
+            if not first:
+                raise RuntimeError("the latency subscriber did not start")
+            await asyncio.sleep(0.3)  # the subscription is open before the first reading
+            start = time.monotonic()
+            cpu0 = wall0 = None
+            i = 0
+            while i < len(schedule):
+                now = time.monotonic() - start
+                if cpu0 is None and now >= warmup_s:
+                    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+                    sub_cpu0, own_cpu0 = cpu_seconds(sub.pid), time.process_time()
+                while i < len(schedule) and schedule[i][0] <= now:
+                    _, d, k = schedule[i]
+                    i += 1
+                    t, data = epochs[k]
+                    stamp = time.time_ns()
+                    if d < n_pty:
+                        try:
+                            done = os.write(ptys[d][0], data)
+                        except BlockingIOError:
+                            done = 0
+                        if done != len(data):
+                            refused += 1
+                            continue
+                    else:
+                        tcp[d - n_pty].transport.write(data)
+                    if k / hz >= warmup_s:
+                        written[(ids[d], t)] = stamp
+                if i < len(schedule):
+                    # until the next write is due, at least 1 ms: a busy loop would take a core from the
+                    # gateway; a write up to 1 ms late is the device's jitter (the clock starts at the write)
+                    await asyncio.sleep(max(0.001, schedule[i][0] - (time.monotonic() - start)))
+            cpu1, wall1 = cpu_seconds(pid), time.monotonic()
+            sub_cpu1, own_cpu1 = cpu_seconds(sub.pid), time.process_time()
+            # the subscriber reports how many fixes it has every 0.1 s: wait until it has every one
+            # written (warm-up included), or 2 s
+            expected = len(written) + sum(1 for _, _, k in schedule if k / hz < warmup_s) - refused
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                line = await asyncio.wait_for(sub.stdout.readline(), 5)
+                if not line or json.loads(line).get("count", 0) >= expected:
+                    break
+        finally:
+            if sub.returncode is None:
+                sub.send_signal(signal.SIGTERM)
+        arrived = {}
+        async for line in sub.stdout:
+            msg = json.loads(line)
+            if "arrivals" in msg:
+                arrived = {(d, t): a for d, t, a in msg["arrivals"]}
+        await sub.wait()
+        # how the receivers closed their epochs: on the last sentence (the cycle learned), by the
+        # next epoch, or by the quiet-gap timer (each adds its own delay)
+        closed = dict.fromkeys(("epochs_closed_end", "epochs_closed_next", "epochs_closed_flush"), 0)
+        for dev in await list_devices(addr, (("authorization", f"Bearer {TOKEN}"),), family="gnss"):
+            for key in closed:
+                closed[key] += int(dev.counters.get(key, 0))
+        mem = memory_kib(pid)
+    finally:
+        if gw is not None:
+            gw.stop()
+        for master, slave in ptys:
+            os.close(master)
+            os.close(slave)
+        for server in servers:
+            server.close()
+        for dev in tcp:
+            if dev.transport is not None:
+                dev.transport.close()
+    lat = sorted((arrived[key] - stamp) / 1e6 for key, stamp in written.items() if key in arrived)
+    return {
+        "rate": rate, "devices": devices, "pty_devices": n_pty, "tcp_devices": devices - n_pty, "hz_per_device": hz,
+        "window_s": window_s, "readings": len(written), "received": len(lat), "missing": len(written) - len(lat),
+        "write_refused": refused,
+        "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99), "p999_ms": percentile(lat, 0.999),
+        "max_ms": lat[-1] if lat else None, "mean_ms": statistics.fmean(lat) if lat else None,
+        "achieved_rate": len(written) / window_s,
+        "gateway_cpu_cores": (cpu1 - cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
+        "subscriber_cpu_cores": (sub_cpu1 - sub_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
+        "devices_cpu_cores": (own_cpu1 - own_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
+        "gateway_rss_mib": round(mem["VmRSS"] / 1024, 1), "hot_path": gw.first["hot_path"], **closed,
+    }
+
+
+async def _subscriber(addr: str) -> None:
+    """The subscriber process: arrivals of `gnss/+/fix` at `addr`; its count on stdout every 0.1 s,
+    every (device, fix time, arrival) as one JSON line on SIGTERM."""
+    import grpc
+
+    arrived: dict[tuple[str, int], int] = {}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+
+    async def subscribe(channel):
+        call = channel.unary_stream("/tianwang.v1.Gateway/Subscribe", request_serializer=pb.SubscribeRequest.SerializeToString,
+                                    response_deserializer=pb.Batch.FromString)
+        req = pb.SubscribeRequest(topics=["gnss/+/fix"], from_seq=0, max_delay_ms=0)
+        unpack = msgpack.unpackb
+        async for batch in call(req, metadata=(("authorization", f"Bearer {TOKEN}"),)):
+            now = time.time_ns()
+            for env in batch.envelopes:
+                arrived.setdefault((env.device_id, unpack(env.payload)["time_ns"]), now)
+
+    async def report():
+        while True:
+            print(json.dumps({"count": len(arrived)}), flush=True)
+            await asyncio.sleep(0.1)
+
+    async with grpc.aio.insecure_channel(addr) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 20)
+        sub = asyncio.ensure_future(subscribe(channel))
+        print(json.dumps({"ready": True}), flush=True)
+        reporter = asyncio.ensure_future(report())
+        await stop.wait()
+        for task in (sub, reporter):
+            task.cancel()
+        await asyncio.gather(sub, reporter, return_exceptions=True)
+    print(json.dumps({"arrivals": [[d, t, a] for (d, t), a in arrived.items()]}), flush=True)
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(_subscriber(sys.argv[1]))

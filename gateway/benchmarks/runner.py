@@ -1,0 +1,634 @@
+"""`tianwang bench`: the sections, their sizes, results.json, report.md, the plots and the comparison
+with a baseline. The format of results.json is documented in docs/bench.md (SCHEMA_VERSION).
+
+A section is a list of steps (label, function); the progress bar counts steps. A step adds metrics
+(one figure each, with its unit and whether higher or lower is better) and details (the raw figures
+the report and the plots show). A step that fails is recorded in `errors` and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tianwang.gateway.benchmarks import SECTIONS
+from tianwang.gateway.benchmarks.common import machine, timed
+
+SCHEMA_VERSION = 1
+TITLES = {
+    "nmea": "NMEA decoding and framing",
+    "router": "Router and journal",
+    "fanout": "gRPC fan-out",
+    "latency": "End-to-end latency",
+    "scale": "Scale",
+}
+DEFAULT_THRESHOLD = 10.0  # percent
+
+
+class Sizes:
+    """How big each measurement is: full, or --quick (about a minute on two cores); `scale`
+    multiplies counts, and shortens windows when below 1."""
+
+    def __init__(self, quick: bool, scale: float):
+        self.quick = quick
+        self.scale = scale
+
+    def n(self, full: int, quick: int, low: int = 1) -> int:
+        return max(low, int((quick if self.quick else full) * self.scale))
+
+    def seconds(self, full: float, quick: float, low: float = 0.5) -> float:
+        base = quick if self.quick else full
+        return max(low, base * min(1.0, self.scale))
+
+    def repeats(self, full: int, quick: int) -> int:
+        return quick if self.quick or self.scale < 1 else full
+
+
+class Bench:
+    def __init__(self, sizes: Sizes, workdir: str):
+        self.sizes = sizes
+        self.workdir = workdir
+        self.metrics: list[dict] = []
+        self.details: dict[str, dict] = {}
+        self.notes: dict[str, list[str]] = {}
+        self.skipped: list[dict] = []
+        self.cleanup: list = []  # called at the end of the run, failed or not
+
+    def metric(self, section: str, name: str, value, unit: str, better: str = "higher", timing: dict | None = None,
+               count: float | None = None) -> None:
+        """One figure. With `timing` (common.timed) and `count`, value = count / median and best =
+        count / min (for a rate), or the median and min themselves when count is None."""
+        m = {"section": section, "name": name, "unit": unit, "better": better, "value": None, "best": None, "repeats": 1}
+        if timing is not None:
+            m["repeats"] = timing["repeats"]
+            if count is None:
+                m["value"], m["best"] = timing["median_s"], timing["min_s"]
+            else:
+                m["value"], m["best"] = count / timing["median_s"], count / timing["min_s"]
+        else:
+            m["value"] = m["best"] = value
+        m["value"] = None if m["value"] is None else float(m["value"])
+        m["best"] = None if m["best"] is None else float(m["best"])
+        self.metrics.append(m)
+
+    def detail(self, section: str, key: str, value) -> None:
+        self.details.setdefault(section, {})[key] = value
+
+    def note(self, section: str, text: str) -> None:
+        self.notes.setdefault(section, []).append(text)
+
+    def skip(self, section: str, what: str, why: str) -> None:
+        self.skipped.append({"section": section, "what": what, "why": why})
+        self.note(section, f"skipped {what}: {why}")
+
+
+# -- sections ------------------------------------------------------------------------------------------
+def _impls():
+    from tianwang.gateway import framing
+
+    return framing.implementations()
+
+
+def steps_nmea(b: Bench) -> list:
+    from tianwang.gateway.benchmarks import frames, nmea
+
+    s = b.sizes
+    state = {}
+    sec = "nmea"
+
+    def corpus():
+        state["data"], state["count"] = nmea.corpus_bytes(s.n(4000, 400, 10))
+        state["chunks"] = nmea.chunks_of(state["data"])
+        b.detail(sec, "corpus", {"shape": "nmea410", "sentences": state["count"], "bytes": len(state["data"])})
+
+    def typed(impl):
+        def run():
+            reps = s.repeats(3, 2) if impl.NAME == "python" else s.repeats(30, 5)
+            t, got = timed(lambda: nmea.decode_typed(impl, state["chunks"]), reps, warmup=1)
+            assert got == state["count"], f"{impl.NAME} decoded {got} of {state['count']} sentences"
+            b.metric(sec, f"decode {impl.NAME}", None, "sentences/s", timing=t, count=state["count"])
+        return run
+
+    def pipeline(impl):
+        def run():
+            reps = s.repeats(3, 2) if impl.NAME == "python" else s.repeats(20, 3)
+            t, _ = timed(lambda: nmea.receiver_pipeline(impl, state["chunks"]), reps, warmup=1)
+            b.metric(sec, f"decode + epochs + fix payloads {impl.NAME}", None, "sentences/s", timing=t, count=state["count"])
+        return run
+
+    def peer(name, fn):
+        def run():
+            if nmea.peer_versions()[name] is None:
+                b.skip(sec, name, "not installed (pip install 'tianwang[bench]')")
+                return
+            t, got = timed(lambda: fn(state["data"]), s.repeats(3, 1))
+            assert got == state["count"], f"{name} parsed {got} of {state['count']} sentences"
+            b.metric(sec, f"decode {name}", None, "sentences/s", timing=t, count=state["count"])
+        return run
+
+    def framer(impl, corpus_name):
+        def run():
+            key = ("frames", corpus_name)
+            if key not in state:
+                fr, _ = frames.build(corpus_name, s.n(1 << 20, 256 << 10, 4096))
+                state[key] = (frames.chunked(fr), len(fr))
+            chunks, nframes = state[key]
+            nbytes = sum(map(len, chunks))
+            reps = s.repeats(3, 2) if impl.NAME == "python" else s.repeats(30, 5)
+            t, got = timed(lambda: frames.feed_all(impl, corpus_name, chunks), reps, warmup=1)
+            assert got == nframes, f"{impl.NAME} framed {got} of {nframes} {corpus_name} frames"
+            b.metric(sec, f"framer {corpus_name} {impl.NAME}", None, "MB/s", timing=t, count=nbytes / 1e6)
+        return run
+
+    def versus(shape):
+        def run():
+            if nmea.peer_versions()["gpsdecode"] is None:
+                b.skip(sec, f"gpsdecode on {shape}", "not installed (Debian package gpsd-clients)")
+                return
+            _, unit, full = nmea.SHAPES[shape]
+            n = s.n(full, full // 10, 100)
+            r = nmea.decode_vs_gpsdecode(shape, n, b.workdir, rounds=s.repeats(3, 2))
+            if n < full:
+                b.note(sec, f"{shape}: {n:,} {unit}, not the full {full:,}: the start of the Python process "
+                            "weighs more in the speed-up than at full size")
+            b.details.setdefault(sec, {}).setdefault("decode_vs_gpsdecode", []).append(r)
+            b.metric(sec, f"tianwang decode {shape} {n} {unit}", r["tianwang_s"], "s", better="lower")
+            b.metric(sec, f"tianwang decode / gpsdecode speed-up {shape}", r["ratio"], "x")
+        return run
+
+    steps = [("build the NMEA corpus", corpus)]
+    for impl in _impls():
+        steps.append((f"decode, {impl.NAME}", typed(impl)))
+    steps += [("decode, pynmea2", peer("pynmea2", nmea.decode_pynmea2)),
+              ("decode, pynmeagps", peer("pynmeagps", nmea.decode_pynmeagps))]
+    for impl in _impls():
+        steps.append((f"receiver pipeline, {impl.NAME}", pipeline(impl)))
+    for corpus_name in (("jt808", "gbt20999") if s.quick else frames.CORPORA):
+        for impl in _impls():
+            steps.append((f"framer {corpus_name}, {impl.NAME}", framer(impl, corpus_name)))
+    for shape in nmea.SHAPES:
+        steps.append((f"tianwang decode vs gpsdecode, {shape}", versus(shape)))
+    return steps
+
+
+def steps_router(b: Bench) -> list:
+    import uvloop
+
+    from tianwang.gateway.benchmarks import fanout
+
+    s = b.sizes
+    sec = "router"
+    n = s.n(200_000, 50_000, 1000)
+
+    def append(impl, packed):
+        def run():
+            t, _ = timed(lambda: fanout.router_append(impl, n, packed), s.repeats(5, 3))
+            b.metric(sec, f"Router.publish {'prepacked' if packed else 'dict'} payload {impl.NAME}", None, "envelopes/s",
+                     timing=t, count=n)
+        return run
+
+    def journal(policy):
+        def run():
+            jn = s.n(300_000, 50_000, 1000)
+            stats = {}
+
+            def once():
+                elapsed, stats["counters"] = uvloop.run(fanout.journal_append(policy, jn))
+                return elapsed
+
+            t, _ = timed(once, s.repeats(3, 1))
+            b.metric(sec, f"journal append until visible, {policy}", None, "envelopes/s", timing=t, count=jn)
+            b.detail(sec, f"journal_{policy}_counters", stats["counters"])
+        return run
+
+    steps = []
+    for impl in _impls():
+        for packed in (False, True):
+            steps.append((f"Router.publish, {'prepacked' if packed else 'dict'}, {impl.NAME}", append(impl, packed)))
+    for policy in (("memory", "batch") if s.quick else ("memory", "never", "batch", "always")):
+        steps.append((f"journal append, {policy}", journal(policy)))
+    return steps
+
+
+def steps_fanout(b: Bench) -> list:
+    import uvloop
+
+    from tianwang.gateway.benchmarks import fanout
+
+    s = b.sizes
+    sec = "fanout"
+    total = s.n(600_000, 100_000, 2000)
+    plain_total = s.n(60_000, 10_000, 200)
+    state = {}
+
+    def start():
+        state["tianwang"] = fanout.ServerProcess("tianwang", total)
+        state["plain"] = fanout.ServerProcess("plain", plain_total)
+
+    def subs(k):
+        def run():
+            per_sub = {1: total, 4: total * 5 // 6, 16: total // 4}[k]
+            plain_per_sub = max(1, plain_total // k)
+            t, _ = timed(lambda: uvloop.run(fanout.deliver(state["tianwang"].addr, k, per_sub, True)), s.repeats(3, 1))
+            delivered, plain_s = uvloop.run(fanout.deliver(state["plain"].addr, k, plain_per_sub, False))
+            b.metric(sec, f"tianwang, {k} subscriber(s)", None, "envelopes/s", timing=t, count=k * per_sub)
+            b.metric(sec, f"one-message-per-write server, {k} subscriber(s)", delivered / plain_s, "envelopes/s")
+            b.metric(sec, f"tianwang / one-message-per-write, {k} subscriber(s)", (k * per_sub / t["median_s"]) / (delivered / plain_s), "x")
+        return run
+
+    def stop():
+        for server in state.values():
+            server.close()
+
+    b.cleanup.append(stop)
+    return [("start the servers", start)] + [(f"{k} subscriber(s)", subs(k)) for k in (1, 4, 16)] + [
+        ("stop the servers", stop)]
+
+
+def latency_rates(sizes: Sizes) -> list[int]:
+    base = [1000, 5000] if sizes.quick else [1000, 5000, 10000, 20000]
+    return sorted({max(2, int(r * sizes.scale)) for r in base})
+
+
+def steps_latency(b: Bench) -> list:
+    import uvloop
+
+    from tianwang.gateway.benchmarks import latency
+
+    s = b.sizes
+    sec = "latency"
+
+    def rate(r):
+        def run():
+            res = uvloop.run(latency.run_rate(b.workdir, r, s.seconds(5.0, 2.0), warmup_s=s.seconds(1.0, 1.0)))
+            b.details.setdefault(sec, {}).setdefault("rates", []).append(res)
+            for q in ("p50", "p99", "p999"):
+                b.metric(sec, f"{q} at {r} readings/s", res[f"{q}_ms"], "ms", better="lower")
+            b.metric(sec, f"readings missing at {r} readings/s", res["missing"] + res["write_refused"], "readings", better="lower")
+        return run
+
+    b.detail(sec, "design_target", {"rate": latency.DESIGN_RATE, "p99_ms": latency.DESIGN_P99_MS})
+    return [(f"{r} readings/s over ptys and TCP", rate(r)) for r in latency_rates(s)]
+
+
+def steps_scale(b: Bench) -> list:
+    import uvloop
+
+    from tianwang.gateway import framing
+    from tianwang.gateway.benchmarks import scale
+
+    s = b.sizes
+    sec = "scale"
+    hot_path = "cext" if framing.USING_CEXT else "python"
+
+    def record(label, res, received, expected):
+        b.details.setdefault(sec, {}).setdefault("runs", []).append(dict(res, label=label, received=received, expected=expected))
+        b.metric(sec, f"{label}: gateway CPU", res["gateway_cpu_cores"], "cores", better="lower")
+        b.metric(sec, f"{label}: gateway peak RSS", res["gateway_peak_rss_mib"], "MiB", better="lower")
+        b.metric(sec, f"{label}: lost", max(0, expected - received), "readings", better="lower")
+
+    def jt808():
+        n = s.n(5000, 200, 2)
+        res = uvloop.run(scale.jt808_fleet(b.workdir, n, s.seconds(20, 3), hot_path))
+        record(f"{n} JT/T 808 terminals at 1 Hz", res, res["fix_envelopes_received"], res["fixes_acked_by_listener"])
+
+    def signal():
+        n, t = s.n(500, 20, 2), (s.n(5000, 0, 0) if not s.quick else 0)
+        res = uvloop.run(scale.signal_junctions(b.workdir, n, t, s.seconds(20, 3), hot_path))
+        label = f"{n} signal controllers polled at 1 Hz" + (f" beside {t} terminals" if t else "")
+        record(label, res, res["lamps_received"], res["polls_answered_total"])
+
+    def onvif():
+        n = s.n(200, 10, 2)
+        res = uvloop.run(scale.onvif_cameras(b.workdir, n, s.seconds(60, 4)))
+        record(f"{n} ONVIF cameras at 1 event/s", res, res["events_received"], res["events_queued"])
+        if res.get("latency_ms_p99") is not None:
+            b.metric(sec, f"{n} ONVIF cameras: latency p99", res["latency_ms_p99"], "ms", better="lower")
+
+    return [("JT/T 808 terminals", jt808), ("signal controllers", signal), ("ONVIF cameras", onvif)]
+
+
+STEPS = {"nmea": steps_nmea, "router": steps_router, "fanout": steps_fanout, "latency": steps_latency, "scale": steps_scale}
+
+
+# -- progress ----------------------------------------------------------------------------------------------
+class Progress:
+    """A rich progress bar on stderr when it is a terminal; plain lines otherwise."""
+
+    def __init__(self, total: int, stream=None):
+        self.total = total
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.bar = None
+        if self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+
+            self.bar = RichProgress(TextColumn("[bold]bench[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                                    TimeElapsedColumn(), console=Console(file=self.stream), transient=False)
+            self.task = self.bar.add_task("", total=total)
+            self.bar.start()
+
+    def step(self, section: str, label: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{section}: {label}")
+        else:
+            print(f"bench [{self.done + 1}/{self.total}] {section}: {label}", file=self.stream, flush=True)
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, description="done")
+            self.bar.stop()
+
+
+# -- the run -----------------------------------------------------------------------------------------------
+def run(sections, quick: bool, scale: float, progress_stream=None) -> dict:
+    """Run `sections` and return the results (the content of results.json)."""
+    started = time.perf_counter()
+    stamp = datetime.now(timezone.utc)
+    info = machine()
+    with tempfile.TemporaryDirectory(prefix="tianwang-bench-") as workdir:
+        b = Bench(Sizes(quick, scale), workdir)
+        plans = [(sec, STEPS[sec](b)) for sec in sections]
+        progress = Progress(sum(len(steps) for _, steps in plans), progress_stream)
+        errors, timing = [], {}
+        try:
+            for sec, steps in plans:
+                t0 = time.perf_counter()
+                for label, fn in steps:
+                    progress.step(sec, label)
+                    try:
+                        fn()
+                    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                        errors.append({"section": sec, "step": label, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                    progress.advance()
+                timing[sec] = round(time.perf_counter() - t0, 2)
+        finally:
+            for fn in b.cleanup:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001
+                    pass
+            progress.close()
+    info["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    from tianwang.gateway.benchmarks.nmea import peer_versions
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tianwang_version": info.pop("tianwang_version"),
+        "timestamp": stamp.isoformat(timespec="seconds"),
+        "quick": quick,
+        "scale": scale,
+        "sections": list(sections),
+        "wall_s": round(time.perf_counter() - started, 2),
+        "section_wall_s": timing,
+        "machine": info,
+        "peers": peer_versions(),
+        "metrics": b.metrics,
+        "details": b.details,
+        "notes": b.notes,
+        "skipped": b.skipped,
+        "errors": errors,
+    }
+
+
+# -- the comparison with a baseline ---------------------------------------------------------------------
+def load_baseline(path: str) -> dict:
+    """An earlier results.json; ValueError with a one-line reason when it is not one."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(data, dict) or "schema_version" not in data or not isinstance(data.get("metrics"), list):
+        raise ValueError(f"{path} is not a tianwang bench results.json (no schema_version or metrics)")
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(f"{path} has schema_version {data['schema_version']!r}; this tianwang reads {SCHEMA_VERSION}")
+    return data
+
+
+def compare(results: dict, baseline: dict, threshold_pct: float = DEFAULT_THRESHOLD) -> list[dict]:
+    """Each metric of `results` that the baseline also has (same section and name): its change in
+    percent and whether it regressed by more than `threshold_pct` (worse in its `better` direction).
+    From a baseline of zero, only readings lost regress (on any rise)."""
+    base = {(m["section"], m["name"]): m for m in baseline["metrics"] if isinstance(m, dict) and "name" in m}
+    out = []
+    for m in results["metrics"]:
+        old = base.get((m["section"], m["name"]))
+        if old is None or m["value"] is None or not isinstance(old.get("value"), (int, float)):
+            continue
+        was, now = float(old["value"]), m["value"]
+        if was == 0:
+            change = 0.0 if now == 0 else float("inf")
+        else:
+            change = (now - was) / abs(was) * 100
+        worse = -change if m["better"] == "higher" else change
+        if was == 0:  # no percentage of nothing: only a loss where there was none counts
+            regressed = m["unit"] == "readings" and m["better"] == "lower" and now > 0
+        else:
+            regressed = worse > threshold_pct
+        out.append({"section": m["section"], "name": m["name"], "unit": m["unit"], "baseline": was, "value": now,
+                    "change_pct": change, "regressed": regressed})
+    return out
+
+
+# -- report and plots --------------------------------------------------------------------------------------
+def _fmt(value, unit="") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    if unit == "readings":
+        return f"{value:,.0f}"
+    if unit in ("sentences/s", "envelopes/s") or (isinstance(value, (int, float)) and abs(value) >= 1000):
+        return f"{value:,.0f}"
+    if unit == "cores":
+        return f"{value:.3f}"
+    if unit == "s" or unit == "ms":
+        return f"{value:.3f}" if unit == "s" else f"{value:.2f}"
+    return f"{value:,.2f}" if isinstance(value, float) else str(value)
+
+
+def _pct(change: float) -> str:
+    return "new" if change == float("inf") else f"{change:+.1f}%"
+
+
+def write_plots(results: dict, out: Path) -> list[str]:
+    """PNG plots of the sections that ran (matplotlib, Agg backend): the file names written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    by_section: dict[str, list[dict]] = {}
+    for m in results["metrics"]:
+        if m["value"] is not None and m["unit"] != "readings":  # counts of losses: in the report only
+            by_section.setdefault(m["section"], []).append(m)
+
+    def bars(name, title, metrics, log=False):
+        if not metrics:
+            return
+        units = sorted({m["unit"] for m in metrics})
+        fig, axes = plt.subplots(len(units), 1, figsize=(9, 1.2 + 0.42 * len(metrics) + 0.6 * len(units)), squeeze=False)
+        for ax, unit in zip(axes[:, 0], units):
+            ms = [m for m in metrics if m["unit"] == unit]
+            ax.barh([m["name"] for m in ms], [m["value"] for m in ms], color="#3b75af")
+            ax.invert_yaxis()
+            ax.set_xlabel(unit)
+            if log and unit.endswith("/s") and all(m["value"] > 0 for m in ms):
+                ax.set_xscale("log")
+            ax.tick_params(axis="y", labelsize=8)
+            ax.grid(axis="x", alpha=0.3)
+        axes[0, 0].set_title(title)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        written.append(name)
+
+    bars("nmea.png", TITLES["nmea"], by_section.get("nmea", []), log=True)
+    bars("router.png", TITLES["router"], by_section.get("router", []))
+    bars("fanout.png", TITLES["fanout"] + " (envelopes/s delivered in total)",
+         [m for m in by_section.get("fanout", []) if m["unit"] == "envelopes/s"], log=True)
+    bars("scale.png", TITLES["scale"], by_section.get("scale", []))
+    rates = results["details"].get("latency", {}).get("rates", [])
+    if rates:
+        rates = sorted(rates, key=lambda r: r["rate"])
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for q, style in (("p50", "o-"), ("p99", "s-"), ("p999", "^-")):
+            pts = [(r["rate"], r[f"{q}_ms"]) for r in rates if r[f"{q}_ms"] is not None]
+            if pts:
+                ax.plot(*zip(*pts), style, label=q)
+        target = results["details"]["latency"].get("design_target", {})
+        if target:
+            ax.axhline(target["p99_ms"], color="red", linestyle="--", linewidth=1, label=f"p99 target ({target['p99_ms']:g} ms)")
+            ax.axvline(target["rate"], color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+
+        # plain numbers (the rates run; 1, 2, 5, 10... ms) rather than 2x10^0
+        values = [r[f"{q}_ms"] for r in rates for q in ("p50", "p99", "p999") if r[f"{q}_ms"]] or [1.0]
+        top = max(values + [target.get("p99_ms", 1)])
+        ax.xaxis.set_major_locator(FixedLocator([r["rate"] for r in rates]))
+        ax.yaxis.set_major_locator(FixedLocator([v for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+                                                 if min(values) / 2 <= v <= top * 2]))
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_locator(NullLocator())
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("readings/s (ptys and TCP together)")
+        ax.set_ylabel("device write -> gRPC subscriber, ms")
+        ax.set_title(TITLES["latency"])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "latency.png", dpi=100)
+        plt.close(fig)
+        written.append("latency.png")
+    return written
+
+
+def write_report(results: dict, comparison: list[dict] | None, plots: list[str], out: Path,
+                 baseline_path: str | None = None, threshold_pct: float = DEFAULT_THRESHOLD,
+                 baseline_sizes: tuple | None = None) -> str:
+    m = results["machine"]
+    lines = [
+        "# tianwang bench",
+        "",
+        f"{results['timestamp']} · tianwang {results['tianwang_version']} · "
+        f"{'quick' if results['quick'] else 'full'} run, scale {results['scale']:g} · {results['wall_s']:.0f} s",
+        "",
+        f"- CPU: {m['cpu_model']}, {m['cores']} cores; load average {m['load_avg']} at the start, {m['load_avg_end']} at the end",
+        f"- Python {m['python']} on {m['platform']}",
+        f"- hot path: `USING_CEXT={m['using_cext']}`" + (f" ({m['why_not_compiled']})" if m["why_not_compiled"] else ""),
+        "- peers: " + ", ".join(f"{k} {v if v else 'not installed (skipped)'}" for k, v in results["peers"].items()),
+        "",
+        "Figures are medians of several runs (time.perf_counter); other work on the same cores shows in them.",
+    ]
+    if comparison is not None:
+        regressed = [c for c in comparison if c["regressed"]]
+        lines += ["", "## Against the baseline", "",
+                  f"Baseline `{baseline_path}`: {len(comparison)} figures compared, "
+                  f"{len(regressed)} regressed by more than {threshold_pct:g}%."]
+        if baseline_sizes is not None and baseline_sizes != (results["quick"], results["scale"]):
+            lines += ["", f"The baseline was made with other sizes (quick {baseline_sizes[0]}, scale {baseline_sizes[1]}): "
+                          "rates may not compare."]
+        if regressed:
+            lines += ["", "| regression | baseline | now | change |", "|---|---|---|---|"]
+            lines += [f"| **{c['section']}: {c['name']}** ({c['unit']}) | {_fmt(c['baseline'], c['unit'])} | "
+                      f"{_fmt(c['value'], c['unit'])} | {_pct(c['change_pct'])} |" for c in regressed]
+    changes = {(c["section"], c["name"]): c for c in comparison or []}
+    for sec in results["sections"]:
+        ms = [x for x in results["metrics"] if x["section"] == sec]
+        lines += ["", f"## {TITLES.get(sec, sec)}", ""]
+        if sec in results["section_wall_s"]:
+            lines += [f"Section time: {results['section_wall_s'][sec]:.1f} s.", ""]
+        if ms:
+            head = "| figure | value | unit | best | runs |" + (" baseline | change |" if comparison is not None else "")
+            lines += [head, "|---|---|---|---|---|" + ("---|---|" if comparison is not None else "")]
+            for x in ms:
+                row = f"| {x['name']} | {_fmt(x['value'], x['unit'])} | {x['unit']} | {_fmt(x['best'], x['unit'])} | {x['repeats']} |"
+                if comparison is not None:
+                    c = changes.get((sec, x["name"]))
+                    row += (f" {_fmt(c['baseline'], x['unit'])} | {_pct(c['change_pct'])}{' **REGRESSION**' if c['regressed'] else ''} |"
+                            if c else " | |")
+                lines.append(row)
+        d = results["details"].get(sec, {})
+        if sec == "nmea" and d.get("decode_vs_gpsdecode"):
+            lines += ["", "Whole `tianwang decode --driver beidou -` process against `gpsdecode` (best of the runs):", "",
+                      "| corpus shape | size | tianwang decode | gpsdecode | speed-up |", "|---|---|---|---|---|"]
+            for r in d["decode_vs_gpsdecode"]:
+                lines.append(f"| {r['shape']} | {r['items']:,} frames+sentences, {r['bytes'] / 1e6:.1f} MB | {r['tianwang_s']:.3f} s | "
+                             f"{r['gpsdecode_s']:.3f} s | {r['ratio']:.2f}x |")
+        if sec == "latency" and d.get("rates"):
+            t = d["design_target"]
+            lines += ["", f"Design target: p99 <= {t['p99_ms']:g} ms at {t['rate']:,} readings/s.", "",
+                      "| readings/s | devices (pty + TCP) x Hz | p50 ms | p99 ms | p999 ms | max ms | missing | CPU cores: gateway / devices / subscriber |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in sorted(d["rates"], key=lambda r: r["rate"]):
+                cpu = " / ".join("n/a" if r.get(k) is None else f"{r[k]:.2f}"
+                                 for k in ("gateway_cpu_cores", "devices_cpu_cores", "subscriber_cpu_cores"))
+                lines.append(f"| {r['rate']:,} | {r['pty_devices']} + {r['tcp_devices']} x {r['hz_per_device']} | {_fmt(r['p50_ms'], 'ms')} | "
+                             f"{_fmt(r['p99_ms'], 'ms')} | {_fmt(r['p999_ms'], 'ms')} | {_fmt(r['max_ms'], 'ms')} | "
+                             f"{r['missing'] + r['write_refused']} | {cpu} |")
+            at = [r for r in d["rates"] if r["rate"] == t["rate"]]
+            if at and at[0]["p99_ms"] is not None:
+                verdict = "met" if at[0]["p99_ms"] <= t["p99_ms"] else "not met"
+                lines += ["", f"At {t['rate']:,} readings/s: p99 {at[0]['p99_ms']:.2f} ms, target {verdict}."]
+            else:
+                lines += ["", f"{t['rate']:,} readings/s was not run (the full run does; --quick does not)."]
+            lines += ["", "Devices, gateway and subscriber are three processes; on a machine with fewer free cores "
+                          "than that, they queue behind each other and the tail shows it."]
+        if sec == "scale" and d.get("runs"):
+            lines += ["", "| run | connect s | window s | gateway CPU | RSS (peak) MiB | received / sent | gaps |",
+                      "|---|---|---|---|---|---|---|"]
+            for r in d["runs"]:
+                lines.append(f"| {r['label']} | {r.get('connect_s')} | {r['window_s']:g} | {r['gateway_cpu_cores']:.3f} cores | "
+                             f"{r['gateway_rss_mib']} ({r['gateway_peak_rss_mib']}) | {r['received']:,} / {r['expected']:,} | "
+                             f"{r['gaps']} |")
+        if results["notes"].get(sec) or any(e["section"] == sec for e in results["errors"]):
+            lines.append("")
+        for note in results["notes"].get(sec, []):
+            lines.append(f"- {note}")
+        for e in results["errors"]:
+            if e["section"] == sec:
+                lines.append(f"- **failed** {e['step']}: {e['error']}")
+        plot = f"{sec}.png"
+        if plot in plots:
+            lines += ["", f"![{TITLES.get(sec, sec)}]({plot})"]
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    return text
