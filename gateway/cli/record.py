@@ -354,7 +354,12 @@ def cmd_replay(args) -> int:
                                   "so give --connect HOST:PORT (the listener), or --tcp/--pty to serve it")
         if mode == "tcp":
             where = ("127.0.0.1", 0)
+    if args.link and mode != "pty":
+        return _err("replay", "--link goes with --pty (a link to the pty)")
     records = cap.device_records()
+    if not records:
+        return _err("replay", f"{args.file} holds no bytes from the device ({cap.trailer.get('end', '')}): "
+                              "nothing to replay")
     rep = Replayer(records, args.speed)
     h = cap.header
 
