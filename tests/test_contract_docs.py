@@ -159,7 +159,7 @@ async def gateway_publications():
     """(family, channel, payload, where) from an in-process gateway: the beidou driver on a simulated
     receiver, the jt808 listener with a small simulated fleet, the onvif driver on a simulated camera
     (motion, tamper and line-crossing events), the test driver (health, including a device that never
-    connects) and SendCommand calls of every outcome (audit)."""
+    connects), SendCommand calls of every outcome and a Record call (audit)."""
     import tianwang.drivers.beidou as beidou
     import tianwang.drivers.jt808 as jt808
     import tianwang.drivers.onvif as onvif
@@ -226,6 +226,10 @@ async def gateway_publications():
                     ]
                     assert outcomes == ["OK", "REFUSED", "OK", "PERMISSION_DENIED", "UNAUTHENTICATED", "NOT_FOUND",
                                         "INVALID_ARGUMENT", "INVALID_ARGUMENT"], outcomes
+                    # a Record call (audit/<id>/record at its start and end)
+                    rec = [c async for c in stub.Record(pb.RecordRequest(device_id="bd-1", max_bytes=200),
+                                                        metadata=md(CONTROL))]
+                    assert rec[-1].end.startswith("max_bytes"), rec[-1]
 
                 wanted = {f"gnss/bd-1/{c}" for c in ("fix", "state", "sky", "alarm", "message")}
                 wanted.add(f"gnss/{fleet.terminals[0].phone}/alarm")

@@ -27,7 +27,7 @@ from tianwang.drivers.jt808.simulator import Fleet
 from tianwang.gateway.cli.capture import (
     FROM_DEVICE, MAGIC, TO_DEVICE, CaptureError, CaptureWriter, capture_or_raw, read_capture, read_capture_file,
 )
-from gw import CONTROL, READ, ROOT, base_config, client, md, running, until
+from gw import CONTROL, READ, ROOT, base_config, client, journal_envelopes, md, running, until
 from tianwang.v1 import gateway_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)
@@ -314,6 +314,15 @@ async def test_record_refusals(tmp_path):
             assert chunks[0].start.device_id == "bd-1" and chunks[0].start.driver == "beidou"
             assert chunks[-1].end.startswith("max_bytes") and sum(len(c.data) for c in chunks) == 1000
             assert gw.supervisor.lookup("bd-1").ctx.tap is None
+
+            # who recorded what, and who was refused, is audited like a command
+            audits = [e["payload"] for e in journal_envelopes(gw.journal, "audit/bd-1/record")]
+            assert [(a["principal"], a["code"], a["ok"]) for a in audits] == [
+                ("reader", "PERMISSION_DENIED", False), ("operator", "STARTED", True), ("operator", "ENDED", True)]
+            assert "needs `control`" in audits[0]["message"] and audits[0]["bytes"] == 0
+            assert audits[1]["max_bytes"] == 1000 and audits[1]["seconds"] == 0
+            assert audits[2]["bytes"] == 1000 and audits[2]["message"].startswith("max_bytes")
+            assert journal_envelopes(gw.journal, "audit/+/record") == journal_envelopes(gw.journal, "audit/bd-1/record")
 
             addr = f"127.0.0.1:{gw.port}"
             out = tmp_path / "x.twcap"

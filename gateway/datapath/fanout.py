@@ -615,12 +615,24 @@ class GatewayService:
         entry = self.app.supervisor.lookup(device_id)
         if entry is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no device {device_id!r}")
+        peer = context.peer()
+
+        def audit(code, message, sent=0):
+            # raw bytes carry what topics do not (auth codes, card ids): who recorded what is kept
+            payload = {"principal": principal.name, "seconds": seconds, "max_bytes": max_bytes,
+                       "ok": code != "PERMISSION_DENIED", "code": code, "message": message, "bytes": sent}
+            try:
+                return self.app.router.publish(f"audit/{device_id}/record", device_id, payload)
+            except FrameError as exc:
+                log.error("audit of the recording of %s not recorded: %s", device_id, exc)
+                return 0
+
         if not principal.may_control(entry.family, device_id):
-            await context.abort(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"token {principal.name!r} may not record {entry.family}/{device_id}: recording raw bytes needs "
-                "`control` on the device",
-            )
+            message = (f"token {principal.name!r} may not record {entry.family}/{device_id}: recording raw bytes "
+                       "needs `control` on the device")
+            if self.refusals.take(peer_host(peer)):  # the same refusal budget per address as commands
+                audit("PERMISSION_DENIED", message)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
         spec = entry.spec
         if spec is None or not spec.recordable:
             kinds = ", ".join(spec.transports) if spec is not None and spec.transports else "unknown"
@@ -656,9 +668,9 @@ class GatewayService:
         start.start_ns = time.time_ns()
         ctx.add_recording(rec)
         self.recordings.add(rec)
-        # the peer is read now: once a client has cancelled, the call behind `context` may be gone
-        # and asking it for its peer crashes grpc (a NULL call)
-        peer = context.peer()
+        # the peer was read before: once a client has cancelled, the call behind `context` may be
+        # gone and asking it for its peer crashes grpc (a NULL call)
+        audit("STARTED", "")
         log.info("record %s as %s: %s for %s", peer, principal.name, device_id, f"{seconds:g} s" if seconds else "until cancelled")
         end = None
         sent = 0
@@ -703,6 +715,7 @@ class GatewayService:
             ctx.remove_recording(rec)
             self.recordings.discard(rec)
             self.counters["record_bytes"] += sent
+            audit("ENDED", end or (rec.revoked[1] if rec.revoked else "cancelled by the client"), sent)
             log.info("record %s of %s ended after %d bytes: %s", peer, device_id, sent, end or "cancelled")
 
     # -- GetStats ------------------------------------------------------------------------------
