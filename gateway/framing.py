@@ -67,6 +67,9 @@ TWINS = {
     # NMEA epoch assembly (cext/nmea_epoch_py.py)
     "Epoch": "tianwang.cext.nmea_epoch_py:Epoch",
     "EpochAssembler": "tianwang.cext.nmea_epoch_py:EpochAssembler",
+    # CASIC and UBX navigation messages -> epochs (cext/nmea_binary_py.py)
+    "BinaryEpoch": "tianwang.cext.nmea_binary_py:BinaryEpoch",
+    "BinaryAssembler": "tianwang.cext.nmea_binary_py:BinaryAssembler",
     # JSON lines for `tianwang decode` (cext/jsonl_py.py: the standard library's json module)
     "json_lines": "tianwang.cext.jsonl_py:json_lines",
 }

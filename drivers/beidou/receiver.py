@@ -53,8 +53,8 @@ stale_periods (3.0), silent_s (2.0), sky_decimation (5), require_checksum (False
 
 Binary beside NMEA (`protocol`): CASIC (`BA CE`, ZKW AT6558 modules) and UBX (`B5 62`) frames are
 found and checksum-verified by the hot path's NmeaDecoder in the same byte stream, and decoded into
-epochs by tianwang.drivers.beidou.binary (NAV-PV/TIMEUTC/DOP/STATUS/*INFO, NAV-PVT/SAT/TIMEUTC/DOP/
-EOE). One fix per epoch is published whatever the receiver sends: with "auto", binary epochs win
+epochs by the hot path's BinaryAssembler (NAV-PV/TIMEUTC/DOP/STATUS/*INFO, NAV-PVT/SAT/TIMEUTC/DOP/
+EOE; see tianwang.drivers.beidou.binary). One fix per epoch is published whatever the receiver sends: with "auto", binary epochs win
 while the receiver sends them (the NMEA epochs are counted as `superseded`), NMEA epochs are
 published before the first binary epoch and again once three NMEA epochs came without one; an epoch
 whose time is not after the last published fix is never published twice. "casic" or "ubx" publish
@@ -79,7 +79,6 @@ import dataclasses
 import re
 from typing import Callable
 
-from tianwang.drivers.beidou.binary import BinaryAssembler, BinaryEpoch
 from tianwang.drivers.sdk import Publication
 
 PROTOCOLS = ("auto", "nmea", "casic", "ubx")
@@ -208,7 +207,8 @@ class ReceiverProtocol:
         self._assembler = implementation.EpochAssembler()
         self._epoch_type = implementation.Epoch
         self._frame_type = implementation.BinaryFrame
-        self._binary = {p: BinaryAssembler(p) for p in ("casic", "ubx") if protocol in (p, "auto")}
+        self._binary_epoch_type = implementation.BinaryEpoch
+        self._binary = {p: implementation.BinaryAssembler(p) for p in ("casic", "ubx") if protocol in (p, "auto")}
         self.superseded = 0
         self._unused_frames = self._unused_bytes = 0
         self._binary_keys: dict[str, int] = {}
@@ -410,7 +410,7 @@ class ReceiverProtocol:
     def _select(self, e) -> list:
         # one fix per epoch when binary and NMEA both come (see the module docstring): the epochs
         # to publish now, oldest first
-        binary = type(e) is BinaryEpoch
+        binary = type(e) is self._binary_epoch_type
         if binary:
             if self.protocol != "auto" and self.protocol != e.source:
                 self.superseded += 1
