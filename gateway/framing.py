@@ -70,6 +70,8 @@ TWINS = {
     # CASIC and UBX navigation messages -> epochs (cext/nmea_binary_py.py)
     "BinaryEpoch": "tianwang.cext.nmea_binary_py:BinaryEpoch",
     "BinaryAssembler": "tianwang.cext.nmea_binary_py:BinaryAssembler",
+    # a BeiDou receiver's epochs -> fix, state and sky publications (cext/nmea_publish_py.py)
+    "FixPublisher": "tianwang.cext.nmea_publish_py:FixPublisher",
     # JSON lines for `tianwang decode` (cext/jsonl_py.py: the standard library's json module)
     "json_lines": "tianwang.cext.jsonl_py:json_lines",
 }

@@ -27,7 +27,7 @@ BUILTIN_DECODERS = {
     "signal": "tianwang.drivers.signal.decode:Decoder",
 }
 
-CHUNK = 1 << 20
+CHUNK = 1 << 16
 
 
 class FramedDecoder:
