@@ -7,6 +7,7 @@
 from cpython.conversion cimport PyOS_double_to_string, Py_DTSF_ADD_DOT_0
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_Next
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.ref cimport PyObject
@@ -15,14 +16,17 @@ from libc.string cimport memcpy
 
 cdef const char* _NM_HEX = b"0123456789abcdef"
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    void* PyUnicode_DATA(object o)
 
-cdef int _nj_reserve(_NmJson* b, Py_ssize_t extra) except -1:
+
+cdef int _nj_grow(_NmJson* b, Py_ssize_t extra) except -1:
     cdef Py_ssize_t cap = b.cap
     cdef char* data
-    if b.len + extra <= cap:
-        return 0
     while cap < b.len + extra:
-        cap = cap * 2 if cap else 4096
+        cap = cap * 2 if cap else 65536
     data = <char*>PyMem_Realloc(b.data, cap)
     if data == NULL:
         raise MemoryError()
@@ -31,19 +35,44 @@ cdef int _nj_reserve(_NmJson* b, Py_ssize_t extra) except -1:
     return 0
 
 
+cdef inline int _nj_reserve(_NmJson* b, Py_ssize_t extra) except -1:
+    if b.len + extra <= b.cap:
+        return 0
+    return _nj_grow(b, extra)
+
+
 cdef inline int _nj_put(_NmJson* b, const char* s, Py_ssize_t n) except -1:
     if b.len + n > b.cap:
-        _nj_reserve(b, n)
+        _nj_grow(b, n)
     memcpy(b.data + b.len, s, n)
     b.len += n
+    return 0
+
+
+cdef inline int _nj_byte(_NmJson* b, char c) except -1:
+    if b.len + 1 > b.cap:
+        _nj_grow(b, 1)
+    b.data[b.len] = c
+    b.len += 1
     return 0
 
 
 cdef int _nj_chars(_NmJson* b, str s) except -1:
     # the characters of a JSON string, escaped as json does with ensure_ascii=False
     cdef Py_ssize_t n, i
-    cdef const char* p = PyUnicode_AsUTF8AndSize(s, &n)
+    cdef const char* p
     cdef unsigned char c
+    if PyUnicode_IS_COMPACT_ASCII(s):
+        # ASCII (every key and most values): copied whole unless something needs escaping
+        n = PyUnicode_GET_LENGTH(s)
+        p = <const char*>PyUnicode_DATA(s)
+        for i in range(n):
+            c = <unsigned char>p[i]
+            if c < 0x20 or c == 34 or c == 92:
+                break
+        else:
+            return _nj_put(b, p, n)
+    p = PyUnicode_AsUTF8AndSize(s, &n)
     _nj_reserve(b, n)
     for i in range(n):
         c = <unsigned char>p[i]
@@ -84,6 +113,12 @@ cdef int _nj_chars(_NmJson* b, str s) except -1:
 cdef int _nj_ull(_NmJson* b, unsigned long long v) except -1:
     cdef char tmp[24]
     cdef int k = 24
+    if v < 10:
+        return _nj_byte(b, <char>(48 + v))
+    if v < 100:
+        tmp[0] = <char>(48 + v // 10)
+        tmp[1] = <char>(48 + v % 10)
+        return _nj_put(b, tmp, 2)
     if v == 0:
         k -= 1
         tmp[k] = 48
@@ -165,9 +200,9 @@ cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
     if depth > NM_JSON_MAX_DEPTH:
         raise ValueError("payload nested too deeply (or circular)")
     if t is str or isinstance(o, str):
-        _nj_put(b, "\"", 1)
+        _nj_byte(b, 34)
         _nj_chars(b, o)
-        return _nj_put(b, "\"", 1)
+        return _nj_byte(b, 34)
     if o is None:
         return _nj_put(b, "null", 4)
     if o is True:
@@ -186,29 +221,30 @@ cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
     if t is float or isinstance(o, float):
         return _nj_float(b, <double>o)
     if t is dict or isinstance(o, dict):
-        _nj_put(b, "{", 1)
+        _nj_byte(b, 123)  # {
         first = True
         while PyDict_Next(o, &pos, &key, &val):
-            if not first:
-                _nj_put(b, ",", 1)
-            first = False
-            _nj_put(b, "\"", 1)
+            if first:
+                _nj_byte(b, 34)
+                first = False
+            else:
+                _nj_put(b, ",\"", 2)
             if isinstance(<object>key, str):
                 _nj_chars(b, <str>key)
             else:
                 _nj_key(b, <object>key)
             _nj_put(b, "\":", 2)
             _nj_value(b, <object>val, depth + 1)
-        return _nj_put(b, "}", 1)
+        return _nj_byte(b, 125)  # }
     if t is list or t is tuple or isinstance(o, (list, tuple, set, frozenset)):
-        _nj_put(b, "[", 1)
+        _nj_byte(b, 91)  # [
         first = True
         for item in o:
             if not first:
-                _nj_put(b, ",", 1)
+                _nj_byte(b, 44)
             first = False
             _nj_value(b, item, depth + 1)
-        return _nj_put(b, "]", 1)
+        return _nj_byte(b, 93)  # ]
     if isinstance(o, (bytes, bytearray, memoryview)):
         view = bytes(o) if not isinstance(o, bytes) else o
         n = view.shape[0]
@@ -223,6 +259,19 @@ cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
 
+cdef int _nj_lines(_NmJson* b, str prefix, publications) except -1:
+    for pub in publications:
+        _nj_put(b, "{\"topic\":\"", 10)
+        _nj_chars(b, prefix)
+        _nj_chars(b, pub.channel)
+        _nj_put(b, "\",\"device_time_ns\":", 19)
+        _nj_value(b, pub.device_time_ns, 1)
+        _nj_put(b, ",\"payload\":", 11)
+        _nj_value(b, pub.payload, 1)
+        _nj_put(b, "}\n", 2)
+    return 0
+
+
 def json_lines(str prefix, publications):
     """One JSON line per publication: {"topic": prefix + channel, "device_time_ns", "payload"}.
 
@@ -234,15 +283,21 @@ def json_lines(str prefix, publications):
     b.len = 0
     b.cap = 0
     try:
-        for pub in publications:
-            _nj_put(&b, "{\"topic\":\"", 10)
-            _nj_chars(&b, prefix)
-            _nj_chars(&b, pub.channel)
-            _nj_put(&b, "\",\"device_time_ns\":", 19)
-            _nj_value(&b, pub.device_time_ns, 1)
-            _nj_put(&b, ",\"payload\":", 11)
-            _nj_value(&b, pub.payload, 1)
-            _nj_put(&b, "}\n", 2)
+        _nj_lines(&b, prefix, publications)
         return PyUnicode_DecodeUTF8(b.data, b.len, NULL) if b.len else ""
+    finally:
+        PyMem_Free(b.data)
+
+
+def json_lines_utf8(str prefix, publications):
+    """json_lines(prefix, publications) encoded in UTF-8, for writing to a binary stream without a
+    text layer. Raises what json_lines raises, and UnicodeEncodeError for lone surrogates."""
+    cdef _NmJson b
+    b.data = NULL
+    b.len = 0
+    b.cap = 0
+    try:
+        _nj_lines(&b, prefix, publications)
+        return PyBytes_FromStringAndSize(b.data, b.len) if b.len else b""
     finally:
         PyMem_Free(b.data)

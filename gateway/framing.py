@@ -74,6 +74,7 @@ TWINS = {
     "FixPublisher": "tianwang.cext.nmea_publish_py:FixPublisher",
     # JSON lines for `tianwang decode` (cext/jsonl_py.py: the standard library's json module)
     "json_lines": "tianwang.cext.jsonl_py:json_lines",
+    "json_lines_utf8": "tianwang.cext.jsonl_py:json_lines_utf8",
 }
 
 _compiled_module = None

@@ -17,7 +17,7 @@ import importlib
 import sys
 
 from tianwang.gateway.errors import DriverError
-from tianwang.gateway.framing import json_lines
+from tianwang.gateway.framing import json_lines, json_lines_utf8
 
 # Offline decoders of the built-in drivers, by `--driver` name: "module:factory(device_id)".
 # Third-party drivers provide theirs through DriverSpec.decoder.
@@ -120,13 +120,21 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
         print(f"tianwang decode: {exc}", file=errfile)
         return 2
     prefix = f"{decoder.family}/{device_id}/"
-    write = outfile.write
     published = 0
+    # a UTF-8 text stream over a binary one (what the CLI gives): the lines go to the binary stream
+    # as bytes, which spares building a str and encoding it back
+    raw = getattr(outfile, "buffer", None)
+    encoding = (getattr(outfile, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if raw is not None and encoding == "utf8":
+        outfile.flush()
+        write, lines = raw.write, json_lines_utf8
+    else:
+        write, lines = outfile.write, json_lines
 
     def emit(pubs):
         nonlocal published
         if pubs:
-            write(json_lines(prefix, pubs))
+            write(lines(prefix, pubs))
             published += len(pubs)
 
     read = infile.read
