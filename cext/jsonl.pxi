@@ -110,25 +110,38 @@ cdef int _nj_chars(_NmJson* b, str s) except -1:
     return 0
 
 
+cdef const char* _NJ_DIGITS2 = (b"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                 b"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                 b"8081828384858687888990919293949596979899")
+
+
+@cython.cdivision(True)
 cdef int _nj_ull(_NmJson* b, unsigned long long v) except -1:
+    # two digits per division (times in ns have 19 digits)
     cdef char tmp[24]
     cdef int k = 24
+    cdef unsigned long long q
+    cdef unsigned int r
     if v < 10:
         return _nj_byte(b, <char>(48 + v))
-    if v < 100:
-        tmp[0] = <char>(48 + v // 10)
-        tmp[1] = <char>(48 + v % 10)
-        return _nj_put(b, tmp, 2)
-    if v == 0:
+    while v >= 100:
+        q = v // 100
+        r = <unsigned int>(v - q * 100)
+        k -= 2
+        tmp[k] = _NJ_DIGITS2[2 * r]
+        tmp[k + 1] = _NJ_DIGITS2[2 * r + 1]
+        v = q
+    if v >= 10:
+        k -= 2
+        tmp[k] = _NJ_DIGITS2[2 * v]
+        tmp[k + 1] = _NJ_DIGITS2[2 * v + 1]
+    else:
         k -= 1
-        tmp[k] = 48
-    while v:
-        k -= 1
-        tmp[k] = <char>(48 + v % 10)
-        v //= 10
+        tmp[k] = <char>(48 + v)
     return _nj_put(b, tmp + k, 24 - k)
 
 
+@cython.cdivision(True)
 cdef int _nj_float(_NmJson* b, double x) except -1:
     # float.__repr__, fast when the value is a decimal with at most 9 places (what NMEA fields and
     # the rounded positions give): the smallest d with rint(x * 10**d) / 10**d == x names the

@@ -5,6 +5,27 @@
 # every receiver, and once per epoch of a capture in `tianwang decode`, so the epochs of
 # nmea_epoch.pxi and nmea_binary.pxi (included before this file) are read through their C fields.
 
+from cpython.object cimport PyObject_GenericSetAttr
+
+cdef str _FP_CHANNEL = "channel"
+cdef str _FP_PAYLOAD = "payload"
+cdef str _FP_TIME = "device_time_ns"
+
+
+def _fp_plain_publication(cls):
+    # True when `cls` is a dataclass of exactly (channel, payload, device_time_ns) whose __init__ is
+    # the generated one and no __post_init__: building it is then object.__new__ and the three
+    # object.__setattr__ calls that __init__ makes (a frozen dataclass's way), done here in C
+    import dataclasses
+    if not isinstance(cls, type) or not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+        return False
+    if [f.name for f in dataclasses.fields(cls)] != [_FP_CHANNEL, _FP_PAYLOAD, _FP_TIME]:
+        return False
+    init = cls.__dict__.get("__init__")
+    code = getattr(init, "__code__", None)
+    # dataclasses compiles the __init__ it generates from a string
+    return cls.__new__ is object.__new__ and code is not None and code.co_filename == "<string>"
+
 
 cdef class FixPublisher:
     """Epochs -> publications for one receiver (see cext/nmea_publish_py.py). Raises ValueError for a
@@ -15,6 +36,7 @@ cdef class FixPublisher:
         if protocol not in ("auto", "nmea", "casic", "ubx"):
             raise ValueError(f"protocol must be one of auto, nmea, casic, ubx, not {protocol!r}")
         self._publication = publication
+        self._plain_publication = _fp_plain_publication(publication)
         self._epoch_type = epoch_type
         self._frame_type = frame_type
         self._binary_epoch_type = binary_epoch_type
@@ -76,10 +98,21 @@ cdef class FixPublisher:
             self._publish(e, now_ns, pubs)
         return 0
 
+    cdef object _new(self, str channel, object payload, long long device_ns):
+        # self._publication(channel, payload, device_ns)
+        cdef object pub
+        if not self._plain_publication:
+            return self._publication(channel, payload, device_ns)
+        pub = object.__new__(self._publication)
+        PyObject_GenericSetAttr(pub, _FP_CHANNEL, channel)
+        PyObject_GenericSetAttr(pub, _FP_PAYLOAD, payload)
+        PyObject_GenericSetAttr(pub, _FP_TIME, device_ns)
+        return pub
+
     cdef int _transition(self, str state, object reason, long long device_ns, list pubs) except -1:
         if state == self.state:
             return 0
-        pubs.append(self._publication("state", {"state": state, "previous": self.state, "reason": reason}, device_ns))
+        pubs.append(self._new("state", {"state": state, "previous": self.state, "reason": reason}, device_ns))
         self.state = state
         return 0
 
@@ -129,7 +162,7 @@ cdef class FixPublisher:
             self.epoch_ns = now_ns
             if device_ns:
                 self.device_ns = device_ns
-        pubs.append(self._publication("fix", e.fix_payload(), device_ns))
+        pubs.append(self._new("fix", e.fix_payload(), device_ns))
         if no_fix_reason is not None:
             state = "NO_FIX"
         elif hdop > self.hdop_limit or sats_used_total < self.min_sats:
@@ -148,7 +181,7 @@ cdef class FixPublisher:
             self._transition(state, reason, device_ns, pubs)
         if self.sky_decimation and has_satellites:
             if self._sky_count % self.sky_decimation == 0:
-                pubs.append(self._publication("sky", {"satellites": e.satellites()}, device_ns))
+                pubs.append(self._new("sky", {"satellites": e.satellites()}, device_ns))
             self._sky_count += 1
         return 0
 

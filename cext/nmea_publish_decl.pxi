@@ -2,6 +2,7 @@
 
 cdef class FixPublisher:
     cdef object _publication                  # the Publication class: (channel, payload, device_time_ns)
+    cdef bint _plain_publication              # it is a plain dataclass: built without calling its __init__
     cdef object _epoch_type, _frame_type, _binary_epoch_type
     cdef dict _binary                         # "casic"/"ubx" -> BinaryAssembler (empty: NMEA only)
     cdef dict _handlers                       # message type -> callable(message, pubs), other messages
@@ -21,6 +22,7 @@ cdef class FixPublisher:
     cdef long long _nmea_run                  # NMEA epochs since the last binary one
     cdef long long _last_fix_ns               # device time of the last fix published (binary receivers)
 
+    cdef object _new(self, str channel, object payload, long long device_ns)
     # 0 = done, -1 = exception set
     cdef int _epoch(self, object e, object now_ns, list pubs) except -1
     cdef int _publish(self, object e, object now_ns, list pubs) except -1
