@@ -10,6 +10,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_Next
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.ref cimport PyObject
 from libc.math cimport fabs, isinf, isnan, rint, signbit
 from libc.string cimport memcpy
@@ -201,17 +202,95 @@ cdef int _nj_key(_NmJson* b, object key) except -1:
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
+# Dict keys already written, by object: `,"key":` for exact-str ASCII keys without escapes. The
+# payload keys are the same few str objects every time (module constants), so most keys are one
+# memcpy. A slot holds a strong reference to its key (_NJ_KEYS_ALIVE), so the address it is found
+# by cannot be reused by another object while it is cached.
+cdef enum:
+    NJ_KEY_SLOTS = 512
+    NJ_KEY_TEXT = 40
+
+cdef struct _NjKey:
+    PyObject* key
+    Py_ssize_t len
+    char text[NJ_KEY_TEXT]
+
+cdef _NjKey _NJ_KEYS[NJ_KEY_SLOTS]
+cdef list _NJ_KEYS_ALIVE = [None] * NJ_KEY_SLOTS
+
+
+cdef int _nj_dict_key(_NmJson* b, PyObject* key, bint first) except -1:
+    # `"key":` (first) or `,"key":`
+    cdef size_t slot = (<size_t>key >> 4) & (NJ_KEY_SLOTS - 1)
+    cdef _NjKey* ent = &_NJ_KEYS[slot]
+    cdef Py_ssize_t n, i
+    cdef const char* p
+    cdef unsigned char c
+    if ent.key == key:
+        if first:
+            return _nj_put(b, ent.text + 1, ent.len - 1)
+        return _nj_put(b, ent.text, ent.len)
+    if type(<object>key) is str and PyUnicode_IS_COMPACT_ASCII(<object>key):
+        n = PyUnicode_GET_LENGTH(<object>key)
+        if n <= NJ_KEY_TEXT - 4:
+            p = <const char*>PyUnicode_DATA(<object>key)
+            for i in range(n):
+                c = <unsigned char>p[i]
+                if c < 0x20 or c == 34 or c == 92:
+                    break
+            else:
+                ent.text[0] = 44
+                ent.text[1] = 34
+                memcpy(ent.text + 2, p, n)
+                ent.text[n + 2] = 34
+                ent.text[n + 3] = 58
+                ent.len = n + 4
+                ent.key = key
+                _NJ_KEYS_ALIVE[slot] = <object>key
+                if first:
+                    return _nj_put(b, ent.text + 1, ent.len - 1)
+                return _nj_put(b, ent.text, ent.len)
+    _nj_put(b, ",\"", 2) if not first else _nj_byte(b, 34)
+    if isinstance(<object>key, str):
+        _nj_chars(b, <str>key)
+    else:
+        _nj_key(b, <object>key)
+    return _nj_put(b, "\":", 2)
+
+
+cdef int _nj_bytes(_NmJson* b, object o) except -1:
+    cdef const unsigned char[::1] view = bytes(o) if not isinstance(o, bytes) else o
+    cdef Py_ssize_t n = view.shape[0], i
+    _nj_reserve(b, 2 * n + 2)
+    b.data[b.len] = 34
+    b.len += 1
+    for i in range(n):
+        b.data[b.len] = _NM_HEX[view[i] >> 4]
+        b.data[b.len + 1] = _NM_HEX[view[i] & 15]
+        b.len += 2
+    return _nj_byte(b, 34)
+
+
 cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
     cdef object t = type(o)
     cdef long long v
     cdef int overflow
-    cdef Py_ssize_t pos = 0, i, n
+    cdef Py_ssize_t pos = 0, n
     cdef PyObject* key
     cdef PyObject* val
-    cdef const unsigned char[::1] view
     cdef bint first
     if depth > NM_JSON_MAX_DEPTH:
         raise ValueError("payload nested too deeply (or circular)")
+    if t is float:  # the common cases first; subclasses go the long way below
+        return _nj_float(b, PyFloat_AS_DOUBLE(o))
+    if t is dict:
+        _nj_byte(b, 123)  # {
+        first = True
+        while PyDict_Next(o, &pos, &key, &val):
+            _nj_dict_key(b, key, first)
+            first = False
+            _nj_value(b, <object>val, depth + 1)
+        return _nj_byte(b, 125)  # }
     if t is str or isinstance(o, str):
         _nj_byte(b, 34)
         _nj_chars(b, o)
@@ -231,22 +310,14 @@ cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
             _nj_put(b, "-", 1)
             return _nj_ull(b, <unsigned long long>(-(v + 1)) + 1)
         return _nj_ull(b, <unsigned long long>v)
-    if t is float or isinstance(o, float):
+    if isinstance(o, float):
         return _nj_float(b, <double>o)
-    if t is dict or isinstance(o, dict):
+    if isinstance(o, dict):
         _nj_byte(b, 123)  # {
         first = True
         while PyDict_Next(o, &pos, &key, &val):
-            if first:
-                _nj_byte(b, 34)
-                first = False
-            else:
-                _nj_put(b, ",\"", 2)
-            if isinstance(<object>key, str):
-                _nj_chars(b, <str>key)
-            else:
-                _nj_key(b, <object>key)
-            _nj_put(b, "\":", 2)
+            _nj_dict_key(b, key, first)
+            first = False
             _nj_value(b, <object>val, depth + 1)
         return _nj_byte(b, 125)  # }
     if t is list or t is tuple or isinstance(o, (list, tuple, set, frozenset)):
@@ -259,16 +330,7 @@ cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
             _nj_value(b, item, depth + 1)
         return _nj_byte(b, 93)  # ]
     if isinstance(o, (bytes, bytearray, memoryview)):
-        view = bytes(o) if not isinstance(o, bytes) else o
-        n = view.shape[0]
-        _nj_reserve(b, 2 * n + 2)
-        b.data[b.len] = 34
-        b.len += 1
-        for i in range(n):
-            b.data[b.len] = _NM_HEX[view[i] >> 4]
-            b.data[b.len + 1] = _NM_HEX[view[i] & 15]
-            b.len += 2
-        return _nj_put(b, "\"", 1)
+        return _nj_bytes(b, o)
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
 
