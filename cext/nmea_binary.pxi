@@ -144,13 +144,8 @@ cdef class BinaryEpoch:
 
     def fix_payload(self):
         """The `fix` payload: the keys of the NMEA one (docs/contract.md), `source` casic or ubx."""
-        cdef int i, s
-        used = {}
-        view = {}
-        for i in range(5):
-            s = _NM_PAYLOAD_ORDER[i]
-            used[_NM_SYSTEMS[s]] = _nm_popcount(self._used[s])
-            view[_NM_SYSTEMS[s]] = _nm_popcount(self._view[s])
+        used = _nm_counts(self._used)
+        view = _nm_counts(self._view)
         return {
             "time_ns": self.time_ns if self.time_ns >= 0 else None,
             "lat": _nb_round(self.lat, 1e9),

@@ -186,6 +186,13 @@ cdef inline int _nm_popcount(unsigned long long x) noexcept nogil:
     return n
 
 
+cdef inline dict _nm_counts(unsigned long long* bits):
+    # satellites per constellation, in payload order (docs/contract.md): BDS first
+    return {"BDS": _nm_popcount(bits[NM_SYS_BDS]), "GPS": _nm_popcount(bits[NM_SYS_GPS]),
+            "GLO": _nm_popcount(bits[NM_SYS_GLO]), "GAL": _nm_popcount(bits[NM_SYS_GAL]),
+            "QZSS": _nm_popcount(bits[NM_SYS_QZSS])}
+
+
 @cython.freelist(8)
 cdef class Epoch:
     """One fix time's worth of sentences, merged. Positions in degrees, speed in m/s; NaN or -1
@@ -194,14 +201,12 @@ cdef class Epoch:
     @property
     def sats_used(self):
         """Satellites used in the solution per constellation (from GSA System IDs / talkers)."""
-        cdef int i
-        return {_NM_SYSTEMS[_NM_PAYLOAD_ORDER[i]]: _nm_popcount(self._used[_NM_PAYLOAD_ORDER[i]]) for i in range(5)}
+        return _nm_counts(self._used)
 
     @property
     def sats_view(self):
         """Distinct satellites in view per constellation (from the epoch's GSV sentences)."""
-        cdef int i
-        return {_NM_SYSTEMS[_NM_PAYLOAD_ORDER[i]]: _nm_popcount(self._view[_NM_PAYLOAD_ORDER[i]]) for i in range(5)}
+        return _nm_counts(self._view)
 
     @property
     def has_satellites(self):
@@ -221,8 +226,8 @@ cdef class Epoch:
             "hdop": _nm_opt(self.hdop),
             "pdop": _nm_opt(self.pdop),
             "vdop": _nm_opt(self.vdop),
-            "sats_used": self.sats_used,
-            "sats_view": self.sats_view,
+            "sats_used": _nm_counts(self._used),
+            "sats_view": _nm_counts(self._view),
             "source": "nmea",
         }
 
