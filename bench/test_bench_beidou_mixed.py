@@ -7,71 +7,39 @@ GSV for signals 1 and 7/8) with, per epoch,
 - ubx: UBX NAV-PVT, NAV-DOP, NAV-SAT, NAV-TIMEUTC, NAV-EOE before the sentences;
 and 1 in 8 epochs carries 24 bytes of random garbage (sync bytes and `$` included).
 
-Measured: NmeaDecoder(binary=True) alone (frames + sentences per second, MB/s) and the receiver
-protocol (decoder + NMEA and binary epochs + the choice of source + payloads: epochs per second),
-each on the compiled decoder and on the twin. Then 50,000 epochs of the ubx corpus in a file,
-decoded by `tianwang decode --driver beidou -` and by `gpsdecode` (best of 3 each).
+The corpora are the "mixed-casic" and "mixed-ubx" shapes of bench/beidou_corpora.py.
+
+Measured: NmeaDecoder(binary=True) alone (frames + sentences per second, MB/s), BinaryAssembler
+alone (the NAV decoding: frames and epochs per second) and the receiver protocol (decoder + NMEA and
+binary epochs + the choice of source + payloads: epochs per second), each on the compiled hot path
+and on the twin. Then 50,000 epochs of each corpus in a file, decoded by
+`tianwang decode --driver beidou -` and by `gpsdecode` (best of 3 each).
 Target (issue 11): `tianwang decode` still >= 5x faster than gpsdecode on the mixed file.
 """
 
 from __future__ import annotations
 
-import math
 import random
-import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
+import beidou_corpora  # the corpus shapes (bench/beidou_corpora.py), shared with `tianwang bench`
 import benchreport
 import pytest
 
-from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.beidou.receiver import ReceiverProtocol
 
 CHUNK = 64 * 1024
-ROOT = Path(__file__).resolve().parents[1]
-T0 = 1_751_328_000 * 10**9  # 2025-07-01 00:00:00 UTC
 SECTION = "mixed NMEA + binary"
 EPOCHS_FILE = 50_000
-WRITER = w.EpochWriter(style="nmea410", order=("GGA", "RMC", "GSA", "GSV"), dual_band=True)
-
-
-def state(k: int) -> w.EpochState:
-    ang = k / 600.0
-    sats = [w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 38 + s % 7, used=s % 5 != 0) for s in (2, 5, 10, 13, 15, 18, 24, 29)]
-    sats += [w.Satellite("GLO", s, 25 + s, 23 * s % 360, 35, used=True) for s in (1, 7, 8, 22)]
-    sats += [w.Satellite("BDS", s, 15 + s, 13 * s % 360, 40, used=s != 33) for s in (6, 9, 16, 24, 33, 39)]
-    return w.EpochState(time_ns=T0 + k * 10**9, lat=30.5928 + 0.02 * math.sin(ang), lon=114.3055 + 0.03 * math.cos(ang),
-                        alt_m=23.4, geoid_sep_m=-13.1, speed_mps=11.0, course_deg=(k // 10) % 360, hdop=0.8,
-                        pdop=1.4, vdop=1.1, satellites=sats)
+WRITER = beidou_corpora.MIXED_WRITER
+state = beidou_corpora.mixed_state
 
 
 def epoch_bytes(kind: str, k: int, rng: random.Random) -> tuple[bytes, int]:
-    st = state(k)
-    nmea = WRITER.sentences(st)
-    if kind == "casic":
-        frames = w.casic_epoch(st, 1_000_000 + k * 1000)
-        parts = []
-        for i in range(max(len(nmea), len(frames))):
-            parts += frames[i:i + 1] + nmea[i:i + 1]
-    else:
-        frames = w.ubx_epoch(st)
-        parts = frames + nmea
-    if k % 8 == 7:
-        parts.append(bytes(rng.choice(b"\xb5\x62\xba\xce$\r\n,*AZ09\x00\xff") for _ in range(24)))
-    return b"".join(parts), len(nmea) + len(frames)
+    return beidou_corpora.epoch_bytes(f"mixed-{kind}", k, rng)
 
 
 def corpus(kind: str, epochs: int) -> tuple[bytes, int]:
-    rng = random.Random(kind)
-    out, n = [], 0
-    for k in range(epochs):
-        data, count = epoch_bytes(kind, k, rng)
-        out.append(data)
-        n += count
-    return b"".join(out), n
+    return beidou_corpora.corpus(f"mixed-{kind}", epochs, seed=kind)
 
 
 @pytest.fixture(scope="module", params=["casic", "ubx"])
@@ -117,43 +85,46 @@ def test_mixed_stream_receiver(benchmark, impl, mixed):
                              f"{count / s:>12,.0f} frames+sentences/s")
 
 
-def best_of(argv, path, rounds=3):
-    times = []
-    for _ in range(rounds):
-        with open(path, "rb") as stdin:
-            start = time.perf_counter()
-            done = subprocess.run(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-            times.append(time.perf_counter() - start)
-        assert done.returncode == 0, done.stderr.decode()
-    return min(times), done.stderr.decode()
+def test_mixed_stream_binary_assembler(benchmark, impl, mixed):
+    # the NAV decoding alone: the stream's binary frames through BinaryAssembler
+    kind, data, _ = mixed
+    dec = impl.NmeaDecoder(binary=True)
+    frames = [m for m in dec.feed(data) + dec.finish() if type(m) is impl.BinaryFrame]
+
+    def run():
+        a = impl.BinaryAssembler(kind)
+        push = a.push
+        n = 0
+        for f in frames:
+            n += len(push(f))
+        return n + len(a.flush(final=True))
+
+    got = benchmark.pedantic(run, rounds=3 if impl.NAME == "python" else 10, iterations=1, warmup_rounds=1)
+    assert got == 3000
+    s = benchmark.stats.stats.median
+    benchreport.add(SECTION, f"{impl.NAME:<7}{kind:<6}BinaryAssembler {len(frames) / s:>12,.0f} frames/s "
+                             f"{3000 / s:>12,.0f} epochs/s")
 
 
 @pytest.mark.timeout(900)
-def test_tianwang_decode_vs_gpsdecode_mixed(benchmark, tmp_path):
-    exe = shutil.which("gpsdecode")
-    if exe is None:
-        pytest.fail("gpsdecode is not installed: `make tools` (Debian package gpsd-clients)")
-    path = tmp_path / "mixed_ubx.bin"
-    rng = random.Random(11)
-    items = 0
-    with open(path, "wb") as f:
-        block = []
-        for k in range(EPOCHS_FILE):
-            data, n = epoch_bytes("ubx", k, rng)
-            block.append(data)
-            items += n
-            if len(block) == 1000:
-                f.write(b"".join(block))
-                block = []
-        f.write(b"".join(block))
-    ours, summary = best_of([sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"], path)
-    theirs, _ = best_of([exe], path)
+@pytest.mark.parametrize("kind", ["ubx", "casic"])
+def test_tianwang_decode_vs_gpsdecode_mixed(benchmark, tmp_path, kind):
+    shape = f"mixed-{kind}"
+    path = tmp_path / f"{shape}.bin"
+    items = beidou_corpora.write_file(shape, path, epochs=EPOCHS_FILE, seed=11)
+    try:
+        r = beidou_corpora.decode_ratio(shape, path)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    ratio = theirs / ours
-    benchmark.extra_info.update({"tianwang_s": round(ours, 3), "gpsdecode_s": round(theirs, 3), "speedup": round(ratio, 2),
-                                 "bytes": path.stat().st_size, "frames_and_sentences": items})
-    benchreport.add(SECTION, f"mixed file: {EPOCHS_FILE:,} epochs, {items:,} UBX frames + NMEA sentences, "
-                             f"{path.stat().st_size / 1e6:.0f} MB")
-    benchreport.add(SECTION, f"tianwang decode --driver beidou {ours:>8.2f} s   gpsdecode {theirs:>8.2f} s   "
-                             f"speed-up {ratio:.2f}x")
-    benchreport.add(SECTION, f"tianwang decode summary: {summary.strip()[:160]}")
+    benchmark.extra_info.update({"tianwang_s": round(r["tianwang_s"], 3), "gpsdecode_s": round(r["gpsdecode_s"], 3),
+                                 "speedup": round(r["ratio"], 2), "bytes": r["bytes"], "frames_and_sentences": items,
+                                 "shape": shape})
+    benchreport.add(SECTION, f"mixed file ({kind}): {EPOCHS_FILE:,} epochs, {items:,} {kind.upper()} frames + NMEA "
+                             f"sentences, {r['bytes'] / 1e6:.0f} MB")
+    benchreport.add(SECTION, f"tianwang decode --driver beidou {r['tianwang_s']:>8.2f} s   gpsdecode "
+                             f"{r['gpsdecode_s']:>8.2f} s   speed-up {r['ratio']:.2f}x")
+    benchreport.add(SECTION, f"tianwang decode summary: {r['summary'][:160]}")
+    benchreport.add("tianwang decode vs gpsdecode (whole process)",
+                    f"{shape:<12}{r['description']:<70}{r['tianwang_s']:>7.2f} s {r['gpsdecode_s']:>7.2f} s "
+                    f"{r['ratio']:>6.2f}x")
