@@ -2,7 +2,7 @@
 
 The decoding lives in the hot path: `BinaryAssembler` and `BinaryEpoch` are the compiled ones
 (cext/nmea_binary.pxi) or their pure-Python twins (cext/nmea_binary_py.py, which also records the
-vendor-specification facts relied on), whichever tianwang.gateway.framing chose. This module keeps
+vendor-specification facts relied on), whichever the hot-path switch chose. This module keeps
 the names where the driver code has always imported them from.
 
     a = BinaryAssembler("ubx")            # or "casic"
@@ -12,6 +12,6 @@ the names where the driver code has always imported them from.
 
 from __future__ import annotations
 
-from tianwang.gateway.framing import BinaryAssembler, BinaryEpoch
+from tianwang.drivers.sdk import BinaryAssembler, BinaryEpoch
 
 __all__ = ["BinaryAssembler", "BinaryEpoch"]
