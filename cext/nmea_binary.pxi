@@ -173,14 +173,11 @@ cdef class BinaryEpoch:
                 continue
             for svid in range(64):
                 if (self._view[s] >> svid) & 1:
-                    out.append({
-                        "system": _NM_SYSTEMS[s],
-                        "svid": svid,
-                        "elev": self._elev[s][svid] if self._elev[s][svid] != NB_NONE else None,
-                        "az": self._az[s][svid] if self._az[s][svid] != NB_NONE else None,
-                        "snr": self._snr[s][svid] if self._snr[s][svid] != NB_NONE else None,
-                        "used": bool((self._used[s] >> svid) & 1),
-                    })
+                    out.append(_nm_sat(_NM_SYSTEMS[s], svid,
+                                       self._elev[s][svid] if self._elev[s][svid] != NB_NONE else None,
+                                       self._az[s][svid] if self._az[s][svid] != NB_NONE else None,
+                                       self._snr[s][svid] if self._snr[s][svid] != NB_NONE else None,
+                                       (self._used[s] >> svid) & 1))
         return out
 
     def __repr__(self):

@@ -186,6 +186,23 @@ cdef inline int _nm_popcount(unsigned long long x) noexcept nogil:
     return n
 
 
+cdef extern from "Python.h":
+    dict _PyDict_NewPresized(Py_ssize_t minused)
+
+
+cdef inline dict _nm_sat(str system, int svid, object elev, object az, object snr, bint used):
+    # one satellite of a sky payload; sized for its six keys up front (a dict literal of six keys
+    # starts at five usable slots and grows once)
+    cdef dict d = _PyDict_NewPresized(6)
+    d["system"] = system
+    d["svid"] = svid
+    d["elev"] = elev
+    d["az"] = az
+    d["snr"] = snr
+    d["used"] = used
+    return d
+
+
 cdef inline dict _nm_counts(unsigned long long* bits):
     # satellites per constellation, in payload order (docs/contract.md): BDS first
     return {"BDS": _nm_popcount(bits[NM_SYS_BDS]), "GPS": _nm_popcount(bits[NM_SYS_GPS]),
@@ -270,14 +287,9 @@ cdef class Epoch:
             s = _NM_PAYLOAD_ORDER[i]
             for svid in range(64):
                 if (seen[s] >> svid) & 1:
-                    out.append({
-                        "system": _NM_SYSTEMS[s],
-                        "svid": svid,
-                        "elev": elev[s][svid] if elev[s][svid] >= 0 else None,
-                        "az": az[s][svid] if az[s][svid] >= 0 else None,
-                        "snr": snr[s][svid] if snr[s][svid] >= 0 else None,
-                        "used": bool((self._used[s] >> svid) & 1),
-                    })
+                    out.append(_nm_sat(_NM_SYSTEMS[s], svid, elev[s][svid] if elev[s][svid] >= 0 else None,
+                                       az[s][svid] if az[s][svid] >= 0 else None,
+                                       snr[s][svid] if snr[s][svid] >= 0 else None, (self._used[s] >> svid) & 1))
         return out
 
     def __repr__(self):
