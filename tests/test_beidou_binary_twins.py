@@ -193,3 +193,88 @@ def test_mixed_stream_whole_split_and_byte_by_byte(kind):
     for impl in framing.implementations():
         for cuts in ([], range(1, len(data)), sorted(rng.sample(range(1, len(data)), 40))):
             assert publications(impl, data, cuts) == want, impl.NAME
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-epoch publishing (FixPublisher): the same publications and counters on both
+
+
+@st.composite
+def receiver_run(draw):
+    ew = w.EpochWriter(order=draw(st.sampled_from([("GGA", "RMC", "GSA", "GSV"), ("RMC", "GGA", "GSA"),
+                                                  ("GSV", "GSA", "GGA", "RMC")])), dual_band=draw(st.booleans()))
+    kind = draw(st.sampled_from(["nmea", "casic", "ubx"]))
+    data, t = b"", 0
+    for k in range(draw(st.integers(1, 8))):
+        t += draw(st.sampled_from([1, 1, 1, 2, 5]))
+        st_ = _state(t, valid=draw(st.booleans()) or k == 0)
+        st_.hdop = draw(st.sampled_from([0.8, 0.8, 6.5]))
+        if draw(st.booleans()):
+            st_.satellites = st_.satellites[:draw(st.integers(0, 6))]
+        nm = ew.sentences(st_)
+        if kind == "casic":
+            nm = w.casic_epoch(st_, 7_000_000 + t * 1000) + nm
+        elif kind == "ubx":
+            nm = w.ubx_epoch(st_) + nm
+        data += b"".join(nm) + (b"$GPTXT,01,01,01,ANTENNA OPEN*25\r\n" if draw(st.booleans()) else b"")
+    options = dict(hdop_limit=draw(st.sampled_from([2.0, 5.0])), min_sats=draw(st.sampled_from([0, 4, 12])),
+                   sky_decimation=draw(st.sampled_from([0, 1, 3])),
+                   protocol=draw(st.sampled_from(["auto", "auto", "nmea", "casic", "ubx"])))
+    return data, options
+
+
+def run_receiver(impl, data, options, live):
+    p = ReceiverProtocol("pub", implementation=impl, **options)
+    pubs = []
+    if live:
+        now = 10**12
+        for i in range(0, len(data), 97):
+            pubs += p.feed(data[i:i + 97], now)
+            now += 37_000_000
+            pubs += p.tick(now)
+        pubs += p.tick(now + 900_000_000) + p.tick(now + 9 * SEC) + p.finish(now + 9 * SEC)
+    else:
+        pubs += p.feed(data, None) + p.finish(None)
+    return ([(x.channel, x.payload, x.device_time_ns) for x in pubs],
+            (p.state, p.superseded, p.drops, p.dropped_bytes, p.epochs, p.fragments, p.closed_by))
+
+
+@settings(max_examples=FUZZ_EXAMPLES // 10)
+@given(run=receiver_run(), live=st.booleans())
+def test_publisher_twins_agree(run, live):
+    data, options = run
+    want = run_receiver(framing.twins(), data, options, live)
+    assert run_receiver(framing.compiled(), data, options, live) == want
+
+
+def test_publisher_builds_publications_like_their_constructor():
+    # the compiled FixPublisher builds the plain Publication dataclass without calling its
+    # __init__: the objects must be the same as the constructor's, frozen included
+    import dataclasses
+
+    from tianwang.drivers.sdk import Publication
+
+    c = framing.compiled()
+    p = c.FixPublisher(Publication, c.Epoch, c.BinaryFrame, c.BinaryEpoch, {}, {}, hdop_limit=5, min_sats=4,
+                       sky_decimation=1, stale_ns=3 * SEC, protocol="nmea")
+    pubs = []
+    p.transition("FIX", "ok", 7, pubs)
+    assert pubs == [Publication("state", {"state": "FIX", "previous": None, "reason": "ok"}, 7)]
+    assert type(pubs[0]) is Publication and repr(pubs[0]) == repr(Publication(**vars(pubs[0])))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pubs[0].channel = "other"
+
+    @dataclasses.dataclass
+    class Traced:  # not the plain dataclass: built through its constructor
+        channel: str
+        payload: dict
+        device_time_ns: int = 0
+
+        def __post_init__(self):
+            self.payload = dict(self.payload, traced=True)
+
+    p = c.FixPublisher(Traced, c.Epoch, c.BinaryFrame, c.BinaryEpoch, {}, {}, hdop_limit=5, min_sats=4,
+                       sky_decimation=1, stale_ns=3 * SEC, protocol="nmea")
+    pubs = []
+    p.transition("NO_FIX", "no", 0, pubs)
+    assert pubs[0].payload["traced"] is True

@@ -226,6 +226,7 @@ def test_json_lines_twins_agree(payloads, prefix):
     pubs = [Publication(channel, value if isinstance(value, dict) else {"v": value}, t) for channel, value, t in payloads]
     texts = [impl.json_lines(prefix, pubs) for impl in framing.implementations()]
     assert all(t == texts[0] for t in texts)
+    assert all(impl.json_lines_utf8(prefix, pubs) == texts[0].encode() for impl in framing.implementations())
     lines = texts[0].split("\n")  # not splitlines(): U+0085 and U+2028 may sit inside strings
     assert lines[-1] == "" and len(lines) == len(pubs) + 1
     for line, pub in zip(lines, pubs):
@@ -243,6 +244,21 @@ def test_json_lines_matches_json_module_float_for_float():
         assert impl.json_lines("p/", pubs) == "".join(
             json.dumps({"topic": "p/x", "device_time_ns": 0, "payload": {"v": f}}, separators=(",", ":")) + "\n"
             for f in floats)
+
+
+def test_json_lines_key_cache_never_writes_a_stale_key(impl):
+    # the compiled writer remembers dict keys by object: keys made and dropped one after another
+    # (addresses get reused), keys equal in value but distinct objects, keys needing escapes
+    for round_ in range(3):
+        pubs = []
+        for i in range(3000):
+            key = "".join(("k", str(i), "\"" if i % 97 == 0 else "", "é" if i % 89 == 0 else ""))
+            pubs.append(Publication("x", {key: i, "lat": 1.5, str(round_ * 10_000 + i): None}, i))
+            del key
+        want = "".join(json.dumps({"topic": "p/x", "device_time_ns": p.device_time_ns, "payload": p.payload},
+                                  separators=(",", ":"), ensure_ascii=False) + "\n" for p in pubs)
+        assert impl.json_lines("p/", pubs) == want
+        assert impl.json_lines_utf8("p/", pubs) == want.encode()
 
 
 def test_json_lines_keys_as_json_writes_them(impl):
