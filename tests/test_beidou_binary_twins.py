@@ -19,7 +19,7 @@ from tests.conftest import FUZZ_EXAMPLES
 T0 = int(dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()) * 10**9
 SEC = 10**9
 
-pytestmark = pytest.mark.skipif(framing.compiled() is None, reason="needs the compiled hot path to compare with")
+needs_compiled = pytest.mark.skipif(framing.compiled() is None, reason="needs the compiled hot path to compare with")
 
 
 def _state(k, valid=True):
@@ -109,6 +109,7 @@ def good_epochs(kind, n, valid=True):
     return frames
 
 
+@needs_compiled
 @settings(max_examples=FUZZ_EXAMPLES // 4)
 @given(frames=st.lists(st.one_of(nav_frame(), st.sampled_from(good_epochs("casic", 3) + good_epochs("ubx", 3))),
                        max_size=30),
@@ -118,6 +119,7 @@ def test_twins_agree_on_any_nav_messages(frames, flush_every):
     assert assemble(framing.compiled(), frames, flush_every) == want
 
 
+@needs_compiled
 @pytest.mark.parametrize("kind", ["casic", "ubx"])
 @pytest.mark.parametrize("valid", [True, False])
 def test_twins_agree_on_receiver_epochs(kind, valid):
@@ -239,6 +241,7 @@ def run_receiver(impl, data, options, live):
             (p.state, p.superseded, p.drops, p.dropped_bytes, p.epochs, p.fragments, p.closed_by))
 
 
+@needs_compiled
 @settings(max_examples=FUZZ_EXAMPLES // 10)
 @given(run=receiver_run(), live=st.booleans())
 def test_publisher_twins_agree(run, live):
@@ -247,6 +250,7 @@ def test_publisher_twins_agree(run, live):
     assert run_receiver(framing.compiled(), data, options, live) == want
 
 
+@needs_compiled
 def test_publisher_builds_publications_like_their_constructor():
     # the compiled FixPublisher builds the plain Publication dataclass without calling its
     # __init__: the objects must be the same as the constructor's, frozen included
