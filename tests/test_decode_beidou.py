@@ -211,6 +211,20 @@ def test_cli_decode_file_and_stdin(tmp_path):
     assert piped.returncode == 0 and piped.stdout.decode() == expected("casic_bds3_terminal")
 
 
+def test_cli_decode_stops_quietly_when_the_reader_goes_away(tmp_path):
+    # `tianwang decode ... | head -1`: no traceback, exit 0
+    path = tmp_path / "long.nmea"
+    path.write_bytes((CAPTURES / "casic_bds3_terminal.nmea").read_bytes() * 3000)
+    with open(path, "rb") as stdin:
+        proc = subprocess.Popen([sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"], cwd=ROOT,
+                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0 and json.loads(first)["topic"].startswith("gnss/capture/")
+    assert "Traceback" not in err and "Exception" not in err, err
+
+
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
               st.floats(-1e6, 1e6).map(lambda x: round(x, 4)), st.text(max_size=12), st.binary(max_size=8)),

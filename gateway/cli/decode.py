@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import sys
 
 from tianwang.gateway.errors import DriverError
@@ -152,10 +153,15 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
                 head = chunk[:4096]
             emit(decoder.feed(chunk))
         emit(decoder.finish())
+        outfile.flush()
+    except BrokenPipeError:
+        # the reader went away (`tianwang decode ... | head`): stop there, quietly, as a pipeline
+        # expects; what is still buffered goes nowhere rather than raising again at exit
+        _discard_output(outfile)
+        return 0
     finally:
         if gc_was_enabled:
             gc.enable()
-    outfile.flush()
     drops = ", ".join(f"{reason}={n}" for reason, n in sorted(decoder.drops.items()) if n)
     if drops:
         what = f"; drops: {drops}"
@@ -172,6 +178,18 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
     if hint:
         print(f"tianwang decode: {hint}", file=errfile)
     return 0
+
+
+def _discard_output(outfile) -> None:
+    try:
+        fd = outfile.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def suggest_driver(head: bytes, driver: str) -> str | None:
