@@ -43,9 +43,16 @@ cdef inline int _nj_reserve(_NmJson* b, Py_ssize_t extra) except -1:
 
 
 cdef inline int _nj_put(_NmJson* b, const char* s, Py_ssize_t n) except -1:
+    cdef Py_ssize_t i
+    cdef char* d
     if b.len + n > b.cap:
         _nj_grow(b, n)
-    memcpy(b.data + b.len, s, n)
+    d = b.data + b.len
+    if n <= 16:  # keys and punctuation: cheaper than a call to memcpy
+        for i in range(n):
+            d[i] = s[i]
+    else:
+        memcpy(d, s, n)
     b.len += n
     return 0
 
@@ -303,6 +310,10 @@ cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
         return _nj_put(b, "false", 5)
     if t is int or isinstance(o, int):
         v = PyLong_AsLongLongAndOverflow(o, &overflow)
+        if 0 <= v < 10 and b.len < b.cap:  # counts, qualities, modes
+            b.data[b.len] = <char>(48 + v)
+            b.len += 1
+            return 0
         if overflow:
             s = int.__repr__(o)
             return _nj_put(b, PyUnicode_AsUTF8AndSize(s, &n), n)
