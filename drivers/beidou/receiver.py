@@ -54,7 +54,8 @@ stale_periods (3.0), silent_s (2.0), sky_decimation (5), require_checksum (False
 Binary beside NMEA (`protocol`): CASIC (`BA CE`, ZKW AT6558 modules) and UBX (`B5 62`) frames are
 found and checksum-verified by the hot path's NmeaDecoder in the same byte stream, and decoded into
 epochs by the hot path's BinaryAssembler (NAV-PV/TIMEUTC/DOP/STATUS/*INFO, NAV-PVT/SAT/TIMEUTC/DOP/
-EOE; see tianwang.drivers.beidou.binary). One fix per epoch is published whatever the receiver sends: with "auto", binary epochs win
+EOE; see tianwang.drivers.beidou.binary). One fix per epoch is published whatever the receiver
+sends (the hot path's FixPublisher chooses and publishes): with "auto", binary epochs win
 while the receiver sends them (the NMEA epochs are counted as `superseded`), NMEA epochs are
 published before the first binary epoch and again once three NMEA epochs came without one; an epoch
 whose time is not after the last published fix is never published twice. "casic" or "ubx" publish
