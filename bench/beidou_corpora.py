@@ -167,9 +167,9 @@ def write_file(shape: str, path, *, epochs: int | None = None, items: int | None
     return n
 
 
-def best_of(argv, path, rounds: int = 3) -> tuple[float, str, bytes]:
-    """Fastest wall time of `rounds` runs of argv with stdin from `path` (stdout discarded unless
-    asked for); returns (seconds, stderr of the last run, b"")."""
+def best_of(argv, path, rounds: int = 3) -> tuple[float, str]:
+    """Fastest wall time of `rounds` runs of argv with stdin from `path` and stdout discarded;
+    returns (seconds, stderr of the last run). Raises RuntimeError when a run fails."""
     times = []
     done = None
     for _ in range(rounds):
@@ -179,7 +179,7 @@ def best_of(argv, path, rounds: int = 3) -> tuple[float, str, bytes]:
             times.append(time.perf_counter() - start)
         if done.returncode != 0:
             raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.decode()[:300]}")
-    return min(times), done.stderr.decode(), b""
+    return min(times), done.stderr.decode()
 
 
 TIANWANG_DECODE = [sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"]
@@ -191,8 +191,8 @@ def decode_ratio(shape: str, path, rounds: int = 3) -> dict:
     exe = shutil.which("gpsdecode")
     if exe is None:
         raise RuntimeError("gpsdecode is not installed: `make tools` (Debian package gpsd-clients)")
-    ours, summary, _ = best_of(TIANWANG_DECODE, path, rounds)
-    theirs, _, _ = best_of([exe], path, rounds)
+    ours, summary = best_of(TIANWANG_DECODE, path, rounds)
+    theirs, _ = best_of([exe], path, rounds)
     return {"shape": shape, "description": DESCRIPTIONS[shape], "bytes": Path(path).stat().st_size,
             "tianwang_s": ours, "gpsdecode_s": theirs, "ratio": theirs / ours, "summary": summary.strip()}
 
