@@ -187,13 +187,20 @@ cdef inline int _nm_popcount(unsigned long long x) noexcept nogil:
 
 
 cdef extern from "Python.h":
-    dict _PyDict_NewPresized(Py_ssize_t minused)
+    dict PyDict_Copy(object d)
+
+# Payload dicts are copies of templates holding every key in its order, then filled in: copying a
+# dict's key table is cheaper than inserting each key into a new one (and growing it past five).
+cdef dict _NM_SAT_TEMPLATE = {"system": None, "svid": None, "elev": None, "az": None, "snr": None, "used": None}
+cdef dict _NM_FIX_TEMPLATE = {"time_ns": None, "lat": None, "lon": None, "alt_m": None, "speed_mps": None,
+                              "course_deg": None, "quality": 0, "mode": 1, "hdop": None, "pdop": None,
+                              "vdop": None, "sats_used": None, "sats_view": None, "source": "nmea"}
+cdef dict _NM_COUNTS_TEMPLATE = {"BDS": 0, "GPS": 0, "GLO": 0, "GAL": 0, "QZSS": 0}
 
 
 cdef inline dict _nm_sat(str system, int svid, object elev, object az, object snr, bint used):
-    # one satellite of a sky payload; sized for its six keys up front (a dict literal of six keys
-    # starts at five usable slots and grows once)
-    cdef dict d = _PyDict_NewPresized(6)
+    # one satellite of a sky payload
+    cdef dict d = PyDict_Copy(_NM_SAT_TEMPLATE)
     d["system"] = system
     d["svid"] = svid
     d["elev"] = elev
@@ -205,9 +212,13 @@ cdef inline dict _nm_sat(str system, int svid, object elev, object az, object sn
 
 cdef inline dict _nm_counts(unsigned long long* bits):
     # satellites per constellation, in payload order (docs/contract.md): BDS first
-    return {"BDS": _nm_popcount(bits[NM_SYS_BDS]), "GPS": _nm_popcount(bits[NM_SYS_GPS]),
-            "GLO": _nm_popcount(bits[NM_SYS_GLO]), "GAL": _nm_popcount(bits[NM_SYS_GAL]),
-            "QZSS": _nm_popcount(bits[NM_SYS_QZSS])}
+    cdef dict d = PyDict_Copy(_NM_COUNTS_TEMPLATE)
+    d["BDS"] = _nm_popcount(bits[NM_SYS_BDS])
+    d["GPS"] = _nm_popcount(bits[NM_SYS_GPS])
+    d["GLO"] = _nm_popcount(bits[NM_SYS_GLO])
+    d["GAL"] = _nm_popcount(bits[NM_SYS_GAL])
+    d["QZSS"] = _nm_popcount(bits[NM_SYS_QZSS])
+    return d
 
 
 @cython.freelist(8)
@@ -231,22 +242,21 @@ cdef class Epoch:
 
     def fix_payload(self):
         """The `fix` payload (docs/contract.md); None for values no sentence gave."""
-        return {
-            "time_ns": self.time_ns if self.time_ns >= 0 else None,
-            "lat": _nm_round(self.lat, 1e9),
-            "lon": _nm_round(self.lon, 1e9),
-            "alt_m": _nm_opt(self.alt_m),
-            "speed_mps": _nm_round(self.speed_mps, 1e4),
-            "course_deg": _nm_opt(self.course_deg),
-            "quality": self.quality,
-            "mode": self.mode,
-            "hdop": _nm_opt(self.hdop),
-            "pdop": _nm_opt(self.pdop),
-            "vdop": _nm_opt(self.vdop),
-            "sats_used": _nm_counts(self._used),
-            "sats_view": _nm_counts(self._view),
-            "source": "nmea",
-        }
+        cdef dict d = PyDict_Copy(_NM_FIX_TEMPLATE)
+        d["time_ns"] = self.time_ns if self.time_ns >= 0 else None
+        d["lat"] = _nm_round(self.lat, 1e9)
+        d["lon"] = _nm_round(self.lon, 1e9)
+        d["alt_m"] = _nm_opt(self.alt_m)
+        d["speed_mps"] = _nm_round(self.speed_mps, 1e4)
+        d["course_deg"] = _nm_opt(self.course_deg)
+        d["quality"] = self.quality
+        d["mode"] = self.mode
+        d["hdop"] = _nm_opt(self.hdop)
+        d["pdop"] = _nm_opt(self.pdop)
+        d["vdop"] = _nm_opt(self.vdop)
+        d["sats_used"] = _nm_counts(self._used)
+        d["sats_view"] = _nm_counts(self._view)
+        return d
 
     def satellites(self):
         """The sky: [{system, svid, elev, az, snr, used}] keyed by (system, svid), BDS first then GPS
