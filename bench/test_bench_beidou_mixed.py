@@ -7,10 +7,13 @@ GSV for signals 1 and 7/8) with, per epoch,
 - ubx: UBX NAV-PVT, NAV-DOP, NAV-SAT, NAV-TIMEUTC, NAV-EOE before the sentences;
 and 1 in 8 epochs carries 24 bytes of random garbage (sync bytes and `$` included).
 
-Measured: NmeaDecoder(binary=True) alone (frames + sentences per second, MB/s) and the receiver
-protocol (decoder + NMEA and binary epochs + the choice of source + payloads: epochs per second),
-each on the compiled decoder and on the twin. Then 50,000 epochs of the ubx corpus in a file,
-decoded by `tianwang decode --driver beidou -` and by `gpsdecode` (best of 3 each).
+The corpora are the "mixed-casic" and "mixed-ubx" shapes of gateway/benchmarks/beidou_corpora.py.
+
+Measured: NmeaDecoder(binary=True) alone (frames + sentences per second, MB/s), BinaryAssembler
+alone (the NAV decoding: frames and epochs per second) and the receiver protocol (decoder + NMEA and
+binary epochs + the choice of source + payloads: epochs per second), each on the compiled hot path
+and on the twin. Then 50,000 epochs of each corpus in a file, decoded by
+`tianwang decode --driver beidou -` and by `gpsdecode` (best of 3 each).
 Target (issue 11): `tianwang decode` still >= 5x faster than gpsdecode on the mixed file.
 """
 
@@ -22,7 +25,7 @@ import benchreport
 import pytest
 
 from tianwang.drivers.beidou.receiver import ReceiverProtocol
-from tianwang.gateway.benchmarks.nmea import TIANWANG_DECODE, best_of, chunks_of, decode_typed, write_mixed_file
+from tianwang.gateway.benchmarks.nmea import chunks_of, decode_typed, decode_vs_gpsdecode
 from tianwang.gateway.benchmarks.nmea import mixed_corpus as corpus
 
 SECTION = "mixed NMEA + binary"
@@ -63,22 +66,44 @@ def test_mixed_stream_receiver(benchmark, impl, mixed):
                              f"{count / s:>12,.0f} frames+sentences/s")
 
 
+def test_mixed_stream_binary_assembler(benchmark, impl, mixed):
+    # the NAV decoding alone: the stream's binary frames through BinaryAssembler
+    kind, data, _ = mixed
+    dec = impl.NmeaDecoder(binary=True)
+    frames = [m for m in dec.feed(data) + dec.finish() if type(m) is impl.BinaryFrame]
+
+    def run():
+        a = impl.BinaryAssembler(kind)
+        push = a.push
+        n = 0
+        for f in frames:
+            n += len(push(f))
+        return n + len(a.flush(final=True))
+
+    got = benchmark.pedantic(run, rounds=3 if impl.NAME == "python" else 10, iterations=1, warmup_rounds=1)
+    assert got == 3000
+    s = benchmark.stats.stats.median
+    benchreport.add(SECTION, f"{impl.NAME:<7}{kind:<6}BinaryAssembler {len(frames) / s:>12,.0f} frames/s "
+                             f"{3000 / s:>12,.0f} epochs/s")
+
+
 @pytest.mark.timeout(900)
-def test_tianwang_decode_vs_gpsdecode_mixed(benchmark, tmp_path):
-    exe = shutil.which("gpsdecode")
-    if exe is None:
+@pytest.mark.parametrize("kind", ["ubx", "casic"])
+def test_tianwang_decode_vs_gpsdecode_mixed(benchmark, tmp_path, kind):
+    if shutil.which("gpsdecode") is None:
         pytest.fail("gpsdecode is not installed: `make tools` (Debian package gpsd-clients)")
-    path = tmp_path / "mixed_ubx.bin"
-    items = write_mixed_file(path, EPOCHS_FILE, "ubx")
-    ours, summary = best_of(TIANWANG_DECODE, path)
-    ours = min(ours)
-    theirs = min(best_of([exe], path)[0])
+    shape = f"mixed-{kind}"
+    r = decode_vs_gpsdecode(shape, EPOCHS_FILE, tmp_path)
+    items = r["items"]
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    ratio = theirs / ours
-    benchmark.extra_info.update({"tianwang_s": round(ours, 3), "gpsdecode_s": round(theirs, 3), "speedup": round(ratio, 2),
-                                 "bytes": path.stat().st_size, "frames_and_sentences": items})
-    benchreport.add(SECTION, f"mixed file: {EPOCHS_FILE:,} epochs, {items:,} UBX frames + NMEA sentences, "
-                             f"{path.stat().st_size / 1e6:.0f} MB")
-    benchreport.add(SECTION, f"tianwang decode --driver beidou {ours:>8.2f} s   gpsdecode {theirs:>8.2f} s   "
-                             f"speed-up {ratio:.2f}x")
-    benchreport.add(SECTION, f"tianwang decode summary: {summary.strip()[:160]}")
+    benchmark.extra_info.update({"tianwang_s": round(r["tianwang_s"], 3), "gpsdecode_s": round(r["gpsdecode_s"], 3),
+                                 "speedup": round(r["ratio"], 2), "bytes": r["bytes"], "frames_and_sentences": items,
+                                 "shape": shape})
+    benchreport.add(SECTION, f"mixed file ({kind}): {EPOCHS_FILE:,} epochs, {items:,} {kind.upper()} frames + NMEA "
+                             f"sentences, {r['bytes'] / 1e6:.0f} MB")
+    benchreport.add(SECTION, f"tianwang decode --driver beidou {r['tianwang_s']:>8.2f} s   gpsdecode "
+                             f"{r['gpsdecode_s']:>8.2f} s   speed-up {r['ratio']:.2f}x")
+    benchreport.add(SECTION, f"tianwang decode summary: {r['summary'][:160]}")
+    benchreport.add("tianwang decode vs gpsdecode (whole process)",
+                    f"{shape:<12}{r['description']:<70}{r['tianwang_s']:>7.2f} s {r['gpsdecode_s']:>7.2f} s "
+                    f"{r['ratio']:>6.2f}x")

@@ -7,22 +7,27 @@
 from cpython.conversion cimport PyOS_double_to_string, Py_DTSF_ADD_DOT_0
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_Next
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.ref cimport PyObject
 from libc.math cimport fabs, isinf, isnan, rint, signbit
 from libc.string cimport memcpy
 
 cdef const char* _NM_HEX = b"0123456789abcdef"
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    void* PyUnicode_DATA(object o)
 
-cdef int _nj_reserve(_NmJson* b, Py_ssize_t extra) except -1:
+
+cdef int _nj_grow(_NmJson* b, Py_ssize_t extra) except -1:
     cdef Py_ssize_t cap = b.cap
     cdef char* data
-    if b.len + extra <= cap:
-        return 0
     while cap < b.len + extra:
-        cap = cap * 2 if cap else 4096
+        cap = cap * 2 if cap else 65536
     data = <char*>PyMem_Realloc(b.data, cap)
     if data == NULL:
         raise MemoryError()
@@ -31,19 +36,51 @@ cdef int _nj_reserve(_NmJson* b, Py_ssize_t extra) except -1:
     return 0
 
 
+cdef inline int _nj_reserve(_NmJson* b, Py_ssize_t extra) except -1:
+    if b.len + extra <= b.cap:
+        return 0
+    return _nj_grow(b, extra)
+
+
 cdef inline int _nj_put(_NmJson* b, const char* s, Py_ssize_t n) except -1:
+    cdef Py_ssize_t i
+    cdef char* d
     if b.len + n > b.cap:
-        _nj_reserve(b, n)
-    memcpy(b.data + b.len, s, n)
+        _nj_grow(b, n)
+    d = b.data + b.len
+    if n <= 16:  # keys and punctuation: cheaper than a call to memcpy
+        for i in range(n):
+            d[i] = s[i]
+    else:
+        memcpy(d, s, n)
     b.len += n
+    return 0
+
+
+cdef inline int _nj_byte(_NmJson* b, char c) except -1:
+    if b.len + 1 > b.cap:
+        _nj_grow(b, 1)
+    b.data[b.len] = c
+    b.len += 1
     return 0
 
 
 cdef int _nj_chars(_NmJson* b, str s) except -1:
     # the characters of a JSON string, escaped as json does with ensure_ascii=False
     cdef Py_ssize_t n, i
-    cdef const char* p = PyUnicode_AsUTF8AndSize(s, &n)
+    cdef const char* p
     cdef unsigned char c
+    if PyUnicode_IS_COMPACT_ASCII(s):
+        # ASCII (every key and most values): copied whole unless something needs escaping
+        n = PyUnicode_GET_LENGTH(s)
+        p = <const char*>PyUnicode_DATA(s)
+        for i in range(n):
+            c = <unsigned char>p[i]
+            if c < 0x20 or c == 34 or c == 92:
+                break
+        else:
+            return _nj_put(b, p, n)
+    p = PyUnicode_AsUTF8AndSize(s, &n)
     _nj_reserve(b, n)
     for i in range(n):
         c = <unsigned char>p[i]
@@ -81,19 +118,38 @@ cdef int _nj_chars(_NmJson* b, str s) except -1:
     return 0
 
 
+cdef const char* _NJ_DIGITS2 = (b"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                 b"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                 b"8081828384858687888990919293949596979899")
+
+
+@cython.cdivision(True)
 cdef int _nj_ull(_NmJson* b, unsigned long long v) except -1:
+    # two digits per division (times in ns have 19 digits)
     cdef char tmp[24]
     cdef int k = 24
-    if v == 0:
+    cdef unsigned long long q
+    cdef unsigned int r
+    if v < 10:
+        return _nj_byte(b, <char>(48 + v))
+    while v >= 100:
+        q = v // 100
+        r = <unsigned int>(v - q * 100)
+        k -= 2
+        tmp[k] = _NJ_DIGITS2[2 * r]
+        tmp[k + 1] = _NJ_DIGITS2[2 * r + 1]
+        v = q
+    if v >= 10:
+        k -= 2
+        tmp[k] = _NJ_DIGITS2[2 * v]
+        tmp[k + 1] = _NJ_DIGITS2[2 * v + 1]
+    else:
         k -= 1
-        tmp[k] = 48
-    while v:
-        k -= 1
-        tmp[k] = <char>(48 + v % 10)
-        v //= 10
+        tmp[k] = <char>(48 + v)
     return _nj_put(b, tmp + k, 24 - k)
 
 
+@cython.cdivision(True)
 cdef int _nj_float(_NmJson* b, double x) except -1:
     # float.__repr__, fast when the value is a decimal with at most 9 places (what NMEA fields and
     # the rounded positions give): the smallest d with rint(x * 10**d) / 10**d == x names the
@@ -153,21 +209,99 @@ cdef int _nj_key(_NmJson* b, object key) except -1:
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
+# Dict keys already written, by object: `,"key":` for exact-str ASCII keys without escapes. The
+# payload keys are the same few str objects every time (module constants), so most keys are one
+# memcpy. A slot holds a strong reference to its key (_NJ_KEYS_ALIVE), so the address it is found
+# by cannot be reused by another object while it is cached.
+cdef enum:
+    NJ_KEY_SLOTS = 512
+    NJ_KEY_TEXT = 40
+
+cdef struct _NjKey:
+    PyObject* key
+    Py_ssize_t len
+    char text[NJ_KEY_TEXT]
+
+cdef _NjKey _NJ_KEYS[NJ_KEY_SLOTS]
+cdef list _NJ_KEYS_ALIVE = [None] * NJ_KEY_SLOTS
+
+
+cdef int _nj_dict_key(_NmJson* b, PyObject* key, bint first) except -1:
+    # `"key":` (first) or `,"key":`
+    cdef size_t slot = (<size_t>key >> 4) & (NJ_KEY_SLOTS - 1)
+    cdef _NjKey* ent = &_NJ_KEYS[slot]
+    cdef Py_ssize_t n, i
+    cdef const char* p
+    cdef unsigned char c
+    if ent.key == key:
+        if first:
+            return _nj_put(b, ent.text + 1, ent.len - 1)
+        return _nj_put(b, ent.text, ent.len)
+    if type(<object>key) is str and PyUnicode_IS_COMPACT_ASCII(<object>key):
+        n = PyUnicode_GET_LENGTH(<object>key)
+        if n <= NJ_KEY_TEXT - 4:
+            p = <const char*>PyUnicode_DATA(<object>key)
+            for i in range(n):
+                c = <unsigned char>p[i]
+                if c < 0x20 or c == 34 or c == 92:
+                    break
+            else:
+                ent.text[0] = 44
+                ent.text[1] = 34
+                memcpy(ent.text + 2, p, n)
+                ent.text[n + 2] = 34
+                ent.text[n + 3] = 58
+                ent.len = n + 4
+                ent.key = key
+                _NJ_KEYS_ALIVE[slot] = <object>key
+                if first:
+                    return _nj_put(b, ent.text + 1, ent.len - 1)
+                return _nj_put(b, ent.text, ent.len)
+    _nj_put(b, ",\"", 2) if not first else _nj_byte(b, 34)
+    if isinstance(<object>key, str):
+        _nj_chars(b, <str>key)
+    else:
+        _nj_key(b, <object>key)
+    return _nj_put(b, "\":", 2)
+
+
+cdef int _nj_bytes(_NmJson* b, object o) except -1:
+    cdef const unsigned char[::1] view = bytes(o) if not isinstance(o, bytes) else o
+    cdef Py_ssize_t n = view.shape[0], i
+    _nj_reserve(b, 2 * n + 2)
+    b.data[b.len] = 34
+    b.len += 1
+    for i in range(n):
+        b.data[b.len] = _NM_HEX[view[i] >> 4]
+        b.data[b.len + 1] = _NM_HEX[view[i] & 15]
+        b.len += 2
+    return _nj_byte(b, 34)
+
+
 cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
     cdef object t = type(o)
     cdef long long v
     cdef int overflow
-    cdef Py_ssize_t pos = 0, i, n
+    cdef Py_ssize_t pos = 0, n
     cdef PyObject* key
     cdef PyObject* val
-    cdef const unsigned char[::1] view
     cdef bint first
     if depth > NM_JSON_MAX_DEPTH:
         raise ValueError("payload nested too deeply (or circular)")
+    if t is float:  # the common cases first; subclasses go the long way below
+        return _nj_float(b, PyFloat_AS_DOUBLE(o))
+    if t is dict:
+        _nj_byte(b, 123)  # {
+        first = True
+        while PyDict_Next(o, &pos, &key, &val):
+            _nj_dict_key(b, key, first)
+            first = False
+            _nj_value(b, <object>val, depth + 1)
+        return _nj_byte(b, 125)  # }
     if t is str or isinstance(o, str):
-        _nj_put(b, "\"", 1)
+        _nj_byte(b, 34)
         _nj_chars(b, o)
-        return _nj_put(b, "\"", 1)
+        return _nj_byte(b, 34)
     if o is None:
         return _nj_put(b, "null", 4)
     if o is True:
@@ -176,6 +310,10 @@ cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
         return _nj_put(b, "false", 5)
     if t is int or isinstance(o, int):
         v = PyLong_AsLongLongAndOverflow(o, &overflow)
+        if 0 <= v < 10 and b.len < b.cap:  # counts, qualities, modes
+            b.data[b.len] = <char>(48 + v)
+            b.len += 1
+            return 0
         if overflow:
             s = int.__repr__(o)
             return _nj_put(b, PyUnicode_AsUTF8AndSize(s, &n), n)
@@ -183,44 +321,41 @@ cdef int _nj_value(_NmJson* b, object o, int depth) except -1:
             _nj_put(b, "-", 1)
             return _nj_ull(b, <unsigned long long>(-(v + 1)) + 1)
         return _nj_ull(b, <unsigned long long>v)
-    if t is float or isinstance(o, float):
+    if isinstance(o, float):
         return _nj_float(b, <double>o)
-    if t is dict or isinstance(o, dict):
-        _nj_put(b, "{", 1)
+    if isinstance(o, dict):
+        _nj_byte(b, 123)  # {
         first = True
         while PyDict_Next(o, &pos, &key, &val):
-            if not first:
-                _nj_put(b, ",", 1)
+            _nj_dict_key(b, key, first)
             first = False
-            _nj_put(b, "\"", 1)
-            if isinstance(<object>key, str):
-                _nj_chars(b, <str>key)
-            else:
-                _nj_key(b, <object>key)
-            _nj_put(b, "\":", 2)
             _nj_value(b, <object>val, depth + 1)
-        return _nj_put(b, "}", 1)
+        return _nj_byte(b, 125)  # }
     if t is list or t is tuple or isinstance(o, (list, tuple, set, frozenset)):
-        _nj_put(b, "[", 1)
+        _nj_byte(b, 91)  # [
         first = True
         for item in o:
             if not first:
-                _nj_put(b, ",", 1)
+                _nj_byte(b, 44)
             first = False
             _nj_value(b, item, depth + 1)
-        return _nj_put(b, "]", 1)
+        return _nj_byte(b, 93)  # ]
     if isinstance(o, (bytes, bytearray, memoryview)):
-        view = bytes(o) if not isinstance(o, bytes) else o
-        n = view.shape[0]
-        _nj_reserve(b, 2 * n + 2)
-        b.data[b.len] = 34
-        b.len += 1
-        for i in range(n):
-            b.data[b.len] = _NM_HEX[view[i] >> 4]
-            b.data[b.len + 1] = _NM_HEX[view[i] & 15]
-            b.len += 2
-        return _nj_put(b, "\"", 1)
+        return _nj_bytes(b, o)
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
+
+
+cdef int _nj_lines(_NmJson* b, str prefix, publications) except -1:
+    for pub in publications:
+        _nj_put(b, "{\"topic\":\"", 10)
+        _nj_chars(b, prefix)
+        _nj_chars(b, pub.channel)
+        _nj_put(b, "\",\"device_time_ns\":", 19)
+        _nj_value(b, pub.device_time_ns, 1)
+        _nj_put(b, ",\"payload\":", 11)
+        _nj_value(b, pub.payload, 1)
+        _nj_put(b, "}\n", 2)
+    return 0
 
 
 def json_lines(str prefix, publications):
@@ -234,15 +369,21 @@ def json_lines(str prefix, publications):
     b.len = 0
     b.cap = 0
     try:
-        for pub in publications:
-            _nj_put(&b, "{\"topic\":\"", 10)
-            _nj_chars(&b, prefix)
-            _nj_chars(&b, pub.channel)
-            _nj_put(&b, "\",\"device_time_ns\":", 19)
-            _nj_value(&b, pub.device_time_ns, 1)
-            _nj_put(&b, ",\"payload\":", 11)
-            _nj_value(&b, pub.payload, 1)
-            _nj_put(&b, "}\n", 2)
+        _nj_lines(&b, prefix, publications)
         return PyUnicode_DecodeUTF8(b.data, b.len, NULL) if b.len else ""
+    finally:
+        PyMem_Free(b.data)
+
+
+def json_lines_utf8(str prefix, publications):
+    """json_lines(prefix, publications) encoded in UTF-8, for writing to a binary stream without a
+    text layer. Raises what json_lines raises, and UnicodeEncodeError for lone surrogates."""
+    cdef _NmJson b
+    b.data = NULL
+    b.len = 0
+    b.cap = 0
+    try:
+        _nj_lines(&b, prefix, publications)
+        return PyBytes_FromStringAndSize(b.data, b.len) if b.len else b""
     finally:
         PyMem_Free(b.data)

@@ -52,3 +52,9 @@ def json_lines(prefix: str, publications) -> str:
             out.append(encode(_clean(obj)))
         out.append("\n")
     return "".join(out)
+
+
+def json_lines_utf8(prefix: str, publications) -> bytes:
+    """json_lines(prefix, publications) encoded in UTF-8, for writing to a binary stream without a
+    text layer. Raises what json_lines raises, and UnicodeEncodeError for lone surrogates."""
+    return json_lines(prefix, publications).encode("utf-8")

@@ -186,6 +186,41 @@ cdef inline int _nm_popcount(unsigned long long x) noexcept nogil:
     return n
 
 
+cdef extern from "Python.h":
+    dict PyDict_Copy(object d)
+
+# Payload dicts are copies of templates holding every key in its order, then filled in: copying a
+# dict's key table is cheaper than inserting each key into a new one (and growing it past five).
+cdef dict _NM_SAT_TEMPLATE = {"system": None, "svid": None, "elev": None, "az": None, "snr": None, "used": None}
+cdef dict _NM_FIX_TEMPLATE = {"time_ns": None, "lat": None, "lon": None, "alt_m": None, "speed_mps": None,
+                              "course_deg": None, "quality": 0, "mode": 1, "hdop": None, "pdop": None,
+                              "vdop": None, "sats_used": None, "sats_view": None, "source": "nmea"}
+cdef dict _NM_COUNTS_TEMPLATE = {"BDS": 0, "GPS": 0, "GLO": 0, "GAL": 0, "QZSS": 0}
+
+
+cdef inline dict _nm_sat(str system, int svid, object elev, object az, object snr, bint used):
+    # one satellite of a sky payload
+    cdef dict d = PyDict_Copy(_NM_SAT_TEMPLATE)
+    d["system"] = system
+    d["svid"] = svid
+    d["elev"] = elev
+    d["az"] = az
+    d["snr"] = snr
+    d["used"] = used
+    return d
+
+
+cdef inline dict _nm_counts(unsigned long long* bits):
+    # satellites per constellation, in payload order (docs/contract.md): BDS first
+    cdef dict d = PyDict_Copy(_NM_COUNTS_TEMPLATE)
+    d["BDS"] = _nm_popcount(bits[NM_SYS_BDS])
+    d["GPS"] = _nm_popcount(bits[NM_SYS_GPS])
+    d["GLO"] = _nm_popcount(bits[NM_SYS_GLO])
+    d["GAL"] = _nm_popcount(bits[NM_SYS_GAL])
+    d["QZSS"] = _nm_popcount(bits[NM_SYS_QZSS])
+    return d
+
+
 @cython.freelist(8)
 cdef class Epoch:
     """One fix time's worth of sentences, merged. Positions in degrees, speed in m/s; NaN or -1
@@ -194,14 +229,12 @@ cdef class Epoch:
     @property
     def sats_used(self):
         """Satellites used in the solution per constellation (from GSA System IDs / talkers)."""
-        cdef int i
-        return {_NM_SYSTEMS[_NM_PAYLOAD_ORDER[i]]: _nm_popcount(self._used[_NM_PAYLOAD_ORDER[i]]) for i in range(5)}
+        return _nm_counts(self._used)
 
     @property
     def sats_view(self):
         """Distinct satellites in view per constellation (from the epoch's GSV sentences)."""
-        cdef int i
-        return {_NM_SYSTEMS[_NM_PAYLOAD_ORDER[i]]: _nm_popcount(self._view[_NM_PAYLOAD_ORDER[i]]) for i in range(5)}
+        return _nm_counts(self._view)
 
     @property
     def has_satellites(self):
@@ -209,22 +242,21 @@ cdef class Epoch:
 
     def fix_payload(self):
         """The `fix` payload (docs/contract.md); None for values no sentence gave."""
-        return {
-            "time_ns": self.time_ns if self.time_ns >= 0 else None,
-            "lat": _nm_round(self.lat, 1e9),
-            "lon": _nm_round(self.lon, 1e9),
-            "alt_m": _nm_opt(self.alt_m),
-            "speed_mps": _nm_round(self.speed_mps, 1e4),
-            "course_deg": _nm_opt(self.course_deg),
-            "quality": self.quality,
-            "mode": self.mode,
-            "hdop": _nm_opt(self.hdop),
-            "pdop": _nm_opt(self.pdop),
-            "vdop": _nm_opt(self.vdop),
-            "sats_used": self.sats_used,
-            "sats_view": self.sats_view,
-            "source": "nmea",
-        }
+        cdef dict d = PyDict_Copy(_NM_FIX_TEMPLATE)
+        d["time_ns"] = self.time_ns if self.time_ns >= 0 else None
+        d["lat"] = _nm_round(self.lat, 1e9)
+        d["lon"] = _nm_round(self.lon, 1e9)
+        d["alt_m"] = _nm_opt(self.alt_m)
+        d["speed_mps"] = _nm_round(self.speed_mps, 1e4)
+        d["course_deg"] = _nm_opt(self.course_deg)
+        d["quality"] = self.quality
+        d["mode"] = self.mode
+        d["hdop"] = _nm_opt(self.hdop)
+        d["pdop"] = _nm_opt(self.pdop)
+        d["vdop"] = _nm_opt(self.vdop)
+        d["sats_used"] = _nm_counts(self._used)
+        d["sats_view"] = _nm_counts(self._view)
+        return d
 
     def satellites(self):
         """The sky: [{system, svid, elev, az, snr, used}] keyed by (system, svid), BDS first then GPS
@@ -265,14 +297,9 @@ cdef class Epoch:
             s = _NM_PAYLOAD_ORDER[i]
             for svid in range(64):
                 if (seen[s] >> svid) & 1:
-                    out.append({
-                        "system": _NM_SYSTEMS[s],
-                        "svid": svid,
-                        "elev": elev[s][svid] if elev[s][svid] >= 0 else None,
-                        "az": az[s][svid] if az[s][svid] >= 0 else None,
-                        "snr": snr[s][svid] if snr[s][svid] >= 0 else None,
-                        "used": bool((self._used[s] >> svid) & 1),
-                    })
+                    out.append(_nm_sat(_NM_SYSTEMS[s], svid, elev[s][svid] if elev[s][svid] >= 0 else None,
+                                       az[s][svid] if az[s][svid] >= 0 else None,
+                                       snr[s][svid] if snr[s][svid] >= 0 else None, (self._used[s] >> svid) & 1))
         return out
 
     def __repr__(self):

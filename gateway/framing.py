@@ -67,8 +67,14 @@ TWINS = {
     # NMEA epoch assembly (cext/nmea_epoch_py.py)
     "Epoch": "tianwang.cext.nmea_epoch_py:Epoch",
     "EpochAssembler": "tianwang.cext.nmea_epoch_py:EpochAssembler",
+    # CASIC and UBX navigation messages -> epochs (cext/nmea_binary_py.py)
+    "BinaryEpoch": "tianwang.cext.nmea_binary_py:BinaryEpoch",
+    "BinaryAssembler": "tianwang.cext.nmea_binary_py:BinaryAssembler",
+    # a BeiDou receiver's epochs -> fix, state and sky publications (cext/nmea_publish_py.py)
+    "FixPublisher": "tianwang.cext.nmea_publish_py:FixPublisher",
     # JSON lines for `tianwang decode` (cext/jsonl_py.py: the standard library's json module)
     "json_lines": "tianwang.cext.jsonl_py:json_lines",
+    "json_lines_utf8": "tianwang.cext.jsonl_py:json_lines_utf8",
 }
 
 _compiled_module = None

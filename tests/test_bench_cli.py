@@ -225,8 +225,8 @@ def test_a_missing_peer_is_skipped_and_named(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     skipped = [line for line in r.stdout.splitlines() if line.startswith("skipped: ")]
     assert skipped == ["skipped: nmea: pynmea2: not installed (pip install 'tianwang[bench]')",
-                       "skipped: nmea: gpsdecode on nmea410: not installed (Debian package gpsd-clients)",
-                       "skipped: nmea: gpsdecode on mixed-ubx: not installed (Debian package gpsd-clients)"]
+                       *(f"skipped: nmea: gpsdecode on {shape}: not installed (Debian package gpsd-clients)"
+                         for shape in ("nmea", "many", "short", "mixed-ubx", "mixed-casic"))]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["peers"]["pynmea2"] is None and results["peers"]["gpsdecode"] is None
     assert results["peers"]["pynmeagps"]  # still there, still measured

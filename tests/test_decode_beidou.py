@@ -211,6 +211,20 @@ def test_cli_decode_file_and_stdin(tmp_path):
     assert piped.returncode == 0 and piped.stdout.decode() == expected("casic_bds3_terminal")
 
 
+def test_cli_decode_stops_quietly_when_the_reader_goes_away(tmp_path):
+    # `tianwang decode ... | head -1`: no traceback, exit 0
+    path = tmp_path / "long.nmea"
+    path.write_bytes((CAPTURES / "casic_bds3_terminal.nmea").read_bytes() * 3000)
+    with open(path, "rb") as stdin:
+        proc = subprocess.Popen([sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"], cwd=ROOT,
+                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0 and json.loads(first)["topic"].startswith("gnss/capture/")
+    assert "Traceback" not in err and "Exception" not in err, err
+
+
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
               st.floats(-1e6, 1e6).map(lambda x: round(x, 4)), st.text(max_size=12), st.binary(max_size=8)),
@@ -226,6 +240,7 @@ def test_json_lines_twins_agree(payloads, prefix):
     pubs = [Publication(channel, value if isinstance(value, dict) else {"v": value}, t) for channel, value, t in payloads]
     texts = [impl.json_lines(prefix, pubs) for impl in framing.implementations()]
     assert all(t == texts[0] for t in texts)
+    assert all(impl.json_lines_utf8(prefix, pubs) == texts[0].encode() for impl in framing.implementations())
     lines = texts[0].split("\n")  # not splitlines(): U+0085 and U+2028 may sit inside strings
     assert lines[-1] == "" and len(lines) == len(pubs) + 1
     for line, pub in zip(lines, pubs):
@@ -243,6 +258,21 @@ def test_json_lines_matches_json_module_float_for_float():
         assert impl.json_lines("p/", pubs) == "".join(
             json.dumps({"topic": "p/x", "device_time_ns": 0, "payload": {"v": f}}, separators=(",", ":")) + "\n"
             for f in floats)
+
+
+def test_json_lines_key_cache_never_writes_a_stale_key(impl):
+    # the compiled writer remembers dict keys by object: keys made and dropped one after another
+    # (addresses get reused), keys equal in value but distinct objects, keys needing escapes
+    for round_ in range(3):
+        pubs = []
+        for i in range(3000):
+            key = "".join(("k", str(i), "\"" if i % 97 == 0 else "", "é" if i % 89 == 0 else ""))
+            pubs.append(Publication("x", {key: i, "lat": 1.5, str(round_ * 10_000 + i): None}, i))
+            del key
+        want = "".join(json.dumps({"topic": "p/x", "device_time_ns": p.device_time_ns, "payload": p.payload},
+                                  separators=(",", ":"), ensure_ascii=False) + "\n" for p in pubs)
+        assert impl.json_lines("p/", pubs) == want
+        assert impl.json_lines_utf8("p/", pubs) == want.encode()
 
 
 def test_json_lines_keys_as_json_writes_them(impl):

@@ -53,8 +53,9 @@ stale_periods (3.0), silent_s (2.0), sky_decimation (5), require_checksum (False
 
 Binary beside NMEA (`protocol`): CASIC (`BA CE`, ZKW AT6558 modules) and UBX (`B5 62`) frames are
 found and checksum-verified by the hot path's NmeaDecoder in the same byte stream, and decoded into
-epochs by tianwang.drivers.beidou.binary (NAV-PV/TIMEUTC/DOP/STATUS/*INFO, NAV-PVT/SAT/TIMEUTC/DOP/
-EOE). One fix per epoch is published whatever the receiver sends: with "auto", binary epochs win
+epochs by the hot path's BinaryAssembler (NAV-PV/TIMEUTC/DOP/STATUS/*INFO, NAV-PVT/SAT/TIMEUTC/DOP/
+EOE; see tianwang.drivers.beidou.binary). One fix per epoch is published whatever the receiver
+sends (the hot path's FixPublisher chooses and publishes): with "auto", binary epochs win
 while the receiver sends them (the NMEA epochs are counted as `superseded`), NMEA epochs are
 published before the first binary epoch and again once three NMEA epochs came without one; an epoch
 whose time is not after the last published fix is never published twice. "casic" or "ubx" publish
@@ -79,7 +80,6 @@ import dataclasses
 import re
 from typing import Callable
 
-from tianwang.drivers.beidou.binary import BinaryAssembler, BinaryEpoch
 from tianwang.drivers.sdk import Publication
 
 PROTOCOLS = ("auto", "nmea", "casic", "ubx")
@@ -206,17 +206,8 @@ class ReceiverProtocol:
         self.protocol = protocol
         self._decoder = implementation.NmeaDecoder(require_checksum=require_checksum, binary=protocol != "nmea")
         self._assembler = implementation.EpochAssembler()
-        self._epoch_type = implementation.Epoch
-        self._frame_type = implementation.BinaryFrame
-        self._binary = {p: BinaryAssembler(p) for p in ("casic", "ubx") if protocol in (p, "auto")}
-        self.superseded = 0
-        self._unused_frames = self._unused_bytes = 0
-        self._binary_keys: dict[str, int] = {}
-        self._held: dict = {}  # source -> its first epoch, until the next one confirms the source
-        self._binary_seen = False  # a binary epoch has been published
-        self._nmea_run = 0  # NMEA epochs since the last binary one
-        self._last_fix_ns = -1  # device time of the last fix published (binary receivers only)
-        self._handlers = {
+        self._binary = {p: implementation.BinaryAssembler(p) for p in ("casic", "ubx") if protocol in (p, "auto")}
+        handlers = {
             implementation.TXT: self._txt,
             implementation.TXR: self._message,
             implementation.TCI: self._message,
@@ -228,17 +219,17 @@ class ReceiverProtocol:
         self._stale_ns = int(self.stale_periods * self.epoch_period_s * 1e9)
         self._silent_ns = int(self.silent_s * 1e9)
         self._flush_ns = int(self.epoch_period_s * 0.5e9)
-        self.state: str | None = None
+        # the per-epoch part (source choice, fix/state/sky publications) runs in the hot path
+        self._publisher = implementation.FixPublisher(
+            Publication, implementation.Epoch, implementation.BinaryFrame, implementation.BinaryEpoch, self._binary,
+            handlers, hdop_limit=self.hdop_limit, min_sats=self.min_sats, sky_decimation=self.sky_decimation,
+            stale_ns=self._stale_ns, protocol=protocol)
         self.card: CardInfo | None = None
         self.beams: BeamStatus | None = None
         self.rdss_events: collections.deque = collections.deque(maxlen=_EVENTS_KEPT)
         self._alarms: dict[str, bool] = {}
-        self._sky_count = 0
-        self._device_ns = 0  # the latest device time seen (epoch time)
         self._start_ns: int | None = None  # caller's clock: first feed or tick
         self._bytes_ns: int | None = None  # caller's clock: last bytes
-        self._epoch_ns: int | None = None  # caller's clock: last epoch
-        self._last_epoch_device_ns: int | None = None  # device clock: last epoch (offline STALE)
 
     # counters ------------------------------------------------------------------------------
 
@@ -249,15 +240,30 @@ class ReceiverProtocol:
     @property
     def drops(self) -> dict:
         drops = self._decoder.drops
-        if self._unused_frames:
+        unused = self._publisher.unused_frames
+        if unused:
             # binary frames that passed their checksum but give nothing: not a navigation message
             # this receiver decodes, an impossible length, or the protocol not chosen
-            drops["binary"] += self._unused_frames
+            drops["binary"] += unused
         return drops
 
     @property
     def dropped_bytes(self) -> int:
-        return self._decoder.dropped_bytes + self._unused_bytes
+        return self._decoder.dropped_bytes + self._publisher.unused_bytes
+
+    @property
+    def state(self) -> str | None:
+        """The last state published (None before the first)."""
+        return self._publisher.state
+
+    @property
+    def superseded(self) -> int:
+        """Epochs not published because another source's epoch was (binary beside NMEA)."""
+        return self._publisher.superseded
+
+    @property
+    def _device_ns(self) -> int:
+        return self._publisher.device_ns
 
     @property
     def resyncs(self) -> int:
@@ -273,7 +279,7 @@ class ReceiverProtocol:
             if data:
                 self._bytes_ns = now_ns
         pubs: list = []
-        self._process(self._assembler.push(self._decoder.feed(data)), now_ns, pubs)
+        self._publisher.process(self._assembler.push(self._decoder.feed(data)), now_ns, pubs)
         return pubs
 
     def tick(self, now_ns: int) -> list:
@@ -285,15 +291,16 @@ class ReceiverProtocol:
         bytes_ref = self._bytes_ns if self._bytes_ns is not None else self._start_ns
         if now_ns - bytes_ref >= self._flush_ns:
             if self._assembler.open:
-                self._process(self._assembler.flush(), now_ns, pubs)
+                self._publisher.process(self._assembler.flush(), now_ns, pubs)
             for b in self._binary.values():
                 if b.open:
                     for e in b.flush():
-                        self._epoch(e, now_ns, pubs)
+                        self._publisher.epoch(e, now_ns, pubs)
         if now_ns - bytes_ref >= self._silent_ns:
             self._transition("SILENT", f"no bytes for {(now_ns - bytes_ref) / 1e9:.1f} s", 0, pubs)
         else:
-            epoch_ref = self._epoch_ns if self._epoch_ns is not None else self._start_ns
+            epoch_ns = self._publisher.epoch_ns
+            epoch_ref = epoch_ns if epoch_ns is not None else self._start_ns
             if now_ns - epoch_ref >= self._stale_ns:
                 self._transition("STALE", f"no epoch for {(now_ns - epoch_ref) / 1e9:.1f} s", 0, pubs)
         return pubs
@@ -303,10 +310,10 @@ class ReceiverProtocol:
         pubs: list = []
         items = self._assembler.push(self._decoder.finish())
         items += self._assembler.flush(final=True)
-        self._process(items, now_ns, pubs)
+        self._publisher.process(items, now_ns, pubs)
         for b in self._binary.values():
             for e in b.flush(final=True):
-                self._epoch(e, now_ns, pubs)
+                self._publisher.epoch(e, now_ns, pubs)
         return pubs
 
     def take_rdss_events(self) -> list:
@@ -340,121 +347,8 @@ class ReceiverProtocol:
         """CASIC and UBX frames found (checksum-verified) in the stream."""
         return self._decoder.binary_frames
 
-    def _process(self, items, now_ns, pubs):
-        epoch_type = self._epoch_type
-        on_epoch = self._epoch
-        for item in items:
-            if type(item) is epoch_type:
-                on_epoch(item, now_ns, pubs)
-            elif type(item) is self._frame_type:
-                b = self._binary.get(item.protocol)
-                used = 0
-                if b is not None:
-                    used = b.messages
-                    for e in b.push(item):
-                        on_epoch(e, now_ns, pubs)
-                    used = b.messages - used
-                if not used:
-                    self._unused_frames += 1
-                    self._unused_bytes += len(item.payload) + (8 if item.protocol == "ubx" else 10)
-            else:
-                handler = self._handlers.get(type(item))
-                if handler is not None:
-                    handler(item, pubs)
-
-    def _epoch(self, e, now_ns, pubs):
-        if self._binary:
-            for c in self._select(e):
-                self._publish_epoch(c, now_ns, pubs)
-        else:
-            self._publish_epoch(e, now_ns, pubs)
-
-    def _publish_epoch(self, e, now_ns, pubs):
-        # runs once per epoch on every receiver: kept to few lookups
-        device_ns = e.time_ns
-        if device_ns < 0:
-            device_ns = 0
-        if now_ns is None:
-            if device_ns:
-                last = self._last_epoch_device_ns
-                if last is not None and device_ns - last >= self._stale_ns:
-                    self._transition("STALE", f"no epoch for {(device_ns - last) / 1e9:.1f} s",
-                                     last + self._stale_ns, pubs)
-                self._last_epoch_device_ns = self._device_ns = device_ns
-        else:
-            self._epoch_ns = now_ns
-            if device_ns:
-                self._device_ns = device_ns
-        pubs.append(Publication("fix", e.fix_payload(), device_ns))
-        if e.no_fix_reason is not None:
-            state = "NO_FIX"
-        elif e.hdop > self.hdop_limit or e.sats_used_total < self.min_sats:
-            state = "DEGRADED"
-        else:
-            state = "FIX"
-        if state != self.state:  # the reason is worded only when it is published
-            if state == "NO_FIX":
-                reason = e.no_fix_reason
-            elif state == "FIX":
-                reason = f"{e.mode}D fix, {e.sats_used_total} satellites"
-            elif e.hdop > self.hdop_limit:
-                reason = f"HDOP {e.hdop:g} over {self.hdop_limit:g}"
-            else:
-                reason = f"{e.sats_used_total} satellites used, fewer than {self.min_sats}"
-            self._transition(state, reason, device_ns, pubs)
-        if self.sky_decimation and e.has_satellites:
-            if self._sky_count % self.sky_decimation == 0:
-                pubs.append(Publication("sky", {"satellites": e.satellites()}, device_ns))
-            self._sky_count += 1
-
-    def _select(self, e) -> list:
-        # one fix per epoch when binary and NMEA both come (see the module docstring): the epochs
-        # to publish now, oldest first
-        binary = type(e) is BinaryEpoch
-        if binary:
-            if self.protocol != "auto" and self.protocol != e.source:
-                self.superseded += 1
-                return []
-            # a source counts once two epochs in a row moved its clock on by a plausible period (a
-            # stray frame with a good checksum is not a receiver sending binary); the first of the
-            # two is held until then
-            last = self._binary_keys.get(e.source)
-            self._binary_keys[e.source] = e.key
-            held = self._held.pop(e.source, None)
-            if last is None or not 0 < (e.key - last) % (1 << 32) <= 10_000:
-                if held is not None:
-                    self.superseded += 1
-                self._held[e.source] = e
-                return []
-            self._binary_seen = True
-            self._nmea_run = 0
-            candidates = [e] if held is None or held.key != last else [held, e]
-        elif self.protocol != "auto":
-            self.superseded += 1
-            return []
-        else:
-            if self._binary_seen:
-                self._nmea_run += 1
-                if self._nmea_run <= 3:
-                    self.superseded += 1
-                    return []
-            candidates = [e]
-        out = []
-        for c in candidates:
-            if c.time_ns >= 0:
-                if (binary or self._binary_seen) and c.time_ns <= self._last_fix_ns:
-                    self.superseded += 1
-                    continue
-                if c.time_ns > self._last_fix_ns:
-                    self._last_fix_ns = c.time_ns
-            out.append(c)
-        return out
-
     def _transition(self, state, reason, device_ns, pubs):
-        if state == self.state:
-            return
-        pubs.append(Publication("state", {"state": state, "previous": self.state, "reason": reason}, device_ns))
-        self.state = state
+        self._publisher.transition(state, reason, device_ns, pubs)
 
     def _txt(self, m, pubs):
         match = _ANTENNA.search(m.text.upper())

@@ -1,18 +1,13 @@
 """NMEA and mixed NMEA + binary corpora, the timed decoders (compiled, twin, pynmea2, pynmeagps),
 and the whole `tianwang decode --driver beidou` process against gpsd's `gpsdecode` per corpus shape.
 
-Corpus shapes (SHAPES: name -> writer of a file of about N items; add a shape with one line):
-- nmea410: a multi-constellation NMEA 4.10 receiver at 1 Hz (RMC VTG GGA, a GNGSA per constellation,
-  GSV per constellation and signal, GLL, ZDA; 22 satellites), the corpus of bench/test_bench_nmea.py;
-- mixed-ubx: a dual-band receiver (GGA RMC, two GSA per constellation, GSV for signals 1 and 7/8)
-  with UBX NAV-PVT, DOP, SAT, TIMEUTC, EOE before the sentences and 24 bytes of garbage every 8th
-  epoch, the file of bench/test_bench_beidou_mixed.py.
+The corpus shapes are built by beidou_corpora (`nmea`, `many`, `short`, `mixed-ubx`,
+`mixed-casic`); SHAPES says how big each one's file is (add a shape there with one line).
 """
 
 from __future__ import annotations
 
 import io
-import math
 import random
 import shutil
 import subprocess
@@ -20,108 +15,52 @@ import sys
 import time
 from pathlib import Path
 
-from tianwang.drivers.beidou import nmea_writer as w
+from tianwang.gateway.benchmarks import beidou_corpora as bc
 
 CHUNK = 64 * 1024
-T0 = 1_751_328_000 * 10**9  # 2025-07-01 00:00:00 UTC
 
-
-# -- the nmea410 corpus --------------------------------------------------------------------------
-def epoch_state(k: int) -> w.EpochState:
-    ang = k / 600.0
-    sats = [w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 38 + s % 7, used=s % 5 != 0) for s in (2, 5, 10, 13, 15, 18, 24, 29)]
-    sats += [w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 33, signal_id=7, used=False) for s in (5, 13, 24)]
-    sats += [w.Satellite("GLO", s, 25 + s, 23 * s % 360, 35, used=True) for s in (1, 7, 8, 22)]
-    sats += [w.Satellite("GAL", s, 30 + s, 17 * s % 360, 37, used=True) for s in (3, 13, 26, 31)]
-    sats += [w.Satellite("BDS", s, 15 + s, 13 * s % 360, 40, used=s != 33) for s in (6, 9, 16, 24, 33, 39)]
-    return w.EpochState(time_ns=T0 + k * 10**9, lat=30.5928 + 0.02 * math.sin(ang), lon=114.3055 + 0.03 * math.cos(ang),
-                        alt_m=23.4, geoid_sep_m=-13.1, speed_mps=11.0, course_deg=(k // 10) % 360, hdop=0.8, pdop=1.4,
-                        vdop=1.1, satellites=sats)
-
-
-WRITER = w.EpochWriter(style="nmea410", order=("RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA"))
+# the NMEA bench receiver (the `nmea` shape) and the mixed receivers, for the in-process benches
+epoch_state = bc.nmea_state
+WRITER = bc.NMEA_WRITER
+MIXED_WRITER = bc.MIXED_WRITER
+mixed_state = bc.mixed_state
 
 
 def corpus_bytes(epochs: int) -> tuple[bytes, int]:
-    """`epochs` epochs of the nmea410 receiver: (bytes, sentences)."""
-    sentences = [s for k in range(epochs) for s in WRITER.sentences(epoch_state(k))]
-    return b"".join(sentences), len(sentences)
+    """`epochs` epochs of the NMEA bench receiver: (bytes, sentences)."""
+    return bc.corpus("nmea", epochs)
 
 
 def write_nmea410_file(path, sentences: int) -> int:
-    """Exactly `sentences` sentences of the nmea410 receiver into `path`: the number written."""
-    n = k = 0
-    with open(path, "wb") as f:
-        while n < sentences:
-            out = WRITER.sentences(epoch_state(k))[: sentences - n]
-            f.write(b"".join(out))
-            n += len(out)
-            k += 1
-    return n
-
-
-# -- the mixed corpora -----------------------------------------------------------------------------
-MIXED_WRITER = w.EpochWriter(style="nmea410", order=("GGA", "RMC", "GSA", "GSV"), dual_band=True)
-
-
-def mixed_state(k: int) -> w.EpochState:
-    ang = k / 600.0
-    sats = [w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 38 + s % 7, used=s % 5 != 0) for s in (2, 5, 10, 13, 15, 18, 24, 29)]
-    sats += [w.Satellite("GLO", s, 25 + s, 23 * s % 360, 35, used=True) for s in (1, 7, 8, 22)]
-    sats += [w.Satellite("BDS", s, 15 + s, 13 * s % 360, 40, used=s != 33) for s in (6, 9, 16, 24, 33, 39)]
-    return w.EpochState(time_ns=T0 + k * 10**9, lat=30.5928 + 0.02 * math.sin(ang), lon=114.3055 + 0.03 * math.cos(ang),
-                        alt_m=23.4, geoid_sep_m=-13.1, speed_mps=11.0, course_deg=(k // 10) % 360, hdop=0.8,
-                        pdop=1.4, vdop=1.1, satellites=sats)
+    """Exactly `sentences` sentences of the NMEA bench receiver into `path`: the number written."""
+    return bc.write_file("nmea", path, items=sentences)
 
 
 def mixed_epoch_bytes(kind: str, k: int, rng: random.Random) -> tuple[bytes, int]:
     """Epoch k of a `casic` or `ubx` mixed receiver: (bytes, frames + sentences)."""
-    st = mixed_state(k)
-    nmea = MIXED_WRITER.sentences(st)
-    if kind == "casic":
-        frames = w.casic_epoch(st, 1_000_000 + k * 1000)
-        parts = []
-        for i in range(max(len(nmea), len(frames))):
-            parts += frames[i:i + 1] + nmea[i:i + 1]
-    else:
-        frames = w.ubx_epoch(st)
-        parts = frames + nmea
-    if k % 8 == 7:
-        parts.append(bytes(rng.choice(b"\xb5\x62\xba\xce$\r\n,*AZ09\x00\xff") for _ in range(24)))
-    return b"".join(parts), len(nmea) + len(frames)
+    return bc.epoch_bytes(f"mixed-{kind}", k, rng)
 
 
 def mixed_corpus(kind: str, epochs: int) -> tuple[bytes, int]:
-    rng = random.Random(kind)
-    out, n = [], 0
-    for k in range(epochs):
-        data, count = mixed_epoch_bytes(kind, k, rng)
-        out.append(data)
-        n += count
-    return b"".join(out), n
+    return bc.corpus(f"mixed-{kind}", epochs, seed=kind)
 
 
 def write_mixed_file(path, epochs: int, kind: str = "ubx") -> int:
     """`epochs` epochs of the mixed receiver into `path`: the frames + sentences written."""
-    rng = random.Random(11)
-    items = 0
-    with open(path, "wb") as f:
-        block = []
-        for k in range(epochs):
-            data, n = mixed_epoch_bytes(kind, k, rng)
-            block.append(data)
-            items += n
-            if len(block) == 1000:
-                f.write(b"".join(block))
-                block = []
-        f.write(b"".join(block))
-    return items
+    return bc.write_file(f"mixed-{kind}", path, epochs=epochs, seed=11)
+
+
+def _items(shape):
+    return lambda path, n: bc.write_file(shape, path, items=n)
 
 
 # corpus shape -> (writer(path, n) -> items written, what n counts, n at full size)
 SHAPES = {
-    "nmea410": (write_nmea410_file, "sentences", 1_000_000),
+    "nmea": (_items("nmea"), "sentences", 1_000_000),
+    "many": (_items("many"), "sentences", 1_000_000),
+    "short": (_items("short"), "sentences", 1_000_000),
     "mixed-ubx": (lambda path, n: write_mixed_file(path, n, "ubx"), "epochs", 50_000),
+    "mixed-casic": (lambda path, n: write_mixed_file(path, n, "casic"), "epochs", 50_000),
 }
 
 
@@ -213,7 +152,7 @@ def decode_vs_gpsdecode(shape: str, n: int, workdir, rounds: int = 3) -> dict:
     theirs, _ = best_of([exe], path, rounds)
     size = path.stat().st_size
     path.unlink()
-    return {"shape": shape, "unit": unit, "n": n, "items": items, "bytes": size,
+    return {"shape": shape, "description": bc.DESCRIPTIONS[shape], "unit": unit, "n": n, "items": items, "bytes": size,
             "tianwang_s": min(ours), "tianwang_median_s": statistics.median(ours),
             "gpsdecode_s": min(theirs), "gpsdecode_median_s": statistics.median(theirs),
             "ratio": min(theirs) / min(ours), "summary": summary.strip()[:200]}

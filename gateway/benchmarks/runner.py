@@ -104,7 +104,7 @@ def steps_nmea(b: Bench) -> list:
     def corpus():
         state["data"], state["count"] = nmea.corpus_bytes(s.n(4000, 400, 10))
         state["chunks"] = nmea.chunks_of(state["data"])
-        b.detail(sec, "corpus", {"shape": "nmea410", "sentences": state["count"], "bytes": len(state["data"])})
+        b.detail(sec, "corpus", {"shape": "nmea", "sentences": state["count"], "bytes": len(state["data"])})
 
     def typed(impl):
         def run():

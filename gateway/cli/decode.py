@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import gc
 import importlib
+import os
 import sys
 
 from tianwang.gateway.errors import DriverError
-from tianwang.gateway.framing import json_lines
+from tianwang.gateway.framing import json_lines, json_lines_utf8
 
 # Offline decoders of the built-in drivers, by `--driver` name: "module:factory(device_id)".
 # Third-party drivers provide theirs through DriverSpec.decoder.
@@ -27,7 +28,7 @@ BUILTIN_DECODERS = {
     "signal": "tianwang.drivers.signal.decode:Decoder",
 }
 
-CHUNK = 1 << 20
+CHUNK = 1 << 16
 
 
 class FramedDecoder:
@@ -120,13 +121,21 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
         print(f"tianwang decode: {exc}", file=errfile)
         return 2
     prefix = f"{decoder.family}/{device_id}/"
-    write = outfile.write
     published = 0
+    # a UTF-8 text stream over a binary one (what the CLI gives): the lines go to the binary stream
+    # as bytes, which spares building a str and encoding it back
+    raw = getattr(outfile, "buffer", None)
+    encoding = (getattr(outfile, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if raw is not None and encoding == "utf8":
+        outfile.flush()
+        write, lines = raw.write, json_lines_utf8
+    else:
+        write, lines = outfile.write, json_lines
 
     def emit(pubs):
         nonlocal published
         if pubs:
-            write(json_lines(prefix, pubs))
+            write(lines(prefix, pubs))
             published += len(pubs)
 
     read = infile.read
@@ -144,10 +153,15 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
                 head = chunk[:4096]
             emit(decoder.feed(chunk))
         emit(decoder.finish())
+        outfile.flush()
+    except BrokenPipeError:
+        # the reader went away (`tianwang decode ... | head`): stop there, quietly, as a pipeline
+        # expects; what is still buffered goes nowhere rather than raising again at exit
+        _discard_output(outfile)
+        return 0
     finally:
         if gc_was_enabled:
             gc.enable()
-    outfile.flush()
     drops = ", ".join(f"{reason}={n}" for reason, n in sorted(decoder.drops.items()) if n)
     if drops:
         what = f"; drops: {drops}"
@@ -164,6 +178,18 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
     if hint:
         print(f"tianwang decode: {hint}", file=errfile)
     return 0
+
+
+def _discard_output(outfile) -> None:
+    try:
+        fd = outfile.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def suggest_driver(head: bytes, driver: str) -> str | None:
