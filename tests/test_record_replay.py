@@ -190,10 +190,14 @@ async def test_decode_of_a_capture_is_the_decode_of_its_bytes(tmp_path):
     raw = tmp_path / "raw.nmea"
     raw.write_bytes(read_capture_file(str(CAPTURE)).device_bytes)
     (rc1, from_capture, err1), (rc2, from_raw, _), (rc3, by_header, _) = await asyncio.gather(
-        tw("decode", "--driver", "beidou", CAPTURE), tw("decode", "--driver", "beidou", raw), tw("decode", CAPTURE),
+        tw("decode", "--driver", "beidou", "--id", "capture", CAPTURE), tw("decode", "--driver", "beidou", raw),
+        tw("decode", CAPTURE),
     )
     assert rc1 == rc2 == rc3 == 0, err1
-    assert from_capture == from_raw == by_header == EXPECTED.read_text()
+    assert from_capture == from_raw == EXPECTED.read_text()
+    # without --driver and --id, the capture's header names both: the recorded device's topics
+    assert read_capture_file(str(CAPTURE)).header["device_id"] == "bd-1"
+    assert by_header == EXPECTED.read_text().replace('"topic":"gnss/capture/', '"topic":"gnss/bd-1/')
     assert "15" not in err1 or "publications" in err1
     with open(raw, "rb") as f:  # raw input passes through untouched, whatever the size of the read
         stream, cap = capture_or_raw(f)

@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--driver", default=None,
                    help="the driver whose decoder to use (`tianwang drivers` lists them); a capture of "
                         "`tianwang record` defaults to its own driver")
-    p.add_argument("--id", default="capture", help="device id used in topics (default: capture)")
+    p.add_argument("--id", default=None, help="device id used in topics (default: the recorded device's id for a capture, else capture)")
     p.add_argument("--profile", default=None, help="the device's vendor profile, for drivers that have profiles (signal)")
     p.add_argument("file", help="raw bytes or a `tianwang record` capture (found by its magic), or - for stdin")
 
@@ -363,7 +363,8 @@ def cmd_decode(args) -> int:
                       "`tianwang record` names its driver itself", file=sys.stderr)
                 return 2
             driver = capture.header.get("driver") or ""
-        return run_decode(driver, args.id, infile, out, profile=args.profile)
+        device_id = args.id or (capture.header.get("device_id") if capture is not None else None) or "capture"
+        return run_decode(driver, device_id, infile, out, profile=args.profile)
     finally:
         if f is not sys.stdin.buffer:
             f.close()
