@@ -38,13 +38,6 @@ def _interval(text: str) -> float:
     return value
 
 
-def _run_seconds(text: str) -> float:
-    value = _seconds(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} s: give a number of seconds above 0 (or leave --seconds out)")
-    return value
-
-
 def _shard(text: str):
     from tianwang.gateway.lifecycle.config import parse_shard
 
@@ -126,9 +119,10 @@ def _seconds(text: str) -> float:
 
 
 def _positive_seconds(text: str) -> float:
+    """A duration above 0 (`run --demo --seconds`, `record --seconds`): leave the option out for none."""
     value = _seconds(text)
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} s: give a duration of more than 0 s")
+        raise argparse.ArgumentTypeError(f"{text} s: give a number of seconds above 0 (or leave --seconds out)")
     return value
 
 
@@ -168,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="override gateway.metrics (HOST:PORT, or 'off')")
     p.add_argument("--quiet", action="store_true", help="with --demo: no live view on stdout")
     p.add_argument(
-        "--seconds", type=_run_seconds, metavar="S",
+        "--seconds", type=_positive_seconds, metavar="S",
         help="with --demo: stop by itself after S seconds, cleanly, with exit 0 (default: run until q, Ctrl-C or SIGTERM)",
     )
     p.add_argument(

@@ -186,28 +186,13 @@ async def _replay_tcp(cap, rep: Replayer, host: str, port: int, stop: asyncio.Ev
             writer.close()
             return
         busy = True
-        closed = asyncio.Event()
-
-        async def drain_input():
-            # what the gateway writes (polls, acks) is read and ignored; EOF means it went away
-            try:
-                while await reader.read(65536):
-                    pass
-            except (ConnectionError, OSError):
-                pass
-            closed.set()
-
-        reading = asyncio.create_task(drain_input())
         try:
-            await rep.play(writer.write, lambda: not closed.is_set() and not stop.is_set())
+            await _play_over(rep, reader, writer, stop)
             if rep.done:
-                await writer.drain()
                 finished.set()
         except (ConnectionError, OSError):
             pass
         finally:
-            reading.cancel()
-            writer.close()
             busy = False
 
     try:
@@ -222,12 +207,9 @@ async def _replay_tcp(cap, rep: Replayer, host: str, port: int, stop: asyncio.Ev
         server.close()
 
 
-async def _replay_connect(cap, rep: Replayer, host: str, port: int, stop: asyncio.Event, describe) -> None:
-    try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError as exc:
-        raise ReplayError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
-    _announce(describe(f"tcp://{host}:{port}"))
+async def _play_over(rep: "Replayer", reader, writer, stop: asyncio.Event) -> None:
+    """Play the capture into one TCP connection until it is done, the peer goes away or `stop`;
+    what the gateway writes back (polls, acks) is read and ignored, its EOF ends the play."""
     closed = asyncio.Event()
 
     async def drain_input():
@@ -246,6 +228,15 @@ async def _replay_connect(cap, rep: Replayer, host: str, port: int, stop: asynci
     finally:
         reading.cancel()
         writer.close()
+
+
+async def _replay_connect(cap, rep: Replayer, host: str, port: int, stop: asyncio.Event, describe) -> None:
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError as exc:
+        raise ReplayError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    _announce(describe(f"tcp://{host}:{port}"))
+    await _play_over(rep, reader, writer, stop)
     if not rep.done and not stop.is_set():
         raise ReplayError(f"{host}:{port} closed the connection after {rep.sent} of {len(rep.records)} chunks")
 
