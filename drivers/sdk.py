@@ -31,6 +31,8 @@ Offline decoding and simulators
     FramedDecoder             counters of a `tianwang decode` decoder built on a framer
     serve_simulator, run_simulator   the `tianwang simulate KIND` contract (first JSON line, stats,
                               SIGTERM, final counters)
+    PtyLine                   the device end of a pty for a simulator: raw, non-blocking, an
+                              on-data callback, a UART-sized backlog with overrun counting, a link
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ _EXPORTS = {
     "FramedDecoder": "tianwang.gateway.cli.decode:FramedDecoder",
     "serve_simulator": "tianwang.gateway.cli.simulate:serve",
     "run_simulator": "tianwang.gateway.cli.simulate:run",
+    "PtyLine": "tianwang.gateway.cli.ptyline:PtyLine",
 }
 
 
@@ -97,6 +100,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # for editors and type checkers; at run time the names above resolve lazily
     from tianwang.gateway import framing
     from tianwang.gateway.cli.decode import FramedDecoder
+    from tianwang.gateway.cli.ptyline import PtyLine
     from tianwang.gateway.cli.simulate import run as run_simulator, serve as serve_simulator
     from tianwang.gateway.errors import (
         CommandError, ConfigError, DeviceError, DeviceTimeout, DriverError, FrameError, GatewayError, describe,

@@ -50,16 +50,14 @@ import bisect
 import collections
 import dataclasses
 import math
-import os
 import random
 import socket
 import struct
 import sys
 import time
-import tty
 
 from tianwang.drivers.beidou import nmea_writer as w
-from tianwang.drivers.sdk import run_simulator, serve_simulator
+from tianwang.drivers.sdk import PtyLine, run_simulator, serve_simulator
 
 EARTH_M_PER_DEG = 111_320.0
 DEFAULT_CENTRE = (27.8297, 112.9443)  # Xiangtan, Hunan: the city the demo and the simulators drive around
@@ -360,120 +358,7 @@ class RdssCard:
 
 
 # ---------------------------------------------------------------------------------------------
-# Transports: the simulator owns the device side
-
-
-class _PtyLine:
-    """The device end of a pty. The simulator keeps the slave open too, so the line stays up while
-    no driver has it open (what a receiver writes then is lost, as on a real unread UART)."""
-
-    def __init__(self, sim: "ReceiverSimulator", link: str | None):
-        self.sim = sim
-        self.link = link
-        self.master = -1
-        self.slave = -1
-        self.path = ""
-        self._pending = bytearray()
-        self._writing = False
-
-    @property
-    def url(self) -> str:
-        return f"serial://{self.link or self.path}"
-
-    def open(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self.master, self.slave = master, slave
-        self.path = os.ttyname(slave)
-        if self.link:
-            tmp = f"{self.link}.{os.getpid()}.tmp"
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            os.symlink(self.path, tmp)
-            os.replace(tmp, self.link)  # atomic: a driver opening the link never sees it missing
-        self.sim.loop.add_reader(master, self._readable)
-
-    @property
-    def is_open(self) -> bool:
-        return self.master >= 0
-
-    def _readable(self) -> None:
-        try:
-            data = os.read(self.master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            # EIO: no slave end any more; stop watching, or the loop would spin on a dead fd
-            self.sim.loop.remove_reader(self.master)
-            return
-        if data:
-            self.sim._host_bytes(data)
-
-    def write(self, data: bytes) -> None:
-        if self.master < 0:
-            self.sim.counters["overrun_bytes"] += len(data)
-            return
-        if self._pending:
-            self._queue(data)
-            return
-        try:
-            n = os.write(self.master, data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError:
-            self.sim.counters["overrun_bytes"] += len(data)
-            return
-        if n < len(data):
-            self._queue(data[n:])
-
-    def _queue(self, data: bytes) -> None:
-        # nobody is reading: keep a little, like a UART FIFO, and lose the rest
-        room = 8192 - len(self._pending)
-        if room <= 0:
-            self.sim.counters["overrun_bytes"] += len(data)
-            return
-        self._pending += data[:room]
-        if len(data) > room:
-            self.sim.counters["overrun_bytes"] += len(data) - room
-        if not self._writing:
-            self._writing = True
-            self.sim.loop.add_writer(self.master, self._drain)
-
-    def _drain(self) -> None:
-        try:
-            n = os.write(self.master, self._pending)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            n = len(self._pending)
-        del self._pending[:n]
-        if not self._pending:
-            self._writing = False
-            self.sim.loop.remove_writer(self.master)
-
-    def close(self) -> None:
-        if self.master < 0:
-            return
-        loop = self.sim.loop
-        loop.remove_reader(self.master)
-        if self._writing:
-            loop.remove_writer(self.master)
-            self._writing = False
-        self._pending.clear()
-        os.close(self.master)
-        os.close(self.slave)
-        self.master = self.slave = -1
-
-    def remove_link(self) -> None:
-        if self.link:
-            try:
-                if os.path.islink(self.link):
-                    os.unlink(self.link)
-            except OSError:
-                pass
+# Transports: the simulator owns the device side (a pty through the SDK's PtyLine, or TCP)
 
 
 class _TcpClient(asyncio.Protocol):
@@ -674,7 +559,8 @@ class ReceiverSimulator:
         self.epochs: collections.OrderedDict[int, w.EpochState] = collections.OrderedDict()
         self.keep_epochs = keep_epochs
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._pty = _PtyLine(self, str(link) if link else None) if transport == "pty" else None
+        self._pty = (PtyLine(self._host_bytes, link=str(link) if link else None, on_overrun=self._overrun,
+                             on_lost=self._overrun) if transport == "pty" else None)
         self._tcp = _TcpLine(self, host, port) if transport == "tcp" else None
         self._tasks: list[asyncio.Task] = []
         self._reopen: asyncio.TimerHandle | None = None
@@ -981,6 +867,10 @@ class ReceiverSimulator:
             self._pty.write(data)
         else:
             self._tcp.write(data)
+
+    def _overrun(self, n: int) -> None:
+        # bytes the receiver wrote that no reader took: the pty backlog was full, or the line was down
+        self.counters["overrun_bytes"] += n
 
     def _host_bytes(self, data: bytes) -> None:
         """Sentences from the host (driver): card commands."""

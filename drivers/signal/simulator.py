@@ -17,12 +17,10 @@ import abc
 import argparse
 import asyncio
 import logging
-import os
 import sys
 import time
-import tty
 
-from tianwang.drivers.sdk import parse_hostport, run_simulator, serve_simulator
+from tianwang.drivers.sdk import PtyLine, parse_hostport, run_simulator, serve_simulator
 from tianwang.drivers.signal import protocol as p
 from tianwang.drivers.signal.controller import Controller
 
@@ -80,81 +78,26 @@ class _Line(abc.ABC):
 
 
 class _PtyLine(_Line):
+    """All the controllers on one multi-drop pty (the SDK's PtyLine; a full backlog counts
+    `overrun_bytes`, bytes written once the line is closed are not counted)."""
+
     def __init__(self, sim, controllers):
         super().__init__(sim, controllers)
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self.master, self.slave = master, slave
-        self.path = os.ttyname(slave)
-        self._pending = bytearray()
-        self._writing = False
-        self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(master, self._readable)
+        self.pty = PtyLine(self.received, on_overrun=self._overrun)
+        self.pty.open()
 
     @property
     def url(self) -> str:
-        return f"serial://{self.path}"
+        return self.pty.url
 
-    def _readable(self) -> None:
-        try:
-            data = os.read(self.master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.loop.remove_reader(self.master)
-            return
-        if data:
-            self.received(data)
+    def _overrun(self, n: int) -> None:
+        self.sim.counters["overrun_bytes"] += n
 
     def write(self, data: bytes) -> None:
-        if self.master < 0:
-            return
-        if self._pending:
-            self._queue(data)
-            return
-        try:
-            n = os.write(self.master, data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError:
-            return
-        if n < len(data):
-            self._queue(data[n:])
-
-    def _queue(self, data: bytes) -> None:
-        # nobody reads the line: keep a UART-sized backlog and lose the rest
-        room = 8192 - len(self._pending)
-        if room <= 0:
-            self.sim.counters["overrun_bytes"] += len(data)
-            return
-        self._pending += data[:room]
-        self.sim.counters["overrun_bytes"] += max(0, len(data) - room)
-        if not self._writing:
-            self._writing = True
-            self.loop.add_writer(self.master, self._drain)
-
-    def _drain(self) -> None:
-        try:
-            n = os.write(self.master, self._pending)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            n = len(self._pending)
-        del self._pending[:n]
-        if not self._pending:
-            self._writing = False
-            self.loop.remove_writer(self.master)
+        self.pty.write(data)
 
     def close(self) -> None:
-        if self.master < 0:
-            return
-        self.loop.remove_reader(self.master)
-        if self._writing:
-            self.loop.remove_writer(self.master)
-        os.close(self.master)
-        os.close(self.slave)
-        self.master = self.slave = -1
+        self.pty.close()
 
 
 class _TcpLine(_Line, asyncio.Protocol):

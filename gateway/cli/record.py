@@ -242,25 +242,20 @@ async def _replay_connect(cap, rep: Replayer, host: str, port: int, stop: asynci
 
 
 async def _replay_pty(cap, rep: Replayer, link: str | None, stop: asyncio.Event, describe) -> None:
-    import tty
+    from tianwang.gateway.cli.ptyline import PtyLine, point_link
 
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    path = os.ttyname(slave)
-    # the slave is closed again: reading the master then fails with EIO until a reader opens it
-    os.close(slave)
-    os.set_blocking(master, False)
+    # the slave is not kept open: reading the master then fails with EIO until a reader opens it;
+    # what the gateway writes is read (and ignored) below, not through an on-data callback
+    line = PtyLine(keep_slave=False)
+    line.open()
+    master = line.master
     if link:
-        tmp = f"{link}.{os.getpid()}.tmp"
         try:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            os.symlink(path, tmp)
-            os.replace(tmp, link)
+            point_link(link, line.path)
         except OSError as exc:
-            os.close(master)
+            line.close()
             raise ReplayError(f"--link {link}: cannot make the link: {exc.strerror or exc}") from None
-    _announce(describe(f"serial://{link or path}"))
+    _announce(describe(f"serial://{link or line.path}"))
     loop = asyncio.get_running_loop()
 
     def reader_present() -> bool:
@@ -305,7 +300,7 @@ async def _replay_pty(cap, rep: Replayer, link: str | None, stop: asyncio.Event,
                     await asyncio.sleep(0.02)
                 break
     finally:
-        os.close(master)
+        line.close()
         if link:
             try:
                 os.unlink(link)
