@@ -3,6 +3,9 @@
 import os
 import platform
 
+# the benches start processes while gRPC runs here: no gRPC fork handlers (see tests/conftest.py)
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 import benchreport
 import pytest
 

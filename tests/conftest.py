@@ -11,6 +11,11 @@ import asyncio
 import gc
 import os
 
+# The tests start processes (the CLI, simulators) while gRPC servers and channels run in this one.
+# gRPC's fork handlers are for children that go on using gRPC; ours exec at once, and the handlers
+# can crash such a child before its exec (grpc/grpc#13998, #29044). Read once, when grpc starts.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 import pytest
 import uvloop
 from hypothesis import HealthCheck, settings

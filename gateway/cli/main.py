@@ -285,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # `bench`, `replay` and the demo start processes while gRPC may be running in this one; they
+    # exec at once, so gRPC's fork handlers (which can crash such a child before its exec) are off.
+    # gRPC reads this when it starts, after this point: every grpc import in the CLI is lazy.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
     parser = build_parser()
     args = parser.parse_args(argv)
     verb = args.verb
