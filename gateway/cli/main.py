@@ -109,10 +109,7 @@ _positive_int = _int_range(1, 4096)
 
 def _seconds(text: str) -> float:
     """An argparse type for a duration: seconds, not negative, that fit a uint32 of milliseconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    value = _number(text, "a number of seconds")
     if not 0 <= value <= 4_294_967:
         raise argparse.ArgumentTypeError(f"{text} is out of range (0 to 4294967 s)")
     return value
@@ -127,10 +124,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text, "a number")
     if not 0 <= value <= 1e6:
         raise argparse.ArgumentTypeError(f"{text}: the speed is a factor from 0 (as fast as possible) up")
     return value
