@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-import tty
 
 import pytest
 
 import tianwang.drivers.signal as signal
 from tianwang.drivers.signal import protocol as p
 from tianwang.drivers.signal.simulator import SignalSimulator
+from tianwang.drivers.sdk import PtyLine
 from tianwang.gateway.datapath.journal import Journal
 from tianwang.gateway.datapath.router import Router
 from tianwang.gateway.errors import CommandError
@@ -66,6 +65,23 @@ async def stack(sim: SignalSimulator, devices):
             await sup.stop_all()
     finally:
         await sim.stop()
+
+
+class FakeLine:
+    """A hand-driven controller on a pty (the simulators' PtyLine): `polled(data)` gets what the
+    gateway writes, `write` answers; it stands where `stack` expects a simulator."""
+
+    def __init__(self, polled):
+        self.pty = PtyLine(polled)
+        self.pty.open()
+        self.url = self.pty.url
+        self.write = self.pty.write
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        self.pty.close()
 
 
 def colours(payload):
@@ -234,22 +250,13 @@ async def test_lamp_failure_alarm_and_green_conflict_fault_with_fallback():
 async def test_bad_frames_are_counted_and_the_good_reply_after_them_survives():
     """A fake controller on a pty answers each poll with garbage first: a CRC failure, an unknown
     frame type, a reply for another sequence number, then the real reply."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    os.set_blocking(master, False)
-    path = os.ttyname(slave)
     prof = p.PROFILES["majority"]
     framer = prof.framer()
-    loop = asyncio.get_running_loop()
     from tianwang.drivers.signal.controller import Controller
 
     ctl = Controller(5, prof)
 
-    def readable():
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            return
+    def polled(data):
         for content in framer.feed(data):
             msg = p.parse(content)
             answers = ctl.handle(msg, time.time())
@@ -260,22 +267,10 @@ async def test_bad_frames_are_counted_and_the_good_reply_after_them_survives():
             bad_crc[-3] ^= 0x55
             odd = p.encode(p.Message(0x99, 5, msg.seq, ()), prof)
             stray = p.encode(p.Message(p.FrameType.QUERY_REPLY, 5, (msg.seq + 100) % 256, ()), prof)
-            os.write(master, bytes(bad_crc) + b"\x00\x01noise" + odd + stray + good)
+            line.write(bytes(bad_crc) + b"\x00\x01noise" + odd + stray + good)
 
-    loop.add_reader(master, readable)
-
-    class Pty:
-        url = f"serial://{path}"
-
-        async def start(self):
-            pass
-
-        async def stop(self):
-            loop.remove_reader(master)
-            os.close(master)
-            os.close(slave)
-
-    async with stack(Pty(), [{"id": "tsc", "controller_id": 5, "heartbeat_s": 0}]) as s:
+    line = FakeLine(polled)
+    async with stack(line, [{"id": "tsc", "controller_id": 5, "heartbeat_s": 0}]) as s:
         await s.online("tsc")
         await until(lambda: len(s.payloads("tsc", "lamps")) >= 5, 10, "lamps")
         counters = s.entry("tsc").counters
@@ -383,22 +378,14 @@ async def test_refusals_map_to_clear_codes_and_timeouts_are_not_resent():
 async def test_controller_heartbeat_is_answered_and_strangers_are_counted():
     """A fake controller on a pty that, with each answer, asks its centre for a heartbeat and lets a
     controller nobody configured send a report."""
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    os.set_blocking(master, False)
     prof = p.PROFILES["majority"]
     framer = prof.framer()
-    loop = asyncio.get_running_loop()
     from tianwang.drivers.signal.controller import Controller
 
     ctl = Controller(6, prof)
     heartbeat_replies = []
 
-    def readable():
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            return
+    def polled(data):
         for content in framer.feed(data):
             msg = p.parse(content)
             if msg.frame_type == p.FrameType.HEARTBEAT_REPLY:
@@ -407,22 +394,10 @@ async def test_controller_heartbeat_is_answered_and_strangers_are_counted():
             answers = ctl.handle(msg, time.time())
             stranger = p.Message(p.FrameType.REPORT, 99, 1, (p.DataValue(1, 15, 1, 1, 1, b"\x01"),))
             ask = p.heartbeat(6, 200 + len(heartbeat_replies) % 50)
-            os.write(master, b"".join(p.encode(m, prof) for m in answers + [stranger, ask]))
+            line.write(b"".join(p.encode(m, prof) for m in answers + [stranger, ask]))
 
-    loop.add_reader(master, readable)
-
-    class Pty:
-        url = f"serial://{os.ttyname(slave)}"
-
-        async def start(self):
-            pass
-
-        async def stop(self):
-            loop.remove_reader(master)
-            os.close(master)
-            os.close(slave)
-
-    async with stack(Pty(), [{"id": "tsc", "controller_id": 6, "heartbeat_s": 0}]) as s:
+    line = FakeLine(polled)
+    async with stack(line, [{"id": "tsc", "controller_id": 6, "heartbeat_s": 0}]) as s:
         await s.online("tsc")
         await until(lambda: len(heartbeat_replies) >= 3, 10, "heartbeat replies")
         assert all(m.controller == 6 and m.seq >= 200 for m in heartbeat_replies)
