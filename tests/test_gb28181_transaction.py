@@ -156,6 +156,15 @@ def test_client_table_is_bounded_and_pushed_out_keys_are_reported():
     assert tx.next_deadline() == pytest.approx(0.5 + 0.015)
 
 
+def test_a_pushed_out_transaction_can_still_be_cancelled_once():
+    tx = ClientTransactions(max_pending=1)
+    first = tx.start(request(), DEVICE, False, 0.0)
+    tx.start(request(), DEVICE, False, 0.0)
+    assert tx.cancel(first) is True
+    assert tx.cancel(first) is False
+    assert tx.expired(0.0) == []
+
+
 def test_heaps_stay_bounded_under_churn():
     tx = ClientTransactions()
     now = 0.0
@@ -262,3 +271,55 @@ def test_server_table_is_bounded():
     for r in reqs[:50]:
         st.remember(r, sip.build_response(r, 200), 5.0)
     assert len(st) == 100
+
+
+# -- a random life of many transactions -----------------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+EVENT = st.one_of(
+    st.tuples(st.just("start"), st.booleans(), st.sampled_from(["MESSAGE", "INVITE", "SUBSCRIBE"])),
+    st.tuples(st.just("answer"), st.integers(0, 50), st.sampled_from([100, 180, 200, 404])),
+    st.tuples(st.just("cancel"), st.integers(0, 50)),
+    st.tuples(st.just("tick"), st.floats(0.0, 20.0)),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(EVENT, max_size=60))
+def test_every_transaction_ends_exactly_once(events):
+    """Whatever happens, each started transaction ends once (final answer, cancel, timeout or push-out),
+    only unreliable ones are retransmitted, and none is retransmitted after it ended."""
+    tx = ClientTransactions(t1=0.5, t2=4.0, max_pending=3)
+    now, started, ended, reliable_of = 0.0, [], {}, {}
+    for event in events:
+        if event[0] == "start":
+            req = request(event[2])
+            key = tx.start(req, DEVICE, event[1], now)
+            started.append((key, req))
+            reliable_of[key] = event[1]
+        elif event[0] == "answer" and started:
+            key, req = started[event[1] % len(started)]
+            got = tx.response(wire(sip.build_response(wire(req), event[2])), now)
+            if key in ended:
+                assert got is None
+            elif got is not None and got[1]:
+                assert got == (key, True)
+                ended[key] = "final"
+        elif event[0] == "cancel" and started:
+            key, _ = started[event[1] % len(started)]
+            assert tx.cancel(key) is (key not in ended)
+            ended.setdefault(key, "cancel")
+        elif event[0] == "tick":
+            now += event[1]
+            for req, dest in tx.due(now):
+                key = client_key(req)
+                assert key not in ended and not reliable_of[key] and dest == DEVICE
+            for key in tx.expired(now):
+                assert key not in ended
+                ended[key] = "timeout"
+        assert len(tx) <= 3
+    for key in tx.expired(now + 10_000):
+        assert key not in ended
+        ended[key] = "timeout"
+    assert set(ended) == {key for key, _ in started}
+    assert len(tx) == 0 and tx.next_deadline() is None

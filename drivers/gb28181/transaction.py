@@ -258,6 +258,9 @@ class ClientTransactions:
 
     def cancel(self, key) -> bool:
         """Stop tracking a transaction (its caller gave up); True when it was pending."""
+        if key in self._pushed_out:
+            self._pushed_out.remove(key)
+            return True
         return self._table.pop(key, None) is not None
 
     def next_deadline(self) -> float | None:
