@@ -546,3 +546,14 @@ def test_the_framer_never_holds_more_than_its_limit(chunks, data):
             return
         last = cut
         assert framer.buffered <= 1500
+
+
+def test_build_request_takes_name_addr_and_sip_uri_values():
+    contact = sip.NameAddr(sip.parse_uri("sip:43030000002000000001@10.0.0.1:5060"), "平台", {"expires": "3600"})
+    req = sip.build_request("REGISTER", sip.parse_uri("sip:4303000000"), via_host="10.0.0.1", via_port=5060,
+                            transport="udp", from_uri=sip.parse_uri("sip:43030000002000000001@4303000000"),
+                            from_tag="a", to_uri="<sip:43030000002000000001@4303000000>", call_id="c", cseq=1,
+                            contact=contact)
+    got = sip.parse_message(req.to_bytes())
+    assert got.contact == contact
+    assert got.to.uri.user == "43030000002000000001" and got.uri == "sip:4303000000"

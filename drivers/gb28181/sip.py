@@ -801,8 +801,9 @@ def new_call_id() -> str:
 
 
 def _angle(uri) -> str:
+    """A URI (str or SipUri) in angle brackets; a NameAddr or bracketed text as it is."""
     text = str(uri)
-    return text if text.startswith("<") else f"<{text}>"
+    return text if isinstance(uri, NameAddr) or text.startswith(("<", '"')) else f"<{text}>"
 
 
 def build_request(method: str, uri, *, via_host: str, via_port: int, transport: str, from_uri, from_tag: str,
