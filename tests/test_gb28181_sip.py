@@ -557,3 +557,22 @@ def test_build_request_takes_name_addr_and_sip_uri_values():
     got = sip.parse_message(req.to_bytes())
     assert got.contact == contact
     assert got.to.uri.user == "43030000002000000001" and got.uri == "sip:4303000000"
+
+
+def test_a_head_trickled_byte_by_byte_is_searched_once(monkeypatch):
+    """A peer sending one byte per segment must not make the framer rescan its whole buffer each time."""
+    searched = []
+    real = sip._HEAD_END
+
+    class Counting:
+        def search(self, buf, pos=0):
+            searched.append(len(buf) - pos)
+            return real.search(buf, pos)
+
+    monkeypatch.setattr(sip, "_HEAD_END", Counting())
+    head = REGISTER.replace(b"Expires: 3600\r\n", b"X-Pad: " + b"p" * 60 + b"\r\nExpires: 3600\r\n")
+    framer, got = sip.StreamFramer(), []
+    for i in range(len(head)):
+        got += framer.feed(head[i : i + 1])
+    assert [m.method for m in got] == ["REGISTER"]
+    assert sum(searched) < 5 * len(head)

@@ -703,6 +703,8 @@ class StreamFramer:
         self._body_start = 0
         self._length = 0
         self._error: SipError | None = None
+        self._scanned = 0  # bytes of the current head searched for its end without finding it
+        self._start_checked = False  # the current head's start line was seen and is valid
         self.keepalives = 0  # CRLF keepalives skipped
 
     @property
@@ -735,17 +737,23 @@ class StreamFramer:
                 self.keepalives += 1
             if not buf:
                 return False
-            m = _HEAD_END.search(buf)
+            # search only the new bytes (a blank line is at most 4 bytes long): a peer trickling a
+            # head one byte at a time must not cost a rescan of the whole buffer each time
+            m = _HEAD_END.search(buf, max(0, self._scanned - 3))
             if m is None:
-                nl = buf.find(b"\n")
-                if nl >= 0:
-                    # junk shows in its first line: refuse it now rather than after max_size bytes
-                    _parse_start_line(bytes(buf[:nl]).rstrip(b"\r").decode("utf-8", "surrogateescape"))
-                if nl < 0 and len(buf) > self.max_line:
-                    raise SipError("too_large", "start line too long")
+                self._scanned = len(buf)
+                if not self._start_checked:
+                    nl = buf.find(b"\n")
+                    if nl >= 0:
+                        # junk shows in its first line: refuse it now rather than after max_size bytes
+                        _parse_start_line(bytes(buf[:nl]).rstrip(b"\r").decode("utf-8", "surrogateescape"))
+                        self._start_checked = True
+                    elif len(buf) > self.max_line:
+                        raise SipError("too_large", "start line too long")
                 if len(buf) > self.max_size:
                     raise SipError("too_large", f"head over {self.max_size} bytes")
                 return False
+            self._scanned, self._start_checked = 0, False
             if m.start() > self.max_size:
                 raise SipError("too_large", f"head over {self.max_size} bytes")
             head = _parse_head(bytes(buf[: m.start()]), self.max_headers, self.max_line)
