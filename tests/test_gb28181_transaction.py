@@ -273,6 +273,69 @@ def test_server_table_is_bounded():
     assert len(st) == 100
 
 
+def ack_2xx(invite, response):
+    """The ACK a UAC sends for a 2xx: a new transaction (new branch) in the dialog."""
+    return sip.build_request("ACK", invite.uri, via_host="10.0.0.1", via_port=5060, transport="udp",
+                             from_uri=invite.from_.uri, from_tag=invite.from_.tag, to_uri=response.to.uri,
+                             to_tag=response.to.tag, call_id=invite.call_id, cseq=invite.cseq[0])
+
+
+def test_invite_2xx_resent_over_udp_until_the_ack():
+    st = ServerTransactions(t1=0.5, t2=4.0)
+    invite = wire(request("INVITE", cseq=9))
+    assert st.receive(invite, 0.0) is None
+    ok = sip.build_response(invite, 200, to_tag="dev")
+    st.remember(invite, ok, 0.0, dest=DEVICE, reliable=False)
+    assert st.awaiting_ack() == 1 and st.next_deadline() == 0.5
+    resent, now = [], 0.0
+    while now < 10.0:
+        now = round(now + 0.05, 2)
+        resent += [(now, item) for item in st.due(now)]
+    assert [t for t, _ in resent] == [0.5, 1.5, 3.5, 7.5]  # T1 doubling, capped at T2
+    assert all(item == (ok, DEVICE) for _, item in resent)
+    assert st.receive(wire(ack_2xx(invite, wire(ok))), 10.0) is None  # the dialog gets the ACK
+    assert st.awaiting_ack() == 0
+    assert st.due(100.0) == [] and st.ack_timeouts(100.0) == []
+    assert st.resent == 4
+
+
+def test_invite_non_2xx_ack_stops_resending_and_is_absorbed():
+    st = ServerTransactions()
+    invite = wire(request("INVITE", cseq=3))
+    st.receive(invite, 0.0)
+    busy = sip.build_response(invite, 486, to_tag="dev")
+    st.remember(invite, busy, 0.0, dest=DEVICE, reliable=False)
+    assert st.due(0.5) == [(busy, DEVICE)]
+    assert st.receive(wire(ack_for(invite, wire(busy))), 0.7) is ABSORBED
+    assert st.due(5.0) == [] and st.awaiting_ack() == 0
+
+
+def test_invite_answer_without_ack_times_out():
+    st = ServerTransactions(t1=0.5)
+    invite = wire(request("INVITE"))
+    st.receive(invite, 0.0)
+    ok = sip.build_response(invite, 200, to_tag="dev")
+    st.remember(invite, ok, 0.0, dest=DEVICE, reliable=True)
+    assert st.due(20.0) == []  # reliable: never resent
+    assert st.ack_timeouts(31.9) == []
+    assert st.ack_timeouts(32.0) == [(invite, ok)]
+    assert st.awaiting_ack() == 0
+
+
+def test_only_invite_finals_with_a_destination_wait_for_an_ack():
+    st = ServerTransactions()
+    invite = wire(request("INVITE"))
+    st.receive(invite, 0.0)
+    st.remember(invite, sip.build_response(invite, 100), 0.0, dest=DEVICE, reliable=False)
+    message = wire(request("MESSAGE"))
+    st.receive(message, 0.0)
+    st.remember(message, sip.build_response(message, 200), 0.0, dest=DEVICE, reliable=False)
+    other = wire(request("INVITE"))
+    st.receive(other, 0.0)
+    st.remember(other, sip.build_response(other, 200), 0.0)
+    assert st.awaiting_ack() == 0 and st.due(10.0) == []
+
+
 # -- a random life of many transactions -----------------------------------------------------------
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
