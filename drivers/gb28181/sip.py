@@ -80,7 +80,6 @@ _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _TOKEN_RE = re.compile(_TOKEN, re.ASCII)
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) (\S+) ([Ss][Ii][Pp]/[0-9]{{1,3}}\.[0-9]{{1,3}})", re.ASCII)
 _STATUS_LINE = re.compile(r"([Ss][Ii][Pp]/[0-9]{1,3}\.[0-9]{1,3}) ([1-6][0-9][0-9])(?: ([^\r\n]*))?", re.ASCII)
-_VERSION_ONLY = re.compile(r"[Ss][Ii][Pp]/", re.ASCII)
 _HEADER_NAME = re.compile(rf"({_TOKEN})[ \t]*:", re.ASCII)
 _CSEQ = re.compile(rf"\s*([0-9]{{1,10}})\s+({_TOKEN})\s*", re.ASCII)
 _DIGITS = re.compile(r"\s*([0-9]{1,10})\s*", re.ASCII)
