@@ -139,7 +139,7 @@ def test_genuine_utf8_kept_when_declared_or_chinese():
 
 
 def test_declared_transform_codecs_are_not_used():
-    # unicode_escape would turn \\x26 into '&' before the parser saw it; such names fall back to GB18030
+    # unicode_escape would turn \x26 into '&' before the parser saw it; such names fall back to GB18030
     raw = body("Notify", "<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>湘潭\\x26</AlarmDescription>", decl="unicode_escape")
     assert manscdp.alarm(parse(raw)).description == "湘潭\\x26"
     assert manscdp.declared_charset(raw) == "unicode_escape"
