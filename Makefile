@@ -1,4 +1,5 @@
-# Tianwang: `make demo` runs the gateway on its simulators, `make test` runs the whole suite.
+# Tianwang: `make demo` runs the gateway on its simulators, `make test` runs the whole suite,
+# `make lint` runs ruff and mypy (CONTRIBUTING.md).
 # Each target creates .venv when it is missing and installs the project (with its compiled
 # extension) into it. PYTHON picks the interpreter used to create the venv.
 
@@ -12,7 +13,7 @@ SOURCES := Makefile pyproject.toml setup.py proto/pyproject.toml proto/setup.py 
 BUILD_REQUIRES = $$($(PY) -c 'import tomllib; print(" ".join(sorted({r for f in ("pyproject.toml", "proto/pyproject.toml") for r in tomllib.load(open(f, "rb"))["build-system"]["requires"]})))')
 PYTEST_ARGS ?=
 
-.PHONY: install tools demo test test-twins fuzz bench bench-pytest soak dist clean
+.PHONY: install tools demo test test-twins lint fuzz bench bench-pytest soak dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +23,10 @@ $(STAMP): $(PY) $(SOURCES)
 	@# the build requirements go into the venv too: tests/test_packaging.py builds both wheels with
 	@# `pip wheel --no-build-isolation`, which a fresh venv's setuptools (65 on Python 3.11) cannot
 	$(PY) -m pip install --quiet $(BUILD_REQUIRES)
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,bench,lint]'
 	@$(PY) -c "import tianwang.gateway.framing as f; print('tianwang installed; compiled hot path:', f.USING_CEXT)"
+	@# build/typing/: the folder mapping as links, for mypy and editors (tools/typecheck.py)
+	@$(PY) tools/typecheck.py --tree
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -64,6 +67,15 @@ test: install tools
 test-twins: install tools
 	GATEWAY_NO_CEXT=1 $(PY) -m pytest -q -p no:cacheprovider -m twins $(PYTEST_ARGS)
 
+# ruff (lint, then the format check) and mypy over the typed core; pyproject.toml holds their settings.
+# All three run, so one pass shows every problem; `ruff check --fix .` and `ruff format .` fix most.
+lint: install
+	@status=0; \
+	echo "ruff check"; $(PY) -m ruff check . || status=1; \
+	echo "ruff format --check"; $(PY) -m ruff format --check . || status=1; \
+	echo "mypy"; $(PY) tools/typecheck.py || status=1; \
+	exit $$status
+
 fuzz: install
 	TIANWANG_FUZZ_EXAMPLES=200000 $(PY) -m pytest -q -p no:cacheprovider tests -k fuzz
 
@@ -90,4 +102,4 @@ dist: $(PY)
 	@ls dist
 
 clean:
-	rm -rf build *.egg-info proto/build proto/*.egg-info cext/_speedups.c cext/*.so proto/tianwang/v1/*_pb2*.py* .pytest_cache
+	rm -rf build .mypy_cache .ruff_cache *.egg-info proto/build proto/*.egg-info cext/_speedups.c cext/*.so proto/tianwang/v1/*_pb2*.py* .pytest_cache

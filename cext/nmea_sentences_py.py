@@ -176,7 +176,7 @@ class _Message:
                 return False
         return True
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value: unhashable, as the compiled class
 
 
 class GGA(_Message):

@@ -12,6 +12,7 @@ pure-Python twins. Everything else imports hot-path names from here
 import importlib
 import os
 import types
+from typing import Any, TYPE_CHECKING
 
 # Every compiled name and the pure-Python twin that behaves the same ("module:attribute").
 # Each piece of the hot path is cext/<piece>.pxi (compiled), cext/<piece>_decl.pxi (its contract)
@@ -77,11 +78,72 @@ TWINS = {
     "json_lines_utf8": "tianwang.cext.jsonl_py:json_lines_utf8",
 }
 
-_compiled_module = None
-_import_error = None
+if TYPE_CHECKING:
+    # For type checkers and editors: each name has its twin's type, since the compiled piece behaves
+    # the same (tests/test_layout.py keeps this list equal to TWINS). At run time the names resolve
+    # lazily through __getattr__ below, to the compiled piece or the twin.
+    from tianwang.cext.envelope_py import (
+        count_envelopes as count_envelopes,
+        encode_envelope as encode_envelope,
+        encode_gap as encode_gap,
+        EntryLog as EntryLog,
+    )
+    from tianwang.cext.frame7e_py import (
+        crc16_ccitt_false as crc16_ccitt_false,
+        crc16_gbt20999 as crc16_gbt20999,
+        crc16_x25 as crc16_x25,
+        encode_gbt20999 as encode_gbt20999,
+        encode_jt808 as encode_jt808,
+        encode_pmpp as encode_pmpp,
+        Gbt20999Framer as Gbt20999Framer,
+        Jt808Framer as Jt808Framer,
+        PmppFramer as PmppFramer,
+        xor_checksum as xor_checksum,
+    )
+    from tianwang.cext.journal_scan_py import scan_entries as scan_entries
+    from tianwang.cext.jsonl_py import json_lines as json_lines, json_lines_utf8 as json_lines_utf8
+    from tianwang.cext.nmea_binary_py import BinaryAssembler as BinaryAssembler, BinaryEpoch as BinaryEpoch
+    from tianwang.cext.nmea_epoch_py import Epoch as Epoch, EpochAssembler as EpochAssembler
+    from tianwang.cext.nmea_framer_py import (
+        nmea_checksum as nmea_checksum,
+        NMEA_DROP_REASONS as NMEA_DROP_REASONS,
+        NmeaDecoder as NmeaDecoder,
+        parse_nmea_sentence as parse_nmea_sentence,
+    )
+    from tianwang.cext.nmea_publish_py import FixPublisher as FixPublisher
+    from tianwang.cext.nmea_sentences_py import (
+        BinaryFrame as BinaryFrame,
+        FKI as FKI,
+        GGA as GGA,
+        GLL as GLL,
+        GNS as GNS,
+        GSA as GSA,
+        GST as GST,
+        GSV as GSV,
+        ICI as ICI,
+        ICP as ICP,
+        PWI as PWI,
+        RawSentence as RawSentence,
+        RMC as RMC,
+        TCI as TCI,
+        TXR as TXR,
+        TXT as TXT,
+        VTG as VTG,
+        ZDA as ZDA,
+    )
+    from tianwang.cext.topics_py import (
+        pattern_matches as pattern_matches,
+        TopicFilter as TopicFilter,
+        validate_pattern as validate_pattern,
+        validate_topic as validate_topic,
+    )
+
+_compiled_module: types.ModuleType | None = None
+_import_error: ImportError | None = None
 if not os.environ.get("GATEWAY_NO_CEXT"):
     try:
-        from tianwang.cext import _speedups as _compiled_module
+        # the extension has no stub: its names are typed by the twins above
+        from tianwang.cext import _speedups as _compiled_module  # type: ignore[attr-defined, no-redef]
     except ImportError as exc:  # the extension was not built
         if os.environ.get("GATEWAY_REQUIRE_CEXT"):
             raise ImportError(
@@ -93,10 +155,10 @@ if not os.environ.get("GATEWAY_NO_CEXT"):
 USING_CEXT = _compiled_module is not None
 IMPLEMENTATION = "cext" if USING_CEXT else "python"
 
-_twins_ns = None
+_twins_ns: types.SimpleNamespace | None = None
 
 
-def twins():
+def twins() -> types.SimpleNamespace:
     """The pure-Python twins, as a namespace with every name in `TWINS`."""
     global _twins_ns
     if _twins_ns is None:
@@ -108,7 +170,7 @@ def twins():
     return _twins_ns
 
 
-def compiled():
+def compiled() -> types.SimpleNamespace | None:
     """The compiled implementation as a namespace, or None when it is not in use."""
     if _compiled_module is None:
         return None
@@ -118,7 +180,7 @@ def compiled():
     return ns
 
 
-def implementations():
+def implementations() -> list[types.SimpleNamespace]:
     """Every implementation available in this process: [compiled (if any), twins]."""
     impls = [twins()]
     c = compiled()
@@ -127,7 +189,7 @@ def implementations():
     return impls
 
 
-def why_not_compiled():
+def why_not_compiled() -> str | None:
     """A human-readable reason the twins are running, or None."""
     if USING_CEXT:
         return None
@@ -136,7 +198,7 @@ def why_not_compiled():
     return f"tianwang.cext._speedups not importable: {_import_error}"
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # Names resolve on first use (PEP 562) and are then cached as module globals. Being lazy keeps
     # the import order free: a twin's package may itself import from here while it loads.
     where = TWINS.get(name)
@@ -151,5 +213,5 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(TWINS))

@@ -2,22 +2,46 @@
 repository root (`tianwang`) and proto/setup.py (`tianwang-proto`) import it. The generated modules
 are written beside the .proto sources and never committed.
 
+Both distributions ship py.typed, so every generated module has its stub: protoc's own `--pyi_out`
+types the messages (gateway_pb2.pyi) and mypy-protobuf's `protoc-gen-mypy_grpc` the service stubs
+(gateway_pb2_grpc.pyi), which grpcio-tools does not write.
+
 This file is a build script, not part of either distribution.
 """
 import glob
 import os
 import re
+import shutil
+import sys
+import sysconfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 V1 = os.path.join(HERE, "tianwang", "v1")
 
 
+GRPC_STUB_PLUGIN = "protoc-gen-mypy_grpc"  # mypy-protobuf's console script (a [build-system] requirement)
+
+
+def _grpc_stub_plugin():
+    """The path of mypy-protobuf's protoc plugin. Under pip's build isolation its scripts folder is
+    on PATH; with --no-build-isolation it sits beside this interpreter (an unactivated venv's bin/)."""
+    candidates = [shutil.which(GRPC_STUB_PLUGIN)]
+    for folder in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        candidates.append(os.path.join(folder, GRPC_STUB_PLUGIN))
+    for path in candidates:
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise SystemExit(f"{GRPC_STUB_PLUGIN} not found: install mypy-protobuf (a build requirement)")
+
+
 def generate_protos():
-    """Run protoc (from grpcio-tools) on tianwang/v1/*.proto, writing the modules beside them."""
-    from grpc_tools import protoc
+    """Run protoc (from grpcio-tools) on tianwang/v1/*.proto, writing the modules and their stubs
+    beside them."""
     import grpc_tools
+    from grpc_tools import protoc
 
     include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    plugin = _grpc_stub_plugin()
     for proto in sorted(glob.glob(os.path.join(V1, "*.proto"))):
         args = [
             "grpc_tools.protoc",
@@ -26,6 +50,8 @@ def generate_protos():
             f"--python_out={HERE}",
             f"--pyi_out={HERE}",
             f"--grpc_python_out={HERE}",
+            f"--plugin={GRPC_STUB_PLUGIN}={plugin}",
+            f"--mypy_grpc_out={HERE}",
             proto,
         ]
         if protoc.main(args) != 0:

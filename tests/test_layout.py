@@ -86,6 +86,22 @@ def test_every_twin_sits_beside_the_piece_it_mirrors():
     assert stray == []
 
 
+def test_framing_types_every_name_by_its_twin():
+    """The TYPE_CHECKING imports of gateway/framing.py (what type checkers and editors see) name
+    exactly the twins of TWINS (what runs)."""
+    tree = ast.parse((ROOT / "gateway" / "framing.py").read_text())
+    block = next(
+        node for node in tree.body
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+    )
+    typed = {
+        alias.asname or alias.name: f"{node.module}:{alias.name}"
+        for node in block.body if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert typed == framing.TWINS
+
+
 def test_client_helper_needs_nothing_from_the_gateway():
     for path in sources("proto/tianwang/v1"):
         for line, module in imports(path):

@@ -39,7 +39,7 @@ VERSION = next(
 )
 PYPROJECTS = [ROOT / "pyproject.toml", ROOT / "proto" / "pyproject.toml"]
 STUB_DEPENDENCIES = {"grpcio", "protobuf", "msgpack"}
-GENERATED = ("gateway_pb2.py", "gateway_pb2.pyi", "gateway_pb2_grpc.py")
+GENERATED = ("gateway_pb2.py", "gateway_pb2.pyi", "gateway_pb2_grpc.py", "gateway_pb2_grpc.pyi")
 # what the gateway's source folders become in its wheel
 FOLDERS = {"proto/tianwang": "tianwang", "gateway": "tianwang/gateway", "drivers": "tianwang/drivers", "cext": "tianwang/cext"}
 
@@ -124,7 +124,7 @@ def wheels(tmp_path_factory):
     source = tmp / "src"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis",
-        ".benchmarks", "tests", "bench", "*.so", "_speedups.c", "*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py",
+        ".benchmarks", "tests", "bench", "*.so", "_speedups.c", "*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py", "*_pb2_grpc.pyi",
     ))
     env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_REQUIRE_CEXT", "GATEWAY_NO_CEXT")}
     return {
