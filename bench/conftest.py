@@ -6,9 +6,9 @@ import platform
 # the benches start processes while gRPC runs here: no gRPC fork handlers (see tests/conftest.py)
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
-import benchreport
 import pytest
 
+import benchreport
 from tianwang.gateway import framing
 from tianwang.gateway.benchmarks.common import cpu_model
 

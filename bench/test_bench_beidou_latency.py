@@ -25,20 +25,18 @@ import statistics
 import time
 import tty
 
-import benchreport
+import grpc
 import msgpack
 import uvloop
 
+import benchreport
 import tianwang.drivers.beidou as beidou
 from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.gateway import framing
 from tianwang.gateway.app import Gateway
 from tianwang.gateway.lifecycle.config import load_config
 from tianwang.gateway.lifecycle.registry import Registry
-from tianwang.v1 import gateway_pb2 as pb
-from tianwang.v1 import gateway_pb2_grpc as pb_grpc
-
-import grpc
+from tianwang.v1 import gateway_pb2 as pb, gateway_pb2_grpc as pb_grpc
 
 EPOCHS = int(os.environ.get("TIANWANG_BENCH_LATENCY_EPOCHS", "60"))
 HZ = float(os.environ.get("TIANWANG_BENCH_LATENCY_HZ", "5"))

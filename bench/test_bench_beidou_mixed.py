@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import shutil
 
-import benchreport
 import pytest
 
+import benchreport
 from tianwang.drivers.beidou.receiver import ReceiverProtocol
-from tianwang.gateway.benchmarks.nmea import chunks_of, decode_typed, decode_vs_gpsdecode
-from tianwang.gateway.benchmarks.nmea import mixed_corpus as corpus
+from tianwang.gateway.benchmarks.nmea import chunks_of, decode_typed, decode_vs_gpsdecode, mixed_corpus as corpus
 
 SECTION = "mixed NMEA + binary"
 EPOCHS_FILE = 50_000

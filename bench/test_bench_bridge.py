@@ -10,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import benchreport
 import msgpack
 import pytest
 import uvloop
 
+import benchreport
 from tianwang.gateway.benchmarks.fanout import fix_payload
 from tianwang.gateway.datapath.bridge import NatsBridge
 from tianwang.gateway.datapath.journal import Journal
@@ -22,7 +22,7 @@ from tianwang.gateway.datapath.router import Router
 from tianwang.gateway.lifecycle.config import NatsBridgeConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from nats_helpers import NatsCluster, NatsServer  # noqa: E402
+from nats_helpers import NatsCluster, NatsServer
 
 N = 400_000
 PLAIN_N = 5_000

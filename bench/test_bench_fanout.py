@@ -9,10 +9,10 @@ and count envelopes from the raw batch bytes, so each side has a core of its own
 """
 
 import grpc
-import benchreport
 import pytest
 import uvloop
 
+import benchreport
 from tianwang.gateway.benchmarks.fanout import TOKEN, ServerProcess, deliver, router_append
 from tianwang.v1 import gateway_pb2 as pb
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import random
 
-import benchreport
 import pytest
 
+import benchreport
 from tianwang.gateway.benchmarks.frames import CORPORA, build, chunked, feed_all, gbt_status_reply, jt808_location
 
 RESULTS: dict[tuple[str, str], tuple[float, int, int]] = {}  # (corpus, impl) -> (seconds, bytes, frames)

@@ -7,10 +7,10 @@ published on the loop, which yields between bursts (as drivers do), until the wr
 (and under `always` synced) the last one and subscribers may see it.
 """
 
-import benchreport
 import pytest
 import uvloop
 
+import benchreport
 from tianwang.gateway.benchmarks.fanout import ServerProcess, deliver, journal_append
 
 APPEND_N = 300_000

@@ -12,10 +12,10 @@ default 1000,5000,20000), TIANWANG_BENCH_LATENCY_SECONDS (window per rate, defau
 import os
 import tempfile
 
-import benchreport
 import pytest
 import uvloop
 
+import benchreport
 from tianwang.gateway.benchmarks.latency import DESIGN_P99_MS, DESIGN_RATE, run_rate
 
 RATES = [int(r) for r in os.environ.get("TIANWANG_BENCH_LATENCY_RATES", "1000,5000,20000").split(",")]

@@ -28,11 +28,19 @@ import shutil
 
 import pynmea2  # noqa: F401  bench extras: pip install -e '.[bench]'
 import pynmeagps  # noqa: F401
-import benchreport
 import pytest
 
-from tianwang.gateway.benchmarks.nmea import (SHAPES, chunks_of, corpus_bytes, decode_pynmea2, decode_pynmeagps,
-                                         decode_typed, decode_vs_gpsdecode, receiver_pipeline)
+import benchreport
+from tianwang.gateway.benchmarks.nmea import (
+    SHAPES,
+    chunks_of,
+    corpus_bytes,
+    decode_pynmea2,
+    decode_pynmeagps,
+    decode_typed,
+    decode_vs_gpsdecode,
+    receiver_pipeline,
+)
 
 RESULTS: dict[str, tuple[str, float]] = {}  # name -> ("sentences/s" | "s" | "x", value)
 

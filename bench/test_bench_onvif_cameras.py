@@ -25,9 +25,9 @@ from __future__ import annotations
 import os
 import tempfile
 
-import benchreport
 import uvloop
 
+import benchreport
 from tianwang.gateway.benchmarks.scale import onvif_cameras
 
 CAMERAS = int(os.environ.get("TIANWANG_BENCH_ONVIF_CAMERAS", "200"))

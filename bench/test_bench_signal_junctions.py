@@ -23,10 +23,10 @@ from __future__ import annotations
 import os
 import tempfile
 
-import benchreport
 import pytest
 import uvloop
 
+import benchreport
 from tianwang.gateway import framing
 from tianwang.gateway.benchmarks.scale import signal_junctions
 

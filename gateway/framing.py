@@ -12,7 +12,7 @@ pure-Python twins. Everything else imports hot-path names from here
 import importlib
 import os
 import types
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Every compiled name and the pure-Python twin that behaves the same ("module:attribute").
 # Each piece of the hot path is cext/<piece>.pxi (compiled), cext/<piece>_decl.pxi (its contract)
@@ -83,21 +83,21 @@ if TYPE_CHECKING:
     # the same (tests/test_layout.py keeps this list equal to TWINS). At run time the names resolve
     # lazily through __getattr__ below, to the compiled piece or the twin.
     from tianwang.cext.envelope_py import (
+        EntryLog as EntryLog,
         count_envelopes as count_envelopes,
         encode_envelope as encode_envelope,
         encode_gap as encode_gap,
-        EntryLog as EntryLog,
     )
     from tianwang.cext.frame7e_py import (
+        Gbt20999Framer as Gbt20999Framer,
+        Jt808Framer as Jt808Framer,
+        PmppFramer as PmppFramer,
         crc16_ccitt_false as crc16_ccitt_false,
         crc16_gbt20999 as crc16_gbt20999,
         crc16_x25 as crc16_x25,
         encode_gbt20999 as encode_gbt20999,
         encode_jt808 as encode_jt808,
         encode_pmpp as encode_pmpp,
-        Gbt20999Framer as Gbt20999Framer,
-        Jt808Framer as Jt808Framer,
-        PmppFramer as PmppFramer,
         xor_checksum as xor_checksum,
     )
     from tianwang.cext.journal_scan_py import scan_entries as scan_entries
@@ -105,14 +105,13 @@ if TYPE_CHECKING:
     from tianwang.cext.nmea_binary_py import BinaryAssembler as BinaryAssembler, BinaryEpoch as BinaryEpoch
     from tianwang.cext.nmea_epoch_py import Epoch as Epoch, EpochAssembler as EpochAssembler
     from tianwang.cext.nmea_framer_py import (
-        nmea_checksum as nmea_checksum,
         NMEA_DROP_REASONS as NMEA_DROP_REASONS,
         NmeaDecoder as NmeaDecoder,
+        nmea_checksum as nmea_checksum,
         parse_nmea_sentence as parse_nmea_sentence,
     )
     from tianwang.cext.nmea_publish_py import FixPublisher as FixPublisher
     from tianwang.cext.nmea_sentences_py import (
-        BinaryFrame as BinaryFrame,
         FKI as FKI,
         GGA as GGA,
         GLL as GLL,
@@ -123,17 +122,18 @@ if TYPE_CHECKING:
         ICI as ICI,
         ICP as ICP,
         PWI as PWI,
-        RawSentence as RawSentence,
         RMC as RMC,
         TCI as TCI,
         TXR as TXR,
         TXT as TXT,
         VTG as VTG,
         ZDA as ZDA,
+        BinaryFrame as BinaryFrame,
+        RawSentence as RawSentence,
     )
     from tianwang.cext.topics_py import (
-        pattern_matches as pattern_matches,
         TopicFilter as TopicFilter,
+        pattern_matches as pattern_matches,
         validate_pattern as validate_pattern,
         validate_topic as validate_topic,
     )

@@ -20,8 +20,7 @@ import msgpack
 from tianwang.gateway.app import Gateway
 from tianwang.gateway.lifecycle.config import load_config
 from tianwang.gateway.lifecycle.registry import Registry
-from tianwang.v1 import gateway_pb2 as pb
-from tianwang.v1 import gateway_pb2_grpc as pb_grpc
+from tianwang.v1 import gateway_pb2 as pb, gateway_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 READ = "read-token-0123456789"

@@ -7,16 +7,15 @@ import asyncio
 import contextlib
 import time
 
-
 import tianwang.drivers.jt808 as jt808
-from tianwang.drivers.jt808 import protocol as p
-from tianwang.gateway.lifecycle.config import load_config
-from tianwang.gateway.framing import Jt808Framer, encode_jt808
-from tianwang.gateway.datapath.journal import Journal
-from tianwang.gateway.lifecycle.registry import Registry
-from tianwang.gateway.datapath.router import Router
-from tianwang.gateway.lifecycle.supervisor import Supervisor
 from gw import journal_envelopes, until  # noqa: F401  (until: used by the listener tests)
+from tianwang.drivers.jt808 import protocol as p
+from tianwang.gateway.datapath.journal import Journal
+from tianwang.gateway.datapath.router import Router
+from tianwang.gateway.framing import Jt808Framer, encode_jt808
+from tianwang.gateway.lifecycle.config import load_config
+from tianwang.gateway.lifecycle.registry import Registry
+from tianwang.gateway.lifecycle.supervisor import Supervisor
 
 SECRET = "jt808-test-secret"
 
@@ -121,7 +120,7 @@ class RawTerminal:
                 await self.recv(timeout)
         except EOFError:
             return True
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 
 import tianwang.drivers.onvif as onvif
-from tianwang.drivers.onvif.simulator import CameraSim
 from gw import base_config, client, running
+from tianwang.drivers.onvif.simulator import CameraSim
 
 PASSWORD = "sim-pass-0123"
 

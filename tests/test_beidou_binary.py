@@ -9,14 +9,14 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from tests.conftest import FUZZ_EXAMPLES
+from tests.test_nmea_decoder import GOOD, one
 from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.beidou.binary import BinaryAssembler
 from tianwang.drivers.beidou.receiver import ReceiverProtocol
 from tianwang.gateway import framing
-from tests.conftest import FUZZ_EXAMPLES
-from tests.test_nmea_decoder import GOOD, one
 
-T0 = int(dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+T0 = int(dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC).timestamp()) * 10**9
 SEC = 10**9
 
 # worked examples (synthetic, built from the specifications) in /work/shared/protocols/casic-ubx.md

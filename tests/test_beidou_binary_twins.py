@@ -11,12 +11,12 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from tests.conftest import FUZZ_EXAMPLES
 from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.beidou.receiver import ReceiverProtocol
 from tianwang.gateway import framing
-from tests.conftest import FUZZ_EXAMPLES
 
-T0 = int(dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+T0 = int(dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC).timestamp()) * 10**9
 SEC = 10**9
 
 needs_compiled = pytest.mark.skipif(framing.compiled() is None, reason="needs the compiled hot path to compare with")

@@ -10,15 +10,15 @@ import time
 import pytest
 
 import tianwang.drivers.beidou as beidou
+from gw import journal_envelopes, until
 from tianwang.drivers.beidou.simulator import ReceiverSimulator
+from tianwang.gateway.datapath.journal import Journal
+from tianwang.gateway.datapath.router import Router
+from tianwang.gateway.errors import CommandError
 from tianwang.gateway.lifecycle.config import load_config
 from tianwang.gateway.lifecycle.driver import Health
-from tianwang.gateway.errors import CommandError
-from tianwang.gateway.datapath.journal import Journal
 from tianwang.gateway.lifecycle.registry import Registry
-from tianwang.gateway.datapath.router import Router
 from tianwang.gateway.lifecycle.supervisor import Supervisor
-from gw import journal_envelopes, until
 
 pytestmark = pytest.mark.timeout(60)
 DEV = "bd-01"

@@ -13,14 +13,14 @@ import msgpack
 import pytest
 
 import tianwang.drivers.beidou as beidou
+from gw import CONTROL, GNSS_ONLY, base_config, client, md, running, until
+from test_beidou_driver import check_fix
 from tianwang.drivers.beidou.simulator import ReceiverSimulator
+from tianwang.gateway.datapath.journal import Journal
+from tianwang.gateway.datapath.router import Router
 from tianwang.gateway.lifecycle.config import load_config
 from tianwang.gateway.lifecycle.registry import Registry
 from tianwang.gateway.lifecycle.supervisor import Supervisor
-from tianwang.gateway.datapath.journal import Journal
-from tianwang.gateway.datapath.router import Router
-from test_beidou_driver import check_fix
-from gw import CONTROL, GNSS_ONLY, base_config, client, md, running, until
 from tianwang.v1 import gateway_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from tests.test_receiver import SEC, T0, assemble, sky, state, summary
 from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.beidou.receiver import ReceiverProtocol
-from tests.test_receiver import SEC, T0, assemble, sky, state, summary
 
 ORDERS = [
     ("GGA", "RMC", "GSA", "GSV"),                       # position first

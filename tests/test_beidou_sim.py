@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import serial_asyncio_fast
 
+from gw import until
 from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.beidou.simulator import LEVEL_BITS, RdssCard, ReceiverSimulator
-from tianwang.gateway.lifecycle.config import parse_url
 from tianwang.gateway.framing import FKI, GGA, GSA, ICI, ICP, PWI, RMC, TCI, TXR, TXT, NmeaDecoder
-from gw import until
+from tianwang.gateway.lifecycle.config import parse_url
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)

@@ -79,7 +79,7 @@ def test_capture_same_output_split_and_on_the_twin(impl, name):
 def test_bd410004_capture_facts():
     recs = records(expected("bd410004_bds_only"))
     fixes = on(recs, "fix")
-    t0 = int(dt.datetime(2024, 11, 28, 8, 30, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    t0 = int(dt.datetime(2024, 11, 28, 8, 30, tzinfo=dt.UTC).timestamp()) * 10**9
     assert [f["payload"]["time_ns"] for f in fixes] == [t0 + k * 10**9 for k in range(22)]
     assert [f["payload"]["quality"] for f in fixes[:4]] == [0, 0, 0, 1]
     assert fixes[3]["payload"]["lat"] == 31.2304 and fixes[3]["payload"]["lon"] == 121.4737
@@ -103,7 +103,7 @@ def test_bd410004_capture_facts():
 def test_nmea410_capture_facts():
     recs = records(expected("nmea410_multi_gnss"))
     fixes = on(recs, "fix")
-    t0 = int(dt.datetime(2024, 12, 31, 23, 59, 55, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    t0 = int(dt.datetime(2024, 12, 31, 23, 59, 55, tzinfo=dt.UTC).timestamp()) * 10**9
     assert [f["device_time_ns"] for f in fixes] == [t0 + k * 10**9 for k in range(15)]  # across New Year
     truth = {"BDS": 6, "GPS": 6, "GLO": 2, "GAL": 3, "QZSS": 0}
     assert all(f["payload"]["sats_used"] == truth for f in fixes)
@@ -117,7 +117,7 @@ def test_nmea410_capture_facts():
 
 def test_casic_capture_facts():
     recs = records(expected("casic_bds3_terminal"))
-    t0 = int(dt.datetime(2025, 3, 15, 2, 14, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    t0 = int(dt.datetime(2025, 3, 15, 2, 14, tzinfo=dt.UTC).timestamp()) * 10**9
     assert [(s["payload"]["state"], s["device_time_ns"]) for s in on(recs, "state")] == [
         ("FIX", t0), ("STALE", t0 + 8 * 10**9), ("FIX", t0 + 12 * 10**9)]
     assert len(on(recs, "fix")) == 12
@@ -148,7 +148,7 @@ def gpsdecode(data):
     for line in out.decode().splitlines():
         tpv = json.loads(line)
         if tpv.get("class") == "TPV" and tpv.get("mode", 0) >= 2 and "lat" in tpv and "time" in tpv:
-            when = dt.datetime.strptime(tpv["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+            when = dt.datetime.strptime(tpv["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
             ns = int(when.timestamp()) * 10**9 + when.microsecond * 1000
             fixes.setdefault(ns, []).append((tpv["lat"], tpv["lon"]))
     return fixes
@@ -162,7 +162,7 @@ def ours(data):
 def long_route():
     """Ten minutes of a car in Wuhan, both talker styles, every sentence kind, 0.1 s epochs at the
     end (fractional times), positions with 7 decimals of minutes."""
-    t0 = int(dt.datetime(2025, 6, 30, 23, 55, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+    t0 = int(dt.datetime(2025, 6, 30, 23, 55, tzinfo=dt.UTC).timestamp()) * 10**9
     out = []
     for k in range(600):
         style = "nmea410" if (k // 100) % 2 == 0 else "bd"

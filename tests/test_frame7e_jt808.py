@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from tianwang.gateway.errors import ConfigError
 from tianwang.cext.frame7e_py import MAX_REJECTS
+from tianwang.gateway.errors import ConfigError
 
 # 0x0002 heartbeat, 2013 header: id 0002, attributes 0000 (body length 0), phone BCD 013912345678,
 # serial 0001; check code 00^02^00^00^01^39^12^34^56^78^00^01 = 0x33

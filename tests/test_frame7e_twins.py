@@ -9,8 +9,8 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tianwang.gateway import framing
 from tests.conftest import FUZZ_EXAMPLES
+from tianwang.gateway import framing
 
 TWIN = framing.twins()
 IMPLS = framing.implementations()

@@ -14,8 +14,7 @@ from gw import CONTROL, READ, base_config, md, registry, running
 from tests.conftest import FUZZ_EXAMPLES
 from tianwang.gateway.errors import ConfigError
 from tianwang.gateway.lifecycle.config import load_config
-from tianwang.v1 import gateway_pb2 as pb
-from tianwang.v1 import gateway_pb2_grpc as pb_grpc
+from tianwang.v1 import gateway_pb2 as pb, gateway_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -129,7 +128,7 @@ async def test_every_grpc_request_field_fuzzed_over_a_real_channel():
                     else:
                         await ch.unary_unary(path)(raw, metadata=metadata, timeout=5)
                     code = grpc.StatusCode.OK
-                except asyncio.TimeoutError:  # a live stream with nothing to send yet
+                except TimeoutError:  # a live stream with nothing to send yet
                     code = grpc.StatusCode.OK
                 except grpc.aio.AioRpcError as exc:
                     code = exc.code()

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from tianwang.drivers.gb28181 import manscdp
 from tianwang.drivers.gb28181.catalog import Catalog, CatalogCollector, CatalogResult, build_catalog_chunks, item_fields

@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from tianwang.drivers.gb28181.datum import gcj02_to_wgs84, outside_china, wgs84_to_gcj02
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from tianwang.drivers.gb28181 import ptz
 from tianwang.drivers.gb28181.ptz import PtzError, decode_ptz_cmd, preset_cmd, ptz_cmd, stop_cmd

@@ -31,7 +31,7 @@ async def audits(stub, device="#"):
         while True:
             batch = await asyncio.wait_for(stream.read(), 0.5)
             out += [unpack(e.payload) for e in batch.envelopes]
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     stream.cancel()
     return out

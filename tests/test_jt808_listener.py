@@ -8,11 +8,11 @@ import struct
 
 import pytest
 
+from jt808_helpers import SECRET, RawTerminal, listener, location, until
 from tianwang.drivers.jt808 import protocol as p
 from tianwang.drivers.jt808.simulator import Fleet
-from tianwang.gateway.lifecycle.driver import Health
 from tianwang.gateway.errors import CommandError
-from jt808_helpers import SECRET, RawTerminal, listener, location, until
+from tianwang.gateway.lifecycle.driver import Health
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -593,8 +593,8 @@ async def test_query_fails_fast_when_the_connection_drops():
 # -- config -----------------------------------------------------------------------------------
 def test_config_errors_name_their_keys():
     import tianwang.drivers.jt808 as jt808
-    from tianwang.gateway.lifecycle.config import load_config
     from tianwang.gateway.errors import ConfigError
+    from tianwang.gateway.lifecycle.config import load_config
     from tianwang.gateway.lifecycle.registry import Registry
 
     reg = Registry()
@@ -629,8 +629,8 @@ def test_config_errors_name_their_keys():
 
 def test_secret_errors_name_their_keys(tmp_path):
     import tianwang.drivers.jt808 as jt808
-    from tianwang.gateway.lifecycle.config import load_config, warnings_for
     from tianwang.gateway.errors import ConfigError
+    from tianwang.gateway.lifecycle.config import load_config
     from tianwang.gateway.lifecycle.registry import Registry
 
     reg = Registry()

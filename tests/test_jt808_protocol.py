@@ -138,7 +138,7 @@ def test_location_read_from_bytes_with_hemispheres_and_extras():
     assert loc.lon == pytest.approx(-121.5, abs=1e-9)
     assert loc.alt_m == 12 and loc.speed_kmh == pytest.approx(65.4) and loc.course_deg == 270
     assert loc.time_ns == ns(2024, 1, 2, 8, 15, 30)
-    assert loc.time_ns == ns(2024, 1, 2, 0, 15, 30, tz=dt.timezone.utc)
+    assert loc.time_ns == ns(2024, 1, 2, 0, 15, 30, tz=dt.UTC)
     assert loc.mileage_km == pytest.approx(12345.6)
     assert loc.signal == 25 and loc.satellites == 14
     assert loc.extras == {0xE1: b"\xab\xcd"}
@@ -159,7 +159,7 @@ def test_fix_payload_keys_units_and_nulls():
     assert pay["mode"] is None and pay["hdop"] is None and pay["sats_view"] is None
     assert pay["sats_used"] == {"BDS": 9, "GPS": 0, "GLO": 0, "GAL": 0, "QZSS": 0}
     assert pay["sats_used_total"] == 9
-    assert pay["time_ns"] == ns(2025, 12, 31, 15, 59, 59, tz=dt.timezone.utc)
+    assert pay["time_ns"] == ns(2025, 12, 31, 15, 59, 59, tz=dt.UTC)
     # two systems: the count cannot be split, only the total is given
     both = location_bytes(0, status | (1 << 18), 0, 0, 0, 0, 0, "250101000000", bytes((0x31, 1, 9)))
     pay2 = p.fix_payload(p.parse_location(both))

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from jt808_helpers import SECRET, RawTerminal, listener, until
 from tianwang.drivers.jt808 import protocol as p
 from tianwang.drivers.jt808.decode import Decoder
 from tianwang.drivers.jt808.session import Gate, Session, TerminalState
 from tianwang.gateway.framing import encode_jt808
 from tianwang.gateway.lifecycle.driver import Health
-from jt808_helpers import SECRET, RawTerminal, listener, until
 
 pytestmark = pytest.mark.timeout(60)
 

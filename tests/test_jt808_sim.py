@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from jt808_helpers import SECRET, listener, until
 from tianwang.drivers.jt808 import protocol as p
 from tianwang.gateway.lifecycle.driver import Health
-from jt808_helpers import SECRET, listener, until
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)

@@ -7,12 +7,12 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from tests.conftest import FUZZ_EXAMPLES
 from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.beidou.receiver import BeamStatus, CardInfo, RdssFeedback, ReceiverProtocol
 from tianwang.gateway import framing
-from tests.conftest import FUZZ_EXAMPLES
 
-T0 = int(dt.datetime(2024, 11, 28, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+T0 = int(dt.datetime(2024, 11, 28, 12, 0, 0, tzinfo=dt.UTC).timestamp()) * 10**9
 SEC = 10**9
 FIX_KEYS = ["time_ns", "lat", "lon", "alt_m", "speed_mps", "course_deg", "quality", "mode", "hdop", "pdop", "vdop",
             "sats_used", "sats_view", "source"]
@@ -136,7 +136,7 @@ def test_missing_sentences(impl):
 
 
 def test_midnight_rollover(impl):
-    last = int(dt.datetime(2024, 12, 31, 23, 59, 58, tzinfo=dt.timezone.utc).timestamp()) * SEC
+    last = int(dt.datetime(2024, 12, 31, 23, 59, 58, tzinfo=dt.UTC).timestamp()) * SEC
     first = [state(0, time_ns=last), state(0, time_ns=last + SEC)]
     after = [state(0, time_ns=last + k * SEC) for k in (2, 3)]
     data = stream(first, order=("RMC", "GGA")) + stream(after, order=("GGA",))

@@ -10,8 +10,8 @@ import msgpack
 import pytest
 
 import tianwang.drivers.signal as signal
-from tianwang.drivers.signal.simulator import SignalSimulator
 from gw import CONTROL, GNSS_ONLY, READ, base_config, client, journal_envelopes, md, running, until
+from tianwang.drivers.signal.simulator import SignalSimulator
 from tianwang.v1 import gateway_pb2 as pb
 
 pytestmark = pytest.mark.timeout(90)

@@ -15,9 +15,9 @@ import time
 import pytest
 
 import tianwang.drivers.signal as signal
+from gw import ROOT, base_config, running, until
 from tianwang.drivers.signal import protocol as p
 from tianwang.drivers.signal.controller import STAGE_GROUPS, Controller
-from gw import ROOT, base_config, running, until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -69,7 +69,7 @@ async def test_simulator_process_serves_a_driver_until_sigterm(transport):
 def test_controller_cycles_stages_with_safe_lamps():
     c = Controller(1, now=1000.0)
     seen_stages, seen_colours = [], set()
-    for i in range(0, 200):
+    for i in range(200):
         now = 1000.0 + i * 0.5
         lamps = c.lamps(now)
         stage = c.stage

@@ -6,8 +6,7 @@ import grpc
 import pytest
 
 from gw import READ, base_config, md, running
-from tianwang.v1 import gateway_pb2 as pb
-from tianwang.v1 import gateway_pb2_grpc as pb_grpc
+from tianwang.v1 import gateway_pb2 as pb, gateway_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -27,9 +27,16 @@ import time
 
 from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.beidou.config import BeidouConfig
-from tianwang.drivers.beidou.receiver import BeamStatus, CardInfo, ReceiverProtocol, RdssFeedback
+from tianwang.drivers.beidou.receiver import BeamStatus, CardInfo, RdssFeedback, ReceiverProtocol
 from tianwang.drivers.sdk import (
-    CommandError, describe, DeviceError, DeviceTimeout, Driver, FrameError, Health, parse_hostport,
+    CommandError,
+    DeviceError,
+    DeviceTimeout,
+    Driver,
+    FrameError,
+    Health,
+    describe,
+    parse_hostport,
 )
 
 log = logging.getLogger("tianwang.driver.beidou")
@@ -51,7 +58,7 @@ HEALTHY = ("FIX", None)
 class _Line(asyncio.Protocol):
     """The receiver's line, serial or TCP: bytes go to the driver as they come."""
 
-    def __init__(self, driver: "BeidouDriver"):
+    def __init__(self, driver: BeidouDriver):
         self.driver = driver
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
@@ -125,7 +132,7 @@ class BeidouDriver(Driver):
                 host, port = parse_hostport(where)
                 opening = loop.create_connection(lambda: line, host, port)
             await asyncio.wait_for(opening, cfg.connect_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._line = None
             raise DeviceTimeout(f"cannot open {where}: no answer within {cfg.connect_timeout_s:g} s") from None
         except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
@@ -159,7 +166,7 @@ class BeidouDriver(Driver):
             try:
                 # the serial transport closes the port in an executor: wait, so a reconnect finds it free
                 await asyncio.wait_for(asyncio.shield(line.closed), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("%s: the port did not close within 1 s", self.ctx.device_id)
         self._publish(self.receiver.finish(time.time_ns()))
         self._fail_waiter(CommandError("OFFLINE", "the line to the receiver closed before it answered"))
@@ -338,7 +345,7 @@ class BeidouDriver(Driver):
             line.write(sentence)
             try:
                 return await asyncio.wait_for(future, max(wait, 0.001))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.ctx.count("rdss_timeouts")
                 other = "bds3" if rdss.protocol == "2.1" else "2.1"
                 raise CommandError(

@@ -25,9 +25,9 @@ import dataclasses
 import datetime as _dt
 import math
 import struct
+from collections.abc import Iterable, Sequence
 from functools import reduce
 from operator import xor
-from typing import Iterable, Sequence
 
 KNOTS_PER_MPS = 3600.0 / 1852.0  # 1 knot = 1852 m/h
 SYSTEM_IDS = {"GPS": 1, "GLO": 2, "GAL": 3, "BDS": 4, "QZSS": 5}
@@ -487,7 +487,7 @@ def gps_itow_ms(time_ns: int) -> int:
 
 
 def _civil(time_ns: int):
-    t = _dt.datetime.fromtimestamp(time_ns // 10**9, _dt.timezone.utc)
+    t = _dt.datetime.fromtimestamp(time_ns // 10**9, _dt.UTC)
     return t.year, t.month, t.day, t.hour, t.minute, t.second, time_ns % 10**9
 
 

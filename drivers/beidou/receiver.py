@@ -78,7 +78,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from tianwang.drivers.sdk import Publication
 

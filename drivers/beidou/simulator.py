@@ -362,7 +362,7 @@ class RdssCard:
 
 
 class _TcpClient(asyncio.Protocol):
-    def __init__(self, server: "_TcpLine"):
+    def __init__(self, server: _TcpLine):
         self.server = server
         self.transport = None
 
@@ -411,7 +411,7 @@ class _TcpLine:
 
     WRITE_LIMIT = 256 * 1024  # a client further behind than this loses data, as an unread line does
 
-    def __init__(self, sim: "ReceiverSimulator", host: str, port: int):
+    def __init__(self, sim: ReceiverSimulator, host: str, port: int):
         self.sim = sim
         self.host = host
         self.port = port
@@ -453,7 +453,7 @@ class _TcpLine:
             self.server.close()
             try:
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self.server = None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tianwang.drivers.gb28181 import manscdp
 from tianwang.drivers.gb28181.manscdp import CatalogItem

@@ -164,7 +164,7 @@ class Jt808Error(FrameError):
     `bad_body`, `bad_split`, `bad_position`...). `header`: the parsed Header when it was readable.
     """
 
-    def __init__(self, reason: str, message: str, header: "Header | None" = None):
+    def __init__(self, reason: str, message: str, header: Header | None = None):
         super().__init__(message)
         self.reason = reason
         self.header = header

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Callable
 import math
 import random
 import sys
 import time
+from collections.abc import Callable
 
 from tianwang.drivers.jt808 import protocol as p
-from tianwang.drivers.sdk import encode_jt808, Jt808Framer, run_simulator, serve_simulator
+from tianwang.drivers.sdk import Jt808Framer, encode_jt808, run_simulator, serve_simulator
 
 TICK_S = 0.02  # reports are spread over the period in slots of this length
 EARTH_M_PER_DEG = 111_320.0
@@ -91,7 +91,7 @@ class Route:
 class SimTerminal(asyncio.Protocol):
     """One vehicle terminal. States: idle, connecting, registering, authenticating, online."""
 
-    def __init__(self, fleet: "Fleet", phone: str, route: Route, version: str, auth_code: str | None, rng):
+    def __init__(self, fleet: Fleet, phone: str, route: Route, version: str, auth_code: str | None, rng):
         self.fleet = fleet
         self.phone = phone
         self.route = route

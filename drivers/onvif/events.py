@@ -64,7 +64,7 @@ def _items(part) -> dict:
 def _utc_ns(value) -> int | None:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
         return int(value.timestamp() * 1_000_000) * 1000
     if isinstance(value, str):
         try:

@@ -47,7 +47,7 @@ class SoapError(Exception):
 
 
 def iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def parse_duration(text: str | None, default: float) -> float:
@@ -72,7 +72,7 @@ def parse_termination(text: str | None, now: dt.datetime, default: float) -> flo
         except ValueError:
             raise SoapError("ter:InvalidArgVal", f"{text!r} is not a time") from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         return (when - now).total_seconds()
     return parse_duration(text, default)
 
@@ -153,7 +153,7 @@ class Request:
             except ValueError:
                 raise SoapError("ter:NotAuthorized", "Sender not authorized: Created is not a time") from None
             if when.tzinfo is None:
-                when = when.replace(tzinfo=dt.timezone.utc)
+                when = when.replace(tzinfo=dt.UTC)
             if abs((when - now).total_seconds()) > window_s:
                 raise SoapError("ter:NotAuthorized", "Sender not authorized: Created is outside the clock window")
 
@@ -179,7 +179,7 @@ def x(text) -> str:
 
 def date_time(now: dt.datetime) -> str:
     """tt:SystemDateTime content of GetSystemDateAndTimeResponse."""
-    u = now.astimezone(dt.timezone.utc)
+    u = now.astimezone(dt.UTC)
     return (
         "<tds:SystemDateAndTime><tt:DateTimeType>NTP</tt:DateTimeType><tt:DaylightSavings>false</tt:DaylightSavings>"
         "<tt:TimeZone><tt:TZ>UTC0</tt:TZ></tt:TimeZone><tt:UTCDateTime>"

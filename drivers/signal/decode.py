@@ -23,8 +23,8 @@ messages by kind.
 
 from __future__ import annotations
 
-from tianwang.drivers.signal import protocol as p
 from tianwang.drivers.sdk import FramedDecoder, Publication
+from tianwang.drivers.signal import protocol as p
 
 # Chinese controllers keep local time, GMT+8, in their 7-byte dates.
 DEFAULT_UTC_OFFSET_S = 8 * 3600

@@ -39,9 +39,9 @@ import calendar
 import dataclasses
 import enum
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
-from tianwang.drivers.sdk import encode_gbt20999, FrameError, Gbt20999Framer
+from tianwang.drivers.sdk import FrameError, Gbt20999Framer, encode_gbt20999
 
 
 class FrameType(enum.IntEnum):

@@ -31,7 +31,7 @@ FAULTS = ("silence", "lamp_failure", "green_conflict", "control_failed")
 class _Line(abc.ABC):
     """One link (a pty, or one TCP connection) with the controllers behind it."""
 
-    def __init__(self, sim: "SignalSimulator", controllers: list[Controller]):
+    def __init__(self, sim: SignalSimulator, controllers: list[Controller]):
         self.sim = sim
         self.controllers = {c.id: c for c in controllers}
         self.framer = sim.profile.framer()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tty
-from typing import Callable
+from collections.abc import Callable
 
 # what a UART's FIFO and a driver's buffers would hold while nobody reads; the rest is lost
 BACKLOG_BYTES = 8192

@@ -14,7 +14,7 @@ import asyncio
 import json
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class EventPrinter:
@@ -95,7 +95,7 @@ async def serve(sim, describe: Callable[[], dict], stats_interval: float, descri
                 waits.append(1.0)
             try:
                 await asyncio.wait_for(stop.wait(), max(0.0, min(waits)) if waits else None)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if printer is not None:
                 printer.tick()

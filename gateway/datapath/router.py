@@ -12,7 +12,6 @@ import msgpack
 
 from tianwang.gateway.errors import FrameError
 
-
 # An envelope must fit in one batch with room to spare (batches stay well under gRPC's 4 MiB).
 MAX_PAYLOAD = 512 * 1024
 

@@ -13,8 +13,8 @@ import logging
 import os
 from importlib.metadata import entry_points
 
-from tianwang.gateway.lifecycle.driver import DriverSpec
 from tianwang.gateway.errors import DriverError
+from tianwang.gateway.lifecycle.driver import DriverSpec
 
 log = logging.getLogger("tianwang.registry")
 GROUP = "tianwang.drivers"

@@ -84,7 +84,7 @@ async def read(
         while True:
             try:
                 msg = await asyncio.wait_for(queue.get(), idle_timeout) if idle_timeout is not None else await queue.get()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
             _, gateway, family = msg.subject.split(".", 2)
             if (gws and gateway not in gws) or (fams and family not in fams and family != "_gap"):

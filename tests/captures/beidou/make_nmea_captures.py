@@ -24,7 +24,7 @@ SEC = 10**9
 
 
 def utc(*args) -> int:
-    return int(dt.datetime(*args, tzinfo=dt.timezone.utc).timestamp()) * SEC
+    return int(dt.datetime(*args, tzinfo=dt.UTC).timestamp()) * SEC
 
 
 def walk(start, k, heading_deg=60.0, speed_mps=8.0):

@@ -20,8 +20,8 @@ sys.path.insert(0, str(HERE.parent.parent))  # tests/, for jt808_helpers
 
 import uvloop  # noqa: E402
 
-from tianwang.drivers.jt808 import protocol as p  # noqa: E402
 from jt808_helpers import RawTerminal, listener, until  # noqa: E402
+from tianwang.drivers.jt808 import protocol as p  # noqa: E402
 
 T0 = 1718000000 * 1_000_000_000  # 2024-06-10 06:13:20 UTC
 
