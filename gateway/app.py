@@ -39,6 +39,8 @@ log = logging.getLogger("tianwang.app")
 STOP_BUDGET_S = 4.5
 # of which the NATS bridge may spend this much publishing what is pending
 BRIDGE_DRAIN_S = 2.0
+# of which commands in flight may spend this much finishing before they are cancelled
+COMMAND_DRAIN_S = 1.0
 
 
 def server_options(config: Config):
@@ -55,6 +57,20 @@ def server_options(config: Config):
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_receive_message_length", 1024 * 1024),
     ]
+
+
+_EARLY_SIGHUP = False
+
+
+def hold_reloads() -> None:
+    """Before the loop runs (`tianwang run` calls this first): a SIGHUP is held, not fatal, and
+    `Gateway.serve` reloads once started."""
+
+    def held(_signum, _frame):
+        global _EARLY_SIGHUP
+        _EARLY_SIGHUP = True
+
+    signal.signal(signal.SIGHUP, held)
 
 
 class Gateway:
@@ -202,6 +218,9 @@ class Gateway:
     async def _stop_steps(self):
         await self.health.enter_graceful_shutdown()
         self.service.close_streams()
+        # commands in flight end (or are cancelled) while their devices and the journal are still
+        # there, so each one's outcome is audited
+        await self.service.finish_commands(COMMAND_DRAIN_S)
         await self.supervisor.stop_all()
         # what the drivers published last is written (and bridged) before the journal closes
         await self.journal.flush()
@@ -305,22 +324,37 @@ class Gateway:
 
     async def serve(self, ready=None) -> None:
         """Start, run until SIGTERM/SIGINT (SIGHUP reloads), stop. `ready(gateway)` is called once
-        the server listens."""
+        the server listens.
+
+        The handlers are in place before start-up: a SIGHUP then (a `systemctl reload` while the
+        gateway starts) is held and its reload runs once started, and a SIGTERM stops the gateway
+        once started, instead of the signal's default action killing the process half-started."""
+        global _EARLY_SIGHUP
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
-        await self.start()
+        held = []
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        loop.add_signal_handler(signal.SIGHUP, held.append, True)
         try:
+            await self.start()
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+            if held or _EARLY_SIGHUP:
+                _EARLY_SIGHUP = False
+                log.info("SIGHUP during start-up: reloading now")
+                self.request_reload()
             if ready is not None:
                 ready(self)
             await self._stop_requested.wait()
             log.info("stopping")
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.stop()
+            # a SIGHUP while stopping is ignored rather than fatal (the handlers go once stopped)
+            loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP while stopping: ignored")
+            try:
+                await self.stop()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
 
     # -- stats ---------------------------------------------------------------------------------
     def health_state(self) -> tuple[str, str]:

@@ -429,8 +429,10 @@ def cmd_run(args) -> int:
             print(f"tianwang: {exc}", file=sys.stderr)
             return 2
 
-    from tianwang.gateway.app import Gateway, announce
+    from tianwang.gateway.app import Gateway, announce, hold_reloads
     from tianwang.gateway.lifecycle.config import load_config
+
+    hold_reloads()  # a SIGHUP from here on (systemctl reload during start-up) is held, not fatal
 
     for flag, given in (("--seconds", args.seconds), ("--quiet", args.quiet)):
         if given:
