@@ -25,7 +25,7 @@ from tianwang import __version__
 from tianwang.gateway import framing
 from tianwang.gateway.datapath.auth import Authenticator, RateLimiter
 from tianwang.gateway.lifecycle.config import Config, load_config, parse_hostport
-from tianwang.gateway.errors import ConfigError, GatewayError
+from tianwang.gateway.errors import ConfigError, GatewayError, redact
 from tianwang.gateway.datapath.fanout import GatewayService
 from tianwang.gateway.datapath.journal import Journal
 from tianwang.gateway.lifecycle.registry import default_registry
@@ -364,7 +364,7 @@ class Gateway:
             reasons.append(f"journal: {self.journal.error}")
         if self.bridge is not None and self.bridge.state != "ok":
             reasons.append(f"nats bridge {self.bridge.state}: {self.bridge.reason or 'not connected yet'}")
-        return ("DEGRADED", "; ".join(reasons)) if reasons else ("SERVING", "")
+        return ("DEGRADED", redact("; ".join(reasons))) if reasons else ("SERVING", "")
 
     def stats(self, viewer=None) -> pb.Stats:
         """GetStats. `viewer`: the caller's Principal; unless it is an admin (`admin: true` or

@@ -15,11 +15,15 @@ import sys
 
 
 def _setup_logging(level: str) -> None:
+    from tianwang.gateway.errors import RedactingFilter
+
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:  # no URL credentials in any log line
+        handler.addFilter(RedactingFilter())
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
