@@ -24,6 +24,7 @@ Config helpers
 Errors (one hierarchy, each also its builtin)
     GatewayError, ConfigError, FrameError, DriverError, DeviceError, DeviceTimeout, CommandError,
     describe(exc)             "ExceptionName: text", for health reasons and logs
+    redact(text)              `text` with the user information of every URL in it as `***`
 Hot path (compiled or twin, as `framing` chose; see `framing.USING_CEXT`)
     Jt808Framer, Gbt20999Framer, PmppFramer, NmeaDecoder and every other name of
     `framing.TWINS`; `framing` itself, for code that takes an implementation namespace
@@ -63,6 +64,7 @@ _EXPORTS = {
     "DeviceTimeout": "tianwang.gateway.errors:DeviceTimeout",
     "CommandError": "tianwang.gateway.errors:CommandError",
     "describe": "tianwang.gateway.errors:describe",
+    "redact": "tianwang.gateway.errors:redact",
     "framing": "tianwang.gateway.framing:",
     "FramedDecoder": "tianwang.gateway.cli.decode:FramedDecoder",
     "serve_simulator": "tianwang.gateway.cli.simulate:serve",
@@ -104,6 +106,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names above 
     from tianwang.gateway.cli.simulate import run as run_simulator, serve as serve_simulator
     from tianwang.gateway.errors import (
         CommandError, ConfigError, DeviceError, DeviceTimeout, DriverError, FrameError, GatewayError, describe,
+        redact,
     )
     from tianwang.gateway.framing import (
         Gbt20999Framer, Jt808Framer, NmeaDecoder, PmppFramer, encode_gbt20999, encode_jt808, encode_pmpp,

@@ -192,6 +192,7 @@ class GatewayService:
         self.record_held_bytes = MAX_RECORD_BUFFERED // MAX_RECORDINGS
         self.refusals = RateLimiter(app.config.auth.refused_commands_per_s, app.config.auth.refused_commands_burst)
         self.command_buckets = CommandLimits()
+        self.action_buckets: dict[tuple, RateLimiter] = {}
 
     # -- plumbing ------------------------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
@@ -602,6 +603,21 @@ class GatewayService:
             )
         if action.needs_reason and not req.reason.strip():
             await refuse(grpc.StatusCode.INVALID_ARGUMENT, "INVALID", f"reason: {req.action} needs a reason")
+        if action.per_token_per_s:
+            # an action with a rate of its own per token (a camera snapshot: read access is enough)
+            key = (entry.driver, action.name, action.per_token_per_s, action.per_token_burst)
+            limiter = self.action_buckets.get(key)
+            if limiter is None:
+                limiter = self.action_buckets[key] = RateLimiter(
+                    action.per_token_per_s, max(1, action.per_token_burst or int(action.per_token_per_s) or 1), 1000
+                )
+            if not limiter.take(principal.name):
+                await refuse(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "RATE_LIMITED",
+                    f"token {principal.name!r} may call {entry.driver} {action.name} {action.per_token_per_s:g} "
+                    "times per second",
+                )
 
         timeout = req.timeout_ms / 1000.0 if req.timeout_ms else DEFAULT_COMMAND_TIMEOUT_S
         timeout = min(timeout, MAX_COMMAND_TIMEOUT_S)
