@@ -338,6 +338,11 @@ class Gateway:
         loop.add_signal_handler(signal.SIGHUP, held.append, True)
         try:
             await self.start()
+        except BaseException:  # start() cleaned up after itself; only the handlers are left
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            raise
+        try:
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
             if held or _EARLY_SIGHUP:
                 _EARLY_SIGHUP = False
