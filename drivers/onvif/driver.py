@@ -786,6 +786,9 @@ class OnvifDriver(Driver):
             async with asyncio.timeout(limit):
                 basic = self._snapshot_basic and basic_allowed
                 status, challenge, image = await self._fetch_snapshot(uri, own_host, basic)
+                if status == 401 and basic and "digest" in challenge.lower():
+                    basic = False  # Basic worked before; the camera now wants Digest
+                    status, challenge, image = await self._fetch_snapshot(uri, own_host, False)
                 if status == 401 and not basic and "basic" in challenge.lower() and "digest" not in challenge.lower():
                     if not basic_allowed:
                         why = (f"the snapshot URI's host {parts.hostname} is not the camera's ({self.config.host})"
