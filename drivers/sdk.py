@@ -106,7 +106,6 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names above 
     from tianwang.gateway.cli.simulate import run as run_simulator, serve as serve_simulator
     from tianwang.gateway.errors import (
         CommandError, ConfigError, DeviceError, DeviceTimeout, DriverError, FrameError, GatewayError, describe,
-        redact,
     )
     from tianwang.gateway.framing import (
         Gbt20999Framer, Jt808Framer, NmeaDecoder, PmppFramer, encode_gbt20999, encode_jt808, encode_pmpp,
@@ -116,3 +115,4 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names above 
     )
     from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health, Publication
     from tianwang.gateway.lifecycle.supervisor import DeviceContext
+    from tianwang.gateway.errors import redact

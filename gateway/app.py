@@ -369,7 +369,7 @@ class Gateway:
             reasons.append(f"journal: {self.journal.error}")
         if self.bridge is not None and self.bridge.state != "ok":
             reasons.append(f"nats bridge {self.bridge.state}: {self.bridge.reason or 'not connected yet'}")
-        return ("DEGRADED", redact("; ".join(reasons))) if reasons else ("SERVING", "")
+        return ("DEGRADED", "; ".join(reasons)) if reasons else ("SERVING", "")
 
     def stats(self, viewer=None) -> pb.Stats:
         """GetStats. `viewer`: the caller's Principal; unless it is an admin (`admin: true` or
@@ -412,7 +412,7 @@ class Gateway:
             journal_durable=journal.durable,
             journal_disk_bytes=getattr(journal, "disk_bytes", 0),
             health=health,
-            health_reason=reason,
+            health_reason=redact(reason),  # shown to every caller: no URL credentials in it
             counters=counters,
             families=sorted(families.values(), key=lambda f: f.family),
             subscriber_stats=svc.subscriber_stats(viewer),

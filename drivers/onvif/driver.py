@@ -19,7 +19,7 @@ import random
 import secrets
 import time
 
-from tianwang.drivers.sdk import CommandError, DeviceError, DeviceTimeout, Driver, Health, describe, redact
+from tianwang.drivers.sdk import CommandError, DeviceError, DeviceTimeout, Driver, Health, describe
 from tianwang.drivers.onvif.events import to_publication
 
 MAX_SNAPSHOT = 3 * 1024 * 1024  # a reply must stay under gRPC's 4 MiB message limit
@@ -772,6 +772,8 @@ class OnvifDriver(Driver):
         chunks and given up on as soon as it passes MAX_SNAPSHOT (a declared length over it is
         refused before any is read)."""
         from urllib.parse import urlsplit
+
+        from tianwang.drivers.sdk import redact
 
         uri = await self._call(self.cam.get_snapshot_uri(token), "GetSnapshotUri")
         if not uri:

@@ -16,8 +16,9 @@ import sys
 import time
 from typing import Any, Awaitable, Callable
 
+from tianwang.gateway.errors import redact
 from tianwang.gateway.lifecycle.driver import Driver, DriverSpec, Health
-from tianwang.gateway.errors import CommandError, DriverError, FrameError, describe, redact
+from tianwang.gateway.errors import CommandError, DriverError, FrameError, describe
 
 log = logging.getLogger("tianwang.supervisor")
 
