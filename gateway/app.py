@@ -322,6 +322,15 @@ class Gateway:
         if self._stop_requested is not None:
             self._stop_requested.set()
 
+    def _hold_signals(self, loop) -> list:
+        """The handlers of start-up: SIGTERM/SIGINT stop once started, a SIGHUP is held (in the
+        list returned) for a reload once started."""
+        held: list = []
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, held.append, True)
+        return held
+
     async def serve(self, ready=None) -> None:
         """Start, run until SIGTERM/SIGINT (SIGHUP reloads), stop. `ready(gateway)` is called once
         the server listens.
@@ -332,18 +341,12 @@ class Gateway:
         global _EARLY_SIGHUP
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
-        held = []
+        held = self._hold_signals(loop)
+        await self.start()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, held.append, True)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
-            await self.start()
-        except BaseException:  # start() cleaned up after itself; only the handlers are left
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            raise
-        try:
-            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
             if held or _EARLY_SIGHUP:
                 _EARLY_SIGHUP = False
                 log.info("SIGHUP during start-up: reloading now")

@@ -187,12 +187,12 @@ class GatewayService:
             "record_bytes": 0,
         }
         self.recordings: set[Recording] = set()
-        self.commands_running: set[asyncio.Task] = set()
-        # bytes one recording may hold for a recorder that is not reading (MAX_RECORD_BUFFERED in all)
-        self.record_held_bytes = MAX_RECORD_BUFFERED // MAX_RECORDINGS
         self.refusals = RateLimiter(app.config.auth.refused_commands_per_s, app.config.auth.refused_commands_burst)
         self.command_buckets = CommandLimits()
         self.action_buckets: dict[tuple, RateLimiter] = {}
+        self.commands_running: set[asyncio.Task] = set()
+        # bytes one recording may hold for a recorder that is not reading (MAX_RECORD_BUFFERED in all)
+        self.record_held_bytes = MAX_RECORD_BUFFERED // MAX_RECORDINGS
 
     # -- plumbing ------------------------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
