@@ -15,11 +15,15 @@ import sys
 
 
 def _setup_logging(level: str) -> None:
+    from tianwang.gateway.errors import RedactingFilter
+
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:  # no URL credentials in any log line
+        handler.addFilter(RedactingFilter())
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -429,8 +433,10 @@ def cmd_run(args) -> int:
             print(f"tianwang: {exc}", file=sys.stderr)
             return 2
 
-    from tianwang.gateway.app import Gateway, announce
+    from tianwang.gateway.app import Gateway, announce, hold_reloads
     from tianwang.gateway.lifecycle.config import load_config
+
+    hold_reloads()  # a SIGHUP from here on (systemctl reload during start-up) is held, not fatal
 
     for flag, given in (("--seconds", args.seconds), ("--quiet", args.quiet)):
         if given:

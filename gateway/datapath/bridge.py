@@ -198,7 +198,9 @@ class NatsBridge:
             self.state, self.reason = "failing", "disconnected from NATS; reconnecting"
 
     async def _on_reconnect(self):
-        log.info("nats bridge: reconnected to %s", self.nc.connected_url.netloc if self.nc and self.nc.connected_url else "NATS")
+        url = self.nc.connected_url if self.nc else None
+        # host and port only: a URL's netloc would carry its user information
+        log.info("nats bridge: reconnected to %s", f"{url.hostname}:{url.port}" if url and url.hostname else "NATS")
 
     async def _ensure_stream(self):
         from nats.js.api import StorageType, StreamConfig
