@@ -2,10 +2,13 @@
 GetStats, Record.
 
 Subscribe streams are cursors over the journal. Batches are joins of pre-encoded entries handed to
-gRPC as bytes (the method is registered without a response serializer), capped by count, by delay
-and by bytes. A subscriber that stops reading blocks only its own stream: gRPC buffers a bounded
-amount for it, its cursor stays where it was, and if it falls behind retention it gets a Gap when it
-reads again. Requests are parsed here (no request deserializer) so malformed bytes get
+gRPC as bytes (the method is registered without a response serializer), capped by count and by
+bytes. A stream writes as soon as something matching is ready and it has no write in flight (its
+generator is only resumed once gRPC has taken the previous batch), so what arrives during a write
+forms the next batch: batches grow with the load, not with a timer. Only a subscriber (or a site
+default) that asks for `max_delay_ms` > 0 waits that long to fill a batch. A subscriber that stops
+reading blocks only its own stream: gRPC buffers a bounded amount for it, its cursor stays where it
+was, and if it falls behind retention it gets a Gap when it reads again. Requests are parsed here (no request deserializer) so malformed bytes get
 INVALID_ARGUMENT rather than a generic error.
 """
 
@@ -147,6 +150,7 @@ class GatewayService:
         self.counters = {
             "subscribe_calls": 0,
             "batches_sent": 0,
+            "batch_waits": 0,
             "envelopes_delivered": 0,
             "gaps_sent": 0,
             "commands": 0,
@@ -309,7 +313,9 @@ class GatewayService:
                 )
         fan = self.app.config.gateway.fanout
         max_batch = min(req.max_batch or fan.max_batch, MAX_BATCH_LIMIT)
-        max_delay = min((req.max_delay_ms if req.max_delay_ms else fan.max_delay_ms) / 1000.0, MAX_DELAY_LIMIT_S)
+        # unset (an older client's 0 is not on the wire either): the site's default; an explicit 0: no wait
+        wait_ms = req.max_delay_ms if req.HasField("max_delay_ms") else fan.max_delay_ms
+        max_delay = min(wait_ms / 1000.0, MAX_DELAY_LIMIT_S)
         max_bytes = int(fan.max_batch_bytes)
         if len(self.subscribers) >= fan.max_subscribers:
             await context.abort(
@@ -393,6 +399,9 @@ class GatewayService:
                     await journal.wait(cursor, IDLE_RECHECK_S)
                 continue
             if n < max_batch and max_delay > 0:
+                # asked for: wait up to max_delay for company (without it the batch goes now, and
+                # what arrives while gRPC writes it is the next batch)
+                counters["batch_waits"] += 1
                 parts = [data]
                 size = len(data)
                 deadline = loop.time() + max_delay
