@@ -5,11 +5,18 @@ This process plays the devices: half of them on the master side of a pty (the ga
 as `serial://`), half as TCP servers the gateway connects to (`tcp://`, a serial server). Each writes
 GGA + RMC epochs at `rate / devices` Hz (whole hundredths of a second, as NMEA times carry), the
 devices' phases spread over the period; the epochs are built before the clock starts. A subscriber on
-`gnss/+/fix` (max_delay_ms 0), in another process, stamps each batch on arrival. Latency of a reading = its arrival -
-the wall time just before the write of its epoch, matched by (device, fix time). Readings written
+`gnss/+/fix` (the request leaves max_delay_ms unset: the site's default, as a new user gets it), in another
+process, stamps each batch on arrival. Latency of a reading = its arrival - the wall time just before the write of
+its epoch, matched by (device, fix time). Readings written
 during the warm-up (the receivers learn their cycle) are not counted; a reading written in the window
 that never arrives is `missing`; a pty write the kernel refused (the gateway not reading fast enough)
 is `write_refused`.
+
+Where the time goes: the gateway runs with TIANWANG_STAGE_TRACE (gateway/datapath/stagetrace.py), so
+each reading splits into device write -> routed (the driver's read decoded and routed it: its
+`gateway_time_ns`) -> journal visible (the first wake-up of a journal reader that saw it) -> stream
+write (its batch handed to gRPC) -> subscriber read (arrival). The same run also goes with the
+journal on disk (`journal` = "batch" or "always": `gateway.journal.path` with that fsync policy).
 
 The subscriber runs in a process of its own (`python -m tianwang.gateway.benchmarks.latency ADDR`):
 it reports its count every 0.1 s and, on SIGTERM, every arrival. Writer, gateway and subscriber
@@ -20,6 +27,8 @@ from /proc over the window.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import glob
 import json
 import os
 import signal
@@ -78,8 +87,66 @@ class _TcpDevice(asyncio.Protocol):
         pass
 
 
-async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.0) -> dict:
-    """Latency p50/p99/p999 of readings at `rate` per second over `window_s` seconds."""
+STAGES = ("routed", "journal", "stream", "delivery")
+STAGE_LABELS = {
+    "routed": "device write -> routed (driver read)",
+    "journal": "routed -> journal visible",
+    "stream": "journal visible -> stream write",
+    "delivery": "stream write -> subscriber read",
+}
+# percentiles of the distribution kept in results.json (for the plot): evenly spread on the scale
+# of 1/(1 - p), from the median to p99.99
+DISTRIBUTION = [round(1 - 10 ** (-k / 20), 6) for k in range(6, 81)]
+
+
+def distribution(sorted_ms: list) -> list:
+    """[(p, ms)] of sorted latencies at the DISTRIBUTION percentiles the sample is large enough for."""
+    n = len(sorted_ms)
+    return [[p, percentile(sorted_ms, p)] for p in DISTRIBUTION if n and (1 - p) * n >= 1]
+
+
+def stage_split(written: dict, arrived: dict, trace_dir: str) -> dict:
+    """p50/p99 (ms) of each stage, from the gateway's stage trace and the arrivals
+    {(device, fix time): (arrival ns, seq, gateway_time_ns)}."""
+    files = sorted(glob.glob(os.path.join(trace_dir, "stream-*.json")))
+    if not files:
+        return {}
+    with open(files[-1]) as f:
+        trace = json.load(f)
+    vis_seq = [v[0] for v in trace["visible"]]
+    vis_t = [v[1] for v in trace["visible"]]
+    batches = sorted(trace["batches"])
+    starts = [b[0] for b in batches]
+    parts: dict[str, list] = {k: [] for k in STAGES}
+    in_flight = []
+    for key, stamp in written.items():
+        got = arrived.get(key)
+        if got is None:
+            continue
+        arrival, seq, routed = got
+        i = bisect.bisect_right(vis_seq, seq)
+        j = bisect.bisect_right(starts, seq) - 1
+        if i >= len(vis_t) or j < 0 or not batches[j][0] <= seq < batches[j][1]:
+            continue
+        visible, (_, _, handed, taken) = vis_t[i], batches[j]
+        parts["routed"].append((routed - stamp) / 1e6)
+        parts["journal"].append((visible - routed) / 1e6)
+        parts["stream"].append((handed - visible) / 1e6)
+        parts["delivery"].append((arrival - handed) / 1e6)
+        if taken:
+            in_flight.append((taken - handed) / 1e6)
+    out = {"readings": len(parts["routed"]), "batches": len(batches),
+           "envelopes_per_batch": (sum(b[1] - b[0] for b in batches) / len(batches)) if batches else None}
+    for k, values in list(parts.items()) + [("grpc_write", in_flight)]:
+        values.sort()
+        out[k] = {"p50_ms": percentile(values, 0.50), "p99_ms": percentile(values, 0.99),
+                  "mean_ms": statistics.fmean(values) if values else None}
+    return out
+
+
+async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.0, journal: str | None = None) -> dict:
+    """Latency p50/p99/p999 of readings at `rate` per second over `window_s` seconds; `journal`:
+    None for the default memory journal, or the fsync policy of a journal on disk."""
     devices, hz = plan(rate)
     period_ns = round(1e9 / hz)
     n_pty = devices // 2
@@ -102,16 +169,22 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
             tcp.append(dev)
             urls.append(f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}")
         ids = [f"bd-{i:03d}" for i in range(devices)]
+        mode = f"disk-{journal}" if journal else "memory"
+        trace_dir = os.path.join(logdir, f"trace-{rate}-{mode}")
         env = dict(os.environ, TW_BENCH_LATENCY_TOKEN=TOKEN)
-        config = os.path.join(logdir, f"latency-{rate}.yaml")
+        gw_env = dict(env, TIANWANG_STAGE_TRACE=trace_dir)
+        config = os.path.join(logdir, f"latency-{rate}-{mode}.yaml")
+        gateway = {"name": "latency", "listen": "127.0.0.1:0", "metrics": None}
+        if journal:
+            gateway["journal"] = {"path": os.path.join(logdir, f"journal-{rate}-{mode}"), "fsync": journal}
         with open(config, "w") as f:
             json.dump({
-                "gateway": {"name": "latency", "listen": "127.0.0.1:0", "metrics": None},
+                "gateway": gateway,
                 "auth": {"tokens": [{"name": "reader", "token_env": "TW_BENCH_LATENCY_TOKEN", "read": ["#"]}]},
                 "devices": [{"id": i, "driver": "beidou", "url": u, "receiver": {"epoch_period_s": 1 / hz}}
                             for i, u in zip(ids, urls)],
             }, f)
-        gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", config], logdir, f"gateway-latency-{rate}", env)
+        gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", config], logdir, f"gateway-latency-{rate}-{mode}", gw_env)
         addr, pid = gw.first["listen"], gw.first["pid"]
         await asyncio.wait_for(asyncio.gather(*(d.connected.wait() for d in tcp)), 20)
 
@@ -175,8 +248,12 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         async for line in sub.stdout:
             msg = json.loads(line)
             if "arrivals" in msg:
-                arrived = {(d, t): a for d, t, a in msg["arrivals"]}
+                arrived = {(d, t): (a, seq, routed) for d, t, a, seq, routed in msg["arrivals"]}
         await sub.wait()
+        # the gateway writes the stream's stage trace when the stream ends (the subscriber is gone)
+        deadline = time.monotonic() + 5.0
+        while not glob.glob(os.path.join(trace_dir, "stream-*.json")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         # how the receivers closed their epochs: on the last sentence (the cycle learned), by the
         # next epoch, or by the quiet-gap timer (each adds its own delay)
         closed = dict.fromkeys(("epochs_closed_end", "epochs_closed_next", "epochs_closed_flush"), 0)
@@ -195,9 +272,9 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         for dev in tcp:
             if dev.transport is not None:
                 dev.transport.close()
-    lat = sorted((arrived[key] - stamp) / 1e6 for key, stamp in written.items() if key in arrived)
+    lat = sorted((arrived[key][0] - stamp) / 1e6 for key, stamp in written.items() if key in arrived)
     return {
-        "rate": rate, "devices": devices, "pty_devices": n_pty, "tcp_devices": devices - n_pty, "hz_per_device": hz,
+        "rate": rate, "journal": mode, "devices": devices, "pty_devices": n_pty, "tcp_devices": devices - n_pty, "hz_per_device": hz,
         "window_s": window_s, "readings": len(written), "received": len(lat), "missing": len(written) - len(lat),
         "write_refused": refused,
         "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99), "p999_ms": percentile(lat, 0.999),
@@ -207,6 +284,7 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         "subscriber_cpu_cores": (sub_cpu1 - sub_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
         "devices_cpu_cores": (own_cpu1 - own_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
         "gateway_rss_mib": round(mem["VmRSS"] / 1024, 1), "hot_path": gw.first["hot_path"], **closed,
+        "stages": stage_split(written, arrived, trace_dir), "distribution": distribution(lat),
     }
 
 
@@ -215,7 +293,7 @@ async def _subscriber(addr: str) -> None:
     every (device, fix time, arrival) as one JSON line on SIGTERM."""
     import grpc
 
-    arrived: dict[tuple[str, int], int] = {}
+    arrived: dict[tuple[str, int], tuple[int, int, int]] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -223,12 +301,13 @@ async def _subscriber(addr: str) -> None:
     async def subscribe(channel):
         call = channel.unary_stream("/tianwang.v1.Gateway/Subscribe", request_serializer=pb.SubscribeRequest.SerializeToString,
                                     response_deserializer=pb.Batch.FromString)
-        req = pb.SubscribeRequest(topics=["gnss/+/fix"], from_seq=0, max_delay_ms=0)
+        # max_delay_ms left unset: the gateway's default (an older gateway reads it the same way)
+        req = pb.SubscribeRequest(topics=["gnss/+/fix"], from_seq=0)
         unpack = msgpack.unpackb
         async for batch in call(req, metadata=(("authorization", f"Bearer {TOKEN}"),)):
             now = time.time_ns()
             for env in batch.envelopes:
-                arrived.setdefault((env.device_id, unpack(env.payload)["time_ns"]), now)
+                arrived.setdefault((env.device_id, unpack(env.payload)["time_ns"]), (now, env.seq, env.gateway_time_ns))
 
     async def report():
         while True:
@@ -244,7 +323,7 @@ async def _subscriber(addr: str) -> None:
         for task in (sub, reporter):
             task.cancel()
         await asyncio.gather(sub, reporter, return_exceptions=True)
-    print(json.dumps({"arrivals": [[d, t, a] for (d, t), a in arrived.items()]}), flush=True)
+    print(json.dumps({"arrivals": [[d, t, *a] for (d, t), a in arrived.items()]}), flush=True)
 
 
 if __name__ == "__main__":

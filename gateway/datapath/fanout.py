@@ -32,6 +32,7 @@ from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
 from tianwang.gateway.datapath.auth import CommandLimits, RateLimiter
 from tianwang.gateway.errors import AuthError, CommandError, FrameError, TopicError
 from tianwang.gateway.datapath.journal import DiskReader
+from tianwang.gateway.datapath.stagetrace import StageTrace
 from tianwang.gateway.framing import TopicFilter, validate_pattern
 from tianwang.v1 import gateway_pb2 as pb
 
@@ -164,6 +165,7 @@ class GatewayService:
             "record_bytes": 0,
         }
         self.recordings: set[Recording] = set()
+        self.stage_trace = StageTrace.from_env()  # None unless the latency bench asks for it
         self.refusals = RateLimiter(app.config.auth.refused_commands_per_s, app.config.auth.refused_commands_burst)
         self.command_buckets = CommandLimits()
 
@@ -348,16 +350,25 @@ class GatewayService:
         await context.send_initial_metadata(((JOURNAL_ID_HEADER, journal.id),))
         self.subscribers.add(sub)
         log.info("subscribe %s as %s: %s from seq %d", sub.peer, principal.name, ",".join(patterns), cursor)
+        trace = self.stage_trace
+        stamps = None
+        if trace is not None:  # the latency bench only
+            trace.watch(journal, lambda: self.closing)
+            stamps = []
         try:
-            async for batch in self._stream(sub, max_batch, max_delay, max_bytes):
+            async for batch in self._stream(sub, max_batch, max_delay, max_bytes, stamps):
                 yield batch
             if sub.revoked:
                 await context.abort(*sub.revoked)
         finally:
             self.subscribers.discard(sub)
             log.info("subscriber %s left after %d envelopes", sub.peer, sub.delivered)
+            if stamps is not None:
+                trace.dump(sub.peer, stamps)
 
-    async def _stream(self, sub, max_batch, max_delay, max_bytes):
+    async def _stream(self, sub, max_batch, max_delay, max_bytes, stamps=None):
+        """The stream's batches. `stamps` (the latency bench's StageTrace): each live batch's
+        [first seq, next seq, handed to gRPC ns, taken by gRPC ns] is appended to it."""
         journal = self.app.journal
         counters = self.counters
         loop = asyncio.get_running_loop()
@@ -390,6 +401,7 @@ class GatewayService:
                 counters["envelopes_delivered"] += n
                 yield data
                 continue
+            start = cursor
             data, n, cursor = journal.collect(cursor, flt, max_batch, max_bytes)
             sub.cursor = cursor
             if n == 0:
@@ -425,7 +437,12 @@ class GatewayService:
             sub.batches += 1
             counters["batches_sent"] += 1
             counters["envelopes_delivered"] += n
-            yield data
+            if stamps is None:
+                yield data
+            else:
+                stamps.append([start, cursor, time.time_ns(), 0])
+                yield data
+                stamps[-1][3] = time.time_ns()  # resumed: gRPC has taken the batch
 
     # -- ListDevices ---------------------------------------------------------------------------
     async def list_devices(self, raw, context):
