@@ -129,7 +129,10 @@ def stage_split(written: dict, arrived: dict, trace_dir: str) -> dict:
         j = bisect.bisect_right(starts, seq) - 1
         if i >= len(vis_t) or j < 0 or not batches[j][0] <= seq < batches[j][1]:
             continue
-        visible, (_, _, handed, taken) = vis_t[i], batches[j]
+        _, _, handed, taken = batches[j]
+        # the watcher and the stream wake on the same future in either order: a batch handed to
+        # gRPC holding the seq shows it was visible by then
+        visible = min(vis_t[i], handed)
         parts["routed"].append((routed - stamp) / 1e6)
         parts["journal"].append((visible - routed) / 1e6)
         parts["stream"].append((handed - visible) / 1e6)
