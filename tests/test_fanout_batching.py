@@ -146,3 +146,35 @@ async def test_batches_gather_only_while_a_write_is_in_flight_and_respect_both_c
                 assert max(sizes) == (cap_n if cap_bytes is None else cap_bytes // entry)
                 stream.cancel()
         assert gw.service.counters["batch_waits"] == 0
+
+
+async def test_the_client_helper_sends_an_explicit_zero_and_leaves_none_unset():
+    from tianwang.v1 import client as tw_client
+
+    def first_batch(addr, max_delay_ms):
+        with grpc.insecure_channel(addr) as ch:
+            batches = tw_client.subscribe_batches(ch, ["test/#"], token=READ, max_batch=2, max_delay_ms=max_delay_ms)
+            try:
+                return next(batches)
+            finally:
+                batches.close()
+
+    async with running(base_config(fanout={"max_delay_ms": SITE_WAIT_MS})) as gw:
+        addr = f"127.0.0.1:{gw.port}"
+        # 0: no wait, even though the site waits 10 s for requests that leave it unset
+        reader = asyncio.ensure_future(asyncio.to_thread(first_batch, addr, 0))
+        await opened(gw, 1)
+        [seq] = publish(gw, 1)
+        gap, envelopes = await asyncio.wait_for(reader, READ_DEADLINE_S)
+        assert gap is None and [e["seq"] for e in envelopes] == [seq]
+        assert gw.service.counters["batch_waits"] == 0
+        await opened(gw, 0)
+        # None: unset, so the site's wait applies and the batch fills to max_batch
+        reader = asyncio.ensure_future(asyncio.to_thread(first_batch, addr, None))
+        await opened(gw, 1)
+        seqs = publish(gw, 1)
+        await asyncio.sleep(0.01)
+        seqs += publish(gw, 1)
+        gap, envelopes = await asyncio.wait_for(reader, READ_DEADLINE_S)
+        assert [e["seq"] for e in envelopes] == seqs
+        assert gw.service.counters["batch_waits"] == 1
