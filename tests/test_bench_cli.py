@@ -95,7 +95,9 @@ def test_results_json_matches_the_documented_schema(tiny_run):
         # every reading that arrived was split into its stages by the gateway's trace
         stages = rate["stages"]
         assert stages["readings"] == rate["received"] and stages["envelopes_per_batch"] >= 1
-        for stage in ("routed", "journal", "stream", "delivery", "grpc_write"):
+        # and the readings of the recorded devices into device write -> driver read -> routed
+        assert 0 < stages["sampled_reads"] <= stages["readings"]
+        for stage in ("routed", "read", "decode", "journal", "stream", "delivery", "grpc_write"):
             assert stages[stage]["p50_ms"] <= stages[stage]["p99_ms"]
         ps = [p for p, _ in rate["distribution"]]
         assert ps == sorted(ps) and ps[0] == 0.5 and rate["distribution"][0][1] == rate["p50_ms"]

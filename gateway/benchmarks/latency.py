@@ -15,7 +15,9 @@ is `write_refused`.
 Where the time goes: the gateway runs with TIANWANG_STAGE_TRACE (gateway/datapath/stagetrace.py), so
 each reading splits into device write -> routed (the driver's read decoded and routed it: its
 `gateway_time_ns`) -> journal visible (the first wake-up of a journal reader that saw it) -> stream
-write (its batch handed to gRPC) -> subscriber read (arrival). The same run also goes with the
+write (its batch handed to gRPC) -> subscriber read (arrival). For two devices (one pty, one TCP)
+the subscriber process also records the raw bytes (`Record`: each chunk with the time the driver
+read it), which splits their readings' first stage into device write -> driver read -> routed. The same run also goes with the
 journal on disk (`journal` = "batch" or "always": `gateway.journal.path` with that fsync policy).
 
 The subscriber runs in a process of its own (`python -m tianwang.gateway.benchmarks.latency ADDR`):
@@ -89,7 +91,9 @@ class _TcpDevice(asyncio.Protocol):
 
 STAGES = ("routed", "journal", "stream", "delivery")
 STAGE_LABELS = {
-    "routed": "device write -> routed (driver read)",
+    "routed": "device write -> routed",
+    "read": "device write -> driver read",
+    "decode": "driver read -> routed",
     "journal": "routed -> journal visible",
     "stream": "journal visible -> stream write",
     "delivery": "stream write -> subscriber read",
@@ -106,9 +110,28 @@ def distribution(sorted_ms: list) -> list:
     return [[p, percentile(sorted_ms, p)] for p in DISTRIBUTION if n and (p == 0.5 or (1 - p) * n >= 1)]
 
 
-def stage_split(written: dict, arrived: dict, trace_dir: str) -> dict:
-    """p50/p99 (ms) of each stage, from the gateway's stage trace and the arrivals
-    {(device, fix time): (arrival ns, seq, gateway_time_ns)}."""
+def driver_reads(ends: dict, reads: dict) -> dict:
+    """{(device, fix time): ns the driver read the epoch's last byte}, from the byte offsets where
+    the bench's epochs end on each recorded device ({device: [(fix time, end offset)]}) and the
+    recording of what the driver read ({device: [[t_ns, nbytes], ...]})."""
+    out = {}
+    for dev, epochs in ends.items():
+        chunks = reads.get(dev) or []
+        upto, total = [], 0
+        for _, nbytes in chunks:
+            total += nbytes
+            upto.append(total)
+        for t, end in epochs:
+            i = bisect.bisect_left(upto, end)  # the chunk that brought the epoch's last byte
+            if i < len(chunks):
+                out[(dev, t)] = chunks[i][0]
+    return out
+
+
+def stage_split(written: dict, arrived: dict, trace_dir: str, read_at: dict | None = None) -> dict:
+    """p50/p99 (ms) of each stage, from the gateway's stage trace, the arrivals {(device, fix time):
+    (arrival ns, seq, gateway_time_ns)} and, for the recorded devices, when the driver read each
+    epoch ({(device, fix time): ns})."""
     files = sorted(glob.glob(os.path.join(trace_dir, "stream-*.json")))
     if not files:
         return {}
@@ -118,7 +141,8 @@ def stage_split(written: dict, arrived: dict, trace_dir: str) -> dict:
     vis_t = [v[1] for v in trace["visible"]]
     batches = sorted(trace["batches"])
     starts = [b[0] for b in batches]
-    parts: dict[str, list] = {k: [] for k in STAGES}
+    parts: dict[str, list] = {k: [] for k in STAGES + ("read", "decode")}
+    read_at = read_at or {}
     in_flight = []
     for key, stamp in written.items():
         got = arrived.get(key)
@@ -137,9 +161,12 @@ def stage_split(written: dict, arrived: dict, trace_dir: str) -> dict:
         parts["journal"].append((visible - routed) / 1e6)
         parts["stream"].append((handed - visible) / 1e6)
         parts["delivery"].append((arrival - handed) / 1e6)
+        if key in read_at:
+            parts["read"].append((read_at[key] - stamp) / 1e6)
+            parts["decode"].append((routed - read_at[key]) / 1e6)
         if taken:
             in_flight.append((taken - handed) / 1e6)
-    out = {"readings": len(parts["routed"]), "batches": len(batches),
+    out = {"readings": len(parts["routed"]), "sampled_reads": len(parts["read"]), "batches": len(batches),
            "envelopes_per_batch": (sum(b[1] - b[0] for b in batches) / len(batches)) if batches else None}
     for k, values in list(parts.items()) + [("grpc_write", in_flight)]:
         values.sort()
@@ -184,7 +211,9 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         with open(config, "w") as f:
             json.dump({
                 "gateway": gateway,
-                "auth": {"tokens": [{"name": "reader", "token_env": "TW_BENCH_LATENCY_TOKEN", "read": ["#"]}]},
+                # control on gnss/+: the subscriber records two devices' raw bytes (Record)
+                "auth": {"tokens": [{"name": "reader", "token_env": "TW_BENCH_LATENCY_TOKEN", "read": ["#"],
+                                     "control": ["gnss/+"]}]},
                 "devices": [{"id": i, "driver": "beidou", "url": u, "receiver": {"epoch_period_s": 1 / hz}}
                             for i, u in zip(ids, urls)],
             }, f)
@@ -198,8 +227,13 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         schedule = sorted(((k + d / devices) / hz, d, k) for d in range(devices) for k in range(len(epochs)))
         written: dict[tuple[str, int], int] = {}
         refused = 0
+        # the devices whose bytes the subscriber records: where each epoch ends in their byte stream
+        sampled = {0, n_pty} if devices > n_pty else {0}
+        ends: dict[str, list] = {ids[d]: [] for d in sampled}
+        offset = dict.fromkeys(sampled, 0)
         sub = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tianwang.gateway.benchmarks.latency", addr, stdout=asyncio.subprocess.PIPE, env=env,
+            sys.executable, "-m", "tianwang.gateway.benchmarks.latency", addr, *(ids[d] for d in sorted(sampled)),
+            stdout=asyncio.subprocess.PIPE, env=env,
             limit=1 << 28)  # the last line holds every arrival
         try:
             first = await asyncio.wait_for(sub.stdout.readline(), 30)
@@ -226,9 +260,15 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
                             done = 0
                         if done != len(data):
                             refused += 1
+                            if d in sampled and done:
+                                ends.pop(ids[d], None)  # a part written: offsets no longer line up
                             continue
                     else:
                         tcp[d - n_pty].transport.write(data)
+                    if d in sampled:
+                        offset[d] += len(data)
+                        if ids[d] in ends:
+                            ends[ids[d]].append((t, offset[d]))
                     if k / hz >= warmup_s:
                         written[(ids[d], t)] = stamp
                 if i < len(schedule):
@@ -249,10 +289,12 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
             if sub.returncode is None:
                 sub.send_signal(signal.SIGTERM)
         arrived = {}
+        reads = {}
         async for line in sub.stdout:
             msg = json.loads(line)
             if "arrivals" in msg:
                 arrived = {(d, t): (a, seq, routed) for d, t, a, seq, routed in msg["arrivals"]}
+                reads = msg.get("reads", {})
         await sub.wait()
         # the gateway writes the stream's stage trace when the stream ends (the subscriber is gone)
         deadline = time.monotonic() + 5.0
@@ -288,16 +330,18 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         "subscriber_cpu_cores": (sub_cpu1 - sub_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
         "devices_cpu_cores": (own_cpu1 - own_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
         "gateway_rss_mib": round(mem["VmRSS"] / 1024, 1), "hot_path": gw.first["hot_path"], **closed,
-        "stages": stage_split(written, arrived, trace_dir), "distribution": distribution(lat),
+        "stages": stage_split(written, arrived, trace_dir, driver_reads(ends, reads)), "distribution": distribution(lat),
     }
 
 
-async def _subscriber(addr: str) -> None:
+async def _subscriber(addr: str, recorded: list) -> None:
     """The subscriber process: arrivals of `gnss/+/fix` at `addr`; its count on stdout every 0.1 s,
-    every (device, fix time, arrival) as one JSON line on SIGTERM."""
+    every (device, fix time, arrival, seq, gateway_time_ns) as one JSON line on SIGTERM, with the
+    chunks ([read ns, bytes]) the driver read from each device of `recorded`."""
     import grpc
 
     arrived: dict[tuple[str, int], tuple[int, int, int]] = {}
+    reads: dict[str, list] = {d: [] for d in recorded}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -313,6 +357,14 @@ async def _subscriber(addr: str) -> None:
             for env in batch.envelopes:
                 arrived.setdefault((env.device_id, unpack(env.payload)["time_ns"]), (now, env.seq, env.gateway_time_ns))
 
+    async def record(channel, device_id):
+        call = channel.unary_stream("/tianwang.v1.Gateway/Record", request_serializer=pb.RecordRequest.SerializeToString,
+                                    response_deserializer=pb.RawChunk.FromString)
+        chunks = reads[device_id]
+        async for chunk in call(pb.RecordRequest(device_id=device_id), metadata=(("authorization", f"Bearer {TOKEN}"),)):
+            if chunk.data and chunk.direction == pb.FROM_DEVICE:
+                chunks.append([chunk.t_ns, len(chunk.data)])
+
     async def report():
         while True:
             print(json.dumps({"count": len(arrived)}), flush=True)
@@ -320,17 +372,19 @@ async def _subscriber(addr: str) -> None:
 
     async with grpc.aio.insecure_channel(addr) as channel:
         await asyncio.wait_for(channel.channel_ready(), 20)
+        recorders = [asyncio.ensure_future(record(channel, d)) for d in recorded]
         sub = asyncio.ensure_future(subscribe(channel))
+        await asyncio.sleep(0.2)  # the recordings are open before the first byte is written
         print(json.dumps({"ready": True}), flush=True)
         reporter = asyncio.ensure_future(report())
         await stop.wait()
-        for task in (sub, reporter):
+        for task in (sub, reporter, *recorders):
             task.cancel()
-        await asyncio.gather(sub, reporter, return_exceptions=True)
-    print(json.dumps({"arrivals": [[d, t, *a] for (d, t), a in arrived.items()]}), flush=True)
+        await asyncio.gather(sub, reporter, *recorders, return_exceptions=True)
+    print(json.dumps({"arrivals": [[d, t, *a] for (d, t), a in arrived.items()], "reads": reads}), flush=True)
 
 
 if __name__ == "__main__":
     import uvloop
 
-    uvloop.run(_subscriber(sys.argv[1]))
+    uvloop.run(_subscriber(sys.argv[1], sys.argv[2:]))

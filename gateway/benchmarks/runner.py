@@ -708,14 +708,16 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
             if staged:
                 from tianwang.gateway.benchmarks.latency import STAGE_LABELS, STAGES
 
-                lines += ["", "Where the time goes, p50 / p99 ms of each stage (the gateway's stage trace; "
+                lines += ["", "Where the time goes, p50 / p99 ms of each stage (the gateway's stage trace; the first "
+                              "stage split into its two halves for the readings of the two recorded devices; "
                               "`gRPC write` is how long gRPC took to accept a batch, during which the next one gathers):", "",
-                          "| readings/s | journal | " + " | ".join(STAGE_LABELS[k] for k in STAGES)
+                          "| readings/s | journal | " + " | ".join(STAGE_LABELS[k] for k in STAGES[:1] + ("read", "decode") + STAGES[1:])
                           + " | gRPC write | envelopes per batch |",
-                          "|---|---|" + "---|" * (len(STAGES) + 2)]
+                          "|---|---|" + "---|" * (len(STAGES) + 4)]
                 for r in staged:
                     st = r["stages"]
-                    cells = [f"{_fmt(st[k]['p50_ms'], 'ms')} / {_fmt(st[k]['p99_ms'], 'ms')}" for k in STAGES + ("grpc_write",)]
+                    keys = STAGES[:1] + ("read", "decode") + STAGES[1:] + ("grpc_write",)
+                    cells = [f"{_fmt(st[k]['p50_ms'], 'ms')} / {_fmt(st[k]['p99_ms'], 'ms')}" if k in st else "n/a" for k in keys]
                     per = st.get("envelopes_per_batch")
                     per = f"{per:.2f}" if per else "n/a"
                     lines.append(f"| {r['rate']:,} | {_mode(r)} | " + " | ".join(cells) + f" | {per} |")
