@@ -515,7 +515,9 @@ def write_plots(results: dict, out: Path) -> list[str]:
     bars("fanout.png", TITLES["fanout"] + " (envelopes/s delivered in total)",
          [m for m in by_section.get("fanout", []) if m["unit"] == "envelopes/s"], log=True)
     bars("scale.png", TITLES["scale"], by_section.get("scale", []))
-    written += _latency_plots(results, out, plt)
+    rates = results["details"].get("latency", {}).get("rates", [])
+    if rates:
+        written += _latency_plots(results, out, plt)
     return written
 
 
