@@ -8,6 +8,7 @@ SIGHUP re-reads the config and applies only what changed, keeping every subscrib
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -343,6 +344,9 @@ class Gateway:
         self._stop_requested = asyncio.Event()
         held = self._hold_signals(loop)
         await self.start()
+        # what start built (modules, config, drivers, gRPC) lives as long as the process: moved out
+        # of the collector's way, so a full collection no longer walks it while readings wait
+        gc.freeze()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)

@@ -185,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--count", type=_uint(64), default=0, help="stop after this many envelopes (default 0: never)")
     p.add_argument("--max-batch", type=_uint(32), default=0, help="envelopes per batch to ask for (default 0: the server's)")
-    p.add_argument("--max-delay-ms", type=_uint(32), default=0, help="how long a partial batch may wait (default 0: the server's)")
+    p.add_argument(
+        "--max-delay-ms", type=_uint(32), default=None,
+        help="how long a batch may wait to fill (0 = no wait; default: the server's, no wait unless the site sets one)",
+    )
     p.add_argument("--json", action="store_true", help="JSON lines with decoded payloads")
     p.add_argument(
         "--follow", action="store_true",

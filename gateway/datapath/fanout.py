@@ -2,10 +2,13 @@
 GetStats, Record.
 
 Subscribe streams are cursors over the journal. Batches are joins of pre-encoded entries handed to
-gRPC as bytes (the method is registered without a response serializer), capped by count, by delay
-and by bytes. A subscriber that stops reading blocks only its own stream: gRPC buffers a bounded
-amount for it, its cursor stays where it was, and if it falls behind retention it gets a Gap when it
-reads again. Requests are parsed here (no request deserializer) so malformed bytes get
+gRPC as bytes (the method is registered without a response serializer), capped by count and by
+bytes. A stream writes as soon as something matching is ready and it has no write in flight (its
+generator is only resumed once gRPC has taken the previous batch), so what arrives during a write
+forms the next batch: batches grow with the load, not with a timer. Only a subscriber (or a site
+default) that asks for `max_delay_ms` > 0 waits that long to fill a batch. A subscriber that stops
+reading blocks only its own stream: gRPC buffers a bounded amount for it, its cursor stays where it
+was, and if it falls behind retention it gets a Gap when it reads again. Requests are parsed here (no request deserializer) so malformed bytes get
 INVALID_ARGUMENT rather than a generic error.
 """
 
@@ -29,6 +32,7 @@ from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
 from tianwang.gateway.datapath.auth import CommandLimits, RateLimiter
 from tianwang.gateway.errors import AuthError, CommandError, FrameError, TopicError
 from tianwang.gateway.datapath.journal import DiskReader
+from tianwang.gateway.datapath.stagetrace import StageTrace
 from tianwang.gateway.framing import TopicFilter, validate_pattern
 from tianwang.v1 import gateway_pb2 as pb
 
@@ -174,6 +178,7 @@ class GatewayService:
         self.counters = {
             "subscribe_calls": 0,
             "batches_sent": 0,
+            "batch_waits": 0,
             "envelopes_delivered": 0,
             "gaps_sent": 0,
             "commands": 0,
@@ -187,6 +192,7 @@ class GatewayService:
             "record_bytes": 0,
         }
         self.recordings: set[Recording] = set()
+        self.stage_trace = StageTrace.from_env()  # None unless the latency bench asks for it
         self.refusals = RateLimiter(app.config.auth.refused_commands_per_s, app.config.auth.refused_commands_burst)
         self.command_buckets = CommandLimits()
         self.action_buckets: dict[tuple, RateLimiter] = {}
@@ -340,7 +346,9 @@ class GatewayService:
                 )
         fan = self.app.config.gateway.fanout
         max_batch = min(req.max_batch or fan.max_batch, MAX_BATCH_LIMIT)
-        max_delay = min((req.max_delay_ms if req.max_delay_ms else fan.max_delay_ms) / 1000.0, MAX_DELAY_LIMIT_S)
+        # unset (an older client's 0 is not on the wire either): the site's default; an explicit 0: no wait
+        wait_ms = req.max_delay_ms if req.HasField("max_delay_ms") else fan.max_delay_ms
+        max_delay = min(wait_ms / 1000.0, MAX_DELAY_LIMIT_S)
         max_bytes = int(fan.max_batch_bytes)
         if len(self.subscribers) >= fan.max_subscribers:
             await context.abort(
@@ -373,16 +381,25 @@ class GatewayService:
         await context.send_initial_metadata(((JOURNAL_ID_HEADER, journal.id),))
         self.subscribers.add(sub)
         log.info("subscribe %s as %s: %s from seq %d", sub.peer, principal.name, ",".join(patterns), cursor)
+        trace = self.stage_trace
+        stamps = None
+        if trace is not None:  # the latency bench only
+            trace.watch(journal, lambda: self.closing)
+            stamps = []
         try:
-            async for batch in self._stream(sub, max_batch, max_delay, max_bytes):
+            async for batch in self._stream(sub, max_batch, max_delay, max_bytes, stamps):
                 yield batch
             if sub.revoked:
                 await context.abort(*sub.revoked)
         finally:
             self.subscribers.discard(sub)
             log.info("subscriber %s left after %d envelopes", sub.peer, sub.delivered)
+            if stamps is not None:
+                trace.dump(sub.peer, stamps)
 
-    async def _stream(self, sub, max_batch, max_delay, max_bytes):
+    async def _stream(self, sub, max_batch, max_delay, max_bytes, stamps=None):
+        """The stream's batches. `stamps` (the latency bench's StageTrace): each live batch's
+        [first seq, next seq, handed to gRPC ns, taken by gRPC ns] is appended to it."""
         journal = self.app.journal
         counters = self.counters
         loop = asyncio.get_running_loop()
@@ -415,6 +432,7 @@ class GatewayService:
                 counters["envelopes_delivered"] += n
                 yield data
                 continue
+            start = cursor
             data, n, cursor = journal.collect(cursor, flt, max_batch, max_bytes)
             sub.cursor = cursor
             if n == 0:
@@ -424,6 +442,9 @@ class GatewayService:
                     await journal.wait(cursor, IDLE_RECHECK_S)
                 continue
             if n < max_batch and max_delay > 0:
+                # asked for: wait up to max_delay for company (without it the batch goes now, and
+                # what arrives while gRPC writes it is the next batch)
+                counters["batch_waits"] += 1
                 parts = [data]
                 size = len(data)
                 deadline = loop.time() + max_delay
@@ -447,7 +468,12 @@ class GatewayService:
             sub.batches += 1
             counters["batches_sent"] += 1
             counters["envelopes_delivered"] += n
-            yield data
+            if stamps is None:
+                yield data
+            else:
+                stamps.append([start, cursor, time.time_ns(), 0])
+                yield data
+                stamps[-1][3] = time.time_ns()  # resumed: gRPC has taken the batch
 
     # -- ListDevices ---------------------------------------------------------------------------
     async def list_devices(self, raw, context):

@@ -216,7 +216,11 @@ class FanoutConfig(Model):
         default=256, ge=1, le=8192, description="envelopes per batch when a Subscribe request asks for 0"
     )
     max_delay_ms: int = Field(
-        default=2, ge=0, le=10_000, description="how long a partial batch waits for more when a request asks for 0"
+        default=0,
+        ge=0,
+        le=10_000,
+        description="how long a batch waits for more when a Subscribe request leaves max_delay_ms unset; "
+        "0 = no wait: written at once, what arrives during a write forms the next batch",
     )
     max_batch_bytes: ByteSize = Field(
         default=ByteSize(1024 * 1024),
@@ -464,7 +468,13 @@ class NatsBridgeConfig(SecretsModel):
         default=ByteSize(512 * 1024),
         description="bytes per window, 4KiB to 64MiB; keep it under the server's `max_payload` (1MiB by default)",
     )
-    max_delay_ms: int = Field(default=20, ge=0, le=10_000, description="how long a partial window waits for more")
+    max_delay_ms: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="how long a partial window waits for more; 0 = no wait: published at once, what arrives "
+        "while a window is published forms the next window",
+    )
     max_age_s: float = Field(default=7 * 86400.0, gt=0, description="retention of a stream the bridge creates")
     duplicate_window_s: float = Field(
         default=120.0, gt=0, description="`Nats-Msg-Id` de-duplication window of a stream the bridge creates"
