@@ -24,6 +24,7 @@ Config helpers
 Errors (one hierarchy, each also its builtin)
     GatewayError, ConfigError, FrameError, DriverError, DeviceError, DeviceTimeout, CommandError,
     describe(exc)             "ExceptionName: text", for health reasons and logs
+    redact(text)              `text` with the user information of every URL in it as `***`
 Hot path (compiled or twin, as `framing` chose; see `framing.USING_CEXT`)
     Jt808Framer, Gbt20999Framer, PmppFramer, NmeaDecoder and every other name of
     `framing.TWINS`; `framing` itself, for code that takes an implementation namespace
@@ -63,6 +64,7 @@ _EXPORTS = {
     "DeviceTimeout": "tianwang.gateway.errors:DeviceTimeout",
     "CommandError": "tianwang.gateway.errors:CommandError",
     "describe": "tianwang.gateway.errors:describe",
+    "redact": "tianwang.gateway.errors:redact",
     "framing": "tianwang.gateway.framing:",
     "FramedDecoder": "tianwang.gateway.cli.decode:FramedDecoder",
     "serve_simulator": "tianwang.gateway.cli.simulate:serve",
@@ -113,3 +115,4 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names above 
     )
     from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health, Publication
     from tianwang.gateway.lifecycle.supervisor import DeviceContext
+    from tianwang.gateway.errors import redact

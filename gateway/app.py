@@ -8,6 +8,7 @@ SIGHUP re-reads the config and applies only what changed, keeping every subscrib
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from tianwang import __version__
 from tianwang.gateway import framing
 from tianwang.gateway.datapath.auth import Authenticator, RateLimiter
 from tianwang.gateway.lifecycle.config import Config, load_config, parse_hostport
-from tianwang.gateway.errors import ConfigError, GatewayError
+from tianwang.gateway.errors import ConfigError, GatewayError, redact
 from tianwang.gateway.datapath.fanout import GatewayService
 from tianwang.gateway.datapath.journal import Journal
 from tianwang.gateway.lifecycle.registry import default_registry
@@ -39,6 +40,8 @@ log = logging.getLogger("tianwang.app")
 STOP_BUDGET_S = 4.5
 # of which the NATS bridge may spend this much publishing what is pending
 BRIDGE_DRAIN_S = 2.0
+# of which commands in flight may spend this much finishing before they are cancelled
+COMMAND_DRAIN_S = 1.0
 
 
 def server_options(config: Config):
@@ -55,6 +58,20 @@ def server_options(config: Config):
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_receive_message_length", 1024 * 1024),
     ]
+
+
+_EARLY_SIGHUP = False
+
+
+def hold_reloads() -> None:
+    """Before the loop runs (`tianwang run` calls this first): a SIGHUP is held, not fatal, and
+    `Gateway.serve` reloads once started."""
+
+    def held(_signum, _frame):
+        global _EARLY_SIGHUP
+        _EARLY_SIGHUP = True
+
+    signal.signal(signal.SIGHUP, held)
 
 
 class Gateway:
@@ -202,6 +219,9 @@ class Gateway:
     async def _stop_steps(self):
         await self.health.enter_graceful_shutdown()
         self.service.close_streams()
+        # commands in flight end (or are cancelled) while their devices and the journal are still
+        # there, so each one's outcome is audited
+        await self.service.finish_commands(COMMAND_DRAIN_S)
         await self.supervisor.stop_all()
         # what the drivers published last is written (and bridged) before the journal closes
         await self.journal.flush()
@@ -303,24 +323,50 @@ class Gateway:
         if self._stop_requested is not None:
             self._stop_requested.set()
 
+    def _hold_signals(self, loop) -> list:
+        """The handlers of start-up: SIGTERM/SIGINT stop once started, a SIGHUP is held (in the
+        list returned) for a reload once started."""
+        held: list = []
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, held.append, True)
+        return held
+
     async def serve(self, ready=None) -> None:
         """Start, run until SIGTERM/SIGINT (SIGHUP reloads), stop. `ready(gateway)` is called once
-        the server listens."""
+        the server listens.
+
+        The handlers are in place before start-up: a SIGHUP then (a `systemctl reload` while the
+        gateway starts) is held and its reload runs once started, and a SIGTERM stops the gateway
+        once started, instead of the signal's default action killing the process half-started."""
+        global _EARLY_SIGHUP
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
+        held = self._hold_signals(loop)
         await self.start()
+        # what start built (modules, config, drivers, gRPC) lives as long as the process: moved out
+        # of the collector's way, so a full collection no longer walks it while readings wait
+        gc.freeze()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
+            if held or _EARLY_SIGHUP:
+                _EARLY_SIGHUP = False
+                log.info("SIGHUP during start-up: reloading now")
+                self.request_reload()
             if ready is not None:
                 ready(self)
             await self._stop_requested.wait()
             log.info("stopping")
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.stop()
+            # a SIGHUP while stopping is ignored rather than fatal (the handlers go once stopped)
+            loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP while stopping: ignored")
+            try:
+                await self.stop()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
 
     # -- stats ---------------------------------------------------------------------------------
     def health_state(self) -> tuple[str, str]:
@@ -373,7 +419,7 @@ class Gateway:
             journal_durable=journal.durable,
             journal_disk_bytes=getattr(journal, "disk_bytes", 0),
             health=health,
-            health_reason=reason,
+            health_reason=redact(reason),  # shown to every caller: no URL credentials in it
             counters=counters,
             families=sorted(families.values(), key=lambda f: f.family),
             subscriber_stats=svc.subscriber_stats(viewer),

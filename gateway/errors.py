@@ -5,6 +5,12 @@ resembles, so callers can catch either. Raw library exceptions (serial, grpc, ze
 wrapped into these at the driver edge.
 """
 
+import logging
+import re
+
+# `scheme://user:password@host...`: everything between `//` and the last `@` before the path
+_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*(?:@[^/\s@]*)*@")
+
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
@@ -66,7 +72,34 @@ class AuthError(GatewayError, PermissionError):
 
 def describe(exc: BaseException) -> str:
     """`ExceptionName: text` (the name alone when the text is empty): a health reason or log line
-    that says what failed even when the library's message is blank (`TimeoutError()`)."""
-    text = str(exc)
+    that says what failed even when the library's message is blank (`TimeoutError()`). URL
+    credentials in the text are redacted (`redact`)."""
+    text = redact(str(exc))
     name = type(exc).__name__
     return f"{name}: {text}" if text else name
+
+
+def redact(text: str) -> str:
+    """`text` with the user information of every URL in it replaced by `***`
+    (`nats://user:pw@host:4222` -> `nats://***@host:4222`): what the gateway logs, publishes or
+    reports never carries a password that came in a URL."""
+    if "@" not in text:
+        return text
+    return _USERINFO_RE.sub(r"\1***@", text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter (on a handler) that redacts URL credentials in every record's message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: let the handler report it as it always does
+            return True
+        if "@" in message:
+            cleaned = redact(message)
+            if cleaned != message:
+                record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True

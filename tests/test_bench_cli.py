@@ -88,9 +88,21 @@ def test_results_json_matches_the_documented_schema(tiny_run):
     keys = [(m["section"], m["name"]) for m in results["metrics"]]
     assert len(keys) == len(set(keys))
     # the latency runs went over ptys and TCP, and every reading written arrived
-    for rate in results["details"]["latency"]["rates"]:
+    runs = results["details"]["latency"]["rates"]
+    for rate in runs:
         assert rate["pty_devices"] >= 1 and rate["tcp_devices"] >= 1 and rate["received"] > 0
         assert rate["missing"] == 0 and rate["p50_ms"] <= rate["p99_ms"] <= rate["p999_ms"] <= rate["max_ms"]
+        # every reading that arrived was split into its stages by the gateway's trace
+        stages = rate["stages"]
+        assert stages["readings"] == rate["received"] and stages["envelopes_per_batch"] >= 1
+        # and the readings of the recorded devices into device write -> driver read -> routed
+        assert 0 < stages["sampled_reads"] <= stages["readings"]
+        for stage in ("routed", "read", "decode", "journal", "stream", "delivery", "grpc_write"):
+            assert stages[stage]["p50_ms"] <= stages[stage]["p99_ms"]
+        ps = [p for p, _ in rate["distribution"]]
+        assert ps == sorted(ps) and ps[0] == 0.5 and rate["distribution"][0][1] == rate["p50_ms"]
+    # the default journal in memory at each rate, and on disk under both synced policies
+    assert {r["journal"] for r in runs} == {"memory", "disk-batch", "disk-always"}
 
 
 def test_report_and_plots_are_written(tiny_run):
@@ -105,7 +117,7 @@ def test_report_and_plots_are_written(tiny_run):
     assert "## Scale" not in report  # not asked for
     for peer, version in results["peers"].items():
         assert f"{peer} {version if version else 'not installed (skipped)'}" in report
-    for name in ("nmea.png", "router.png", "fanout.png", "latency.png"):
+    for name in ("nmea.png", "router.png", "fanout.png", "latency.png", "latency-distribution.png", "latency-stages.png"):
         assert f"]({name})" in report
         with Image.open(out / name) as img:
             assert img.format == "PNG" and img.size[0] > 200

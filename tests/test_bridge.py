@@ -21,7 +21,8 @@ pytestmark = pytest.mark.timeout(180)
 
 def bridged(servers, devices, **nats_cfg):
     cfg = base_config(devices)
-    cfg["bridges"] = {"nats": {"servers": list(servers), "max_delay_ms": 5, **nats_cfg}}
+    # the default window: published at once when idle, gathered while a publish is in flight
+    cfg["bridges"] = {"nats": {"servers": list(servers), **nats_cfg}}
     return cfg
 
 
@@ -98,6 +99,94 @@ async def test_nats_outage_loses_nothing_and_never_blocks_grpc(tmp_path):
         by_seq, envs, gaps = await stream_contents([server.url])
         assert gaps == [] and len(envs) == len(by_seq)
         assert sorted(s for _, s in by_seq) == list(range(1, last + 1))
+    finally:
+        server.stop()
+
+
+class TimerSpy:
+    """Stands in for the bridge module's `asyncio`: counts the sleeps it asks for (its timers)."""
+
+    def __init__(self):
+        self.sleeps = []
+
+    def __getattr__(self, name):
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay, *args):
+        self.sleeps.append(delay)
+        return await asyncio.sleep(delay, *args)
+
+
+async def test_idle_bridge_publishes_at_once_and_gathers_while_a_publish_is_in_flight(tmp_path, monkeypatch):
+    from tianwang.gateway.datapath import bridge as bridge_module
+
+    spy = TimerSpy()
+    monkeypatch.setattr(bridge_module, "asyncio", spy)
+    server = NatsServer(tmp_path).start()
+    try:
+        async with running(bridged([server.url], [], replicas=1)) as gw:
+            await until_bridged(gw)
+            nc = await nats.connect(server.url)
+            js = nc.jetstream()
+            sent = 0
+            # idle: each reading is a window of its own, no timer asked for
+            for i in range(3):
+                seq = gw.router.publish("test/idle/r", "idle", {"i": i})
+                await until_bridged(gw)
+                msg = await js.get_last_msg("TIANWANG", "tianwang.test.test")
+                assert (msg.headers["Tianwang-First-Seq"], msg.headers["Tianwang-Last-Seq"]) == (str(seq), str(seq))
+                assert msg.headers["Tianwang-Count"] == "1"
+                sent += 1
+            before = gw.bridge.stats["bridge_nats_messages"]
+            # a stream of readings, one per loop turn: far quicker than a JetStream acknowledgement,
+            # so each window's publish gathers the readings that come meanwhile
+            for i in range(300):
+                gw.router.publish("test/busy/r", "busy", {"i": i})
+                await asyncio.sleep(0)
+            await until_bridged(gw)
+            windows = gw.bridge.stats["bridge_nats_messages"] - before
+            assert 1 <= windows < 150
+            assert [d for d in spy.sleeps if d > 0] == []  # no window waited on a timer
+            await nc.close()
+        last = gw.journal.last_seq
+        by_seq, envs, gaps = await stream_contents([server.url])
+        assert gaps == [] and len(envs) == len(by_seq)
+        assert sorted(s for _, s in by_seq) == list(range(1, last + 1))
+    finally:
+        server.stop()
+
+
+def test_gateway_killed_with_publishes_in_flight_loses_and_repeats_nothing(tmp_path):
+    server = NatsServer(tmp_path / "nats").start()
+    try:
+        cfg = bridged([server.url], [{"id": f"gen-{i}", "driver": "testgen", "rate_hz": 250, "burst": 2} for i in range(4)])
+        cfg["gateway"]["journal"] = {"path": str(tmp_path / "journal"), "fsync": "always"}
+        cfg["auth"]["tokens"][0] = {"name": "reader", "token_env": "TW_T_READ", "read": ["#"]}
+        path = write_cfg(tmp_path / "gw.yaml", cfg)
+        for _ in range(2):  # ~2,000 readings/s, each window published as soon as the last is acknowledged
+            gw = GatewayProcess(path, {"TW_T_READ": READ})
+            try:
+                time.sleep(2.0)
+                gw.signal(signal.SIGKILL)
+                gw.wait(10)
+            finally:
+                gw.kill()
+        gw = GatewayProcess(path, {"TW_T_READ": READ})
+        try:
+            time.sleep(2.0)
+            gw.signal(signal.SIGTERM)
+            assert gw.wait(10) == 0
+        finally:
+            gw.kill()
+        by_seq, envs, gaps = asyncio.run(stream_contents([server.url], idle=3.0))
+        seqs = sorted(s for _, s in by_seq)
+        assert gaps == [] and len(envs) == len(by_seq), "a seq is in the stream twice"
+        assert seqs == list(range(1, seqs[-1] + 1)) and seqs[-1] > 2000
+        from tianwang.gateway.datapath.segments import SegmentStore
+
+        store = SegmentStore(tmp_path / "journal", segment_bytes=1 << 20, max_bytes=1 << 30, max_age_s=1e9)
+        assert store.open() - 1 == seqs[-1]  # SIGTERM published everything the journal holds
+        store.close()
     finally:
         server.stop()
 

@@ -233,3 +233,56 @@ def test_a_duplicate_token_name_is_reported_beside_field_errors(tmp_path):
     assert problems["auth.tokens[1].name"] == "duplicate token name 'a' (also tokens[0])"
     assert "NOPE_NOT_SET_42" in problems["auth.tokens[0].token_env"]
     assert "'#' must be the last level" in problems["auth.tokens[1].read"]
+
+
+def test_check_warns_on_token_patterns_that_match_no_device(tmp_path):
+    """Issue 20 item 9: a `read` or `control` pattern that can match no configured device is a
+    warning naming the closest one that would (the gateway would refuse the calls and say nothing)."""
+    text = """
+auth:
+  allow_inline_secrets: true
+  anonymous_read: ["gen-1/#"]
+  tokens:
+    - name: ok
+      token: token-ok-0123456789
+      read: ["#", "test/+/reading", "audit/gen-1/#", "gnss/+/fix", "gnss/013800138000/#"]
+      control: ["test/+", "test/gen-2", "gnss/#"]
+    - name: slips
+      token: token-slip-0123456789
+      read: ["tset/gen-1/#", "test/+", "test/gen-9/#"]
+      control: ["gen-1", "test/gen-1/reading", "signal/+"]
+devices:
+  - {id: gen-1, driver: testgen}
+  - {id: gen-2, driver: testgen}
+listeners:
+  - {id: fleet, driver: jt808, listen: "127.0.0.1:0", registration: closed}
+"""
+    from tianwang.drivers import jt808
+
+    reg = registry(jt808.SPEC)
+    cfg = load_config(text, reg)
+    warned = {path: why for path, why in warnings_for(cfg, reg) if path.startswith("auth.")}
+    assert sorted(warned) == [
+        "auth.anonymous_read[0]",
+        "auth.tokens[1].control[0]",
+        "auth.tokens[1].control[1]",
+        "auth.tokens[1].control[2]",
+        "auth.tokens[1].read[0]",
+        "auth.tokens[1].read[1]",
+        "auth.tokens[1].read[2]",
+    ]
+    assert "'gen-1' matches no configured device" in warned["auth.tokens[1].control[0]"]
+    assert "did you mean 'test/gen-1'?" in warned["auth.tokens[1].control[0]"]
+    assert "did you mean 'test/gen-1'?" in warned["auth.tokens[1].control[1]"]
+    assert "did you mean 'test/gen-1/#'?" in warned["auth.tokens[1].read[0]"]
+    assert "three levels" in warned["auth.tokens[1].read[1]"]
+    assert "did you mean 'test/gen-1/#'?" in warned["auth.anonymous_read[0]"]
+    # through the CLI, one line each
+    path = tmp_path / "gw.yaml"
+    path.write_text(text.replace("{id: fleet, driver: jt808, listen: \"127.0.0.1:0\", registration: closed}",
+                                 "{id: fleet, driver: jt808, listen: \"127.0.0.1:0\", registration: closed, "
+                                 "registrations_file: " + str(tmp_path / "reg.json") + "}"))
+    r = _cli("check", str(path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning: auth.tokens[1].control[0]: 'gen-1' matches no configured device" in r.stderr
+    assert r.stderr.count("matches no") == 7

@@ -14,7 +14,9 @@ from gw import CONTROL, GNSS_ONLY, base_config, client, md, running, until
 from tianwang.v1 import gateway_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)
-LISTENER = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "e2e-secret"}
+# the simulated fleet registers from 127.0.0.1 all at once: past the per-address default burst
+LISTENER = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "e2e-secret",
+            "registrations_burst": 100}
 
 
 @contextlib.asynccontextmanager

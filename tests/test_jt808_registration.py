@@ -375,3 +375,66 @@ def pb_command(device_id="fleet", action="", args=b"", reason=""):
     from tianwang.v1 import gateway_pb2 as pb
 
     return pb.CommandRequest(device_id=device_id, action=action, args=args, reason=reason, timeout_ms=5000)
+
+
+# -- squatting (issue 20, item 13) ----------------------------------------------------------------
+async def test_a_registration_that_never_authenticates_expires_and_frees_phone_and_plate(tmp_path):
+    path = str(tmp_path / "fleet.registrations")
+    async with listener(registration_timeout_s=1.0, registrations_file=path) as gw:
+        squatter = await RawTerminal("13800000101").connect(gw.port)
+        result, _code = await register(squatter, plate="沪A77777", colour=2)
+        assert result == p.RegisterResult.OK
+        squatter.close()
+        await gw.driver.registry.flush()
+        assert read_file(path)["13800000101"]["authenticated"] is False
+        # a terminal that registered and authenticated keeps its registration
+        real = await RawTerminal("13800000102").connect(gw.port)
+        result, code = await register(real, plate="沪A88888", colour=2)
+        assert result == p.RegisterResult.OK and await real.login(code) == p.Result.OK
+        await until(lambda: "13800000101" not in gw.driver.registry, 10, "the squatted registration expired")
+        assert gw.entry("fleet").counters["registrations_expired"] == 1
+        assert "13800000102" in gw.driver.registry
+        await gw.driver.registry.flush()
+        on_disk = read_file(path)
+        assert "13800000101" not in on_disk and on_disk["13800000102"]["authenticated"] is True
+        # the vehicle the squatter named registers now (before: result 1, plate taken)
+        owner = await RawTerminal("13800000103").connect(gw.port)
+        result, code = await register(owner, plate="沪A77777", colour=2)
+        assert result == p.RegisterResult.OK and await owner.login(code) == p.Result.OK
+        for t in (real, owner):
+            t.close()
+
+
+async def test_registrations_are_rate_limited_per_address():
+    async with listener(registrations_per_s=0.01, registrations_burst=3) as gw:
+        results = []
+        for i in range(5):
+            raw = await RawTerminal(f"1380000020{i}").connect(gw.port)
+            try:
+                results.append((await register(raw))[0])
+            except EOFError:
+                results.append("closed")
+            raw.close()
+        assert results == [p.RegisterResult.OK] * 3 + ["closed", "closed"]
+        assert len(gw.driver.registry) == 3
+        assert gw.entry("fleet").counters["registrations_rate_limited"] == 2
+        # a phone already registered is answered as before (result 3): refusals cost no registration
+        raw = await RawTerminal("13800000200").connect(gw.port)
+        assert (await register(raw))[0] == p.RegisterResult.TERMINAL_REGISTERED
+        raw.close()
+
+
+async def test_connections_that_do_not_authenticate_are_capped_per_address():
+    async with listener(max_unauthenticated_per_address=4, auth_timeout_s=30) as gw:
+        idle = [await RawTerminal(f"138000003{i:02d}").connect(gw.port) for i in range(4)]
+        await until(lambda: len(gw.driver.connections) == 4, 5, "four connections")
+        extra = await RawTerminal("13800000399").connect(gw.port)
+        assert await extra.closed_by_peer()
+        assert gw.entry("fleet").counters["connections_refused_per_address"] == 1
+        # one that authenticates no longer counts against its address
+        assert await idle[0].login() == p.Result.OK
+        late = await RawTerminal("13800000398").connect(gw.port)
+        assert await late.login() == p.Result.OK
+        assert len(gw.driver.connections) == 5
+        for t in idle + [extra, late]:
+            t.close()

@@ -82,7 +82,9 @@ async def test_bad_arguments_and_refusals():
 
 @pytest.mark.parametrize("auth", ["digest", "basic"])
 async def test_snapshot_with_the_auth_the_camera_asks_for(auth):
-    async with camera(rate=0, snapshot_auth=auth) as sim, gateway(device(sim)) as (gw, stub):
+    # Basic over plain http only with the camera's own switch
+    extra = {"snapshot_basic_auth": True} if auth == "basic" else {}
+    async with camera(rate=0, snapshot_auth=auth) as sim, gateway(device(sim, **extra)) as (gw, stub):
         await online(gw)
         await sim_move(sim)
         reply, result = await send(stub, "snapshot", auth=READ)  # read access is enough
@@ -92,6 +94,64 @@ async def test_snapshot_with_the_auth_the_camera_asks_for(auth):
         assert result["size"] == len(jpeg) and result["auth"] == auth
         assert b'"pan": 0.25' in jpeg  # taken at the camera's position
         assert sim.counters["snapshots"] == 1
+
+
+async def test_basic_auth_is_not_sent_over_http_without_the_switch_nor_to_another_host():
+    """Issue 20 item 11: the camera's password in clear goes nowhere by default."""
+    async with camera(rate=0, snapshot_auth="basic") as sim, gateway(device(sim)) as (gw, stub):
+        await online(gw)
+        reply, _ = await send(stub, "snapshot", auth=READ)
+        assert (reply.ok, reply.code) == (False, "REFUSED")
+        assert "Basic" in reply.message and "snapshot_basic_auth" in reply.message
+        assert sim.counters["snapshot_requests"] == 1 and sim.counters["snapshots"] == 0  # asked once, no password
+    # the camera names a snapshot host (127.0.0.1) that is not the configured one (localhost)
+    async with camera(rate=0, snapshot_auth="digest") as sim, \
+            gateway(device(sim, host="localhost", snapshot_basic_auth=True)) as (gw, stub):
+        await online(gw)
+        reply, _ = await send(stub, "snapshot", auth=READ)
+        assert (reply.ok, reply.code) == (False, "REFUSED") and "camera's host localhost" in reply.message
+        assert sim.counters["snapshots"] == 0
+
+
+async def test_an_oversized_snapshot_is_cut_off_while_reading():
+    """Issue 20 item 11: a 64 MiB "JPEG" is given up on once it passes 3 MiB, not read whole."""
+    async with camera(rate=0) as sim, gateway(device(sim)) as (gw, stub):
+        await online(gw)
+        sim.snapshot_bytes = 64 << 20
+        reply, _ = await send(stub, "snapshot", auth=READ, timeout_ms=20000)
+        assert (reply.ok, reply.code) == (False, "REFUSED") and "limit" in reply.message
+        # what the camera managed to write: the 3 MiB read, plus what the sockets buffer
+        await until(lambda: sim.counters["snapshot_bytes_sent"] > 0, 5, "bytes counted")
+        await __import__("asyncio").sleep(0.5)
+        assert sim.counters["snapshot_bytes_sent"] < 24 << 20, sim.counters["snapshot_bytes_sent"]
+        sim.snapshot_bytes = 0
+        reply, _ = await send(stub, "snapshot", auth=READ)
+        assert reply.ok, reply.message
+
+
+async def test_snapshots_are_rate_limited_per_token():
+    """Issue 20 item 11: snapshots need only read access; each token gets its own rate."""
+    async with camera(rate=0) as sim, gateway(device(sim)) as (gw, stub):
+        await online(gw)
+        import asyncio
+
+        async def one():
+            try:
+                return (await send(stub, "snapshot", auth=READ))[0].code
+            except grpc.aio.AioRpcError as exc:
+                assert "per second" in exc.details()
+                return exc.code().name
+
+        # 20 at once: the burst of 10 (and whatever the rate refilled meanwhile) pass, the rest wait
+        codes = await asyncio.gather(*(one() for _ in range(20)))
+        assert set(codes) == {"OK", "RESOURCE_EXHAUSTED"} and codes.count("OK") >= 10
+        # another token is not held back by the first one's rate
+        reply, _ = await send(stub, "snapshot", auth=CONTROL)
+        assert reply.ok, reply.message
+        from gw import journal_envelopes
+
+        audits = [e["payload"] for e in journal_envelopes(gw.journal, "audit/cam-1/command")]
+        assert [a["code"] for a in audits].count("RATE_LIMITED") == codes.count("RESOURCE_EXHAUSTED")
 
 
 async def sim_move(sim):

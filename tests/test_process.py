@@ -192,3 +192,52 @@ async def test_a_listener_whose_port_is_taken_fails_the_start(tmp_path, proc_fac
     text = str(err.value)
     assert f"listener fleet: cannot listen on 127.0.0.1:{port}: the address is in use" in text
     assert "Traceback" not in text
+
+
+async def test_a_sighup_during_start_up_is_held_until_started(tmp_path):
+    """`systemctl reload` while the gateway starts: the SIGHUP is held and applied once started,
+    never the signal's default action (death, which Restart=on-failure takes for a clean exit)."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from gw import ROOT
+
+    path = tmp_path / "gw.yaml"
+    cfg = config([{"id": "gen-1", "driver": "testgen", "rate_hz": 5}])
+    cfg["gateway"]["journal"] = {"path": str(tmp_path / "journal")}
+    write(path, cfg)
+    env = dict(os.environ, **ENV, TIANWANG_DRIVER_MODULES="tw_testgen")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "plugins"), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen([sys.executable, "-m", "tianwang", "run", "-c", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    lines: list[str] = []
+    hup_sent = threading.Event()
+
+    def drain():
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            # the journal is opened early in start(): the rest of start-up is still to come
+            if not hup_sent.is_set() and "tianwang.app: journal " in line:
+                proc.send_signal(signal.SIGHUP)
+                hup_sent.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        ready = await asyncio.to_thread(proc.stdout.readline)
+        assert ready, f"the gateway died during start-up (rc {proc.wait(10)}): {''.join(lines)}"
+        assert hup_sent.is_set()
+        deadline = time.monotonic() + 15
+        while not any("reloaded " in line for line in lines) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert any("reloaded " in line for line in lines), "".join(lines)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

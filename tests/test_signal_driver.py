@@ -403,3 +403,97 @@ async def test_controller_heartbeat_is_answered_and_strangers_are_counted():
         assert all(m.controller == 6 and m.seq >= 200 for m in heartbeat_replies)
         assert s.entry("tsc").counters.get("dropped_unknown_controller", 0) >= 3
         assert not s.payloads("tsc", "alarm")  # the stranger's report is not this controller's
+
+
+async def test_a_download_plan_that_times_out_or_is_cancelled_leaves_no_transaction_open():
+    """Issue 20 item 8: every way out of download_plan that is not the done abandons the controller's
+    transaction (back to normal), even with the command's time spent or its caller gone."""
+    sim = SignalSimulator("tcp", controllers=1, base_id=304, traffic_s=0)
+    async with stack(sim, [{"id": "tsc", "offline_after_s": 30, "reply_timeout_s": 2, "poll_hz": 1}]) as s:
+        await s.online("tsc")
+        c = sim.controller(304)
+        # a controller that answers late: the command runs out of time inside the transaction
+        c.delay_s = 0.25
+        with pytest.raises(CommandError) as e:
+            await s.command("tsc", "download_plan", timeout=0.9, plan=5, greens=[10, 6, 10, 6], cycle=52)
+        assert e.value.code == "TIMEOUT"
+        await until(lambda: c.tx_state == 1, 10, "the transaction abandoned after a timeout")
+        assert 5 not in c.plans
+        await until(lambda: s.entry("tsc").counters.get("transactions_abandoned", 0) == 1, 5, "counted")
+        # the caller cancels while the transaction is open
+        task = asyncio.ensure_future(s.command("tsc", "download_plan", timeout=20, plan=6, greens=[10, 6, 10, 6],
+                                               cycle=52))
+        await until(lambda: c.tx_state == 2, 10, "the transaction opened")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await until(lambda: c.tx_state == 1, 10, "the transaction abandoned after a cancel")
+        assert 6 not in c.plans
+        # and the next download goes through
+        c.delay_s = 0.0
+        await until(lambda: s.entry("tsc").counters.get("transactions_abandoned", 0) == 2, 5, "counted")
+        r = await s.command("tsc", "download_plan", plan=7, greens=[10, 6, 10, 6], cycle=52)
+        assert r["confirmed"] and c.tx_state == 6 and c.plans[7].cycle_s == 52
+
+
+async def test_a_listening_link_takes_only_its_peers_and_never_drops_a_live_controller():
+    """Issue 20 item 10: with `tcp_role: listen`, a connection from an address outside `peers` is
+    refused; one from an allowed address never evicts the live, answering controller; both are
+    counted. A controller that went quiet is still replaced by its reconnection."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sim = SignalSimulator("tcp", controllers=1, base_id=56, connect=("127.0.0.1", port), traffic_s=0)
+    dev = {"id": "tsc", "url": f"tcp://127.0.0.1:{port}", "tcp_role": "listen", "peers": ["127.0.0.1/32"],
+           "offline_after_s": 3}
+    async with stack(sim, [dev]) as s:
+        await s.online("tsc")
+        await until(lambda: s.payloads("tsc", "lamps"), 5, "lamps")
+        intruders = []
+        # another address (the rest of 127/8 is loopback too): refused outright
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+            intruders.append(writer)
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the gateway
+        # an allowed address while the controller answers: refused too, the controller stays
+        for _ in range(5):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            intruders.append(writer)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        for w in intruders:
+            w.close()
+        assert s.entry("tsc").counters.get("connections_refused") == 10
+        assert "OFFLINE" not in s.health("tsc")
+        polls = sim.controller(56).counters["queries"]
+        await until(lambda: sim.controller(56).counters["queries"] > polls + 2, 10, "the controller still polled")
+        # a controller gone quiet (its old socket a leftover) is replaced once it is no longer live
+        sim.controller(56).silent = True
+        await asyncio.sleep(2.0)  # past half of offline_after_s: no longer live
+        again = SignalSimulator("tcp", controllers=1, base_id=56, connect=("127.0.0.1", port), traffic_s=0)
+        await again.start()
+        try:
+            # taken: the gateway polls the newcomer, and the quiet one (dialling again) is refused now
+            await until(lambda: again.controller(56).counters["queries"] >= 3, 10, "the reconnected controller polled")
+            await s.online("tsc")
+        finally:
+            await again.stop()
+
+
+def test_peers_need_listen_and_addresses():
+    reg = Registry()
+    reg.register(signal.SPEC)
+    base = {"id": "tsc", "driver": "signal", "url": "tcp://127.0.0.1:7020"}
+    with pytest.raises(Exception) as e:
+        load_config({"devices": [{**base, "tcp_role": "listen", "peers": ["tsc-host"]}]}, reg)
+    assert "devices[0].peers" in str(e.value) and "not an IP address" in str(e.value)
+    with pytest.raises(Exception) as e:
+        load_config({"devices": [{**base, "peers": ["10.0.0.1"]}]}, reg)
+    assert "only with tcp_role: listen" in str(e.value)
+    from tianwang.gateway.lifecycle.config import warnings_for
+
+    cfg = load_config({"devices": [{**base, "tcp_role": "listen"}]}, reg)
+    assert any(path == "devices[0].peers" for path, _ in warnings_for(cfg))
+    cfg = load_config({"devices": [{**base, "tcp_role": "listen", "peers": ["10.20.1.0/24"]}]}, reg)
+    assert not any(path == "devices[0].peers" for path, _ in warnings_for(cfg))

@@ -75,7 +75,9 @@ async def _demo(stack) -> dict:
     return {
         "listeners": [
             {"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret": secrets.token_hex(16),
-             "registrations_file": os.path.join(where, "fleet.registrations")}
+             "registrations_file": os.path.join(where, "fleet.registrations"),
+             # the whole simulated fleet dials in from 127.0.0.1 at once
+             "registrations_burst": DEMO_TERMINALS, "max_unauthenticated_per_address": DEMO_TERMINALS}
         ]
     }
 

@@ -114,6 +114,25 @@ class Jt808Config(SecretsModel, ListenerConfig):
         default=30.0, gt=0, le=3600, description="time a new connection gets to authenticate"
     )
     max_connections: int = Field(default=20000, ge=1, description="open connections at most")
+    max_unauthenticated_per_address: int = Field(
+        default=64, ge=1,
+        description="connections from one address (IPv6: one /64) that have not authenticated yet, at most; "
+        "past it a new one is closed at once (`connections_refused_per_address`)",
+    )
+    registration_timeout_s: float = Field(
+        default=600.0, gt=0, le=30 * 86400,
+        description="a registration over the air (0x0100) whose terminal has not authenticated with its code "
+        "within this time is dropped, its phone and plate free again (`registrations_expired`)",
+    )
+    registrations_per_s: float = Field(
+        default=0.2, gt=0,
+        description="registrations over the air per second from one address (IPv6: one /64), after the burst; "
+        "past it the connection is closed unanswered and the terminal registers later "
+        "(`registrations_rate_limited`)",
+    )
+    registrations_burst: int = Field(
+        default=20, ge=1, description="registrations from one address at once before `registrations_per_s` applies"
+    )
     max_terminals: int = Field(
         default=100000, ge=1, description="distinct phones remembered (rows in ListDevices)"
     )

@@ -39,8 +39,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import hmac
+import ipaddress
 import logging
 import os
+import time
 from functools import partial
 
 from tianwang.drivers.jt808 import protocol as p
@@ -52,6 +54,42 @@ from tianwang.drivers.sdk import CommandError, Driver, encode_jt808, Health, Jt8
 log = logging.getLogger("tianwang.driver.jt808")
 
 SWEEP_MAX_S = 5.0  # how often connections are checked for idle / auth timeouts, at most
+MAX_SOURCES = 100_000  # per-address registration buckets kept (the least recently used go first)
+MAX_REFUSALS_LOGGED = 1024  # addresses whose refusals were logged (later ones only counted)
+
+
+def source_of(host: str) -> str:
+    """The address a per-source limit counts by: an IPv4 address as it is (also when it comes
+    mapped into IPv6), an IPv6 address by its /64 (one subscriber's prefix)."""
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if addr.version == 6:
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+class _Buckets:
+    """Token buckets by source address: `rate` per second up to `burst`; bounded in number."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate = rate
+        self.burst = float(burst)
+        self._buckets: collections.OrderedDict = collections.OrderedDict()
+
+    def take(self, key: str, now: float) -> bool:
+        tokens, at = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if len(self._buckets) >= MAX_SOURCES:
+            self._buckets.popitem(last=False)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1.0, now)
+        return True
 
 
 class _Terminal(TerminalState):
@@ -99,6 +137,8 @@ class _Connection(asyncio.Protocol):
         self.queries: dict[int, asyncio.Future] = {}
         self.closed = False
         self.warned_reregister = False
+        self.source = ""
+        self.unauthenticated = False  # counted in the listener's per-address count of such connections
 
     @property
     def term(self) -> _Terminal | None:
@@ -125,12 +165,36 @@ class _Connection(asyncio.Protocol):
             self.closed = True
             transport.abort()
             return
+        self.source = source_of(peer[0]) if isinstance(peer, tuple) else self.peer
+        pending = lst.unauthenticated_by_source
+        if pending.get(self.source, 0) >= lst.config.max_unauthenticated_per_address:
+            # one address holding many connections that never authenticate would hold the
+            # listener's slots for auth_timeout_s each: past its share they are closed at once
+            lst.ctx.count("connections_refused_per_address")
+            lst.log_refusal(self.source, f"{pending[self.source]} connections from it have not authenticated yet")
+            self.closed = True
+            transport.abort()
+            return
+        pending[self.source] = pending.get(self.source, 0) + 1
+        self.unauthenticated = True
         lst.connections.add(self)
         lst.ctx.count("connections")
         transport.set_write_buffer_limits(high=int(lst.config.write_buffer_bytes))
 
+    def settled(self):
+        """No longer a connection that has not authenticated (it did, or it is gone)."""
+        if self.unauthenticated:
+            self.unauthenticated = False
+            pending = self.listener.unauthenticated_by_source
+            n = pending.get(self.source, 0) - 1
+            if n > 0:
+                pending[self.source] = n
+            else:
+                pending.pop(self.source, None)
+
     def connection_lost(self, exc):
         self.closed = True
+        self.settled()
         lst = self.listener
         lst.connections.discard(self)
         # a frame cut off by the disconnect is a drop like any other
@@ -321,9 +385,16 @@ class _Connection(asyncio.Protocol):
     def registration(self, phone: str, info: dict) -> tuple[int, str]:
         lst = self.listener
         result, code = lst.registration_result(phone, info)
+        if result == p.RegisterResult.OK and not lst.registration_buckets.take(self.source, lst.loop.time()):
+            # a registration holds a phone and a plate: one address may take only so many, so
+            # nobody can fill the registry (or squat real vehicles' plates) from one place.
+            # Closed unanswered, the terminal registers again after its back-off.
+            lst.log_refusal(self.source, "registrations past registrations_per_s")
+            self.close(f"registrations from {self.source} past registrations_per_s", "registrations_rate_limited")
+            return p.RegisterResult.NO_TERMINAL, ""
         if result == p.RegisterResult.OK:
             lst.ctx.count("registrations")
-            lst.register(phone, code, "0x0100", info, self.peer)
+            lst.register(phone, code, "0x0100", info, self.peer, authenticated=False)
         else:
             lst.ctx.count("registrations_refused")
             if result == p.RegisterResult.TERMINAL_REGISTERED:
@@ -358,7 +429,9 @@ class _Connection(asyncio.Protocol):
     def attach(self, phone: str, info: dict) -> _Terminal:
         lst = self.listener
         try:
-            return lst.attach(phone, self, info)
+            term = lst.attach(phone, self, info)
+            self.settled()
+            return term
         except ValueError as exc:
             lst.ctx.count("auth_failures")
             log.warning("%s: %s cannot be a device here: %s", lst.ctx.device_id, phone, exc)
@@ -392,6 +465,12 @@ class Jt808Listener(Driver):
         # raises RegistryError (one line, naming the file) for a file that is not a registrations file
         self.registry = Registrations(config.registrations_file, on_write=self._registrations_written)
         self._registry_error = ""
+        # registrations over the air whose terminal has not authenticated yet: phone -> time.time()
+        # of the registration; dropped after registration_timeout_s
+        self.unauthenticated_registrations = self.registry.unauthenticated()
+        self.registration_buckets = _Buckets(config.registrations_per_s, config.registrations_burst)
+        self.unauthenticated_by_source: dict[str, int] = {}
+        self._refusals_logged: set[tuple[str, str]] = set()
         if config.registrations_file is not None:
             parent = os.path.dirname(os.path.abspath(config.registrations_file))
             if not os.path.isdir(parent):
@@ -450,11 +529,41 @@ class Jt808Listener(Driver):
             self.ctx.set_health(Health.ONLINE, f"listening on port {self.port}; registrations saved again")
         self._registry_error = error
 
-    def register(self, phone: str, code: str, via: str, info: dict, address: str = "") -> None:
+    def register(self, phone: str, code: str, via: str, info: dict, address: str = "", authenticated: bool = True) -> None:
         """Record a registration (a 0x0100 answered OK, or a first authentication with a
-        provisioned or derived code): from now on the phone cannot be registered over the air."""
-        self.registry.add(phone, code, via, info, address)
+        provisioned or derived code): from now on the phone cannot be registered over the air.
+        One over the air (`authenticated` false) lapses unless its terminal authenticates within
+        `registration_timeout_s`."""
+        self.registry.add(phone, code, via, info, address, authenticated=authenticated)
+        if authenticated:
+            self.unauthenticated_registrations.pop(phone, None)
+        else:
+            self.unauthenticated_registrations[phone] = time.time()
         self.ctx.set_info(registrations=str(len(self.registry)))
+
+    def log_refusal(self, source: str, why: str) -> None:
+        """A WARNING the first time an address is refused for a reason; later ones are only counted."""
+        key = (source, why.split(" ", 1)[-1] if why[:1].isdigit() else why)
+        if key in self._refusals_logged or len(self._refusals_logged) >= MAX_REFUSALS_LOGGED:
+            return
+        self._refusals_logged.add(key)
+        log.warning("%s: refused %s: %s (counted from now on, not logged)", self.ctx.device_id, source, why)
+
+    def expire_registrations(self, now: float) -> None:
+        """Drop registrations over the air whose terminal never authenticated in time."""
+        limit = self.config.registration_timeout_s
+        expired = [phone for phone, at in self.unauthenticated_registrations.items() if now - at >= limit]
+        for phone in expired:
+            del self.unauthenticated_registrations[phone]
+            rec = self.registry.terminals.get(phone)
+            if rec is None or rec.get("authenticated") is not False:
+                continue
+            self.registry.remove(phone)
+            self.ctx.count("registrations_expired")
+            log.info("%s: registration of %s from %s expired: it never authenticated within %g s", self.ctx.device_id,
+                     phone, rec.get("address", "?"), limit)
+        if expired:
+            self.ctx.set_info(registrations=str(len(self.registry)))
 
     def check_auth(self, phone: str, code: str) -> str:
         """'' when `code` authenticates `phone`, else why not."""
@@ -483,6 +592,9 @@ class Jt808Listener(Driver):
             # it came in with a provisioned or derived code without registering here: it is
             # registered from now on, so nobody can register as it over the air
             self.register(phone, self.code_for(phone), "0x0102", info, info.get("address", ""))
+        elif self.registry.authenticated(phone):
+            # its registration over the air is used: it no longer lapses
+            self.unauthenticated_registrations.pop(phone, None)
         old = term.conn
         term.conn = conn
         if old is not None and old is not conn:
@@ -510,6 +622,7 @@ class Jt808Listener(Driver):
                 raise CommandError("INVALID", "deregister needs phone=PHONE (1-20 digits)")
             phone = raw.lstrip("0") or "0"
             rec = self.registry.remove(phone)
+            self.unauthenticated_registrations.pop(phone, None)
             if rec is None:
                 raise CommandError("NOT_FOUND", f"{phone} is not registered on {self.ctx.device_id}")
             try:
@@ -576,7 +689,8 @@ class Jt808Listener(Driver):
             registrations_file=self.config.registrations_file or "(memory only)",
         )
         self.ctx.set_health(Health.ONLINE, f"listening on {host}:{self.port}")
-        sweep = min(SWEEP_MAX_S, self.config.idle_timeout_s / 4, self.config.auth_timeout_s / 4)
+        sweep = min(SWEEP_MAX_S, self.config.idle_timeout_s / 4, self.config.auth_timeout_s / 4,
+                    self.config.registration_timeout_s / 4)
         while True:
             await asyncio.sleep(sweep)
             self.sweep()
@@ -594,6 +708,8 @@ class Jt808Listener(Driver):
                 conn.close("did not authenticate in time", "auth_timeouts")
             if len(conn.session.reassembler):
                 conn._apply(conn.session.expire(now), conn._dctx())
+        if self.unauthenticated_registrations:
+            self.expire_registrations(time.time())
 
     async def close(self) -> None:
         server, self.server = self.server, None

@@ -151,11 +151,33 @@ class Registrations:
         if rec.get("plate"):
             self._plates[(rec.get("plate_colour"), rec["plate"])] = phone
 
-    def add(self, phone: str, code: str, via: str, info: dict, address: str = "") -> dict:
+    def unauthenticated(self) -> dict[str, float]:
+        """phone -> when (time.time()) it registered, for every registration whose terminal has not
+        authenticated yet (`"authenticated": false`; records written before that key existed count
+        as authenticated)."""
+        out = {}
+        for phone, rec in self.terminals.items():
+            if rec.get("authenticated") is False:
+                out[phone] = _parse_utc(rec.get("registered_at", ""))
+        return out
+
+    def authenticated(self, phone: str) -> bool:
+        """Mark `phone`'s registration as used by its terminal; True when that changed it."""
+        rec = self.terminals.get(phone)
+        if rec is None or rec.get("authenticated") is not False:
+            return False
+        rec["authenticated"] = True
+        rec["authenticated_at"] = _utc_now()
+        self._changed()
+        return True
+
+    def add(self, phone: str, code: str, via: str, info: dict, address: str = "", authenticated: bool = True) -> dict:
         old = self.terminals.get(phone)
         if old is not None:
             self._unindex(phone, old)
         rec = {"code": code, "registered_at": _utc_now(), "via": via}
+        if not authenticated:
+            rec["authenticated"] = False
         if address:
             rec["address"] = address
         for key in INFO_KEYS:
@@ -243,3 +265,13 @@ class Registrations:
 
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _parse_utc(text: str) -> float:
+    """`_utc_now()`'s text as time.time(); 0 (long ago) when it cannot be read."""
+    import calendar
+
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    except (ValueError, TypeError):
+        return 0.0

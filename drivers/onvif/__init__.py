@@ -15,6 +15,10 @@ from __future__ import annotations
 from tianwang.drivers.sdk import ActionSpec, DriverSpec
 
 DEMO_CAMERAS = 4
+# snapshots need only read access and each costs the camera (and the gateway) up to 3 MiB: each
+# token may take this many per second, after a burst (a wall of cameras refreshed every few seconds fits)
+SNAPSHOTS_PER_S = 2.0
+SNAPSHOTS_BURST = 10
 
 _PTZ_ARGS = {"profile": "media profile token (default: the configured or first profile)"}
 
@@ -71,7 +75,7 @@ def _spec() -> DriverSpec:
             ActionSpec("preset_goto", "move to a stored preset", {"token": "preset token", **_PTZ_ARGS}),
             ActionSpec("preset_list", "the stored presets with their positions", dict(_PTZ_ARGS)),
             ActionSpec("snapshot", "one JPEG from the camera's snapshot URI (result: jpeg bytes)", dict(_PTZ_ARGS),
-                       needs_control=False),
+                       needs_control=False, per_token_per_s=SNAPSHOTS_PER_S, per_token_burst=SNAPSHOTS_BURST),
             ActionSpec("stream_uri", "the RTSP URI of a media profile", dict(_PTZ_ARGS), needs_control=False),
         ),
         description="ONVIF cameras over HTTP SOAP: events (PullPoint or webhook), PTZ, presets, snapshots",

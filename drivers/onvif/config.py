@@ -47,12 +47,13 @@ class WebhookConfig(Model):
     listen: str = Field(
         default="0.0.0.0:0",
         description="HOST:PORT the webhook listens on; cameras with the same `listen` share one server, each on "
-        "the path `/<id>`",
+        "the path `/<id>/<secret>` (new per subscription), taking POSTs from the camera's own address only",
     )
     url: str | None = Field(
         default=None,
         description="the base `http://` URL the camera is told to POST to (an address it can reach); null = "
-        "`http://<listen host>:<bound port>/`",
+        "`http://<listen host>:<bound port>/`, or for a wildcard listen host the address this host reaches the "
+        "camera from (logged)",
     )
 
     @field_validator("listen")
@@ -107,6 +108,12 @@ class OnvifConfig(SecretsModel, DeviceConfig):
     max_clock_skew_s: float = Field(
         default=5.0, ge=0,
         description="a camera clock further off than this is reported DEGRADED (it is compensated either way)",
+    )
+    snapshot_basic_auth: bool = Field(
+        default=False,
+        description="let snapshots use HTTP Basic auth over plain http when the camera asks for it (the password "
+        "then crosses the network in clear); Basic over https is always allowed, and credentials only ever go to "
+        "the camera's own `host`",
     )
     profile: str | None = Field(
         default=None, description="media profile token used by PTZ, snapshots and stream URIs; null = the first"

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hmac
 import math
 import random
+import secrets
 import time
 
 from tianwang.drivers.sdk import CommandError, DeviceError, DeviceTimeout, Driver, Health, describe
@@ -23,9 +25,23 @@ from tianwang.drivers.onvif.events import to_publication
 MAX_SNAPSHOT = 3 * 1024 * 1024  # a reply must stay under gRPC's 4 MiB message limit
 MAX_EVENT_TOPICS = 256  # distinct event channels per camera (a hostile camera cannot grow the topic cache)
 MAX_PROFILES = 8
+MAX_NOTIFY_BYTES = 256 * 1024  # one webhook Notify POST (a camera sends a few messages at a time)
 KEEPALIVE_S = 30.0  # a camera without events is asked its time this often (it tells us it is there)
 RETRY_MIN_S, RETRY_MAX_S = 2.0, 60.0  # subscription retries after a refusal
 _SLOT_WORDS = ("maxnotificationproducers", "maxpullpoints", "slot", "too many", "toomany", "limit", "resource")
+
+
+def _plain_ip(addr: str) -> str:
+    """An address as the webhook compares them: an IPv4 peer on a dual-stack socket as IPv4."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    except ValueError:
+        return addr
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 class CameraRefused(DeviceError):
@@ -163,8 +179,9 @@ class WebhookServer:
         else:
             server = cls._servers[key] = cls(listen)
             host, port = parse_hostport(listen)
-            app = web.Application(client_max_size=1024 * 1024)
-            app.router.add_post("/{device_id}", server._dispatch)
+            # a Notify larger than this is refused (413) before the handler sees it
+            app = web.Application(client_max_size=MAX_NOTIFY_BYTES)
+            app.router.add_post("/{device_id}/{secret}", server._dispatch)
             runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
             await runner.setup()
             site = web.TCPSite(runner, host, port)
@@ -188,7 +205,7 @@ class WebhookServer:
         handler = self.routes.get(request.match_info["device_id"])
         if handler is None:
             return web.Response(status=404)
-        return await handler(request)
+        return await handler(request, request.match_info["secret"])
 
     async def release(self, device_id: str) -> None:
         self.routes.pop(device_id, None)
@@ -213,7 +230,11 @@ class OnvifDriver(Driver):
         self._manager = None
         self._pending_manager = None
         self._webhook = None
+        self._webhook_secret = ""  # the path part that authenticates the camera's Notify POSTs
+        self._camera_addresses: frozenset = frozenset()
+        self.webhook_url = ""  # what the camera was told (secret included: never logged or shown)
         self._snapshot_basic = False
+        self._http = None  # aiohttp.ClientSession for snapshots, made on first use
         self._event_channels: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self.subscriptions = 0  # subscriptions created since start (for tests and counters)
@@ -364,6 +385,10 @@ class OnvifDriver(Driver):
             with contextlib.suppress(Exception):
                 await server.release(self.ctx.device_id)
         await self._close_camera()
+        http, self._http = self._http, None
+        if http is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(http.close(), 1.0)
 
     async def _close_camera(self):
         cam, self.cam = self.cam, None
@@ -522,12 +547,29 @@ class OnvifDriver(Driver):
         hook = cfg.webhook
         listen = hook.listen if hook else "0.0.0.0:0"
         self._webhook = await WebhookServer.acquire(listen, self.ctx.device_id, self._on_notify)
-        host = listen.rpartition(":")[0]  # an IPv6 host keeps its brackets
-        base = hook.url if hook and hook.url else f"http://{host}:{self._webhook.port}/"
-        url = base.rstrip("/") + f"/{self.ctx.device_id}"
-        self.ctx.set_info(webhook=url)
+        # only the camera may post: from its own address, to a path nobody else knows
+        self._camera_addresses = await self._addresses_of(cfg.host)
+        if hook and hook.url:
+            base = hook.url
+        else:
+            host = listen.rpartition(":")[0]  # an IPv6 host keeps its brackets
+            if host.strip("[]") in ("0.0.0.0", "::", ""):
+                # a wildcard is no address to POST to: tell the camera the address this host
+                # reaches it from, and say so
+                host = await self._local_address_towards(cfg.host, cfg.port)
+                self.ctx.log.info(
+                    "%s: webhook.url not set: the camera is told to POST to http://%s:%d/ (the address this host "
+                    "reaches it from); set webhook.url when the camera must use another one (NAT)",
+                    self.ctx.device_id, host, self._webhook.port,
+                )
+            base = f"http://{host}:{self._webhook.port}/"
         interval = dt.timedelta(seconds=cfg.subscription_s)
         while True:
+            # a new unguessable path for every subscription: a leaked one dies with its subscription
+            self._webhook_secret = secrets.token_urlsafe(24)
+            url = base.rstrip("/") + f"/{self.ctx.device_id}/{self._webhook_secret}"
+            self.webhook_url = url
+            self.ctx.set_info(webhook=base.rstrip("/") + f"/{self.ctx.device_id}/***")
             await self._subscribe(lambda: self.cam.create_notification_manager(url, interval, lambda: None))
             remaining = cfg.subscription_s
             while True:
@@ -542,22 +584,64 @@ class OnvifDriver(Driver):
                 left = self._remaining(got)
                 remaining = left if left else cfg.subscription_s
 
-    async def _on_notify(self, request):
+    async def _addresses_of(self, host: str) -> frozenset:
+        """The IP addresses `host` stands for (a name is resolved now, as the camera is reached)."""
+        import ipaddress
+        import socket
+
+        try:
+            return frozenset({_plain_ip(str(ipaddress.ip_address(host.strip("[]"))))})
+        except ValueError:
+            pass
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise DeviceError(f"webhook: cannot resolve {host}: {describe(exc)}") from None
+        return frozenset(_plain_ip(info[4][0]) for info in infos)
+
+    async def _local_address_towards(self, host: str, port: int) -> str:
+        """The local address the route to the camera leaves from (a UDP connect sends nothing)."""
+        import socket
+
+        addr = sorted(self._camera_addresses)[0] if self._camera_addresses else host
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.connect((addr, port))
+            except OSError as exc:
+                raise DeviceError(f"webhook: no route to {host} to tell it where to POST: {describe(exc)}; "
+                                  "set webhook.url") from None
+            local = sock.getsockname()[0]
+        return f"[{local}]" if ":" in local else local
+
+    async def _on_notify(self, request, secret: str):
+        """A Notify POST. Only from the camera's address, on the current subscription's path (else
+        404, counted as `webhook_refused`); parsed in a thread (a large one would stall the loop);
+        at most `pull_limit` messages published per POST (the rest counted, `too_many_messages`)."""
         from aiohttp import web
 
-        body = await request.read()
+        if not (secret and hmac.compare_digest(secret.encode(), self._webhook_secret.encode())
+                and _plain_ip(request.remote or "") in self._camera_addresses):
+            self.ctx.drop("webhook_refused")
+            return web.Response(status=404)
+        body = await request.read()  # at most MAX_NOTIFY_BYTES (aiohttp answers 413 past that)
         mgr = self._manager
         if mgr is None:
             return web.Response(status=503)
         try:
-            result = mgr.process(body)
+            result = await asyncio.get_running_loop().run_in_executor(None, mgr.process, body)
         except Exception:
             result = None
         if result is None:
             self.ctx.drop("bad_notify")
             return web.Response(status=400)
         self.ctx.seen()
-        await self._publish_messages(getattr(result, "NotificationMessage", None))
+        messages = list(getattr(result, "NotificationMessage", None) or ())
+        limit = self.config.pull_limit
+        if len(messages) > limit:
+            self.ctx.drop("too_many_messages", len(messages) - limit)
+            messages = messages[:limit]
+        await self._publish_messages(messages)
         return web.Response(status=200)
 
     # -- commands ----------------------------------------------------------------------------------
@@ -682,23 +766,92 @@ class OnvifDriver(Driver):
 
     async def _snapshot(self, token: str, timeout: float) -> dict:
         """The JPEG behind GetSnapshotUri, with the HTTP auth the camera asks for: Digest first (the
-        ONVIF default), Basic when the camera challenges for it; the one that worked is remembered."""
-        from onvif.exceptions import ONVIFAuthError
+        ONVIF default), Basic when the camera challenges for it, only over HTTPS or with
+        `snapshot_basic_auth` (Basic sends the password itself), and credentials of either kind
+        only to the camera's own host (the URI is whatever the camera says). The body is read in
+        chunks and given up on as soon as it passes MAX_SNAPSHOT (a declared length over it is
+        refused before any is read)."""
+        from urllib.parse import urlsplit
 
+        from tianwang.drivers.sdk import redact
+
+        uri = await self._call(self.cam.get_snapshot_uri(token), "GetSnapshotUri")
+        if not uri:
+            raise CommandError("REFUSED", "snapshot: the camera has no snapshot URI or refused the request")
+        parts = urlsplit(uri)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CommandError("REFUSED", f"snapshot: the camera's snapshot URI {redact(uri)!r} is not http(s)")
+        own_host = parts.hostname.lower() == self.config.host.strip("[]").lower()
+        basic_allowed = own_host and (parts.scheme == "https" or self.config.snapshot_basic_auth)
         limit = max(1.0, min(timeout, self.config.timeout_s * 3))
-        order = (True, False) if self._snapshot_basic else (False, True)
-        last = None
-        for basic in order:
-            try:
-                image = await asyncio.wait_for(self.cam.get_snapshot(token, basic_auth=basic, timeout=limit), limit + 1)
-            except ONVIFAuthError as exc:
-                last = exc
-                continue
-            if image is None:
-                raise CommandError("REFUSED", "snapshot: the camera has no snapshot URI or refused the request")
-            if len(image) > MAX_SNAPSHOT:
-                raise CommandError("REFUSED", f"snapshot: {len(image)} bytes is over the {MAX_SNAPSHOT}-byte limit")
-            self._snapshot_basic = basic
-            return {"profile": token, "content_type": "image/jpeg", "size": len(image), "auth": "basic" if basic else "digest",
-                    "jpeg": bytes(image)}
-        raise CommandError("REFUSED", f"snapshot: authentication failed (Digest and Basic): {last}")
+        try:
+            async with asyncio.timeout(limit):
+                basic = self._snapshot_basic and basic_allowed
+                status, challenge, image = await self._fetch_snapshot(uri, own_host, basic)
+                if status == 401 and basic and "digest" in challenge.lower():
+                    basic = False  # Basic worked before; the camera now wants Digest
+                    status, challenge, image = await self._fetch_snapshot(uri, own_host, False)
+                if status == 401 and not basic and "basic" in challenge.lower() and "digest" not in challenge.lower():
+                    if not basic_allowed:
+                        why = (f"the snapshot URI's host {parts.hostname} is not the camera's ({self.config.host})"
+                               if not own_host else
+                               "over plain http the password would cross the network in clear; set "
+                               "snapshot_basic_auth: true for this camera to allow it (or give it https)")
+                        raise CommandError("REFUSED", f"snapshot: the camera asks for HTTP Basic auth, not sent: {why}")
+                    basic = True
+                    status, challenge, image = await self._fetch_snapshot(uri, own_host, True)
+        except TimeoutError:
+            raise CommandError("TIMEOUT", f"snapshot: no image from {self.where} within {limit:g} s") from None
+        if status == 401:
+            hint = "" if own_host else f" (credentials go only to the camera's host {self.config.host}, not {parts.hostname})"
+            raise CommandError("REFUSED", f"snapshot: authentication failed ({'Basic' if basic else 'Digest'}){hint}")
+        if status >= 300 or image is None:
+            raise CommandError("REFUSED", f"snapshot: the camera answered HTTP {status}")
+        self._snapshot_basic = basic
+        return {"profile": token, "content_type": "image/jpeg", "size": len(image), "auth": "basic" if basic else "digest",
+                "jpeg": image}
+
+    async def _fetch_snapshot(self, uri: str, credentials: bool, basic: bool) -> tuple[int, str, bytes | None]:
+        """(HTTP status, WWW-Authenticate, body or None) of one GET; raises CommandError REFUSED for
+        a body over MAX_SNAPSHOT."""
+        import aiohttp
+
+        session = self._http_session()
+        cfg = self.config
+        password = cfg.password.get_secret_value()
+        kwargs = {}
+        if credentials and basic:
+            import base64
+
+            token = base64.b64encode(f"{cfg.username}:{password}".encode("utf-8")).decode("ascii")
+            kwargs["headers"] = {"Authorization": f"Basic {token}"}
+        elif credentials:
+            kwargs["middlewares"] = (aiohttp.DigestAuthMiddleware(cfg.username, password),)
+        async with session.get(uri, allow_redirects=False, **kwargs) as resp:
+            if resp.status >= 300:
+                return resp.status, resp.headers.get("WWW-Authenticate", ""), None
+            declared = resp.content_length
+            if declared is not None and declared > MAX_SNAPSHOT:
+                resp.close()
+                raise CommandError("REFUSED", f"snapshot: {declared} bytes is over the {MAX_SNAPSHOT}-byte limit")
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > MAX_SNAPSHOT:
+                    resp.close()  # not a byte more: the rest is never read
+                    raise CommandError("REFUSED", f"snapshot: over the {MAX_SNAPSHOT}-byte limit (stopped reading)")
+            return resp.status, "", bytes(body)
+
+    def _http_session(self):
+        """The driver's own HTTP client for snapshots (certificates not verified, as for the
+        camera's SOAP calls: cameras carry self-signed ones)."""
+        import ssl
+
+        import aiohttp
+
+        if self._http is None or self._http.closed:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=4))
+        return self._http

@@ -142,6 +142,9 @@ class CameraSim:
         self.max_grant_s, self.slots, self.delay_s = max_grant_s, slots, delay_s
         self.events_enabled, self.ptz_enabled = events, ptz
         self.snapshot_auth = snapshot_auth
+        # > 0: the snapshot is a "JPEG" of this many bytes, streamed without a length (a broken or
+        # hostile camera); the bytes written go to counters["snapshot_bytes_sent"]
+        self.snapshot_bytes = 0
         self.discovery_port, self.discovery_multicast = discovery_port, discovery_multicast
         self.serial = serial or f"SIM{uuid.uuid4().hex[:10].upper()}"
         self.endpoint = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, self.serial)}"
@@ -500,10 +503,32 @@ class CameraSim:
                 challenge = f'Digest realm="{REALM}", qop="auth", nonce="{nonce}", algorithm=MD5'
             return web.Response(status=401, headers={"WWW-Authenticate": challenge})
         self.counters["snapshots"] += 1
+        if self.snapshot_bytes:
+            return await self._huge_snapshot(request)
         pan, tilt, zoom = self.ptz.position()
         comment = json.dumps({"camera": self.name, "pan": round(pan, 4), "tilt": round(tilt, 4),
                               "zoom": round(zoom, 4), "utc": soap.iso(self.now())}).encode()
         return web.Response(body=jpeg(comment), content_type="image/jpeg")
+
+    async def _huge_snapshot(self, request):
+        from aiohttp import web
+
+        resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        chunk = b"\xff\xd8" + bytes(64 * 1024 - 2)
+        left = self.snapshot_bytes
+        try:
+            while left > 0:
+                part = chunk[:left]
+                await resp.write(part)  # waits while the client does not read
+                self.counters["snapshot_bytes_sent"] += len(part)
+                left -= len(part)
+                chunk = bytes(64 * 1024)
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up: what it read is counted
+        return resp
 
     def _http_auth_ok(self, request) -> bool:
         header = request.headers.get("Authorization", "")

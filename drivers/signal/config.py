@@ -16,9 +16,11 @@ server); `tcp_role: listen` waits on the URL's address for the controller to dia
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from tianwang.drivers.sdk import DeviceConfig, parse_url, serial_options
 
@@ -58,6 +60,12 @@ class SignalConfig(DeviceConfig):
         default="connect",
         description="`connect`: the gateway dials the controller; `listen`: the gateway listens on the URL's "
         "address and the controller dials in (tcp:// URLs only)",
+    )
+    peers: tuple[str, ...] = Field(
+        default=(),
+        description="`tcp_role: listen` only: the addresses (`10.20.1.102`) or networks (`10.20.1.0/24`) the "
+        "controller may dial in from; connections from anywhere else are refused and counted "
+        "(`connections_refused`); empty = any address (check warns)",
     )
     poll_hz: float = Field(
         default=1.0, gt=0, le=10, description="polls of lamps, stage table and run status per second"
@@ -104,11 +112,34 @@ class SignalConfig(DeviceConfig):
             raise ValueError(f"unknown profile {v!r} (profiles: {', '.join(PROFILES)})")
         return v
 
+    @field_validator("peers")
+    @classmethod
+    def _peers(cls, v):
+        for peer in v:
+            try:
+                ipaddress.ip_network(peer, strict=False)
+            except ValueError:
+                raise ValueError(f"{peer!r} is not an IP address or network (10.20.1.102, 10.20.1.0/24)") from None
+        return v
+
     @model_validator(mode="after")
     def _role(self):
         if self.tcp_role == "listen" and not self.url.startswith("tcp:"):
             raise ValueError("tcp_role listen needs a tcp:// url")
+        if self.peers and self.tcp_role != "listen":
+            raise PydanticCustomError("peers", "peers: only with tcp_role: listen (who may dial in)", {})
         return self
+
+    def peer_networks(self) -> tuple:
+        """`peers` as ipaddress networks."""
+        return tuple(ipaddress.ip_network(peer, strict=False) for peer in self.peers)
+
+    def config_warnings(self) -> list[tuple[str, str]]:
+        if self.tcp_role == "listen" and not self.peers:
+            return [("peers", "not set: any address that reaches the port may dial in as this controller "
+                              "(a live controller's connection is never replaced, but one that went quiet is); "
+                              "name its address")]
+        return []
 
     def transport(self) -> tuple[str, str, dict[str, Any]]:
         """('serial', path, pyserial kwargs) or ('tcp', 'host:port', {})."""

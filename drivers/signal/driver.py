@@ -46,6 +46,7 @@ MANUAL_MODES = (0x15, 0x25)
 PIPE = {"cancel": 0, "yellow_flash": 1, "all_red": 2, "lamps_on": 3, "lamps_off": 4, "restart": 5}
 MODE_BY_NAME = {name: code for code, name in p.RUN_MODES.items()}
 TX_NORMAL, TX_OPEN, TX_VERIFY, TX_DONE = 1, 2, 3, 6
+TX_ITEM = (18, 2, 1, 0)  # 18.2.1 database transaction state, element 0
 VERIFY_NOT_DONE, VERIFY_ERROR, VERIFY_OK = 1, 2, 3
 
 
@@ -93,6 +94,8 @@ class SignalDriver(Driver):
         self._last_heard = 0.0
         self._command_busy = False
         self._info_done = False
+        self._tx_open = False  # a plan transaction was opened and not yet closed or abandoned
+        self._tx_abandon: asyncio.Future | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -157,6 +160,9 @@ class SignalDriver(Driver):
             else:
                 self.ctx.count("polls_answered")
                 self._publish(reply.values)
+            if self._tx_open and not self._command_busy:
+                # a transaction left open (the link dropped while abandoning it): abandon it now
+                await self._abandon_transaction()
             if not self._info_done:
                 self._info_done = True
                 await self._first_contact()
@@ -245,7 +251,7 @@ class SignalDriver(Driver):
     async def command(self, action: str, args: dict, timeout: float) -> dict:
         if self.link is None or not self.link.is_up:
             raise CommandError("OFFLINE", "the link to the controller is not open")
-        if self._command_busy:
+        if self._command_busy or (self._tx_abandon is not None and not self._tx_abandon.done()):
             raise CommandError("BUSY", "another command to this controller is in progress")
         self._command_busy = True
         deadline = asyncio.get_running_loop().time() + max(0.05, timeout - 0.1)  # answer before the gateway gives up
@@ -261,6 +267,34 @@ class SignalDriver(Driver):
             raise CommandError("UNSUPPORTED", f"no action {action!r}")
         finally:
             self._command_busy = False
+
+    async def _abandon_in_background(self) -> None:
+        """Abandon the open transaction in a task of its own, with time of its own: the command's
+        deadline may be spent and its caller gone. Waits for it unless cancelled (then it goes on
+        by itself, and the command stays BUSY until it is done)."""
+        if self._tx_abandon is None or self._tx_abandon.done():
+            self._tx_abandon = asyncio.ensure_future(self._abandon_transaction())
+        await asyncio.shield(self._tx_abandon)
+
+    async def _abandon_transaction(self) -> bool:
+        """Tell the controller: back to normal (18.2.1 = 1). True once it acknowledged; until then
+        `_tx_open` stays set and the next contact with the controller tries again."""
+        if not self._tx_open:
+            return True
+        if self.link is None or not self.link.is_up:
+            return False
+        deadline = asyncio.get_running_loop().time() + self.config.command_timeout_s
+        try:
+            await self._set([TX_ITEM + (bytes((TX_NORMAL,)),)], deadline)
+        except CommandError as exc:
+            self.ctx.count("transactions_abandon_failed")
+            log.warning("%s: could not abandon the plan transaction (%s); trying again at the next poll",
+                        self.ctx.device_id, exc.message)
+            return False
+        self._tx_open = False
+        self.ctx.count("transactions_abandoned")
+        log.info("%s: plan transaction abandoned; the controller is back to normal", self.ctx.device_id)
+        return True
 
     def _left(self, deadline: float) -> float:
         left = deadline - asyncio.get_running_loop().time()
@@ -385,13 +419,23 @@ class SignalDriver(Driver):
         cycle = _int_arg(args, "cycle", 1, 0xFFFF)
         offset = _int_arg(args, "offset", 0, 0xFFFF, 0)
         wanted = {2: cycle.to_bytes(2, "big"), 3: offset.to_bytes(2, "big"), 4: bytes(chain), 5: bytes(greens)}
-        tx = (18, 2, 1, 0)
         # GB/T 20999 18.2.1: normal 1 -> transaction 2 -> (write) -> verify 3 -> done 6
-        await self._set([tx + (bytes((TX_OPEN,)),)], deadline)
-        opened = True
+        # From the open on, the controller is in transaction mode (its plans read-only to everyone
+        # else, a new transaction refused) until it is told otherwise: every way out of here that is
+        # not the done (a refusal, a timeout, the caller's cancellation, a dropped link) abandons
+        # the transaction (back to normal, the database as it was).
+        self._tx_open = True
+        done = False
         try:
+            try:
+                await self._set([TX_ITEM + (bytes((TX_OPEN,)),)], deadline)
+            except CommandError as exc:
+                if exc.code == "REFUSED":  # the controller said no: nothing is open (or not ours)
+                    self._tx_open = False
+                    done = True
+                raise
             await self._set([(9, 1, a, plan, raw) for a, raw in wanted.items()], deadline)
-            await self._set([tx + (bytes((TX_VERIFY,)),)], deadline)
+            await self._set([TX_ITEM + (bytes((TX_VERIFY,)),)], deadline)
             while True:
                 reply = await self._query([(18, 2, 2, 0)], deadline)
                 status = reply.values[0].value[0] if reply.values and reply.values[0].value else VERIFY_NOT_DONE
@@ -401,15 +445,12 @@ class SignalDriver(Driver):
             if status != VERIFY_OK:
                 raise CommandError("REFUSED", f"the controller's verify rejected plan {plan} (status {status}); "
                                    "the transaction was abandoned", result={"verify_status": status})
-            await self._set([tx + (bytes((TX_DONE,)),)], deadline)
-            opened = False
-        except CommandError as exc:
-            if opened and exc.code != "TIMEOUT":
-                try:  # back to normal, leaving the controller's database as it was
-                    await self._set([tx + (bytes((TX_NORMAL,)),)], deadline)
-                except CommandError:
-                    pass
-            raise
+            await self._set([TX_ITEM + (bytes((TX_DONE,)),)], deadline)
+            done = True
+            self._tx_open = False
+        finally:
+            if not done:
+                await self._abandon_in_background()
         reply = await self._query([(9, 1, a, plan) for a in wanted], deadline)
         got = {v.attribute: v.value for v in reply.values}
         if got != wanted:

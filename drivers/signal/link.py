@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 from typing import Protocol
 
@@ -49,6 +50,18 @@ class Member(Protocol):
     def on_report(self, msg: p.Message) -> None: ...
 
 
+def peer_allowed(host: str, networks) -> bool:
+    """True when the address `host` is in one of `networks` (ipaddress networks); an IPv4 peer on a
+    dual-stack socket (`::ffff:10.1.2.3`) is judged by its IPv4 address."""
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in networks)
+
+
 def hexdump(data: bytes) -> str:
     return " ".join(f"{b:02x}" for b in data)
 
@@ -66,13 +79,17 @@ class _Stream(asyncio.Protocol):
     def __init__(self, link: "Link"):
         self.link = link
         self.transport = None
+        self.peer = ""
+        self.heard_at: float | None = None  # when a well-formed frame last came on this connection
 
     def connection_made(self, transport):
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else ""
         self.link._connected(self)
 
     def data_received(self, data):
-        self.link._bytes(data)
+        self.link._bytes(self, data)
 
     def connection_lost(self, exc):
         self.link._stream_lost(self, exc)
@@ -90,6 +107,12 @@ class Link:
         self.profile = p.PROFILES[config.profile]
         self.host_id, self.road_id = config.host_id, config.road_id
         self.connect_timeout_s = config.connect_timeout_s
+        self.peers = config.peer_networks()  # listen: who may dial in (empty: anyone)
+        # listen: a connection that carried a well-formed frame this recently is live, and a new
+        # one does not take its place; half the time after which the device goes OFFLINE, so a
+        # controller that reconnects after a silent drop gets in before that
+        self.live_s = config.offline_after_s / 2
+        self._refused_peers: set[str] = set()
         self.members: list[Member] = []
         self.framer = self.profile.framer(keep_rejects=True)
         self._framer_drops = dict(self.framer.drops)
@@ -117,6 +140,8 @@ class Link:
             problem = f"profile {config.profile!r} differs from {link.profile_name!r} of the devices already on it"
         elif config.transport()[2] != link.options:
             problem = "its serial options differ from those of the devices already on it"
+        elif config.peer_networks() != link.peers:
+            problem = "its peers differ from those of the devices already on it"
         for other in link.members:
             if other is member:
                 continue
@@ -188,9 +213,34 @@ class Link:
         host, port = self._server.sockets[0].getsockname()[:2]
         return f"{host}:{port}"
 
+    def _refuse(self, stream: _Stream, why: str) -> None:
+        """listen: close a connection that may not speak for the controller, and count it."""
+        stream.transport.abort()
+        for m in self.members:
+            m.ctx.count("connections_refused")
+        key = f"{stream.peer}: {why}"
+        if key not in self._refused_peers and len(self._refused_peers) < 256:
+            self._refused_peers.add(key)
+            log.warning("%s: refused a connection from %s", self.where, key)
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: refused a connection from %s", self.where, key)
+
     def _connected(self, stream: _Stream) -> None:
+        if self.role == "listen" and self.scheme == "tcp":
+            if self.peers and not peer_allowed(stream.peer, self.peers):
+                self._refuse(stream, "not one of the configured peers")
+                return
+            current = self._stream
+            if current is not None and current is not stream:
+                heard = current.heard_at
+                if heard is not None and asyncio.get_running_loop().time() - heard < self.live_s:
+                    # the controller on the current connection is answering: a newcomer (another
+                    # dialler, or a second connection of the same one) never takes its place
+                    self._refuse(stream, f"the controller's connection from {current.peer} is live")
+                    return
         if self._stream is not None and self._stream is not stream:
-            # listen: one controller connection at a time; the newer one wins (the old one is stale)
+            # listen: one controller connection at a time; a newer one replaces a connection that
+            # has gone quiet (the controller reconnected and the old socket is a leftover)
             old, self._stream = self._stream, None
             old.transport.abort()
         if self.lost is None or self.lost.done():
@@ -291,7 +341,9 @@ class Link:
             if tap is not None:
                 tap(data, sent)
 
-    def _bytes(self, data: bytes) -> None:
+    def _bytes(self, stream: _Stream, data: bytes) -> None:
+        if stream is not self._stream:
+            return  # a connection being refused or replaced: its bytes are nobody's
         self._tap(data)
         framer = self.framer
         frames = framer.feed(data)
@@ -309,14 +361,16 @@ class Link:
             self._drop("noise", b"", n=framer.resyncs - self._resyncs)
             self._resyncs = framer.resyncs
         for content in frames:
-            self._frame(content)
+            self._frame(content, stream)
 
-    def _frame(self, content: bytes) -> None:
+    def _frame(self, content: bytes, stream: _Stream | None = None) -> None:
         try:
             msg = p.parse(content)
         except p.Gbt20999Error as exc:
             self._drop(exc.reason, content)
             return
+        if stream is not None:
+            stream.heard_at = asyncio.get_running_loop().time()
         inflight = self._inflight
         if (inflight is not None and msg.seq == inflight.seq and msg.frame_type in inflight.types
                 and inflight.controller in (None, msg.controller) and not inflight.future.done()):

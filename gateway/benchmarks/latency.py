@@ -5,11 +5,20 @@ This process plays the devices: half of them on the master side of a pty (the ga
 as `serial://`), half as TCP servers the gateway connects to (`tcp://`, a serial server). Each writes
 GGA + RMC epochs at `rate / devices` Hz (whole hundredths of a second, as NMEA times carry), the
 devices' phases spread over the period; the epochs are built before the clock starts. A subscriber on
-`gnss/+/fix` (max_delay_ms 0), in another process, stamps each batch on arrival. Latency of a reading = its arrival -
-the wall time just before the write of its epoch, matched by (device, fix time). Readings written
+`gnss/+/fix` (the request leaves max_delay_ms unset: the site's default, as a new user gets it), in another
+process, stamps each batch on arrival. Latency of a reading = its arrival - the wall time just before the write of
+its epoch, matched by (device, fix time). Readings written
 during the warm-up (the receivers learn their cycle) are not counted; a reading written in the window
 that never arrives is `missing`; a pty write the kernel refused (the gateway not reading fast enough)
 is `write_refused`.
+
+Where the time goes: the gateway runs with TIANWANG_STAGE_TRACE (gateway/datapath/stagetrace.py), so
+each reading splits into device write -> routed (the driver's read decoded and routed it: its
+`gateway_time_ns`) -> journal visible (the first wake-up of a journal reader that saw it) -> stream
+write (its batch handed to gRPC) -> subscriber read (arrival). For two devices (one pty, one TCP)
+the subscriber process also records the raw bytes (`Record`: each chunk with the time the driver
+read it), which splits their readings' first stage into device write -> driver read -> routed. The same run also goes with the
+journal on disk (`journal` = "batch" or "always": `gateway.journal.path` with that fsync policy).
 
 The subscriber runs in a process of its own (`python -m tianwang.gateway.benchmarks.latency ADDR`):
 it reports its count every 0.1 s and, on SIGTERM, every arrival. Writer, gateway and subscriber
@@ -20,6 +29,8 @@ from /proc over the window.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import glob
 import json
 import os
 import signal
@@ -37,7 +48,7 @@ from tianwang.v1 import gateway_pb2 as pb
 TOKEN = "latency-bench-read-token"
 T0 = 1_764_417_600 * 10**9  # 2025-11-29 12:00:00 UTC
 DESIGN_RATE = 20_000
-DESIGN_P99_MS = 5.0
+DESIGN_P99_MS = 2.0  # docs/architecture.md, Performance targets
 HZ_CHOICES = (100, 50, 25, 20, 10, 5, 4, 2, 1)  # per device: periods of whole hundredths of a second
 
 
@@ -78,8 +89,95 @@ class _TcpDevice(asyncio.Protocol):
         pass
 
 
-async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.0) -> dict:
-    """Latency p50/p99/p999 of readings at `rate` per second over `window_s` seconds."""
+STAGES = ("routed", "journal", "stream", "delivery")
+STAGE_LABELS = {
+    "routed": "device write -> routed",
+    "read": "device write -> driver read",
+    "decode": "driver read -> routed",
+    "journal": "routed -> journal visible",
+    "stream": "journal visible -> stream write",
+    "delivery": "stream write -> subscriber read",
+}
+# percentiles of the distribution kept in results.json (for the plot): evenly spread on the scale
+# of 1/(1 - p), from the median to p99.99
+DISTRIBUTION = [0.5] + [round(1 - 10 ** (-k / 20), 6) for k in range(7, 81)]
+
+
+def distribution(sorted_ms: list) -> list:
+    """[(p, ms)] of sorted latencies: the median, then the DISTRIBUTION percentiles the sample is
+    large enough for."""
+    n = len(sorted_ms)
+    return [[p, percentile(sorted_ms, p)] for p in DISTRIBUTION if n and (p == 0.5 or (1 - p) * n >= 1)]
+
+
+def driver_reads(ends: dict, reads: dict) -> dict:
+    """{(device, fix time): ns the driver read the epoch's last byte}, from the byte offsets where
+    the bench's epochs end on each recorded device ({device: [(fix time, end offset)]}) and the
+    recording of what the driver read ({device: [[t_ns, nbytes], ...]})."""
+    out = {}
+    for dev, epochs in ends.items():
+        chunks = reads.get(dev) or []
+        upto, total = [], 0
+        for _, nbytes in chunks:
+            total += nbytes
+            upto.append(total)
+        for t, end in epochs:
+            i = bisect.bisect_left(upto, end)  # the chunk that brought the epoch's last byte
+            if i < len(chunks):
+                out[(dev, t)] = chunks[i][0]
+    return out
+
+
+def stage_split(written: dict, arrived: dict, trace_dir: str, read_at: dict | None = None) -> dict:
+    """p50/p99 (ms) of each stage, from the gateway's stage trace, the arrivals {(device, fix time):
+    (arrival ns, seq, gateway_time_ns)} and, for the recorded devices, when the driver read each
+    epoch ({(device, fix time): ns})."""
+    files = sorted(glob.glob(os.path.join(trace_dir, "stream-*.json")))
+    if not files:
+        return {}
+    with open(files[-1]) as f:
+        trace = json.load(f)
+    vis_seq = [v[0] for v in trace["visible"]]
+    vis_t = [v[1] for v in trace["visible"]]
+    batches = sorted(trace["batches"])
+    starts = [b[0] for b in batches]
+    parts: dict[str, list] = {k: [] for k in STAGES + ("read", "decode")}
+    read_at = read_at or {}
+    in_flight = []
+    for key, stamp in written.items():
+        got = arrived.get(key)
+        if got is None:
+            continue
+        arrival, seq, routed = got
+        i = bisect.bisect_right(vis_seq, seq)
+        j = bisect.bisect_right(starts, seq) - 1
+        if i >= len(vis_t) or j < 0 or not batches[j][0] <= seq < batches[j][1]:
+            continue
+        _, _, handed, taken = batches[j]
+        # the watcher and the stream wake on the same future in either order: a batch handed to
+        # gRPC holding the seq shows it was visible by then
+        visible = min(vis_t[i], handed)
+        parts["routed"].append((routed - stamp) / 1e6)
+        parts["journal"].append((visible - routed) / 1e6)
+        parts["stream"].append((handed - visible) / 1e6)
+        parts["delivery"].append((arrival - handed) / 1e6)
+        if key in read_at:
+            parts["read"].append((read_at[key] - stamp) / 1e6)
+            parts["decode"].append((routed - read_at[key]) / 1e6)
+        if taken:
+            in_flight.append((taken - handed) / 1e6)
+    out = {"readings": len(parts["routed"]), "sampled_reads": len(parts["read"]), "batches": len(batches),
+           "envelopes_per_batch": (sum(b[1] - b[0] for b in batches) / len(batches)) if batches else None}
+    for k, values in list(parts.items()) + [("grpc_write", in_flight)]:
+        values.sort()
+        out[k] = {"p50_ms": percentile(values, 0.50), "p99_ms": percentile(values, 0.99),
+                  "mean_ms": statistics.fmean(values) if values else None}
+    return out
+
+
+async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.0, journal: str | None = None) -> dict:
+    """Latency p50/p99/p999 of readings at `rate` per second over `window_s` seconds; `journal`:
+    None for the default memory journal, or the fsync policy of a journal on disk."""
     devices, hz = plan(rate)
     period_ns = round(1e9 / hz)
     n_pty = devices // 2
@@ -102,16 +200,24 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
             tcp.append(dev)
             urls.append(f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}")
         ids = [f"bd-{i:03d}" for i in range(devices)]
+        mode = f"disk-{journal}" if journal else "memory"
+        trace_dir = os.path.join(logdir, f"trace-{rate}-{mode}")
         env = dict(os.environ, TW_BENCH_LATENCY_TOKEN=TOKEN)
-        config = os.path.join(logdir, f"latency-{rate}.yaml")
+        gw_env = dict(env, TIANWANG_STAGE_TRACE=trace_dir)
+        config = os.path.join(logdir, f"latency-{rate}-{mode}.yaml")
+        gateway = {"name": "latency", "listen": "127.0.0.1:0", "metrics": None}
+        if journal:
+            gateway["journal"] = {"path": os.path.join(logdir, f"journal-{rate}-{mode}"), "fsync": journal}
         with open(config, "w") as f:
             json.dump({
-                "gateway": {"name": "latency", "listen": "127.0.0.1:0", "metrics": None},
-                "auth": {"tokens": [{"name": "reader", "token_env": "TW_BENCH_LATENCY_TOKEN", "read": ["#"]}]},
+                "gateway": gateway,
+                # control on gnss/+: the subscriber records two devices' raw bytes (Record)
+                "auth": {"tokens": [{"name": "reader", "token_env": "TW_BENCH_LATENCY_TOKEN", "read": ["#"],
+                                     "control": ["gnss/+"]}]},
                 "devices": [{"id": i, "driver": "beidou", "url": u, "receiver": {"epoch_period_s": 1 / hz}}
                             for i, u in zip(ids, urls)],
             }, f)
-        gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", config], logdir, f"gateway-latency-{rate}", env)
+        gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", config], logdir, f"gateway-latency-{rate}-{mode}", gw_env)
         addr, pid = gw.first["listen"], gw.first["pid"]
         await asyncio.wait_for(asyncio.gather(*(d.connected.wait() for d in tcp)), 20)
 
@@ -121,8 +227,13 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         schedule = sorted(((k + d / devices) / hz, d, k) for d in range(devices) for k in range(len(epochs)))
         written: dict[tuple[str, int], int] = {}
         refused = 0
+        # the devices whose bytes the subscriber records: where each epoch ends in their byte stream
+        sampled = {0, n_pty} if devices > n_pty else {0}
+        ends: dict[str, list] = {ids[d]: [] for d in sampled}
+        offset = dict.fromkeys(sampled, 0)
         sub = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tianwang.gateway.benchmarks.latency", addr, stdout=asyncio.subprocess.PIPE, env=env,
+            sys.executable, "-m", "tianwang.gateway.benchmarks.latency", addr, *(ids[d] for d in sorted(sampled)),
+            stdout=asyncio.subprocess.PIPE, env=env,
             limit=1 << 28)  # the last line holds every arrival
         try:
             first = await asyncio.wait_for(sub.stdout.readline(), 30)
@@ -149,9 +260,15 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
                             done = 0
                         if done != len(data):
                             refused += 1
+                            if d in sampled and done:
+                                ends.pop(ids[d], None)  # a part written: offsets no longer line up
                             continue
                     else:
                         tcp[d - n_pty].transport.write(data)
+                    if d in sampled:
+                        offset[d] += len(data)
+                        if ids[d] in ends:
+                            ends[ids[d]].append((t, offset[d]))
                     if k / hz >= warmup_s:
                         written[(ids[d], t)] = stamp
                 if i < len(schedule):
@@ -172,11 +289,17 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
             if sub.returncode is None:
                 sub.send_signal(signal.SIGTERM)
         arrived = {}
+        reads = {}
         async for line in sub.stdout:
             msg = json.loads(line)
             if "arrivals" in msg:
-                arrived = {(d, t): a for d, t, a in msg["arrivals"]}
+                arrived = {(d, t): (a, seq, routed) for d, t, a, seq, routed in msg["arrivals"]}
+                reads = msg.get("reads", {})
         await sub.wait()
+        # the gateway writes the stream's stage trace when the stream ends (the subscriber is gone)
+        deadline = time.monotonic() + 5.0
+        while not glob.glob(os.path.join(trace_dir, "stream-*.json")) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         # how the receivers closed their epochs: on the last sentence (the cycle learned), by the
         # next epoch, or by the quiet-gap timer (each adds its own delay)
         closed = dict.fromkeys(("epochs_closed_end", "epochs_closed_next", "epochs_closed_flush"), 0)
@@ -195,9 +318,9 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         for dev in tcp:
             if dev.transport is not None:
                 dev.transport.close()
-    lat = sorted((arrived[key] - stamp) / 1e6 for key, stamp in written.items() if key in arrived)
+    lat = sorted((arrived[key][0] - stamp) / 1e6 for key, stamp in written.items() if key in arrived)
     return {
-        "rate": rate, "devices": devices, "pty_devices": n_pty, "tcp_devices": devices - n_pty, "hz_per_device": hz,
+        "rate": rate, "journal": mode, "devices": devices, "pty_devices": n_pty, "tcp_devices": devices - n_pty, "hz_per_device": hz,
         "window_s": window_s, "readings": len(written), "received": len(lat), "missing": len(written) - len(lat),
         "write_refused": refused,
         "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99), "p999_ms": percentile(lat, 0.999),
@@ -207,15 +330,18 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         "subscriber_cpu_cores": (sub_cpu1 - sub_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
         "devices_cpu_cores": (own_cpu1 - own_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
         "gateway_rss_mib": round(mem["VmRSS"] / 1024, 1), "hot_path": gw.first["hot_path"], **closed,
+        "stages": stage_split(written, arrived, trace_dir, driver_reads(ends, reads)), "distribution": distribution(lat),
     }
 
 
-async def _subscriber(addr: str) -> None:
+async def _subscriber(addr: str, recorded: list) -> None:
     """The subscriber process: arrivals of `gnss/+/fix` at `addr`; its count on stdout every 0.1 s,
-    every (device, fix time, arrival) as one JSON line on SIGTERM."""
+    every (device, fix time, arrival, seq, gateway_time_ns) as one JSON line on SIGTERM, with the
+    chunks ([read ns, bytes]) the driver read from each device of `recorded`."""
     import grpc
 
-    arrived: dict[tuple[str, int], int] = {}
+    arrived: dict[tuple[str, int], tuple[int, int, int]] = {}
+    reads: dict[str, list] = {d: [] for d in recorded}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -223,12 +349,21 @@ async def _subscriber(addr: str) -> None:
     async def subscribe(channel):
         call = channel.unary_stream("/tianwang.v1.Gateway/Subscribe", request_serializer=pb.SubscribeRequest.SerializeToString,
                                     response_deserializer=pb.Batch.FromString)
-        req = pb.SubscribeRequest(topics=["gnss/+/fix"], from_seq=0, max_delay_ms=0)
+        # max_delay_ms left unset: the gateway's default (an older gateway reads it the same way)
+        req = pb.SubscribeRequest(topics=["gnss/+/fix"], from_seq=0)
         unpack = msgpack.unpackb
         async for batch in call(req, metadata=(("authorization", f"Bearer {TOKEN}"),)):
             now = time.time_ns()
             for env in batch.envelopes:
-                arrived.setdefault((env.device_id, unpack(env.payload)["time_ns"]), now)
+                arrived.setdefault((env.device_id, unpack(env.payload)["time_ns"]), (now, env.seq, env.gateway_time_ns))
+
+    async def record(channel, device_id):
+        call = channel.unary_stream("/tianwang.v1.Gateway/Record", request_serializer=pb.RecordRequest.SerializeToString,
+                                    response_deserializer=pb.RawChunk.FromString)
+        chunks = reads[device_id]
+        async for chunk in call(pb.RecordRequest(device_id=device_id), metadata=(("authorization", f"Bearer {TOKEN}"),)):
+            if chunk.data and chunk.direction == pb.FROM_DEVICE:
+                chunks.append([chunk.t_ns, len(chunk.data)])
 
     async def report():
         while True:
@@ -237,17 +372,19 @@ async def _subscriber(addr: str) -> None:
 
     async with grpc.aio.insecure_channel(addr) as channel:
         await asyncio.wait_for(channel.channel_ready(), 20)
+        recorders = [asyncio.ensure_future(record(channel, d)) for d in recorded]
         sub = asyncio.ensure_future(subscribe(channel))
+        await asyncio.sleep(0.2)  # the recordings are open before the first byte is written
         print(json.dumps({"ready": True}), flush=True)
         reporter = asyncio.ensure_future(report())
         await stop.wait()
-        for task in (sub, reporter):
+        for task in (sub, reporter, *recorders):
             task.cancel()
-        await asyncio.gather(sub, reporter, return_exceptions=True)
-    print(json.dumps({"arrivals": [[d, t, a] for (d, t), a in arrived.items()]}), flush=True)
+        await asyncio.gather(sub, reporter, *recorders, return_exceptions=True)
+    print(json.dumps({"arrivals": [[d, t, *a] for (d, t), a in arrived.items()], "reads": reads}), flush=True)
 
 
 if __name__ == "__main__":
     import uvloop
 
-    uvloop.run(_subscriber(sys.argv[1]))
+    uvloop.run(_subscriber(sys.argv[1], sys.argv[2:]))

@@ -250,6 +250,9 @@ def steps_fanout(b: Bench) -> list:
         ("stop the servers", stop)]
 
 
+JOURNAL_ON_DISK = ("batch", "always")  # fsync policies the latency section also runs with the journal on disk
+
+
 def latency_rates(sizes: Sizes) -> list[int]:
     base = [1000, 5000] if sizes.quick else [1000, 5000, 10000, 20000]
     return sorted({max(2, int(r * sizes.scale)) for r in base})
@@ -263,17 +266,26 @@ def steps_latency(b: Bench) -> list:
     s = b.sizes
     sec = "latency"
 
-    def rate(r):
+    def rate(r, journal=None):
         def run():
-            res = uvloop.run(latency.run_rate(b.workdir, r, s.seconds(5.0, 2.0), warmup_s=s.seconds(1.0, 1.0)))
+            res = uvloop.run(latency.run_rate(b.workdir, r, s.seconds(5.0, 2.0), warmup_s=s.seconds(1.0, 1.0),
+                                              journal=journal))
             b.details.setdefault(sec, {}).setdefault("rates", []).append(res)
+            # the memory journal (the default config) keeps the names earlier runs used
+            where = f", journal on disk (fsync {journal})" if journal else ""
             for q in ("p50", "p99", "p999"):
-                b.metric(sec, f"{q} at {r} readings/s", res[f"{q}_ms"], "ms", better="lower")
-            b.metric(sec, f"readings missing at {r} readings/s", res["missing"] + res["write_refused"], "readings", better="lower")
+                b.metric(sec, f"{q} at {r} readings/s{where}", res[f"{q}_ms"], "ms", better="lower")
+            b.metric(sec, f"readings missing at {r} readings/s{where}", res["missing"] + res["write_refused"], "readings",
+                     better="lower")
         return run
 
     b.detail(sec, "design_target", {"rate": latency.DESIGN_RATE, "p99_ms": latency.DESIGN_P99_MS})
-    return [(f"{r} readings/s over ptys and TCP", rate(r)) for r in latency_rates(s)]
+    steps = [(f"{r} readings/s over ptys and TCP", rate(r)) for r in latency_rates(s)]
+    # the journal on disk: at every rate (--quick: the highest only)
+    disk_rates = latency_rates(s)[-1:] if s.quick else latency_rates(s)
+    for policy in JOURNAL_ON_DISK:
+        steps += [(f"{r} readings/s, journal on disk (fsync {policy})", rate(r, policy)) for r in disk_rates]
+    return steps
 
 
 def steps_scale(b: Bench) -> list:
@@ -505,39 +517,127 @@ def write_plots(results: dict, out: Path) -> list[str]:
     bars("scale.png", TITLES["scale"], by_section.get("scale", []))
     rates = results["details"].get("latency", {}).get("rates", [])
     if rates:
-        rates = sorted(rates, key=lambda r: r["rate"])
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        for q, style in (("p50", "o-"), ("p99", "s-"), ("p999", "^-")):
-            pts = [(r["rate"], r[f"{q}_ms"]) for r in rates if r[f"{q}_ms"] is not None]
-            if pts:
-                ax.plot(*zip(*pts), style, label=q)
-        target = results["details"]["latency"].get("design_target", {})
-        if target:
-            ax.axhline(target["p99_ms"], color="red", linestyle="--", linewidth=1, label=f"p99 target ({target['p99_ms']:g} ms)")
-            ax.axvline(target["rate"], color="grey", linestyle=":", linewidth=1)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+        written += _latency_plots(results, out, plt)
+    return written
 
-        # plain numbers (the rates run; 1, 2, 5, 10... ms) rather than 2x10^0
-        values = [r[f"{q}_ms"] for r in rates for q in ("p50", "p99", "p999") if r[f"{q}_ms"]] or [1.0]
-        top = max(values + [target.get("p99_ms", 1)])
-        ax.xaxis.set_major_locator(FixedLocator([r["rate"] for r in rates]))
-        ax.yaxis.set_major_locator(FixedLocator([v for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-                                                 if min(values) / 2 <= v <= top * 2]))
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_formatter(ScalarFormatter())
-            axis.set_minor_locator(NullLocator())
-            axis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("readings/s (ptys and TCP together)")
-        ax.set_ylabel("device write -> gRPC subscriber, ms")
-        ax.set_title(TITLES["latency"])
-        ax.grid(alpha=0.3, which="both")
-        ax.legend()
+
+def _mode(r: dict) -> str:
+    """The journal a latency run had ("memory", "disk-batch", "disk-always"); runs from before the
+    journal on disk was measured were all memory."""
+    return r.get("journal", "memory")
+
+
+MODE_LABELS = {"memory": "journal in memory (default)", "disk-batch": "journal on disk, fsync batch",
+               "disk-always": "journal on disk, fsync always"}
+
+
+def _plain_log_axis(axis, values, ticks=(0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)):
+    """A log axis with plain-number ticks (0.5, 1, 2 ms) spanning `values`, rather than 10^0."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+
+    values = [v for v in values if v and v > 0] or [1.0]
+    lo, hi = min(values), max(values)
+    axis.set_major_locator(FixedLocator([v for v in ticks if lo / 2.5 <= v <= hi * 2.5]))
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    axis.set_major_formatter(fmt)
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _latency_plots(results: dict, out: Path, plt) -> list[str]:
+    """latency.png (p50/p99/p999 against the rate), latency-distribution.png (the whole distribution
+    at each rate, one panel per journal) and latency-stages.png (where the time goes)."""
+    import math
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    d = results["details"].get("latency", {})
+    rates = sorted(d.get("rates", []), key=lambda r: r["rate"])
+    if not rates:
+        return []
+    written = []
+    target = d.get("design_target", {})
+    memory = [r for r in rates if _mode(r) == "memory"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for q, style in (("p50", "o-"), ("p99", "s-"), ("p999", "^-")):
+        pts = [(r["rate"], r[f"{q}_ms"]) for r in memory if r[f"{q}_ms"] is not None]
+        if pts:
+            ax.plot(*zip(*pts), style, label=f"{q}, journal in memory")
+    for mode, color in (("disk-batch", "#8c564b"), ("disk-always", "#7f7f7f")):
+        pts = [(r["rate"], r["p99_ms"]) for r in rates if _mode(r) == mode and r["p99_ms"] is not None]
+        if pts:
+            ax.plot(*zip(*pts), "s--", color=color, label=f"p99, {MODE_LABELS[mode]}")
+    if target:
+        ax.axhline(target["p99_ms"], color="red", linestyle="--", linewidth=1, label=f"p99 target ({target['p99_ms']:g} ms)")
+        ax.axvline(target["rate"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    values = [r[f"{q}_ms"] for r in rates for q in ("p50", "p99", "p999") if r[f"{q}_ms"]] + [target.get("p99_ms", 1)]
+    ax.xaxis.set_major_locator(FixedLocator(sorted({r["rate"] for r in rates})))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    _plain_log_axis(ax.yaxis, values)
+    ax.set_xlabel("readings/s (ptys and TCP together)")
+    ax.set_ylabel("device write -> gRPC subscriber, ms")
+    ax.set_title(TITLES["latency"])
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=100)
+    plt.close(fig)
+    written.append("latency.png")
+
+    # the distribution: x is the percentile on a scale of 1/(1 - p), so the tail gets the room
+    modes = [m for m in MODE_LABELS if any(_mode(r) == m and r.get("distribution") for r in rates)]
+    if modes:
+        fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 4.5), squeeze=False, sharey=True)
+        every = [ms for r in rates for _, ms in r.get("distribution", [])]
+        for ax, mode in zip(axes[0], modes):
+            for r in rates:
+                if _mode(r) != mode or not r.get("distribution"):
+                    continue
+                xs = [-math.log10(1 - p) for p, _ in r["distribution"]]
+                ax.plot(xs, [ms for _, ms in r["distribution"]], "-", linewidth=1.5, label=f"{r['rate']:,}/s")
+            ticks = [(0.5, "50"), (0.9, "90"), (0.99, "99"), (0.999, "99.9"), (0.9999, "99.99")]
+            ax.xaxis.set_major_locator(FixedLocator([-math.log10(1 - p) for p, _ in ticks]))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * (1 - 10 ** -v):.4g}"))
+            ax.set_yscale("log")
+            _plain_log_axis(ax.yaxis, every)
+            ax.set_xlabel("percentile of readings")
+            ax.set_title(MODE_LABELS[mode], fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, title="readings/s", title_fontsize=8)
+        axes[0][0].set_ylabel("device write -> gRPC subscriber, ms")
+        fig.suptitle("Latency distribution at each rate")
         fig.tight_layout()
-        fig.savefig(out / "latency.png", dpi=100)
+        fig.savefig(out / "latency-distribution.png", dpi=100)
         plt.close(fig)
-        written.append("latency.png")
+        written.append("latency-distribution.png")
+
+    # where the time goes: mean of each stage (the means add up to the mean latency)
+    staged = [r for r in rates if r.get("stages", {}).get("readings")]
+    if staged:
+        from tianwang.gateway.benchmarks.latency import STAGE_LABELS, STAGES
+
+        staged.sort(key=lambda r: (list(MODE_LABELS).index(_mode(r)) if _mode(r) in MODE_LABELS else 9, r["rate"]))
+        labels = [f"{r['rate']:,}/s, {MODE_LABELS.get(_mode(r), _mode(r))}" for r in staged]
+        fig, ax = plt.subplots(figsize=(9, 2.2 + 0.38 * len(staged)))
+        left = [0.0] * len(staged)
+        for stage, color in zip(STAGES, ("#3b75af", "#ef8636", "#519e3e", "#c53a32")):
+            widths = [max(0.0, r["stages"][stage]["mean_ms"] or 0.0) for r in staged]
+            ax.barh(labels, widths, left=left, color=color, label=STAGE_LABELS[stage])
+            left = [a + w for a, w in zip(left, widths)]
+        ax.invert_yaxis()
+        ax.set_xlabel("mean ms per reading")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16 - 1.2 / (2.2 + 0.38 * len(staged))), ncol=2)
+        ax.set_title("Where the time goes (device write -> subscriber read)")
+        fig.tight_layout()
+        fig.savefig(out / "latency-stages.png", dpi=100)
+        plt.close(fig)
+        written.append("latency-stages.png")
     return written
 
 
@@ -595,16 +695,35 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
                              f"{r['gpsdecode_s']:.3f} s | {r['ratio']:.2f}x |")
         if sec == "latency" and d.get("rates"):
             t = d["design_target"]
+            ordered = sorted(d["rates"], key=lambda r: (list(MODE_LABELS).index(_mode(r)) if _mode(r) in MODE_LABELS else 9,
+                                                        r["rate"]))
             lines += ["", f"Design target: p99 <= {t['p99_ms']:g} ms at {t['rate']:,} readings/s.", "",
-                      "| readings/s | devices (pty + TCP) x Hz | p50 ms | p99 ms | p999 ms | max ms | missing | CPU cores: gateway / devices / subscriber |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for r in sorted(d["rates"], key=lambda r: r["rate"]):
+                      "| readings/s | journal | devices (pty + TCP) x Hz | p50 ms | p99 ms | p999 ms | max ms | missing | CPU cores: gateway / devices / subscriber |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for r in ordered:
                 cpu = " / ".join("n/a" if r.get(k) is None else f"{r[k]:.2f}"
                                  for k in ("gateway_cpu_cores", "devices_cpu_cores", "subscriber_cpu_cores"))
-                lines.append(f"| {r['rate']:,} | {r['pty_devices']} + {r['tcp_devices']} x {r['hz_per_device']} | {_fmt(r['p50_ms'], 'ms')} | "
-                             f"{_fmt(r['p99_ms'], 'ms')} | {_fmt(r['p999_ms'], 'ms')} | {_fmt(r['max_ms'], 'ms')} | "
-                             f"{r['missing'] + r['write_refused']} | {cpu} |")
-            at = [r for r in d["rates"] if r["rate"] == t["rate"]]
+                lines.append(f"| {r['rate']:,} | {_mode(r)} | {r['pty_devices']} + {r['tcp_devices']} x {r['hz_per_device']} | "
+                             f"{_fmt(r['p50_ms'], 'ms')} | {_fmt(r['p99_ms'], 'ms')} | {_fmt(r['p999_ms'], 'ms')} | "
+                             f"{_fmt(r['max_ms'], 'ms')} | {r['missing'] + r['write_refused']} | {cpu} |")
+            staged = [r for r in ordered if r.get("stages", {}).get("readings")]
+            if staged:
+                from tianwang.gateway.benchmarks.latency import STAGE_LABELS, STAGES
+
+                lines += ["", "Where the time goes, p50 / p99 ms of each stage (the gateway's stage trace; the first "
+                              "stage split into its two halves for the readings of the two recorded devices; "
+                              "`gRPC write` is how long gRPC took to accept a batch, during which the next one gathers):", "",
+                          "| readings/s | journal | " + " | ".join(STAGE_LABELS[k] for k in STAGES[:1] + ("read", "decode") + STAGES[1:])
+                          + " | gRPC write | envelopes per batch |",
+                          "|---|---|" + "---|" * (len(STAGES) + 4)]
+                for r in staged:
+                    st = r["stages"]
+                    keys = STAGES[:1] + ("read", "decode") + STAGES[1:] + ("grpc_write",)
+                    cells = [f"{_fmt(st[k]['p50_ms'], 'ms')} / {_fmt(st[k]['p99_ms'], 'ms')}" if k in st else "n/a" for k in keys]
+                    per = st.get("envelopes_per_batch")
+                    per = f"{per:.2f}" if per else "n/a"
+                    lines.append(f"| {r['rate']:,} | {_mode(r)} | " + " | ".join(cells) + f" | {per} |")
+            at = [r for r in d["rates"] if r["rate"] == t["rate"] and _mode(r) == "memory"]
             if at and at[0]["p99_ms"] is not None:
                 verdict = "met" if at[0]["p99_ms"] <= t["p99_ms"] else "not met"
                 lines += ["", f"At {t['rate']:,} readings/s: p99 {at[0]['p99_ms']:.2f} ms, target {verdict}."]
@@ -626,9 +745,9 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
         for e in results["errors"]:
             if e["section"] == sec:
                 lines.append(f"- **failed** {e['step']}: {e['error']}")
-        plot = f"{sec}.png"
-        if plot in plots:
-            lines += ["", f"![{TITLES.get(sec, sec)}]({plot})"]
+        for plot in [f"{sec}.png"] + ([f"{sec}-distribution.png", f"{sec}-stages.png"] if sec == "latency" else []):
+            if plot in plots:
+                lines += ["", f"![{TITLES.get(sec, sec)}]({plot})"]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     return text

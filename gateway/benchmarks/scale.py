@@ -63,6 +63,9 @@ async def jt808_fleet(logdir: str, terminals: int, window_s: float, hot_path: st
                         "listen": "127.0.0.1:0",
                         "auth_secret_env": "TW_BENCH_JT808_SECRET",
                         "max_connections": terminals + 100,
+                        # every terminal dials in from 127.0.0.1, all at once
+                        "registrations_burst": terminals + 100,
+                        "max_unauthenticated_per_address": terminals + 100,
                     }
                 ],
             }
@@ -187,7 +190,9 @@ async def signal_junctions(logdir: str, controllers: int, terminals: int, window
         devices = [{"id": f"tsc-{n}", "driver": "signal", "url": u, "controller_id": n, "poll_hz": 1,
                     "backoff": {"initial_s": 0.5, "max_s": 5}} for n, u in zip(ids, urls)]
         listener = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0",
-                    "auth_secret_env": "TW_BENCH_JT808_SECRET", "max_connections": terminals + 100}
+                    "auth_secret_env": "TW_BENCH_JT808_SECRET", "max_connections": terminals + 100,
+                    # every terminal dials in from 127.0.0.1, all at once
+                    "registrations_burst": terminals + 100, "max_unauthenticated_per_address": terminals + 100}
         config = Path(logdir) / "gateway.yaml"
         config.write_text(json.dumps({
             "gateway": {"name": "bench", "listen": "127.0.0.1:0", "metrics": None,

@@ -15,11 +15,15 @@ import sys
 
 
 def _setup_logging(level: str) -> None:
+    from tianwang.gateway.errors import RedactingFilter
+
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:  # no URL credentials in any log line
+        handler.addFilter(RedactingFilter())
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -181,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--count", type=_uint(64), default=0, help="stop after this many envelopes (default 0: never)")
     p.add_argument("--max-batch", type=_uint(32), default=0, help="envelopes per batch to ask for (default 0: the server's)")
-    p.add_argument("--max-delay-ms", type=_uint(32), default=0, help="how long a partial batch may wait (default 0: the server's)")
+    p.add_argument(
+        "--max-delay-ms", type=_uint(32), default=None,
+        help="how long a batch may wait to fill (0 = no wait; default: the server's, no wait unless the site sets one)",
+    )
     p.add_argument("--json", action="store_true", help="JSON lines with decoded payloads")
     p.add_argument(
         "--follow", action="store_true",
@@ -429,8 +436,10 @@ def cmd_run(args) -> int:
             print(f"tianwang: {exc}", file=sys.stderr)
             return 2
 
-    from tianwang.gateway.app import Gateway, announce
+    from tianwang.gateway.app import Gateway, announce, hold_reloads
     from tianwang.gateway.lifecycle.config import load_config
+
+    hold_reloads()  # a SIGHUP from here on (systemctl reload during start-up) is held, not fatal
 
     for flag, given in (("--seconds", args.seconds), ("--quiet", args.quiet)):
         if given:

@@ -1,7 +1,10 @@
 """The NATS JetStream bridge (`bridges.nats`): the journal published to a stream, in batches.
 
 The bridge is one more reader of the journal, with a cursor like a Subscribe stream. It takes a
-window of up to `max_batch` envelopes (or `max_batch_bytes`) and publishes, per family present in
+window of up to `max_batch` envelopes (or `max_batch_bytes`) as soon as the journal has any, and
+waits for no company: while a window's publish awaits its acknowledgements, what arrives gathers
+into the next window, so windows grow with the load and an idle bridge publishes at once
+(`max_delay_ms` > 0 lets a partial window wait that long instead). It publishes, per family present in
 the window, one NATS message whose payload is a serialized `Batch` (the journal's own entry bytes,
 joined: nothing is re-encoded) on subject `<prefix>.<gateway>.<family>`, so consumers filter by
 family. Every message carries
@@ -198,7 +201,9 @@ class NatsBridge:
             self.state, self.reason = "failing", "disconnected from NATS; reconnecting"
 
     async def _on_reconnect(self):
-        log.info("nats bridge: reconnected to %s", self.nc.connected_url.netloc if self.nc and self.nc.connected_url else "NATS")
+        url = self.nc.connected_url if self.nc else None
+        # host and port only: a URL's netloc would carry its user information
+        log.info("nats bridge: reconnected to %s", f"{url.hostname}:{url.port}" if url and url.hostname else "NATS")
 
     async def _ensure_stream(self):
         from nats.js.api import StorageType, StreamConfig

@@ -2,10 +2,13 @@
 GetStats, Record.
 
 Subscribe streams are cursors over the journal. Batches are joins of pre-encoded entries handed to
-gRPC as bytes (the method is registered without a response serializer), capped by count, by delay
-and by bytes. A subscriber that stops reading blocks only its own stream: gRPC buffers a bounded
-amount for it, its cursor stays where it was, and if it falls behind retention it gets a Gap when it
-reads again. Requests are parsed here (no request deserializer) so malformed bytes get
+gRPC as bytes (the method is registered without a response serializer), capped by count and by
+bytes. A stream writes as soon as something matching is ready and it has no write in flight (its
+generator is only resumed once gRPC has taken the previous batch), so what arrives during a write
+forms the next batch: batches grow with the load, not with a timer. Only a subscriber (or a site
+default) that asks for `max_delay_ms` > 0 waits that long to fill a batch. A subscriber that stops
+reading blocks only its own stream: gRPC buffers a bounded amount for it, its cursor stays where it
+was, and if it falls behind retention it gets a Gap when it reads again. Requests are parsed here (no request deserializer) so malformed bytes get
 INVALID_ARGUMENT rather than a generic error.
 """
 
@@ -29,6 +32,7 @@ from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
 from tianwang.gateway.datapath.auth import CommandLimits, RateLimiter
 from tianwang.gateway.errors import AuthError, CommandError, FrameError, TopicError
 from tianwang.gateway.datapath.journal import DiskReader
+from tianwang.gateway.datapath.stagetrace import StageTrace
 from tianwang.gateway.framing import TopicFilter, validate_pattern
 from tianwang.v1 import gateway_pb2 as pb
 
@@ -81,6 +85,9 @@ DEFAULT_RECORD_BYTES = 64 * 1024 * 1024
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 MAX_RECORD_SECONDS = 7 * 86400.0
 MAX_RECORDINGS = 16
+# bytes held for all recordings together, taken from devices and not yet sent to their recorders:
+# a recorder that stops reading ends its own recording here, never the gateway's memory
+MAX_RECORD_BUFFERED = 64 * 1024 * 1024
 
 # initial metadata of every Subscribe stream: the journal its seqs belong to
 JOURNAL_ID_HEADER = "tianwang-journal-id"
@@ -107,16 +114,23 @@ class SubscriberState:
 
 class Recording:
     """The bytes of one Record call on their way from the device's tap to the stream: appended by
-    the driver's read (one deque append), taken by the stream. Holds at most `max_bytes` of data."""
+    the driver's read (one deque append), taken by the stream. Takes at most `max_bytes` of data,
+    and holds at most `max_held` not yet sent: past that its recorder has fallen behind and the
+    recording stops taking (`overrun`; one with a hole in it would be worse than one that ends).
+    `max_held` is the gateway's share per recording of MAX_RECORD_BUFFERED, so all of them
+    together never hold more than that."""
 
-    __slots__ = ("chunks", "nbytes", "max_bytes", "full", "wake", "principal", "key", "family", "device_id",
-                 "revoked")
+    __slots__ = ("chunks", "nbytes", "max_bytes", "held", "max_held", "full", "overrun", "wake", "principal", "key",
+                 "family", "device_id", "revoked")
 
-    def __init__(self, max_bytes, principal, key, family, device_id):
+    def __init__(self, max_bytes, principal, key, family, device_id, max_held=MAX_RECORD_BUFFERED // MAX_RECORDINGS):
         self.chunks: collections.deque = collections.deque()
         self.nbytes = 0
         self.max_bytes = max_bytes
+        self.held = 0
+        self.max_held = max_held
         self.full = False
+        self.overrun = False
         self.wake = asyncio.Event()
         self.principal = principal
         self.key = key
@@ -125,16 +139,33 @@ class Recording:
         self.revoked = None
 
     def add(self, t_ns: int, sent: bool, data: bytes) -> None:
-        if self.full:
+        if self.full or self.overrun:
             return
         room = self.max_bytes - self.nbytes
-        if len(data) >= room:
+        full = len(data) >= room
+        if full:
             data = data[:room]
-            self.full = True
-        if data:
+        if self.held + len(data) > self.max_held:
+            self.overrun = True
+        elif data:
+            self.full = full
+            self.held += len(data)
             self.nbytes += len(data)
             self.chunks.append((t_ns, sent, data))
+        else:
+            self.full = full
         self.wake.set()
+
+    def take(self):
+        """The oldest chunk held, (t_ns, sent, data)."""
+        chunk = self.chunks.popleft()
+        self.held -= len(chunk[2])
+        return chunk
+
+    def release(self) -> None:
+        """The recording is over: what it still holds is dropped."""
+        self.chunks.clear()
+        self.held = 0
 
 
 class GatewayService:
@@ -147,6 +178,7 @@ class GatewayService:
         self.counters = {
             "subscribe_calls": 0,
             "batches_sent": 0,
+            "batch_waits": 0,
             "envelopes_delivered": 0,
             "gaps_sent": 0,
             "commands": 0,
@@ -160,8 +192,13 @@ class GatewayService:
             "record_bytes": 0,
         }
         self.recordings: set[Recording] = set()
+        self.stage_trace = StageTrace.from_env()  # None unless the latency bench asks for it
         self.refusals = RateLimiter(app.config.auth.refused_commands_per_s, app.config.auth.refused_commands_burst)
         self.command_buckets = CommandLimits()
+        self.action_buckets: dict[tuple, RateLimiter] = {}
+        self.commands_running: set[asyncio.Task] = set()
+        # bytes one recording may hold for a recorder that is not reading (MAX_RECORD_BUFFERED in all)
+        self.record_held_bytes = MAX_RECORD_BUFFERED // MAX_RECORDINGS
 
     # -- plumbing ------------------------------------------------------------------------------
     def handler(self) -> grpc.GenericRpcHandler:
@@ -309,7 +346,9 @@ class GatewayService:
                 )
         fan = self.app.config.gateway.fanout
         max_batch = min(req.max_batch or fan.max_batch, MAX_BATCH_LIMIT)
-        max_delay = min((req.max_delay_ms if req.max_delay_ms else fan.max_delay_ms) / 1000.0, MAX_DELAY_LIMIT_S)
+        # unset (an older client's 0 is not on the wire either): the site's default; an explicit 0: no wait
+        wait_ms = req.max_delay_ms if req.HasField("max_delay_ms") else fan.max_delay_ms
+        max_delay = min(wait_ms / 1000.0, MAX_DELAY_LIMIT_S)
         max_bytes = int(fan.max_batch_bytes)
         if len(self.subscribers) >= fan.max_subscribers:
             await context.abort(
@@ -342,16 +381,25 @@ class GatewayService:
         await context.send_initial_metadata(((JOURNAL_ID_HEADER, journal.id),))
         self.subscribers.add(sub)
         log.info("subscribe %s as %s: %s from seq %d", sub.peer, principal.name, ",".join(patterns), cursor)
+        trace = self.stage_trace
+        stamps = None
+        if trace is not None:  # the latency bench only
+            trace.watch(journal, lambda: self.closing)
+            stamps = []
         try:
-            async for batch in self._stream(sub, max_batch, max_delay, max_bytes):
+            async for batch in self._stream(sub, max_batch, max_delay, max_bytes, stamps):
                 yield batch
             if sub.revoked:
                 await context.abort(*sub.revoked)
         finally:
             self.subscribers.discard(sub)
             log.info("subscriber %s left after %d envelopes", sub.peer, sub.delivered)
+            if stamps is not None:
+                trace.dump(sub.peer, stamps)
 
-    async def _stream(self, sub, max_batch, max_delay, max_bytes):
+    async def _stream(self, sub, max_batch, max_delay, max_bytes, stamps=None):
+        """The stream's batches. `stamps` (the latency bench's StageTrace): each live batch's
+        [first seq, next seq, handed to gRPC ns, taken by gRPC ns] is appended to it."""
         journal = self.app.journal
         counters = self.counters
         loop = asyncio.get_running_loop()
@@ -384,6 +432,7 @@ class GatewayService:
                 counters["envelopes_delivered"] += n
                 yield data
                 continue
+            start = cursor
             data, n, cursor = journal.collect(cursor, flt, max_batch, max_bytes)
             sub.cursor = cursor
             if n == 0:
@@ -393,6 +442,9 @@ class GatewayService:
                     await journal.wait(cursor, IDLE_RECHECK_S)
                 continue
             if n < max_batch and max_delay > 0:
+                # asked for: wait up to max_delay for company (without it the batch goes now, and
+                # what arrives while gRPC writes it is the next batch)
+                counters["batch_waits"] += 1
                 parts = [data]
                 size = len(data)
                 deadline = loop.time() + max_delay
@@ -416,7 +468,12 @@ class GatewayService:
             sub.batches += 1
             counters["batches_sent"] += 1
             counters["envelopes_delivered"] += n
-            yield data
+            if stamps is None:
+                yield data
+            else:
+                stamps.append([start, cursor, time.time_ns(), 0])
+                yield data
+                stamps[-1][3] = time.time_ns()  # resumed: gRPC has taken the batch
 
     # -- ListDevices ---------------------------------------------------------------------------
     async def list_devices(self, raw, context):
@@ -479,7 +536,7 @@ class GatewayService:
         name = principal.name if principal else ""
         peer = peer_host(context.peer())
 
-        def audit(ok, code, message, refused=False):
+        def audit(ok, code, message, refused=False, attempt_seq=0, caller_cancelled=False):
             # a refused call is recorded by what it was (who, what, on what, how big), never by
             # its payload: an unauthenticated caller must not be able to fill the journal
             payload = {
@@ -494,6 +551,9 @@ class GatewayService:
             }
             if audit_id != device_id:
                 payload["device_id"] = clip(device_id, 64)
+            if attempt_seq:  # the call reached the device: its attempt record, and whether the caller waited
+                payload["attempt_seq"] = attempt_seq
+                payload["caller_cancelled"] = caller_cancelled
             try:
                 return self.app.router.publish(f"audit/{audit_id}/command", audit_id, payload)
             except FrameError as exc:  # the journal cannot write: nothing may run unaudited
@@ -569,28 +629,94 @@ class GatewayService:
             )
         if action.needs_reason and not req.reason.strip():
             await refuse(grpc.StatusCode.INVALID_ARGUMENT, "INVALID", f"reason: {req.action} needs a reason")
+        if action.per_token_per_s:
+            # an action with a rate of its own per token (a camera snapshot: read access is enough)
+            key = (entry.driver, action.name, action.per_token_per_s, action.per_token_burst)
+            limiter = self.action_buckets.get(key)
+            if limiter is None:
+                limiter = self.action_buckets[key] = RateLimiter(
+                    action.per_token_per_s, max(1, action.per_token_burst or int(action.per_token_per_s) or 1), 1000
+                )
+            if not limiter.take(principal.name):
+                await refuse(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "RATE_LIMITED",
+                    f"token {principal.name!r} may call {entry.driver} {action.name} {action.per_token_per_s:g} "
+                    "times per second",
+                )
 
         timeout = req.timeout_ms / 1000.0 if req.timeout_ms else DEFAULT_COMMAND_TIMEOUT_S
         timeout = min(timeout, MAX_COMMAND_TIMEOUT_S)
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = max(0.001, min(timeout, remaining - 0.05))
+        # the attempt is on record before the device is touched: nothing may run unaudited
+        attempt_payload = {
+            "principal": name,
+            "action": req.action,
+            "args": args,
+            "args_bytes": len(req.args),
+            "reason": clip(req.reason, MAX_REASON),
+            "timeout_ms": int(timeout * 1000),
+        }
         try:
-            result = await self.app.supervisor.send_command(device_id, req.action, args, timeout)
-            ok, code, message = True, "OK", ""
-        except CommandError as exc:
-            result, ok, code, message = exc.result, False, exc.code, exc.message
-        except Exception as exc:  # a driver bug must not take the RPC (or the gateway) down
-            log.exception("%s: command %s failed", device_id, req.action)
-            result, ok, code, message = {}, False, "FAILED", f"{type(exc).__name__}: {exc}"
-        if not ok:
-            self.counters["commands_failed"] += 1
-        seq = audit(ok, code, message)
+            attempt_seq = self.app.router.publish(f"audit/{device_id}/command/attempt", device_id, attempt_payload)
+        except FrameError as exc:
+            attempt_seq = 0
+            log.error("audit of %s on %s not recorded: %s", req.action, device_id, exc)
+        if not attempt_seq:
+            await refuse(
+                grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "commands are refused while the journal cannot record them"
+            )
+        # the device exchange runs in its own task: a caller that cancels or whose deadline passes
+        # does not cut it half-way, and its outcome is audited whatever became of the caller
+        caller = {"cancelled": False}
+        task = asyncio.ensure_future(self._command(device_id, req.action, args, timeout, audit, attempt_seq, caller))
+        self.commands_running.add(task)
+        task.add_done_callback(self.commands_running.discard)
+        try:
+            ok, code, message, result, seq = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            caller["cancelled"] = True
+            log.info("%s: the caller of %s left; the command runs on and its outcome is audited", device_id, req.action)
+            raise
         try:
             packed = msgpack.packb(result, use_bin_type=True)
         except (TypeError, ValueError) as exc:
             packed = msgpack.packb({"error": f"result not encodable: {exc}"})
         return pb.CommandReply(ok=ok, code=code, message=message, result=packed, audit_seq=seq)
+
+    async def _command(self, device_id, action, args, timeout, audit, attempt_seq, caller):
+        """One command on the device and the audit of its outcome; returns (ok, code, message,
+        result, audit seq). Runs apart from the RPC: only the gateway's stop cancels it."""
+        try:
+            result = await self.app.supervisor.send_command(device_id, action, args, timeout)
+            ok, code, message = True, "OK", ""
+        except CommandError as exc:
+            result, ok, code, message = exc.result, False, exc.code, exc.message
+        except asyncio.CancelledError:
+            result, ok, code, message = {}, False, "CANCELLED", "the gateway stopped before the device answered"
+            self.counters["commands_failed"] += 1
+            audit(ok, code, message, attempt_seq=attempt_seq, caller_cancelled=caller["cancelled"])
+            raise
+        except Exception as exc:  # a driver bug must not take the RPC (or the gateway) down
+            log.exception("%s: command %s failed", device_id, action)
+            result, ok, code, message = {}, False, "FAILED", f"{type(exc).__name__}: {exc}"
+        if not ok:
+            self.counters["commands_failed"] += 1
+        seq = audit(ok, code, message, attempt_seq=attempt_seq, caller_cancelled=caller["cancelled"])
+        return ok, code, message, result, seq
+
+    async def finish_commands(self, timeout: float) -> None:
+        """At stop: give the commands in flight `timeout` seconds to end, then cancel them (each
+        still audits its outcome). Called before the journal closes."""
+        if not self.commands_running:
+            return
+        _done, pending = await asyncio.wait(list(self.commands_running), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
     # -- Record --------------------------------------------------------------------------------
     async def record(self, raw, context):
@@ -662,15 +788,19 @@ class GatewayService:
             parent=entry.parent,
             **record_source(entry, ctx.config, self.app.supervisor),
         )
-        rec = Recording(max_bytes, principal, key, entry.family, device_id)
+        rec = Recording(max_bytes, principal, key, entry.family, device_id, self.record_held_bytes)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds if seconds else None
         start.start_ns = time.time_ns()
+        # on record before the first byte is taken: a recording that cannot be audited is not made
+        if not audit("STARTED", ""):
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "recordings are refused while the journal cannot record them"
+            )
         ctx.add_recording(rec)
         self.recordings.add(rec)
         # the peer was read before: once a client has cancelled, the call behind `context` may be
         # gone and asking it for its peer crashes grpc (a NULL call)
-        audit("STARTED", "")
         log.info("record %s as %s: %s for %s", peer, principal.name, device_id, f"{seconds:g} s" if seconds else "until cancelled")
         end = None
         sent = 0
@@ -679,12 +809,15 @@ class GatewayService:
             chunks = rec.chunks
             while True:
                 while chunks:
-                    t_ns, to_device, data = chunks.popleft()
+                    t_ns, to_device, data = rec.take()
                     sent += len(data)
                     yield pb.RawChunk(t_ns=t_ns, direction=pb.TO_DEVICE if to_device else pb.FROM_DEVICE, data=data)
                 if end is not None:
                     break
-                if rec.full:
+                if rec.overrun:
+                    end = (f"the recorder fell behind: {rec.max_held} bytes were waiting for it; "
+                           f"{rec.nbytes} bytes recorded")
+                elif rec.full:
                     end = f"max_bytes: {max_bytes} bytes recorded"
                 elif rec.revoked:
                     break
@@ -713,6 +846,7 @@ class GatewayService:
             yield pb.RawChunk(t_ns=time.time_ns(), end=end)
         finally:
             ctx.remove_recording(rec)
+            rec.release()
             self.recordings.discard(rec)
             self.counters["record_bytes"] += sent
             audit("ENDED", end or (rec.revoked[1] if rec.revoked else "cancelled by the client"), sent)

@@ -216,7 +216,11 @@ class FanoutConfig(Model):
         default=256, ge=1, le=8192, description="envelopes per batch when a Subscribe request asks for 0"
     )
     max_delay_ms: int = Field(
-        default=2, ge=0, le=10_000, description="how long a partial batch waits for more when a request asks for 0"
+        default=0,
+        ge=0,
+        le=10_000,
+        description="how long a batch waits for more when a Subscribe request leaves max_delay_ms unset; "
+        "0 = no wait: written at once, what arrives during a write forms the next batch",
     )
     max_batch_bytes: ByteSize = Field(
         default=ByteSize(1024 * 1024),
@@ -444,7 +448,9 @@ class NatsBridgeConfig(SecretsModel):
     __secrets__: ClassVar = ("token", "password")
 
     servers: tuple[str, ...] = Field(
-        min_length=1, description="`nats://HOST:PORT` (or `tls://HOST:PORT`); several for a cluster"
+        min_length=1,
+        description="`nats://HOST:PORT` (or `tls://HOST:PORT`); several for a cluster; no credentials in them "
+        "(`user` + `password_env`, `token_env` or `creds_file`)",
     )
     stream: str = Field(
         default="TIANWANG", pattern=r"^[A-Za-z0-9_-]{1,64}$",
@@ -462,7 +468,13 @@ class NatsBridgeConfig(SecretsModel):
         default=ByteSize(512 * 1024),
         description="bytes per window, 4KiB to 64MiB; keep it under the server's `max_payload` (1MiB by default)",
     )
-    max_delay_ms: int = Field(default=20, ge=0, le=10_000, description="how long a partial window waits for more")
+    max_delay_ms: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="how long a partial window waits for more; 0 = no wait: published at once, what arrives "
+        "while a window is published forms the next window",
+    )
     max_age_s: float = Field(default=7 * 86400.0, gt=0, description="retention of a stream the bridge creates")
     duplicate_window_s: float = Field(
         default=120.0, gt=0, description="`Nats-Msg-Id` de-duplication window of a stream the bridge creates"
@@ -482,11 +494,19 @@ class NatsBridgeConfig(SecretsModel):
     @field_validator("servers")
     @classmethod
     def _servers(cls, v):
+        from tianwang.gateway.errors import redact
+
         for url in v:
             parts = urlsplit(url)
             if parts.scheme not in ("nats", "tls") or not parts.netloc:
-                raise ValueError(f"{url!r}: expected nats://HOST:PORT or tls://HOST:PORT")
-            parse_hostport(parts.netloc.rpartition("@")[2])
+                raise ValueError(f"{redact(url)!r}: expected nats://HOST:PORT or tls://HOST:PORT")
+            if "@" in parts.netloc:
+                # a URL is logged and reported (health_reason); secrets come from *_env / *_file
+                raise ValueError(
+                    f"{redact(url)!r}: no credentials in the URL: give `user` with `password_env` or "
+                    "`password_file`, or `token_env` / `token_file`, or `creds_file`"
+                )
+            parse_hostport(parts.netloc)
         return v
 
     @field_validator("max_batch_bytes")
@@ -539,6 +559,8 @@ def parse_url(url: str, schemes: tuple[str, ...]) -> tuple[str, str, dict[str, s
         return parts.scheme, parts.path, query
     if not parts.netloc:
         raise ValueError(f"{parts.scheme} URL needs HOST:PORT")
+    if "@" in parts.netloc:
+        raise ValueError(f"{parts.scheme} URLs take no user or password (HOST:PORT only)")
     parse_hostport(parts.netloc)
     return parts.scheme, parts.netloc, query
 
@@ -880,8 +902,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def warnings_for(config: Config) -> list[tuple[str, str]]:
-    """Things that are allowed but unwise, for `tianwang check`."""
+def warnings_for(config: Config, registry=None) -> list[tuple[str, str]]:
+    """Things that are allowed but unwise, for `tianwang check` (`registry`: the drivers the config
+    was loaded with; the installed ones by default)."""
+    from tianwang.gateway.lifecycle.aclcheck import pattern_warnings
+
+    if registry is None:
+        from tianwang.gateway.lifecycle.registry import default_registry
+
+        registry = default_registry()
     out = []
     # inline secrets are errors (load_config) unless auth.allow_inline_secrets says otherwise: then
     # the file's owner has chosen them, and check says nothing more
@@ -894,4 +923,5 @@ def warnings_for(config: Config) -> list[tuple[str, str]]:
     host, _ = parse_hostport(config.gateway.listen)
     if config.gateway.tls is None and host not in ("127.0.0.1", "::1", "localhost"):
         out.append(("gateway.tls", f"listening on {host} without TLS: tokens cross the network in clear"))
+    out += pattern_warnings(config, registry)
     return out

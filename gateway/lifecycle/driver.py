@@ -36,6 +36,10 @@ class ActionSpec:
     # False for commands that only read (a camera snapshot): a token that may read the device's topics
     # (`read` patterns matching `<family>/<id>/#`) may call them; True needs a `control` pattern
     needs_control: bool = True
+    # calls per second each token may make (after `per_token_burst` at once); 0 = no limit of its own.
+    # For read-only actions that cost the device (a camera snapshot): anyone who may read may call them
+    per_token_per_s: float = 0.0
+    per_token_burst: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

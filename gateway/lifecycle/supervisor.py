@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any, Awaitable, Callable
 
+from tianwang.gateway.errors import redact
 from tianwang.gateway.lifecycle.driver import Driver, DriverSpec, Health
 from tianwang.gateway.errors import CommandError, DriverError, FrameError, describe
 
@@ -169,6 +170,7 @@ class DeviceContext:
         """Report health; a change is published on `<family>/<id>/health`."""
         entry = self._entry
         state = Health(state)
+        reason = redact(reason)  # a reason may quote a URL the device or config gave, credentials and all
         if state == entry.state and reason == entry.reason:
             return
         previous = entry.state
@@ -209,7 +211,7 @@ class DeviceContext:
 
     def set_info(self, **info: Any) -> None:
         """Static facts for ListDevices (firmware, serial number, address...)."""
-        self._entry.info.update({k: str(v) for k, v in info.items()})
+        self._entry.info.update({k: redact(str(v)) for k, v in info.items()})
 
     # -- listener children ---------------------------------------------------------------------
     def child(self, device_id: str, *, info: dict | None = None, command: CommandHandler | None = None) -> "DeviceContext":
@@ -358,7 +360,7 @@ class Supervisor:
                     if entry is not None:
                         entry.failed = True
                         entry.state = Health.OFFLINE
-                        entry.reason = str(exc)
+                        entry.reason = redact(str(exc))
             return result
 
     def _start(self, dev) -> None:

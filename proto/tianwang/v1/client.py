@@ -102,21 +102,23 @@ def subscribe_batches(
     from_seq: int = 0,
     token: str | None = None,
     max_batch: int = 0,
-    max_delay_ms: int = 0,
+    max_delay_ms: int | None = None,
     journal_id: str = "",
     position: Position | None = None,
 ) -> Iterator[tuple[Gap | None, list[dict]]]:
     """One item per Batch the gateway writes: (its Gap or None, its envelopes as dicts). For a
     caller that acts once per batch (flushing output, committing a cursor); `subscribe` flattens it.
     With `position`, resume from it and keep it current (see Position); `journal_id` alone checks
-    that `from_seq` refers to the gateway's journal. Errors raise grpc.RpcError; closing the
-    iterator cancels the call."""
+    that `from_seq` refers to the gateway's journal. `max_delay_ms`: None = the gateway's default
+    (no wait unless the site sets one), 0 = no wait (a batch goes out as soon as one is ready), N =
+    wait up to N ms to fill a batch. Errors raise grpc.RpcError; closing the iterator cancels the
+    call."""
     if position is not None:
         from_seq = position.next_seq or from_seq
         journal_id = position.journal_id or journal_id
-    request = pb.SubscribeRequest(
-        topics=list(topics), from_seq=from_seq, max_batch=max_batch, max_delay_ms=max_delay_ms, journal_id=journal_id
-    )
+    request = pb.SubscribeRequest(topics=list(topics), from_seq=from_seq, max_batch=max_batch, journal_id=journal_id)
+    if max_delay_ms is not None:  # None leaves it unset: the gateway's default
+        request.max_delay_ms = max_delay_ms
     call = stub(channel).Subscribe(request, metadata=auth_metadata(token))
     try:
         if position is not None:
@@ -145,7 +147,7 @@ def subscribe(
     from_seq: int = 0,
     token: str | None = None,
     max_batch: int = 0,
-    max_delay_ms: int = 0,
+    max_delay_ms: int | None = None,
     journal_id: str = "",
     position: Position | None = None,
 ) -> Iterator[dict | Gap]:
