@@ -217,7 +217,7 @@ async def soak(args) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=float, default=float(os.environ.get("SOAK_S", 600)), help="seconds (default 600, or SOAK_S)")
+    p.add_argument("--duration", type=float, default=float(os.environ.get("SOAK_S", "600")), help="seconds (default 600, or SOAK_S)")
     p.add_argument("--reload-s", type=float, default=60.0, help="seconds between reloads (default 60)")
     p.add_argument("--rss-growth-mib", type=float, default=64.0, help="allowed RSS growth after warm-up (default 64)")
     p.add_argument("--seed", type=int, default=None, help="random seed of the reconnects")

@@ -65,7 +65,7 @@ async def _plain_rate(urls, replicas, stream):
     await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"], num_replicas=replicas))
     body = msgpack.packb(fix_payload(1))
     t0 = time.perf_counter()
-    for i in range(PLAIN_N):
+    for _ in range(PLAIN_N):
         await js.publish(f"{stream.lower()}.gnss", body)
     elapsed = time.perf_counter() - t0
     await nc.close()

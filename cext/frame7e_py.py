@@ -202,7 +202,7 @@ class _Frame7e:
     @property
     def drops(self):
         """Frames dropped, by reason (every reason present)."""
-        return dict(zip(REASONS, self._drops))
+        return dict(zip(REASONS, self._drops, strict=True))
 
     @property
     def buffered(self):

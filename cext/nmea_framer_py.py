@@ -122,7 +122,7 @@ class NmeaDecoder:
     @property
     def drops(self):
         """Sentences and frames dropped, by reason (every reason present, zeros included)."""
-        return dict(zip(NMEA_DROP_REASONS, self._drops))
+        return dict(zip(NMEA_DROP_REASONS, self._drops, strict=True))
 
     @property
     def pending(self):

@@ -157,7 +157,7 @@ class _Message:
     FIELDS: tuple = ()
 
     def __init__(self, *values, **named):
-        for name, value in zip(self.FIELDS, values):
+        for name, value in zip(self.FIELDS, values, strict=False):  # positional values may stop early
             setattr(self, name, value)
         for name, value in named.items():
             setattr(self, name, value)

@@ -10,6 +10,8 @@
 import asyncio
 import gc
 import os
+import sys as _sys
+from pathlib import Path as _Path
 
 # The tests start processes (the CLI, simulators) while gRPC servers and channels run in this one.
 # gRPC's fork handlers are for children that go on using gRPC; ours exec at once, and the handlers
@@ -76,9 +78,6 @@ def _fail_on_loop_errors(request):
 
 # The test-only driver (tests/plugins/tw_testgen.py) is importable in-process and, through
 # PYTHONPATH and TIANWANG_DRIVER_MODULES, in gateway subprocesses.
-import sys as _sys
-from pathlib import Path as _Path
-
 PLUGINS = str(_Path(__file__).parent / "plugins")
 if PLUGINS not in _sys.path:
     _sys.path.insert(0, PLUGINS)

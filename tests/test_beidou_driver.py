@@ -115,7 +115,7 @@ async def test_fixes_on_a_pty_follow_the_route(tmp_path):
         assert device_time == fix["time_ns"]
         check_fix(sim, fix["time_ns"], fix)
     times = [f["time_ns"] for _, f in fixes]
-    assert all(b - a == 200_000_000 for a, b in zip(times, times[1:]))  # none lost, none twice
+    assert all(b - a == 200_000_000 for a, b in zip(times, times[1:], strict=False))  # none lost, none twice
     assert s.states()[0] == "FIX"
     assert s.health()[:2] == ["CONNECTING", "ONLINE"]
     assert info["firmware"] == "TWSIM-BD,V2.3.1" and info["transport"] == "serial"
@@ -479,11 +479,11 @@ async def test_binary_receiver_live_matches_decode(binary):
         fixes = s.payloads("fix")
         counters = dict(s.entry.counters)
     times = [f["time_ns"] for f in fixes]
-    assert times == sorted(set(times)) and all(b - a == 200_000_000 for a, b in zip(times, times[1:]))
+    assert times == sorted(set(times)) and all(b - a == 200_000_000 for a, b in zip(times, times[1:], strict=False))
     assert [f["source"] for f in fixes][2:] == [binary] * (len(fixes) - 2)
     assert counters.get("epochs_closed_end", 0) >= 8 and counters.get("epochs_superseded", 0) >= 8
     data = b""
-    for t, st in sim.epochs.items():
+    for st in sim.epochs.values():
         frames, sentences = sim.binary_frames(st), sim.epoch_bytes(st)
         for i in range(max(len(frames), len(sentences))):
             data += b"".join(frames[i:i + 1] + sentences[i:i + 1])

@@ -44,7 +44,7 @@ def test_dual_band_one_fix_per_epoch_with_the_union_of_used(impl, order, style):
     states, data = dual_stream(6, order, style)
     epochs, out = assemble(impl, data)
     assert [e.time_ns for e in epochs] == [s.time_ns for s in states]
-    for e, s in zip(epochs, states):
+    for e, s in zip(epochs, states, strict=True):
         p = e.fix_payload()
         assert abs(p["lat"] - s.lat) < 1e-9 and abs(p["lon"] - s.lon) < 1e-9
         # band 1 alone lists 5 BDS / 3 GPS: the union of both bands is every satellite used

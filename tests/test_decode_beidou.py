@@ -243,7 +243,7 @@ def test_json_lines_twins_agree(payloads, prefix):
     assert all(impl.json_lines_utf8(prefix, pubs) == texts[0].encode() for impl in framing.implementations())
     lines = texts[0].split("\n")  # not splitlines(): U+0085 and U+2028 may sit inside strings
     assert lines[-1] == "" and len(lines) == len(pubs) + 1
-    for line, pub in zip(lines, pubs):
+    for line, pub in zip(lines[:-1], pubs, strict=True):
         obj = json.loads(line)
         assert obj["topic"] == prefix + pub.channel and obj["device_time_ns"] == pub.device_time_ns
 

@@ -253,7 +253,7 @@ def test_compose_nats_cluster_matches_the_bridge(secret_env):
         command = [part.replace("$$", "$") for part in s["command"]]  # compose's escape for a literal $
         argv = shlex.split(command[2]) if command[:2] == ["sh", "-c"] else command
         assert argv[:2] == ["exec", "nats-server"] or argv[0] == "nats-server", argv
-        opts = dict(zip(argv, argv[1:]))
+        opts = dict(zip(argv, argv[1:], strict=False))
         assert "-js" in argv and opts["--cluster_name"] == "tianwang" and opts["--store_dir"] == "/data"
         assert any(v.endswith(":/data") for v in s["volumes"]), service
         assert opts["--auth"] == "$TW_NATS_TOKEN"  # compose turns $$ into $, sh expands it from env_file

@@ -146,7 +146,7 @@ def test_log_collect_decodes_and_twins_agree(items, data):
 
 def test_log_retention_and_gap_contract(impl):
     log = impl.EntryLog(64 * 1024)
-    for i in range(5000):
+    for _ in range(5000):
         log.append("t/x/y", "x", 0, 1, b"p" * 40)
     assert log.next_seq == 5001
     assert log.first_seq > 1
@@ -165,7 +165,7 @@ def test_log_retention_and_gap_contract(impl):
 
 def test_log_scan_limit(impl):
     log = impl.EntryLog(10_000_000)
-    for i in range(1000):
+    for _ in range(1000):
         log.append("a/b/c", "b", 0, 1, b"")
     blob, n, nxt = log.collect(1, impl.TopicFilter(["nothing/+/here"]), 10, 10_000, 100)
     assert (blob, n, nxt) == (b"", 0, 101)

@@ -71,7 +71,7 @@ def test_any_split_gives_the_same_publications(name):
     rng = random.Random(name)
     for _ in range(20):
         cuts = sorted(rng.sample(range(1, len(data)), rng.randint(1, 40)))
-        chunks = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+        chunks = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)], strict=True)]
         d = Decoder(phone)
         assert as_json(decode_all(d, chunks), phone) == reference
         assert d.drops == drops

@@ -9,8 +9,8 @@ import msgpack
 import pytest
 
 import tianwang.drivers.jt808 as jt808
-from tianwang.drivers.jt808.simulator import Fleet
 from gw import CONTROL, GNSS_ONLY, base_config, client, md, running, until
+from tianwang.drivers.jt808.simulator import Fleet
 from tianwang.v1 import gateway_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)

@@ -337,7 +337,7 @@ async def test_bad_frames_are_counted_answered_and_good_frames_around_them_survi
         # split at random points, as TCP may deliver it
         rng = random.Random(7)
         cuts = sorted(rng.sample(range(1, len(stream)), 12))
-        for a, b in zip([0] + cuts, cuts + [len(stream)]):
+        for a, b in zip([0] + cuts, cuts + [len(stream)], strict=True):
             await raw.write(stream[a:b])
             await asyncio.sleep(0.002)
         replies = {}

@@ -81,7 +81,7 @@ async def live(data: bytes, phone: str, chunks) -> tuple[list, dict]:
 def cut(data: bytes, seed, n=25) -> list[bytes]:
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(data)), min(n, len(data) - 1)))
-    return [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+    return [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)], strict=True)]
 
 
 # -- live and offline on the same bytes --------------------------------------------------------

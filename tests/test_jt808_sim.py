@@ -47,7 +47,9 @@ async def test_simulate_jt808_process_reports_until_sigterm():
 
 
 def test_simulate_jt808_usage_errors():
-    run = lambda *a: subprocess.run([sys.executable, "-m", "tianwang", "simulate", "jt808", *a], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "tianwang", "simulate", "jt808", *a], capture_output=True, text=True, cwd=ROOT, timeout=30)
+
     assert run().returncode == 2  # --connect is required
     bad = run("--connect", "nowhere")
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr

@@ -54,7 +54,7 @@ class Pty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT,
-                                     preexec_fn=own_terminal)
+                                     preexec_fn=own_terminal)  # noqa: PLW1509 - only two system calls run there
         os.close(slave)
         self.out = b""
 

@@ -93,7 +93,9 @@ async def test_events_end_to_end_into_a_grpc_subscriber():
 
         task = asyncio.ensure_future(subscribe())
         try:
-            topics = lambda: {t for t, _, _ in got}
+            def topics():
+                return {t for t, _, _ in got}
+
             want = {
                 "camera/cam-1/event/RuleEngine/CellMotionDetector/Motion",
                 "camera/cam-1/event/RuleEngine/LineDetector/Crossed",

@@ -67,7 +67,7 @@ def test_epochs_whatever_the_order(impl, order, style):
     data = stream(states, style=style, order=order)
     epochs, _ = assemble(impl, data)
     assert [e.time_ns for e in epochs] == [s.time_ns for s in states]
-    for e, s in zip(epochs, states):
+    for e, s in zip(epochs, states, strict=True):
         p = e.fix_payload()
         assert abs(p["lat"] - s.lat) < 1e-9 and abs(p["lon"] - s.lon) < 1e-9
         assert p["sats_used"] == {"BDS": 6, "GPS": 4, "GLO": 0, "GAL": 0, "QZSS": 0}

@@ -51,7 +51,7 @@ async def test_simulator_process_serves_a_driver_until_sigterm(transport):
         urls = first["urls"] if transport == "tcp" else [first["url"]] * 2
         devices = [{"id": f"tsc-{n}", "driver": "signal", "url": u, "controller_id": n, "profile": "ccitt",
                     "poll_hz": 4, "backoff": {"initial_s": 0.1, "max_s": 0.3}}
-                   for n, u in zip(first["controller_ids"], urls)]
+                   for n, u in zip(first["controller_ids"], urls, strict=True)]
         async with running(base_config(devices, control=["signal/+"]), signal.SPEC) as gw:
             sup = gw.supervisor
             await until(lambda: all(sup.lookup(d["id"]).state.value == "ONLINE" for d in devices), 20, "online")
@@ -79,7 +79,7 @@ def test_controller_cycles_stages_with_safe_lamps():
         assert green <= set(STAGE_GROUPS[stage])  # never a green outside the running stage
         seen_colours |= {p.colour(code) for code in lamps.values()}
     assert set(seen_stages) == {1, 2, 3, 4}
-    assert all(b == a % 4 + 1 for a, b in zip(seen_stages, seen_stages[1:])), seen_stages  # the plan's chain
+    assert all(b == a % 4 + 1 for a, b in zip(seen_stages, seen_stages[1:], strict=False)), seen_stages  # the plan's chain
     assert {"green", "green_flash", "yellow", "red"} <= seen_colours
 
 

@@ -8,22 +8,30 @@ are imported when first used.
 
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING, Any
+
 from tianwang.drivers.sdk import ActionSpec, DriverSpec
 
+if TYPE_CHECKING:
+    from tianwang.drivers.beidou.config import BeidouConfig
+    from tianwang.drivers.beidou.decode import Decoder
+    from tianwang.drivers.sdk import DeviceContext, Driver
 
-def _factory(config, ctx):
+
+def _factory(config: BeidouConfig, ctx: DeviceContext) -> Driver:
     from tianwang.drivers.beidou.driver import BeidouDriver
 
     return BeidouDriver(config, ctx)
 
 
-def _decoder(device_id: str):
+def _decoder(device_id: str) -> Decoder:
     from tianwang.drivers.beidou.decode import Decoder
 
     return Decoder(device_id)
 
 
-async def _demo(stack) -> dict:
+async def _demo(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
     """`tianwang run --demo`: two patrol-car receivers around Xiangtan. One on a pty (a BeiDou-only
     NMEA 4.11 module at 1 Hz with line noise, added on purpose and labelled `demo_noise`, and a
     protocol 2.1 RDSS card that receives a message from the command centre every 20 s), one behind
@@ -82,7 +90,7 @@ def _spec() -> DriverSpec:
     )
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> DriverSpec:
     # SPEC is built on first use: the config model pulls in pydantic, which `tianwang decode`
     # (it imports tianwang.drivers.beidou.decode, and so this package) has no use for
     if name == "SPEC":

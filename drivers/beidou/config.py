@@ -13,7 +13,7 @@ Serial URL query keys are pyserial's: `baudrate`, `bytesize` (5-8), `parity` (N 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -55,7 +55,7 @@ class ReceiverOptions(Model):
         return self.model_dump(exclude_none=True)
 
     @model_validator(mode="after")
-    def _accepted(self):
+    def _accepted(self) -> Self:
         # the receiver protocol has the last word on its options (and its own cross-checks)
         options = self.options()
         if options:
@@ -118,7 +118,7 @@ class BeidouConfig(DeviceConfig):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, v):
+    def _url(cls, v: str) -> str:
         scheme, _where, query = parse_url(v, SCHEMES)
         if scheme == "serial":
             serial_options(query)

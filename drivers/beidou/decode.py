@@ -7,7 +7,12 @@ a capture is the same on every run. Kept light: no grpc, no supervisor.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from tianwang.drivers.beidou.receiver import ReceiverProtocol
+
+if TYPE_CHECKING:
+    from tianwang.drivers.sdk import Publication
 
 
 class Decoder:
@@ -16,13 +21,13 @@ class Decoder:
 
     family = "gnss"
 
-    def __init__(self, device_id: str, **options):
+    def __init__(self, device_id: str, **options: Any) -> None:
         self.protocol = ReceiverProtocol(device_id, **options)
 
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes) -> list[Publication]:
         return self.protocol.feed(data, None)
 
-    def finish(self) -> list:
+    def finish(self) -> list[Publication]:
         return self.protocol.finish(None)
 
     @property

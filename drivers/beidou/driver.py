@@ -24,6 +24,8 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.beidou.config import BeidouConfig
@@ -38,6 +40,9 @@ from tianwang.drivers.sdk import (
     describe,
     parse_hostport,
 )
+
+if TYPE_CHECKING:
+    from tianwang.drivers.sdk import DeviceContext, Publication
 
 log = logging.getLogger("tianwang.driver.beidou")
 
@@ -58,21 +63,22 @@ HEALTHY = ("FIX", None)
 class _Line(asyncio.Protocol):
     """The receiver's line, serial or TCP: bytes go to the driver as they come."""
 
-    def __init__(self, driver: BeidouDriver):
+    def __init__(self, driver: BeidouDriver) -> None:
         self.driver = driver
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         tap = self.driver.ctx.tap
         if tap is not None:
             tap(data)
         self.driver._on_bytes(data)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(exc)
         self.driver._on_lost(self, exc)
@@ -90,13 +96,13 @@ class _Line(asyncio.Protocol):
 class BeidouDriver(Driver):
     """One receiver. See the module docstring."""
 
-    def __init__(self, config: BeidouConfig, ctx):
+    def __init__(self, config: BeidouConfig, ctx: DeviceContext) -> None:
         super().__init__(config, ctx)
         self.receiver = ReceiverProtocol(ctx.device_id, on_rdss=self._on_rdss, **config.receiver.options())
         period = self.receiver.epoch_period_s
         self.tick_s = min(0.1, period / 4)
         self._line: _Line | None = None
-        self._lost: asyncio.Future | None = None
+        self._lost: asyncio.Future[Exception] | None = None
         self._got_bytes = False
         self._last_rx = 0.0  # loop time of the last chunk
         self._drops_seen = dict.fromkeys(self.receiver.drops, 0)
@@ -107,7 +113,7 @@ class BeidouDriver(Driver):
         self._superseded_seen = 0
         self._alarms: dict[str, bool] = {}
         self._state_reason = ""
-        self._waiter: tuple | None = None  # (matches(event) -> bool, future) of the RDSS command in flight
+        self._waiter: tuple[Callable[[object], bool], asyncio.Future[object]] | None = None  # (matches(event) -> bool, future) of the RDSS command in flight
         self._rdss_busy = False
         self._firmware: str | None = None
         self._beams_locked: bool | None = None
@@ -120,9 +126,10 @@ class BeidouDriver(Driver):
         loop = asyncio.get_running_loop()
         scheme, where, options = cfg.transport()
         self._got_bytes = False
-        self._lost = loop.create_future()
+        self._lost = lost = loop.create_future()
         # the line is current before it opens: a reset right after the connect is then not missed
         self._line = line = _Line(self)
+        opening: Awaitable[Any]
         try:
             if scheme == "serial":
                 import serial_asyncio_fast
@@ -145,12 +152,12 @@ class BeidouDriver(Driver):
             ctx.set_health(Health.CONNECTING, f"{where} open, waiting for data")
         ticker = loop.create_task(self._tick_loop(), name=f"beidou-tick:{ctx.device_id}")
         try:
-            exc = await self._lost
+            failure = await lost
         finally:
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
             await self._drop_line()
-        raise exc
+        raise failure
 
     async def close(self) -> None:
         await self._drop_line()
@@ -171,7 +178,7 @@ class BeidouDriver(Driver):
         self._publish(self.receiver.finish(time.time_ns()))
         self._fail_waiter(CommandError("OFFLINE", "the line to the receiver closed before it answered"))
 
-    def _on_lost(self, line: _Line, exc) -> None:
+    def _on_lost(self, line: _Line, exc: Exception | None) -> None:
         if line is not self._line:
             return
         lost = self._lost
@@ -189,8 +196,9 @@ class BeidouDriver(Driver):
                 self._count_epochs()
                 if self._publish(pubs):
                     self._judge()
-            if limit and loop.time() - self._last_rx >= limit and not self._lost.done():
-                self._lost.set_result(DeviceTimeout(f"no bytes for {limit:g} s: reconnecting"))
+            lost = self._lost
+            if limit and loop.time() - self._last_rx >= limit and lost is not None and not lost.done():
+                lost.set_result(DeviceTimeout(f"no bytes for {limit:g} s: reconnecting"))
 
     # -- the data path -----------------------------------------------------------------------------
     def _on_bytes(self, data: bytes) -> None:
@@ -213,7 +221,7 @@ class BeidouDriver(Driver):
         elif news:
             self._judge()
 
-    def _publish(self, pubs) -> bool:
+    def _publish(self, pubs: list[Publication]) -> bool:
         """Publish; True when a fix state or an alarm changed (health may follow)."""
         publish = self.ctx.publish
         news = False
@@ -291,7 +299,7 @@ class BeidouDriver(Driver):
                 return
 
     # -- RDSS ----------------------------------------------------------------------------------------
-    def _on_rdss(self, event) -> None:
+    def _on_rdss(self, event: object) -> None:
         ctx = self.ctx
         if type(event) is not BeamStatus and log.isEnabledFor(logging.DEBUG):
             log.debug("%s: RDSS <- %r", ctx.device_id, event)
@@ -322,7 +330,7 @@ class BeidouDriver(Driver):
         except CommandError:
             pass
 
-    async def _exchange(self, sentence: bytes, matches, timeout: float, what: str):
+    async def _exchange(self, sentence: bytes, matches: Callable[[Any], bool], timeout: float, what: str) -> Any:
         """Write one RDSS command and wait for the terminal's answer (the first event `matches`).
         Raises CommandError UNSUPPORTED / OFFLINE / BUSY / TIMEOUT."""
         rdss = self.config.rdss
@@ -436,7 +444,7 @@ class BeidouDriver(Driver):
         query, command = (w.card_query_21(), "ICA") if protocol == "2.1" else (w.card_query_bds3(), "ICR")
         form = protocol
 
-        def matches(e):
+        def matches(e: Any) -> bool:
             return (type(e) is CardInfo and e.form == form) or (type(e) is RdssFeedback and e.command == command)
 
         event = await self._exchange(query, matches, timeout, "card information")

@@ -41,7 +41,7 @@ def checksum(body: bytes) -> int:
     return reduce(xor, body, 0)
 
 
-def _field(value) -> bytes:
+def _field(value: object) -> bytes:
     if value is None:
         return b""
     if isinstance(value, bytes):
@@ -105,7 +105,7 @@ def fmt_latlon(deg: float | None, is_lat: bool, decimals: int = 7) -> tuple[str,
     return f"{whole:0{width}d}{mins}", hemi
 
 
-def _num(value, decimals: int) -> str:
+def _num(value: float | int | None, decimals: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return f"{value:.{decimals}f}"
@@ -182,7 +182,7 @@ class EpochWriter:
     DEFAULT_ORDER = ("RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA")
 
     def __init__(self, style: str = "nmea410", talker: str = "GN", order: Sequence[str] = DEFAULT_ORDER,
-                 time_decimals: int = 2, latlon_decimals: int = 7, dual_band: bool = False):
+                 time_decimals: int = 2, latlon_decimals: int = 7, dual_band: bool = False) -> None:
         if style not in ("nmea410", "bd"):
             raise ValueError(f"style must be 'nmea410' or 'bd', not {style!r}")
         unknown = set(order) - {"RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA", "GST", "GNS"}
@@ -346,6 +346,7 @@ def encode_content(text: str | None = None, data: bytes | None = None, encoding:
         raise ValueError(f"encoding must be one of {sorted(ENCODINGS)}, not {encoding!r}")
     if data is not None:
         return bytes(data)
+    assert text is not None  # exactly one of the two was given
     try:
         return text.encode("gb2312" if encoding == "gb2312" else "gb18030")
     except UnicodeEncodeError as exc:
@@ -486,12 +487,14 @@ def gps_itow_ms(time_ns: int) -> int:
     return gps_ms % (7 * 86_400_000)
 
 
-def _civil(time_ns: int):
+def _civil(time_ns: int) -> tuple[int, int, int, int, int, int, int]:
     t = _dt.datetime.fromtimestamp(time_ns // 10**9, _dt.UTC)
     return t.year, t.month, t.day, t.hour, t.minute, t.second, time_ns % 10**9
 
 
-def casic_epoch(st: EpochState, run_time_ms: int, messages=("PV", "DOP", "TIMEUTC", "INFO")) -> list[bytes]:
+def casic_epoch(
+    st: EpochState, run_time_ms: int, messages: Sequence[str] = ("PV", "DOP", "TIMEUTC", "INFO")
+) -> list[bytes]:
     """The CASIC NAV frames of one epoch (runTime `run_time_ms`), in `messages` order: PV, DOP,
     TIMEUTC, STATUS, INFO (one NAV-GPSINFO/BDSINFO/GLNINFO per constellation in view)."""
     rt = run_time_ms & 0xFFFFFFFF
@@ -536,7 +539,7 @@ def casic_epoch(st: EpochState, run_time_ms: int, messages=("PV", "DOP", "TIMEUT
     return out
 
 
-def ubx_epoch(st: EpochState, messages=("PVT", "DOP", "SAT", "TIMEUTC", "EOE")) -> list[bytes]:
+def ubx_epoch(st: EpochState, messages: Sequence[str] = ("PVT", "DOP", "SAT", "TIMEUTC", "EOE")) -> list[bytes]:
     """The UBX NAV frames of one epoch, in `messages` order: PVT, DOP, SAT, TIMEUTC, EOE."""
     itow = gps_itow_ms(st.time_ns)
     y, mo, d, h, mi, s, ns = _civil(st.time_ns)
@@ -557,7 +560,8 @@ def ubx_epoch(st: EpochState, messages=("PVT", "DOP", "SAT", "TIMEUTC", "EOE")) 
             head = round((st.course_deg or 0.0) * 1e5)
             payload = struct.pack("<IHBBBBBBIiBBBBiiiiIIiiiiiIIHH", itow, y, mo, d, h, mi, s, 0x07, 20, ns,
                                   fix_type, flags, 0xE0, used,
-                                  round(st.lon * 1e7) if st.valid else 0, round(st.lat * 1e7) if st.valid else 0,
+                                  round(st.lon * 1e7) if st.valid and st.lon is not None else 0,
+                                  round(st.lat * 1e7) if st.valid and st.lat is not None else 0,
                                   alt_mm + sep_mm, alt_mm, 2000, 3000, 0, 0, 0,
                                   round((st.speed_mps or 0.0) * 1000), head, 200, 18_000_000,
                                   round(st.pdop * 100) if st.pdop is not None else 9999, 0)

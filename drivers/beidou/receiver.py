@@ -79,6 +79,7 @@ import collections
 import dataclasses
 import re
 from collections.abc import Callable
+from typing import Any
 
 from tianwang.drivers.sdk import Publication
 
@@ -151,7 +152,7 @@ def decode_content(content: bytes, encoding: int) -> tuple[bytes, str]:
     return raw, raw.decode("gb18030", errors="replace")
 
 
-def feedback_of(fki) -> tuple[bool, str, int | None]:
+def feedback_of(fki: Any) -> tuple[bool, str, int | None]:
     """(ok, code, wait_s) of a typed FKI message, in either form."""
     wait_s = fki.wait_s if fki.wait_s >= 0 else None
     if fki.executed:
@@ -176,8 +177,8 @@ class ReceiverProtocol:
 
     def __init__(self, device_id: str, *, epoch_period_s: float = 1.0, hdop_limit: float = 5.0, min_sats: int = 4,
                  stale_periods: float = 3.0, silent_s: float = 2.0, sky_decimation: int = 5,
-                 require_checksum: bool = False, protocol: str = "auto", on_rdss: Callable | None = None,
-                 implementation=None):
+                 require_checksum: bool = False, protocol: str = "auto", on_rdss: Callable[[object], None] | None = None,
+                 implementation: Any = None) -> None:  # framing, or a namespace of framing.implementations()
         if not epoch_period_s > 0:
             raise ValueError(f"epoch_period_s must be > 0, not {epoch_period_s}")
         if not hdop_limit > 0:
@@ -271,7 +272,7 @@ class ReceiverProtocol:
 
     # input ---------------------------------------------------------------------------------
 
-    def feed(self, data, now_ns: int | None = None) -> list:
+    def feed(self, data: bytes | bytearray | memoryview, now_ns: int | None = None) -> list[Publication]:
         """Bytes from the receiver -> publications. `now_ns` None: run on the device's clock."""
         if now_ns is not None:
             if self._start_ns is None:
@@ -347,10 +348,10 @@ class ReceiverProtocol:
         """CASIC and UBX frames found (checksum-verified) in the stream."""
         return self._decoder.binary_frames
 
-    def _transition(self, state, reason, device_ns, pubs):
+    def _transition(self, state: str, reason: str, device_ns: int, pubs: list[Publication]) -> None:
         self._publisher.transition(state, reason, device_ns, pubs)
 
-    def _txt(self, m, pubs):
+    def _txt(self, m: Any, pubs: list[Publication]) -> None:
         match = _ANTENNA.search(m.text.upper())
         if match is None:
             return
@@ -371,7 +372,7 @@ class ReceiverProtocol:
                     self._alarms[kind] = False
                     pubs.append(Publication("alarm", {"kind": kind, "active": False, "raw": raw}, self._device_ns))
 
-    def _message(self, m, pubs):
+    def _message(self, m: Any, pubs: list[Publication]) -> None:
         raw, text = decode_content(m.content, m.encoding)
         encoding = ENCODINGS.get(m.encoding, f"encoding_{m.encoding}")
         if type(m) is self._impl.TCI:
@@ -383,24 +384,24 @@ class ReceiverProtocol:
                        "text": text, "raw": raw, "send_time": m.send_time, "protocol": "2.1"}
         pubs.append(Publication("message", payload, self._device_ns))
 
-    def _event(self, event):
+    def _event(self, event: object) -> None:
         self.rdss_events.append(event)
         if self.on_rdss is not None:
             self.on_rdss(event)
 
-    def _feedback(self, m, pubs):
+    def _feedback(self, m: Any, pubs: list[Publication]) -> None:
         ok, code, wait_s = feedback_of(m)
         reason = "accepted" if ok else FEEDBACK_TEXT.get(code, code)
         if wait_s:
             reason += f" (wait {wait_s} s)"
         self._event(RdssFeedback(m.command, ok, code, reason, wait_s, m.form, self._device_ns))
 
-    def _card(self, m, pubs):
+    def _card(self, m: Any, pubs: list[Publication]) -> None:
         self.card = CardInfo(m.card_id, m.serial, m.broadcast_id, m.user_class, m.interval_s, m.level, m.encrypted,
                              m.subordinates, "bds3" if type(m) is self._impl.ICP else "2.1", self._device_ns)
         self._event(self.card)
 
-    def _beams(self, m, pubs):
+    def _beams(self, m: Any, pubs: list[Publication]) -> None:
         locked = any(power > 0 for _, power in m.rdss2 + m.s2c)
         self.beams = BeamStatus(m.rdss2, m.s2c, locked, self._device_ns)
         self._event(self.beams)

@@ -51,7 +51,7 @@ class CatalogCollector:
     `max_pending` were open at once. Chunks of an answer that already finished (a UDP retransmission,
     a repeated last chunk) are ignored for `idle_s` afterwards instead of opening a new collection."""
 
-    def __init__(self, idle_s: float = 10.0, max_items_per_device: int = 10_000, max_pending: int = 20_000):
+    def __init__(self, idle_s: float = 10.0, max_items_per_device: int = 10_000, max_pending: int = 20_000) -> None:
         self.idle_s = idle_s
         self.max_items = max_items_per_device
         self.max_pending = max_pending
@@ -163,7 +163,7 @@ class Catalog:
     from VLOST / DEFECT events (cleared by ON). A ParentID equal to `server_id` (the platform) is
     no parent and is removed from `parent_ids`."""
 
-    def __init__(self, device_id: str, server_id: str | None = None, max_items: int = 10_000):
+    def __init__(self, device_id: str, server_id: str | None = None, max_items: int = 10_000) -> None:
         self.device_id = device_id
         self.server_id = server_id
         self.max_items = max_items

@@ -61,7 +61,7 @@ class ManscdpError(FrameError):
     `bad_charset`, `dtd`, `bad_xml`, `too_deep`, `too_many_items`, `bad_root`, `no_cmdtype`, `no_sn`,
     `bad_sn`, `wrong_cmdtype` (a typed reader given another command), `no_position`."""
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)

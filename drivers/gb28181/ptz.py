@@ -44,7 +44,7 @@ class PtzError(FrameError):
     """A PTZCmd that cannot be read. `reason`: `bad_length`, `bad_hex`, `bad_header`, `bad_checksum`,
     `bad_instruction` (opposite directions together)."""
 
-    def __init__(self, reason: str, detail: str = ""):
+    def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason
         super().__init__(f"{reason}: {detail}" if detail else reason)
 

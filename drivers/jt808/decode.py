@@ -24,7 +24,7 @@ class Decoder(FramedDecoder):
 
     family = "gnss"
 
-    def __init__(self, device_id: str = "capture", max_frame: int = 2048):
+    def __init__(self, device_id: str = "capture", max_frame: int = 2048) -> None:
         super().__init__()
         self.device_id = device_id
         self.framer = Jt808Framer(max_frame=max_frame)

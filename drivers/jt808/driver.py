@@ -49,7 +49,7 @@ from tianwang.drivers.jt808 import protocol as p
 from tianwang.drivers.jt808.config import Jt808Config, parse_auth_codes
 from tianwang.drivers.jt808.registry import Registrations
 from tianwang.drivers.jt808.session import Session, Step, TerminalState
-from tianwang.drivers.sdk import CommandError, Driver, encode_jt808, Health, Jt808Framer, parse_hostport
+from tianwang.drivers.sdk import CommandError, Driver, Health, Jt808Framer, encode_jt808, parse_hostport
 
 log = logging.getLogger("tianwang.driver.jt808")
 
@@ -75,7 +75,7 @@ def source_of(host: str) -> str:
 class _Buckets:
     """Token buckets by source address: `rate` per second up to `burst`; bounded in number."""
 
-    def __init__(self, rate: float, burst: int):
+    def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = float(burst)
         self._buckets: collections.OrderedDict = collections.OrderedDict()
@@ -98,7 +98,7 @@ class _Terminal(TerminalState):
 
     __slots__ = ("phone", "ctx", "conn")
 
-    def __init__(self, phone, ctx):
+    def __init__(self, phone, ctx) -> None:
         super().__init__()
         self.phone = phone
         self.ctx = ctx
@@ -109,7 +109,7 @@ class _Connection(asyncio.Protocol):
     """One TCP connection from one terminal. Its frames go to its Session; the connection is the
     Session's gate (registration, check_auth, attach: the listener's policy)."""
 
-    def __init__(self, listener: "Jt808Listener"):
+    def __init__(self, listener: Jt808Listener) -> None:
         self.listener = listener
         self.transport = None
         cfg = listener.config
@@ -154,7 +154,7 @@ class _Connection(asyncio.Protocol):
         return self.session.phone
 
     # -- transport callbacks -------------------------------------------------------------------
-    def connection_made(self, transport):
+    def connection_made(self, transport) -> None:
         self.transport = transport
         lst = self.listener
         peer = transport.get_extra_info("peername")
@@ -181,7 +181,7 @@ class _Connection(asyncio.Protocol):
         lst.ctx.count("connections")
         transport.set_write_buffer_limits(high=int(lst.config.write_buffer_bytes))
 
-    def settled(self):
+    def settled(self) -> None:
         """No longer a connection that has not authenticated (it did, or it is gone)."""
         if self.unauthenticated:
             self.unauthenticated = False
@@ -192,7 +192,7 @@ class _Connection(asyncio.Protocol):
             else:
                 pending.pop(self.source, None)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc) -> None:
         self.closed = True
         self.settled()
         lst = self.listener
@@ -211,17 +211,17 @@ class _Connection(asyncio.Protocol):
             reason = self.close_reason or (f"connection lost: {exc}" if exc else "connection closed by the terminal")
             term.ctx.set_health(Health.OFFLINE, reason)
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         # the terminal does not read its acks: stop reading from it until it does
         self.write_paused = True
         self._pause()
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         self.write_paused = False
         if self.backlog is None:
             self._resume()
 
-    def data_received(self, data):
+    def data_received(self, data) -> None:
         if self.closed:
             return
         lst = self.listener
@@ -269,17 +269,17 @@ class _Connection(asyncio.Protocol):
         lst.loop.call_later(lst.drain_interval, self._drain)
 
     # -- flow control --------------------------------------------------------------------------
-    def _pause(self):
+    def _pause(self) -> None:
         if not self.reading_paused and not self.closed:
             self.reading_paused = True
             self.transport.pause_reading()
 
-    def _resume(self):
+    def _resume(self) -> None:
         if self.reading_paused and not self.closed:
             self.reading_paused = False
             self.transport.resume_reading()
 
-    def _drain(self):
+    def _drain(self) -> None:
         if self.closed or self.backlog is None:
             self.backlog = None
             return
@@ -303,7 +303,7 @@ class _Connection(asyncio.Protocol):
         """Drops and counters go to the terminal once it is known, else to the listener."""
         return self.term.ctx if self.term is not None else self.listener.ctx
 
-    def _count_framer_drops(self):
+    def _count_framer_drops(self) -> None:
         framer = self.framer
         dctx = self._dctx()
         dctx.count("bytes_dropped", framer.dropped_bytes - self.seen_dropped_bytes)
@@ -321,7 +321,7 @@ class _Connection(asyncio.Protocol):
         if rejects or bad:
             self._apply(self.session.rejected(rejects, bad), dctx)
 
-    def close(self, reason: str, counter: str = ""):
+    def close(self, reason: str, counter: str = "") -> None:
         if self.closed:
             return
         self.close_reason = reason
@@ -351,7 +351,7 @@ class _Connection(asyncio.Protocol):
         return serial
 
     # -- messages ------------------------------------------------------------------------------
-    def _handle(self, frame: bytes):
+    def _handle(self, frame: bytes) -> None:
         dctx = self._dctx()
         try:
             self._apply(self.session.handle(frame, self.listener.loop.time()), dctx)
@@ -359,7 +359,7 @@ class _Connection(asyncio.Protocol):
             log.exception("%s: %s: message handling failed", self.listener.ctx.device_id, self.phone or self.peer)
             self._dctx().drop("internal_error")
 
-    def _apply(self, step: Step, dctx):
+    def _apply(self, step: Step, dctx) -> None:
         """Do what the Session asked: drops and counters on `dctx` (the device the frame came from:
         the terminal once authenticated, else the listener), publications, the answer to a
         query, the replies, the close; ONLINE once the terminal authenticated."""
@@ -441,7 +441,7 @@ class _Connection(asyncio.Protocol):
 class Jt808Listener(Driver):
     """The listener driver. `port` is the bound port once `run()` has started (0 in config = any)."""
 
-    def __init__(self, config: Jt808Config, ctx):
+    def __init__(self, config: Jt808Config, ctx) -> None:
         super().__init__(config, ctx)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: asyncio.base_events.Server | None = None
@@ -726,10 +726,10 @@ class Jt808Listener(Driver):
         if server is not None:
             try:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self.registry.pending:
             try:
                 await asyncio.wait_for(self.registry.flush(), 5.0)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 log.error("%s: registrations not all written at stop: %s", self.ctx.device_id, exc)

@@ -164,7 +164,7 @@ class Jt808Error(FrameError):
     `bad_body`, `bad_split`, `bad_position`...). `header`: the parsed Header when it was readable.
     """
 
-    def __init__(self, reason: str, message: str, header: Header | None = None):
+    def __init__(self, reason: str, message: str, header: Header | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.header = header
@@ -177,7 +177,7 @@ class Header:
 
     __slots__ = ("msg_id", "attrs", "protocol_version", "phone", "phone_bcd", "serial", "total", "index", "size")
 
-    def __init__(self, msg_id, attrs, protocol_version, phone, phone_bcd, serial, total=0, index=0, size=0):
+    def __init__(self, msg_id, attrs, protocol_version, phone, phone_bcd, serial, total: int=0, index: int=0, size: int=0) -> None:
         self.msg_id = msg_id
         self.attrs = attrs
         self.protocol_version = protocol_version  # None for 2011/2013 headers
@@ -204,7 +204,7 @@ class Header:
     def encryption(self) -> int:
         return (self.attrs & ENCRYPTION_MASK) >> 10
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         split = f" part {self.index}/{self.total}" if self.total else ""
         return (
             f"Header(0x{self.msg_id:04X} {self.version} phone={self.phone} serial={self.serial}"
@@ -324,7 +324,7 @@ class Reassembler:
     `dropped` counts discarded incomplete messages by reason.
     """
 
-    def __init__(self, max_parts: int = 64, max_bytes: int = 65536, max_pending: int = 4, timeout: float = 60.0):
+    def __init__(self, max_parts: int = 64, max_bytes: int = 65536, max_pending: int = 4, timeout: float = 60.0) -> None:
         self.max_parts = max_parts
         self.max_bytes = max_bytes
         self.max_pending = max_pending
@@ -369,7 +369,7 @@ class Reassembler:
             self._drop("split_timeout")
         return len(old)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._pending)
 
 
@@ -379,7 +379,7 @@ class RecentMessages:
 
     __slots__ = ("size", "_keys", "_order")
 
-    def __init__(self, size: int = 32):
+    def __init__(self, size: int = 32) -> None:
         self.size = size
         self._keys: set = set()
         self._order: collections.deque = collections.deque()
@@ -438,7 +438,7 @@ class Registration:
 
     __slots__ = ("province", "city", "manufacturer", "model", "terminal_id", "plate_colour", "plate", "edition")
 
-    def __init__(self, province, city, manufacturer, model, terminal_id, plate_colour, plate, edition):
+    def __init__(self, province, city, manufacturer, model, terminal_id, plate_colour, plate, edition) -> None:
         self.province = province
         self.city = city
         self.manufacturer = manufacturer
@@ -521,7 +521,7 @@ class Authentication:
 
     __slots__ = ("code", "imei", "software_version")
 
-    def __init__(self, code, imei="", software_version=""):
+    def __init__(self, code, imei: str="", software_version: str="") -> None:
         self.code = code
         self.imei = imei
         self.software_version = software_version
@@ -576,7 +576,7 @@ class Location:
         "extras",
     )
 
-    def __init__(self, alarm, status, lat, lon, alt_m, speed_kmh, course_deg, time_ns, mileage_km=None, signal=None, satellites=None, extras=None):
+    def __init__(self, alarm, status, lat, lon, alt_m, speed_kmh, course_deg, time_ns, mileage_km=None, signal=None, satellites=None, extras=None) -> None:
         self.alarm = alarm
         self.status = status
         self.lat = lat  # signed degrees (south negative)
@@ -597,7 +597,7 @@ class Location:
     def systems(self) -> list[str]:
         return [name for bit, name in STATUS_SYSTEMS if self.status & bit]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"Location({self.lat:.6f},{self.lon:.6f} alt={self.alt_m} v={self.speed_kmh}km/h "
             f"dir={self.course_deg} alarm=0x{self.alarm:X} status=0x{self.status:X} t={self.time_ns})"

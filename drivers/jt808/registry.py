@@ -104,7 +104,7 @@ class Registrations:
     `path`: the file, or None (memory only); `on_write(error)` is called after each write in the
     background ('' when it succeeded). Loading raises RegistryError."""
 
-    def __init__(self, path: str | None, on_write=None):
+    def __init__(self, path: str | None, on_write=None) -> None:
         self.path = path
         self.on_write = on_write
         self.terminals: dict[str, dict] = read_file(path) if path else {}
@@ -123,10 +123,10 @@ class Registrations:
         self.last_error = ""
 
     # -- reading ---------------------------------------------------------------------------------
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.terminals)
 
-    def __contains__(self, phone):
+    def __contains__(self, phone) -> bool:
         return phone in self.terminals
 
     def code(self, phone: str) -> str | None:
@@ -147,7 +147,7 @@ class Registrations:
         ]
 
     # -- changing --------------------------------------------------------------------------------
-    def _index(self, phone, rec):
+    def _index(self, phone, rec) -> None:
         if rec.get("plate"):
             self._plates[(rec.get("plate_colour"), rec["plate"])] = phone
 
@@ -196,13 +196,13 @@ class Registrations:
             self._changed()
         return rec
 
-    def _unindex(self, phone, rec):
+    def _unindex(self, phone, rec) -> None:
         key = (rec.get("plate_colour"), rec.get("plate"))
         if self._plates.get(key) == phone:
             del self._plates[key]
 
     # -- writing ---------------------------------------------------------------------------------
-    def _changed(self):
+    def _changed(self) -> None:
         self._generation += 1
         if self.path is None:
             self._written = self._generation
@@ -215,12 +215,12 @@ class Registrations:
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write_loop())
 
-    def _write_now(self):
+    def _write_now(self) -> None:
         gen = self._generation
         write_file(self.path, dict(self.terminals))
         self._written = gen
 
-    async def _write_loop(self):
+    async def _write_loop(self) -> None:
         while self._written < self._generation:
             gen = self._generation
             snapshot = json.loads(json.dumps(self.terminals))  # a copy the loop may go on changing
@@ -240,7 +240,7 @@ class Registrations:
             if self.on_write is not None:
                 self.on_write("")
 
-    def _wake(self):
+    def _wake(self) -> None:
         if self._written_event is not None:
             self._written_event.set()
             self._written_event = None

@@ -51,7 +51,7 @@ class TerminalState:
 
     __slots__ = ("alarm", "recent")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.alarm = 0
         self.recent = p.RecentMessages(RECENT)
 
@@ -62,7 +62,7 @@ class Gate:
     state, which is what the offline decoder assumes (a capture carries no codes to check against);
     the listener's connections answer from its config instead."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.terminal = TerminalState()
 
     def registration(self, phone: str, info: dict) -> tuple[int, str]:
@@ -97,7 +97,7 @@ class Step:
 
     __slots__ = ("publications", "replies", "drops", "counts", "answer", "close", "online")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.publications: list[Publication] = []
         self.replies: list[Reply] = []
         self.drops: list[str] = []
@@ -106,7 +106,7 @@ class Step:
         self.close: tuple[str, str] | None = None
         self.online = False
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"Step(publications={self.publications!r}, replies={self.replies!r}, drops={self.drops!r}, "
             f"counts={self.counts!r}, answer={self.answer!r}, close={self.close!r}, online={self.online})"
@@ -132,7 +132,7 @@ class Session:
         max_bad_frames: int | None = None,
         max_auth_failures: int | None = None,
         peer: str = "",
-    ):
+    ) -> None:
         self.gate = gate
         self.terminal = terminal
         self.versions = frozenset(versions)

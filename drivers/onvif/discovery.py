@@ -88,6 +88,12 @@ def parse_probe(data: bytes) -> tuple[str, str] | None:
     return ((mid.text or "").strip() if mid is not None else "", (types.text or "").strip() if types is not None else "")
 
 
+def _words(parent: etree._Element, tag: str) -> tuple[str, ...]:
+    """The whitespace-separated words of the first `tag` under `parent` (a ProbeMatch's Types, Scopes, XAddrs)."""
+    el = parent.find(f".//{tag}")
+    return tuple((el.text or "").split()) if el is not None else ()
+
+
 def parse_probe_matches(data: bytes, sender: str) -> tuple[str, list[Match]]:
     """(RelatesTo, matches) of a ProbeMatches; ("", []) for anything else (never raises)."""
     root = _parse(data)
@@ -96,30 +102,26 @@ def parse_probe_matches(data: bytes, sender: str) -> tuple[str, list[Match]]:
     rel = root.find(f".//{{{NS['a']}}}RelatesTo")
     out = []
     for pm in root.iter(f"{{{NS['d']}}}ProbeMatch"):
-        def words(tag):
-            el = pm.find(f".//{tag}")
-            return tuple((el.text or "").split()) if el is not None else ()
-
         addr = pm.find(f".//{{{NS['a']}}}Address")
         out.append(
             Match(
                 address=sender,
                 endpoint=(addr.text or "").strip() if addr is not None else "",
-                types=words(f"{{{NS['d']}}}Types"),
-                scopes=words(f"{{{NS['d']}}}Scopes"),
-                xaddrs=words(f"{{{NS['d']}}}XAddrs"),
+                types=_words(pm, f"{{{NS['d']}}}Types"),
+                scopes=_words(pm, f"{{{NS['d']}}}Scopes"),
+                xaddrs=_words(pm, f"{{{NS['d']}}}XAddrs"),
             )
         )
     return ((rel.text or "").strip() if rel is not None else ""), out
 
 
 class _Collector(asyncio.DatagramProtocol):
-    def __init__(self, message_id: str):
+    def __init__(self, message_id: str) -> None:
         self.message_id = message_id
         self.matches: dict[tuple[str, str], Match] = {}
         self.bad = 0
 
-    def datagram_received(self, data, addr):
+    def datagram_received(self, data, addr) -> None:
         relates, matches = parse_probe_matches(data, addr[0])
         if not matches or (relates and relates != self.message_id):
             self.bad += 0 if matches else 1
@@ -127,7 +129,7 @@ class _Collector(asyncio.DatagramProtocol):
         for m in matches:
             self.matches.setdefault((m.endpoint, m.address), m)
 
-    def error_received(self, exc):  # ICMP unreachable for a direct probe: nothing answers there
+    def error_received(self, exc) -> None:  # ICMP unreachable for a direct probe: nothing answers there
         pass
 
 
@@ -171,17 +173,17 @@ async def probe(timeout: float = 3.0, address: str | None = None, port: int = PO
 class Responder(asyncio.DatagramProtocol):
     """Answers Probes for NetworkVideoTransmitter (or untyped Probes) with one ProbeMatch."""
 
-    def __init__(self, endpoint: str, scopes: list[str], xaddrs):
+    def __init__(self, endpoint: str, scopes: list[str], xaddrs) -> None:
         self.endpoint = endpoint
         self.scopes = scopes
         self.xaddrs = xaddrs  # a list, or a callable returning one (the HTTP port may be bound later)
         self.transport = None
         self.probes = 0
 
-    def connection_made(self, transport):
+    def connection_made(self, transport) -> None:
         self.transport = transport
 
-    def datagram_received(self, data, addr):
+    def datagram_received(self, data, addr) -> None:
         parsed = parse_probe(data)
         if parsed is None:
             return

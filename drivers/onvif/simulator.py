@@ -58,7 +58,10 @@ def jpeg(comment: bytes = b"") -> bytes:
     the PTZ position there, so snapshots taken at different positions differ). The smallest correct
     encoding: one quantisation table of ones, one DC and one AC Huffman table with a single 1-bit
     code each, and a scan of `DC diff 0, EOB` padded with ones."""
-    seg = lambda marker, body: struct.pack(">BBH", 0xFF, marker, len(body) + 2) + body
+
+    def seg(marker: int, body: bytes) -> bytes:
+        return struct.pack(">BBH", 0xFF, marker, len(body) + 2) + body
+
     out = b"\xff\xd8"
     out += seg(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
     if comment:
@@ -99,7 +102,7 @@ class Ptz:
         end = now if self.until is None else min(now, self.until)
         dt_s = max(0.0, end - self.since)
         lims = ((-1, 1), (-1, 1), (0, 1))
-        self.pos = [min(hi, max(lo, p + v * dt_s)) for p, v, (lo, hi) in zip(self.pos, self.vel, lims)]
+        self.pos = [min(hi, max(lo, p + v * dt_s)) for p, v, (lo, hi) in zip(self.pos, self.vel, lims, strict=True)]
         self.since = end
         if self.until is not None and now >= self.until:
             self.vel, self.until = [0.0, 0.0, 0.0], None
@@ -122,7 +125,7 @@ class Ptz:
     def goto(self, pos: list[float]):
         self.stop()
         lims = ((-1, 1), (-1, 1), (0, 1))
-        self.pos = [min(hi, max(lo, p)) for p, (lo, hi) in zip(pos, lims)]
+        self.pos = [min(hi, max(lo, p)) for p, (lo, hi) in zip(pos, lims, strict=True)]
 
     def new_token(self) -> str:
         return f"preset_{next(self._tokens)}"
@@ -164,7 +167,7 @@ class CameraSim:
 
     # -- clock ------------------------------------------------------------------------------------
     def now(self) -> dt.datetime:
-        return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.clock_offset_s)
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.clock_offset_s)
 
     @property
     def url(self) -> str:
@@ -314,7 +317,7 @@ class CameraSim:
                                          headers={"Content-Type": "application/soap+xml; charset=utf-8"}) as r:
                 await r.read()
                 self.counters["notify_ok" if r.status < 300 else "notify_refused"] += 1
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             self.counters["notify_failed"] += 1
 
     def _sub_url(self, sub) -> str:
@@ -696,7 +699,7 @@ class CameraSim:
             sub.wake.clear()
             try:
                 await asyncio.wait_for(sub.wake.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if self.subs.get(sub.id) is not sub:  # unsubscribed, expired or rebooted meanwhile
                 raise SoapError("wsrf-rw:ResourceUnknownFault", "unknown or expired subscription")

@@ -41,7 +41,7 @@ class SoapError(Exception):
     """A request the device answers with a SOAP fault: `code` Sender/Receiver, `subcode` ter:...,
     `status` the HTTP status (400 for the sender's fault, 500 for the receiver's)."""
 
-    def __init__(self, subcode: str, text: str, code: str = "Sender", status: int = 400):
+    def __init__(self, subcode: str, text: str, code: str = "Sender", status: int = 400) -> None:
         super().__init__(text)
         self.code, self.subcode, self.text, self.status = code, subcode, text, status
 
@@ -81,7 +81,7 @@ class Request:
     """One parsed SOAP request: the operation (local name of the Body's first child), the element and
     the WS-Security UsernameToken, if any."""
 
-    def __init__(self, body: bytes):
+    def __init__(self, body: bytes) -> None:
         try:
             root = etree.fromstring(body, _PARSER)
         except etree.XMLSyntaxError as exc:
@@ -126,7 +126,7 @@ class Request:
         if tok is None:
             raise SoapError("ter:NotAuthorized", "Sender not authorized: no UsernameToken")
 
-        def child(name, ns="wsse"):
+        def child(name, ns: str="wsse"):
             el = tok.find("{%s}%s" % (NS[ns], name))
             return el
 
@@ -192,7 +192,10 @@ def date_time(now: dt.datetime) -> str:
 def notification_message(topic: str, utc: dt.datetime, source: dict, data: dict, operation: str = "Changed",
                          subscription: str | None = None) -> str:
     """One wsnt:NotificationMessage with a tt:Message (the ONVIF event message layout)."""
-    items = lambda d: "".join(f"<tt:SimpleItem Name={quoteattr(k)} Value={quoteattr(str(v))}/>" for k, v in d.items())
+
+    def items(d: dict) -> str:
+        return "".join(f"<tt:SimpleItem Name={quoteattr(k)} Value={quoteattr(str(v))}/>" for k, v in d.items())
+
     ref = (
         f"<wsnt:SubscriptionReference><wsa:Address>{x(subscription)}</wsa:Address></wsnt:SubscriptionReference>"
         if subscription

@@ -258,7 +258,7 @@ class Controller:
             codes = [self._check_set(v, now) for v in msg.values]
             if any(codes):
                 self.counters["errors"] += 1
-                values = tuple(dataclasses.replace(v, value=bytes((c,))) for v, c in zip(msg.values, codes))
+                values = tuple(dataclasses.replace(v, value=bytes((c,))) for v, c in zip(msg.values, codes, strict=True))
                 return [dataclasses.replace(mine, frame_type=p.FrameType.SET_ERROR, values=values)]
             for v in msg.values:
                 self._apply(v, now)

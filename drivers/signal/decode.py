@@ -36,7 +36,7 @@ class Decoder(FramedDecoder):
     family = "signal"
 
     def __init__(self, device_id: str = "capture", profile: p.Profile | str = "majority",
-                 utc_offset_s: int = DEFAULT_UTC_OFFSET_S, framer=None):
+                 utc_offset_s: int = DEFAULT_UTC_OFFSET_S, framer=None) -> None:
         super().__init__()
         self.device_id = device_id
         if isinstance(profile, str) and profile not in p.PROFILES:
@@ -86,7 +86,7 @@ class Picture:
     the publications a query reply or report makes (see the module docstring). Shared by the
     offline decoder and the driver, so the two cannot disagree."""
 
-    def __init__(self, utc_offset_s: int = DEFAULT_UTC_OFFSET_S):
+    def __init__(self, utc_offset_s: int = DEFAULT_UTC_OFFSET_S) -> None:
         self.utc_offset_s = utc_offset_s
         self.run = {"mode": None, "mode_code": None, "plan": None, "stage": None}
         self.groups: dict[str, str] = {}

@@ -84,7 +84,7 @@ def _refusal(item_codes: list[tuple[str, int, int]]) -> CommandError:
 class SignalDriver(Driver):
     """One controller. See the module docstring."""
 
-    def __init__(self, config: SignalConfig, ctx):
+    def __init__(self, config: SignalConfig, ctx) -> None:
         super().__init__(config, ctx)
         self.profile = p.PROFILES[config.profile]
         self.controller_id: int | None = config.controller_id

@@ -27,7 +27,7 @@ import ipaddress
 import logging
 from typing import Protocol
 
-from tianwang.drivers.sdk import describe, DeviceError, DeviceTimeout, parse_hostport
+from tianwang.drivers.sdk import DeviceError, DeviceTimeout, describe, parse_hostport
 from tianwang.drivers.signal import protocol as p
 
 log = logging.getLogger("tianwang.driver.signal")
@@ -38,7 +38,7 @@ REPLY_TYPES = {
     p.FrameType.HEARTBEAT_QUERY: (p.FrameType.HEARTBEAT_REPLY,),
 }
 _KNOWN_TYPES = frozenset(int(t) for t in p.FrameType)
-_LINKS: dict[tuple, "Link"] = {}
+_LINKS: dict[tuple, Link] = {}
 
 
 class Member(Protocol):
@@ -76,29 +76,29 @@ class _InFlight:
 
 
 class _Stream(asyncio.Protocol):
-    def __init__(self, link: "Link"):
+    def __init__(self, link: Link) -> None:
         self.link = link
         self.transport = None
         self.peer = ""
         self.heard_at: float | None = None  # when a well-formed frame last came on this connection
 
-    def connection_made(self, transport):
+    def connection_made(self, transport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
         self.link._connected(self)
 
-    def data_received(self, data):
+    def data_received(self, data) -> None:
         self.link._bytes(self, data)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc) -> None:
         self.link._stream_lost(self, exc)
 
 
 class Link:
     """See the module docstring. Get one with `Link.attach(member, config)`."""
 
-    def __init__(self, key: tuple, config):
+    def __init__(self, key: tuple, config) -> None:
         self.key = key
         self.scheme, self.where, self.options = config.transport()
         self.url = config.url
@@ -128,7 +128,7 @@ class Link:
 
     # -- membership ----------------------------------------------------------------------------------
     @classmethod
-    def attach(cls, member: Member, config) -> "Link":
+    def attach(cls, member: Member, config) -> Link:
         """The link for `config.url`, shared with the devices already on it. Raises DeviceError when
         `member` cannot share it (another profile, the same controller id, or no id on a shared line)."""
         key = (id(asyncio.get_running_loop()),) + config.link_key()
@@ -195,7 +195,7 @@ class Link:
                 elif self._server is None:
                     host, port = parse_hostport(self.where)
                     self._server = await loop.create_server(lambda: _Stream(self), host, port)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise DeviceTimeout(f"cannot open {self.where}: no answer within {self.connect_timeout_s:g} s") from None
             except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
                 raise DeviceError(f"cannot open {self.where}: {describe(exc)}") from exc

@@ -140,7 +140,7 @@ DEFAULT_VERSION = 0x0101
 class Gbt20999Error(FrameError):
     """A frame whose content is not a well-formed GB/T 20999 message. `reason` labels the drop."""
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
 
@@ -335,7 +335,7 @@ def query_reply(request: Message, values: Iterable[tuple[int, int, int, int, byt
 def set_reply(request: Message, statuses: Iterable[int] | None = None) -> Message:
     """The controller's answer to a set: one status byte per value (0 = ok unless given)."""
     statuses = list(statuses) if statuses is not None else [0] * len(request.values)
-    values = tuple(dataclasses.replace(v, value=bytes((s,))) for v, s in zip(request.values, statuses))
+    values = tuple(dataclasses.replace(v, value=bytes((s,))) for v, s in zip(request.values, statuses, strict=True))
     return dataclasses.replace(request, frame_type=FrameType.SET_REPLY, values=values)
 
 

@@ -73,7 +73,7 @@ class _Line(abc.ABC):
     def write(self, data: bytes) -> None:
         """Send bytes to the gateway side of the link (a pty's master, a TCP transport)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a line with nothing to release keeps this
         pass
 
 
@@ -208,8 +208,11 @@ class SignalSimulator:
         while not self._stopping:
             lost = loop.create_future()
             try:
+                # `lost` bound per attempt: each connection settles its own attempt's future
                 await loop.create_connection(
-                    lambda: _TcpLine(self, [c], on_lost=lambda: lost.done() or lost.set_result(None)), host, port)
+                    lambda lost=lost: _TcpLine(self, [c], on_lost=lambda: lost.done() or lost.set_result(None)),
+                    host, port,
+                )
             except OSError:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -215,7 +215,7 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
                 "auth": {"tokens": [{"name": "reader", "token_env": "TW_BENCH_LATENCY_TOKEN", "read": ["#"],
                                      "control": ["gnss/+"]}]},
                 "devices": [{"id": i, "driver": "beidou", "url": u, "receiver": {"epoch_period_s": 1 / hz}}
-                            for i, u in zip(ids, urls)],
+                            for i, u in zip(ids, urls, strict=True)],
             }, f)
         gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", config], logdir, f"gateway-latency-{rate}-{mode}", gw_env)
         addr, pid = gw.first["listen"], gw.first["pid"]

@@ -188,7 +188,7 @@ async def signal_junctions(logdir: str, controllers: int, terminals: int, window
     try:
         urls, ids = sims.first["urls"], sims.first["controller_ids"]
         devices = [{"id": f"tsc-{n}", "driver": "signal", "url": u, "controller_id": n, "poll_hz": 1,
-                    "backoff": {"initial_s": 0.5, "max_s": 5}} for n, u in zip(ids, urls)]
+                    "backoff": {"initial_s": 0.5, "max_s": 5}} for n, u in zip(ids, urls, strict=True)]
         listener = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0",
                     "auth_secret_env": "TW_BENCH_JT808_SECRET", "max_connections": terminals + 100,
                     # every terminal dials in from 127.0.0.1, all at once

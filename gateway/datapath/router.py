@@ -7,16 +7,20 @@ subscribers; fan-out only joins bytes.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from tianwang.gateway.errors import FrameError
 
+if TYPE_CHECKING:
+    from tianwang.gateway.datapath.journal import Journal
+
 # An envelope must fit in one batch with room to spare (batches stay well under gRPC's 4 MiB).
 MAX_PAYLOAD = 512 * 1024
 
 
-def _msgpack_default(obj):
+def _msgpack_default(obj: Any) -> list[Any]:
     # tuples and sets as arrays; everything else is a driver bug and is refused
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
@@ -32,7 +36,7 @@ class Router:
     than MAX_PAYLOAD.
     """
 
-    def __init__(self, journal):
+    def __init__(self, journal: Journal) -> None:
         self.journal = journal
         log = journal.log
         log.pack = msgpack.Packer(use_bin_type=True, default=_msgpack_default).pack

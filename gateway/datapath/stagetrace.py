@@ -21,15 +21,20 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tianwang.gateway.datapath.journal import Journal
 
 ENV = "TIANWANG_STAGE_TRACE"
 
 
 class StageTrace:
-    def __init__(self, directory: str):
+    def __init__(self, directory: str) -> None:
         self.directory = directory
         self.visible: list[tuple[int, int]] = []  # (journal next seq, time_ns it was seen)
-        self._watcher = None
+        self._watcher: asyncio.Task[None] | None = None
         self._streams = 0
 
     @classmethod
@@ -37,12 +42,12 @@ class StageTrace:
         directory = os.environ.get(ENV)
         return cls(directory) if directory else None
 
-    def watch(self, journal, closing) -> None:
+    def watch(self, journal: Journal, closing: Callable[[], bool]) -> None:
         """Start stamping the journal's visibility (once; it stops when `closing()` is true)."""
         if self._watcher is not None:
             return
 
-        async def run():
+        async def run() -> None:
             cursor = journal.next_seq
             while not closing():
                 await journal.wait(cursor, 1.0)

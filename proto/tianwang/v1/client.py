@@ -18,14 +18,13 @@ command's client verbs use it too.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Generator, Iterable
+from typing import Any, NamedTuple
 
 import grpc
 import msgpack
 
-from tianwang.v1 import gateway_pb2 as pb
-from tianwang.v1 import gateway_pb2_grpc as pb_grpc
+from tianwang.v1 import gateway_pb2 as pb, gateway_pb2_grpc as pb_grpc
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 
@@ -53,25 +52,27 @@ class Position:
 
     __slots__ = ("journal_id", "next_seq")
 
-    def __init__(self, journal_id: str = "", next_seq: int = 0):
+    def __init__(self, journal_id: str = "", next_seq: int = 0) -> None:
         self.journal_id = journal_id
         self.next_seq = next_seq
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Position(journal_id={self.journal_id!r}, next_seq={self.next_seq})"
 
 
-def _read(path):
+def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
 
 
-def channel_options():
+def channel_options() -> list[tuple[str, Any]]:
     # batches are capped at 3 MiB by the server; allow the full 4 MiB default with room
     return [("grpc.max_receive_message_length", 8 * 1024 * 1024)]
 
 
-def open_channel(addr: str | None = None, *, ca: str | None = None, cert: str | None = None, key: str | None = None):
+def open_channel(
+    addr: str | None = None, *, ca: str | None = None, cert: str | None = None, key: str | None = None
+) -> grpc.Channel:
     """A sync channel to `addr` (else TIANWANG_ADDR, else 127.0.0.1:50051): TLS when `ca` (the CA
     file that signed the gateway's certificate) is given, mutual TLS with `cert` and `key` too."""
     addr = addr or os.environ.get("TIANWANG_ADDR") or DEFAULT_ADDR
@@ -85,18 +86,18 @@ def open_channel(addr: str | None = None, *, ca: str | None = None, cert: str | 
     return grpc.insecure_channel(addr, options=channel_options())
 
 
-def auth_metadata(token: str | None = None):
+def auth_metadata(token: str | None = None) -> tuple[tuple[str, str], ...]:
     """Call metadata with the bearer `token`, else TIANWANG_TOKEN's; empty when there is neither."""
     token = token if token is not None else os.environ.get("TIANWANG_TOKEN")
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def stub(channel) -> pb_grpc.GatewayStub:
+def stub(channel: grpc.Channel) -> pb_grpc.GatewayStub:
     return pb_grpc.GatewayStub(channel)
 
 
 def subscribe_batches(
-    channel,
+    channel: grpc.Channel,
     topics: Iterable[str] = (),
     *,
     from_seq: int = 0,
@@ -105,7 +106,7 @@ def subscribe_batches(
     max_delay_ms: int | None = None,
     journal_id: str = "",
     position: Position | None = None,
-) -> Iterator[tuple[Gap | None, list[dict]]]:
+) -> Generator[tuple[Gap | None, list[dict[str, Any]]], None, None]:
     """One item per Batch the gateway writes: (its Gap or None, its envelopes as dicts). For a
     caller that acts once per batch (flushing output, committing a cursor); `subscribe` flattens it.
     With `position`, resume from it and keep it current (see Position); `journal_id` alone checks
@@ -123,8 +124,8 @@ def subscribe_batches(
     try:
         if position is not None:
             for key, value in call.initial_metadata() or ():
-                if key == JOURNAL_ID_HEADER:
-                    position.journal_id = value
+                if key == JOURNAL_ID_HEADER:  # a text header: grpc hands it over as str
+                    position.journal_id = value if isinstance(value, str) else value.decode()
         for batch in call:
             gap = Gap(batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason) if batch.HasField("gap") else None
             envelopes = [envelope_dict(env) for env in batch.envelopes]
@@ -141,7 +142,7 @@ def subscribe_batches(
 
 
 def subscribe(
-    channel,
+    channel: grpc.Channel,
     topics: Iterable[str] = (),
     *,
     from_seq: int = 0,
@@ -150,7 +151,7 @@ def subscribe(
     max_delay_ms: int | None = None,
     journal_id: str = "",
     position: Position | None = None,
-) -> Iterator[dict | Gap]:
+) -> Generator[dict[str, Any] | Gap, None, None]:
     """Envelopes matching `topics` (MQTT-style patterns; none = all the token may read), as dicts
     (see envelope_dict), and a Gap wherever the gateway no longer holds what was asked for.
 
@@ -184,14 +185,14 @@ def subscribe(
         batches.close()
 
 
-def unpack(payload: bytes):
+def unpack(payload: bytes) -> Any:
     """An envelope's (or a command's) msgpack payload as a dict; {} when it is empty."""
     if not payload:
         return {}
     return msgpack.unpackb(payload, raw=False, strict_map_key=False)
 
 
-def envelope_dict(env: pb.Envelope) -> dict:
+def envelope_dict(env: pb.Envelope) -> dict[str, Any]:
     return {
         "seq": env.seq,
         "topic": env.topic,
@@ -202,5 +203,5 @@ def envelope_dict(env: pb.Envelope) -> dict:
     }
 
 
-def pack_args(args: dict) -> bytes:
+def pack_args(args: dict[str, Any]) -> bytes:
     return msgpack.packb(args, use_bin_type=True)

@@ -22,11 +22,14 @@ Each stream message is one serialized `Batch` of one gateway and one family, on 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from typing import NamedTuple
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tianwang.v1 import gateway_pb2 as pb
 from tianwang.v1.client import envelope_dict
+
+if TYPE_CHECKING:  # nats-py is optional (the `nats` extra): imported when read() runs
+    from nats.aio.msg import Msg
 
 
 class Gap(NamedTuple):
@@ -47,8 +50,8 @@ async def read(
     families: Iterable[str] = (),
     from_stream_seq: int = 1,
     idle_timeout: float | None = None,
-    **connect_options,
-) -> AsyncIterator[dict | Gap]:
+    **connect_options: Any,
+) -> AsyncIterator[dict[str, Any] | Gap]:
     """Envelopes (dicts as `client.envelope_dict` makes them, plus `gateway` and `stream_seq`) and
     Gaps, in stream order, from stream sequence `from_stream_seq`. Ends after `idle_timeout`
     seconds without a message (None: never). `connect_options` go to `nats.connect` (token,
@@ -59,7 +62,7 @@ async def read(
     gws = list(gateways)
     fams = set(families)
     subject = f"{prefix}.{gws[0]}.>" if len(gws) == 1 else f"{prefix}.>"
-    async def quiet(exc):  # the client logs every failed attempt with a traceback otherwise
+    async def quiet(exc: Exception) -> None:  # the client logs every failed attempt with a traceback otherwise
         return None
 
     connect_options.setdefault("error_cb", quiet)
@@ -69,9 +72,9 @@ async def read(
     nc = await nats.connect(servers, **connect_options)
     try:
         js = nc.jetstream()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=256)
+        queue: asyncio.Queue[Msg] = asyncio.Queue(maxsize=256)
 
-        async def on_msg(msg):
+        async def on_msg(msg: Msg) -> None:
             await queue.put(msg)
 
         await js.subscribe(
@@ -95,7 +98,7 @@ async def read(
         await nc.close()
 
 
-def _items(msg):
+def _items(msg: Msg) -> Iterator[dict[str, Any] | Gap]:
     headers = msg.headers or {}
     gateway = headers.get("Tianwang-Gateway", "")
     if not msg.data:

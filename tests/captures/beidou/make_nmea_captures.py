@@ -104,7 +104,7 @@ def nmea410_multi_gnss() -> bytes:
         hdop = 7.5 if k in (10, 11) else 0.7
         st = w.EpochState(time_ns=t0 + k * SEC, lat=lat, lon=lon, alt_m=48.9, geoid_sep_m=-8.4, speed_mps=12.5,
                           course_deg=200.0, hdop=hdop, pdop=hdop + 0.6, vdop=1.1, satellites=sats)
-        for n, s in enumerate(ew.sentences(st)):
+        for s in ew.sentences(st):
             body = s[1:s.index(b"*")]
             s = b"$" + body + b"*%02x\r\n" % w.checksum(body)
             if k == 5 and body.startswith(b"GNGGA"):

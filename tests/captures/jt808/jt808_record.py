@@ -151,7 +151,7 @@ async def main():
             t = await session(gw)
             await asyncio.sleep(0.1)
             t.close()
-            await until(lambda: gw.entry(t.phone).state.value == "OFFLINE")
+            await until(lambda t=t: gw.entry(t.phone).state.value == "OFFLINE")
             (HERE / f"{name}.bin").write_bytes(bytes(t.sent))
             lines = expected_lines(gw, t.phone)
             (HERE / f"{name}.expected.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
