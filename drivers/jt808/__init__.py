@@ -13,24 +13,33 @@ first used.
 
 from __future__ import annotations
 
+import contextlib
+import types
+from typing import TYPE_CHECKING, Any
+
 from tianwang.drivers.sdk import ActionSpec, DriverSpec
+
+if TYPE_CHECKING:
+    from tianwang.drivers.jt808.config import Jt808Config
+    from tianwang.drivers.jt808.decode import Decoder
+    from tianwang.drivers.sdk import DeviceContext, Driver
 
 DEMO_TERMINALS = 200
 
 
-def _factory(config, ctx):
+def _factory(config: Jt808Config, ctx: DeviceContext) -> Driver:
     from tianwang.drivers.jt808.driver import Jt808Listener
 
     return Jt808Listener(config, ctx)
 
 
-def _decoder(device_id: str):
+def _decoder(device_id: str) -> Decoder:
     from tianwang.drivers.jt808.decode import Decoder
 
     return Decoder(device_id)
 
 
-def _listener_port(socket) -> int:
+def _listener_port(socket: types.ModuleType) -> int:
     """A free loopback port below the ephemeral range. The fleet dials before the listener is up, and
     a dial to a port inside that range can be given the same port as its own source: the socket
     connects to itself (TCP simultaneous open) and holds the port the listener then cannot bind."""
@@ -55,7 +64,7 @@ def _listener_port(socket) -> int:
         return s.getsockname()[1]
 
 
-async def _demo(stack) -> dict:
+async def _demo(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
     """`tianwang run --demo`: a fleet of simulated terminals dialling a listener on a free loopback
     port. The fleet starts first and keeps re-dialling (with backoff) until the listener is up."""
     import os
@@ -117,7 +126,7 @@ def _spec() -> DriverSpec:
     )
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> DriverSpec:
     # SPEC is built on first use: the config model pulls in pydantic, which `tianwang decode`
     # (it imports tianwang.drivers.jt808.decode, and so this package) has no use for
     if name == "SPEC":

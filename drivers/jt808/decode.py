@@ -32,7 +32,7 @@ class Decoder(FramedDecoder):
         # split messages are held without a clock offline; only the count of unfinished ones is bounded
         self.session = Session(gate, terminal=gate.terminal, split_timeout=float("inf"))
 
-    def feed(self, data) -> list[Publication]:
+    def feed(self, data: bytes) -> list[Publication]:
         out: list[Publication] = []
         for frame in self.framer.feed(data):
             step = self.session.handle(frame, 0.0)

@@ -44,12 +44,16 @@ import logging
 import os
 import time
 from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 from tianwang.drivers.jt808 import protocol as p
 from tianwang.drivers.jt808.config import Jt808Config, parse_auth_codes
 from tianwang.drivers.jt808.registry import Registrations
 from tianwang.drivers.jt808.session import Session, Step, TerminalState
 from tianwang.drivers.sdk import CommandError, Driver, Health, Jt808Framer, encode_jt808, parse_hostport
+
+if TYPE_CHECKING:
+    from tianwang.drivers.sdk import DeviceContext
 
 log = logging.getLogger("tianwang.driver.jt808")
 
@@ -78,7 +82,7 @@ class _Buckets:
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = float(burst)
-        self._buckets: collections.OrderedDict = collections.OrderedDict()
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
 
     def take(self, key: str, now: float) -> bool:
         tokens, at = self._buckets.pop(key, (self.burst, now))
@@ -98,7 +102,7 @@ class _Terminal(TerminalState):
 
     __slots__ = ("phone", "ctx", "conn")
 
-    def __init__(self, phone, ctx) -> None:
+    def __init__(self, phone: str, ctx: DeviceContext) -> None:
         super().__init__()
         self.phone = phone
         self.ctx = ctx
@@ -111,7 +115,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, listener: Jt808Listener) -> None:
         self.listener = listener
-        self.transport = None
+        self.transport: asyncio.Transport  # from connection_made, before any other callback
         cfg = listener.config
         self.framer = Jt808Framer(max_frame=cfg.max_frame_bytes, keep_rejects=True)
         self.peer = ""
@@ -130,11 +134,11 @@ class _Connection(asyncio.Protocol):
         self.seen_drops = self.framer.drops
         self.tokens = float(cfg.flood_burst)
         self.tokens_at = now
-        self.backlog: collections.deque | None = None
+        self.backlog: collections.deque[bytes] | None = None
         self.write_paused = False
         self.reading_paused = False
         self.close_reason = ""
-        self.queries: dict[int, asyncio.Future] = {}
+        self.queries: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.closed = False
         self.warned_reregister = False
         self.source = ""
@@ -143,7 +147,7 @@ class _Connection(asyncio.Protocol):
     @property
     def term(self) -> _Terminal | None:
         """The terminal this connection speaks for, once it authenticated."""
-        return self.session.terminal
+        return cast(_Terminal | None, self.session.terminal)  # attach() hands the Session a _Terminal
 
     @property
     def authed(self) -> bool:
@@ -154,7 +158,8 @@ class _Connection(asyncio.Protocol):
         return self.session.phone
 
     # -- transport callbacks -------------------------------------------------------------------
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a TCP server's connection
         self.transport = transport
         lst = self.listener
         peer = transport.get_extra_info("peername")
@@ -192,7 +197,7 @@ class _Connection(asyncio.Protocol):
             else:
                 pending.pop(self.source, None)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.settled()
         lst = self.listener
@@ -221,7 +226,7 @@ class _Connection(asyncio.Protocol):
         if self.backlog is None:
             self._resume()
 
-    def data_received(self, data) -> None:
+    def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         lst = self.listener
@@ -299,7 +304,7 @@ class _Connection(asyncio.Protocol):
             self._resume()
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def _dctx(self):
+    def _dctx(self) -> DeviceContext:
         """Drops and counters go to the terminal once it is known, else to the listener."""
         return self.term.ctx if self.term is not None else self.listener.ctx
 
@@ -337,7 +342,7 @@ class _Connection(asyncio.Protocol):
         self.serial = (self.serial + 1) & 0xFFFF
         return self.serial
 
-    def _send(self, msg_id: int, body: bytes, reply_args: dict, serial: int | None = None) -> int:
+    def _send(self, msg_id: int, body: bytes, reply_args: dict[str, Any], serial: int | None = None) -> int:
         if serial is None:
             serial = self.next_serial()
         if not self.closed:
@@ -359,7 +364,7 @@ class _Connection(asyncio.Protocol):
             log.exception("%s: %s: message handling failed", self.listener.ctx.device_id, self.phone or self.peer)
             self._dctx().drop("internal_error")
 
-    def _apply(self, step: Step, dctx) -> None:
+    def _apply(self, step: Step, dctx: DeviceContext) -> None:
         """Do what the Session asked: drops and counters on `dctx` (the device the frame came from:
         the terminal once authenticated, else the listener), publications, the answer to a
         query, the replies, the close; ONLINE once the terminal authenticated."""
@@ -378,8 +383,9 @@ class _Connection(asyncio.Protocol):
             self._send(reply.msg_id, reply.body, reply.header)
         if step.close is not None:
             self.close(*step.close)
-        if step.online:
-            self.term.ctx.set_health(Health.ONLINE, "authenticated")
+        term = self.term
+        if step.online and term is not None:  # online: the Session attached its terminal
+            term.ctx.set_health(Health.ONLINE, "authenticated")
 
     # -- the Session's gate: the listener's policy -----------------------------------------------
     def registration(self, phone: str, info: dict) -> tuple[int, str]:
@@ -441,9 +447,9 @@ class _Connection(asyncio.Protocol):
 class Jt808Listener(Driver):
     """The listener driver. `port` is the bound port once `run()` has started (0 in config = any)."""
 
-    def __init__(self, config: Jt808Config, ctx) -> None:
+    def __init__(self, config: Jt808Config, ctx: DeviceContext) -> None:
         super().__init__(config, ctx)
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop  # set by run(): connections and commands come after it
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
         self.connections: set[_Connection] = set()
@@ -663,13 +669,14 @@ class Jt808Listener(Driver):
             raise CommandError("INVALID", f"query_location takes no arguments, got {', '.join(sorted(args))}")
         term = self.terminals.get(phone)
         conn = term.conn if term is not None else None
-        if conn is None or conn.closed or not conn.authed:
+        reply_args = conn.session.reply_args if conn is not None else None
+        if conn is None or conn.closed or not conn.authed or reply_args is None:
             raise CommandError("OFFLINE", f"{phone} is not connected")
         fut = self.loop.create_future()
         serial = conn.next_serial()
         conn.queries[serial] = fut
         try:
-            conn._send(p.QUERY_LOCATION, b"", conn.session.reply_args, serial)
+            conn._send(p.QUERY_LOCATION, b"", reply_args, serial)
             return await fut
         finally:
             conn.queries.pop(serial, None)

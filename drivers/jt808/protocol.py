@@ -177,7 +177,18 @@ class Header:
 
     __slots__ = ("msg_id", "attrs", "protocol_version", "phone", "phone_bcd", "serial", "total", "index", "size")
 
-    def __init__(self, msg_id, attrs, protocol_version, phone, phone_bcd, serial, total: int=0, index: int=0, size: int=0) -> None:
+    def __init__(
+        self,
+        msg_id: int,
+        attrs: int,
+        protocol_version: int | None,
+        phone: str,
+        phone_bcd: bytes,
+        serial: int,
+        total: int = 0,
+        index: int = 0,
+        size: int = 0,
+    ) -> None:
         self.msg_id = msg_id
         self.attrs = attrs
         self.protocol_version = protocol_version  # None for 2011/2013 headers
@@ -230,7 +241,7 @@ def phone_to_bcd(phone: str, version: str = "2013") -> bytes:
     return bytes.fromhex(phone.rjust(width, "0"))
 
 
-def parse(frame) -> tuple[Header, bytes]:
+def parse(frame: bytes) -> tuple[Header, bytes]:
     """Split one unescaped, verified frame (header + body, no checksum) into (Header, body).
 
     Raises Jt808Error: `short_header`, `bad_bcd`, `length_mismatch` (the body is not as long as
@@ -438,7 +449,17 @@ class Registration:
 
     __slots__ = ("province", "city", "manufacturer", "model", "terminal_id", "plate_colour", "plate", "edition")
 
-    def __init__(self, province, city, manufacturer, model, terminal_id, plate_colour, plate, edition) -> None:
+    def __init__(
+        self,
+        province: int,
+        city: int,
+        manufacturer: str,
+        model: str,
+        terminal_id: str,
+        plate_colour: int,
+        plate: str,
+        edition: str,
+    ) -> None:
         self.province = province
         self.city = city
         self.manufacturer = manufacturer
@@ -521,7 +542,7 @@ class Authentication:
 
     __slots__ = ("code", "imei", "software_version")
 
-    def __init__(self, code, imei: str="", software_version: str="") -> None:
+    def __init__(self, code: str, imei: str = "", software_version: str = "") -> None:
         self.code = code
         self.imei = imei
         self.software_version = software_version
@@ -576,7 +597,21 @@ class Location:
         "extras",
     )
 
-    def __init__(self, alarm, status, lat, lon, alt_m, speed_kmh, course_deg, time_ns, mileage_km=None, signal=None, satellites=None, extras=None) -> None:
+    def __init__(
+        self,
+        alarm: int,
+        status: int,
+        lat: float,
+        lon: float,
+        alt_m: int,
+        speed_kmh: float,
+        course_deg: int,
+        time_ns: int | None,
+        mileage_km: float | None = None,
+        signal: int | None = None,
+        satellites: int | None = None,
+        extras: dict[int, bytes] | None = None,
+    ) -> None:
         self.alarm = alarm
         self.status = status
         self.lat = lat  # signed degrees (south negative)
@@ -629,7 +664,7 @@ def time_bcd(time_ns: int) -> bytes:
     )
 
 
-def parse_location(body, start: int = 0, end: int | None = None) -> Location:
+def parse_location(body: bytes, start: int = 0, end: int | None = None) -> Location:
     """Basic location plus additional items from body[start:end]. Raises Jt808Error: `bad_body`
     (shorter than 28 bytes, or an item running past the end), `bad_bcd`, `bad_position`
     (latitude beyond 90 or longitude beyond 180 degrees)."""

@@ -24,6 +24,8 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("tianwang.driver.jt808")
 
@@ -104,15 +106,15 @@ class Registrations:
     `path`: the file, or None (memory only); `on_write(error)` is called after each write in the
     background ('' when it succeeded). Loading raises RegistryError."""
 
-    def __init__(self, path: str | None, on_write=None) -> None:
+    def __init__(self, path: str | None, on_write: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.on_write = on_write
-        self.terminals: dict[str, dict] = read_file(path) if path else {}
+        self.terminals: dict[str, dict[str, Any]] = read_file(path) if path else {}
         if path and os.path.exists(path) and os.stat(path).st_mode & 0o077:
             # it holds auth codes: nobody but the gateway's user reads it
             log.warning("jt808 registrations: %s was readable by others; mode set to 0600", path)
             os.chmod(path, 0o600)
-        self._plates = {}
+        self._plates: dict[tuple[Any, Any], str] = {}  # (plate colour, plate) -> phone
         for phone, rec in self.terminals.items():
             self._index(phone, rec)
         self._generation = 0  # changes made
@@ -126,14 +128,14 @@ class Registrations:
     def __len__(self) -> int:
         return len(self.terminals)
 
-    def __contains__(self, phone) -> bool:
+    def __contains__(self, phone: object) -> bool:
         return phone in self.terminals
 
     def code(self, phone: str) -> str | None:
         rec = self.terminals.get(phone)
         return rec["code"] if rec is not None else None
 
-    def phone_of_plate(self, colour, plate: str) -> str | None:
+    def phone_of_plate(self, colour: object, plate: str) -> str | None:
         """The phone a vehicle (plate colour + plate) is registered to, if any."""
         if not plate:
             return None
@@ -147,7 +149,7 @@ class Registrations:
         ]
 
     # -- changing --------------------------------------------------------------------------------
-    def _index(self, phone, rec) -> None:
+    def _index(self, phone: str, rec: dict[str, Any]) -> None:
         if rec.get("plate"):
             self._plates[(rec.get("plate_colour"), rec["plate"])] = phone
 
@@ -175,7 +177,7 @@ class Registrations:
         old = self.terminals.get(phone)
         if old is not None:
             self._unindex(phone, old)
-        rec = {"code": code, "registered_at": _utc_now(), "via": via}
+        rec: dict[str, Any] = {"code": code, "registered_at": _utc_now(), "via": via}
         if not authenticated:
             rec["authenticated"] = False
         if address:
@@ -196,7 +198,7 @@ class Registrations:
             self._changed()
         return rec
 
-    def _unindex(self, phone, rec) -> None:
+    def _unindex(self, phone: str, rec: dict[str, Any]) -> None:
         key = (rec.get("plate_colour"), rec.get("plate"))
         if self._plates.get(key) == phone:
             del self._plates[key]
@@ -217,10 +219,12 @@ class Registrations:
 
     def _write_now(self) -> None:
         gen = self._generation
+        assert self.path is not None  # _changed() writes only when there is a file
         write_file(self.path, dict(self.terminals))
         self._written = gen
 
     async def _write_loop(self) -> None:
+        assert self.path is not None  # _changed() starts it only when there is a file
         while self._written < self._generation:
             gen = self._generation
             snapshot = json.loads(json.dumps(self.terminals))  # a copy the loop may go on changing

@@ -37,7 +37,8 @@ taken) is a `TerminalState`, handed over by the `Gate` when the terminal authent
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Protocol
 
 from tianwang.drivers.jt808 import protocol as p
 from tianwang.drivers.sdk import Publication
@@ -78,6 +79,16 @@ class Gate:
         """The state of authenticated terminal `phone`; `info` is what it told about itself.
         Raises ValueError when `phone` cannot be admitted after all (the connection is closed)."""
         return self.terminal
+
+
+class GatePolicy(Protocol):
+    """What a Session asks its gate (Gate's methods): the offline Gate, or a listener's connection."""
+
+    def registration(self, phone: str, info: dict[str, Any]) -> tuple[int, str]: ...
+
+    def check_auth(self, phone: str, code: str) -> str: ...
+
+    def attach(self, phone: str, info: dict[str, Any]) -> TerminalState: ...
 
 
 class Reply(NamedTuple):
@@ -125,9 +136,9 @@ class Session:
 
     def __init__(
         self,
-        gate: Gate,
+        gate: GatePolicy,
         terminal: TerminalState | None = None,
-        versions=(2013, 2019),
+        versions: Iterable[int] = (2013, 2019),
         split_timeout: float = 60.0,
         max_bad_frames: int | None = None,
         max_auth_failures: int | None = None,
@@ -141,8 +152,8 @@ class Session:
         self.max_auth_failures = max_auth_failures
         self.peer = peer
         self.phone: str | None = None  # the phone of the first header: the connection's terminal
-        self.reply_args: dict | None = None  # phone BCD and version byte of the terminal's last header
-        self.registration: dict | None = None  # what its 0x0100 said, for its info at authentication
+        self.reply_args: dict[str, Any] | None = None  # phone BCD and version byte of the terminal's last header
+        self.registration: dict[str, Any] | None = None  # what its 0x0100 said, for its info at authentication
         self.bad_frames = 0
         self.auth_failures = 0
         self._split_drops: dict[str, int] = {}
@@ -152,11 +163,11 @@ class Session:
         return self.terminal is not None
 
     # -- frames ----------------------------------------------------------------------------------
-    def handle(self, frame, now: float) -> Step:
+    def handle(self, frame: bytes, now: float) -> Step:
         """One frame from the terminal -> the Step to apply. `now` (s, any clock) times split messages."""
         step = Step()
         reply = True
-        header = None
+        header: p.Header | None = None
         try:
             try:
                 header, body = p.parse(frame)
@@ -180,22 +191,24 @@ class Session:
             if header.total:
                 # every part is acknowledged when it arrives (a part refused gets result 2 from the
                 # except below); the joined message is not acknowledged again
-                body = self.reassembler.add(header, body, now)
+                joined = self.reassembler.add(header, body, now)
                 self._count_split_drops(step)
                 self._ack(step, header)
                 reply = False
-                if body is None:
+                if joined is None:
                     return step
+                body = joined
             self._dispatch(header, body, reply, step)
         except p.Jt808Error as exc:
             # a body that does not parse: its header did, so the terminal learns of it
             self._count_split_drops(step)
             self._bad(step, exc.reason)
-            if reply:
-                self._ack(step, exc.header or header, p.Result.MESSAGE_ERROR)
+            answered = exc.header or header  # the header parsed: p.parse's own errors return above
+            if reply and answered is not None:
+                self._ack(step, answered, p.Result.MESSAGE_ERROR)
         return step
 
-    def rejected(self, contents=(), bad: int = 0) -> Step:
+    def rejected(self, contents: Iterable[bytes] = (), bad: int = 0) -> Step:
         """Frames the framer refused: `bad` of them, `contents` those that failed their check
         (their content, as the framer kept it). A frame whose header is the authenticated
         terminal's own gets 0x8001 result 2; a header read from noise would answer a serial the
@@ -224,7 +237,7 @@ class Session:
         if step.close is None:  # nothing is written on a connection being closed
             step.replies.append(Reply(msg_id, body, header_args))
 
-    def _ack(self, step: Step, header: p.Header, result=p.Result.OK) -> None:
+    def _ack(self, step: Step, header: p.Header, result: int = p.Result.OK) -> None:
         self._reply(step, p.PLATFORM_ACK, p.ack_body(header.serial, header.msg_id, result), p.reply_header_args(header))
 
     def _close(self, step: Step, reason: str, counter: str = "") -> None:
@@ -247,7 +260,7 @@ class Session:
                 step.drops.extend([reason] * (n - seen))
                 self._split_drops[reason] = n
 
-    def _answer_reject(self, content, step: Step) -> None:
+    def _answer_reject(self, content: bytes, step: Step) -> None:
         if self.terminal is None or len(content) < p.HEADER_2013:
             return
         version_2019 = content[2] & 0x40
@@ -269,7 +282,7 @@ class Session:
         step.publications.append(Publication("fix", payload, t))
         step.counts.append("fixes")
         term = self.terminal
-        if live and loc.alarm != term.alarm:
+        if live and term is not None and loc.alarm != term.alarm:
             for change in p.alarm_changes(term.alarm, loc.alarm):
                 step.publications.append(Publication("alarm", change, t))
             term.alarm = loc.alarm
@@ -355,7 +368,7 @@ class Session:
             if self.max_auth_failures is not None and self.auth_failures >= self.max_auth_failures:
                 self._close(step, f"{self.auth_failures} failed authentications")
             return
-        info = {"version": header.version, "address": self.peer}
+        info: dict[str, Any] = {"version": header.version, "address": self.peer}
         if header.protocol_version is not None:
             info["protocol_version"] = header.protocol_version
         if auth.imei:

@@ -16,9 +16,33 @@ import gc
 import importlib
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TextIO
 
 from tianwang.gateway.errors import DriverError
 from tianwang.gateway.framing import json_lines, json_lines_utf8
+
+if TYPE_CHECKING:
+    from tianwang.gateway.lifecycle.driver import Publication
+
+
+class OfflineDecoder(Protocol):
+    """A decoder, as the module docstring says."""
+
+    family: str
+
+    def feed(self, data: bytes) -> list[Publication]: ...
+
+    def finish(self) -> list[Publication]: ...
+
+    @property
+    def frames(self) -> int: ...
+
+    @property
+    def dropped_bytes(self) -> int: ...
+
+    @property
+    def drops(self) -> dict[str, int]: ...
 
 # Offline decoders of the built-in drivers, by `--driver` name: "module:factory(device_id)".
 # Third-party drivers provide theirs through DriverSpec.decoder.
@@ -36,9 +60,9 @@ class FramedDecoder:
     dropped bytes are the framer's; drops are the framer's reasons plus the decoder's own, counted
     with `_drop(reason)`. Subclasses add to `_extra_drops()` what else they drop."""
 
-    framer = None
+    framer: Any = None  # a framer of tianwang.gateway.framing (compiled or twin), set by the subclass
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._drops: dict[str, int] = {}
 
     @property
@@ -65,14 +89,14 @@ class FramedDecoder:
         self._drops[reason] = self._drops.get(reason, 0) + 1
 
 
-def make_decoder(driver: str, device_id: str, profile: str | None = None):
+def make_decoder(driver: str, device_id: str, profile: str | None = None) -> OfflineDecoder:
     """The decoder for `driver` (with vendor `profile`, for decoders that take one). Raises
     DriverError when there is none, or when the profile is unknown or the decoder takes none."""
     where = BUILTIN_DECODERS.get(driver)
     if where is not None:
         module, attr = where.split(":")
         try:
-            factory = getattr(importlib.import_module(module), attr)
+            factory: Callable[..., OfflineDecoder] = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
             raise DriverError(f"decoder for {driver!r} is not available: {exc}") from exc
         if profile is None:
@@ -89,7 +113,7 @@ def make_decoder(driver: str, device_id: str, profile: str | None = None):
     return _with_profile(driver, spec.decoder, device_id, profile)
 
 
-def _with_profile(driver: str, factory, device_id: str, profile: str):
+def _with_profile(driver: str, factory: Callable[..., OfflineDecoder], device_id: str, profile: str) -> OfflineDecoder:
     import inspect
 
     try:
@@ -104,7 +128,9 @@ def _with_profile(driver: str, factory, device_id: str, profile: str):
         raise DriverError(f"unknown profile {profile!r} for {driver}: {exc}") from None
 
 
-def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr, profile: str | None = None) -> int:
+def run_decode(
+    driver: str, device_id: str, infile: BinaryIO, outfile: TextIO, errfile: TextIO = sys.stderr, profile: str | None = None
+) -> int:
     """Decode everything from binary stream `infile`, write JSON lines to text stream `outfile`.
 
     Returns the process exit code: 0, or 2 when the decoder could not be created.
@@ -126,16 +152,22 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
     # as bytes, which spares building a str and encoding it back
     raw = getattr(outfile, "buffer", None)
     encoding = (getattr(outfile, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    write: Callable[[list[Publication]], object]
     if raw is not None and encoding == "utf8":
         outfile.flush()
-        write, lines = raw.write, json_lines_utf8
-    else:
-        write, lines = outfile.write, json_lines
+        binary = raw
 
-    def emit(pubs):
+        def write(pubs: list[Publication]) -> object:
+            return binary.write(json_lines_utf8(prefix, pubs))
+    else:
+
+        def write(pubs: list[Publication]) -> object:
+            return outfile.write(json_lines(prefix, pubs))
+
+    def emit(pubs: list[Publication]) -> None:
         nonlocal published
         if pubs:
-            write(lines(prefix, pubs))
+            write(pubs)
             published += len(pubs)
 
     read = infile.read
@@ -180,7 +212,7 @@ def run_decode(driver: str, device_id: str, infile, outfile, errfile=sys.stderr,
     return 0
 
 
-def _discard_output(outfile) -> None:
+def _discard_output(outfile: TextIO) -> None:
     try:
         fd = outfile.fileno()
     except (AttributeError, OSError, ValueError):

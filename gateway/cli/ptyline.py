@@ -95,9 +95,9 @@ class PtyLine:
             return
         except OSError:
             # EIO: no slave end any more; stop watching, or the loop would spin on a dead fd
-            self.loop.remove_reader(self.master)
+            self._loop().remove_reader(self.master)
             return
-        if data:
+        if data and self.on_data is not None:
             self.on_data(data)
 
     def write(self, data: bytes) -> None:
@@ -128,7 +128,7 @@ class PtyLine:
             self._count(self.on_overrun, len(data) - room)
         if not self._writing:
             self._writing = True
-            self.loop.add_writer(self.master, self._drain)
+            self._loop().add_writer(self.master, self._drain)
 
     def _drain(self) -> None:
         try:
@@ -140,7 +140,12 @@ class PtyLine:
         del self._pending[:n]
         if not self._pending:
             self._writing = False
-            self.loop.remove_writer(self.master)
+            self._loop().remove_writer(self.master)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        # set by open(): every caller runs on an open pty
+        assert self.loop is not None, "the pty is not open"
+        return self.loop
 
     @staticmethod
     def _count(counter: Callable[[int], None] | None, n: int) -> None:
@@ -152,9 +157,9 @@ class PtyLine:
         if self.master < 0:
             return
         if self.on_data is not None:
-            self.loop.remove_reader(self.master)
+            self._loop().remove_reader(self.master)
         if self._writing:
-            self.loop.remove_writer(self.master)
+            self._loop().remove_writer(self.master)
             self._writing = False
         self._pending.clear()
         os.close(self.master)

@@ -14,14 +14,27 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TextIO
+
+
+class Simulator(Protocol):
+    """What `serve` runs: started and stopped once, asked for its counters."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
 
 
 class EventPrinter:
     """`sim.notify(text)`: one stderr line per connection event, at most `per_s` lines a second;
     the ones past that are counted and reported in one line when the second is over."""
 
-    def __init__(self, kind: str, per_s: int = 10, out=None, clock=None):
+    def __init__(
+        self, kind: str, per_s: int = 10, out: TextIO | None = None, clock: Callable[[], float] | None = None
+    ) -> None:
         import time
 
         self.kind = kind
@@ -59,7 +72,9 @@ class EventPrinter:
             self._held += 1
 
 
-async def serve(sim, describe: Callable[[], dict], stats_interval: float, describe_first: bool = False) -> dict:
+async def serve(
+    sim: Simulator, describe: Callable[[], dict[str, Any]], stats_interval: float, describe_first: bool = False
+) -> dict[str, Any]:
     """Start `sim` (an object with async start()/stop() and stats()), print `describe()` as the first
     line (before starting when `describe_first`: a client fleet names its target before it connects),
     run until SIGTERM/SIGINT, stop it and return its final counters."""
@@ -71,9 +86,9 @@ async def serve(sim, describe: Callable[[], dict], stats_interval: float, descri
     # simulators that report connection events have a `notify` attribute (None until set here)
     printer = EventPrinter("simulator") if hasattr(sim, "notify") else None
     if printer is not None:
-        sim.notify = printer
+        sim.notify = printer  # type: ignore[attr-defined]  # checked by hasattr above
 
-    def announce():
+    def announce() -> None:
         info = describe()
         if printer is not None:
             printer.kind = str(info.get("kind", printer.kind))
@@ -110,7 +125,7 @@ async def serve(sim, describe: Callable[[], dict], stats_interval: float, descri
     return sim.stats()
 
 
-def run(name: str, main_coro) -> int:
+def run(name: str, main_coro: Coroutine[Any, Any, dict[str, Any]]) -> int:
     """Run a simulator's coroutine on uvloop; print the final counters; return the exit code."""
     import uvloop
 
