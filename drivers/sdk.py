@@ -21,6 +21,7 @@ Config helpers
     Model, SecretsModel       frozen pydantic bases; SecretsModel resolves `*_env` / `*_file` secrets
     parse_url, parse_hostport `serial://...`, `tcp://host:port`, `HOST:PORT` with key-path errors
     serial_options            pyserial keyword arguments from a serial URL's query
+    url_link_id               `serial:<port>` / `tcp:<host:port>`: the link a URL opens (check, sharding)
 Errors (one hierarchy, each also its builtin)
     GatewayError, ConfigError, FrameError, DriverError, DeviceError, DeviceTimeout, CommandError,
     describe(exc)             "ExceptionName: text", for health reasons and logs
@@ -55,6 +56,7 @@ _EXPORTS = {
     "parse_url": "tianwang.gateway.lifecycle.config:parse_url",
     "parse_hostport": "tianwang.gateway.lifecycle.config:parse_hostport",
     "serial_options": "tianwang.gateway.lifecycle.config:serial_options",
+    "url_link_id": "tianwang.gateway.lifecycle.config:url_link_id",
     "GatewayError": "tianwang.gateway.errors:GatewayError",
     "ConfigError": "tianwang.gateway.errors:ConfigError",
     "FrameError": "tianwang.gateway.errors:FrameError",
@@ -110,6 +112,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names above 
     )
     from tianwang.gateway.lifecycle.config import (
         DeviceConfig, ListenerConfig, Model, SecretsModel, parse_hostport, parse_url, serial_options,
+        url_link_id,
     )
     from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health, Publication
     from tianwang.gateway.lifecycle.supervisor import DeviceContext

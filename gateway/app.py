@@ -231,7 +231,7 @@ class Gateway:
             new = load_config(self.config_path, self.registry)
         except ConfigError as exc:
             for path, reason in exc.problems:
-                log.error("reload refused: %s: %s", path or "<file>", reason)
+                log.error("reload refused: %s: %s", exc.named(path) if path else "<file>", reason)
             return False
         if self.shard is not None:
             from tianwang.gateway.lifecycle.config import for_shard

@@ -179,6 +179,10 @@ class Jt808Config(SecretsModel, ListenerConfig):
             raise PydanticCustomError("registrations", "{why}", {"why": str(exc)}) from None
         return v
 
+    def config_paths(self) -> list[tuple[str, str, str]]:
+        # replaced atomically (a tmp file renamed over it): its directory must exist and be writable
+        return [("registrations_file", self.registrations_file, "write")] if self.registrations_file else []
+
     def config_warnings(self) -> list[tuple[str, str]]:
         out = []
         if self.registration == "open":

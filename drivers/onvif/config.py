@@ -112,6 +112,12 @@ class OnvifConfig(SecretsModel, DeviceConfig):
         default=None, description="media profile token used by PTZ, snapshots and stream URIs; null = the first"
     )
 
+    def config_binds(self) -> list[tuple[str, str, str]]:
+        # cameras naming one webhook address share its server (one path each)
+        if self.events == "webhook":
+            return [("webhook.listen", (self.webhook or WebhookConfig()).listen, "onvif-webhook")]
+        return []
+
     @field_validator("host")
     @classmethod
     def _host(cls, v):

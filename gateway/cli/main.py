@@ -381,31 +381,46 @@ def cmd_replay(args) -> int:
 
 # -- check -------------------------------------------------------------------------------------
 def cmd_check(args) -> int:
+    from tianwang.gateway.errors import ConfigError, name_path
     from tianwang.gateway.lifecycle.config import load_config, warnings_for
-    from tianwang.gateway.errors import ConfigError
 
     try:
         config = load_config(args.file)
     except ConfigError as exc:
-        for path, reason in exc.problems:
-            print(f"{path}: {reason}" if path else reason)
-        for path, reason in exc.warnings:
-            print(f"warning: {path}: {reason}", file=sys.stderr)
+        for line in exc.lines():
+            print(line)
+        for line in exc.warning_lines():
+            print(f"warning: {line}", file=sys.stderr)
         return 1
+    names = {f"devices[{i}]": d.id for i, d in enumerate(config.devices)}
+    names.update({f"listeners[{i}]": d.id for i, d in enumerate(config.listeners)})
     for path, reason in warnings_for(config):
-        print(f"warning: {path}: {reason}", file=sys.stderr)
+        print(f"warning: {name_path(path, names)}: {reason}", file=sys.stderr)
     print(f"{args.file}: ok ({len(config.devices)} devices, {len(config.listeners)} listeners, {len(config.auth.tokens)} tokens)")
     if args.shards:
-        from tianwang.gateway.lifecycle.config import shard_of
-
-        rows = [(d.id, "listener" if d in config.listeners else "device", shard_of(d.id, args.shards)) for d in config.all_devices()]
-        width = max([len("ID")] + [len(r[0]) for r in rows])
-        print(f"{'ID':<{width}}  KIND      SHARD (of {args.shards}; run each with --shard I/{args.shards})")
-        for dev_id, kind, shard in sorted(rows, key=lambda r: (r[2], r[0])):
-            print(f"{dev_id:<{width}}  {kind:<8}  {shard}")
-        counts = [sum(1 for r in rows if r[2] == i) for i in range(args.shards)]
-        print("per shard: " + ", ".join(f"{i}: {c}" for i, c in enumerate(counts)))
+        print_shards(config, args.shards)
     return 0
+
+
+def print_shards(config, count: int) -> None:
+    """`check --shards N`: the shard of every device and listener, and the groups of devices that
+    share a link (they always go to one shard)."""
+    from tianwang.gateway.lifecycle.config import shard_plan
+    from tianwang.gateway.lifecycle.sitecheck import link_groups
+
+    plan = shard_plan(config, count)
+    groups = link_groups(config.devices)
+    link_of = {d.id: link for link, members in groups.items() for d in members}
+    rows = [(d.id, "listener" if d in config.listeners else "device", plan[d.id]) for d in config.all_devices()]
+    width = max([len("ID")] + [len(r[0]) for r in rows])
+    print(f"{'ID':<{width}}  KIND      SHARD  LINK (of {count}; run each with --shard I/{count})")
+    for dev_id, kind, shard in sorted(rows, key=lambda r: (r[2], r[0])):
+        print(f"{dev_id:<{width}}  {kind:<8}  {shard:<5}  {link_of.get(dev_id, '-')}".rstrip())
+    counts = [sum(1 for r in rows if r[2] == i) for i in range(count)]
+    print("per shard: " + ", ".join(f"{i}: {c}" for i, c in enumerate(counts)))
+    for link, members in groups.items():
+        ids = sorted(d.id for d in members)
+        print(f"shared link {link}: {', '.join(ids)} -> shard {plan[ids[0]]} (a link is never split)")
 
 
 # -- run ---------------------------------------------------------------------------------------
@@ -439,8 +454,8 @@ def cmd_run(args) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        for path, reason in exc.problems:
-            print(f"{path}: {reason}" if path else reason, file=sys.stderr)
+        for line in exc.lines():
+            print(line, file=sys.stderr)
         return 1
     if args.metrics:
         metrics = None if args.metrics == "off" else args.metrics
