@@ -14,7 +14,7 @@ What a driver is
                               transports, actions, decoder, simulator, demo part)
     Driver                    the base class the supervisor drives: `run()`, `close()`, `command()`
     DeviceContext             what the supervisor hands a driver: publish, set_health, set_info, ...
-    Health                    CONNECTING ONLINE DEGRADED OFFLINE
+    Health                    CONNECTING ONLINE DEGRADED OFFLINE (DISABLED: listed, not run)
     Publication               (channel, payload, device_time_ns): what a sans-io protocol returns
 Config helpers
     DeviceConfig, ListenerConfig   base models of a device / listener entry (id, driver, backoff, ...)
@@ -24,6 +24,7 @@ Config helpers
     url_link_id               `serial:<port>` / `tcp:<host:port>`: the link a URL opens (check, sharding)
 Errors (one hierarchy, each also its builtin)
     GatewayError, ConfigError, FrameError, DriverError, DeviceError, DeviceTimeout, CommandError,
+    AuthenticationFailed      raise it when the device refuses the credentials: the retry waits minutes
     describe(exc)             "ExceptionName: text", for health reasons and logs
 Hot path (compiled or twin, as `framing` chose; see `framing.USING_CEXT`)
     Jt808Framer, Gbt20999Framer, PmppFramer, NmeaDecoder and every other name of
@@ -63,6 +64,7 @@ _EXPORTS = {
     "DriverError": "tianwang.gateway.errors:DriverError",
     "DeviceError": "tianwang.gateway.errors:DeviceError",
     "DeviceTimeout": "tianwang.gateway.errors:DeviceTimeout",
+    "AuthenticationFailed": "tianwang.gateway.errors:AuthenticationFailed",
     "CommandError": "tianwang.gateway.errors:CommandError",
     "describe": "tianwang.gateway.errors:describe",
     "framing": "tianwang.gateway.framing:",
@@ -105,7 +107,8 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names above 
     from tianwang.gateway.cli.ptyline import PtyLine
     from tianwang.gateway.cli.simulate import run as run_simulator, serve as serve_simulator
     from tianwang.gateway.errors import (
-        CommandError, ConfigError, DeviceError, DeviceTimeout, DriverError, FrameError, GatewayError, describe,
+        AuthenticationFailed, CommandError, ConfigError, DeviceError, DeviceTimeout, DriverError, FrameError,
+        GatewayError, describe,
     )
     from tianwang.gateway.framing import (
         Gbt20999Framer, Jt808Framer, NmeaDecoder, PmppFramer, encode_gbt20999, encode_jt808, encode_pmpp,

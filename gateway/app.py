@@ -248,9 +248,14 @@ class Gateway:
                 )
             }
         )
-        if old.bridges != new.bridges:
+        if self.bridge is not None and new.bridges.nats is not None and self.bridge.credentials_only_change(new.bridges.nats):
+            log.info("reload: bridges.nats credentials changed: the bridge uses them from its next connection")
+            self.bridge.retry_now(new.bridges.nats)
+        elif old.bridges != new.bridges:
             log.warning("reload: bridges changed; restart the gateway to apply it")
             config = config.model_copy(update={"bridges": old.bridges})
+        elif self.bridge is not None:
+            self.bridge.retry_now()  # after refused credentials: try again at once
         try:
             auth = Authenticator(new.auth)
         except Exception as exc:  # the config validated, so this is a bug; keep the old tokens

@@ -65,6 +65,12 @@ class DeviceError(GatewayError, ConnectionError):
     """A device failed: the link dropped, it answered nonsense, or refused to open."""
 
 
+class AuthenticationFailed(DeviceError):
+    """A device (or server) refused the gateway's credentials. Retrying the same ones on the usual
+    backoff would lock the user out (cameras lock a user, or the client's address, after 5-7
+    failures), so the supervisor waits minutes before the next attempt, or for a reload."""
+
+
 class DeviceTimeout(DeviceError, TimeoutError):
     """A device did not answer in time."""
 

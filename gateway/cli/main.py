@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list devices and their state")
     _client_args(p)
     p.add_argument("--family", default="", help="only this family (gnss, signal, camera...); default: all")
-    p.add_argument("--state", type=str.upper, choices=("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE"), help="only devices in this state")
+    p.add_argument("--state", type=str.upper, choices=("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE", "DISABLED"), help="only devices in this state")
     p.add_argument("--id-prefix", default="", help="only devices whose id starts with this")
     p.add_argument("--json", action="store_true", help="one JSON object per device, typed, instead of the table")
 

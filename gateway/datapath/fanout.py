@@ -74,7 +74,7 @@ def peer_host(peer: str) -> str:
 # ListDevices pages
 DEFAULT_PAGE = 1000
 MAX_PAGE = 5000
-DEVICE_STATES = ("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE")
+DEVICE_STATES = ("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE", "DISABLED")
 
 # Record: bytes per call (the default, and the most a call may ask for), calls open at once
 DEFAULT_RECORD_BYTES = 64 * 1024 * 1024
