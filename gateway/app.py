@@ -343,9 +343,17 @@ class Gateway:
         journal = self.journal
         svc = self.service
         families: dict[str, pb.FamilyStats] = {}
-        for family, n in self.supervisor.family_envelopes().items():
-            families[family] = pb.FamilyStats(family=family, envelopes=n)
-        for e in self.supervisor.entries.values():
+        sees_all = viewer is None or viewer.is_admin or "#" in viewer.read
+        visible = list(self.supervisor.entries.values()) if sees_all else visible_entries(self.supervisor, viewer)
+        if sees_all:
+            for family, n in self.supervisor.family_envelopes().items():
+                families[family] = pb.FamilyStats(family=family, envelopes=n)
+        else:
+            # only the devices the token may read (as ListDevices): their counts, states and drops
+            for e in visible:
+                fs = families.setdefault(e.family, pb.FamilyStats(family=e.family))
+                fs.envelopes += e.envelopes
+        for e in visible:
             fs = families.get(e.family)
             if fs is None:
                 fs = families[e.family] = pb.FamilyStats(family=e.family)
@@ -385,8 +393,18 @@ class Gateway:
             drops=[
                 pb.DropStats(driver=driver, reason=reason, frames=n)
                 for (driver, reason), n in sorted(list(self.supervisor.drops.items()))
+                if sees_all or driver in {e.driver for e in visible}
             ],
         )
+
+
+def visible_entries(supervisor, viewer) -> list:
+    """The device table as `viewer` (a Principal) may see it: the devices whose topics it may read
+    or that it may command, as ListDevices lists them."""
+    return [
+        e for e in supervisor.entries.values()
+        if viewer.may_read_any(f"{e.family}/{e.id}/#") or viewer.may_control(e.family, e.id)
+    ]
 
 
 def warn_anonymous(auth_config) -> None:

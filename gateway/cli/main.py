@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask the gateway which driver runs DEVICE and list that driver's actions, then exit",
     )
     p.add_argument("--command-timeout", type=_seconds, default=0, help="seconds the device gets (default: driver's)")
+    p.add_argument(
+        "--out", metavar="FILE",
+        help="write the bytes a result carries (a camera snapshot's JPEG) to FILE instead of hex in the JSON",
+    )
 
     p = sub.add_parser("top", help="live view of rates and device states")
     _client_args(p)
@@ -675,8 +679,27 @@ def _fmt_age(ns: int) -> str:
     return f"{age / 3600:.1f}h ago"
 
 
+# counters that diagnose a link, first in the table's COUNTERS column (then dropped_<reason>)
+DIAGNOSTIC_COUNTERS = ("reconnects", "link_drops", "failed_attempts", "auth_failures")
+MAX_TABLE_COUNTERS = 4
+
+
+def format_counters(counters) -> str:
+    """The counters that say what is wrong with a link, compactly: `reconnects=3
+    dropped_bad_checksum=120`; non-zero ones only, at most MAX_TABLE_COUNTERS (`+N` more; `--json`
+    has them all); `-` when there are none."""
+    shown = [k for k in DIAGNOSTIC_COUNTERS if counters.get(k)]
+    drops = sorted((k for k, v in counters.items() if k.startswith("dropped_") and v), key=lambda k: -counters[k])
+    rest = sorted(k for k, v in counters.items() if v and k != "envelopes" and k not in shown and k not in drops)
+    keys = shown + drops + rest
+    text = " ".join(f"{k}={counters[k]}" for k in keys[:MAX_TABLE_COUNTERS])
+    if len(keys) > MAX_TABLE_COUNTERS:
+        text += f" +{len(keys) - MAX_TABLE_COUNTERS}"
+    return text or "-"
+
+
 def format_devices(devices) -> str:
-    rows = [("ID", "FAMILY", "DRIVER", "STATE", "LAST SEEN", "ENVELOPES", "REASON")]
+    rows = [("ID", "FAMILY", "DRIVER", "STATE", "LAST SEEN", "ENVELOPES", "COUNTERS", "REASON")]
     for d in devices:
         rows.append(
             (
@@ -686,6 +709,7 @@ def format_devices(devices) -> str:
                 d.state,
                 _fmt_age(d.last_seen_ns),
                 str(d.counters.get("envelopes", 0)),
+                format_counters(d.counters),
                 d.reason,
             )
         )
@@ -784,15 +808,46 @@ def cmd_command(args) -> int:
         return _rpc_error(exc, args)
     finally:
         channel.close()
+    result = client.unpack(reply.result)
+    if args.out:
+        try:
+            result = save_result_bytes(result, args.out)
+        except OSError as exc:
+            print(f"tianwang command: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     out = {
         "ok": reply.ok,
         "code": reply.code,
         "message": reply.message,
-        "result": client.unpack(reply.result),
+        "result": result,
         "audit_seq": reply.audit_seq,
     }
     print(json.dumps(out, default=_json_default, ensure_ascii=False))
+    if not args.out and isinstance(result, dict) and any(isinstance(v, (bytes, bytearray)) for v in result.values()):
+        print("tianwang command: the result carries bytes, printed as hex; --out FILE writes them to a file",
+              file=sys.stderr)
     return 0 if reply.ok else 1
+
+
+def save_result_bytes(result, path: str):
+    """`command --out FILE`: the result's bytes values go to FILE (several: FILE.<key> each), and the
+    result names where each went: `{"jpeg": {"file": "snap.jpg", "bytes": 48213}}`. Each file is
+    written whole (a temporary file renamed over it). Raises OSError."""
+    if not isinstance(result, dict):
+        return result
+    keys = [k for k, v in result.items() if isinstance(v, (bytes, bytearray))]
+    out = dict(result)
+    for key in keys:
+        target = path if len(keys) == 1 else f"{path}.{key}"
+        tmp = f"{target}.part"
+        with open(tmp, "wb") as f:
+            f.write(result[key])
+        os.replace(tmp, target)
+        out[key] = {"file": target, "bytes": len(result[key])}
+        print(f"tianwang command: wrote {len(result[key])} bytes ({key}) to {target}", file=sys.stderr)
+    if not keys:
+        print(f"tianwang command: the result carries no bytes; nothing written to {path}", file=sys.stderr)
+    return out
 
 
 def _watch_latest(channel, md):
