@@ -250,7 +250,7 @@ class MetricsAuthConfig(SecretsModel):
     __required_secrets__: ClassVar = ("token",)
 
     token: SecretStr | None = Field(
-        default=None, description="the token Prometheus sends as `Authorization: Bearer <token>` (inline: check warns)"
+        default=None, description="the token Prometheus sends as `Authorization: Bearer <token>` (inline: an error unless `auth.allow_inline_secrets`)"
     )
     token_env: str | None = Field(default=None, description="the environment variable holding the token")
     token_file: str | None = Field(default=None, description="a file holding the token (without its trailing newline)")
@@ -301,7 +301,7 @@ class TokenConfig(SecretsModel):
     )
     token: SecretStr | None = Field(
         default=None,
-        description="the token itself (inline: check warns); exactly one of token, token_env, token_file; "
+        description="the token itself (inline: an error unless `auth.allow_inline_secrets`); exactly one of token, token_env, token_file; "
         "values must differ between tokens",
     )
     token_env: str | None = Field(default=None, description="the environment variable holding the token")
@@ -408,7 +408,9 @@ class DeviceConfig(Model):
         "digit; unique across devices and listeners",
     )
     driver: str = Field(description="the driver's name; `tianwang drivers` lists the installed ones")
-    enabled: bool = Field(default=True, description="false: configured but not run")
+    enabled: bool = Field(
+        default=True, description="false: not run, but listed as `DISABLED` (and its commands refused with that reason)"
+    )
     backoff: BackoffConfig = Field(
         default=BackoffConfig(), description="how long to wait between reconnection attempts"
     )
@@ -504,10 +506,10 @@ class NatsBridgeConfig(SecretsModel):
         default=120.0, gt=0, description="`Nats-Msg-Id` de-duplication window of a stream the bridge creates"
     )
     user: str | None = Field(default=None, description="user name for user and password auth")
-    password: SecretStr | None = Field(default=None, description="the user's password (inline: check warns)")
+    password: SecretStr | None = Field(default=None, description="the user's password (inline: an error unless `auth.allow_inline_secrets`)")
     password_env: str | None = Field(default=None, description="the environment variable holding the password")
     password_file: str | None = Field(default=None, description="a file holding the password")
-    token: SecretStr | None = Field(default=None, description="a token for token auth (inline: check warns)")
+    token: SecretStr | None = Field(default=None, description="a token for token auth (inline: an error unless `auth.allow_inline_secrets`)")
     token_env: str | None = Field(default=None, description="the environment variable holding the token")
     token_file: str | None = Field(default=None, description="a file holding the token")
     creds_file: str | None = Field(default=None, description="a NATS `.creds` file (JWT and nkey); must be readable")

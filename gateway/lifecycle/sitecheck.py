@@ -77,11 +77,14 @@ def entry_names(data: dict) -> dict[str, str]:
 
 
 def path_problem(path: str, need: str) -> str | None:
-    """Why the gateway could not use `path` as `need` ("read", "write", "dir"), or None."""
+    """Why the gateway could not use `path` as `need` ("read", "write", "dir"; "file": only that it
+    is not a directory, for keys whose validators check that they can be read), or None."""
     path = os.path.expanduser(path)
-    if need == "read":
+    if need in ("read", "file"):
         if os.path.isdir(path):
             return f"{path} is a directory, not a file"
+        if need == "file":
+            return None  # whether it can be read: the key's own validator says so
         if not os.path.exists(path):
             return f"{path} does not exist"
         if not os.access(path, os.R_OK):
@@ -131,11 +134,11 @@ def _gateway_paths(data: dict) -> list[tuple[str, str, str]]:
     for key in ("cert_file", "key_file", "client_ca_file"):
         value = mapping(gw.get("tls")).get(key)
         if isinstance(value, str):
-            out.append((f"gateway.tls.{key}", value, "read"))
+            out.append((f"gateway.tls.{key}", value, "file"))
     nats = mapping(mapping(data.get("bridges")).get("nats"))
     for key in ("creds_file", "tls_ca_file"):
         if isinstance(nats.get(key), str):
-            out.append((f"bridges.nats.{key}", nats[key], "read"))
+            out.append((f"bridges.nats.{key}", nats[key], "file"))
     return out
 
 
