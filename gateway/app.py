@@ -274,11 +274,12 @@ class Gateway:
         changes = await self.supervisor.apply(self.config)
         self.reloads += 1
         log.info(
-            "reloaded %s: started %s, stopped %s, restarted %s%s; %d streams ended or narrowed by token changes",
+            "reloaded %s: started %s, stopped %s, restarted %s%s%s; %d streams ended or narrowed by token changes",
             self.config_path,
             changes["started"] or "none",
             changes["stopped"] or "none",
             changes["restarted"] or "none",
+            f", updated in place {changes['updated']}" if changes.get("updated") else "",
             f", FAILED to start {changes['failed']}" if changes["failed"] else "",
             ended,
         )

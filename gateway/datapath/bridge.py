@@ -52,7 +52,9 @@ CREDENTIAL_KEYS = ("user", "password", "password_env", "password_file", "token",
 def _is_auth_error(exc) -> bool:
     """The server refused the credentials ('Authorization Violation', 'Authentication Expired'...)."""
     text = str(exc).lower()
-    return "authorization violation" in text or "authentication" in text or type(exc).__name__ == "AuthorizationError"
+    return (type(exc).__name__ == "AuthorizationError"
+            or any(words in text for words in ("authorization violation", "authentication expired",
+                                               "authentication revoked", "user authentication")))
 
 
 def _header(msg, key, default=""):

@@ -481,8 +481,9 @@ class Supervisor:
                 ctx.count("failed_attempts")
             if refused_login:
                 ctx.count("auth_failures")
-            backoff = ctx.config.backoff if ctx.config is not None else dev.backoff  # a reload may change it
-            if time.monotonic() - started >= STABLE_AFTER_S:
+            now_backoff = ctx.config.backoff if ctx.config is not None else dev.backoff  # a reload may change it
+            if time.monotonic() - started >= STABLE_AFTER_S or now_backoff != backoff:
+                backoff = now_backoff
                 delays = backoff_delays(backoff.initial_s, backoff.max_s, backoff.factor)
             delay = next(delays)
             ctx.count("reconnects")
