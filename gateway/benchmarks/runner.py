@@ -471,9 +471,19 @@ def write_plots(results: dict, out: Path) -> list[str]:
         if m["value"] is not None and m["unit"] != "readings":  # counts of losses: in the report only
             by_section.setdefault(m["section"], []).append(m)
 
+    def below_resolution(m):
+        """A `cores` figure whose CPU time over its run's window is a few clock ticks."""
+        if m["unit"] != "cores":
+            return False
+        runs = results["details"].get(m["section"], {}).get("runs", [])
+        window = next((r.get("window_s") or 0 for r in runs if m["name"].startswith(r.get("label", "") + ":")), None)
+        return window is not None and m["value"] * window < CPU_RESOLUTION_S
+
     def bars(name, title, metrics, log=False):
         """One panel per unit. A panel of a single figure says nothing a table does not, so it is
-        left to the report; on a log axis a bar's length means nothing, so figures are points."""
+        left to the report, and so is a CPU figure below the clock's resolution; on a log axis a
+        bar's length means nothing, so figures are points."""
+        metrics = [m for m in metrics if not below_resolution(m)]
         panels = []
         for unit in sorted({m["unit"] for m in metrics}):
             ms = [m for m in metrics if m["unit"] == unit]
@@ -514,23 +524,11 @@ def write_plots(results: dict, out: Path) -> list[str]:
         plt.close(fig)
         written.append(name)
 
-    def drawable(section):
-        """The figures of `section` that are results: not a CPU figure below the clock's resolution."""
-        windows = {r["label"]: r.get("window_s") or 0 for r in results["details"].get(section, {}).get("runs", [])}
-        out_ms = []
-        for m in by_section.get(section, []):
-            if m["unit"] == "cores":
-                window = next((w for label, w in windows.items() if m["name"].startswith(label + ":")), None)
-                if window is not None and m["value"] * window < CPU_RESOLUTION_S:
-                    continue
-            out_ms.append(m)
-        return out_ms
-
     bars("nmea.png", TITLES["nmea"], by_section.get("nmea", []), log=True)
     bars("router.png", TITLES["router"], by_section.get("router", []))
     bars("fanout.png", TITLES["fanout"] + " (envelopes/s delivered in total)",
          [m for m in by_section.get("fanout", []) if m["unit"] == "envelopes/s"], log=True)
-    bars("scale.png", TITLES["scale"], drawable("scale"))
+    bars("scale.png", TITLES["scale"], by_section.get("scale", []))
     rates = results["details"].get("latency", {}).get("rates", [])
     if rates:
         rates = sorted(rates, key=lambda r: r["rate"])

@@ -84,12 +84,12 @@ class NatsBridge:
         self.reason = ""
         self._task = None
         self._stopping = False
-        self._families: dict[str, object] = {}  # family -> TopicFilter
-        self._reader = DiskReader()
-        self._resume_window = None  # (first, last, families already stored) of a half-published window
         self._auth_error: str | None = None  # the server refused the credentials (until the next attempt)
         self._connecting: asyncio.Task | None = None
         self._retry_now = asyncio.Event()
+        self._families: dict[str, object] = {}  # family -> TopicFilter
+        self._reader = DiskReader()
+        self._resume_window = None  # (first, last, families already stored) of a half-published window
         self.stats = {
             "bridge_nats_messages": 0,
             "bridge_nats_envelopes": 0,
