@@ -91,6 +91,18 @@ def test_controllers_that_can_share_a_line_pass():
     load_config(cfg([tsc("tsc-17", controller_id=17), tsc("tsc-18", controller_id=18)]))
 
 
+def test_a_disabled_entry_opens_shares_and_binds_nothing():
+    # the controller being replaced stays in the file, disabled, beside its replacement
+    old = tsc("tsc-17-old", controller_id=17, enabled=False)
+    load_config(cfg([old, tsc("tsc-17", controller_id=17)], [fleet(listen="127.0.0.1:50051", enabled=False)]))
+
+
+def test_two_receivers_on_one_serial_port_are_refused():
+    gps = [{"id": f"bd-{i}", "driver": "beidou", "url": "serial:///dev/ttyUSB0?baudrate=115200"} for i in (1, 2)]
+    p, _ = problems(cfg(gps))
+    assert "is already 'bd-1'" in p["devices[1].url"]
+
+
 async def test_a_reload_refuses_devices_that_cannot_share_a_line(tmp_path):
     from gw import base_config, registry
     from tianwang.gateway.app import Gateway

@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("file", help="the config file (YAML)")
-    p.add_argument("--shards", type=_positive_int, metavar="N", help="also show which of N shards owns each device")
+    p.add_argument("--shards", type=_positive_int, metavar="N",
+                   help="also show which of N shards owns each device, and the devices that share a link (kept together)")
 
     p = sub.add_parser("subscribe", help="print envelopes as they arrive")
     _client_args(p)

@@ -174,7 +174,7 @@ def link_groups(devices) -> dict[str, list]:
     """{link id: [device configs]} of the links two or more devices share, in file order."""
     by_link: dict[str, list] = {}
     for dev in devices:
-        link = _link_of(dev)
+        link = _link_of(dev) if dev.enabled else None
         if link is not None:
             by_link.setdefault(link, []).append(dev)
     return {k: v for k, v in by_link.items() if len(v) > 1}
@@ -220,7 +220,8 @@ def _binds(data: dict, devices, listeners) -> list[tuple[str, str, str]]:
     valid = {i for i, _ in listeners}
     for i, entry in enumerate(raw_listeners):
         # raw, so a listener that is invalid for another reason still claims its address
-        if i not in valid and isinstance(entry, dict) and isinstance(entry.get("listen"), str):
+        if i not in valid and isinstance(entry, dict) and isinstance(entry.get("listen"), str) \
+                and entry.get("enabled", True) is not False:
             out.append((f"listeners[{i}].listen", entry["listen"], ""))
     for section, entries in (("devices", devices), ("listeners", listeners)):
         for i, dev in entries:
@@ -231,8 +232,12 @@ def _binds(data: dict, devices, listeners) -> list[tuple[str, str, str]]:
 
 def site_problems(data: dict, devices, listeners) -> list[tuple[str, str]]:
     """Problems `run` would meet with this config although every entry is valid on its own.
-    `devices`, `listeners`: [(index, config)] of the entries that validated."""
+    `devices`, `listeners`: [(index, config)] of the entries that validated. Entries with
+    `enabled: false` are not run, so they open, share and bind nothing."""
     from tianwang.gateway.lifecycle.config import parse_hostport
+
+    devices = [(i, d) for i, d in devices if d.enabled]
+    listeners = [(i, d) for i, d in listeners if d.enabled]
 
     problems: list[tuple[str, str]] = []
     for path, value, need in _gateway_paths(data):
