@@ -38,11 +38,11 @@ def print_shards(config, count: int) -> None:
     link_of = {d.id: link for link, members in groups.items() for d in members}
     rows = [(d.id, "listener" if d in config.listeners else "device", plan[d.id]) for d in config.all_devices()]
     width = max([len("ID")] + [len(r[0]) for r in rows])
-    print(f"{'ID':<{width}}  KIND      SHARD  LINK (of {count}; run each with --shard I/{count})")
+    print(f"{'ID':<{width}}  KIND      SHARD  LINK")
     for dev_id, kind, shard in sorted(rows, key=lambda r: (r[2], r[0])):
         print(f"{dev_id:<{width}}  {kind:<8}  {shard:<5}  {link_of.get(dev_id, '-')}".rstrip())
     counts = [sum(1 for r in rows if r[2] == i) for i in range(count)]
-    print("per shard: " + ", ".join(f"{i}: {c}" for i, c in enumerate(counts)))
+    print(f"per shard of {count} (run each with --shard I/{count}): " + ", ".join(f"{i}: {c}" for i, c in enumerate(counts)))
     for link, members in groups.items():
         ids = sorted(d.id for d in members)
         print(f"shared link {link}: {', '.join(ids)} -> shard {plan[ids[0]]} (a link is never split)")
