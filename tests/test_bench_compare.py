@@ -127,3 +127,14 @@ def test_a_loss_where_there_was_none_always_counts():
     now = copy.deepcopy(base)
     next(x for x in now["metrics"] if x["name"] == "readings missing at 5000 readings/s")["value"] = 1
     assert regressed(now, base) == ["readings missing at 5000 readings/s"]
+
+
+def test_a_busy_machine_is_named_in_a_warning():
+    from tianwang.gateway.benchmarks.compare import load_warning
+
+    idle = {"machine": {"cores": 2, "load_avg": [0.4, 0.5, 0.5], "load_avg_end": [0.9, 0.6, 0.5]}}
+    busy = {"machine": {"cores": 2, "load_avg": [0.4, 0.5, 0.5], "load_avg_end": [8.9, 6.0, 4.0]}}
+    assert load_warning(idle, idle) is None
+    assert "load average up to 8.9 on 2 cores in this run" in load_warning(busy, idle)
+    assert "0.9 on 2 in the baseline" in load_warning(busy, idle)
+    assert load_warning(idle, busy) is not None

@@ -116,3 +116,21 @@ def compare(results: dict, baseline: dict, threshold_pct: float) -> list[dict]:
         out.append({"section": m["section"], "name": m["name"], "unit": m["unit"], "baseline": float(old["value"]),
                     "value": m["value"], "change_pct": change, "regressed": regressed, "rule": rule})
     return out
+
+
+def load_warning(results: dict, baseline: dict) -> str | None:
+    """A warning when either run had more runnable work than cores (1-minute load average, at the
+    start or the end): then no tolerance holds, and a regression may be the other work."""
+    def worst(r):
+        m = r.get("machine") or {}
+        loads = [x[0] for x in (m.get("load_avg"), m.get("load_avg_end")) if isinstance(x, (list, tuple)) and x]
+        return max(loads, default=0.0), m.get("cores") or 0
+
+    now, cores = worst(results)
+    was, base_cores = worst(baseline)
+    if (cores and now > cores) or (base_cores and was > base_cores):
+        return (f"the machine was busy (load average up to {now:.1f} on {cores} cores in this run, {was:.1f} on "
+                f"{base_cores} in the baseline): other work moves the figures beyond any tolerance; compare runs "
+                "made on an idle machine before believing a regression")
+    return None
+

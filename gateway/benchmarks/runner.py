@@ -588,7 +588,8 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
         regressed = [c for c in comparison if c["regressed"]]
         lines += ["", "## Against the baseline", "",
                   f"Baseline `{baseline_path}`: {len(comparison)} figures compared, "
-                  f"{len(regressed)} regressed by more than {threshold_pct:g}%."]
+                  f"{len(regressed)} regressed beyond their tolerance (the product's own figures only; "
+                  f"--threshold {threshold_pct:g}%; the rules: docs/bench.md)."]
         if baseline_sizes is not None and baseline_sizes != (results["quick"], results["scale"]):
             lines += ["", f"The baseline was made with other sizes (quick {baseline_sizes[0]}, scale {baseline_sizes[1]}): "
                           "rates may not compare."]
