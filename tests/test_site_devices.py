@@ -84,6 +84,24 @@ async def test_a_refused_login_waits_minutes_and_a_reload_retries_at_once(tmp_pa
             await gw.stop()
 
 
+async def test_a_changed_password_file_is_tried_at_once_without_a_reload(tmp_path):
+    async with camera() as sim:
+        secret = tmp_path / "cam-1.pass"
+        secret.write_text("not-the-password\n")
+        cam = device(sim, backoff={"initial_s": 0.05, "max_s": 0.1})
+        del cam["password"]
+        cam["password_file"] = str(secret)
+        gw, _ = await start(tmp_path, base_config([cam], control=("camera/+",)), onvif.SPEC)
+        try:
+            entry = gw.supervisor.lookup("cam-1")
+            await until(lambda: "authentication failed" in entry.reason, 20, "the refused login")
+            secret.write_text(sim.password + "\n")
+            await until(lambda: gw.supervisor.lookup("cam-1").state == Health.ONLINE, 20, "ONLINE with the new password")
+            assert entry.counters["auth_failures"] == 1
+        finally:
+            await gw.stop()
+
+
 # -- 7. label-only edits ------------------------------------------------------------------------
 async def test_a_label_only_edit_applies_without_a_restart(tmp_path):
     cfg = base_config([{"id": "g", "driver": "testgen", "rate_hz": 50, "labels": {"site": "north"}}])

@@ -30,6 +30,9 @@ CLOSE_TIMEOUT_S = 2.0
 # a window of minutes, which also locks out the NVR using that user. Two attempts per half hour.
 AUTH_RETRY_S = 900.0
 AUTH_REASON = "authentication failed: fix the password and reload"
+# While it waits, a device whose secret comes from a `<name>_file` looks at the file this often: a
+# changed secret is tried at once, reload or not.
+SECRET_POLL_S = 2.0
 DISABLED_REASON = "disabled in config (enabled: false)"
 # Config keys that do not touch the link: a change of only these applies without a restart.
 NO_RESTART_KEYS = ("labels", "backoff")
@@ -276,6 +279,27 @@ class _Running:
         self.retry_now = asyncio.Event()
 
 
+def changed_secrets(config) -> dict:
+    """{name: SecretStr} for each secret of `config` given as `<name>_file` whose file now holds
+    another value (unreadable or empty files are left for the next reload to report)."""
+    from pydantic import SecretStr
+
+    out = {}
+    for name in getattr(config, "__secrets__", ()):
+        path = getattr(config, f"{name}_file", None)
+        current = getattr(config, name, None)
+        if not path or current is None:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.read().rstrip("\r\n")
+        except OSError:
+            continue
+        if value and value != current.get_secret_value():
+            out[name] = SecretStr(value)
+    return out
+
+
 def only_no_restart_keys_differ(old, new) -> bool:
     """True when `old` and `new` (device configs) differ only in keys that do not touch the link
     (NO_RESTART_KEYS): labels, backoff."""
@@ -496,16 +520,27 @@ class Supervisor:
             reason = f"retrying after {reason}"
 
     async def _wait_for_retry(self, dev_id: str, timeout: float) -> None:
-        """Wait `timeout` seconds, or until a reload asks for a retry (`_Running.retry_now`)."""
+        """Wait `timeout` seconds, or until a reload asks for a retry (`_Running.retry_now`), or
+        until a secret file of the device holds another secret (taken into its config)."""
         running = self._running.get(dev_id)
         if running is None:
             await asyncio.sleep(timeout)
             return
         running.retry_now.clear()
-        try:
-            await asyncio.wait_for(running.retry_now.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(running.retry_now.wait(), min(left, SECRET_POLL_S))
+                return
+            except asyncio.TimeoutError:
+                pass
+            changed = changed_secrets(running.config)
+            if changed:
+                dev = running.config.model_copy(update=changed)
+                running.config = running.ctx.config = running.driver.config = dev
+                log.info("%s: %s changed in its file: trying again", dev_id, ", ".join(sorted(changed)))
+                return
 
     async def _close(self, driver: Driver, dev_id: str) -> None:
         try:
