@@ -14,15 +14,17 @@ What a driver is
                               transports, actions, decoder, simulator, demo part)
     Driver                    the base class the supervisor drives: `run()`, `close()`, `command()`
     DeviceContext             what the supervisor hands a driver: publish, set_health, set_info, ...
-    Health                    CONNECTING ONLINE DEGRADED OFFLINE
+    Health                    CONNECTING ONLINE DEGRADED OFFLINE (DISABLED: listed, not run)
     Publication               (channel, payload, device_time_ns): what a sans-io protocol returns
 Config helpers
     DeviceConfig, ListenerConfig   base models of a device / listener entry (id, driver, backoff, ...)
     Model, SecretsModel       frozen pydantic bases; SecretsModel resolves `*_env` / `*_file` secrets
     parse_url, parse_hostport `serial://...`, `tcp://host:port`, `HOST:PORT` with key-path errors
     serial_options            pyserial keyword arguments from a serial URL's query
+    url_link_id               `serial:<port>` / `tcp:<host:port>`: the link a URL opens (check, sharding)
 Errors (one hierarchy, each also its builtin)
     GatewayError, ConfigError, FrameError, DriverError, DeviceError, DeviceTimeout, CommandError,
+    AuthenticationFailed      raise it when the device refuses the credentials: the retry waits minutes
     describe(exc)             "ExceptionName: text", for health reasons and logs
     redact(text)              `text` with the user information of every URL in it as `***`
 Hot path (compiled or twin, as `framing` chose; see `framing.USING_CEXT`)
@@ -56,12 +58,14 @@ _EXPORTS = {
     "parse_url": "tianwang.gateway.lifecycle.config:parse_url",
     "parse_hostport": "tianwang.gateway.lifecycle.config:parse_hostport",
     "serial_options": "tianwang.gateway.lifecycle.config:serial_options",
+    "url_link_id": "tianwang.gateway.lifecycle.config:url_link_id",
     "GatewayError": "tianwang.gateway.errors:GatewayError",
     "ConfigError": "tianwang.gateway.errors:ConfigError",
     "FrameError": "tianwang.gateway.errors:FrameError",
     "DriverError": "tianwang.gateway.errors:DriverError",
     "DeviceError": "tianwang.gateway.errors:DeviceError",
     "DeviceTimeout": "tianwang.gateway.errors:DeviceTimeout",
+    "AuthenticationFailed": "tianwang.gateway.errors:AuthenticationFailed",
     "CommandError": "tianwang.gateway.errors:CommandError",
     "describe": "tianwang.gateway.errors:describe",
     "redact": "tianwang.gateway.errors:redact",
@@ -105,13 +109,15 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names above 
     from tianwang.gateway.cli.ptyline import PtyLine
     from tianwang.gateway.cli.simulate import run as run_simulator, serve as serve_simulator
     from tianwang.gateway.errors import (
-        CommandError, ConfigError, DeviceError, DeviceTimeout, DriverError, FrameError, GatewayError, describe,
+        AuthenticationFailed, CommandError, ConfigError, DeviceError, DeviceTimeout, DriverError, FrameError,
+        GatewayError, describe,
     )
     from tianwang.gateway.framing import (
         Gbt20999Framer, Jt808Framer, NmeaDecoder, PmppFramer, encode_gbt20999, encode_jt808, encode_pmpp,
     )
     from tianwang.gateway.lifecycle.config import (
         DeviceConfig, ListenerConfig, Model, SecretsModel, parse_hostport, parse_url, serial_options,
+        url_link_id,
     )
     from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health, Publication
     from tianwang.gateway.lifecycle.supervisor import DeviceContext

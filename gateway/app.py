@@ -251,7 +251,7 @@ class Gateway:
             new = load_config(self.config_path, self.registry)
         except ConfigError as exc:
             for path, reason in exc.problems:
-                log.error("reload refused: %s: %s", path or "<file>", reason)
+                log.error("reload refused: %s: %s", exc.named(path) if path else "<file>", reason)
             return False
         if self.shard is not None:
             from tianwang.gateway.lifecycle.config import for_shard
@@ -268,9 +268,14 @@ class Gateway:
                 )
             }
         )
-        if old.bridges != new.bridges:
+        if self.bridge is not None and new.bridges.nats is not None and self.bridge.credentials_only_change(new.bridges.nats):
+            log.info("reload: bridges.nats credentials changed: the bridge uses them from its next connection")
+            self.bridge.retry_now(new.bridges.nats)
+        elif old.bridges != new.bridges:
             log.warning("reload: bridges changed; restart the gateway to apply it")
             config = config.model_copy(update={"bridges": old.bridges})
+        elif self.bridge is not None:
+            self.bridge.retry_now()  # after refused credentials: try again at once
         try:
             auth = Authenticator(new.auth)
         except Exception as exc:  # the config validated, so this is a bug; keep the old tokens
@@ -289,11 +294,12 @@ class Gateway:
         changes = await self.supervisor.apply(self.config)
         self.reloads += 1
         log.info(
-            "reloaded %s: started %s, stopped %s, restarted %s%s; %d streams ended or narrowed by token changes",
+            "reloaded %s: started %s, stopped %s, restarted %s%s%s; %d streams ended or narrowed by token changes",
             self.config_path,
             changes["started"] or "none",
             changes["stopped"] or "none",
             changes["restarted"] or "none",
+            f", updated in place {changes['updated']}" if changes.get("updated") else "",
             f", FAILED to start {changes['failed']}" if changes["failed"] else "",
             ended,
         )
@@ -384,9 +390,17 @@ class Gateway:
         journal = self.journal
         svc = self.service
         families: dict[str, pb.FamilyStats] = {}
-        for family, n in self.supervisor.family_envelopes().items():
-            families[family] = pb.FamilyStats(family=family, envelopes=n)
-        for e in self.supervisor.entries.values():
+        sees_all = viewer is None or viewer.is_admin or "#" in viewer.read
+        visible = list(self.supervisor.entries.values()) if sees_all else visible_entries(self.supervisor, viewer)
+        if sees_all:
+            for family, n in self.supervisor.family_envelopes().items():
+                families[family] = pb.FamilyStats(family=family, envelopes=n)
+        else:
+            # only the devices the token may read (as ListDevices): their counts, states and drops
+            for e in visible:
+                fs = families.setdefault(e.family, pb.FamilyStats(family=e.family))
+                fs.envelopes += e.envelopes
+        for e in visible:
             fs = families.get(e.family)
             if fs is None:
                 fs = families[e.family] = pb.FamilyStats(family=e.family)
@@ -426,8 +440,18 @@ class Gateway:
             drops=[
                 pb.DropStats(driver=driver, reason=reason, frames=n)
                 for (driver, reason), n in sorted(list(self.supervisor.drops.items()))
+                if sees_all or driver in {e.driver for e in visible}
             ],
         )
+
+
+def visible_entries(supervisor, viewer) -> list:
+    """The device table as `viewer` (a Principal) may see it: the devices whose topics it may read
+    or that it may command, as ListDevices lists them."""
+    return [
+        e for e in supervisor.entries.values()
+        if viewer.may_read_any(f"{e.family}/{e.id}/#") or viewer.may_control(e.family, e.id)
+    ]
 
 
 def warn_anonymous(auth_config) -> None:

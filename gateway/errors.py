@@ -21,15 +21,38 @@ class ConfigError(GatewayError, ValueError):
 
     `problems` holds `(path, reason)` pairs, one per problem, with `path` spelled
     `devices[2].url` the way `tianwang check` prints it. `warnings` holds the `(path, reason)` warnings
-    the readable parts of the config deserve, so `check` shows everything in one run.
+    the readable parts of the config deserve, so `check` shows everything in one run. `names` maps
+    an entry's position to its id (`{"devices[3]": "tsc-0017"}`): `lines()` and the message name
+    the entry both ways (`devices[3] (tsc-0017).usrname`), so it can be found in a long file.
     """
 
-    def __init__(self, problems, warnings=()):
+    def __init__(self, problems, warnings=(), names=None):
         if isinstance(problems, str):
             problems = [("", problems)]
         self.problems = list(problems)
         self.warnings = list(warnings)
-        super().__init__("; ".join(f"{p}: {r}" if p else r for p, r in self.problems))
+        self.names = dict(names or {})
+        super().__init__("; ".join(self.lines()))
+
+    def named(self, path: str) -> str:
+        """`devices[3].url` -> `devices[3] (tsc-0017).url` when entry 3 has an id."""
+        return name_path(path, self.names)
+
+    def lines(self) -> list[str]:
+        """One `path: reason` line per problem, entries named by their ids."""
+        return [f"{self.named(p)}: {r}" if p else r for p, r in self.problems]
+
+    def warning_lines(self) -> list[str]:
+        return [f"{self.named(p)}: {r}" if p else r for p, r in self.warnings]
+
+
+def name_path(path: str, names: dict) -> str:
+    """`devices[3].url` -> `devices[3] (tsc-0017).url` when `names` has `devices[3]`."""
+    head, sep, rest = path.partition("]")
+    if not sep:
+        return path
+    dev_id = names.get(head + "]")
+    return f"{head}] ({dev_id}){rest}" if dev_id else path
 
 
 class FrameError(GatewayError, ValueError):
@@ -46,6 +69,12 @@ class DriverError(GatewayError, RuntimeError):
 
 class DeviceError(GatewayError, ConnectionError):
     """A device failed: the link dropped, it answered nonsense, or refused to open."""
+
+
+class AuthenticationFailed(DeviceError):
+    """A device (or server) refused the gateway's credentials. Retrying the same ones on the usual
+    backoff would lock the user out (cameras lock a user, or the client's address, after 5-7
+    failures), so the supervisor waits minutes before the next attempt, or for a reload."""
 
 
 class DeviceTimeout(DeviceError, TimeoutError):

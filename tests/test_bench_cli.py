@@ -136,10 +136,12 @@ def test_a_doctored_baseline_is_flagged(tiny_run, tmp_path):
     victims = {}
     for m in doctored["metrics"]:
         if m["section"] == "router" and m["better"] == "higher" and m["value"]:
-            m["value"] *= 100  # the baseline was 100x faster: now is 99% worse
+            m["value"] *= 100  # the baseline was 100x faster (every run of it): now is 99% worse
+            m["best"] *= 100
             victims[m["name"]] = m
         elif m["section"] == "router":
             m["value"] = (m["value"] or 0) / 100
+            m["best"] = (m["best"] or 0) / 100
     (tmp_path / "old.json").write_text(json.dumps(doctored))
     r = bench("--scale", "0.002", "--quick", "--sections", "router", "--out", str(tmp_path / "new"),
               "--baseline", str(tmp_path / "old.json"))
@@ -157,6 +159,7 @@ def test_a_doctored_baseline_is_flagged(tiny_run, tmp_path):
     for m in doctored["metrics"]:
         if m["name"] in victims:
             m["value"] /= 100 * 100
+            m["best"] /= 100 * 100
     (tmp_path / "old.json").write_text(json.dumps(doctored))
     r = bench("--scale", "0.002", "--quick", "--sections", "router", "--out", str(tmp_path / "new"),
               "--baseline", str(tmp_path / "old.json"))

@@ -156,8 +156,8 @@ def test_check_cli_exit_codes(tmp_path):
     assert r.returncode == 1
     lines = r.stdout.strip().splitlines()
     assert "gateway.listen: expected HOST:PORT, got 'nowhere'" in lines
-    assert any(line.startswith("devices[0].rate_hz: ") for line in lines)
-    assert any(line.startswith("devices[1].driver: unknown driver 'nosuch'") for line in lines)
+    assert any(line.startswith("devices[0] (a).rate_hz: ") for line in lines)
+    assert any(line.startswith("devices[1] (b).driver: unknown driver 'nosuch'") for line in lines)
     good = tmp_path / "good.yaml"
     good.write_text(GOOD)
     r = _cli("check", str(good), env_extra={"TW_TEST_TOKEN": "x"})
@@ -179,7 +179,7 @@ def test_check_prints_errors_and_warnings_in_one_run(tmp_path):
     assert sorted(r.stdout.splitlines()) == [
         "auth.tokens[0].token: secret written inline: use token_env or token_file (or set "
         "auth.allow_inline_secrets: true if this file is kept as safe as the secret)",
-        "devices[0].rate_hz: Input should be a valid number, unable to parse string as a number",
+        "devices[0] (a).rate_hz: Input should be a valid number, unable to parse string as a number",
     ]
     assert r.stderr.splitlines() == [
         "warning: gateway.tls: listening on 0.0.0.0 without TLS: tokens cross the network in clear"

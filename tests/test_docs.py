@@ -41,13 +41,17 @@ async def test_example_subscriber_prints_fixes_and_gaps():
             await proc.wait()
 
 
-def test_example_config_passes_check():
+def test_example_config_passes_check(tmp_path):
     import subprocess
 
     env = dict(os.environ, TW_TOKEN_CC="a" * 32, TW_TOKEN_GIS="b" * 32, TW_TOKEN_VIDEO="c" * 32, TW_JT808_SECRET="d" * 32)
-    # the TLS files of the example do not exist here: everything else must be clean
+    # the TLS files of the example do not exist here: everything else must be clean. Its state
+    # directory (/var/lib/tianwang, the systemd unit's StateDirectory) is a temporary one here
+    (tmp_path / "state").mkdir()
+    copy = tmp_path / "tianwang.example.yaml"
+    copy.write_text((ROOT / "deploy" / "tianwang.example.yaml").read_text().replace("/var/lib/tianwang", str(tmp_path / "state")))
     r = subprocess.run(
-        [sys.executable, "-m", "tianwang", "check", str(ROOT / "deploy" / "tianwang.example.yaml")],
+        [sys.executable, "-m", "tianwang", "check", str(copy)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
     )
     problems = [line for line in r.stdout.splitlines() if not line.startswith("gateway.tls.")]

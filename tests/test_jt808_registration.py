@@ -15,6 +15,8 @@ import msgpack
 import pytest
 import yaml
 
+from tianwang.gateway.errors import ConfigError
+
 import tianwang.drivers.jt808 as jt808
 from tianwang.drivers.jt808 import protocol as p
 from tianwang.drivers.jt808.registry import Registrations, RegistryError, read_file, write_file
@@ -183,8 +185,15 @@ async def test_a_registrations_file_in_a_missing_directory_stops_the_listener_fr
     reg = Registry()
     reg.register(jt808.SPEC)
     entry = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "registrations_file": str(tmp_path / "no" / "r")}
+    # `check` refuses it (tests/test_site_check.py); a directory removed after the check is refused by
+    # the listener itself
+    with pytest.raises(ConfigError):
+        load_config({"gateway": {"metrics": None}, "listeners": [entry]}, reg)
+    config = load_config({"gateway": {"metrics": None}}, reg).model_copy(
+        update={"listeners": (jt808.SPEC.config_model.model_validate(entry),)}
+    )
     sup = Supervisor(reg, Router(Journal(1 << 20)))
-    await sup.apply(load_config({"gateway": {"metrics": None}, "listeners": [entry]}, reg))
+    await sup.apply(config)
     try:
         row = sup.lookup("fleet")
         assert row.state == Health.OFFLINE and f"directory {tmp_path / 'no'} does not exist" in row.reason
@@ -265,16 +274,16 @@ def test_check_and_run_refuse_a_corrupt_registrations_file_in_one_line(tmp_path)
         assert r.returncode == 1, (r.stdout, r.stderr)
         assert "Traceback" not in r.stdout + r.stderr
         assert len(out.splitlines()) == 1, out
-        assert out.startswith("listeners[0].registrations_file: ") and f"registrations file {bad}: corrupt" in out
+        assert out.startswith("listeners[0] (fleet).registrations_file: ") and f"registrations file {bad}: corrupt" in out
 
 
 def test_check_warns_about_open_registration_and_memory_only_registrations(tmp_path):
     r = _tianwang("check", str(_config_file(tmp_path, registration="open")))
     assert r.returncode == 0, r.stdout
-    assert "warning: listeners[0].registration: open: anyone who reaches the port can register as any phone" in r.stderr
-    assert "warning: listeners[0].registrations_file: not set: registrations are kept in memory only" in r.stderr
+    assert "warning: listeners[0] (fleet).registration: open: anyone who reaches the port can register as any phone" in r.stderr
+    assert "warning: listeners[0] (fleet).registrations_file: not set: registrations are kept in memory only" in r.stderr
     r = _tianwang("check", str(_config_file(tmp_path, registrations_file=str(tmp_path / "fleet.registrations"))))
-    assert r.returncode == 0 and "listeners[0].registration" not in r.stderr, r.stderr
+    assert r.returncode == 0 and "listeners[0] (fleet).registration" not in r.stderr, r.stderr
 
 
 # -- policies -----------------------------------------------------------------------------------

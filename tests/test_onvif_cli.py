@@ -54,9 +54,9 @@ def test_check_names_a_missing_password_variable(tmp_path):
     r = tianwang("check", str(cfg), env=env)
     assert r.returncode == 1 and "Traceback" not in r.stderr + r.stdout
     lines = (r.stdout + r.stderr).strip().splitlines()
-    assert "devices[0].password_env: environment variable TW_NO_SUCH_VAR_1 is not set or empty" in lines
-    assert any(line.startswith("devices[1].host: ") for line in lines)
-    assert any(line.startswith("devices[1].password_file: ") for line in lines)
+    assert "devices[0] (cam-1).password_env: environment variable TW_NO_SUCH_VAR_1 is not set or empty" in lines
+    assert any(line.startswith("devices[1] (cam-2).host: ") for line in lines)
+    assert any(line.startswith("devices[1] (cam-2).password_file: ") for line in lines)
     assert any(line.startswith("devices[2]") and "password" in line for line in lines)
 
 

@@ -101,7 +101,7 @@ async def test_sighup_applies_only_what_changed_and_keeps_subscribers(tmp_path, 
     proc.signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     err = proc.stderr()
-    assert "reload refused: devices[0].driver: unknown driver 'nosuch'" in err
+    assert "reload refused: devices[0] (x).driver: unknown driver 'nosuch'" in err
 
 
 async def test_sighup_revokes_streams_of_removed_tokens(tmp_path, proc_factory):

@@ -111,6 +111,9 @@ async def test_record_a_receiver_and_a_terminal_while_the_gateway_publishes(tmp_
     assert rc_b == 0, err_b
     assert json.loads(out_a)["end"] == "1 s recorded" and json.loads(out_a)["bytes"] > 0
     assert not list(tmp_path.glob("*.part"))
+    # a JT/T 808 capture holds the terminal's auth code: only the user who recorded it may read it
+    for name in ("t.twcap", "bd.twcap"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
 
     # subscribers lost nothing: every seq, and a fix for every epoch the receiver wrote meanwhile
     seqs = [s for s, _, _ in got]

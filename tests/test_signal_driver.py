@@ -48,14 +48,21 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def stack(sim: SignalSimulator, devices):
+async def stack(sim: SignalSimulator, devices, checked=True):
+    """`checked=False`: entries validated one by one but not together (what `check` refuses), to
+    test the link's own refusal."""
     reg = Registry()
     reg.register(signal.SPEC)
     await sim.start()
     try:
         entries = [{"driver": "signal", "url": sim.url, **FAST, **d} for d in devices]
         entries = [{k: (v(sim) if callable(v) else v) for k, v in e.items()} for e in entries]  # known once started
-        config = load_config({"gateway": {"metrics": None}, "devices": entries}, reg)
+        if checked:
+            config = load_config({"gateway": {"metrics": None}, "devices": entries}, reg)
+        else:
+            config = load_config({"gateway": {"metrics": None}}, reg).model_copy(
+                update={"devices": tuple(signal.SPEC.config_model.model_validate(e) for e in entries)}
+            )
         journal = Journal(64 << 20)
         sup = Supervisor(reg, Router(journal))
         await sup.apply(config)
@@ -164,7 +171,8 @@ async def test_multi_drop_pty_line_with_a_dead_controller():
 
 async def test_a_shared_line_needs_every_controller_id():
     sim = SignalSimulator("pty", controllers=2, base_id=10, traffic_s=0)
-    async with stack(sim, [{"id": "a", "controller_id": 10}, {"id": "b"}]) as s:
+    # `check` refuses this config (tests/test_site_check.py); the link refuses it too
+    async with stack(sim, [{"id": "a", "controller_id": 10}, {"id": "b"}], checked=False) as s:
         await s.online("a")
         await until(lambda: s.entry("b").state == Health.OFFLINE, 10, "b refused")
         assert "each needs its controller_id" in s.entry("b").reason
@@ -173,7 +181,8 @@ async def test_a_shared_line_needs_every_controller_id():
 async def test_devices_on_one_line_must_agree_on_profile_and_serial_options():
     sim = SignalSimulator("pty", controllers=3, base_id=10, traffic_s=0)
     async with stack(sim, [{"id": "a", "controller_id": 10}, {"id": "b", "controller_id": 11, "profile": "ccitt"},
-                           {"id": "c", "controller_id": 12, "url": lambda sim: sim.url + "?baudrate=19200"}]) as s:
+                           {"id": "c", "controller_id": 12, "url": lambda sim: sim.url + "?baudrate=19200"}],
+                     checked=False) as s:
         await s.online("a")
         await until(lambda: s.entry("b").state == Health.OFFLINE and s.entry("c").state == Health.OFFLINE, 10,
                     "b and c refused")

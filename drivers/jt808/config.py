@@ -77,14 +77,14 @@ class Jt808Config(SecretsModel, ListenerConfig):
     auth_secret: SecretStr | None = Field(
         default=None,
         description="derives each terminal's auth code (HMAC-SHA256 of the phone); unset: a random one per start, "
-        "so terminals register again after a restart (inline: check warns)",
+        "so terminals register again after a restart (inline: an error unless `auth.allow_inline_secrets`)",
     )
     auth_secret_env: str | None = Field(default=None, description="the environment variable holding `auth_secret`")
     auth_secret_file: str | None = Field(default=None, description="a file holding `auth_secret`")
     auth_codes: SecretStr | None = Field(
         default=None,
         description="provisioned codes: `PHONE:CODE` entries separated by spaces, commas or newlines; `#` starts "
-        "a comment (inline: check warns)",
+        "a comment (inline: an error unless `auth.allow_inline_secrets`)",
     )
     auth_codes_env: str | None = Field(default=None, description="the environment variable holding `auth_codes`")
     auth_codes_file: str | None = Field(default=None, description="a file holding `auth_codes`")
@@ -197,6 +197,10 @@ class Jt808Config(SecretsModel, ListenerConfig):
         except RegistryError as exc:
             raise PydanticCustomError("registrations", "{why}", {"why": str(exc)}) from None
         return v
+
+    def config_paths(self) -> list[tuple[str, str, str]]:
+        # replaced atomically (a tmp file renamed over it): its directory must exist and be writable
+        return [("registrations_file", self.registrations_file, "write")] if self.registrations_file else []
 
     def config_warnings(self) -> list[tuple[str, str]]:
         out = []

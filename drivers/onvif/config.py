@@ -80,7 +80,7 @@ class OnvifConfig(SecretsModel, DeviceConfig):
     port: int = Field(default=80, ge=1, le=65535, description="its HTTP port (the device service is `/onvif/device_service`)")
     username: str = Field(min_length=1, max_length=128, description="the ONVIF user")
     password: SecretStr | None = Field(
-        default=None, description="its password: one of password, password_env, password_file (inline: check warns)"
+        default=None, description="its password: one of password, password_env, password_file (inline: an error unless `auth.allow_inline_secrets`)"
     )
     password_env: str | None = Field(default=None, description="the environment variable holding the password")
     password_file: str | None = Field(default=None, description="a file holding the password")
@@ -118,6 +118,12 @@ class OnvifConfig(SecretsModel, DeviceConfig):
     profile: str | None = Field(
         default=None, description="media profile token used by PTZ, snapshots and stream URIs; null = the first"
     )
+
+    def config_binds(self) -> list[tuple[str, str, str]]:
+        # cameras naming one webhook address share its server (one path each)
+        if self.events == "webhook":
+            return [("webhook.listen", (self.webhook or WebhookConfig()).listen, "onvif-webhook")]
+        return []
 
     @field_validator("host")
     @classmethod

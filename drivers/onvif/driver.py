@@ -19,7 +19,9 @@ import random
 import secrets
 import time
 
-from tianwang.drivers.sdk import CommandError, DeviceError, DeviceTimeout, Driver, Health, describe
+from tianwang.drivers.sdk import (
+    AuthenticationFailed, CommandError, DeviceError, DeviceTimeout, Driver, Health, describe,
+)
 from tianwang.drivers.onvif.events import to_publication
 
 MAX_SNAPSHOT = 3 * 1024 * 1024  # a reply must stay under gRPC's 4 MiB message limit
@@ -48,8 +50,9 @@ class CameraRefused(DeviceError):
     """The camera answered with a SOAP fault (other than an authentication failure)."""
 
 
-class AuthFailed(DeviceError):
-    """The camera refused our credentials (or our clock)."""
+class AuthFailed(AuthenticationFailed):
+    """The camera refused our credentials (or our clock): the supervisor retries in minutes, not
+    seconds, so the camera does not lock the user out."""
 
 
 def _fault_words(exc) -> str:

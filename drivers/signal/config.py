@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from tianwang.drivers.sdk import DeviceConfig, parse_url, serial_options
+from tianwang.drivers.sdk import DeviceConfig, parse_url, serial_options, url_link_id
 
 SCHEMES = ("serial", "tcp")
 # GB/T 20999 links run at 1200-19200 baud in practice; up to 115200 on newer controllers
@@ -145,6 +145,44 @@ class SignalConfig(DeviceConfig):
         """('serial', path, pyserial kwargs) or ('tcp', 'host:port', {})."""
         scheme, where, query = parse_url(self.url, SCHEMES)
         return scheme, where, signal_serial_options(query) if scheme == "serial" else {}
+
+    def link_id(self) -> str | None:
+        """The link for `check` and sharding: the resolved serial port, the address dialled, or
+        the address listened on (tianwang.gateway.lifecycle.sitecheck)."""
+        if self.tcp_role == "listen":
+            return f"tcp-listen:{self.transport()[1].lower()}"
+        return url_link_id(self.url)
+
+    def config_binds(self) -> list[tuple[str, str, str]]:
+        # devices listening on one address share that link (and its server socket)
+        return [("url", self.transport()[1], f"signal:{self.link_id()}")] if self.tcp_role == "listen" else []
+
+    @classmethod
+    def shared_link_problems(cls, entries) -> list[tuple[int, str, str]]:
+        """(index, key, why) for devices in `entries` (signal configs with one link id, in file
+        order) that could not join the link at run time (tianwang.drivers.signal.link.Link.attach
+        refuses the same)."""
+        out = []
+        first = entries[0]
+        seen: dict[int, str] = {}
+        for n, dev in enumerate(entries):
+            if n and dev.profile != first.profile:
+                out.append((n, "profile", f"{dev.profile!r} differs from {first.profile!r} of {first.id!r} on the "
+                                          "same link: devices sharing a link must agree"))
+            elif n and dev.url != first.url and dev.transport()[1] != first.transport()[1]:
+                out.append((n, "url", f"{dev.url} is the port of {first.id!r} ({first.url}) under another name: "
+                                      "write the same url for every device on one line"))
+            elif n and dev.transport()[2] != first.transport()[2]:
+                out.append((n, "url", f"its serial options differ from those of {first.id!r} on the same line"))
+            if dev.controller_id is None:
+                out.append((n, "controller_id", f"{len(entries)} devices share {dev.link_id()} (with "
+                            f"{', '.join(repr(d.id) for d in entries if d is not dev)}): each needs its controller_id"))
+            elif dev.controller_id in seen:
+                out.append((n, "controller_id", f"controller {dev.controller_id} is already {seen[dev.controller_id]!r} "
+                                                "on the same link"))
+            else:
+                seen[dev.controller_id] = dev.id
+        return out
 
     def link_key(self) -> tuple:
         """Devices whose keys are equal share one link."""

@@ -69,11 +69,16 @@ def run_bench(args) -> int:
     status = 1 if results["errors"] else 0
     if comparison is not None:
         regressed = [c for c in comparison if c["regressed"]]
-        print(f"against {args.baseline}: {len(comparison)} figures compared, {len(regressed)} regressed by more than "
-              f"{args.threshold:g}%")
+        print(f"against {args.baseline}: {len(comparison)} figures compared, {len(regressed)} regressed beyond their "
+              f"tolerance (the product's own figures; --threshold {args.threshold:g}%)")
         for c in regressed:
             print(f"REGRESSION: {c['section']}: {c['name']}: {runner._fmt(c['baseline'], c['unit'])} -> "
                   f"{runner._fmt(c['value'], c['unit'])} {c['unit']} ({runner._pct(c['change_pct'])})")
+        from tianwang.gateway.benchmarks.compare import load_warning
+
+        busy = load_warning(results, baseline)
+        if busy:
+            print(f"warning: {busy}")
         if regressed:
             status = 1
     return status

@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("file", help="the config file (YAML)")
-    p.add_argument("--shards", type=_positive_int, metavar="N", help="also show which of N shards owns each device")
+    p.add_argument("--shards", type=_positive_int, metavar="N",
+                   help="also show which of N shards owns each device, and the devices that share a link (kept together)")
 
     p = sub.add_parser("subscribe", help="print envelopes as they arrive")
     _client_args(p)
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list devices and their state")
     _client_args(p)
     p.add_argument("--family", default="", help="only this family (gnss, signal, camera...); default: all")
-    p.add_argument("--state", type=str.upper, choices=("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE"), help="only devices in this state")
+    p.add_argument("--state", type=str.upper, choices=("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE", "DISABLED"), help="only devices in this state")
     p.add_argument("--id-prefix", default="", help="only devices whose id starts with this")
     p.add_argument("--json", action="store_true", help="one JSON object per device, typed, instead of the table")
 
@@ -224,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask the gateway which driver runs DEVICE and list that driver's actions, then exit",
     )
     p.add_argument("--command-timeout", type=_seconds, default=0, help="seconds the device gets (default: driver's)")
+    p.add_argument(
+        "--out", metavar="FILE",
+        help="write the bytes a result carries (a camera snapshot's JPEG) to FILE instead of hex in the JSON",
+    )
 
     p = sub.add_parser("top", help="live view of rates and device states")
     _client_args(p)
@@ -388,30 +393,26 @@ def cmd_replay(args) -> int:
 
 # -- check -------------------------------------------------------------------------------------
 def cmd_check(args) -> int:
+    from tianwang.gateway.errors import ConfigError, name_path
     from tianwang.gateway.lifecycle.config import load_config, warnings_for
-    from tianwang.gateway.errors import ConfigError
 
     try:
         config = load_config(args.file)
     except ConfigError as exc:
-        for path, reason in exc.problems:
-            print(f"{path}: {reason}" if path else reason)
-        for path, reason in exc.warnings:
-            print(f"warning: {path}: {reason}", file=sys.stderr)
+        for line in exc.lines():
+            print(line)
+        for line in exc.warning_lines():
+            print(f"warning: {line}", file=sys.stderr)
         return 1
+    names = {f"devices[{i}]": d.id for i, d in enumerate(config.devices)}
+    names.update({f"listeners[{i}]": d.id for i, d in enumerate(config.listeners)})
     for path, reason in warnings_for(config):
-        print(f"warning: {path}: {reason}", file=sys.stderr)
+        print(f"warning: {name_path(path, names)}: {reason}", file=sys.stderr)
     print(f"{args.file}: ok ({len(config.devices)} devices, {len(config.listeners)} listeners, {len(config.auth.tokens)} tokens)")
     if args.shards:
-        from tianwang.gateway.lifecycle.config import shard_of
+        from tianwang.gateway.cli.tables import print_shards
 
-        rows = [(d.id, "listener" if d in config.listeners else "device", shard_of(d.id, args.shards)) for d in config.all_devices()]
-        width = max([len("ID")] + [len(r[0]) for r in rows])
-        print(f"{'ID':<{width}}  KIND      SHARD (of {args.shards}; run each with --shard I/{args.shards})")
-        for dev_id, kind, shard in sorted(rows, key=lambda r: (r[2], r[0])):
-            print(f"{dev_id:<{width}}  {kind:<8}  {shard}")
-        counts = [sum(1 for r in rows if r[2] == i) for i in range(args.shards)]
-        print("per shard: " + ", ".join(f"{i}: {c}" for i, c in enumerate(counts)))
+        print_shards(config, args.shards)
     return 0
 
 
@@ -448,8 +449,8 @@ def cmd_run(args) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        for path, reason in exc.problems:
-            print(f"{path}: {reason}" if path else reason, file=sys.stderr)
+        for line in exc.lines():
+            print(line, file=sys.stderr)
         return 1
     if args.metrics:
         metrics = None if args.metrics == "off" else args.metrics
@@ -670,7 +671,9 @@ def _fmt_age(ns: int) -> str:
 
 
 def format_devices(devices) -> str:
-    rows = [("ID", "FAMILY", "DRIVER", "STATE", "LAST SEEN", "ENVELOPES", "REASON")]
+    from tianwang.gateway.cli.tables import format_counters
+
+    rows = [("ID", "FAMILY", "DRIVER", "STATE", "LAST SEEN", "ENVELOPES", "COUNTERS", "REASON")]
     for d in devices:
         rows.append(
             (
@@ -680,6 +683,7 @@ def format_devices(devices) -> str:
                 d.state,
                 _fmt_age(d.last_seen_ns),
                 str(d.counters.get("envelopes", 0)),
+                format_counters(d.counters),
                 d.reason,
             )
         )
@@ -778,14 +782,26 @@ def cmd_command(args) -> int:
         return _rpc_error(exc, args)
     finally:
         channel.close()
+    result = client.unpack(reply.result)
+    if args.out:
+        from tianwang.gateway.cli.tables import save_result_bytes
+
+        try:
+            result = save_result_bytes(result, args.out)
+        except OSError as exc:
+            print(f"tianwang command: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     out = {
         "ok": reply.ok,
         "code": reply.code,
         "message": reply.message,
-        "result": client.unpack(reply.result),
+        "result": result,
         "audit_seq": reply.audit_seq,
     }
     print(json.dumps(out, default=_json_default, ensure_ascii=False))
+    if not args.out and isinstance(result, dict) and any(isinstance(v, (bytes, bytearray)) for v in result.values()):
+        print("tianwang command: the result carries bytes, printed as hex; --out FILE writes them to a file",
+              file=sys.stderr)
     return 0 if reply.ok else 1
 
 

@@ -2,7 +2,8 @@
 
 record   asks a running gateway for one device's raw bytes (the Record RPC) and writes them, with
          their receive times, as a capture file (tianwang.gateway.cli.capture; docs/capture-format.md).
-         The file is written under FILE.part and renamed when complete, so FILE is never half a capture.
+         The file is written under FILE.part (mode 0600: it may hold auth codes) and renamed when
+         complete, so FILE is never half a capture.
 replay   serves a capture's device-side bytes as a device: on a pty (`serial:///dev/pts/N`), on a TCP
          port the gateway connects to, or dialling a JT/T 808 listener (`--connect`), at the recorded
          pace times `--speed`. The first stdout line is one JSON object with `kind` and `url`, as
@@ -62,7 +63,11 @@ def cmd_record(args, connect, rpc_error) -> int:
         return _err("record", f"--out {out} is a directory; give a file name")
     part = out + ".part"
     try:
-        f = open(part, "wb")
+        # mode 0600: a capture holds what topics do not (a JT/T 808 terminal's auth code, card ids);
+        # a leftover .part with looser bits is tightened too
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        f = os.fdopen(fd, "wb")
     except OSError as exc:
         return _err("record", f"cannot write {out}: {exc.strerror or exc}")
     done = False

@@ -60,6 +60,37 @@ def patterns_overlap(p: str, q: str) -> bool:
     return True
 
 
+def pattern_covers(wide: str, narrow: str) -> bool:
+    """True when every topic matching `narrow` also matches `wide` (both valid patterns)."""
+    a = wide.split("/")
+    b = narrow.split("/")
+    for i, x in enumerate(a):
+        if x == "#":
+            return True
+        if i >= len(b):
+            return False
+        y = b[i]
+        if y == "#":
+            return False  # narrow goes on to any depth; wide does not
+        if x != "+" and (y == "+" or x != y):
+            return False
+    return len(a) == len(b)
+
+
+def grant_narrowed(old_read, new_read, patterns) -> bool:
+    """True when a stream on `patterns` could read, under `old_read`, a topic that `new_read` no
+    longer lets it read: every part of an old grant the stream overlaps must still be covered."""
+    for p in patterns:
+        for r in old_read:
+            if not patterns_overlap(p, r):
+                continue
+            # the topics the stream got through r: p itself when r covers it, else (at most) r
+            region = p if pattern_covers(r, p) else r
+            if not any(pattern_covers(n, region) for n in new_read):
+                return True
+    return False
+
+
 ANONYMOUS = b"anonymous"  # the credential key of a call without a token (auth.anonymous_read)
 
 

@@ -48,6 +48,18 @@ class BridgeError(Exception):
     pass
 
 
+# keys of `bridges.nats` that are credentials: a change of only these applies on reload
+CREDENTIAL_KEYS = ("user", "password", "password_env", "password_file", "token", "token_env", "token_file", "creds_file")
+
+
+def _is_auth_error(exc) -> bool:
+    """The server refused the credentials ('Authorization Violation', 'Authentication Expired'...)."""
+    text = str(exc).lower()
+    return (type(exc).__name__ == "AuthorizationError"
+            or any(words in text for words in ("authorization violation", "authentication expired",
+                                               "authentication revoked", "user authentication")))
+
+
 def _header(msg, key, default=""):
     headers = msg.headers or {}
     return headers.get(key, default)
@@ -58,6 +70,9 @@ class NatsBridge:
 
     RETRY_INITIAL_S = 0.5
     RETRY_MAX_S = 10.0
+    # refused credentials are not retried on the backoff above (a storm of failed logins, which
+    # servers log and may block): the next attempt waits this long, or for a reload
+    AUTH_RETRY_S = 900.0
     PUBLISH_TIMEOUT_S = 5.0
 
     def __init__(self, app, cfg, gateway_name: str):
@@ -72,6 +87,9 @@ class NatsBridge:
         self.reason = ""
         self._task = None
         self._stopping = False
+        self._auth_error: str | None = None  # the server refused the credentials (until the next attempt)
+        self._connecting: asyncio.Task | None = None
+        self._retry_now = asyncio.Event()
         self._families: dict[str, object] = {}  # family -> TopicFilter
         self._reader = DiskReader()
         self._resume_window = None  # (first, last, families already stored) of a half-published window
@@ -147,6 +165,10 @@ class NatsBridge:
                 raise
             except Exception as exc:
                 self.stats["bridge_nats_failures"] += 1
+                if self._auth_error is not None:
+                    await self._wait_after_refused_login()
+                    delay = self.RETRY_INITIAL_S
+                    continue
                 reason = describe(exc)
                 if self.state != "failing" or reason != self.reason:
                     log.warning("nats bridge: %s; retrying (lag %d envelopes)", reason, self.lag)
@@ -155,6 +177,31 @@ class NatsBridge:
                     await self._disconnect()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.RETRY_MAX_S)
+
+    async def _wait_after_refused_login(self) -> None:
+        self.state = "failing"
+        self.reason = (f"authentication failed: fix the credentials and reload; next attempt in "
+                       f"{self.AUTH_RETRY_S / 60:g} min ({', '.join(self.cfg.servers)}: {self._auth_error})")
+        log.error("nats bridge: %s", self.reason)
+        await self._disconnect()
+        self._retry_now.clear()
+        try:
+            await asyncio.wait_for(self._retry_now.wait(), self.AUTH_RETRY_S)
+        except asyncio.TimeoutError:
+            pass
+        self._auth_error = None
+
+    def retry_now(self, cfg=None) -> None:
+        """A reload: after refused credentials, try again at once (with `cfg`'s credentials, when
+        given: see `credentials_only_change`)."""
+        if cfg is not None:
+            self.cfg = cfg
+        self._retry_now.set()
+
+    def credentials_only_change(self, new) -> bool:
+        """True when `new` (a NatsBridgeConfig) differs from the running one only in credentials."""
+        old = self.cfg
+        return old != new and old.model_copy(update={k: getattr(new, k) for k in CREDENTIAL_KEYS}) == new
 
     async def _connect(self):
         import nats
@@ -183,14 +230,30 @@ class NatsBridge:
             import ssl
 
             options["tls"] = ssl.create_default_context(cafile=cfg.tls_ca_file)
+        # nats-py retries refused credentials on its own reconnect wait, for ever: the first refusal
+        # (seen in error_cb) cancels the attempt
+        self._auth_error = None
+        self._connecting = asyncio.ensure_future(nats.connect(**options))
         try:
-            self.nc = await nats.connect(**options)
+            self.nc = await self._connecting
+        except asyncio.CancelledError:
+            if self._auth_error is None or asyncio.current_task().cancelling():
+                raise
+            raise BridgeError(f"cannot connect to {', '.join(cfg.servers)}: {self._auth_error}") from None
         except Exception as exc:
             raise BridgeError(f"cannot connect to {', '.join(cfg.servers)}: {describe(exc)}") from None
+        finally:
+            self._connecting = None
         self.js = self.nc.jetstream(timeout=self.PUBLISH_TIMEOUT_S)
 
     async def _on_error(self, exc):
         log.debug("nats bridge: connection error: %s", describe(exc))
+        if _is_auth_error(exc) and self._auth_error is None:
+            self._auth_error = describe(exc)
+            if self._connecting is not None and not self._connecting.done():
+                self._connecting.cancel()
+            elif self.nc is not None and not self.nc.is_closed:
+                asyncio.ensure_future(self._disconnect())  # its own reconnects would log in again and again
         if self.state != "ok":
             self.reason = f"{', '.join(self.cfg.servers)}: {describe(exc)}"
 

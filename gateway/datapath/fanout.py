@@ -29,7 +29,7 @@ import msgpack
 from google.protobuf.message import DecodeError
 
 from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
-from tianwang.gateway.datapath.auth import CommandLimits, RateLimiter
+from tianwang.gateway.datapath.auth import CommandLimits, RateLimiter, grant_narrowed
 from tianwang.gateway.errors import AuthError, CommandError, FrameError, TopicError
 from tianwang.gateway.datapath.journal import DiskReader
 from tianwang.gateway.datapath.stagetrace import StageTrace
@@ -78,7 +78,7 @@ def peer_host(peer: str) -> str:
 # ListDevices pages
 DEFAULT_PAGE = 1000
 MAX_PAGE = 5000
-DEVICE_STATES = ("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE")
+DEVICE_STATES = ("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE", "DISABLED")
 
 # Record: bytes per call (the default, and the most a call may ask for), calls open at once
 DEFAULT_RECORD_BYTES = 64 * 1024 * 1024
@@ -248,8 +248,9 @@ class GatewayService:
     def recheck_streams(self, auth) -> int:
         """After a reload: hold every open stream to the new tokens. A stream whose token is gone
         (removed, or its value rotated) ends with UNAUTHENTICATED; one whose patterns the token may
-        no longer read at all ends with PERMISSION_DENIED; one whose token's `read` patterns
-        changed goes on under the new patterns. Returns how many streams ended or narrowed."""
+        no longer read at all, or only in part (its grant was narrowed), ends with PERMISSION_DENIED
+        and the reason; one whose token's `read` patterns changed without taking anything from it
+        goes on under the new patterns. Returns how many streams ended or changed."""
         n = 0
         for sub in list(self.subscribers):
             principal = auth.principal_for(sub.key)
@@ -260,6 +261,14 @@ class GatewayService:
                     sub.revoked = (
                         grpc.StatusCode.PERMISSION_DENIED,
                         f"token {principal.name!r} may no longer read {', '.join(sub.topics)} after a config reload",
+                    )
+                elif grant_narrowed(sub.principal.read, principal.read, sub.topics):
+                    # the stream would go on with less than it asked for, silently: it ends, saying
+                    # why, and a new Subscribe gets what the token may read now
+                    sub.revoked = (
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"token {principal.name!r} may now read only {', '.join(principal.read)} after a config "
+                        f"reload (it read {', '.join(sub.principal.read)}): subscribe again to go on under it",
                     )
                 else:
                     acl = None if "#" in principal.read else principal.read

@@ -55,7 +55,27 @@ class GatewayCollector:
             drops.add_metric([driver, reason], n)
         yield drops
 
-        yield CounterMetricFamily("tianwang_device_restarts", "Driver runs that ended and were retried", value=sup.restarts)
+        yield CounterMetricFamily(
+            "tianwang_device_restarts", "Driver runs that ended and were retried (link drops + failed attempts)",
+            value=sup.restarts,
+        )
+        # per configured device (their number is bounded by the config; terminals that dial into a
+        # listener are not counted here): a link that came up and dropped, apart from an attempt
+        # that never got the device ONLINE (down, unreachable, or refusing the credentials)
+        link_drops = CounterMetricFamily(
+            "tianwang_link_drops", "Links that dropped after the device had been ONLINE or DEGRADED",
+            labels=["driver", "device"],
+        )
+        for (driver, device), n in sorted(list(sup.link_drops.items())):
+            link_drops.add_metric([driver, device], n)
+        yield link_drops
+        failed = CounterMetricFamily(
+            "tianwang_connect_failures", "Connection attempts that ended before the device was ONLINE",
+            labels=["driver", "device"],
+        )
+        for (driver, device), n in sorted(list(sup.failed_attempts.items())):
+            failed.add_metric([driver, device], n)
+        yield failed
         yield GaugeMetricFamily("tianwang_journal_bytes", "Bytes held by the journal", value=journal.nbytes)
         yield GaugeMetricFamily("tianwang_journal_max_bytes", "Journal retention limit", value=journal.max_bytes)
         yield GaugeMetricFamily("tianwang_journal_first_seq", "Oldest seq held", value=journal.first_seq)

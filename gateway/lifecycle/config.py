@@ -254,7 +254,7 @@ class MetricsAuthConfig(SecretsModel):
     __required_secrets__: ClassVar = ("token",)
 
     token: SecretStr | None = Field(
-        default=None, description="the token Prometheus sends as `Authorization: Bearer <token>` (inline: check warns)"
+        default=None, description="the token Prometheus sends as `Authorization: Bearer <token>` (inline: an error unless `auth.allow_inline_secrets`)"
     )
     token_env: str | None = Field(default=None, description="the environment variable holding the token")
     token_file: str | None = Field(default=None, description="a file holding the token (without its trailing newline)")
@@ -305,7 +305,7 @@ class TokenConfig(SecretsModel):
     )
     token: SecretStr | None = Field(
         default=None,
-        description="the token itself (inline: check warns); exactly one of token, token_env, token_file; "
+        description="the token itself (inline: an error unless `auth.allow_inline_secrets`); exactly one of token, token_env, token_file; "
         "values must differ between tokens",
     )
     token_env: str | None = Field(default=None, description="the environment variable holding the token")
@@ -412,7 +412,9 @@ class DeviceConfig(Model):
         "digit; unique across devices and listeners",
     )
     driver: str = Field(description="the driver's name; `tianwang drivers` lists the installed ones")
-    enabled: bool = Field(default=True, description="false: configured but not run")
+    enabled: bool = Field(
+        default=True, description="false: not run, but listed as `DISABLED` (and its commands refused with that reason)"
+    )
     backoff: BackoffConfig = Field(
         default=BackoffConfig(), description="how long to wait between reconnection attempts"
     )
@@ -422,6 +424,23 @@ class DeviceConfig(Model):
         """(key, why) for settings that are allowed but unwise: `tianwang check` prints them as
         warnings under the entry's path. Drivers override it; the driver should log them at start too."""
         return []
+
+    # What `run` will open, bind and share (tianwang.gateway.lifecycle.sitecheck checks them in
+    # `check` and on reload); drivers override what applies to them.
+    def config_paths(self) -> list[tuple[str, str, str]]:
+        """(key, path, need) of the files the driver opens: need "read", "write" or "dir"."""
+        return []
+
+    def config_binds(self) -> list[tuple[str, str, str]]:
+        """(key, HOST:PORT, share tag) of the addresses the driver listens on; entries with the same
+        non-empty tag may name the same address."""
+        return []
+
+    def link_id(self) -> str | None:
+        """What identifies the serial line or connection the driver opens (`serial:/dev/ttyS1`,
+        `tcp:10.1.2.3:5000`); devices with the same link id share a link and a shard. The default
+        reads a `url` key of scheme serial or tcp; None: no such link."""
+        return url_link_id(getattr(self, "url", None))
 
     @field_validator("id")
     @classmethod
@@ -440,6 +459,25 @@ class ListenerConfig(DeviceConfig):
     )
 
     _hostport = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
+
+    def config_binds(self) -> list[tuple[str, str, str]]:
+        return [("listen", self.listen, "")]
+
+    def link_id(self) -> str | None:
+        return None
+
+
+def url_link_id(url) -> str | None:
+    """`serial:<real path>` or `tcp:<host:port>` of a device URL, None for anything else. The
+    serial path is resolved, so two names of one port (a /dev/serial/by-id link) are one link."""
+    if not isinstance(url, str):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme == "serial" and parts.path:
+        return f"serial:{os.path.realpath(parts.path)}"
+    if parts.scheme == "tcp" and parts.netloc:
+        return f"tcp:{parts.netloc.lower()}"
+    return None
 
 
 class NatsBridgeConfig(SecretsModel):
@@ -480,10 +518,10 @@ class NatsBridgeConfig(SecretsModel):
         default=120.0, gt=0, description="`Nats-Msg-Id` de-duplication window of a stream the bridge creates"
     )
     user: str | None = Field(default=None, description="user name for user and password auth")
-    password: SecretStr | None = Field(default=None, description="the user's password (inline: check warns)")
+    password: SecretStr | None = Field(default=None, description="the user's password (inline: an error unless `auth.allow_inline_secrets`)")
     password_env: str | None = Field(default=None, description="the environment variable holding the password")
     password_file: str | None = Field(default=None, description="a file holding the password")
-    token: SecretStr | None = Field(default=None, description="a token for token auth (inline: check warns)")
+    token: SecretStr | None = Field(default=None, description="a token for token auth (inline: an error unless `auth.allow_inline_secrets`)")
     token_env: str | None = Field(default=None, description="the environment variable holding the token")
     token_file: str | None = Field(default=None, description="a file holding the token")
     creds_file: str | None = Field(default=None, description="a NATS `.creds` file (JWT and nkey); must be readable")
@@ -631,7 +669,9 @@ def _loc_to_path(loc) -> str:
     return out
 
 
-def _problems_from(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+def _problems_from(exc: ValidationError, prefix: str = "", model: type | None = None) -> list[tuple[str, str]]:
+    from tianwang.gateway.lifecycle.sitecheck import did_you_mean, known_keys
+
     problems = []
     for err in exc.errors(include_url=False):
         loc = list(err["loc"])
@@ -641,7 +681,7 @@ def _problems_from(exc: ValidationError, prefix: str = "") -> list[tuple[str, st
             msg = msg.split(": ", 1)[1] if ": " in msg else msg
             loc.extend(_split_key(key))
         elif err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + (did_you_mean(loc[-1], known_keys(model, loc)) if loc else "")
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         path = _loc_to_path(loc)
@@ -688,7 +728,7 @@ def load_config(source: str | dict, registry=None) -> Config:
     try:
         base = Config.model_validate(rest)
     except ValidationError as exc:
-        problems += _problems_from(exc)
+        problems += _problems_from(exc, model=Config)
 
     devices = _load_entries("devices", raw_devices, "device", registry, problems)
     listeners = _load_entries("listeners", raw_listeners, "listener", registry, problems)
@@ -714,32 +754,11 @@ def load_config(source: str | dict, registry=None) -> Config:
             else:
                 seen[dev_id] = f"{section}[{i}]"
 
-    # two listeners (or a listener and the gateway itself) cannot bind one address
-    binds: dict[tuple[str, int], str] = {}
-    raw_gateway = data.get("gateway") if isinstance(data.get("gateway"), dict) else {}
-    for key, default in (("listen", "127.0.0.1:50051"), ("metrics", "127.0.0.1:9108")):
-        addr = raw_gateway.get(key, default)
-        try:
-            host, port = parse_hostport(addr) if isinstance(addr, str) else (None, 0)
-        except ValueError:
-            continue
-        if port:
-            binds[(host, port)] = f"gateway.{key}"
-    for i, entry in enumerate(raw_listeners if isinstance(raw_listeners, list) else ()):
-        addr = entry.get("listen") if isinstance(entry, dict) else None
-        try:
-            host, port = parse_hostport(addr) if isinstance(addr, str) else (None, 0)
-        except ValueError:
-            continue
-        if not port:
-            continue
-        clash = binds.get((host, port)) or next(
-            (w for (h, p), w in binds.items() if p == port and "0.0.0.0" in (h, host)), None
-        )
-        if clash:
-            problems.append((f"listeners[{i}].listen", f"{addr} is also {clash}'s address: each needs a port of its own"))
-        else:
-            binds[(host, port)] = f"listeners[{i}]"
+    # what `run` would fail on although every entry is valid alone: paths it cannot use, devices
+    # that cannot share their link, two things on one address (tianwang.gateway.lifecycle.sitecheck)
+    from tianwang.gateway.lifecycle.sitecheck import entry_names, site_problems
+
+    problems += site_problems(data, devices, listeners)
 
     raw_allow = raw_auth.get("allow_inline_secrets", False)
     if raw_allow is not True:
@@ -751,7 +770,7 @@ def load_config(source: str | dict, registry=None) -> Config:
             ))
 
     if problems:
-        raise ConfigError(problems, _raw_warnings(data, devices, listeners))
+        raise ConfigError(problems, _raw_warnings(data, devices, listeners), names=entry_names(data))
     return base.model_copy(
         update={"devices": tuple(d for _, d in devices), "listeners": tuple(d for _, d in listeners)}
     )
@@ -822,8 +841,13 @@ def _load_entries(section, raw, kind, registry, problems):
             continue
         spec = registry.get(name)
         if spec is None:
-            known = ", ".join(sorted(s.name for s in registry.specs() if s.kind == kind)) or "none"
-            problems.append((f"{where}.driver", f"unknown driver {name!r} (installed: {known})"))
+            from tianwang.gateway.lifecycle.sitecheck import did_you_mean
+
+            names = sorted(s.name for s in registry.specs() if s.kind == kind)
+            problems.append((
+                f"{where}.driver",
+                f"unknown driver {name!r}{did_you_mean(name, names)} (installed: {', '.join(names) or 'none'})",
+            ))
             continue
         if spec.kind != kind:
             other = "listeners" if spec.kind == "listener" else "devices"
@@ -832,7 +856,7 @@ def _load_entries(section, raw, kind, registry, problems):
         try:
             out.append((i, spec.config_model.model_validate(entry)))
         except ValidationError as exc:
-            problems += _problems_from(exc, where)
+            problems += _problems_from(exc, where, spec.config_model)
     return out
 
 
@@ -870,9 +894,18 @@ def shard_of(device_id: str, count: int) -> int:
     return zlib.crc32(device_id.encode("utf-8")) % count
 
 
+def shard_plan(config: Config, count: int) -> dict[str, int]:
+    """device or listener id -> its shard. Devices that share a link (one serial port, one
+    connection) go together, to the shard of the smallest id among them; every other entry to the
+    shard of its own id (`shard_of`)."""
+    from tianwang.gateway.lifecycle.sitecheck import shard_keys
+
+    return {dev_id: shard_of(key, count) for dev_id, key in shard_keys(config).items()}
+
+
 def for_shard(config: Config, index: int, count: int) -> Config:
     """The part of `config` shard `index` of `count` runs (`tianwang run --shard I/N`): the devices
-    and listeners it owns, under the gateway name `<name>-<I>` (so each shard's envelopes are told
+    and listeners it owns (`shard_plan`: devices sharing a link stay together), under the gateway name `<name>-<I>` (so each shard's envelopes are told
     apart downstream) and, with a durable journal, in `<journal.path>/shard-<I>` (one directory
     per process)."""
     if not 0 <= index < count:
@@ -881,11 +914,12 @@ def for_shard(config: Config, index: int, count: int) -> Config:
     journal = gw.journal
     if journal.path is not None:
         journal = journal.model_copy(update={"path": os.path.join(journal.path, f"shard-{index}")})
+    plan = shard_plan(config, count)
     return config.model_copy(
         update={
             "gateway": gw.model_copy(update={"name": f"{gw.name}-{index}", "journal": journal}),
-            "devices": tuple(d for d in config.devices if shard_of(d.id, count) == index),
-            "listeners": tuple(d for d in config.listeners if shard_of(d.id, count) == index),
+            "devices": tuple(d for d in config.devices if plan[d.id] == index),
+            "listeners": tuple(d for d in config.listeners if plan[d.id] == index),
         }
     )
 

@@ -35,7 +35,7 @@ Every key of the YAML config that `tianwang run -c FILE` reads and `tianwang che
 taken from the models that validate it. Unknown keys are errors. Sizes take units (`64KiB`,
 `256MiB`, `8GiB`); a secret `<name>` is given as exactly one of `<name>_env: VAR` (an environment
 variable), `<name>_file: PATH` (a file, without its trailing newline) or `<name>: value` inline
-(accepted, but `check` warns). The [integrator guide](integrator.md) shows complete configs per
+(an error unless `auth.allow_inline_secrets: true`). The [integrator guide](integrator.md) shows complete configs per
 device family; [contract.md](contract.md#config) says more about what some keys do.
 
 A key written `a.b` is key `b` of the object `a`; `a[].b` is key `b` of each entry of the list `a`.

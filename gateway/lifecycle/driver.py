@@ -23,6 +23,7 @@ class Health(str, enum.Enum):
     ONLINE = "ONLINE"  # connected and producing data
     DEGRADED = "DEGRADED"  # connected, but data is missing or suspect (the reason says why)
     OFFLINE = "OFFLINE"  # not connected; the supervisor is backing off before the next attempt
+    DISABLED = "DISABLED"  # configured with `enabled: false`: listed, never run, commands refused
 
 
 @dataclasses.dataclass(frozen=True)

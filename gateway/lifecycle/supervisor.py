@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from tianwang.gateway.errors import redact
 from tianwang.gateway.lifecycle.driver import Driver, DriverSpec, Health
-from tianwang.gateway.errors import CommandError, DriverError, FrameError, describe
+from tianwang.gateway.errors import AuthenticationFailed, CommandError, DriverError, FrameError, describe
 
 log = logging.getLogger("tianwang.supervisor")
 
@@ -26,6 +26,17 @@ log = logging.getLogger("tianwang.supervisor")
 STABLE_AFTER_S = 30.0
 # How long a driver gets to close its transport on stop/removal before it is abandoned.
 CLOSE_TIMEOUT_S = 2.0
+# After the device refused the gateway's credentials, the next attempt waits this long (unless a
+# reload comes first): cameras lock the user, or the client's address, after 5-7 failures within
+# a window of minutes, which also locks out the NVR using that user. Two attempts per half hour.
+AUTH_RETRY_S = 900.0
+AUTH_REASON = "authentication failed: fix the password and reload"
+# While it waits, a device whose secret comes from a `<name>_file` looks at the file this often: a
+# changed secret is tried at once, reload or not.
+SECRET_POLL_S = 2.0
+DISABLED_REASON = "disabled in config (enabled: false)"
+# Config keys that do not touch the link: a change of only these applies without a restart.
+NO_RESTART_KEYS = ("labels", "backoff")
 
 CommandHandler = Callable[[str, dict, float], Awaitable[dict]]
 
@@ -48,6 +59,7 @@ class DeviceEntry:
         "envelopes",
         "failed",
         "ctx",
+        "connected",
     )
 
     def __init__(self, id, family, driver, spec, parent=""):
@@ -65,6 +77,7 @@ class DeviceEntry:
         self.envelopes = 0
         self.failed = False  # its driver could not be started (the reason says why)
         self.ctx: "DeviceContext | None" = None  # the context its driver talks through
+        self.connected = False  # this run of its driver reached ONLINE or DEGRADED
 
 
 class DeviceContext:
@@ -192,6 +205,8 @@ class DeviceContext:
                 self._last_failure = reason
             elif state == Health.ONLINE:
                 self._last_failure = None
+            if state in (Health.ONLINE, Health.DEGRADED):
+                entry.connected = True
             self.log.log(level, "%s: %s -> %s%s", entry.id, previous.value, state.value, f" ({reason})" if reason else "")
             # the gateway's own words about the device: routed, but neither "seen" nor counted as
             # the device's envelopes (a device that never connected shows never / 0)
@@ -254,7 +269,7 @@ def backoff_delays(initial: float, maximum: float, factor: float, rng=random.ran
 
 
 class _Running:
-    __slots__ = ("config", "spec", "task", "driver", "ctx")
+    __slots__ = ("config", "spec", "task", "driver", "ctx", "retry_now")
 
     def __init__(self, config, spec, task, driver, ctx):
         self.config = config
@@ -262,6 +277,37 @@ class _Running:
         self.task = task
         self.driver = driver
         self.ctx = ctx
+        # set by a reload: a device waiting out an authentication failure tries again at once
+        self.retry_now = asyncio.Event()
+
+
+def changed_secrets(config) -> dict:
+    """{name: SecretStr} for each secret of `config` given as `<name>_file` whose file now holds
+    another value (unreadable or empty files are left for the next reload to report)."""
+    from pydantic import SecretStr
+
+    out = {}
+    for name in getattr(config, "__secrets__", ()):
+        path = getattr(config, f"{name}_file", None)
+        current = getattr(config, name, None)
+        if not path or current is None:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.read().rstrip("\r\n")
+        except OSError:
+            continue
+        if value and value != current.get_secret_value():
+            out[name] = SecretStr(value)
+    return out
+
+
+def only_no_restart_keys_differ(old, new) -> bool:
+    """True when `old` and `new` (device configs) differ only in keys that do not touch the link
+    (NO_RESTART_KEYS): labels, backoff."""
+    if type(old) is not type(new):
+        return False
+    return old.model_copy(update={k: getattr(new, k) for k in NO_RESTART_KEYS}) == new
 
 
 class Supervisor:
@@ -273,7 +319,11 @@ class Supervisor:
         self.entries: dict[str, DeviceEntry] = {}
         self._running: dict[str, _Running] = {}
         self.drops: dict[tuple[str, str], int] = {}
-        self.restarts = 0
+        self.restarts = 0  # every run that ended and was retried: link drops + failed attempts
+        # (driver, device) -> runs that ended after the device had been ONLINE or DEGRADED (a link
+        # that dropped) / runs that never got there (a device that cannot be reached or refused us)
+        self.link_drops: dict[tuple[str, str], int] = {}
+        self.failed_attempts: dict[tuple[str, str], int] = {}
         self.retired_envelopes: dict[str, int] = {}  # family -> envelopes of entries no longer listed
         # apply() and stop_all() one at a time: two overlapping reloads must not start a device
         # twice (the second start would leave a driver that nothing tracks or stops)
@@ -337,14 +387,23 @@ class Supervisor:
             if self._stopped:
                 return result
             wanted = {d.id: d for d in config.all_devices() if d.enabled}
+            disabled = {d.id: d for d in config.all_devices() if not d.enabled}
             for dev_id in [i for i in self._running if i not in wanted]:
-                await self._stop(dev_id, "removed from config")
+                await self._stop(dev_id, DISABLED_REASON if dev_id in disabled else "removed from config")
                 result["stopped"].append(dev_id)
-            for dev_id in [i for i, e in self.entries.items() if e.failed and i not in wanted]:
+            for dev_id in [i for i, e in self.entries.items() if (e.failed or e.state == Health.DISABLED)
+                           and i not in wanted and i not in disabled]:
                 self._retire(self.entries.pop(dev_id, None))
+            for dev_id, dev in disabled.items():
+                self._list_disabled(dev)
             for dev_id, dev in wanted.items():
                 running = self._running.get(dev_id)
                 if running is not None and running.config == dev:
+                    running.retry_now.set()  # a reload retries a device that waits out a refused login
+                    continue
+                if running is not None and only_no_restart_keys_differ(running.config, dev):
+                    self._update_in_place(running, dev)
+                    result.setdefault("updated", []).append(dev_id)
                     continue
                 if running is not None:
                     await self._stop(dev_id, "config changed")
@@ -362,6 +421,36 @@ class Supervisor:
                         entry.state = Health.OFFLINE
                         entry.reason = redact(str(exc))
             return result
+
+    def _list_disabled(self, dev) -> None:
+        """`enabled: false`: the device stays in the table, DISABLED, with the reason; nothing runs."""
+        spec = self.registry.get(dev.driver)
+        existing = self.entries.get(dev.id)
+        if existing is not None and existing.parent:
+            self._retire(self.entries.pop(dev.id))
+            existing = None
+        if existing is None or existing.state != Health.DISABLED:
+            self._retire(existing)
+            entry = DeviceEntry(dev.id, spec.family if spec else "", dev.driver, spec)
+            self.entries[dev.id] = entry
+        entry = self.entries[dev.id]
+        entry.state = Health.DISABLED
+        entry.reason = DISABLED_REASON
+        entry.info = {k: str(v) for k, v in dev.labels.items()}
+
+    def _update_in_place(self, running: "_Running", dev) -> None:
+        """A change that does not touch the link (labels, backoff): applied to the running device,
+        which keeps its connection."""
+        entry = self.entries.get(dev.id)
+        if entry is not None:
+            for key in running.config.labels:
+                if key not in dev.labels:
+                    entry.info.pop(key, None)
+            entry.info.update({k: str(v) for k, v in dev.labels.items()})
+        running.config = dev
+        running.ctx.config = dev
+        running.driver.config = dev
+        log.info("%s: labels or backoff changed: applied without a restart", dev.id)
 
     def _start(self, dev) -> None:
         spec: DriverSpec = self.registry.require(dev.driver)
@@ -385,16 +474,23 @@ class Supervisor:
         self._running[dev.id] = _Running(dev, spec, task, driver, ctx)
 
     async def _supervise(self, dev, ctx: DeviceContext, driver: Driver) -> None:
-        delays = backoff_delays(dev.backoff.initial_s, dev.backoff.max_s, dev.backoff.factor)
+        backoff = ctx.config.backoff if ctx.config is not None else dev.backoff
+        delays = backoff_delays(backoff.initial_s, backoff.max_s, backoff.factor)
         reason = "starting"
+        entry = ctx._entry
         while True:
             ctx.set_health(Health.CONNECTING, reason)
             started = time.monotonic()
+            entry.connected = False
+            refused_login = False
             try:
                 await driver.run()
                 reason = "connection closed"
             except asyncio.CancelledError:
                 raise
+            except AuthenticationFailed as exc:
+                refused_login = True
+                reason = f"{AUTH_REASON}; next attempt in {AUTH_RETRY_S / 60:g} min ({exc})"
             except Exception as exc:  # whatever a driver raises, the device is retried
                 reason = describe(exc)
                 if not isinstance(exc, (ConnectionError, TimeoutError, OSError, FrameError)):
@@ -402,12 +498,51 @@ class Supervisor:
             await self._close(driver, dev.id)
             ctx.set_health(Health.OFFLINE, reason)
             self.restarts += 1
-            if time.monotonic() - started >= STABLE_AFTER_S:
-                delays = backoff_delays(dev.backoff.initial_s, dev.backoff.max_s, dev.backoff.factor)
+            key = (ctx.driver_name, dev.id)
+            if entry.connected:
+                self.link_drops[key] = self.link_drops.get(key, 0) + 1
+                ctx.count("link_drops")
+            else:
+                self.failed_attempts[key] = self.failed_attempts.get(key, 0) + 1
+                ctx.count("failed_attempts")
+            if refused_login:
+                ctx.count("auth_failures")
+            now_backoff = ctx.config.backoff if ctx.config is not None else dev.backoff  # a reload may change it
+            if time.monotonic() - started >= STABLE_AFTER_S or now_backoff != backoff:
+                backoff = now_backoff
+                delays = backoff_delays(backoff.initial_s, backoff.max_s, backoff.factor)
             delay = next(delays)
             ctx.count("reconnects")
+            if refused_login:
+                await self._wait_for_retry(dev.id, AUTH_RETRY_S)
+                delays = backoff_delays(backoff.initial_s, backoff.max_s, backoff.factor)
+                reason = "retrying after an authentication failure"
+                continue
             await asyncio.sleep(delay)
             reason = f"retrying after {reason}"
+
+    async def _wait_for_retry(self, dev_id: str, timeout: float) -> None:
+        """Wait `timeout` seconds, or until a reload asks for a retry (`_Running.retry_now`), or
+        until a secret file of the device holds another secret (taken into its config)."""
+        running = self._running.get(dev_id)
+        if running is None:
+            await asyncio.sleep(timeout)
+            return
+        running.retry_now.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(running.retry_now.wait(), min(left, SECRET_POLL_S))
+                return
+            except asyncio.TimeoutError:
+                pass
+            changed = changed_secrets(running.config)
+            if changed:
+                dev = running.config.model_copy(update=changed)
+                running.config = running.ctx.config = running.driver.config = dev
+                log.info("%s: %s changed in its file: trying again", dev_id, ", ".join(sorted(changed)))
+                return
 
     async def _close(self, driver: Driver, dev_id: str) -> None:
         try:
@@ -450,6 +585,8 @@ class Supervisor:
         """Run `action` on the device; return its result map. Raises KeyError for an unknown
         device and CommandError (code OFFLINE, UNSUPPORTED, TIMEOUT, REFUSED, FAILED...) otherwise."""
         entry = self.entries[device_id]
+        if entry.state == Health.DISABLED:
+            raise CommandError("OFFLINE", f"{device_id} is {entry.reason}")
         if entry.command is None:
             raise CommandError("UNSUPPORTED", f"{device_id} takes no commands")
         if entry.state == Health.OFFLINE or entry.state == Health.CONNECTING:
