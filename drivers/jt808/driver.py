@@ -159,8 +159,8 @@ class _Connection(asyncio.Protocol):
 
     # -- transport callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # a TCP server's connection
-        self.transport = transport
+        # a TCP server's connection; uvloop's transports do not derive from asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
         lst = self.listener
         peer = transport.get_extra_info("peername")
         self.peer = self.session.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)

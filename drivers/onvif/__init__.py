@@ -12,7 +12,14 @@ camera starts.
 
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING, Any
+
 from tianwang.drivers.sdk import ActionSpec, DriverSpec
+
+if TYPE_CHECKING:
+    from tianwang.drivers.onvif.config import OnvifConfig
+    from tianwang.drivers.sdk import DeviceContext, Driver
 
 DEMO_CAMERAS = 4
 # snapshots need only read access and each costs the camera (and the gateway) up to 3 MiB: each
@@ -23,13 +30,13 @@ SNAPSHOTS_BURST = 10
 _PTZ_ARGS = {"profile": "media profile token (default: the configured or first profile)"}
 
 
-def _factory(config, ctx):
+def _factory(config: OnvifConfig, ctx: DeviceContext) -> Driver:
     from tianwang.drivers.onvif.driver import OnvifDriver
 
     return OnvifDriver(config, ctx)
 
 
-async def _demo(stack) -> dict:
+async def _demo(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
     """`tianwang run --demo`: a handful of cameras with motion, tamper and line-crossing events."""
     import secrets
 
@@ -84,7 +91,7 @@ def _spec() -> DriverSpec:
     )
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> DriverSpec:
     # SPEC is built on first use: the config model pulls in pydantic
     if name == "SPEC":
         spec = globals()["SPEC"] = _spec()

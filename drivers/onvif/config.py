@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -58,13 +58,13 @@ class WebhookConfig(Model):
 
     @field_validator("listen")
     @classmethod
-    def _listen(cls, v):
+    def _listen(cls, v: str) -> str:
         parse_hostport(v)
         return v
 
     @field_validator("url")
     @classmethod
-    def _url(cls, v):
+    def _url(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://[^/\s]+", v):
             raise ValueError(f"{v!r} is not an http:// URL")
         return v
@@ -127,11 +127,11 @@ class OnvifConfig(SecretsModel, DeviceConfig):
 
     @field_validator("host")
     @classmethod
-    def _host(cls, v):
+    def _host(cls, v: str) -> str:
         return check_host(v)
 
     @model_validator(mode="after")
-    def _webhook(self):
+    def _webhook(self) -> Self:
         if self.webhook is not None and self.events != "webhook":
             raise PydanticCustomError("webhook", "webhook: only with events: webhook", {})
         return self

@@ -14,6 +14,8 @@ import socket
 import struct
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any, cast
 
 from lxml import etree
 
@@ -71,7 +73,7 @@ def probe_matches_message(relates_to: str, endpoint: str, scopes: list[str], xad
     ).encode()
 
 
-def _parse(data: bytes):
+def _parse(data: bytes) -> etree._Element | None:
     try:
         return etree.fromstring(data, _PARSER)
     except (etree.XMLSyntaxError, ValueError):
@@ -121,7 +123,7 @@ class _Collector(asyncio.DatagramProtocol):
         self.matches: dict[tuple[str, str], Match] = {}
         self.bad = 0
 
-    def datagram_received(self, data, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         relates, matches = parse_probe_matches(data, addr[0])
         if not matches or (relates and relates != self.message_id):
             self.bad += 0 if matches else 1
@@ -129,7 +131,7 @@ class _Collector(asyncio.DatagramProtocol):
         for m in matches:
             self.matches.setdefault((m.endpoint, m.address), m)
 
-    def error_received(self, exc) -> None:  # ICMP unreachable for a direct probe: nothing answers there
+    def error_received(self, exc: Exception) -> None:  # ICMP unreachable for a direct probe: nothing answers there
         pass
 
 
@@ -173,17 +175,17 @@ async def probe(timeout: float = 3.0, address: str | None = None, port: int = PO
 class Responder(asyncio.DatagramProtocol):
     """Answers Probes for NetworkVideoTransmitter (or untyped Probes) with one ProbeMatch."""
 
-    def __init__(self, endpoint: str, scopes: list[str], xaddrs) -> None:
+    def __init__(self, endpoint: str, scopes: list[str], xaddrs: list[str] | Callable[[], list[str]]) -> None:
         self.endpoint = endpoint
         self.scopes = scopes
         self.xaddrs = xaddrs  # a list, or a callable returning one (the HTTP port may be bound later)
-        self.transport = None
+        self.transport: asyncio.DatagramTransport | None = None
         self.probes = 0
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         parsed = parse_probe(data)
         if parsed is None:
             return
@@ -192,7 +194,8 @@ class Responder(asyncio.DatagramProtocol):
             return
         self.probes += 1
         xaddrs = self.xaddrs() if callable(self.xaddrs) else self.xaddrs
-        self.transport.sendto(probe_matches_message(mid, self.endpoint, self.scopes, xaddrs), addr)
+        if self.transport is not None:
+            self.transport.sendto(probe_matches_message(mid, self.endpoint, self.scopes, xaddrs), addr)
 
 
 async def serve_responder(responder: Responder, host: str = "127.0.0.1", port: int = 0,

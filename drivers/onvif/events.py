@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any
 
 MAX_ITEMS = 64  # SimpleItems kept per part: a hostile message must not make a huge payload
 MAX_TEXT = 1024
@@ -37,15 +38,15 @@ def topic_path(topic: str) -> str | None:
     return "/".join(levels[:8]) or None
 
 
-def _text(v) -> str | None:
+def _text(v: object) -> str | None:
     if v is None:
         return None
     return str(v)[:MAX_TEXT]
 
 
-def _items(part) -> dict:
+def _items(part: Any) -> dict[str, str | None]:
     """SimpleItems of a tt:ItemList (zeep object or lxml element) as {Name: Value}."""
-    out: dict = {}
+    out: dict[str, str | None] = {}
     if part is None:
         return out
     items = getattr(part, "SimpleItem", None)
@@ -61,7 +62,7 @@ def _items(part) -> dict:
     return out
 
 
-def _utc_ns(value) -> int | None:
+def _utc_ns(value: object) -> int | None:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
@@ -74,13 +75,13 @@ def _utc_ns(value) -> int | None:
     return None
 
 
-def _topic_text(msg) -> str | None:
+def _topic_text(msg: Any) -> str | None:
     topic = getattr(msg, "Topic", None)
     text = getattr(topic, "_value_1", None) if topic is not None else None
     return text.strip() if isinstance(text, str) and text.strip() else None
 
 
-async def to_publication(msg, uid: str):
+async def to_publication(msg: Any, uid: str) -> tuple[str, dict[str, Any]] | None:
     """(channel, payload) of one notification, or None when it carries no topic. Never raises for
     a malformed message: what cannot be read becomes None."""
     topic = _topic_text(msg)
@@ -114,7 +115,7 @@ async def to_publication(msg, uid: str):
     return f"event/{path}", payload
 
 
-async def _normalise(topic: str, uid: str, msg):
+async def _normalise(topic: str, uid: str, msg: Any) -> tuple[str | None, Any]:
     import onvif_parsers
     from onvif_parsers.errors import UnknownTopicError
 

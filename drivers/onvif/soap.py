@@ -103,19 +103,17 @@ class Request:
 
     def text(self, *path: str) -> str | None:
         """Text of the first element reached by local names `path` under the operation element."""
-        el = self.element
-        for name in path:
-            el = next((c for c in el if isinstance(c.tag, str) and etree.QName(c).localname == name), None)
-            if el is None:
-                return None
-        return (el.text or "").strip()
+        el = self.find(*path)
+        return (el.text or "").strip() if el is not None else None
 
-    def find(self, *path: str):
+    def find(self, *path: str) -> etree._Element | None:
+        """The first element reached by local names `path` under the operation element."""
         el = self.element
         for name in path:
-            el = next((c for c in el if isinstance(c.tag, str) and etree.QName(c).localname == name), None)
-            if el is None:
+            child = next((c for c in el if isinstance(c.tag, str) and etree.QName(c).localname == name), None)
+            if child is None:
                 return None
+            el = child
         return el
 
     def check_token(self, username: str, password: str, now: dt.datetime, window_s: float) -> None:
@@ -126,7 +124,7 @@ class Request:
         if tok is None:
             raise SoapError("ter:NotAuthorized", "Sender not authorized: no UsernameToken")
 
-        def child(name, ns: str="wsse"):
+        def child(name: str, ns: str = "wsse") -> etree._Element | None:
             el = tok.find("{%s}%s" % (NS[ns], name))
             return el
 
@@ -173,7 +171,7 @@ def fault(err: SoapError) -> bytes:
     )
 
 
-def x(text) -> str:
+def x(text: object) -> str:
     return escape(str(text))
 
 

@@ -12,10 +12,18 @@ neither pydantic nor the driver.
 
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING, Any
+
 from tianwang.drivers.sdk import ActionSpec, DriverSpec
 
+if TYPE_CHECKING:
+    from tianwang.drivers.sdk import DeviceContext, Driver
+    from tianwang.drivers.signal.config import SignalConfig
+    from tianwang.drivers.signal.decode import Decoder
+
 # what each command sets; all but `read` change what the junction shows, so they need a reason
-ACTIONS = (
+ACTIONS: tuple[tuple[str, str, dict[str, str], bool], ...] = (
     ("read", "read any object: the controller's reply values", {
         "class": "data class (1-255)", "object": "object (1-255)", "attribute": "attribute (0 = all)",
         "element": "element (0 = all)"}, False),
@@ -36,19 +44,19 @@ ACTIONS = (
 )
 
 
-def _factory(config, ctx):
+def _factory(config: SignalConfig, ctx: DeviceContext) -> Driver:
     from tianwang.drivers.signal.driver import SignalDriver
 
     return SignalDriver(config, ctx)
 
 
-def _decoder(device_id: str, profile: str = "majority"):
+def _decoder(device_id: str, profile: str = "majority") -> Decoder:
     from tianwang.drivers.signal.decode import Decoder
 
     return Decoder(device_id, profile=profile)
 
 
-async def _demo(stack) -> dict:
+async def _demo(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
     """`tianwang run --demo`: a junction group. Three controllers on one multi-drop pty line (as on
     an RS-485 bus) and one over TCP, lamps cycling; detector reports every 5 s."""
     from tianwang.drivers.signal.simulator import SignalSimulator
@@ -88,7 +96,7 @@ def _spec() -> DriverSpec:
     )
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> DriverSpec:
     if name == "SPEC":
         spec = globals()["SPEC"] = _spec()
         return spec

@@ -17,7 +17,8 @@ server); `tcp_role: listen` waits on the URL's address for the controller to dia
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -95,7 +96,7 @@ class SignalConfig(DeviceConfig):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, v):
+    def _url(cls, v: str) -> str:
         scheme, _where, query = parse_url(v, SCHEMES)
         if scheme == "serial":
             signal_serial_options(query)
@@ -105,7 +106,7 @@ class SignalConfig(DeviceConfig):
 
     @field_validator("profile")
     @classmethod
-    def _profile(cls, v):
+    def _profile(cls, v: str) -> str:
         from tianwang.drivers.signal.protocol import PROFILES
 
         if v not in PROFILES:
@@ -114,7 +115,7 @@ class SignalConfig(DeviceConfig):
 
     @field_validator("peers")
     @classmethod
-    def _peers(cls, v):
+    def _peers(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for peer in v:
             try:
                 ipaddress.ip_network(peer, strict=False)
@@ -123,14 +124,14 @@ class SignalConfig(DeviceConfig):
         return v
 
     @model_validator(mode="after")
-    def _role(self):
+    def _role(self) -> Self:
         if self.tcp_role == "listen" and not self.url.startswith("tcp:"):
             raise ValueError("tcp_role listen needs a tcp:// url")
         if self.peers and self.tcp_role != "listen":
             raise PydanticCustomError("peers", "peers: only with tcp_role: listen (who may dial in)", {})
         return self
 
-    def peer_networks(self) -> tuple:
+    def peer_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """`peers` as ipaddress networks."""
         return tuple(ipaddress.ip_network(peer, strict=False) for peer in self.peers)
 
@@ -158,11 +159,11 @@ class SignalConfig(DeviceConfig):
         return [("url", self.transport()[1], f"signal:{self.link_id()}")] if self.tcp_role == "listen" else []
 
     @classmethod
-    def shared_link_problems(cls, entries) -> list[tuple[int, str, str]]:
+    def shared_link_problems(cls, entries: Sequence[SignalConfig]) -> list[tuple[int, str, str]]:
         """(index, key, why) for devices in `entries` (signal configs with one link id, in file
         order) that could not join the link at run time (tianwang.drivers.signal.link.Link.attach
         refuses the same)."""
-        out = []
+        out: list[tuple[int, str, str]] = []
         first = entries[0]
         seen: dict[int, str] = {}
         for n, dev in enumerate(entries):

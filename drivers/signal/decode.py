@@ -23,7 +23,10 @@ messages by kind.
 
 from __future__ import annotations
 
-from tianwang.drivers.sdk import FramedDecoder, Publication
+from collections.abc import Iterable
+from typing import Any
+
+from tianwang.drivers.sdk import FramedDecoder, Gbt20999Framer, Publication
 from tianwang.drivers.signal import protocol as p
 
 # Chinese controllers keep local time, GMT+8, in their 7-byte dates.
@@ -36,7 +39,7 @@ class Decoder(FramedDecoder):
     family = "signal"
 
     def __init__(self, device_id: str = "capture", profile: p.Profile | str = "majority",
-                 utc_offset_s: int = DEFAULT_UTC_OFFSET_S, framer=None) -> None:
+                 utc_offset_s: int = DEFAULT_UTC_OFFSET_S, framer: Gbt20999Framer | None = None) -> None:
         super().__init__()
         self.device_id = device_id
         if isinstance(profile, str) and profile not in p.PROFILES:
@@ -53,13 +56,13 @@ class Decoder(FramedDecoder):
         return {"noise": self.framer.resyncs}  # runs of bytes skipped between frames
 
     # -- decoding ----------------------------------------------------------------------------------
-    def feed(self, data) -> list[Publication]:
+    def feed(self, data: bytes) -> list[Publication]:
         return self._frames(self.framer.feed(data))
 
     def finish(self) -> list[Publication]:
         return self._frames(self.framer.finish())
 
-    def _frames(self, frames) -> list[Publication]:
+    def _frames(self, frames: Iterable[bytes]) -> list[Publication]:
         out: list[Publication] = []
         for content in frames:
             try:
@@ -88,10 +91,10 @@ class Picture:
 
     def __init__(self, utc_offset_s: int = DEFAULT_UTC_OFFSET_S) -> None:
         self.utc_offset_s = utc_offset_s
-        self.run = {"mode": None, "mode_code": None, "plan": None, "stage": None}
+        self.run: dict[str, Any] = {"mode": None, "mode_code": None, "plan": None, "stage": None}
         self.groups: dict[str, str] = {}
 
-    def values(self, values, out: list, now_ns: int = 0) -> None:
+    def values(self, values: Iterable[p.DataValue], out: list[Publication], now_ns: int = 0) -> None:
         """`now_ns`: the time for frames that carry no clock of their own (the driver passes the wall
         clock; the offline decoder 0)."""
         t = p.controller_time(values, self.utc_offset_s) or now_ns
@@ -107,14 +110,14 @@ class Picture:
         groups = p.lamp_groups(values)
         if groups:
             self.groups = groups
-            payload = {"groups": groups, "stage": self.run["stage"], "plan": self.run["plan"],
+            payload: dict[str, Any] = {"groups": groups, "stage": self.run["stage"], "plan": self.run["plan"],
                        "mode": self.run["mode"]}
             stage_info = p.stages(values)
             current = self.run["stage"]
             if current is None:  # no 13.2.4 yet: the stage the status table says is running
                 current = next((s for s, info in stage_info.items() if info.get("status") == "running"), None)
                 payload["stage"] = current
-            info = stage_info.get(current, {})
+            info = stage_info.get(current, {}) if current is not None else {}
             payload["stage_status"] = info.get("status")
             payload["elapsed_s"] = info.get("elapsed_s")
             payload["remaining_s"] = info.get("remaining_s")

@@ -24,12 +24,17 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from tianwang.drivers.sdk import CommandError, DeviceError, DeviceTimeout, Driver, Health
 from tianwang.drivers.signal import protocol as p
 from tianwang.drivers.signal.config import SignalConfig
 from tianwang.drivers.signal.decode import Picture
 from tianwang.drivers.signal.link import Link
+
+if TYPE_CHECKING:
+    from tianwang.drivers.sdk import DeviceContext, Publication
 
 log = logging.getLogger("tianwang.driver.signal")
 
@@ -50,7 +55,7 @@ TX_ITEM = (18, 2, 1, 0)  # 18.2.1 database transaction state, element 0
 VERIFY_NOT_DONE, VERIFY_ERROR, VERIFY_OK = 1, 2, 3
 
 
-def _int_arg(args: dict, name: str, lo: int, hi: int, default=None) -> int:
+def _int_arg(args: dict[str, Any], name: str, lo: int, hi: int, default: object = None) -> int:
     value = args.get(name, default)
     if value is None:
         raise CommandError("INVALID", f"{name}: required ({lo}-{hi})")
@@ -64,7 +69,7 @@ def _int_arg(args: dict, name: str, lo: int, hi: int, default=None) -> int:
     return value
 
 
-def _int_list(args: dict, name: str, lo: int, hi: int, default=None) -> list[int]:
+def _int_list(args: dict[str, Any], name: str, lo: int, hi: int, default: object = None) -> list[int]:
     value = args.get(name, default)
     if isinstance(value, str):
         value = [v for v in value.replace(",", " ").split() if v]
@@ -84,18 +89,18 @@ def _refusal(item_codes: list[tuple[str, int, int]]) -> CommandError:
 class SignalDriver(Driver):
     """One controller. See the module docstring."""
 
-    def __init__(self, config: SignalConfig, ctx) -> None:
+    def __init__(self, config: SignalConfig, ctx: DeviceContext) -> None:
         super().__init__(config, ctx)
         self.profile = p.PROFILES[config.profile]
         self.controller_id: int | None = config.controller_id
         self.picture = Picture(config.utc_offset_s)
         self.link: Link | None = None
-        self._outcomes: collections.deque = collections.deque(maxlen=WINDOW)
+        self._outcomes: collections.deque[str] = collections.deque(maxlen=WINDOW)  # ok, late, unanswered
         self._last_heard = 0.0
         self._command_busy = False
         self._info_done = False
         self._tx_open = False  # a plan transaction was opened and not yet closed or abandoned
-        self._tx_abandon: asyncio.Future | None = None
+        self._tx_abandon: asyncio.Future[bool] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -114,8 +119,10 @@ class SignalDriver(Driver):
             self._info_done = False
             poller = asyncio.ensure_future(self._poll_loop())
             lost = link.lost
+            assert lost is not None  # open() returns once the link is up, with its `lost` future
             try:
-                done, _ = await asyncio.wait({poller, lost}, return_when=asyncio.FIRST_COMPLETED)
+                waiting: set[asyncio.Future[Any]] = {poller, lost}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 while not poller.done():
                     poller.cancel()
@@ -177,10 +184,15 @@ class SignalDriver(Driver):
                 if await self._ask(p.heartbeat(0, 0), "heartbeat") is not None:
                     self.ctx.count("heartbeats")
 
+    def _live_link(self) -> Link:
+        if self.link is None:  # a command before the first run()
+            raise DeviceError("the link is not open yet")
+        return self.link
+
     async def _ask(self, msg: p.Message, what: str, timeout: float | None = None) -> p.Message | None:
         """One request, judged for health; None when it went unanswered."""
         try:
-            reply, took = await self.link.request(self, msg, timeout or self.config.reply_timeout_s)
+            reply, took = await self._live_link().request(self, msg, timeout or self.config.reply_timeout_s)
         except DeviceTimeout:
             self.ctx.count(f"{what}s_unanswered")
             self._judge(False, None)
@@ -211,8 +223,8 @@ class SignalDriver(Driver):
         elif answered:
             self.ctx.set_health(Health.ONLINE, "answering polls")
 
-    def _publish(self, values) -> None:
-        out: list = []
+    def _publish(self, values: Iterable[p.DataValue]) -> None:
+        out: list[Publication] = []
         self.picture.values(values, out)
         publish = self.ctx.publish
         for pub in out:
@@ -304,7 +316,7 @@ class SignalDriver(Driver):
 
     async def _request(self, msg: p.Message, deadline: float) -> p.Message:
         try:
-            reply, _took = await self.link.request(self, msg, self._left(deadline))
+            reply, _took = await self._live_link().request(self, msg, self._left(deadline))
         except DeviceTimeout:
             if msg.frame_type == p.FrameType.SET:
                 raise CommandError("TIMEOUT", "no answer to the set; it was not sent again (the controller may "
@@ -315,7 +327,7 @@ class SignalDriver(Driver):
         self._heard(reply)
         return reply
 
-    async def _set(self, items: list[tuple], deadline: float) -> None:
+    async def _set(self, items: list[tuple[int, int, int, int, bytes]], deadline: float) -> None:
         """Set every value; return only when the controller acknowledged each with status 0."""
         reply = await self._request(p.set_request(0, 0, items), deadline)
         codes = [(v.name, v.element, v.value[0] if v.value else 0x40) for v in reply.values]
@@ -324,15 +336,15 @@ class SignalDriver(Driver):
                 codes = [(f"{i[0]}.{i[1]}.{i[2]}", i[3], 0x40) for i in items]
             raise _refusal(codes)
 
-    async def _query(self, items, deadline: float) -> p.Message:
+    async def _query(self, items: Iterable[tuple[int, int, int, int]], deadline: float) -> p.Message:
         reply = await self._request(p.query(0, 0, items), deadline)
         if reply.frame_type == p.FrameType.QUERY_ERROR:
             raise _refusal([(v.name, v.element, v.value[0] if v.value else 0x40) for v in reply.values])
         return reply
 
-    async def _read_back(self, check, deadline: float, what: str) -> dict:
+    async def _read_back(self, check: Callable[[dict[str, Any]], bool], deadline: float, what: str) -> dict[str, Any]:
         """Read run status and lamps until `check(state)` holds; the state it saw."""
-        state = {}
+        state: dict[str, Any] = {}
         while True:
             try:
                 reply = await self._query(READ_BACK_ITEMS, deadline)
@@ -393,7 +405,7 @@ class SignalDriver(Driver):
         code = PIPE[action]
         await self._set([p.COMMAND_PIPE + (0, bytes((code,)))], deadline)
 
-        def colours(s):
+        def colours(s: dict[str, Any]) -> set[str]:
             return set(s["groups"].values())
 
         checks = {

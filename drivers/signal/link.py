@@ -25,32 +25,37 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
-from typing import Protocol
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tianwang.drivers.sdk import DeviceError, DeviceTimeout, describe, parse_hostport
 from tianwang.drivers.signal import protocol as p
 
+if TYPE_CHECKING:
+    from tianwang.drivers.sdk import DeviceContext
+    from tianwang.drivers.signal.config import SignalConfig
+
 log = logging.getLogger("tianwang.driver.signal")
 
-REPLY_TYPES = {
+REPLY_TYPES: dict[int, tuple[int, ...]] = {
     p.FrameType.QUERY: (p.FrameType.QUERY_REPLY, p.FrameType.QUERY_ERROR),
     p.FrameType.SET: (p.FrameType.SET_REPLY, p.FrameType.SET_ERROR),
     p.FrameType.HEARTBEAT_QUERY: (p.FrameType.HEARTBEAT_REPLY,),
 }
 _KNOWN_TYPES = frozenset(int(t) for t in p.FrameType)
-_LINKS: dict[tuple, Link] = {}
+_LINKS: dict[tuple[Any, ...], Link] = {}
 
 
 class Member(Protocol):
     """What a link needs of a device on it (tianwang.drivers.signal.driver.SignalDriver)."""
 
     controller_id: int | None
-    ctx: object
+    ctx: DeviceContext
 
     def on_report(self, msg: p.Message) -> None: ...
 
 
-def peer_allowed(host: str, networks) -> bool:
+def peer_allowed(host: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     """True when the address `host` is in one of `networks` (ipaddress networks); an IPv4 peer on a
     dual-stack socket (`::ffff:10.1.2.3`) is judged by its IPv4 address."""
     try:
@@ -71,34 +76,35 @@ class _InFlight:
     member: Member
     controller: int | None  # None: learning the id of a lone controller
     seq: int
-    types: tuple
-    future: asyncio.Future
+    types: tuple[int, ...]
+    future: asyncio.Future[p.Message]
 
 
 class _Stream(asyncio.Protocol):
     def __init__(self, link: Link) -> None:
         self.link = link
-        self.transport = None
+        self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.heard_at: float | None = None  # when a well-formed frame last came on this connection
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a stream transport (TCP, or pyserial-asyncio's); uvloop's do not derive from asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
         self.link._connected(self)
 
-    def data_received(self, data) -> None:
+    def data_received(self, data: bytes) -> None:
         self.link._bytes(self, data)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.link._stream_lost(self, exc)
 
 
 class Link:
     """See the module docstring. Get one with `Link.attach(member, config)`."""
 
-    def __init__(self, key: tuple, config) -> None:
+    def __init__(self, key: tuple[Any, ...], config: SignalConfig) -> None:
         self.key = key
         self.scheme, self.where, self.options = config.transport()
         self.url = config.url
@@ -120,15 +126,15 @@ class Link:
         self._lock = asyncio.Lock()
         self._open_lock = asyncio.Lock()
         self._stream: _Stream | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.base_events.Server | None = None
         self._up: asyncio.Event = asyncio.Event()
-        self.lost: asyncio.Future | None = None
+        self.lost: asyncio.Future[Exception] | None = None
         self._inflight: _InFlight | None = None
         self._seq = 0
 
     # -- membership ----------------------------------------------------------------------------------
     @classmethod
-    def attach(cls, member: Member, config) -> Link:
+    def attach(cls, member: Member, config: SignalConfig) -> Link:
         """The link for `config.url`, shared with the devices already on it. Raises DeviceError when
         `member` cannot share it (another profile, the same controller id, or no id on a shared line)."""
         key = (id(asyncio.get_running_loop()),) + config.link_key()
@@ -215,7 +221,8 @@ class Link:
 
     def _refuse(self, stream: _Stream, why: str) -> None:
         """listen: close a connection that may not speak for the controller, and count it."""
-        stream.transport.abort()
+        if stream.transport is not None:
+            stream.transport.abort()
         for m in self.members:
             m.ctx.count("connections_refused")
         key = f"{stream.peer}: {why}"
@@ -242,7 +249,8 @@ class Link:
             # listen: one controller connection at a time; a newer one replaces a connection that
             # has gone quiet (the controller reconnected and the old socket is a leftover)
             old, self._stream = self._stream, None
-            old.transport.abort()
+            if old.transport is not None:
+                old.transport.abort()
         if self.lost is None or self.lost.done():
             self.lost = asyncio.get_running_loop().create_future()
         self._stream = stream
@@ -251,7 +259,7 @@ class Link:
         self._resyncs = 0
         self._up.set()
 
-    def _stream_lost(self, stream: _Stream, exc) -> None:
+    def _stream_lost(self, stream: _Stream, exc: Exception | None) -> None:
         if stream is not self._stream:
             return
         self._stream = None
@@ -295,7 +303,7 @@ class Link:
             loop = asyncio.get_running_loop()
             try:
                 frame = p.encode(msg, self.profile)
-                self._stream.transport.write(frame)
+                self._write(frame)
                 sent = loop.time()
                 self._tap(frame, True)
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
@@ -312,8 +320,14 @@ class Link:
         """Write a message that expects no reply (a heartbeat reply)."""
         if self.is_up:
             frame = p.encode(msg, self.profile)
-            self._stream.transport.write(frame)
+            self._write(frame)
             self._tap(frame, True)
+
+    def _write(self, frame: bytes) -> None:
+        stream = self._stream
+        if stream is None or stream.transport is None:  # the callers checked is_up
+            raise DeviceError(f"link {self.where} is not open")
+        stream.transport.write(frame)
 
     # -- incoming bytes ------------------------------------------------------------------------------
     def _blame(self, controller: int | None = None) -> Member | None:
@@ -349,7 +363,7 @@ class Link:
         frames = framer.feed(data)
         drops = framer.drops
         if drops != self._framer_drops:
-            rejects = {}
+            rejects: dict[str, bytes] = {}
             for reason, content in framer.take_rejects():
                 rejects.setdefault(reason, content)
             for reason, n in drops.items():

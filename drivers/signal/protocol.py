@@ -40,6 +40,7 @@ import dataclasses
 import enum
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from tianwang.drivers.sdk import FrameError, Gbt20999Framer, encode_gbt20999
 
@@ -166,7 +167,7 @@ class Profile:
     control_objects: str = "17.1"
     max_frame: int = 4096
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.length_field not in ("n-2", "n", "n-4"):
             raise ValueError(f"length_field must be n-2, n or n-4, not {self.length_field!r}")
         if self.crc not in ("gbt20999", "ccitt-false"):
@@ -174,7 +175,7 @@ class Profile:
         if self.control_objects not in ("17.1", "17.n"):
             raise ValueError(f"control_objects must be 17.1 or 17.n, not {self.control_objects!r}")
 
-    def framer(self, *, keep_rejects: bool = False):
+    def framer(self, *, keep_rejects: bool = False) -> Gbt20999Framer:
         """A framer for this profile (compiled or twin, as tianwang.gateway.framing chose)."""
         return Gbt20999Framer(length_field=self.length_field, crc=self.crc, escaped=self.escaped,
                               max_frame=self.max_frame, keep_rejects=keep_rejects)
@@ -312,17 +313,17 @@ def _values(items: Iterable[tuple]) -> tuple[DataValue, ...]:
     return tuple(out)
 
 
-def query(controller: int, seq: int, items: Iterable[tuple[int, int, int, int]], **header) -> Message:
+def query(controller: int, seq: int, items: Iterable[tuple[int, int, int, int]], **header: Any) -> Message:
     """A query for (class, object, attribute, element) items; 0 as attribute or element means all."""
     return Message(FrameType.QUERY, controller, seq, _values(items), **header)
 
 
-def set_request(controller: int, seq: int, items: Iterable[tuple[int, int, int, int, bytes]], **header) -> Message:
+def set_request(controller: int, seq: int, items: Iterable[tuple[int, int, int, int, bytes]], **header: Any) -> Message:
     """A set of (class, object, attribute, element, value bytes) items."""
     return Message(FrameType.SET, controller, seq, _values(items), **header)
 
 
-def heartbeat(controller: int, seq: int, *, reply: bool = False, **header) -> Message:
+def heartbeat(controller: int, seq: int, *, reply: bool = False, **header: Any) -> Message:
     """A heartbeat query (host -> controller) or, with `reply`, the controller's answer."""
     return Message(FrameType.HEARTBEAT_REPLY if reply else FrameType.HEARTBEAT_QUERY, controller, seq, (), **header)
 
@@ -420,9 +421,9 @@ def stages(values: Iterable[DataValue]) -> dict[int, dict]:
     return out
 
 
-def run_status(values: Iterable[DataValue]) -> dict:
+def run_status(values: Iterable[DataValue]) -> dict[str, Any]:
     """{"mode", "mode_code", "plan", "stage"} for the 13.2 values present in a message."""
-    out = {}
+    out: dict[str, Any] = {}
     for v in values:
         if not v.value:
             continue
