@@ -41,7 +41,7 @@ Offline decoding and simulators
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # name -> "module:attribute" (":" alone: the module itself)
 _EXPORTS = {
@@ -77,13 +77,13 @@ _EXPORTS = {
 }
 
 
-def _hot_path_names():
+def _hot_path_names() -> dict[str, str]:
     from tianwang.gateway import framing
 
     return framing.TWINS
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     where = _EXPORTS.get(name)
     if where is None:
         if name.startswith("__") or name not in _hot_path_names():
@@ -97,7 +97,7 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS) | set(_hot_path_names()))
 
 

@@ -7,6 +7,8 @@ wrapped into these at the driver edge.
 
 import logging
 import re
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 # `scheme://user:password@host...`: everything between `//` and the last `@` before the path
 _USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*(?:@[^/\s@]*)*@")
@@ -26,7 +28,12 @@ class ConfigError(GatewayError, ValueError):
     the entry both ways (`devices[3] (tsc-0017).usrname`), so it can be found in a long file.
     """
 
-    def __init__(self, problems, warnings=(), names=None):
+    def __init__(
+        self,
+        problems: str | Iterable[tuple[str, str]],
+        warnings: Iterable[tuple[str, str]] = (),
+        names: Mapping[str, str] | None = None,
+    ) -> None:
         if isinstance(problems, str):
             problems = [("", problems)]
         self.problems = list(problems)
@@ -46,7 +53,7 @@ class ConfigError(GatewayError, ValueError):
         return [f"{self.named(p)}: {r}" if p else r for p, r in self.warnings]
 
 
-def name_path(path: str, names: dict) -> str:
+def name_path(path: str, names: Mapping[str, str]) -> str:
     """`devices[3].url` -> `devices[3] (tsc-0017).url` when `names` has `devices[3]`."""
     head, sep, rest = path.partition("]")
     if not sep:
@@ -84,7 +91,7 @@ class DeviceTimeout(DeviceError, TimeoutError):
 class CommandError(GatewayError, RuntimeError):
     """A command could not be carried out. `code` is the CommandReply code."""
 
-    def __init__(self, code, message, result=None):
+    def __init__(self, code: str, message: str, result: dict[Any, Any] | None = None) -> None:
         self.code = code
         self.message = message
         self.result = result or {}
@@ -94,7 +101,7 @@ class CommandError(GatewayError, RuntimeError):
 class AuthError(GatewayError, PermissionError):
     """A request without valid credentials (`unauthenticated`) or beyond them."""
 
-    def __init__(self, message, unauthenticated=False):
+    def __init__(self, message: str, unauthenticated: bool = False) -> None:
         self.unauthenticated = unauthenticated
         super().__init__(message)
 

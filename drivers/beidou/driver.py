@@ -93,7 +93,7 @@ class _Line(asyncio.Protocol):
             tap(data, sent=True)
 
 
-class BeidouDriver(Driver):
+class BeidouDriver(Driver[BeidouConfig]):
     """One receiver. See the module docstring."""
 
     def __init__(self, config: BeidouConfig, ctx: DeviceContext) -> None:

@@ -158,9 +158,9 @@ class _Connection(asyncio.Protocol):
         return self.session.phone
 
     # -- transport callbacks -------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
         # a TCP server's connection; uvloop's transports do not derive from asyncio.Transport
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = transport = cast(asyncio.Transport, base)
         lst = self.listener
         peer = transport.get_extra_info("peername")
         self.peer = self.session.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
@@ -444,7 +444,7 @@ class _Connection(asyncio.Protocol):
             raise
 
 
-class Jt808Listener(Driver):
+class Jt808Listener(Driver[Jt808Config]):
     """The listener driver. `port` is the bound port once `run()` has started (0 in config = any)."""
 
     def __init__(self, config: Jt808Config, ctx: DeviceContext) -> None:

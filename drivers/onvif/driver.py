@@ -19,10 +19,17 @@ import random
 import secrets
 import time
 
-from tianwang.drivers.sdk import (
-    AuthenticationFailed, CommandError, DeviceError, DeviceTimeout, Driver, Health, describe,
-)
+from tianwang.drivers.onvif.config import OnvifConfig
 from tianwang.drivers.onvif.events import to_publication
+from tianwang.drivers.sdk import (
+    AuthenticationFailed,
+    CommandError,
+    DeviceError,
+    DeviceTimeout,
+    Driver,
+    Health,
+    describe,
+)
 
 MAX_SNAPSHOT = 3 * 1024 * 1024  # a reply must stay under gRPC's 4 MiB message limit
 MAX_EVENT_TOPICS = 256  # distinct event channels per camera (a hostile camera cannot grow the topic cache)
@@ -218,7 +225,7 @@ class WebhookServer:
             await runner.cleanup()
 
 
-class OnvifDriver(Driver):
+class OnvifDriver(Driver[OnvifConfig]):
     """One camera. `run()` connects and serves events until the link fails; `command()` runs on the
     same ONVIFCamera, concurrently with the event loop."""
 

@@ -86,7 +86,7 @@ def _refusal(item_codes: list[tuple[str, int, int]]) -> CommandError:
                    for item, element, code in bad]})
 
 
-class SignalDriver(Driver):
+class SignalDriver(Driver[SignalConfig]):
     """One controller. See the module docstring."""
 
     def __init__(self, config: SignalConfig, ctx: DeviceContext) -> None:

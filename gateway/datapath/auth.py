@@ -13,9 +13,17 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from typing import TYPE_CHECKING
 
-from tianwang.gateway.errors import AuthError
+from tianwang.gateway.errors import AuthError, ConfigError
 from tianwang.gateway.framing import TopicFilter
+
+if TYPE_CHECKING:
+    from tianwang.gateway.lifecycle.config import AuthConfig
+
+# call metadata as gRPC hands it over: (key, value) pairs, values str (or bytes for `-bin` keys)
+Metadata = Iterable[tuple[str, str | bytes]] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +39,10 @@ class Principal:
     def is_admin(self) -> bool:
         return self.admin or "#" in self.control
 
-    def __post_init__(self):
+    # the matcher of `control`, made once (__post_init__)
+    _control: TopicFilter | None = dataclasses.field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
         ctl = TopicFilter(self.control) if self.control else None
         object.__setattr__(self, "_control", ctl)
 
@@ -77,7 +88,7 @@ def pattern_covers(wide: str, narrow: str) -> bool:
     return len(a) == len(b)
 
 
-def grant_narrowed(old_read, new_read, patterns) -> bool:
+def grant_narrowed(old_read: Iterable[str], new_read: Iterable[str], patterns: Iterable[str]) -> bool:
     """True when a stream on `patterns` could read, under `old_read`, a topic that `new_read` no
     longer lets it read: every part of an old grant the stream overlaps must still be covered."""
     for p in patterns:
@@ -101,30 +112,29 @@ def _digest(token: str) -> bytes:
 class Authenticator:
     """Maps the `authorization` metadata of a call to a Principal."""
 
-    def __init__(self, auth_config):
-        self._tokens = [
-            (
-                _digest(t.token.get_secret_value()),
-                Principal(
-                    t.name,
-                    tuple(t.read),
-                    tuple(t.control),
-                    admin=t.admin,
-                    commands_per_s=t.commands_per_s or 0.0,
-                    commands_burst=t.commands_burst,
-                ),
+    def __init__(self, auth_config: AuthConfig) -> None:
+        self._tokens: list[tuple[bytes, Principal]] = []
+        for t in auth_config.tokens:
+            if t.token is None:  # load_config resolves every token (token_env, token_file) or refuses the file
+                raise ConfigError(f"auth.tokens: {t.name!r} has no token value")
+            principal = Principal(
+                t.name,
+                tuple(t.read),
+                tuple(t.control),
+                admin=t.admin,
+                commands_per_s=t.commands_per_s or 0.0,
+                commands_burst=t.commands_burst,
             )
-            for t in auth_config.tokens
-        ]
+            self._tokens.append((_digest(t.token.get_secret_value()), principal))
         anon = tuple(auth_config.anonymous_read)
         self._anonymous = Principal("anonymous", anon, ()) if anon else None
         self.names = frozenset(p.name for _, p in self._tokens)
 
-    def authenticate(self, metadata) -> Principal:
+    def authenticate(self, metadata: Metadata) -> Principal:
         """`metadata`: iterable of (key, value). Raises AuthError(unauthenticated=True)."""
         return self.identify(metadata)[0]
 
-    def principal_for(self, key) -> Principal | None:
+    def principal_for(self, key: bytes) -> Principal | None:
         """The principal a credential `key` (from `identify`) maps to under this config, or None
         when that token no longer exists (removed, or its value rotated)."""
         if key == ANONYMOUS:
@@ -134,10 +144,10 @@ class Authenticator:
                 return principal
         return None
 
-    def identify(self, metadata) -> tuple[Principal, object]:
+    def identify(self, metadata: Metadata) -> tuple[Principal, bytes]:
         """(principal, credential key): the key identifies the presented token (its hash, never
         the token) so that a reload can re-check a stream against the new tokens."""
-        header = None
+        header: str | bytes | None = None
         for key, value in metadata or ():
             if key == "authorization":
                 header = value
@@ -169,13 +179,13 @@ class RateLimiter:
     through addresses costs bounded memory.
     """
 
-    def __init__(self, rate: float, burst: int, max_keys: int = 10000):
+    def __init__(self, rate: float, burst: int, max_keys: int = 10000) -> None:
         self.rate = float(rate)
         self.burst = float(burst)
         self.max_keys = max_keys
-        self._buckets: OrderedDict = OrderedDict()
+        self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
 
-    def take(self, key) -> bool:
+    def take(self, key: Hashable) -> bool:
         """Spend one from `key`'s bucket: False when it is empty."""
         now = time.monotonic()
         b = self._buckets.get(key)
@@ -196,8 +206,8 @@ class RateLimiter:
 class CommandLimits:
     """The per-token command rate limits (`commands_per_s`), one bucket per token name."""
 
-    def __init__(self):
-        self._limiters: dict[tuple, RateLimiter] = {}
+    def __init__(self) -> None:
+        self._limiters: dict[tuple[str, float, int], RateLimiter] = {}
 
     def get(self, principal: Principal) -> RateLimiter | None:
         if not principal.commands_per_s:

@@ -23,10 +23,12 @@ import json
 import logging
 import math
 import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
 import msgpack
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
 from tianwang.gateway.datapath.auth import CommandLimits, RateLimiter, grant_narrowed
@@ -35,6 +37,15 @@ from tianwang.gateway.datapath.journal import DiskReader
 from tianwang.gateway.datapath.stagetrace import StageTrace
 from tianwang.gateway.framing import TopicFilter, validate_pattern
 from tianwang.v1 import gateway_pb2 as pb
+
+if TYPE_CHECKING:
+    from tianwang.gateway.app import Gateway
+    from tianwang.gateway.datapath.auth import Authenticator, Principal
+    from tianwang.gateway.lifecycle.supervisor import DeviceEntry, Supervisor
+
+# a call's context; requests come as bytes (the methods parse them) and responses go as bytes or messages
+Context = grpc.aio.ServicerContext[bytes, Any]
+M = TypeVar("M", bound=Message)
 
 log = logging.getLogger("tianwang.fanout")
 
@@ -98,7 +109,9 @@ class SubscriberState:
         "peer", "principal", "key", "topics", "flt", "cursor", "delivered", "batches", "gaps", "revoked", "started_ns"
     )
 
-    def __init__(self, peer, principal, key, topics, flt, cursor):
+    def __init__(
+        self, peer: str, principal: Principal, key: bytes, topics: tuple[str, ...], flt: TopicFilter, cursor: int
+    ) -> None:
         self.peer = peer
         self.principal = principal
         self.key = key  # which token opened it (its hash): reloads re-check the stream against it
@@ -108,7 +121,7 @@ class SubscriberState:
         self.delivered = 0
         self.batches = 0
         self.gaps = 0
-        self.revoked = None  # set to (status, message) when a reload ends the stream
+        self.revoked: tuple[grpc.StatusCode, str] | None = None  # set to (status, message) when a reload ends the stream
         self.started_ns = time.time_ns()
 
 
@@ -123,8 +136,16 @@ class Recording:
     __slots__ = ("chunks", "nbytes", "max_bytes", "held", "max_held", "full", "overrun", "wake", "principal", "key",
                  "family", "device_id", "revoked")
 
-    def __init__(self, max_bytes, principal, key, family, device_id, max_held=MAX_RECORD_BUFFERED // MAX_RECORDINGS):
-        self.chunks: collections.deque = collections.deque()
+    def __init__(
+        self,
+        max_bytes: int,
+        principal: Principal,
+        key: bytes,
+        family: str,
+        device_id: str,
+        max_held: int = MAX_RECORD_BUFFERED // MAX_RECORDINGS,
+    ) -> None:
+        self.chunks: collections.deque[tuple[int, bool, bytes]] = collections.deque()
         self.nbytes = 0
         self.max_bytes = max_bytes
         self.held = 0
@@ -136,7 +157,7 @@ class Recording:
         self.key = key
         self.family = family
         self.device_id = device_id
-        self.revoked = None
+        self.revoked: tuple[grpc.StatusCode, str] | None = None
 
     def add(self, t_ns: int, sent: bool, data: bytes) -> None:
         if self.full or self.overrun:
@@ -156,7 +177,7 @@ class Recording:
             self.full = full
         self.wake.set()
 
-    def take(self):
+    def take(self) -> tuple[int, bool, bytes]:
         """The oldest chunk held, (t_ns, sent, data)."""
         chunk = self.chunks.popleft()
         self.held -= len(chunk[2])
@@ -171,7 +192,7 @@ class Recording:
 class GatewayService:
     """The four RPCs. `app` provides journal, router, supervisor, auth, config and counters."""
 
-    def __init__(self, app):
+    def __init__(self, app: Gateway) -> None:
         self.app = app
         self.subscribers: set[SubscriberState] = set()
         self.closing = False
@@ -195,8 +216,8 @@ class GatewayService:
         self.stage_trace = StageTrace.from_env()  # None unless the latency bench asks for it
         self.refusals = RateLimiter(app.config.auth.refused_commands_per_s, app.config.auth.refused_commands_burst)
         self.command_buckets = CommandLimits()
-        self.action_buckets: dict[tuple, RateLimiter] = {}
-        self.commands_running: set[asyncio.Task] = set()
+        self.action_buckets: dict[tuple[str, str, float, int], RateLimiter] = {}
+        self.commands_running: set[asyncio.Future[tuple[bool, str, str, Any, int]]] = set()
         # bytes one recording may hold for a recorder that is not reading (MAX_RECORD_BUFFERED in all)
         self.record_held_bytes = MAX_RECORD_BUFFERED // MAX_RECORDINGS
 
@@ -221,14 +242,14 @@ class GatewayService:
             },
         )
 
-    async def _principal(self, context):
+    async def _principal(self, context: Context) -> Principal:
         try:
             return self.app.auth.authenticate(context.invocation_metadata())
         except AuthError as exc:
             self.counters["requests_unauthenticated"] += 1
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
 
-    async def _parse(self, raw, cls, context):
+    async def _parse(self, raw: bytes, cls: type[M], context: Context) -> M:
         limit = MAX_REQUEST_BYTES.get(cls.__name__)
         if limit is not None and len(raw) > limit:
             self.counters["requests_invalid"] += 1
@@ -241,11 +262,11 @@ class GatewayService:
             self.counters["requests_invalid"] += 1
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed {cls.__name__}: {exc}")
 
-    async def _invalid(self, context, message):
+    async def _invalid(self, context: Context, message: str) -> NoReturn:
         self.counters["requests_invalid"] += 1
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
-    def recheck_streams(self, auth) -> int:
+    def recheck_streams(self, auth: Authenticator) -> int:
         """After a reload: hold every open stream to the new tokens. A stream whose token is gone
         (removed, or its value rotated) ends with UNAUTHENTICATED; one whose patterns the token may
         no longer read at all, or only in part (its grant was narrowed), ends with PERMISSION_DENIED
@@ -298,7 +319,7 @@ class GatewayService:
             self.app.journal.wake()
         return n
 
-    def subscriber_stats(self, viewer=None) -> list[pb.SubscriberStats]:
+    def subscriber_stats(self, viewer: Principal | None = None) -> list[pb.SubscriberStats]:
         """Stats.subscriber_stats: every open stream (only the viewer's own token's unless the viewer
         is an admin, or None) with its lag, the journal seqs it has not been sent yet."""
         next_seq = self.app.journal.next_seq
@@ -326,7 +347,7 @@ class GatewayService:
             rec.wake.set()
 
     # -- Subscribe -----------------------------------------------------------------------------
-    async def subscribe(self, raw, context):
+    async def subscribe(self, raw: bytes, context: Context) -> AsyncIterator[bytes]:
         try:
             principal, key = self.app.auth.identify(context.invocation_metadata())
         except AuthError as exc:
@@ -391,7 +412,7 @@ class GatewayService:
         self.subscribers.add(sub)
         log.info("subscribe %s as %s: %s from seq %d", sub.peer, principal.name, ",".join(patterns), cursor)
         trace = self.stage_trace
-        stamps = None
+        stamps: list[list[int]] | None = None
         if trace is not None:  # the latency bench only
             trace.watch(journal, lambda: self.closing)
             stamps = []
@@ -403,10 +424,12 @@ class GatewayService:
         finally:
             self.subscribers.discard(sub)
             log.info("subscriber %s left after %d envelopes", sub.peer, sub.delivered)
-            if stamps is not None:
+            if trace is not None and stamps is not None:
                 trace.dump(sub.peer, stamps)
 
-    async def _stream(self, sub, max_batch, max_delay, max_bytes, stamps=None):
+    async def _stream(
+        self, sub: SubscriberState, max_batch: int, max_delay: float, max_bytes: int, stamps: list[list[int]] | None = None
+    ) -> AsyncIterator[bytes]:
         """The stream's batches. `stamps` (the latency bench's StageTrace): each live batch's
         [first seq, next seq, handed to gRPC ns, taken by gRPC ns] is appended to it."""
         journal = self.app.journal
@@ -485,7 +508,7 @@ class GatewayService:
                 stamps[-1][3] = time.time_ns()  # resumed: gRPC has taken the batch
 
     # -- ListDevices ---------------------------------------------------------------------------
-    async def list_devices(self, raw, context):
+    async def list_devices(self, raw: bytes, context: Context) -> pb.ListDevicesReply:
         principal = await self._principal(context)
         req = await self._parse(raw, pb.ListDevicesRequest, context)
         if req.state and req.state not in DEVICE_STATES:
@@ -501,7 +524,7 @@ class GatewayService:
                     raise ValueError("not a page position")
             except (ValueError, UnicodeError, binascii.Error) as exc:
                 await self._invalid(context, f"page_token: not one this gateway gave ({exc})")
-        rows = []
+        rows: list[tuple[tuple[str, str, str], DeviceEntry]] = []
         for e in self.app.supervisor.list_devices(req.family):
             if req.state and e.state.value != req.state:
                 continue
@@ -520,8 +543,10 @@ class GatewayService:
         return out
 
     # -- SendCommand ---------------------------------------------------------------------------
-    async def send_command(self, raw, context):
+    async def send_command(self, raw: bytes, context: Context) -> pb.CommandReply:
         self.counters["commands"] += 1
+        principal: Principal | None
+        auth_error = ""
         try:
             principal = self.app.auth.authenticate(context.invocation_metadata())
         except AuthError as exc:
@@ -531,6 +556,7 @@ class GatewayService:
         device_id = req.device_id
         audit_id = device_id if DEVICE_ID_RE.match(device_id or "") else "_invalid"
         bad_args = None
+        args: dict[Any, Any]
         if len(req.args) > MAX_COMMAND_ARGS:
             args = {}
             bad_args = f"args: {len(req.args)} bytes exceed the limit of {MAX_COMMAND_ARGS}"
@@ -545,10 +571,12 @@ class GatewayService:
         name = principal.name if principal else ""
         peer = peer_host(context.peer())
 
-        def audit(ok, code, message, refused=False, attempt_seq=0, caller_cancelled=False):
+        def audit(
+            ok: bool, code: str, message: str, refused: bool = False, attempt_seq: int = 0, caller_cancelled: bool = False
+        ) -> int:
             # a refused call is recorded by what it was (who, what, on what, how big), never by
             # its payload: an unauthenticated caller must not be able to fill the journal
-            payload = {
+            payload: dict[str, Any] = {
                 "principal": name,
                 "action": clip(req.action, MAX_ACTION),
                 "args": {} if refused else args,
@@ -569,7 +597,7 @@ class GatewayService:
                 log.error("audit of %s on %s not recorded: %s", req.action[:64], audit_id, exc)
                 return 0
 
-        async def refuse(status, code, message):
+        async def refuse(status: grpc.StatusCode, code: str, message: str) -> NoReturn:
             self.counters["commands_denied"] += 1
             if not self.refusals.take(peer):
                 # past the refusal budget of this address: refused without an audit record each,
@@ -695,9 +723,19 @@ class GatewayService:
             packed = msgpack.packb({"error": f"result not encodable: {exc}"})
         return pb.CommandReply(ok=ok, code=code, message=message, result=packed, audit_seq=seq)
 
-    async def _command(self, device_id, action, args, timeout, audit, attempt_seq, caller):
+    async def _command(
+        self,
+        device_id: str,
+        action: str,
+        args: dict[Any, Any],
+        timeout: float,
+        audit: Callable[..., int],
+        attempt_seq: int,
+        caller: dict[str, bool],
+    ) -> tuple[bool, str, str, Any, int]:
         """One command on the device and the audit of its outcome; returns (ok, code, message,
         result, audit seq). Runs apart from the RPC: only the gateway's stop cancels it."""
+        result: Any
         try:
             result = await self.app.supervisor.send_command(device_id, action, args, timeout)
             ok, code, message = True, "OK", ""
@@ -728,7 +766,7 @@ class GatewayService:
             await asyncio.wait(pending, timeout=1.0)
 
     # -- Record --------------------------------------------------------------------------------
-    async def record(self, raw, context):
+    async def record(self, raw: bytes, context: Context) -> AsyncIterator[pb.RawChunk]:
         try:
             principal, key = self.app.auth.identify(context.invocation_metadata())
         except AuthError as exc:
@@ -752,7 +790,7 @@ class GatewayService:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no device {device_id!r}")
         peer = context.peer()
 
-        def audit(code, message, sent=0):
+        def audit(code: str, message: str, sent: int = 0) -> int:
             # raw bytes carry what topics do not (auth codes, card ids): who recorded what is kept
             payload = {"principal": principal.name, "seconds": seconds, "max_bytes": max_bytes,
                        "ok": code != "PERMISSION_DENIED", "code": code, "message": message, "bytes": sent}
@@ -788,6 +826,7 @@ class GatewayService:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{device_id} is not running: {entry.reason}")
         if len(self.recordings) >= MAX_RECORDINGS:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{MAX_RECORDINGS} recordings already running")
+        source = record_source(entry, ctx.config, self.app.supervisor)
         start = pb.RecordStart(
             device_id=device_id,
             family=entry.family,
@@ -795,7 +834,8 @@ class GatewayService:
             gateway=self.app.config.gateway.name,
             version=self.app.version,
             parent=entry.parent,
-            **record_source(entry, ctx.config, self.app.supervisor),
+            transport=source["transport"],
+            url=source["url"],
         )
         rec = Recording(max_bytes, principal, key, entry.family, device_id, self.record_held_bytes)
         loop = asyncio.get_running_loop()
@@ -862,13 +902,13 @@ class GatewayService:
             log.info("record %s of %s ended after %d bytes: %s", peer, device_id, sent, end or "cancelled")
 
     # -- GetStats ------------------------------------------------------------------------------
-    async def get_stats(self, raw, context):
+    async def get_stats(self, raw: bytes, context: Context) -> pb.Stats:
         principal = await self._principal(context)
         await self._parse(raw, pb.GetStatsRequest, context)
         return self.app.stats(principal)
 
 
-def record_source(entry, config, supervisor) -> dict:
+def record_source(entry: DeviceEntry, config: object, supervisor: Supervisor) -> dict[str, str]:
     """`transport` and `url` of a RecordStart: where the gateway reads the device."""
     if entry.parent:
         # a terminal: the listener it dialled into (where it is bound, when it says)
@@ -879,7 +919,7 @@ def record_source(entry, config, supervisor) -> dict:
     return {"transport": url.partition("://")[0] if "://" in url else "", "url": url}
 
 
-def device_message(e) -> pb.Device:
+def device_message(e: DeviceEntry) -> pb.Device:
     """A supervisor DeviceEntry as the Device message of ListDevices."""
     return pb.Device(
         id=e.id,

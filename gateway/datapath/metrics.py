@@ -12,18 +12,27 @@ import hashlib
 import hmac
 import ssl
 import threading
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from tianwang.gateway.app import Gateway
+    from tianwang.gateway.lifecycle.config import TLSConfig
 
 
 class GatewayCollector:
-    def __init__(self, app):
+    def __init__(self, app: Gateway) -> None:
         self.app = app
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         app = self.app
         journal = app.journal
         sup = app.supervisor
@@ -105,16 +114,16 @@ class GatewayCollector:
             bc = bridge.counters()
             yield GaugeMetricFamily("tianwang_bridge_nats_up", "1 while the NATS bridge publishes", value=1 if bridge.healthy else 0)
             yield GaugeMetricFamily("tianwang_bridge_nats_lag", "Envelopes routed but not yet in the stream", value=bc["bridge_nats_lag"])
-            for key, help_text in (
+            for name, help_text in (
                 ("bridge_nats_messages", "NATS messages (batches) published and acknowledged"),
                 ("bridge_nats_envelopes", "Envelopes published to the stream"),
                 ("bridge_nats_failures", "NATS connection or publish failures"),
                 ("bridge_nats_gaps", "Gaps published (envelopes gone from the journal before the bridge reached them)"),
             ):
-                yield CounterMetricFamily(f"tianwang_{key}", help_text, value=bc[key])
+                yield CounterMetricFamily(f"tianwang_{name}", help_text, value=bc[name])
         yield GaugeMetricFamily("tianwang_subscribers", "Open Subscribe streams", value=len(svc.subscribers))
         counters = dict(svc.counters)
-        for key, help_text in (
+        for name, help_text in (
             ("batches_sent", "Batches written to subscribers"),
             ("envelopes_delivered", "Envelopes written to subscribers"),
             ("gaps_sent", "Gaps sent to subscribers behind retention"),
@@ -125,21 +134,21 @@ class GatewayCollector:
             ("requests_unauthenticated", "Calls refused for a missing or unknown token"),
             ("requests_invalid", "Calls refused as malformed"),
         ):
-            yield CounterMetricFamily(f"tianwang_{key}", help_text, value=counters.get(key, 0))
+            yield CounterMetricFamily(f"tianwang_{name}", help_text, value=counters.get(name, 0))
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # no access log on stderr (and never a header)
+    def log_message(self, format: str, *args: Any) -> None:  # no access log on stderr (and never a header)
         pass
 
 
-def _guard(inner, token: str | None):
+def _guard(inner: WSGIApplication, token: str | None) -> WSGIApplication:
     """The /metrics WSGI app, behind `Authorization: Bearer <token>` when a token is set."""
     if not token:
         return inner
     expected = hashlib.sha256(f"Bearer {token}".encode()).digest()
 
-    def app(environ, start_response):
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         presented = hashlib.sha256(environ.get("HTTP_AUTHORIZATION", "").strip().encode("latin-1", "replace")).digest()
         if not hmac.compare_digest(presented, expected):
             start_response(
@@ -152,7 +161,9 @@ def _guard(inner, token: str | None):
     return app
 
 
-def serve_metrics(app, address: str, *, tls=None, token: str | None = None):
+def serve_metrics(
+    app: Gateway, address: str, *, tls: TLSConfig | None = None, token: str | None = None
+) -> tuple[WSGIServer, CollectorRegistry]:
     """Start the /metrics endpoint on HOST:PORT in a thread; returns (server, registry). Port 0
     picks one. `tls` (a TLSConfig) serves HTTPS with its certificate; `token` requires a bearer
     token."""

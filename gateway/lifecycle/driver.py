@@ -11,9 +11,17 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tianwang.gateway.errors import CommandError
+
+if TYPE_CHECKING:  # not at run time: importing the SDK's names loads neither pydantic nor the supervisor
+    from tianwang.gateway.lifecycle.config import DeviceConfig
+    from tianwang.gateway.lifecycle.supervisor import DeviceContext
+
+# a driver's own config model (a DeviceConfig or ListenerConfig subclass): `class MyDriver(Driver[MyConfig])`
+ConfigT = TypeVar("ConfigT", bound="DeviceConfig")
 
 
 class Health(str, enum.Enum):
@@ -48,7 +56,7 @@ class Publication:
     """One reading as a driver hands it over: `channel` is appended to `<family>/<id>/`."""
 
     channel: str
-    payload: dict
+    payload: dict[str, Any]
     device_time_ns: int = 0
 
 
@@ -79,7 +87,7 @@ class DriverSpec:
     name: str
     family: str
     config_model: type
-    factory: Callable[[Any, Any], "Driver"]
+    factory: Callable[[Any, Any], Driver[Any]]
     kind: str = "device"
     transports: tuple[str, ...] = ()
     actions: tuple[ActionSpec, ...] = ()
@@ -96,7 +104,7 @@ class DriverSpec:
         return None
 
 
-class Driver(abc.ABC):
+class Driver(abc.ABC, Generic[ConfigT]):
     """One device (or one listener). The supervisor runs `run()` in its own task.
 
     Lifecycle: the supervisor calls `run()`; the driver opens its transport, calls
@@ -106,7 +114,7 @@ class Driver(abc.ABC):
     cancelled and `close()` is awaited (with a time limit) so ports are closed and subscriptions ended.
     """
 
-    def __init__(self, config, ctx):
+    def __init__(self, config: ConfigT, ctx: DeviceContext) -> None:
         self.config = config
         self.ctx = ctx
 
@@ -114,7 +122,7 @@ class Driver(abc.ABC):
     async def run(self) -> None:
         """Connect and serve until the link fails (raise) or the task is cancelled."""
 
-    async def command(self, action: str, args: dict, timeout: float) -> dict:
+    async def command(self, action: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Execute one command; return the result map. Raises CommandError with a reply code."""
         raise CommandError("UNSUPPORTED", f"driver {self.ctx.driver_name!r} has no action {action!r}")
 
