@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from tianwang.drivers.gb28181 import manscdp
 from tianwang.drivers.gb28181.manscdp import CatalogItem
@@ -62,7 +64,7 @@ class CatalogCollector:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, device_id: str, sn: int, sum_num: int, items, now: float) -> CatalogResult | None:
+    def add(self, device_id: str, sn: int, sum_num: int, items: Iterable[CatalogItem], now: float) -> CatalogResult | None:
         """One chunk: (SumNum, items) as `manscdp.catalog_items` read them. Items need `.device_id`."""
         key = (device_id, sn)
         done = self._done.get(key)
@@ -97,7 +99,7 @@ class CatalogCollector:
             return self._result(p, len(p.items) >= p.sum_num and not p.dropped)
         return None
 
-    def _finished(self, key, now: float) -> None:
+    def _finished(self, key: tuple[str, int], now: float) -> None:
         self._done[key] = now
         self._done.move_to_end(key)
         while len(self._done) > self.max_pending:
@@ -277,7 +279,7 @@ class Catalog:
 # -- building catalog answers (the simulator, and a platform answering its superior) --------------
 
 
-def item_fields(item: CatalogItem) -> dict:
+def item_fields(item: CatalogItem) -> dict[str, Any]:
     """A CatalogItem -> the MANSCDP `<Item>` fields for `manscdp.build` (None fields left out)."""
     parental = None if item.parental is None else (1 if item.parental else 0)
     return {
@@ -308,7 +310,7 @@ def item_fields(item: CatalogItem) -> dict:
 def build_catalog_chunks(
     sn: int,
     device_id: str,
-    items,
+    items: Iterable[CatalogItem | dict[str, Any]],
     *,
     root: str = "Response",
     charset: str = "GB2312",
@@ -323,12 +325,14 @@ def build_catalog_chunks(
     if not fields:
         return [manscdp.build(root, "Catalog", sn, device_id, {"SumNum": total}, charset=charset)]
 
-    def body(chunk):
+    def body(chunk: list[dict[str, Any]]) -> bytes:
         return manscdp.build(root, "Catalog", sn, device_id, {"SumNum": total, "DeviceList": manscdp.item_list(chunk)}, charset=charset)
 
     empty = len(body([])) + 4  # the Num attribute's extra digits
     sizes = [len(body([f])) - len(body([])) for f in fields]
-    chunks, cur, size = [], [], empty
+    chunks: list[list[dict[str, Any]]] = []
+    cur: list[dict[str, Any]] = []
+    size = empty
     for f, n in zip(fields, sizes, strict=True):
         if cur and size + n > max_body:
             chunks.append(cur)

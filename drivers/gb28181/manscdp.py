@@ -43,7 +43,9 @@ import datetime as dt
 import math
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from lxml import etree
 
@@ -77,11 +79,11 @@ class Message:
     cmd_type: str
     sn: int
     device_id: str
-    fields: dict
+    fields: dict[str, Any]  # the body's elements: text, {child: ...} or lists of them (`@attr`, `#text`)
     repaired: bool = False
     charset: str = "utf-8"
 
-    def get(self, name: str, default=None):
+    def get(self, name: str, default: Any = None) -> Any:
         return self.fields.get(name, default)
 
 
@@ -200,13 +202,13 @@ def _parser() -> etree.XMLParser:
     return p
 
 
-def _local_name(tag) -> str | None:
+def _local_name(tag: object) -> str | None:
     if not isinstance(tag, str):
         return None  # a comment or entity node
     return tag.rpartition("}")[2]
 
 
-def _convert(el, depth: int, max_items: int):
+def _convert(el: etree._Element, depth: int, max_items: int) -> Any:
     if depth > MAX_DEPTH:
         raise ManscdpError("too_deep", f"more than {MAX_DEPTH} levels")
     children = [c for c in el if isinstance(c.tag, str)]
@@ -217,11 +219,11 @@ def _convert(el, depth: int, max_items: int):
             attrs["#text"] = text
             return attrs
         return text
-    out: dict = attrs or {}
-    repeated: set = set()
+    out: dict[str, Any] = attrs or {}
+    repeated: set[str] = set()
     items = 0
     for c in children:
-        name = _local_name(c.tag)
+        name = _local_name(c.tag) or ""  # an element (children are filtered): it has a name
         value = _convert(c, depth + 1, max_items)
         if name == "Item":
             items += 1
@@ -238,7 +240,7 @@ def _convert(el, depth: int, max_items: int):
     return out
 
 
-def _first_text(v) -> str | None:
+def _first_text(v: Any) -> str | None:
     if isinstance(v, list):
         v = v[0] if v else None
     if isinstance(v, dict):
@@ -246,7 +248,7 @@ def _first_text(v) -> str | None:
     return v if isinstance(v, str) else None
 
 
-def _fromstring(text: str):
+def _fromstring(text: str) -> etree._Element:
     return etree.fromstring(text, _parser())
 
 
@@ -308,7 +310,7 @@ def _esc_attr(s: str) -> str:
     return _esc(s).replace('"', "&quot;")
 
 
-def _scalar(v) -> str:
+def _scalar(v: object) -> str:
     if isinstance(v, bool):
         raise ValueError("a MANSCDP value is text or a number, not a bool")
     if isinstance(v, float):
@@ -318,7 +320,7 @@ def _scalar(v) -> str:
     return str(v)
 
 
-def _emit(out: list, name: str, value) -> None:
+def _emit(out: list[str], name: str, value: Any) -> None:
     if not _NAME.match(name):
         raise ValueError(f"not an XML element name: {name!r}")
     if value is None:
@@ -359,7 +361,15 @@ def _encoder(charset: str) -> tuple[str, str]:
         raise ValueError(f"unknown charset {charset!r}") from None
 
 
-def build(root: str, cmd_type: str, sn: int, device_id: str | None, fields=(), *, charset: str = "GB2312") -> bytes:
+def build(
+    root: str,
+    cmd_type: str,
+    sn: int,
+    device_id: str | None,
+    fields: dict[str, Any] | Iterable[tuple[str, Any]] = (),
+    *,
+    charset: str = "GB2312",
+) -> bytes:
     """One MANSCDP body. `fields` is a dict or a sequence of (name, value); values are text, numbers,
     dicts (children; `@name` keys are attributes, `#text` the text), lists (the element repeated)
     or None (left out); a None `device_id` leaves DeviceID out (MobilePosition with TargetID).
@@ -381,7 +391,7 @@ def build(root: str, cmd_type: str, sn: int, device_id: str | None, fields=(), *
     return "".join(out).encode(codec, errors)
 
 
-def item_list(items) -> dict:
+def item_list(items: Iterable[Any]) -> dict[str, Any]:
     """`{"@Num": n, "Item": [...]}`: a list element (DeviceList, RecordList, PresetList...) for build."""
     items = list(items)
     return {"@Num": len(items), "Item": items}
@@ -390,7 +400,7 @@ def item_list(items) -> dict:
 # -- time ---------------------------------------------------------------------------------------
 
 
-def parse_time(value) -> int | None:
+def parse_time(value: Any) -> int | None:
     """`2026-12-07T10:00:00[.SSS]` (also with a space, a `Z` or an offset) -> ns since the epoch.
     Times without an offset are Beijing time, as GB/T 28181 writes them. None when unreadable."""
     s = _first_text(value)
@@ -420,7 +430,7 @@ def format_time(time_ns: int, *, millis: bool = False) -> str:
 # words); unreadable numbers become None rather than dropping the message around them.
 
 
-def _text(v) -> str | None:
+def _text(v: Any) -> str | None:
     """A field's text, stripped; None when absent or empty."""
     s = _first_text(v)
     if s is None:
@@ -429,7 +439,7 @@ def _text(v) -> str | None:
     return s or None
 
 
-def _int(v) -> int | None:
+def _int(v: Any) -> int | None:
     s = _text(v)
     if s is None:
         return None
@@ -443,7 +453,7 @@ def _int(v) -> int | None:
         return int(f) if f == f and abs(f) < 1e18 and f == int(f) else None
 
 
-def _float(v) -> float | None:
+def _float(v: Any) -> float | None:
     s = _text(v)
     if s is None:
         return None
@@ -454,13 +464,13 @@ def _float(v) -> float | None:
     return f if f == f and abs(f) != float("inf") else None  # NaN and inf are not positions
 
 
-def _as_list(v) -> list:
+def _as_list(v: Any) -> list[Any]:
     if v is None:
         return []
     return v if isinstance(v, list) else [v]
 
 
-def _dict(v) -> dict:
+def _dict(v: Any) -> dict[str, Any]:
     """A field that should hold children: a dict, the first dict of a list, or {}."""
     for x in _as_list(v):
         if isinstance(x, dict):
@@ -468,9 +478,9 @@ def _dict(v) -> dict:
     return {}
 
 
-def _items(container) -> list[dict]:
+def _items(container: Any) -> list[dict[str, Any]]:
     """The <Item> dicts of a list element (DeviceList, RecordList...), whatever shape it arrived in."""
-    out = []
+    out: list[dict[str, Any]] = []
     for c in _as_list(container):
         if isinstance(c, dict):
             out.extend(i for i in _as_list(c.get("Item")) if isinstance(i, dict))
@@ -484,19 +494,19 @@ def _want(msg: Message, *cmd_types: str) -> None:
         raise ManscdpError("wrong_cmdtype", f"{msg.cmd_type[:40]!r}, wanted {'/'.join(cmd_types)}")
 
 
-def _ids(v) -> tuple[str, ...]:
+def _ids(v: Any) -> tuple[str, ...]:
     """DeviceID texts under an Info-like field: `<DeviceID>` repeated, or inside Items."""
-    out = []
+    out: list[str] = []
     for part in _as_list(v):
         if isinstance(part, dict):
             out.extend(t for t in (_text(x) for x in _as_list(part.get("DeviceID"))) if t)
             for item in _as_list(part.get("Item")):
                 if isinstance(item, dict):
                     out.extend(t for t in (_text(x) for x in _as_list(item.get("DeviceID"))) if t)
-                elif _text(item):
-                    out.append(_text(item))
-        elif _text(part):
-            out.append(_text(part))
+                elif t := _text(item):
+                    out.append(t)
+        elif t := _text(part):
+            out.append(t)
     return tuple(dict.fromkeys(out))
 
 
@@ -596,7 +606,7 @@ _STATUS_ON = {"ON", "ONLINE", "OK", "1", "TRUE", "YES"}
 _STATUS_OFF = {"OFF", "OFFLINE", "0", "FALSE", "NO"}
 
 
-def normalise_status(value) -> str | None:
+def normalise_status(value: Any) -> str | None:
     """Status as devices write it (ON, OFF, OK, ONLINE, Online, 0/1...) -> `ON`, `OFF` or None."""
     s = _text(value)
     if s is None:
@@ -767,7 +777,7 @@ def device_status(msg: Message) -> DeviceStatus:
             duty = _text(it.get("DutyStatus"))
             alarms.append(AlarmStatus(did, duty.upper() if duty else None))
 
-    def up(name):
+    def up(name: str) -> str | None:
         s = _text(f.get(name))
         return s.upper() if s else None
 

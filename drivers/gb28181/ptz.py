@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from tianwang.drivers.sdk import FrameError
 
@@ -92,8 +93,8 @@ def _speed(v: float, top: int) -> int:
     return max(1, s) if v != 0 else 0
 
 
-def _velocity(name: str, v) -> float:
-    v = float(v)
+def _velocity(name: str, value: float | str) -> float:
+    v = float(value)
     if math.isnan(v):
         raise ValueError(f"{name} is not a number")
     return max(-1.0, min(1.0, v))
@@ -172,7 +173,7 @@ def decode_ptz_cmd(text: str) -> PtzCommand:
         raise PtzError("bad_checksum", f"{b[7]:02X}, want {sum(b[:7]) & 0xFF:02X}")
     ins, d1, d2, d3 = b[3], b[4], b[5], b[6] >> 4
     address = b[2] | ((b[6] & 0x0F) << 8)
-    base = dict(address=address, instruction=ins, data1=d1, data2=d2, data3=d3)
+    base: dict[str, Any] = dict(address=address, instruction=ins, data1=d1, data2=d2, data3=d3)
     if ins == 0 or ins == FI_STOP:
         return PtzCommand("stop", **base)
     if ins < 0x40:

@@ -18,6 +18,9 @@ import math
 import random
 import secrets
 import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
 
 from tianwang.drivers.onvif.config import OnvifConfig
 from tianwang.drivers.onvif.events import to_publication
@@ -30,6 +33,15 @@ from tianwang.drivers.sdk import (
     Health,
     describe,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp import web
+
+    from tianwang.drivers.sdk import DeviceContext
+
+# a request handler of the webhook server: (request, the secret path part) -> response
+NotifyHandler = Callable[["web.Request", str], Awaitable["web.StreamResponse"]]
 
 MAX_SNAPSHOT = 3 * 1024 * 1024  # a reply must stay under gRPC's 4 MiB message limit
 MAX_EVENT_TOPICS = 256  # distinct event channels per camera (a hostile camera cannot grow the topic cache)
@@ -62,12 +74,12 @@ class AuthFailed(AuthenticationFailed):
     seconds, so the camera does not lock the user out."""
 
 
-def _fault_words(exc) -> str:
+def _fault_words(exc: BaseException) -> str:
     subcodes = " ".join(getattr(q, "localname", str(q)) for q in (getattr(exc, "subcodes", None) or []))
     return f"{getattr(exc, 'message', '') or exc} {subcodes}".lower()
 
 
-def _is_auth(exc) -> bool:
+def _is_auth(exc: BaseException) -> bool:
     from onvif.exceptions import ONVIFAuthError
     from zeep.exceptions import Fault, TransportError
 
@@ -81,7 +93,7 @@ def _is_auth(exc) -> bool:
     return False
 
 
-def _cause(exc):
+def _cause(exc: BaseException) -> BaseException:
     """The library exception under onvif's ONVIFError wrapper (safe_func wraps the original)."""
     from onvif.exceptions import ONVIFError
 
@@ -91,7 +103,7 @@ def _cause(exc):
 
 
 _WSDLS_READY = False
-_WSDL_LOCKS = None  # weakref.WeakKeyDictionary: event loop -> asyncio.Lock
+_WSDL_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 _WSDL_SERVICES = ("devicemgmt", "media", "ptz", "events")  # events.wsdl also holds pullpoint, subscription
 
 
@@ -104,7 +116,6 @@ async def load_wsdls() -> None:
     global _WSDLS_READY, _WSDL_LOCKS
     if _WSDLS_READY:
         return
-    import weakref
     from pathlib import Path
 
     import onvif
@@ -129,7 +140,7 @@ async def load_wsdls() -> None:
         _WSDLS_READY = True
 
 
-def _camera_class():
+def _camera_class() -> type[Any]:
     from onvif import ONVIFCamera
 
     class Camera(ONVIFCamera):
@@ -137,20 +148,20 @@ def _camera_class():
         a service's HTTP session before it registers the service, so a cancel in between would leak the
         session. Creation finishes in its own task and `close_all()` waits for those first."""
 
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.pending: set[asyncio.Task] = set()
+            self.pending: set[asyncio.Future[Any]] = set()
 
-        def _track(self, coro):
+        def _track(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
             task = asyncio.ensure_future(coro)
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
             return task
 
-        async def create_onvif_service(self, *args, **kwargs):
+        async def create_onvif_service(self, *args: Any, **kwargs: Any) -> Any:
             return await asyncio.shield(self._track(super().create_onvif_service(*args, **kwargs)))
 
-        async def close_all(self):
+        async def close_all(self) -> None:
             if self.pending:
                 await asyncio.wait(list(self.pending), timeout=0.3)
             await self.close()
@@ -162,18 +173,18 @@ class WebhookServer:
     """One HTTP server per listen address and loop, shared by every camera that uses it: a camera
     POSTs its Notify messages to `/<device id>`. Many cameras, one port."""
 
-    _servers: dict = {}  # (loop, listen) -> WebhookServer
+    _servers: dict[tuple[asyncio.AbstractEventLoop, str], WebhookServer] = {}  # noqa: RUF012 - shared by design
 
-    def __init__(self, listen: str):
+    def __init__(self, listen: str) -> None:
         self.listen = listen
-        self.routes: dict = {}
-        self.runner = None
-        self.port = None
+        self.routes: dict[str, NotifyHandler] = {}  # device id -> its Notify handler
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
         self.error = ""
         self.ready = asyncio.Event()
 
     @classmethod
-    async def acquire(cls, listen: str, device_id: str, handler) -> "WebhookServer":
+    async def acquire(cls, listen: str, device_id: str, handler: NotifyHandler) -> WebhookServer:
         """The server on `listen` (started on first use) with `handler` routed for `device_id`.
         Raises DeviceError when the address cannot be bound."""
         from aiohttp import web
@@ -204,12 +215,14 @@ class WebhookServer:
                 server.ready.set()
                 raise DeviceError(f"webhook: cannot listen on {listen}: {server.error}") from None
             server.runner = runner
-            server.port = site._server.sockets[0].getsockname()[1]
+            # asyncio's or uvloop's server (AbstractServer does not declare `sockets`, both have it)
+            sockets = getattr(site._server, "sockets", None)
+            server.port = sockets[0].getsockname()[1] if sockets else port
             server.ready.set()
         server.routes[device_id] = handler
         return server
 
-    async def _dispatch(self, request):
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
         handler = self.routes.get(request.match_info["device_id"])
@@ -229,24 +242,24 @@ class OnvifDriver(Driver[OnvifConfig]):
     """One camera. `run()` connects and serves events until the link fails; `command()` runs on the
     same ONVIFCamera, concurrently with the event loop."""
 
-    def __init__(self, config, ctx):
+    def __init__(self, config: OnvifConfig, ctx: DeviceContext) -> None:
         super().__init__(config, ctx)
-        self.cam = None
+        self.cam: Any = None  # the ONVIFCamera (an untyped library's) while connected, else None
         self.profiles: list[str] = []
-        self.profile = None
+        self.profile: str | None = None
         self.has_ptz = False
         self.has_events = False
         self.skew_s = 0.0
-        self._manager = None
-        self._pending_manager = None
-        self._webhook = None
+        self._manager: Any = None  # the library's pullpoint or notification manager, else None
+        self._pending_manager: asyncio.Future[Any] | None = None
+        self._webhook: WebhookServer | None = None
         self._webhook_secret = ""  # the path part that authenticates the camera's Notify POSTs
-        self._camera_addresses: frozenset = frozenset()
+        self._camera_addresses: frozenset[str] = frozenset()
         self.webhook_url = ""  # what the camera was told (secret included: never logged or shown)
         self._snapshot_basic = False
-        self._http = None  # aiohttp.ClientSession for snapshots, made on first use
+        self._http: aiohttp.ClientSession | None = None  # for snapshots, made on first use
         self._event_channels: set[str] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.subscriptions = 0  # subscriptions created since start (for tests and counters)
         self.where = f"{config.host}:{config.port}"
 
@@ -290,7 +303,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             return CommandError("REFUSED", str(err))
         return CommandError("OFFLINE", str(err))
 
-    async def _call(self, coro, what: str, timeout: float | None = None):
+    async def _call(self, coro: Awaitable[Any], what: str, timeout: float | None = None) -> Any:
         """Await one SOAP call with the configured time limit; library errors become DeviceError."""
         try:
             return await asyncio.wait_for(coro, timeout or self.config.timeout_s)
@@ -305,9 +318,7 @@ class OnvifDriver(Driver[OnvifConfig]):
         self.ctx.set_info(address=self.where, events=cfg.events)
         await self._close_camera()
         await load_wsdls()
-        self.cam = cam = _camera_class()(
-            cfg.host, cfg.port, cfg.username, cfg.password.get_secret_value(), no_cache=True, adjust_time=True
-        )
+        self.cam = cam = _camera_class()(cfg.host, cfg.port, cfg.username, self._password(), no_cache=True, adjust_time=True)
         try:
             await self._call(cam.update_xaddrs(), "connect")
         finally:
@@ -327,14 +338,20 @@ class OnvifDriver(Driver[OnvifConfig]):
             return f"camera clock skew {self.skew_s:+.1f} s (compensated; event times are the camera's)"
         return None
 
-    def _set_online(self, events_problem: str | None = None):
+    def _password(self) -> str:
+        password = self.config.password
+        if password is None:  # a required secret: load_config refuses a camera without one
+            raise DeviceError("no password configured")
+        return password.get_secret_value()
+
+    def _set_online(self, events_problem: str | None = None) -> None:
         reasons = [r for r in (events_problem, self._skew_reason()) if r]
         if reasons:
             self.ctx.set_health(Health.DEGRADED, "; ".join(reasons))
         else:
             self.ctx.set_health(Health.ONLINE, "connected")
 
-    async def _describe(self):
+    async def _describe(self) -> None:
         """Device information, services, profiles and their stream URIs into ListDevices info."""
         cam = self.cam
         from tianwang.drivers.onvif.soap import NS
@@ -376,12 +393,12 @@ class OnvifDriver(Driver[OnvifConfig]):
         res = await self._call(media.GetStreamUri(req), "GetStreamUri")
         return str(getattr(res, "Uri", "") or "")
 
-    async def _keepalive(self):
+    async def _keepalive(self) -> None:
         dm = await self._call(self.cam.create_devicemgmt_service(), "keepalive")
         await self._call(dm.GetSystemDateAndTime(), "keepalive")
         self.ctx.seen()
 
-    async def _keepalive_forever(self):
+    async def _keepalive_forever(self) -> None:
         while True:
             await asyncio.sleep(KEEPALIVE_S)
             await self._keepalive()
@@ -400,13 +417,13 @@ class OnvifDriver(Driver[OnvifConfig]):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(http.close(), 1.0)
 
-    async def _close_camera(self):
+    async def _close_camera(self) -> None:
         cam, self.cam = self.cam, None
         if cam is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(cam.close_all(), 1.0)
 
-    async def _end_subscription(self):
+    async def _end_subscription(self) -> None:
         """Unsubscribe (best effort, bounded: the camera may be gone) so the slot is free again."""
         mgr, self._manager = self._manager, None
         pending, self._pending_manager = self._pending_manager, None
@@ -419,7 +436,7 @@ class OnvifDriver(Driver[OnvifConfig]):
                 await asyncio.wait_for(mgr.shutdown(), 1.0)
 
     # -- events ------------------------------------------------------------------------------------
-    def _events_refused(self, exc) -> str:
+    def _events_refused(self, exc: BaseException) -> str:
         from zeep.exceptions import Fault
 
         inner = _cause(exc)
@@ -428,7 +445,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             return f"events: no free subscription slot ({inner.message or inner})"
         return f"events: subscription failed: {describe(inner)}"
 
-    async def _subscribe(self, create) -> None:
+    async def _subscribe(self, create: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         """Create a subscription with `create()` (a manager factory), retrying with backoff while the
         camera refuses (DEGRADED with the reason meanwhile). Connection failures raise DeviceError."""
         import aiohttp
@@ -463,7 +480,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             self._set_online()
             return
 
-    async def _renew(self, port_type: str):
+    async def _renew(self, port_type: str) -> Any:
         sub = await self._call(self.cam.create_subscription_service(port_type), "Renew")
         term = self.cam.get_next_termination_time(dt.timedelta(seconds=self.config.subscription_s))
         res = await self._call(sub.Renew(term), "Renew")
@@ -471,7 +488,7 @@ class OnvifDriver(Driver[OnvifConfig]):
         return res
 
     @staticmethod
-    def _remaining(res) -> float | None:
+    def _remaining(res: Any) -> float | None:
         cur, term = getattr(res, "CurrentTime", None), getattr(res, "TerminationTime", None)
         if isinstance(cur, dt.datetime) and isinstance(term, dt.datetime):
             if (cur.tzinfo is None) != (term.tzinfo is None):
@@ -479,7 +496,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             return (term - cur).total_seconds()
         return None
 
-    async def _publish_messages(self, messages) -> int:
+    async def _publish_messages(self, messages: Iterable[Any] | None) -> int:
         n = 0
         for msg in messages or ():
             pub = await to_publication(msg, self.ctx.device_id)
@@ -503,7 +520,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             self.ctx.count("events", n)
         return n
 
-    async def _pullpoint_events(self):
+    async def _pullpoint_events(self) -> None:
         from zeep.exceptions import Fault
 
         cfg = self.config
@@ -552,7 +569,7 @@ class OnvifDriver(Driver[OnvifConfig]):
                     remaining = left if left is not None else remaining
                     renew_at = time.monotonic() + (remaining if remaining else cfg.subscription_s) * random.uniform(0.4, 0.6)
 
-    async def _webhook_events(self):
+    async def _webhook_events(self) -> None:
         cfg = self.config
         hook = cfg.webhook
         listen = hook.listen if hook else "0.0.0.0:0"
@@ -594,7 +611,7 @@ class OnvifDriver(Driver[OnvifConfig]):
                 left = self._remaining(got)
                 remaining = left if left else cfg.subscription_s
 
-    async def _addresses_of(self, host: str) -> frozenset:
+    async def _addresses_of(self, host: str) -> frozenset[str]:
         """The IP addresses `host` stands for (a name is resolved now, as the camera is reached)."""
         import ipaddress
         import socket
@@ -607,7 +624,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise DeviceError(f"webhook: cannot resolve {host}: {describe(exc)}") from None
-        return frozenset(_plain_ip(info[4][0]) for info in infos)
+        return frozenset(_plain_ip(str(info[4][0])) for info in infos)
 
     async def _local_address_towards(self, host: str, port: int) -> str:
         """The local address the route to the camera leaves from (a UDP connect sends nothing)."""
@@ -624,7 +641,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             local = sock.getsockname()[0]
         return f"[{local}]" if ":" in local else local
 
-    async def _on_notify(self, request, secret: str):
+    async def _on_notify(self, request: web.Request, secret: str) -> web.Response:
         """A Notify POST. Only from the camera's address, on the current subscription's path (else
         404, counted as `webhook_refused`); parsed in a thread (a large one would stall the loop);
         at most `pull_limit` messages published per POST (the rest counted, `too_many_messages`)."""
@@ -655,7 +672,7 @@ class OnvifDriver(Driver[OnvifConfig]):
         return web.Response(status=200)
 
     # -- commands ----------------------------------------------------------------------------------
-    def _profile(self, args) -> str:
+    def _profile(self, args: dict[str, Any]) -> str:
         token = args.get("profile") or self.profile
         if not token:
             raise CommandError("UNSUPPORTED", "the camera has no media profile")
@@ -664,7 +681,7 @@ class OnvifDriver(Driver[OnvifConfig]):
         return token
 
     @staticmethod
-    def _number(args, name, lo, hi, default=None) -> float:
+    def _number(args: dict[str, Any], name: str, lo: float, hi: float, default: float | None = None) -> float:
         v = args.get(name, default)
         if v is None:
             raise CommandError("INVALID", f"{name}: required")
@@ -676,12 +693,12 @@ class OnvifDriver(Driver[OnvifConfig]):
             raise CommandError("INVALID", f"{name}: {v:g} is outside {lo:g}..{hi:g}")
         return v
 
-    async def _ptz(self, action):
+    async def _ptz(self, action: str) -> Any:
         if not self.has_ptz:
             raise CommandError("UNSUPPORTED", f"{action}: the camera has no PTZ service")
         return await self._call(self.cam.create_ptz_service(), action)
 
-    async def _position(self, ptz, token) -> dict:
+    async def _position(self, ptz: Any, token: str) -> dict[str, Any]:
         st = await self._call(ptz.GetStatus({"ProfileToken": token}), "GetStatus")
         pos = getattr(st, "Position", None)
         pan_tilt = getattr(pos, "PanTilt", None)
@@ -692,7 +709,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             "zoom": getattr(zoom, "x", None),
         }
 
-    async def command(self, action, args, timeout):
+    async def command(self, action: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
         if self.cam is None:
             raise CommandError("OFFLINE", "not connected to the camera")
         try:
@@ -704,7 +721,7 @@ class OnvifDriver(Driver[OnvifConfig]):
         except Exception as exc:
             raise self._command_error(exc, action) from None
 
-    async def _command(self, action, args, timeout):
+    async def _command(self, action: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
         if action == "stream_uri":
             token = self._profile(args)
             return {"profile": token, "uri": await self._stream_uri(token)}
@@ -771,7 +788,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             return {"profile": token, "presets": out}
         raise CommandError("UNSUPPORTED", f"no action {action!r}")
 
-    async def _stop(self, ptz, token):
+    async def _stop(self, ptz: Any, token: str) -> None:
         await self._call(ptz.Stop({"ProfileToken": token, "PanTilt": True, "Zoom": True}), "Stop")
 
     async def _snapshot(self, token: str, timeout: float) -> dict:
@@ -828,8 +845,8 @@ class OnvifDriver(Driver[OnvifConfig]):
 
         session = self._http_session()
         cfg = self.config
-        password = cfg.password.get_secret_value()
-        kwargs = {}
+        password = self._password()
+        kwargs: dict[str, Any] = {}
         if credentials and basic:
             import base64
 
@@ -852,7 +869,7 @@ class OnvifDriver(Driver[OnvifConfig]):
                     raise CommandError("REFUSED", f"snapshot: over the {MAX_SNAPSHOT}-byte limit (stopped reading)")
             return resp.status, "", bytes(body)
 
-    def _http_session(self):
+    def _http_session(self) -> aiohttp.ClientSession:
         """The driver's own HTTP client for snapshots (certificates not verified, as for the
         camera's SOAP calls: cameras carry self-signed ones)."""
         import ssl
