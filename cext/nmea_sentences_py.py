@@ -341,6 +341,10 @@ class RawSentence(_Message):
     FORMATTER = ""
     FIELDS = ("talker", "address", "fields")
     __slots__ = FIELDS
+    # the fields' types (cext/nmea_sentences_decl.pxi), for type checkers
+    talker: str
+    address: str
+    fields: tuple[str, ...]
 
 
 # ---------------------------------------------------------------------------------------------

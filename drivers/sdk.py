@@ -101,7 +101,38 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS) | set(_hot_path_names()))
 
 
-__all__ = sorted(_EXPORTS)
+# written out, so that static tools see the re-exports (tests/test_layout.py keeps it equal to _EXPORTS)
+__all__ = [
+    "ActionSpec",
+    "AuthenticationFailed",
+    "CommandError",
+    "ConfigError",
+    "DeviceConfig",
+    "DeviceContext",
+    "DeviceError",
+    "DeviceTimeout",
+    "Driver",
+    "DriverError",
+    "DriverSpec",
+    "FrameError",
+    "FramedDecoder",
+    "GatewayError",
+    "Health",
+    "ListenerConfig",
+    "Model",
+    "PtyLine",
+    "Publication",
+    "SecretsModel",
+    "describe",
+    "framing",
+    "parse_hostport",
+    "parse_url",
+    "redact",
+    "run_simulator",
+    "serial_options",
+    "serve_simulator",
+    "url_link_id",
+]
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time the names above resolve lazily
     from tianwang.gateway import framing
@@ -109,16 +140,42 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names above 
     from tianwang.gateway.cli.ptyline import PtyLine
     from tianwang.gateway.cli.simulate import run as run_simulator, serve as serve_simulator
     from tianwang.gateway.errors import (
-        AuthenticationFailed, CommandError, ConfigError, DeviceError, DeviceTimeout, DriverError, FrameError,
-        GatewayError, describe,
+        AuthenticationFailed,
+        CommandError,
+        ConfigError,
+        DeviceError,
+        DeviceTimeout,
+        DriverError,
+        FrameError,
+        GatewayError,
+        describe,
+        redact,
     )
+
+    # hot-path names resolve through __getattr__ for any name of framing.TWINS; these are the ones
+    # drivers import, re-exported explicitly (`X as X`) so type checkers give them their twins' types
     from tianwang.gateway.framing import (
-        Gbt20999Framer, Jt808Framer, NmeaDecoder, PmppFramer, encode_gbt20999, encode_jt808, encode_pmpp,
+        BinaryAssembler as BinaryAssembler,
+        BinaryEpoch as BinaryEpoch,
+        Gbt20999Framer as Gbt20999Framer,
+        Jt808Framer as Jt808Framer,
+        NmeaDecoder as NmeaDecoder,
+        PmppFramer as PmppFramer,
+        RawSentence as RawSentence,
+        encode_gbt20999 as encode_gbt20999,
+        encode_jt808 as encode_jt808,
+        encode_pmpp as encode_pmpp,
+        parse_nmea_sentence as parse_nmea_sentence,
     )
     from tianwang.gateway.lifecycle.config import (
-        DeviceConfig, ListenerConfig, Model, SecretsModel, parse_hostport, parse_url, serial_options,
+        DeviceConfig,
+        ListenerConfig,
+        Model,
+        SecretsModel,
+        parse_hostport,
+        parse_url,
+        serial_options,
         url_link_id,
     )
     from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health, Publication
     from tianwang.gateway.lifecycle.supervisor import DeviceContext
-    from tianwang.gateway.errors import redact

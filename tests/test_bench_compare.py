@@ -104,7 +104,7 @@ def test_an_unchanged_build_passes_ten_times_out_of_ten(tmp_path):
         moved_beyond_plain_threshold += any(
             (b["value"] - n["value"]) / b["value"] > 0.10 if n["better"] == "higher" else
             (n["value"] - b["value"]) / b["value"] > 0.10
-            for n, b in zip(now["metrics"], base["metrics"]) if b["value"])
+            for n, b in zip(now["metrics"], base["metrics"], strict=True) if b["value"])
     assert moved_beyond_plain_threshold == 10
     # the issue's own example: a p99 at 5,000/s moving 3.1 -> 5.5 ms by noise
     now = copy.deepcopy(base)

@@ -15,14 +15,13 @@ import msgpack
 import pytest
 import yaml
 
-from tianwang.gateway.errors import ConfigError
-
 import tianwang.drivers.jt808 as jt808
-from tianwang.drivers.jt808 import protocol as p
-from tianwang.drivers.jt808.registry import Registrations, RegistryError, read_file, write_file
-from tianwang.gateway.lifecycle.driver import Health
 from gw import CONTROL, GNSS_ONLY, ROOT, base_config, client, journal_envelopes, md, running
 from jt808_helpers import SECRET, RawTerminal, listener, location, until
+from tianwang.drivers.jt808 import protocol as p
+from tianwang.drivers.jt808.registry import Registrations, RegistryError, read_file, write_file
+from tianwang.gateway.errors import ConfigError
+from tianwang.gateway.lifecycle.driver import Health
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -116,6 +116,11 @@ def test_every_sdk_name_resolves(name):
     assert name in dir(sdk)
 
 
+def test_sdk_all_lists_every_export():
+    # __all__ is written out for static tools; the names that resolve are _EXPORTS'
+    assert sorted(sdk.__all__) == sorted(sdk._EXPORTS)
+
+
 def test_sdk_hot_path_names_are_the_switch_choice():
     assert sdk.Jt808Framer is framing.Jt808Framer
     assert sdk.framing is framing

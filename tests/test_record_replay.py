@@ -20,14 +20,21 @@ from hypothesis import given, strategies as st
 import tianwang.drivers.beidou as beidou
 import tianwang.drivers.jt808 as jt808
 import tianwang.drivers.onvif as onvif
+from gw import CONTROL, READ, ROOT, base_config, client, journal_envelopes, md, running, until
 from tianwang.drivers.beidou.decode import Decoder as BeidouDecoder
 from tianwang.drivers.beidou.simulator import ReceiverSimulator
 from tianwang.drivers.jt808.decode import Decoder as Jt808Decoder
 from tianwang.drivers.jt808.simulator import Fleet
 from tianwang.gateway.cli.capture import (
-    FROM_DEVICE, MAGIC, TO_DEVICE, CaptureError, CaptureWriter, capture_or_raw, read_capture, read_capture_file,
+    FROM_DEVICE,
+    MAGIC,
+    TO_DEVICE,
+    CaptureError,
+    CaptureWriter,
+    capture_or_raw,
+    read_capture,
+    read_capture_file,
 )
-from gw import CONTROL, READ, ROOT, base_config, client, journal_envelopes, md, running, until
 from tianwang.v1 import gateway_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)
@@ -277,7 +284,7 @@ async def test_replay_and_decode_refuse_bad_files_in_one_line(tmp_path):
         tw("replay", CAPTURE, "--speed", "-1"),
     )
     for (rc, out, err), what in zip(runs, ("truncated", "truncated", "corrupt", "corrupt", "not a tianwang capture",
-                                           "cannot read", "speed")):
+                                           "cannot read", "speed"), strict=True):
         assert rc == 2 and out == "", err
         assert len(err.strip().splitlines()) == 1 or what == "speed", err
         assert what in err and "Traceback" not in err
@@ -341,7 +348,7 @@ async def test_record_refusals(tmp_path):
                 tw("record", "bd-1", "--addr", "127.0.0.1:1", "--timeout", "0.3", "--out", out, "--seconds", "1"),
             )
             for (rc, stdout, err), what in zip(runs, ("PERMISSION_DENIED", "HTTP/SOAP", "NOT_FOUND", "cannot write",
-                                                      "cannot reach the gateway")):
+                                                      "cannot reach the gateway"), strict=True):
                 assert rc == 2 and stdout == "" and len(err.strip().splitlines()) == 1, err
                 assert what in err, err
             assert not list(tmp_path.rglob("*.twcap*"))
@@ -403,9 +410,9 @@ async def test_recorders_that_vanish_mid_stream_release_the_device(tmp_path):
 async def test_record_a_signal_controller_over_tcp_both_ways():
     """A GB/T 20999 controller over TCP: its replies and reports, and the driver's polls."""
     import tianwang.drivers.signal as signal
+    from gw import journal_envelopes
     from tianwang.drivers.signal.decode import Decoder as SignalDecoder
     from tianwang.drivers.signal.simulator import SignalSimulator
-    from gw import journal_envelopes
 
     sim = SignalSimulator("tcp", controllers=1, base_id=17, traffic_s=0.3)
     await sim.start()

@@ -10,9 +10,10 @@ import time
 import pytest
 
 import tianwang.drivers.signal as signal
+from gw import journal_envelopes, until
+from tianwang.drivers.sdk import PtyLine
 from tianwang.drivers.signal import protocol as p
 from tianwang.drivers.signal.simulator import SignalSimulator
-from tianwang.drivers.sdk import PtyLine
 from tianwang.gateway.datapath.journal import Journal
 from tianwang.gateway.datapath.router import Router
 from tianwang.gateway.errors import CommandError
@@ -20,7 +21,6 @@ from tianwang.gateway.lifecycle.config import load_config
 from tianwang.gateway.lifecycle.driver import Health
 from tianwang.gateway.lifecycle.registry import Registry
 from tianwang.gateway.lifecycle.supervisor import Supervisor
-from gw import journal_envelopes, until
 
 pytestmark = pytest.mark.timeout(90)
 FAST = {"backoff": {"initial_s": 0.1, "max_s": 0.3}, "poll_hz": 4, "reply_timeout_s": 0.5, "heartbeat_s": 2}
@@ -44,7 +44,7 @@ class Stack:
 
     async def online(self, *devs, timeout=15):
         for dev in devs:
-            await until(lambda: self.entry(dev).state == Health.ONLINE, timeout, f"{dev} ONLINE")
+            await until(lambda dev=dev: self.entry(dev).state == Health.ONLINE, timeout, f"{dev} ONLINE")
 
 
 @contextlib.asynccontextmanager

@@ -7,16 +7,15 @@ import json
 import sys
 
 import pytest
-
 import tw_testgen
+
+import tianwang.drivers.onvif as onvif
 from gw import GNSS_ONLY, READ, base_config, running
 from onvif_helpers import camera, device
 from tianwang.drivers.sdk import DriverSpec
 from tianwang.gateway.cli.main import format_devices, main
 from tianwang.gateway.datapath.auth import grant_narrowed
 from tianwang.v1 import gateway_pb2 as pb
-
-import tianwang.drivers.onvif as onvif
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,7 +6,6 @@ import asyncio
 import re
 import urllib.request
 
-import grpc
 import pytest
 import yaml
 

@@ -55,9 +55,13 @@ import socket
 import struct
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.sdk import PtyLine, run_simulator, serve_simulator
+
+if TYPE_CHECKING:
+    from tianwang.drivers.sdk import NmeaDecoder
 
 EARTH_M_PER_DEG = 111_320.0
 DEFAULT_CENTRE = (27.8297, 112.9443)  # Xiangtan, Hunan: the city the demo and the simulators drive around
@@ -364,7 +368,7 @@ class RdssCard:
 class _TcpClient(asyncio.Protocol):
     def __init__(self, server: _TcpLine):
         self.server = server
-        self.transport = None
+        self.transport: asyncio.Transport  # from connection_made, before any other callback
 
     def connection_made(self, transport):
         self.transport = transport
@@ -415,7 +419,7 @@ class _TcpLine:
         self.sim = sim
         self.host = host
         self.port = port
-        self.server = None
+        self.server: asyncio.base_events.Server | None = None
         self.clients: set[_TcpClient] = set()
         self.down_until = 0.0
 
@@ -425,8 +429,8 @@ class _TcpLine:
         return f"tcp://{host}:{self.port}"
 
     async def start(self) -> None:
-        self.server = await self.sim.loop.create_server(lambda: _TcpClient(self), self.host, self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.server = server = await self.sim.loop.create_server(lambda: _TcpClient(self), self.host, self.port)
+        self.port = server.sockets[0].getsockname()[1]
 
     def write(self, data: bytes) -> None:
         if not self.clients:
@@ -558,13 +562,13 @@ class ReceiverSimulator:
         self.silent = False
         self.epochs: collections.OrderedDict[int, w.EpochState] = collections.OrderedDict()
         self.keep_epochs = keep_epochs
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop  # set by start()
         self._pty = (PtyLine(self._host_bytes, link=str(link) if link else None, on_overrun=self._overrun,
                              on_lost=self._overrun) if transport == "pty" else None)
         self._tcp = _TcpLine(self, host, port) if transport == "tcp" else None
         self._tasks: list[asyncio.Task] = []
         self._reopen: asyncio.TimerHandle | None = None
-        self._host_buffer = None
+        self._host_buffer: NmeaDecoder  # set by start()
         self._held: list[bytes] | None = None  # output waiting for the end of an epoch being written
         self._last_banner = -math.inf
         self.started = False
@@ -572,7 +576,10 @@ class ReceiverSimulator:
     # -- lifecycle ------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return self._pty.url if self._pty is not None else self._tcp.url
+        if self._pty is not None:
+            return self._pty.url
+        assert self._tcp is not None  # one of the two, by transport
+        return self._tcp.url
 
     @property
     def port(self) -> int:
@@ -586,7 +593,7 @@ class ReceiverSimulator:
         self._host_buffer = NmeaDecoder(max_length=128, max_message_length=4096)
         if self._pty is not None:
             self._pty.open()
-        else:
+        elif self._tcp is not None:
             await self._tcp.start()
         self.started = True
         self._tasks = [
@@ -671,12 +678,12 @@ class ReceiverSimulator:
             if self._reopen is not None:
                 self._reopen.cancel()
             self._reopen = self.loop.call_later(down_s, self._reopen_pty)
-        else:
+        elif self._tcp is not None:
             self._tcp.reset_all(down_s)
 
     def _reopen_pty(self) -> None:
         self._reopen = None
-        if self.started and not self._pty.is_open:
+        if self.started and self._pty is not None and not self._pty.is_open:
             self._pty.open()
             self._write_banner()
 
@@ -865,7 +872,7 @@ class ReceiverSimulator:
         self.counters["bytes"] += len(data)
         if self._pty is not None:
             self._pty.write(data)
-        else:
+        elif self._tcp is not None:
             self._tcp.write(data)
 
     def _overrun(self, n: int) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -161,10 +161,10 @@ class Jt808Config(SecretsModel, ListenerConfig):
 
     @field_validator("versions", mode="before")
     @classmethod
-    def _versions(cls, v):
+    def _versions(cls, v: Any) -> tuple[int, ...]:
         if isinstance(v, (int, str)):
             v = [v]
-        out = []
+        out: list[int] = []
         for item in v:
             try:
                 out.append(int(item))
@@ -176,7 +176,7 @@ class Jt808Config(SecretsModel, ListenerConfig):
 
     @field_validator("terminals")
     @classmethod
-    def _terminals(cls, v):
+    def _terminals(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for phone in v:
             if not _PHONE_RE.match(phone):
                 raise ValueError(f"{phone!r} is not a phone number of 1-20 digits")
@@ -184,7 +184,7 @@ class Jt808Config(SecretsModel, ListenerConfig):
 
     @field_validator("registrations_file")
     @classmethod
-    def _registrations_file(cls, v):
+    def _registrations_file(cls, v: str | None) -> str | None:
         if v is None:
             return v
         v = v.strip()
@@ -203,7 +203,7 @@ class Jt808Config(SecretsModel, ListenerConfig):
         return [("registrations_file", self.registrations_file, "write")] if self.registrations_file else []
 
     def config_warnings(self) -> list[tuple[str, str]]:
-        out = []
+        out: list[tuple[str, str]] = []
         if self.registration == "open":
             out.append(("registration", OPEN_WARNING))
         if self.registrations_file is None and self.registration != "closed":
@@ -211,7 +211,7 @@ class Jt808Config(SecretsModel, ListenerConfig):
         return out
 
     @model_validator(mode="after")
-    def _codes(self):
+    def _codes(self) -> Self:
         if self.auth_codes is not None:
             try:
                 parse_auth_codes(self.auth_codes.get_secret_value())

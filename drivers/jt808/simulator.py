@@ -309,6 +309,9 @@ class SimTerminal(asyncio.Protocol):
             self.heartbeat()
 
     def _resend_due(self, now: float):
+        transport = self.transport
+        if transport is None:  # online implies connected; nothing to resend on while not
+            return
         fleet = self.fleet
         timeout = fleet.ack_timeout_s
         for serial, entry in list(self.pending.items()):
@@ -323,7 +326,7 @@ class SimTerminal(asyncio.Protocol):
             entry[2] = now
             entry[3] = tries + 1
             fleet.count("resends")
-            self.transport.write(entry[1])
+            transport.write(entry[1])
             self.last_tx = now
 
     # -- receiving -------------------------------------------------------------------------------
@@ -452,7 +455,7 @@ class Fleet:
         # `tianwang simulate` sets this to print connection events (the gateway closing a terminal's
         # connection, refusing a registration) as they happen
         self.notify: Callable[[str], None] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop  # set by start()
         rng = random.Random(seed)
         self.terminals = [
             SimTerminal(self, str(phone_base + i), Route(rng, centre), version, auth_code, random.Random(rng.random()))

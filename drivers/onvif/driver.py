@@ -20,6 +20,7 @@ import secrets
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from tianwang.drivers.onvif.config import OnvifConfig
@@ -459,7 +460,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             except asyncio.CancelledError:
                 self._pending_manager = pending  # close() unsubscribes it once it is there
                 raise
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 pending.cancel()
                 raise self._device_error(exc, "events subscription") from None
             except Exception as exc:
@@ -597,7 +598,7 @@ class OnvifDriver(Driver[OnvifConfig]):
             url = base.rstrip("/") + f"/{self.ctx.device_id}/{self._webhook_secret}"
             self.webhook_url = url
             self.ctx.set_info(webhook=base.rstrip("/") + f"/{self.ctx.device_id}/***")
-            await self._subscribe(lambda: self.cam.create_notification_manager(url, interval, lambda: None))
+            await self._subscribe(partial(self._notification_manager, url, interval))
             remaining = cfg.subscription_s
             while True:
                 await asyncio.sleep(max(1.0, remaining * random.uniform(0.4, 0.6)))
@@ -640,6 +641,9 @@ class OnvifDriver(Driver[OnvifConfig]):
                                   "set webhook.url") from None
             local = sock.getsockname()[0]
         return f"[{local}]" if ":" in local else local
+
+    def _notification_manager(self, url: str, interval: dt.timedelta) -> Coroutine[Any, Any, Any]:
+        return self.cam.create_notification_manager(url, interval, lambda: None)
 
     async def _on_notify(self, request: web.Request, secret: str) -> web.Response:
         """A Notify POST. Only from the camera's address, on the current subscription's path (else
@@ -850,7 +854,7 @@ class OnvifDriver(Driver[OnvifConfig]):
         if credentials and basic:
             import base64
 
-            token = base64.b64encode(f"{cfg.username}:{password}".encode("utf-8")).decode("ascii")
+            token = base64.b64encode(f"{cfg.username}:{password}".encode()).decode("ascii")
             kwargs["headers"] = {"Authorization": f"Basic {token}"}
         elif credentials:
             kwargs["middlewares"] = (aiohttp.DigestAuthMiddleware(cfg.username, password),)

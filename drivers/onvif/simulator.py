@@ -760,7 +760,7 @@ class CameraFleet:
         await asyncio.gather(*(cam.stop() for cam in self.cameras), return_exceptions=True)
 
     def stats(self) -> dict:
-        total = collections.Counter()
+        total: collections.Counter[str] = collections.Counter()
         for cam in self.cameras:
             total.update({k: v for k, v in cam.counters.items()})
         return {"cameras": len(self.cameras), "subscriptions": sum(len(c.subs) for c in self.cameras), **total}

@@ -390,11 +390,14 @@ class Controller:
     def _apply(self, v: p.DataValue, now: float) -> None:
         item, raw = v.item, v.value
         if item == p.UTC_TIME:
-            t = int.from_bytes(raw, "big") if len(raw) == 4 else p.date7(raw) // 1_000_000_000
-            self.clock_offset_s = t - now
+            t_ns = int.from_bytes(raw, "big") * 1_000_000_000 if len(raw) == 4 else p.date7(raw)
+            if t_ns is not None:  # not a real date: the clock stays as it was
+                self.clock_offset_s = t_ns // 1_000_000_000 - now
             return
         if item == p.LOCAL_TIME:
-            self.clock_offset_s = p.date7(raw, self.utc_offset_s) // 1_000_000_000 - now
+            local_ns = p.date7(raw, self.utc_offset_s)
+            if local_ns is not None:
+                self.clock_offset_s = local_ns // 1_000_000_000 - now
             return
         control = {self.profile.control_item(w): w for w in ("stage", "plan", "mode")}
         what = control.get(item)

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import sys
 import time
+from functools import partial
 
 from tianwang.drivers.sdk import PtyLine, parse_hostport, run_simulator, serve_simulator
 from tianwang.drivers.signal import protocol as p
@@ -46,6 +47,7 @@ class _Line(abc.ABC):
                 sim.counters["bad_frames"] += 1
                 continue
             sim.counters["frames_in"] += 1
+            target: Controller | None
             if msg.controller == 0 and len(self.controllers) == 1:
                 target = next(iter(self.controllers.values()))
             else:
@@ -75,6 +77,12 @@ class _Line(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - a line with nothing to release keeps this
         pass
+
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class _PtyLine(_Line):
@@ -192,7 +200,7 @@ class SignalSimulator:
             self.urls = [self._pty.url]
         elif self.connect is None:
             for c in self.controllers:
-                server = await loop.create_server(lambda c=c: _TcpLine(self, [c]), self.host, 0)
+                server = await loop.create_server(partial(_TcpLine, self, [c]), self.host, 0)
                 self._servers.append(server)
                 self.urls.append(f"tcp://{self.host}:{server.sockets[0].getsockname()[1]}")
         else:
@@ -208,11 +216,8 @@ class SignalSimulator:
         while not self._stopping:
             lost = loop.create_future()
             try:
-                # `lost` bound per attempt: each connection settles its own attempt's future
-                await loop.create_connection(
-                    lambda lost=lost: _TcpLine(self, [c], on_lost=lambda: lost.done() or lost.set_result(None)),
-                    host, port,
-                )
+                # each connection settles its own attempt's future
+                await loop.create_connection(partial(_TcpLine, self, [c], on_lost=partial(_settle, lost)), host, port)
             except OSError:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

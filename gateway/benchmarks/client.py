@@ -43,7 +43,8 @@ async def list_devices(addr: str, metadata, family: str = "", timeout: float = 3
             request_serializer=pb.ListDevicesRequest.SerializeToString,
             response_deserializer=pb.ListDevicesReply.FromString,
         )
-        devices, token = [], ""
+        devices: list = []
+        token = ""
         while True:
             reply = await call(pb.ListDevicesRequest(family=family, page_size=5000, page_token=token), metadata=metadata, timeout=timeout)
             devices.extend(reply.devices)

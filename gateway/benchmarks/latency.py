@@ -38,6 +38,8 @@ import statistics
 import sys
 import time
 import tty
+from functools import partial
+from typing import Any
 
 import msgpack
 
@@ -74,6 +76,10 @@ def _epochs(count: int, period_ns: int) -> list[tuple[int, bytes]]:
                           satellites=sats)
         out.append((st.time_ns, b"".join(writer.sentences(st))))
     return out
+
+
+def _same(device: _TcpDevice) -> _TcpDevice:
+    return device
 
 
 class _TcpDevice(asyncio.Protocol):
@@ -195,7 +201,7 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
             urls.append(f"serial://{os.ttyname(slave)}?baudrate=115200")
         for _ in range(devices - n_pty):
             dev = _TcpDevice()
-            server = await loop.create_server(lambda d=dev: d, "127.0.0.1", 0)
+            server = await loop.create_server(partial(_same, dev), "127.0.0.1", 0)
             servers.append(server)
             tcp.append(dev)
             urls.append(f"tcp://127.0.0.1:{server.sockets[0].getsockname()[1]}")
@@ -205,7 +211,7 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         env = dict(os.environ, TW_BENCH_LATENCY_TOKEN=TOKEN)
         gw_env = dict(env, TIANWANG_STAGE_TRACE=trace_dir)
         config = os.path.join(logdir, f"latency-{rate}-{mode}.yaml")
-        gateway = {"name": "latency", "listen": "127.0.0.1:0", "metrics": None}
+        gateway: dict[str, Any] = {"name": "latency", "listen": "127.0.0.1:0", "metrics": None}
         if journal:
             gateway["journal"] = {"path": os.path.join(logdir, f"journal-{rate}-{mode}"), "fsync": journal}
         with open(config, "w") as f:
@@ -235,13 +241,16 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
             sys.executable, "-m", "tianwang.gateway.benchmarks.latency", addr, *(ids[d] for d in sorted(sampled)),
             stdout=asyncio.subprocess.PIPE, env=env,
             limit=1 << 28)  # the last line holds every arrival
+        stdout = sub.stdout
+        assert stdout is not None  # stdout=PIPE
         try:
-            first = await asyncio.wait_for(sub.stdout.readline(), 30)
+            first = await asyncio.wait_for(stdout.readline(), 30)
             if not first:
                 raise RuntimeError("the latency subscriber did not start")
             await asyncio.sleep(0.3)  # the subscription is open before the first reading
             start = time.monotonic()
-            cpu0 = wall0 = None
+            cpu0: float | None = None  # set once the warm-up is over, with the other starting points
+            wall0 = sub_cpu0 = own_cpu0 = 0.0
             i = 0
             while i < len(schedule):
                 now = time.monotonic() - start
@@ -282,7 +291,7 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
             expected = len(written) + sum(1 for _, _, k in schedule if k / hz < warmup_s) - refused
             deadline = time.monotonic() + 2.0
             while time.monotonic() < deadline:
-                line = await asyncio.wait_for(sub.stdout.readline(), 5)
+                line = await asyncio.wait_for(stdout.readline(), 5)
                 if not line or json.loads(line).get("count", 0) >= expected:
                     break
         finally:
@@ -290,7 +299,7 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
                 sub.send_signal(signal.SIGTERM)
         arrived = {}
         reads = {}
-        async for line in sub.stdout:
+        async for line in stdout:
             msg = json.loads(line)
             if "arrivals" in msg:
                 arrived = {(d, t): (a, seq, routed) for d, t, a, seq, routed in msg["arrivals"]}

@@ -108,7 +108,7 @@ def peer_versions() -> dict:
     """The peers present: pynmea2 and pynmeagps (their versions), gpsdecode (its path); None when absent."""
     import importlib.metadata
 
-    out = {}
+    out: dict[str, str | None] = {}
     for name in ("pynmea2", "pynmeagps"):
         try:
             __import__(name)

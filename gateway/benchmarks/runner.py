@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -68,7 +69,7 @@ class Bench:
                count: float | None = None) -> None:
         """One figure. With `timing` (common.timed) and `count`, value = count / median and best =
         count / min (for a rate), or the median and min themselves when count is None."""
-        m = {"section": section, "name": name, "unit": unit, "better": better, "value": None, "best": None, "repeats": 1}
+        m: dict[str, Any] = {"section": section, "name": name, "unit": unit, "better": better, "value": None, "best": None, "repeats": 1}
         if timing is not None:
             m["repeats"] = timing["repeats"]
             if count is None:

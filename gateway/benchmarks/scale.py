@@ -181,6 +181,7 @@ async def signal_junctions(logdir: str, controllers: int, terminals: int, window
         env["GATEWAY_NO_CEXT"] = "1"
     env["TW_BENCH_SIGNAL_TOKEN"] = SIGNAL_TOKEN
     env["TW_BENCH_JT808_SECRET"] = "bench-secret-0123456789"
+    sims: Proc | None
     sims = Proc([sys.executable, "-m", "tianwang", "simulate", "signal", "--transport", "tcp", "--controllers",
                  str(controllers), "--traffic-interval", "0"], logdir, "controllers", env)
     gw = fleet = None
@@ -299,6 +300,7 @@ async def _onvif_devices(addr):
 async def onvif_cameras(logdir, cameras: int, window_s: float) -> dict:
     """`cameras` ONVIF cameras at 1 event/s into one gateway; latency camera -> subscriber."""
     env = dict(os.environ, TW_BENCH_ONVIF_TOKEN=ONVIF_TOKEN, TW_BENCH_CAM_PASS=ONVIF_PASSWORD)
+    sim: Proc | None
     sim = Proc([sys.executable, "-m", "tianwang", "simulate", "onvif", "--cameras", str(cameras), "--rate", "1",
                 "--password", ONVIF_PASSWORD, "--slots", "2", "--stats-interval", "0",
                 # a 30 s UsernameToken window: one process serving 200 cameras may answer the connect
@@ -321,7 +323,10 @@ async def onvif_cameras(logdir, cameras: int, window_s: float) -> dict:
         gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", config], logdir, "gateway", env)
         addr, pid = gw.first["listen"], gw.first["pid"]
         result["hot_path"] = gw.first["hot_path"]
-        counts, latencies, gaps, recording = {}, [], [], [False]
+        counts: dict[str, int] = {}
+        latencies: list[float] = []
+        gaps: list[tuple[int, int]] = []
+        recording = [False]
         stop = asyncio.Event()
         sub = asyncio.ensure_future(_onvif_subscribe(addr, counts, latencies, gaps, stop, recording))
         t0 = time.monotonic()

@@ -50,7 +50,7 @@ def run_bench(args) -> int:
 
     results = runner.run(args.sections, args.quick, args.scale)
     comparison = runner.compare(results, baseline, args.threshold) if baseline is not None else None
-    if comparison is not None:
+    if comparison is not None and baseline is not None:
         results["baseline"] = {"path": str(args.baseline), "timestamp": baseline.get("timestamp"),
                                "threshold_pct": args.threshold, "compared": len(comparison),
                                "regressions": [c for c in comparison if c["regressed"]]}
@@ -76,7 +76,7 @@ def run_bench(args) -> int:
                   f"{runner._fmt(c['value'], c['unit'])} {c['unit']} ({runner._pct(c['change_pct'])})")
         from tianwang.gateway.benchmarks.compare import load_warning
 
-        busy = load_warning(results, baseline)
+        busy = load_warning(results, baseline or {})
         if busy:
             print(f"warning: {busy}")
         if regressed:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import zlib
+from typing import Any
 
 import msgpack
 
@@ -127,7 +128,8 @@ def read_capture(data: bytes, name: str = "capture") -> Capture:
         if key in header and key != "start_ns" and not isinstance(header[key], str):
             raise CaptureError(f"{name}: corrupt: header {key} is not a string")
     t = header["start_ns"]
-    records = []
+    records: list[tuple[int, int, bytes]] = []
+    trailer: dict[Any, Any] = {}
     while True:
         at = body + unpacker.tell()
         if at >= len(data):

@@ -718,7 +718,8 @@ def list_all_devices(stub, md, timeout, limit=None, **filters) -> list:
     order (family, listener, id); at most `limit` of them."""
     from tianwang.v1 import gateway_pb2 as pb
 
-    out, token = [], ""
+    out: list = []
+    token = ""
     while True:
         size = min(5000, limit - len(out)) if limit else 5000
         reply = stub.ListDevices(pb.ListDevicesRequest(page_size=size, page_token=token, **filters), metadata=md, timeout=timeout)

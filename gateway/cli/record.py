@@ -22,7 +22,6 @@ import time
 
 from tianwang.gateway.cli.capture import FROM_DEVICE, TO_DEVICE, CaptureError, CaptureWriter, read_capture_file
 
-
 # a pty replay waits this long after its last byte before the line hangs up, so the reader has
 # taken everything (closing the master discards what the slave has not read yet)
 LINGER_S = 0.5
@@ -212,7 +211,7 @@ async def _replay_tcp(cap, rep: Replayer, host: str, port: int, stop: asyncio.Ev
         server.close()
 
 
-async def _play_over(rep: "Replayer", reader, writer, stop: asyncio.Event) -> None:
+async def _play_over(rep: Replayer, reader, writer, stop: asyncio.Event) -> None:
     """Play the capture into one TCP connection until it is done, the peer goes away or `stop`;
     what the gateway writes back (polls, acks) is read and ignored, its EOF ends the play."""
     closed = asyncio.Event()
@@ -329,7 +328,7 @@ def cmd_replay(args) -> int:
         cap = read_capture_file(args.file)
     except CaptureError as exc:
         return _err("replay", str(exc))
-    where = None
+    where: tuple[str, int] = ("127.0.0.1", 0)  # --tcp or --connect, when given
     for opt in ("tcp", "connect"):
         value = getattr(args, opt)
         if value is not None:

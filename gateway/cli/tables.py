@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import sys
 
-
 # counters that diagnose a link, first in the table's COUNTERS column (then dropped_<reason>)
 DIAGNOSTIC_COUNTERS = ("reconnects", "link_drops", "failed_attempts", "auth_failures")
 MAX_TABLE_COUNTERS = 4

@@ -18,6 +18,10 @@ import os
 import select
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 BUSIEST = 8  # devices in the "busiest devices" section
 NOT_ONLINE = 15  # devices listed in "not online"
@@ -109,7 +113,8 @@ class TopView:
 
         drops, noise, why = _split_drops(stats, devices)
         latest_rows = []
-        for key in sorted(latest or {})[:LATEST]:
+        latest = latest or {}
+        for key in sorted(latest)[:LATEST]:
             env = latest[key]
             latest_rows.append((env.seq, env.topic, payload_text(env.payload)))
         self._prev_t = now
@@ -335,7 +340,7 @@ class LiveScreen:
         self.stream = stream or sys.stdout
         self.console = console
         self.tty = (console.is_terminal if console is not None else _isatty(self.stream)) if tty is None else tty
-        self._live = None
+        self._live: Live | None = None
         self._handlers: list[tuple[logging.StreamHandler, object]] = []
 
     def __enter__(self) -> LiveScreen:
@@ -345,9 +350,9 @@ class LiveScreen:
 
             console = self.console or Console(file=self.stream)
             redirect = self.console is None and _isatty(sys.stderr)
-            self._live = Live(console=console, auto_refresh=False, vertical_overflow="ellipsis",
-                              redirect_stdout=False, redirect_stderr=redirect)
-            self._live.start()
+            self._live = live = Live(console=console, auto_refresh=False, vertical_overflow="ellipsis",
+                                     redirect_stdout=False, redirect_stderr=redirect)
+            live.start()
             if redirect:
                 # the log handlers hold the real stderr: point them at rich's proxy, which prints
                 # above the live region instead of through it
@@ -413,7 +418,7 @@ class Keys:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._saved is not None:
+        if self._saved is not None and self.fd is not None:
             import termios
 
             with contextlib.suppress(termios.error):
@@ -423,6 +428,8 @@ class Keys:
 
     def read(self) -> bool:
         """Read what is waiting on stdin; True when it holds `q`. End of input stops the reading."""
+        if self.fd is None:  # not reading (no terminal, or after __exit__)
+            return False
         try:
             data = os.read(self.fd, 64)
         except (BlockingIOError, InterruptedError):

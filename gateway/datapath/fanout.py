@@ -30,12 +30,12 @@ import grpc
 import msgpack
 from google.protobuf.message import DecodeError, Message
 
-from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
 from tianwang.gateway.datapath.auth import CommandLimits, RateLimiter, grant_narrowed
-from tianwang.gateway.errors import AuthError, CommandError, FrameError, TopicError
 from tianwang.gateway.datapath.journal import DiskReader
 from tianwang.gateway.datapath.stagetrace import StageTrace
+from tianwang.gateway.errors import AuthError, CommandError, FrameError, TopicError
 from tianwang.gateway.framing import TopicFilter, validate_pattern
+from tianwang.gateway.lifecycle.config import DEVICE_ID_RE
 from tianwang.v1 import gateway_pb2 as pb
 
 if TYPE_CHECKING:
@@ -885,7 +885,7 @@ class GatewayService:
                         rec.wake.clear()
                         try:
                             await asyncio.wait_for(rec.wake.wait(), wait)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             pass
                         continue
                 # the recording is over: nothing more is taken, what was taken is still sent

@@ -681,7 +681,7 @@ def _problems_from(exc: ValidationError, prefix: str = "", model: type | None = 
             msg = msg.split(": ", 1)[1] if ": " in msg else msg
             loc.extend(_split_key(key))
         elif err["type"] == "extra_forbidden":
-            msg = "unknown key" + (did_you_mean(loc[-1], known_keys(model, loc)) if loc else "")
+            msg = "unknown key" + (did_you_mean(str(loc[-1]), known_keys(model, loc)) if loc else "")
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         path = _loc_to_path(loc)
@@ -691,9 +691,9 @@ def _problems_from(exc: ValidationError, prefix: str = "", model: type | None = 
     return problems
 
 
-def _split_key(key: str):
+def _split_key(key: str) -> list[str | int]:
     # "tokens[1].name" -> ["tokens", 1, "name"]
-    out = []
+    out: list[str | int] = []
     for part in key.split("."):
         m = re.match(r"^([^\[]+)((?:\[\d+\])*)$", part)
         if not m:
@@ -734,9 +734,9 @@ def load_config(source: str | dict, registry=None) -> Config:
     listeners = _load_entries("listeners", raw_listeners, "listener", registry, problems)
 
     # duplicates are found on the raw entries, so they are reported even when an entry is invalid
-    raw_auth = data.get("auth") if isinstance(data.get("auth"), dict) else {}
+    raw_auth = a if isinstance(a := data.get("auth"), dict) else {}
     names: dict[str, int] = {}
-    for i, t in enumerate(raw_auth.get("tokens") if isinstance(raw_auth.get("tokens"), list) else ()):
+    for i, t in enumerate(tokens if isinstance(tokens := raw_auth.get("tokens"), list) else ()):
         name = t.get("name") if isinstance(t, dict) else None
         if isinstance(name, str):
             if name in names:
@@ -769,7 +769,7 @@ def load_config(source: str | dict, registry=None) -> Config:
                 "if this file is kept as safe as the secret)",
             ))
 
-    if problems:
+    if problems or base is None:  # base is None only when it failed, with its problems
         raise ConfigError(problems, _raw_warnings(data, devices, listeners), names=entry_names(data))
     return base.model_copy(
         update={"devices": tuple(d for _, d in devices), "listeners": tuple(d for _, d in listeners)}
@@ -784,10 +784,10 @@ def _raw_warnings(data: dict, devices, listeners) -> list[tuple[str, str]]:
         for i, dev in entries:
             for key, why in dev.config_warnings():
                 out.append((f"{section}[{i}].{key}", why))
-    auth = data.get("auth") if isinstance(data.get("auth"), dict) else {}
+    auth = a if isinstance(a := data.get("auth"), dict) else {}
     if not auth.get("tokens") and not auth.get("anonymous_read"):
         out.append(("auth.tokens", "no tokens: every gRPC call will be refused"))
-    gw = data.get("gateway") if isinstance(data.get("gateway"), dict) else {}
+    gw = g if isinstance(g := data.get("gateway"), dict) else {}
     try:
         host, _ = parse_hostport(gw.get("listen", "127.0.0.1:50051"))
     except (ValueError, TypeError):

@@ -18,6 +18,7 @@ import sys
 import types
 import typing
 from enum import Enum
+from typing import Any
 
 import annotated_types as at
 from pydantic import BaseModel, ByteSize, SecretStr
@@ -162,7 +163,7 @@ def _models_in(annotation) -> list[tuple[type[BaseModel], bool]]:
     return found
 
 
-def rows(model: type[BaseModel], prefix: str = "", skip=()) -> list[tuple[str, str, str, str, str]]:
+def rows(model: Any, prefix: str = "", skip=()) -> list[tuple[str, str, str, str, str]]:
     """(key, type, default, constraints, description) for every field of `model`, nested models
     walked depth first. Raises ReferenceError for a field without a description."""
     out = []
@@ -203,7 +204,8 @@ def render(registry=None) -> str:
     out = [HEADER]
     for name in ("gateway", "auth", "bridges"):
         field = core.Config.model_fields[name]
-        out += [f"## `{name}`", "", field.description[0].upper() + field.description[1:] + ".", ""]
+        description = field.description or ""
+        out += [f"## `{name}`", "", description[:1].upper() + description[1:] + ".", ""]
         out += table(rows(field.annotation, name + "."))
         out.append("")
     out += [

@@ -37,7 +37,7 @@ def did_you_mean(word: str, known) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def known_keys(model: type | None, loc) -> list[str]:
+def known_keys(model: type[BaseModel] | None, loc) -> list[str]:
     """The keys the mapping at `loc[:-1]` inside `model` accepts (for an unknown key at `loc`)."""
     m = model
     for part in list(loc)[:-1]:
@@ -50,7 +50,7 @@ def known_keys(model: type | None, loc) -> list[str]:
     return list(m.model_fields) if m is not None else []
 
 
-def _model_in(annotation) -> type | None:
+def _model_in(annotation) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in typing.get_args(annotation):
@@ -160,7 +160,7 @@ def _share_problems(entries) -> list[tuple[int, str, str]]:
     if len(drivers) > 1 or hook is None:
         out = []
         link = _link_of(first)
-        for n, (path, dev) in enumerate(entries[1:], 1):
+        for n, _ in enumerate(entries[1:], 1):
             out.append((n, "url", (
                 f"{link} is already {first.id!r}'s ({first_path}, driver {first.driver}): only devices of one "
                 "driver that shares its links (signal controllers on one line) may use one serial port or "
@@ -211,12 +211,12 @@ def _clash(a: tuple[str, int], b: tuple[str, int]) -> bool:
 def _binds(data: dict, devices, listeners) -> list[tuple[str, str, str]]:
     """(config path, HOST:PORT, share tag) of every address the config binds, in file order."""
     out = []
-    gw = data.get("gateway") if isinstance(data.get("gateway"), dict) else {}
+    gw = g if isinstance(g := data.get("gateway"), dict) else {}
     for key, default in (("listen", "127.0.0.1:50051"), ("metrics", "127.0.0.1:9108")):
         addr = gw.get(key, default)
         if isinstance(addr, str):
             out.append((f"gateway.{key}", addr, ""))
-    raw_listeners = data.get("listeners") if isinstance(data.get("listeners"), list) else []
+    raw_listeners = r if isinstance(r := data.get("listeners"), list) else []
     valid = {i for i, _ in listeners}
     for i, entry in enumerate(raw_listeners):
         # raw, so a listener that is invalid for another reason still claims its address
