@@ -1,0 +1,1 @@
+"""GB/T 28181 video networking: the platform side (devices register to the gateway)."""
