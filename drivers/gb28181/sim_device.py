@@ -753,7 +753,10 @@ class SimDevice:
             call = self.calls[req.call_id]
             self.respond(req, 200, body=call.response.body, content_type="application/sdp", to_tag=self.from_tag)
             return
-        target = sip.parse_uri(req.uri).user if hasattr(sip, "parse_uri") else None
+        try:
+            target = sip.parse_uri(req.uri).user
+        except sip.SipError:
+            target = None
         if target not in self.by_channel and target != self.id:
             self.respond(req, 404)
             return
