@@ -8,6 +8,7 @@ body cameras drive around Xiangtan once the listener subscribes to their positio
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -38,13 +39,18 @@ async def demo(stack) -> dict:
     from tianwang.drivers.gb28181.simulator import Fleet
 
     port = _free_udp_tcp_port()
-    fleet = Fleet("127.0.0.1", port, devices=1, channels=4, mobile=2, password="unused", alarm_rate=DEMO_ALARM_RATE,
+    fleet = Fleet("127.0.0.1", port, devices=1, channels=4, mobile=2, password=secrets.token_urlsafe(12), alarm_rate=DEMO_ALARM_RATE,
                   keepalive_s=20.0, backoff_initial=0.3, backoff_max=2.0)
-    for device in fleet.devices:
+    for device in fleet.devices:  # each its own password
         device.password = secrets.token_urlsafe(12)
     await fleet.start()
     stack.push_async_callback(fleet.stop)
     where = stack.enter_context(tempfile.TemporaryDirectory(prefix="tianwang-demo-gb-"))
+    # per-device passwords live in a devices_file (0600), as a real deployment keeps them
+    devices_file = os.path.join(where, "gb-devices.json")
+    fd = os.open(devices_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump([{"id": d.id, "password": d.password, "name": d.name} for d in fleet.devices], f, ensure_ascii=False)
     return {
         "listeners": [
             {
@@ -53,8 +59,9 @@ async def demo(stack) -> dict:
                 "listen": f"127.0.0.1:{port}",
                 "server_id": DEFAULT_SERVER_ID,
                 "registration": "known",
-                "devices": [{"id": d.id, "password": d.password} for d in fleet.devices],
-                "subscribe": {"catalog": True, "alarm": True, "mobile_position": {"interval_s": 5}},
+                "devices_file": devices_file,
+                "keepalive": {"interval_s": 20, "count": 3},
+                "subscribe": {"catalog": True, "alarm": {}, "mobile_position": {"interval_s": 5}},
                 "registrations_file": os.path.join(where, "gb.registrations"),
             }
         ]
