@@ -170,7 +170,7 @@ async def test_alarms_need_reset_alarm_before_the_next_device_alarm():
             assert fleet.alarm(nvr.id, ch.id, "motion") and fleet.alarm(nvr.id, ch.id, "tripwire")
             await p.until(lambda: len(p.bodies(ch.id, "Alarm")) + len(p.bodies(nvr.id, "Alarm")) >= 3, what="alarms")
             await p.ask(nvr.id, "Control", "DeviceControl", [("AlarmCmd", "ResetAlarm"),
-                        ("Info", [("AlarmMethod", 2), ("AlarmType", 1)])], target=ch.id)
+                        ("Info", {"AlarmMethod": 2, "AlarmType": 1})], target=ch.id)
             await p.until(lambda: p.bodies(nvr.id, "DeviceControl") or p.bodies(ch.id, "DeviceControl"), what="reset answered")
             assert fleet.alarm(nvr.id, ch.id, "video_loss")
             await p.until(lambda: fleet.counters["alarms_acked"] == 4, what="acks")

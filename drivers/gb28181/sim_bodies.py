@@ -32,13 +32,13 @@ def parse_gb_time(text: str) -> float | None:
 def keepalive(sn: int, device_id: str, faulty: list[str] = ()) -> bytes:
     fields: list = [("Status", "OK")]
     if faulty:
-        fields.append(("Info", [("DeviceID", x) for x in faulty]))
+        fields.append(("Info", {"DeviceID": list(faulty)}))
     return manscdp.build("Notify", "Keepalive", sn, device_id, fields)
 
 
-def _channel_item(ch, device, event: str | None = None, bad_xml: bool = False) -> list:
+def _channel_item(ch, device, event: str | None = None, bad_xml: bool = False) -> dict:
     name = BARE_AMP_NAME if bad_xml else ch.name
-    item = [
+    item = dict([
         ("DeviceID", ch.id),
         ("Name", name),
         ("Manufacturer", device.manufacturer),
@@ -54,10 +54,10 @@ def _channel_item(ch, device, event: str | None = None, bad_xml: bool = False) -
         ("Status", "OFF" if ch.video_lost else "ON"),
         ("Longitude", f"{ch.lon:.6f}"),
         ("Latitude", f"{ch.lat:.6f}"),
-        ("Info", [("PTZType", ch.ptz_type)]),
-    ]
+        ("Info", {"PTZType": ch.ptz_type}),
+    ])
     if event is not None:
-        item.append(("Event", event))
+        item["Event"] = event
     return item
 
 
@@ -73,7 +73,7 @@ def catalog_chunks(sn: int, device, *, budget: int = UDP_BODY_BUDGET, per_chunk:
 
     def body(group):
         raw = manscdp.build("Response", "Catalog", sn, device.id,
-                            [("SumNum", total), ("DeviceList", [("Item", it) for it in group])])
+                            [("SumNum", total), ("DeviceList", manscdp.item_list(group))])
         return _unescape_amp(raw) if bad_xml and items[0] in group else raw
 
     chunks: list[bytes] = []
@@ -100,8 +100,8 @@ def _unescape_amp(raw: bytes) -> bytes:
 
 
 def catalog_notify(sn: int, device, channels, event: str) -> bytes:
-    items = [("Item", _channel_item(ch, device, event=event)) for ch in channels]
-    return manscdp.build("Notify", "Catalog", sn, device.id, [("SumNum", len(items)), ("DeviceList", items)])
+    items = [_channel_item(ch, device, event=event) for ch in channels]
+    return manscdp.build("Notify", "Catalog", sn, device.id, [("SumNum", len(items)), ("DeviceList", manscdp.item_list(items))])
 
 
 def device_info(sn: int, device) -> bytes:
@@ -116,8 +116,8 @@ def device_info(sn: int, device) -> bytes:
 
 
 def device_status(sn: int, device, now: float) -> bytes:
-    alarms = [("Item", [("DeviceID", ch.id), ("DutyStatus", "ALARM" if ch.alarm_latched else "ONDUTY")])
-              for ch in device.channels]
+    alarms = manscdp.item_list({"DeviceID": ch.id, "DutyStatus": "ALARM" if ch.alarm_latched else "ONDUTY"}
+                                for ch in device.channels)
     return manscdp.build("Response", "DeviceStatus", sn, device.id, [
         ("Result", "OK"),
         ("Online", "ONLINE"),
@@ -133,7 +133,7 @@ def record_chunks(sn: int, channel, records, *, budget: int = UDP_BODY_BUDGET) -
     total = len(records)
     if total == 0:
         return [manscdp.build("Response", "RecordInfo", sn, channel.id, [("Name", channel.name), ("SumNum", 0)])]
-    items = [[
+    items = [dict([
         ("DeviceID", channel.id),
         ("Name", channel.name),
         ("FilePath", f"/rec/{channel.id}/{int(r.start)}.ps"),
@@ -143,11 +143,11 @@ def record_chunks(sn: int, channel, records, *, budget: int = UDP_BODY_BUDGET) -
         ("Secrecy", 0),
         ("Type", r.kind),
         ("FileSize", r.size_kib * 1024),
-    ] for r in records]
+    ]) for r in records]
 
     def body(group):
         return manscdp.build("Response", "RecordInfo", sn, channel.id,
-                             [("Name", channel.name), ("SumNum", total), ("RecordList", [("Item", it) for it in group])])
+                             [("Name", channel.name), ("SumNum", total), ("RecordList", manscdp.item_list(group))])
 
     chunks, group = [], []
     for it in items:
@@ -162,8 +162,8 @@ def record_chunks(sn: int, channel, records, *, budget: int = UDP_BODY_BUDGET) -
 
 
 def preset_list(sn: int, channel_id: str, presets: dict) -> bytes:
-    items = [("Item", [("PresetID", n), ("PresetName", f"预置位{n}")]) for n in sorted(presets)]
-    return manscdp.build("Response", "PresetQuery", sn, channel_id, [("PresetList", items)])
+    items = [{"PresetID": n, "PresetName": f"预置位{n}"} for n in sorted(presets)]
+    return manscdp.build("Response", "PresetQuery", sn, channel_id, [("PresetList", manscdp.item_list(items))])
 
 
 def control_result(sn: int, target_id: str, ok: bool = True) -> bytes:
@@ -173,8 +173,8 @@ def control_result(sn: int, target_id: str, ok: bool = True) -> bytes:
 def config_download(sn: int, device, keepalive_s: float, count: int) -> bytes:
     return manscdp.build("Response", "ConfigDownload", sn, device.id, [
         ("Result", "OK"),
-        ("BasicParam", [("Name", device.name), ("Expiration", device.expires), ("HeartBeatInterval", int(keepalive_s)),
-                        ("HeartBeatCount", count)]),
+        ("BasicParam", {"Name": device.name, "Expiration": device.expires, "HeartBeatInterval": int(keepalive_s),
+                        "HeartBeatCount": count}),
     ])
 
 
@@ -191,7 +191,7 @@ def alarm(sn: int, channel, kind, now: float, root: str = "Notify", stamp_ns: in
         ("AlarmDescription", description),
         ("Longitude", f"{channel.lon:.6f}"),
         ("Latitude", f"{channel.lat:.6f}"),
-        ("Info", [("AlarmType", kind.alarm_type)]),
+        ("Info", {"AlarmType": kind.alarm_type}),
     ])
 
 

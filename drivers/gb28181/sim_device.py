@@ -774,7 +774,7 @@ class SimDevice:
         answer = answer_sdp(device_id=target or self.id, ip=host, port=15060 + len(self.calls), ssrc=ssrc,
                             transport=transport, session=offer.session_name or "Play")
         self.respond(req, 100)
-        call = Call(req.call_id, (offer.ip, offer.port), ssrc, transport)
+        call = Call(req.call_id, (offer.connection_ip, offer.port), ssrc, transport)
         call.response = self.respond(req, 200, body=answer, content_type="application/sdp", to_tag=self.from_tag)
         self.calls[req.call_id] = call
         if not self.link.reliable:
