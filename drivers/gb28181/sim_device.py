@@ -584,7 +584,7 @@ class SimDevice:
         if "PTZCmd" in f:
             try:
                 cmd = ptz.decode_ptz_cmd(str(f["PTZCmd"]))
-            except ValueError:
+            except ptz.PtzError:
                 fleet.count("ptz_rejected")
                 return
             fleet.count("ptz_commands")
@@ -595,14 +595,12 @@ class SimDevice:
                 elif cmd.kind == "stop":
                     head.stop(now)
                 elif cmd.kind == "preset":
-                    op = getattr(cmd, "preset_op", None) or getattr(cmd, "op", None)
-                    number = cmd.preset
-                    if op == "set":
-                        head.preset_set(number, now)
-                    elif op in ("goto", "call"):
-                        head.preset_goto(number, now)
-                    elif op == "delete":
-                        head.preset_delete(number)
+                    if cmd.op == "set":
+                        head.preset_set(cmd.preset, now)
+                    elif cmd.op == "goto":
+                        head.preset_goto(cmd.preset, now)
+                    elif cmd.op == "delete":
+                        head.preset_delete(cmd.preset)
             return  # PTZ gets no application response
         if "AlarmCmd" in f:
             fleet.count("resets_received")
