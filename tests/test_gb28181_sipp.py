@@ -70,7 +70,7 @@ async def test_sipp_devices_register_keep_alive_and_answer_the_catalog(tmp_path,
                 "registrations_file": str(tmp_path / "gb.registrations"),
                 "subscribe": {"catalog": True, "alarm": None, "mobile_position": None}}
     trace = tmp_path / "sipp-messages.log"
-    async with running(base_config(listeners=[listener])), SPEC) as gw:
+    async with running(base_config(listeners=[listener]), SPEC) as gw:
         proc = subprocess.Popen(
             [sipp, "-sf", str(SIPP_DIR / "gb_device.xml"), "-oocsf", str(SIPP_DIR / "gb_catalog_ooc.xml"),
              "-inf", str(SIPP_DIR / "devices.csv"), f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", "0", "-t", "un",

@@ -662,11 +662,13 @@ class SimDevice:
         if sub.timer is not None:
             sub.timer.cancel()
 
-    def notify(self, sub: Subscription, body: bytes) -> None:
+    def notify(self, sub: Subscription, body: bytes, on_response: Callable | None = None) -> None:
         now = self.fleet.loop.time()
         left = int(sub.expires_at - now)
         if left <= 0:
             self._end_subscription(sub)
+            if on_response is not None:
+                on_response(None)
             return
         sub.cseq += 1
         self.fleet.count("notifies_sent")
@@ -675,6 +677,8 @@ class SimDevice:
             if resp is not None and resp.status == 481:
                 self.fleet.count("notifies_refused")
                 self._end_subscription(sub)
+            if on_response is not None:
+                on_response(resp)
 
         self.request("NOTIFY", uri=sub.remote_uri, to_uri=self.server_uri, to_tag=sub.remote_tag,
                      call_id=sub.call_id, from_tag=sub.local_tag, cseq=sub.cseq,
@@ -738,7 +742,7 @@ class SimDevice:
                 self.fleet.count("alarms_unacked")
 
         if sub is not None:
-            self.notify(sub, body)
+            self.notify(sub, body, on_response=answered)
         else:
             self.message(body, on_response=answered)
         return True
