@@ -183,6 +183,36 @@ async def test_alarms_need_reset_alarm_before_the_next_device_alarm():
         assert fleet.counters["alarms_held"] == 1 and fleet.counters["resets_received"] == 1
 
 
+async def test_alarm_and_catalog_subscriptions_turn_alarms_into_notifies():
+    async with platform() as p:
+        fleet = await fleet_on(p, devices=1, channels=2)
+        try:
+            await fleet.wait_online()
+            nvr = fleet.devices[0]
+            ch = nvr.channels[0]
+            subs = {}
+            for cmd, event in (("Alarm", "presence"), ("Catalog", "Catalog;id=1")):
+                body = (f'<?xml version="1.0" encoding="GB2312"?>\r\n<Query><CmdType>{cmd}</CmdType><SN>9</SN>'
+                        f"<DeviceID>{nvr.id}</DeviceID></Query>").encode()
+                req, fut = p.request(nvr.id, "SUBSCRIBE", body=body, headers=[("Event", event), ("Expires", "600")])
+                assert (await asyncio.wait_for(fut, 10)).status == 200
+                subs[cmd] = req
+            assert fleet.alarm(nvr.id, ch.id, "video_loss")
+            await p.until(lambda: p.bodies(ch.id, "Alarm") or p.bodies(nvr.id, "Alarm"), what="alarm notify")
+            await p.until(lambda: p.bodies(nvr.id, "Catalog", "Notify"), what="catalog notify")
+            await p.until(lambda: fleet.counters["alarms_acked"] == 1, what="ack")
+        finally:
+            await fleet.stop()
+        notifies = {r.call_id: r for m, r in p.devices[nvr.id].requests if m == "NOTIFY"}
+        assert set(notifies) == {subs["Alarm"].call_id, subs["Catalog"].call_id}
+        assert notifies[subs["Catalog"].call_id].headers.get("Event") == "Catalog;id=1"
+        event = p.bodies(nvr.id, "Catalog", "Notify")[0]
+        item = _items(event)[0]
+        assert item["DeviceID"] == ch.id and item["Event"] == "VLOST"
+        # inside the subscription the alarm went as a NOTIFY only, not also as a MESSAGE
+        assert not [m for m, r in p.devices[nvr.id].requests if m == "MESSAGE" and b"<CmdType>Alarm<" in r.body]
+
+
 async def test_alarm_rate_spreads_alarms_over_the_fleet():
     async with platform() as p:
         fleet = await fleet_on(p, devices=3, channels=2, alarm_rate=40.0, alarm_kinds=("motion",))
