@@ -400,6 +400,12 @@ class SimDevice:
             self.nc = 0
             self._send_register(expires)
             return
+        if resp.status == 423 and expires and self.auth_tries < 3:
+            # Interval Too Brief: ask again for what the platform's Min-Expires says
+            self.auth_tries += 1
+            self.expires = max(expires, _int(resp.headers.get("Min-Expires"), expires))
+            self._send_register(self.expires)
+            return
         if resp.status // 100 == 2:
             if expires == 0:
                 fleet.count("unregistered")
