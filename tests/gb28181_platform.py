@@ -31,15 +31,17 @@ class Seen:
         self.bodies: list = []  # manscdp messages, in order
         self.requests: list = []  # (method, SipRequest) in order
         self.authorizations: list[dict] = []
+        self.expires: list[int] = []  # Expires of each accepted REGISTER
 
 
 class Platform:
     def __init__(self, passwords: dict | None = None, password: str = "12345678", qop: bool = False,
-                 answer_keepalive: bool = True):
+                 answer_keepalive: bool = True, min_expires: int = 0):
         self.passwords = passwords or {}
         self.password = password
         self.qop = qop
         self.answer_keepalive = answer_keepalive
+        self.min_expires = min_expires
         self.nonces = digest.NonceStore()
         self.devices: dict[str, Seen] = {}
         self.raw: list[tuple[bytes, tuple]] = []  # every UDP datagram with its source
@@ -139,6 +141,11 @@ class Platform:
             self.changed.set()
             return
         seen.addr, seen.transport, seen.link = addr, transport, writer
+        if 0 < expires < self.min_expires:
+            self._send(sip.build_response(req, 423, source=addr, headers=[("Min-Expires", str(self.min_expires))]),
+                       addr, writer)
+            return
+        seen.expires.append(expires)
         if expires == 0:
             seen.unregistered += 1
         else:

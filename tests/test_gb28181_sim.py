@@ -56,6 +56,16 @@ async def test_devices_register_with_digest_and_keep_alive(transport, qop):
         assert {d.id[10:13] for d in fleet.devices} == {"118", "138"}
 
 
+async def test_interval_too_brief_is_answered_with_min_expires():
+    async with platform(min_expires=3600) as p:
+        fleet = await fleet_on(p, devices=1, channels=1, expires=600)
+        try:
+            await fleet.wait_online()
+        finally:
+            await fleet.stop()
+        assert p.devices[fleet.devices[0].id].expires == [3600, 0]  # then the unregister
+
+
 async def test_catalog_comes_in_chunks_that_reassemble_to_sumnum():
     async with platform() as p:
         fleet = await fleet_on(p, devices=1, channels=16)
