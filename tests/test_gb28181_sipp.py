@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gw import READ, base_config, client, md, running, unpack, until
+from gw import READ, base_config, client, md, running, unpack
 from tianwang.v1 import gateway_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent

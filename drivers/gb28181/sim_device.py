@@ -16,17 +16,16 @@ keeps the device's state; the fleet (simulator.py) owns the clock tick that driv
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
 from tianwang.drivers.gb28181 import digest, manscdp, ptz, sdp, sip, transaction
 from tianwang.drivers.gb28181 import sim_bodies as bodies
+from tianwang.drivers.gb28181.sim_link import Detached, TcpLink, UdpLink
 from tianwang.drivers.gb28181.sim_media import MediaSender, answer_sdp, ssrc_value
 from tianwang.drivers.gb28181.sim_world import ALARM_KINDS, MANUFACTURER, PtzHead, Route, recordings
 
-log = logging.getLogger("tianwang.driver.gb28181.simulator")
 
 MANSCDP = "Application/MANSCDP+xml"
 KEEPALIVE_LOST_MAX = 3  # keepalives without an answer before the device registers again
@@ -73,76 +72,6 @@ class Call:
     resend_handle: asyncio.TimerHandle | None = None
     resend_interval: float = 0.5
     acked: bool = False
-
-
-class UdpLink(asyncio.DatagramProtocol):
-    reliable = False
-    name = "UDP"
-
-    def __init__(self, device: "SimDevice"):
-        self.device = device
-        self.transport = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def datagram_received(self, data, addr):
-        self.device.on_bytes(data, self)
-
-    def error_received(self, exc):
-        self.device.fleet.count("send_errors")
-
-    def connection_lost(self, exc):
-        self.transport = None
-
-    def send(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data)
-
-    def local(self) -> tuple[str, int]:
-        return self.transport.get_extra_info("sockname")[:2]
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
-class TcpLink(asyncio.Protocol):
-    reliable = True
-    name = "TCP"
-
-    def __init__(self, device: "SimDevice"):
-        self.device = device
-        self.transport = None
-        self.framer = sip.StreamFramer()
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        try:
-            messages = self.framer.feed(data)
-        except sip.SipError:
-            self.device.fleet.count("bad_messages")
-            self.transport.abort()
-            return
-        for msg in messages:
-            self.device.on_message(msg, self)
-
-    def connection_lost(self, exc):
-        self.transport = None
-        self.device.on_link_lost(self)
-
-    def send(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
-
-    def local(self) -> tuple[str, int]:
-        return self.transport.get_extra_info("sockname")[:2]
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
 
 
 class SimDevice:
@@ -283,7 +212,7 @@ class SimDevice:
         self.rebound = True
         self.fleet.count("rebinds")
         if old is not None:
-            old.device = _Detached(self.fleet)
+            old.device = Detached(self.fleet)
             old.close()
         if self.state == "online":
             self.send_keepalive()
@@ -859,22 +788,6 @@ class SimDevice:
         if self.link is not None:
             link, self.link = self.link, None
             link.close()
-
-
-class _Detached:
-    """What an abandoned link (after a NAT rebinding) reports to: it counts and drops."""
-
-    def __init__(self, fleet):
-        self.fleet = fleet
-
-    def on_bytes(self, data, link):
-        self.fleet.count("stale_port_datagrams")
-
-    def on_message(self, msg, link):
-        self.fleet.count("stale_port_datagrams")
-
-    def on_link_lost(self, link):
-        pass
 
 
 def _int(value, default: int) -> int:
