@@ -52,6 +52,8 @@ DEPENDENCIES = [
     "onvif-parsers>=2.0",
     "aiohttp>=3.9",
     "rich>=13.0",  # `tianwang top` and the demo's live view: tables redrawn in place on a terminal
+    # GB/T 28181 MANSCDP bodies: a hardened parser (entities, DTDs and network off); zeep needs it too
+    "lxml>=4.9",
 ]
 
 

@@ -74,6 +74,21 @@ UNAUTHORIZED_401 = crlf(
 )
 
 
+BLANK_LINES_BODY = b"<Notify>\r\n\r\n<SN>1</SN>\r\n\r\n</Notify>\r\n\r\n\r\n"
+MESSAGE_BLANK_LINES_BODY = crlf(
+    "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\n"
+    "Via: SIP/2.0/TCP 10.8.0.3:5061;branch=z9hG4bKddd\n"
+    "From: <sip:34020000001320000001@3402000000>;tag=abc\n"
+    "To: <sip:34020000002000000001@3402000000>\n"
+    "CALL-ID: blank@10.8.0.3\n"
+    "cSeQ: 21 MESSAGE\n"
+    "Content-Type: Application/MANSCDP+xml\n"
+    f"Content-Length: {len(BLANK_LINES_BODY)}\n"
+    "\n",
+    BLANK_LINES_BODY,
+)
+
+
 def test_register_parsed():
     msg = sip.parse_message(REGISTER)
     assert isinstance(msg, SipRequest)
@@ -124,6 +139,30 @@ def test_responses_parsed():
     challenge = sip.parse_message(UNAUTHORIZED_401)
     assert challenge.status == 401 and challenge.reason == "Unauthorized"
     assert "nonce" in challenge.headers.get("WWW-Authenticate")
+
+
+def test_body_with_blank_lines_is_framed_by_content_length():
+    msg = sip.parse_message(MESSAGE_BLANK_LINES_BODY)
+    assert msg.body == BLANK_LINES_BODY
+    assert msg.call_id == "blank@10.8.0.3" and msg.cseq == (21, "MESSAGE")
+    framed = sip.StreamFramer().feed(MESSAGE_BLANK_LINES_BODY + REGISTER)
+    assert framed == [msg, sip.parse_message(REGISTER)]
+
+
+def test_builders_refuse_header_injection():
+    h = sip.Headers()
+    with pytest.raises(ValueError):
+        h.add("Subject", "a\r\nVia: SIP/2.0/UDP evil")
+    with pytest.raises(ValueError):
+        h.set("Subject", "a\nb")
+    with pytest.raises(ValueError):
+        h.add("Bad Name", "x")
+    with pytest.raises(ValueError):
+        sip.build_request("MESSAGE", "sip:1@h", via_host="h", via_port=5060, transport="udp", from_uri="sip:2@h",
+                          from_tag="a", to_uri="sip:1@h", call_id="c\r\nX: y", cseq=1)
+    with pytest.raises(SipError) as info:
+        sip.parse_message(REGISTER.replace(b"User-Agent: IP Camera", b"User-Agent: IP\rCamera"))
+    assert info.value.reason == "bad_header"
 
 
 def test_gb2312_bytes_in_headers_survive_a_round_trip():
@@ -405,7 +444,7 @@ def test_stream_framer_limits():
 
 
 # -- fuzzing ------------------------------------------------------------------------------------
-GOOD = [REGISTER, MESSAGE_COMPACT, OK_200, UNAUTHORIZED_401]
+GOOD = [REGISTER, MESSAGE_COMPACT, OK_200, UNAUTHORIZED_401, MESSAGE_BLANK_LINES_BODY]
 
 
 @given(st.binary(max_size=2000))

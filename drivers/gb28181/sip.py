@@ -79,7 +79,7 @@ _CANONICAL = {
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _TOKEN_RE = re.compile(_TOKEN, re.ASCII)
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) (\S+) ([Ss][Ii][Pp]/[0-9]{{1,3}}\.[0-9]{{1,3}})", re.ASCII)
-_STATUS_LINE = re.compile(r"([Ss][Ii][Pp]/[0-9]{1,3}\.[0-9]{1,3}) ([1-6][0-9][0-9])(?: (.*))?", re.ASCII | re.DOTALL)
+_STATUS_LINE = re.compile(r"([Ss][Ii][Pp]/[0-9]{1,3}\.[0-9]{1,3}) ([1-6][0-9][0-9])(?: ([^\r\n]*))?", re.ASCII)
 _VERSION_ONLY = re.compile(r"[Ss][Ii][Pp]/", re.ASCII)
 _HEADER_NAME = re.compile(rf"({_TOKEN})[ \t]*:", re.ASCII)
 _CSEQ = re.compile(rf"\s*([0-9]{{1,10}})\s+({_TOKEN})\s*", re.ASCII)
@@ -101,6 +101,17 @@ def canonical_name(name: str) -> str:
 def _key(name: str) -> str:
     key = name.lower()
     return COMPACT.get(key, key)
+
+
+def _checked(name: str, value) -> str:
+    """A header value safe to write: a CR or LF in it would let text from a device or a config
+    forge headers of its own, so builders refuse it (ValueError) rather than send it."""
+    value = str(value)
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{name}: CR or LF in a header value")
+    if not _TOKEN_RE.fullmatch(name):
+        raise ValueError(f"bad header name {name!r}")
+    return value
 
 
 class Headers:
@@ -127,7 +138,7 @@ class Headers:
     def set(self, name: str, value) -> None:
         """Replace the first occurrence (dropping the others) or append when absent."""
         key = _key(name)
-        value = str(value)
+        value = _checked(name, value)
         out, done = [], False
         for item in self._items:
             if item[0] == key:
@@ -142,7 +153,7 @@ class Headers:
 
     def add(self, name: str, value, *, first: bool = False) -> None:
         """Append a value (or put it before every other header with `first=True`, as for a new Via)."""
-        item = (_key(name), canonical_name(name), str(value))
+        item = (_key(name), canonical_name(name), _checked(name, value))
         if first:
             self._items.insert(0, item)
         else:
@@ -183,6 +194,8 @@ class Headers:
 # -- parameters, URIs, name-addr, Via -----------------------------------------------------------
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
     """Split on `sep` outside double quotes (backslash escapes honoured) and angle brackets."""
+    if '"' not in text and "<" not in text:
+        return text.split(sep)  # the usual case, and the hot one
     parts, start, quoted, angle, i, n = [], 0, False, False, 0, len(text)
     while i < n:
         ch = text[i]
@@ -563,15 +576,6 @@ def _parse_start_line(line: str):
     raise SipError("bad_start_line", repr(line[:60]))
 
 
-def _looks_like_start(line: bytes) -> bool:
-    """Cheap check used by the stream framer before the head is complete."""
-    try:
-        _parse_start_line(line.rstrip(b"\r").decode("utf-8", "surrogateescape"))
-    except SipError:
-        return False
-    return True
-
-
 def _parse_head(head: bytes, max_headers: int, max_line: int):
     """Parse the start line and headers (everything before the blank line) -> message without body."""
     lines = re.split(rb"\r?\n", head)
@@ -585,6 +589,8 @@ def _parse_head(head: bytes, max_headers: int, max_line: int):
         if len(line) > max_line:
             raise SipError("too_large", "header line too long")
         text = line.decode("utf-8", "surrogateescape")
+        if "\r" in text:
+            raise SipError("bad_header", "bare CR inside a header line")
         if text[:1] in (" ", "\t"):
             if not raw:
                 raise SipError("bad_header", "continuation line before any header")
@@ -603,19 +609,22 @@ def _parse_head(head: bytes, max_headers: int, max_line: int):
     return msg
 
 
-_SINGLE = ("call-id", "cseq", "from", "to", "content-length", "content-type", "max-forwards", "expires")
+_SINGLE = frozenset(("call-id", "cseq", "from", "to", "content-length", "content-type", "max-forwards", "expires"))
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
 
 
 def _validate(msg) -> None:
     """The headers every transaction needs must be present, single and well-formed."""
-    h = msg.headers
-    for key in _SINGLE:
-        values = h.get_all(key)
-        if len(values) > 1 and len(set(v.strip() for v in values)) > 1:
-            reason = "bad_content_length" if key == "content-length" else "bad_header"
-            raise SipError(reason, f"conflicting {canonical_name(key)} headers")
-    for key in ("via", "from", "to", "call-id", "cseq"):
-        if key not in h:
+    seen: dict[str, str] = {}
+    for key, _, value in msg.headers._items:
+        if key in _SINGLE:
+            prev = seen.get(key)
+            if prev is not None and prev.strip() != value.strip():
+                reason = "bad_content_length" if key == "content-length" else "bad_header"
+                raise SipError(reason, f"conflicting {canonical_name(key)} headers")
+        seen.setdefault(key, value)
+    for key in _REQUIRED:
+        if key not in seen:
             raise SipError("missing_header", canonical_name(key))
     if not msg.call_id:
         raise SipError("bad_header", "empty Call-ID")
@@ -627,7 +636,7 @@ def _validate(msg) -> None:
         raise SipError("missing_header", "Via")
     msg.from_
     msg.to
-    length = h.get("content-length")
+    length = seen.get("content-length")
     if length is not None and _DIGITS.fullmatch(length) is None:
         raise SipError("bad_content_length", repr(length[:20]))
 
@@ -729,7 +738,8 @@ class StreamFramer:
             m = _HEAD_END.search(buf)
             if m is None:
                 nl = buf.find(b"\n")
-                if nl >= 0 and not _looks_like_start(bytes(buf[:nl])):
+                if nl >= 0:
+                    # junk shows in its first line: refuse it now rather than after max_size bytes
                     _parse_start_line(bytes(buf[:nl]).rstrip(b"\r").decode("utf-8", "surrogateescape"))
                 if nl < 0 and len(buf) > self.max_line:
                     raise SipError("too_large", "start line too long")
