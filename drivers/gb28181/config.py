@@ -140,8 +140,9 @@ class GbDeviceConfig(SecretsModel):
     name: str = Field(default="", max_length=128, description="a name for ListDevices (the device's own name otherwise)")
 
 
-def read_devices_file(path: str, strict: bool) -> list[GbDeviceConfig]:
-    """The devices of `path`. Raises ValueError naming every bad entry (one line)."""
+def read_devices_file(path: str, strict: bool, default_password: bool = True) -> list[GbDeviceConfig]:
+    """The devices of `path`. Raises ValueError naming every bad entry (one line); an entry
+    without a password is one unless there is a default."""
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
@@ -170,6 +171,8 @@ def read_devices_file(path: str, strict: bool) -> list[GbDeviceConfig]:
                 problems.append(f"[{i}]{'.' + loc if loc else ''}: {msg}")
             continue
         why = check_id(dev.id, strict)
+        if dev.password is None and not default_password:
+            problems.append(f"[{i}].password: none, and no default `password` for the listener")
         if why:
             problems.append(f"[{i}].id: {why}")
         elif dev.id in seen:
@@ -191,7 +194,7 @@ class Gb28181Config(SecretsModel, ListenerConfig):
 
     server_id: str = Field(description="the gateway's own 20-digit SIP ID (type 200), as devices are told to register to")
     domain: str | None = Field(
-        default=None, pattern=r"^[0-9]{2,20}$",
+        default=None, pattern=r"^[0-9]{8,20}$",
         description="the SIP domain and digest realm; null = the first 10 digits of `server_id`",
     )
     password: SecretStr | None = Field(
@@ -295,16 +298,13 @@ class Gb28181Config(SecretsModel, ListenerConfig):
                 problems.append((f"devices[{i}].password", "none, and no default `password` for the listener"))
         if self.devices_file is not None:
             try:
-                listed = read_devices_file(self.devices_file, self.strict_ids)
+                listed = read_devices_file(self.devices_file, self.strict_ids, self.password is not None)
             except ValueError as exc:
                 problems.append(("devices_file", str(exc)))
             else:
                 for dev in listed:
                     if dev.id in seen:
                         problems.append(("devices_file", f"{dev.id} is also in devices[{seen[dev.id]}]"))
-                        break
-                    if dev.password is None and self.password is None:
-                        problems.append(("devices_file", f"{dev.id} has no password and there is no default `password`"))
                         break
         if self.registration == "open" and self.password is None:
             problems.append(("password", "registration: open needs the default password (password_env or password_file)"))
