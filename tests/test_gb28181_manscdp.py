@@ -122,6 +122,22 @@ def test_chinese_names_decode_whatever_the_declaration(decl, codec):
     assert XIANGTAN in manscdp.decode_text(raw)
 
 
+@pytest.mark.parametrize("decl", ["GB2312", "gb2312", None])
+def test_gb2312_words_that_are_also_valid_utf8_read_as_gb(decl):
+    # 学校 and 医院 in GB2312 (d1a7d0a3, d2bdd4ba) are valid UTF-8 bytes (Cyrillic)
+    for word in ("学校", "医院", "路"):
+        raw = body("Notify", f"<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>{word}</AlarmDescription>", decl=decl, codec="gb2312")
+        raw.decode("utf-8")  # the trap: these bytes are valid UTF-8
+        assert manscdp.alarm(parse(raw)).description == word
+
+
+def test_genuine_utf8_kept_when_declared_or_chinese():
+    cyrillic = body("Notify", "<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>ѧУ</AlarmDescription>", decl="UTF-8", codec="utf-8")
+    assert manscdp.alarm(parse(cyrillic)).description == "ѧУ"
+    dotted = body("Notify", "<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>湘潭·岳塘 5°</AlarmDescription>", decl="GB2312", codec="utf-8")
+    assert manscdp.alarm(parse(dotted)).description == "湘潭·岳塘 5°"
+
+
 def test_rare_characters_need_gb18030():
     # 䶮 (U+4DAE) is not in GB2312 or GBK's common range: a GB2312 declaration with GB18030 bytes
     name = "湘潭䶮路"
@@ -522,6 +538,21 @@ def test_built_bodies_parse_back(root, cmd, sn, dev, fields, charset):
     assert (msg.root, msg.cmd_type, msg.sn, msg.device_id) == (root, cmd, sn, dev.strip())
     assert not msg.repaired
     assert msg.fields == (normal(fields) or {})
+    for reader in READERS:
+        try:
+            reader(msg)
+        except ManscdpError:
+            pass
+
+
+scalars = st.none() | st.integers() | st.floats() | st.text(max_size=8) | st.booleans()
+shapes = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names | st.sampled_from(["@Num", "#text"]), inner, max_size=4), max_leaves=25)
+
+
+@FUZZ
+@given(cmd=cmd_types, fields=st.dictionaries(names, shapes, max_size=8), device_id=st.text(max_size=5))
+def test_readers_on_any_message_shape_raise_only_manscdp_error(cmd, fields, device_id):
+    msg = manscdp.Message("Notify", cmd, 1, device_id, fields)
     for reader in READERS:
         try:
             reader(msg)

@@ -16,9 +16,11 @@ nested dict in the xmltodict shape:
 makes the `{"@Num": n, "Item": [...]}` of a list element.
 
 Charset (the field, not the text of the standard): the standard says GB2312, devices send GB2312,
-gb2312, UTF-8 or nothing. Bytes that are valid UTF-8 are read as UTF-8 whatever the declaration says;
-anything else as GB18030 (a superset of GB2312 and GBK: rare characters in place names need it), or
-as the declared charset when that is neither a GB nor a UTF-8 name.
+gb2312, UTF-8 or nothing. Bytes that are valid UTF-8 are read as UTF-8 whatever the declaration says
+(unless a GB or missing declaration and the text only makes Chinese as GB18030: some GB2312 words,
+学校 and 医院 among them, are valid UTF-8 bytes); anything else as GB18030 (a superset of GB2312 and
+GBK: rare characters in place names need it), or as the declared charset when that is neither a GB
+nor a UTF-8 name.
 
 Hardening: a body with a DTD (`<!DOCTYPE`, `<!ENTITY`) is refused before parsing, and lxml runs with
 entity resolution, DTD loading and network access off, so billion-laughs and external-entity bodies
@@ -106,14 +108,33 @@ def _codec_for(name: str | None) -> str:
         return "gb18030"
 
 
+# CJK ideographs, radicals, CJK punctuation and full-width forms: what a Chinese name's text holds
+_CJK = re.compile("[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef]")
+
+
 def _decode(raw: bytes) -> tuple[str, str]:
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[3:]
+    if raw.isascii():
+        return raw.decode("ascii"), "utf-8"
+    declared = declared_charset(raw)
     try:
-        return raw.decode("utf-8"), "utf-8"
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         pass
-    codec = _codec_for(declared_charset(raw))
+    else:
+        # Valid UTF-8 is UTF-8, except when GB2312 bytes happen to form valid UTF-8 too (学校 and
+        # 医院 in GB2312 read as UTF-8 are Cyrillic): with a GB or no declaration, text with no
+        # CJK at all as UTF-8 but CJK as GB18030 is GB.
+        if (declared is None or declared.lower() in _GB_NAMES) and not _CJK.search(text):
+            try:
+                gb = raw.decode("gb18030")
+            except UnicodeDecodeError:
+                return text, "utf-8"
+            if _CJK.search(gb):
+                return gb, "gb18030"
+        return text, "utf-8"
+    codec = _codec_for(declared)
     if codec == "utf-8":  # declared UTF-8 but is not: the device meant its GB locale
         codec = "gb18030"
     try:
@@ -155,6 +176,7 @@ def _repair(text: str) -> str:
 
 # -- parse --------------------------------------------------------------------------------------
 
+_DTD = re.compile(r"<!\s*(?:DOCTYPE|ENTITY|ELEMENT|ATTLIST)", re.IGNORECASE)
 _local = threading.local()  # lxml parsers are not shared between threads
 
 
@@ -232,8 +254,7 @@ def parse(raw: bytes, *, max_size: int = MAX_SIZE, max_items: int = MAX_ITEMS) -
         raise ManscdpError("too_large", f"{len(raw)} bytes > {max_size}")
     text, charset = _decode(raw)
     text = text.strip(" \t\r\n\x00\ufeff")
-    head = text[:4096].upper()
-    if "<!DOCTYPE" in head or "<!ENTITY" in text.upper():
+    if _DTD.search(text):
         raise ManscdpError("dtd", "a DTD or entity declaration (never in MANSCDP; refused unexpanded)")
     m = _DECL_TEXT.match(text)
     if m:
