@@ -5,6 +5,7 @@ nonce store's single use, expiry, unknown nonces and memory bound."""
 import hashlib
 
 import pytest
+from hypothesis import given, strategies as st
 
 from tianwang.drivers.gb28181 import digest
 from tianwang.drivers.gb28181.sip import SipError
@@ -166,3 +167,31 @@ def test_expired_nonces_are_swept_on_issue():
         store.issue(float(i) * 0.1)
     store.issue(100.0)
     assert len(store) == 1
+
+
+def test_scheme_separated_by_any_whitespace():
+    params = digest.parse_authorization('Digest\tusername="a",realm="b"')
+    assert params["username"] == "a" and params["realm"] == "b"
+    assert digest.parse_authorization("digest") == {"scheme": "digest"}
+
+
+def check_header_text(text):
+    for parse in (digest.parse_authorization, digest.parse_challenge):
+        try:
+            params = parse(text)
+        except SipError as exc:
+            assert exc.reason == "bad_auth"
+            continue
+        assert params["scheme"] == "digest" and all(isinstance(v, str) for v in params.values())
+        # verify never raises on whatever a device sent, it only says no
+        assert digest.verify(params, "pw", "REGISTER") in (True, False)
+
+
+@given(st.text(max_size=200))
+def test_any_header_text_is_params_or_a_sip_error(text):
+    check_header_text(text)
+
+
+@given(st.text(alphabet='Digest usernamrlcoqp=",\\ \t\x80abc', max_size=200))
+def test_digest_like_text_is_params_or_a_sip_error(text):
+    check_header_text("Digest " + text)

@@ -495,3 +495,84 @@ def test_junk_between_messages_raises_only_sip_error(first, junk, second, data):
     except SipError as exc:
         got += exc.messages
     assert got[:1] == [sip.parse_message(first)]
+
+
+TOKENS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~", min_size=1,
+                 max_size=20)
+IDS = st.from_regex(r"[0-9]{20}", fullmatch=True)
+TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30)
+
+
+@given(
+    method=TOKENS, user=IDS, tag=TOKENS, call_id=TOKENS, cseq=st.integers(0, sip.CSEQ_MAX), port=st.integers(1, 65535),
+    transport=st.sampled_from(["udp", "tcp"]), subject=TEXT, display=TEXT, body=st.binary(max_size=300),
+    status=st.integers(100, 699), source_port=st.integers(1, 65535),
+)
+def test_built_messages_parse_back_equal(method, user, tag, call_id, cseq, port, transport, subject, display, body,
+                                         status, source_port):
+    display_value = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '" '
+    req = sip.build_request(
+        method, f"sip:{user}@4303000000", via_host="10.0.0.1", via_port=port, transport=transport,
+        from_uri=f"sip:43030000002000000001@4303000000", from_tag=tag, to_uri=f"sip:{user}@4303000000",
+        call_id=call_id, cseq=cseq, headers=[("Subject", subject.strip())], body=body,
+        content_type="Application/MANSCDP+xml",
+    )
+    req.headers.set("From", display_value + req.headers.get("from"))
+    got = sip.parse_message(req.to_bytes())
+    assert got == req
+    assert got.method == method.upper() and got.cseq == (cseq, method.upper()) and got.body == body
+    assert got.from_.display == display and got.from_.tag == tag
+    assert got.headers.get("subject") == subject.strip()
+    assert got.via[0].port == port and got.via[0].transport == transport.upper()
+    assert sip.StreamFramer().feed(req.to_bytes()) == [req]
+    resp = sip.build_response(got, status, source=("198.51.100.4", source_port), body=body)
+    back = sip.parse_message(resp.to_bytes())
+    assert back == resp and back.status == status and back.via[0].rport == source_port
+    assert back.from_ == got.from_ and back.call_id == call_id
+
+
+@given(st.lists(st.one_of(st.sampled_from(GOOD), st.binary(max_size=200)), max_size=8), st.data())
+def test_the_framer_never_holds_more_than_its_limit(chunks, data):
+    framer = sip.StreamFramer(max_size=1500)
+    stream = b"".join(chunks)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    last = 0
+    for cut in cuts + [len(stream)]:
+        try:
+            for msg in framer.feed(stream[last:cut]):
+                assert len(msg.to_bytes()) <= 1500 + 40  # to_bytes may spell Content-Length longer
+        except SipError:
+            assert framer.buffered == 0
+            return
+        last = cut
+        assert framer.buffered <= 1500
+
+
+def test_build_request_takes_name_addr_and_sip_uri_values():
+    contact = sip.NameAddr(sip.parse_uri("sip:43030000002000000001@10.0.0.1:5060"), "平台", {"expires": "3600"})
+    req = sip.build_request("REGISTER", sip.parse_uri("sip:4303000000"), via_host="10.0.0.1", via_port=5060,
+                            transport="udp", from_uri=sip.parse_uri("sip:43030000002000000001@4303000000"),
+                            from_tag="a", to_uri="<sip:43030000002000000001@4303000000>", call_id="c", cseq=1,
+                            contact=contact)
+    got = sip.parse_message(req.to_bytes())
+    assert got.contact == contact
+    assert got.to.uri.user == "43030000002000000001" and got.uri == "sip:4303000000"
+
+
+def test_a_head_trickled_byte_by_byte_is_searched_once(monkeypatch):
+    """A peer sending one byte per segment must not make the framer rescan its whole buffer each time."""
+    searched = []
+    real = sip._HEAD_END
+
+    class Counting:
+        def search(self, buf, pos=0):
+            searched.append(len(buf) - pos)
+            return real.search(buf, pos)
+
+    monkeypatch.setattr(sip, "_HEAD_END", Counting())
+    head = REGISTER.replace(b"Expires: 3600\r\n", b"X-Pad: " + b"p" * 60 + b"\r\nExpires: 3600\r\n")
+    framer, got = sip.StreamFramer(), []
+    for i in range(len(head)):
+        got += framer.feed(head[i : i + 1])
+    assert [m.method for m in got] == ["REGISTER"]
+    assert sum(searched) < 5 * len(head)

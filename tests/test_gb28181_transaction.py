@@ -4,6 +4,7 @@ responses matched by branch + method, retransmitted requests absorbed or answere
 and bounded tables."""
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from tianwang.drivers.gb28181 import sip
 from tianwang.drivers.gb28181.transaction import (
@@ -156,6 +157,15 @@ def test_client_table_is_bounded_and_pushed_out_keys_are_reported():
     assert tx.next_deadline() == pytest.approx(0.5 + 0.015)
 
 
+def test_a_pushed_out_transaction_can_still_be_cancelled_once():
+    tx = ClientTransactions(max_pending=1)
+    first = tx.start(request(), DEVICE, False, 0.0)
+    tx.start(request(), DEVICE, False, 0.0)
+    assert tx.cancel(first) is True
+    assert tx.cancel(first) is False
+    assert tx.expired(0.0) == []
+
+
 def test_heaps_stay_bounded_under_churn():
     tx = ClientTransactions()
     now = 0.0
@@ -192,73 +202,186 @@ def test_client_key_of_a_response_equals_the_requests():
 
 # -- server side --------------------------------------------------------------------------------
 def test_new_request_then_retransmission_absorbed_then_answered_from_cache():
-    st = ServerTransactions(ttl_s=32)
+    server = ServerTransactions(ttl_s=32)
     req = wire(request(via_host="192.168.1.64"))
-    assert st.receive(req, 0.0) is None
-    assert st.receive(wire(req), 0.4) is ABSORBED
+    assert server.receive(req, 0.0) is None
+    assert server.receive(wire(req), 0.4) is ABSORBED
     resp = sip.build_response(req, 200, source=DEVICE)
-    st.remember(req, resp, 0.5)
-    assert st.receive(wire(req), 1.0) is resp
-    assert st.absorbed == 1 and st.answered == 1
+    server.remember(req, resp, 0.5)
+    assert server.receive(wire(req), 1.0) is resp
+    assert server.absorbed == 1 and server.answered == 1
 
 
 def test_retransmission_matching_uses_branch_sent_by_and_method():
-    st = ServerTransactions()
+    server = ServerTransactions()
     req = wire(request(branch="z9hG4bKdev1", via_host="192.168.1.64"))
-    st.receive(req, 0.0)
-    st.remember(req, sip.build_response(req, 200), 0.0)
+    server.receive(req, 0.0)
+    server.remember(req, sip.build_response(req, 200), 0.0)
     # same branch from another sender, or another method on the same branch: new transactions
-    assert st.receive(wire(request(branch="z9hG4bKdev1", via_host="192.168.1.65")), 0.1) is None
-    assert st.receive(wire(request("NOTIFY", branch="z9hG4bKdev1", via_host="192.168.1.64")), 0.1) is None
-    assert len(st) == 3
+    assert server.receive(wire(request(branch="z9hG4bKdev1", via_host="192.168.1.65")), 0.1) is None
+    assert server.receive(wire(request("NOTIFY", branch="z9hG4bKdev1", via_host="192.168.1.64")), 0.1) is None
+    assert len(server) == 3
 
 
 def test_rfc2543_requests_without_magic_branch_match_on_dialog_fields():
     raw = wire(request(branch="1371463273", via_host="192.168.1.64"))
-    st = ServerTransactions()
-    assert st.receive(raw, 0.0) is None
-    assert st.receive(wire(raw), 0.1) is ABSORBED
+    server = ServerTransactions()
+    assert server.receive(raw, 0.0) is None
+    assert server.receive(wire(raw), 0.1) is ABSORBED
     next_cseq = wire(request(branch="1371463273", via_host="192.168.1.64", cseq=2))
-    assert st.receive(next_cseq, 0.2) is None  # a new CSeq is a new request
+    assert server.receive(next_cseq, 0.2) is None  # a new CSeq is a new request
     assert server_key(raw) != server_key(next_cseq)
 
 
 def test_ack_of_a_non_2xx_is_absorbed_and_a_2xx_ack_passes():
-    st = ServerTransactions()
+    server = ServerTransactions()
     invite = wire(request("INVITE", branch="z9hG4bKinv", via_host="192.168.1.64"))
-    st.receive(invite, 0.0)
+    server.receive(invite, 0.0)
     resp = sip.build_response(invite, 486)
-    st.remember(invite, resp, 0.1)
-    assert st.receive(wire(ack_for(invite, resp)), 0.2) is ABSORBED
+    server.remember(invite, resp, 0.1)
+    assert server.receive(wire(ack_for(invite, resp)), 0.2) is ABSORBED
     ack_2xx = wire(request("ACK", via_host="192.168.1.64"))  # a new branch, as for a 2xx
-    assert st.receive(ack_2xx, 0.3) is None
-    assert len(st) == 1  # the 2xx ACK left nothing behind
+    assert server.receive(ack_2xx, 0.3) is None
+    assert len(server) == 1  # the 2xx ACK left nothing behind
 
 
 def test_entries_expire_after_their_last_response():
-    st = ServerTransactions(ttl_s=32)
+    server = ServerTransactions(ttl_s=32)
     a = wire(request(via_host="192.168.1.64"))
     b = wire(request(via_host="192.168.1.64"))
-    st.receive(a, 0.0)
-    st.receive(b, 1.0)
+    server.receive(a, 0.0)
+    server.receive(b, 1.0)
     answer = sip.build_response(a, 200)
-    st.remember(a, answer, 5.0)
-    assert st.next_deadline() == 33.0  # b, never answered, goes first
-    assert st.expire(32.9) == 0
-    assert st.expire(33.0) == 1
-    assert st.receive(wire(a), 36.0) is answer
-    assert st.expire(37.0) == 1
-    assert st.receive(wire(a), 37.5) is None  # forgotten: a new request again
-    assert len(st) == 1
+    server.remember(a, answer, 5.0)
+    assert server.next_deadline() == 33.0  # b, never answered, goes first
+    assert server.expire(32.9) == 0
+    assert server.expire(33.0) == 1
+    assert server.receive(wire(a), 36.0) is answer
+    assert server.expire(37.0) == 1
+    assert server.receive(wire(a), 37.5) is None  # forgotten: a new request again
+    assert len(server) == 1
 
 
 def test_server_table_is_bounded():
-    st = ServerTransactions(max_entries=100)
+    server = ServerTransactions(max_entries=100)
     reqs = [wire(request(via_host="192.168.1.64")) for _ in range(300)]
     for i, r in enumerate(reqs):
-        assert st.receive(r, i * 0.01) is None
-    assert len(st) == 100 and st.evicted == 200
-    assert st.receive(wire(reqs[-1]), 4.0) is ABSORBED
+        assert server.receive(r, i * 0.01) is None
+    assert len(server) == 100 and server.evicted == 200
+    assert server.receive(wire(reqs[-1]), 4.0) is ABSORBED
     for r in reqs[:50]:
-        st.remember(r, sip.build_response(r, 200), 5.0)
-    assert len(st) == 100
+        server.remember(r, sip.build_response(r, 200), 5.0)
+    assert len(server) == 100
+
+
+def ack_2xx(invite, response):
+    """The ACK a UAC sends for a 2xx: a new transaction (new branch) in the dialog."""
+    return sip.build_request("ACK", invite.uri, via_host="10.0.0.1", via_port=5060, transport="udp",
+                             from_uri=invite.from_.uri, from_tag=invite.from_.tag, to_uri=response.to.uri,
+                             to_tag=response.to.tag, call_id=invite.call_id, cseq=invite.cseq[0])
+
+
+def test_invite_2xx_resent_over_udp_until_the_ack():
+    server = ServerTransactions(t1=0.5, t2=4.0)
+    invite = wire(request("INVITE", cseq=9))
+    assert server.receive(invite, 0.0) is None
+    ok = sip.build_response(invite, 200, to_tag="dev")
+    server.remember(invite, ok, 0.0, dest=DEVICE, reliable=False)
+    assert server.awaiting_ack() == 1 and server.next_deadline() == 0.5
+    resent, now = [], 0.0
+    while now < 10.0:
+        now = round(now + 0.05, 2)
+        resent += [(now, item) for item in server.due(now)]
+    assert [t for t, _ in resent] == [0.5, 1.5, 3.5, 7.5]  # T1 doubling, capped at T2
+    assert all(item == (ok, DEVICE) for _, item in resent)
+    assert server.receive(wire(ack_2xx(invite, wire(ok))), 10.0) is None  # the dialog gets the ACK
+    assert server.awaiting_ack() == 0
+    assert server.due(100.0) == [] and server.ack_timeouts(100.0) == []
+    assert server.resent == 4
+
+
+def test_invite_non_2xx_ack_stops_resending_and_is_absorbed():
+    server = ServerTransactions()
+    invite = wire(request("INVITE", cseq=3))
+    server.receive(invite, 0.0)
+    busy = sip.build_response(invite, 486, to_tag="dev")
+    server.remember(invite, busy, 0.0, dest=DEVICE, reliable=False)
+    assert server.due(0.5) == [(busy, DEVICE)]
+    assert server.receive(wire(ack_for(invite, wire(busy))), 0.7) is ABSORBED
+    assert server.due(5.0) == [] and server.awaiting_ack() == 0
+
+
+def test_invite_answer_without_ack_times_out():
+    server = ServerTransactions(t1=0.5)
+    invite = wire(request("INVITE"))
+    server.receive(invite, 0.0)
+    ok = sip.build_response(invite, 200, to_tag="dev")
+    server.remember(invite, ok, 0.0, dest=DEVICE, reliable=True)
+    assert server.due(20.0) == []  # reliable: never resent
+    assert server.ack_timeouts(31.9) == []
+    assert server.ack_timeouts(32.0) == [(invite, ok)]
+    assert server.awaiting_ack() == 0
+
+
+def test_only_invite_finals_with_a_destination_wait_for_an_ack():
+    server = ServerTransactions()
+    invite = wire(request("INVITE"))
+    server.receive(invite, 0.0)
+    server.remember(invite, sip.build_response(invite, 100), 0.0, dest=DEVICE, reliable=False)
+    message = wire(request("MESSAGE"))
+    server.receive(message, 0.0)
+    server.remember(message, sip.build_response(message, 200), 0.0, dest=DEVICE, reliable=False)
+    other = wire(request("INVITE"))
+    server.receive(other, 0.0)
+    server.remember(other, sip.build_response(other, 200), 0.0)
+    assert server.awaiting_ack() == 0 and server.due(10.0) == []
+
+
+# -- a random life of many transactions -----------------------------------------------------------
+EVENT = st.one_of(
+    st.tuples(st.just("start"), st.booleans(), st.sampled_from(["MESSAGE", "INVITE", "SUBSCRIBE"])),
+    st.tuples(st.just("answer"), st.integers(0, 50), st.sampled_from([100, 180, 200, 404])),
+    st.tuples(st.just("cancel"), st.integers(0, 50)),
+    st.tuples(st.just("tick"), st.floats(0.0, 20.0)),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(EVENT, max_size=60))
+def test_every_transaction_ends_exactly_once(events):
+    """Whatever happens, each started transaction ends once (final answer, cancel, timeout or push-out),
+    only unreliable ones are retransmitted, and none is retransmitted after it ended."""
+    tx = ClientTransactions(t1=0.5, t2=4.0, max_pending=3)
+    now, started, ended, reliable_of = 0.0, [], {}, {}
+    for event in events:
+        if event[0] == "start":
+            req = request(event[2])
+            key = tx.start(req, DEVICE, event[1], now)
+            started.append((key, req))
+            reliable_of[key] = event[1]
+        elif event[0] == "answer" and started:
+            key, req = started[event[1] % len(started)]
+            got = tx.response(wire(sip.build_response(wire(req), event[2])), now)
+            if key in ended:
+                assert got is None
+            elif got is not None and got[1]:
+                assert got == (key, True)
+                ended[key] = "final"
+        elif event[0] == "cancel" and started:
+            key, _ = started[event[1] % len(started)]
+            assert tx.cancel(key) is (key not in ended)
+            ended.setdefault(key, "cancel")
+        elif event[0] == "tick":
+            now += event[1]
+            for req, dest in tx.due(now):
+                key = client_key(req)
+                assert key not in ended and not reliable_of[key] and dest == DEVICE
+            for key in tx.expired(now):
+                assert key not in ended
+                ended[key] = "timeout"
+        assert len(tx) <= 3
+    for key in tx.expired(now + 10_000):
+        assert key not in ended
+        ended[key] = "timeout"
+    assert set(ended) == {key for key, _ in started}
+    assert len(tx) == 0 and tx.next_deadline() is None

@@ -31,8 +31,8 @@ def _md5(text: str) -> str:
 
 def _parse_params(value: str, what: str) -> dict:
     """`Digest a="b", c=d` -> {"scheme": "digest", "a": "b", "c": "d"}; names lower-cased."""
-    text = value.strip()
-    scheme, _, rest = text.partition(" ")
+    parts = value.strip().split(None, 1)
+    scheme, rest = (parts + ["", ""])[:2]
     if scheme.lower() != "digest":
         raise SipError("bad_auth", f"{what}: scheme {scheme[:20]!r} is not Digest")
     params = {"scheme": "digest"}

@@ -80,7 +80,6 @@ _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _TOKEN_RE = re.compile(_TOKEN, re.ASCII)
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) (\S+) ([Ss][Ii][Pp]/[0-9]{{1,3}}\.[0-9]{{1,3}})", re.ASCII)
 _STATUS_LINE = re.compile(r"([Ss][Ii][Pp]/[0-9]{1,3}\.[0-9]{1,3}) ([1-6][0-9][0-9])(?: ([^\r\n]*))?", re.ASCII)
-_VERSION_ONLY = re.compile(r"[Ss][Ii][Pp]/", re.ASCII)
 _HEADER_NAME = re.compile(rf"({_TOKEN})[ \t]*:", re.ASCII)
 _CSEQ = re.compile(rf"\s*([0-9]{{1,10}})\s+({_TOKEN})\s*", re.ASCII)
 _DIGITS = re.compile(r"\s*([0-9]{1,10})\s*", re.ASCII)
@@ -703,6 +702,8 @@ class StreamFramer:
         self._body_start = 0
         self._length = 0
         self._error: SipError | None = None
+        self._scanned = 0  # bytes of the current head searched for its end without finding it
+        self._start_checked = False  # the current head's start line was seen and is valid
         self.keepalives = 0  # CRLF keepalives skipped
 
     @property
@@ -735,17 +736,23 @@ class StreamFramer:
                 self.keepalives += 1
             if not buf:
                 return False
-            m = _HEAD_END.search(buf)
+            # search only the new bytes (a blank line is at most 4 bytes long): a peer trickling a
+            # head one byte at a time must not cost a rescan of the whole buffer each time
+            m = _HEAD_END.search(buf, max(0, self._scanned - 3))
             if m is None:
-                nl = buf.find(b"\n")
-                if nl >= 0:
-                    # junk shows in its first line: refuse it now rather than after max_size bytes
-                    _parse_start_line(bytes(buf[:nl]).rstrip(b"\r").decode("utf-8", "surrogateescape"))
-                if nl < 0 and len(buf) > self.max_line:
-                    raise SipError("too_large", "start line too long")
+                self._scanned = len(buf)
+                if not self._start_checked:
+                    nl = buf.find(b"\n")
+                    if nl >= 0:
+                        # junk shows in its first line: refuse it now rather than after max_size bytes
+                        _parse_start_line(bytes(buf[:nl]).rstrip(b"\r").decode("utf-8", "surrogateescape"))
+                        self._start_checked = True
+                    elif len(buf) > self.max_line:
+                        raise SipError("too_large", "start line too long")
                 if len(buf) > self.max_size:
                     raise SipError("too_large", f"head over {self.max_size} bytes")
                 return False
+            self._scanned, self._start_checked = 0, False
             if m.start() > self.max_size:
                 raise SipError("too_large", f"head over {self.max_size} bytes")
             head = _parse_head(bytes(buf[: m.start()]), self.max_headers, self.max_line)
@@ -801,8 +808,9 @@ def new_call_id() -> str:
 
 
 def _angle(uri) -> str:
+    """A URI (str or SipUri) in angle brackets; a NameAddr or bracketed text as it is."""
     text = str(uri)
-    return text if text.startswith("<") else f"<{text}>"
+    return text if isinstance(uri, NameAddr) or text.startswith(("<", '"')) else f"<{text}>"
 
 
 def build_request(method: str, uri, *, via_host: str, via_port: int, transport: str, from_uri, from_tag: str,

@@ -3,7 +3,8 @@
 Server side (`ServerTransactions`): a request retransmitted over UDP must not reach the application
 twice. The table remembers each request by its transaction key; a retransmission before the answer is
 absorbed, one after it gets the cached response again. Entries live `ttl_s` after their last response
-(Timer J is 64*T1 = 32 s).
+(Timer J is 64*T1 = 32 s). A final response to an INVITE is resent over UDP until its ACK arrives
+(Timer G for non-2xx, RFC 3261 13.3.1.4 for 2xx) and given up at 64*T1.
 
 Client side (`ClientTransactions`): our requests over UDP are retransmitted at T1, 2*T1, 4*T1...
 (non-INVITE capped at T2, Timer E; INVITE uncapped, Timer A) until a response arrives; a transaction
@@ -67,44 +68,80 @@ def server_key(request: SipRequest) -> tuple:
     return ("2543", request.uri, request.from_.tag, request.call_id, number, method, _top_via_raw(request))
 
 
-class ServerTransactions:
-    """Received requests remembered until `ttl_s` after their last response; at most `max_entries`."""
+class _Unacked:
+    """A final response to an INVITE waiting for its ACK (resent over UDP: Timer G / RFC 3261 13.3.1.4)."""
 
-    def __init__(self, ttl_s: float = 32.0, max_entries: int = 100_000):
+    __slots__ = ("invite", "response", "dest", "reliable", "interval", "next_at", "deadline")
+
+    def __init__(self, invite, response, dest, reliable, t1, now):
+        self.invite = invite
+        self.response = response
+        self.dest = dest
+        self.reliable = reliable
+        self.interval = t1
+        self.next_at = None if reliable else now + t1
+        self.deadline = now + 64 * t1  # Timer H, and the 2xx give-up time of 13.3.1.4
+
+
+class ServerTransactions:
+    """Received requests remembered until `ttl_s` after their last response; at most `max_entries`.
+
+    A final response to an INVITE remembered with `dest` is also resent over UDP until its ACK comes
+    (`due`), and reported by `ack_timeouts` when none came within 64*T1: the UAS side the device
+    simulator needs when the platform invites it.
+    """
+
+    def __init__(self, ttl_s: float = 32.0, max_entries: int = 100_000, *, t1: float = T1, t2: float = T2):
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.t1 = t1
+        self.t2 = t2
         # key -> [deadline, cached response or None]; kept in order of last update, so deadlines rise
         self._table: collections.OrderedDict[tuple, list] = collections.OrderedDict()
+        # (Call-ID, CSeq number) of an answered INVITE -> its final response awaiting the ACK
+        self._unacked: collections.OrderedDict[tuple, _Unacked] = collections.OrderedDict()
+        self._resend: list = []  # heap of (when, seq, ack key)
+        self._seq = itertools.count()
         self.absorbed = 0  # retransmissions dropped before an answer existed
         self.answered = 0  # retransmissions answered from the cache
         self.evicted = 0  # entries pushed out because the table was full
+        self.resent = 0  # INVITE final responses sent again for want of an ACK
 
     def __len__(self) -> int:
         return len(self._table)
 
     def receive(self, request: SipRequest, now: float):
         """None for a new request (handle it), the cached SipResponse for a retransmission to answer
-        again, or ABSORBED for a retransmission to drop (also every ACK matching a known INVITE)."""
+        again, or ABSORBED for a retransmission to drop (also every ACK matching a known INVITE).
+
+        An ACK of a 2xx has a branch of its own: it stops the resending and comes back as None, for
+        the dialog to take; an ACK of a non-2xx is part of the INVITE's transaction and is absorbed.
+        """
         key = server_key(request)
         entry = self._table.get(key)
+        if request.method == "ACK":
+            self._unacked.pop((request.call_id, request.cseq[0]), None)
+            return None if entry is None else ABSORBED
         if entry is None:
-            if request.method == "ACK":
-                return None  # an ACK for a 2xx is its own transaction: the dialog takes it
             while len(self._table) >= self.max_entries:
                 self._table.popitem(last=False)
                 self.evicted += 1
             self._table[key] = [now + self.ttl_s, None]
             return None
-        if request.method == "ACK":
-            return ABSORBED
         if entry[1] is None:
             self.absorbed += 1
             return ABSORBED
         self.answered += 1
         return entry[1]
 
-    def remember(self, request: SipRequest, response: SipResponse, now: float) -> None:
-        """Cache the response sent to `request` (provisional or final) for its retransmissions."""
+    def remember(self, request: SipRequest, response: SipResponse, now: float, *, dest=None,
+                 reliable: bool = True) -> None:
+        """Cache the response sent to `request` (provisional or final) for its retransmissions.
+
+        For a final response to an INVITE, `dest` (where it went) asks for it to be resent until the
+        ACK arrives: at T1, 2*T1... capped at T2 when `reliable` is false, never when true; both
+        give up at 64*T1.
+        """
         key = server_key(request)
         if key not in self._table:
             while len(self._table) >= self.max_entries:
@@ -112,6 +149,49 @@ class ServerTransactions:
                 self.evicted += 1
         self._table[key] = [now + self.ttl_s, response]
         self._table.move_to_end(key)
+        if request.method == "INVITE" and response.status >= 200 and dest is not None:
+            ack_key = (request.call_id, request.cseq[0])
+            while len(self._unacked) >= self.max_entries:
+                self._unacked.popitem(last=False)
+                self.evicted += 1
+            pending = _Unacked(request, response, dest, reliable, self.t1, now)
+            self._unacked[ack_key] = pending
+            self._unacked.move_to_end(ack_key)
+            if pending.next_at is not None:
+                heapq.heappush(self._resend, (pending.next_at, next(self._seq), ack_key))
+
+    def due(self, now: float) -> list:
+        """[(response, dest)]: INVITE final responses to send again now, their ACK not yet here."""
+        out, heap = [], self._resend
+        while heap and heap[0][0] <= now:
+            when, _, ack_key = heapq.heappop(heap)
+            pending = self._unacked.get(ack_key)
+            if pending is None or pending.next_at != when or now >= pending.deadline:
+                continue
+            out.append((pending.response, pending.dest))
+            self.resent += 1
+            pending.interval = min(pending.interval * 2, self.t2)
+            pending.next_at = now + pending.interval
+            heapq.heappush(heap, (pending.next_at, next(self._seq), ack_key))
+        if len(heap) > 4 * len(self._unacked) + 64:
+            kept = [item for item in heap if item[2] in self._unacked and self._unacked[item[2]].next_at == item[0]]
+            heapq.heapify(kept)
+            self._resend = kept
+        return out
+
+    def ack_timeouts(self, now: float) -> list:
+        """[(invite, response)] whose ACK never came within 64*T1 (a 2xx: the dialog should end, BYE)."""
+        out = []
+        while self._unacked:
+            ack_key, pending = next(iter(self._unacked.items()))
+            if pending.deadline > now:
+                break
+            del self._unacked[ack_key]
+            out.append((pending.invite, pending.response))
+        return out
+
+    def awaiting_ack(self) -> int:
+        return len(self._unacked)
 
     def expire(self, now: float) -> int:
         """Forget entries past their deadline; returns how many went."""
@@ -125,9 +205,21 @@ class ServerTransactions:
         return gone
 
     def next_deadline(self) -> float | None:
-        if not self._table:
-            return None
-        return next(iter(self._table.values()))[0]
+        """The earliest time `expire`, `due` or `ack_timeouts` has something to do; None when idle."""
+        times = []
+        if self._table:
+            times.append(next(iter(self._table.values()))[0])
+        if self._unacked:
+            times.append(next(iter(self._unacked.values())).deadline)
+        heap = self._resend
+        while heap:
+            when, _, ack_key = heap[0]
+            pending = self._unacked.get(ack_key)
+            if pending is not None and pending.next_at == when:
+                times.append(when)
+                break
+            heapq.heappop(heap)
+        return min(times) if times else None
 
 
 class _Client:
@@ -258,6 +350,9 @@ class ClientTransactions:
 
     def cancel(self, key) -> bool:
         """Stop tracking a transaction (its caller gave up); True when it was pending."""
+        if key in self._pushed_out:
+            self._pushed_out.remove(key)
+            return True
         return self._table.pop(key, None) is not None
 
     def next_deadline(self) -> float | None:
