@@ -186,6 +186,7 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
         result.update(
             alarms_sent=final.get("alarms_sent", 0),
             alarms_acked=final.get("alarms_acked", 0),
+            alarms_unacked=final.get("alarms_unacked", 0),
             alarms_received=counts.get("alarm", 0),
             alarms_lost=max(0, final.get("alarms_acked", 0) - counts.get("alarm", 0)),
             positions_sent=final.get("positions_sent", 0),
