@@ -129,7 +129,7 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
         t0 = time.monotonic()
         fleet = Proc([sys.executable, "-m", "tianwang.drivers.gb28181.simulator", "--connect", listen,
                       "--devices", str(devices), "--channels", str(channels), "--mobile", str(mobile),
-                      "--password", password, "--alarm-rate", str(alarm_rate), "--stamp-alarms",
+                      "--password", password, "--alarm-rate", str(alarm_rate), "--stamp-alarms", "--alarms-after-online",
                       "--connect-rate", "100000", "--keepalive", "60", "--stats-interval", "5"],
                      logdir, "fleet-gb28181", env)
         fleet_cpu0 = cpu_seconds(fleet.proc.pid)
@@ -174,7 +174,7 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
             online_at_end=online_end,
             listed_devices=listed,
         )
-        final = json.loads(fleet.stop(timeout=60).strip().splitlines()[-1])["final"]
+        final = _final(fleet)
         fleet = None
         last = -1
         await asyncio.sleep(2.0)
@@ -196,6 +196,7 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
             retransmissions=final.get("retransmissions", 0),
             keepalives_failed=final.get("keepalives_failed", 0),
             catalogs_sent=final.get("catalogs_sent", 0),
+            fleet_killed=final.get("killed", False),
             gaps=len(gaps),
             load_avg_end=[round(x, 2) for x in os.getloadavg()],
         )
@@ -204,6 +205,17 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
         if fleet is not None:
             fleet.stop()
         gw.stop()
+
+
+def _final(fleet: Proc) -> dict:
+    """The fleet's final counters; the last stats line of its stderr when a fleet too loaded to
+    stop in time was killed before it printed them."""
+    out = fleet.stop(timeout=60).strip().splitlines()
+    if out and out[-1].startswith('{"final"'):
+        return json.loads(out[-1])["final"]
+    with open(fleet.log.name) as f:
+        stats = [line for line in f if line.startswith("{")]
+    return dict(json.loads(stats[-1]), killed=True) if stats else {"killed": True}
 
 
 def _round(value, digits=2):
