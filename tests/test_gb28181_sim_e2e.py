@@ -219,7 +219,7 @@ async def test_storm_of_re_registrations_keeps_everyone_online(tmp_path):
             await until(lambda: all(state(gw, i) == "ONLINE" for i in ids), 30, "ONLINE")
             before = fleet.counters["registered"]
             fleet.storm()
-            await until(lambda: fleet.counters["registered"] == before + 30, 30, "storm answered")
+            await until(lambda: fleet.counters["registered"] >= before + 30, 30, "storm answered")
             assert all(state(gw, i) == "ONLINE" for i in ids) and fleet.counters["register_refused"] == 0
         finally:
             await fleet.stop()
