@@ -199,7 +199,7 @@ async def test_alarms_need_reset_alarm_before_the_next_device_alarm():
 
 async def test_alarm_and_catalog_subscriptions_turn_alarms_into_notifies():
     async with platform() as p:
-        fleet = await fleet_on(p, devices=1, channels=2)
+        fleet = await fleet_on(p, devices=1, channels=2, keepalive_s=0.2, video_loss_s=1.0)
         try:
             await fleet.wait_online()
             nvr = fleet.devices[0]
@@ -215,14 +215,18 @@ async def test_alarm_and_catalog_subscriptions_turn_alarms_into_notifies():
             await p.until(lambda: p.bodies(ch.id, "Alarm") or p.bodies(nvr.id, "Alarm"), what="alarm notify")
             await p.until(lambda: p.bodies(nvr.id, "Catalog", "Notify"), what="catalog notify")
             await p.until(lambda: fleet.counters["alarms_acked"] == 1, what="ack")
+            # while the video is lost the keepalive names the channel; then it comes back (ON)
+            await p.until(lambda: any(ch.id in str(k.fields.get("Info")) for k in p.bodies(nvr.id, "Keepalive")),
+                          what="faulty channel in a keepalive")
+            await p.until(lambda: len(p.bodies(nvr.id, "Catalog", "Notify")) == 2, what="video back")
+            assert not ch.video_lost
         finally:
             await fleet.stop()
         notifies = {r.call_id: r for m, r in p.devices[nvr.id].requests if m == "NOTIFY"}
         assert set(notifies) == {subs["Alarm"].call_id, subs["Catalog"].call_id}
         assert notifies[subs["Catalog"].call_id].headers.get("Event") == "Catalog;id=1"
-        event = p.bodies(nvr.id, "Catalog", "Notify")[0]
-        item = _items(event)[0]
-        assert item["DeviceID"] == ch.id and item["Event"] == "VLOST"
+        events = [_items(e)[0] for e in p.bodies(nvr.id, "Catalog", "Notify")]
+        assert [(i["DeviceID"], i["Event"]) for i in events] == [(ch.id, "VLOST"), (ch.id, "ON")]
         # inside the subscription the alarm went as a NOTIFY only, not also as a MESSAGE
         assert not [m for m, r in p.devices[nvr.id].requests if m == "MESSAGE" and b"<CmdType>Alarm<" in r.body]
 

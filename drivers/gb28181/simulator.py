@@ -83,6 +83,7 @@ class Fleet:
         stamp_alarms: bool = False,
         serial_base: int = 0,
         alarms_after_online: bool = False,
+        video_loss_s: float = 20.0,
     ):
         if transport not in ("udp", "tcp"):
             raise ValueError("transport must be udp or tcp")
@@ -116,6 +117,7 @@ class Fleet:
         self.media_fps = media_fps
         self.stamp_alarms = stamp_alarms
         self.alarms_after_online = alarms_after_online
+        self.video_loss_s = video_loss_s  # how long a channel's video stays lost after a video-loss alarm
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.online = 0
         self.notify: Callable[[str], None] | None = None
