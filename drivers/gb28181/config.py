@@ -217,6 +217,11 @@ class Gb28181Config(SecretsModel, ListenerConfig):
         description="where registrations persist across restarts (JSON, mode 0600); its directory must exist; "
         "null = memory only (check warns)",
     )
+    digest_qop: bool = Field(
+        default=True,
+        description="offer `qop=\"auth\"` in the digest challenge (devices answering without qop are taken either "
+        "way); false for devices that cannot parse it",
+    )
     strict_ids: bool = Field(
         default=True, description="device and channel IDs must be 20 digits; false accepts what the field sends"
     )

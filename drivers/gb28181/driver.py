@@ -27,6 +27,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import socket
 import time
 from functools import partial
 
@@ -45,6 +46,7 @@ MANSCDP = "Application/MANSCDP+xml"
 MAX_INFLIGHT_PER_DEVICE = 64  # our requests waiting for an answer, per device
 SUBSCRIBE_RETRY_S = 60.0
 VERSIONS = {"2.0": "2016", "3.0": "2022"}
+UDP_RCVBUF = 4 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
 
 
 class Route:
@@ -214,7 +216,7 @@ class Gb28181Listener(Driver):
         self.default_password = config.password.get_secret_value() if config.password is not None else None
         self.registrar = Registrar(
             config.domain, self._password, strict_ids=config.strict_ids, min_expires=config.expires.min_s,
-            max_expires=config.expires.max_s,
+            max_expires=config.expires.max_s, qop=config.digest_qop,
         )
         self.registry = Registrations(config.registrations_file, on_write=self._registrations_written)
         self._registry_error = ""
@@ -685,7 +687,7 @@ class Gb28181Listener(Driver):
         except sip.SipError:
             granted = None
         granted = granted or self.config.subscribe.expires_s
-        s.refresh_at = now + max(10.0, granted * 0.8)
+        s.refresh_at = now + max(1.0, granted * 0.8)  # before it runs out, as granted
         dev.ctx.count(f"subscribed_{s.name}")
 
     def _subscription_ended(self, dev: _Device, req) -> None:
@@ -765,10 +767,17 @@ class Gb28181Listener(Driver):
         self.server = await self.loop.create_server(lambda: _Conn(self), host, port, backlog=4096, reuse_address=True)
         self.port = self.server.sockets[0].getsockname()[1]
         try:
-            _t, self.udp = await self.loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, self.port))
+            transport, self.udp = await self.loop.create_datagram_endpoint(lambda: _Udp(self),
+                                                                          local_addr=(host, self.port))
         except OSError:
             self.server.close()
             raise
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:  # a register storm arrives faster than one loop turn: let the kernel hold it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            except OSError:
+                pass
         self._restore()
         self.ctx.set_info(
             listen=f"{host}:{self.port}", transports="UDP+TCP", server_id=self.config.server_id,
