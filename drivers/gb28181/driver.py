@@ -45,6 +45,7 @@ SWEEP_S = 1.0
 MANSCDP = "Application/MANSCDP+xml"
 MAX_INFLIGHT_PER_DEVICE = 64  # our requests waiting for an answer, per device
 SUBSCRIBE_RETRY_S = 60.0
+REFUSED_FOR_GOOD = (403, 404, 405, 488, 489, 501)  # a SUBSCRIBE the device will not take, however often
 VERSIONS = {"2.0": "2016", "3.0": "2022"}
 UDP_RCVBUF = 4 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
 
@@ -676,9 +677,14 @@ class Gb28181Listener(Driver):
         if resp.status >= 300:
             s.active = False
             dev.ctx.count("subscriptions_failed")
-            if resp.status == 481:  # the device forgot the dialog: a new one next time
-                s.to_tag = None
-            s.refresh_at = now + SUBSCRIBE_RETRY_S
+            s.to_tag = None  # a new dialog next time
+            if resp.status in REFUSED_FOR_GOOD:
+                # the device does not do this subscription (an NVR asked for positions): asked
+                # again at its next registration only, not every minute
+                dev.ctx.count(f"subscription_refused_{s.name}")
+                s.refresh_at = float("inf")
+            else:
+                s.refresh_at = now + SUBSCRIBE_RETRY_S
             return
         s.active = True
         s.to_tag = resp.to.tag or s.to_tag
@@ -727,7 +733,7 @@ class Gb28181Listener(Driver):
         for dev in list(self.devices.values()):
             was_offline = dev.session.state == Health.OFFLINE
             step = dev.session.tick(now)
-            if step.health or step.catalog_done is not None:
+            if step is not None:
                 self.apply(dev, step)
             if not was_offline and dev.session.state == Health.OFFLINE:
                 dev.synced = False

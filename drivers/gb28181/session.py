@@ -211,8 +211,13 @@ class DeviceSession:
         self._channels_follow(step)
         return step
 
-    def tick(self, now: float) -> Step:
-        """Time passes: registration expiry, missed keepalives, an idle catalog."""
+    def tick(self, now: float) -> Step | None:
+        """Time passes: registration expiry, missed keepalives, an idle catalog. None when
+        nothing is due (the common case, checked every second for every device)."""
+        if not (self.records or len(self.collector) or self.registered and (
+                now >= self.expires_at
+                or self.state != Health.OFFLINE and now - self.last_alive > self.keepalive_s * self.keepalive_count)):
+            return None
         step = Step()
         if self.registered:
             if now >= self.expires_at:
