@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tianwang.drivers.gb28181 import ptz
+from tianwang.drivers.gb28181 import manscdp, ptz
 from tianwang.drivers.gb28181.simulator import Fleet
 from gb28181_platform import DOMAIN, SERVER_ID, offer, platform
 
@@ -82,6 +82,10 @@ async def test_catalog_comes_in_chunks_that_reassemble_to_sumnum():
         assert sorted(it["DeviceID"] for it in items) == sorted(ch.id for ch in nvr.channels)
         assert {it["Name"] for it in items} == {ch.name for ch in nvr.channels}
         assert all(it["ParentID"] == nvr.id and it["CivilCode"].startswith("4303") for it in items)
+        # the typed reader the listener uses sees cameras, on, with positions and PTZ types
+        typed = [it for b in chunks for it in manscdp.catalog_items(b)[1]]
+        assert {(t.kind, t.status) for t in typed} == {("camera", "ON")}
+        assert {t.ptz_type for t in typed} == {1, 3} and all(abs(t.lat - 27.85) < 0.2 for t in typed)
         # every catalog datagram stays inside the UDP budget, in GB2312
         catalog_raw = [d for d, _ in p.raw if b"<CmdType>Catalog</CmdType>" in d]
         assert len(catalog_raw) == len(chunks)

@@ -123,6 +123,7 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
                       "--password", password, "--alarm-rate", str(alarm_rate), "--stamp-alarms",
                       "--connect-rate", "100000", "--keepalive", "60", "--stats-interval", "5"],
                      logdir, "fleet-gb28181", env)
+        fleet_cpu0 = cpu_seconds(fleet.proc.pid)
         online = 0
         while True:
             listed, online = _devices_online(await list_devices(addr, GB_MD, timeout=60))
@@ -134,18 +135,24 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
         result["online_after_connect"] = online
         result["all_online_s"] = round(time.monotonic() - t0, 1) if online >= total else None
         result["gateway_cpu_s_connect"] = round(cpu_seconds(pid) - cpu_start, 1)
+        result["fleet_cpu_s_connect"] = round(cpu_seconds(fleet.proc.pid) - fleet_cpu0, 1)
         await asyncio.sleep(5.0)  # catalogs and subscriptions settle
         recording[0] = True
         cpu0, wall0, alarms0 = cpu_seconds(pid), time.monotonic(), counts.get("alarm", 0)
+        fleet_cpu1 = cpu_seconds(fleet.proc.pid)
         fixes0 = counts.get("fix", 0)
         rss = []
         while time.monotonic() - wall0 < window_s:
             await asyncio.sleep(1.0)
             rss.append(memory_kib(pid)["VmRSS"])
         cpu1, wall1 = cpu_seconds(pid), time.monotonic()
+        result["fleet_cpu_cores"] = round((cpu_seconds(fleet.proc.pid) - fleet_cpu1) / (wall1 - wall0), 3)
         recording[0] = False
         mem = memory_kib(pid)
-        listed, online_end = _devices_online(await list_devices(addr, GB_MD, timeout=60))
+        rows = await list_devices(addr, GB_MD, timeout=60)
+        listed, online_end = _devices_online(rows)
+        # the listener's own counters (drops by reason, retransmissions...) say where a storm hurt
+        result["listener_counters"] = dict(next((d.counters for d in rows if d.id == "gb"), {}))
         result.update(
             gateway_cpu_cores=round((cpu1 - cpu0) / (wall1 - wall0), 3),
             gateway_rss_mib=round(mem["VmRSS"] / 1024, 1),
