@@ -507,7 +507,7 @@ class Gb28181Listener(Driver):
         if not req.body.strip():
             return resp
         try:
-            msg = manscdp.parse(req.body, max_size=self.config.max_message_bytes, max_items=self.config.max_channels)
+            msg = manscdp.parse(req.body, max_size=self.config.max_message_bytes)
         except manscdp.ManscdpError as exc:
             dev.ctx.drop(exc.reason)
             return sip.build_response(req, 400, source=route.addr)
