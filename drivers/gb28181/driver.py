@@ -24,6 +24,7 @@ be resynchronised is closed); one message's failure never takes the listener dow
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import os
@@ -45,6 +46,7 @@ SWEEP_S = 1.0
 MANSCDP = "Application/MANSCDP+xml"
 MAX_INFLIGHT_PER_DEVICE = 64  # our requests waiting for an answer, per device
 SUBSCRIBE_RETRY_S = 60.0
+SYNC_PER_TICK = 40  # devices queried and subscribed per tick after registering: 400 a second
 REFUSED_FOR_GOOD = (403, 404, 405, 488, 489, 501)  # a SUBSCRIBE the device will not take, however often
 VERSIONS = {"2.0": "2016", "3.0": "2022"}
 UDP_RCVBUF = 4 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
@@ -231,6 +233,7 @@ class Gb28181Listener(Driver):
         self.pending: dict = {}  # client transaction key -> (future, device id)
         self.answers: dict[tuple[str, int], asyncio.Future] = {}  # (device id, SN) -> application answer
         self.unknown = _Bucket(config.unknown_per_s, config.unknown_burst)
+        self.sync_queue: collections.deque[str] = collections.deque()
         self.from_uri = f"sip:{config.server_id}@{config.domain}"
         self.media = None  # media.Calls, made in run()
         for key, why in config.config_warnings():
@@ -469,9 +472,7 @@ class Gb28181Listener(Driver):
                          user_agent=dev.user_agent, registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(utc)))
         self.ctx.set_info(registrations=str(len(self.registry)))
         if not was or not dev.synced:
-            # queried and subscribed once the 200 is on its way (call_soon: after this returns)
-            dev.synced = True
-            self.loop.call_soon(self.sync, dev)
+            self.queue_sync(dev)
         return decision.response
 
     def _heard(self, dev: _Device, req, route: Route) -> None:
@@ -518,7 +519,7 @@ class Gb28181Listener(Driver):
         step = dev.session.message(msg, now, time.time())
         self.apply(dev, step)
         if not dev.synced and dev.session.registered:
-            self.sync(dev)
+            self.queue_sync(dev)
         return None
 
     def _response(self, resp: sip.SipResponse) -> None:
@@ -610,6 +611,13 @@ class Gb28181Listener(Driver):
             self.answers.pop(key, None)
 
     # -- after registration: queries and subscriptions -------------------------------------------
+    def queue_sync(self, dev: _Device) -> None:
+        """Query and subscribe `dev` soon: at most SYNC_PER_TICK devices per tick, so a register
+        storm (a city's devices after a restart) is answered at once and its queries follow at a
+        pace the devices and the network take, instead of a burst that ends in retransmissions."""
+        dev.synced = True
+        self.sync_queue.append(dev.id)
+
     def sync(self, dev: _Device) -> None:
         """Ask a device that (re)registered for its info and catalog and subscribe as configured."""
         dev.synced = True
@@ -665,9 +673,11 @@ class Gb28181Listener(Driver):
             return
         s.refresh_at = self.loop.time() + SUBSCRIBE_RETRY_S  # until the answer says otherwise
         if expires:
-            fut.add_done_callback(partial(self._subscribed, dev, s))
+            fut.add_done_callback(partial(self._subscribed, dev, s, s.call_id))
 
-    def _subscribed(self, dev: _Device, s: _Sub, fut: asyncio.Future) -> None:
+    def _subscribed(self, dev: _Device, s: _Sub, call_id: str, fut: asyncio.Future) -> None:
+        if call_id != s.call_id:
+            return  # an answer in a dialog given up meanwhile (the device ended it)
         if fut.cancelled() or fut.exception() is not None:
             s.active = False
             dev.ctx.count("subscriptions_failed")
@@ -702,6 +712,7 @@ class Gb28181Listener(Driver):
             if s.call_id == call_id:
                 s.active = False
                 s.to_tag = None
+                s.call_id = ""  # a refresh still on its way belongs to the old dialog
                 s.refresh_at = self.loop.time() + 1.0
                 dev.ctx.count("subscriptions_terminated")
 
@@ -710,8 +721,14 @@ class Gb28181Listener(Driver):
 
     # -- timers --------------------------------------------------------------------------------
     def tick(self) -> None:
-        """Retransmit our UDP requests that are due; fail those that ran out."""
+        """Retransmit our UDP requests that are due; fail those that ran out; sync the next
+        devices that registered."""
         now = self.loop.time()
+        queue = self.sync_queue
+        for _ in range(min(SYNC_PER_TICK, len(queue))):
+            dev = self.devices.get(queue.popleft())
+            if dev is not None and dev.session.registered:
+                self.sync(dev)
         for req, route in self.client_tx.due(now):
             self.ctx.count("retransmissions")
             self.send(route, req)
