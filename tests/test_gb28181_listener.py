@@ -238,3 +238,24 @@ def test_open_registration_warns_and_needs_the_default_password(monkeypatch):
     warned = dict(warnings_for(config))
     assert "open" in warned["listeners[0].registration"]
     assert "listeners[0].registrations_file" in warned
+
+
+async def test_a_tcp_device_is_reached_on_its_connection_and_degraded_while_it_has_none(tmp_path):
+    async with gateway(listener_config(tmp_path, subscribe={"catalog": True})) as (gw, port):
+        ipc = await GbDevice(port, IPC_ID, transport="tcp").start()
+        try:
+            assert (await ipc.register()).status == 200
+            await until(lambda: ipc.requests("MESSAGE", "Catalog"), 5, "the catalog query over its connection")
+            await ipc.stop()  # the connection closes: it cannot be dialled behind its NAT
+            await until(lambda: state(gw, IPC_ID) == "DEGRADED", 5, "DEGRADED without a connection")
+            assert "TCP connection closed" in gw.supervisor.lookup(IPC_ID).reason
+            with pytest.raises(Exception) as info:
+                await gw.supervisor.send_command(IPC_ID, "device_info", {}, 2)
+            assert getattr(info.value, "code", "") == "OFFLINE"
+            await ipc.rebind()  # a new connection from a new port
+            assert (await ipc.keepalive()).status == 200
+            await until(lambda: state(gw, IPC_ID) == "ONLINE", 5, "ONLINE on its new connection")
+            result = await gw.supervisor.send_command(IPC_ID, "device_info", {}, 5)
+            assert result["firmware"] == "V2.1.0"
+        finally:
+            await ipc.stop()

@@ -153,6 +153,7 @@ class _Conn(asyncio.Protocol):
         self.last_rx = 0.0
         self.closed = False
         self.route: Route | None = None
+        self.devices: set[str] = set()  # the devices heard on it
 
     def connection_made(self, transport):
         self.transport = transport
@@ -483,6 +484,7 @@ class Gb28181Listener(Driver):
             dev.ctx.set_info(address=route.text, transport=route.transport)
         if route.conn is not None:
             dev.local = route.conn.local
+            route.conn.devices.add(dev.id)
         else:
             host = self.host
             if host in ("0.0.0.0", "::", ""):
@@ -544,9 +546,12 @@ class Gb28181Listener(Driver):
             fut.set_result(resp)
 
     def connection_lost(self, conn: _Conn) -> None:
-        for dev in self.devices.values():
-            if dev.route is not None and dev.route.conn is conn:
+        for dev_id in conn.devices:
+            dev = self.devices.get(dev_id)
+            if dev is not None and dev.route is not None and dev.route.conn is conn:
                 dev.ctx.count("tcp_closed")
+                # unreachable until it connects again (a device behind NAT cannot be dialled)
+                self.apply(dev, dev.session.link_lost("TCP connection closed; waiting for the device to connect again"))
 
     # -- sending -------------------------------------------------------------------------------
     def request(self, dev: _Device, method: str, target: str, *, body=b"", content_type=None, headers=(),

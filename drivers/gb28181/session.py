@@ -163,6 +163,7 @@ class DeviceSession:
         self.state = Health.OFFLINE
         self.reason = "not registered"
         self.status_error = False
+        self.link_down = False  # its TCP connection closed; it is heard again on a new one
         self.faulty: frozenset[str] = frozenset()
         self.catalog = cat.Catalog(device_id, server_id or None, max_channels)
         self.collector = cat.CatalogCollector(idle_s=catalog_idle_s, max_items_per_device=max_channels)
@@ -179,6 +180,8 @@ class DeviceSession:
             step.health.append((self.id, state, reason))
 
     def _device_state(self, step: Step, why: str):
+        if self.link_down:
+            return
         if self.status_error:
             self._set(step, Health.DEGRADED, "keepalive: Status ERROR")
         else:
@@ -190,6 +193,7 @@ class DeviceSession:
         step = Step()
         was_online = self.registered and self.state != Health.OFFLINE
         self.registered = True
+        self.link_down = False
         self.expires_at = now + expires_s
         self.last_alive = now
         self._device_state(step, why)
@@ -254,9 +258,18 @@ class DeviceSession:
     def alive(self, now: float, step: Step, why: str) -> None:
         """Anything the device sent while registered counts as a sign of life."""
         self.last_alive = now
-        if self.registered and self.state == Health.OFFLINE:
+        if self.registered and (self.state == Health.OFFLINE or self.link_down):
+            self.link_down = False
             self._device_state(step, why)
             self._channels_follow(step)
+
+    def link_lost(self, reason: str) -> Step:
+        """Its TCP connection closed: DEGRADED (it cannot be reached) until it is heard again."""
+        step = Step()
+        if self.registered and self.state != Health.OFFLINE:
+            self.link_down = True
+            self._set(step, Health.DEGRADED, reason)
+        return step
 
     # -- channels ------------------------------------------------------------------------------
     def _channel_health(self, item) -> tuple[Health, str]:
