@@ -85,8 +85,8 @@ class Publication(NamedTuple):
 
 
 class Outgoing(NamedTuple):
-    """A MANSCDP body to MESSAGE to the device; `answer` says whether an application answer
-    (a `Response` with this SN) is expected."""
+    """A MANSCDP body to MESSAGE to the device, with its CmdType and SN (an application answer,
+    when one comes, carries the same SN)."""
 
     cmd_type: str
     sn: int
@@ -94,9 +94,10 @@ class Outgoing(NamedTuple):
 
 
 class Step:
-    """What one event asks of the listener, in this order: drops and counts, info, channels
-    added (before anything is published on them) and removed, publications, health, answers,
-    outgoing bodies."""
+    """What one event asks of the listener, in this order: drops and counts, channels removed and
+    added (before anything is said about them), info, publications, health, answers (to the
+    commands waiting for them, by SN), outgoing bodies. `catalog_done` is a catalog answer that
+    just completed (or stopped short)."""
 
     __slots__ = ("publications", "health", "info", "added", "removed", "outgoing", "answers", "drops", "counts",
                  "catalog_done")
@@ -336,6 +337,13 @@ class DeviceSession:
         step = Step()
         root, cmd = msg.root, msg.cmd_type
         self.alive(now, step, f"{root} {cmd}")
+        try:
+            self._dispatch(step, msg, root, cmd, now, utc)
+        except manscdp.ManscdpError as exc:  # a body the typed reader refuses (no position...)
+            step.drops.append(exc.reason)
+        return step
+
+    def _dispatch(self, step: Step, msg, root: str, cmd: str, now: float, utc: float) -> None:
         if root == "Notify":
             if cmd == "Keepalive":
                 self._keepalive(step, msg)
@@ -362,7 +370,6 @@ class DeviceSession:
                     step.info[self.id] = self.device_facts(manscdp.device_info(msg))
         else:
             step.counts.append(f"{root.lower()}_ignored")
-        return step
 
     def device_facts(self, info) -> dict:
         out = {
