@@ -240,6 +240,23 @@ async def test_alarm_rate_spreads_alarms_over_the_fleet():
         assert all(int(b.fields["AlarmMethod"]) == 5 for d in fleet.devices for b in p.bodies(d.id, "Alarm"))
 
 
+async def test_alarms_after_online_wait_for_the_whole_fleet():
+    async with platform() as p:
+        fleet = Fleet("127.0.0.1", p.port, server_id=SERVER_ID, devices=2, channels=1, password=p.password,
+                      alarm_rate=50.0, alarms_after_online=True, backoff_initial=0.1, backoff_max=0.2)
+        p.passwords[fleet.devices[1].id] = "not-what-it-knows"  # the second one stays refused
+        await fleet.start()
+        try:
+            await fleet.wait_online(1)
+            await p.until(lambda: fleet.counters["register_refused"] >= 3, what="refusals")
+            assert fleet.counters["alarms_sent"] == 0
+            p.passwords.pop(fleet.devices[1].id)
+            await fleet.wait_online(2)
+            await p.until(lambda: fleet.counters["alarms_acked"] >= 10, what="alarms once all are online")
+        finally:
+            await fleet.stop()
+
+
 async def test_mobile_units_report_positions_while_subscribed():
     async with platform() as p:
         fleet = await fleet_on(p, devices=0, mobile=1)
