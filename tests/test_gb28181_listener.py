@@ -161,13 +161,18 @@ async def test_retransmitted_register_is_answered_from_the_transaction_not_twice
 
 
 async def test_registrations_survive_a_restart(tmp_path):
+    from gb_helpers import channel_ids
+
     regs = tmp_path / "gb.registrations"
-    cfg = listener_config(tmp_path, registrations_file=str(regs), keepalive={"interval_s": 30, "count": 3})
+    cfg = listener_config(tmp_path, registrations_file=str(regs), keepalive={"interval_s": 30, "count": 3},
+                          subscribe={"catalog": True})
+    channels = channel_ids(NVR_ID, 2)
     async with gateway(cfg) as (gw, port):
-        nvr = await GbDevice(port, NVR_ID, transport="udp").start()
+        nvr = await GbDevice(port, NVR_ID, transport="udp", channels=[(c, "路口") for c in channels]).start()
         try:
             assert (await nvr.register()).status == 200
-            await until(lambda: regs.exists(), 5, "registrations written")
+            await until(lambda: regs.exists() and channels[1] in regs.read_text() and "V2.1.0" in regs.read_text(), 10,
+                        "registration, channels and DeviceInfo written")
         finally:
             await nvr.stop()
     assert stat.S_IMODE(os.stat(regs).st_mode) == 0o600
@@ -176,10 +181,17 @@ async def test_registrations_survive_a_restart(tmp_path):
         # known at once, before it says anything: ONLINE, with the reason
         await until(lambda: state(gw, NVR_ID) == "ONLINE", 5, "restored ONLINE")
         assert "restored" in gw.supervisor.lookup(NVR_ID).reason
-        nvr = await GbDevice(port2, NVR_ID, transport="udp").start()
+        # its channels too, with what it said of itself, before it says anything
+        assert all(state(gw, c) == "ONLINE" and gw.supervisor.lookup(c).parent == NVR_ID for c in channels)
+        assert gw.supervisor.lookup(NVR_ID).info["firmware"] == "V2.1.0"
+        nvr = await GbDevice(port2, NVR_ID, transport="udp", channels=[(c, "路口") for c in channels]).start()
         try:
-            # its keepalive is taken without a new REGISTER
+            # its keepalive is taken without a new REGISTER; an alarm lands on its channel's topic
+            assert (await nvr.alarm(source=channels[1])).status == 200
+            assert [e["device_id"] for e in journal_envelopes(gw.journal, "camera/+/alarm")] == [channels[1]]
             assert (await nvr.keepalive()).status == 200
+            # the catalog is read again: the names come back
+            await until(lambda: gw.supervisor.lookup(channels[0]).info.get("name") == "路口", 10, "catalog read again")
             listing = await gw.supervisor.send_command("gb", "registrations", {}, 5)
             assert [d["id"] for d in listing["devices"]] == [NVR_ID] and listing["persistent"]
         finally:

@@ -136,3 +136,14 @@ def test_local_times_are_beijing_time():
     assert local_time_ns("2026-12-07 17:30:00") == 1796635800 * 10**9
     assert local_time_ns("not a time") is None and local_time_ns("2026-13-07T17:30:00") is None
     assert local_time_text(1796635800) == "2026-12-07T17:30:00"
+
+
+def test_channels_restored_after_a_restart_are_replaced_by_the_next_catalog():
+    s = DeviceSession(DEV, keepalive_s=60, keepalive_count=3)
+    s.restore(0.0, 1800)
+    step = s.restore_channels(CH[:2])
+    assert step.added == CH[:2] and step.info[DEV]["catalog"] == "restored"
+    assert {t for t, st, _ in step.health if st == Health.ONLINE} == set(CH[:2])
+    q = s.query("Catalog")
+    step = s.message(catalog(q.sn, [item(CH[1]), item(CH[2])]), 1.0, 0.0)
+    assert step.removed == [CH[0]] and step.added == [CH[2]] and step.info[DEV]["catalog"] == "complete"

@@ -49,6 +49,7 @@ SUBSCRIBE_RETRY_S = 60.0
 SYNC_PER_TICK = 40  # devices queried and subscribed per tick after registering: 400 a second
 REFUSED_FOR_GOOD = (403, 404, 405, 488, 489, 501)  # a SUBSCRIBE the device will not take, however often
 VERSIONS = {"2.0": "2016", "3.0": "2022"}
+PERSISTED_FACTS = {"manufacturer": "manufacturer", "model": "model", "firmware": "firmware", "name": "device_name"}
 UDP_RCVBUF = 4 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
 
 
@@ -347,6 +348,14 @@ class Gb28181Listener(Driver):
                 fut.set_result(answer)
         for out in step.outgoing:
             self.send_body(dev, out)
+        if dev.id in self.registry:
+            # what the device said about itself and its channels persists with its registration:
+            # after a restart they are listed at once
+            if step.added or step.removed:
+                self.registry.put(dev.id, channels=dev.session.channel_ids())
+            facts = step.info.get(dev.id)
+            if facts and "firmware" in facts:
+                self.registry.put(dev.id, **{k: facts.get(f) for k, f in PERSISTED_FACTS.items()})
         if step.catalog_done is not None and not step.catalog_done.complete:
             log.info("%s: catalog of %s incomplete after %g s: %d of %d items", self.ctx.device_id, dev.id,
                      self.config.catalog_idle_s, len(step.catalog_done.items), step.catalog_done.sum_num)
@@ -843,8 +852,10 @@ class Gb28181Listener(Driver):
             dev.version = rec.get("version", "")
             dev.user_agent = rec.get("user_agent", "")
             dev.ctx.set_info(transport=rec.get("transport", "UDP"), address=rec["address"], version=dev.version,
-                             user_agent=dev.user_agent, restored="true")
+                             user_agent=dev.user_agent, restored="true",
+                             **{f: rec[k] for k, f in PERSISTED_FACTS.items() if rec.get(k)})
             self.apply(dev, dev.session.restore(now, rec["expires_at"] - utc))
+            self.apply(dev, dev.session.restore_channels(rec.get("channels") or ()))
             restored += 1
         if restored:
             log.info("%s: %d registrations restored from %s", self.ctx.device_id, restored, self.registry.path)

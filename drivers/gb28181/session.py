@@ -207,6 +207,22 @@ class DeviceSession:
         keepalives say otherwise (the liveness clock starts now)."""
         return self.register(now, expires_in_s, "registration restored after a restart")
 
+    def restore_channels(self, channel_ids) -> Step:
+        """The channel IDs its last catalog held, read back after a restart: listed (and their
+        alarms published on their own topics) before the catalog is read again, which replaces
+        them. Their names and the rest come with that catalog."""
+        step = Step()
+        items = [manscdp.CatalogItem(device_id=cid, kind=manscdp.item_kind(cid))
+                 for cid in list(channel_ids)[: self.max_channels] if isinstance(cid, str)]
+        if not items:
+            return step
+        self.catalog.replace(cat.CatalogResult(self.id, 0, len(items), items, False))
+        self.catalog_partial = True
+        step.added.extend(item.device_id for item in self.catalog.channels() if item.device_id != self.id)
+        self._channels_follow(step)
+        step.info[self.id] = {**self.catalog_facts(), "catalog": "restored"}
+        return step
+
     def unregister(self, reason: str) -> Step:
         """REGISTER with Expires 0 (or the listener forgetting the device): OFFLINE, channels too."""
         step = Step()
