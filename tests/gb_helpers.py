@@ -76,6 +76,7 @@ class GbDevice:
         self.ptz: list[str] = []
         self.status_of: dict[str, str] = {}
         self.drop_next_answers = 0  # answers to the platform's requests not sent (a lost 200)
+        self.subscribe_expires = None  # what its SUBSCRIBE answers grant (None: what was asked)
         self._udp = None
         self._writer = None
         self._reader_task = None
@@ -209,7 +210,7 @@ class GbDevice:
             return
         headers, body, ctype = [], b"", None
         if msg.method == "SUBSCRIBE":
-            headers = [("Expires", msg.headers.get("Expires") or "3600")]
+            headers = [("Expires", str(self.subscribe_expires or msg.headers.get("Expires") or "3600"))]
         elif msg.method == "INVITE":
             ctype = "application/sdp"
             body = (b"v=0\r\no=%s 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"

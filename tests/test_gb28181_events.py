@@ -212,3 +212,23 @@ async def test_a_device_going_offline_takes_its_channels_with_it(tmp_path):
             assert health == ["ONLINE", "OFFLINE", "ONLINE"], health
         finally:
             await nvr.stop()
+
+
+async def test_catalogs_are_bounded_per_device(tmp_path):
+    async with gateway(config(tmp_path, max_channels=3)) as (gw, port):
+        ids = channel_ids(NVR_ID, 5)
+        nvr = await GbDevice(port, NVR_ID, channels=[(c, f"通道{i}") for i, c in enumerate(ids)], chunk=5).start()
+        try:
+            assert (await nvr.register()).status == 200
+            await until(lambda: gw.supervisor.lookup(NVR_ID).info.get("catalog"), 10, "catalog read")
+            listed = [c for c in ids if gw.supervisor.lookup(c) is not None]
+            assert len(listed) == 3 and gw.supervisor.lookup(NVR_ID).info["channels"] == "3"
+            # an ADD beyond the bound is dropped and counted
+            extra = channel_ids(NVR_ID, 6)[5]
+            resp = await nvr.message(catalog_notify(nvr, [(extra, "ADD", "one too many")]), method="NOTIFY",
+                                     headers=[("Event", "Catalog"), ("Subscription-State", "active")])
+            assert resp.status == 200
+            await until(lambda: gw.supervisor.lookup(NVR_ID).counters.get("dropped_too_many_channels"), 5, "the drop")
+            assert gw.supervisor.lookup(extra) is None
+        finally:
+            await nvr.stop()

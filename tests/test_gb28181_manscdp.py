@@ -138,6 +138,18 @@ def test_genuine_utf8_kept_when_declared_or_chinese():
     assert manscdp.alarm(parse(dotted)).description == "湘潭·岳塘 5°"
 
 
+def test_declared_transform_codecs_are_not_used():
+    # unicode_escape would turn \x26 into '&' before the parser saw it; such names fall back to GB18030
+    raw = body("Notify", "<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>湘潭\\x26</AlarmDescription>", decl="unicode_escape")
+    assert manscdp.alarm(parse(raw)).description == "湘潭\\x26"
+    assert manscdp.declared_charset(raw) == "unicode_escape"
+
+
+def test_bytearray_and_memoryview_accepted():
+    raw = body("Notify", "<CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>d</DeviceID>")
+    assert parse(bytearray(raw)).device_id == parse(memoryview(raw)).device_id == "d"
+
+
 def test_rare_characters_need_gb18030():
     # 䶮 (U+4DAE) is not in GB2312 or GBK's common range: a GB2312 declaration with GB18030 bytes
     name = "湘潭䶮路"
@@ -256,7 +268,8 @@ def test_build_escapes_and_nests():
 @pytest.mark.parametrize(
     "args",
     [("Foo", "Catalog", 1, DEV, {}), ("Query", "Bad Type", 1, DEV, {}), ("Query", "Catalog", -1, DEV, {}),
-     ("Query", "Catalog", 1, DEV, {"bad name": 1}), ("Query", "Catalog", 1, DEV, {"X": True})],
+     ("Query", "Catalog", 1, DEV, {"bad name": 1}), ("Query", "Catalog", 1, DEV, {"X": True}),
+     ("Query", "Catalog", 1, DEV, {"X": float("inf")}), ("Query", "Catalog", 1, DEV, {"X": float("nan")})],
 )  # fmt: skip
 def test_build_refuses_bad_input(args):
     with pytest.raises(ValueError):

@@ -7,7 +7,8 @@ The room: sip.py, digest.py, transaction.py, sdp.py (SIP, sans-io), manscdp.py, 
 ptz.py, datum.py, ids.py (the MANSCDP bodies and what they mean, sans-io), config.py (the
 listener's config model), registrar.py (REGISTER and digest), session.py (one device: liveness,
 catalog, alarms, positions), registry.py (registrations kept across restarts), driver.py (the
-sockets and timers), commands.py and media.py (commands; live video calls).
+sockets and timers), commands.py and media.py (commands; live video calls), simulator.py and
+sim_*.py (`tianwang simulate gb28181`), demo.py (the `run --demo` part).
 
 `SPEC` registers the listener driver. This module stays light on purpose (`tianwang drivers`
 imports it): the listener and its config model are imported when first used.
@@ -25,6 +26,13 @@ def _factory(config, ctx):
     from tianwang.drivers.gb28181.driver import Gb28181Listener
 
     return Gb28181Listener(config, ctx)
+
+
+async def _demo(stack) -> dict:
+    """`tianwang run --demo`: an NVR with four channels and two 4G body cameras (demo.py)."""
+    from tianwang.drivers.gb28181.demo import demo
+
+    return await demo(stack)
 
 
 def _spec() -> DriverSpec:
@@ -64,6 +72,8 @@ def _spec() -> DriverSpec:
                        "version), without passwords", needs_control=False),
         ),
         description="GB/T 28181-2016/2022 devices (cameras, NVRs, 4G units) registering over SIP (UDP and TCP)",
+        simulator="tianwang.drivers.gb28181.simulator:main",
+        demo=_demo,
     )
 
 

@@ -24,9 +24,11 @@ be resynchronised is closed); one message's failure never takes the listener dow
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import os
+import socket
 import time
 from functools import partial
 
@@ -44,7 +46,11 @@ SWEEP_S = 1.0
 MANSCDP = "Application/MANSCDP+xml"
 MAX_INFLIGHT_PER_DEVICE = 64  # our requests waiting for an answer, per device
 SUBSCRIBE_RETRY_S = 60.0
+SYNC_PER_TICK = 40  # devices queried and subscribed per tick after registering: 400 a second
+REFUSED_FOR_GOOD = (403, 404, 405, 488, 489, 501)  # a SUBSCRIBE the device will not take, however often
 VERSIONS = {"2.0": "2016", "3.0": "2022"}
+PERSISTED_FACTS = {"manufacturer": "manufacturer", "model": "model", "firmware": "firmware", "name": "device_name"}
+UDP_RCVBUF = 4 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
 
 
 class Route:
@@ -148,6 +154,7 @@ class _Conn(asyncio.Protocol):
         self.last_rx = 0.0
         self.closed = False
         self.route: Route | None = None
+        self.devices: set[str] = set()  # the devices heard on it
 
     def connection_made(self, transport):
         self.transport = transport
@@ -214,7 +221,7 @@ class Gb28181Listener(Driver):
         self.default_password = config.password.get_secret_value() if config.password is not None else None
         self.registrar = Registrar(
             config.domain, self._password, strict_ids=config.strict_ids, min_expires=config.expires.min_s,
-            max_expires=config.expires.max_s,
+            max_expires=config.expires.max_s, qop=config.digest_qop,
         )
         self.registry = Registrations(config.registrations_file, on_write=self._registrations_written)
         self._registry_error = ""
@@ -228,6 +235,7 @@ class Gb28181Listener(Driver):
         self.pending: dict = {}  # client transaction key -> (future, device id)
         self.answers: dict[tuple[str, int], asyncio.Future] = {}  # (device id, SN) -> application answer
         self.unknown = _Bucket(config.unknown_per_s, config.unknown_burst)
+        self.sync_queue: collections.deque[str] = collections.deque()
         self.from_uri = f"sip:{config.server_id}@{config.domain}"
         self.media = None  # media.Calls, made in run()
         for key, why in config.config_warnings():
@@ -340,6 +348,14 @@ class Gb28181Listener(Driver):
                 fut.set_result(answer)
         for out in step.outgoing:
             self.send_body(dev, out)
+        if dev.id in self.registry:
+            # what the device said about itself and its channels persists with its registration:
+            # after a restart they are listed at once
+            if step.added or step.removed:
+                self.registry.put(dev.id, channels=dev.session.channel_ids())
+            facts = step.info.get(dev.id)
+            if facts and "firmware" in facts:
+                self.registry.put(dev.id, **{k: facts.get(f) for k, f in PERSISTED_FACTS.items()})
         if step.catalog_done is not None and not step.catalog_done.complete:
             log.info("%s: catalog of %s incomplete after %g s: %d of %d items", self.ctx.device_id, dev.id,
                      self.config.catalog_idle_s, len(step.catalog_done.items), step.catalog_done.sum_num)
@@ -466,9 +482,7 @@ class Gb28181Listener(Driver):
                          user_agent=dev.user_agent, registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(utc)))
         self.ctx.set_info(registrations=str(len(self.registry)))
         if not was or not dev.synced:
-            # queried and subscribed once the 200 is on its way (call_soon: after this returns)
-            dev.synced = True
-            self.loop.call_soon(self.sync, dev)
+            self.queue_sync(dev)
         return decision.response
 
     def _heard(self, dev: _Device, req, route: Route) -> None:
@@ -479,6 +493,7 @@ class Gb28181Listener(Driver):
             dev.ctx.set_info(address=route.text, transport=route.transport)
         if route.conn is not None:
             dev.local = route.conn.local
+            route.conn.devices.add(dev.id)
         else:
             host = self.host
             if host in ("0.0.0.0", "::", ""):
@@ -504,7 +519,7 @@ class Gb28181Listener(Driver):
         if not req.body.strip():
             return resp
         try:
-            msg = manscdp.parse(req.body, max_size=self.config.max_message_bytes, max_items=self.config.max_channels)
+            msg = manscdp.parse(req.body, max_size=self.config.max_message_bytes)
         except manscdp.ManscdpError as exc:
             dev.ctx.drop(exc.reason)
             return sip.build_response(req, 400, source=route.addr)
@@ -515,7 +530,7 @@ class Gb28181Listener(Driver):
         step = dev.session.message(msg, now, time.time())
         self.apply(dev, step)
         if not dev.synced and dev.session.registered:
-            self.sync(dev)
+            self.queue_sync(dev)
         return None
 
     def _response(self, resp: sip.SipResponse) -> None:
@@ -540,9 +555,12 @@ class Gb28181Listener(Driver):
             fut.set_result(resp)
 
     def connection_lost(self, conn: _Conn) -> None:
-        for dev in self.devices.values():
-            if dev.route is not None and dev.route.conn is conn:
+        for dev_id in conn.devices:
+            dev = self.devices.get(dev_id)
+            if dev is not None and dev.route is not None and dev.route.conn is conn:
                 dev.ctx.count("tcp_closed")
+                # unreachable until it connects again (a device behind NAT cannot be dialled)
+                self.apply(dev, dev.session.link_lost("TCP connection closed; waiting for the device to connect again"))
 
     # -- sending -------------------------------------------------------------------------------
     def request(self, dev: _Device, method: str, target: str, *, body=b"", content_type=None, headers=(),
@@ -607,6 +625,13 @@ class Gb28181Listener(Driver):
             self.answers.pop(key, None)
 
     # -- after registration: queries and subscriptions -------------------------------------------
+    def queue_sync(self, dev: _Device) -> None:
+        """Query and subscribe `dev` soon: at most SYNC_PER_TICK devices per tick, so a register
+        storm (a city's devices after a restart) is answered at once and its queries follow at a
+        pace the devices and the network take, instead of a burst that ends in retransmissions."""
+        dev.synced = True
+        self.sync_queue.append(dev.id)
+
     def sync(self, dev: _Device) -> None:
         """Ask a device that (re)registered for its info and catalog and subscribe as configured."""
         dev.synced = True
@@ -662,9 +687,11 @@ class Gb28181Listener(Driver):
             return
         s.refresh_at = self.loop.time() + SUBSCRIBE_RETRY_S  # until the answer says otherwise
         if expires:
-            fut.add_done_callback(partial(self._subscribed, dev, s))
+            fut.add_done_callback(partial(self._subscribed, dev, s, s.call_id))
 
-    def _subscribed(self, dev: _Device, s: _Sub, fut: asyncio.Future) -> None:
+    def _subscribed(self, dev: _Device, s: _Sub, call_id: str, fut: asyncio.Future) -> None:
+        if call_id != s.call_id:
+            return  # an answer in a dialog given up meanwhile (the device ended it)
         if fut.cancelled() or fut.exception() is not None:
             s.active = False
             dev.ctx.count("subscriptions_failed")
@@ -674,9 +701,14 @@ class Gb28181Listener(Driver):
         if resp.status >= 300:
             s.active = False
             dev.ctx.count("subscriptions_failed")
-            if resp.status == 481:  # the device forgot the dialog: a new one next time
-                s.to_tag = None
-            s.refresh_at = now + SUBSCRIBE_RETRY_S
+            s.to_tag = None  # a new dialog next time
+            if resp.status in REFUSED_FOR_GOOD:
+                # the device does not do this subscription (an NVR asked for positions): asked
+                # again at its next registration only, not every minute
+                dev.ctx.count(f"subscription_refused_{s.name}")
+                s.refresh_at = float("inf")
+            else:
+                s.refresh_at = now + SUBSCRIBE_RETRY_S
             return
         s.active = True
         s.to_tag = resp.to.tag or s.to_tag
@@ -685,7 +717,7 @@ class Gb28181Listener(Driver):
         except sip.SipError:
             granted = None
         granted = granted or self.config.subscribe.expires_s
-        s.refresh_at = now + max(10.0, granted * 0.8)
+        s.refresh_at = now + max(1.0, granted * 0.8)  # before it runs out, as granted
         dev.ctx.count(f"subscribed_{s.name}")
 
     def _subscription_ended(self, dev: _Device, req) -> None:
@@ -694,6 +726,7 @@ class Gb28181Listener(Driver):
             if s.call_id == call_id:
                 s.active = False
                 s.to_tag = None
+                s.call_id = ""  # a refresh still on its way belongs to the old dialog
                 s.refresh_at = self.loop.time() + 1.0
                 dev.ctx.count("subscriptions_terminated")
 
@@ -702,8 +735,14 @@ class Gb28181Listener(Driver):
 
     # -- timers --------------------------------------------------------------------------------
     def tick(self) -> None:
-        """Retransmit our UDP requests that are due; fail those that ran out."""
+        """Retransmit our UDP requests that are due; fail those that ran out; sync the next
+        devices that registered."""
         now = self.loop.time()
+        queue = self.sync_queue
+        for _ in range(min(SYNC_PER_TICK, len(queue))):
+            dev = self.devices.get(queue.popleft())
+            if dev is not None and dev.session.registered:
+                self.sync(dev)
         for req, route in self.client_tx.due(now):
             self.ctx.count("retransmissions")
             self.send(route, req)
@@ -725,7 +764,7 @@ class Gb28181Listener(Driver):
         for dev in list(self.devices.values()):
             was_offline = dev.session.state == Health.OFFLINE
             step = dev.session.tick(now)
-            if step.health or step.catalog_done is not None:
+            if step is not None:
                 self.apply(dev, step)
             if not was_offline and dev.session.state == Health.OFFLINE:
                 dev.synced = False
@@ -765,10 +804,17 @@ class Gb28181Listener(Driver):
         self.server = await self.loop.create_server(lambda: _Conn(self), host, port, backlog=4096, reuse_address=True)
         self.port = self.server.sockets[0].getsockname()[1]
         try:
-            _t, self.udp = await self.loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, self.port))
+            transport, self.udp = await self.loop.create_datagram_endpoint(lambda: _Udp(self),
+                                                                          local_addr=(host, self.port))
         except OSError:
             self.server.close()
             raise
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:  # a register storm arrives faster than one loop turn: let the kernel hold it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            except OSError:
+                pass
         self._restore()
         self.ctx.set_info(
             listen=f"{host}:{self.port}", transports="UDP+TCP", server_id=self.config.server_id,
@@ -806,8 +852,10 @@ class Gb28181Listener(Driver):
             dev.version = rec.get("version", "")
             dev.user_agent = rec.get("user_agent", "")
             dev.ctx.set_info(transport=rec.get("transport", "UDP"), address=rec["address"], version=dev.version,
-                             user_agent=dev.user_agent, restored="true")
+                             user_agent=dev.user_agent, restored="true",
+                             **{f: rec[k] for k, f in PERSISTED_FACTS.items() if rec.get(k)})
             self.apply(dev, dev.session.restore(now, rec["expires_at"] - utc))
+            self.apply(dev, dev.session.restore_channels(rec.get("channels") or ()))
             restored += 1
         if restored:
             log.info("%s: %d registrations restored from %s", self.ctx.device_id, restored, self.registry.path)

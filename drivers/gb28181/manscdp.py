@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import math
 import re
 import threading
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class Message:
 
 _DECL = re.compile(rb"""^\s*<\?xml[^>]{0,200}?encoding\s*=\s*["']([A-Za-z0-9._:-]{1,40})["']""")
 _DECL_TEXT = re.compile(r"^\s*<\?xml[^>]{0,200}\?>")
+_TEXT_CODECS = ("utf-8", "utf-16", "utf-32", "big5", "iso8859", "latin", "cp125", "ascii", "euc", "shift_jis", "koi8")
 _GB_NAMES = {"gb2312", "gbk", "gb18030", "cp936", "ms936", "gb_2312-80", "euc-cn", "euccn", "x-gbk", "csgb2312"}
 
 
@@ -103,9 +105,11 @@ def _codec_for(name: str | None) -> str:
     if name is None or name.lower() in _GB_NAMES:
         return "gb18030"
     try:
-        return codecs.lookup(name).name
+        codec = codecs.lookup(name).name
     except LookupError:
         return "gb18030"
+    # only character sets: Python also names transforms (unicode_escape, base64...) as codecs
+    return codec if codec.startswith(_TEXT_CODECS) else "gb18030"
 
 
 # CJK ideographs, radicals, CJK punctuation and full-width forms: what a Chinese name's text holds
@@ -248,6 +252,8 @@ def _fromstring(text: str):
 
 def parse(raw: bytes, *, max_size: int = MAX_SIZE, max_items: int = MAX_ITEMS) -> Message:
     """Bytes of one MANSCDP body -> Message. Raises ManscdpError (see its reasons)."""
+    if not isinstance(raw, bytes):
+        raw = bytes(raw)  # a bytearray or memoryview from the transport
     if not raw or not raw.strip(b" \t\r\n\x00"):
         raise ManscdpError("empty")
     if len(raw) > max_size:
@@ -306,6 +312,8 @@ def _scalar(v) -> str:
     if isinstance(v, bool):
         raise ValueError("a MANSCDP value is text or a number, not a bool")
     if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"a MANSCDP number must be finite, not {v!r}")
         return repr(v) if v != int(v) or abs(v) >= 1e15 else f"{v:.1f}"
     return str(v)
 
@@ -351,10 +359,11 @@ def _encoder(charset: str) -> tuple[str, str]:
         raise ValueError(f"unknown charset {charset!r}") from None
 
 
-def build(root: str, cmd_type: str, sn: int, device_id: str, fields=(), *, charset: str = "GB2312") -> bytes:
+def build(root: str, cmd_type: str, sn: int, device_id: str | None, fields=(), *, charset: str = "GB2312") -> bytes:
     """One MANSCDP body. `fields` is a dict or a sequence of (name, value); values are text, numbers,
     dicts (children; `@name` keys are attributes, `#text` the text), lists (the element repeated)
-    or None (left out). Raises ValueError for an unknown root, a bad name or charset."""
+    or None (left out); a None `device_id` leaves DeviceID out (MobilePosition with TargetID).
+    Raises ValueError for an unknown root, a bad name, a non-finite number or an unknown charset."""
     if root not in ROOTS:
         raise ValueError(f"root must be one of {', '.join(ROOTS)}, not {root!r}")
     if not _NAME.match(cmd_type):
@@ -363,7 +372,8 @@ def build(root: str, cmd_type: str, sn: int, device_id: str, fields=(), *, chars
         raise ValueError(f"SN must be a non-negative int, not {sn!r}")
     codec, errors = _encoder(charset)
     out = [f'<?xml version="1.0" encoding="{charset}"?>\r\n<{root}>\r\n<CmdType>{cmd_type}</CmdType>\r\n<SN>{sn}</SN>\r\n']
-    out.append(f"<DeviceID>{_esc(str(device_id))}</DeviceID>\r\n")
+    if device_id is not None:
+        out.append(f"<DeviceID>{_esc(str(device_id))}</DeviceID>\r\n")
     pairs = fields.items() if isinstance(fields, dict) else fields
     for name, value in pairs:
         _emit(out, name, value)
