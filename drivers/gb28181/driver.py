@@ -474,7 +474,8 @@ class Gb28181Listener(Driver):
         utc = time.time()
         contact = req.headers.get("Contact") or ""
         self.registry.put(
-            dev.id, address=route.text, transport=route.transport, contact=contact,
+            dev.id, address=route.text, transport=route.transport, local=f"{dev.local[0]}:{dev.local[1]}",
+            contact=contact,
             expires_at=round(utc + decision.expires_s, 3), registered_at=round(utc, 3),
             user_agent=dev.user_agent or None, version=dev.version,
         )
@@ -848,7 +849,7 @@ class Gb28181Listener(Driver):
                 dev.route = Route("TCP", (host, int(port)), None)  # unreachable until it connects again
             else:
                 dev.route = Route("UDP", (host, int(port)))
-            self._heard_restored(dev)
+            self._heard_restored(dev, rec.get("local", ""))
             dev.version = rec.get("version", "")
             dev.user_agent = rec.get("user_agent", "")
             dev.ctx.set_info(transport=rec.get("transport", "UDP"), address=rec["address"], version=dev.version,
@@ -860,8 +861,11 @@ class Gb28181Listener(Driver):
         if restored:
             log.info("%s: %d registrations restored from %s", self.ctx.device_id, restored, self.registry.path)
 
-    def _heard_restored(self, dev: _Device) -> None:
-        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    def _heard_restored(self, dev: _Device, local: str) -> None:
+        """Our address as the device reached it before the restart (the Via of our requests)."""
+        host = local.rpartition(":")[0] if local else ""
+        if not host:
+            host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         dev.local = (host, self.port)
 
     async def close(self) -> None:
