@@ -236,6 +236,7 @@ class Gb28181Listener(Driver):
         self.answers: dict[tuple[str, int], asyncio.Future] = {}  # (device id, SN) -> application answer
         self.unknown = _Bucket(config.unknown_per_s, config.unknown_burst)
         self.sync_queue: collections.deque[str] = collections.deque()
+        self._local_ips: dict[str, str] = {}  # peer address -> our address on the route to it
         self.from_uri = f"sip:{config.server_id}@{config.domain}"
         self.media = None  # media.Calls, made in run()
         for key, why in config.config_warnings():
@@ -498,12 +499,29 @@ class Gb28181Listener(Driver):
         else:
             host = self.host
             if host in ("0.0.0.0", "::", ""):
-                # which of our addresses the device reached: its Request-URI names it
+                # which of our addresses the device reached: its Request-URI names it, else the
+                # address the kernel would send from to reach it
                 try:
                     host = str(ipaddress.ip_address(req.request_uri.host))
                 except (ValueError, sip.SipError):
-                    host = "127.0.0.1"
+                    host = self._local_ip_for(route.addr[0])
             dev.local = (host, self.port)
+
+    def _local_ip_for(self, ip: str) -> str:
+        """Our address on the route to `ip` (a connected UDP socket sends nothing: the kernel only
+        picks the source address), cached per peer address."""
+        local = self._local_ips.get(ip)
+        if local is None:
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.connect((ip, 9))
+                    local = probe.getsockname()[0]
+            except OSError:
+                local = "127.0.0.1"
+            if len(self._local_ips) < 4096:
+                self._local_ips[ip] = local
+        return local
 
     def _message(self, req, route: Route, now: float):
         dev_id = req.from_.uri.user or ""
