@@ -236,7 +236,8 @@ class Gb28181Listener(Driver):
         self.answers: dict[tuple[str, int], asyncio.Future] = {}  # (device id, SN) -> application answer
         self.unknown = _Bucket(config.unknown_per_s, config.unknown_burst)
         self.sync_queue: collections.deque[str] = collections.deque()
-        self._local_ips: dict[str, str] = {}  # peer address -> our address on the route to it
+        self._local_ips: dict[str, str] = {}
+        self.channel_owner: dict[str, str] = {}  # channel id -> its device  # peer address -> our address on the route to it
         self.from_uri = f"sip:{config.server_id}@{config.domain}"
         self.media = None  # media.Calls, made in run()
         for key, why in config.config_warnings():
@@ -311,9 +312,12 @@ class Gb28181Listener(Driver):
             return
         ctx.set_info(device=dev.id)
         dev.channels[channel_id] = ctx
+        self.channel_owner[channel_id] = dev.id
 
     def _remove_channel(self, dev: _Device, channel_id: str, reason: str):
         ctx = dev.channels.pop(channel_id, None)
+        if self.channel_owner.get(channel_id) == dev.id:
+            del self.channel_owner[channel_id]
         if ctx is not None:
             ctx.set_health(Health.OFFLINE, reason)
             dev.ctx.remove_child(channel_id)
@@ -526,6 +530,9 @@ class Gb28181Listener(Driver):
     def _message(self, req, route: Route, now: float):
         dev_id = req.from_.uri.user or ""
         dev = self.devices.get(dev_id)
+        if dev is None and dev_id in self.channel_owner:
+            # field: NVRs that send a channel's alarm From the channel's ID, not their own
+            dev = self.devices.get(self.channel_owner[dev_id])
         if dev is None or not dev.session.registered:
             # not registered: 403 makes a device register again
             return self._unknown(req, route, 403, now, "messages_unregistered")
