@@ -882,6 +882,8 @@ class Gb28181Listener(Driver):
                              **{f: rec[k] for k, f in PERSISTED_FACTS.items() if rec.get(k)})
             self.apply(dev, dev.session.restore(now, rec["expires_at"] - utc))
             self.apply(dev, dev.session.restore_channels(rec.get("channels") or ()))
+            if dev.route.transport == "TCP":
+                self.apply(dev, dev.session.link_lost("registration restored; waiting for its TCP connection"))
             restored += 1
         if restored:
             log.info("%s: %d registrations restored from %s", self.ctx.device_id, restored, self.registry.path)
