@@ -37,7 +37,8 @@ demo: install
 	$(VENV)/bin/tianwang run --demo$(if $(strip $(DEMO_SECONDS)), --seconds $(strip $(DEMO_SECONDS)))
 
 # Tools the tests need beside Python: gpsd's gpsdecode (Debian package gpsd-clients), which the NMEA
-# tests compare against, and Node.js 18+ with npm, which run the Node.js subscriber of
+# tests compare against, SIPp (Debian package sip-tester), the independent GB/T 28181 device of the
+# peer tests, and Node.js 18+ with npm, which run the Node.js subscriber of
 # docs/subscriber.md (tests/test_guides.py installs its packages into examples/node/node_modules).
 tools:
 	@command -v gpsdecode >/dev/null 2>&1 || { \
@@ -59,6 +60,15 @@ tools:
 	  fi; }
 	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' || { \
 	  echo "node $$(node --version) is too old: the Node.js subscriber (examples/node) needs Node.js 18 or newer" >&2; exit 1; }
+	@command -v sipp >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing sip-tester (sipp) for the GB/T 28181 peer tests"; \
+	    (apt-get install -y -qq sip-tester >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq sip-tester >/dev/null)); \
+	  else \
+	    echo "sipp is missing: install sip-tester (sudo apt-get install sip-tester); the GB/T 28181" \
+	      "peer tests (tests/test_gb28181_sipp.py) play a device with it" >&2; exit 1; \
+	  fi; }
 
 test: install tools
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -160,7 +160,10 @@ async def gateway_publications():
     receiver, the jt808 listener with a small simulated fleet, the onvif driver on a simulated camera
     (motion, tamper and line-crossing events), the test driver (health, including a device that never
     connects), SendCommand calls of every outcome and a Record call (audit)."""
+    import tempfile
+
     import tianwang.drivers.beidou as beidou
+    import tianwang.drivers.gb28181 as gb28181
     import tianwang.drivers.jt808 as jt808
     import tianwang.drivers.onvif as onvif
     import tianwang.drivers.signal as signal
@@ -186,10 +189,29 @@ async def gateway_publications():
         {"id": "cam-1", "driver": "onvif", "host": cam.host, "port": cam.port, "username": cam.username,
          "password": cam.password, "pull_timeout_s": 1},
     ]
-    listeners = [{"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "contract-docs"}]
+    from gb_helpers import NVR_ID, PASSWORD, SERVER_ID, GbDevice, channel_ids
+
+    gb_dir = tempfile.TemporaryDirectory(prefix="tw-contract-gb-")
+    gb_devices = f"{gb_dir.name}/gb-devices.yaml"
+    with open(gb_devices, "w", encoding="utf-8") as f:
+        f.write(f"- {{id: '{NVR_ID}', password: '{PASSWORD}', datum: gcj02}}\n")
+    gb_channel = channel_ids(NVR_ID, 1)[0]
+    listeners = [{"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "contract-docs"},
+                 {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
+                  "devices_file": gb_devices}]
     try:
         config = base_config(devices, listeners, control=["test/+", "gnss/+", "signal/+"], name="contract")
-        async with running(config, beidou.SPEC, jt808.SPEC, onvif.SPEC, signal.SPEC) as gw:
+        async with running(config, beidou.SPEC, gb28181.SPEC, jt808.SPEC, onvif.SPEC, signal.SPEC) as gw:
+            gb_entry = gw.supervisor.lookup("gb")
+            await until(lambda: "listen" in gb_entry.info, what="gb28181 listener bound")
+            nvr = await GbDevice(int(gb_entry.info["listen"].rsplit(":", 1)[1]), NVR_ID,
+                                 channels=[(gb_channel, "一号")]).start()
+            assert (await nvr.register()).status == 200
+            await until(lambda: gw.supervisor.lookup(gb_channel) is not None, 10, "gb28181 channel listed")
+            assert (await nvr.alarm(source=gb_channel)).status == 200
+            assert (await nvr.alarm(method=7, alarm_type=None)).status == 200  # no kind fits; on the device
+            assert (await nvr.position(27.83, 112.94)).status == 200
+            await nvr.stop()
             listener = gw.supervisor.lookup("fleet")
             await until(lambda: "listen" in listener.info, what="jt808 listener bound")
             fleet = Fleet("127.0.0.1", int(listener.info["listen"].rsplit(":", 1)[1]), terminals=2, rate=10.0)
@@ -236,6 +258,7 @@ async def gateway_publications():
                 wanted |= {f"camera/cam-1/event/RuleEngine/{p}" for p in
                            ("CellMotionDetector/Motion", "TamperDetector/Tamper", "LineDetector/Crossed")}
                 wanted |= {f"signal/tsc-1/{c}" for c in ("lamps", "status", "alarm", "fault", "traffic")}
+                wanted |= {f"camera/{gb_channel}/alarm", f"camera/{NVR_ID}/alarm", f"gnss/{NVR_ID}/fix"}
 
                 def missing():
                     return wanted - {e["topic"] for e in journal_envelopes(gw.journal)}
@@ -248,6 +271,7 @@ async def gateway_publications():
         await receiver.stop()
         await cam.stop()
         await controllers.stop()
+        gb_dir.cleanup()
     out = []
     for e in envelopes:
         family, _id, channel = e["topic"].split("/", 2)

@@ -72,7 +72,7 @@ def test_config_reference_lists_every_key_with_type_default_and_description():
     ):
         assert re.search(rf"^\| `{re.escape(key)}` \| {re.escape(typ)} \| {re.escape(default)} \| {re.escape(constraints)} \| \S",
                          text, re.M), key
-    for family in ("beidou", "jt808", "onvif", "signal"):
+    for family in ("beidou", "gb28181", "jt808", "onvif", "signal"):
         assert f"## `driver: {family}`" in text
 
     class Undocumented(c.Model):
@@ -92,6 +92,8 @@ EXAMPLE_ENV = {
     "TW_JT808_SECRET": "e" * 32,
     "TW_CAM1_PASS": "cam1-pass",
     "TW_CAM2_PASS": "cam2-pass",
+    "TW_GB_PASSWORD": "gb-default-pass",
+    "TW_GB_NVR_PASSWORD": "gb-nvr-pass",
 }
 
 
@@ -109,7 +111,7 @@ def test_example_configs_cover_every_family():
             transport = entry.get("url", "").split(":", 1)[0] or ("tcp" if "listen" in entry else "http")
             seen.add((entry["driver"], transport))
     assert {("beidou", "serial"), ("beidou", "tcp"), ("jt808", "tcp"), ("signal", "serial"), ("signal", "tcp"),
-            ("onvif", "http")} <= seen, seen
+            ("onvif", "http"), ("gb28181", "tcp")} <= seen, seen
 
 
 @pytest.mark.parametrize("path", _examples(), ids=lambda p: p.name)
@@ -176,6 +178,26 @@ async def _simulated(name, config, stack):
             return {f"gnss/{t.phone}/fix" for t in terminals.terminals}
 
         return set(), fleet
+    if name.startswith("gb28181"):
+        from gb_helpers import GbDevice, channel_ids
+
+        listener = config["listeners"][0]
+        listener["listen"] = "127.0.0.1:0"
+
+        async def devices(gw):
+            entry = gw.supervisor.lookup(listener["id"])
+            await until(lambda: "listen" in entry.info, 10, "gb28181 listener bound")
+            port = int(entry.info["listen"].rsplit(":", 1)[1])
+            nvr_id, cam_id = (d["id"] for d in listener["devices"])
+            nvr = await started(GbDevice(port, nvr_id, os.environ["TW_GB_NVR_PASSWORD"],
+                                         channels=[(channel_ids(nvr_id, 1)[0], "雨湖路口")]))
+            cam = await started(GbDevice(port, cam_id, os.environ["TW_GB_PASSWORD"]))
+            assert (await nvr.register()).status == 200 and (await cam.register()).status == 200
+            await until(lambda: gw.supervisor.lookup(channel_ids(nvr_id, 1)[0]) is not None, 10, "gb28181 channel")
+            assert (await cam.position(27.83, 112.94)).status == 200
+            return {f"gnss/{cam_id}/fix", f"camera/{channel_ids(nvr_id, 1)[0]}/health"}
+
+        return set(), devices
     raise AssertionError(f"no simulators for {name}")
 
 
@@ -188,6 +210,7 @@ async def test_example_config_runs_on_simulators(path, tmp_path, monkeypatch):
     import yaml
 
     import tianwang.drivers.beidou as beidou
+    import tianwang.drivers.gb28181 as gb28181
     import tianwang.drivers.jt808 as jt808
     import tianwang.drivers.onvif as onvif
     import tianwang.drivers.signal as signal
@@ -199,7 +222,7 @@ async def test_example_config_runs_on_simulators(path, tmp_path, monkeypatch):
     config["gateway"].update(listen="127.0.0.1:0", metrics=None)
     async with contextlib.AsyncExitStack() as stack:
         wanted, dial = await _simulated(path.name, config, stack)
-        async with running(config, beidou.SPEC, jt808.SPEC, onvif.SPEC, signal.SPEC) as gw:
+        async with running(config, beidou.SPEC, gb28181.SPEC, jt808.SPEC, onvif.SPEC, signal.SPEC) as gw:
             if dial is not None:
                 wanted |= await dial(gw)
             entries = list(gw.supervisor.entries.values())

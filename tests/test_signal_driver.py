@@ -496,7 +496,7 @@ def test_peers_need_listen_and_addresses():
     base = {"id": "tsc", "driver": "signal", "url": "tcp://127.0.0.1:7020"}
     with pytest.raises(Exception) as e:
         load_config({"devices": [{**base, "tcp_role": "listen", "peers": ["tsc-host"]}]}, reg)
-    assert "devices[0].peers" in str(e.value) and "not an IP address" in str(e.value)
+    assert "devices[0] (tsc).peers" in str(e.value) and "not an IP address" in str(e.value)
     with pytest.raises(Exception) as e:
         load_config({"devices": [{**base, "peers": ["10.0.0.1"]}]}, reg)
     assert "only with tcp_role: listen" in str(e.value)

@@ -333,7 +333,21 @@ def steps_scale(b: Bench) -> list:
         if res.get("latency_ms_p99") is not None:
             b.metric(sec, f"{n} ONVIF cameras: latency p99", res["latency_ms_p99"], "ms", better="lower")
 
-    return [("JT/T 808 terminals", jt808), ("signal controllers", signal), ("ONVIF cameras", onvif)]
+    def gb28181():
+        from tianwang.gateway.benchmarks import scale_gb28181
+
+        n, k, rate = s.n(10000, 100, 2), s.n(1000, 10, 1), float(s.n(200, 20, 1))
+        res = uvloop.run(scale_gb28181.gb28181_devices(b.workdir, n, 5, k, rate, s.seconds(60, 10), hot_path))
+        label = f"{n} GB/T 28181 devices x 5 channels + {k} mobile, {rate:g} alarms/s"
+        record(label, res, res["alarms_received"], res["alarms_acked"])
+        if res.get("all_online_s") is not None:
+            b.metric(sec, f"{label}: all ONLINE after", res["all_online_s"], "s", better="lower")
+        if res.get("latency_ms_p99") is not None:
+            b.metric(sec, f"{label}: alarm latency p50", res["latency_ms_p50"], "ms", better="lower")
+            b.metric(sec, f"{label}: alarm latency p99", res["latency_ms_p99"], "ms", better="lower")
+
+    return [("JT/T 808 terminals", jt808), ("signal controllers", signal), ("ONVIF cameras", onvif),
+            ("GB/T 28181 devices", gb28181)]
 
 
 STEPS = {"nmea": steps_nmea, "router": steps_router, "fanout": steps_fanout, "latency": steps_latency, "scale": steps_scale}

@@ -136,6 +136,30 @@ class DeviceContext:
             self._refused(entry, exc)
             return 0
 
+    def publish_in(self, family: str, channel: str, payload: dict, device_time_ns: int = 0) -> int:
+        """Route one reading on `<family>/<id>/<channel>` of another family than the driver's: a
+        GB/T 28181 camera (family `camera`) publishes its positions on `gnss/<id>/fix`, beside every
+        other fix. Returns its seq (0 if it was refused)."""
+        if family == self.family:
+            return self.publish(channel, payload, device_time_ns)
+        key = f"{family}\0{channel}"
+        topic = self._topics.get(key)
+        if topic is None:
+            from tianwang.gateway.framing import validate_topic
+
+            topic = f"{family}/{self.device_id}/{channel}"
+            validate_topic(topic)
+            self._topics[key] = topic = sys.intern(topic)
+        entry = self._entry
+        entry.last_seen_ns = time.time_ns()
+        entry.envelopes += 1
+        try:
+            return self._publish(topic, entry.id, payload, device_time_ns)
+        except FrameError as exc:
+            entry.envelopes -= 1
+            self._refused(entry, exc)
+            return 0
+
     def _route(self, topic, entry, payload, device_time_ns):
         """Publish without counting it as the device's data (the gateway's health words)."""
         try:
