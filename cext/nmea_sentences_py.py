@@ -163,7 +163,7 @@ class _Message:
             setattr(self, name, value)
 
     def __repr__(self):
-        return "%s(%s)" % (type(self).__name__, ", ".join("%s=%r" % (f, getattr(self, f)) for f in self.FIELDS))
+        return "{}({})".format(type(self).__name__, ", ".join(f"{f}={getattr(self, f)!r}" for f in self.FIELDS))
 
     def __eq__(self, other):
         # equal when the sentence kind and every field match (NaN equals NaN): compiled and twin

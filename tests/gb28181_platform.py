@@ -161,12 +161,12 @@ class Platform:
                 self.changed.clear()
                 try:
                     await asyncio.wait_for(self.changed.wait(), 0.2)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
         try:
             await asyncio.wait_for(wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"timed out waiting for {what}") from None
 
     def bodies(self, device_id, cmd_type, root=None):

@@ -138,9 +138,8 @@ def doc_payloads(sections):
 # -- what the code publishes ---------------------------------------------------------------------
 def decoder_publications():
     """(family, channel, payload, where) from every offline decoder over every capture, whole."""
-    from tianwang.gateway.cli.decode import BUILTIN_DECODERS, make_decoder
-
     from tianwang.gateway.cli.capture import capture_or_raw
+    from tianwang.gateway.cli.decode import BUILTIN_DECODERS, make_decoder
 
     files = sorted(p for p in CAPTURES.rglob("*") if p.is_file() and p.suffix not in NOT_CAPTURES)
     assert files, f"no captures under {CAPTURES}"
@@ -168,9 +167,9 @@ async def gateway_publications():
     import tianwang.drivers.onvif as onvif
     import tianwang.drivers.signal as signal
     from tianwang.drivers.beidou.simulator import ReceiverSimulator
-    from tianwang.drivers.signal.simulator import SignalSimulator
     from tianwang.drivers.jt808.simulator import Fleet
     from tianwang.drivers.onvif.simulator import CameraSim
+    from tianwang.drivers.signal.simulator import SignalSimulator
     from tianwang.v1 import gateway_pb2 as pb
 
     receiver = ReceiverSimulator("tcp", rate=10, talker="GN", rdss="bds3", interval_s=30, card_id="0245679",

@@ -33,7 +33,7 @@ async def setup(tmp_path, transport="udp"):
         await until(lambda: "listen" in entry.info, what="listener bound")
         port = int(entry.info["listen"].rsplit(":", 1)[1])
         ids = channel_ids(NVR_ID, 2)
-        nvr = await GbDevice(port, NVR_ID, transport=transport, channels=list(zip(ids, ["一号", "二号"]))).start()
+        nvr = await GbDevice(port, NVR_ID, transport=transport, channels=list(zip(ids, ["一号", "二号"], strict=True))).start()
         try:
             assert (await nvr.register()).status == 200
             await until(lambda: gw.supervisor.lookup(ids[1]) is not None, 10, "channels listed")

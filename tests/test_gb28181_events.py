@@ -56,7 +56,7 @@ def catalog_notify(dev, items):
 async def test_catalog_channels_become_devices_under_their_device_and_follow_its_events(tmp_path):
     async with gateway(config(tmp_path)) as (gw, port):
         ids = channel_ids(NVR_ID, 4)
-        nvr = await GbDevice(port, NVR_ID, channels=list(zip(ids, NAMES)), chunk=3).start()
+        nvr = await GbDevice(port, NVR_ID, channels=list(zip(ids, NAMES, strict=True)), chunk=3).start()
         nvr.status_of[ids[3]] = "OFF"
         try:
             assert (await nvr.register()).status == 200
@@ -64,7 +64,7 @@ async def test_catalog_channels_become_devices_under_their_device_and_follow_its
             async with client(gw) as (stub, _):
                 reply = await stub.ListDevices(pb.ListDevicesRequest(family="camera"), metadata=md(READ))
             rows = {d.id: d for d in reply.devices}
-            for cid, name in zip(ids, NAMES):
+            for cid, name in zip(ids, NAMES, strict=True):
                 assert rows[cid].parent == NVR_ID and rows[cid].info["name"] == name
                 assert rows[cid].info["ptz_type"] == "1" and rows[cid].info["civil_code"] == "430302"
                 assert rows[cid].info["lat"] == "27.83" and rows[cid].info["kind"] == "camera"
@@ -118,7 +118,7 @@ async def test_a_catalog_that_stops_short_is_kept_partial_and_said_so(tmp_path):
 async def test_alarms_reach_subscribers_on_the_channel_topic_and_are_answered_as_the_standard_says(tmp_path):
     async with gateway(config(tmp_path)) as (gw, port):
         ids = channel_ids(NVR_ID, 2)
-        nvr = await GbDevice(port, NVR_ID, channels=list(zip(ids, NAMES))).start()
+        nvr = await GbDevice(port, NVR_ID, channels=list(zip(ids, NAMES[: len(ids)], strict=True))).start()
         try:
             assert (await nvr.register()).status == 200
             await until(lambda: gw.supervisor.lookup(ids[1]) is not None, 10, "channels listed")
@@ -200,7 +200,7 @@ async def test_mobile_positions_go_to_gnss_fix_converted_from_gcj02(tmp_path):
 async def test_a_device_going_offline_takes_its_channels_with_it(tmp_path):
     async with gateway(config(tmp_path, keepalive={"interval_s": 0.5, "count": 2})) as (gw, port):
         ids = channel_ids(NVR_ID, 2)
-        nvr = await GbDevice(port, NVR_ID, channels=list(zip(ids, NAMES))).start()
+        nvr = await GbDevice(port, NVR_ID, channels=list(zip(ids, NAMES[: len(ids)], strict=True))).start()
         try:
             assert (await nvr.register()).status == 200
             await until(lambda: state(gw, ids[1])[0] == "ONLINE", 10, "channel ONLINE")
@@ -237,7 +237,7 @@ async def test_catalogs_are_bounded_per_device(tmp_path):
 async def test_a_message_from_a_channels_id_counts_as_its_devices(tmp_path):
     async with gateway(config(tmp_path)) as (gw, port):
         ids = channel_ids(NVR_ID, 2)
-        nvr = await GbDevice(port, NVR_ID, channels=list(zip(ids, NAMES))).start()
+        nvr = await GbDevice(port, NVR_ID, channels=list(zip(ids, NAMES[: len(ids)], strict=True))).start()
         try:
             assert (await nvr.register()).status == 200
             await until(lambda: gw.supervisor.lookup(ids[1]) is not None, 10, "channels listed")

@@ -11,8 +11,7 @@ import threading
 from xml.sax.saxutils import escape
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import tianwang.drivers.gb28181 as gb28181
 from gb_helpers import NVR_ID, PASSWORD, SERVER_ID, GbDevice, xml

@@ -4,18 +4,16 @@ going silent, unregistering, and coming back after a gateway restart."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
 import stat
 
-import msgpack
 import pytest
 
 import tianwang.drivers.gb28181 as gb28181
-from gb_helpers import DOMAIN, NVR_ID, PASSWORD, SERVER_ID, GbDevice, xml
-from gw import CONTROL, READ, base_config, client, journal_envelopes, md, running, until
+from gb_helpers import DOMAIN, NVR_ID, PASSWORD, SERVER_ID, GbDevice
+from gw import READ, base_config, client, journal_envelopes, md, running, until
 from tianwang.gateway.errors import ConfigError
 from tianwang.gateway.lifecycle.config import load_config
 from tianwang.v1 import gateway_pb2 as pb

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from gb28181_platform import DOMAIN, SERVER_ID, offer, platform
 from tianwang.drivers.gb28181 import manscdp, ptz
 from tianwang.drivers.gb28181.simulator import Fleet
-from gb28181_platform import DOMAIN, SERVER_ID, offer, platform
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(60)
@@ -141,7 +141,7 @@ async def test_ptz_moves_the_head_and_presets_are_kept():
             loop = asyncio.get_running_loop()
             start = ch.head.position(loop.time())
             await p.ask(nvr.id, "Control", "DeviceControl", [("PTZCmd", ptz.ptz_cmd(0.5, 0.0, 0.0))], target=ch.id)
-            await p.until(lambda: ch.head.moving(), what="moving")
+            await p.until(ch.head.moving, what="moving")
             assert ch.head.v[0] > 0 and ch.head.v[1] == 0 and ch.head.v[2] == 0  # right, at about half speed
             await p.until(lambda: (ch.head.position(loop.time())[0] - start[0]) % 360 > 5, what="panned")
             await p.ask(nvr.id, "Control", "DeviceControl", [("PTZCmd", ptz.stop_cmd())], target=ch.id)
@@ -429,7 +429,7 @@ async def test_fault_slow_catalog_spaces_its_chunks():
         finally:
             await fleet.stop()
         assert len(arrivals) >= 2 and arrivals[0] - t0 >= 1.0
-        assert all(b - a >= 1.0 for a, b in zip(arrivals, arrivals[1:]))
+        assert all(b - a >= 1.0 for a, b in zip(arrivals, arrivals[1:], strict=False))
 
 
 async def test_fault_duplicate_sends_every_request_twice_and_the_device_absorbs_ours():

@@ -11,7 +11,15 @@ import pytest
 
 from tianwang.drivers.gb28181 import sim_media as media
 from tianwang.drivers.gb28181.sim_world import (
-    CENTRE, PLACES, PtzHead, Route, TYPE_MOBILE, TYPE_NVR, gb_id, place_for, recordings,
+    CENTRE,
+    PLACES,
+    TYPE_MOBILE,
+    TYPE_NVR,
+    PtzHead,
+    Route,
+    gb_id,
+    place_for,
+    recordings,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -189,9 +197,9 @@ async def test_media_sender_streams_over_udp_until_stopped():
     frames = [parse_ps(f) for f in _frames(got)]
     assert [("system" in f["units"]) for f in frames[:21]] == [i % 10 == 0 for i in range(21)]
     pts = [f["pts"] for f in frames]
-    assert all((b - a) % 2**33 == 900 for a, b in zip(pts, pts[1:]))  # 100 fps at 90 kHz
+    assert all((b - a) % 2**33 == 900 for a, b in zip(pts, pts[1:], strict=False))  # 100 fps at 90 kHz
     seqs = [struct.unpack(">H", p[2:4])[0] for p in got]
-    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:]))
+    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
     count = sender.packets
     await asyncio.sleep(0.1)
     assert sender.packets == count  # stopped means stopped

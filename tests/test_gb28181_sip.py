@@ -455,7 +455,7 @@ def test_any_datagram_is_a_message_or_a_sip_error(data):
         return
     assert isinstance(msg, (SipRequest, SipResponse))
     # a message that parsed answers every property the driver reads without another exception
-    msg.call_id, msg.cseq, msg.from_, msg.to, msg.via, msg.branch, msg.content_type
+    _ = msg.call_id, msg.cseq, msg.from_, msg.to, msg.via, msg.branch, msg.content_type
 
 
 @given(st.sampled_from(GOOD), st.integers(0, 2000), st.binary(max_size=8))
@@ -466,7 +466,7 @@ def test_mutated_messages_are_a_message_or_a_sip_error(raw, at, junk):
         msg = sip.parse_message(data)
     except SipError:
         return
-    msg.call_id, msg.cseq, msg.from_, msg.to, msg.via, msg.branch, msg.content_type
+    _ = msg.call_id, msg.cseq, msg.from_, msg.to, msg.via, msg.branch, msg.content_type
     sip.parse_message(msg.to_bytes())
 
 
@@ -513,7 +513,7 @@ def test_built_messages_parse_back_equal(method, user, tag, call_id, cseq, port,
     display_value = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '" '
     req = sip.build_request(
         method, f"sip:{user}@4303000000", via_host="10.0.0.1", via_port=port, transport=transport,
-        from_uri=f"sip:43030000002000000001@4303000000", from_tag=tag, to_uri=f"sip:{user}@4303000000",
+        from_uri="sip:43030000002000000001@4303000000", from_tag=tag, to_uri=f"sip:{user}@4303000000",
         call_id=call_id, cseq=cseq, headers=[("Subject", subject.strip())], body=body,
         content_type="Application/MANSCDP+xml",
     )

@@ -8,7 +8,12 @@ from hypothesis import given, settings, strategies as st
 
 from tianwang.drivers.gb28181 import sip
 from tianwang.drivers.gb28181.transaction import (
-    ABSORBED, ClientTransactions, ServerTransactions, ack_for, client_key, server_key,
+    ABSORBED,
+    ClientTransactions,
+    ServerTransactions,
+    ack_for,
+    client_key,
+    server_key,
 )
 
 DEVICE = ("192.168.1.64", 5060)
@@ -169,7 +174,7 @@ def test_a_pushed_out_transaction_can_still_be_cancelled_once():
 def test_heaps_stay_bounded_under_churn():
     tx = ClientTransactions()
     now = 0.0
-    for i in range(5000):
+    for _ in range(5000):
         req = request()
         tx.start(req, DEVICE, False, now)
         tx.response(wire(sip.build_response(wire(req), 200)), now)

@@ -57,8 +57,7 @@ def test_config_reference_check_flags_a_stale_page(tmp_path):
 def test_config_reference_lists_every_key_with_type_default_and_description():
     from pydantic import Field
 
-    from tianwang.gateway.lifecycle import config as c
-    from tianwang.gateway.lifecycle import configref
+    from tianwang.gateway.lifecycle import config as c, configref
 
     text = REFERENCE.read_text(encoding="utf-8")
     for key, typ, default, constraints in (

@@ -16,19 +16,26 @@ imports it): the listener and its config model are imported when first used.
 
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING, Any
+
 from tianwang.drivers.sdk import ActionSpec, DriverSpec
+
+if TYPE_CHECKING:
+    from tianwang.drivers.gb28181.config import Gb28181Config
+    from tianwang.drivers.sdk import DeviceContext, Driver
 
 _PTZ = {"pan": "velocity -1..1", "tilt": "velocity -1..1", "zoom": "velocity -1..1"}
 _PRESET = {"token": "preset number 1-255"}
 
 
-def _factory(config, ctx):
+def _factory(config: Gb28181Config, ctx: DeviceContext) -> Driver:
     from tianwang.drivers.gb28181.driver import Gb28181Listener
 
     return Gb28181Listener(config, ctx)
 
 
-async def _demo(stack) -> dict:
+async def _demo(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
     """`tianwang run --demo`: an NVR with four channels and two 4G body cameras (demo.py)."""
     from tianwang.drivers.gb28181.demo import demo
 
@@ -77,7 +84,7 @@ def _spec() -> DriverSpec:
     )
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> DriverSpec:
     # SPEC is built on first use: the config model pulls in pydantic
     if name == "SPEC":
         spec = globals()["SPEC"] = _spec()

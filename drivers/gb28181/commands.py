@@ -14,10 +14,19 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from tianwang.drivers.gb28181 import manscdp, ptz
 from tianwang.drivers.gb28181.session import local_time_ns, local_time_text
 from tianwang.drivers.sdk import CommandError
+
+if TYPE_CHECKING:
+    from tianwang.drivers.gb28181.driver import Gb28181Listener, _Device
+
+# one action on a device or channel: (listener, device, target, args, timeout) -> result
+Handler = Callable[["Gb28181Listener", "_Device", str, dict[str, Any], float], Awaitable[dict[str, Any]]]
 
 log = logging.getLogger("tianwang.driver.gb28181")
 
@@ -25,7 +34,7 @@ MAX_MOVE_S = 60.0
 RECORD_TYPES = ("all", "time", "alarm", "manual")
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """A reader's dataclass (or list of them) as msgpack-able maps."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
@@ -38,7 +47,8 @@ def _plain(value):
     return value
 
 
-def _only(action: str, args: dict, allowed) -> None:
+def _only(action: str, args: dict[str, Any], allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
     extra = sorted(set(args) - set(allowed))
     if extra:
         took = ", ".join(allowed) if allowed else "no arguments"
@@ -58,7 +68,7 @@ def _velocity(args: dict, name: str) -> float:
     return v
 
 
-def _number(args: dict, name: str, low: int, high: int, default=None) -> int:
+def _number(args: dict[str, Any], name: str, low: int, high: int, default: int | None = None) -> int:
     value = args.get(name, default)
     if value is None:
         raise CommandError("INVALID", f"{name} is required ({low}-{high})")
@@ -87,26 +97,28 @@ def _time_arg(args: dict, name: str, default: float | None = None) -> str:
     raise CommandError("INVALID", f"{name} must be epoch seconds or yyyy-MM-ddTHH:mm:ss (Beijing time), not {value!r}")
 
 
-async def _control(lst, dev, target: str, fields, timeout: float, what: str):
+async def _control(
+    lst: Gb28181Listener, dev: _Device, target: str, fields: list[tuple[str, Any]], timeout: float, what: str
+) -> int:
     """A DeviceControl MESSAGE that gets no application answer (PTZ, TeleBoot): the SIP 200 is all."""
     out = dev.session.control(target, fields)
     _req, fut = lst.request(dev, "MESSAGE", target, body=out.body, content_type="Application/MANSCDP+xml")
     try:
         resp = await asyncio.wait_for(fut, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise CommandError("TIMEOUT", f"{target} did not answer {what} within {timeout:g} s") from None
     if resp.status >= 300:
         raise CommandError("REFUSED", f"{target} answered {what} with {resp.status} {resp.reason}")
     return out.sn
 
 
-def _send_stop(lst, dev, target: str) -> asyncio.Future | None:
+def _send_stop(lst: Gb28181Listener, dev: _Device, target: str) -> asyncio.Future[Any] | None:
     """Send the PTZ stop without waiting: it goes out even when the caller is gone."""
     out = dev.session.control(target, [("PTZCmd", ptz.stop_cmd())])
     return lst.send_body(dev, out, target)
 
 
-async def ptz_move(lst, dev, target, args, timeout):
+async def ptz_move(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     _only("ptz_move", args, ("pan", "tilt", "zoom", "duration_s"))
     pan, tilt, zoom = (_velocity(args, k) for k in ("pan", "tilt", "zoom"))
     try:
@@ -129,21 +141,21 @@ async def ptz_move(lst, dev, target, args, timeout):
     if stop is not None:
         try:
             resp = await asyncio.wait_for(asyncio.shield(stop), max(0.5, min(5.0, timeout - moved)))
-        except (asyncio.TimeoutError, CommandError):
+        except (TimeoutError, CommandError):
             raise CommandError("TIMEOUT", f"{target}: the stop was sent but not acknowledged") from None
         if resp.status >= 300:
             raise CommandError("REFUSED", f"{target} answered the stop with {resp.status} {resp.reason}")
     return {"target": target, "moved_s": round(moved, 3), "pan": pan, "tilt": tilt, "zoom": zoom, "ptz_cmd": cmd}
 
 
-async def ptz_stop(lst, dev, target, args, timeout):
+async def ptz_stop(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     _only("ptz_stop", args, ())
     cmd = ptz.stop_cmd()
     await _control(lst, dev, target, [("PTZCmd", cmd)], timeout, "PTZ stop")
     return {"target": target, "ptz_cmd": cmd}
 
 
-async def preset(lst, dev, target, args, timeout, op: str):
+async def preset(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float, op: str) -> dict[str, Any]:
     action = f"preset_{op}"
     _only(action, args, ("token", "name") if op == "set" else ("token",))
     number = _number(args, "token", 1, 255)
@@ -152,7 +164,7 @@ async def preset(lst, dev, target, args, timeout, op: str):
     return {"target": target, "token": str(number), "ptz_cmd": cmd}
 
 
-async def preset_list(lst, dev, target, args, timeout):
+async def preset_list(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     _only("preset_list", args, ())
     answer = await lst.ask(dev, dev.session.query("PresetQuery", target), timeout, target)
     presets = [
@@ -162,7 +174,7 @@ async def preset_list(lst, dev, target, args, timeout):
     return {"target": target, "presets": presets}
 
 
-async def reset_alarm(lst, dev, target, args, timeout):
+async def reset_alarm(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     _only("reset_alarm", args, ("method", "type"))
     method = _number(args, "method", 1, 7) if "method" in args else None
     alarm_type = _number(args, "type", 0, 99) if "type" in args else None
@@ -171,11 +183,11 @@ async def reset_alarm(lst, dev, target, args, timeout):
     return {"target": target, "result": _result(answer)}
 
 
-def _result(msg) -> str:
+def _result(msg: manscdp.Message) -> str:
     return manscdp.response_result(msg) or "OK"
 
 
-async def record_query(lst, dev, target, args, timeout):
+async def record_query(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     _only("record_query", args, ("start", "end", "type"))
     now = time.time()
     start = _time_arg(args, "start", now - 86400)
@@ -190,19 +202,19 @@ async def record_query(lst, dev, target, args, timeout):
             "records": _plain(items)}
 
 
-async def device_info(lst, dev, target, args, timeout):
+async def device_info(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     _only("device_info", args, ())
     answer = await lst.ask(dev, dev.session.query("DeviceInfo", target), timeout, target)
     return {"target": target, **_plain(manscdp.device_info(answer))}
 
 
-async def device_status(lst, dev, target, args, timeout):
+async def device_status(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     _only("device_status", args, ())
     answer = await lst.ask(dev, dev.session.query("DeviceStatus", target), timeout, target)
     return {"target": target, **_plain(manscdp.device_status(answer))}
 
 
-async def catalog(lst, dev, target, args, timeout):
+async def catalog(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     _only("catalog", args, ())
     result = await lst.ask(dev, dev.session.query("Catalog"), timeout)
     return {
@@ -214,26 +226,30 @@ async def catalog(lst, dev, target, args, timeout):
     }
 
 
-async def reboot(lst, dev, target, args, timeout):
+async def reboot(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     _only("reboot", args, ())
     await _control(lst, dev, target, [("TeleBoot", "Boot")], timeout, "TeleBoot")
     return {"target": target, "rebooting": True}
 
 
-async def play(lst, dev, target, args, timeout):
+async def play(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+    if lst.media is None:  # made when the listener runs
+        raise CommandError("OFFLINE", f"{lst.ctx.device_id} is not running")
     return await lst.media.play(dev, target, args, timeout)
 
 
-async def stop_play(lst, dev, target, args, timeout):
+async def stop_play(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+    if lst.media is None:
+        raise CommandError("OFFLINE", f"{lst.ctx.device_id} is not running")
     return await lst.media.stop_play(dev, target, args, timeout)
 
 
-ACTIONS = {
+ACTIONS: dict[str, Handler] = {
     "ptz_move": ptz_move,
     "ptz_stop": ptz_stop,
-    "preset_set": lambda *a: preset(*a, op="set"),
-    "preset_goto": lambda *a: preset(*a, op="goto"),
-    "preset_delete": lambda *a: preset(*a, op="delete"),
+    "preset_set": partial(preset, op="set"),
+    "preset_goto": partial(preset, op="goto"),
+    "preset_delete": partial(preset, op="delete"),
     "preset_list": preset_list,
     "reset_alarm": reset_alarm,
     "record_query": record_query,
@@ -246,7 +262,9 @@ ACTIONS = {
 }
 
 
-async def on_target(lst, dev, target: str, action: str, args: dict, timeout: float) -> dict:
+async def on_target(
+    lst: Gb28181Listener, dev: _Device, target: str, action: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     """`action` on device `dev` or on its channel `target`. Raises CommandError."""
     fn = ACTIONS.get(action)
     if fn is None:
@@ -261,11 +279,11 @@ async def on_target(lst, dev, target: str, action: str, args: dict, timeout: flo
         raise CommandError("FAILED", f"{target} answered {action} with a body that cannot be read: {exc}") from None
 
 
-async def on_listener(lst, action: str, args: dict, timeout: float) -> dict:
+async def on_listener(lst: Gb28181Listener, action: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
     """`registrations` on the listener itself: every registration (no passwords)."""
     if action == "registrations":
         _only("registrations", args, ())
-        out = []
+        out: list[dict[str, Any]] = []
         for dev_id, rec in sorted(lst.registry.devices.items()):
             dev = lst.devices.get(dev_id)
             out.append({"id": dev_id, **rec, "state": dev.session.state.value if dev is not None else "OFFLINE"})

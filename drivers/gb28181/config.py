@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+from pydantic_core.core_schema import ValidationInfo
 
 from tianwang.drivers.sdk import ListenerConfig, Model, SecretsModel
 
@@ -84,7 +85,7 @@ class ExpiresConfig(Model):
     )
 
     @model_validator(mode="after")
-    def _order(self):
+    def _order(self) -> Self:
         if self.max_s < self.min_s:
             raise ValueError(f"max_s ({self.max_s}) is below min_s ({self.min_s})")
         return self
@@ -160,7 +161,9 @@ def read_devices_file(path: str, strict: bool, default_password: bool = True) ->
         return []
     if not isinstance(data, list):
         raise ValueError(f"{path}: must be a list of {{id, password, datum, charset, name}} entries")
-    out, problems, seen = [], [], {}
+    out: list[GbDeviceConfig] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
     for i, entry in enumerate(data):
         try:
             dev = GbDeviceConfig.model_validate(entry)
@@ -260,28 +263,29 @@ class Gb28181Config(SecretsModel, ListenerConfig):
 
     @field_validator("server_id")
     @classmethod
-    def _server_id(cls, v):
+    def _server_id(cls, v: str) -> str:
         if not _ID20_RE.match(v):
             raise ValueError(f"{v!r} is not a 20-digit ID (e.g. 43030000002000000001)")
         return v
 
     @staticmethod
-    def _has_default(data) -> bool:
+    def _has_default(data: dict[str, Any]) -> bool:
         return any(data.get(k) is not None for k in ("password", "password_env", "password_file"))
 
     @field_validator("registration")
     @classmethod
-    def _registration(cls, v, info):
+    def _registration(cls, v: str, info: ValidationInfo) -> str:
         if v == "open" and not cls._has_default(info.data):
             raise ValueError("open needs the default password (password_env or password_file)")
         return v
 
     @field_validator("devices")
     @classmethod
-    def _devices(cls, v, info):
+    def _devices(cls, v: tuple[GbDeviceConfig, ...], info: ValidationInfo) -> tuple[GbDeviceConfig, ...]:
         strict = info.data.get("strict_ids", True)
         default = cls._has_default(info.data)
-        problems, seen = [], {}
+        problems: list[str] = []
+        seen: dict[str, int] = {}
         for i, dev in enumerate(v):
             why = check_id(dev.id, strict)
             if why:
@@ -299,7 +303,7 @@ class Gb28181Config(SecretsModel, ListenerConfig):
 
     @field_validator("devices_file", "registrations_file")
     @classmethod
-    def _path(cls, v, info):
+    def _path(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
         v = os.path.expanduser(v.strip())
@@ -323,7 +327,7 @@ class Gb28181Config(SecretsModel, ListenerConfig):
         return v
 
     @model_validator(mode="after")
-    def _domain_and_devices(self):
+    def _domain_and_devices(self) -> Self:
         if self.domain is None:
             object.__setattr__(self, "domain", self.server_id[:10])
         if self.registration == "known" and not self.devices and self.devices_file is None:

@@ -13,6 +13,8 @@ import os
 import secrets
 import socket
 import tempfile
+from contextlib import AsyncExitStack
+from typing import Any
 
 from tianwang.drivers.gb28181.simulator import DEFAULT_SERVER_ID
 
@@ -34,7 +36,7 @@ def _free_udp_tcp_port() -> int:
     raise OSError("no loopback port free for both UDP and TCP")
 
 
-async def demo(stack) -> dict:
+async def demo(stack: AsyncExitStack) -> dict[str, Any]:
     """Start the fleet (it retries until the listener is up) and return the listener's config."""
     from tianwang.drivers.gb28181.simulator import Fleet
 

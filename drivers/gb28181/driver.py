@@ -30,7 +30,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable
 from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 from tianwang.drivers.gb28181 import manscdp, sip, transaction
 from tianwang.drivers.gb28181.config import Gb28181Config, check_id
@@ -38,6 +40,10 @@ from tianwang.drivers.gb28181.registrar import Registrar
 from tianwang.drivers.gb28181.registry import Registrations
 from tianwang.drivers.gb28181.session import DeviceSession, Outgoing, Step
 from tianwang.drivers.sdk import CommandError, Driver, Health, parse_hostport
+
+if TYPE_CHECKING:
+    from tianwang.drivers.gb28181.media import Calls
+    from tianwang.drivers.sdk import DeviceContext
 
 log = logging.getLogger("tianwang.driver.gb28181")
 
@@ -58,7 +64,7 @@ class Route:
 
     __slots__ = ("transport", "addr", "conn")
 
-    def __init__(self, transport: str, addr: tuple, conn=None):
+    def __init__(self, transport: str, addr: tuple[str, int], conn: _Conn | None = None) -> None:
         self.transport = transport
         self.addr = addr
         self.conn = conn
@@ -73,7 +79,7 @@ class _Bucket:
 
     __slots__ = ("rate", "burst", "tokens", "at")
 
-    def __init__(self, rate: float, burst: int):
+    def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst, self.tokens, self.at = rate, float(burst), float(burst), 0.0
 
     def take(self, now: float) -> bool:
@@ -90,12 +96,12 @@ class _Sub:
 
     __slots__ = ("name", "event", "call_id", "from_tag", "to_tag", "cseq", "refresh_at", "active", "sn")
 
-    def __init__(self, name: str):
+    def __init__(self, name: str) -> None:
         self.name = name
         self.event = ""
         self.call_id = ""
         self.from_tag = ""
-        self.to_tag = None
+        self.to_tag: str | None = None
         self.cseq = 0
         self.refresh_at = 0.0
         self.active = False
@@ -106,7 +112,7 @@ class _Device:
     __slots__ = ("id", "session", "ctx", "route", "local", "version", "user_agent", "cseq", "subs",
                  "channels", "inflight", "synced", "settings")
 
-    def __init__(self, dev_id, session, ctx, settings):
+    def __init__(self, dev_id: str, session: DeviceSession, ctx: DeviceContext, settings: dict[str, Any]) -> None:
         self.id = dev_id
         self.session = session
         self.ctx = ctx
@@ -116,7 +122,7 @@ class _Device:
         self.user_agent = ""
         self.cseq = 0
         self.subs: dict[str, _Sub] = {}
-        self.channels: dict = {}  # channel id -> DeviceContext
+        self.channels: dict[str, DeviceContext] = {}  # channel id -> DeviceContext
         self.inflight = 0
         self.synced = False  # queried and subscribed since it registered (or since a restart)
         self.settings = settings
@@ -127,17 +133,17 @@ class _Device:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, lst):
+    def __init__(self, lst: Gb28181Listener) -> None:
         self.lst = lst
-        self.transport = None
+        self.transport: asyncio.DatagramTransport | None = None
 
-    def connection_made(self, transport):
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data, addr):
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.lst.received(data, Route("UDP", (addr[0], addr[1])))
 
-    def error_received(self, exc):
+    def error_received(self, exc: Exception) -> None:
         # an ICMP port unreachable from a device gone: its requests will time out
         self.lst.ctx.count("udp_errors")
 
@@ -145,19 +151,20 @@ class _Udp(asyncio.DatagramProtocol):
 class _Conn(asyncio.Protocol):
     """One TCP connection; devices behind NAT keep it open and are reached through it."""
 
-    def __init__(self, lst):
+    def __init__(self, lst: Gb28181Listener) -> None:
         self.lst = lst
-        self.transport = None
+        self.transport: asyncio.Transport  # from connection_made, before any other callback
         self.framer = sip.StreamFramer(lst.config.max_message_bytes)
         self.peer = ("", 0)
         self.local = ("127.0.0.1", 0)
         self.last_rx = 0.0
         self.closed = False
-        self.route: Route | None = None
+        self.route: Route  # from connection_made, before any other callback
         self.devices: set[str] = set()  # the devices heard on it
 
-    def connection_made(self, transport):
-        self.transport = transport
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # a TCP server's connection; uvloop's transports do not derive from asyncio.Transport
+        self.transport = transport = cast(asyncio.Transport, base)
         lst = self.lst
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (peer[0], peer[1])
@@ -173,7 +180,7 @@ class _Conn(asyncio.Protocol):
         lst.connections.add(self)
         lst.ctx.count("connections")
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         self.last_rx = self.lst.loop.time()
@@ -190,7 +197,7 @@ class _Conn(asyncio.Protocol):
                 return
             self.lst.handle(msg, self.route)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.lst.connections.discard(self)
         self.lst.connection_lost(self)
@@ -206,21 +213,21 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
 
-class Gb28181Listener(Driver):
+class Gb28181Listener(Driver[Gb28181Config]):
     """The listener driver. `port` is the bound port once `run()` has started (0 in config = any)."""
 
-    def __init__(self, config: Gb28181Config, ctx):
+    def __init__(self, config: Gb28181Config, ctx: DeviceContext) -> None:
         super().__init__(config, ctx)
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop  # set by run(): datagrams, connections and commands come after it
         self.port = 0
         self.host = "0.0.0.0"
         self.udp: _Udp | None = None
-        self.server = None
+        self.server: asyncio.base_events.Server | None = None
         self.connections: set[_Conn] = set()
         self.known = config.known_devices()  # raises ValueError: the supervisor reports it
         self.default_password = config.password.get_secret_value() if config.password is not None else None
         self.registrar = Registrar(
-            config.domain, self._password, strict_ids=config.strict_ids, min_expires=config.expires.min_s,
+            config.domain or config.server_id[:10], self._password, strict_ids=config.strict_ids, min_expires=config.expires.min_s,
             max_expires=config.expires.max_s, qop=config.digest_qop,
         )
         self.registry = Registrations(config.registrations_file, on_write=self._registrations_written)
@@ -232,14 +239,14 @@ class Gb28181Listener(Driver):
         self.devices: dict[str, _Device] = {}
         self.server_tx = transaction.ServerTransactions()
         self.client_tx = transaction.ClientTransactions()
-        self.pending: dict = {}  # client transaction key -> (future, device id)
-        self.answers: dict[tuple[str, int], asyncio.Future] = {}  # (device id, SN) -> application answer
+        self.pending: dict[tuple[str, str], tuple[asyncio.Future[sip.SipResponse], str]] = {}  # tx key -> (future, device id)
+        self.answers: dict[tuple[str, int], asyncio.Future[Any]] = {}  # (device id, SN) -> application answer
         self.unknown = _Bucket(config.unknown_per_s, config.unknown_burst)
         self.sync_queue: collections.deque[str] = collections.deque()
         self._local_ips: dict[str, str] = {}
         self.channel_owner: dict[str, str] = {}  # channel id -> its device  # peer address -> our address on the route to it
         self.from_uri = f"sip:{config.server_id}@{config.domain}"
-        self.media = None  # media.Calls, made in run()
+        self.media: Calls | None = None  # made in run()
         for key, why in config.config_warnings():
             log.warning("%s: %s %s", ctx.device_id, key, why)
 
@@ -252,7 +259,7 @@ class Gb28181Listener(Driver):
             return self.default_password
         return None
 
-    def _settings(self, device_id: str):
+    def _settings(self, device_id: str) -> dict[str, Any]:
         dev = self.known.get(device_id)
         cfg = self.config
         return {
@@ -292,12 +299,12 @@ class Gb28181Listener(Driver):
         self.ctx.set_info(devices=str(len(self.devices)))
         return dev
 
-    def channel_ctx(self, dev: _Device, channel_id: str):
+    def channel_ctx(self, dev: _Device, channel_id: str) -> DeviceContext | None:
         if channel_id == dev.id:
             return dev.ctx
         return dev.channels.get(channel_id)
 
-    def _add_channel(self, dev: _Device, channel_id: str):
+    def _add_channel(self, dev: _Device, channel_id: str) -> None:
         if channel_id == dev.id or channel_id in dev.channels:
             return
         why = check_id(channel_id, self.config.strict_ids)
@@ -314,7 +321,7 @@ class Gb28181Listener(Driver):
         dev.channels[channel_id] = ctx
         self.channel_owner[channel_id] = dev.id
 
-    def _remove_channel(self, dev: _Device, channel_id: str, reason: str):
+    def _remove_channel(self, dev: _Device, channel_id: str, reason: str) -> None:
         ctx = dev.channels.pop(channel_id, None)
         if self.channel_owner.get(channel_id) == dev.id:
             del self.channel_owner[channel_id]
@@ -347,7 +354,7 @@ class Gb28181Listener(Driver):
             tctx = self.channel_ctx(dev, target)
             if tctx is not None:
                 tctx.set_health(state, reason)
-        for sn, cmd, answer in step.answers:
+        for sn, _cmd, answer in step.answers:
             fut = self.answers.pop((dev.id, sn), None)
             if fut is not None and not fut.done():
                 fut.set_result(answer)
@@ -376,7 +383,7 @@ class Gb28181Listener(Driver):
             return
         self.handle(msg, route)
 
-    def handle(self, msg, route: Route) -> None:
+    def handle(self, msg: sip.SipRequest | sip.SipResponse, route: Route) -> None:
         try:
             if isinstance(msg, sip.SipRequest):
                 self._request(msg, route)
@@ -388,7 +395,7 @@ class Gb28181Listener(Driver):
             log.exception("%s: handling a message from %s failed", self.ctx.device_id, route.text)
             self.ctx.drop("internal_error")
 
-    def send(self, route: Route, msg) -> None:
+    def send(self, route: Route, msg: sip.SipRequest | sip.SipResponse) -> None:
         data = msg.to_bytes()
         if route.transport == "TCP":
             if route.conn is not None:
@@ -424,7 +431,9 @@ class Gb28181Listener(Driver):
         self.server_tx.remember(req, resp, now)
         self.send(route, resp)
 
-    def _unknown(self, req, route: Route, status: int, now: float, counter: str):
+    def _unknown(
+        self, req: sip.SipRequest, route: Route, status: int, now: float, counter: str
+    ) -> sip.SipResponse | None:
         """The answer to a request the listener will not take, within the unknown-source budget."""
         self.ctx.count(counter)
         if not self.unknown.take(now):
@@ -432,7 +441,7 @@ class Gb28181Listener(Driver):
             return None
         return sip.build_response(req, status, source=route.addr)
 
-    def _register(self, req, route: Route, now: float):
+    def _register(self, req: sip.SipRequest, route: Route, now: float) -> sip.SipResponse | None:
         decision = self.registrar.handle(req, now, time.time(), source=route.addr)
         outcome = decision.outcome
         if outcome == "unknown":
@@ -491,7 +500,7 @@ class Gb28181Listener(Driver):
             self.queue_sync(dev)
         return decision.response
 
-    def _heard(self, dev: _Device, req, route: Route) -> None:
+    def _heard(self, dev: _Device, req: sip.SipRequest, route: Route) -> None:
         """NAT: later requests go to where the device was last heard, on the transport it used."""
         old = dev.route
         dev.route = route
@@ -527,7 +536,7 @@ class Gb28181Listener(Driver):
                 self._local_ips[ip] = local
         return local
 
-    def _message(self, req, route: Route, now: float):
+    def _message(self, req: sip.SipRequest, route: Route, now: float) -> sip.SipResponse | None:
         dev_id = req.from_.uri.user or ""
         dev = self.devices.get(dev_id)
         if dev is None and dev_id in self.channel_owner:
@@ -589,8 +598,20 @@ class Gb28181Listener(Driver):
                 self.apply(dev, dev.session.link_lost("TCP connection closed; waiting for the device to connect again"))
 
     # -- sending -------------------------------------------------------------------------------
-    def request(self, dev: _Device, method: str, target: str, *, body=b"", content_type=None, headers=(),
-                call_id=None, from_tag=None, to_tag=None, cseq=None) -> tuple[sip.SipRequest, asyncio.Future]:
+    def request(
+        self,
+        dev: _Device,
+        method: str,
+        target: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: Iterable[tuple[str, object]] = (),
+        call_id: str | None = None,
+        from_tag: str | None = None,
+        to_tag: str | None = None,
+        cseq: int | None = None,
+    ) -> tuple[sip.SipRequest, asyncio.Future[sip.SipResponse]]:
         """Send a request to `dev` (to `target`, the device or one of its channels) and return it
         with a future of its final response. Raises CommandError when the device cannot be
         reached or has too many requests waiting."""
@@ -614,7 +635,7 @@ class Gb28181Listener(Driver):
         self.send(route, req)
         return req, fut
 
-    def send_body(self, dev: _Device, out: Outgoing, target: str | None = None):
+    def send_body(self, dev: _Device, out: Outgoing, target: str | None = None) -> asyncio.Future[sip.SipResponse] | None:
         """MESSAGE a MANSCDP body; the SIP answer's future (failures are counted, not raised)."""
         try:
             _req, fut = self.request(dev, "MESSAGE", target or dev.id, body=out.body, content_type=MANSCDP)
@@ -625,15 +646,13 @@ class Gb28181Listener(Driver):
         fut.add_done_callback(partial(self._message_done, dev, out.cmd_type))
         return fut
 
-    def _message_done(self, dev: _Device, cmd_type: str, fut: asyncio.Future) -> None:
+    def _message_done(self, dev: _Device, cmd_type: str, fut: asyncio.Future[sip.SipResponse]) -> None:
         if fut.cancelled():
             return
-        exc = fut.exception()
-        resp = fut.result() if exc is None else None
-        if exc is not None or resp.status >= 300:
+        if fut.exception() is not None or fut.result().status >= 300:
             dev.ctx.count("messages_failed")
 
-    async def ask(self, dev: _Device, out: Outgoing, timeout: float, target: str | None = None):
+    async def ask(self, dev: _Device, out: Outgoing, timeout: float, target: str | None = None) -> Any:
         """MESSAGE a query and wait for the device's application answer (by SN). Raises
         CommandError (REFUSED when the device answers the MESSAGE with an error)."""
         key = (dev.id, out.sn)
@@ -645,7 +664,7 @@ class Gb28181Listener(Driver):
             if resp.status >= 300:
                 raise CommandError("REFUSED", f"{dev.id} answered {out.cmd_type} with {resp.status} {resp.reason}")
             return await asyncio.wait_for(answer, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CommandError("TIMEOUT", f"{dev.id} did not answer {out.cmd_type} within {timeout:g} s") from None
         finally:
             self.answers.pop(key, None)
@@ -681,10 +700,12 @@ class Gb28181Listener(Driver):
             return f"Catalog;id={sn}", dev.session.build("Query", "Catalog", sn, dev.id, [])
         if name == "alarm":
             a = sub.alarm
+            assert a is not None  # subscribed only when configured
             fields = [("StartAlarmPriority", str(a.start_priority)), ("EndAlarmPriority", str(a.end_priority)),
                       ("AlarmMethod", a.method or "0"), ("StartTime", local_time_text(now_utc)),
                       ("EndTime", local_time_text(now_utc + sub.expires_s))]
             return f"presence;id={sn}", dev.session.build("Query", "Alarm", sn, dev.id, fields)
+        assert sub.mobile_position is not None  # subscribed only when configured
         fields = [("Interval", str(sub.mobile_position.interval_s))]
         return f"presence;id={sn}", dev.session.build("Query", "MobilePosition", sn, dev.id, fields)
 
@@ -746,7 +767,7 @@ class Gb28181Listener(Driver):
         s.refresh_at = now + max(1.0, granted * 0.8)  # before it runs out, as granted
         dev.ctx.count(f"subscribed_{s.name}")
 
-    def _subscription_ended(self, dev: _Device, req) -> None:
+    def _subscription_ended(self, dev: _Device, req: sip.SipRequest) -> None:
         call_id = req.call_id
         for s in dev.subs.values():
             if s.call_id == call_id:
@@ -827,13 +848,15 @@ class Gb28181Listener(Driver):
         self.media = Calls(self)
         host, port = parse_hostport(self.config.listen)
         self.host = host
-        self.server = await self.loop.create_server(lambda: _Conn(self), host, port, backlog=4096, reuse_address=True)
-        self.port = self.server.sockets[0].getsockname()[1]
+        self.server = server = await self.loop.create_server(
+            lambda: _Conn(self), host, port, backlog=4096, reuse_address=True
+        )
+        self.port = server.sockets[0].getsockname()[1]
         try:
             transport, self.udp = await self.loop.create_datagram_endpoint(lambda: _Udp(self),
                                                                           local_addr=(host, self.port))
         except OSError:
-            self.server.close()
+            server.close()
             raise
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -920,10 +943,10 @@ class Gb28181Listener(Driver):
         if server is not None:
             try:
                 await asyncio.wait_for(server.wait_closed(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self.registry.pending:
             try:
                 await asyncio.wait_for(self.registry.flush(), 5.0)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 log.error("%s: registrations not all written at stop: %s", self.ctx.device_id, exc)

@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from typing import TYPE_CHECKING, Any
 
 from tianwang.drivers.gb28181 import sdp, sip, transaction
 from tianwang.drivers.sdk import CommandError
+
+if TYPE_CHECKING:
+    from tianwang.drivers.gb28181.driver import Gb28181Listener, _Device
 
 log = logging.getLogger("tianwang.driver.gb28181")
 
@@ -26,10 +30,20 @@ class Call:
     __slots__ = ("call_id", "from_tag", "to_tag", "cseq", "dev_id", "target", "ssrc", "offered", "media", "uri",
                  "answer")
 
-    def __init__(self, call_id, from_tag, cseq, dev_id, target, ssrc, media, uri):
+    def __init__(
+        self,
+        call_id: str,
+        from_tag: str,
+        cseq: int,
+        dev_id: str,
+        target: str,
+        ssrc: str,
+        media: tuple[str, int, str],
+        uri: str,
+    ) -> None:
         self.call_id = call_id
         self.from_tag = from_tag
-        self.to_tag = None
+        self.to_tag: str | None = None
         self.cseq = cseq
         self.dev_id = dev_id
         self.target = target
@@ -40,7 +54,7 @@ class Call:
         self.answer = ""
 
 
-def _media_args(args: dict) -> tuple[str, int, str]:
+def _media_args(args: dict[str, Any]) -> tuple[str, int, str]:
     extra = sorted(set(args) - {"host", "port", "transport"})
     if extra:
         raise CommandError("INVALID", f"play takes host, port, transport; got {', '.join(extra)}")
@@ -50,8 +64,8 @@ def _media_args(args: dict) -> tuple[str, int, str]:
     except ValueError:
         raise CommandError("INVALID", "host must be the IP address the device sends its media to") from None
     try:
-        port = int(args.get("port"))
-    except (TypeError, ValueError):
+        port = int(args["port"])
+    except (KeyError, TypeError, ValueError):
         raise CommandError("INVALID", "port must be the media port (1-65535)") from None
     if not 0 < port < 65536:
         raise CommandError("INVALID", "port must be 1-65535")
@@ -64,15 +78,15 @@ def _media_args(args: dict) -> tuple[str, int, str]:
 class Calls:
     """The listener's live calls, by Call-ID."""
 
-    def __init__(self, lst):
+    def __init__(self, lst: Gb28181Listener) -> None:
         self.lst = lst
         self.calls: dict[str, Call] = {}
-        self.ssrcs = sdp.SsrcPool(lst.config.domain)
+        self.ssrcs = sdp.SsrcPool(lst.config.domain or lst.config.server_id[:10])
 
     def _of(self, dev_id: str, target: str | None = None) -> list[Call]:
         return [c for c in self.calls.values() if c.dev_id == dev_id and (target is None or c.target == target)]
 
-    async def play(self, dev, target: str, args: dict, timeout: float) -> dict:
+    async def play(self, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
         lst = self.lst
         host, port, transport = _media_args(args)
         if len(self._of(dev.id)) >= MAX_CALLS_PER_DEVICE:
@@ -90,11 +104,12 @@ class Calls:
         except CommandError:
             self.ssrcs.release(ssrc)
             raise
-        call = Call(req.call_id, req.from_.tag, req.cseq[0], dev.id, target, ssrc, (host, port, transport), req.uri)
+        # request() gave the INVITE a From tag of ours
+        call = Call(req.call_id, req.from_.tag or "", req.cseq[0], dev.id, target, ssrc, (host, port, transport), req.uri)
         self.calls[call.call_id] = call
         try:
             resp = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._forget(call)
             raise CommandError("TIMEOUT", f"{target} did not answer the INVITE within {timeout:g} s") from None
         except BaseException:
@@ -124,7 +139,7 @@ class Calls:
         self.calls.pop(call.call_id, None)
         self.ssrcs.release(call.offered)
 
-    def _ack(self, dev, call: Call) -> None:
+    def _ack(self, dev: _Device, call: Call) -> None:
         lst = self.lst
         route = dev.route
         if route is None:
@@ -137,7 +152,7 @@ class Calls:
         )
         lst.send(route, ack)
 
-    def _bye(self, dev, call: Call):
+    def _bye(self, dev: _Device, call: Call) -> asyncio.Future[sip.SipResponse] | None:
         call.cseq += 1
         try:
             _req, fut = self.lst.request(dev, "BYE", call.target, call_id=call.call_id, from_tag=call.from_tag,
@@ -146,7 +161,7 @@ class Calls:
             return None
         return fut
 
-    async def stop_play(self, dev, target: str, args: dict, timeout: float) -> dict:
+    async def stop_play(self, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
         extra = sorted(set(args) - {"call_id"})
         if extra:
             raise CommandError("INVALID", f"stop_play takes call_id; got {', '.join(extra)}")
@@ -169,7 +184,7 @@ class Calls:
                 raise CommandError("TIMEOUT", f"{target} did not answer the BYE (the call is closed here)")
         return {"target": target, "stopped": stopped}
 
-    def device_lost(self, dev, reason: str) -> None:
+    def device_lost(self, dev: _Device, reason: str) -> None:
         """BYE every call of a device that went offline or unregistered (fire and forget)."""
         for call in self._of(dev.id):
             self._forget(call)
@@ -177,7 +192,7 @@ class Calls:
             log.info("%s: call %s to %s ended: %s", self.lst.ctx.device_id, call.call_id, call.target, reason)
         dev.ctx.set_info(calls="0")
 
-    def bye_from_device(self, req) -> sip.SipResponse | None:
+    def bye_from_device(self, req: sip.SipRequest) -> sip.SipResponse | None:
         call = self.calls.get(req.call_id)
         if call is None:
             return None
@@ -188,7 +203,7 @@ class Calls:
             dev.ctx.set_info(calls=str(len(self._of(dev.id))))
         return sip.build_response(req, 200)
 
-    def stray_response(self, resp) -> bool:
+    def stray_response(self, resp: sip.SipResponse) -> bool:
         """A retransmitted 200 to an INVITE already answered (the ACK was lost): ACK again."""
         try:
             cseq, method = resp.cseq

@@ -24,6 +24,7 @@ Rules, as GB/T 28181 and RFC 3261/2617 have them and devices in the field need:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from tianwang.drivers.gb28181 import digest, sip
@@ -52,8 +53,9 @@ class Registrar:
     """`passwords(device_id) -> str | None`: the password of a device that may register (None:
     it may not). `realm`: the digest realm (the listener's domain)."""
 
-    def __init__(self, realm: str, passwords, *, strict_ids=True, min_expires=3600, max_expires=86400,
-                 qop=True, nonce_ttl_s=300.0, max_nonces=100_000):
+    def __init__(self, realm: str, passwords: Callable[[str], str | None], *, strict_ids: bool = True,
+                 min_expires: int = 3600, max_expires: int = 86400, qop: bool = True, nonce_ttl_s: float = 300.0,
+                 max_nonces: int = 100_000) -> None:
         self.realm = realm
         self.passwords = passwords
         self.strict_ids = strict_ids
@@ -62,15 +64,24 @@ class Registrar:
         self.qop = "auth" if qop else None
         self.nonces = digest.NonceStore(ttl_s=nonce_ttl_s, max_nonces=max_nonces, single_use=True)
 
-    def _respond(self, req, status, source, headers=(), reason=None):
+    def _respond(
+        self,
+        req: sip.SipRequest,
+        status: int,
+        source: tuple[str, int] | None,
+        headers: Iterable[tuple[str, str]] = (),
+        reason: str | None = None,
+    ) -> sip.SipResponse:
         return sip.build_response(req, status, reason, headers=list(headers), source=source)
 
-    def _challenge(self, req, now, source, stale=False):
+    def _challenge(
+        self, req: sip.SipRequest, now: float, source: tuple[str, int] | None, stale: bool = False
+    ) -> sip.SipResponse:
         nonce = self.nonces.issue(now)
         value = digest.www_authenticate(self.realm, nonce, qop=self.qop, stale=stale)
         return self._respond(req, 401, source, [("WWW-Authenticate", value)])
 
-    def handle(self, req: sip.SipRequest, now: float, utc: float, source=None) -> Decision:
+    def handle(self, req: sip.SipRequest, now: float, utc: float, source: tuple[str, int] | None = None) -> Decision:
         """Answer one REGISTER (see the module docstring). `source` is (ip, port) of the packet."""
         device_id = (req.from_.uri.user or "") if req.from_ is not None else ""
         why = check_id(device_id, self.strict_ids)
@@ -109,7 +120,7 @@ class Registrar:
         return Decision(self._respond(req, 200, source, headers), "registered", device_id, granted)
 
     @staticmethod
-    def _expires(req) -> int | None:
+    def _expires(req: sip.SipRequest) -> int | None:
         raw = req.headers.get("Expires")
         if raw is None:
             try:

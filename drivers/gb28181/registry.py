@@ -24,6 +24,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("tianwang.driver.gb28181")
 
@@ -104,7 +106,9 @@ class Registrations:
     `on_write(error)` after each background write ('' when it succeeded). Loading raises
     RegistryError."""
 
-    def __init__(self, path: str | None, on_write=None, min_interval_s: float = 1.0):
+    def __init__(
+        self, path: str | None, on_write: Callable[[str], None] | None = None, min_interval_s: float = 1.0
+    ) -> None:
         self.path = path
         self.on_write = on_write
         self.min_interval_s = min_interval_s
@@ -114,22 +118,22 @@ class Registrations:
             os.chmod(path, 0o600)
         self._generation = 0
         self._written = 0
-        self._writer: asyncio.Task | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._event: asyncio.Event | None = None
         self.writes = 0
         self.write_errors = 0
         self.last_error = ""
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.devices)
 
-    def __contains__(self, dev_id):
+    def __contains__(self, dev_id: object) -> bool:
         return dev_id in self.devices
 
-    def get(self, dev_id: str) -> dict | None:
+    def get(self, dev_id: str) -> dict[str, Any] | None:
         return self.devices.get(dev_id)
 
-    def put(self, dev_id: str, **fields) -> dict:
+    def put(self, dev_id: str, **fields: Any) -> dict[str, Any]:
         """Set (or update) a device's record with `fields` (keys of KEYS; None values removed)."""
         rec = self.devices.setdefault(dev_id, {})
         changed = False
@@ -157,7 +161,7 @@ class Registrations:
         return {k: v for k, v in self.devices.items() if v.get("expires_at", 0) > now_utc}
 
     # -- writing ---------------------------------------------------------------------------------
-    def _changed(self):
+    def _changed(self) -> None:
         self._generation += 1
         if self.path is None:
             self._written = self._generation
@@ -171,7 +175,8 @@ class Registrations:
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write_loop())
 
-    async def _write_loop(self):
+    async def _write_loop(self) -> None:
+        assert self.path is not None  # _changed() starts it only when there is a file
         while self._written < self._generation:
             gen = self._generation
             snapshot = {k: dict(v) for k, v in self.devices.items()}  # the loop goes on changing the table
@@ -195,7 +200,7 @@ class Registrations:
                 # a storm of registrations: let more of them gather before the next write
                 await asyncio.sleep(self.min_interval_s)
 
-    def _wake(self):
+    def _wake(self) -> None:
         if self._event is not None:
             self._event.set()
             self._event = None

@@ -73,7 +73,7 @@ def _addr_type(ip: str) -> str:
     return "IP6" if ":" in ip else "IP4"
 
 
-def build_offer(*, session_id, origin_id: str, ip: str, port: int, transport: str = "udp", ssrc: str,
+def build_offer(*, session_id: int | str, origin_id: str, ip: str, port: int, transport: str = "udp", ssrc: str,
                 kind: str = "Play", start: int = 0, end: int = 0, channel: str | None = None,
                 setup: str = "passive", download_speed: int | None = None) -> bytes:
     """The platform's INVITE offer: receive PS/MPEG4/H264 at ip:port over UDP or TCP.
@@ -264,9 +264,9 @@ def parse_sdp(body: bytes) -> Sdp:
             current = SdpMedia(parts[0].lower(), port, parts[2], formats)
             sdp.medias.append(current)
         elif key == "a":
-            name, colon, attr = value.partition(":")
+            name, colon, text = value.partition(":")
             name = name.strip().lower()
-            attr = attr.strip() if colon else None
+            attr = text.strip() if colon else None
             if name == "setup" and attr:
                 attr = attr.lower()
             if current is None:

@@ -27,11 +27,10 @@ import calendar
 import itertools
 import re
 import time
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
-from tianwang.drivers.gb28181 import catalog as cat
-from tianwang.drivers.gb28181 import datum as dat
-from tianwang.drivers.gb28181 import manscdp
+from tianwang.drivers.gb28181 import catalog as cat, datum as dat, manscdp
 from tianwang.drivers.sdk import Health
 
 BEIJING_S = 8 * 3600
@@ -52,7 +51,7 @@ def next_sn() -> int:
     return next(_sn_counter)
 
 
-def local_time_ns(text) -> int | None:
+def local_time_ns(text: object) -> int | None:
     """A MANSCDP time (Beijing local, `2024-05-01T08:30:00`, `.SSS` optional, a space for `T`
     seen too) as ns since the epoch, UTC; None when it is not one."""
     if not isinstance(text, str):
@@ -79,7 +78,7 @@ def local_time_text(utc: float) -> str:
 class Publication(NamedTuple):
     target: str  # the device or channel id it is about
     channel: str  # `alarm`, `fix`
-    payload: dict
+    payload: dict[str, Any]
     device_time_ns: int = 0
     family: str = ""  # "" = the listener's family (`camera`); `gnss` for positions
 
@@ -102,10 +101,10 @@ class Step:
     __slots__ = ("publications", "health", "info", "added", "removed", "outgoing", "answers", "drops", "counts",
                  "catalog_done")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.publications: list[Publication] = []
         self.health: list[tuple[str, Health, str]] = []
-        self.info: dict[str, dict] = {}
+        self.info: dict[str, dict[str, str]] = {}
         self.added: list[str] = []
         self.removed: list[str] = []
         self.outgoing: list[Outgoing] = []
@@ -114,15 +113,15 @@ class Step:
         self.counts: list[str] = []
         self.catalog_done: cat.CatalogResult | None = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Step({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__ if getattr(self, k))})"
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def channel_info(item) -> dict:
+def channel_info(item: manscdp.CatalogItem) -> dict[str, str]:
     """ListDevices facts of one catalog item (strings; empty ones left out)."""
     info = {
         "name": item.name,
@@ -149,8 +148,9 @@ class DeviceSession:
     sent to it); `keepalive_s` and `keepalive_count`; `max_channels`; `catalog_idle_s`;
     `server_id`: a ParentID equal to it is no parent."""
 
-    def __init__(self, device_id: str, *, datum="wgs84", charset="GB2312", keepalive_s=60.0, keepalive_count=3,
-                 max_channels=1024, catalog_idle_s=10.0, server_id=""):
+    def __init__(self, device_id: str, *, datum: str = "wgs84", charset: str = "GB2312", keepalive_s: float = 60.0,
+                 keepalive_count: int = 3, max_channels: int = 1024, catalog_idle_s: float = 10.0,
+                 server_id: str = "") -> None:
         self.id = device_id
         self.datum = datum
         self.charset = charset
@@ -172,15 +172,15 @@ class DeviceSession:
         self.catalog_partial = False
         self.channel_state: dict[str, tuple[Health, str]] = {}
         self.catalog_idle_s = catalog_idle_s
-        self.records: dict[int, list] = {}  # SN -> [SumNum, items, last chunk's time]
+        self.records: dict[int, list[Any]] = {}  # SN -> [SumNum, items, last chunk's time]
 
     # -- registration and liveness -----------------------------------------------------------------
-    def _set(self, step: Step, state: Health, reason: str):
+    def _set(self, step: Step, state: Health, reason: str) -> None:
         if (state, reason) != (self.state, self.reason):
             self.state, self.reason = state, reason
             step.health.append((self.id, state, reason))
 
-    def _device_state(self, step: Step, why: str):
+    def _device_state(self, step: Step, why: str) -> None:
         if self.link_down:
             return
         if self.status_error:
@@ -188,7 +188,7 @@ class DeviceSession:
         else:
             self._set(step, Health.ONLINE, why)
 
-    def register(self, now: float, expires_s: float, why="registered") -> Step:
+    def register(self, now: float, expires_s: float, why: str = "registered") -> Step:
         """A REGISTER was granted for `expires_s`. The caller then queries the device (catalog,
         info) and subscribes, as its config says."""
         step = Step()
@@ -207,7 +207,7 @@ class DeviceSession:
         keepalives say otherwise (the liveness clock starts now)."""
         return self.register(now, expires_in_s, "registration restored after a restart")
 
-    def restore_channels(self, channel_ids) -> Step:
+    def restore_channels(self, channel_ids: Iterable[str]) -> Step:
         """The channel IDs its last catalog held, read back after a restart: listed (and their
         alarms published on their own topics) before the catalog is read again, which replaces
         them. Their names and the rest come with that catalog."""
@@ -257,7 +257,7 @@ class DeviceSession:
                 step.answers.append((sn, "RecordInfo", (sum_num, items, False)))
         return step
 
-    def _records(self, step: Step, msg, now: float) -> None:
+    def _records(self, step: Step, msg: manscdp.Message, now: float) -> None:
         """RecordInfo answers come split like catalogs: gathered by SN until SumNum (or idle)."""
         sum_num, items = manscdp.record_items(msg)
         got = self.records.get(msg.sn)
@@ -289,7 +289,7 @@ class DeviceSession:
         return step
 
     # -- channels ------------------------------------------------------------------------------
-    def _channel_health(self, item) -> tuple[Health, str]:
+    def _channel_health(self, item: manscdp.CatalogItem) -> tuple[Health, str]:
         if self.state == Health.OFFLINE:
             return Health.OFFLINE, f"device {self.id} offline"
         if item.device_id in self.faulty:
@@ -315,7 +315,7 @@ class DeviceSession:
     def channel_ids(self) -> list[str]:
         return [item.device_id for item in self.catalog.channels()]
 
-    def _catalog_result(self, step: Step, result) -> None:
+    def _catalog_result(self, step: Step, result: cat.CatalogResult) -> None:
         before = set(self.channel_ids())
         self.catalog.replace(result)
         if result.sn == self.catalog_sn:
@@ -335,7 +335,7 @@ class DeviceSession:
         step.counts.append("catalogs" if result.complete else "catalogs_partial")
         step.catalog_done = result
 
-    def catalog_facts(self, result=None) -> dict:
+    def catalog_facts(self, result: cat.CatalogResult | None = None) -> dict[str, str]:
         nodes = self.catalog.nodes()
         facts = {
             "channels": str(len(self.catalog.channels())),
@@ -348,7 +348,7 @@ class DeviceSession:
         return facts
 
     # -- what the device sends -----------------------------------------------------------------
-    def message(self, msg, now: float, utc: float) -> Step:
+    def message(self, msg: manscdp.Message, now: float, utc: float) -> Step:
         """One MANSCDP body from the device (MESSAGE or NOTIFY, already answered with a SIP 200)."""
         step = Step()
         root, cmd = msg.root, msg.cmd_type
@@ -359,7 +359,7 @@ class DeviceSession:
             step.drops.append(exc.reason)
         return step
 
-    def _dispatch(self, step: Step, msg, root: str, cmd: str, now: float, utc: float) -> None:
+    def _dispatch(self, step: Step, msg: manscdp.Message, root: str, cmd: str, now: float, utc: float) -> None:
         if root == "Notify":
             if cmd == "Keepalive":
                 self._keepalive(step, msg)
@@ -387,7 +387,7 @@ class DeviceSession:
         else:
             step.counts.append(f"{root.lower()}_ignored")
 
-    def device_facts(self, info) -> dict:
+    def device_facts(self, info: manscdp.DeviceInfo) -> dict[str, str]:
         out = {
             "device_name": info.device_name,
             "manufacturer": info.manufacturer,
@@ -397,7 +397,7 @@ class DeviceSession:
         }
         return {k: _text(v) for k, v in out.items() if v not in (None, "")}
 
-    def _keepalive(self, step: Step, msg) -> None:
+    def _keepalive(self, step: Step, msg: manscdp.Message) -> None:
         ka = manscdp.keepalive(msg)
         step.counts.append("keepalives")
         error = not ka.ok
@@ -409,7 +409,7 @@ class DeviceSession:
             self.faulty = faulty
             self._channels_follow(step)
 
-    def _alarm(self, step: Step, msg, utc: float) -> None:
+    def _alarm(self, step: Step, msg: manscdp.Message, utc: float) -> None:
         a = manscdp.alarm(msg)
         methods = list(a.methods or ())
         method = methods[0] if methods else None
@@ -429,7 +429,7 @@ class DeviceSession:
             "channel_id": source,
             "sn": msg.sn,
         }
-        step.publications.append(Publication(source, "alarm", payload, payload["time_ns"] or 0))
+        step.publications.append(Publication(source, "alarm", payload, time_ns or 0))
         step.counts.append("alarms")
         # the standard's answer: a Response MESSAGE with the alarm's SN; then ResetAlarm after a
         # device alarm (method 2), or the device will not report the next one
@@ -437,7 +437,7 @@ class DeviceSession:
         if 2 in methods:
             step.outgoing.append(self.reset_alarm(source, method=2, alarm_type=a.type))
 
-    def reset_alarm(self, target: str, method=None, alarm_type=None) -> Outgoing:
+    def reset_alarm(self, target: str, method: int | None = None, alarm_type: int | None = None) -> Outgoing:
         sn = next_sn()
         fields: list = [("AlarmCmd", "ResetAlarm")]
         info = []
@@ -449,7 +449,7 @@ class DeviceSession:
             fields.append(("Info", dict(info)))
         return Outgoing("DeviceControl", sn, self.build("Control", "DeviceControl", sn, target, fields))
 
-    def _position(self, step: Step, msg) -> None:
+    def _position(self, step: Step, msg: manscdp.Message) -> None:
         pos = manscdp.mobile_position(msg)
         if pos.lat is None or pos.lon is None:
             step.drops.append("position_without_coordinates")
@@ -483,7 +483,7 @@ class DeviceSession:
         step.publications.append(Publication(self.id, "fix", payload, time_ns or 0, "gnss"))
         step.counts.append("positions")
 
-    def _catalog_notify(self, step: Step, msg, now: float) -> None:
+    def _catalog_notify(self, step: Step, msg: manscdp.Message, now: float) -> None:
         _sum, items = manscdp.catalog_items(msg)
         before = set(self.channel_ids())
         touched = set()
@@ -514,15 +514,15 @@ class DeviceSession:
         step.info[self.id] = self.catalog_facts()
 
     # -- what is sent to the device ------------------------------------------------------------
-    def build(self, root: str, cmd_type: str, sn: int, target: str, fields) -> bytes:
+    def build(self, root: str, cmd_type: str, sn: int, target: str, fields: list[tuple[str, Any]]) -> bytes:
         return manscdp.build(root, cmd_type, sn, target, fields, charset=self.charset)
 
-    def query(self, cmd_type: str, target: str | None = None, fields=()) -> Outgoing:
+    def query(self, cmd_type: str, target: str | None = None, fields: Iterable[tuple[str, Any]] = ()) -> Outgoing:
         sn = next_sn()
         if cmd_type == "Catalog" and (target is None or target == self.id):
             self.catalog_sn = sn
         return Outgoing(cmd_type, sn, self.build("Query", cmd_type, sn, target or self.id, list(fields)))
 
-    def control(self, target: str, fields) -> Outgoing:
+    def control(self, target: str, fields: Iterable[tuple[str, Any]]) -> Outgoing:
         sn = next_sn()
         return Outgoing("DeviceControl", sn, self.build("Control", "DeviceControl", sn, target, list(fields)))

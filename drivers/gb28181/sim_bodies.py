@@ -8,6 +8,7 @@ a channel name, as some field devices do.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 from tianwang.drivers.gb28181 import manscdp
@@ -29,7 +30,7 @@ def parse_gb_time(text: str) -> float | None:
         return None
 
 
-def keepalive(sn: int, device_id: str, faulty: list[str] = ()) -> bytes:
+def keepalive(sn: int, device_id: str, faulty: Sequence[str] = ()) -> bytes:
     fields: list = [("Status", "OK")]
     if faulty:
         fields.append(("Info", {"DeviceID": list(faulty)}))
@@ -149,7 +150,8 @@ def record_chunks(sn: int, channel, records, *, budget: int = UDP_BODY_BUDGET) -
         return manscdp.build("Response", "RecordInfo", sn, channel.id,
                              [("Name", channel.name), ("SumNum", total), ("RecordList", manscdp.item_list(group))])
 
-    chunks, group = [], []
+    chunks: list[bytes] = []
+    group: list[dict] = []
     for it in items:
         trial = group + [it]
         if group and len(body(trial)) > budget:

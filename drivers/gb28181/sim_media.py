@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
+from typing import Any
 
 PS_PACK_START = b"\x00\x00\x01\xba"
 PS_SYSTEM_HEADER = b"\x00\x00\x01\xbb"
@@ -169,7 +170,7 @@ def answer_sdp(*, device_id: str, ip: str, port: int, ssrc: str, transport: str,
 
 
 class _TcpMedia(asyncio.Protocol):
-    def __init__(self, sender: "MediaSender"):
+    def __init__(self, sender: MediaSender):
         self.sender = sender
 
     def connection_lost(self, exc):
@@ -193,16 +194,18 @@ class MediaSender:
         self.frames = 0
         self.error: str | None = None
         self.local_port: int | None = None
-        self._transport = None
+        self._transport: Any = None  # asyncio.Transport (tcp) or DatagramTransport (udp) while sending
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        transport: Any
         if self.transport == "tcp":
-            self._transport, _ = await loop.create_connection(lambda: _TcpMedia(self), *self.dest)
+            transport, _ = await loop.create_connection(lambda: _TcpMedia(self), *self.dest)
         else:
-            self._transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=self.dest)
-        self.local_port = self._transport.get_extra_info("sockname")[1]
+            transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=self.dest)
+        self._transport = transport
+        self.local_port = transport.get_extra_info("sockname")[1]
         self._task = loop.create_task(self._run())
 
     async def _run(self) -> None:

@@ -118,7 +118,7 @@ class Route:
     def at(self, t: float) -> tuple[float, float, float, float, float]:
         """(lat, lon, speed km/h, course degrees clockwise from north, altitude m) at unix time `t`."""
         s = (t + self.phase_s) % self.lap_s
-        for n0, e0, dn, de, length, duration, speed in self.legs:
+        for n0, e0, dn, de, _length, duration, speed in self.legs:
             if s <= duration:
                 f = s / duration
                 north, east = n0 + dn * f, e0 + de * f

@@ -29,10 +29,20 @@ import secrets
 import signal
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tianwang.drivers.gb28181.sim_world import (
-    ALARM_KINDS, CIVIL_CODES, SITES, TYPE_CAMERA, TYPE_IPC, TYPE_MOBILE, TYPE_NVR, PtzHead, Route, gb_id, place_for,
+    ALARM_KINDS,
+    CIVIL_CODES,
+    SITES,
+    TYPE_CAMERA,
+    TYPE_IPC,
+    TYPE_MOBILE,
+    TYPE_NVR,
+    PtzHead,
+    Route,
+    gb_id,
+    place_for,
 )
 
 DEFAULT_SERVER_ID = "43030000002000000001"

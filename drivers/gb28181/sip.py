@@ -18,9 +18,12 @@ Every parse error raises `SipError` (a FrameError) whose `reason` is the drop-co
 
 from __future__ import annotations
 
+import abc
 import re
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar, overload
 
 from tianwang.drivers.sdk import FrameError
 
@@ -38,12 +41,14 @@ class SipError(FrameError):
     chunk before the fault, so the caller can still handle them before it closes the connection.
     """
 
-    def __init__(self, reason: str, detail: str = "", messages=None):
+    def __init__(self, reason: str, detail: str = "", messages: Iterable[SipRequest | SipResponse] | None = None) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
         self.messages = list(messages or ())
 
+
+_T = TypeVar("_T")
 
 # -- header names -------------------------------------------------------------------------------
 # RFC 3261 section 7.3.3 compact forms, plus the RFC 3265 / 3515 / 4028 ones a GB peer may use.
@@ -102,7 +107,7 @@ def _key(name: str) -> str:
     return COMPACT.get(key, key)
 
 
-def _checked(name: str, value) -> str:
+def _checked(name: str, value: object) -> str:
     """A header value safe to write: a CR or LF in it would let text from a device or a config
     forge headers of its own, so builders refuse it (ValueError) rather than send it."""
     value = str(value)
@@ -118,12 +123,18 @@ class Headers:
 
     __slots__ = ("_items",)
 
-    def __init__(self, items=()):
+    def __init__(self, items: Iterable[tuple[str, object]] = ()) -> None:
         self._items: list[tuple[str, str, str]] = []  # (lookup key, display name, value)
         for name, value in items:
             self.add(name, value)
 
-    def get(self, name: str, default=None):
+    @overload
+    def get(self, name: str) -> str | None: ...
+
+    @overload
+    def get(self, name: str, default: _T) -> str | _T: ...
+
+    def get(self, name: str, default: object = None) -> object:
         key = _key(name)
         for k, _, value in self._items:
             if k == key:
@@ -134,7 +145,7 @@ class Headers:
         key = _key(name)
         return [value for k, _, value in self._items if k == key]
 
-    def set(self, name: str, value) -> None:
+    def set(self, name: str, value: object) -> None:
         """Replace the first occurrence (dropping the others) or append when absent."""
         key = _key(name)
         value = _checked(name, value)
@@ -150,7 +161,7 @@ class Headers:
             out.append((key, canonical_name(name), value))
         self._items = out
 
-    def add(self, name: str, value, *, first: bool = False) -> None:
+    def add(self, name: str, value: object, *, first: bool = False) -> None:
         """Append a value (or put it before every other header with `first=True`, as for a new Via)."""
         item = (_key(name), canonical_name(name), _checked(name, value))
         if first:
@@ -170,21 +181,25 @@ class Headers:
         new._items = list(self._items)
         return new
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
         key = _key(name)
         return any(k == key for k, _, _ in self._items)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[str, str]]:
         for _, name, value in self._items:
             yield name, value
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
         return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable and compared by value: unhashable
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
@@ -424,11 +439,15 @@ def parse_via(text: str) -> Via:
 
 
 # -- messages -----------------------------------------------------------------------------------
-class _Message:
+class _Message(abc.ABC):
     """What requests and responses share: the headers a transaction and a session read."""
 
     headers: Headers
     body: bytes
+
+    @abc.abstractmethod
+    def _start_line(self) -> str:
+        """The request line or the status line."""
 
     @property
     def call_id(self) -> str:
@@ -553,7 +572,7 @@ class SipResponse(_Message):
 
 
 # -- parsing ------------------------------------------------------------------------------------
-def _parse_start_line(line: str):
+def _parse_start_line(line: str) -> tuple[str, str | int, str]:
     """-> ("req", method, uri) or ("resp", status, reason). Raises SipError."""
     m = _REQUEST_LINE.fullmatch(line)
     if m is not None:
@@ -575,7 +594,7 @@ def _parse_start_line(line: str):
     raise SipError("bad_start_line", repr(line[:60]))
 
 
-def _parse_head(head: bytes, max_headers: int, max_line: int):
+def _parse_head(head: bytes, max_headers: int, max_line: int) -> SipRequest | SipResponse:
     """Parse the start line and headers (everything before the blank line) -> message without body."""
     lines = re.split(rb"\r?\n", head)
     first = lines[0]
@@ -603,7 +622,7 @@ def _parse_head(head: bytes, max_headers: int, max_line: int):
             raise SipError("too_large", f"more than {max_headers} headers")
     for name, value in raw:
         headers.add(name, value)
-    msg = SipRequest(a, b, headers) if kind == "req" else SipResponse(a, b, headers)
+    msg = SipRequest(str(a), b, headers) if kind == "req" else SipResponse(int(a), b, headers)
     _validate(msg)
     return msg
 
@@ -612,7 +631,7 @@ _SINGLE = frozenset(("call-id", "cseq", "from", "to", "content-length", "content
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 
 
-def _validate(msg) -> None:
+def _validate(msg: SipRequest | SipResponse) -> None:
     """The headers every transaction needs must be present, single and well-formed."""
     seen: dict[str, str] = {}
     for key, _, value in msg.headers._items:
@@ -633,14 +652,13 @@ def _validate(msg) -> None:
     vias = msg.via
     if not vias:
         raise SipError("missing_header", "Via")
-    msg.from_
-    msg.to
+    _ = msg.from_, msg.to  # reading them raises SipError for a malformed From or To
     length = seen.get("content-length")
     if length is not None and _DIGITS.fullmatch(length) is None:
         raise SipError("bad_content_length", repr(length[:20]))
 
 
-def _content_length(msg) -> int | None:
+def _content_length(msg: SipRequest | SipResponse) -> int | None:
     value = msg.headers.get("content-length")
     return None if value is None else int(value)
 
@@ -698,7 +716,7 @@ class StreamFramer:
         self.max_headers = max_headers
         self.max_line = max_line
         self._buf = bytearray()
-        self._head = None  # the parsed head of the message whose body is awaited
+        self._head: SipRequest | SipResponse | None = None  # the parsed head of the message whose body is awaited
         self._body_start = 0
         self._length = 0
         self._error: SipError | None = None
@@ -766,6 +784,7 @@ class StreamFramer:
         if len(buf) < end:
             return False
         msg = self._head
+        assert msg is not None  # parsed above, in this call or an earlier one
         msg.body = bytes(buf[self._body_start : end])
         del buf[:end]
         self._head = None
@@ -807,16 +826,16 @@ def new_call_id() -> str:
     return secrets.token_hex(16)
 
 
-def _angle(uri) -> str:
+def _angle(uri: object) -> str:
     """A URI (str or SipUri) in angle brackets; a NameAddr or bracketed text as it is."""
     text = str(uri)
     return text if isinstance(uri, NameAddr) or text.startswith(("<", '"')) else f"<{text}>"
 
 
-def build_request(method: str, uri, *, via_host: str, via_port: int, transport: str, from_uri, from_tag: str,
-                  to_uri, to_tag: str | None = None, call_id: str, cseq: int, branch: str | None = None,
-                  contact=None, headers=(), body: bytes = b"", content_type: str | None = None,
-                  max_forwards: int = 70) -> SipRequest:
+def build_request(method: str, uri: object, *, via_host: str, via_port: int, transport: str, from_uri: object,
+                  from_tag: str, to_uri: object, to_tag: str | None = None, call_id: str, cseq: int,
+                  branch: str | None = None, contact: object = None, headers: Iterable[tuple[str, object]] = (),
+                  body: bytes = b"", content_type: str | None = None, max_forwards: int = 70) -> SipRequest:
     """A request with the RFC 3261 mandatory headers; `headers` are (name, value) pairs added after them.
 
     The Via asks for `rport` so a device behind NAT answers to where the request came from.
@@ -840,7 +859,7 @@ def build_request(method: str, uri, *, via_host: str, via_port: int, transport: 
 
 
 def build_response(request: SipRequest, status: int, reason: str | None = None, *, to_tag: str | None = None,
-                   headers=(), body: bytes = b"", content_type: str | None = None,
+                   headers: Iterable[tuple[str, object]] = (), body: bytes = b"", content_type: str | None = None,
                    source: tuple[str, int] | None = None) -> SipResponse:
     """A response to `request` (RFC 3261 8.2.6): Via, From, To, Call-ID and CSeq copied.
 
@@ -856,8 +875,8 @@ def build_response(request: SipRequest, status: int, reason: str | None = None, 
         if "rport" in top.params:
             top.params["rport"] = str(source[1])
         vias[0] = str(top)
-    for value in vias:
-        h.add("Via", value)
+    for via in vias:
+        h.add("Via", via)
     h.add("From", request.headers.get("from"))
     to_value = request.headers.get("to")
     if status > 100 and request.to.tag is None:

@@ -20,9 +20,15 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+from typing import Any
 
 from tianwang.drivers.gb28181.sip import (
-    BRANCH_MAGIC, Headers, SipError, SipRequest, SipResponse, split_header_values,
+    BRANCH_MAGIC,
+    Headers,
+    SipError,
+    SipRequest,
+    SipResponse,
+    split_header_values,
 )
 
 T1 = 0.5  # RFC 3261: round-trip estimate
@@ -43,7 +49,7 @@ class _Absorbed:
 ABSORBED = _Absorbed()
 
 
-def _top_via_raw(msg) -> str:
+def _top_via_raw(msg: SipRequest | SipResponse) -> str:
     vias = msg.headers.get_all("via")
     if not vias:
         raise SipError("missing_header", "Via")
@@ -73,7 +79,9 @@ class _Unacked:
 
     __slots__ = ("invite", "response", "dest", "reliable", "interval", "next_at", "deadline")
 
-    def __init__(self, invite, response, dest, reliable, t1, now):
+    def __init__(
+        self, invite: SipRequest, response: SipResponse, dest: Any, reliable: bool, t1: float, now: float
+    ) -> None:
         self.invite = invite
         self.response = response
         self.dest = dest
@@ -110,7 +118,7 @@ class ServerTransactions:
     def __len__(self) -> int:
         return len(self._table)
 
-    def receive(self, request: SipRequest, now: float):
+    def receive(self, request: SipRequest, now: float) -> SipResponse | _Absorbed | None:
         """None for a new request (handle it), the cached SipResponse for a retransmission to answer
         again, or ABSORBED for a retransmission to drop (also every ACK matching a known INVITE).
 
@@ -134,7 +142,7 @@ class ServerTransactions:
         self.answered += 1
         return entry[1]
 
-    def remember(self, request: SipRequest, response: SipResponse, now: float, *, dest=None,
+    def remember(self, request: SipRequest, response: SipResponse, now: float, *, dest: Any = None,
                  reliable: bool = True) -> None:
         """Cache the response sent to `request` (provisional or final) for its retransmissions.
 
@@ -225,7 +233,7 @@ class ServerTransactions:
 class _Client:
     __slots__ = ("request", "dest", "reliable", "invite", "interval", "next_at", "deadline", "proceeding")
 
-    def __init__(self, request, dest, reliable, invite, t1, now):
+    def __init__(self, request: SipRequest, dest: Any, reliable: bool, invite: bool, t1: float, now: float) -> None:
         self.request = request
         self.dest = dest
         self.reliable = reliable
@@ -236,7 +244,7 @@ class _Client:
         self.proceeding = False
 
 
-def client_key(msg) -> tuple[str, str]:
+def client_key(msg: SipRequest | SipResponse) -> tuple[str, str]:
     """(top-Via branch, CSeq method): how a response finds its client transaction (17.1.3)."""
     branch = msg.top_via.branch
     if not branch:
@@ -263,15 +271,15 @@ class ClientTransactions:
     def __len__(self) -> int:
         return len(self._table)
 
-    def __contains__(self, key) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self._table
 
-    def request(self, key):
+    def request(self, key: tuple[str, str]) -> SipRequest | None:
         """The request of a pending transaction, or None."""
         entry = self._table.get(key)
         return entry.request if entry else None
 
-    def start(self, request: SipRequest, dest, reliable: bool, now: float) -> tuple[str, str]:
+    def start(self, request: SipRequest, dest: Any, reliable: bool, now: float) -> tuple[str, str]:
         """Track a request just sent to `dest` (any value the caller routes by); returns its key."""
         key = client_key(request)
         if key in self._table:
@@ -288,7 +296,7 @@ class ClientTransactions:
         self._compact()
         return key
 
-    def response(self, resp: SipResponse, now: float):
+    def response(self, resp: SipResponse, now: float) -> tuple[tuple[str, str], bool] | None:
         """(key, final) for a response to a pending transaction, None for a stray or repeated one.
 
         A final response ends the transaction. A provisional one stops INVITE retransmissions (and
@@ -348,7 +356,7 @@ class ClientTransactions:
             out.append(key)
         return out
 
-    def cancel(self, key) -> bool:
+    def cancel(self, key: tuple[str, str]) -> bool:
         """Stop tracking a transaction (its caller gave up); True when it was pending."""
         if key in self._pushed_out:
             self._pushed_out.remove(key)

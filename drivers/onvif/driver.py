@@ -131,7 +131,7 @@ async def load_wsdls() -> None:
         wsdl_dir = Path(onvif.__file__).parent / "wsdl"
         for name in _WSDL_SERVICES:
             svc = SERVICES[name]
-            binding = "{%s}%s" % (svc["ns"], svc["binding"])
+            binding = "{{{}}}{}".format(svc["ns"], svc["binding"])
             service = ONVIFService("http://127.0.0.1:9/", None, None, str(wsdl_dir / svc["wsdl"]), no_cache=True,
                                    binding_name=binding)
             try:

@@ -97,8 +97,8 @@ class Request:
         self.element = body_el[0]
         self.operation = etree.QName(self.element).localname
         self.namespace = etree.QName(self.element).namespace
-        self.token = root.find(".//{%s}UsernameToken" % NS["wsse"])
-        to = root.find(".//{%s}To" % NS["wsa"])
+        self.token = root.find(".//{{{}}}UsernameToken".format(NS["wsse"]))
+        to = root.find(".//{{{}}}To".format(NS["wsa"]))
         self.wsa_to = to.text if to is not None else None
 
     def text(self, *path: str) -> str | None:
@@ -125,7 +125,7 @@ class Request:
             raise SoapError("ter:NotAuthorized", "Sender not authorized: no UsernameToken")
 
         def child(name: str, ns: str = "wsse") -> etree._Element | None:
-            el = tok.find("{%s}%s" % (NS[ns], name))
+            el = tok.find(f"{{{NS[ns]}}}{name}")
             return el
 
         user, pw, nonce, created = child("Username"), child("Password"), child("Nonce"), child("Created", "wsu")
@@ -165,9 +165,8 @@ def envelope(body: str, header: str = "") -> bytes:
 
 def fault(err: SoapError) -> bytes:
     return envelope(
-        "<env:Fault><env:Code><env:Value>env:%s</env:Value><env:Subcode><env:Value>%s</env:Value></env:Subcode>"
-        "</env:Code><env:Reason><env:Text xml:lang=\"en\">%s</env:Text></env:Reason></env:Fault>"
-        % (err.code, escape(err.subcode), escape(err.text))
+        f"<env:Fault><env:Code><env:Value>env:{err.code}</env:Value><env:Subcode><env:Value>{escape(err.subcode)}</env:Value></env:Subcode>"
+        f"</env:Code><env:Reason><env:Text xml:lang=\"en\">{escape(err.text)}</env:Text></env:Reason></env:Fault>"
     )
 
 

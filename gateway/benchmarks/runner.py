@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from tianwang.gateway.benchmarks import SECTIONS
 from tianwang.gateway.benchmarks.common import machine, timed
 
 SCHEMA_VERSION = 1
@@ -364,7 +363,13 @@ class Progress:
         self.bar = None
         if self.stream.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress as RichProgress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.bar = RichProgress(TextColumn("[bold]bench[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
                                     TimeElapsedColumn(), console=Console(file=self.stream), transient=False)
@@ -392,7 +397,7 @@ class Progress:
 def run(sections, quick: bool, scale: float, progress_stream=None) -> dict:
     """Run `sections` and return the results (the content of results.json)."""
     started = time.perf_counter()
-    stamp = datetime.now(timezone.utc)
+    stamp = datetime.now(UTC)
     info = machine()
     with tempfile.TemporaryDirectory(prefix="tianwang-bench-") as workdir:
         b = Bench(Sizes(quick, scale), workdir)
@@ -406,7 +411,7 @@ def run(sections, quick: bool, scale: float, progress_stream=None) -> dict:
                     progress.step(sec, label)
                     try:
                         fn()
-                    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                    except Exception as exc:  # recorded, the run goes on
                         errors.append({"section": sec, "step": label, "error": f"{type(exc).__name__}: {exc}"[:500]})
                     progress.advance()
                 timing[sec] = round(time.perf_counter() - t0, 2)
@@ -414,7 +419,7 @@ def run(sections, quick: bool, scale: float, progress_stream=None) -> dict:
             for fn in b.cleanup:
                 try:
                     fn()
-                except Exception:  # noqa: BLE001
+                except Exception:  # a cleanup that fails leaves the others to run
                     pass
             progress.close()
     info["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -520,7 +525,7 @@ def write_plots(results: dict, out: Path) -> list[str]:
             return
         rows = sum(len(ms) for _, ms in panels)
         fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.2 + 0.42 * rows + 0.6 * len(panels)), squeeze=False)
-        for ax, (unit, ms) in zip(axes[:, 0], panels):
+        for ax, (unit, ms) in zip(axes[:, 0], panels, strict=True):
             names = [m["name"] for m in ms]
             values = [m["value"] for m in ms]
             on_log = log and unit.endswith("/s") and all(v > 0 for v in values)
@@ -537,7 +542,7 @@ def write_plots(results: dict, out: Path) -> list[str]:
                 # the decode speed-up: the design target and whether every shape meets it
                 ax.axvline(DECODE_SPEEDUP_TARGET, color="red", linestyle="--", linewidth=1,
                            label=f"target {DECODE_SPEEDUP_TARGET:g}x")
-                worst = min(v for n, v in zip(names, values) if "speed-up" in n)
+                worst = min(v for n, v in zip(names, values, strict=True) if "speed-up" in n)
                 verdict = "met" if worst >= DECODE_SPEEDUP_TARGET else "NOT met"
                 # --quick decodes small files, where the Python process's start weighs in the ratio
                 sizes = " at --quick sizes (the target is for full-size files)" if results.get("quick") else ""
@@ -606,11 +611,11 @@ def _latency_plots(results: dict, out: Path, plt) -> list[str]:
     for q, style in (("p50", "o-"), ("p99", "s-"), ("p999", "^-")):
         pts = [(r["rate"], r[f"{q}_ms"]) for r in memory if r[f"{q}_ms"] is not None]
         if pts:
-            ax.plot(*zip(*pts), style, label=f"{q}, journal in memory")
+            ax.plot(*zip(*pts, strict=True), style, label=f"{q}, journal in memory")
     for mode, color in (("disk-batch", "#8c564b"), ("disk-always", "#7f7f7f")):
         pts = [(r["rate"], r["p99_ms"]) for r in rates if _mode(r) == mode and r["p99_ms"] is not None]
         if pts:
-            ax.plot(*zip(*pts), "s--", color=color, label=f"p99, {MODE_LABELS[mode]}")
+            ax.plot(*zip(*pts, strict=True), "s--", color=color, label=f"p99, {MODE_LABELS[mode]}")
     if target:
         ax.axhline(target["p99_ms"], color="red", linestyle="--", linewidth=1, label=f"p99 target ({target['p99_ms']:g} ms)")
         ax.axvline(target["rate"], color="grey", linestyle=":", linewidth=1)
@@ -636,7 +641,7 @@ def _latency_plots(results: dict, out: Path, plt) -> list[str]:
     if modes:
         fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes), 4.5), squeeze=False, sharey=True)
         every = [ms for r in rates for _, ms in r.get("distribution", [])]
-        for ax, mode in zip(axes[0], modes):
+        for ax, mode in zip(axes[0], modes, strict=True):
             for r in rates:
                 if _mode(r) != mode or not r.get("distribution"):
                     continue
@@ -667,10 +672,10 @@ def _latency_plots(results: dict, out: Path, plt) -> list[str]:
         labels = [f"{r['rate']:,}/s, {MODE_LABELS.get(_mode(r), _mode(r))}" for r in staged]
         fig, ax = plt.subplots(figsize=(9, 2.2 + 0.38 * len(staged)))
         left = [0.0] * len(staged)
-        for stage, color in zip(STAGES, ("#3b75af", "#ef8636", "#519e3e", "#c53a32")):
+        for stage, color in zip(STAGES, ("#3b75af", "#ef8636", "#519e3e", "#c53a32"), strict=True):
             widths = [max(0.0, r["stages"][stage]["mean_ms"] or 0.0) for r in staged]
             ax.barh(labels, widths, left=left, color=color, label=STAGE_LABELS[stage])
-            left = [a + w for a, w in zip(left, widths)]
+            left = [a + w for a, w in zip(left, widths, strict=True)]
         ax.invert_yaxis()
         ax.set_xlabel("mean ms per reading")
         ax.tick_params(axis="y", labelsize=8)

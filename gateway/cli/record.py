@@ -94,7 +94,7 @@ def cmd_record(args, connect, rpc_error) -> int:
                         header["note"] = args.note
                     writer = CaptureWriter(f, header)
                     print(f"tianwang record: recording {s.device_id} ({s.driver}, {s.url or s.transport}) "
-                          f"{'for %g s' % args.seconds if args.seconds else 'until Ctrl-C'}", file=sys.stderr)
+                          f"{f'for {args.seconds:g} s' if args.seconds else 'until Ctrl-C'}", file=sys.stderr)
                     continue
                 if msg.end:
                     end = msg.end

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # not at run time: importing the SDK's names loads neither py
 ConfigT = TypeVar("ConfigT", bound="DeviceConfig")
 
 
-class Health(str, enum.Enum):
+class Health(enum.StrEnum):
     """Device health, published on `<family>/<id>/health` and shown by ListDevices."""
 
     CONNECTING = "CONNECTING"  # opening the transport / handshaking

@@ -14,11 +14,11 @@ import logging
 import random
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from tianwang.gateway.errors import redact
+from tianwang.gateway.errors import AuthenticationFailed, CommandError, DriverError, FrameError, describe, redact
 from tianwang.gateway.lifecycle.driver import Driver, DriverSpec, Health
-from tianwang.gateway.errors import AuthenticationFailed, CommandError, DriverError, FrameError, describe
 
 log = logging.getLogger("tianwang.supervisor")
 
@@ -76,7 +76,7 @@ class DeviceEntry:
         self.command: CommandHandler | None = None
         self.envelopes = 0
         self.failed = False  # its driver could not be started (the reason says why)
-        self.ctx: "DeviceContext | None" = None  # the context its driver talks through
+        self.ctx: DeviceContext | None = None  # the context its driver talks through
         self.connected = False  # this run of its driver reached ONLINE or DEGRADED
 
 
@@ -96,15 +96,16 @@ class DeviceContext:
     so a device nobody records costs one attribute load and a None check per read.
     """
 
-    def __init__(self, supervisor: "Supervisor", entry: DeviceEntry, config: Any = None):
+    def __init__(self, supervisor: Supervisor, entry: DeviceEntry, config: Any = None):
         self._sup = supervisor
         self._entry = entry
         entry.ctx = self
-        self.tap = None
+        # the raw bytes of the device's transport, while a recording runs (drivers call it when set)
+        self.tap: Callable[..., None] | None = None
         self._recordings: list = []
         self._publish = supervisor.router.publish
         self._topics: dict[str, str] = {}
-        self._children: dict[str, "DeviceContext"] = {}
+        self._children: dict[str, DeviceContext] = {}
         self._last_failure: str | None = None  # the reason of the last OFFLINE, until ONLINE again
         self.config = config
         self.device_id = entry.id
@@ -253,7 +254,7 @@ class DeviceContext:
         self._entry.info.update({k: redact(str(v)) for k, v in info.items()})
 
     # -- listener children ---------------------------------------------------------------------
-    def child(self, device_id: str, *, info: dict | None = None, command: CommandHandler | None = None) -> "DeviceContext":
+    def child(self, device_id: str, *, info: dict | None = None, command: CommandHandler | None = None) -> DeviceContext:
         """Register (or return) a device that dialled into this listener. Raises ValueError for an
         id that cannot be a topic level or that collides with a configured device."""
         ctx = self._children.get(device_id)
@@ -278,7 +279,7 @@ class DeviceContext:
         if ctx is not None:
             self._sup.remove_entry(device_id, self._entry.id)
 
-    def children(self) -> dict[str, "DeviceContext"]:
+    def children(self) -> dict[str, DeviceContext]:
         return dict(self._children)
 
 
@@ -407,7 +408,7 @@ class Supervisor:
         tries it again.
         """
         async with self._apply_lock:
-            result = {"started": [], "stopped": [], "restarted": [], "failed": []}
+            result: dict[str, list[str]] = {"started": [], "stopped": [], "restarted": [], "failed": []}
             if self._stopped:
                 return result
             wanted = {d.id: d for d in config.all_devices() if d.enabled}
@@ -418,7 +419,7 @@ class Supervisor:
             for dev_id in [i for i, e in self.entries.items() if (e.failed or e.state == Health.DISABLED)
                            and i not in wanted and i not in disabled]:
                 self._retire(self.entries.pop(dev_id, None))
-            for dev_id, dev in disabled.items():
+            for dev in disabled.values():
                 self._list_disabled(dev)
             for dev_id, dev in wanted.items():
                 running = self._running.get(dev_id)
@@ -462,7 +463,7 @@ class Supervisor:
         entry.reason = DISABLED_REASON
         entry.info = {k: str(v) for k, v in dev.labels.items()}
 
-    def _update_in_place(self, running: "_Running", dev) -> None:
+    def _update_in_place(self, running: _Running, dev) -> None:
         """A change that does not touch the link (labels, backoff): applied to the running device,
         which keeps its connection."""
         entry = self.entries.get(dev.id)
@@ -559,7 +560,7 @@ class Supervisor:
             try:
                 await asyncio.wait_for(running.retry_now.wait(), min(left, SECRET_POLL_S))
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             changed = changed_secrets(running.config)
             if changed:
@@ -617,7 +618,7 @@ class Supervisor:
             raise CommandError("OFFLINE", f"{device_id} is {entry.state.value}: {entry.reason}")
         try:
             result = await asyncio.wait_for(entry.command(action, args, timeout), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CommandError("TIMEOUT", f"{device_id} did not answer {action} within {timeout:g} s") from None
         except CommandError:
             raise
