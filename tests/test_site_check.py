@@ -45,6 +45,17 @@ def test_a_registrations_file_in_a_missing_directory_is_refused(tmp_path):
     load_config(cfg(listeners=[fleet(registrations_file=str(tmp_path / "fleet.registrations"))]))
 
 
+def test_gb28181_files_are_checked_for_what_the_listener_does_with_them(tmp_path):
+    gb = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:5060", "server_id": "43030000002000000001",
+          "registration": "open", "password": "gb-open-pass"}
+    missing = tmp_path / "no-such-dir"
+    p, _ = problems(cfg(listeners=[{**gb, "registrations_file": str(missing / "gb.registrations")}]))
+    assert "does not exist" in p["listeners[0].registrations_file"]
+    p, _ = problems(cfg(listeners=[{**gb, "devices_file": str(missing / "gb-devices.yaml")}]))
+    assert "no such file" in p["listeners[0].devices_file"]
+    load_config(cfg(listeners=[{**gb, "registrations_file": str(tmp_path / "gb.registrations")}]))
+
+
 def test_journal_and_tls_paths_are_checked_for_what_the_gateway_does_with_them(tmp_path):
     a_file = tmp_path / "plain-file"
     a_file.write_text("x")

@@ -345,6 +345,16 @@ class Gb28181Config(SecretsModel, ListenerConfig):
                 out[d.id] = d
         return out
 
+    def config_paths(self) -> list[tuple[str, str, str]]:
+        # the devices file is read at start and on every reload; the registrations file is replaced
+        # atomically (a tmp file renamed over it), so its directory must exist and be writable
+        out = []
+        if self.devices_file:
+            out.append(("devices_file", self.devices_file, "read"))
+        if self.registrations_file:
+            out.append(("registrations_file", self.registrations_file, "write"))
+        return out
+
     def config_warnings(self) -> list[tuple[str, str]]:
         out = []
         if self.registration == "open":
