@@ -67,7 +67,7 @@ def _slug(heading):
 
 def test_links_in_readme_and_docs_resolve_inside_the_repository():
     """A reader has only the repository: every relative link (and its #anchor) must land in it."""
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
     assert len(pages) >= 4, pages
     broken = []
     for page in pages:

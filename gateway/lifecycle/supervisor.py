@@ -14,11 +14,18 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from tianwang.gateway.errors import AuthenticationFailed, CommandError, DriverError, FrameError, describe, redact
 from tianwang.gateway.lifecycle.driver import Driver, DriverSpec, Health
+
+if TYPE_CHECKING:  # at run time these come with the config and the wiring in app.py
+    from pydantic import SecretStr
+
+    from tianwang.gateway.datapath.router import Router
+    from tianwang.gateway.lifecycle.config import Config, DeviceConfig
+    from tianwang.gateway.lifecycle.registry import Registry
 
 log = logging.getLogger("tianwang.supervisor")
 
@@ -62,7 +69,7 @@ class DeviceEntry:
         "connected",
     )
 
-    def __init__(self, id, family, driver, spec, parent=""):
+    def __init__(self, id: str, family: str, driver: str, spec: DriverSpec | None, parent: str = "") -> None:
         self.id = id
         self.family = family
         self.driver = driver
@@ -161,7 +168,7 @@ class DeviceContext:
             self._refused(entry, exc)
             return 0
 
-    def _route(self, topic, entry, payload, device_time_ns):
+    def _route(self, topic: str, entry: DeviceEntry, payload: dict[str, Any], device_time_ns: int) -> int:
         """Publish without counting it as the device's data (the gateway's health words)."""
         try:
             return self._publish(topic, entry.id, payload, device_time_ns)
@@ -169,19 +176,19 @@ class DeviceContext:
             self._refused(entry, exc)
             return 0
 
-    def _refused(self, entry, exc) -> None:
+    def _refused(self, entry: DeviceEntry, exc: FrameError) -> None:
         # a durable journal that cannot write refuses readings (its error is the cause)
         self.drop("journal_unwritable" if type(exc.__cause__).__name__ == "JournalUnwritable" else "unencodable")
         self.log.error("%s: reading refused: %s", entry.id, exc)
 
     # -- raw bytes (tianwang record) -------------------------------------------------------------
-    def add_recording(self, recording) -> None:
+    def add_recording(self, recording: Any) -> None:
         """Start handing this device's raw bytes to `recording` (an object with
         add(t_ns, sent, data)); `tap` stays None while nobody records."""
         self._recordings.append(recording)
         self.tap = self._tap
 
-    def remove_recording(self, recording) -> None:
+    def remove_recording(self, recording: Any) -> None:
         try:
             self._recordings.remove(recording)
         except ValueError:
@@ -189,7 +196,7 @@ class DeviceContext:
         if not self._recordings:
             self.tap = None
 
-    def _tap(self, data, sent: bool = False) -> None:
+    def _tap(self, data: bytes | bytearray | memoryview, sent: bool = False) -> None:
         if data:
             t_ns = time.time_ns()
             for r in self._recordings:
@@ -283,7 +290,9 @@ class DeviceContext:
         return dict(self._children)
 
 
-def backoff_delays(initial: float, maximum: float, factor: float, rng=random.random):
+def backoff_delays(
+    initial: float, maximum: float, factor: float, rng: Callable[[], float] = random.random
+) -> Iterator[float]:
     """Exponential backoff with full jitter: attempt k waits uniform(initial/2, min(max, initial*factor^k))."""
     attempt = 0
     while True:
@@ -296,7 +305,14 @@ def backoff_delays(initial: float, maximum: float, factor: float, rng=random.ran
 class _Running:
     __slots__ = ("config", "spec", "task", "driver", "ctx", "retry_now")
 
-    def __init__(self, config, spec, task, driver, ctx):
+    def __init__(
+        self,
+        config: DeviceConfig,
+        spec: DriverSpec,
+        task: asyncio.Task[None],
+        driver: Driver[Any],
+        ctx: DeviceContext,
+    ) -> None:
         self.config = config
         self.spec = spec
         self.task = task
@@ -306,12 +322,12 @@ class _Running:
         self.retry_now = asyncio.Event()
 
 
-def changed_secrets(config) -> dict:
+def changed_secrets(config: DeviceConfig) -> dict[str, SecretStr]:
     """{name: SecretStr} for each secret of `config` given as `<name>_file` whose file now holds
     another value (unreadable or empty files are left for the next reload to report)."""
     from pydantic import SecretStr
 
-    out = {}
+    out: dict[str, SecretStr] = {}
     for name in getattr(config, "__secrets__", ()):
         path = getattr(config, f"{name}_file", None)
         current = getattr(config, name, None)
@@ -327,7 +343,7 @@ def changed_secrets(config) -> dict:
     return out
 
 
-def only_no_restart_keys_differ(old, new) -> bool:
+def only_no_restart_keys_differ(old: DeviceConfig, new: DeviceConfig) -> bool:
     """True when `old` and `new` (device configs) differ only in keys that do not touch the link
     (NO_RESTART_KEYS): labels, backoff."""
     if type(old) is not type(new):
@@ -338,7 +354,7 @@ def only_no_restart_keys_differ(old, new) -> bool:
 class Supervisor:
     """Starts, restarts and stops device drivers; keeps the device table; routes commands."""
 
-    def __init__(self, registry, router):
+    def __init__(self, registry: Registry, router: Router) -> None:
         self.registry = registry
         self.router = router
         self.entries: dict[str, DeviceEntry] = {}
@@ -398,7 +414,7 @@ class Supervisor:
         return [e for e in self.entries.values() if not family or e.family == family]
 
     # -- lifecycle -----------------------------------------------------------------------------
-    async def apply(self, config) -> dict[str, list[str]]:
+    async def apply(self, config: Config) -> dict[str, list[str]]:
         """Bring the running devices in line with `config`: start new ones, stop removed ones,
         restart changed ones, leave the rest alone. Returns {"started", "stopped", "restarted",
         "failed"}.
@@ -447,7 +463,7 @@ class Supervisor:
                         entry.reason = redact(str(exc))
             return result
 
-    def _list_disabled(self, dev) -> None:
+    def _list_disabled(self, dev: DeviceConfig) -> None:
         """`enabled: false`: the device stays in the table, DISABLED, with the reason; nothing runs."""
         spec = self.registry.get(dev.driver)
         existing = self.entries.get(dev.id)
@@ -463,7 +479,7 @@ class Supervisor:
         entry.reason = DISABLED_REASON
         entry.info = {k: str(v) for k, v in dev.labels.items()}
 
-    def _update_in_place(self, running: _Running, dev) -> None:
+    def _update_in_place(self, running: _Running, dev: DeviceConfig) -> None:
         """A change that does not touch the link (labels, backoff): applied to the running device,
         which keeps its connection."""
         entry = self.entries.get(dev.id)
@@ -477,7 +493,7 @@ class Supervisor:
         running.driver.config = dev
         log.info("%s: labels or backoff changed: applied without a restart", dev.id)
 
-    def _start(self, dev) -> None:
+    def _start(self, dev: DeviceConfig) -> None:
         spec: DriverSpec = self.registry.require(dev.driver)
         clash = self.entries.get(dev.id)
         if clash is not None and clash.parent:
@@ -498,7 +514,7 @@ class Supervisor:
         task = asyncio.get_running_loop().create_task(self._supervise(dev, ctx, driver), name=f"device:{dev.id}")
         self._running[dev.id] = _Running(dev, spec, task, driver, ctx)
 
-    async def _supervise(self, dev, ctx: DeviceContext, driver: Driver) -> None:
+    async def _supervise(self, dev: DeviceConfig, ctx: DeviceContext, driver: Driver[Any]) -> None:
         backoff = ctx.config.backoff if ctx.config is not None else dev.backoff
         delays = backoff_delays(backoff.initial_s, backoff.max_s, backoff.factor)
         reason = "starting"
