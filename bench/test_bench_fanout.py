@@ -68,7 +68,8 @@ def test_fanout_delivery(benchmark, servers, subscribers):
     RESULTS[subscribers] = (tw_rate, plain_rate, ratio)
     benchreport.add(
         "gRPC fan-out, envelopes/s delivered in total (server and subscribers in separate processes)",
-        f"{subscribers:>2} subscribers: tianwang {tw_rate:>12,.0f}   one-message-per-write {plain_rate:>9,.0f}   ratio {ratio:6.1f}x",
+        f"{subscribers:>2} subscribers: tianwang {tw_rate:>12,.0f}   "
+        f"one-message-per-write {plain_rate:>9,.0f}   ratio {ratio:6.1f}x",
     )
 
 

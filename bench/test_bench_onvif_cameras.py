@@ -16,8 +16,8 @@ drains, and nothing-lost is checked: events received == events PullMessages hand
 the cameras queued, from every camera, and no Gap.
 
 Environment: TIANWANG_BENCH_ONVIF_CAMERAS (default 200), TIANWANG_BENCH_ONVIF_SECONDS (window,
-default 60, long enough to hold every camera's subscription renewal). The machine's load average is recorded: other work on the same cores shows in CPU and
-latency.
+default 60, long enough to hold every camera's subscription renewal). The machine's load average is
+recorded: other work on the same cores shows in CPU and latency.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def test_onvif_cameras_scale(benchmark):
         f"(peak {r['gateway_peak_rss_mib']} MiB), {r['events_per_s_received']} events/s, latency camera -> subscriber "
         f"p50 {r['latency_ms_p50']} ms, p99 {r['latency_ms_p99']} ms (max {r['latency_ms_max']}), "
         f"{r['events_received']} received / {r['events_pulled']} pulled / {r['events_queued']} queued, "
-        f"{r['cameras_heard']} cameras heard, gaps {r['gaps']}, auth failures {r['auth_failures']}; load average {r['load_avg_start']} -> {r['load_avg_end']}",
+        f"{r['cameras_heard']} cameras heard, gaps {r['gaps']}, auth failures {r['auth_failures']}; "
+        f"load average {r['load_avg_start']} -> {r['load_avg_end']}",
     )
     # nothing lost: every event a camera queued was pulled and reached the subscriber, from every camera
     assert r["gaps"] == 0 and r["auth_failures"] == 0

@@ -239,7 +239,8 @@ class EntryLog:
 
         Stops before passing `max_bytes` and after looking at `max_scan` entries. Unless `strict`,
         the first matching entry is taken whatever its size (so an entry larger than the cap still
-        goes out, alone); with `strict` (topping up a batch) it stops there instead. Returns (batch bytes, count, next seq to look at).
+        goes out, alone); with `strict` (topping up a batch) it stops there instead. Returns (batch
+        bytes, count, next seq to look at).
         Raises ValueError when `from_seq` is older than `first_seq` (the caller sends a Gap first).
         """
         if from_seq < self.first_seq:

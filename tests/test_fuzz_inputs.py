@@ -73,7 +73,7 @@ def test_config_loader_on_any_text(text, tmp_path_factory):
 
 def test_config_loader_on_yaml_bombs(tmp_path):
     bomb = "a: &a ['x','x','x','x','x','x','x','x','x']\n" + "".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]\n"
+        f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n"  # nine aliases of the level below
         for i in range(8)
     )
     path = tmp_path / "bomb.yaml"

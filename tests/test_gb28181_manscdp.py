@@ -206,7 +206,8 @@ XXE_NET = (
     b'<!DOCTYPE r SYSTEM "http://127.0.0.1:9/evil.dtd"><Notify><CmdType>Keepalive</CmdType><SN>1</SN></Notify>'
 )
 PARAM_ENTITY = (
-    b'<!DOCTYPE r [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]><Notify><CmdType>Keepalive</CmdType><SN>1</SN></Notify>'
+    b'<!DOCTYPE r [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]>'
+    b"<Notify><CmdType>Keepalive</CmdType><SN>1</SN></Notify>"
 )
 
 
@@ -394,7 +395,10 @@ def test_catalog_notify_events_and_empty_catalog():
 
 
 def test_mobile_position_ids():
-    fields = "<Time>2026-12-07T10:00:05</Time><Longitude>112.94</Longitude><Latitude>27.83</Latitude><Speed>36.5</Speed><Direction>90</Direction><Altitude>50</Altitude>"
+    fields = (
+        "<Time>2026-12-07T10:00:05</Time><Longitude>112.94</Longitude><Latitude>27.83</Latitude>"
+        "<Speed>36.5</Speed><Direction>90</Direction><Altitude>50</Altitude>"
+    )
     with_dev = manscdp.mobile_position(parse(body("Notify", f"<CmdType>MobilePosition</CmdType><SN>1</SN><DeviceID>{DEV}</DeviceID>{fields}")))
     assert (with_dev.id, with_dev.lon, with_dev.lat, with_dev.speed_kmh, with_dev.direction, with_dev.altitude) == (DEV, 112.94, 27.83, 36.5, 90.0, 50.0)
     assert with_dev.time_ns == 1796608805 * 10**9
@@ -410,23 +414,27 @@ def test_mobile_position_ids():
 def test_device_info_status_records_presets():
     info = manscdp.device_info(parse(body("Response",
         f"<CmdType>DeviceInfo</CmdType><SN>2</SN><DeviceID>{DEV}</DeviceID><DeviceName>{XIANGTAN}NVR</DeviceName>"
-        "<Result>ok</Result><Manufacturer>Hik</Manufacturer><Model>DS-7</Model><Firmware>V4.1</Firmware><Channel>4</Channel><MaxAlarm>2</MaxAlarm>")))  # fmt: skip
+        "<Result>ok</Result><Manufacturer>Hik</Manufacturer><Model>DS-7</Model><Firmware>V4.1</Firmware>"
+        "<Channel>4</Channel><MaxAlarm>2</MaxAlarm>")))  # fmt: skip
     assert (info.device_name, info.result, info.manufacturer, info.model, info.firmware, info.channel) == (XIANGTAN + "NVR", "OK", "Hik", "DS-7", "V4.1", 4)
     assert info.extra == {"MaxAlarm": "2"}
     st_ = manscdp.device_status(parse(body("Response",
         f"<CmdType>DeviceStatus</CmdType><SN>3</SN><DeviceID>{DEV}</DeviceID><Result>OK</Result><Online>ONLINE</Online>"
         "<Status>OK</Status><Encode>ON</Encode><Record>OFF</Record><DeviceTime>2026-12-07T10:00:00</DeviceTime>"
-        f"<Alarmstatus Num='1'><Item><DeviceID>{CAM}</DeviceID><DutyStatus>OFFDUTY</DutyStatus></Item></Alarmstatus>")))  # fmt: skip
+        f"<Alarmstatus Num='1'><Item><DeviceID>{CAM}</DeviceID>"
+        "<DutyStatus>OFFDUTY</DutyStatus></Item></Alarmstatus>")))  # fmt: skip
     assert (st_.online, st_.status, st_.encode, st_.record) == (True, "OK", "ON", "OFF")
     assert st_.alarms == (manscdp.AlarmStatus(CAM, "OFFDUTY"),)
     n, recs = manscdp.record_items(parse(body("Response",
         f"<CmdType>RecordInfo</CmdType><SN>4</SN><DeviceID>{CAM}</DeviceID><SumNum>5</SumNum><RecordList Num='1'><Item>"
         f"<DeviceID>{CAM}</DeviceID><Name>r</Name><FilePath>/a</FilePath><StartTime>2026-12-07T08:00:00</StartTime>"
-        "<EndTime>2026-12-07T09:00:00</EndTime><Secrecy>0</Secrecy><Type>time</Type><FileSize>1024</FileSize></Item></RecordList>")))  # fmt: skip
+        "<EndTime>2026-12-07T09:00:00</EndTime><Secrecy>0</Secrecy><Type>time</Type>"
+        "<FileSize>1024</FileSize></Item></RecordList>")))  # fmt: skip
     assert n == 5 and recs[0].end_ns - recs[0].start_ns == 3600 * 10**9 and recs[0].file_size == 1024
     presets = manscdp.preset_items(parse(body("Response",
         f"<CmdType>PresetQuery</CmdType><SN>5</SN><DeviceID>{CAM}</DeviceID><PresetList Num='2'>"
-        "<Item><PresetID>1</PresetID><PresetName>门口</PresetName></Item><Item><PresetID>x</PresetID></Item></PresetList>")))  # fmt: skip
+        "<Item><PresetID>1</PresetID><PresetName>门口</PresetName></Item>"
+        "<Item><PresetID>x</PresetID></Item></PresetList>")))  # fmt: skip
     assert presets == [manscdp.PresetItem(1, "门口")]
     assert manscdp.response_result(parse(body("Response", "<CmdType>DeviceControl</CmdType><SN>1</SN><Result>ok</Result>"))) == "OK"
 

@@ -53,8 +53,10 @@ class Pty:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT,
-                                     preexec_fn=own_terminal)  # noqa: PLW1509 - only two system calls run there
+        # preexec_fn with threads running: safe here, only two system calls run between fork and exec
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, preexec_fn=own_terminal  # noqa: PLW1509
+        )
         os.close(slave)
         self.out = b""
 

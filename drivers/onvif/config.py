@@ -80,7 +80,9 @@ class OnvifConfig(SecretsModel, DeviceConfig):
     port: int = Field(default=80, ge=1, le=65535, description="its HTTP port (the device service is `/onvif/device_service`)")
     username: str = Field(min_length=1, max_length=128, description="the ONVIF user")
     password: SecretStr | None = Field(
-        default=None, description="its password: one of password, password_env, password_file (inline: an error unless `auth.allow_inline_secrets`)"
+        default=None,
+        description="its password: one of password, password_env, password_file "
+        "(inline: an error unless `auth.allow_inline_secrets`)",
     )
     password_env: str | None = Field(default=None, description="the environment variable holding the password")
     password_file: str | None = Field(default=None, description="a file holding the password")

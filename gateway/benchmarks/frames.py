@@ -25,7 +25,8 @@ def jt808_location(rnd: random.Random, phone: str, serial: int, v2019: bool, esc
         lat = (lat & 0xFFFF0000) | 0x7E7E
         lon = (lon & 0xFFFF0000) | 0x7D7D
     status = (1 << 1) | (1 << 18) | (1 << 19)  # fixed, GPS and BeiDou used
-    t = f"26{rnd.randint(1, 12):02d}{rnd.randint(1, 28):02d}{rnd.randint(0, 23):02d}{rnd.randint(0, 59):02d}{rnd.randint(0, 59):02d}"
+    month, day = rnd.randint(1, 12), rnd.randint(1, 28)
+    t = f"26{month:02d}{day:02d}{rnd.randint(0, 23):02d}{rnd.randint(0, 59):02d}{rnd.randint(0, 59):02d}"
     body = (
         (0).to_bytes(4, "big")
         + status.to_bytes(4, "big")

@@ -729,11 +729,12 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
             head = "| figure | value | unit | best | runs |" + (" baseline | change |" if comparison is not None else "")
             lines += [head, "|---|---|---|---|---|" + ("---|---|" if comparison is not None else "")]
             for x in ms:
-                row = f"| {x['name']} | {_fmt(x['value'], x['unit'])} | {x['unit']} | {_fmt(x['best'], x['unit'])} | {x['repeats']} |"
+                value, best = _fmt(x["value"], x["unit"]), _fmt(x["best"], x["unit"])
+                row = f"| {x['name']} | {value} | {x['unit']} | {best} | {x['repeats']} |"
                 if comparison is not None:
                     c = changes.get((sec, x["name"]))
-                    row += (f" {_fmt(c['baseline'], x['unit'])} | {_pct(c['change_pct'])}{' **REGRESSION**' if c['regressed'] else ''} |"
-                            if c else " | |")
+                    flag = " **REGRESSION**" if c and c["regressed"] else ""
+                    row += f" {_fmt(c['baseline'], x['unit'])} | {_pct(c['change_pct'])}{flag} |" if c else " | |"
                 lines.append(row)
         d = results["details"].get(sec, {})
         if sec == "nmea" and d.get("decode_vs_gpsdecode"):
@@ -747,7 +748,8 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
             ordered = sorted(d["rates"], key=lambda r: (list(MODE_LABELS).index(_mode(r)) if _mode(r) in MODE_LABELS else 9,
                                                         r["rate"]))
             lines += ["", f"Design target: p99 <= {t['p99_ms']:g} ms at {t['rate']:,} readings/s.", "",
-                      "| readings/s | journal | devices (pty + TCP) x Hz | p50 ms | p99 ms | p999 ms | max ms | missing | CPU cores: gateway / devices / subscriber |",
+                      "| readings/s | journal | devices (pty + TCP) x Hz | p50 ms | p99 ms | p999 ms | max ms | missing "
+                      "| CPU cores: gateway / devices / subscriber |",
                       "|---|---|---|---|---|---|---|---|---|"]
             for r in ordered:
                 cpu = " / ".join("n/a" if r.get(k) is None else f"{r[k]:.2f}"

@@ -8,8 +8,8 @@ generator is only resumed once gRPC has taken the previous batch), so what arriv
 forms the next batch: batches grow with the load, not with a timer. Only a subscriber (or a site
 default) that asks for `max_delay_ms` > 0 waits that long to fill a batch. A subscriber that stops
 reading blocks only its own stream: gRPC buffers a bounded amount for it, its cursor stays where it
-was, and if it falls behind retention it gets a Gap when it reads again. Requests are parsed here (no request deserializer) so malformed bytes get
-INVALID_ARGUMENT rather than a generic error.
+was, and if it falls behind retention it gets a Gap when it reads again. Requests are parsed here (no
+request deserializer) so malformed bytes get INVALID_ARGUMENT rather than a generic error.
 """
 
 from __future__ import annotations
