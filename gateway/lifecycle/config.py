@@ -769,7 +769,7 @@ def load_config(source: str | dict, registry=None) -> Config:
                 "if this file is kept as safe as the secret)",
             ))
 
-    if problems or base is None:  # base is None only when it failed, with its problems
+    if problems:
         raise ConfigError(problems, _raw_warnings(data, devices, listeners), names=entry_names(data))
     return base.model_copy(
         update={"devices": tuple(d for _, d in devices), "listeners": tuple(d for _, d in listeners)}
