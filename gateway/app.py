@@ -330,6 +330,8 @@ class Gateway:
             reasons.append(f"journal: {self.journal.error}")
         if self.bridge is not None and self.bridge.state != "ok":
             reasons.append(f"nats bridge {self.bridge.state}: {self.bridge.reason or 'not connected yet'}")
+        if self.bridge is not None and self.bridge.alert:
+            reasons.append(f"nats bridge: {self.bridge.alert}")
         return ("DEGRADED", "; ".join(reasons)) if reasons else ("SERVING", "")
 
     def stats(self, viewer=None) -> pb.Stats:

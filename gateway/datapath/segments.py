@@ -388,13 +388,25 @@ class SegmentStore:
             return None, None
         raw = os.pread(self._seq_fd, LIVE_AT + LIVE.size, 0)
         best = None
+        damaged = False
         for at in MARK_SLOTS:
             rec = raw[at : at + MARK.size]
-            if len(rec) < MARK.size:
-                continue
+            if len(rec) < MARK.size or not any(rec):
+                continue  # never written
             magic, gen, reserved, clean, crc = MARK.unpack(rec)
-            if magic == b"TWR1" and zlib.crc32(rec[:-4]) & 0xFFFFFFFF == crc and (best is None or gen > best[0]):
+            if magic != b"TWR1" or zlib.crc32(rec[:-4]) & 0xFFFFFFFF != crc:
+                damaged = True
+            elif best is None or gen > best[0]:
                 best = (gen, reserved, bool(clean))
+        if damaged:
+            if best is None:
+                raise JournalStorageError(
+                    f"gateway.journal.path: {p} is damaged: how far seq went is unknown; "
+                    "move the directory away to start a new journal"
+                )
+            # the damaged slot may have been the newer one: it reserved at most one step more
+            log.error("journal: one record of %s is damaged; seq carries on a reservation step further", p)
+            best = (best[0] + 1, best[1] + self.reserve_step, False)
         live = None
         rec = raw[LIVE_AT : LIVE_AT + LIVE.size]
         if len(rec) == LIVE.size:
@@ -432,8 +444,9 @@ class SegmentStore:
             # power cut or reboot: unsynced writes may be gone, and what subscribers saw is unknown
             self.how_opened = "power cut"
             self.end_seq = mark[0]
-            log.warning("journal: the last run of this journal did not close and the machine restarted since; "
-                        "seq carries on at %d (what was not synced is reported as lost)", self.end_seq)
+            log.warning("journal: the last run of this journal did not close, and which seqs it showed is not known "
+                        "(the machine restarted since); seq carries on at %d, and what is not on disk below it "
+                        "is reported as lost", self.end_seq)
         self.end_seq = max(self.end_seq, 1)
         self.reserved = mark[0] if mark is not None else 0
 
