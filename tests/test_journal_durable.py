@@ -13,7 +13,7 @@ import pytest
 
 from tianwang.gateway.datapath.journal import DiskReader, DurableJournal
 from tianwang.gateway.datapath.router import Router
-from tianwang.gateway.datapath.segments import JournalStorageError, SegmentStore
+from tianwang.gateway.datapath.segments import Files, JournalStorageError, SegmentStore
 from tianwang.gateway.errors import FrameError
 from tianwang.gateway.framing import TopicFilter
 from tianwang.v1 import gateway_pb2 as pb
@@ -227,3 +227,222 @@ async def test_a_full_disk_refuses_readings_loses_none_and_recovers(tmp_path, ca
         await j.close()
     finally:
         subprocess.run(["umount", "-l", str(where)])
+
+
+def crashed(j):
+    """End a journal as a crash of the process does: tasks stop, nothing is closed or synced."""
+    for t in j._tasks:
+        t.cancel()
+    j.store.close()
+
+
+async def test_a_damaged_block_inside_a_segment_is_skipped_as_corrupt_and_the_rest_kept(tmp_path):
+    j, r = await opened(tmp_path, fsync="always", segment_bytes=1 << 20)
+    for k in range(10):  # ten blocks in one segment
+        await publish(r, 100, start=k * 100)
+        await settle(j)
+    crashed(j)
+    await asyncio.sleep(0.05)
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    raw = bytearray(seg.read_bytes())
+    third = [i for i in range(len(raw)) if raw[i : i + 4] == b"TWB1"][2]
+    raw[third + 100] ^= 0x10  # one flipped bit in the third block
+    seg.write_bytes(bytes(raw))
+    j, r = await opened(tmp_path)
+    await j.checked()
+    assert j.counters()["journal_cut_bytes"] == 0 and j.counters()["journal_corrupt_bytes"] > 0
+    assert j.next_seq == 1001  # seq carries on after the good blocks behind the damage
+    got, gaps = await replay(j, 1)
+    assert gaps == [(201, 300, "corrupt")]
+    assert [s for s, _ in got] == list(range(1, 201)) + list(range(301, 1001))
+    assert all(p["i"] == s - 1 for s, p in got)
+    await j.close()
+
+
+@pytest.mark.parametrize("fsync", ["batch", "never"])
+async def test_after_a_power_cut_seq_never_goes_back_and_a_resume_gets_a_lost_gap(tmp_path, fsync):
+    boot = b"\x01" * 16
+    j, r = await opened(tmp_path, fsync=fsync, boot_id=boot)
+    await publish(r, 1000)
+    await settle(j)
+    assert j.next_seq == 1001  # a subscriber received up to seq 1000
+    crashed(j)
+    await asyncio.sleep(0.05)
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    seg.write_bytes(seg.read_bytes()[:-40])  # what the power cut took: the end was never synced
+    j, r = await opened(tmp_path, boot_id=b"\x02" * 16)  # the machine rebooted
+    await j.checked()
+    assert j.next_seq > 1000  # never 2..1000 again
+    resume = 1001
+    assert resume <= j.next_seq  # not "ahead of the journal"
+    seqs = await publish(r, 5, start=5000)
+    assert seqs[0] > 1000
+    await settle(j)
+    got, gaps = await replay(j, 1)
+    kept = [s for s, _ in got if s <= 1000]
+    assert kept == list(range(1, len(kept) + 1)) and len(kept) < 1000
+    assert gaps == [(len(kept) + 1, seqs[0] - 1, "lost")]
+    assert [s for s, _ in got if s > 1000] == seqs
+    _, resumed_gaps = await replay(j, resume)
+    assert resumed_gaps == [(resume, seqs[0] - 1, "lost")]
+    await j.close()
+
+
+async def test_a_crash_in_the_same_boot_loses_nothing_and_a_truncated_file_is_still_a_gap(tmp_path):
+    j, r = await opened(tmp_path, fsync="batch")
+    await publish(r, 1000)
+    await settle(j)
+    crashed(j)
+    await asyncio.sleep(0.05)
+    j, r = await opened(tmp_path)
+    assert j.next_seq == 1001  # the page cache kept every write: seq carries on exactly
+    got, gaps = await replay(j, 1)
+    assert gaps == [] and len(got) == 1000
+    crashed(j)
+    await asyncio.sleep(0.05)
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    seg.write_bytes(seg.read_bytes()[:-40])  # the issue's reproduction: the last 40 bytes cut
+    j, r = await opened(tmp_path)
+    assert j.next_seq == 1001  # seqs up to 1000 were shown: never given again
+    await j.close()
+
+
+async def test_open_reads_the_index_of_closed_segments_not_their_blocks(tmp_path):
+    j, r = await opened(tmp_path, memory=64 * 1024)
+    await publish(r, 6000, pad=40)
+    await settle(j)
+    await j.close()
+    segs = sorted(tmp_path.glob("*.seg"))
+    assert len(segs) > 4 and all(s.with_suffix(".idx").exists() for s in segs)
+    # a closed segment's bytes replaced by zeros of the same size: open does not notice (it
+    # reads only the index), a reader does and gets a Gap for exactly that segment
+    victim = segs[1]
+    victim.write_bytes(bytes(victim.stat().st_size))
+    j, r = await opened(tmp_path, memory=64 * 1024)
+    assert j.next_seq == 6001 and j.counters()["journal_corrupt_bytes"] == 0
+    assert {s.path for s in j.store.segments if not s.checked} == set(segs)
+    got, gaps = await replay(j, 1)
+    first, nxt = int(victim.stem), int(segs[2].stem)
+    assert gaps == [(first, nxt - 1, "corrupt")]
+    assert [s for s, _ in got] == [s for s in range(1, 6001) if not first <= s < nxt]
+    await j.close()
+
+
+class FailingSyncs(Files):
+    """fsync and fdatasync of segments fail while `failing` is set (EIO, as a dying disk)."""
+
+    def __init__(self):
+        self.failing = False
+        self.failed = 0
+
+    def _maybe_fail(self, fd, real):
+        if self.failing and os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
+            self.failed += 1
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    def fsync(self, fd):
+        self._maybe_fail(fd, os.fsync)
+
+    def fdatasync(self, fd):
+        self._maybe_fail(fd, os.fdatasync)
+
+
+@pytest.mark.parametrize("fsync", ["always", "batch"])
+async def test_a_failed_fsync_is_retried_every_second_and_the_journal_recovers(tmp_path, fsync):
+    files = FailingSyncs()
+    j, r = await opened(tmp_path, fsync=fsync, files=files)
+    j.RETRY_S = 0.05
+    await publish(r, 10)
+    await settle(j)
+    files.failing = True
+    await publish(r, 10, start=10)
+    for _ in range(400):
+        if j.state == "failed":
+            break
+        await asyncio.sleep(0.005)
+    assert j.state == "failed" and "Input/output error" in j.error
+    with pytest.raises(FrameError, match="journal unwritable"):
+        r.publish("test/d0/r", "d0", {"i": -1})
+    retries = files.failed
+    for _ in range(400):
+        if files.failed >= retries + 2:
+            break
+        await asyncio.sleep(0.01)
+    assert files.failed >= retries + 2  # tried again, and again
+    files.failing = False
+    for _ in range(400):
+        if j.state == "ok":
+            break
+        await asyncio.sleep(0.01)
+    assert j.state == "ok" and j.error == ""
+    await publish(r, 10, start=20)
+    await settle(j)
+    assert j.next_seq == 31
+    await j.close()
+    j, r = await opened(tmp_path)
+    got, gaps = await replay(j, 1)
+    assert gaps == [] and [p["i"] for _, p in got] == list(range(30))
+    await j.close()
+
+
+class BlockingSyncs(Files):
+    """fdatasync of a segment waits until the test lets it go."""
+
+    def __init__(self):
+        self.go = __import__("threading").Event()
+        self.go.set()
+        self.entered = __import__("threading").Event()
+        self.syncs = 0
+
+    def fdatasync(self, fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
+            self.entered.set()
+            self.go.wait(30)
+            self.syncs += 1
+        os.fdatasync(fd)
+
+
+async def test_batch_syncs_at_once_when_idle_without_waiting_for_the_window(tmp_path):
+    files = BlockingSyncs()
+    st = store(tmp_path, files=files)
+    await asyncio.get_running_loop().run_in_executor(None, st.open)
+    j = DurableJournal(1 << 20, st, fsync="batch", fsync_window_ms=10_000)
+    await j.start()
+    r = Router(j)
+    await publish(r, 1)
+    # with a window of 10 s, the sync still follows the write at once: no timer in between
+    for _ in range(1000):
+        if files.syncs >= 1 and j.synced_next == 2:
+            break
+        await asyncio.sleep(0.005)
+    assert files.syncs == 1 and j.synced_next == 2 and j.next_seq == 2
+    await j.close()
+
+
+async def test_batch_never_shows_envelopes_that_waited_longer_than_the_window_for_their_sync(tmp_path):
+    files = BlockingSyncs()
+    st = store(tmp_path, files=files)
+    await asyncio.get_running_loop().run_in_executor(None, st.open)
+    j = DurableJournal(1 << 20, st, fsync="batch", fsync_window_ms=20)
+    await j.start()
+    r = Router(j)
+    files.go.clear()
+    await publish(r, 5)
+    for _ in range(1000):
+        if files.entered.is_set() and j.next_seq == 6:
+            break
+        await asyncio.sleep(0.005)
+    assert j.next_seq == 6  # written, shown, its sync in flight
+    await asyncio.sleep(0.1)  # longer than the window: the sync is stuck
+    await publish(r, 5, start=5)
+    await asyncio.sleep(0.05)
+    assert j.written_next == 11 and j.next_seq == 6  # written, not shown while the sync hangs
+    files.go.set()
+    await settle(j)
+    assert j.next_seq == 11 and j.synced_next >= 6
+    # under load, writes gather while a sync is in flight: far fewer syncs than writes
+    await publish(r, 20000)
+    await settle(j)
+    assert j.stats["journal_fsyncs"] < j.stats["journal_blocks_written"]
+    await j.close()
