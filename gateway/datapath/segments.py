@@ -314,6 +314,7 @@ class SegmentStore:
             self._list()
             self._recover(*self._open_marks())
             self.reserve(self.end_seq + self.reserve_step)
+            self.note_visible(self.end_seq)  # this boot's record, before anything is shown
         except OSError as exc:
             self.close()
             raise JournalStorageError(f"gateway.journal.path: cannot use {where}: {exc.strerror or exc}") from None
@@ -534,6 +535,16 @@ class SegmentStore:
             self.cut_reason = problem or "torn tail"
             log.warning("journal: cut %d bytes of a torn tail at the end of %s (%s); its last record is seq %d",
                         size - seg.size, seg.path.name, self.cut_reason, seg.next_seq - 1)
+            if seg.size == 0:
+                # nothing good in it: it goes (its name may be the next segment's)
+                self.files.unlink(seg.path)
+                self._unlink_index(seg)
+                self.files.sync_dir(self.path)
+                if seg in self.segments:
+                    i = self.segments.index(seg)
+                    del self.segments[i]
+                    del self._firsts[i]
+                return
             fd = self.files.open(seg.path, os.O_WRONLY)
             try:
                 self.files.ftruncate(fd, seg.size)
