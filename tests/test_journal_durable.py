@@ -329,14 +329,15 @@ async def test_open_reads_the_index_of_closed_segments_not_their_blocks(tmp_path
 
 
 class FailingSyncs(Files):
-    """fsync and fdatasync of segments fail while `failing` is set (EIO, as a dying disk)."""
+    """fsync and fdatasync of files named *`suffix` fail while `failing` is set (EIO, as a dying disk)."""
 
-    def __init__(self):
+    def __init__(self, suffix=".seg"):
+        self.suffix = suffix
         self.failing = False
         self.failed = 0
 
     def _maybe_fail(self, fd, real):
-        if self.failing and os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
+        if self.failing and os.readlink(f"/proc/self/fd/{fd}").endswith(self.suffix):
             self.failed += 1
             raise OSError(5, "Input/output error")
         real(fd)
@@ -445,4 +446,26 @@ async def test_batch_never_shows_envelopes_that_waited_longer_than_the_window_fo
     await publish(r, 20000)
     await settle(j)
     assert j.stats["journal_fsyncs"] < j.stats["journal_blocks_written"]
+    await j.close()
+
+
+async def test_a_reservation_that_cannot_be_synced_refuses_readings_until_it_can(tmp_path):
+    files = FailingSyncs("journal.seq")
+    st = store(tmp_path, files=files, reserve_step=100)
+    await asyncio.get_running_loop().run_in_executor(None, st.open)
+    j = DurableJournal(1 << 20, st, fsync="batch", fsync_window_ms=5)
+    j.RETRY_S = 0.05
+    await j.start()
+    r = Router(j)
+    files.failing = True
+    await publish(r, 120)  # past the 101 seqs reserved at open: no seq above them is written or shown
+    for _ in range(400):
+        if j.state == "failed":
+            break
+        await asyncio.sleep(0.005)
+    assert j.state == "failed" and "cannot reserve seqs" in j.error
+    assert j.next_seq <= 101 and j.written_next <= 101
+    files.failing = False
+    await settle(j)
+    assert j.state == "ok" and j.next_seq == 121 and st.reserved > 121
     await j.close()

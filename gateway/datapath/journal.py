@@ -443,19 +443,20 @@ class DurableJournal(Journal):
         log_ = self.log
         store = self.store
         while self.written_next < log_.next_seq:
-            if log_.next_seq + store.reserve_step // 2 > store.reserved:
-                # seqs are durably reserved before any of them is written or shown, one sync per
-                # `reserve_step` envelopes, begun half a step early so the writer rarely waits
-                if self._reserving is None or self._reserving.done():
-                    self._reserving = loop.run_in_executor(None, store.reserve, log_.next_seq + store.reserve_step)
-                if log_.next_seq > store.reserved:
-                    try:
-                        await self._reserving
-                    except OSError as exc:
-                        self._reserving = None
-                        self._fail("write", f"cannot reserve seqs in {store.path}: {exc.strerror or exc}")
-                        return False
-                    continue
+            # seqs are durably reserved before any of them is written or shown, one sync per
+            # `reserve_step` envelopes, begun half a step early so the writer rarely waits for it
+            reserving = self._reserving
+            if reserving is not None and reserving.done():
+                self._reserving = None
+                exc = reserving.exception()
+                if exc is not None:
+                    self._fail("write", f"cannot reserve seqs in {store.path}: {getattr(exc, 'strerror', None) or exc}")
+                    return False
+            if self._reserving is None and log_.next_seq + store.reserve_step // 2 > store.reserved:
+                self._reserving = loop.run_in_executor(None, store.reserve, log_.next_seq + store.reserve_step)
+            if log_.next_seq > store.reserved:
+                await asyncio.wait([self._reserving])
+                continue
             start = self.written_next
             if log_.first_seq > start:
                 # retention took entries from memory before they were written: a burst larger

@@ -405,9 +405,10 @@ class SegmentStore:
                     f"gateway.journal.path: {p} is damaged: how far seq went is unknown; "
                     "move the directory away to start a new journal"
                 )
-            # the damaged slot may have been the newer one: it reserved at most one step more
+            # the damaged slot may have been the newer one: it reserved at most one step more (the
+            # next reservation goes into the damaged slot, the good one stays as it is)
             log.error("journal: one record of %s is damaged; seq carries on a reservation step further", p)
-            best = (best[0] + 1, best[1] + self.reserve_step, False)
+            best = (best[0], best[1] + self.reserve_step, False)
         live = None
         rec = raw[LIVE_AT : LIVE_AT + LIVE.size]
         if len(rec) == LIVE.size:
