@@ -408,7 +408,8 @@ async def open_journal(jc) -> Journal:
     next_seq = await asyncio.get_running_loop().run_in_executor(None, store.open)
     store.retention()
     held = f"seq {store.first_seq}..{next_seq - 1} on disk ({store.nbytes} bytes)" if store.nbytes else "empty"
-    log.info("journal %s at %s: %s, next seq %d, fsync %s", store.journal_id, jc.path, held, next_seq, jc.fsync)
+    log.info("journal %s at %s (%s): %s, next seq %d, fsync %s", store.journal_id, jc.path, store.how_opened, held,
+             next_seq, jc.fsync)
     return DurableJournal(int(jc.max_bytes), store, fsync=jc.fsync, fsync_window_ms=jc.fsync_window_ms)
 
 
