@@ -172,6 +172,8 @@ class DurableJournal(Journal):
         self._sync_wanted = asyncio.Event()
         self._held = False  # batch: written envelopes wait for the sync in flight to be shown
         self._reserving = None  # the reservation being synced (a future)
+        self._rewind = False  # a sync failed: cut what it covered and write it again
+        self._retry_at = 0.0
         self._errors = {}  # "write" / "sync" -> reason, while failing
         self._waiter = None  # readers' wake-up, resolved when visible_next moves
         self._tasks = []
@@ -182,6 +184,7 @@ class DurableJournal(Journal):
             "journal_bytes_written": 0,
             "journal_fsyncs": 0,
             "journal_write_errors": 0,
+            "journal_rewritten": 0,
             "journal_lost_unwritten": 0,
             "journal_cut_bytes": store.cut_bytes,
             "journal_corrupt_bytes": store.corrupt_bytes,
@@ -422,6 +425,7 @@ class DurableJournal(Journal):
             self.log.next_seq == self.written_next
             and (self.visible_next == self.written_next or self._held)
             and "write" not in self._errors
+            and not self._rewind
             and not (self.policy == "always" and "sync" in self._errors)
         )
 
@@ -442,6 +446,19 @@ class DurableJournal(Journal):
         a write, a reservation or (under `always`) a sync failed."""
         log_ = self.log
         store = self.store
+        if self._rewind:
+            if time.monotonic() < self._retry_at:
+                return False  # the writer tries again in a second
+            try:
+                start = await loop.run_in_executor(None, store.rewind)
+            except OSError as exc:
+                self._fail("sync", f"cannot cut unsynced writes from {store.path}: {exc.strerror or exc}")
+                return False
+            self._rewind = False
+            if start < self.written_next:
+                self.stats["journal_rewritten"] += self.written_next - start
+                log.warning("journal: writing seq %d..%d again after the failed sync", start, self.written_next - 1)
+                self.written_next = start
         while self.written_next < log_.next_seq:
             # seqs are durably reserved before any of them is written or shown, one sync per
             # `reserve_step` envelopes, begun half a step early so the writer rarely waits for it
@@ -478,14 +495,16 @@ class DurableJournal(Journal):
                 return False
             self.stats["journal_blocks_written"] += 1
             self.stats["journal_bytes_written"] += len(data)
-            self.written_next = log_.keep_from = nxt
+            self.written_next = nxt
+            # memory keeps what is not synced yet: a failed sync writes it again
+            log_.keep_from = nxt if self.policy == "never" else min(nxt, self.synced_next)
         self._clear("write")
         if self.policy == "always":
             if self.synced_next < self.written_next or store.dirty:
                 covered = self.written_next
                 if not await self._sync(loop):
                     return False
-                self.synced_next = covered
+                self.synced_next = log_.keep_from = covered
             self._set_visible(self.synced_next)
             return True
         if store.has_retired or (self.policy == "batch" and store.dirty):
@@ -505,6 +524,15 @@ class DurableJournal(Journal):
             await loop.run_in_executor(None, self.store.sync, self.policy != "never")
         except OSError as exc:
             self._fail("sync", f"cannot sync {self.store.path}: {exc.strerror or exc}")
+            if self.policy != "never":
+                # a sync that failed once may "succeed" next time without the data: what it
+                # covered is cut and written again from memory before the next try
+                self._rewind = True
+                self._retry_at = time.monotonic() + self.RETRY_S * 0.9
+                waiter = self.log.waiter
+                if waiter is not None and not waiter.done():
+                    self.log.waiter = None
+                    waiter.set_result(None)  # the writer does it
             return False
         if self.policy != "never":
             self.stats["journal_fsyncs"] += 1
@@ -518,16 +546,15 @@ class DurableJournal(Journal):
         while True:
             await self._sync_wanted.wait()
             self._sync_wanted.clear()
-            if not self.store.dirty:
-                continue
+            if self._rewind or not self.store.dirty:
+                continue  # after a failed sync the writer cuts and writes again, then asks
             covered = self.written_next
             began = time.monotonic()
             if not await self._sync(loop):
-                await asyncio.sleep(self.RETRY_S)
-                self._sync_wanted.set()
                 continue
             if covered > self.synced_next:
                 self.synced_next = covered
+                self.log.keep_from = min(self.written_next, covered)
             if self._exposed_since is not None:
                 self._exposed_since = None if self.synced_next >= self.visible_next else began
             if self._held:

@@ -286,6 +286,10 @@ class SegmentStore:
         self.bytes_written = 0
         self.blocks_written = 0
         self.write_gen = 0  # appends so far
+        self._tail = None  # (segment, size, next seq) after the last append
+        self._synced_point = None  # the same, at the last successful sync
+        self._opened_end = 1
+        self.rewinds = 0  # failed syncs whose unsynced writes were cut to be written again
         self.synced_gen = 0  # appends covered by the last successful sync
 
     # -- opening -------------------------------------------------------------------------------
@@ -313,6 +317,7 @@ class SegmentStore:
             self._open_id()
             self._list()
             self._recover(*self._open_marks())
+            self._opened_end = self.end_seq
             self.reserve(self.end_seq + self.reserve_step)
             self.note_visible(self.end_seq)  # this boot's record, before anything is shown
         except OSError as exc:
@@ -623,6 +628,7 @@ class SegmentStore:
             raise
         seg.note_block(first_seq, count, offset, len(payload), time_ns)
         self.end_seq = first_seq + count
+        self._tail = (seg, seg.size, seg.next_seq)  # one assignment: a sync takes it whole
         self.bytes_written += len(header) + len(payload)
         self.blocks_written += 1
         self.write_gen += 1
@@ -675,6 +681,7 @@ class SegmentStore:
         fs = self.files
         with self._sync_lock:
             gen = self.write_gen
+            tail = self._tail
             new_entry, self._new_dir_entry = self._new_dir_entry, False
             try:
                 with self._retired_lock:
@@ -682,6 +689,7 @@ class SegmentStore:
                 for fd, seg in retired:
                     if fsync:
                         fs.fsync(fd)
+                        self._synced_point = (seg, seg.size, seg.next_seq)
                     with self._retired_lock:
                         self._retired.remove((fd, seg))
                     fs.close(fd)
@@ -693,7 +701,45 @@ class SegmentStore:
             except OSError:
                 self._new_dir_entry = self._new_dir_entry or new_entry
                 raise
+            if fsync and tail is not None:
+                self._synced_point = tail
             self.synced_gen = max(self.synced_gen, gen) if fsync else gen
+
+    def rewind(self) -> int:
+        """After a failed sync: what was written since the last good one cannot be trusted (the
+        kernel may have dropped those pages and will not say so again), so it is cut off the
+        segments, to be written again from memory. Returns the first seq to write (executor).
+        Raises OSError."""
+        fs = self.files
+        with self._sync_lock:
+            point = self._synced_point
+            keep = point[0] if point is not None else None
+            with self._retired_lock:
+                written = list(self._retired)
+                self._retired = []
+            if self._fd >= 0:
+                written.append((self._fd, self._active))
+            self._fd, self._active, self._tail = -1, None, None
+            for fd, seg in written:
+                if seg is keep:
+                    fs.ftruncate(fd, point[1])
+                    seg.size, seg.next_seq = point[1], point[2]
+                    while seg.index_offsets and seg.index_offsets[-1] >= seg.size:
+                        seg.index_offsets.pop()
+                        seg.index_seqs.pop()
+                    with self._retired_lock:
+                        self._retired.append((fd, seg))  # synced and indexed at the next sync
+                    continue
+                fs.close(fd)
+                fs.unlink(seg.path)
+                if seg in self.segments:
+                    i = self.segments.index(seg)
+                    del self.segments[i]
+                    del self._firsts[i]
+            self._new_dir_entry = True
+            self.end_seq = point[2] if point is not None else self._opened_end
+            self.rewinds += 1
+            return self.end_seq
 
     def close_clean(self) -> None:
         """After a successful final sync: index the active segment and record that seq stopped
