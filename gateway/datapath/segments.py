@@ -121,7 +121,7 @@ class Files:
             os.close(fd)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # a segment is itself: lists find it by identity
 class Segment:
     first_seq: int
     path: Path
@@ -563,6 +563,8 @@ class SegmentStore:
     def _write_index(self, seg: Segment) -> None:
         """The .idx of a closed segment whose blocks are synced (or, under `never`, written). It
         is only a shortcut: a torn or stale one fails its CRC or size and the segment is walked."""
+        if seg not in self.segments:
+            return  # retention took it meanwhile
         fs = self.files
         fd = fs.open(seg.path.with_suffix(INDEX_SUFFIX), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
