@@ -190,40 +190,46 @@ def open_store(where, boot, files=None):
 
 
 async def record_run(where, policy):
-    """A journal's life with its writes recorded: bursts of readings, some settled, some still
-    being written when the run ends; segments roll and seqs are reserved several times."""
+    """A journal's life with its writes recorded: a first run that closes cleanly, then a second
+    that crashes. Bursts of readings, some settled, some still being written when the run ends;
+    segments roll and seqs are reserved several times."""
     files = RecordingFiles(where)
-    store = open_store(where, BOOT, files)
-    await asyncio.get_running_loop().run_in_executor(None, store.open)
-    j = DurableJournal(1 << 20, store, fsync=policy, fsync_window_ms=2)
-    note = store.note_visible
-
-    def noted(seq):
-        files._rec("visible", seq)
-        note(seq)
-
-    store.note_visible = noted
-    await j.start()
-    router = Router(j)
     published = {}
     rng = random.Random(20)
-    for burst in range(max(14, POINTS // 5)):
-        for _ in range(rng.randint(1, 12)):
-            i = len(published)
-            seq = router.publish(f"test/d{i % 3}/r", f"d{i % 3}", {"i": i, "pad": "p" * rng.randint(0, 90)})
-            published[seq] = {"i": i, "pad": None}
-        for _ in range(rng.randint(0, 6)):
-            await asyncio.sleep(0.002 * rng.random())
-    for _ in range(400):
-        if j.visible_next == j.log.next_seq:
-            break
-        await asyncio.sleep(0.005)
-    # the end of the run is a crash too: the tasks stop, nothing is closed
-    for t in j._tasks:
-        t.cancel()
-    await asyncio.gather(*j._tasks, return_exceptions=True)
-    await asyncio.sleep(0.05)  # an executor job in flight finishes (its write is recorded)
-    store.close()
+    bursts = max(14, POINTS // 5)
+    for run, clean in ((0, True), (1, False)):
+        store = open_store(where, BOOT, files)
+        await asyncio.get_running_loop().run_in_executor(None, store.open)
+        j = DurableJournal(1 << 20, store, fsync=policy, fsync_window_ms=2)
+        note = store.note_visible
+
+        def noted(seq, note=note):
+            files._rec("visible", seq)
+            note(seq)
+
+        store.note_visible = noted
+        await j.start()
+        router = Router(j)
+        for burst in range(bursts // 3 if clean else bursts):
+            for _ in range(rng.randint(1, 12)):
+                i = len(published)
+                seq = router.publish(f"test/d{i % 3}/r", f"d{i % 3}", {"i": i, "pad": "p" * rng.randint(0, 90)})
+                published[seq] = {"i": i}
+            for _ in range(rng.randint(0, 6)):
+                await asyncio.sleep(0.002 * rng.random())
+        if clean:
+            await j.close()
+            continue
+        for _ in range(400):
+            if j.visible_next == j.log.next_seq:
+                break
+            await asyncio.sleep(0.005)
+        # the end of the second run is a crash: the tasks stop, nothing is closed
+        for t in j._tasks:
+            t.cancel()
+        await asyncio.gather(*j._tasks, return_exceptions=True)
+        await asyncio.sleep(0.05)  # an executor job in flight finishes (its write is recorded)
+        store.close()
     return files.ops, published
 
 
