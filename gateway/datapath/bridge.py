@@ -73,6 +73,7 @@ class NatsBridge:
         self._reader = DiskReader()
         self._resume_window = None  # (first, last, families already stored) of a half-published window
         self.alert = ""  # the stream was found ahead of the journal: DEGRADED until the gateway restarts
+        self._ahead_of = 0  # the stream's last seq when that was found (said once per range)
         self.stats = {
             "bridge_nats_messages": 0,
             "bridge_nats_envelopes": 0,
@@ -259,7 +260,7 @@ class NatsBridge:
             self._resume_window = (first, last, done)
             self.cursor = first
         self.stats["bridge_nats_resumes"] += 1
-        if last >= journal.next_seq:
+        if last >= journal.next_seq and self._ahead_of != last:
             await self._stream_ahead(journal, last)
 
     async def _stream_ahead(self, journal, last):
@@ -277,6 +278,7 @@ class NatsBridge:
         self._resume_window = None
         self.cursor = last + 1
         await self._publish(GAP_FAMILY, encode_gap(first, last, "lost"), first, last, 0, True, alert=self.alert)
+        self._ahead_of = last
         self.stats["bridge_nats_gaps"] += 1
 
     # -- publishing ----------------------------------------------------------------------------
