@@ -45,8 +45,9 @@ async def publish(router, n, start=0, run=0, pad=20):
 
 
 async def settle(j):
-    for _ in range(500):
-        if j.visible_next == j.log.next_seq:
+    """Until everything appended is visible and (but under `never`) synced."""
+    for _ in range(2000):
+        if j.visible_next == j.log.next_seq and (j.policy == "never" or j.synced_next == j.visible_next):
             return
         await asyncio.sleep(0.005)
     raise AssertionError(f"journal did not write: visible {j.visible_next}, appended up to {j.log.next_seq - 1}")
@@ -482,4 +483,30 @@ async def test_a_reservation_that_cannot_be_synced_refuses_readings_until_it_can
     files.failing = False
     await settle(j)
     assert j.state == "ok" and j.next_seq == 121 and st.reserved > 121
+    await j.close()
+
+
+async def test_batch_shows_a_lone_envelope_after_idle_without_waiting_for_its_sync(tmp_path):
+    files = BlockingSyncs()
+    st = store(tmp_path, files=files)
+    await asyncio.get_running_loop().run_in_executor(None, st.open)
+    j = DurableJournal(1 << 20, st, fsync="batch", fsync_window_ms=20)
+    await j.start()
+    r = Router(j)
+    for k in range(20):  # bursts with syncs racing the writes
+        await publish(r, 500, start=k * 500)
+        await asyncio.sleep(0)
+    await settle(j)
+    assert j.synced_next == j.next_seq  # all synced: nothing waits for a sync
+    files.go.clear()
+    files.entered.clear()
+    await asyncio.sleep(0.1)  # idle for longer than the window
+    await publish(r, 1, start=10_000)
+    for _ in range(1000):
+        if j.next_seq == 10_002:
+            break
+        await asyncio.sleep(0.005)
+    assert j.next_seq == 10_002  # shown once written, while its sync is still stuck
+    files.go.set()
+    await settle(j)
     await j.close()

@@ -546,12 +546,14 @@ class DurableJournal(Journal):
         while True:
             await self._sync_wanted.wait()
             self._sync_wanted.clear()
-            if self._rewind or not self.store.dirty:
+            if self._rewind:
                 continue  # after a failed sync the writer cuts and writes again, then asks
-            covered = self.written_next
             began = time.monotonic()
-            if not await self._sync(loop):
+            if self.store.dirty and not await self._sync(loop):
                 continue
+            # what the store synced, not what was written when the sync began: writes that went
+            # in before its snapshot are covered too
+            covered = self.store.synced_end if self.policy != "never" else self.written_next
             if covered > self.synced_next:
                 self.synced_next = covered
                 self.log.keep_from = min(self.written_next, covered)

@@ -289,6 +289,7 @@ class SegmentStore:
         self._tail = None  # (segment, size, next seq) after the last append
         self._synced_point = None  # the same, at the last successful sync
         self._opened_end = 1
+        self.synced_end = 1  # seqs below it are synced (as far as this process wrote them)
         self.rewinds = 0  # failed syncs whose unsynced writes were cut to be written again
         self.synced_gen = 0  # appends covered by the last successful sync
 
@@ -317,7 +318,7 @@ class SegmentStore:
             self._open_id()
             self._list()
             self._recover(*self._open_marks())
-            self._opened_end = self.end_seq
+            self._opened_end = self.synced_end = self.end_seq
             self.reserve(self.end_seq + self.reserve_step)
             self.note_visible(self.end_seq)  # this boot's record, before anything is shown
         except OSError as exc:
@@ -566,11 +567,14 @@ class SegmentStore:
         if seg not in self.segments:
             return  # retention took it meanwhile
         fs = self.files
-        fd = fs.open(seg.path.with_suffix(INDEX_SUFFIX), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
-            fs.write(fd, seg.index_bytes())
-        finally:
-            fs.close(fd)
+            fd = fs.open(seg.path.with_suffix(INDEX_SUFFIX), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                fs.write(fd, seg.index_bytes())
+            finally:
+                fs.close(fd)
+        except OSError as exc:  # a shortcut missing costs a walk at the next open, nothing more
+            log.warning("journal: cannot write the index of %s: %s", seg.path.name, exc.strerror or exc)
 
     def skip_damage(self, seg: Segment, offset: int, min_seq: int):
         """After a bad block at `offset` of `seg`: (offset, first seq) of the next intact block, or None."""
@@ -705,6 +709,7 @@ class SegmentStore:
                 raise
             if fsync and tail is not None:
                 self._synced_point = tail
+                self.synced_end = tail[2]
             self.synced_gen = max(self.synced_gen, gen) if fsync else gen
 
     def rewind(self) -> int:
