@@ -382,6 +382,8 @@ class Gateway:
             reasons.append(f"journal: {self.journal.error}")
         if self.bridge is not None and self.bridge.state != "ok":
             reasons.append(f"nats bridge {self.bridge.state}: {self.bridge.reason or 'not connected yet'}")
+        if self.bridge is not None and self.bridge.alert:
+            reasons.append(f"nats bridge: {self.bridge.alert}")
         return ("DEGRADED", "; ".join(reasons)) if reasons else ("SERVING", "")
 
     def stats(self, viewer=None) -> pb.Stats:
@@ -476,7 +478,8 @@ async def open_journal(jc) -> Journal:
     next_seq = await asyncio.get_running_loop().run_in_executor(None, store.open)
     store.retention()
     held = f"seq {store.first_seq}..{next_seq - 1} on disk ({store.nbytes} bytes)" if store.nbytes else "empty"
-    log.info("journal %s at %s: %s, next seq %d, fsync %s", store.journal_id, jc.path, held, next_seq, jc.fsync)
+    log.info("journal %s at %s (%s): %s, next seq %d, fsync %s", store.journal_id, jc.path, store.how_opened, held,
+             next_seq, jc.fsync)
     return DurableJournal(int(jc.max_bytes), store, fsync=jc.fsync, fsync_window_ms=jc.fsync_window_ms)
 
 

@@ -289,3 +289,46 @@ def test_two_shards_into_one_stream_and_the_cli_reads_it_back(tmp_path):
         assert bad.returncode == 1 and "Traceback" not in bad.stderr and "nats nats://127.0.0.1:1" in bad.stderr
     finally:
         server.stop()
+
+
+async def test_a_stream_ahead_of_the_journal_is_said_loudly_never_skipped_silently(tmp_path):
+    """The journal directory put back from an older copy: the stream holds seqs the journal will
+    give again. The bridge says so (health DEGRADED, a `_gap` message with the alert) instead of
+    quietly moving past them."""
+    import shutil
+
+    server = NatsServer(tmp_path).start()
+    try:
+        journal = tmp_path / "journal"
+        cfg = bridged([server.url], [{"id": "gen-1", "driver": "testgen", "rate_hz": 200, "burst": 5}], replicas=1)
+        cfg["gateway"]["journal"] = {"path": str(journal)}
+        async with running(cfg) as gw:
+            await asyncio.sleep(0.3)
+            await until_bridged(gw)
+        shutil.copytree(journal, tmp_path / "older")
+        async with running(cfg) as gw:
+            await asyncio.sleep(0.5)
+            await until_bridged(gw)
+        stream_last = gw.journal.last_seq
+        shutil.rmtree(journal)
+        shutil.copytree(tmp_path / "older", journal)
+        async with running(cfg) as gw:
+            restored_next = gw.journal.store.next_seq
+            assert restored_next <= stream_last
+            deadline = time.monotonic() + 20
+            while not gw.bridge.alert and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            health, reason = gw.health_state()
+            assert health == "DEGRADED" and f"holds seq up to {stream_last}" in reason
+            assert gw.bridge.cursor == stream_last + 1 and gw.bridge.stats["bridge_nats_gaps"] == 1
+        nc = await nats.connect(server.url)
+        try:
+            msg = await nc.jetstream().get_last_msg("TIANWANG", "tianwang.test._gap")
+        finally:
+            await nc.close()
+        assert msg.headers["Tianwang-Alert"].startswith("stream TIANWANG holds seq up to")
+        gap = pb.Batch.FromString(msg.data).gap
+        # from the journal's next seq when the bridge looked (the device published meanwhile)
+        assert restored_next <= gap.from_seq <= stream_last and (gap.to_seq, gap.reason) == (stream_last, "lost")
+    finally:
+        server.stop()

@@ -37,7 +37,7 @@ import time
 
 from tianwang.gateway.datapath.journal import DiskReader
 from tianwang.gateway.errors import describe
-from tianwang.gateway.framing import TopicFilter, scan_entries
+from tianwang.gateway.framing import TopicFilter, encode_gap, scan_entries
 
 log = logging.getLogger("tianwang.bridge")
 
@@ -93,6 +93,8 @@ class NatsBridge:
         self._families: dict[str, object] = {}  # family -> TopicFilter
         self._reader = DiskReader()
         self._resume_window = None  # (first, last, families already stored) of a half-published window
+        self.alert = ""  # the stream was found ahead of the journal: DEGRADED until the gateway restarts
+        self._ahead_of = 0  # the stream's last seq when that was found (said once per range)
         self.stats = {
             "bridge_nats_messages": 0,
             "bridge_nats_envelopes": 0,
@@ -116,7 +118,7 @@ class NatsBridge:
 
     @property
     def healthy(self) -> bool:
-        return self.state == "ok"
+        return self.state == "ok" and not self.alert
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -326,6 +328,26 @@ class NatsBridge:
             self._resume_window = (first, last, done)
             self.cursor = first
         self.stats["bridge_nats_resumes"] += 1
+        if last >= journal.next_seq and self._ahead_of != last:
+            await self._stream_ahead(journal, last)
+
+    async def _stream_ahead(self, journal, last):
+        """The stream holds seqs of this journal that the journal has not given yet (its directory
+        was put back from an older copy, or damaged): the journal will give them to other
+        envelopes, which cannot go into the stream under the same seqs. Say so where everyone
+        looks (health, the log, the stream's `_gap` subject) and never skip them silently."""
+        first = journal.next_seq
+        self.alert = (
+            f"stream {self.cfg.stream} holds seq up to {last} of journal {journal.id}, whose next seq is {first}: "
+            f"the journal's envelopes {first}..{last} cannot be published under seqs the stream already holds "
+            "(was the journal directory restored from an older copy?)"
+        )
+        log.error("nats bridge: %s; they are published as a Gap on %s.%s", self.alert, self.prefix, GAP_FAMILY)
+        self._resume_window = None
+        self.cursor = last + 1
+        await self._publish(GAP_FAMILY, encode_gap(first, last, "lost"), first, last, 0, True, alert=self.alert)
+        self._ahead_of = last
+        self.stats["bridge_nats_gaps"] += 1
 
     # -- publishing ----------------------------------------------------------------------------
     def _filter(self, family):
@@ -334,7 +356,7 @@ class NatsBridge:
             flt = self._families[family] = TopicFilter([f"{family}/#"])
         return flt
 
-    async def _publish(self, family, payload, first, last, count, window_end, families=()):
+    async def _publish(self, family, payload, first, last, count, window_end, families=(), alert=""):
         headers = {
             "Tianwang-Gateway": self.gateway,
             "Tianwang-Journal": self.app.journal.id,
@@ -346,6 +368,8 @@ class NatsBridge:
         if window_end:
             headers["Tianwang-Window-End"] = "1"
             headers["Tianwang-Families"] = ",".join(families)
+        if alert:
+            headers["Tianwang-Alert"] = alert
         ack = await self.js.publish(f"{self.prefix}.{family}", payload, timeout=self.PUBLISH_TIMEOUT_S, headers=headers)
         if ack.duplicate:
             self.stats["bridge_nats_duplicates"] += 1

@@ -18,6 +18,7 @@ import logging
 import secrets
 import time
 
+from tianwang.gateway.datapath.segments import parse_blocks
 from tianwang.gateway.errors import FrameError
 from tianwang.gateway.framing import EntryLog, encode_gap, scan_entries
 
@@ -139,14 +140,17 @@ class DurableJournal(Journal):
     """The in-memory log in front of disk segments (`journal.path`).
 
     A writer task wakes on every append (the log's own waiter: no Python call per envelope),
-    writes everything pending as one block and, by `fsync` policy, syncs: `always` before the
-    envelopes become visible, `batch` every `fsync_window_ms`, `never` leaves it to the kernel.
-    Subscribers see an envelope once it is written (and, under `always`, synced), so nothing is
-    delivered, and nothing counted as routed, that a crash could take back.
+    writes everything pending as one block and makes it visible by `fsync` policy: `always` once
+    it is synced; `batch` once it is written, while a sync task syncs at once whenever something
+    is unsynced and gathers what is written during a sync into the next one (group commit), and
+    the writer holds back new envelopes whenever what subscribers see has waited longer than
+    `fsync_window_ms` for its sync; `never` once it is written, syncs left to the kernel. Under
+    every policy seqs are reserved durably ahead of the writes (segments.py), so seq never goes
+    back after a crash or a power cut.
 
-    When a write fails (ENOSPC, EIO, a read-only remount) the journal refuses new readings
-    (counted as drops `journal_unwritable`), keeps what it holds in memory, reports `state`
-    "failed" with the reason, and retries every second; once a write succeeds it carries on.
+    When a write or a sync fails (ENOSPC, EIO, a read-only remount) the journal refuses new
+    readings (counted as drops `journal_unwritable`), keeps what it holds in memory, reports
+    `state` "failed" with the reason, and retries every second; once the retry succeeds it carries on.
     """
 
     durable = True
@@ -163,6 +167,14 @@ class DurableJournal(Journal):
         self.written_next = store.next_seq  # first seq not yet written
         self.log.keep_from = self.written_next  # memory keeps what is not on disk yet
         self.visible_next = store.next_seq  # subscribers see seq < visible_next
+        self.synced_next = store.next_seq  # seqs below are synced (batch, always)
+        self._exposed_since = None  # batch: when visible envelopes last began to wait for a sync
+        self._sync_wanted = asyncio.Event()
+        self._held = False  # batch: written envelopes wait for the sync in flight to be shown
+        self._reserving = None  # the reservation being synced (a future)
+        self._rewind = False  # a sync failed: cut what it covered and write it again
+        self._retry_at = 0.0
+        self._errors = {}  # "write" / "sync" -> reason, while failing
         self._waiter = None  # readers' wake-up, resolved when visible_next moves
         self._tasks = []
         self._pack = None
@@ -172,8 +184,10 @@ class DurableJournal(Journal):
             "journal_bytes_written": 0,
             "journal_fsyncs": 0,
             "journal_write_errors": 0,
+            "journal_rewritten": 0,
             "journal_lost_unwritten": 0,
             "journal_cut_bytes": store.cut_bytes,
+            "journal_corrupt_bytes": store.corrupt_bytes,
             "journal_segments_removed": 0,
             "journal_disk_reads": 0,
         }
@@ -199,6 +213,8 @@ class DurableJournal(Journal):
     def counters(self) -> dict:
         out = dict(self.stats)
         out["journal_segments_removed"] = self.store.removed_segments
+        out["journal_cut_bytes"] = self.store.cut_bytes
+        out["journal_corrupt_bytes"] = self.store.corrupt_bytes
         out["journal_disk_bytes"] = self.store.nbytes
         out["journal_unwritten"] = self.log.next_seq - self.written_next
         return out
@@ -239,7 +255,10 @@ class DurableJournal(Journal):
 
     def _set_visible(self, seq: int) -> None:
         if seq > self.visible_next:
+            if self._exposed_since is None and self.policy == "batch" and seq > self.synced_next:
+                self._exposed_since = time.monotonic()
             self.visible_next = seq
+            self.store.note_visible(seq)
             self.wake()
 
     # -- reading from disk ---------------------------------------------------------------------
@@ -247,7 +266,7 @@ class DurableJournal(Journal):
         """Envelopes from disk for a cursor older than memory: (batch bytes, count, next cursor).
 
         The batch is a Gap alone (count 0) when the records at `cursor` are missing from the disk
-        (a damaged block, or entries retention took from memory before they were written); a
+        (`corrupt`: a damaged block; `lost`: never written, or not synced before a power cut); a
         cursor older than the disk's first seq gets its Gap from `gap_for` first.
         """
         parts = []
@@ -311,9 +330,17 @@ class DurableJournal(Journal):
 
     async def _load(self, reader, cursor, loop):
         """Read ahead from the block holding `cursor`. None when loaded; else (next seq held, why)."""
-        from tianwang.gateway.datapath.segments import parse_blocks
-
-        where = self.store.locate(cursor)
+        store = self.store
+        seg = store.segment_for(cursor)
+        if seg is not None and not seg.checked:
+            try:
+                await loop.run_in_executor(None, store.ensure, seg)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.error("journal: cannot read %s: %s", seg.path.name, exc.strerror or exc)
+                return self._next_held(cursor), "unreadable"
+        where = store.locate(cursor)
         if where is None:
             first = self.first_seq
             return (first, "retention") if cursor < first else (self._next_held(cursor), "lost")
@@ -326,10 +353,11 @@ class DurableJournal(Journal):
         ):
             offset = reader.next_offset  # carry on where the last read-ahead ended
         want = self.READ_AHEAD
+        min_seq = seg.first_seq
         while offset < seg_size:
             size = min(want, seg_size - offset)
             try:
-                buf = await loop.run_in_executor(None, self.store.read, path, offset, size)
+                buf = await loop.run_in_executor(None, store.read, path, offset, size)
             except FileNotFoundError:
                 reader.blocks = []
                 first = self.first_seq
@@ -339,35 +367,46 @@ class DurableJournal(Journal):
                 return self._next_held(cursor), "unreadable"
             blocks, used, problem = parse_blocks(buf, offset)
             if not blocks and not problem:
-                if size >= seg_size - offset:
-                    break
-                want *= 4  # one block larger than the read-ahead
-                continue
-            reader.blocks = blocks
-            reader.index = 0
-            reader.path = path
-            reader.seg_size = seg_size
-            reader.next_offset = offset + used if not problem else seg_size
-            reader.pos_block = None
+                if size < seg_size - offset:
+                    want *= 4  # one block larger than the read-ahead
+                    continue
+                problem = f"an incomplete block at offset {offset}"
+            if blocks:
+                reader.blocks = blocks
+                reader.index = 0
+                reader.path = path
+                reader.seg_size = seg_size
+                reader.next_offset = offset + used
+                reader.pos_block = None
+                blk = self._block_in(reader, cursor)
+                if blk is not None:
+                    if blk.first_seq > cursor:
+                        return blk.first_seq, "lost"
+                    return None
+                if blocks[-1].next_seq > cursor:  # the block after a hole
+                    return blocks[reader.index].first_seq, "lost"
+                min_seq = blocks[-1].next_seq
+            offset += used
             if problem:
+                # a damaged block: skip to the next intact one, and say what was skipped
                 log.error("journal: %s: %s", path.name, problem)
-            blk = self._block_in(reader, cursor)
-            if blk is not None:
-                if blk.first_seq > cursor:
-                    return blk.first_seq, "lost"
-                return None
-            if problem:
-                return self._next_held(cursor), "corrupt"
-            if blocks and blocks[-1].next_seq > cursor:  # the block after a hole
-                return blocks[reader.index].first_seq, "lost"
-            offset = reader.next_offset
+                reader.blocks = []
+                try:
+                    found = await loop.run_in_executor(None, store.skip_damage, seg, offset, min_seq)
+                except OSError:
+                    found = None
+                if found is None:
+                    return self._next_held(cursor), "corrupt"
+                if found[1] > cursor:
+                    return found[1], "corrupt"
+                offset = found[0]
         reader.blocks = []
         return self._next_held(cursor), "lost"
 
     def _next_held(self, cursor):
         """The oldest seq above `cursor` held anywhere (disk segment or memory)."""
         for seg in self.store.segments:
-            if seg.first_seq > cursor and seg.next_seq > seg.first_seq:
+            if seg.first_seq > cursor and seg.held:
                 return min(seg.first_seq, self.log.first_seq)
         return max(cursor + 1, self.log.first_seq)
 
@@ -375,15 +414,26 @@ class DurableJournal(Journal):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._writer(), name="journal-writer")]
-        if self.policy == "batch":
+        if self.policy != "always":
             self._tasks.append(loop.create_task(self._syncer(), name="journal-fsync"))
         self._tasks.append(loop.create_task(self._retainer(), name="journal-retention"))
+        if self.store.unchecked():
+            self._tasks.append(loop.create_task(self._checker(), name="journal-check"))
+
+    def _caught_up(self) -> bool:
+        return (
+            self.log.next_seq == self.written_next
+            and (self.visible_next == self.written_next or self._held)
+            and "write" not in self._errors
+            and not self._rewind
+            and not (self.policy == "always" and "sync" in self._errors)
+        )
 
     async def _writer(self):
         log_ = self.log
         loop = asyncio.get_running_loop()
         while True:
-            if log_.next_seq == self.written_next:
+            if self._caught_up():
                 fut = log_.waiter
                 if fut is None or fut.done():
                     fut = log_.waiter = loop.create_future()
@@ -392,10 +442,38 @@ class DurableJournal(Journal):
                 await asyncio.sleep(self.RETRY_S)
 
     async def _flush(self, loop) -> bool:
-        """Write (and under `always`, sync) everything appended so far. False when it failed."""
+        """Write everything appended so far and make it visible as the policy allows. False when
+        a write, a reservation or (under `always`) a sync failed."""
         log_ = self.log
-        wrote = False
+        store = self.store
+        if self._rewind:
+            if time.monotonic() < self._retry_at:
+                return False  # the writer tries again in a second
+            try:
+                start = await loop.run_in_executor(None, store.rewind)
+            except OSError as exc:
+                self._fail("sync", f"cannot cut unsynced writes from {store.path}: {exc.strerror or exc}")
+                return False
+            self._rewind = False
+            if start < self.written_next:
+                self.stats["journal_rewritten"] += self.written_next - start
+                log.warning("journal: writing seq %d..%d again after the failed sync", start, self.written_next - 1)
+                self.written_next = start
         while self.written_next < log_.next_seq:
+            # seqs are durably reserved before any of them is written or shown, one sync per
+            # `reserve_step` envelopes, begun half a step early so the writer rarely waits for it
+            reserving = self._reserving
+            if reserving is not None and reserving.done():
+                self._reserving = None
+                exc = reserving.exception()
+                if exc is not None:
+                    self._fail("write", f"cannot reserve seqs in {store.path}: {getattr(exc, 'strerror', None) or exc}")
+                    return False
+            if self._reserving is None and log_.next_seq + store.reserve_step // 2 > store.reserved:
+                self._reserving = loop.run_in_executor(None, store.reserve, log_.next_seq + store.reserve_step)
+            if log_.next_seq > store.reserved:
+                await asyncio.wait([self._reserving])
+                continue
             start = self.written_next
             if log_.first_seq > start:
                 # retention took entries from memory before they were written: a burst larger
@@ -411,19 +489,33 @@ class DurableJournal(Journal):
             take = pending if pending < 65536 else 65536
             data, n, nxt = log_.collect(start, None, take, 4 * 1024 * 1024 - 64, take, False)
             try:
-                self.store.append(start, n, data, time.time_ns())
+                store.append(start, n, data, time.time_ns())
             except OSError as exc:
-                self._fail(f"cannot write {self.store.path}: {exc.strerror or exc}")
+                self._fail("write", f"cannot write {store.path}: {exc.strerror or exc}")
                 return False
             self.stats["journal_blocks_written"] += 1
             self.stats["journal_bytes_written"] += len(data)
-            self.written_next = log_.keep_from = nxt
-            wrote = True
-        if wrote and self.policy == "always":
-            if not await self._sync(loop):
-                return False
-        if self.state == "failed" and self.written_next == log_.next_seq:
-            self._recover()
+            self.written_next = nxt
+            # memory keeps what is not synced yet: a failed sync writes it again
+            log_.keep_from = nxt if self.policy == "never" else min(nxt, self.synced_next)
+        self._clear("write")
+        if self.policy == "always":
+            if self.synced_next < self.written_next or store.dirty:
+                covered = self.written_next
+                if not await self._sync(loop):
+                    return False
+                self.synced_next = log_.keep_from = covered
+            self._set_visible(self.synced_next)
+            return True
+        if store.has_retired or (self.policy == "batch" and store.dirty):
+            self._sync_wanted.set()
+        if self.policy == "batch" and (
+            self._held or (self._exposed_since is not None and time.monotonic() - self._exposed_since > self.window)
+        ):
+            # what subscribers see never waits longer than the window for its sync: past it, what
+            # is written becomes visible when the sync in flight ends (the syncer shows it)
+            self._held = True
+            return True
         self._set_visible(self.written_next)
         return True
 
@@ -431,36 +523,88 @@ class DurableJournal(Journal):
         try:
             await loop.run_in_executor(None, self.store.sync, self.policy != "never")
         except OSError as exc:
-            self._fail(f"cannot sync {self.store.path}: {exc.strerror or exc}")
+            self._fail("sync", f"cannot sync {self.store.path}: {exc.strerror or exc}")
+            if self.policy != "never":
+                # a sync that failed once may "succeed" next time without the data: what it
+                # covered is cut and written again from memory before the next try
+                self._rewind = True
+                self._retry_at = time.monotonic() + self.RETRY_S * 0.9
+                waiter = self.log.waiter
+                if waiter is not None and not waiter.done():
+                    self.log.waiter = None
+                    waiter.set_result(None)  # the writer does it
             return False
-        self.stats["journal_fsyncs"] += 1
+        if self.policy != "never":
+            self.stats["journal_fsyncs"] += 1
+        self._clear("sync")
         return True
 
     async def _syncer(self):
+        """`batch`: sync as soon as something is unsynced; writes during a sync go in the next one.
+        `never`: only close and index rolled segments."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.window)
-            if self.store.dirty:
-                await self._sync(loop)
+            await self._sync_wanted.wait()
+            self._sync_wanted.clear()
+            if self._rewind:
+                continue  # after a failed sync the writer cuts and writes again, then asks
+            began = time.monotonic()
+            if self.store.dirty and not await self._sync(loop):
+                continue
+            # what the store synced, not what was written when the sync began: writes that went
+            # in before its snapshot are covered too
+            covered = self.store.synced_end if self.policy != "never" else self.written_next
+            if covered > self.synced_next:
+                self.synced_next = covered
+                self.log.keep_from = min(self.written_next, covered)
+            if self._exposed_since is not None:
+                self._exposed_since = None if self.synced_next >= self.visible_next else began
+            if self._held:
+                self._held = False
+                self._set_visible(self.written_next)
+
+    async def _checker(self):
+        """Check, one at a time, the segments open did not (newest first): those the previous
+        process did not close are walked, damage skipped and torn tails cut."""
+        loop = asyncio.get_running_loop()
+        for seg in self.store.unchecked():
+            try:
+                await loop.run_in_executor(None, self.store.ensure, seg)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.error("journal: cannot check %s: %s", seg.path.name, exc.strerror or exc)
+
+    async def checked(self) -> None:
+        """Wait until the background check of the segments found at open is done."""
+        for t in self._tasks:
+            if t.get_name() == "journal-check":
+                await asyncio.shield(t)
 
     async def _retainer(self):
         while True:
             await asyncio.sleep(self.RETENTION_CHECK_S)
             self.store.retention()
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, kind: str, reason: str) -> None:
         self.stats["journal_write_errors"] += 1
+        self._errors[kind] = reason
         if self.state != "failed":
             self.state = "failed"
             self.error = reason
             self._pack = self.log.pack
             self.log.pack = self._refuse
-            log.error("journal: %s; refusing new readings until a write succeeds (retrying every %.0f s)", reason, self.RETRY_S)
+            log.error("journal: %s; refusing new readings until it succeeds again (retrying every %.0f s)", reason, self.RETRY_S)
 
     def _refuse(self, payload):
         raise JournalUnwritable(f"journal unwritable: {self.error}")
 
-    def _recover(self) -> None:
+    def _clear(self, kind: str) -> None:
+        if self._errors.pop(kind, None) is None:
+            return
+        if self._errors:
+            self.error = next(iter(self._errors.values()))
+            return
         self.state = "ok"
         if self._pack is not None:
             self.log.pack = self._pack
@@ -477,7 +621,7 @@ class DurableJournal(Journal):
             await self._flush(asyncio.get_running_loop())
 
     async def close(self) -> None:
-        """Write and sync what is pending, stop the tasks, release the directory."""
+        """Write and sync what is pending, stop the tasks, record a clean stop, release the directory."""
         if self._closing:
             return
         self._closing = True
@@ -492,6 +636,8 @@ class DurableJournal(Journal):
         await self._flush(loop)
         try:
             await loop.run_in_executor(None, self.store.sync, self.policy != "never")
+            if self.written_next == self.log.next_seq and not self._errors:
+                await loop.run_in_executor(None, self.store.close_clean)
         except OSError as exc:
             log.error("journal: final sync failed: %s", exc.strerror or exc)
         self.store.close()

@@ -141,10 +141,14 @@ class JournalConfig(Model):
     fsync: Literal["batch", "always", "never"] = Field(
         default="batch",
         description="with `path`: `always` syncs every write before subscribers see it (survives power loss); "
-        "`batch` syncs every `fsync_window_ms` (survives a crash of the gateway); `never` leaves it to the kernel",
+        "`batch` shows what is written and syncs it at once, gathering what is written during a sync into the next "
+        "(survives a crash of the gateway; a power cut loses at most `fsync_window_ms`); `never` leaves it to the "
+        "kernel. Under every policy seq never goes back after a crash or a power cut",
     )
     fsync_window_ms: int = Field(
-        default=20, ge=1, le=10_000, description="`fsync: batch`: how often written segments are synced"
+        default=20, ge=1, le=10_000,
+        description="`fsync: batch`: the longest an envelope subscribers see may wait for its sync (a bound, not a "
+        "wait: syncs start at once)",
     )
     disk_max_bytes: ByteSize = Field(
         default=ByteSize(8 * 1024**3),
