@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,14 +26,20 @@ from grpc_reflection.v1alpha import reflection
 from tianwang import __version__
 from tianwang.gateway import framing
 from tianwang.gateway.datapath.auth import Authenticator, RateLimiter
-from tianwang.gateway.lifecycle.config import Config, load_config, parse_hostport
-from tianwang.gateway.errors import ConfigError, GatewayError, redact
 from tianwang.gateway.datapath.fanout import GatewayService
 from tianwang.gateway.datapath.journal import Journal
-from tianwang.gateway.lifecycle.registry import default_registry
 from tianwang.gateway.datapath.router import Router
+from tianwang.gateway.errors import ConfigError, GatewayError, redact
+from tianwang.gateway.lifecycle.config import Config, load_config, parse_hostport
+from tianwang.gateway.lifecycle.registry import default_registry
 from tianwang.gateway.lifecycle.supervisor import Supervisor
 from tianwang.v1 import gateway_pb2 as pb
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from tianwang.gateway.datapath.bridge import NatsBridge
+    from tianwang.gateway.lifecycle.config import TLSConfig
 
 log = logging.getLogger("tianwang.app")
 
@@ -74,6 +81,12 @@ def hold_reloads() -> None:
     signal.signal(signal.SIGHUP, held)
 
 
+def _read_tls_files(tls: TLSConfig) -> tuple[bytes, bytes, bytes | None]:
+    """(key, certificate chain, client CA or None) of `gateway.tls`."""
+    ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
+    return Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes(), ca
+
+
 class Gateway:
     """A running gateway. `await start()`, then `await stop()`; `serve()` does both around signals."""
 
@@ -90,8 +103,8 @@ class Gateway:
         self.started_ns = 0
         self.port = 0
         self.metrics_port = 0
-        self.server = None
-        self._metrics_server = None
+        self.server: grpc.aio.Server | None = None
+        self._metrics_server: WSGIServer | None = None
         self._stopped = asyncio.Event()
         self._stop_requested: asyncio.Event | None = None
         self.reloads = 0
@@ -99,7 +112,7 @@ class Gateway:
         self._reload_task: asyncio.Task | None = None
         self._reload_again = False
         self._stopping = False
-        self.bridge = None
+        self.bridge: NatsBridge | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -112,31 +125,31 @@ class Gateway:
         warn_anonymous(cfg.auth)
         self.service = GatewayService(self)
 
-        self.server = grpc.aio.server(options=server_options(cfg))
-        self.server.add_generic_rpc_handlers((self.service.handler(),))
+        self.server = server = grpc.aio.server(options=server_options(cfg))
+        server.add_generic_rpc_handlers((self.service.handler(),))
         self.health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (pb.DESCRIPTOR.services_by_name["Gateway"].full_name, reflection.SERVICE_NAME, "grpc.health.v1.Health"),
-            self.server,
+            server,
         )
         tls = cfg.gateway.tls
         try:
             if tls is None:
-                self.port = self.server.add_insecure_port(self.listen)
+                self.port = server.add_insecure_port(self.listen)
             else:
+                # the certificate files are read off the loop, like any other file
+                key, cert, ca = await asyncio.to_thread(_read_tls_files, tls)
                 creds = grpc.ssl_server_credentials(
-                    [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
-                    root_certificates=Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None,
-                    require_client_auth=tls.client_ca_file is not None,
+                    [(key, cert)], root_certificates=ca, require_client_auth=tls.client_ca_file is not None
                 )
-                self.port = self.server.add_secure_port(self.listen, creds)
+                self.port = server.add_secure_port(self.listen, creds)
         except RuntimeError as exc:
             raise GatewayError(f"gateway.listen: cannot listen on {self.listen}: {exc}") from None
         if not self.port:
             raise GatewayError(f"gateway.listen: cannot listen on {self.listen} (in use or not an address here)")
         try:
-            await self.server.start()
+            await server.start()
         except BaseException:
             await self.journal.close()
             raise
@@ -144,19 +157,19 @@ class Gateway:
         if cfg.bridges.nats is not None:
             from tianwang.gateway.datapath.bridge import NatsBridge
 
-            self.bridge = NatsBridge(self, cfg.bridges.nats, cfg.gateway.name)
-            await self.bridge.start()
+            self.bridge = bridge = NatsBridge(self, cfg.bridges.nats, cfg.gateway.name)
+            await bridge.start()
         if cfg.gateway.metrics:
             from tianwang.gateway.datapath.metrics import serve_metrics
 
             try:
                 ma = cfg.gateway.metrics_auth
-                self._metrics_server, _ = serve_metrics(
-                    self, cfg.gateway.metrics, tls=cfg.gateway.tls, token=ma.token.get_secret_value() if ma else None
-                )
-                self.metrics_port = self._metrics_server.server_port
+                token = ma.token.get_secret_value() if ma is not None and ma.token is not None else None
+                metrics_server, _ = serve_metrics(self, cfg.gateway.metrics, tls=cfg.gateway.tls, token=token)
+                self._metrics_server = metrics_server
+                self.metrics_port = metrics_server.server_port
             except OSError as exc:
-                await self.server.stop(0)
+                await server.stop(0)
                 await self.journal.close()
                 raise GatewayError(f"gateway.metrics: cannot listen on {cfg.gateway.metrics}: {exc.strerror}") from None
         if not framing.USING_CEXT:
@@ -206,7 +219,7 @@ class Gateway:
         self._stopping = True
         try:
             await asyncio.wait_for(self._stop_steps(), STOP_BUDGET_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("shutdown took longer than %.1f s; cancelling what is left", STOP_BUDGET_S)
             await self.server.stop(0)
         if self._metrics_server is not None:
@@ -403,11 +416,11 @@ class Gateway:
                 fs = families.setdefault(e.family, pb.FamilyStats(family=e.family))
                 fs.envelopes += e.envelopes
         for e in visible:
-            fs = families.get(e.family)
-            if fs is None:
-                fs = families[e.family] = pb.FamilyStats(family=e.family)
-            fs.devices += 1
-            fs.states[e.state.value] = fs.states.get(e.state.value, 0) + 1
+            row = families.get(e.family)
+            if row is None:
+                row = families[e.family] = pb.FamilyStats(family=e.family)
+            row.devices += 1
+            row.states[e.state.value] = row.states.get(e.state.value, 0) + 1
         counters = dict(svc.counters)
         counters.update(journal.counters())
         health, reason = self.health_state()
@@ -437,7 +450,7 @@ class Gateway:
             health=health,
             health_reason=redact(reason),  # shown to every caller: no URL credentials in it
             counters=counters,
-            families=sorted(families.values(), key=lambda f: f.family),
+            families=[families[name] for name in sorted(families)],  # keyed by family
             subscriber_stats=svc.subscriber_stats(viewer),
             drops=[
                 pb.DropStats(driver=driver, reason=reason, frames=n)
@@ -492,7 +505,7 @@ def announce(gw: Gateway, stream=None, extra: dict | None = None) -> None:
         "gateway": gw.config.gateway.name,
         "shard": f"{gw.shard[0]}/{gw.shard[1]}" if gw.shard else None,
         "listen": f"{host}:{gw.port}" if ":" not in host else f"[{host}]:{gw.port}",
-        "metrics": f"{parse_hostport(gw.config.gateway.metrics)[0]}:{gw.metrics_port}" if gw.metrics_port else None,
+        "metrics": f"{parse_hostport(gw.config.gateway.metrics or '')[0]}:{gw.metrics_port}" if gw.metrics_port else None,
         "hot_path": gw.implementation,
         "pid": os.getpid(),
         **(extra or {}),

@@ -13,8 +13,7 @@ import yaml
 
 from gw import READ, GatewayProcess, base_config, client, md, running
 from nats_helpers import NatsCluster, NatsServer, free_port
-from tianwang.v1 import gateway_pb2 as pb
-from tianwang.v1 import jetstream
+from tianwang.v1 import gateway_pb2 as pb, jetstream
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -237,13 +236,12 @@ def test_two_shards_into_one_stream_and_the_cli_reads_it_back(tmp_path):
         cfg["gateway"]["journal"] = {"path": str(tmp_path / "journal")}
         cfg["auth"]["tokens"][0] = {"name": "reader", "token_env": "TW_T_READ", "read": ["#"]}
         path = write_cfg(tmp_path / "gw.yaml", cfg)
-        from gw import ROOT
-
+        # each shard is `tianwang run -c FILE --shard I/2`
+        import os
         import subprocess
         import sys
 
-        # each shard is `tianwang run -c FILE --shard I/2`
-        import os
+        from gw import ROOT
 
         procs = []
         for i in range(2):
@@ -259,7 +257,7 @@ def test_two_shards_into_one_stream_and_the_cli_reads_it_back(tmp_path):
         by_key, envs, gaps = asyncio.run(stream_contents([server.url]))
         assert gaps == [] and len(envs) == len(by_key)
         owners = {}
-        for (gateway, seq), env in by_key.items():
+        for (gateway, _seq), env in by_key.items():
             owners.setdefault(env["device_id"], set()).add(gateway)
         # every device ran in exactly one shard, and both shards ran some
         assert set(owners) == {f"gen-{i}" for i in range(8)}

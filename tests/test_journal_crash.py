@@ -197,7 +197,7 @@ async def record_run(where, policy):
     published = {}
     rng = random.Random(20)
     bursts = max(14, POINTS // 5)
-    for run, clean in ((0, True), (1, False)):
+    for _run, clean in ((0, True), (1, False)):
         store = open_store(where, BOOT, files)
         await asyncio.get_running_loop().run_in_executor(None, store.open)
         j = DurableJournal(1 << 20, store, fsync=policy, fsync_window_ms=2)
@@ -210,7 +210,7 @@ async def record_run(where, policy):
         store.note_visible = noted
         await j.start()
         router = Router(j)
-        for burst in range(bursts // 3 if clean else bursts):
+        for _ in range(bursts // 3 if clean else bursts):
             for _ in range(rng.randint(1, 12)):
                 i = len(published)
                 seq = router.publish(f"test/d{i % 3}/r", f"d{i % 3}", {"i": i, "pad": "p" * rng.randint(0, 90)})

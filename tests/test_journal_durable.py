@@ -84,7 +84,7 @@ async def test_seq_continues_across_reopens_and_disk_replays_everything(tmp_path
         last_id = j.id
         seqs = await publish(r, 3000, start=run * 3000, run=run)
         assert seqs[0] == run * 3000 + 1  # never reused, never skipped
-        for s, i in zip(seqs, range(run * 3000, run * 3000 + 3000)):
+        for s, i in zip(seqs, range(run * 3000, run * 3000 + 3000), strict=True):
             expected[s] = i
         await settle(j)
         got, gaps = await replay(j, 1)

@@ -45,7 +45,7 @@ def take(addr, n, position=None, from_seq=0, topics=("test/#",)):
 
 
 def contiguous(seqs):
-    return all(b == a + 1 for a, b in zip(seqs, seqs[1:]))
+    return all(b == a + 1 for a, b in zip(seqs, seqs[1:], strict=False))
 
 
 @pytest.fixture

@@ -34,10 +34,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from tianwang.gateway.datapath.journal import DiskReader
 from tianwang.gateway.errors import describe
 from tianwang.gateway.framing import TopicFilter, encode_gap, scan_entries
+
+if TYPE_CHECKING:  # nats-py is imported when the bridge connects
+    from nats.aio.client import Client
+    from nats.js.api import RawStreamMsg
+    from nats.js.client import JetStreamContext
+
+    from tianwang.gateway.app import Gateway
+    from tianwang.gateway.datapath.journal import Journal
+    from tianwang.gateway.lifecycle.config import NatsBridgeConfig
 
 log = logging.getLogger("tianwang.bridge")
 
@@ -52,7 +63,7 @@ class BridgeError(Exception):
 CREDENTIAL_KEYS = ("user", "password", "password_env", "password_file", "token", "token_env", "token_file", "creds_file")
 
 
-def _is_auth_error(exc) -> bool:
+def _is_auth_error(exc: BaseException) -> bool:
     """The server refused the credentials ('Authorization Violation', 'Authentication Expired'...)."""
     text = str(exc).lower()
     return (type(exc).__name__ == "AuthorizationError"
@@ -60,7 +71,7 @@ def _is_auth_error(exc) -> bool:
                                                "authentication revoked", "user authentication")))
 
 
-def _header(msg, key, default=""):
+def _header(msg: RawStreamMsg, key: str, default: str = "") -> str:
     headers = msg.headers or {}
     return headers.get(key, default)
 
@@ -75,24 +86,26 @@ class NatsBridge:
     AUTH_RETRY_S = 900.0
     PUBLISH_TIMEOUT_S = 5.0
 
-    def __init__(self, app, cfg, gateway_name: str):
+    def __init__(self, app: Gateway, cfg: NatsBridgeConfig, gateway_name: str) -> None:
         self.app = app
         self.cfg = cfg
         self.gateway = gateway_name
         self.prefix = f"{cfg.subject_prefix}.{gateway_name}"
-        self.nc = None
-        self.js = None
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
         self.cursor = 0  # next seq to publish
         self.state = "connecting"
         self.reason = ""
-        self._task = None
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()  # disconnects begun from a callback
         self._stopping = False
         self._auth_error: str | None = None  # the server refused the credentials (until the next attempt)
-        self._connecting: asyncio.Task | None = None
+        self._connecting: asyncio.Future[Client] | None = None
         self._retry_now = asyncio.Event()
-        self._families: dict[str, object] = {}  # family -> TopicFilter
+        self._families: dict[str, TopicFilter] = {}
         self._reader = DiskReader()
-        self._resume_window = None  # (first, last, families already stored) of a half-published window
+        # (first, last, families already stored) of a half-published window
+        self._resume_window: tuple[int, int, set[str]] | None = None
         self.alert = ""  # the stream was found ahead of the journal: DEGRADED until the gateway restarts
         self._ahead_of = 0  # the stream's last seq when that was found (said once per range)
         self.stats = {
@@ -110,7 +123,7 @@ class NatsBridge:
         journal = self.app.journal
         return max(0, journal.next_seq - max(self.cursor, journal.first_seq)) if self.cursor else journal.next_seq - journal.first_seq
 
-    def counters(self) -> dict:
+    def counters(self) -> dict[str, int]:
         out = dict(self.stats)
         out["bridge_nats_lag"] = self.lag
         out["bridge_nats_cursor"] = self.cursor
@@ -142,7 +155,7 @@ class NatsBridge:
                 pass
         await self._disconnect()
 
-    async def _disconnect(self):
+    async def _disconnect(self) -> None:
         nc, self.nc, self.js = self.nc, None, None
         if nc is not None and not nc.is_closed:
             try:
@@ -150,7 +163,7 @@ class NatsBridge:
             except Exception:  # closing a broken connection may fail in many ways; it is gone anyway
                 pass
 
-    async def _run(self):
+    async def _run(self) -> None:
         delay = self.RETRY_INITIAL_S
         while True:
             try:
@@ -189,27 +202,27 @@ class NatsBridge:
         self._retry_now.clear()
         try:
             await asyncio.wait_for(self._retry_now.wait(), self.AUTH_RETRY_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         self._auth_error = None
 
-    def retry_now(self, cfg=None) -> None:
+    def retry_now(self, cfg: NatsBridgeConfig | None = None) -> None:
         """A reload: after refused credentials, try again at once (with `cfg`'s credentials, when
         given: see `credentials_only_change`)."""
         if cfg is not None:
             self.cfg = cfg
         self._retry_now.set()
 
-    def credentials_only_change(self, new) -> bool:
+    def credentials_only_change(self, new: NatsBridgeConfig) -> bool:
         """True when `new` (a NatsBridgeConfig) differs from the running one only in credentials."""
         old = self.cfg
         return old != new and old.model_copy(update={k: getattr(new, k) for k in CREDENTIAL_KEYS}) == new
 
-    async def _connect(self):
+    async def _connect(self) -> None:
         import nats
 
         cfg = self.cfg
-        options = dict(
+        options: dict[str, Any] = dict(
             servers=list(cfg.servers),
             name=f"tianwang-{self.gateway}",
             connect_timeout=2,
@@ -237,50 +250,61 @@ class NatsBridge:
         self._auth_error = None
         self._connecting = asyncio.ensure_future(nats.connect(**options))
         try:
-            self.nc = await self._connecting
+            self.nc = nc = await self._connecting
         except asyncio.CancelledError:
-            if self._auth_error is None or asyncio.current_task().cancelling():
+            task = asyncio.current_task()
+            if self._auth_error is None or (task is not None and task.cancelling()):
                 raise
             raise BridgeError(f"cannot connect to {', '.join(cfg.servers)}: {self._auth_error}") from None
         except Exception as exc:
             raise BridgeError(f"cannot connect to {', '.join(cfg.servers)}: {describe(exc)}") from None
         finally:
             self._connecting = None
-        self.js = self.nc.jetstream(timeout=self.PUBLISH_TIMEOUT_S)
+        self.js = nc.jetstream(timeout=self.PUBLISH_TIMEOUT_S)
 
-    async def _on_error(self, exc):
+    async def _on_error(self, exc: Exception) -> None:
         log.debug("nats bridge: connection error: %s", describe(exc))
         if _is_auth_error(exc) and self._auth_error is None:
             self._auth_error = describe(exc)
             if self._connecting is not None and not self._connecting.done():
                 self._connecting.cancel()
             elif self.nc is not None and not self.nc.is_closed:
-                asyncio.ensure_future(self._disconnect())  # its own reconnects would log in again and again
+                # its own reconnects would log in again and again; the task is kept until it ends
+                # (the loop holds only a weak reference to a task)
+                task = asyncio.ensure_future(self._disconnect())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         if self.state != "ok":
             self.reason = f"{', '.join(self.cfg.servers)}: {describe(exc)}"
 
-    async def _on_disconnect(self):
+    async def _on_disconnect(self) -> None:
         if not self._stopping:
             log.warning("nats bridge: disconnected from NATS; reconnecting")
             self.stats["bridge_nats_failures"] += 1
             self.state, self.reason = "failing", "disconnected from NATS; reconnecting"
 
-    async def _on_reconnect(self):
+    async def _on_reconnect(self) -> None:
         url = self.nc.connected_url if self.nc else None
         # host and port only: a URL's netloc would carry its user information
         log.info("nats bridge: reconnected to %s", f"{url.hostname}:{url.port}" if url and url.hostname else "NATS")
 
-    async def _ensure_stream(self):
+    def _jetstream(self) -> JetStreamContext:
+        if self.js is None:  # _run connects before it asks
+            raise BridgeError("not connected to NATS")
+        return self.js
+
+    async def _ensure_stream(self) -> None:
         from nats.js.api import StorageType, StreamConfig
         from nats.js.errors import NotFoundError
 
         cfg = self.cfg
+        js = self._jetstream()
         try:
-            await self.js.stream_info(cfg.stream)
+            await js.stream_info(cfg.stream)
             return
         except NotFoundError:
             pass
-        await self.js.add_stream(
+        await js.add_stream(
             StreamConfig(
                 name=cfg.stream,
                 subjects=[f"{cfg.subject_prefix}.>"],
@@ -292,18 +316,19 @@ class NatsBridge:
         )
         log.info("nats bridge: created stream %s (subjects %s.>, %d replicas)", cfg.stream, cfg.subject_prefix, cfg.replicas)
 
-    async def _resume(self):
+    async def _resume(self) -> None:
         """Set the cursor from the stream: after the newest complete window of this gateway's
         journal, or at the start of a half-published one."""
         from nats.js.errors import NotFoundError
 
         journal = self.app.journal
-        info = await self.js.stream_info(self.cfg.stream, subjects_filter=f"{self.prefix}.>")
+        js = self._jetstream()
+        info = await js.stream_info(self.cfg.stream, subjects_filter=f"{self.prefix}.>")
         subjects = list((info.state.subjects or {}).keys())
         lasts = []
         for subject in subjects:
             try:
-                lasts.append(await self.js.get_last_msg(self.cfg.stream, subject))
+                lasts.append(await js.get_last_msg(self.cfg.stream, subject))
             except NotFoundError:
                 continue
         ours = [m for m in lasts if _header(m, "Tianwang-Journal") == journal.id]
@@ -314,12 +339,12 @@ class NatsBridge:
                 log.info("nats bridge: the stream holds an earlier journal of %s; starting this one at seq %d", self.gateway, start)
             self.cursor = max(self.cursor, start) if self.cursor else start
             return
-        newest = max(ours, key=lambda m: m.seq)
+        newest = max(ours, key=lambda m: m.seq or 0)  # stored messages have their seq
         first = int(_header(newest, "Tianwang-First-Seq", "0"))
         last = int(_header(newest, "Tianwang-Last-Seq", "0"))
         # the families of the newest window already in the stream (its messages go out together,
         # so any of them may be missing after a failure, the one marking the end included)
-        done = {m.subject.rsplit(".", 1)[1] for m in ours if int(_header(m, "Tianwang-First-Seq", "0")) == first}
+        done = {(m.subject or "").rsplit(".", 1)[-1] for m in ours if int(_header(m, "Tianwang-First-Seq", "0")) == first}
         ends = [m for m in ours if int(_header(m, "Tianwang-First-Seq", "0")) == first and _header(m, "Tianwang-Window-End") == "1"]
         expected = set(filter(None, _header(ends[0], "Tianwang-Families").split(","))) if ends else None
         if expected is not None and expected <= done:
@@ -331,7 +356,7 @@ class NatsBridge:
         if last >= journal.next_seq and self._ahead_of != last:
             await self._stream_ahead(journal, last)
 
-    async def _stream_ahead(self, journal, last):
+    async def _stream_ahead(self, journal: Journal, last: int) -> None:
         """The stream holds seqs of this journal that the journal has not given yet (its directory
         was put back from an older copy, or damaged): the journal will give them to other
         envelopes, which cannot go into the stream under the same seqs. Say so where everyone
@@ -350,13 +375,23 @@ class NatsBridge:
         self.stats["bridge_nats_gaps"] += 1
 
     # -- publishing ----------------------------------------------------------------------------
-    def _filter(self, family):
+    def _filter(self, family: str) -> TopicFilter:
         flt = self._families.get(family)
         if flt is None:
             flt = self._families[family] = TopicFilter([f"{family}/#"])
         return flt
 
-    async def _publish(self, family, payload, first, last, count, window_end, families=(), alert=""):
+    async def _publish(
+        self,
+        family: str,
+        payload: bytes,
+        first: int,
+        last: int,
+        count: int,
+        window_end: bool,
+        families: Iterable[str] = (),
+        alert: str = "",
+    ) -> None:
         headers = {
             "Tianwang-Gateway": self.gateway,
             "Tianwang-Journal": self.app.journal.id,
@@ -370,7 +405,9 @@ class NatsBridge:
             headers["Tianwang-Families"] = ",".join(families)
         if alert:
             headers["Tianwang-Alert"] = alert
-        ack = await self.js.publish(f"{self.prefix}.{family}", payload, timeout=self.PUBLISH_TIMEOUT_S, headers=headers)
+        ack = await self._jetstream().publish(
+            f"{self.prefix}.{family}", payload, timeout=self.PUBLISH_TIMEOUT_S, headers=headers
+        )
         if ack.duplicate:
             self.stats["bridge_nats_duplicates"] += 1
         if self.state != "ok":
@@ -379,7 +416,7 @@ class NatsBridge:
         self.stats["bridge_nats_messages"] += 1
         self.stats["bridge_nats_envelopes"] += count
 
-    async def _pump(self):
+    async def _pump(self) -> None:
         journal = self.app.journal
         cfg = self.cfg
         max_bytes = int(cfg.max_batch_bytes)
@@ -417,9 +454,9 @@ class NatsBridge:
             await self._publish_window(data, n, cursor, nxt - 1)
             self.cursor = nxt
 
-    async def _publish_window(self, data, n, first, last):
+    async def _publish_window(self, data: bytes, n: int, first: int, last: int) -> None:
         window = self._resume_window
-        done = set()
+        done: set[str] = set()
         if window is not None:
             if (first, last) != window[:2]:
                 raise BridgeError(f"cannot rebuild the half-published window {window[0]}..{window[1]} (got {first}..{last})")

@@ -17,10 +17,16 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from tianwang.gateway.datapath.segments import parse_blocks
+from tianwang.gateway.datapath.segments import Block, SegmentStore, parse_blocks
 from tianwang.gateway.errors import FrameError
 from tianwang.gateway.framing import EntryLog, encode_gap, scan_entries
+
+if TYPE_CHECKING:
+    from tianwang.gateway.framing import TopicFilter
 
 log = logging.getLogger("tianwang.journal")
 
@@ -34,7 +40,7 @@ class Journal:
     state = "ok"  # "failed" while a durable journal cannot write
     error = ""
 
-    def __init__(self, max_bytes: int, first_seq: int = 1, entry_log=EntryLog):
+    def __init__(self, max_bytes: int, first_seq: int = 1, entry_log: type[EntryLog] = EntryLog) -> None:
         """`entry_log`: the EntryLog class (compiled or twin; benchmarks choose, others leave it)."""
         self.log = entry_log(int(max_bytes), first_seq)
         # a memory journal is a new journal at every start: its id says so to resuming clients
@@ -71,7 +77,7 @@ class Journal:
     def max_bytes(self) -> int:
         return self.log.max_bytes
 
-    def gap_for(self, cursor: int):
+    def gap_for(self, cursor: int) -> tuple[bytes | None, int]:
         """(gap batch bytes, new cursor) when `cursor` is older than what is held, else (None, cursor)."""
         first = self.log.first_seq
         if cursor >= first:
@@ -82,7 +88,7 @@ class Journal:
         """True when `cursor` is older than memory but still held on disk (DurableJournal)."""
         return False
 
-    def counters(self) -> dict:
+    def counters(self) -> dict[str, int]:
         return {}
 
     async def start(self) -> None:
@@ -94,7 +100,9 @@ class Journal:
     async def flush(self) -> None:
         """Write what is pending and make it visible (a durable journal; nothing to do in memory)."""
 
-    def collect(self, cursor, flt, max_n, max_bytes, strict=False):
+    def collect(
+        self, cursor: int, flt: TopicFilter | None, max_n: int, max_bytes: int, strict: bool = False
+    ) -> tuple[bytes, int, int]:
         """See EntryLog.collect; `cursor` must not be older than first_seq (use gap_for first)."""
         return self.log.collect(cursor, flt, max_n, max_bytes, 65536, strict)
 
@@ -110,9 +118,16 @@ class Journal:
             return True
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self.log.next_seq > cursor
         return True
+
+    async def read_disk(
+        self, reader: DiskReader, cursor: int, flt: TopicFilter | None, max_n: int, max_bytes: int
+    ) -> tuple[bytes, int, int]:
+        """Envelopes from disk (DurableJournal): a memory journal holds none, and `on_disk` is
+        never true for it."""
+        return b"", 0, cursor
 
 
 class JournalUnwritable(ValueError):
@@ -125,13 +140,13 @@ class DiskReader:
 
     __slots__ = ("blocks", "index", "pos", "pos_seq", "pos_block", "path", "next_offset", "seg_size")
 
-    def __init__(self):
-        self.pos_block = None  # the block `pos` and `pos_seq` are in
-        self.blocks = []
+    def __init__(self) -> None:
+        self.pos_block: Block | None = None  # the block `pos` and `pos_seq` are in
+        self.blocks: list[Block] = []
         self.index = 0
         self.pos = 0
         self.pos_seq = 0
-        self.path = None
+        self.path: Path | None = None
         self.next_offset = 0
         self.seg_size = 0
 
@@ -158,7 +173,15 @@ class DurableJournal(Journal):
     RETRY_S = 1.0
     RETENTION_CHECK_S = 60.0
 
-    def __init__(self, max_bytes, store, *, fsync="batch", fsync_window_ms=20, entry_log=EntryLog):
+    def __init__(
+        self,
+        max_bytes: int,
+        store: SegmentStore,
+        *,
+        fsync: str = "batch",
+        fsync_window_ms: float = 20,
+        entry_log: type[EntryLog] = EntryLog,
+    ) -> None:
         super().__init__(max_bytes, store.next_seq, entry_log)
         self.store = store
         self.id = store.journal_id
@@ -168,16 +191,16 @@ class DurableJournal(Journal):
         self.log.keep_from = self.written_next  # memory keeps what is not on disk yet
         self.visible_next = store.next_seq  # subscribers see seq < visible_next
         self.synced_next = store.next_seq  # seqs below are synced (batch, always)
-        self._exposed_since = None  # batch: when visible envelopes last began to wait for a sync
+        self._exposed_since: float | None = None  # batch: when visible envelopes last began to wait for a sync
         self._sync_wanted = asyncio.Event()
         self._held = False  # batch: written envelopes wait for the sync in flight to be shown
-        self._reserving = None  # the reservation being synced (a future)
+        self._reserving: asyncio.Future[None] | None = None  # the reservation being synced
         self._rewind = False  # a sync failed: cut what it covered and write it again
         self._retry_at = 0.0
-        self._errors = {}  # "write" / "sync" -> reason, while failing
-        self._waiter = None  # readers' wake-up, resolved when visible_next moves
-        self._tasks = []
-        self._pack = None
+        self._errors: dict[str, str] = {}  # "write" / "sync" -> reason, while failing
+        self._waiter: asyncio.Future[None] | None = None  # readers' wake-up, resolved when visible_next moves
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pack: Callable[[Any], bytes] | None = None
         self._closing = False
         self.stats = {
             "journal_blocks_written": 0,
@@ -210,7 +233,7 @@ class DurableJournal(Journal):
     def disk_bytes(self) -> int:
         return self.store.nbytes
 
-    def counters(self) -> dict:
+    def counters(self) -> dict[str, int]:
         out = dict(self.stats)
         out["journal_segments_removed"] = self.store.removed_segments
         out["journal_cut_bytes"] = self.store.cut_bytes
@@ -222,13 +245,15 @@ class DurableJournal(Journal):
     def on_disk(self, cursor: int) -> bool:
         return cursor < self.log.first_seq and cursor < self.visible_next
 
-    def gap_for(self, cursor: int):
+    def gap_for(self, cursor: int) -> tuple[bytes | None, int]:
         first = self.first_seq
         if cursor >= first:
             return None, cursor
         return encode_gap(cursor, first - 1, "retention"), first
 
-    def collect(self, cursor, flt, max_n, max_bytes, strict=False):
+    def collect(
+        self, cursor: int, flt: TopicFilter | None, max_n: int, max_bytes: int, strict: bool = False
+    ) -> tuple[bytes, int, int]:
         scan = self.visible_next - cursor
         if scan <= 0:
             return b"", 0, cursor
@@ -249,7 +274,7 @@ class DurableJournal(Journal):
             waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         return self.visible_next > cursor
 
@@ -262,14 +287,16 @@ class DurableJournal(Journal):
             self.wake()
 
     # -- reading from disk ---------------------------------------------------------------------
-    async def read_disk(self, reader: DiskReader, cursor, flt, max_n, max_bytes):
+    async def read_disk(
+        self, reader: DiskReader, cursor: int, flt: TopicFilter | None, max_n: int, max_bytes: int
+    ) -> tuple[bytes, int, int]:
         """Envelopes from disk for a cursor older than memory: (batch bytes, count, next cursor).
 
         The batch is a Gap alone (count 0) when the records at `cursor` are missing from the disk
         (`corrupt`: a damaged block; `lost`: never written, or not synced before a power cut); a
         cursor older than the disk's first seq gets its Gap from `gap_for` first.
         """
-        parts = []
+        parts: list[bytes] = []
         n = 0
         size = 0
         loop = asyncio.get_running_loop()
@@ -313,7 +340,7 @@ class DurableJournal(Journal):
         return b"".join(parts) if len(parts) != 1 else parts[0], n, cursor
 
     @staticmethod
-    def _block_in(reader, cursor):
+    def _block_in(reader: DiskReader, cursor: int) -> Block | None:
         """The read-ahead block holding `cursor`, or the one right after a hole at `cursor`;
         None when the read-ahead does not reach it."""
         blocks = reader.blocks
@@ -328,7 +355,9 @@ class DurableJournal(Journal):
             return blk
         return None
 
-    async def _load(self, reader, cursor, loop):
+    async def _load(
+        self, reader: DiskReader, cursor: int, loop: asyncio.AbstractEventLoop
+    ) -> tuple[int, str] | None:
         """Read ahead from the block holding `cursor`. None when loaded; else (next seq held, why)."""
         store = self.store
         seg = store.segment_for(cursor)
@@ -341,7 +370,7 @@ class DurableJournal(Journal):
                 log.error("journal: cannot read %s: %s", seg.path.name, exc.strerror or exc)
                 return self._next_held(cursor), "unreadable"
         where = store.locate(cursor)
-        if where is None:
+        if where is None or seg is None:  # locate finds nothing without a segment either
             first = self.first_seq
             return (first, "retention") if cursor < first else (self._next_held(cursor), "lost")
         path, offset, seg_size = where
@@ -403,7 +432,7 @@ class DurableJournal(Journal):
         reader.blocks = []
         return self._next_held(cursor), "lost"
 
-    def _next_held(self, cursor):
+    def _next_held(self, cursor: int) -> int:
         """The oldest seq above `cursor` held anywhere (disk segment or memory)."""
         for seg in self.store.segments:
             if seg.first_seq > cursor and seg.held:
@@ -429,7 +458,7 @@ class DurableJournal(Journal):
             and not (self.policy == "always" and "sync" in self._errors)
         )
 
-    async def _writer(self):
+    async def _writer(self) -> None:
         log_ = self.log
         loop = asyncio.get_running_loop()
         while True:
@@ -441,7 +470,7 @@ class DurableJournal(Journal):
             if not await self._flush(loop):
                 await asyncio.sleep(self.RETRY_S)
 
-    async def _flush(self, loop) -> bool:
+    async def _flush(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Write everything appended so far and make it visible as the policy allows. False when
         a write, a reservation or (under `always`) a sync failed."""
         log_ = self.log
@@ -465,13 +494,14 @@ class DurableJournal(Journal):
             reserving = self._reserving
             if reserving is not None and reserving.done():
                 self._reserving = None
-                exc = reserving.exception()
-                if exc is not None:
-                    self._fail("write", f"cannot reserve seqs in {store.path}: {getattr(exc, 'strerror', None) or exc}")
+                failure = reserving.exception()
+                if failure is not None:
+                    why = getattr(failure, "strerror", None) or failure
+                    self._fail("write", f"cannot reserve seqs in {store.path}: {why}")
                     return False
             if self._reserving is None and log_.next_seq + store.reserve_step // 2 > store.reserved:
                 self._reserving = loop.run_in_executor(None, store.reserve, log_.next_seq + store.reserve_step)
-            if log_.next_seq > store.reserved:
+            if log_.next_seq > store.reserved and self._reserving is not None:
                 await asyncio.wait([self._reserving])
                 continue
             start = self.written_next
@@ -519,7 +549,7 @@ class DurableJournal(Journal):
         self._set_visible(self.written_next)
         return True
 
-    async def _sync(self, loop) -> bool:
+    async def _sync(self, loop: asyncio.AbstractEventLoop) -> bool:
         try:
             await loop.run_in_executor(None, self.store.sync, self.policy != "never")
         except OSError as exc:
@@ -539,7 +569,7 @@ class DurableJournal(Journal):
         self._clear("sync")
         return True
 
-    async def _syncer(self):
+    async def _syncer(self) -> None:
         """`batch`: sync as soon as something is unsynced; writes during a sync go in the next one.
         `never`: only close and index rolled segments."""
         loop = asyncio.get_running_loop()
@@ -563,7 +593,7 @@ class DurableJournal(Journal):
                 self._held = False
                 self._set_visible(self.written_next)
 
-    async def _checker(self):
+    async def _checker(self) -> None:
         """Check, one at a time, the segments open did not (newest first): those the previous
         process did not close are walked, damage skipped and torn tails cut."""
         loop = asyncio.get_running_loop()
@@ -581,7 +611,7 @@ class DurableJournal(Journal):
             if t.get_name() == "journal-check":
                 await asyncio.shield(t)
 
-    async def _retainer(self):
+    async def _retainer(self) -> None:
         while True:
             await asyncio.sleep(self.RETENTION_CHECK_S)
             self.store.retention()
@@ -596,7 +626,7 @@ class DurableJournal(Journal):
             self.log.pack = self._refuse
             log.error("journal: %s; refusing new readings until it succeeds again (retrying every %.0f s)", reason, self.RETRY_S)
 
-    def _refuse(self, payload):
+    def _refuse(self, payload: Any) -> bytes:
         raise JournalUnwritable(f"journal unwritable: {self.error}")
 
     def _clear(self, kind: str) -> None:

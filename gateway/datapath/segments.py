@@ -113,7 +113,7 @@ class Files:
     unlink = staticmethod(os.unlink)
     replace = staticmethod(os.replace)
 
-    def sync_dir(self, path) -> None:
+    def sync_dir(self, path: str | os.PathLike[str]) -> None:
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -129,11 +129,11 @@ class Segment:
     next_seq: int = 0  # seq after its last record (unchecked: unknown, first_seq)
     last_time_ns: int = 0
     checked: bool = True  # its blocks are known: written by this process, indexed, or walked
-    index_seqs: list = dataclasses.field(default_factory=list)  # first seq of indexed blocks
-    index_offsets: list = dataclasses.field(default_factory=list)
-    damaged: list = dataclasses.field(default_factory=list)  # (bad offset, next good block's offset)
+    index_seqs: list[int] = dataclasses.field(default_factory=list)  # first seq of indexed blocks
+    index_offsets: list[int] = dataclasses.field(default_factory=list)
+    damaged: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (bad offset, next good block's offset)
 
-    def note_block(self, first_seq, count, offset, length, time_ns):
+    def note_block(self, first_seq: int, count: int, offset: int, length: int, time_ns: int) -> None:
         if not self.index_offsets or offset - self.index_offsets[-1] >= INDEX_EVERY:
             self.index_seqs.append(first_seq)
             self.index_offsets.append(offset)
@@ -145,7 +145,7 @@ class Segment:
     def held(self) -> bool:
         return self.next_seq > self.first_seq if self.checked else self.size > 0
 
-    def offset_before(self, seq) -> int:
+    def offset_before(self, seq: int) -> int:
         """Offset of an indexed block at or before the block that holds `seq`."""
         i = bisect.bisect_right(self.index_seqs, seq) - 1
         return self.index_offsets[i] if i >= 0 else 0
@@ -155,16 +155,16 @@ class Segment:
             b"TWI1", self.first_seq, self.next_seq, self.size, self.last_time_ns,
             len(self.index_seqs), len(self.damaged),
         )
-        body = b"".join(PAIR.pack(s, o) for s, o in zip(self.index_seqs, self.index_offsets))
+        body = b"".join(PAIR.pack(s, o) for s, o in zip(self.index_seqs, self.index_offsets, strict=True))
         body += b"".join(PAIR.pack(b, g) for b, g in self.damaged)
         return head + body + struct.pack("<I", zlib.crc32(body, zlib.crc32(head)) & 0xFFFFFFFF)
 
 
-def block_crc(header_head: bytes, payload) -> int:
+def block_crc(header_head: bytes, payload: bytes | memoryview) -> int:
     return zlib.crc32(payload, zlib.crc32(header_head)) & 0xFFFFFFFF
 
 
-def pack_block(first_seq: int, count: int, time_ns: int, payload) -> bytes:
+def pack_block(first_seq: int, count: int, time_ns: int, payload: bytes | memoryview) -> bytes:
     head = HEADER.pack(MAGIC, count, first_seq, time_ns, len(payload), 0)[:28]
     return head + struct.pack("<I", block_crc(head, payload))
 
@@ -179,21 +179,23 @@ class Block:
     length: int  # of the payload
 
     @property
-    def next_seq(self):
+    def next_seq(self) -> int:
         return self.first_seq + self.count
 
     @property
-    def end(self):
+    def end(self) -> int:
         return self.offset + HEADER.size + self.length
 
 
-def parse_blocks(buf, base_offset: int, verify: bool = True, keep: bool = True):
+def parse_blocks(
+    buf: bytes | bytearray | memoryview, base_offset: int, verify: bool = True, keep: bool = True
+) -> tuple[list[Block], int, str | None]:
     """Complete blocks of `buf` (read at `base_offset` of a segment): (blocks, bytes used, problem).
 
     Stops at the first incomplete block (more must be read: problem None) or the first bad one
     (problem says what is wrong). `keep=False` leaves the payloads out (a walk needs only where).
     """
-    blocks = []
+    blocks: list[Block] = []
     pos = 0
     end = len(buf)
     mv = memoryview(buf)
@@ -213,7 +215,9 @@ def parse_blocks(buf, base_offset: int, verify: bool = True, keep: bool = True):
     return blocks, pos, None
 
 
-def next_good_block(fd: int, start: int, end: int, min_seq: int, limit_seq: int = 0):
+def next_good_block(
+    fd: int, start: int, end: int, min_seq: int, limit_seq: int = 0
+) -> tuple[int, int, int, int, int] | None:
     """The first intact block at or after `start` (below `end`) holding seqs >= `min_seq` (and
     below `limit_seq` when given): (offset, first_seq, count, time_ns, length), or None.
 
@@ -253,8 +257,8 @@ def next_good_block(fd: int, start: int, end: int, min_seq: int, limit_seq: int 
 class SegmentStore:
     """The segment files of one journal directory."""
 
-    def __init__(self, path, *, segment_bytes: int, max_bytes: int, max_age_s: float,
-                 files: Files | None = None, boot_id: bytes | None = None, reserve_step: int = RESERVE_STEP):
+    def __init__(self, path: str | os.PathLike[str], *, segment_bytes: int, max_bytes: int, max_age_s: float,
+                 files: Files | None = None, boot_id: bytes | None = None, reserve_step: int = RESERVE_STEP) -> None:
         self.path = Path(path)
         self.segment_bytes = int(segment_bytes)
         self.max_bytes = int(max_bytes)
@@ -267,7 +271,7 @@ class SegmentStore:
         self._firsts: list[int] = []
         self._active: Segment | None = None  # written by this process
         self._fd = -1  # the active segment, open for appending
-        self._retired: list = []  # (fd, Segment) of rolled segments, to sync, close and index
+        self._retired: list[tuple[int, Segment]] = []  # (fd, Segment) of rolled segments, to sync, close and index
         self._retired_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._check_lock = threading.Lock()
@@ -286,8 +290,8 @@ class SegmentStore:
         self.bytes_written = 0
         self.blocks_written = 0
         self.write_gen = 0  # appends so far
-        self._tail = None  # (segment, size, next seq) after the last append
-        self._synced_point = None  # the same, at the last successful sync
+        self._tail: tuple[Segment, int, int] | None = None  # (segment, size, next seq) after the last append
+        self._synced_point: tuple[Segment, int, int] | None = None  # the same, at the last successful sync
         self._opened_end = 1
         self.synced_end = 1  # seqs below it are synced (as far as this process wrote them)
         self.rewinds = 0  # failed syncs whose unsynced writes were cut to be written again
@@ -329,7 +333,7 @@ class SegmentStore:
             raise
         return self.end_seq
 
-    def _open_id(self):
+    def _open_id(self) -> None:
         idfile = self.path / "journal.id"
         try:
             text = idfile.read_text().strip()
@@ -358,8 +362,8 @@ class SegmentStore:
         fs.sync_dir(self.path)
         log.info("journal: new journal %s in %s", self.journal_id, self.path)
 
-    def _list(self):
-        found = []
+    def _list(self) -> None:
+        found: list[Segment] = []
         with os.scandir(self.path) as it:
             for entry in it:
                 name = entry.name
@@ -381,7 +385,7 @@ class SegmentStore:
         self.segments = [s for s in found if s.size > 0]
         self._firsts = [s.first_seq for s in self.segments]
 
-    def _open_marks(self):
+    def _open_marks(self) -> tuple[tuple[int, bool] | None, int | None]:
         """Open (or create) journal.seq: (reservation (reserved, clean) or None, live visible_next
         written during this boot or None)."""
         fs = self.files
@@ -426,7 +430,7 @@ class SegmentStore:
         self._mark_gen = best[0]
         return (best[1], best[2]), live
 
-    def _recover(self, mark, live):
+    def _recover(self, mark: tuple[int, bool] | None, live: int | None) -> None:
         last = self.segments[-1] if self.segments else None
         if mark is None:
             # a new directory, or one written before journal.seq existed: the last segment's end
@@ -458,7 +462,7 @@ class SegmentStore:
         self.end_seq = max(self.end_seq, 1)
         self.reserved = mark[0] if mark is not None else 0
 
-    def _unlink_index(self, seg):
+    def _unlink_index(self, seg: Segment) -> None:
         try:
             self.files.unlink(seg.path.with_suffix(INDEX_SUFFIX))
         except FileNotFoundError:
@@ -512,6 +516,7 @@ class SegmentStore:
             seg.index_seqs, seg.index_offsets, seg.damaged = [], [], []
             pos = 0
             expect = seg.first_seq
+            problem: str | None = None
             while pos < size:
                 buf = os.pread(fd, min(WALK_CHUNK, size - pos), pos)
                 blocks, used, problem = parse_blocks(buf, pos, True, False)
@@ -576,7 +581,7 @@ class SegmentStore:
         except OSError as exc:  # a shortcut missing costs a walk at the next open, nothing more
             log.warning("journal: cannot write the index of %s: %s", seg.path.name, exc.strerror or exc)
 
-    def skip_damage(self, seg: Segment, offset: int, min_seq: int):
+    def skip_damage(self, seg: Segment, offset: int, min_seq: int) -> tuple[int, int] | None:
         """After a bad block at `offset` of `seg`: (offset, first seq) of the next intact block, or None."""
         fd = os.open(seg.path, os.O_RDONLY)
         try:
@@ -650,7 +655,7 @@ class SegmentStore:
     def _roll(self, first_seq: int) -> Segment:
         path = self.path / f"{first_seq:020d}{SUFFIX}"
         fd = self.files.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o640)
-        if self._fd >= 0:
+        if self._fd >= 0 and self._active is not None:  # an open fd is the active segment's
             with self._retired_lock:
                 self._retired.append((self._fd, self._active))
         self._fd = fd
@@ -720,15 +725,14 @@ class SegmentStore:
         fs = self.files
         with self._sync_lock:
             point = self._synced_point
-            keep = point[0] if point is not None else None
             with self._retired_lock:
                 written = list(self._retired)
                 self._retired = []
-            if self._fd >= 0:
+            if self._fd >= 0 and self._active is not None:  # an open fd is the active segment's
                 written.append((self._fd, self._active))
             self._fd, self._active, self._tail = -1, None, None
             for fd, seg in written:
-                if seg is keep:
+                if point is not None and seg is point[0]:
                     fs.ftruncate(fd, point[1])
                     seg.size, seg.next_seq = point[1], point[2]
                     while seg.index_offsets and seg.index_offsets[-1] >= seg.size:
@@ -787,12 +791,12 @@ class SegmentStore:
         return removed
 
     # -- reading (executor) --------------------------------------------------------------------
-    def segment_for(self, seq: int):
+    def segment_for(self, seq: int) -> Segment | None:
         """The segment whose name is at or below `seq` (it may hold `seq`), or None."""
         i = bisect.bisect_right(self._firsts, seq) - 1
         return self.segments[i] if i >= 0 else None
 
-    def locate(self, seq: int):
+    def locate(self, seq: int) -> tuple[Path, int, int] | None:
         """(segment path, offset to read from, good bytes) for `seq`, or None when no segment
         holds it. The segment must be checked (`ensure`)."""
         seg = self.segment_for(seq)
