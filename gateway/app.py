@@ -90,6 +90,8 @@ def _read_tls_files(tls: TLSConfig) -> tuple[bytes, bytes, bytes | None]:
 class Gateway:
     """A running gateway. `await start()`, then `await stop()`; `serve()` does both around signals."""
 
+    bridge: NatsBridge | None  # with bridges.nats, from start()
+
     def __init__(
         self, config: Config, *, registry=None, config_path: str | None = None, listen: str | None = None, shard=None
     ):
@@ -112,7 +114,7 @@ class Gateway:
         self._reload_task: asyncio.Task | None = None
         self._reload_again = False
         self._stopping = False
-        self.bridge: NatsBridge | None = None
+        self.bridge = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
