@@ -40,7 +40,10 @@ async def until_bridged(gw, timeout=20.0):
         if gw.bridge.state == "ok" and gw.bridge.cursor >= gw.journal.next_seq:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"bridge did not catch up: state {gw.bridge.state} ({gw.bridge.reason}), cursor {gw.bridge.cursor}, next {gw.journal.next_seq}")
+    raise AssertionError(
+        f"bridge did not catch up: state {gw.bridge.state} ({gw.bridge.reason}), "
+        f"cursor {gw.bridge.cursor}, next {gw.journal.next_seq}"
+    )
 
 
 async def test_batches_headers_subjects_and_the_stream_created(tmp_path):

@@ -253,7 +253,8 @@ async def check_point(ops, published, k, where, power, torn=False, flip=None, po
     await asyncio.get_running_loop().run_in_executor(None, store.open)
     j = DurableJournal(1 << 20, store, fsync=policy)
     await j._checker()
-    what = f"crash after op {k}/{len(ops)} ({'power cut' if power else 'process'}{', torn' if torn else ''}{f', flip {flip}' if flip else ''})"
+    how = ("power cut" if power else "process") + (", torn" if torn else "") + (f", flip {flip}" if flip else "")
+    what = f"crash after op {k}/{len(ops)} ({how})"
     try:
         nxt = j.next_seq
         # 1. seq carries on past everything ever visible
