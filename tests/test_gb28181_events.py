@@ -232,3 +232,20 @@ async def test_catalogs_are_bounded_per_device(tmp_path):
             assert gw.supervisor.lookup(extra) is None
         finally:
             await nvr.stop()
+
+
+async def test_a_message_from_a_channels_id_counts_as_its_devices(tmp_path):
+    async with gateway(config(tmp_path)) as (gw, port):
+        ids = channel_ids(NVR_ID, 2)
+        nvr = await GbDevice(port, NVR_ID, channels=list(zip(ids, NAMES))).start()
+        try:
+            assert (await nvr.register()).status == 200
+            await until(lambda: gw.supervisor.lookup(ids[1]) is not None, 10, "channels listed")
+            # some NVRs send a channel's alarm From the channel's ID: not refused as unregistered
+            nvr.id = ids[1]
+            assert (await nvr.alarm()).status == 200
+            nvr.id = NVR_ID
+            alarms = journal_envelopes(gw.journal, "camera/+/alarm")
+            assert [(e["topic"], e["payload"]["device"]) for e in alarms] == [(f"camera/{ids[1]}/alarm", NVR_ID)]
+        finally:
+            await nvr.stop()

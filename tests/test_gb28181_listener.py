@@ -176,6 +176,11 @@ async def test_registrations_survive_a_restart(tmp_path):
         finally:
             await nvr.stop()
     assert stat.S_IMODE(os.stat(regs).st_mode) == 0o600
+    import json
+
+    rec = json.loads(regs.read_text())["devices"][NVR_ID]
+    # where it was, on what, and which address of ours it reached (the Via of later requests)
+    assert (rec["transport"], rec["local"], rec["channels"]) == ("UDP", f"127.0.0.1:{port}", channels)
     cfg["listen"] = f"127.0.0.1:{port}"  # the same port: the device keeps sending there
     async with gateway(cfg) as (gw, port2):
         # known at once, before it says anything: ONLINE, with the reason

@@ -236,6 +236,8 @@ class Gb28181Listener(Driver):
         self.answers: dict[tuple[str, int], asyncio.Future] = {}  # (device id, SN) -> application answer
         self.unknown = _Bucket(config.unknown_per_s, config.unknown_burst)
         self.sync_queue: collections.deque[str] = collections.deque()
+        self._local_ips: dict[str, str] = {}
+        self.channel_owner: dict[str, str] = {}  # channel id -> its device  # peer address -> our address on the route to it
         self.from_uri = f"sip:{config.server_id}@{config.domain}"
         self.media = None  # media.Calls, made in run()
         for key, why in config.config_warnings():
@@ -310,9 +312,12 @@ class Gb28181Listener(Driver):
             return
         ctx.set_info(device=dev.id)
         dev.channels[channel_id] = ctx
+        self.channel_owner[channel_id] = dev.id
 
     def _remove_channel(self, dev: _Device, channel_id: str, reason: str):
         ctx = dev.channels.pop(channel_id, None)
+        if self.channel_owner.get(channel_id) == dev.id:
+            del self.channel_owner[channel_id]
         if ctx is not None:
             ctx.set_health(Health.OFFLINE, reason)
             dev.ctx.remove_child(channel_id)
@@ -474,7 +479,8 @@ class Gb28181Listener(Driver):
         utc = time.time()
         contact = req.headers.get("Contact") or ""
         self.registry.put(
-            dev.id, address=route.text, transport=route.transport, contact=contact,
+            dev.id, address=route.text, transport=route.transport, local=f"{dev.local[0]}:{dev.local[1]}",
+            contact=contact,
             expires_at=round(utc + decision.expires_s, 3), registered_at=round(utc, 3),
             user_agent=dev.user_agent or None, version=dev.version,
         )
@@ -497,16 +503,36 @@ class Gb28181Listener(Driver):
         else:
             host = self.host
             if host in ("0.0.0.0", "::", ""):
-                # which of our addresses the device reached: its Request-URI names it
+                # which of our addresses the device reached: its Request-URI names it, else the
+                # address the kernel would send from to reach it
                 try:
                     host = str(ipaddress.ip_address(req.request_uri.host))
                 except (ValueError, sip.SipError):
-                    host = "127.0.0.1"
+                    host = self._local_ip_for(route.addr[0])
             dev.local = (host, self.port)
+
+    def _local_ip_for(self, ip: str) -> str:
+        """Our address on the route to `ip` (a connected UDP socket sends nothing: the kernel only
+        picks the source address), cached per peer address."""
+        local = self._local_ips.get(ip)
+        if local is None:
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.connect((ip, 9))
+                    local = probe.getsockname()[0]
+            except OSError:
+                local = "127.0.0.1"
+            if len(self._local_ips) < 4096:
+                self._local_ips[ip] = local
+        return local
 
     def _message(self, req, route: Route, now: float):
         dev_id = req.from_.uri.user or ""
         dev = self.devices.get(dev_id)
+        if dev is None and dev_id in self.channel_owner:
+            # field: NVRs that send a channel's alarm From the channel's ID, not their own
+            dev = self.devices.get(self.channel_owner[dev_id])
         if dev is None or not dev.session.registered:
             # not registered: 403 makes a device register again
             return self._unknown(req, route, 403, now, "messages_unregistered")
@@ -848,7 +874,7 @@ class Gb28181Listener(Driver):
                 dev.route = Route("TCP", (host, int(port)), None)  # unreachable until it connects again
             else:
                 dev.route = Route("UDP", (host, int(port)))
-            self._heard_restored(dev)
+            self._heard_restored(dev, rec.get("local", ""))
             dev.version = rec.get("version", "")
             dev.user_agent = rec.get("user_agent", "")
             dev.ctx.set_info(transport=rec.get("transport", "UDP"), address=rec["address"], version=dev.version,
@@ -856,12 +882,17 @@ class Gb28181Listener(Driver):
                              **{f: rec[k] for k, f in PERSISTED_FACTS.items() if rec.get(k)})
             self.apply(dev, dev.session.restore(now, rec["expires_at"] - utc))
             self.apply(dev, dev.session.restore_channels(rec.get("channels") or ()))
+            if dev.route.transport == "TCP":
+                self.apply(dev, dev.session.link_lost("registration restored; waiting for its TCP connection"))
             restored += 1
         if restored:
             log.info("%s: %d registrations restored from %s", self.ctx.device_id, restored, self.registry.path)
 
-    def _heard_restored(self, dev: _Device) -> None:
-        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    def _heard_restored(self, dev: _Device, local: str) -> None:
+        """Our address as the device reached it before the restart (the Via of our requests)."""
+        host = local.rpartition(":")[0] if local else ""
+        if not host:
+            host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         dev.local = (host, self.port)
 
     async def close(self) -> None:
