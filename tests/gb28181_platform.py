@@ -65,9 +65,6 @@ class Platform:
                     return
                 platform.handle(sip.parse_message(data), addr, "UDP", None)
 
-        self.udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
-        self.port = self.udp.get_extra_info("sockname")[1]
-
         async def serve(reader, writer):
             framer = sip.StreamFramer()
             addr = writer.get_extra_info("peername")[:2]
@@ -79,7 +76,16 @@ class Platform:
                     self.handle(msg, addr, "TCP", writer)
             writer.close()
 
-        self.tcp = await asyncio.start_server(serve, "127.0.0.1", self.port)
+        # UDP and TCP on one port: a UDP port the system picked may be taken for TCP; try another
+        for attempt in range(50):
+            self.udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+            self.port = self.udp.get_extra_info("sockname")[1]
+            try:
+                self.tcp = await asyncio.start_server(serve, "127.0.0.1", self.port)
+                return
+            except OSError:
+                self.udp.close()
+        raise OSError("no 127.0.0.1 port free for both UDP and TCP")
 
     async def stop(self):
         self.udp.close()

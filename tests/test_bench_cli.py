@@ -17,7 +17,7 @@ from tianwang.gateway.benchmarks import runner
 
 pytestmark = pytest.mark.timeout(120)
 
-# the four sections that run in seconds; `scale` starts three gateways with their simulators
+# the four sections that run in seconds; `scale` starts a gateway per device fleet (four), with their simulators
 TINY = ["--quick", "--scale", "0.002", "--sections", "nmea,router,fanout,latency"]
 TYPES = {
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),

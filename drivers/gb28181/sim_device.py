@@ -30,6 +30,7 @@ from tianwang.drivers.gb28181.sim_world import ALARM_KINDS, MANUFACTURER, PtzHea
 MANSCDP = "Application/MANSCDP+xml"
 KEEPALIVE_LOST_MAX = 3  # keepalives without an answer before the device registers again
 SLOW_CATALOG_S = 1.5  # the slow_catalog fault's pause before each catalog chunk
+ANSWERS_KEPT = 4  # answers kept per device for retransmitted datagrams (bounded memory in a big fleet)
 
 
 @dataclass
@@ -118,6 +119,8 @@ class SimDevice:
         self.last_position: dict | None = None
         self.last_catalog_chunks = 0
         self.online_at = 0.0
+        self._answered: dict[bytes, bytes] = {}  # request datagram -> the answer sent (the last few)
+        self._answer: bytes | None = None
 
     def online_since_ok(self, seconds: float) -> bool:
         return self.state == "online" and self.fleet.loop.time() - self.online_at >= seconds
@@ -393,12 +396,28 @@ class SimDevice:
     def on_bytes(self, data: bytes, link) -> None:
         if data.strip(b"\r\n") == b"":
             return  # a keepalive CRLF
+        # a UDP retransmission is the same datagram again: answered from the last few answers
+        # without parsing, so a platform retransmitting under load does not starve the fleet's loop
+        answer = self._answered.get(data)
+        if answer is not None:
+            self.fleet.count("duplicates_absorbed")
+            self._send_bytes(answer)
+            return
         try:
             msg = sip.parse_message(data)
         except sip.SipError:
             self.fleet.count("bad_messages")
             return
+        if not isinstance(msg, sip.SipRequest) or msg.method == "ACK":
+            self.on_message(msg, link)
+            return
+        self._answer = None
         self.on_message(msg, link)
+        if self._answer is not None:
+            answered = self._answered
+            answered[data] = self._answer
+            if len(answered) > ANSWERS_KEPT:
+                del answered[next(iter(answered))]
 
     def on_message(self, msg, link) -> None:
         now = self.fleet.loop.time()
@@ -430,9 +449,11 @@ class SimDevice:
                 to_tag: str | None = None):
         resp = sip.build_response(req, status, to_tag=to_tag or self.from_tag, headers=[*self._headers(), *headers],
                                   body=body, content_type=content_type)
+        data = resp.to_bytes()
         if req.method != "ACK":
             self.server.remember(req, resp, self.fleet.loop.time())
-        self._send_bytes(resp.to_bytes())
+            self._answer = data
+        self._send_bytes(data)
         return resp
 
     def _on_options(self, req) -> None:

@@ -145,7 +145,19 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
         result["all_online_s"] = round(time.monotonic() - t0, 1) if online >= total else None
         result["gateway_cpu_s_connect"] = round(cpu_seconds(pid) - cpu_start, 1)
         result["fleet_cpu_s_connect"] = round(cpu_seconds(fleet.proc.pid) - fleet_cpu0, 1)
-        await asyncio.sleep(5.0)  # catalogs and subscriptions settle
+        # the steady state begins once every catalog is in (the listener queries and subscribes each
+        # device after it registers, at its own pace): every channel listed under its device
+        want_channels = devices * channels + mobile
+        listed_channels = 0
+        while time.monotonic() - t0 < connect_timeout_s:
+            rows = await list_devices(addr, GB_MD, timeout=60)
+            listed_channels = sum(1 for d in rows if len(d.id) == 20 and d.id[10:13] == "131")
+            if listed_channels >= want_channels:
+                break
+            await asyncio.sleep(2.0)
+        result["channels_listed"] = listed_channels
+        result["catalogs_complete_s"] = round(time.monotonic() - t0, 1) if listed_channels >= want_channels else None
+        await asyncio.sleep(5.0)  # subscriptions settle
         recording[0] = True
         cpu0, wall0, alarms0 = cpu_seconds(pid), time.monotonic(), counts.get("alarm", 0)
         fleet_cpu1 = cpu_seconds(fleet.proc.pid)
