@@ -77,7 +77,7 @@ class Platform:
             writer.close()
 
         # UDP and TCP on one port: a UDP port the system picked may be taken for TCP; try another
-        for attempt in range(50):
+        for _ in range(50):
             self.udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
             self.port = self.udp.get_extra_info("sockname")[1]
             try:

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from tianwang.drivers.gb28181 import digest, manscdp, ptz, sdp, sip, transaction
-from tianwang.drivers.gb28181 import sim_bodies as bodies
+from tianwang.drivers.gb28181 import digest, manscdp, ptz, sdp, sim_bodies as bodies, sip, transaction
 from tianwang.drivers.gb28181.sim_link import Detached, TcpLink, UdpLink
 from tianwang.drivers.gb28181.sim_media import MediaSender, answer_sdp, ssrc_value
 from tianwang.drivers.gb28181.sim_world import ALARM_KINDS, MANUFACTURER, PtzHead, Route, recordings
-
 
 MANSCDP = "Application/MANSCDP+xml"
 KEEPALIVE_LOST_MAX = 3  # keepalives without an answer before the device registers again
@@ -68,7 +66,7 @@ class Call:
     dest: tuple[str, int]
     ssrc: str
     transport: str
-    response: object = None
+    response: sip.SipResponse | None = None  # the 200 sent for it (resent until the ACK)
     media: MediaSender | None = None
     resend_handle: asyncio.TimerHandle | None = None
     resend_interval: float = 0.5
@@ -96,7 +94,7 @@ class SimDevice:
         self.version = "3.0" if "no_keepalive" in faults else "2.0"  # X-GB-Ver: 2022-only units
         self.expires = fleet.expires
         self.state = "idle"
-        self.link = None
+        self.link: TcpLink | UdpLink | None = None
         self.closing = False
         self.call_id = sip.new_call_id()
         self.from_tag = sip.new_tag()
@@ -222,6 +220,8 @@ class SimDevice:
 
     # -- sending ---------------------------------------------------------------------------------
     def _local(self) -> tuple[str, int]:
+        if self.link is None:
+            raise ConnectionError(f"{self.id}: no link to the platform")  # sent only while online
         return self.link.local()
 
     @property
@@ -309,6 +309,7 @@ class SimDevice:
 
     def _authorization(self) -> str:
         ch = self.challenge
+        assert ch is not None  # asked for only after a 401 gave one
         qop = ch.get("qop")
         use_qop = "auth" if qop and "auth" in [q.strip() for q in qop.split(",")] else None
         self.nc += 1
@@ -550,7 +551,7 @@ class SimDevice:
                     head.move(cmd.pan, cmd.tilt, cmd.zoom, now)
                 elif cmd.kind == "stop":
                     head.stop(now)
-                elif cmd.kind == "preset":
+                elif cmd.kind == "preset" and cmd.preset is not None:
                     if cmd.op == "set":
                         head.preset_set(cmd.preset, now)
                     elif cmd.op == "goto":
@@ -653,12 +654,13 @@ class SimDevice:
         self.send_position(sub)
         sub.timer = self.fleet.loop.call_later(sub.interval_s, self._position_tick, sub)
 
-    def position(self) -> tuple:
+    def position(self) -> tuple[float, float, float, float, float]:
+        assert self.route is not None  # mobile units have a route; only they are asked
         return self.route.at(_wall(self.fleet))
 
     def send_position(self, sub: Subscription | None = None, root: str = "Notify") -> None:
         t = _wall(self.fleet)
-        lat, lon, speed, course, alt = self.route.at(t)
+        lat, lon, speed, course, alt = self.position()
         body = bodies.mobile_position(self.next_sn(), self.id, t, lat, lon, speed, course, alt, root=root)
         self.last_position = {"time": int(t), "lat": round(lat, 6), "lon": round(lon, 6), "speed_kmh": round(speed, 1),
                               "course_deg": round(course, 1), "alt_m": round(alt)}
@@ -718,7 +720,7 @@ class SimDevice:
         fleet.count("invites")
         if req.call_id in self.calls:  # a re-INVITE: same answer
             call = self.calls[req.call_id]
-            self.respond(req, 200, body=call.response.body, content_type="application/sdp", to_tag=self.from_tag)
+            self.respond(req, 200, body=call.response.body if call.response is not None else b"", content_type="application/sdp", to_tag=self.from_tag)
             return
         try:
             target = sip.parse_uri(req.uri).user
@@ -741,10 +743,10 @@ class SimDevice:
         answer = answer_sdp(device_id=target or self.id, ip=host, port=15060 + len(self.calls), ssrc=ssrc,
                             transport=transport, session=offer.session_name or "Play")
         self.respond(req, 100)
-        call = Call(req.call_id, (offer.connection_ip, offer.port), ssrc, transport)
+        call = Call(req.call_id, (offer.connection_ip or host, offer.port), ssrc, transport)
         call.response = self.respond(req, 200, body=answer, content_type="application/sdp", to_tag=self.from_tag)
         self.calls[req.call_id] = call
-        if not self.link.reliable:
+        if self.link is not None and not self.link.reliable:
             call.resend_handle = fleet.loop.call_later(call.resend_interval, self._resend_ok, call, 0)
 
     def _resend_ok(self, call: Call, n: int) -> None:
@@ -755,7 +757,8 @@ class SimDevice:
             self.fleet.count("calls_unacked")
             self._end_call(call)
             return
-        self._send_bytes(call.response.to_bytes())
+        if call.response is not None:
+            self._send_bytes(call.response.to_bytes())
         call.resend_interval = min(4.0, call.resend_interval * 2)
         call.resend_handle = self.fleet.loop.call_later(call.resend_interval, self._resend_ok, call, n + 1)
 
