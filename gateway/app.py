@@ -83,6 +83,7 @@ class Gateway:
         self._reload_again = False
         self._stopping = False
         self.bridge = None
+        self.uplinks = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -146,6 +147,11 @@ class Gateway:
             log.warning("hot path: running the pure-Python twins (%s)", framing.why_not_compiled())
         await self.supervisor.apply(cfg)
         await self._check_listeners(cfg)
+        if cfg.uplinks:
+            from tianwang.gateway.uplink.manager import Uplinks
+
+            self.uplinks = Uplinks(self)
+            await self.uplinks.apply(cfg)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(pb.DESCRIPTOR.services_by_name["Gateway"].full_name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -202,6 +208,8 @@ class Gateway:
     async def _stop_steps(self):
         await self.health.enter_graceful_shutdown()
         self.service.close_streams()
+        if self.uplinks is not None:
+            await self.uplinks.stop()
         await self.supervisor.stop_all()
         # what the drivers published last is written (and bridged) before the journal closes
         await self.journal.flush()
@@ -267,6 +275,12 @@ class Gateway:
             self.service.refusals = RateLimiter(new.auth.refused_commands_per_s, new.auth.refused_commands_burst)
         warn_anonymous(new.auth)
         changes = await self.supervisor.apply(self.config)
+        if self.config.uplinks or self.uplinks is not None:
+            if self.uplinks is None:
+                from tianwang.gateway.uplink.manager import Uplinks
+
+                self.uplinks = Uplinks(self)
+            await self.uplinks.apply(self.config)
         self.reloads += 1
         log.info(
             "reloaded %s: started %s, stopped %s, restarted %s%s; %d streams ended or narrowed by token changes",

@@ -992,6 +992,8 @@ def cmd_simulate(args) -> int:
 
     reg = default_registry()
     sims = {s.name: s.simulator for s in reg.specs() if s.simulator}
+    # the superior platform of the gateway's uplinks (core, not a driver's)
+    sims["gb28181-platform"] = "tianwang.gateway.uplink.platform_sim:main"
     where = sims.get(args.kind)
     if where is None:
         print(
