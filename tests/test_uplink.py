@@ -141,3 +141,39 @@ async def test_registers_keeps_alive_answers_the_catalog_and_sends_motion_as_an_
             await sim.wait(lambda: sim.of("alarm", device_id=cam_id, alarm_kind="motion"), what="the motion alarm", timeout=30)
             alarm = sim.of("alarm", device_id=cam_id, alarm_kind="motion")[0]
             assert alarm["method"] == [5] and alarm["type"] == 2 and alarm["via"] == "NOTIFY"
+
+
+async def test_a_superior_that_goes_away_and_comes_back_gets_a_new_registration():
+    async with platform() as sim:
+        port, password = sim.port, sim.password
+        async with gateway(sim, retry_s=0.3) as gw:
+            entry = gw.supervisor.lookup("city")
+            await sim.wait(lambda: lower(sim) and lower(sim).registered, what="registration")
+            await sim.stop()  # the superior goes away: keepalives go unanswered
+            await until(lambda: entry.state.value == "OFFLINE" and "registering again" in entry.reason, timeout=20,
+                        what="uplink OFFLINE")
+            async with platform(port=port, password=password) as back:  # a restarted superior
+                await back.wait(lambda: lower(back) and lower(back).registered, what="re-registration")
+                await until(lambda: entry.state.value == "ONLINE", timeout=20, what="uplink ONLINE again")
+                assert gw.uplinks.get("city").registrations >= 2
+                states = [e["payload"]["state"] for e in journal_envelopes(gw.journal, "uplink/city/health")]
+                assert states.index("OFFLINE") < len(states) - 1 - states[::-1].index("ONLINE")
+
+
+async def test_a_superior_that_forgets_us_is_registered_to_again_at_once():
+    # a restart of the superior that kept its port: it answers our keepalive with 404
+    async with platform() as sim:
+        async with gateway(sim) as gw:  # retry_s stays 60 s: no failed registration is waited for
+            await sim.wait(lambda: lower(sim) and lower(sim).registered, what="registration")
+            lower(sim).registered = False
+            await sim.wait(lambda: lower(sim).registered and lower(sim).registrations >= 2, what="re-registration")
+            assert gw.uplinks.get("city").counters.get("registration_failures", 0) == 0
+
+
+async def test_wrong_password_is_a_reason_in_health():
+    async with platform() as sim:
+        async with gateway(sim, password="not-the-password") as gw:
+            entry = gw.supervisor.lookup("city")
+            await until(lambda: "403" in entry.reason, timeout=20, what="the refusal in the uplink's health")
+            assert entry.state.value == "OFFLINE" and "registering again in 60 s" in entry.reason
+            assert sim.of("register_refused")

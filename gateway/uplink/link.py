@@ -199,7 +199,7 @@ class SipLink:
         return resp
 
     async def _timers(self) -> None:
-        while True:
+        while not self.closed.is_set():
             now = time.monotonic()
             for req, _ in self.client.due(now):
                 self.counters["retransmitted"] += 1

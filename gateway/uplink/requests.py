@@ -273,7 +273,7 @@ class Requests:
         """Fixes are sent at each subscription's interval (the newest one), not per fix."""
 
     async def _positions(self, sub: Subscription) -> None:
-        while True:
+        while not self.up._stopping:
             await asyncio.sleep(sub.interval)
             units = [x for x in self.up.view.exposed().values() if x.kind == "mobile"
                      and sub.target in (self.cfg.local_id, x.gb_id, "")]

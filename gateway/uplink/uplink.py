@@ -84,15 +84,12 @@ class Uplink:
 
     async def stop(self, reason: str = "stopped") -> None:
         self._stopping = True
-        for task in (self._pump_task, self._run_task, *self._tasks):
-            if task is not None:
-                task.cancel()
-        for task in (self._pump_task, self._run_task, *list(self._tasks)):
-            if task is not None:
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
+        self.app.journal.wake()
+        tasks = [t for t in (self._pump_task, self._run_task, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         if self.link is not None and self.registered:
             try:  # unregister: Expires 0, best effort
                 await asyncio.wait_for(self._register(0), 2.0)
@@ -154,6 +151,8 @@ class Uplink:
                 self.count("registration_failures")
                 await asyncio.sleep(wait)
                 continue
+            if self._stopping:
+                return
             # the superior forgot us or stopped answering: register again at once (a failure then waits)
             await self._close_link()
             self.ctx.set_health(Health.OFFLINE, f"{reason}; registering again")
@@ -198,7 +197,7 @@ class Uplink:
         loop = asyncio.get_running_loop()
         refresh_at = loop.time() + max(1.0, expires * REFRESH_AT)
         missed = 0
-        while True:
+        while not self._stopping:
             now = loop.time()
             if now >= refresh_at:
                 expires = await self._register(cfg.expires)
@@ -222,6 +221,7 @@ class Uplink:
                 self.ctx.set_health(Health.ONLINE, f"registered to {cfg.superior_id}")
             self.count("keepalives")
             await asyncio.sleep(max(0.0, min(cfg.keepalive.interval_s, refresh_at - loop.time())))
+        return "stopping"
 
     # -- requests to the superior ---------------------------------------------------------------
     def message_request(self, body: bytes, method: str = "MESSAGE", headers=()) -> sip.SipRequest:
@@ -249,7 +249,8 @@ class Uplink:
     async def _pump(self, cursor: int) -> None:
         journal = self.app.journal
         flt = TopicFilter(WATCHED)
-        while True:
+        # loops test the stop flag too: a cancellation that meets a finished wait_for is lost on 3.11
+        while not self._stopping:
             _, cursor = journal.gap_for(cursor)
             if cursor >= journal.next_seq:
                 await journal.wait(cursor, 1.0)
