@@ -177,3 +177,124 @@ async def test_wrong_password_is_a_reason_in_health():
             await until(lambda: "403" in entry.reason, timeout=20, what="the refusal in the uplink's health")
             assert entry.state.value == "OFFLINE" and "registering again in 60 s" in entry.reason
             assert sim.of("register_refused")
+
+
+# -- mobile positions -----------------------------------------------------------------------------
+async def test_a_jt808_vehicles_fixes_arrive_as_mobile_position_notifies_at_the_interval():
+    from jt808_helpers import SECRET, RawTerminal, location
+    from tianwang.drivers.jt808 import protocol as p
+
+    listener = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": SECRET}
+    async with platform(position_interval=1) as sim:
+        async with gateway(sim, listeners=[listener], datum="gcj02") as gw:
+            await sim.wait(lambda: sim.of("register"), what="registration")
+            port = gw.supervisor._running["fleet"].driver.port
+            car = await RawTerminal("13900000007").connect(port)
+            try:
+                assert await car.login() == 0
+                car_id = rule_id(LOCAL_ID, "gnss", "13900000007")
+                # the vehicle reports several fixes a second; the superior asked for one notify a second
+                for i in range(12):
+                    await car.send(p.LOCATION, location(lat=27.85 + i * 0.0001, lon=112.9))
+                    await car.ack()
+                    await asyncio.sleep(0.25)
+                await sim.wait(lambda: len(sim.of("mobile_position", device_id=car_id)) >= 2, what="two notifies")
+            finally:
+                car.close()
+            got = [r for r in sim.received if r["kind"] == "mobile_position" and r["device_id"] == car_id]
+            # at most one notify per interval (the newest fix), never one per fix
+            gaps = [b["t"] - a["t"] for a, b in zip(got, got[1:])]
+            assert all(g >= 0.8 for g in gaps), gaps
+            assert len(got) < 12
+            # converted to the datum the uplink asks for (GCJ-02 is offset from WGS-84 in China)
+            from tianwang.drivers.gb28181.datum import wgs84_to_gcj02
+
+            last = got[-1]
+            fixes = [e["payload"] for e in journal_envelopes(gw.journal, "gnss/13900000007/fix")]
+            want = [wgs84_to_gcj02(f["lat"], f["lon"]) for f in fixes]
+            assert any(abs(last["lat"] - la) < 1e-6 and abs(last["lon"] - lo) < 1e-6 for la, lo in want)
+            assert all(abs(last["lat"] - f["lat"]) > 1e-5 or abs(last["lon"] - f["lon"]) > 1e-5 for f in fixes)
+
+
+# -- PTZ and live video from the superior ---------------------------------------------------------
+async def test_ptz_from_the_superior_moves_the_onvif_camera_and_is_audited():
+    async with platform() as sim, camera(rate=0.2) as cam:
+        async with gateway(sim, devices=[device(cam)]) as gw:
+            await sim.wait(lambda: sim.of("register"), what="registration")
+            await until(lambda: gw.supervisor.lookup("cam-1").state.value == "ONLINE", what="camera online", timeout=20)
+            cam_id = rule_id(LOCAL_ID, "camera", "cam-1")
+            before = cam.ptz.position()
+            resp = await sim.ptz(LOCAL_ID, cam_id, ptz.ptz_cmd(0.5, 0.0, 0.0))
+            assert resp.status == 200
+            await until(lambda: cam.ptz.position()[0] > before[0] + 0.01, timeout=10, what="the camera turning")
+            await sim.ptz(LOCAL_ID, cam_id, ptz.stop_cmd())
+            await until(lambda: len(journal_envelopes(gw.journal, "audit/cam-1/command")) >= 2, what="audit", timeout=15)
+            audits = [e["payload"] for e in journal_envelopes(gw.journal, "audit/cam-1/command")]
+            assert {a["action"] for a in audits} >= {"ptz_move", "ptz_stop"}
+            assert all(a["principal"] == "uplink:city" for a in audits)
+            move = next(a for a in audits if a["action"] == "ptz_move")
+            assert move["args"]["pan"] == pytest.approx(0.5, abs=0.01)
+
+            # live video of an ONVIF camera: a clear refusal naming the reason, not a timeout
+            from tianwang.drivers.gb28181 import sdp
+
+            offer = sdp.build_offer(session_id=1, origin_id=sim.id, ip="127.0.0.1", port=30000, ssrc="0000000001")
+            _, answer = await sim.invite(LOCAL_ID, cam_id, offer)
+            assert answer.status == 488 and "ONVIF" in answer.reason
+
+
+async def test_ptz_outside_the_uplinks_control_grant_is_refused_with_the_gb_error_and_audited():
+    async with platform() as sim, camera(rate=0.2) as cam:
+        async with gateway(sim, devices=[device(cam)], control=[]) as gw:
+            await sim.wait(lambda: sim.of("register"), what="registration")
+            await until(lambda: gw.supervisor.lookup("cam-1").state.value == "ONLINE", what="camera online", timeout=20)
+            cam_id = rule_id(LOCAL_ID, "camera", "cam-1")
+            before = cam.ptz.position()
+            await sim.ptz(LOCAL_ID, cam_id, ptz.ptz_cmd(0.5, 0.0, 0.0))
+            await sim.wait(lambda: sim.of("message", cmd_type="DeviceControl"), what="the refusal")
+            refusal = sim.of("message", cmd_type="DeviceControl")[0]
+            assert refusal["root"] == "Response" and refusal["fields"]["Result"] == "ERROR"
+            assert "PERMISSION_DENIED" in refusal["fields"]["Reason"]
+            audit = journal_envelopes(gw.journal, "audit/cam-1/command")[-1]["payload"]
+            assert audit["ok"] is False and audit["principal"] == "uplink:city" and audit["code"] == "PERMISSION_DENIED"
+            assert cam.ptz.position() == before
+
+
+# -- catalog notifies -----------------------------------------------------------------------------
+async def test_a_reload_that_adds_a_camera_sends_catalog_notify_add_and_health_changes_send_on_off(tmp_path):
+    import json
+
+    from tianwang.gateway.app import Gateway
+
+    async with platform() as sim, camera(rate=0.2) as cam1, camera(rate=0.2) as cam2:
+        reg = registry(onvif.SPEC)
+        raw = base_config(devices=[device(cam1)], control=["camera/+"], name="uplink")
+        raw["uplinks"] = [uplink_entry(sim)]
+        path = tmp_path / "gateway.yaml"
+        path.write_text(json.dumps(raw))
+        gw = Gateway(load_config(str(path), reg), registry=reg, config_path=str(path))
+        await gw.start()
+        try:
+            await sim.wait(lambda: lower(sim) and lower(sim).catalog_complete, what="the first catalog")
+            await until(lambda: len(gw.uplinks.get("city").requests.subs) >= 3, what="subscriptions", timeout=20)
+            cam2_id = rule_id(LOCAL_ID, "camera", "cam-2")
+            raw["devices"].append(device(cam2, id="cam-2"))
+            path.write_text(json.dumps(raw))
+            assert await gw.reload()
+            await sim.wait(lambda: sim.of("catalog_notify", device_id=cam2_id, event="ADD"), what="NOTIFY ADD")
+            # the new camera comes online: ON; it goes away: OFF
+            await until(lambda: gw.supervisor.lookup("cam-2").state.value == "ONLINE", what="cam-2 online", timeout=20)
+            await sim.wait(lambda: sim.of("catalog_notify", device_id=cam2_id, event="ON"), what="NOTIFY ON")
+            await cam2.stop()
+            await sim.wait(lambda: sim.of("catalog_notify", device_id=cam2_id, event="OFF"), what="NOTIFY OFF", timeout=40)
+            raw["devices"].pop()
+            path.write_text(json.dumps(raw))
+            assert await gw.reload()
+            await sim.wait(lambda: sim.of("catalog_notify", device_id=cam2_id, event="DEL"), what="NOTIFY DEL")
+            # cam-1 stayed: never added nor deleted (an UPDATE is allowed: its facts, read from the
+            # camera after the first catalog, are news to the superior)
+            events = [(r["device_id"], r["event"]) for r in sim.of("catalog_notify") if r["event"] in ("ADD", "DEL", "UPDATE")]
+            assert [e for e in events if e[0] == cam2_id] == [(cam2_id, "ADD"), (cam2_id, "DEL")]
+            assert {e[1] for e in events if e[0] != cam2_id} <= {"UPDATE"}
+        finally:
+            await gw.stop()

@@ -169,6 +169,12 @@ class PlatformSim:
         except manscdp.ManscdpError as exc:
             self._record("bad_body", lower_id, {"reason": exc.reason})
             return
+        try:
+            self._body(msg, body, lower, lower_id)
+        except manscdp.ManscdpError as exc:  # a body a typed reader refuses (no position...)
+            self._record("bad_body", lower_id, {"reason": exc.reason, "cmd_type": body.cmd_type})
+
+    def _body(self, msg, body, lower, lower_id):
         kind = {"Keepalive": "keepalive", "Alarm": "alarm", "MobilePosition": "mobile_position"}.get(body.cmd_type)
         if body.cmd_type == "Catalog":
             sum_num, items = manscdp.catalog_items(body)
@@ -193,7 +199,7 @@ class PlatformSim:
             return
         if kind == "mobile_position":
             p = manscdp.mobile_position(body)
-            self._record("mobile_position", lower_id, {"device_id": p.device_id or body.device_id, "lat": p.lat,
+            self._record("mobile_position", lower_id, {"device_id": p.id or body.device_id, "lat": p.lat,
                                                        "lon": p.lon, "speed_kmh": p.speed_kmh, "time": p.time})
             return
         if kind == "keepalive":

@@ -191,7 +191,7 @@ class Requests:
 
     async def notify(self, sub: Subscription, body: bytes) -> bool:
         up = self.up
-        if up.link is None or not up.registered:
+        if up.link is None:
             up.count("notifies_unsent")
             return False
         sub.cseq += 1

@@ -235,7 +235,7 @@ class Uplink:
 
     async def send_message(self, body: bytes) -> bool:
         """A MESSAGE to the superior; True when it answered 2xx."""
-        if self.link is None or not self.registered:
+        if self.link is None:  # (a query may come before our side has read the REGISTER's 200)
             self.count("messages_unsent")
             return False
         try:
