@@ -122,7 +122,16 @@ async def test_play_sends_rtp_with_the_ssrc_to_the_callers_address_until_stop_pl
                     n = len(packets)
                     await asyncio.sleep(0.5)
                     assert len(packets) == n
+                    # a call still open when the gateway stops gets its BYE
+                    again = pb.CommandRequest(device_id=channel.id, action="play", timeout_ms=5000,
+                                              args=msgpack.packb({"host": "127.0.0.1", "port": media_port}))
+                    assert (await stub.SendCommand(again, metadata=md(CONTROL))).ok
+                    await until(lambda: fleet.stats()["calls_active"] == 1, 5, "the second call")
+                byes = fleet.counters["byes"]
             finally:
-                await fleet.stop()
+                stop_fleet = fleet
+        await until(lambda: stop_fleet.stats()["calls_active"] == 0, 5, "BYE at shutdown")
+        assert stop_fleet.counters["byes"] == byes + 1
+        await stop_fleet.stop()
     finally:
         rx.close()

@@ -212,3 +212,40 @@ async def test_a_device_going_offline_takes_its_channels_with_it(tmp_path):
             assert health == ["ONLINE", "OFFLINE", "ONLINE"], health
         finally:
             await nvr.stop()
+
+
+async def test_catalogs_are_bounded_per_device(tmp_path):
+    async with gateway(config(tmp_path, max_channels=3)) as (gw, port):
+        ids = channel_ids(NVR_ID, 5)
+        nvr = await GbDevice(port, NVR_ID, channels=[(c, f"通道{i}") for i, c in enumerate(ids)], chunk=5).start()
+        try:
+            assert (await nvr.register()).status == 200
+            await until(lambda: gw.supervisor.lookup(NVR_ID).info.get("catalog"), 10, "catalog read")
+            listed = [c for c in ids if gw.supervisor.lookup(c) is not None]
+            assert len(listed) == 3 and gw.supervisor.lookup(NVR_ID).info["channels"] == "3"
+            # an ADD beyond the bound is dropped and counted
+            extra = channel_ids(NVR_ID, 6)[5]
+            resp = await nvr.message(catalog_notify(nvr, [(extra, "ADD", "one too many")]), method="NOTIFY",
+                                     headers=[("Event", "Catalog"), ("Subscription-State", "active")])
+            assert resp.status == 200
+            await until(lambda: gw.supervisor.lookup(NVR_ID).counters.get("dropped_too_many_channels"), 5, "the drop")
+            assert gw.supervisor.lookup(extra) is None
+        finally:
+            await nvr.stop()
+
+
+async def test_a_message_from_a_channels_id_counts_as_its_devices(tmp_path):
+    async with gateway(config(tmp_path)) as (gw, port):
+        ids = channel_ids(NVR_ID, 2)
+        nvr = await GbDevice(port, NVR_ID, channels=list(zip(ids, NAMES))).start()
+        try:
+            assert (await nvr.register()).status == 200
+            await until(lambda: gw.supervisor.lookup(ids[1]) is not None, 10, "channels listed")
+            # some NVRs send a channel's alarm From the channel's ID: not refused as unregistered
+            nvr.id = ids[1]
+            assert (await nvr.alarm()).status == 200
+            nvr.id = NVR_ID
+            alarms = journal_envelopes(gw.journal, "camera/+/alarm")
+            assert [(e["topic"], e["payload"]["device"]) for e in alarms] == [(f"camera/{ids[1]}/alarm", NVR_ID)]
+        finally:
+            await nvr.stop()

@@ -161,25 +161,42 @@ async def test_retransmitted_register_is_answered_from_the_transaction_not_twice
 
 
 async def test_registrations_survive_a_restart(tmp_path):
+    from gb_helpers import channel_ids
+
     regs = tmp_path / "gb.registrations"
-    cfg = listener_config(tmp_path, registrations_file=str(regs), keepalive={"interval_s": 30, "count": 3})
+    cfg = listener_config(tmp_path, registrations_file=str(regs), keepalive={"interval_s": 30, "count": 3},
+                          subscribe={"catalog": True})
+    channels = channel_ids(NVR_ID, 2)
     async with gateway(cfg) as (gw, port):
-        nvr = await GbDevice(port, NVR_ID, transport="udp").start()
+        nvr = await GbDevice(port, NVR_ID, transport="udp", channels=[(c, "路口") for c in channels]).start()
         try:
             assert (await nvr.register()).status == 200
-            await until(lambda: regs.exists(), 5, "registrations written")
+            await until(lambda: regs.exists() and channels[1] in regs.read_text() and "V2.1.0" in regs.read_text(), 10,
+                        "registration, channels and DeviceInfo written")
         finally:
             await nvr.stop()
     assert stat.S_IMODE(os.stat(regs).st_mode) == 0o600
+    import json
+
+    rec = json.loads(regs.read_text())["devices"][NVR_ID]
+    # where it was, on what, and which address of ours it reached (the Via of later requests)
+    assert (rec["transport"], rec["local"], rec["channels"]) == ("UDP", f"127.0.0.1:{port}", channels)
     cfg["listen"] = f"127.0.0.1:{port}"  # the same port: the device keeps sending there
     async with gateway(cfg) as (gw, port2):
         # known at once, before it says anything: ONLINE, with the reason
         await until(lambda: state(gw, NVR_ID) == "ONLINE", 5, "restored ONLINE")
         assert "restored" in gw.supervisor.lookup(NVR_ID).reason
-        nvr = await GbDevice(port2, NVR_ID, transport="udp").start()
+        # its channels too, with what it said of itself, before it says anything
+        assert all(state(gw, c) == "ONLINE" and gw.supervisor.lookup(c).parent == NVR_ID for c in channels)
+        assert gw.supervisor.lookup(NVR_ID).info["firmware"] == "V2.1.0"
+        nvr = await GbDevice(port2, NVR_ID, transport="udp", channels=[(c, "路口") for c in channels]).start()
         try:
-            # its keepalive is taken without a new REGISTER
+            # its keepalive is taken without a new REGISTER; an alarm lands on its channel's topic
+            assert (await nvr.alarm(source=channels[1])).status == 200
+            assert [e["device_id"] for e in journal_envelopes(gw.journal, "camera/+/alarm")] == [channels[1]]
             assert (await nvr.keepalive()).status == 200
+            # the catalog is read again: the names come back
+            await until(lambda: gw.supervisor.lookup(channels[0]).info.get("name") == "路口", 10, "catalog read again")
             listing = await gw.supervisor.send_command("gb", "registrations", {}, 5)
             assert [d["id"] for d in listing["devices"]] == [NVR_ID] and listing["persistent"]
         finally:
@@ -218,14 +235,11 @@ def test_check_reports_every_mistake_of_a_gb28181_listener_in_one_run(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(config, registry(gb28181.SPEC))
     paths = {p for p, _ in info.value.problems}
-    for key in ("server_id", "keepalive.interval_s", "keepalive.count", "expires", "charset"):
+    for key in ("server_id", "keepalive.interval_s", "keepalive.count", "expires", "charset", "devices_file"):
         assert f"listeners[0].{key}" in paths, (key, info.value.problems)
-    # the devices file is only read once the keys above are right: fix them and see its entries
-    ok = dict(config["listeners"][0], server_id=SERVER_ID, keepalive={}, expires={}, charset="GB2312")
-    with pytest.raises(ConfigError) as info:
-        load_config(base_config(listeners=[ok]), registry(gb28181.SPEC))
-    text = "\n".join(f"{p}: {w}" for p, w in info.value.problems)
-    assert "[0].id" in text and "[1]" in text and "[2].idd: unknown key" in text, text
+    # every entry of the devices file at once
+    text = dict(info.value.problems)["listeners[0].devices_file"]
+    assert "[0].id" in text and "[1].password" in text and "[2].idd: unknown key" in text, text
 
 
 def test_open_registration_warns_and_needs_the_default_password(monkeypatch):
@@ -235,9 +249,30 @@ def test_open_registration_warns_and_needs_the_default_password(monkeypatch):
     cfg = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:5060", "server_id": SERVER_ID, "registration": "open"}
     with pytest.raises(ConfigError) as info:
         load_config(base_config(listeners=[cfg]), registry(gb28181.SPEC))
-    assert any(p == "listeners[0].password" for p, _ in info.value.problems)
+    assert any(p == "listeners[0].registration" and "default password" in w for p, w in info.value.problems)
     monkeypatch.setenv("GB_DEFAULT_PW", "secret")
     config = load_config(base_config(listeners=[dict(cfg, password_env="GB_DEFAULT_PW")]), registry(gb28181.SPEC))
     warned = dict(warnings_for(config))
     assert "open" in warned["listeners[0].registration"]
     assert "listeners[0].registrations_file" in warned
+
+
+async def test_a_tcp_device_is_reached_on_its_connection_and_degraded_while_it_has_none(tmp_path):
+    async with gateway(listener_config(tmp_path, subscribe={"catalog": True})) as (gw, port):
+        ipc = await GbDevice(port, IPC_ID, transport="tcp").start()
+        try:
+            assert (await ipc.register()).status == 200
+            await until(lambda: ipc.requests("MESSAGE", "Catalog"), 5, "the catalog query over its connection")
+            await ipc.stop()  # the connection closes: it cannot be dialled behind its NAT
+            await until(lambda: state(gw, IPC_ID) == "DEGRADED", 5, "DEGRADED without a connection")
+            assert "TCP connection closed" in gw.supervisor.lookup(IPC_ID).reason
+            with pytest.raises(Exception) as info:
+                await gw.supervisor.send_command(IPC_ID, "device_info", {}, 2)
+            assert getattr(info.value, "code", "") == "OFFLINE"
+            await ipc.rebind()  # a new connection from a new port
+            assert (await ipc.keepalive()).status == 200
+            await until(lambda: state(gw, IPC_ID) == "ONLINE", 5, "ONLINE on its new connection")
+            result = await gw.supervisor.send_command(IPC_ID, "device_info", {}, 5)
+            assert result["firmware"] == "V2.1.0"
+        finally:
+            await ipc.stop()

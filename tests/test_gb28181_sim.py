@@ -199,7 +199,7 @@ async def test_alarms_need_reset_alarm_before_the_next_device_alarm():
 
 async def test_alarm_and_catalog_subscriptions_turn_alarms_into_notifies():
     async with platform() as p:
-        fleet = await fleet_on(p, devices=1, channels=2)
+        fleet = await fleet_on(p, devices=1, channels=2, keepalive_s=0.2, video_loss_s=1.0)
         try:
             await fleet.wait_online()
             nvr = fleet.devices[0]
@@ -215,14 +215,18 @@ async def test_alarm_and_catalog_subscriptions_turn_alarms_into_notifies():
             await p.until(lambda: p.bodies(ch.id, "Alarm") or p.bodies(nvr.id, "Alarm"), what="alarm notify")
             await p.until(lambda: p.bodies(nvr.id, "Catalog", "Notify"), what="catalog notify")
             await p.until(lambda: fleet.counters["alarms_acked"] == 1, what="ack")
+            # while the video is lost the keepalive names the channel; then it comes back (ON)
+            await p.until(lambda: any(ch.id in str(k.fields.get("Info")) for k in p.bodies(nvr.id, "Keepalive")),
+                          what="faulty channel in a keepalive")
+            await p.until(lambda: len(p.bodies(nvr.id, "Catalog", "Notify")) == 2, what="video back")
+            assert not ch.video_lost
         finally:
             await fleet.stop()
         notifies = {r.call_id: r for m, r in p.devices[nvr.id].requests if m == "NOTIFY"}
         assert set(notifies) == {subs["Alarm"].call_id, subs["Catalog"].call_id}
         assert notifies[subs["Catalog"].call_id].headers.get("Event") == "Catalog;id=1"
-        event = p.bodies(nvr.id, "Catalog", "Notify")[0]
-        item = _items(event)[0]
-        assert item["DeviceID"] == ch.id and item["Event"] == "VLOST"
+        events = [_items(e)[0] for e in p.bodies(nvr.id, "Catalog", "Notify")]
+        assert [(i["DeviceID"], i["Event"]) for i in events] == [(ch.id, "VLOST"), (ch.id, "ON")]
         # inside the subscription the alarm went as a NOTIFY only, not also as a MESSAGE
         assert not [m for m, r in p.devices[nvr.id].requests if m == "MESSAGE" and b"<CmdType>Alarm<" in r.body]
 
@@ -238,6 +242,23 @@ async def test_alarm_rate_spreads_alarms_over_the_fleet():
         senders = {b.device_id for d in fleet.devices for b in p.bodies(d.id, "Alarm")}
         assert len(senders) >= 4  # from several channels of several devices
         assert all(int(b.fields["AlarmMethod"]) == 5 for d in fleet.devices for b in p.bodies(d.id, "Alarm"))
+
+
+async def test_alarms_after_online_wait_for_the_whole_fleet():
+    async with platform() as p:
+        fleet = Fleet("127.0.0.1", p.port, server_id=SERVER_ID, devices=2, channels=1, password=p.password,
+                      alarm_rate=50.0, alarms_after_online=True, backoff_initial=0.1, backoff_max=0.2)
+        p.passwords[fleet.devices[1].id] = "not-what-it-knows"  # the second one stays refused
+        await fleet.start()
+        try:
+            await fleet.wait_online(1)
+            await p.until(lambda: fleet.counters["register_refused"] >= 3, what="refusals")
+            assert fleet.counters["alarms_sent"] == 0
+            p.passwords.pop(fleet.devices[1].id)
+            await fleet.wait_online(2)
+            await p.until(lambda: fleet.counters["alarms_acked"] >= 10, what="alarms once all are online")
+        finally:
+            await fleet.stop()
 
 
 async def test_mobile_units_report_positions_while_subscribed():

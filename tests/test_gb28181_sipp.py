@@ -57,7 +57,7 @@ async def test_sipp_devices_register_keep_alive_and_answer_the_catalog(tmp_path,
     devices_file.write_text(json.dumps([{"id": d, "password": pw} for d, pw in devices]))
     os.chmod(devices_file, 0o600)
     listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                "registration": "known", "devices_file": str(devices_file),
+                "registration": "known", "devices_file": str(devices_file), "digest_qop": qop,
                 "registrations_file": str(tmp_path / "gb.registrations"),
                 "subscribe": {"catalog": True, "alarm": None, "mobile_position": None}}
     trace = tmp_path / "sipp-messages.log"
@@ -65,10 +65,6 @@ async def test_sipp_devices_register_keep_alive_and_answer_the_catalog(tmp_path,
         entry = gw.supervisor.lookup("gb")
         await until(lambda: "listen" in entry.info, what="gb28181 listener bound")
         port = int(entry.info["listen"].rsplit(":", 1)[1])
-        if not qop:
-            # the listener offers qop="auth" by default; a platform that does not (RFC 2069 style)
-            # is what makes SIPp answer without qop
-            gw.supervisor._running["gb"].driver.registrar.qop = None
         proc = subprocess.Popen(
             [sipp, "-sf", str(SIPP_DIR / "gb_device.xml"), "-oocsf", str(SIPP_DIR / "gb_catalog_ooc.xml"),
              "-inf", str(SIPP_DIR / "devices.csv"), f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-t", "u1",

@@ -255,7 +255,10 @@ async def on_target(lst, dev, target: str, action: str, args: dict, timeout: flo
         raise CommandError("UNSUPPORTED", f"gb28181 devices take {', '.join(ACTIONS)}, not {action!r}")
     if not dev.session.registered:
         raise CommandError("OFFLINE", f"{dev.id} is not registered")
-    return await fn(lst, dev, target, args, timeout)
+    try:
+        return await fn(lst, dev, target, args, timeout)
+    except manscdp.ManscdpError as exc:  # the device's answer is not what the reader takes
+        raise CommandError("FAILED", f"{target} answered {action} with a body that cannot be read: {exc}") from None
 
 
 async def on_listener(lst, action: str, args: dict, timeout: float) -> dict:

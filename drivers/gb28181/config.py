@@ -202,6 +202,9 @@ class Gb28181Config(SecretsModel, ListenerConfig):
     )
     password_env: str | None = Field(default=None, description="the environment variable holding `password`")
     password_file: str | None = Field(default=None, description="a file holding `password`")
+    strict_ids: bool = Field(
+        default=True, description="device and channel IDs must be 20 digits; false accepts what the field sends"
+    )
     registration: Literal["known", "open"] = Field(
         default="known",
         description="who may register: `known` the devices in `devices` / `devices_file`; `open` any conforming ID "
@@ -221,9 +224,6 @@ class Gb28181Config(SecretsModel, ListenerConfig):
         default=True,
         description="offer `qop=\"auth\"` in the digest challenge (devices answering without qop are taken either "
         "way); false for devices that cannot parse it",
-    )
-    strict_ids: bool = Field(
-        default=True, description="device and channel IDs must be 20 digits; false accepts what the field sends"
     )
     keepalive: KeepaliveConfig = Field(default=KeepaliveConfig(), description="liveness from keepalives")
     expires: ExpiresConfig = Field(default=ExpiresConfig(), description="registration lifetimes granted")
@@ -265,6 +265,38 @@ class Gb28181Config(SecretsModel, ListenerConfig):
             raise ValueError(f"{v!r} is not a 20-digit ID (e.g. 43030000002000000001)")
         return v
 
+    @staticmethod
+    def _has_default(data) -> bool:
+        return any(data.get(k) is not None for k in ("password", "password_env", "password_file"))
+
+    @field_validator("registration")
+    @classmethod
+    def _registration(cls, v, info):
+        if v == "open" and not cls._has_default(info.data):
+            raise ValueError("open needs the default password (password_env or password_file)")
+        return v
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v, info):
+        strict = info.data.get("strict_ids", True)
+        default = cls._has_default(info.data)
+        problems, seen = [], {}
+        for i, dev in enumerate(v):
+            why = check_id(dev.id, strict)
+            if why:
+                problems.append(f"[{i}].id: {why}")
+            elif dev.id in seen:
+                problems.append(f"[{i}].id: duplicate {dev.id} (also [{seen[dev.id]}])")
+            seen[dev.id] = i
+            if dev.password is not None and dev.password_env is None and dev.password_file is None:
+                problems.append(f"[{i}].password: written inline: use password_env, password_file or devices_file")
+            elif dev.password is None and not default:
+                problems.append(f"[{i}].password: none, and no default `password` for the listener")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
     @field_validator("devices_file", "registrations_file")
     @classmethod
     def _path(cls, v, info):
@@ -282,45 +314,23 @@ class Gb28181Config(SecretsModel, ListenerConfig):
                 read_file(v)  # a corrupt file is refused by `tianwang check` before `run` starts anything
             except RegistryError as exc:
                 raise PydanticCustomError("registrations", "{why}", {"why": str(exc)}) from None
+            return v
+        listed = read_devices_file(v, info.data.get("strict_ids", True), cls._has_default(info.data))
+        inline = {d.id: i for i, d in enumerate(info.data.get("devices") or ())}
+        for dev in listed:
+            if dev.id in inline:
+                raise ValueError(f"{dev.id} is also in devices[{inline[dev.id]}]")
         return v
 
     @model_validator(mode="after")
-    def _devices(self):
+    def _domain_and_devices(self):
         if self.domain is None:
             object.__setattr__(self, "domain", self.server_id[:10])
-        problems = []
-        seen = {}
-        for i, dev in enumerate(self.devices):
-            why = check_id(dev.id, self.strict_ids)
-            if why:
-                problems.append((f"devices[{i}].id", why))
-            elif dev.id in seen:
-                problems.append((f"devices[{i}].id", f"duplicate {dev.id} (also devices[{seen[dev.id]}])"))
-            seen[dev.id] = i
-            if dev.password is not None and dev.password_env is None and dev.password_file is None:
-                problems.append((f"devices[{i}].password", "written inline: use password_env, password_file or devices_file"))
-            elif dev.password is None and self.password is None:
-                problems.append((f"devices[{i}].password", "none, and no default `password` for the listener"))
-        if self.devices_file is not None:
-            try:
-                listed = read_devices_file(self.devices_file, self.strict_ids, self.password is not None)
-            except ValueError as exc:
-                problems.append(("devices_file", str(exc)))
-            else:
-                for dev in listed:
-                    if dev.id in seen:
-                        problems.append(("devices_file", f"{dev.id} is also in devices[{seen[dev.id]}]"))
-                        break
-        if self.registration == "open" and self.password is None:
-            problems.append(("password", "registration: open needs the default password (password_env or password_file)"))
         if self.registration == "known" and not self.devices and self.devices_file is None:
-            problems.append(("devices", "registration: known needs devices or devices_file (or registration: open)"))
-        if problems:
-            # one error per problem would need them all at once: pydantic reports the first of a
-            # model validator, so they are joined, each with its own path
-            key, why = problems[0]
-            rest = "".join(f"; {k}: {w}" for k, w in problems[1:])
-            raise PydanticCustomError("secret", "{key}: {why}", {"key": key, "why": why + rest})
+            raise PydanticCustomError(
+                "secret", "{key}: {why}",
+                {"key": "devices", "why": "registration: known needs devices or devices_file (or registration: open)"},
+            )
         return self
 
     def known_devices(self) -> dict[str, GbDeviceConfig]:

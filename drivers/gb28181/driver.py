@@ -24,6 +24,7 @@ be resynchronised is closed); one message's failure never takes the listener dow
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import os
@@ -45,8 +46,10 @@ SWEEP_S = 1.0
 MANSCDP = "Application/MANSCDP+xml"
 MAX_INFLIGHT_PER_DEVICE = 64  # our requests waiting for an answer, per device
 SUBSCRIBE_RETRY_S = 60.0
+SYNC_PER_TICK = 40  # devices queried and subscribed per tick after registering: 400 a second
 REFUSED_FOR_GOOD = (403, 404, 405, 488, 489, 501)  # a SUBSCRIBE the device will not take, however often
 VERSIONS = {"2.0": "2016", "3.0": "2022"}
+PERSISTED_FACTS = {"manufacturer": "manufacturer", "model": "model", "firmware": "firmware", "name": "device_name"}
 UDP_RCVBUF = 4 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
 
 
@@ -151,6 +154,7 @@ class _Conn(asyncio.Protocol):
         self.last_rx = 0.0
         self.closed = False
         self.route: Route | None = None
+        self.devices: set[str] = set()  # the devices heard on it
 
     def connection_made(self, transport):
         self.transport = transport
@@ -231,6 +235,9 @@ class Gb28181Listener(Driver):
         self.pending: dict = {}  # client transaction key -> (future, device id)
         self.answers: dict[tuple[str, int], asyncio.Future] = {}  # (device id, SN) -> application answer
         self.unknown = _Bucket(config.unknown_per_s, config.unknown_burst)
+        self.sync_queue: collections.deque[str] = collections.deque()
+        self._local_ips: dict[str, str] = {}
+        self.channel_owner: dict[str, str] = {}  # channel id -> its device  # peer address -> our address on the route to it
         self.from_uri = f"sip:{config.server_id}@{config.domain}"
         self.media = None  # media.Calls, made in run()
         for key, why in config.config_warnings():
@@ -305,9 +312,12 @@ class Gb28181Listener(Driver):
             return
         ctx.set_info(device=dev.id)
         dev.channels[channel_id] = ctx
+        self.channel_owner[channel_id] = dev.id
 
     def _remove_channel(self, dev: _Device, channel_id: str, reason: str):
         ctx = dev.channels.pop(channel_id, None)
+        if self.channel_owner.get(channel_id) == dev.id:
+            del self.channel_owner[channel_id]
         if ctx is not None:
             ctx.set_health(Health.OFFLINE, reason)
             dev.ctx.remove_child(channel_id)
@@ -343,6 +353,14 @@ class Gb28181Listener(Driver):
                 fut.set_result(answer)
         for out in step.outgoing:
             self.send_body(dev, out)
+        if dev.id in self.registry:
+            # what the device said about itself and its channels persists with its registration:
+            # after a restart they are listed at once
+            if step.added or step.removed:
+                self.registry.put(dev.id, channels=dev.session.channel_ids())
+            facts = step.info.get(dev.id)
+            if facts and "firmware" in facts:
+                self.registry.put(dev.id, **{k: facts.get(f) for k, f in PERSISTED_FACTS.items()})
         if step.catalog_done is not None and not step.catalog_done.complete:
             log.info("%s: catalog of %s incomplete after %g s: %d of %d items", self.ctx.device_id, dev.id,
                      self.config.catalog_idle_s, len(step.catalog_done.items), step.catalog_done.sum_num)
@@ -461,7 +479,8 @@ class Gb28181Listener(Driver):
         utc = time.time()
         contact = req.headers.get("Contact") or ""
         self.registry.put(
-            dev.id, address=route.text, transport=route.transport, contact=contact,
+            dev.id, address=route.text, transport=route.transport, local=f"{dev.local[0]}:{dev.local[1]}",
+            contact=contact,
             expires_at=round(utc + decision.expires_s, 3), registered_at=round(utc, 3),
             user_agent=dev.user_agent or None, version=dev.version,
         )
@@ -469,9 +488,7 @@ class Gb28181Listener(Driver):
                          user_agent=dev.user_agent, registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(utc)))
         self.ctx.set_info(registrations=str(len(self.registry)))
         if not was or not dev.synced:
-            # queried and subscribed once the 200 is on its way (call_soon: after this returns)
-            dev.synced = True
-            self.loop.call_soon(self.sync, dev)
+            self.queue_sync(dev)
         return decision.response
 
     def _heard(self, dev: _Device, req, route: Route) -> None:
@@ -482,19 +499,40 @@ class Gb28181Listener(Driver):
             dev.ctx.set_info(address=route.text, transport=route.transport)
         if route.conn is not None:
             dev.local = route.conn.local
+            route.conn.devices.add(dev.id)
         else:
             host = self.host
             if host in ("0.0.0.0", "::", ""):
-                # which of our addresses the device reached: its Request-URI names it
+                # which of our addresses the device reached: its Request-URI names it, else the
+                # address the kernel would send from to reach it
                 try:
                     host = str(ipaddress.ip_address(req.request_uri.host))
                 except (ValueError, sip.SipError):
-                    host = "127.0.0.1"
+                    host = self._local_ip_for(route.addr[0])
             dev.local = (host, self.port)
+
+    def _local_ip_for(self, ip: str) -> str:
+        """Our address on the route to `ip` (a connected UDP socket sends nothing: the kernel only
+        picks the source address), cached per peer address."""
+        local = self._local_ips.get(ip)
+        if local is None:
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.connect((ip, 9))
+                    local = probe.getsockname()[0]
+            except OSError:
+                local = "127.0.0.1"
+            if len(self._local_ips) < 4096:
+                self._local_ips[ip] = local
+        return local
 
     def _message(self, req, route: Route, now: float):
         dev_id = req.from_.uri.user or ""
         dev = self.devices.get(dev_id)
+        if dev is None and dev_id in self.channel_owner:
+            # field: NVRs that send a channel's alarm From the channel's ID, not their own
+            dev = self.devices.get(self.channel_owner[dev_id])
         if dev is None or not dev.session.registered:
             # not registered: 403 makes a device register again
             return self._unknown(req, route, 403, now, "messages_unregistered")
@@ -507,7 +545,7 @@ class Gb28181Listener(Driver):
         if not req.body.strip():
             return resp
         try:
-            msg = manscdp.parse(req.body, max_size=self.config.max_message_bytes, max_items=self.config.max_channels)
+            msg = manscdp.parse(req.body, max_size=self.config.max_message_bytes)
         except manscdp.ManscdpError as exc:
             dev.ctx.drop(exc.reason)
             return sip.build_response(req, 400, source=route.addr)
@@ -518,7 +556,7 @@ class Gb28181Listener(Driver):
         step = dev.session.message(msg, now, time.time())
         self.apply(dev, step)
         if not dev.synced and dev.session.registered:
-            self.sync(dev)
+            self.queue_sync(dev)
         return None
 
     def _response(self, resp: sip.SipResponse) -> None:
@@ -543,9 +581,12 @@ class Gb28181Listener(Driver):
             fut.set_result(resp)
 
     def connection_lost(self, conn: _Conn) -> None:
-        for dev in self.devices.values():
-            if dev.route is not None and dev.route.conn is conn:
+        for dev_id in conn.devices:
+            dev = self.devices.get(dev_id)
+            if dev is not None and dev.route is not None and dev.route.conn is conn:
                 dev.ctx.count("tcp_closed")
+                # unreachable until it connects again (a device behind NAT cannot be dialled)
+                self.apply(dev, dev.session.link_lost("TCP connection closed; waiting for the device to connect again"))
 
     # -- sending -------------------------------------------------------------------------------
     def request(self, dev: _Device, method: str, target: str, *, body=b"", content_type=None, headers=(),
@@ -610,6 +651,13 @@ class Gb28181Listener(Driver):
             self.answers.pop(key, None)
 
     # -- after registration: queries and subscriptions -------------------------------------------
+    def queue_sync(self, dev: _Device) -> None:
+        """Query and subscribe `dev` soon: at most SYNC_PER_TICK devices per tick, so a register
+        storm (a city's devices after a restart) is answered at once and its queries follow at a
+        pace the devices and the network take, instead of a burst that ends in retransmissions."""
+        dev.synced = True
+        self.sync_queue.append(dev.id)
+
     def sync(self, dev: _Device) -> None:
         """Ask a device that (re)registered for its info and catalog and subscribe as configured."""
         dev.synced = True
@@ -665,9 +713,11 @@ class Gb28181Listener(Driver):
             return
         s.refresh_at = self.loop.time() + SUBSCRIBE_RETRY_S  # until the answer says otherwise
         if expires:
-            fut.add_done_callback(partial(self._subscribed, dev, s))
+            fut.add_done_callback(partial(self._subscribed, dev, s, s.call_id))
 
-    def _subscribed(self, dev: _Device, s: _Sub, fut: asyncio.Future) -> None:
+    def _subscribed(self, dev: _Device, s: _Sub, call_id: str, fut: asyncio.Future) -> None:
+        if call_id != s.call_id:
+            return  # an answer in a dialog given up meanwhile (the device ended it)
         if fut.cancelled() or fut.exception() is not None:
             s.active = False
             dev.ctx.count("subscriptions_failed")
@@ -702,6 +752,7 @@ class Gb28181Listener(Driver):
             if s.call_id == call_id:
                 s.active = False
                 s.to_tag = None
+                s.call_id = ""  # a refresh still on its way belongs to the old dialog
                 s.refresh_at = self.loop.time() + 1.0
                 dev.ctx.count("subscriptions_terminated")
 
@@ -710,8 +761,14 @@ class Gb28181Listener(Driver):
 
     # -- timers --------------------------------------------------------------------------------
     def tick(self) -> None:
-        """Retransmit our UDP requests that are due; fail those that ran out."""
+        """Retransmit our UDP requests that are due; fail those that ran out; sync the next
+        devices that registered."""
         now = self.loop.time()
+        queue = self.sync_queue
+        for _ in range(min(SYNC_PER_TICK, len(queue))):
+            dev = self.devices.get(queue.popleft())
+            if dev is not None and dev.session.registered:
+                self.sync(dev)
         for req, route in self.client_tx.due(now):
             self.ctx.count("retransmissions")
             self.send(route, req)
@@ -817,18 +874,25 @@ class Gb28181Listener(Driver):
                 dev.route = Route("TCP", (host, int(port)), None)  # unreachable until it connects again
             else:
                 dev.route = Route("UDP", (host, int(port)))
-            self._heard_restored(dev)
+            self._heard_restored(dev, rec.get("local", ""))
             dev.version = rec.get("version", "")
             dev.user_agent = rec.get("user_agent", "")
             dev.ctx.set_info(transport=rec.get("transport", "UDP"), address=rec["address"], version=dev.version,
-                             user_agent=dev.user_agent, restored="true")
+                             user_agent=dev.user_agent, restored="true",
+                             **{f: rec[k] for k, f in PERSISTED_FACTS.items() if rec.get(k)})
             self.apply(dev, dev.session.restore(now, rec["expires_at"] - utc))
+            self.apply(dev, dev.session.restore_channels(rec.get("channels") or ()))
+            if dev.route.transport == "TCP":
+                self.apply(dev, dev.session.link_lost("registration restored; waiting for its TCP connection"))
             restored += 1
         if restored:
             log.info("%s: %d registrations restored from %s", self.ctx.device_id, restored, self.registry.path)
 
-    def _heard_restored(self, dev: _Device) -> None:
-        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    def _heard_restored(self, dev: _Device, local: str) -> None:
+        """Our address as the device reached it before the restart (the Via of our requests)."""
+        host = local.rpartition(":")[0] if local else ""
+        if not host:
+            host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         dev.local = (host, self.port)
 
     async def close(self) -> None:

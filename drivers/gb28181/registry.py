@@ -1,7 +1,8 @@
 """The devices registered on a gb28181 listener, persisted so a restart does not forget them.
 
 A registration is what a device's last successful REGISTER said: where it came from (address and
-transport: later requests go there), its Contact, when the registration runs out (UTC seconds), its
+transport: later requests go there), which of the gateway's addresses it reached (`local`: the Via
+of those requests), its Contact, when the registration runs out (UTC seconds), its
 User-Agent and GB version, and what the device told about itself since (manufacturer, model,
 firmware, channel count). After a restart the listener reads them back: a device whose registration
 has not run out is known at once (its keepalives are taken, commands reach it at its last address)
@@ -29,7 +30,7 @@ log = logging.getLogger("tianwang.driver.gb28181")
 FORMAT = "tianwang.gb28181.registrations"
 VERSION = 1
 KEYS = (
-    "address", "transport", "contact", "expires_at", "registered_at", "user_agent", "version",
+    "address", "transport", "local", "contact", "expires_at", "registered_at", "user_agent", "version",
     "manufacturer", "model", "firmware", "name", "channels",
 )
 

@@ -85,8 +85,8 @@ class Publication(NamedTuple):
 
 
 class Outgoing(NamedTuple):
-    """A MANSCDP body to MESSAGE to the device; `answer` says whether an application answer
-    (a `Response` with this SN) is expected."""
+    """A MANSCDP body to MESSAGE to the device, with its CmdType and SN (an application answer,
+    when one comes, carries the same SN)."""
 
     cmd_type: str
     sn: int
@@ -94,9 +94,10 @@ class Outgoing(NamedTuple):
 
 
 class Step:
-    """What one event asks of the listener, in this order: drops and counts, info, channels
-    added (before anything is published on them) and removed, publications, health, answers,
-    outgoing bodies."""
+    """What one event asks of the listener, in this order: drops and counts, channels removed and
+    added (before anything is said about them), info, publications, health, answers (to the
+    commands waiting for them, by SN), outgoing bodies. `catalog_done` is a catalog answer that
+    just completed (or stopped short)."""
 
     __slots__ = ("publications", "health", "info", "added", "removed", "outgoing", "answers", "drops", "counts",
                  "catalog_done")
@@ -163,6 +164,7 @@ class DeviceSession:
         self.state = Health.OFFLINE
         self.reason = "not registered"
         self.status_error = False
+        self.link_down = False  # its TCP connection closed; it is heard again on a new one
         self.faulty: frozenset[str] = frozenset()
         self.catalog = cat.Catalog(device_id, server_id or None, max_channels)
         self.collector = cat.CatalogCollector(idle_s=catalog_idle_s, max_items_per_device=max_channels)
@@ -179,6 +181,8 @@ class DeviceSession:
             step.health.append((self.id, state, reason))
 
     def _device_state(self, step: Step, why: str):
+        if self.link_down:
+            return
         if self.status_error:
             self._set(step, Health.DEGRADED, "keepalive: Status ERROR")
         else:
@@ -190,6 +194,7 @@ class DeviceSession:
         step = Step()
         was_online = self.registered and self.state != Health.OFFLINE
         self.registered = True
+        self.link_down = False
         self.expires_at = now + expires_s
         self.last_alive = now
         self._device_state(step, why)
@@ -201,6 +206,22 @@ class DeviceSession:
         """A registration read back from the registrations file after a restart: ONLINE until the
         keepalives say otherwise (the liveness clock starts now)."""
         return self.register(now, expires_in_s, "registration restored after a restart")
+
+    def restore_channels(self, channel_ids) -> Step:
+        """The channel IDs its last catalog held, read back after a restart: listed (and their
+        alarms published on their own topics) before the catalog is read again, which replaces
+        them. Their names and the rest come with that catalog."""
+        step = Step()
+        items = [manscdp.CatalogItem(device_id=cid, kind=manscdp.item_kind(cid))
+                 for cid in list(channel_ids)[: self.max_channels] if isinstance(cid, str)]
+        if not items:
+            return step
+        self.catalog.replace(cat.CatalogResult(self.id, 0, len(items), items, False))
+        self.catalog_partial = True
+        step.added.extend(item.device_id for item in self.catalog.channels() if item.device_id != self.id)
+        self._channels_follow(step)
+        step.info[self.id] = {**self.catalog_facts(), "catalog": "restored"}
+        return step
 
     def unregister(self, reason: str) -> Step:
         """REGISTER with Expires 0 (or the listener forgetting the device): OFFLINE, channels too."""
@@ -254,9 +275,18 @@ class DeviceSession:
     def alive(self, now: float, step: Step, why: str) -> None:
         """Anything the device sent while registered counts as a sign of life."""
         self.last_alive = now
-        if self.registered and self.state == Health.OFFLINE:
+        if self.registered and (self.state == Health.OFFLINE or self.link_down):
+            self.link_down = False
             self._device_state(step, why)
             self._channels_follow(step)
+
+    def link_lost(self, reason: str) -> Step:
+        """Its TCP connection closed: DEGRADED (it cannot be reached) until it is heard again."""
+        step = Step()
+        if self.registered and self.state != Health.OFFLINE:
+            self.link_down = True
+            self._set(step, Health.DEGRADED, reason)
+        return step
 
     # -- channels ------------------------------------------------------------------------------
     def _channel_health(self, item) -> tuple[Health, str]:
@@ -323,6 +353,13 @@ class DeviceSession:
         step = Step()
         root, cmd = msg.root, msg.cmd_type
         self.alive(now, step, f"{root} {cmd}")
+        try:
+            self._dispatch(step, msg, root, cmd, now, utc)
+        except manscdp.ManscdpError as exc:  # a body the typed reader refuses (no position...)
+            step.drops.append(exc.reason)
+        return step
+
+    def _dispatch(self, step: Step, msg, root: str, cmd: str, now: float, utc: float) -> None:
         if root == "Notify":
             if cmd == "Keepalive":
                 self._keepalive(step, msg)
@@ -349,7 +386,6 @@ class DeviceSession:
                     step.info[self.id] = self.device_facts(manscdp.device_info(msg))
         else:
             step.counts.append(f"{root.lower()}_ignored")
-        return step
 
     def device_facts(self, info) -> dict:
         out = {

@@ -669,6 +669,7 @@ class SimDevice:
             catalog = self._sub("catalog")
             if catalog is not None:
                 self.notify(catalog, bodies.catalog_notify(self.next_sn(), self, [channel], "VLOST"))
+            self._later(f"video:{channel.id}", self.fleet.video_loss_s, self._video_back, channel)
 
         def answered(resp):
             if resp is not None and resp.status // 100 == 2:
@@ -681,6 +682,14 @@ class SimDevice:
         else:
             self.message(body, on_response=answered)
         return True
+
+    def _video_back(self, channel: SimChannel) -> None:
+        """The lost video returns: the keepalive stops naming the channel, a catalog subscriber is told ON."""
+        self._timers.pop(f"video:{channel.id}", None)
+        channel.video_lost = False
+        catalog = self._sub("catalog")
+        if catalog is not None and self.state == "online":
+            self.notify(catalog, bodies.catalog_notify(self.next_sn(), self, [channel], "ON"))
 
     # -- media -----------------------------------------------------------------------------------
     def _on_invite(self, req) -> None:

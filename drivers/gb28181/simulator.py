@@ -82,6 +82,8 @@ class Fleet:
         media_fps: float = 25.0,
         stamp_alarms: bool = False,
         serial_base: int = 0,
+        alarms_after_online: bool = False,
+        video_loss_s: float = 20.0,
     ):
         if transport not in ("udp", "tcp"):
             raise ValueError("transport must be udp or tcp")
@@ -114,6 +116,8 @@ class Fleet:
         self.rebind_after_s = rebind_after_s
         self.media_fps = media_fps
         self.stamp_alarms = stamp_alarms
+        self.alarms_after_online = alarms_after_online
+        self.video_loss_s = video_loss_s  # how long a channel's video stays lost after a video-loss alarm
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.online = 0
         self.notify: Callable[[str], None] | None = None
@@ -247,11 +251,18 @@ class Fleet:
     async def _alarm_loop(self):
         # alarms are spread evenly over time at the fleet's total rate, from random online channels
         loop, rng = self.loop, self.rng
+        if self.alarms_after_online:  # a scale run measures the registration storm on its own first
+            while self.online < len(self.devices):
+                await asyncio.sleep(0.1)
         period = 1.0 / self.alarm_rate
         due = loop.time() + period
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
             now = loop.time()
+            if now - due > 1.0:  # a loop this far behind drops the backlog instead of bursting it
+                behind = int((now - due) / period)
+                self.count("alarms_skipped", behind)
+                due += behind * period
             while due <= now:
                 due += period
                 if not self.online:
@@ -359,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--alarm-kinds", default=",".join(ALARM_KINDS), metavar="K1,K2",
                     help=f"which alarms to raise (default {','.join(ALARM_KINDS)})")
     ap.add_argument("--stamp-alarms", action="store_true", help="end alarm descriptions with ' #t=<send time ns>' (latency benches)")
+    ap.add_argument("--alarms-after-online", action="store_true", help="raise no alarm before every device is online")
     ap.add_argument("--fault", type=_fault, action="append", default=[], metavar="NAME",
                     help="a field fault for every device: " + ", ".join(f.replace("_", "-") for f in FAULTS))
     ap.add_argument("--storm-after", type=float, default=None, metavar="S",
@@ -382,7 +394,7 @@ async def _amain(args) -> dict:
         password=args.password or secrets.token_hex(6), alarm_rate=args.alarm_rate,
         alarm_kinds=tuple(k.strip() for k in args.alarm_kinds.split(",") if k.strip()), faults=frozenset(args.fault),
         keepalive_s=args.keepalive, expires=args.expires, seed=args.seed, connect_per_s=args.connect_rate,
-        stamp_alarms=args.stamp_alarms, serial_base=args.serial_base,
+        stamp_alarms=args.stamp_alarms, serial_base=args.serial_base, alarms_after_online=args.alarms_after_online,
     )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, fleet.storm)

@@ -51,13 +51,21 @@ def _stamp(payload) -> int | None:
     return None
 
 
-async def _subscribe(addr, counts, latencies, gaps, stop, recording):
-    req = pb.SubscribeRequest(topics=["camera/+/alarm", "gnss/+/fix"], from_seq=1, max_batch=1024, max_delay_ms=2)
+async def _subscribe(addr, counts, latencies, gaps, stop, recording, health):
+    # device health comes on the same stream, so the time to ONLINE needs no ListDevices polling
+    # (listing 50,000 channels every second would be a load of its own on the gateway)
+    req = pb.SubscribeRequest(topics=["camera/+/alarm", "gnss/+/fix", "camera/+/health"], from_seq=1, max_batch=1024,
+                              max_delay_ms=2)
     async for batch in batches_until(addr, req, GB_MD, stop):
         now = time.time_ns()
         if batch.HasField("gap"):
             gaps.append((batch.gap.from_seq, batch.gap.to_seq, batch.gap.reason))
         for env in batch.envelopes:
+            if env.topic.endswith("/health"):
+                dev = env.device_id
+                if len(dev) == 20 and dev[10:13] in DEVICE_TYPES:
+                    health[dev] = msgpack.unpackb(env.payload).get("state")
+                continue
             kind = "alarm" if env.topic.endswith("/alarm") else "fix"
             counts[kind] = counts.get(kind, 0) + 1
             if kind == "alarm" and recording[0]:
@@ -114,24 +122,25 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
         latencies: list = []
         gaps: list = []
         recording = [False]
+        health: dict = {}
         stop = asyncio.Event()
-        sub = asyncio.ensure_future(_subscribe(addr, counts, latencies, gaps, stop, recording))
+        sub = asyncio.ensure_future(_subscribe(addr, counts, latencies, gaps, stop, recording, health))
         cpu_start = cpu_seconds(pid)
         t0 = time.monotonic()
         fleet = Proc([sys.executable, "-m", "tianwang.drivers.gb28181.simulator", "--connect", listen,
                       "--devices", str(devices), "--channels", str(channels), "--mobile", str(mobile),
-                      "--password", password, "--alarm-rate", str(alarm_rate), "--stamp-alarms",
+                      "--password", password, "--alarm-rate", str(alarm_rate), "--stamp-alarms", "--alarms-after-online",
                       "--connect-rate", "100000", "--keepalive", "60", "--stats-interval", "5"],
                      logdir, "fleet-gb28181", env)
         fleet_cpu0 = cpu_seconds(fleet.proc.pid)
         online = 0
         while True:
-            listed, online = _devices_online(await list_devices(addr, GB_MD, timeout=60))
+            online = sum(1 for state in health.values() if state == "ONLINE")
             if online >= total:
                 break
             if time.monotonic() - t0 > connect_timeout_s:
                 break
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
         result["online_after_connect"] = online
         result["all_online_s"] = round(time.monotonic() - t0, 1) if online >= total else None
         result["gateway_cpu_s_connect"] = round(cpu_seconds(pid) - cpu_start, 1)
@@ -165,7 +174,7 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
             online_at_end=online_end,
             listed_devices=listed,
         )
-        final = json.loads(fleet.stop(timeout=60).strip().splitlines()[-1])["final"]
+        final = _final(fleet)
         fleet = None
         last = -1
         await asyncio.sleep(2.0)
@@ -177,6 +186,7 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
         result.update(
             alarms_sent=final.get("alarms_sent", 0),
             alarms_acked=final.get("alarms_acked", 0),
+            alarms_unacked=final.get("alarms_unacked", 0),
             alarms_received=counts.get("alarm", 0),
             alarms_lost=max(0, final.get("alarms_acked", 0) - counts.get("alarm", 0)),
             positions_sent=final.get("positions_sent", 0),
@@ -186,6 +196,7 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
             retransmissions=final.get("retransmissions", 0),
             keepalives_failed=final.get("keepalives_failed", 0),
             catalogs_sent=final.get("catalogs_sent", 0),
+            fleet_killed=final.get("killed", False),
             gaps=len(gaps),
             load_avg_end=[round(x, 2) for x in os.getloadavg()],
         )
@@ -194,6 +205,17 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
         if fleet is not None:
             fleet.stop()
         gw.stop()
+
+
+def _final(fleet: Proc) -> dict:
+    """The fleet's final counters; the last stats line of its stderr when a fleet too loaded to
+    stop in time was killed before it printed them."""
+    out = fleet.stop(timeout=60).strip().splitlines()
+    if out and out[-1].startswith('{"final"'):
+        return json.loads(out[-1])["final"]
+    with open(fleet.log.name) as f:
+        stats = [line for line in f if line.startswith("{")]
+    return dict(json.loads(stats[-1]), killed=True) if stats else {"killed": True}
 
 
 def _round(value, digits=2):
