@@ -298,3 +298,75 @@ async def test_a_reload_that_adds_a_camera_sends_catalog_notify_add_and_health_c
             assert {e[1] for e in events if e[0] != cam2_id} <= {"UPDATE"}
         finally:
             await gw.stop()
+
+
+# -- GB/T 28181 channels behind the gateway -------------------------------------------------------
+async def test_gb_channels_keep_their_ids_their_alarms_go_up_and_an_invite_is_relayed_to_the_device():
+    import struct
+
+    import tianwang.drivers.gb28181 as gb28181
+    from tianwang.drivers.gb28181 import sdp
+    from tianwang.drivers.gb28181.simulator import Fleet
+
+    loop = asyncio.get_running_loop()
+    packets = []
+
+    class Rx(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            packets.append(data)
+
+    rx, _ = await loop.create_datagram_endpoint(Rx, local_addr=("127.0.0.1", 0))
+    media_port = rx.get_extra_info("sockname")[1]
+    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": "43030000002000000001",
+                "registration": "open", "password": "12345678"}
+    try:
+        async with platform() as sim:
+            from tianwang.gateway.app import Gateway
+
+            reg = registry(gb28181.SPEC)
+            raw = base_config(listeners=[listener], control=["camera/+"], name="uplink")
+            raw["uplinks"] = [uplink_entry(sim)]
+            gw = Gateway(load_config(raw, reg), registry=reg)
+            await gw.start()
+            fleet = None
+            try:
+                entry = gw.supervisor.lookup("gb")
+                await until(lambda: "listen" in entry.info, what="listener bound")
+                fleet = Fleet("127.0.0.1", int(entry.info["listen"].rsplit(":", 1)[1]), devices=1, channels=2,
+                              alarm_rate=2.0)
+                await fleet.start()
+                await fleet.wait_online()
+                channel = fleet.devices[0].channels[1]
+                await until(lambda: gw.supervisor.lookup(channel.id) is not None, 10, "channel listed")
+                await until(lambda: gw.supervisor.lookup(channel.id).state.value == "ONLINE", 10, "channel online")
+
+                # the catalog names the channel by its own ID, the NVR itself is not a camera
+                sim.received.clear()
+                await sim.query(LOCAL_ID, "Catalog")
+                await sim.wait(lambda: sim.of("catalog"), what="catalog")
+                ids = {i["id"] for i in sim.of("catalog")[-1]["items"]}
+                assert channel.id in ids and fleet.devices[0].id not in ids
+
+                # a GB alarm of a channel goes up with its own method and type
+                await sim.wait(lambda: [a for a in sim.of("alarm") if a["device_id"].startswith(channel.id[:10])],
+                               what="a GB alarm", timeout=30)
+
+                offer = sdp.build_offer(session_id=7, origin_id=sim.id, ip="127.0.0.1", port=media_port, ssrc="0430300001")
+                invite, answer = await sim.invite(LOCAL_ID, channel.id, offer)
+                assert answer.status == 200, answer.reason
+                assert sdp.parse_sdp(answer.body).port > 0
+                await until(lambda: len(packets) >= 5, 15, "RTP from the device at the superior's address")
+                ssrcs = {struct.unpack(">I", p[8:12])[0] for p in packets}
+                assert len(ssrcs) == 1
+                await until(lambda: fleet.stats()["calls_active"] == 1, 5, "the call at the device")
+                assert (await sim.bye(LOCAL_ID, invite, answer)).status == 200
+                await until(lambda: fleet.stats()["calls_active"] == 0, 10, "BYE relayed to the device")
+                await until(lambda: len(journal_envelopes(gw.journal, f"audit/{channel.id}/command")) >= 2, 10, "audit")
+                audits = [e["payload"] for e in journal_envelopes(gw.journal, f"audit/{channel.id}/command")]
+                assert [a["action"] for a in audits if a["principal"] == "uplink:city"] == ["play", "stop_play"]
+            finally:
+                if fleet is not None:
+                    await fleet.stop()
+                await gw.stop()
+    finally:
+        rx.close()

@@ -143,11 +143,13 @@ class PlatformSim:
 
     def _message(self, msg, addr, transport, writer):
         if isinstance(msg, sip.SipResponse):
+            if msg.status < 200:
+                return  # provisional: the final answer is what the caller waits for
             try:
                 fut = self.waiting.pop(client_key(msg), None)
             except sip.SipError:
                 return
-            if fut is not None and not fut.done() and msg.status >= 200:
+            if fut is not None and not fut.done():
                 fut.set_result(msg)
             return
         reply = lambda status, **kw: self._send(sip.build_response(msg, status, source=addr, **kw), addr, writer)  # noqa: E731
