@@ -370,3 +370,56 @@ async def test_gb_channels_keep_their_ids_their_alarms_go_up_and_an_invite_is_re
                 await gw.stop()
     finally:
         rx.close()
+
+
+# -- the demo and the CLI -------------------------------------------------------------------------
+async def test_the_demo_registers_to_its_superior_platform_and_feeds_it():
+    from tianwang.gateway.cli.demo import run_demo
+
+    started = asyncio.get_running_loop().create_future()
+    task = asyncio.ensure_future(run_demo(listen="127.0.0.1:0", metrics="off", live=False, ready=started.set_result))
+    gw = await asyncio.wait_for(started, 60)
+    try:
+        up = gw.uplinks.get("city")
+        await until(lambda: up.registered and up.counters.get("queries_catalog", 0) >= 1
+                    and up.counters.get("notifies_mobileposition", 0) >= 1, 40,
+                    "the demo's superior registered to, queried and sent positions")
+        assert gw.supervisor.lookup("city").state.value == "ONLINE"
+    finally:
+        gw.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+def test_simulate_gb28181_platform_prints_where_it_listens_and_what_it_receives(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tianwang", "simulate", "gb28181-platform", "--jsonl", "--password", "pw-0123"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(proc.stdout.readline())
+        assert first["kind"] == "gb28181-platform" and first["url"].startswith("udp://127.0.0.1:")
+        assert first["id"] == "43000000002000000001" and first["password"] == "pw-0123"
+        port = int(first["url"].rsplit(":", 1)[1])
+
+        async def register():
+            from tianwang.gateway.app import Gateway
+
+            raw = base_config(name="uplink")
+            raw["uplinks"] = [{"id": "city", "superior": f"127.0.0.1:{port}", "superior_id": first["id"],
+                               "local_id": LOCAL_ID, "password": "pw-0123", "bind": "127.0.0.1:0"}]
+            gw = Gateway(load_config(raw, registry()), registry=registry())
+            await gw.start()
+            try:
+                await until(lambda: gw.supervisor.lookup("city").state.value == "ONLINE", 20, "registered")
+            finally:
+                await gw.stop()
+
+        asyncio.run(register())
+        line = json.loads(proc.stdout.readline())
+        assert line["kind"] == "register" and line["from"] == LOCAL_ID
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.returncode == 0
