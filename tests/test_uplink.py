@@ -423,3 +423,32 @@ def test_simulate_gb28181_platform_prints_where_it_listens_and_what_it_receives(
         proc.terminate()
         proc.wait(10)
     assert proc.returncode == 0
+
+
+async def test_device_info_status_reset_alarm_and_the_alarm_subscription_filters():
+    async with platform(subscribe=False) as sim, camera(rate=5) as cam:
+        async with gateway(sim, devices=[device(cam)]) as gw:
+            await sim.wait(lambda: sim.of("register"), what="registration")
+            await until(lambda: gw.supervisor.lookup("cam-1").state.value == "ONLINE", what="camera online", timeout=20)
+            cam_id = rule_id(LOCAL_ID, "camera", "cam-1")
+            await sim.query(LOCAL_ID, "DeviceInfo")
+            await sim.query(LOCAL_ID, "DeviceStatus", target=cam_id)
+            await sim.wait(lambda: len(sim.of("message", root="Response")) >= 2, what="two answers")
+            answers = {r["cmd_type"]: r for r in sim.of("message", root="Response")}
+            assert answers["DeviceInfo"]["device_id"] == LOCAL_ID and answers["DeviceInfo"]["fields"]["Result"] == "OK"
+            assert answers["DeviceStatus"]["device_id"] == cam_id
+            assert answers["DeviceStatus"]["fields"]["Online"] == "ONLINE"
+            assert (await sim.query(LOCAL_ID, "DeviceInfo", target="43030000001329999999")).status == 404
+
+            from tianwang.drivers.gb28181 import manscdp
+
+            body = manscdp.build("Control", "DeviceControl", 77, cam_id, [("AlarmCmd", "ResetAlarm")])
+            assert (await sim.send(LOCAL_ID, sim.request(LOCAL_ID, "MESSAGE", body=body))).status == 200
+            await sim.wait(lambda: [r for r in sim.of("message", cmd_type="DeviceControl") if r["fields"].get("Result") == "OK"],
+                           what="ResetAlarm acknowledged")
+
+            # an alarm subscription for device alarms (method 2) only: the camera's motion (5) stays out
+            await sim.subscribe_to(LOCAL_ID, "Alarm", [("StartAlarmPriority", 1), ("EndAlarmPriority", 4), ("AlarmMethod", 2)])
+            up = gw.uplinks.get("city")
+            await until(lambda: up.counters.get("alarms_filtered", 0) >= 3, 30, "motion alarms filtered out")
+            assert not [a for a in sim.of("alarm") if a["via"] == "NOTIFY" and 5 in a["method"]]
