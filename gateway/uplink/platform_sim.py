@@ -341,7 +341,7 @@ def build_parser():
 
 
 async def _amain(args):
-    from tianwang.drivers.sdk import serve_simulator
+    from tianwang.gateway.cli.simulate import serve as serve_simulator
 
     host, _, port = args.listen.rpartition(":")
     sim = PlatformSim(host or "127.0.0.1", int(port), platform_id=args.id, password=args.password, qop=not args.no_qop,
@@ -351,7 +351,7 @@ async def _amain(args):
 
 
 def main(argv=None) -> int:
-    from tianwang.drivers.sdk import run_simulator
+    from tianwang.gateway.cli.simulate import run as run_simulator
 
     args = build_parser().parse_args(argv)
     if not (len(args.id) == 20 and args.id.isdigit()):
