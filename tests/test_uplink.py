@@ -452,3 +452,21 @@ async def test_device_info_status_reset_alarm_and_the_alarm_subscription_filters
             up = gw.uplinks.get("city")
             await until(lambda: up.counters.get("alarms_filtered", 0) >= 3, 30, "motion alarms filtered out")
             assert not [a for a in sim.of("alarm") if a["via"] == "NOTIFY" and 5 in a["method"]]
+
+
+async def test_over_tcp_the_superior_queries_and_controls_on_our_connection():
+    async with platform() as sim, camera(rate=5) as cam:
+        async with gateway(sim, devices=[device(cam)], transport="tcp") as gw:
+            await sim.wait(lambda: lower(sim) and lower(sim).registered, what="registration over TCP")
+            assert lower(sim).transport == "tcp"
+            await sim.wait(lambda: len(sim.of("keepalive")) >= 2, what="keepalives over TCP")
+            await until(lambda: gw.supervisor.lookup("cam-1").state.value == "ONLINE", what="camera online", timeout=20)
+            cam_id = rule_id(LOCAL_ID, "camera", "cam-1")
+            sim.received.clear()
+            await sim.query(LOCAL_ID, "Catalog")
+            await sim.wait(lambda: sim.of("catalog"), what="catalog over TCP")
+            assert cam_id in {i["id"] for i in sim.of("catalog")[-1]["items"]}
+            before = cam.ptz.position()
+            await sim.ptz(LOCAL_ID, cam_id, ptz.ptz_cmd(0.0, 0.5, 0.0))
+            await until(lambda: cam.ptz.position()[1] > before[1] + 0.01, timeout=10, what="the camera tilting")
+            await sim.ptz(LOCAL_ID, cam_id, ptz.stop_cmd())

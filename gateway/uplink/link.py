@@ -12,7 +12,7 @@ import logging
 import time
 
 from tianwang.drivers.gb28181 import sip
-from tianwang.drivers.gb28181.transaction import ABSORBED, ClientTransactions, ServerTransactions, client_key
+from tianwang.drivers.gb28181.transaction import ABSORBED, ClientTransactions, ServerTransactions
 from tianwang.gateway.lifecycle.config import parse_hostport
 
 log = logging.getLogger("tianwang.uplink")
@@ -221,4 +221,4 @@ class SipLink:
                 pass
 
 
-__all__ = ["LinkClosed", "SipLink", "client_key"]
+__all__ = ["LinkClosed", "SipLink"]

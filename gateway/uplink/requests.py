@@ -199,7 +199,7 @@ class Requests:
         req = sip.build_request(
             "NOTIFY", sub.remote_uri, via_host=up.link.via_host, via_port=up.link.via_port, transport=self.cfg.transport,
             from_uri=sub.local_uri, from_tag=sub.local_tag, to_uri=f"sip:{self.cfg.superior_id}@{up.superior_domain}",
-            to_tag=sub.remote_tag, call_id=sub.call_id, cseq=sub.cseq + 1000,
+            to_tag=sub.remote_tag, call_id=sub.call_id, cseq=sub.cseq,
             headers=[("Event", sub.event), ("Subscription-State", f"active;expires={remaining}")],
             body=body, content_type=MANSCDP,
         )
@@ -224,6 +224,7 @@ class Requests:
     def catalog_changed(self) -> dict:
         """After a reload: ADD / DEL / UPDATE for what changed since the superior last learnt the
         catalog. Returns {event: [gb ids]}."""
+        self.up.view.invalidate()
         items = {i["DeviceID"]: i for i in self.up.view.catalog()}
         before = self.last_catalog
         changes = {"ADD": [], "DEL": [], "UPDATE": []}
@@ -269,9 +270,7 @@ class Requests:
             self.up.count("alarms_filtered")
 
     # -- mobile positions -----------------------------------------------------------------------
-    def fix_changed(self, device_id: str) -> None:
-        """Fixes are sent at each subscription's interval (the newest one), not per fix."""
-
+    # fixes are sent at each subscription's interval (the newest one per unit), never one per fix
     async def _positions(self, sub: Subscription) -> None:
         while not self.up._stopping:
             await asyncio.sleep(sub.interval)

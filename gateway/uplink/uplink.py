@@ -271,7 +271,6 @@ class Uplink:
         _, _, channel = rest.partition("/")
         if channel == "fix" and family == "gnss":
             self.view.fixes[device_id] = payload
-            self.requests.fix_changed(device_id)
             return
         if channel == "health":
             if family == "uplink":

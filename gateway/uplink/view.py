@@ -10,6 +10,7 @@ from the journal by the uplink's cursor.
 from __future__ import annotations
 
 import hashlib
+import time
 
 from tianwang.drivers.gb28181 import ids as gbids
 from tianwang.drivers.gb28181 import manscdp
@@ -24,6 +25,7 @@ KIND_TO_GB = {
     "wrong_way": (5, 7), "loitering": (5, 8), "people_counting": (5, 9), "crowd_density": (5, 10),
     "video_anomaly": (5, 11), "fast_moving": (5, 12), "disk_fault": (6, 1), "fan_fault": (6, 2),
 }
+CACHE_S = 5.0  # the exposed set is rebuilt at least this often (and when devices come or go)
 OTHER_METHOD = 7  # "other": a kind GB names nothing for; the kind goes in AlarmDescription
 
 
@@ -58,14 +60,35 @@ class View:
         self.domain = cfg.domain or cfg.local_id[:10]
         self.fixes: dict[str, dict] = {}  # device id -> newest fix payload
         self.collisions = 0
+        self._cache = None  # (table size, when, by gb_id, by device id)
 
     def configured_gb_ids(self) -> dict[str, str]:
         return {d.id: d.gb_id for d in self.app.config.all_devices() if getattr(d, "gb_id", None)}
 
+    def invalidate(self) -> None:
+        self._cache = None
+
     def exposed(self) -> dict[str, Exposed]:
-        """gb_id -> Exposed, over the device table now. A device whose ID another already took
-        (two terminals hashing alike) is left out and counted."""
+        """gb_id -> Exposed over the device table, rebuilt when the table's size changed or after
+        CACHE_S (an alarm or a query of a city's 50,000 channels must not walk them all each time;
+        states are read live through the entries). A device whose ID another already took (two
+        terminals hashing alike) is left out and counted."""
+        entries = self.app.supervisor.entries
+        now = time.monotonic()
+        cache = self._cache
+        if cache is not None and cache[0] == len(entries) and now - cache[1] < CACHE_S:
+            return cache[2]
+        out = self._build()
+        self._cache = (len(entries), now, out, {x.device_id: x for x in out.values()})
+        return out
+
+    def by_device(self) -> dict[str, Exposed]:
+        self.exposed()
+        return self._cache[3]
+
+    def _build(self) -> dict[str, Exposed]:
         out: dict[str, Exposed] = {}
+        self.collisions = 0
         configured = self.configured_gb_ids()
         cfg = self.cfg
         for e in self.app.supervisor.list_devices():
@@ -98,9 +121,6 @@ class View:
         if entry.driver == "gb28181" and t in (gbids.DVR, gbids.NVR, gbids.ENCODER, gbids.VIDEO_SERVER):
             return None  # a recorder: its channels are the cameras
         return "camera"
-
-    def by_device(self) -> dict[str, Exposed]:
-        return {x.device_id: x for x in self.exposed().values()}
 
     # -- the catalog ------------------------------------------------------------------------------
     def group_of(self, x: Exposed) -> tuple[str, str]:
