@@ -318,7 +318,7 @@ async def test_gb_channels_keep_their_ids_their_alarms_go_up_and_an_invite_is_re
     rx, _ = await loop.create_datagram_endpoint(Rx, local_addr=("127.0.0.1", 0))
     media_port = rx.get_extra_info("sockname")[1]
     listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": "43030000002000000001",
-                "registration": "open", "password": "12345678"}
+                "registration": "open", "password": "12345678", "keepalive": {"interval_s": 1, "count": 2}}
     try:
         async with platform() as sim:
             from tianwang.gateway.app import Gateway
@@ -333,7 +333,7 @@ async def test_gb_channels_keep_their_ids_their_alarms_go_up_and_an_invite_is_re
                 entry = gw.supervisor.lookup("gb")
                 await until(lambda: "listen" in entry.info, what="listener bound")
                 fleet = Fleet("127.0.0.1", int(entry.info["listen"].rsplit(":", 1)[1]), devices=1, channels=2,
-                              alarm_rate=2.0)
+                              alarm_rate=2.0, keepalive_s=0.5)
                 await fleet.start()
                 await fleet.wait_online()
                 channel = fleet.devices[0].channels[1]
@@ -364,6 +364,14 @@ async def test_gb_channels_keep_their_ids_their_alarms_go_up_and_an_invite_is_re
                 await until(lambda: len(journal_envelopes(gw.journal, f"audit/{channel.id}/command")) >= 2, 10, "audit")
                 audits = [e["payload"] for e in journal_envelopes(gw.journal, f"audit/{channel.id}/command")]
                 assert [a["action"] for a in audits if a["principal"] == "uplink:city"] == ["play", "stop_play"]
+
+                # a call whose device goes away ends with our BYE towards the superior
+                invite2, answer2 = await sim.invite(LOCAL_ID, channel.id, offer)
+                assert answer2.status == 200
+                await fleet.stop()  # the NVR goes silent: its keepalives stop, its channels go offline
+                fleet = None
+                await sim.wait(lambda: sim.of("bye", call_id=invite2.call_id), what="BYE from the gateway", timeout=30)
+                assert sim.of("bye")[-1]["channel"] == channel.id
             finally:
                 if fleet is not None:
                     await fleet.stop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from tianwang.drivers.gb28181 import sip
 from tianwang.drivers.gb28181.ptz import decode_ptz_cmd
 from tianwang.drivers.gb28181.sdp import parse_sdp
 from tianwang.gateway.errors import CommandError, FrameError
@@ -141,7 +142,7 @@ class Commands:
             up.link.respond(req, 200)
             call = self.calls.pop(req.call_id, None)
             if call is not None:
-                up.spawn(self._stop_call(*call), "bye")
+                up.spawn(self._stop_call(call[0], call[1]), "bye")
             return
         target = req.request_uri.user or ""
         x = up.view.exposed().get(target)
@@ -171,11 +172,12 @@ class Commands:
             status = 403 if exc.code == "PERMISSION_DENIED" else 480 if exc.code in ("OFFLINE", "TIMEOUT") else 500
             up.link.respond(req, status, f"{exc.code}: {exc.message}"[:100])
             return
-        self.calls[req.call_id] = (x.device_id, str(result.get("call_id", "")))
+        to_tag = sip.new_tag()
+        self.calls[req.call_id] = (x.device_id, str(result.get("call_id", "")), req, to_tag)
         answer = result.get("sdp", "")
         answer = answer.encode() if isinstance(answer, str) else bytes(answer)
         link = up.link
-        up.link.respond(req, 200, headers=[("Contact", f"<sip:{x.gb_id}@{link.via_host}:{link.via_port}>")],
+        up.link.respond(req, 200, to_tag=to_tag, headers=[("Contact", f"<sip:{x.gb_id}@{link.via_host}:{link.via_port}>")],
                         body=answer, content_type="application/sdp")
 
     async def _stop_call(self, device_id, call_id) -> None:
@@ -186,6 +188,44 @@ class Commands:
             await self.run(x, "stop_play", {"call_id": call_id} if call_id else {})
         except CommandError:
             pass
+
+    def device_gone(self, device_id: str) -> None:
+        """A device with calls relayed upward went offline: BYE those calls towards the superior."""
+        for call_id, call in list(self.calls.items()):
+            if call[0] == device_id:
+                del self.calls[call_id]
+                self.up.spawn(self.bye_upward(call), "bye_upward")
+
+    async def bye_upward(self, call) -> None:
+        up = self.up
+        _, _, invite, to_tag = call
+        if up.link is None:
+            return
+        contact = invite.contact
+        req = sip.build_request(
+            "BYE", str(contact.uri) if contact is not None else str(invite.from_.uri), via_host=up.link.via_host,
+            via_port=up.link.via_port, transport=self.cfg.transport, from_uri=str(invite.to.uri), from_tag=to_tag,
+            to_uri=str(invite.from_.uri), to_tag=invite.from_.tag, call_id=invite.call_id, cseq=invite.cseq[0] + 1,
+        )
+        up.count("calls_ended_by_device")
+        try:
+            await up.link.request(req, 5.0)
+        except (TimeoutError, ConnectionError):
+            up.count("byes_unanswered")
+
+    async def close(self) -> None:
+        """The uplink stops: every call relayed upward gets its BYE (the devices' calls end with
+        the listener's own shutdown, or here when only the uplink goes)."""
+        calls, self.calls = list(self.calls.values()), {}
+        if calls:
+            await asyncio.wait([asyncio.ensure_future(self.bye_upward(c)) for c in calls], timeout=2.0)
+            for device_id, device_call, _, _ in calls:
+                x = self.up.view.by_device().get(device_id)
+                if x is not None:
+                    try:
+                        await asyncio.wait_for(self._stop_call(device_id, device_call), 2.0)
+                    except asyncio.TimeoutError:
+                        pass
 
 
 def text_of(value) -> str | None:

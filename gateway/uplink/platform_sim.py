@@ -59,6 +59,7 @@ class PlatformSim:
         self.lowers: dict[str, Lower] = {}
         self.received: list[dict] = []
         self.waiting: dict[tuple, asyncio.Future] = {}
+        self.calls: dict[str, str] = {}  # Call-ID of an INVITE we made -> the lower platform
         self.collector = CatalogCollector(idle_s=10.0)
         self.sn = itertools.count(1)
         self.cseq = itertools.count(1)
@@ -154,6 +155,11 @@ class PlatformSim:
             return
         reply = lambda status, **kw: self._send(sip.build_response(msg, status, source=addr, **kw), addr, writer)  # noqa: E731
         lower_id = msg.from_.user or ""
+        if msg.method == "BYE" and msg.call_id in self.calls:
+            # in the dialog of our INVITE: From names the channel, not the lower platform
+            reply(200)
+            self._record("bye", self.calls.pop(msg.call_id), {"call_id": msg.call_id, "channel": lower_id})
+            return
         if msg.method == "REGISTER":
             self._register(msg, lower_id, addr, transport, writer, reply)
             return
@@ -296,6 +302,7 @@ class PlatformSim:
                            headers=[("Subject", f"{channel}:0000000001,{self.id}:0")])
         resp = await self.send(lower_id, req, timeout=20.0)
         if resp.status == 200:
+            self.calls[req.call_id] = lower_id
             ack = sip.build_request("ACK", req.uri, via_host=self.host, via_port=self.port, transport=self.lowers[lower_id].transport,
                                     from_uri=f"sip:{self.id}@{self.domain}", from_tag=req.from_.tag, to_uri=f"sip:{channel}@{lower_id[:10]}",
                                     to_tag=resp.to.tag, call_id=req.call_id, cseq=req.cseq[0])
@@ -303,6 +310,7 @@ class PlatformSim:
         return req, resp
 
     async def bye(self, lower_id, invite, response):
+        self.calls.pop(invite.call_id, None)
         req = sip.build_request("BYE", invite.uri, via_host=self.host, via_port=self.port, transport=self.lowers[lower_id].transport,
                                 from_uri=f"sip:{self.id}@{self.domain}", from_tag=invite.from_.tag, to_uri=str(invite.to.uri),
                                 to_tag=response.to.tag, call_id=invite.call_id, cseq=invite.cseq[0] + 1)

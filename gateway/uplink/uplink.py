@@ -90,6 +90,8 @@ class Uplink:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
+        if self.link is not None:
+            await self.requests.commands.close()
         if self.link is not None and self.registered:
             try:  # unregister: Expires 0, best effort
                 await asyncio.wait_for(self._register(0), 2.0)
@@ -279,6 +281,8 @@ class Uplink:
             on = state in ("ONLINE", "DEGRADED")
             if on != (previous in ("ONLINE", "DEGRADED")):
                 self.requests.status_changed(device_id, "ON" if on else "OFF")
+                if not on:
+                    self.requests.commands.device_gone(device_id)
             return
         if channel == "alarm" and family == "camera":
             self._alarm(device_id, payload.get("kind"), payload, payload.get("method"), payload.get("type"),
