@@ -394,7 +394,8 @@ def cmd_check(args) -> int:
         return 1
     for path, reason in warnings_for(config):
         print(f"warning: {path}: {reason}", file=sys.stderr)
-    print(f"{args.file}: ok ({len(config.devices)} devices, {len(config.listeners)} listeners, {len(config.auth.tokens)} tokens)")
+    uplinks = f", {len(config.uplinks)} uplinks" if config.uplinks else ""
+    print(f"{args.file}: ok ({len(config.devices)} devices, {len(config.listeners)} listeners, {len(config.auth.tokens)} tokens{uplinks})")
     if args.shards:
         from tianwang.gateway.lifecycle.config import shard_of
 
