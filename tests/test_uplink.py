@@ -478,3 +478,12 @@ async def test_over_tcp_the_superior_queries_and_controls_on_our_connection():
             await sim.ptz(LOCAL_ID, cam_id, ptz.ptz_cmd(0.0, 0.5, 0.0))
             await until(lambda: cam.ptz.position()[1] > before[1] + 0.01, timeout=10, what="the camera tilting")
             await sim.ptz(LOCAL_ID, cam_id, ptz.stop_cmd())
+
+
+async def test_the_registration_is_refreshed_before_it_expires_in_the_same_call():
+    async with platform(grant_expires=2) as sim:
+        async with gateway(sim) as gw:
+            await sim.wait(lambda: len(sim.of("register")) >= 3, what="two refreshes", timeout=30)
+            assert len({r["call_id"] for r in sim.of("register")}) == 1
+            assert gw.uplinks.get("city").counters["refreshes"] >= 1  # (the third is counted once answered)
+            assert gw.supervisor.lookup("city").state.value == "ONLINE"

@@ -45,7 +45,7 @@ class Lower:
 
 class PlatformSim:
     def __init__(self, host="127.0.0.1", port=0, *, platform_id=PLATFORM_ID, password=None, qop=True,
-                 subscribe=True, position_interval=5, out=None):
+                 subscribe=True, position_interval=5, out=None, grant_expires=None):
         self.host = host
         self.port = port
         self.id = platform_id
@@ -55,6 +55,7 @@ class PlatformSim:
         self.subscribe = subscribe
         self.position_interval = position_interval
         self.out = out  # a text stream for JSON lines of what is received
+        self.grant_expires = grant_expires  # grant this expiry rather than the one asked for
         self.nonces = digest.NonceStore()
         self.lowers: dict[str, Lower] = {}
         self.received: list[dict] = []
@@ -237,7 +238,10 @@ class PlatformSim:
         lower = self.lowers.setdefault(lower_id, Lower(lower_id))
         lower.addr, lower.transport, lower.writer = addr, transport, writer
         date = manscdp.format_time(time.time_ns(), millis=True)
-        reply(200, headers=[("Expires", str(expires if expires is not None else 3600)), ("Date", date)])
+        granted = expires if expires is not None else 3600
+        if self.grant_expires is not None and granted:
+            granted = self.grant_expires
+        reply(200, headers=[("Expires", str(granted)), ("Date", date)])
         if expires == 0:
             lower.registered = False
             self._record("unregister", lower_id, {})
@@ -245,7 +249,7 @@ class PlatformSim:
         first = not lower.registered
         lower.registered = True
         lower.registrations += 1
-        self._record("register", lower_id, {"expires": expires, "transport": transport})
+        self._record("register", lower_id, {"expires": expires, "transport": transport, "call_id": msg.call_id})
         if first and self.subscribe:
             self._spawn(self._after_register(lower))
 

@@ -24,6 +24,7 @@ log = logging.getLogger("tianwang.uplink")
 MANSCDP = "Application/MANSCDP+xml"
 DEFAULT_SUB_EXPIRES = 3600
 MAX_SUBSCRIPTIONS = 64
+MAX_TASKS = 256  # answers and commands in flight for one superior
 
 
 class Subscription:
@@ -60,6 +61,11 @@ class Requests:
     def handle(self, req: sip.SipRequest, addr) -> None:
         up = self.up
         method = req.method
+        if len(up._tasks) >= MAX_TASKS and method not in ("ACK", "BYE"):
+            # a superior asking faster than we answer: refused, counted, memory stays bounded
+            up.count("requests_busy")
+            up.link.respond(req, 503, headers=[("Retry-After", "5")])
+            return
         if method == "MESSAGE":
             self._message(req)
         elif method == "SUBSCRIBE":
