@@ -987,6 +987,9 @@ def warnings_for(config: Config) -> list[tuple[str, str]]:
                 out.append((f"{section}[{i}].{key}", why))
     if not config.auth.tokens and not config.auth.anonymous_read:
         out.append(("auth.tokens", "no tokens: every gRPC call will be refused"))
+    for i, u in enumerate(config.uplinks):
+        if u.expires < 3600:
+            out.append((f"uplinks[{i}].expires", f"{u.expires} s: the standard asks for at least 3600 s"))
     host, _ = parse_hostport(config.gateway.listen)
     if config.gateway.tls is None and host not in ("127.0.0.1", "::1", "localhost"):
         out.append(("gateway.tls", f"listening on {host} without TLS: tokens cross the network in clear"))

@@ -13,6 +13,7 @@ Families other than camera and gnss are not put in the catalog unless they carry
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -41,11 +42,14 @@ def gb_id_for(local_id: str, family: str, device_id: str, configured: str | None
     return rule_id(local_id, family, device_id)
 
 
-def exposes(patterns, family: str, device_id: str, _cache: dict = {}) -> bool:  # noqa: B006 (a cache)
-    key = tuple(patterns)
-    flt = _cache.get(key)
-    if flt is None:
-        flt = _cache[key] = TopicFilter(list(key)) if key else None
+@functools.lru_cache(maxsize=64)
+def _filter(patterns: tuple) -> TopicFilter | None:
+    return TopicFilter(list(patterns)) if patterns else None
+
+
+def exposes(patterns, family: str, device_id: str) -> bool:
+    """True when `family/device_id` matches one of `patterns` (an uplink's expose or control)."""
+    flt = _filter(tuple(patterns))
     return flt is not None and flt.matches(f"{family}/{device_id}")
 
 

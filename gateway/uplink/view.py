@@ -150,7 +150,7 @@ class View:
             "Name": info.get("name") or x.device_id,
             "Manufacturer": info.get("manufacturer") or "Tianwang",
             "Model": info.get("model") or x.entry.driver,
-            "Owner": "Owner",
+            "Owner": self.cfg.name,
             "CivilCode": info.get("civil_code") or self.cfg.local_id[:6],
             "Address": info.get("address") or x.device_id,
             "Parental": 0,
@@ -174,7 +174,7 @@ class View:
             gid, name = self.group_of(x)
             groups[gid] = name
         items = [{"DeviceID": cfg.local_id, "Name": cfg.name, "Manufacturer": "Tianwang", "Model": "gateway",
-                  "Owner": "Owner", "CivilCode": cfg.local_id[:6], "Address": cfg.name, "Parental": 1,
+                  "Owner": cfg.name, "CivilCode": cfg.local_id[:6], "Address": cfg.name, "Parental": 1,
                   "RegisterWay": 1, "Secrecy": 0, "Status": "ON"}]
         items += [{"DeviceID": gid, "Name": name, "ParentID": cfg.local_id} for gid, name in sorted(groups.items())]
         items += [self.item(x) for x in exposed]
