@@ -487,3 +487,24 @@ async def test_the_registration_is_refreshed_before_it_expires_in_the_same_call(
             assert len({r["call_id"] for r in sim.of("register")}) == 1
             assert gw.uplinks.get("city").counters["refreshes"] >= 1  # (the third is counted once answered)
             assert gw.supervisor.lookup("city").state.value == "ONLINE"
+
+
+async def test_a_large_catalog_goes_in_chunks_within_udp_size_grouped_per_site():
+    # 30 cameras that cannot be reached: in the catalog all the same (status OFF), under their sites
+    cams = [{"id": f"cam-{i:02d}", "driver": "onvif", "host": "127.0.0.1", "port": 9, "username": "u", "password": "p",
+             "labels": {"site": "Yuhu" if i % 2 else "Yuetang", "name": f"路口 {i}"},
+             "backoff": {"initial_s": 30, "max_s": 60}} for i in range(30)]
+    async with platform(subscribe=False) as sim:
+        async with gateway(sim, devices=cams, groups="site") as gw:
+            await sim.wait(lambda: sim.of("register"), what="registration")
+            assert gw.supervisor.lookup("cam-00") is not None
+            await sim.query(LOCAL_ID, "Catalog")
+            await sim.wait(lambda: sim.of("catalog"), what="the whole catalog")
+            catalog = sim.of("catalog")[-1]
+            assert lower(sim).catalog_complete and catalog["sum_num"] == len(catalog["items"]) == 1 + 2 + 30
+            assert sim.catalog_chunks > 3  # one UDP body could not hold it
+            items = {i["id"]: i for i in catalog["items"]}
+            groups = {i["name"]: i["id"] for i in items.values() if i["kind"] == "business_group"}
+            assert set(groups) == {"Yuhu", "Yuetang"}
+            cam = items[rule_id(LOCAL_ID, "camera", "cam-01")]
+            assert cam["status"] == "OFF" and groups["Yuhu"] in cam["parent_ids"] and cam["name"] == "路口 1"  # labels.name, through GB2312

@@ -61,6 +61,7 @@ class PlatformSim:
         self.received: list[dict] = []
         self.waiting: dict[tuple, asyncio.Future] = {}
         self.calls: dict[str, str] = {}  # Call-ID of an INVITE we made -> the lower platform
+        self.catalog_chunks = 0  # Catalog answer MESSAGEs received
         self.collector = CatalogCollector(idle_s=10.0)
         self.sn = itertools.count(1)
         self.cseq = itertools.count(1)
@@ -78,9 +79,6 @@ class PlatformSim:
             def datagram_received(self, data, addr):
                 sim._bytes(data, addr, "udp", None)
 
-        self.udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=(self.host, self.port))
-        self.port = self.udp.get_extra_info("sockname")[1]
-
         async def serve(reader, writer):
             framer = sip.StreamFramer()
             addr = writer.get_extra_info("peername")[:2]
@@ -90,7 +88,18 @@ class PlatformSim:
                         self._message(msg, addr, "tcp", writer)
             writer.close()
 
-        self.tcp = await asyncio.start_server(serve, self.host, self.port)
+        # UDP and TCP on one port: with port 0, a UDP port whose TCP twin is free (a few tries)
+        wanted = self.port
+        for attempt in range(50):
+            self.udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=(self.host, wanted))
+            self.port = self.udp.get_extra_info("sockname")[1]
+            try:
+                self.tcp = await asyncio.start_server(serve, self.host, self.port)
+                return
+            except OSError:
+                self.udp.close()
+                if wanted or attempt == 49:
+                    raise
 
     async def stop(self):
         for task in list(self._tasks):
@@ -192,6 +201,7 @@ class PlatformSim:
                     self._record("catalog_notify", lower_id, {"event": item.event, "device_id": item.device_id,
                                                              "name": item.name, "status": item.status})
                 return
+            self.catalog_chunks += 1
             result = self.collector.add(lower_id, body.sn, sum_num, items, time.monotonic())
             if result is not None:
                 lower.catalog = list(result.items)
