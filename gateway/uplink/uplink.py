@@ -296,6 +296,7 @@ class Uplink:
     def _alarm(self, device_id, kind, payload, method, alarm_type, priority) -> None:
         x = self.view.by_device().get(device_id)
         if x is None:
+            self.count("alarms_not_exposed")  # outside `expose`, or a recorder (its channels are exposed)
             return
         method, alarm_type = gb_alarm_of(kind, method, alarm_type)
         info = x.entry.info
