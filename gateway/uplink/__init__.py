@@ -7,8 +7,10 @@ built on the GB/T 28181 listener's sans-io layers (`tianwang.drivers.gb28181`: s
 transaction, manscdp, catalog, ptz, datum, sdp, ids), never on the listener's sockets.
 
 The room: ids.py (the 20-digit IDs of exposed devices), view.py (what the superior sees: catalog,
-alarms, positions, status), link.py (the SIP link: registration, keepalive, requests both ways),
-uplink.py (one uplink: the superior's queries, subscriptions, controls and calls), manager.py (the
-uplinks of a config, started, reloaded and stopped with the gateway), platform_sim.py (`tianwang
-simulate gb28181-platform`, a superior platform for tests and the demo).
+alarm fields, positions, status), link.py (one SIP link: client and server transactions over UDP
+or TCP), uplink.py (one uplink: registration, keepalive, health, the journal cursor), requests.py
+(the superior's queries and subscriptions, and the NOTIFYs inside them), commands.py (its controls
+and calls through the gateway's command path, audited), manager.py (the uplinks of a config,
+started, reloaded and stopped with the gateway), platform_sim.py (`tianwang simulate
+gb28181-platform`, a superior platform for tests and the demo).
 """

@@ -29,7 +29,7 @@ MAX_TASKS = 256  # answers and commands in flight for one superior
 
 class Subscription:
     __slots__ = ("kind", "call_id", "remote_uri", "remote_tag", "local_tag", "event", "expires_at", "cseq",
-                 "target", "interval", "filters", "sent", "task", "local_uri")
+                 "target", "interval", "filters", "sent", "task", "local_uri", "remote_aor")
 
     def __init__(self, kind, req, local_tag, expires_at, target):
         self.kind = kind
@@ -37,6 +37,7 @@ class Subscription:
         contact = req.contact
         self.remote_uri = str(contact.uri) if contact is not None else str(req.from_.uri)
         self.remote_tag = req.from_.tag
+        self.remote_aor = str(req.from_.uri)
         self.local_uri = str(req.to.uri)
         self.local_tag = local_tag
         self.event = req.headers.get("event") or "presence"
@@ -204,7 +205,7 @@ class Requests:
         remaining = max(0, int(sub.expires_at - time.monotonic()))
         req = sip.build_request(
             "NOTIFY", sub.remote_uri, via_host=up.link.via_host, via_port=up.link.via_port, transport=self.cfg.transport,
-            from_uri=sub.local_uri, from_tag=sub.local_tag, to_uri=f"sip:{self.cfg.superior_id}@{up.superior_domain}",
+            from_uri=sub.local_uri, from_tag=sub.local_tag, to_uri=sub.remote_aor,
             to_tag=sub.remote_tag, call_id=sub.call_id, cseq=sub.cseq,
             headers=[("Event", sub.event), ("Subscription-State", f"active;expires={remaining}")],
             body=body, content_type=MANSCDP,
