@@ -508,3 +508,32 @@ async def test_a_large_catalog_goes_in_chunks_within_udp_size_grouped_per_site()
             assert set(groups) == {"Yuhu", "Yuetang"}
             cam = items[rule_id(LOCAL_ID, "camera", "cam-01")]
             assert cam["status"] == "OFF" and groups["Yuhu"] in cam["parent_ids"] and cam["name"] == "路口 1"  # labels.name, through GB2312
+
+
+async def test_a_reload_restarts_a_changed_uplink_and_a_removed_one_unregisters(tmp_path):
+    import json
+
+    from tianwang.gateway.app import Gateway
+
+    async with platform() as sim:
+        reg = registry()
+        raw = base_config(name="uplink")
+        raw["uplinks"] = [uplink_entry(sim)]
+        path = tmp_path / "gateway.yaml"
+        path.write_text(json.dumps(raw))
+        gw = Gateway(load_config(str(path), reg), registry=reg, config_path=str(path))
+        await gw.start()
+        try:
+            await sim.wait(lambda: sim.of("register"), what="registration")
+            raw["uplinks"][0]["name"] = "Xiangtan gateway"
+            path.write_text(json.dumps(raw))
+            assert await gw.reload()
+            await sim.wait(lambda: len({r["call_id"] for r in sim.of("register")}) == 2, what="a new registration")
+            assert sim.of("unregister")  # the old one said goodbye
+            raw["uplinks"] = []
+            path.write_text(json.dumps(raw))
+            assert await gw.reload()
+            await sim.wait(lambda: len(sim.of("unregister")) == 2, what="unregistered")
+            assert gw.supervisor.lookup("city") is None
+        finally:
+            await gw.stop()
