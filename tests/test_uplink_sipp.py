@@ -30,9 +30,27 @@ def _uplink(port, password):
             "keepalive": {"interval_s": 0.3, "count": 3}}
 
 
+def _bound(port) -> bool:
+    """True once something (SIPp) holds the UDP port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
 async def _sipp(tmp_path, port, calls):
     sipp = shutil.which("sipp")
     assert sipp, "sipp is missing: `make tools` installs sip-tester (or: sudo apt-get install sip-tester)"
+    proc = await _start(sipp, tmp_path, port, calls)
+    # the uplink's first REGISTER must find SIPp listening (else it waits the standard's 60 s)
+    await until(lambda: _bound(port) or proc.returncode is not None, timeout=20, what="sipp listening")
+    assert proc.returncode is None, (await proc.stderr.read()).decode(errors="replace")[-2000:]
+    return proc
+
+
+async def _start(sipp, tmp_path, port, calls):
     return await asyncio.create_subprocess_exec(
         sipp, "-sf", str(SCENARIO), "-i", "127.0.0.1", "-p", str(port), "-t", "u1", "-m", str(calls), "-nostdin",
         "-trace_msg", "-message_file", str(tmp_path / "sipp-messages.log"),
