@@ -115,6 +115,7 @@ class Gateway:
         self._reload_again = False
         self._stopping = False
         self.bridge = None
+        self.uplinks = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -178,6 +179,11 @@ class Gateway:
             log.warning("hot path: running the pure-Python twins (%s)", framing.why_not_compiled())
         await self.supervisor.apply(cfg)
         await self._check_listeners(cfg)
+        if cfg.uplinks:
+            from tianwang.gateway.uplink.manager import Uplinks
+
+            self.uplinks = Uplinks(self)
+            await self.uplinks.apply(cfg)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(pb.DESCRIPTOR.services_by_name["Gateway"].full_name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -234,6 +240,8 @@ class Gateway:
     async def _stop_steps(self):
         await self.health.enter_graceful_shutdown()
         self.service.close_streams()
+        if self.uplinks is not None:
+            await self.uplinks.stop()
         # commands in flight end (or are cancelled) while their devices and the journal are still
         # there, so each one's outcome is audited
         await self.service.finish_commands(COMMAND_DRAIN_S)
@@ -307,6 +315,12 @@ class Gateway:
             self.service.refusals = RateLimiter(new.auth.refused_commands_per_s, new.auth.refused_commands_burst)
         warn_anonymous(new.auth)
         changes = await self.supervisor.apply(self.config)
+        if self.config.uplinks or self.uplinks is not None:
+            if self.uplinks is None:
+                from tianwang.gateway.uplink.manager import Uplinks
+
+                self.uplinks = Uplinks(self)
+            await self.uplinks.apply(self.config)
         self.reloads += 1
         log.info(
             "reloaded %s: started %s, stopped %s, restarted %s%s%s; %d streams ended or narrowed by token changes",

@@ -54,6 +54,31 @@ def test_drivers_use_only_the_sdk_and_their_own_package():
     assert wrong == [], "\n".join(wrong)
 
 
+# the GB/T 28181 modules that open nothing (the uplink is core wiring on top of them)
+GB_SANS_IO = {f"tianwang.drivers.gb28181.{m}" for m in ("sip", "digest", "transaction", "manscdp", "catalog", "ptz",
+                                                         "datum", "sdp", "ids")}
+
+
+def test_the_uplink_uses_only_the_gb28181_sans_io_layers():
+    """gateway/uplink/ (the gateway as a lower platform) builds on the listener's sans-io layers,
+    never on its driver, sockets or session: the listener may change without the uplink noticing."""
+    wrong = []
+    for path in sources("gateway/uplink"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                # `from tianwang.drivers.gb28181 import sip` names the module sip
+                names = [f"{node.module}.{a.name}" if node.module == "tianwang.drivers.gb28181" else node.module
+                         for a in node.names]
+            else:
+                continue
+            for module in names:
+                if module.startswith("tianwang.drivers") and module not in GB_SANS_IO:
+                    wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {module}")
+    assert wrong == [], "\n".join(wrong)
+
+
 def test_only_the_framing_switch_imports_the_extension():
     wrong = []
     for folder in ("gateway", "drivers", "proto"):

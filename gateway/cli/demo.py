@@ -93,6 +93,9 @@ async def run_demo(
             families.append(spec.name)
         if not devices and not listeners:
             raise GatewayError("no installed driver provides a demo simulator")
+        # a superior police platform (the city's) that the gateway registers to as a lower
+        # platform: it receives the catalog, the alarms and the positions (gb28181-uplink.md)
+        superior, superior_log = await _superior(stack)
         config = load_config(
             {
                 "gateway": {"name": "demo", "listen": listen, "metrics": metrics},
@@ -106,6 +109,18 @@ async def run_demo(
                 },
                 "devices": devices,
                 "listeners": listeners,
+                "uplinks": [
+                    {
+                        "id": "city",
+                        "superior": f"127.0.0.1:{superior.port}",
+                        "superior_id": superior.id,
+                        "local_id": DEMO_LOCAL_ID,
+                        "password": superior.password,
+                        "bind": "127.0.0.1:0",
+                        "keepalive": {"interval_s": 20, "count": 3},
+                        "control": ["camera/+"],
+                    }
+                ],
             },
             registry,
         )
@@ -123,6 +138,8 @@ async def run_demo(
             print(f"demo:   control token  {control_token}", file=sys.stderr)
             for line in tips:
                 print(f"demo: {line}", file=sys.stderr)
+            print(f"demo: superior platform simulator {superior.id} on udp://127.0.0.1:{superior.port}: the gateway "
+                  f"registers to it as uplink `city`; what it receives: tail -f {superior_log}", file=sys.stderr)
             loop = asyncio.get_running_loop()
             if seconds:
                 def time_up():
@@ -151,6 +168,30 @@ async def run_demo(
     if timed_out:
         print(f"demo: stopped after {seconds:g} s", file=sys.stderr)
     return 0
+
+
+DEMO_LOCAL_ID = "43030000002000000002"  # the gateway towards the demo's superior platform (type 200)
+
+
+async def _superior(stack):
+    """The demo's superior platform simulator; what it receives goes as JSON lines to a file."""
+    import tempfile
+
+    from tianwang.gateway.uplink.platform_sim import PlatformSim
+
+    where = stack.enter_context(tempfile.TemporaryDirectory(prefix="tianwang-demo-superior-"))
+    path = os.path.join(where, "superior.jsonl")
+    out = stack.enter_context(open(path, "w", encoding="utf-8"))
+    sim = PlatformSim("127.0.0.1", 0, out=out)
+    await sim.start()
+    stack.push_async_callback(sim.stop)
+
+    def summary():
+        got = ", ".join(f"{n} {kind}" for kind, n in sorted(sim.stats().items()) if kind not in ("lowers", "registered"))
+        print(f"demo: the superior platform received: {got or 'nothing'}", file=sys.stderr)
+
+    stack.callback(summary)
+    return sim, path
 
 
 async def _finish(task: asyncio.Task) -> None:

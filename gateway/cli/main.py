@@ -408,7 +408,8 @@ def cmd_check(args) -> int:
     names.update({f"listeners[{i}]": d.id for i, d in enumerate(config.listeners)})
     for path, reason in warnings_for(config):
         print(f"warning: {name_path(path, names)}: {reason}", file=sys.stderr)
-    print(f"{args.file}: ok ({len(config.devices)} devices, {len(config.listeners)} listeners, {len(config.auth.tokens)} tokens)")
+    uplinks = f", {len(config.uplinks)} uplinks" if config.uplinks else ""
+    print(f"{args.file}: ok ({len(config.devices)} devices, {len(config.listeners)} listeners, {len(config.auth.tokens)} tokens{uplinks})")
     if args.shards:
         from tianwang.gateway.cli.tables import print_shards
 
@@ -1018,6 +1019,8 @@ def cmd_simulate(args) -> int:
 
     reg = default_registry()
     sims = {s.name: s.simulator for s in reg.specs() if s.simulator}
+    # the superior platform of the gateway's uplinks (core, not a driver's)
+    sims["gb28181-platform"] = "tianwang.gateway.uplink.platform_sim:main"
     where = sims.get(args.kind)
     if where is None:
         print(

@@ -423,6 +423,11 @@ class DeviceConfig(Model):
         default=BackoffConfig(), description="how long to wait between reconnection attempts"
     )
     labels: dict[str, str] = Field(default_factory=dict, description="free facts shown in ListDevices `info`")
+    gb_id: str | None = Field(
+        default=None, pattern=r"^[0-9]{20}$",
+        description="the device's 20-digit GB/T 28181 ID towards superior platforms (`uplinks:`); default: the "
+        "rule in docs/gb28181-uplink.md; `check` refuses two devices with one ID",
+    )
 
     def config_warnings(self) -> list[tuple[str, str]]:
         """(key, why) for settings that are allowed but unwise: `tianwang check` prints them as
@@ -572,6 +577,77 @@ class BridgesConfig(Model):
     )
 
 
+class UplinkKeepalive(Model):
+    interval_s: float = Field(default=60.0, gt=0, description="a Keepalive MESSAGE this often")
+    count: int = Field(default=3, ge=1, description="keepalives unanswered in a row before we register again")
+
+
+class UplinkConfig(SecretsModel):
+    """`uplinks[]`: the gateway registering upward to a superior GB/T 28181 platform (docs/gb28181-uplink.md)."""
+
+    __secrets__: ClassVar = ("password",)
+    __required_secrets__: ClassVar = ("password",)
+
+    id: str = Field(description="the uplink's id: health on `uplink/<id>/health`, a row in ListDevices, the "
+                    "caller named in audit records; unique across devices, listeners and uplinks")
+    superior: str = Field(description="HOST:PORT of the superior platform's SIP server")
+    superior_id: str = Field(pattern=r"^[0-9]{20}$", description="the superior's 20-digit SIP server ID")
+    superior_domain: str | None = Field(default=None, description="its SIP domain; default its ID's first 10 digits")
+    local_id: str = Field(pattern=r"^[0-9]{20}$", description="our 20-digit ID towards it (type 200, SIP server)")
+    domain: str | None = Field(default=None, description="our SIP domain; default `local_id`'s first 10 digits")
+    bind: str = Field(default="0.0.0.0:0", description="HOST:PORT our socket binds (port 0: any)")
+    transport: Literal["udp", "tcp"] = Field(default="udp", description="SIP transport to the superior")
+    password: SecretStr | None = Field(default=None, description="the registration password (inline: check warns)")
+    password_env: str | None = Field(default=None, description="the environment variable holding the password")
+    password_file: str | None = Field(default=None, description="a file holding the password")
+    expires: int = Field(default=3600, ge=60, le=86400, description="registration expiry asked for, seconds; "
+                         "refreshed at 80% of what the superior grants")
+    keepalive: UplinkKeepalive = Field(default=UplinkKeepalive(), description="keepalive towards the superior")
+    retry_s: float = Field(default=60.0, ge=60.0, description="wait after a failed registration (the standard's "
+                           "floor of 60 s), doubled per failure up to `retry_max_s`")
+    retry_max_s: float = Field(default=600.0, ge=60.0, description="the longest wait between registrations")
+    expose: tuple[str, ...] = Field(default=("camera/#", "gnss/#"), description="`family/device_id` patterns "
+                                    "of the devices the superior sees (catalog, alarms, positions)")
+    control: tuple[str, ...] = Field(default=(), description="`family/device_id` patterns the superior may "
+                                     "command (PTZ, presets, live video)")
+    groups: Literal["family", "site"] = Field(default="family", description="catalog business groups: one per "
+                                              "family, or one per `labels.site` of the devices")
+    name: str = Field(default="Tianwang", max_length=64, description="our name in the superior's catalog")
+    datum: Literal["wgs84", "gcj02"] = Field(default="wgs84", description="datum of positions sent upward")
+    position_interval_s: float = Field(default=5.0, gt=0, description="MobilePosition interval when a "
+                                       "subscription names none")
+    charset: str = Field(default="GB2312", description="charset of the bodies we send")
+    enabled: bool = Field(default=True, description="false: configured but not run")
+
+    @field_validator("id")
+    @classmethod
+    def _uplink_id(cls, v):
+        if not DEVICE_ID_RE.match(v):
+            raise ValueError("must be 1-64 of A-Z a-z 0-9 . _ : - starting with a letter or digit")
+        return v
+
+    @field_validator("superior", "bind")
+    @classmethod
+    def _hostport(cls, v):
+        return check_hostport(v)
+
+    @field_validator("local_id")
+    @classmethod
+    def _type_200(cls, v):
+        if v[10:13] != "200":
+            raise ValueError(f"digits 11-13 are the type and must be 200 (SIP server), not {v[10:13]}")
+        return v
+
+    @field_validator("expose", "control")
+    @classmethod
+    def _uplink_patterns(cls, v):
+        from tianwang.gateway.framing import validate_pattern
+
+        for p in v:
+            validate_pattern(p)
+        return v
+
+
 class Config(Model):
     gateway: GatewaySection = Field(default=GatewaySection(), description="the gateway process: addresses, journal, TLS")
     auth: AuthConfig = Field(default=AuthConfig(), description="who may call the gRPC service")
@@ -581,6 +657,9 @@ class Config(Model):
     )
     listeners: tuple[ListenerConfig, ...] = Field(
         default=(), description="servers devices dial into; each entry's keys depend on its `driver`"
+    )
+    uplinks: tuple[UplinkConfig, ...] = Field(
+        default=(), description="superior GB/T 28181 platforms the gateway registers to as a lower platform"
     )
 
     def all_devices(self):
@@ -748,7 +827,8 @@ def load_config(source: str | dict, registry=None) -> Config:
             else:
                 names[name] = i
     seen: dict[str, str] = {}
-    for section, raw in (("devices", raw_devices), ("listeners", raw_listeners)):
+    raw_uplinks = data.get("uplinks") if isinstance(data.get("uplinks"), list) else []
+    for section, raw in (("devices", raw_devices), ("listeners", raw_listeners), ("uplinks", raw_uplinks)):
         for i, entry in enumerate(raw if isinstance(raw, list) else ()):
             dev_id = entry.get("id") if isinstance(entry, dict) else None
             if not isinstance(dev_id, str):
@@ -773,6 +853,17 @@ def load_config(source: str | dict, registry=None) -> Config:
                 "if this file is kept as safe as the secret)",
             ))
 
+    if base is not None and base.uplinks and not problems:
+        from tianwang.gateway.uplink.ids import collisions
+
+        def family(dev):
+            spec = registry.get(dev.driver)
+            return spec.family if spec is not None else ""
+
+        problems += collisions(
+            [(f"devices[{i}]", family(d), d) for i, d in devices] + [(f"listeners[{i}]", family(d), d) for i, d in listeners],
+            base.uplinks,
+        )
     if problems:
         raise ConfigError(problems, _raw_warnings(data, devices, listeners), names=entry_names(data))
     return base.model_copy(
@@ -816,6 +907,9 @@ def _inline_secrets(data: dict, registry) -> list[tuple[str, str]]:
         out += given(t, TokenConfig.__secrets__, f"auth.tokens[{i}]")
     out += given(mapping(data.get("gateway")).get("metrics_auth"), MetricsAuthConfig.__secrets__, "gateway.metrics_auth")
     out += given(mapping(data.get("bridges")).get("nats"), NatsBridgeConfig.__secrets__, "bridges.nats")
+    uplinks = data.get("uplinks")
+    for i, u in enumerate(uplinks if isinstance(uplinks, list) else ()):
+        out += given(u, UplinkConfig.__secrets__, f"uplinks[{i}]")
     for section in ("devices", "listeners"):
         entries = data.get(section)
         for i, entry in enumerate(entries if isinstance(entries, list) else ()):
@@ -924,6 +1018,8 @@ def for_shard(config: Config, index: int, count: int) -> Config:
             "gateway": gw.model_copy(update={"name": f"{gw.name}-{index}", "journal": journal}),
             "devices": tuple(d for d in config.devices if plan[d.id] == index),
             "listeners": tuple(d for d in config.listeners if plan[d.id] == index),
+            # one registration per uplink: the first shard holds it (and sees only its own devices)
+            "uplinks": config.uplinks if index == 0 else (),
         }
     )
 
@@ -958,6 +1054,9 @@ def warnings_for(config: Config, registry=None) -> list[tuple[str, str]]:
                 out.append((f"{section}[{i}].{key}", why))
     if not config.auth.tokens and not config.auth.anonymous_read:
         out.append(("auth.tokens", "no tokens: every gRPC call will be refused"))
+    for i, u in enumerate(config.uplinks):
+        if u.expires < 3600:
+            out.append((f"uplinks[{i}].expires", f"{u.expires} s: the standard asks for at least 3600 s"))
     host, _ = parse_hostport(config.gateway.listen)
     if config.gateway.tls is None and host not in ("127.0.0.1", "::1", "localhost"):
         out.append(("gateway.tls", f"listening on {host} without TLS: tokens cross the network in clear"))

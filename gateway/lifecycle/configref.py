@@ -218,6 +218,10 @@ def render(registry=None) -> str:
     out += table(rows(core.DeviceConfig, "devices[]."))
     out += table(rows(core.ListenerConfig, "listeners[].", skip=core.DeviceConfig.model_fields))[2:]
     out.append("")
+    out += ["## `uplinks[]`", "", "Superior GB/T 28181 platforms the gateway registers to as a lower platform "
+            "([gb28181-uplink.md](gb28181-uplink.md)).", ""]
+    out += table(rows(core.UplinkConfig, "uplinks[]."))
+    out.append("")
     for spec in registry.specs():
         base = core.ListenerConfig if spec.kind == "listener" else core.DeviceConfig
         section = "listeners" if spec.kind == "listener" else "devices"
