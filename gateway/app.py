@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from tianwang.gateway.datapath.bridge import NatsBridge
     from tianwang.gateway.lifecycle.config import TLSConfig
+    from tianwang.gateway.uplink.manager import Uplinks
 
 log = logging.getLogger("tianwang.app")
 
@@ -91,6 +92,7 @@ class Gateway:
     """A running gateway. `await start()`, then `await stop()`; `serve()` does both around signals."""
 
     bridge: NatsBridge | None  # with bridges.nats, from start()
+    uplinks: Uplinks | None  # with uplinks, from start()
 
     def __init__(
         self, config: Config, *, registry=None, config_path: str | None = None, listen: str | None = None, shard=None

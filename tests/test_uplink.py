@@ -10,15 +10,14 @@ import pytest
 
 import tianwang.drivers.jt808 as jt808
 import tianwang.drivers.onvif as onvif
+from gw import READ, base_config, client, journal_envelopes, md, registry, until
+from onvif_helpers import camera, device
 from tianwang.drivers.gb28181 import ptz
 from tianwang.gateway.errors import ConfigError
 from tianwang.gateway.lifecycle.config import load_config
 from tianwang.gateway.uplink.ids import rule_id
 from tianwang.gateway.uplink.platform_sim import PlatformSim
 from tianwang.v1 import gateway_pb2 as pb
-
-from gw import READ, base_config, client, journal_envelopes, md, registry, until
-from onvif_helpers import camera, device
 
 LOCAL_ID = "43030000002000000009"
 pytestmark = pytest.mark.timeout(90)
@@ -203,7 +202,7 @@ async def test_a_jt808_vehicles_fixes_arrive_as_mobile_position_notifies_at_the_
                 car.close()
             got = [r for r in sim.received if r["kind"] == "mobile_position" and r["device_id"] == car_id]
             # at most one notify per interval (the newest fix), never one per fix
-            gaps = [b["t"] - a["t"] for a, b in zip(got, got[1:])]
+            gaps = [b["t"] - a["t"] for a, b in zip(got, got[1:], strict=False)]
             assert all(g >= 0.8 for g in gaps), gaps
             assert len(got) < 12
             # converted to the datum the uplink asks for (GCJ-02 is offset from WGS-84 in China)

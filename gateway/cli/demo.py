@@ -181,7 +181,7 @@ async def _superior(stack):
 
     where = stack.enter_context(tempfile.TemporaryDirectory(prefix="tianwang-demo-superior-"))
     path = os.path.join(where, "superior.jsonl")
-    out = stack.enter_context(open(path, "w", encoding="utf-8"))
+    out = stack.enter_context(await asyncio.to_thread(open, path, "w", encoding="utf-8"))  # off the loop
     sim = PlatformSim("127.0.0.1", 0, out=out)
     await sim.start()
     stack.push_async_callback(sim.stop)

@@ -689,13 +689,13 @@ def format_devices(devices) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows)
+    # the last column is not padded: one width fewer than columns
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1] for r in rows)
 
 
 def cmd_devices(args) -> int:
     import grpc
 
-    from tianwang.v1 import gateway_pb2 as pb
 
     channel, stub, md = _connect(args)
     try:
@@ -755,8 +755,7 @@ def _parse_value(text: str):
 def cmd_command(args) -> int:
     import grpc
 
-    from tianwang.v1 import client
-    from tianwang.v1 import gateway_pb2 as pb
+    from tianwang.v1 import client, gateway_pb2 as pb
 
     if args.help_actions:
         return _device_actions(args)
@@ -958,7 +957,7 @@ def cmd_drivers(args) -> int:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
     for name, why in sorted(reg.errors.items()):
         print(f"{name}: failed to load: {why}", file=sys.stderr)
     return 1 if reg.errors else 0

@@ -31,8 +31,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tianwang.gateway.errors import ConfigError
-
-from tianwang.gateway.lifecycle.ids import DEVICE_ID_RE  # noqa: E402  (one topic level; re-exported)
+from tianwang.gateway.lifecycle.ids import DEVICE_ID_RE  # one topic level; others import it from here
 
 
 class Model(BaseModel):
@@ -864,7 +863,7 @@ def load_config(source: str | dict, registry=None) -> Config:
             [(f"devices[{i}]", family(d), d) for i, d in devices] + [(f"listeners[{i}]", family(d), d) for i, d in listeners],
             base.uplinks,
         )
-    if problems:
+    if problems or base is None:  # base is None only when it failed, with its problems
         raise ConfigError(problems, _raw_warnings(data, devices, listeners), names=entry_names(data))
     return base.model_copy(
         update={"devices": tuple(d for _, d in devices), "listeners": tuple(d for _, d in listeners)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from tianwang.drivers.gb28181 import sip
 from tianwang.drivers.gb28181.ptz import decode_ptz_cmd
@@ -33,8 +34,9 @@ class Commands:
     def __init__(self, uplink):
         self.up = uplink
         self.cfg = uplink.cfg
-        self.moves: dict[str, asyncio.Task] = {}  # device id -> the running ptz_move
-        self.calls: dict[str, tuple[str, str]] = {}  # superior's Call-ID -> (device id, device call id)
+        self.moves: dict[str, asyncio.Task[Any]] = {}  # device id -> the running ptz_move
+        # superior's Call-ID -> (device id, device call id, the superior's INVITE, our To tag)
+        self.calls: dict[str, tuple[str, str, sip.SipRequest, str]] = {}
 
     # -- the command path -----------------------------------------------------------------------
     def audit(self, device_id, action, args, ok, code, message) -> int:
@@ -86,7 +88,6 @@ class Commands:
         await up.send_message(up.requests.response("DeviceControl", msg.sn, target, [("Result", "ERROR")]))
 
     async def _ptz(self, msg, target, x, text) -> None:
-        up = self.up
         try:
             cmd = decode_ptz_cmd(text)
         except (FrameError, ValueError) as exc:
@@ -95,6 +96,7 @@ class Commands:
         if x is None:
             await self._refuse(msg, target, "the gateway itself has no PTZ")
             return
+        args: dict[str, Any]
         if cmd.kind == "move":
             action, args = "ptz_move", {"pan": cmd.pan, "tilt": cmd.tilt, "zoom": cmd.zoom, "duration_s": MOVE_S}
         elif cmd.kind == "stop":
@@ -107,8 +109,8 @@ class Commands:
         previous = self.moves.pop(x.device_id, None)
         if previous is not None and not previous.done():
             previous.cancel()  # the driver's own stop goes out as the move ends
-        if action == "ptz_move":
-            task = asyncio.current_task()
+        task = asyncio.current_task()
+        if action == "ptz_move" and task is not None:
             self.moves[x.device_id] = task
         try:
             await self.run(x, action, args, MOVE_S + 5.0 if action == "ptz_move" else COMMAND_TIMEOUT_S)
@@ -224,7 +226,7 @@ class Commands:
                 if x is not None:
                     try:
                         await asyncio.wait_for(self._stop_call(device_id, device_call), 2.0)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
 
 

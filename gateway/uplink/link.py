@@ -57,10 +57,10 @@ class SipLink:
         self.via_host = ""
         self.via_port = 0
         self.closed = asyncio.Event()
-        self._udp = None
-        self._writer = None
-        self._reader_task = None
-        self._timer_task = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._timer_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.counters = {"sip_in": 0, "sip_out": 0, "sip_dropped": 0, "retransmitted": 0, "icmp_errors": 0}
 
@@ -68,16 +68,18 @@ class SipLink:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         if self.reliable:
-            reader, self._writer = await asyncio.open_connection(
+            reader, writer = await asyncio.open_connection(
                 self.host, self.port, local_addr=self.bind if self.bind[1] or self.bind[0] != "0.0.0.0" else None
             )
+            self._writer = writer
             self._reader_task = loop.create_task(self._read_tcp(reader), name="uplink:tcp")
-            sock = self._writer.get_extra_info("sockname")
+            sock = writer.get_extra_info("sockname")
         else:
-            self._udp, _ = await loop.create_datagram_endpoint(
+            udp, _ = await loop.create_datagram_endpoint(
                 lambda: _Udp(self), local_addr=self.bind, remote_addr=(self.host, self.port)
             )
-            sock = self._udp.get_extra_info("sockname")
+            self._udp = udp
+            sock = udp.get_extra_info("sockname")
         self.via_host, self.via_port = sock[0], sock[1]
         self._timer_task = loop.create_task(self._timers(), name="uplink:timers")
 
@@ -106,10 +108,12 @@ class SipLink:
         self.counters["sip_out"] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("-> %s:%d\n%s", self.host, self.port, data[:2000].decode("utf-8", "replace"))
-        if self.reliable:
+        if self.reliable and self._writer is not None:
             self._writer.write(data)
-        else:
+        elif not self.reliable and self._udp is not None:
             self._udp.sendto(data)
+        else:  # open() makes the transport before anything is sent
+            raise LinkClosed(f"link to {self.host}:{self.port} is not open")
 
     async def _read_tcp(self, reader) -> None:
         framer = sip.StreamFramer()
@@ -186,7 +190,7 @@ class SipLink:
         self._wake.set()
         try:
             return await asyncio.wait_for(fut, timeout) if timeout is not None else await fut
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"{req.method} to {self.host}:{self.port}: no answer") from None
         finally:
             self.client.cancel(key)
@@ -217,7 +221,7 @@ class SipLink:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from tianwang.gateway.uplink.uplink import Uplink
 
@@ -18,7 +19,7 @@ class Uplinks:
         """Start new uplinks, stop removed ones, restart changed ones; the unchanged ones tell
         their superiors' catalog subscriptions what the reload added, removed or changed."""
         wanted = {u.id: u for u in config.uplinks if u.enabled}
-        changes = {"started": [], "stopped": [], "notified": {}}
+        changes: dict[str, Any] = {"started": [], "stopped": [], "notified": {}}
         for uid in [i for i in self.running if i not in wanted or self.running[i].cfg != wanted[i]]:
             await self.running.pop(uid).stop("removed from config" if uid not in wanted else "config changed")
             changes["stopped"].append(uid)

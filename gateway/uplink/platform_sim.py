@@ -344,7 +344,7 @@ class PlatformSim:
 
         try:
             await asyncio.wait_for(loop(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"platform simulator: timed out waiting for {what}") from None
 
 

@@ -234,7 +234,7 @@ class Requests:
         self.up.view.invalidate()
         items = {i["DeviceID"]: i for i in self.up.view.catalog()}
         before = self.last_catalog
-        changes = {"ADD": [], "DEL": [], "UPDATE": []}
+        changes: dict[str, list[str]] = {"ADD": [], "DEL": [], "UPDATE": []}
         out = []
         for gid, item in items.items():
             if gid not in before:

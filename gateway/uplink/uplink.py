@@ -95,7 +95,7 @@ class Uplink:
         if self.link is not None and self.registered:
             try:  # unregister: Expires 0, best effort
                 await asyncio.wait_for(self._register(0), 2.0)
-            except (Exception, asyncio.TimeoutError):
+            except (TimeoutError, Exception):
                 pass
         await self._close_link()
         self.ctx.set_health(Health.OFFLINE, reason)
@@ -110,14 +110,19 @@ class Uplink:
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
+        exc = task.exception() if not task.cancelled() else None
+        if exc is not None:
             if not isinstance(exc, (ConnectionError, TimeoutError)):
                 log.error("uplink %s: %s failed: %s", self.id, task.get_name(), describe(exc))
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
         self.ctx.count(name, n)
+
+    def _live_link(self) -> SipLink:
+        if self.link is None:  # _run opens it before anything is sent
+            raise LinkClosed("no link to the superior")
+        return self.link
 
     async def _close_link(self) -> None:
         link, self.link = self.link, None
@@ -132,8 +137,8 @@ class Uplink:
         while not self._stopping:
             self.ctx.set_health(Health.CONNECTING, f"registering to {cfg.superior}")
             try:
-                self.link = SipLink(cfg.superior, cfg.bind, cfg.transport, self.requests.handle)
-                await self.link.open()
+                self.link = link = SipLink(cfg.superior, cfg.bind, cfg.transport, self.requests.handle)
+                await link.open()
                 expires = await self._register(cfg.expires)
                 self.registered = True
                 self.registrations += 1
@@ -160,7 +165,7 @@ class Uplink:
             self.ctx.set_health(Health.OFFLINE, f"{reason}; registering again")
 
     def _register_request(self, expires: int, auth: str | None = None) -> sip.SipRequest:
-        cfg, link = self.cfg, self.link
+        cfg, link = self.cfg, self._live_link()
         ours = f"sip:{cfg.local_id}@{self.domain}"
         headers = [("Expires", str(expires)), ("User-Agent", "Tianwang"), ("X-GB-Ver", "2.0")]
         if auth:
@@ -175,7 +180,7 @@ class Uplink:
     async def _register(self, expires: int) -> int:
         """REGISTER (answering one digest challenge); the expiry granted. Raises RegistrationFailed."""
         req = self._register_request(expires)
-        resp = await self.link.request(req, REGISTER_TIMEOUT_S)
+        resp = await self._live_link().request(req, REGISTER_TIMEOUT_S)
         if resp.status in (401, 407):
             challenge = resp.headers.get("www-authenticate" if resp.status == 401 else "proxy-authenticate") or ""
             ch = digest.parse_challenge(challenge)
@@ -184,7 +189,7 @@ class Uplink:
             auth = digest.authorization(self.cfg.local_id, ch.get("realm", self.superior_domain), self.password,
                                         "REGISTER", req.uri, ch["nonce"], qop=ch.get("qop"), opaque=ch.get("opaque"))
             req = self._register_request(expires, auth)
-            resp = await self.link.request(req, REGISTER_TIMEOUT_S)
+            resp = await self._live_link().request(req, REGISTER_TIMEOUT_S)
         if resp.status == 423:
             minimum = resp.int_header("min-expires") or 3600
             return await self._register(max(expires, minimum))
@@ -208,7 +213,7 @@ class Uplink:
             body = manscdp.build("Notify", "Keepalive", next(self.sn), self.cfg.local_id, [("Status", "OK")],
                                  charset=cfg.charset)
             try:
-                resp = await self.link.request(self.message_request(body), cfg.keepalive.interval_s)
+                resp = await self._live_link().request(self.message_request(body), cfg.keepalive.interval_s)
             except TimeoutError:
                 missed += 1
                 self.count("keepalives_unanswered")
@@ -227,7 +232,7 @@ class Uplink:
 
     # -- requests to the superior ---------------------------------------------------------------
     def message_request(self, body: bytes, method: str = "MESSAGE", headers=()) -> sip.SipRequest:
-        cfg, link = self.cfg, self.link
+        cfg, link = self.cfg, self._live_link()
         return sip.build_request(
             method, f"sip:{cfg.superior_id}@{self.superior_domain}", via_host=link.via_host, via_port=link.via_port,
             transport=cfg.transport, from_uri=f"sip:{cfg.local_id}@{self.domain}", from_tag=sip.new_tag(),
@@ -241,7 +246,7 @@ class Uplink:
             self.count("messages_unsent")
             return False
         try:
-            resp = await self.link.request(self.message_request(body))
+            resp = await self._live_link().request(self.message_request(body))
         except (TimeoutError, LinkClosed):
             self.count("messages_unanswered")
             return False

@@ -12,8 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from tianwang.drivers.gb28181 import ids as gbids
-from tianwang.drivers.gb28181 import manscdp
+from tianwang.drivers.gb28181 import ids as gbids, manscdp
 from tianwang.gateway.uplink.ids import exposes, gb_id_for
 
 # The gateway's alarm kinds (the ONVIF driver's normalised kinds and the GB listener's) -> GB/T
