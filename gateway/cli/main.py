@@ -409,7 +409,8 @@ def cmd_check(args) -> int:
     for path, reason in warnings_for(config):
         print(f"warning: {name_path(path, names)}: {reason}", file=sys.stderr)
     uplinks = f", {len(config.uplinks)} uplinks" if config.uplinks else ""
-    print(f"{args.file}: ok ({len(config.devices)} devices, {len(config.listeners)} listeners, {len(config.auth.tokens)} tokens{uplinks})")
+    counts = f"{len(config.devices)} devices, {len(config.listeners)} listeners, {len(config.auth.tokens)} tokens"
+    print(f"{args.file}: ok ({counts}{uplinks})")
     if args.shards:
         from tianwang.gateway.cli.tables import print_shards
 

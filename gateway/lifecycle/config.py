@@ -257,7 +257,9 @@ class MetricsAuthConfig(SecretsModel):
     __required_secrets__: ClassVar = ("token",)
 
     token: SecretStr | None = Field(
-        default=None, description="the token Prometheus sends as `Authorization: Bearer <token>` (inline: an error unless `auth.allow_inline_secrets`)"
+        default=None,
+        description="the token Prometheus sends as `Authorization: Bearer <token>` "
+        "(inline: an error unless `auth.allow_inline_secrets`)",
     )
     token_env: str | None = Field(default=None, description="the environment variable holding the token")
     token_file: str | None = Field(default=None, description="a file holding the token (without its trailing newline)")
@@ -308,8 +310,8 @@ class TokenConfig(SecretsModel):
     )
     token: SecretStr | None = Field(
         default=None,
-        description="the token itself (inline: an error unless `auth.allow_inline_secrets`); exactly one of token, token_env, token_file; "
-        "values must differ between tokens",
+        description="the token itself (inline: an error unless `auth.allow_inline_secrets`); "
+        "exactly one of token, token_env, token_file; values must differ between tokens",
     )
     token_env: str | None = Field(default=None, description="the environment variable holding the token")
     token_file: str | None = Field(default=None, description="a file holding the token (without its trailing newline)")
@@ -1002,9 +1004,9 @@ def shard_plan(config: Config, count: int) -> dict[str, int]:
 
 def for_shard(config: Config, index: int, count: int) -> Config:
     """The part of `config` shard `index` of `count` runs (`tianwang run --shard I/N`): the devices
-    and listeners it owns (`shard_plan`: devices sharing a link stay together), under the gateway name `<name>-<I>` (so each shard's envelopes are told
-    apart downstream) and, with a durable journal, in `<journal.path>/shard-<I>` (one directory
-    per process)."""
+    and listeners it owns (`shard_plan`: devices sharing a link stay together), under the gateway
+    name `<name>-<I>` (so each shard's envelopes are told apart downstream) and, with a durable
+    journal, in `<journal.path>/shard-<I>` (one directory per process)."""
     if not 0 <= index < count:
         raise ValueError(f"shard {index}/{count}: the index must be 0 to {count - 1}")
     gw = config.gateway
