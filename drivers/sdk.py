@@ -36,6 +36,12 @@ Offline decoding and simulators
                               SIGTERM, final counters)
     PtyLine                   the device end of a pty for a simulator: raw, non-blocking, an
                               on-data callback, a UART-sized backlog with overrun counting, a link
+State kept across restarts
+    read_state_file, write_state_file   a versioned JSON file of one table: one-line errors naming
+                              the file; written whole and atomically, mode 0600
+    StateFile                 the base of a table kept in such a file: background writes, coalesced,
+                              `on_write`, `flush()`, `pending`
+    StateFileError            a state file that cannot be used (ValueError, one line)
 """
 
 from __future__ import annotations
@@ -74,6 +80,10 @@ _EXPORTS = {
     "serve_simulator": "tianwang.gateway.cli.simulate:serve",
     "run_simulator": "tianwang.gateway.cli.simulate:run",
     "PtyLine": "tianwang.gateway.cli.ptyline:PtyLine",
+    "StateFile": "tianwang.gateway.lifecycle.statefile:StateFile",
+    "StateFileError": "tianwang.gateway.lifecycle.statefile:StateFileError",
+    "read_state_file": "tianwang.gateway.lifecycle.statefile:read_state_file",
+    "write_state_file": "tianwang.gateway.lifecycle.statefile:write_state_file",
 }
 
 
@@ -178,4 +188,5 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time the names above 
         url_link_id,
     )
     from tianwang.gateway.lifecycle.driver import ActionSpec, Driver, DriverSpec, Health, Publication
+    from tianwang.gateway.lifecycle.statefile import StateFile, StateFileError, read_state_file, write_state_file
     from tianwang.gateway.lifecycle.supervisor import DeviceContext

@@ -8,7 +8,8 @@ policy lets a phone register again over the air.
 With `registrations_file` the registry lives in that file (JSON, mode 0600: it holds auth codes)
 and survives restarts. Every change is written whole to `<file>.tmp`, fsynced, renamed over the
 file and the directory fsynced, so a crash leaves the old file or the new one, never half of
-either. Writes run in a thread, coalesced: a burst of registrations costs a few writes. Without a
+either. Writes run in a thread, coalesced: a burst of registrations costs a few writes (the SDK's
+`StateFile` and `read_state_file` do the file's mechanics). Without a
 file the registry is memory only and forgotten at each restart.
 
 A file that is not a registrations file (bad JSON, wrong shape) is a `RegistryError` whose message
@@ -18,14 +19,12 @@ refuse it before anything starts. Codes never appear in an error, a log line or 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 import re
 import time
-from collections.abc import Callable
-from typing import Any
+
+from tianwang.drivers.sdk import StateFile, StateFileError, read_state_file, write_state_file
 
 log = logging.getLogger("tianwang.driver.jt808")
 
@@ -35,36 +34,13 @@ _PHONE_RE = re.compile(r"^[0-9]{1,20}$")
 INFO_KEYS = ("manufacturer", "model", "terminal_id", "plate", "plate_colour", "province", "city", "edition")
 
 
-class RegistryError(ValueError):
+class RegistryError(StateFileError):
     """A registrations file that cannot be used; the message is one line."""
 
 
 def read_file(path: str) -> dict[str, dict]:
     """phone -> record from `path`; {} when the file does not exist. Raises RegistryError."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return {}
-    except IsADirectoryError:
-        raise RegistryError(f"registrations file {path}: is a directory") from None
-    except OSError as exc:
-        raise RegistryError(f"registrations file {path}: cannot read: {exc.strerror}") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise RegistryError(f"registrations file {path}: corrupt: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise RegistryError(
-            f"registrations file {path}: corrupt: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise RegistryError(f"registrations file {path}: not a registrations file (no \"format\": \"{FORMAT}\")")
-    if data.get("version") != VERSION:
-        raise RegistryError(f"registrations file {path}: version {data.get('version')!r} is not {VERSION}")
-    terminals = data.get("terminals")
-    if not isinstance(terminals, dict):
-        raise RegistryError(f"registrations file {path}: corrupt: \"terminals\" is not a map")
+    terminals = read_state_file(path, FORMAT, VERSION, "terminals", label="registrations file", error=RegistryError)
     out = {}
     for phone, rec in terminals.items():
         if not isinstance(phone, str) or not _PHONE_RE.match(phone):
@@ -76,29 +52,11 @@ def read_file(path: str) -> dict[str, dict]:
 
 
 def write_file(path: str, terminals: dict[str, dict]) -> None:
-    """Replace `path` atomically: tmp (mode 0600) + fsync + rename + fsync of the directory."""
-    data = json.dumps(
-        {"format": FORMAT, "version": VERSION, "terminals": terminals}, ensure_ascii=False, indent=1, sort_keys=True
-    ).encode("utf-8")
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # a leftover tmp with looser bits is tightened too
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace `path` atomically (mode 0600), indented for the operator who reads it."""
+    write_state_file(path, FORMAT, VERSION, "terminals", terminals, indent=1)
 
 
-class Registrations:
+class Registrations(StateFile):
     """phone -> {"code", "registered_at" (UTC, ISO 8601), "via" ("0x0100" or "0x0102": it
     authenticated with a provisioned or derived code before it was ever registered here),
     "address", and what its 0x0100 said: manufacturer, model, terminal_id, plate...}.
@@ -106,36 +64,29 @@ class Registrations:
     `path`: the file, or None (memory only); `on_write(error)` is called after each write in the
     background ('' when it succeeded). Loading raises RegistryError."""
 
-    def __init__(self, path: str | None, on_write: Callable[[str], None] | None = None) -> None:
-        self.path = path
-        self.on_write = on_write
-        self.terminals: dict[str, dict[str, Any]] = read_file(path) if path else {}
-        if path and os.path.exists(path) and os.stat(path).st_mode & 0o077:
-            # it holds auth codes: nobody but the gateway's user reads it
-            log.warning("jt808 registrations: %s was readable by others; mode set to 0600", path)
-            os.chmod(path, 0o600)
-        self._plates: dict[tuple[Any, Any], str] = {}  # (plate colour, plate) -> phone
+    def __init__(self, path: str | None, on_write=None):
+        self.terminals: dict[str, dict] = read_file(path) if path else {}
+        # it holds auth codes: a file readable by others is set to 0600 (StateFile)
+        super().__init__(
+            path, snapshot=self._snapshot_terminals, write=write_file, on_write=on_write, log=log,
+            label="jt808 registrations",
+        )
+        self._plates = {}
         for phone, rec in self.terminals.items():
             self._index(phone, rec)
-        self._generation = 0  # changes made
-        self._written = 0  # changes on disk
-        self._writer: asyncio.Task | None = None
-        self._written_event: asyncio.Event | None = None
-        self.write_errors = 0
-        self.last_error = ""
 
     # -- reading ---------------------------------------------------------------------------------
-    def __len__(self) -> int:
+    def __len__(self):
         return len(self.terminals)
 
-    def __contains__(self, phone: object) -> bool:
+    def __contains__(self, phone):
         return phone in self.terminals
 
     def code(self, phone: str) -> str | None:
         rec = self.terminals.get(phone)
         return rec["code"] if rec is not None else None
 
-    def phone_of_plate(self, colour: object, plate: str) -> str | None:
+    def phone_of_plate(self, colour, plate: str) -> str | None:
         """The phone a vehicle (plate colour + plate) is registered to, if any."""
         if not plate:
             return None
@@ -149,7 +100,7 @@ class Registrations:
         ]
 
     # -- changing --------------------------------------------------------------------------------
-    def _index(self, phone: str, rec: dict[str, Any]) -> None:
+    def _index(self, phone, rec):
         if rec.get("plate"):
             self._plates[(rec.get("plate_colour"), rec["plate"])] = phone
 
@@ -170,14 +121,14 @@ class Registrations:
             return False
         rec["authenticated"] = True
         rec["authenticated_at"] = _utc_now()
-        self._changed()
+        self.save()
         return True
 
     def add(self, phone: str, code: str, via: str, info: dict, address: str = "", authenticated: bool = True) -> dict:
         old = self.terminals.get(phone)
         if old is not None:
             self._unindex(phone, old)
-        rec: dict[str, Any] = {"code": code, "registered_at": _utc_now(), "via": via}
+        rec = {"code": code, "registered_at": _utc_now(), "via": via}
         if not authenticated:
             rec["authenticated"] = False
         if address:
@@ -188,83 +139,24 @@ class Registrations:
                 rec[key] = value
         self.terminals[phone] = rec
         self._index(phone, rec)
-        self._changed()
+        self.save()
         return rec
 
     def remove(self, phone: str) -> dict | None:
         rec = self.terminals.pop(phone, None)
         if rec is not None:
             self._unindex(phone, rec)
-            self._changed()
+            self.save()
         return rec
 
-    def _unindex(self, phone: str, rec: dict[str, Any]) -> None:
+    def _unindex(self, phone, rec):
         key = (rec.get("plate_colour"), rec.get("plate"))
         if self._plates.get(key) == phone:
             del self._plates[key]
 
-    # -- writing ---------------------------------------------------------------------------------
-    def _changed(self) -> None:
-        self._generation += 1
-        if self.path is None:
-            self._written = self._generation
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop (a caller outside the listener): write now
-            self._write_now()
-            return
-        if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(self._write_loop())
-
-    def _write_now(self) -> None:
-        gen = self._generation
-        assert self.path is not None  # _changed() writes only when there is a file
-        write_file(self.path, dict(self.terminals))
-        self._written = gen
-
-    async def _write_loop(self) -> None:
-        assert self.path is not None  # _changed() starts it only when there is a file
-        while self._written < self._generation:
-            gen = self._generation
-            snapshot = json.loads(json.dumps(self.terminals))  # a copy the loop may go on changing
-            try:
-                await asyncio.to_thread(write_file, self.path, snapshot)
-            except OSError as exc:
-                self.write_errors += 1
-                self.last_error = f"cannot write {self.path}: {exc.strerror or exc}"
-                log.error("jt808 registrations: %s", self.last_error)
-                self._wake()
-                if self.on_write is not None:
-                    self.on_write(self.last_error)
-                return
-            self._written = gen
-            self.last_error = ""
-            self._wake()
-            if self.on_write is not None:
-                self.on_write("")
-
-    def _wake(self) -> None:
-        if self._written_event is not None:
-            self._written_event.set()
-            self._written_event = None
-
-    async def flush(self) -> None:
-        """Return once every change made so far is on disk. Raises OSError when it cannot be written."""
-        target = self._generation
-        while self._written < target:
-            if self._writer is None or self._writer.done():
-                self._writer = asyncio.get_running_loop().create_task(self._write_loop())
-            if self._written_event is None:
-                self._written_event = asyncio.Event()
-            event = self._written_event
-            await event.wait()
-            if self._written < target and self.last_error:
-                raise OSError(self.last_error)
-
-    @property
-    def pending(self) -> bool:
-        return self._written < self._generation
+    # -- writing (StateFile) ---------------------------------------------------------------------
+    def _snapshot_terminals(self) -> dict[str, dict]:
+        return json.loads(json.dumps(self.terminals))  # a copy the loop may go on changing
 
 
 def _utc_now() -> str:
