@@ -133,15 +133,19 @@ __all__ = [
     "PtyLine",
     "Publication",
     "SecretsModel",
+    "StateFile",
+    "StateFileError",
     "describe",
     "framing",
     "parse_hostport",
     "parse_url",
+    "read_state_file",
     "redact",
     "run_simulator",
     "serial_options",
     "serve_simulator",
     "url_link_id",
+    "write_state_file",
 ]
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time the names above resolve lazily

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from tianwang.drivers.sdk import StateFile, StateFileError, read_state_file, write_state_file
 
@@ -64,23 +66,25 @@ class Registrations(StateFile):
     `on_write(error)` after each background write ('' when it succeeded). Loading raises
     RegistryError."""
 
-    def __init__(self, path: str | None, on_write=None, min_interval_s: float = 1.0):
-        self.devices: dict[str, dict] = read_file(path) if path else {}
+    def __init__(
+        self, path: str | None, on_write: Callable[[str], None] | None = None, min_interval_s: float = 1.0
+    ) -> None:
+        self.devices: dict[str, dict[str, Any]] = read_file(path) if path else {}
         super().__init__(
             path, snapshot=self._snapshot_devices, write=write_file, on_write=on_write,
             min_interval_s=min_interval_s, log=log, label="gb28181 registrations",
         )
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.devices)
 
-    def __contains__(self, dev_id):
+    def __contains__(self, dev_id: object) -> bool:
         return dev_id in self.devices
 
-    def get(self, dev_id: str) -> dict | None:
+    def get(self, dev_id: str) -> dict[str, Any] | None:
         return self.devices.get(dev_id)
 
-    def put(self, dev_id: str, **fields) -> dict:
+    def put(self, dev_id: str, **fields: Any) -> dict[str, Any]:
         """Set (or update) a device's record with `fields` (keys of KEYS; None values removed)."""
         rec = self.devices.setdefault(dev_id, {})
         changed = False

@@ -23,6 +23,8 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 from tianwang.drivers.sdk import StateFile, StateFileError, read_state_file, write_state_file
 
@@ -64,29 +66,29 @@ class Registrations(StateFile):
     `path`: the file, or None (memory only); `on_write(error)` is called after each write in the
     background ('' when it succeeded). Loading raises RegistryError."""
 
-    def __init__(self, path: str | None, on_write=None):
-        self.terminals: dict[str, dict] = read_file(path) if path else {}
+    def __init__(self, path: str | None, on_write: Callable[[str], None] | None = None) -> None:
+        self.terminals: dict[str, dict[str, Any]] = read_file(path) if path else {}
         # it holds auth codes: a file readable by others is set to 0600 (StateFile)
         super().__init__(
             path, snapshot=self._snapshot_terminals, write=write_file, on_write=on_write, log=log,
             label="jt808 registrations",
         )
-        self._plates = {}
+        self._plates: dict[tuple[Any, Any], str] = {}  # (plate colour, plate) -> phone
         for phone, rec in self.terminals.items():
             self._index(phone, rec)
 
     # -- reading ---------------------------------------------------------------------------------
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.terminals)
 
-    def __contains__(self, phone):
+    def __contains__(self, phone: object) -> bool:
         return phone in self.terminals
 
     def code(self, phone: str) -> str | None:
         rec = self.terminals.get(phone)
         return rec["code"] if rec is not None else None
 
-    def phone_of_plate(self, colour, plate: str) -> str | None:
+    def phone_of_plate(self, colour: object, plate: str) -> str | None:
         """The phone a vehicle (plate colour + plate) is registered to, if any."""
         if not plate:
             return None
@@ -100,7 +102,7 @@ class Registrations(StateFile):
         ]
 
     # -- changing --------------------------------------------------------------------------------
-    def _index(self, phone, rec):
+    def _index(self, phone: str, rec: dict[str, Any]) -> None:
         if rec.get("plate"):
             self._plates[(rec.get("plate_colour"), rec["plate"])] = phone
 
@@ -128,7 +130,7 @@ class Registrations(StateFile):
         old = self.terminals.get(phone)
         if old is not None:
             self._unindex(phone, old)
-        rec = {"code": code, "registered_at": _utc_now(), "via": via}
+        rec: dict[str, Any] = {"code": code, "registered_at": _utc_now(), "via": via}
         if not authenticated:
             rec["authenticated"] = False
         if address:
@@ -149,7 +151,7 @@ class Registrations(StateFile):
             self.save()
         return rec
 
-    def _unindex(self, phone, rec):
+    def _unindex(self, phone: str, rec: dict[str, Any]) -> None:
         key = (rec.get("plate_colour"), rec.get("plate"))
         if self._plates.get(key) == phone:
             del self._plates[key]

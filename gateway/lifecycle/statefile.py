@@ -22,7 +22,8 @@ import asyncio
 import json
 import logging
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class StateFileError(ValueError):
@@ -159,6 +160,7 @@ class StateFile:
             self._writer = loop.create_task(self._write_loop())
 
     async def _write_loop(self) -> None:
+        assert self.path is not None  # _changed() starts it only when there is a file
         while self._written < self._generation:
             gen = self._generation
             snapshot = self._snapshot()
