@@ -13,6 +13,7 @@ proto/build_protos.py.
 GATEWAY_NO_CEXT=1 skips the extension (the pure-Python twins run instead). Without it, a failed
 compile fails the build: there is no silent fallback.
 """
+
 import importlib.util
 import os
 import sys

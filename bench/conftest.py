@@ -43,8 +43,7 @@ def pytest_terminal_summary(terminalreporter):
     if not benchreport.SECTIONS:
         return
     lines = [
-        f"USING_CEXT={framing.USING_CEXT}, Python {ENV_INFO['python']}, CPU {ENV_INFO['cpu']}, "
-        f"{os.cpu_count()} cores"
+        f"USING_CEXT={framing.USING_CEXT}, Python {ENV_INFO['python']}, CPU {ENV_INFO['cpu']}, {os.cpu_count()} cores"
     ]
     for section, body in benchreport.SECTIONS.items():
         lines += ["", section] + [f"  {line}" for line in body]

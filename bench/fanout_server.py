@@ -1,6 +1,6 @@
 """The fan-out benchmark's server process: tianwang.gateway.benchmarks.fanout (kept runnable from here).
 
-    python bench/fanout_server.py {tianwang,tianwang-disk,plain} --envelopes N
+python bench/fanout_server.py {tianwang,tianwang-disk,plain} --envelopes N
 """
 
 import runpy

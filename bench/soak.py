@@ -120,8 +120,10 @@ async def soak(args) -> dict:
             },
             # the simulators' generated camera passwords and JT/T 808 secret are written into this
             # temporary file, which only the soak reads
-            "auth": {"allow_inline_secrets": True,
-                     "tokens": [{"name": "soak", "token_env": TOKEN_ENV, "read": ["#"], "control": ["#"]}]},
+            "auth": {
+                "allow_inline_secrets": True,
+                "tokens": [{"name": "soak", "token_env": TOKEN_ENV, "read": ["#"], "control": ["#"]}],
+            },
             "devices": devices,
             "listeners": listeners,
         }
@@ -140,7 +142,10 @@ async def soak(args) -> dict:
         if not line:
             raise SystemExit(f"soak: the gateway did not start; see {work / 'gateway.log'}")
         addr = json.loads(line)["listen"]
-        print(f"soak: gateway pid {proc.pid} on {addr}, drivers {', '.join(families)}, {args.duration:.0f} s", file=sys.stderr)
+        print(
+            f"soak: gateway pid {proc.pid} on {addr}, drivers {', '.join(families)}, {args.duration:.0f} s",
+            file=sys.stderr,
+        )
 
         sub = Subscriber(addr, token, rng)
         thread = threading.Thread(target=sub.run, daemon=True)
@@ -167,7 +172,9 @@ async def soak(args) -> dict:
                 cfg = dict(config)
                 cfg["auth"] = {"allow_inline_secrets": True, "tokens": list(config["auth"]["tokens"])}
                 if reloads % 2:
-                    cfg["auth"]["tokens"].append({"name": f"extra-{reloads}", "token": secrets.token_urlsafe(24), "read": ["gnss/#"]})
+                    cfg["auth"]["tokens"].append(
+                        {"name": f"extra-{reloads}", "token": secrets.token_urlsafe(24), "read": ["gnss/#"]}
+                    )
                 path.write_text(yaml.safe_dump(cfg))
                 proc.send_signal(signal.SIGHUP)
             if int(time.monotonic() - start) % 30 == 0:
@@ -216,8 +223,15 @@ async def soak(args) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=float, default=float(os.environ.get("SOAK_S", "600")), help="seconds (default 600, or SOAK_S)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=float(os.environ.get("SOAK_S", "600")),
+        help="seconds (default 600, or SOAK_S)",
+    )
     p.add_argument("--reload-s", type=float, default=60.0, help="seconds between reloads (default 60)")
     p.add_argument("--rss-growth-mib", type=float, default=64.0, help="allowed RSS growth after warm-up (default 64)")
     p.add_argument("--seed", type=int, default=None, help="random seed of the reconnects")
@@ -238,7 +252,9 @@ def main(argv=None) -> int:
         shutil.rmtree(Path(figures["gateway_log"]).parent, ignore_errors=True)
     if figures["problem_count"]:
         print(f"soak: the gateway's log is kept at {figures['gateway_log']}", file=sys.stderr)
-        print(f"soak: FAILED with {figures['problem_count']} problems (first: {figures['problems'][0]})", file=sys.stderr)
+        print(
+            f"soak: FAILED with {figures['problem_count']} problems (first: {figures['problems'][0]})", file=sys.stderr
+        )
         return 1
     print(
         f"soak: passed: {figures['envelopes_received']:,} envelopes in {figures['elapsed_s']} s, "

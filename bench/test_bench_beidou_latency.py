@@ -48,9 +48,19 @@ T0 = 1_764_417_600 * 10**9  # 2025-11-29 12:00:00 UTC
 def _state(k: int, period_ns: int) -> w.EpochState:
     sats = [w.Satellite("BDS", i, 20 + 5 * i, 10 * i, 30 + i, used=i <= 8) for i in range(1, 11)]
     sats += [w.Satellite("GPS", i, 30 + i, 20 * i, 40 + i, used=True) for i in range(1, 7)]
-    return w.EpochState(time_ns=T0 + k * period_ns, lat=31.8463539 + k * 1e-6, lon=117.1987243, alt_m=52.3,
-                        geoid_sep_m=-3.1, speed_mps=6.4, course_deg=45.3, hdop=0.9, pdop=1.6, vdop=1.3,
-                        satellites=sats)
+    return w.EpochState(
+        time_ns=T0 + k * period_ns,
+        lat=31.8463539 + k * 1e-6,
+        lon=117.1987243,
+        alt_m=52.3,
+        geoid_sep_m=-3.1,
+        speed_mps=6.4,
+        course_deg=45.3,
+        hdop=0.9,
+        pdop=1.6,
+        vdop=1.3,
+        satellites=sats,
+    )
 
 
 async def _run() -> tuple[list[float], dict]:
@@ -63,8 +73,14 @@ async def _run() -> tuple[list[float], dict]:
     config = {
         "gateway": {"name": "latency", "listen": "127.0.0.1:0", "metrics": None},
         "auth": {"allow_inline_secrets": True, "tokens": [{"name": "reader", "token": TOKEN, "read": ["#"]}]},
-        "devices": [{"id": "bd-lat", "driver": "beidou", "url": f"serial://{path}?baudrate=115200",
-                     "receiver": {"epoch_period_s": period_s}}],
+        "devices": [
+            {
+                "id": "bd-lat",
+                "driver": "beidou",
+                "url": f"serial://{path}?baudrate=115200",
+                "receiver": {"epoch_period_s": period_s},
+            }
+        ],
         "listeners": [],
     }
     reg = Registry()
@@ -121,11 +137,19 @@ def test_fix_latency_pty_to_grpc_subscriber():
     q = statistics.quantiles(lat, n=100, method="inclusive")
     p50, p99 = statistics.median(lat), q[98]
     name = "fix latency, pty write -> gRPC subscriber"
-    benchreport.add(name, f"USING_CEXT={framing.USING_CEXT}, {HZ:g} Hz, dual-band GGA RMC 2xGSA 2xGSV, "
-                          f"{len(lat)} epochs after the first {WARMUP}")
+    benchreport.add(
+        name,
+        f"USING_CEXT={framing.USING_CEXT}, {HZ:g} Hz, dual-band GGA RMC 2xGSA 2xGSV, "
+        f"{len(lat)} epochs after the first {WARMUP}",
+    )
     benchreport.add(name, f"p50 {p50:.2f} ms   p99 {p99:.2f} ms   max {max(lat):.2f} ms   min {min(lat):.2f} ms")
-    benchreport.add(name, "closed: " + ", ".join(f"{k} {counters.get(k, 0)}" for k in
-                                                  ("epochs_closed_end", "epochs_closed_next", "epochs_closed_flush",
-                                                   "fragments_dropped")))
+    benchreport.add(
+        name,
+        "closed: "
+        + ", ".join(
+            f"{k} {counters.get(k, 0)}"
+            for k in ("epochs_closed_end", "epochs_closed_next", "epochs_closed_flush", "fragments_dropped")
+        ),
+    )
     # the mechanism, not the speed: after the warm-up every epoch was closed on its last sentence
     assert counters.get("epochs_closed_end", 0) >= EPOCHS - WARMUP

@@ -39,12 +39,21 @@ def mixed(request):
 
 def test_mixed_stream_framing(benchmark, impl, mixed):
     kind, data, count = mixed
-    got = benchmark.pedantic(decode_typed, args=(impl, chunks_of(data), True), rounds=3 if impl.NAME == "python" else 10, iterations=1, warmup_rounds=1)
+    got = benchmark.pedantic(
+        decode_typed,
+        args=(impl, chunks_of(data), True),
+        rounds=3 if impl.NAME == "python" else 10,
+        iterations=1,
+        warmup_rounds=1,
+    )
     # every frame and sentence, plus the odd checksum-less `$...` line the garbage makes
     assert count <= got <= count + 3000 // 8
     s = benchmark.stats.stats.median
-    benchreport.add(SECTION, f"{impl.NAME:<7}{kind:<6}NmeaDecoder(binary=True) {count / s:>12,.0f} frames+sentences/s "
-                             f"{len(data) / s / 1e6:>7.1f} MB/s")
+    benchreport.add(
+        SECTION,
+        f"{impl.NAME:<7}{kind:<6}NmeaDecoder(binary=True) {count / s:>12,.0f} frames+sentences/s "
+        f"{len(data) / s / 1e6:>7.1f} MB/s",
+    )
 
 
 def test_mixed_stream_receiver(benchmark, impl, mixed):
@@ -61,8 +70,11 @@ def test_mixed_stream_receiver(benchmark, impl, mixed):
     fixes, p = benchmark.pedantic(run, rounds=3 if impl.NAME == "python" else 5, iterations=1, warmup_rounds=0)
     assert fixes == 3000 and p.superseded >= 2990
     s = benchmark.stats.stats.median
-    benchreport.add(SECTION, f"{impl.NAME:<7}{kind:<6}receiver (fixes from {kind}) {3000 / s:>12,.0f} epochs/s "
-                             f"{count / s:>12,.0f} frames+sentences/s")
+    benchreport.add(
+        SECTION,
+        f"{impl.NAME:<7}{kind:<6}receiver (fixes from {kind}) {3000 / s:>12,.0f} epochs/s "
+        f"{count / s:>12,.0f} frames+sentences/s",
+    )
 
 
 def test_mixed_stream_binary_assembler(benchmark, impl, mixed):
@@ -82,8 +94,10 @@ def test_mixed_stream_binary_assembler(benchmark, impl, mixed):
     got = benchmark.pedantic(run, rounds=3 if impl.NAME == "python" else 10, iterations=1, warmup_rounds=1)
     assert got == 3000
     s = benchmark.stats.stats.median
-    benchreport.add(SECTION, f"{impl.NAME:<7}{kind:<6}BinaryAssembler {len(frames) / s:>12,.0f} frames/s "
-                             f"{3000 / s:>12,.0f} epochs/s")
+    benchreport.add(
+        SECTION,
+        f"{impl.NAME:<7}{kind:<6}BinaryAssembler {len(frames) / s:>12,.0f} frames/s {3000 / s:>12,.0f} epochs/s",
+    )
 
 
 @pytest.mark.timeout(900)
@@ -95,14 +109,28 @@ def test_tianwang_decode_vs_gpsdecode_mixed(benchmark, tmp_path, kind):
     r = decode_vs_gpsdecode(shape, EPOCHS_FILE, tmp_path)
     items = r["items"]
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    benchmark.extra_info.update({"tianwang_s": round(r["tianwang_s"], 3), "gpsdecode_s": round(r["gpsdecode_s"], 3),
-                                 "speedup": round(r["ratio"], 2), "bytes": r["bytes"], "frames_and_sentences": items,
-                                 "shape": shape})
-    benchreport.add(SECTION, f"mixed file ({kind}): {EPOCHS_FILE:,} epochs, {items:,} {kind.upper()} frames + NMEA "
-                             f"sentences, {r['bytes'] / 1e6:.0f} MB")
-    benchreport.add(SECTION, f"tianwang decode --driver beidou {r['tianwang_s']:>8.2f} s   gpsdecode "
-                             f"{r['gpsdecode_s']:>8.2f} s   speed-up {r['ratio']:.2f}x")
+    benchmark.extra_info.update(
+        {
+            "tianwang_s": round(r["tianwang_s"], 3),
+            "gpsdecode_s": round(r["gpsdecode_s"], 3),
+            "speedup": round(r["ratio"], 2),
+            "bytes": r["bytes"],
+            "frames_and_sentences": items,
+            "shape": shape,
+        }
+    )
+    benchreport.add(
+        SECTION,
+        f"mixed file ({kind}): {EPOCHS_FILE:,} epochs, {items:,} {kind.upper()} frames + NMEA "
+        f"sentences, {r['bytes'] / 1e6:.0f} MB",
+    )
+    benchreport.add(
+        SECTION,
+        f"tianwang decode --driver beidou {r['tianwang_s']:>8.2f} s   gpsdecode "
+        f"{r['gpsdecode_s']:>8.2f} s   speed-up {r['ratio']:.2f}x",
+    )
     benchreport.add(SECTION, f"tianwang decode summary: {r['summary'][:160]}")
-    benchreport.add("tianwang decode vs gpsdecode (whole process)",
-                    f"{shape:<12}{r['description']:<70}{r['tianwang_s']:>7.2f} s {r['gpsdecode_s']:>7.2f} s "
-                    f"{r['ratio']:>6.2f}x")
+    benchreport.add(
+        "tianwang decode vs gpsdecode (whole process)",
+        f"{shape:<12}{r['description']:<70}{r['tianwang_s']:>7.2f} s {r['gpsdecode_s']:>7.2f} s {r['ratio']:>6.2f}x",
+    )

@@ -42,7 +42,15 @@ async def _bridge_rate(urls, replicas, stream):
     for i in range(N):
         fam = ("gnss", "jt808", "signal", "camera")[i % 4]
         router.publish(f"{fam}/dev-{i % 500:04d}/fix", f"dev-{i % 500:04d}", payload, 0)
-    cfg = NatsBridgeConfig(servers=urls, stream=stream, subject_prefix=stream.lower(), replicas=replicas, max_delay_ms=0, max_batch=BATCH, max_batch_bytes=BATCH_BYTES)
+    cfg = NatsBridgeConfig(
+        servers=urls,
+        stream=stream,
+        subject_prefix=stream.lower(),
+        replicas=replicas,
+        max_delay_ms=0,
+        max_batch=BATCH,
+        max_batch_bytes=BATCH_BYTES,
+    )
     bridge = NatsBridge(_App(journal), cfg, "bench")
     t0 = time.perf_counter()
     await bridge.start()

@@ -107,7 +107,9 @@ def test_fanout_beside_stalled_subscribers(benchmark, servers):
     benchmark.pedantic(run, rounds=3, iterations=1)
     rate = n / benchmark.stats.stats.min
     share = rate / solo
-    benchmark.extra_info.update(solo_envelopes_per_s=round(solo), beside_stalled_envelopes_per_s=round(rate), share=round(share, 2))
+    benchmark.extra_info.update(
+        solo_envelopes_per_s=round(solo), beside_stalled_envelopes_per_s=round(rate), share=round(share, 2)
+    )
     benchreport.add(
         "gRPC fan-out, one subscriber beside 4 stalled ones (opened first, reading nothing)",
         f"alone {solo:>12,.0f}/s   beside 4 stalled {rate:>12,.0f}/s   = {share:5.0%} of alone",

@@ -42,7 +42,9 @@ def report():
     for (corpus, name), (seconds, nbytes, nframes) in sorted(RESULTS.items()):
         twin = RESULTS.get((corpus, "python"))
         ratio = f"{twin[0] / seconds:.1f}x" if twin and name != "python" else ""
-        benchreport.add(section, f"{corpus:<22}{name:<8}{nbytes / seconds / 1e6:>10.1f}{nframes / seconds:>14,.0f}{ratio:>10}")
+        benchreport.add(
+            section, f"{corpus:<22}{name:<8}{nbytes / seconds / 1e6:>10.1f}{nframes / seconds:>14,.0f}{ratio:>10}"
+        )
 
 
 def run_bench(benchmark, impl, corpus: str, chunks: list[bytes], nframes: int, label: str):
@@ -54,8 +56,13 @@ def run_bench(benchmark, impl, corpus: str, chunks: list[bytes], nframes: int, l
     assert got == nframes  # every frame of the corpus came out
     seconds = benchmark.stats.stats.median
     benchmark.extra_info.update(
-        {"corpus": label, "bytes": nbytes, "frames": nframes, "MB_per_s": round(nbytes / seconds / 1e6, 1),
-         "frames_per_s": round(nframes / seconds)}
+        {
+            "corpus": label,
+            "bytes": nbytes,
+            "frames": nframes,
+            "MB_per_s": round(nbytes / seconds / 1e6, 1),
+            "frames_per_s": round(nframes / seconds),
+        }
     )
     RESULTS[(label, impl.NAME)] = (seconds, nbytes, nframes)
 

@@ -29,7 +29,11 @@ def test_journal_append(benchmark, policy):
     rate = APPEND_N / benchmark.stats.stats.min
     stats = result["stats"]
     benchmark.extra_info.update(policy=policy, envelopes_per_s=round(rate), **stats)
-    detail = "" if policy == "memory" else f"   {stats['journal_blocks_written']:>5} blocks, {stats['journal_fsyncs']:>4} fsyncs (last round)"
+    detail = (
+        ""
+        if policy == "memory"
+        else f"   {stats['journal_blocks_written']:>5} blocks, {stats['journal_fsyncs']:>4} fsyncs (last round)"
+    )
     benchreport.add(
         "journal append until visible, envelopes/s (bursts of 1,000 between loop turns)",
         f"{policy:<8}{rate:>12,.0f} envelopes/s{detail}",

@@ -53,12 +53,16 @@ def test_jt808_fleet_scale(benchmark, hot_path):
         f"[{hot_path}] {r['terminals']} terminals at 1 Hz -> gateway CPU {r['gateway_cpu_cores']:.3f} cores, "
         f"RSS {r['gateway_rss_mib']} MiB (peak {r['gateway_peak_rss_mib']} MiB), "
         f"{r['fix_envelopes_received']} fixes received / {r['fixes_acked_by_listener']} acknowledged, "
-        f"{r['terminals_heard']} terminals heard, gaps {r['gaps']} (gateway hot path {r['hot_path']})"
+        f"{r['terminals_heard']} terminals heard, gaps {r['gaps']} (gateway hot path {r['hot_path']})",
     )
     # nothing lost: every acknowledged position reached the subscriber, from every terminal
     assert r["gaps"] == 0
     assert r["terminals_heard"] == r["terminals"] == r["listed_terminals"] == r["listed_online"]
-    assert r["fixes_acked_by_listener"] <= r["fix_envelopes_received"] <= r["fixes_acked_by_listener"] + r["in_flight_at_stop"]
+    assert (
+        r["fixes_acked_by_listener"]
+        <= r["fix_envelopes_received"]
+        <= r["fixes_acked_by_listener"] + r["in_flight_at_stop"]
+    )
     # the performance targets of docs/architecture.md
     assert r["gateway_cpu_cores"] < 1.0
     assert r["gateway_peak_rss_mib"] <= 1024

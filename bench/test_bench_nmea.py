@@ -75,7 +75,13 @@ def record(benchmark, name, count):
 
 def test_decode_typed(benchmark, impl, corpus):
     data, count = corpus
-    got = benchmark.pedantic(decode_typed, args=(impl, chunks_of(data)), rounds=3 if impl.NAME == "python" else 30, iterations=1, warmup_rounds=1)
+    got = benchmark.pedantic(
+        decode_typed,
+        args=(impl, chunks_of(data)),
+        rounds=3 if impl.NAME == "python" else 30,
+        iterations=1,
+        warmup_rounds=1,
+    )
     assert got == count
     record(benchmark, impl.NAME, count)
 
@@ -95,7 +101,16 @@ def test_decode_pynmeagps(benchmark, corpus):
 def test_receiver_pipeline(benchmark, impl, corpus):
     # decoder + epoch assembly + fix payloads: what the driver runs per receiver
     data, count = corpus
-    assert benchmark.pedantic(receiver_pipeline, args=(impl, chunks_of(data)), rounds=3 if impl.NAME == "python" else 20, iterations=1, warmup_rounds=1) == 4000
+    assert (
+        benchmark.pedantic(
+            receiver_pipeline,
+            args=(impl, chunks_of(data)),
+            rounds=3 if impl.NAME == "python" else 20,
+            iterations=1,
+            warmup_rounds=1,
+        )
+        == 4000
+    )
     record(benchmark, f"{impl.NAME} decode+epochs+fix payloads", count)
 
 
@@ -110,11 +125,19 @@ def test_tianwang_decode_vs_gpsdecode(benchmark, tmp_path, shape):
     r = decode_vs_gpsdecode(shape, n, tmp_path)
     assert r["items"] == n and f"{n} frames" in r["summary"]
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    benchmark.extra_info.update({"tianwang_s": round(r["tianwang_s"], 3), "gpsdecode_s": round(r["gpsdecode_s"], 3),
-                                 "speedup": round(r["ratio"], 2), "sentences": n, "shape": shape})
+    benchmark.extra_info.update(
+        {
+            "tianwang_s": round(r["tianwang_s"], 3),
+            "gpsdecode_s": round(r["gpsdecode_s"], 3),
+            "speedup": round(r["ratio"], 2),
+            "sentences": n,
+            "shape": shape,
+        }
+    )
     RESULTS[f"tianwang decode, 1M sentences, {shape}"] = ("s", r["tianwang_s"])
     RESULTS[f"gpsdecode, 1M sentences, {shape}"] = ("s", r["gpsdecode_s"])
     RESULTS[f"tianwang decode speed-up, {shape}"] = ("x", r["ratio"])
-    benchreport.add("tianwang decode vs gpsdecode (whole process)",
-                    f"{shape:<12}{r['description']:<70}{r['tianwang_s']:>7.2f} s {r['gpsdecode_s']:>7.2f} s "
-                    f"{r['ratio']:>6.2f}x")
+    benchreport.add(
+        "tianwang decode vs gpsdecode (whole process)",
+        f"{shape:<12}{r['description']:<70}{r['tianwang_s']:>7.2f} s {r['gpsdecode_s']:>7.2f} s {r['ratio']:>6.2f}x",
+    )

@@ -38,7 +38,9 @@ WINDOW_S = float(os.environ.get("TIANWANG_BENCH_ONVIF_SECONDS", "60"))
 def test_onvif_cameras_scale(benchmark):
     with tempfile.TemporaryDirectory(prefix="tw-bench-onvif-") as logdir:
         results = []
-        benchmark.pedantic(lambda: results.append(uvloop.run(onvif_cameras(logdir, CAMERAS, WINDOW_S))), rounds=1, iterations=1)
+        benchmark.pedantic(
+            lambda: results.append(uvloop.run(onvif_cameras(logdir, CAMERAS, WINDOW_S))), rounds=1, iterations=1
+        )
     r = results[0]
     benchmark.extra_info.update(r)
     benchreport.add(

@@ -61,7 +61,11 @@ def test_signal_controllers_beside_the_fleet(benchmark, hot_path):
     assert r["gaps"] == 0
     assert r["controllers_heard"] == r["controllers"]
     assert r["lamps_received"] == r["polls_answered_total"]
-    assert r["fixes_acked_by_listener"] <= r["fixes_received"] <= r["fixes_acked_by_listener"] + r["fixes_in_flight_at_stop"]
+    assert (
+        r["fixes_acked_by_listener"]
+        <= r["fixes_received"]
+        <= r["fixes_acked_by_listener"] + r["fixes_in_flight_at_stop"]
+    )
     # the polling kept up: at least 95 % of 1 Hz per controller
     assert r["polls_answered_per_s"] >= 0.95 * r["controllers"]
     # the targets of docs/architecture.md

@@ -587,8 +587,9 @@ class PmppFramer(_Frame7e):
 class Gbt20999Framer(_Frame7e):
     """GB/T 20999 frames under a vendor profile: feed bytes, get version..data of each good frame."""
 
-    def __init__(self, *, length_field="n-2", crc="gbt20999", escaped=True, max_frame=DEFAULT_MAX_FRAME,
-                 keep_rejects=False):
+    def __init__(
+        self, *, length_field="n-2", crc="gbt20999", escaped=True, max_frame=DEFAULT_MAX_FRAME, keep_rejects=False
+    ):
         self._setup(_KIND_GBT, max_frame, keep_rejects)
         self._adjust, self._crc = _gbt_options(length_field, crc)
         self.escaped = bool(escaped)
@@ -597,8 +598,10 @@ class Gbt20999Framer(_Frame7e):
         self.crc = crc
 
     def __repr__(self):
-        return (f"Gbt20999Framer(length_field={self.length_field!r}, crc={self.crc!r}, "
-                f"escaped={self.escaped}, max_frame={self.max_frame}, keep_rejects={self.keep_rejects})")
+        return (
+            f"Gbt20999Framer(length_field={self.length_field!r}, crc={self.crc!r}, "
+            f"escaped={self.escaped}, max_frame={self.max_frame}, keep_rejects={self.keep_rejects})"
+        )
 
 
 # -- encoders: build -> checksum -> escape ------------------------------------------------------

@@ -54,14 +54,14 @@ _CASIC_SYSTEMS = {0: 0, 1: 3, 2: 1}  # CASIC NAV-*INFO system -> index
 _UBX_GNSS = {0: 0, 2: 2, 3: 3, 5: 4, 6: 1}  # u-blox gnssId -> index
 _DAY_NS = 86_400_000_000_000
 
-_PV = struct.Struct("<IBBBBBBBxfdd12f")            # CASIC NAV-PV, 80 bytes
-_CASIC_UTC = struct.Struct("<IffHHBBBBBBBB")        # CASIC NAV-TIMEUTC, 24 bytes (gpsd layout)
-_CASIC_DOP = struct.Struct("<I6f")                  # CASIC NAV-DOP, 28 bytes
+_PV = struct.Struct("<IBBBBBBBxfdd12f")  # CASIC NAV-PV, 80 bytes
+_CASIC_UTC = struct.Struct("<IffHHBBBBBBBB")  # CASIC NAV-TIMEUTC, 24 bytes (gpsd layout)
+_CASIC_DOP = struct.Struct("<I6f")  # CASIC NAV-DOP, 28 bytes
 _PVT = struct.Struct("<IHBBBBBBIiBBBBiiiiIIiiiiiIIHH")  # UBX NAV-PVT up to flags3, 80 bytes
-_UBX_UTC = struct.Struct("<IIiHBBBBBB")             # UBX NAV-TIMEUTC, 20 bytes
-_UBX_DOP = struct.Struct("<I7H")                    # UBX NAV-DOP, 18 bytes
-_SAT = struct.Struct("<BBBbhhI")                    # UBX NAV-SAT, one satellite
-_INFO = struct.Struct("<BBBBBbhf")                  # CASIC NAV-*INFO, one satellite
+_UBX_UTC = struct.Struct("<IIiHBBBBBB")  # UBX NAV-TIMEUTC, 20 bytes
+_UBX_DOP = struct.Struct("<I7H")  # UBX NAV-DOP, 18 bytes
+_SAT = struct.Struct("<BBBbhhI")  # UBX NAV-SAT, one satellite
+_INFO = struct.Struct("<BBBBBbhf")  # CASIC NAV-*INFO, one satellite
 
 NAV = 0x01
 CASIC_STATUS, CASIC_DOP, CASIC_PV, CASIC_TIMEUTC = 0x00, 0x01, 0x03, 0x10
@@ -81,8 +81,15 @@ def days_from_civil(y, m, d):
 
 def _utc_ns(year, month, day, hour, minute, sec, nano=0):
     # None when any field is out of range; a leap second (sec 60) is kept as the next second's start
-    if not (1980 <= year <= 2200 and 1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59
-            and sec <= 60 and -1_000_000_000 < nano < 1_000_000_000):
+    if not (
+        1980 <= year <= 2200
+        and 1 <= month <= 12
+        and 1 <= day <= 31
+        and hour <= 23
+        and minute <= 59
+        and sec <= 60
+        and -1_000_000_000 < nano < 1_000_000_000
+    ):
         return None
     return (days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + sec) * 10**9 + nano
 
@@ -131,8 +138,10 @@ class BinaryEpoch:
             view[s] += 1
             if v[3]:
                 used[s] += 1
-        return ({"BDS": used[3], "GPS": used[0], "GLO": used[1], "GAL": used[2], "QZSS": used[4]},
-                {"BDS": view[3], "GPS": view[0], "GLO": view[1], "GAL": view[2], "QZSS": view[4]})
+        return (
+            {"BDS": used[3], "GPS": used[0], "GLO": used[1], "GAL": used[2], "QZSS": used[4]},
+            {"BDS": view[3], "GPS": view[0], "GLO": view[1], "GAL": view[2], "QZSS": view[4]},
+        )
 
     def fix_payload(self):
         """The `fix` payload: the keys of the NMEA one (docs/contract.md), `source` casic or ubx."""
@@ -160,13 +169,16 @@ class BinaryEpoch:
         for s in _PAYLOAD_ORDER:
             for (system, svid), (elev, az, snr, used) in sorted(self._sky.items()):
                 if system == s:
-                    out.append({"system": SYSTEMS[s], "svid": svid, "elev": elev, "az": az, "snr": snr,
-                                "used": bool(used)})
+                    out.append(
+                        {"system": SYSTEMS[s], "svid": svid, "elev": elev, "az": az, "snr": snr, "used": bool(used)}
+                    )
         return out
 
     def __repr__(self):
-        return (f"BinaryEpoch(source={self.source!r}, time_ns={self.time_ns}, lat={self.lat!r}, lon={self.lon!r}, "
-                f"mode={self.mode}, messages={self.messages}, no_fix_reason={self.no_fix_reason!r})")
+        return (
+            f"BinaryEpoch(source={self.source!r}, time_ns={self.time_ns}, lat={self.lat!r}, lon={self.lon!r}, "
+            f"mode={self.mode}, messages={self.messages}, no_fix_reason={self.no_fix_reason!r})"
+        )
 
 
 class BinaryAssembler:
@@ -292,8 +304,31 @@ class BinaryAssembler:
 
 
 def _casic_pv(e, p):
-    (_, pos_valid, vel_valid, _system, num_sv, _g, _b, _r, pdop, lon, lat, height, sep,
-     _hacc, _vacc, _vn, _ve, _vu, _s3, speed2d, heading, _sacc, _cacc) = _PV.unpack_from(p)
+    (
+        _,
+        pos_valid,
+        vel_valid,
+        _system,
+        num_sv,
+        _g,
+        _b,
+        _r,
+        pdop,
+        lon,
+        lat,
+        height,
+        sep,
+        _hacc,
+        _vacc,
+        _vn,
+        _ve,
+        _vu,
+        _s3,
+        speed2d,
+        heading,
+        _sacc,
+        _cacc,
+    ) = _PV.unpack_from(p)
     if pos_valid > 8 or vel_valid > 8 or num_sv > 128:
         raise ValueError("NAV-PV out of range")
     e.fix_seen = True
@@ -346,15 +381,26 @@ def _casic_info(e, p):
     s = _CASIC_SYSTEMS.get(system)
     if s is None or len(p) < 8 + 12 * n_view:
         raise ValueError("bad NAV-*INFO")
-    for _chn, svid, flags, _q, cno, elev, azim, _pr in _INFO.iter_unpack(p[8:8 + 12 * n_view]):
+    for _chn, svid, flags, _q, cno, elev, azim, _pr in _INFO.iter_unpack(p[8 : 8 + 12 * n_view]):
         if not 1 <= svid <= 63:
             continue
-        e._sky[(s, svid)] = [elev if -90 <= elev <= 90 else None, azim if 0 <= azim <= 359 else None,
-                             cno if cno > 0 else None, flags & 1]
+        e._sky[(s, svid)] = [
+            elev if -90 <= elev <= 90 else None,
+            azim if 0 <= azim <= 359 else None,
+            cno if cno > 0 else None,
+            flags & 1,
+        ]
 
 
-_CASIC = {CASIC_PV: _casic_pv, CASIC_STATUS: _casic_status, CASIC_DOP: _casic_dop, CASIC_TIMEUTC: _casic_timeutc,
-          0x20: _casic_info, 0x21: _casic_info, 0x22: _casic_info}
+_CASIC = {
+    CASIC_PV: _casic_pv,
+    CASIC_STATUS: _casic_status,
+    CASIC_DOP: _casic_dop,
+    CASIC_TIMEUTC: _casic_timeutc,
+    0x20: _casic_info,
+    0x21: _casic_info,
+    0x22: _casic_info,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,10 +408,43 @@ _CASIC = {CASIC_PV: _casic_pv, CASIC_STATUS: _casic_status, CASIC_DOP: _casic_do
 
 
 def _ubx_pvt(e, p):
-    (_, year, month, day, hour, minute, sec, valid, _tacc, nano, fix_type, flags, _flags2, num_sv, lon, lat,
-     _height, hmsl, _hacc, _vacc, _vn, _ve, _vd, gspeed, head, _sacc, _headacc, pdop, flags3) = _PVT.unpack_from(p)
-    if fix_type > 5 or len(p) not in (84, 92) or not (-1_800_000_000 <= lon <= 1_800_000_000) \
-            or not (-900_000_000 <= lat <= 900_000_000):
+    (
+        _,
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        sec,
+        valid,
+        _tacc,
+        nano,
+        fix_type,
+        flags,
+        _flags2,
+        num_sv,
+        lon,
+        lat,
+        _height,
+        hmsl,
+        _hacc,
+        _vacc,
+        _vn,
+        _ve,
+        _vd,
+        gspeed,
+        head,
+        _sacc,
+        _headacc,
+        pdop,
+        flags3,
+    ) = _PVT.unpack_from(p)
+    if (
+        fix_type > 5
+        or len(p) not in (84, 92)
+        or not (-1_800_000_000 <= lon <= 1_800_000_000)
+        or not (-900_000_000 <= lat <= 900_000_000)
+    ):
         raise ValueError("NAV-PVT out of range")
     e.fix_seen = True
     e.sats_used_pvt = num_sv
@@ -408,14 +487,18 @@ def _ubx_sat(e, p):
     if len(p) < 8 or p[4] != 1 or len(p) < 8 + 12 * p[5]:
         raise ValueError("bad NAV-SAT")
     sky = e._sky
-    for gnss, svid, cno, elev, azim, _pr, flags in _SAT.iter_unpack(p[8:8 + 12 * p[5]]):
+    for gnss, svid, cno, elev, azim, _pr, flags in _SAT.iter_unpack(p[8 : 8 + 12 * p[5]]):
         s = _UBX_GNSS.get(gnss)
         if s is None or not 1 <= svid <= 63:
             continue
         if azim == 360:
             azim = 0
-        sky[(s, svid)] = [elev if -90 <= elev <= 90 else None, azim if 0 <= azim <= 359 else None,
-                          cno or None, (flags >> 3) & 1]
+        sky[(s, svid)] = [
+            elev if -90 <= elev <= 90 else None,
+            azim if 0 <= azim <= 359 else None,
+            cno or None,
+            (flags >> 3) & 1,
+        ]
 
 
 def _ubx_eoe(e, p):

@@ -126,9 +126,28 @@ class Epoch:
     """One fix time's worth of sentences, merged. Positions in degrees, speed in m/s; NaN or -1
     where no sentence said. `fix_payload()` is the `gnss/<id>/fix` payload; `satellites()` the sky."""
 
-    __slots__ = ("time_ns", "time_of_day_ns", "lat", "lon", "alt_m", "geoid_sep_m", "speed_mps", "course_deg",
-                 "hdop", "pdop", "vdop", "quality", "mode", "sats_used_total", "sentences", "no_fix_reason",
-                 "closed_by", "_used", "_view", "_gsv")
+    __slots__ = (
+        "time_ns",
+        "time_of_day_ns",
+        "lat",
+        "lon",
+        "alt_m",
+        "geoid_sep_m",
+        "speed_mps",
+        "course_deg",
+        "hdop",
+        "pdop",
+        "vdop",
+        "quality",
+        "mode",
+        "sats_used_total",
+        "sentences",
+        "no_fix_reason",
+        "closed_by",
+        "_used",
+        "_view",
+        "_gsv",
+    )
 
     def __init__(self):
         self.time_ns = -1
@@ -204,14 +223,23 @@ class Epoch:
                 known = sky.get((s, svid))
                 if known is not None:
                     elev, az, snr = known
-                    out.append({"system": SYSTEMS[s], "svid": svid, "elev": elev if elev >= 0 else None,
-                                "az": az if az >= 0 else None, "snr": snr if snr >= 0 else None,
-                                "used": bool((self._used[s] >> svid) & 1)})
+                    out.append(
+                        {
+                            "system": SYSTEMS[s],
+                            "svid": svid,
+                            "elev": elev if elev >= 0 else None,
+                            "az": az if az >= 0 else None,
+                            "snr": snr if snr >= 0 else None,
+                            "used": bool((self._used[s] >> svid) & 1),
+                        }
+                    )
         return out
 
     def __repr__(self):
-        return (f"Epoch(time_ns={self.time_ns}, lat={self.lat!r}, lon={self.lon!r}, quality={self.quality}, "
-                f"mode={self.mode}, sentences={self.sentences}, no_fix_reason={self.no_fix_reason!r})")
+        return (
+            f"Epoch(time_ns={self.time_ns}, lat={self.lat!r}, lon={self.lon!r}, quality={self.quality}, "
+            f"mode={self.mode}, sentences={self.sentences}, no_fix_reason={self.no_fix_reason!r})"
+        )
 
 
 class EpochAssembler:
@@ -318,8 +346,9 @@ class EpochAssembler:
                 e = self._arrive(-1, key, True, out)
                 if self._speed_rank < 1:
                     self._speed_rank = 1
-                    e.speed_mps = (m.speed_knots * (1852.0 / 3600.0) if m.speed_knots == m.speed_knots
-                                   else m.speed_kmh / 3.6)
+                    e.speed_mps = (
+                        m.speed_knots * (1852.0 / 3600.0) if m.speed_knots == m.speed_knots else m.speed_kmh / 3.6
+                    )
                     e.course_deg = m.course_deg
             elif t is ZDA:
                 key = _key(_K_ZDA, m.talker, 0)

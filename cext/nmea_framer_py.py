@@ -97,8 +97,9 @@ class NmeaDecoder:
     bytes-like, ValueError for bad limits. Nothing here logs.
     """
 
-    def __init__(self, max_length=128, max_message_length=4096, max_binary_length=2048, require_checksum=False,
-                 binary=False):
+    def __init__(
+        self, max_length=128, max_message_length=4096, max_binary_length=2048, require_checksum=False, binary=False
+    ):
         if not MIN_LENGTH <= max_length <= LIMIT:
             raise ValueError(f"max_length must be in {MIN_LENGTH}..{LIMIT}, not {max_length}")
         if not max_length <= max_message_length <= LIMIT:
@@ -338,8 +339,7 @@ class NmeaDecoder:
     @staticmethod
     def _message_kind(buf, s, fields_end):
         # `$ccTXR,` or `$ccTCI,`: the first comma right after a 5-letter non-proprietary address
-        return (buf.find(b",", s + 1, fields_end) == s + 6 and buf[s + 1] != 80
-                and buf[s + 3 : s + 6] in _MESSAGE_KINDS)
+        return buf.find(b",", s + 1, fields_end) == s + 6 and buf[s + 1] != 80 and buf[s + 3 : s + 6] in _MESSAGE_KINDS
 
     def _drop(self, reason, nbytes):
         self._drops[reason] += 1

@@ -24,8 +24,21 @@ from __future__ import annotations
 class FixPublisher:
     """See the module docstring. Raises ValueError for a protocol other than auto/nmea/casic/ubx."""
 
-    def __init__(self, publication, epoch_type, frame_type, binary_epoch_type, binary, handlers, *,
-                 hdop_limit, min_sats, sky_decimation, stale_ns, protocol):
+    def __init__(
+        self,
+        publication,
+        epoch_type,
+        frame_type,
+        binary_epoch_type,
+        binary,
+        handlers,
+        *,
+        hdop_limit,
+        min_sats,
+        sky_decimation,
+        stale_ns,
+        protocol,
+    ):
         if protocol not in ("auto", "nmea", "casic", "ubx"):
             raise ValueError(f"protocol must be one of auto, nmea, casic, ubx, not {protocol!r}")
         self._publication = publication
@@ -101,8 +114,9 @@ class FixPublisher:
             if device_ns:
                 last = self._last_epoch_device_ns
                 if last is not None and device_ns - last >= self.stale_ns:
-                    self.transition("STALE", f"no epoch for {(device_ns - last) / 1e9:.1f} s", last + self.stale_ns,
-                                    pubs)
+                    self.transition(
+                        "STALE", f"no epoch for {(device_ns - last) / 1e9:.1f} s", last + self.stale_ns, pubs
+                    )
                 self._last_epoch_device_ns = self.device_ns = device_ns
         else:
             self.epoch_ns = now_ns

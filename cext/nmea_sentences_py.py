@@ -185,8 +185,19 @@ class GGA(_Message):
     reckoning (-1 empty); alt_m: above mean sea level; geoid_sep_m: geoid above the ellipsoid."""
 
     FORMATTER = "GGA"
-    FIELDS = ("talker", "time_of_day_ns", "lat", "lon", "quality", "sats_used", "hdop", "alt_m",
-              "geoid_sep_m", "dgps_age_s", "dgps_station")
+    FIELDS = (
+        "talker",
+        "time_of_day_ns",
+        "lat",
+        "lon",
+        "quality",
+        "sats_used",
+        "hdop",
+        "alt_m",
+        "geoid_sep_m",
+        "dgps_age_s",
+        "dgps_station",
+    )
     __slots__ = FIELDS
 
 
@@ -196,8 +207,21 @@ class RMC(_Message):
     NMEA 2.3); nav_status (NMEA 4.10): S C U V."""
 
     FORMATTER = "RMC"
-    FIELDS = ("talker", "time_of_day_ns", "status", "lat", "lon", "speed_knots", "course_deg", "year",
-              "month", "day", "mag_var_deg", "mode", "nav_status")
+    FIELDS = (
+        "talker",
+        "time_of_day_ns",
+        "status",
+        "lat",
+        "lon",
+        "speed_knots",
+        "course_deg",
+        "year",
+        "month",
+        "day",
+        "mag_var_deg",
+        "mode",
+        "nav_status",
+    )
     __slots__ = FIELDS
 
 
@@ -247,8 +271,17 @@ class GST(_Message):
     """Pseudorange error statistics: RMS, error ellipse (m, deg from true north), 1-sigma errors."""
 
     FORMATTER = "GST"
-    FIELDS = ("talker", "time_of_day_ns", "rms", "sd_major_m", "sd_minor_m", "orientation_deg",
-              "sd_lat_m", "sd_lon_m", "sd_alt_m")
+    FIELDS = (
+        "talker",
+        "time_of_day_ns",
+        "rms",
+        "sd_major_m",
+        "sd_minor_m",
+        "orientation_deg",
+        "sd_lat_m",
+        "sd_lon_m",
+        "sd_alt_m",
+    )
     __slots__ = FIELDS
 
 
@@ -256,8 +289,20 @@ class GNS(_Message):
     """GNSS fix data: mode holds one letter per constellation (GPS, GLONASS, Galileo, BDS, ...)."""
 
     FORMATTER = "GNS"
-    FIELDS = ("talker", "time_of_day_ns", "lat", "lon", "mode", "sats_used", "hdop", "alt_m",
-              "geoid_sep_m", "dgps_age_s", "dgps_station", "nav_status")
+    FIELDS = (
+        "talker",
+        "time_of_day_ns",
+        "lat",
+        "lon",
+        "mode",
+        "sats_used",
+        "hdop",
+        "alt_m",
+        "geoid_sep_m",
+        "dgps_age_s",
+        "dgps_station",
+        "nav_status",
+    )
     __slots__ = FIELDS
 
 
@@ -283,8 +328,17 @@ class FKI(_Message):
     form "bds3": `$BDFKI,hhmmss,cmd,exec,reason,remaining s`. Absent ints are -1."""
 
     FORMATTER = "FKI"
-    FIELDS = ("talker", "form", "time_of_day_ns", "command", "executed", "interval_ok", "suppression",
-              "reason", "wait_s")
+    FIELDS = (
+        "talker",
+        "form",
+        "time_of_day_ns",
+        "command",
+        "executed",
+        "interval_ok",
+        "suppression",
+        "reason",
+        "wait_s",
+    )
     __slots__ = FIELDS
 
 
@@ -293,8 +347,17 @@ class ICI(_Message):
     interval (s), communication level, encrypted (E) or not (N), subordinate users."""
 
     FORMATTER = "ICI"
-    FIELDS = ("talker", "card_id", "serial", "broadcast_id", "user_class", "interval_s", "level",
-              "encrypted", "subordinates")
+    FIELDS = (
+        "talker",
+        "card_id",
+        "serial",
+        "broadcast_id",
+        "user_class",
+        "interval_s",
+        "level",
+        "encrypted",
+        "subordinates",
+    )
     __slots__ = FIELDS
 
 
@@ -353,14 +416,36 @@ class RawSentence(_Message):
 
 
 def _gga(f, nf, rest, talker):
-    return GGA(talker, _time(f(0)), _latlon(f(1), f(2), True), _latlon(f(3), f(4), False), _int(f(5)),
-               _int(f(6)), _dec(f(7)), _dec(f(8)), _dec(f(10)), _dec(f(12)), _int(f(13)))
+    return GGA(
+        talker,
+        _time(f(0)),
+        _latlon(f(1), f(2), True),
+        _latlon(f(3), f(4), False),
+        _int(f(5)),
+        _int(f(6)),
+        _dec(f(7)),
+        _dec(f(8)),
+        _dec(f(10)),
+        _dec(f(12)),
+        _int(f(13)),
+    )
 
 
 def _rmc(f, nf, rest, talker):
     status, mode, nav, ew = _char(f(1)), _char(f(11)), _char(f(12)), _char(f(10))
-    m = RMC(talker, _time(f(0)), status, _latlon(f(2), f(3), True), _latlon(f(4), f(5), False), _dec(f(6)),
-            _dec(f(7)), *_date(f(8)), _dec(f(9)), mode, nav)
+    m = RMC(
+        talker,
+        _time(f(0)),
+        status,
+        _latlon(f(2), f(3), True),
+        _latlon(f(4), f(5), False),
+        _dec(f(6)),
+        _dec(f(7)),
+        *_date(f(8)),
+        _dec(f(9)),
+        mode,
+        nav,
+    )
     if ew == "W":
         m.mag_var_deg = -m.mag_var_deg
     elif ew not in ("E", ""):
@@ -445,8 +530,20 @@ def _gst(f, nf, rest, talker):
 
 def _gns(f, nf, rest, talker):
     nav = _char(f(12))
-    return GNS(talker, _time(f(0)), _latlon(f(1), f(2), True), _latlon(f(3), f(4), False), _str(f(5)),
-               _int(f(6)), _dec(f(7)), _dec(f(8)), _dec(f(9)), _dec(f(10)), _int(f(11)), nav)
+    return GNS(
+        talker,
+        _time(f(0)),
+        _latlon(f(1), f(2), True),
+        _latlon(f(3), f(4), False),
+        _str(f(5)),
+        _int(f(6)),
+        _dec(f(7)),
+        _dec(f(8)),
+        _dec(f(9)),
+        _dec(f(10)),
+        _int(f(11)),
+        nav,
+    )
 
 
 def _txt(f, nf, rest, talker):
@@ -485,15 +582,17 @@ def _card(cls):
         enc = _char(f(6))
         if enc not in ("E", "N", ""):
             raise _Bad
-        return cls(talker, _str(f(0)), _str(f(1)), _str(f(2)), _int(f(3)), _int(f(4)), _int(f(5)),
-                   enc == "E", _int(f(7)))
+        return cls(
+            talker, _str(f(0)), _str(f(1)), _str(f(2)), _int(f(3)), _int(f(4)), _int(f(5)), enc == "E", _int(f(7))
+        )
 
     return decode
 
 
 def _tci(f, nf, rest, talker):
-    return TCI(talker, _str(f(0)), _str(f(1)), _int(f(2)), _str(f(3)), _int(f(4)), _int(f(5)),
-               rest(6) if nf > 6 else b"")
+    return TCI(
+        talker, _str(f(0)), _str(f(1)), _int(f(2)), _str(f(3)), _int(f(4)), _int(f(5)), rest(6) if nf > 6 else b""
+    )
 
 
 def _beams(f, nf, k):
@@ -521,7 +620,20 @@ def _pwi(f, nf, rest, talker):
 
 
 _DECODERS = {
-    b"GGA": _gga, b"RMC": _rmc, b"GSA": _gsa, b"GSV": _gsv, b"GLL": _gll, b"VTG": _vtg, b"ZDA": _zda,
-    b"GST": _gst, b"GNS": _gns, b"TXT": _txt, b"TXR": _txr, b"FKI": _fki, b"ICI": _card(ICI),
-    b"ICP": _card(ICP), b"TCI": _tci, b"PWI": _pwi,
+    b"GGA": _gga,
+    b"RMC": _rmc,
+    b"GSA": _gsa,
+    b"GSV": _gsv,
+    b"GLL": _gll,
+    b"VTG": _vtg,
+    b"ZDA": _zda,
+    b"GST": _gst,
+    b"GNS": _gns,
+    b"TXT": _txt,
+    b"TXR": _txr,
+    b"FKI": _fki,
+    b"ICI": _card(ICI),
+    b"ICP": _card(ICP),
+    b"TCI": _tci,
+    b"PWI": _pwi,
 }

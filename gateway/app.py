@@ -187,7 +187,9 @@ class Gateway:
             self.uplinks = Uplinks(self)
             await self.uplinks.apply(cfg)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(pb.DESCRIPTOR.services_by_name["Gateway"].full_name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(
+            pb.DESCRIPTOR.services_by_name["Gateway"].full_name, health_pb2.HealthCheckResponse.SERVING
+        )
         log.info(
             "gateway %s listening on %s (port %d), hot path %s, %d devices, %d listeners",
             cfg.gateway.name,
@@ -289,11 +291,18 @@ class Gateway:
         config = new.model_copy(
             update={
                 "gateway": new.gateway.model_copy(
-                    update={k: getattr(old.gateway, k) for k in ("name", "listen", "metrics", "metrics_auth", "tls", "journal")}
+                    update={
+                        k: getattr(old.gateway, k)
+                        for k in ("name", "listen", "metrics", "metrics_auth", "tls", "journal")
+                    }
                 )
             }
         )
-        if self.bridge is not None and new.bridges.nats is not None and self.bridge.credentials_only_change(new.bridges.nats):
+        if (
+            self.bridge is not None
+            and new.bridges.nats is not None
+            and self.bridge.credentials_only_change(new.bridges.nats)
+        ):
             log.info("reload: bridges.nats credentials changed: the bridge uses them from its next connection")
             self.bridge.retry_now(new.bridges.nats)
         elif old.bridges != new.bridges:
@@ -482,7 +491,8 @@ def visible_entries(supervisor, viewer) -> list:
     """The device table as `viewer` (a Principal) may see it: the devices whose topics it may read
     or that it may command, as ListDevices lists them."""
     return [
-        e for e in supervisor.entries.values()
+        e
+        for e in supervisor.entries.values()
         if viewer.may_read_any(f"{e.family}/{e.id}/#") or viewer.may_control(e.family, e.id)
     ]
 
@@ -509,8 +519,15 @@ async def open_journal(jc) -> Journal:
     next_seq = await asyncio.get_running_loop().run_in_executor(None, store.open)
     store.retention()
     held = f"seq {store.first_seq}..{next_seq - 1} on disk ({store.nbytes} bytes)" if store.nbytes else "empty"
-    log.info("journal %s at %s (%s): %s, next seq %d, fsync %s", store.journal_id, jc.path, store.how_opened, held,
-             next_seq, jc.fsync)
+    log.info(
+        "journal %s at %s (%s): %s, next seq %d, fsync %s",
+        store.journal_id,
+        jc.path,
+        store.how_opened,
+        held,
+        next_seq,
+        jc.fsync,
+    )
     return DurableJournal(int(jc.max_bytes), store, fsync=jc.fsync, fsync_window_ms=jc.fsync_window_ms)
 
 
@@ -523,7 +540,9 @@ def announce(gw: Gateway, stream=None, extra: dict | None = None) -> None:
         "gateway": gw.config.gateway.name,
         "shard": f"{gw.shard[0]}/{gw.shard[1]}" if gw.shard else None,
         "listen": f"{host}:{gw.port}" if ":" not in host else f"[{host}]:{gw.port}",
-        "metrics": f"{parse_hostport(gw.config.gateway.metrics or '')[0]}:{gw.metrics_port}" if gw.metrics_port else None,
+        "metrics": f"{parse_hostport(gw.config.gateway.metrics or '')[0]}:{gw.metrics_port}"
+        if gw.metrics_port
+        else None,
         "hot_path": gw.implementation,
         "pid": os.getpid(),
         **(extra or {}),

@@ -8,6 +8,7 @@ types the messages (gateway_pb2.pyi) and mypy-protobuf's `protoc-gen-mypy_grpc` 
 
 This file is a build script, not part of either distribution.
 """
+
 import glob
 import os
 import re

@@ -7,6 +7,7 @@ tianwang/__init__.py and __main__.py belong to the gateway distribution and are 
 only these stubs installed `tianwang` is an implicit namespace package. The grpcio and protobuf
 floors are those the generated code checks at import (see build_protos.runtime_requirements).
 """
+
 import importlib.util
 import os
 

@@ -35,8 +35,14 @@ class Seen:
 
 
 class Platform:
-    def __init__(self, passwords: dict | None = None, password: str = "12345678", qop: bool = False,
-                 answer_keepalive: bool = True, min_expires: int = 0):
+    def __init__(
+        self,
+        passwords: dict | None = None,
+        password: str = "12345678",
+        qop: bool = False,
+        answer_keepalive: bool = True,
+        min_expires: int = 0,
+    ):
         self.passwords = passwords or {}
         self.password = password
         self.qop = qop
@@ -133,14 +139,20 @@ class Platform:
         expires = int(req.headers.get("Expires", "3600"))
         if header is None:
             challenge = digest.www_authenticate(DOMAIN, self.nonces.issue(0.0), qop="auth" if self.qop else None)
-            self._send(sip.build_response(req, 401, source=addr, headers=[("WWW-Authenticate", challenge)]), addr, writer)
+            self._send(
+                sip.build_response(req, 401, source=addr, headers=[("WWW-Authenticate", challenge)]), addr, writer
+            )
             return
         auth = digest.parse_authorization(header)
         seen.authorizations.append(auth)
         password = self.passwords.get(seen.id, self.password)
         if self.nonces.check(auth.get("nonce", ""), 0.0) != "ok":
-            challenge = digest.www_authenticate(DOMAIN, self.nonces.issue(0.0), qop="auth" if self.qop else None, stale=True)
-            self._send(sip.build_response(req, 401, source=addr, headers=[("WWW-Authenticate", challenge)]), addr, writer)
+            challenge = digest.www_authenticate(
+                DOMAIN, self.nonces.issue(0.0), qop="auth" if self.qop else None, stale=True
+            )
+            self._send(
+                sip.build_response(req, 401, source=addr, headers=[("WWW-Authenticate", challenge)]), addr, writer
+            )
             return
         if not digest.verify(auth, password, "REGISTER"):
             self._send(sip.build_response(req, 403, source=addr), addr, writer)
@@ -148,16 +160,28 @@ class Platform:
             return
         seen.addr, seen.transport, seen.link = addr, transport, writer
         if 0 < expires < self.min_expires:
-            self._send(sip.build_response(req, 423, source=addr, headers=[("Min-Expires", str(self.min_expires))]),
-                       addr, writer)
+            self._send(
+                sip.build_response(req, 423, source=addr, headers=[("Min-Expires", str(self.min_expires))]),
+                addr,
+                writer,
+            )
             return
         seen.expires.append(expires)
         if expires == 0:
             seen.unregistered += 1
         else:
             seen.registered += 1
-        self._send(sip.build_response(req, 200, source=addr, to_tag=sip.new_tag(),
-                                      headers=[("Expires", str(expires)), ("Date", "2026-12-07T09:00:00.000")]), addr, writer)
+        self._send(
+            sip.build_response(
+                req,
+                200,
+                source=addr,
+                to_tag=sip.new_tag(),
+                headers=[("Expires", str(expires)), ("Date", "2026-12-07T09:00:00.000")],
+            ),
+            addr,
+            writer,
+        )
         self.changed.set()
 
     # -- waiting ---------------------------------------------------------------------------------
@@ -182,18 +206,40 @@ class Platform:
         return [b for b in seen.bodies if b.cmd_type == cmd_type and (root is None or b.root == root)]
 
     # -- requests of the platform ----------------------------------------------------------------
-    def request(self, device_id, method, *, target=None, body=b"", content_type="Application/MANSCDP+xml",
-                headers=(), call_id=None, from_tag=None, to_tag=None, cseq=None):
+    def request(
+        self,
+        device_id,
+        method,
+        *,
+        target=None,
+        body=b"",
+        content_type="Application/MANSCDP+xml",
+        headers=(),
+        call_id=None,
+        from_tag=None,
+        to_tag=None,
+        cseq=None,
+    ):
         """Send a request to the device; returns (request, future of its final response)."""
         seen = self.devices[device_id]
         target = target or device_id
         host, port = "127.0.0.1", self.port
         req = sip.build_request(
-            method, f"sip:{target}@{seen.addr[0]}:{seen.addr[1]}", via_host=host, via_port=port,
-            transport=seen.transport, from_uri=f"sip:{SERVER_ID}@{DOMAIN}", from_tag=from_tag or sip.new_tag(),
-            to_uri=f"sip:{target}@{DOMAIN}", to_tag=to_tag, call_id=call_id or sip.new_call_id(),
-            cseq=cseq or next(self.cseq), contact=f"<sip:{SERVER_ID}@{host}:{port}>", headers=list(headers),
-            body=body, content_type=content_type if body else None,
+            method,
+            f"sip:{target}@{seen.addr[0]}:{seen.addr[1]}",
+            via_host=host,
+            via_port=port,
+            transport=seen.transport,
+            from_uri=f"sip:{SERVER_ID}@{DOMAIN}",
+            from_tag=from_tag or sip.new_tag(),
+            to_uri=f"sip:{target}@{DOMAIN}",
+            to_tag=to_tag,
+            call_id=call_id or sip.new_call_id(),
+            cseq=cseq or next(self.cseq),
+            contact=f"<sip:{SERVER_ID}@{host}:{port}>",
+            headers=list(headers),
+            body=body,
+            content_type=content_type if body else None,
         )
         fut = asyncio.get_running_loop().create_future()
         self.responses[req.branch] = fut
@@ -211,9 +257,17 @@ class Platform:
     def ack(self, device_id, invite, response):
         seen = self.devices[device_id]
         req = sip.build_request(
-            "ACK", invite.uri, via_host="127.0.0.1", via_port=self.port, transport=seen.transport,
-            from_uri=invite.from_.uri, from_tag=invite.from_.params.get("tag"), to_uri=response.to.uri,
-            to_tag=response.to.params.get("tag"), call_id=invite.call_id, cseq=invite.cseq[0],
+            "ACK",
+            invite.uri,
+            via_host="127.0.0.1",
+            via_port=self.port,
+            transport=seen.transport,
+            from_uri=invite.from_.uri,
+            from_tag=invite.from_.params.get("tag"),
+            to_uri=response.to.uri,
+            to_tag=response.to.params.get("tag"),
+            call_id=invite.call_id,
+            cseq=invite.cseq[0],
         )
         self._send(req, seen)
 

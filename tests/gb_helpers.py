@@ -27,8 +27,10 @@ def channel_ids(device_id: str, n: int) -> list[str]:
 
 
 def xml(root: str, cmd: str, sn: int, device_id: str, inner: str = "", charset="GB2312") -> bytes:
-    text = (f'<?xml version="1.0" encoding="{charset}"?>\r\n<{root}>\r\n<CmdType>{cmd}</CmdType>\r\n'
-            f"<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n{inner}</{root}>\r\n")
+    text = (
+        f'<?xml version="1.0" encoding="{charset}"?>\r\n<{root}>\r\n<CmdType>{cmd}</CmdType>\r\n'
+        f"<SN>{sn}</SN>\r\n<DeviceID>{device_id}</DeviceID>\r\n{inner}</{root}>\r\n"
+    )
     return text.encode("gb18030" if charset.upper().startswith("GB") else "utf-8")
 
 
@@ -53,8 +55,20 @@ class GbDevice:
     """One device (see the module docstring). `channels`: [(id, name)]; `status_of`: channel id ->
     ON/OFF in the catalog."""
 
-    def __init__(self, server_port: int, device_id: str = NVR_ID, password: str = PASSWORD, *, transport="udp",
-                 channels=(), chunk=2, version="2.0", server_id=SERVER_ID, domain=DOMAIN, answer_queries=True):
+    def __init__(
+        self,
+        server_port: int,
+        device_id: str = NVR_ID,
+        password: str = PASSWORD,
+        *,
+        transport="udp",
+        channels=(),
+        chunk=2,
+        version="2.0",
+        server_id=SERVER_ID,
+        domain=DOMAIN,
+        answer_queries=True,
+    ):
         self.server = ("127.0.0.1", server_port)
         self.id = device_id
         self.password = password
@@ -132,12 +146,19 @@ class GbDevice:
     def build(self, method, body=b"", headers=(), content_type=None, call_id=None):
         self.cseq += 1
         return sip.build_request(
-            method, f"sip:{self.server_id}@{self.server[0]}:{self.server[1]}", via_host=self.local[0],
-            via_port=self.local[1], transport=self.transport, from_uri=f"sip:{self.id}@{self.domain}",
+            method,
+            f"sip:{self.server_id}@{self.server[0]}:{self.server[1]}",
+            via_host=self.local[0],
+            via_port=self.local[1],
+            transport=self.transport,
+            from_uri=f"sip:{self.id}@{self.domain}",
             from_tag=self.from_tag if method == "REGISTER" else sip.new_tag(),
             to_uri=f"sip:{self.id if method == 'REGISTER' else self.server_id}@{self.domain}",
-            call_id=call_id or (self.call_id if method == "REGISTER" else sip.new_call_id()), cseq=self.cseq,
-            contact=f"sip:{self.id}@{self.local[0]}:{self.local[1]}", headers=headers, body=body,
+            call_id=call_id or (self.call_id if method == "REGISTER" else sip.new_call_id()),
+            cseq=self.cseq,
+            contact=f"sip:{self.id}@{self.local[0]}:{self.local[1]}",
+            headers=headers,
+            body=body,
             content_type=content_type,
         )
 
@@ -159,8 +180,12 @@ class GbDevice:
             return first
         challenge = digest.parse_challenge(first.headers.get("WWW-Authenticate"))
         auth = digest.authorization(
-            username or self.id, challenge["realm"], password or self.password, "REGISTER",
-            uri or f"sip:{self.server_id}@{self.domain}", challenge["nonce"],
+            username or self.id,
+            challenge["realm"],
+            password or self.password,
+            "REGISTER",
+            uri or f"sip:{self.server_id}@{self.domain}",
+            challenge["nonce"],
             qop=challenge.get("qop") if qop else None,
         )
         return await self.transact(self.build("REGISTER", headers=[*headers, ("Authorization", auth)]))
@@ -176,24 +201,33 @@ class GbDevice:
         info = ""
         if faulty:
             info = "<Info>\r\n" + "".join(f"<DeviceID>{c}</DeviceID>\r\n" for c in faulty) + "</Info>\r\n"
-        return await self.message(xml("Notify", "Keepalive", self.next_sn(), self.id, f"<Status>{status}</Status>\r\n{info}"))
+        return await self.message(
+            xml("Notify", "Keepalive", self.next_sn(), self.id, f"<Status>{status}</Status>\r\n{info}")
+        )
 
     async def alarm(self, source=None, priority=1, method=5, alarm_type=2, description="移动侦测"):
-        inner = (f"<AlarmPriority>{priority}</AlarmPriority>\r\n<AlarmMethod>{method}</AlarmMethod>\r\n"
-                 f"<AlarmTime>2026-12-07T17:30:00</AlarmTime>\r\n<AlarmDescription>{description}</AlarmDescription>\r\n"
-                 f"<Longitude>112.9</Longitude>\r\n<Latitude>27.8</Latitude>\r\n"
-                 + (f"<Info>\r\n<AlarmType>{alarm_type}</AlarmType>\r\n</Info>\r\n" if alarm_type is not None else ""))
+        inner = (
+            f"<AlarmPriority>{priority}</AlarmPriority>\r\n<AlarmMethod>{method}</AlarmMethod>\r\n"
+            f"<AlarmTime>2026-12-07T17:30:00</AlarmTime>\r\n<AlarmDescription>{description}</AlarmDescription>\r\n"
+            f"<Longitude>112.9</Longitude>\r\n<Latitude>27.8</Latitude>\r\n"
+            + (f"<Info>\r\n<AlarmType>{alarm_type}</AlarmType>\r\n</Info>\r\n" if alarm_type is not None else "")
+        )
         return await self.message(xml("Notify", "Alarm", self.next_sn(), source or self.id, inner))
 
     async def position(self, lat, lon, speed_kmh=36.0, direction=90.0, altitude=50.0, method="MESSAGE", headers=()):
-        inner = (f"<Time>2026-12-07T17:30:00</Time>\r\n<Longitude>{lon}</Longitude>\r\n<Latitude>{lat}</Latitude>\r\n"
-                 f"<Speed>{speed_kmh}</Speed>\r\n<Direction>{direction}</Direction>\r\n<Altitude>{altitude}</Altitude>\r\n")
+        inner = (
+            f"<Time>2026-12-07T17:30:00</Time>\r\n<Longitude>{lon}</Longitude>\r\n<Latitude>{lat}</Latitude>\r\n"
+            f"<Speed>{speed_kmh}</Speed>\r\n<Direction>{direction}</Direction>\r\n<Altitude>{altitude}</Altitude>\r\n"
+        )
         return await self.message(xml("Notify", "MobilePosition", self.next_sn(), self.id, inner), method, headers)
 
     # -- what the platform sends -------------------------------------------------------------------
     def requests(self, method=None, cmd=None) -> list[tuple[sip.SipRequest, str]]:
-        return [(r, b) for r, b in self.got if (method is None or r.method == method)
-                and (cmd is None or _field(b, "CmdType") == cmd)]
+        return [
+            (r, b)
+            for r, b in self.got
+            if (method is None or r.method == method) and (cmd is None or _field(b, "CmdType") == cmd)
+        ]
 
     def _on_message(self, msg):
         if isinstance(msg, sip.SipResponse):
@@ -213,10 +247,20 @@ class GbDevice:
             headers = [("Expires", str(self.subscribe_expires or msg.headers.get("Expires") or "3600"))]
         elif msg.method == "INVITE":
             ctype = "application/sdp"
-            body = (b"v=0\r\no=%s 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-                    b"m=video 15060 RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\ny=0430000077\r\n" % self.id.encode())
-        self.send(sip.build_response(msg, 200, headers=headers, body=body, content_type=ctype,
-                                     to_tag=sip.new_tag() if msg.method in ("INVITE", "SUBSCRIBE") else None))
+            body = (
+                b"v=0\r\no=%s 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                b"m=video 15060 RTP/AVP 96\r\na=sendonly\r\na=rtpmap:96 PS/90000\r\ny=0430000077\r\n" % self.id.encode()
+            )
+        self.send(
+            sip.build_response(
+                msg,
+                200,
+                headers=headers,
+                body=body,
+                content_type=ctype,
+                to_tag=sip.new_tag() if msg.method in ("INVITE", "SUBSCRIBE") else None,
+            )
+        )
         if msg.method == "MESSAGE" and self.answer_queries:
             self._spawn(self._answer(msg, text))
 
@@ -240,31 +284,45 @@ class GbDevice:
                 await self.message(xml("Response", "Catalog", sn, self.id, "<SumNum>0</SumNum>\r\n"))
             for i in range(0, len(items), self.chunk):
                 part = items[i : i + self.chunk]
-                inner = f"<SumNum>{len(items)}</SumNum>\r\n<DeviceList Num=\"{len(part)}\">\r\n{''.join(part)}</DeviceList>\r\n"
+                inner = f'<SumNum>{len(items)}</SumNum>\r\n<DeviceList Num="{len(part)}">\r\n{"".join(part)}</DeviceList>\r\n'
                 await self.message(xml("Response", "Catalog", sn, self.id, inner))
         elif cmd == "DeviceInfo":
-            inner = ("<DeviceName>雨湖区NVR</DeviceName>\r\n<Result>OK</Result>\r\n<Manufacturer>Tianwang</Manufacturer>\r\n"
-                     "<Model>TW-NVR-4</Model>\r\n<Firmware>V2.1.0</Firmware>\r\n"
-                     f"<Channel>{len(self.channels)}</Channel>\r\n")
+            inner = (
+                "<DeviceName>雨湖区NVR</DeviceName>\r\n<Result>OK</Result>\r\n<Manufacturer>Tianwang</Manufacturer>\r\n"
+                "<Model>TW-NVR-4</Model>\r\n<Firmware>V2.1.0</Firmware>\r\n"
+                f"<Channel>{len(self.channels)}</Channel>\r\n"
+            )
             await self.message(xml("Response", "DeviceInfo", sn, target, inner))
         elif cmd == "DeviceStatus":
-            inner = ("<Result>OK</Result>\r\n<Online>ONLINE</Online>\r\n<Status>OK</Status>\r\n<Encode>ON</Encode>\r\n"
-                     "<Record>OFF</Record>\r\n<DeviceTime>2026-12-07T17:30:00</DeviceTime>\r\n")
+            inner = (
+                "<Result>OK</Result>\r\n<Online>ONLINE</Online>\r\n<Status>OK</Status>\r\n<Encode>ON</Encode>\r\n"
+                "<Record>OFF</Record>\r\n<DeviceTime>2026-12-07T17:30:00</DeviceTime>\r\n"
+            )
             await self.message(xml("Response", "DeviceStatus", sn, target, inner))
         elif cmd == "PresetQuery":
-            items = "".join(f"<Item>\r\n<PresetID>{k}</PresetID>\r\n<PresetName>{v}</PresetName>\r\n</Item>\r\n"
-                            for k, v in sorted(self.presets.items()))
-            inner = f"<SumNum>{len(self.presets)}</SumNum>\r\n<PresetList Num=\"{len(self.presets)}\">\r\n{items}</PresetList>\r\n"
+            items = "".join(
+                f"<Item>\r\n<PresetID>{k}</PresetID>\r\n<PresetName>{v}</PresetName>\r\n</Item>\r\n"
+                for k, v in sorted(self.presets.items())
+            )
+            inner = f'<SumNum>{len(self.presets)}</SumNum>\r\n<PresetList Num="{len(self.presets)}">\r\n{items}</PresetList>\r\n'
             await self.message(xml("Response", "PresetQuery", sn, target, inner))
         elif cmd == "RecordInfo":
-            records = [("2026-12-07T08:00:00", "2026-12-07T09:00:00"), ("2026-12-07T09:00:00", "2026-12-07T10:00:00"),
-                       ("2026-12-07T10:00:00", "2026-12-07T11:00:00")]
+            records = [
+                ("2026-12-07T08:00:00", "2026-12-07T09:00:00"),
+                ("2026-12-07T09:00:00", "2026-12-07T10:00:00"),
+                ("2026-12-07T10:00:00", "2026-12-07T11:00:00"),
+            ]
             for i in range(0, len(records), 2):
                 part = records[i : i + 2]
-                body = "".join(f"<Item>\r\n<DeviceID>{target}</DeviceID>\r\n<Name>rec</Name>\r\n<StartTime>{a}</StartTime>\r\n"
-                               f"<EndTime>{b}</EndTime>\r\n<Secrecy>0</Secrecy>\r\n<Type>time</Type>\r\n</Item>\r\n" for a, b in part)
-                inner = (f"<Name>rec</Name>\r\n<SumNum>{len(records)}</SumNum>\r\n"
-                         f"<RecordList Num=\"{len(part)}\">\r\n{body}</RecordList>\r\n")
+                body = "".join(
+                    f"<Item>\r\n<DeviceID>{target}</DeviceID>\r\n<Name>rec</Name>\r\n<StartTime>{a}</StartTime>\r\n"
+                    f"<EndTime>{b}</EndTime>\r\n<Secrecy>0</Secrecy>\r\n<Type>time</Type>\r\n</Item>\r\n"
+                    for a, b in part
+                )
+                inner = (
+                    f"<Name>rec</Name>\r\n<SumNum>{len(records)}</SumNum>\r\n"
+                    f'<RecordList Num="{len(part)}">\r\n{body}</RecordList>\r\n'
+                )
                 await self.message(xml("Response", "RecordInfo", sn, target, inner))
         elif cmd == "DeviceControl":
             ptz = _field(text, "PTZCmd")

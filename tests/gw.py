@@ -52,7 +52,7 @@ def base_config(devices=(), listeners=(), control=("test/+",), **gateway):
                 {"name": "reader", "token": READ, "read": ["#"]},
                 {"name": "operator", "token": CONTROL, "read": ["#"], "control": list(control)},
                 {"name": "gis", "token": GNSS_ONLY, "read": ["gnss/#", "test/gen-1/#"]},
-            ]
+            ],
         },
         "devices": list(devices),
         "listeners": list(listeners),

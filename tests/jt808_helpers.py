@@ -48,7 +48,9 @@ async def listener(**options):
     reg.register(jt808.SPEC)
     entry = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": SECRET}
     entry.update(options)
-    config = load_config({"gateway": {"metrics": None}, "auth": {"allow_inline_secrets": True}, "listeners": [entry]}, reg)
+    config = load_config(
+        {"gateway": {"metrics": None}, "auth": {"allow_inline_secrets": True}, "listeners": [entry]}, reg
+    )
     journal = Journal(64 << 20)
     sup = Supervisor(reg, Router(journal))
     await sup.apply(config)

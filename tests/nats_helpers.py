@@ -40,7 +40,14 @@ def wait_port(port, timeout=10.0):
 
 
 class NatsServer:
-    def __init__(self, store: Path, port: int | None = None, name: str = "n0", cluster: list | None = None, cluster_port: int | None = None):
+    def __init__(
+        self,
+        store: Path,
+        port: int | None = None,
+        name: str = "n0",
+        cluster: list | None = None,
+        cluster_port: int | None = None,
+    ):
         self.store = store
         self.port = port or free_port()
         self.name = name
@@ -54,11 +61,29 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def args(self):
-        args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store / self.name),
-                "-n", self.name, "-l", str(self.log)]
+        args = [
+            nats_server_binary(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-js",
+            "-sd",
+            str(self.store / self.name),
+            "-n",
+            self.name,
+            "-l",
+            str(self.log),
+        ]
         if self.cluster is not None:
-            args += ["--cluster_name", "tw", "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
-                     "--routes", ",".join(f"nats://127.0.0.1:{p}" for p in self.cluster if p != self.cluster_port)]
+            args += [
+                "--cluster_name",
+                "tw",
+                "--cluster",
+                f"nats://127.0.0.1:{self.cluster_port}",
+                "--routes",
+                ",".join(f"nats://127.0.0.1:{p}" for p in self.cluster if p != self.cluster_port),
+            ]
         return args
 
     def start(self, wait=True):

@@ -52,17 +52,31 @@ def decode_one(frame):
 def test_spec_check_vectors_frame_and_decode(impl):
     out, dec = frames_of(impl, CASIC_CFG_MSG + CASIC_PV + UBX_PVT)
     assert [(m.protocol, m.msg_class, m.msg_id, len(m.payload)) for m in out] == [
-        ("casic", 0x06, 0x01, 4), ("casic", 0x01, 0x03, 80), ("ubx", 0x01, 0x07, 92)]
+        ("casic", 0x06, 0x01, 4),
+        ("casic", 0x01, 0x03, 80),
+        ("ubx", 0x01, 0x07, 92),
+    ]
     assert dec.binary_frames == 3 and dec.dropped_bytes == 0 and dec.frames == 0
     pv = decode_one(out[1]).fix_payload()
     # runTime 123000, valid 7/7, numSV 12, pDop 1.5, lon 112.9401, lat 27.8294, height 60, sepGeoid -15
     assert (pv["lat"], pv["lon"], pv["alt_m"], pv["pdop"], pv["mode"], pv["source"]) == (
-        27.8294, 112.9401, 75.0, 1.5, 3, "casic")
+        27.8294,
+        112.9401,
+        75.0,
+        1.5,
+        3,
+        "casic",
+    )
     assert pv["time_ns"] is None  # NAV-PV carries no time
     pvt = decode_one(out[2])
     p = pvt.fix_payload()
     assert p["time_ns"] == T0 and (p["lat"], p["lon"], p["alt_m"], p["pdop"], p["mode"]) == (
-        27.8294, 112.9401, 75.0, 1.5, 3)
+        27.8294,
+        112.9401,
+        75.0,
+        1.5,
+        3,
+    )
     assert pvt.key == 43218000 and pvt.sats_used_total == 12
 
 
@@ -96,8 +110,19 @@ def test_frame_inside_a_line_ends_the_line_and_is_kept(impl):
 def _state(k, **over):
     sats = [w.Satellite("BDS", i, 20 + 5 * i, 10 * i, 30 + i, used=i <= 6) for i in range(1, 9)]
     sats += [w.Satellite("GPS", i, 30 + i, 20 * i, 40 + i, used=True) for i in range(1, 5)]
-    base = dict(time_ns=T0 + k * SEC, lat=27.8294 + k * 1e-5, lon=112.9401, alt_m=75.0, geoid_sep_m=-15.0,
-                speed_mps=3.2, course_deg=90.0, hdop=0.9, pdop=1.6, vdop=1.3, satellites=sats)
+    base = dict(
+        time_ns=T0 + k * SEC,
+        lat=27.8294 + k * 1e-5,
+        lon=112.9401,
+        alt_m=75.0,
+        geoid_sep_m=-15.0,
+        speed_mps=3.2,
+        course_deg=90.0,
+        hdop=0.9,
+        pdop=1.6,
+        vdop=1.3,
+        satellites=sats,
+    )
     base.update(over)
     return w.EpochState(**base)
 
@@ -113,7 +138,7 @@ def mixed(kind, n=6, binary_first=False):
         else:
             seq = []
             for i in range(max(len(nm), len(bi))):
-                seq += nm[i:i + 1] + bi[i:i + 1]
+                seq += nm[i : i + 1] + bi[i : i + 1]
             data += b"".join(seq)
     return data
 
@@ -142,8 +167,22 @@ def test_one_fix_per_epoch_from_the_binary_source(impl, kind, binary_first):
         assert f["mode"] == 3 and f["alt_m"] == pytest.approx(75.0, abs=1e-3)
         k = (f["time_ns"] - T0) // SEC
         assert f["lat"] == pytest.approx(27.8294 + k * 1e-5, abs=1e-7)
-        assert set(f) == {"time_ns", "lat", "lon", "alt_m", "speed_mps", "course_deg", "quality", "mode", "hdop",
-                          "pdop", "vdop", "sats_used", "sats_view", "source"}
+        assert set(f) == {
+            "time_ns",
+            "lat",
+            "lon",
+            "alt_m",
+            "speed_mps",
+            "course_deg",
+            "quality",
+            "mode",
+            "hdop",
+            "pdop",
+            "vdop",
+            "sats_used",
+            "sats_view",
+            "source",
+        }
     assert p.superseded >= 4 and p.drops["binary"] == 0
     # whole, byte by byte and split anywhere: the same fixes
     for cuts in (range(1, len(data)), sorted(random.Random(kind).sample(range(1, len(data)), 50))):
@@ -191,11 +230,25 @@ def test_stray_binary_frames_with_good_checksums_do_not_take_over(impl):
 # twins and fuzz on the mixed stream
 
 good_frames = [CASIC_PV, UBX_PVT, CASIC_CFG_MSG] + w.ubx_epoch(_state(1)) + w.casic_epoch(_state(1), 99_000)
-parts = st.sampled_from(GOOD + good_frames + [b"$", b"\r\n", b"*", b"\xb5", b"\xb5\x62", b"\xba\xce", b"\xba",
-                                              b"\xba\xce\x10\x00", b"\xb5\x62\x01\x07\x5c\x00"])
-streams = st.lists(st.one_of(parts, st.binary(max_size=24),
-                             parts.flatmap(lambda s: st.integers(0, len(s)).map(lambda k: s[:k]))),
-                   max_size=12).map(b"".join)
+parts = st.sampled_from(
+    GOOD
+    + good_frames
+    + [
+        b"$",
+        b"\r\n",
+        b"*",
+        b"\xb5",
+        b"\xb5\x62",
+        b"\xba\xce",
+        b"\xba",
+        b"\xba\xce\x10\x00",
+        b"\xb5\x62\x01\x07\x5c\x00",
+    ]
+)
+streams = st.lists(
+    st.one_of(parts, st.binary(max_size=24), parts.flatmap(lambda s: st.integers(0, len(s)).map(lambda k: s[:k]))),
+    max_size=12,
+).map(b"".join)
 
 
 def outcome(impl, data, cuts):
@@ -212,11 +265,14 @@ def test_fuzz_binary_mode_twins_agree_at_any_split(data, cuts):
 
 
 garbage = st.binary(max_size=30)
-items = st.lists(st.one_of(
-    st.tuples(st.just("good"), st.sampled_from(GOOD)),
-    st.tuples(st.just("frame"), st.sampled_from(good_frames)),
-    st.tuples(st.just("garbage"), garbage),
-), max_size=14)
+items = st.lists(
+    st.one_of(
+        st.tuples(st.just("good"), st.sampled_from(GOOD)),
+        st.tuples(st.just("frame"), st.sampled_from(good_frames)),
+        st.tuples(st.just("garbage"), garbage),
+    ),
+    max_size=14,
+)
 
 
 @settings(max_examples=FUZZ_EXAMPLES)

@@ -80,7 +80,7 @@ def check_fix(sim, time_ns, fix):
     """A published fix against what the simulator wrote for that epoch."""
     st = sim.epoch_at(time_ns)
     assert st is not None, f"no epoch {time_ns} was written"
-    tol = 0.5 * 10.0 ** -sim.latlon_decimals / 60.0 + 2e-9  # the sentence's digits, the payload's 1e-9 rounding
+    tol = 0.5 * 10.0**-sim.latlon_decimals / 60.0 + 2e-9  # the sentence's digits, the payload's 1e-9 rounding
     assert fix["time_ns"] == time_ns
     assert abs(fix["lat"] - st.lat) <= tol and abs(fix["lon"] - st.lon) <= tol
     # knots with 3 decimals (half a digit: 0.00026 m/s), then the payload's 1e-4 m/s rounding
@@ -103,8 +103,9 @@ def check_fix(sim, time_ns, fix):
 
 @pytest.mark.twins
 async def test_fixes_on_a_pty_follow_the_route(tmp_path):
-    sim = ReceiverSimulator("pty", rate=5, talker="GB", rdss="2.1", card_id="0311456", interval_s=60, banner_s=1.0,
-                            link=tmp_path / "ttyBD0")
+    sim = ReceiverSimulator(
+        "pty", rate=5, talker="GB", rdss="2.1", card_id="0311456", interval_s=60, banner_s=1.0, link=tmp_path / "ttyBD0"
+    )
     async with stack(sim, url=f"serial://{tmp_path / 'ttyBD0'}?baudrate=115200", receiver={"epoch_period_s": 0.2}) as s:
         await until(lambda: len(s.payloads("fix")) >= 10, 10, "10 fixes")
         await until(lambda: "firmware" in s.entry.info and "card_id" in s.entry.info, 5, "info")
@@ -148,8 +149,11 @@ async def test_noise_loses_no_good_epoch_and_drops_are_counted_by_reason():
         await asyncio.sleep(2.5)
         sim.noise = False
         last_noisy = max(sim.epochs)
-        await until(lambda: s.payloads("fix") and s.payloads("fix")[-1]["time_ns"] > last_noisy + 200_000_000, 3,
-                    "clean epochs after the noise")
+        await until(
+            lambda: s.payloads("fix") and s.payloads("fix")[-1]["time_ns"] > last_noisy + 200_000_000,
+            3,
+            "clean epochs after the noise",
+        )
         counters = dict(s.entry.counters)
         fixes = s.payloads("fix")
     published = {f["time_ns"] for f in fixes}
@@ -181,8 +185,7 @@ async def test_pty_hang_up_goes_offline_then_reconnects(tmp_path):
         await until(lambda: s.entry.state == Health.OFFLINE, 3, "offline")
         assert "link lost" in s.entry.reason
         before = len(s.payloads("fix"))
-        await until(lambda: s.entry.state == Health.ONLINE and len(s.payloads("fix")) >= before + 5, 10,
-                    "fixes again")
+        await until(lambda: s.entry.state == Health.ONLINE and len(s.payloads("fix")) >= before + 5, 10, "fixes again")
         health = s.payloads("health")
         reconnects = s.entry.counters["reconnects"]
     assert [h["state"] for h in health][:4] == ["CONNECTING", "ONLINE", "OFFLINE", "CONNECTING"]
@@ -199,8 +202,7 @@ async def test_tcp_reset_goes_offline_then_reconnects():
         sim.cut(down_s=0.3)
         await until(lambda: s.entry.state == Health.OFFLINE, 3, "offline")
         before = len(s.payloads("fix"))
-        await until(lambda: s.entry.state == Health.ONLINE and len(s.payloads("fix")) >= before + 5, 10,
-                    "fixes again")
+        await until(lambda: s.entry.state == Health.ONLINE and len(s.payloads("fix")) >= before + 5, 10, "fixes again")
         reasons = [h["reason"] for h in s.payloads("health") if h["state"] == "OFFLINE"]
     assert any("ConnectionResetError" in r for r in reasons)
 
@@ -279,7 +281,10 @@ async def test_stale_then_silent_then_fix_again():
         await until(lambda: s.states()[-1:] == ["FIX"] and s.entry.state == Health.ONLINE, 3, "fix again")
         states = s.payloads("state")
     # back from silence, the first bytes may come a moment before the first epoch: STALE on the way
-    assert [x["state"] for x in states] in (["FIX", "STALE", "SILENT", "FIX"], ["FIX", "STALE", "SILENT", "STALE", "FIX"])
+    assert [x["state"] for x in states] in (
+        ["FIX", "STALE", "SILENT", "FIX"],
+        ["FIX", "STALE", "SILENT", "STALE", "FIX"],
+    )
     assert [x["previous"] for x in states][:3] == [None, "FIX", "STALE"]
 
 
@@ -314,7 +319,11 @@ async def test_antenna_alarm_raises_and_clears():
         await until(lambda: s.entry.state == Health.ONLINE, 3, "cleared")
         alarms = s.payloads("alarm")
     assert [(a["kind"], a["active"]) for a in alarms] == [
-        ("antenna_open", True), ("antenna_open", False), ("antenna_short", True), ("antenna_short", False)]
+        ("antenna_open", True),
+        ("antenna_open", False),
+        ("antenna_short", True),
+        ("antenna_short", False),
+    ]
     assert alarms[0]["raw"] == "ANTENNA OPEN"
 
 
@@ -354,8 +363,16 @@ async def test_send_message_ok_then_refused_early_with_the_remaining_wait():
     assert counters["rdss_sent"] == 1 and counters["rdss_refused"] == 1
 
 
-@pytest.mark.parametrize("flag, code", [("suppressed", "suppressed"), ("silent", "silent"), ("present", "no_card"),
-                                        ("permitted", "no_permission"), ("power_locked", "power_unlocked")])
+@pytest.mark.parametrize(
+    "flag, code",
+    [
+        ("suppressed", "suppressed"),
+        ("silent", "silent"),
+        ("present", "no_card"),
+        ("permitted", "no_permission"),
+        ("power_locked", "power_unlocked"),
+    ],
+)
 async def test_bds3_refusals_say_why(flag, code):
     sim = ReceiverSimulator("tcp", rate=1, rdss="bds3", interval_s=30)
     async with stack(sim, rdss={"protocol": "bds3"}) as s:
@@ -379,10 +396,17 @@ async def test_send_message_timeout_busy_and_invalid_arguments():
         with pytest.raises(CommandError) as timeout:
             await first
         bad = {}
-        for args in ({"dest": "166166", "text": "x"}, {"dest": "0166166"}, {"dest": "0166166", "text": "a", "hex": "61"},
-                     {"dest": "0166166", "hex": "ABC"}, {"dest": "0166166", "text": "a", "encoding": "utf8"},
-                     {"dest": "0166166", "text": "a", "encoding": "code"}, {"dest": "0166166", "text": "\U0001F600"},
-                     {"dest": "0166166", "hex": "AB" * 107}, {"dest": "0166166", "text": "a", "urgent": True}):
+        for args in (
+            {"dest": "166166", "text": "x"},
+            {"dest": "0166166"},
+            {"dest": "0166166", "text": "a", "hex": "61"},
+            {"dest": "0166166", "hex": "ABC"},
+            {"dest": "0166166", "text": "a", "encoding": "utf8"},
+            {"dest": "0166166", "text": "a", "encoding": "code"},
+            {"dest": "0166166", "text": "\U0001f600"},
+            {"dest": "0166166", "hex": "AB" * 107},
+            {"dest": "0166166", "text": "a", "urgent": True},
+        ):
             with pytest.raises(CommandError) as exc:
                 await s.command("send_message", **args)
             bad[exc.value.code] = bad.get(exc.value.code, 0) + 1
@@ -415,9 +439,19 @@ async def test_card_info(protocol):
         sim.card.present = False
         with pytest.raises(CommandError) as no_card:
             await s.command("card_info")
-    assert info == {"card_id": "0399001", "serial": "02097151", "broadcast_id": "0000011", "user_class": 6,
-                    "interval_s": 45, "level": 2, "max_message_bits": 408, "encrypted": False, "subordinates": 0,
-                    "protocol": protocol, "beams_locked": True}
+    assert info == {
+        "card_id": "0399001",
+        "serial": "02097151",
+        "broadcast_id": "0000011",
+        "user_class": 6,
+        "interval_s": 45,
+        "level": 2,
+        "max_message_bits": 408,
+        "encrypted": False,
+        "subordinates": 0,
+        "protocol": protocol,
+        "beams_locked": True,
+    }
     assert too_long.value.code == "INVALID" and "408" in too_long.value.message
     assert no_card.value.code == "REFUSED"
     if protocol == "bds3":
@@ -448,8 +482,15 @@ async def test_a_serial_port_in_use_elsewhere_is_a_clear_error_not_a_shared_read
     try:
         reg = Registry()
         reg.register(beidou.SPEC)
-        config = load_config({"gateway": {"metrics": None}, "devices": [
-            {"id": DEV, "driver": "beidou", "url": sim.url, "backoff": {"initial_s": 0.1, "max_s": 0.2}}]}, reg)
+        config = load_config(
+            {
+                "gateway": {"metrics": None},
+                "devices": [
+                    {"id": DEV, "driver": "beidou", "url": sim.url, "backoff": {"initial_s": 0.1, "max_s": 0.2}}
+                ],
+            },
+            reg,
+        )
         sup = Supervisor(reg, Router(Journal(1 << 20)))
         await sup.apply(config)
         try:
@@ -486,7 +527,7 @@ async def test_binary_receiver_live_matches_decode(binary):
     for st in sim.epochs.values():
         frames, sentences = sim.binary_frames(st), sim.epoch_bytes(st)
         for i in range(max(len(frames), len(sentences))):
-            data += b"".join(frames[i:i + 1] + sentences[i:i + 1])
+            data += b"".join(frames[i : i + 1] + sentences[i : i + 1])
     dec = Decoder("bd-01")
     offline = {p.payload["time_ns"]: p.payload for p in dec.feed(data) + dec.finish() if p.channel == "fix"}
     live = [f for f in fixes if f["source"] == binary]

@@ -24,6 +24,8 @@ from tianwang.gateway.lifecycle.supervisor import Supervisor
 from tianwang.v1 import gateway_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)
+
+
 @contextlib.asynccontextmanager
 async def gateway(devices):
     async with running(base_config(devices, control=["gnss/+"], name="e2e"), beidou.SPEC) as gw:
@@ -41,18 +43,28 @@ async def send(stub, device, action, token=CONTROL, **args):
 
 @pytest.mark.twins
 async def test_receivers_through_grpc(tmp_path):
-    car = ReceiverSimulator("pty", rate=5, talker="GB", rdss="2.1", interval_s=60, card_id="0245678",
-                            link=tmp_path / "ttyBD-car")
+    car = ReceiverSimulator(
+        "pty", rate=5, talker="GB", rdss="2.1", interval_s=60, card_id="0245678", link=tmp_path / "ttyBD-car"
+    )
     van = ReceiverSimulator("tcp", rate=2, talker="GN", rdss="bds3", interval_s=30, card_id="0245679", seed=5)
     await car.start()
     await van.start()
     got: dict[str, list] = {}
     try:
         devices = [
-            {"id": "bd-car", "driver": "beidou", "url": car.url + "?baudrate=115200",
-             "receiver": {"epoch_period_s": 0.2}},
-            {"id": "bd-van", "driver": "beidou", "url": van.url, "rdss": {"protocol": "bds3"},
-             "receiver": {"epoch_period_s": 0.5}},
+            {
+                "id": "bd-car",
+                "driver": "beidou",
+                "url": car.url + "?baudrate=115200",
+                "receiver": {"epoch_period_s": 0.2},
+            },
+            {
+                "id": "bd-van",
+                "driver": "beidou",
+                "url": van.url,
+                "rdss": {"protocol": "bds3"},
+                "receiver": {"epoch_period_s": 0.5},
+            },
         ]
         async with gateway(devices) as (gw, stub):
 
@@ -64,10 +76,17 @@ async def test_receivers_through_grpc(tmp_path):
 
             sub = asyncio.ensure_future(subscribe())
             try:
-                await until(lambda: len(got.get("gnss/bd-car/fix", ())) >= 10 and len(got.get("gnss/bd-van/fix", ())) >= 4,
-                            15, "fixes over gRPC")
-                rows = {d.id: d for d in (await stub.ListDevices(pb.ListDevicesRequest(family="gnss"),
-                                                                  metadata=md(GNSS_ONLY))).devices}
+                await until(
+                    lambda: len(got.get("gnss/bd-car/fix", ())) >= 10 and len(got.get("gnss/bd-van/fix", ())) >= 4,
+                    15,
+                    "fixes over gRPC",
+                )
+                rows = {
+                    d.id: d
+                    for d in (
+                        await stub.ListDevices(pb.ListDevicesRequest(family="gnss"), metadata=md(GNSS_ONLY))
+                    ).devices
+                }
                 assert rows["bd-car"].state == "ONLINE" and rows["bd-van"].state == "ONLINE"
                 await until(lambda: gw.supervisor.lookup("bd-van").info.get("card_id") == "0245679", 5, "card id")
 
@@ -86,8 +105,10 @@ async def test_receivers_through_grpc(tmp_path):
             finally:
                 sub.cancel()
                 await asyncio.gather(sub, return_exceptions=True)
-            rows = {d.id: d for d in (await stub.ListDevices(pb.ListDevicesRequest(family="gnss"),
-                                                              metadata=md(GNSS_ONLY))).devices}
+            rows = {
+                d.id: d
+                for d in (await stub.ListDevices(pb.ListDevicesRequest(family="gnss"), metadata=md(GNSS_ONLY))).devices
+            }
     finally:
         await car.stop()
         await van.stop()
@@ -140,5 +161,5 @@ async def test_demo_part_starts_receivers_the_gateway_can_read():
     # the simulators went with the stack: the pty is gone and the TCP port refuses
     assert urls[0].startswith("serial:///dev/pts/")
     with pytest.raises(OSError):
-        host, port = urls[1][len("tcp://"):].rsplit(":", 1)
+        host, port = urls[1][len("tcp://") :].rsplit(":", 1)
         await asyncio.open_connection(host, int(port))

@@ -11,10 +11,10 @@ from tianwang.drivers.beidou import nmea_writer as w
 from tianwang.drivers.beidou.receiver import ReceiverProtocol
 
 ORDERS = [
-    ("GGA", "RMC", "GSA", "GSV"),                       # position first
-    ("GSA", "GSV", "GGA", "RMC"),                       # satellites first
-    ("GSV", "GSA", "RMC", "GGA"),                       # satellites first, GSV before GSA
-    ("RMC", "GST", "GGA", "GSA", "ZDA", "GSV"),         # GST and ZDA in between
+    ("GGA", "RMC", "GSA", "GSV"),  # position first
+    ("GSA", "GSV", "GGA", "RMC"),  # satellites first
+    ("GSV", "GSA", "RMC", "GGA"),  # satellites first, GSV before GSA
+    ("RMC", "GST", "GGA", "GSA", "ZDA", "GSV"),  # GST and ZDA in between
     ("GGA", "GSA", "GST", "GSV", "RMC", "ZDA"),
 ]
 
@@ -191,14 +191,18 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 from tests.conftest import FUZZ_EXAMPLES  # noqa: E402
 from tianwang.gateway import framing  # noqa: E402
 
-dual_parts = st.lists(st.tuples(
-    st.integers(0, 2),                                          # seconds forward
-    st.sampled_from(ORDERS + [("GSA", "GSV"), ("GGA",), ("RMC", "GSA", "GSA")]),
-    st.booleans(),                                              # dual band
-    st.sampled_from([0, 1]),                                    # fix quality
-    st.booleans(),                                              # the quiet-gap timer fires after it
-    st.binary(max_size=6),                                      # noise
-), min_size=1, max_size=8)
+dual_parts = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # seconds forward
+        st.sampled_from(ORDERS + [("GSA", "GSV"), ("GGA",), ("RMC", "GSA", "GSA")]),
+        st.booleans(),  # dual band
+        st.sampled_from([0, 1]),  # fix quality
+        st.booleans(),  # the quiet-gap timer fires after it
+        st.binary(max_size=6),  # noise
+    ),
+    min_size=1,
+    max_size=8,
+)
 
 
 @settings(max_examples=max(50, FUZZ_EXAMPLES // 10))
@@ -212,7 +216,7 @@ def test_fuzz_dual_band_epochs_twins_agree(parts, split):
             k += step
             data = w.EpochWriter(order=order, dual_band=dual).epoch(state(k, quality=quality)) + noise
             for i in range(0, len(data), split):
-                got += asm.push(dec.feed(data[i:i + split]))
+                got += asm.push(dec.feed(data[i : i + split]))
             if flush:
                 got += asm.flush()
         got += asm.push(dec.finish()) + asm.flush(final=True)

@@ -76,13 +76,13 @@ async def simulator(*args, **kw):
 
 
 def rmc_time_ns(m) -> int:
-    days = (time.mktime((m.year, m.month, m.day, 0, 0, 0, 0, 0, 0)) - time.mktime((1970, 1, 1, 0, 0, 0, 0, 0, 0)))
+    days = time.mktime((m.year, m.month, m.day, 0, 0, 0, 0, 0, 0)) - time.mktime((1970, 1, 1, 0, 0, 0, 0, 0, 0))
     return int(round(days)) * 1_000_000_000 + m.time_of_day_ns
 
 
 def latlon_tolerance(sim) -> float:
     # the receiver writes minutes with `latlon_decimals` digits: half of the last digit, in degrees
-    return 0.5 * 10.0 ** -sim.latlon_decimals / 60.0 + 1e-12
+    return 0.5 * 10.0**-sim.latlon_decimals / 60.0 + 1e-12
 
 
 # -- epochs ---------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ async def test_injected_messages_carry_gb2312_text(protocol):
     if protocol == "bds3":
         assert text.recipient == "0245678"
     with pytest.raises(ValueError):
-        sim.inject_message("\U0001F600")  # not in GB2312
+        sim.inject_message("\U0001f600")  # not in GB2312
 
 
 # -- status, alarms, fix loss, silence -------------------------------------------------------------
@@ -370,9 +370,28 @@ async def test_tcp_reset_refuses_for_a_while_then_serves_again():
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 async def test_simulate_beidou_process_first_line_then_runs_until_sigterm(transport):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tianwang", "simulate", "beidou", "--transport", transport, "--rate", "10",
-         "--talker", "BD", "--noise", "--rdss", "bds3", "--interval", "30"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "tianwang",
+            "simulate",
+            "beidou",
+            "--transport",
+            transport,
+            "--rate",
+            "10",
+            "--talker",
+            "BD",
+            "--noise",
+            "--rdss",
+            "bds3",
+            "--interval",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         first = json.loads(await asyncio.to_thread(proc.stdout.readline))
@@ -395,8 +414,13 @@ async def test_simulate_beidou_process_first_line_then_runs_until_sigterm(transp
 
 def test_simulate_beidou_usage_errors():
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "tianwang", "simulate", "beidou", *a], capture_output=True,
-                              text=True, cwd=ROOT, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "tianwang", "simulate", "beidou", *a],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+        )
 
     bad_rate = run("--rate", "3")
     assert bad_rate.returncode == 2 and "hundredths" in bad_rate.stderr

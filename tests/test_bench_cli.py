@@ -30,8 +30,9 @@ TYPES = {
 
 
 def bench(*args, timeout=100):
-    return subprocess.run([sys.executable, "-m", "tianwang", "bench", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tianwang", "bench", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def documented_fields() -> dict[str, str]:
@@ -117,7 +118,14 @@ def test_report_and_plots_are_written(tiny_run):
     assert "## Scale" not in report  # not asked for
     for peer, version in results["peers"].items():
         assert f"{peer} {version if version else 'not installed (skipped)'}" in report
-    for name in ("nmea.png", "router.png", "fanout.png", "latency.png", "latency-distribution.png", "latency-stages.png"):
+    for name in (
+        "nmea.png",
+        "router.png",
+        "fanout.png",
+        "latency.png",
+        "latency-distribution.png",
+        "latency-stages.png",
+    ):
         assert f"]({name})" in report
         with Image.open(out / name) as img:
             assert img.format == "PNG" and img.size[0] > 200
@@ -143,8 +151,17 @@ def test_a_doctored_baseline_is_flagged(tiny_run, tmp_path):
             m["value"] = (m["value"] or 0) / 100
             m["best"] = (m["best"] or 0) / 100
     (tmp_path / "old.json").write_text(json.dumps(doctored))
-    r = bench("--scale", "0.002", "--quick", "--sections", "router", "--out", str(tmp_path / "new"),
-              "--baseline", str(tmp_path / "old.json"))
+    r = bench(
+        "--scale",
+        "0.002",
+        "--quick",
+        "--sections",
+        "router",
+        "--out",
+        str(tmp_path / "new"),
+        "--baseline",
+        str(tmp_path / "old.json"),
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     flagged = re.findall(r"^REGRESSION: router: (.+?): ", r.stdout, re.M)
     assert set(flagged) == set(victims), r.stdout
@@ -161,20 +178,37 @@ def test_a_doctored_baseline_is_flagged(tiny_run, tmp_path):
             m["value"] /= 100 * 100
             m["best"] /= 100 * 100
     (tmp_path / "old.json").write_text(json.dumps(doctored))
-    r = bench("--scale", "0.002", "--quick", "--sections", "router", "--out", str(tmp_path / "new"),
-              "--baseline", str(tmp_path / "old.json"))
+    r = bench(
+        "--scale",
+        "0.002",
+        "--quick",
+        "--sections",
+        "router",
+        "--out",
+        str(tmp_path / "new"),
+        "--baseline",
+        str(tmp_path / "old.json"),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "REGRESSION" not in r.stdout and f"{len(victims)} figures compared, 0 regressed" in r.stdout
 
 
 def test_compare_flags_only_changes_beyond_the_threshold():
     def result(**values):
-        return {"metrics": [{"section": "s", "name": n, "unit": "readings" if n == "lost" else "u", "better": b, "value": v}
-                            for n, (b, v) in values.items()]}
+        return {
+            "metrics": [
+                {"section": "s", "name": n, "unit": "readings" if n == "lost" else "u", "better": b, "value": v}
+                for n, (b, v) in values.items()
+            ]
+        }
 
-    base = result(rate=("higher", 100.0), lat=("lower", 10.0), lost=("lower", 0.0), cpu=("lower", 0.0), gone=("higher", 5.0))
+    base = result(
+        rate=("higher", 100.0), lat=("lower", 10.0), lost=("lower", 0.0), cpu=("lower", 0.0), gone=("higher", 5.0)
+    )
     assert [c["regressed"] for c in runner.compare(base, base)] == [False] * 5
-    now = result(rate=("higher", 89.0), lat=("lower", 10.9), lost=("lower", 1.0), cpu=("lower", 0.003), new=("higher", 1.0))
+    now = result(
+        rate=("higher", 89.0), lat=("lower", 10.9), lost=("lower", 1.0), cpu=("lower", 0.003), new=("higher", 1.0)
+    )
     got = {c["name"]: c for c in runner.compare(now, base)}
     assert set(got) == {"rate", "lat", "lost", "cpu"}  # only what both have
     assert got["rate"]["regressed"] and round(got["rate"]["change_pct"]) == -11
@@ -186,14 +220,20 @@ def test_compare_flags_only_changes_beyond_the_threshold():
     assert not any(c["regressed"] for c in runner.compare(better, base))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--sections", "nmea,bogus"], "argument --sections: 'nmea,bogus': sections are nmea, router, fanout, latency, scale"),
-    (["--sections", ""], "argument --sections: '': sections are"),
-    (["--scale", "0"], "argument --scale: 0 is out of range (0.001 to 100)"),
-    (["--scale", "nan"], "argument --scale: 'nan' is not a number"),
-    (["--threshold", "-5"], "argument --threshold: -5 is out of range (0 to 1000 %)"),
-    (["--quick", "extra"], "unrecognized arguments: extra"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--sections", "nmea,bogus"],
+            "argument --sections: 'nmea,bogus': sections are nmea, router, fanout, latency, scale",
+        ),
+        (["--sections", ""], "argument --sections: '': sections are"),
+        (["--scale", "0"], "argument --scale: 0 is out of range (0.001 to 100)"),
+        (["--scale", "nan"], "argument --scale: 'nan' is not a number"),
+        (["--threshold", "-5"], "argument --threshold: -5 is out of range (0 to 1000 %)"),
+        (["--quick", "extra"], "unrecognized arguments: extra"),
+    ],
+)
 def test_bad_options_are_usage_errors(args, message):
     r = bench(*args, timeout=30)
     assert r.returncode == 2
@@ -209,9 +249,15 @@ def test_bad_baseline_or_out_is_one_line(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("")
     cases = [
-        (["--baseline", str(tmp_path / "missing.json")], f"tianwang bench: --baseline: cannot read {tmp_path / 'missing.json'}: No such file or directory"),
+        (
+            ["--baseline", str(tmp_path / "missing.json")],
+            f"tianwang bench: --baseline: cannot read {tmp_path / 'missing.json'}: No such file or directory",
+        ),
         (["--baseline", str(not_json)], f"tianwang bench: --baseline: {not_json} is not JSON"),
-        (["--baseline", str(other)], f"tianwang bench: --baseline: {other} has schema_version 99; this tianwang reads 1"),
+        (
+            ["--baseline", str(other)],
+            f"tianwang bench: --baseline: {other} has schema_version 99; this tianwang reads 1",
+        ),
         (["--out", str(a_file / "sub")], f"tianwang bench: --out {a_file / 'sub'}: cannot write there"),
     ]
     for args, message in cases:
@@ -222,26 +268,41 @@ def test_bad_baseline_or_out_is_one_line(tmp_path):
 
 
 def test_missing_matplotlib_is_one_line(tmp_path):
-    code = ("import sys; sys.modules['matplotlib'] = None; from tianwang.gateway.cli.main import main; "
-            f"sys.exit(main(['bench', '--out', {str(tmp_path)!r}]))")
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from tianwang.gateway.cli.main import main; "
+        f"sys.exit(main(['bench', '--out', {str(tmp_path)!r}]))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
-    assert r.stderr == ("tianwang bench: matplotlib is not installed (the plots); install the bench extra: "
-                        "pip install 'tianwang[bench]'\n")
+    assert r.stderr == (
+        "tianwang bench: matplotlib is not installed (the plots); install the bench extra: "
+        "pip install 'tianwang[bench]'\n"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_missing_peer_is_skipped_and_named(tmp_path):
     # pynmea2 hidden from the import system, gpsdecode from PATH: the run goes on without them
-    code = ("import sys; sys.modules['pynmea2'] = None; from tianwang.gateway.cli.main import main; "
-            f"sys.exit(main(['bench', '--quick', '--scale', '0.002', '--sections', 'nmea', '--out', {str(tmp_path)!r}]))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                       env={"PATH": str(tmp_path / "nothing-here")})
+    code = (
+        "import sys; sys.modules['pynmea2'] = None; from tianwang.gateway.cli.main import main; "
+        f"sys.exit(main(['bench', '--quick', '--scale', '0.002', '--sections', 'nmea', '--out', {str(tmp_path)!r}]))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(tmp_path / "nothing-here")},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     skipped = [line for line in r.stdout.splitlines() if line.startswith("skipped: ")]
-    assert skipped == ["skipped: nmea: pynmea2: not installed (pip install 'tianwang[bench]')",
-                       *(f"skipped: nmea: gpsdecode on {shape}: not installed (Debian package gpsd-clients)"
-                         for shape in ("nmea", "many", "short", "mixed-ubx", "mixed-casic"))]
+    assert skipped == [
+        "skipped: nmea: pynmea2: not installed (pip install 'tianwang[bench]')",
+        *(
+            f"skipped: nmea: gpsdecode on {shape}: not installed (Debian package gpsd-clients)"
+            for shape in ("nmea", "many", "short", "mixed-ubx", "mixed-casic")
+        ),
+    ]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["peers"]["pynmea2"] is None and results["peers"]["gpsdecode"] is None
     assert results["peers"]["pynmeagps"]  # still there, still measured

@@ -11,8 +11,15 @@ from tianwang.gateway.benchmarks.compare import is_own
 
 
 def m(section, name, value, unit, better="higher", repeats=1, best=None):
-    return {"section": section, "name": name, "unit": unit, "better": better, "value": float(value),
-            "best": float(best if best is not None else value), "repeats": repeats}
+    return {
+        "section": section,
+        "name": name,
+        "unit": unit,
+        "better": better,
+        "value": float(value),
+        "best": float(best if best is not None else value),
+        "repeats": repeats,
+    }
 
 
 def quick_run():
@@ -68,8 +75,9 @@ def noisy(base, rng, slowdown=1.0):
             x["value"] = x["best"] = x["value"] * rng.uniform(0.8, spread) * slowdown
         elif u == "cores":
             # the quick runs' small CPU figures are a few clock ticks: 0.003 can read 0.012
-            x["value"] = x["best"] = (rng.uniform(0.003, 0.012) if x["value"] < 0.01
-                                      else x["value"] * rng.uniform(0.85, 1.25) * slowdown)
+            x["value"] = x["best"] = (
+                rng.uniform(0.003, 0.012) if x["value"] < 0.01 else x["value"] * rng.uniform(0.85, 1.25) * slowdown
+            )
         elif u == "MiB":
             x["value"] = x["best"] = x["value"] * rng.uniform(0.95, 1.05)
     return out
@@ -102,9 +110,12 @@ def test_an_unchanged_build_passes_ten_times_out_of_ten(tmp_path):
         assert regressed(now, base) == [], f"run {seed}"
         # the noise is real: a plain 10% rule over every figure would have flagged these runs
         moved_beyond_plain_threshold += any(
-            (b["value"] - n["value"]) / b["value"] > 0.10 if n["better"] == "higher" else
-            (n["value"] - b["value"]) / b["value"] > 0.10
-            for n, b in zip(now["metrics"], base["metrics"], strict=True) if b["value"])
+            (b["value"] - n["value"]) / b["value"] > 0.10
+            if n["better"] == "higher"
+            else (n["value"] - b["value"]) / b["value"] > 0.10
+            for n, b in zip(now["metrics"], base["metrics"], strict=True)
+            if b["value"]
+        )
     assert moved_beyond_plain_threshold == 10
     # the issue's own example: a p99 at 5,000/s moving 3.1 -> 5.5 ms by noise
     now = copy.deepcopy(base)

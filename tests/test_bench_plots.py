@@ -11,7 +11,15 @@ matplotlib.use("Agg")
 
 
 def m(section, name, value, unit, better="higher"):
-    return {"section": section, "name": name, "unit": unit, "better": better, "value": value, "best": value, "repeats": 1}
+    return {
+        "section": section,
+        "name": name,
+        "unit": unit,
+        "better": better,
+        "value": value,
+        "best": value,
+        "repeats": 1,
+    }
 
 
 @pytest.fixture
@@ -43,9 +51,11 @@ def results(speedups=(6.2, 5.4), cpu=0.003):
         m("scale", "20 signal controllers polled at 1 Hz: gateway CPU", 0.41, "cores", "lower"),
         m("scale", "10 ONVIF cameras at 1 event/s: gateway CPU", 0.2, "cores", "lower"),
     ]
-    runs = [{"label": "200 JT/T 808 terminals at 1 Hz", "window_s": 3.0},
-            {"label": "20 signal controllers polled at 1 Hz", "window_s": 3.0},
-            {"label": "10 ONVIF cameras at 1 event/s", "window_s": 4.0}]
+    runs = [
+        {"label": "200 JT/T 808 terminals at 1 Hz", "window_s": 3.0},
+        {"label": "20 signal controllers polled at 1 Hz", "window_s": 3.0},
+        {"label": "10 ONVIF cameras at 1 event/s", "window_s": 4.0},
+    ]
     return {"metrics": ms, "details": {"scale": {"runs": runs}}}
 
 

@@ -161,7 +161,9 @@ async def test_idle_bridge_publishes_at_once_and_gathers_while_a_publish_is_in_f
 def test_gateway_killed_with_publishes_in_flight_loses_and_repeats_nothing(tmp_path):
     server = NatsServer(tmp_path / "nats").start()
     try:
-        cfg = bridged([server.url], [{"id": f"gen-{i}", "driver": "testgen", "rate_hz": 250, "burst": 2} for i in range(4)])
+        cfg = bridged(
+            [server.url], [{"id": f"gen-{i}", "driver": "testgen", "rate_hz": 250, "burst": 2} for i in range(4)]
+        )
         cfg["gateway"]["journal"] = {"path": str(tmp_path / "journal"), "fsync": "always"}
         cfg["auth"]["tokens"][0] = {"name": "reader", "token_env": "TW_T_READ", "read": ["#"]}
         path = write_cfg(tmp_path / "gw.yaml", cfg)
@@ -248,9 +250,21 @@ def test_two_shards_into_one_stream_and_the_cli_reads_it_back(tmp_path):
 
         procs = []
         for i in range(2):
-            env = dict(os.environ, TW_T_READ=READ, PYTHONPATH=str(ROOT / "tests" / "plugins"), TIANWANG_DRIVER_MODULES="tw_testgen")
-            procs.append(subprocess.Popen([sys.executable, "-m", "tianwang", "run", "-c", str(path), "--shard", f"{i}/2"],
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT))
+            env = dict(
+                os.environ,
+                TW_T_READ=READ,
+                PYTHONPATH=str(ROOT / "tests" / "plugins"),
+                TIANWANG_DRIVER_MODULES="tw_testgen",
+            )
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tianwang", "run", "-c", str(path), "--shard", f"{i}/2"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                    cwd=ROOT,
+                )
+            )
         ready = [__import__("json").loads(p.stdout.readline()) for p in procs]
         assert [r["gateway"] for r in ready] == ["east-0", "east-1"] and [r["shard"] for r in ready] == ["0/2", "1/2"]
         time.sleep(2.0)
@@ -272,21 +286,44 @@ def test_two_shards_into_one_stream_and_the_cli_reads_it_back(tmp_path):
             seqs = sorted(s for g, s in by_key if g == gateway)
             assert seqs == list(range(1, seqs[-1] + 1))  # each shard's own seq range, complete
             # and up to the last seq its journal holds: SIGTERM published what was pending
-            store = SegmentStore(tmp_path / "journal" / f"shard-{i}", segment_bytes=1 << 20, max_bytes=1 << 30, max_age_s=1e9)
+            store = SegmentStore(
+                tmp_path / "journal" / f"shard-{i}", segment_bytes=1 << 20, max_bytes=1 << 30, max_age_s=1e9
+            )
             assert store.open() - 1 == seqs[-1]
             store.close()
         # `tianwang subscribe --nats` gives the same envelopes, per gateway
         r = subprocess.run(
-            [sys.executable, "-m", "tianwang", "subscribe", "--nats", server.url, "--gateway", "east-1",
-             "--topic", "test/+/reading", "--json", "--idle-exit", "1.5"],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "tianwang",
+                "subscribe",
+                "--nats",
+                server.url,
+                "--gateway",
+                "east-1",
+                "--topic",
+                "test/+/reading",
+                "--json",
+                "--idle-exit",
+                "1.5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
         )
         assert r.returncode == 0, r.stderr
         lines = [__import__("json").loads(line) for line in r.stdout.splitlines()]
         expect = sorted(s for (g, s), e in by_key.items() if g == "east-1" and e["topic"].endswith("/reading"))
         assert [line["seq"] for line in lines] == expect and all(line["gateway"] == "east-1" for line in lines)
-        bad = subprocess.run([sys.executable, "-m", "tianwang", "subscribe", "--nats", "nats://127.0.0.1:1", "--idle-exit", "1"],
-                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+        bad = subprocess.run(
+            [sys.executable, "-m", "tianwang", "subscribe", "--nats", "nats://127.0.0.1:1", "--idle-exit", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert bad.returncode == 1 and "Traceback" not in bad.stderr and "nats nats://127.0.0.1:1" in bad.stderr
     finally:
         server.stop()

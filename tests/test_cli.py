@@ -43,7 +43,9 @@ def tw(*args, token=READ, timeout=30):
     env["TIANWANG_TOKEN"] = token or ""
     env["PYTHONPATH"] = str(ROOT / "tests" / "plugins")
     env["TIANWANG_DRIVER_MODULES"] = "tw_testgen"
-    return subprocess.run([sys.executable, "-m", "tianwang", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "tianwang", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+    )
 
 
 def test_subscribe_json_lines(gateway):
@@ -84,7 +86,10 @@ def test_subscribe_errors_are_clear(gateway):
     r = tw("subscribe", "--addr", gateway.addr, "--topic", "a//b", "--count", "1")
     assert r.returncode == 2 and "INVALID_ARGUMENT" in r.stderr and "empty level" in r.stderr
     r = tw("subscribe", "--addr", gateway.addr, "--count", "1", token="nope")
-    assert r.returncode == 2 and "UNAUTHENTICATED: the gateway does not know this token (check TIANWANG_TOKEN or --token)" in r.stderr
+    assert (
+        r.returncode == 2
+        and "UNAUTHENTICATED: the gateway does not know this token (check TIANWANG_TOKEN or --token)" in r.stderr
+    )
 
 
 def test_devices_table_and_json(gateway):
@@ -99,7 +104,19 @@ def test_devices_table_and_json(gateway):
 
 
 def test_command_ok_refused_and_denied(gateway):
-    r = tw("command", "gen-2", "echo", "n=3", "name=west", "flag=true", "--addr", gateway.addr, "--reason", "cli test", token=CONTROL)
+    r = tw(
+        "command",
+        "gen-2",
+        "echo",
+        "n=3",
+        "name=west",
+        "flag=true",
+        "--addr",
+        gateway.addr,
+        "--reason",
+        "cli test",
+        token=CONTROL,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["ok"] and out["result"] == {"echo": {"n": 3, "name": "west", "flag": True}} and out["audit_seq"] > 0
@@ -135,11 +152,19 @@ def test_unreachable_gateway_is_a_clear_error():
     assert r.returncode == 2 and "UNAVAILABLE" in r.stderr
 
 
-@pytest.mark.parametrize("args", [
-    ("subscribe", "--from-seq", "-1"), ("subscribe", "--max-batch", "-1"), ("subscribe", "--max-delay-ms", "4294967296"),
-    ("subscribe", "--count", "x"), ("command", "dev", "act", "--command-timeout", "-5"),
-    ("command", "dev", "act", "--command-timeout", "nan"), ("top", "--interval", "-1"), ("devices", "--timeout", "inf"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("subscribe", "--from-seq", "-1"),
+        ("subscribe", "--max-batch", "-1"),
+        ("subscribe", "--max-delay-ms", "4294967296"),
+        ("subscribe", "--count", "x"),
+        ("command", "dev", "act", "--command-timeout", "-5"),
+        ("command", "dev", "act", "--command-timeout", "nan"),
+        ("top", "--interval", "-1"),
+        ("devices", "--timeout", "inf"),
+    ],
+)
 def test_numbers_out_of_range_are_usage_errors(args):
     """Values the proto's unsigned fields (or a sleep) cannot take are refused by the parser: exit 2
     with the option named, never a traceback."""
@@ -169,7 +194,19 @@ def test_subscribe_names_its_journal_and_refuses_a_resume_against_another(gatewa
     assert r.returncode == 0, r.stderr
     journal = r.stderr.split("subscribe: journal ", 1)[1].split()[0]
     assert len(journal) == 32
-    ok = tw("subscribe", "--addr", gateway.addr, "--topic", "test/#", "--from-seq", "3", "--count", "1", "--journal", journal)
+    ok = tw(
+        "subscribe",
+        "--addr",
+        gateway.addr,
+        "--topic",
+        "test/#",
+        "--from-seq",
+        "3",
+        "--count",
+        "1",
+        "--journal",
+        journal,
+    )
     assert ok.returncode == 0 and ok.stdout.startswith("3 "), ok.stderr
     bad = tw("subscribe", "--addr", gateway.addr, "--from-seq", "3", "--count", "1", "--journal", "0" * 32)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
@@ -246,9 +283,16 @@ def test_decode_explains_what_it_dropped_and_suggests_the_driver():
 def test_demo_ready_line_carries_its_tokens():
     import subprocess
 
-    env = dict(os.environ, TIANWANG_DEMO_READ_TOKEN="demo-read-0123456789", TIANWANG_DEMO_CONTROL_TOKEN="demo-ctl-0123456789")
-    p = subprocess.Popen([sys.executable, "-m", "tianwang", "run", "--demo", "--quiet", "--listen", "127.0.0.1:0",
-                          "--metrics", "off"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    env = dict(
+        os.environ, TIANWANG_DEMO_READ_TOKEN="demo-read-0123456789", TIANWANG_DEMO_CONTROL_TOKEN="demo-ctl-0123456789"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tianwang", "run", "--demo", "--quiet", "--listen", "127.0.0.1:0", "--metrics", "off"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         line = json.loads(p.stdout.readline())
         assert line["event"] == "ready"

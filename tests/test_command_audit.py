@@ -33,8 +33,9 @@ async def test_a_command_whose_caller_cancels_runs_on_and_is_audited_with_its_ou
     async with running(base_config([gen("gen-1")])) as gw, client(gw) as (stub, _):
         await online(gw, "gen-1")
         call = stub.SendCommand(
-            pb.CommandRequest(device_id="gen-1", action="slow", args=msgpack.packb({"s": 0.6}), reason="try",
-                              timeout_ms=10_000),
+            pb.CommandRequest(
+                device_id="gen-1", action="slow", args=msgpack.packb({"s": 0.6}), reason="try", timeout_ms=10_000
+            ),
             metadata=md(CONTROL),
         )
         # the attempt is on record while the device is still working on it
@@ -118,8 +119,10 @@ async def test_a_recorder_that_stops_reading_holds_a_bounded_amount():
         for i in range(3):
             await online(gw, f"tap-{i}")
         gw.service.record_held_bytes = 1 << 20  # a smaller share, so the test needs fewer bytes
-        calls = [stub.Record(pb.RecordRequest(device_id=f"tap-{i}", max_bytes=200 << 20), metadata=md(CONTROL))
-                 for i in range(3)]
+        calls = [
+            stub.Record(pb.RecordRequest(device_id=f"tap-{i}", max_bytes=200 << 20), metadata=md(CONTROL))
+            for i in range(3)
+        ]
         await until(lambda: len(gw.service.recordings) == 3, 10, "three recordings")
         chunk = b"\x7e" * 65536
         for _ in range(200):  # 13 MB per device; nobody reads
@@ -147,8 +150,10 @@ async def test_a_recorder_that_stops_reading_holds_a_bounded_amount():
 
 
 async def test_a_recording_is_not_made_when_its_start_cannot_be_audited():
-    async with running(base_config([{"id": "tap-1", "driver": "taptest", "rate_hz": 0}]), tap_spec()) as gw, \
-            client(gw) as (stub, _):
+    async with (
+        running(base_config([{"id": "tap-1", "driver": "taptest", "rate_hz": 0}]), tap_spec()) as gw,
+        client(gw) as (stub, _),
+    ):
         await online(gw, "tap-1")
         gw.router.publish = unwritable(gw.router.publish, "/record")
         with pytest.raises(grpc.aio.AioRpcError) as err:

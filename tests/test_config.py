@@ -74,28 +74,38 @@ devices:
 def test_secrets_from_files_and_conflicts(tmp_path, monkeypatch):
     secret = tmp_path / "token"
     secret.write_text("from-a-file\n")
-    cfg = load_config(
-        {"auth": {"tokens": [{"name": "t", "token_file": str(secret), "read": ["#"]}]}}, registry()
-    )
+    cfg = load_config({"auth": {"tokens": [{"name": "t", "token_file": str(secret), "read": ["#"]}]}}, registry())
     assert cfg.auth.tokens[0].token.get_secret_value() == "from-a-file"
     p = problems({"auth": {"tokens": [{"name": "t", "token_file": str(tmp_path / "nope"), "read": ["#"]}]}})
     assert p["auth.tokens[0].token_file"].startswith("cannot read")
     monkeypatch.setenv("TW_T", "x")
     p = problems({"auth": {"tokens": [{"name": "t", "token": "a", "token_env": "TW_T"}]}})
     assert "give only one of token, token_env" in p["auth.tokens[0].token_env"]
-    p = problems({"auth": {"allow_inline_secrets": True, "tokens": [{"name": "t", "token": "same"}, {"name": "u", "token": "same"}]}})
+    p = problems(
+        {
+            "auth": {
+                "allow_inline_secrets": True,
+                "tokens": [{"name": "t", "token": "same"}, {"name": "u", "token": "same"}],
+            }
+        }
+    )
     assert p["auth.tokens[1].token"] == "same token value as tokens[0]"
 
 
 def test_inline_secrets_are_errors_unless_the_file_opts_out():
-    text = {"gateway": {"listen": "0.0.0.0:50051"}, "auth": {"tokens": [{"name": "t", "token": "inline", "read": ["#"]}]}}
+    text = {
+        "gateway": {"listen": "0.0.0.0:50051"},
+        "auth": {"tokens": [{"name": "t", "token": "inline", "read": ["#"]}]},
+    }
     with pytest.raises(ConfigError) as err:
         load_config(text, registry())
-    assert err.value.problems == [(
-        "auth.tokens[0].token",
-        "secret written inline: use token_env or token_file (or set auth.allow_inline_secrets: true if this "
-        "file is kept as safe as the secret)",
-    )]
+    assert err.value.problems == [
+        (
+            "auth.tokens[0].token",
+            "secret written inline: use token_env or token_file (or set auth.allow_inline_secrets: true if this "
+            "file is kept as safe as the secret)",
+        )
+    ]
     # the config's other warnings come with the error, so check shows everything in one run
     assert ("gateway.tls", "listening on 0.0.0.0 without TLS: tokens cross the network in clear") in err.value.warnings
     text["auth"]["allow_inline_secrets"] = True
@@ -115,17 +125,37 @@ def test_every_inline_secret_is_reported_with_the_other_problems_in_one_run(monk
 
     p = {}
     with pytest.raises(ConfigError) as err:
-        load_config({
-            "gateway": {"metrics_auth": {"token": "m"}, "journal": {"max_bytes": -1}},
-            "bridges": {"nats": {"servers": ["nats://127.0.0.1:4222"], "stream": "S", "password": "pw", "user": "u"}},
-            "auth": {"tokens": [{"name": "a", "token": "x", "read": ["#"]}, {"name": "a", "token_env": "TW_TEST_TOKEN"}]},
-            "devices": [{"id": "cam-1", "driver": "onvif", "url": "http://127.0.0.1:8080/onvif/device_service",
-                         "user": "tw", "password": "pw", "bogus": 1}],
-            "listeners": [{"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "s"}],
-        }, default_registry())
+        load_config(
+            {
+                "gateway": {"metrics_auth": {"token": "m"}, "journal": {"max_bytes": -1}},
+                "bridges": {
+                    "nats": {"servers": ["nats://127.0.0.1:4222"], "stream": "S", "password": "pw", "user": "u"}
+                },
+                "auth": {
+                    "tokens": [{"name": "a", "token": "x", "read": ["#"]}, {"name": "a", "token_env": "TW_TEST_TOKEN"}]
+                },
+                "devices": [
+                    {
+                        "id": "cam-1",
+                        "driver": "onvif",
+                        "url": "http://127.0.0.1:8080/onvif/device_service",
+                        "user": "tw",
+                        "password": "pw",
+                        "bogus": 1,
+                    }
+                ],
+                "listeners": [{"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "s"}],
+            },
+            default_registry(),
+        )
     p = dict(err.value.problems)
-    for path in ("gateway.metrics_auth.token", "bridges.nats.password", "auth.tokens[0].token",
-                 "devices[0].password", "listeners[0].auth_secret"):
+    for path in (
+        "gateway.metrics_auth.token",
+        "bridges.nats.password",
+        "auth.tokens[0].token",
+        "devices[0].password",
+        "listeners[0].auth_secret",
+    ):
         assert p[path].startswith("secret written inline: use "), path
     assert p["devices[0].password"].startswith("secret written inline: use password_env or password_file")
     # and beside them, the field errors and the duplicate name
@@ -147,12 +177,16 @@ def _cli(*args, env_extra=None):
     env["PYTHONPATH"] = str(ROOT / "tests" / "plugins")
     env["TIANWANG_DRIVER_MODULES"] = "tw_testgen"
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "tianwang", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "tianwang", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+    )
 
 
 def test_check_cli_exit_codes(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("gateway: {listen: nowhere}\ndevices:\n  - {id: a, driver: testgen, rate_hz: x}\n  - {id: b, driver: nosuch}\n")
+    bad.write_text(
+        "gateway: {listen: nowhere}\ndevices:\n  - {id: a, driver: testgen, rate_hz: x}\n  - {id: b, driver: nosuch}\n"
+    )
     r = _cli("check", str(bad))
     assert r.returncode == 1
     lines = r.stdout.strip().splitlines()
@@ -227,7 +261,9 @@ def test_metrics_off_in_the_file_and_an_empty_file(tmp_path):
 
 def test_a_duplicate_token_name_is_reported_beside_field_errors(tmp_path):
     path = tmp_path / "gw.yaml"
-    path.write_text('auth: {tokens: [{name: a, token_env: NOPE_NOT_SET_42, read: ["#"]}, {name: a, token: x, read: [bad/#/x]}]}\n')
+    path.write_text(
+        'auth: {tokens: [{name: a, token_env: NOPE_NOT_SET_42, read: ["#"]}, {name: a, token: x, read: [bad/#/x]}]}\n'
+    )
     with pytest.raises(ConfigError) as err:
         load_config(str(path))
     problems = dict(err.value.problems)
@@ -280,9 +316,13 @@ listeners:
     assert "did you mean 'test/gen-1/#'?" in warned["auth.anonymous_read[0]"]
     # through the CLI, one line each
     path = tmp_path / "gw.yaml"
-    path.write_text(text.replace("{id: fleet, driver: jt808, listen: \"127.0.0.1:0\", registration: closed}",
-                                 "{id: fleet, driver: jt808, listen: \"127.0.0.1:0\", registration: closed, "
-                                 "registrations_file: " + str(tmp_path / "reg.json") + "}"))
+    path.write_text(
+        text.replace(
+            '{id: fleet, driver: jt808, listen: "127.0.0.1:0", registration: closed}',
+            '{id: fleet, driver: jt808, listen: "127.0.0.1:0", registration: closed, '
+            "registrations_file: " + str(tmp_path / "reg.json") + "}",
+        )
+    )
     r = _cli("check", str(path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "warning: auth.tokens[1].control[0]: 'gen-1' matches no configured device" in r.stderr

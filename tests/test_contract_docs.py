@@ -126,7 +126,7 @@ def doc_payloads(sections):
         for row in s.rows("key", "type", "unit", "null when"):
             type_cell = row[1]
             if type_cell.startswith("list of"):
-                types, elements = {"list"}, set(TYPE_WORDS.findall(type_cell[len("list of"):]))
+                types, elements = {"list"}, set(TYPE_WORDS.findall(type_cell[len("list of") :]))
             else:
                 types, elements = set(TYPE_WORDS.findall(type_cell)), set()
             nullable = not row[3].lower().startswith("never")
@@ -172,8 +172,9 @@ async def gateway_publications():
     from tianwang.drivers.signal.simulator import SignalSimulator
     from tianwang.v1 import gateway_pb2 as pb
 
-    receiver = ReceiverSimulator("tcp", rate=10, talker="GN", rdss="bds3", interval_s=30, card_id="0245679",
-                                 seed=7, message_every_s=0.2)
+    receiver = ReceiverSimulator(
+        "tcp", rate=10, talker="GN", rdss="bds3", interval_s=30, card_id="0245679", seed=7, message_every_s=0.2
+    )
     await receiver.start()
     cam = CameraSim(rate=20)
     await cam.start()
@@ -183,10 +184,22 @@ async def gateway_publications():
         {"id": "tsc-1", "driver": "signal", "url": controllers.url, "poll_hz": 5},
         {"id": "gen-1", "driver": "testgen", "rate_hz": 0},
         {"id": "gen-down", "driver": "testgen", "refuse": True, "backoff": {"initial_s": 0.05, "max_s": 0.1}},
-        {"id": "bd-1", "driver": "beidou", "url": receiver.url, "rdss": {"protocol": "bds3"},
-         "receiver": {"epoch_period_s": 0.1, "sky_decimation": 1}},
-        {"id": "cam-1", "driver": "onvif", "host": cam.host, "port": cam.port, "username": cam.username,
-         "password": cam.password, "pull_timeout_s": 1},
+        {
+            "id": "bd-1",
+            "driver": "beidou",
+            "url": receiver.url,
+            "rdss": {"protocol": "bds3"},
+            "receiver": {"epoch_period_s": 0.1, "sky_decimation": 1},
+        },
+        {
+            "id": "cam-1",
+            "driver": "onvif",
+            "host": cam.host,
+            "port": cam.port,
+            "username": cam.username,
+            "password": cam.password,
+            "pull_timeout_s": 1,
+        },
     ]
     from gb_helpers import NVR_ID, PASSWORD, SERVER_ID, GbDevice, channel_ids
 
@@ -195,16 +208,18 @@ async def gateway_publications():
     with open(gb_devices, "w", encoding="utf-8") as f:
         f.write(f"- {{id: '{NVR_ID}', password: '{PASSWORD}', datum: gcj02}}\n")
     gb_channel = channel_ids(NVR_ID, 1)[0]
-    listeners = [{"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "contract-docs"},
-                 {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                  "devices_file": gb_devices}]
+    listeners = [
+        {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "contract-docs"},
+        {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID, "devices_file": gb_devices},
+    ]
     try:
         config = base_config(devices, listeners, control=["test/+", "gnss/+", "signal/+"], name="contract")
         async with running(config, beidou.SPEC, gb28181.SPEC, jt808.SPEC, onvif.SPEC, signal.SPEC) as gw:
             gb_entry = gw.supervisor.lookup("gb")
             await until(lambda: "listen" in gb_entry.info, what="gb28181 listener bound")
-            nvr = await GbDevice(int(gb_entry.info["listen"].rsplit(":", 1)[1]), NVR_ID,
-                                 channels=[(gb_channel, "一号")]).start()
+            nvr = await GbDevice(
+                int(gb_entry.info["listen"].rsplit(":", 1)[1]), NVR_ID, channels=[(gb_channel, "一号")]
+            ).start()
             assert (await nvr.register()).status == 200
             await until(lambda: gw.supervisor.lookup(gb_channel) is not None, 10, "gb28181 channel listed")
             assert (await nvr.alarm(source=gb_channel)).status == 200
@@ -228,8 +243,13 @@ async def gateway_publications():
                 async with client(gw) as (stub, _):
 
                     async def send(device, action, token=CONTROL, args=None, reason="contract docs"):
-                        req = pb.CommandRequest(device_id=device, action=action, reason=reason, timeout_ms=3000,
-                                                args=msgpack.packb(args) if isinstance(args, dict) else args or b"")
+                        req = pb.CommandRequest(
+                            device_id=device,
+                            action=action,
+                            reason=reason,
+                            timeout_ms=3000,
+                            args=msgpack.packb(args) if isinstance(args, dict) else args or b"",
+                        )
                         try:
                             return (await stub.SendCommand(req, metadata=md(token))).code
                         except grpc.aio.AioRpcError as exc:
@@ -245,17 +265,31 @@ async def gateway_publications():
                         await send("not/a/device", "echo"),
                         await send("gen-1", "echo", args=b"\xc1"),  # not msgpack
                     ]
-                    assert outcomes == ["OK", "REFUSED", "OK", "PERMISSION_DENIED", "UNAUTHENTICATED", "NOT_FOUND",
-                                        "INVALID_ARGUMENT", "INVALID_ARGUMENT"], outcomes
+                    assert outcomes == [
+                        "OK",
+                        "REFUSED",
+                        "OK",
+                        "PERMISSION_DENIED",
+                        "UNAUTHENTICATED",
+                        "NOT_FOUND",
+                        "INVALID_ARGUMENT",
+                        "INVALID_ARGUMENT",
+                    ], outcomes
                     # a Record call (audit/<id>/record at its start and end)
-                    rec = [c async for c in stub.Record(pb.RecordRequest(device_id="bd-1", max_bytes=200),
-                                                        metadata=md(CONTROL))]
+                    rec = [
+                        c
+                        async for c in stub.Record(
+                            pb.RecordRequest(device_id="bd-1", max_bytes=200), metadata=md(CONTROL)
+                        )
+                    ]
                     assert rec[-1].end.startswith("max_bytes"), rec[-1]
 
                 wanted = {f"gnss/bd-1/{c}" for c in ("fix", "state", "sky", "alarm", "message")}
                 wanted.add(f"gnss/{fleet.terminals[0].phone}/alarm")
-                wanted |= {f"camera/cam-1/event/RuleEngine/{p}" for p in
-                           ("CellMotionDetector/Motion", "TamperDetector/Tamper", "LineDetector/Crossed")}
+                wanted |= {
+                    f"camera/cam-1/event/RuleEngine/{p}"
+                    for p in ("CellMotionDetector/Motion", "TamperDetector/Tamper", "LineDetector/Crossed")
+                }
                 wanted |= {f"signal/tsc-1/{c}" for c in ("lamps", "status", "alarm", "fault", "traffic")}
                 wanted |= {f"camera/{gb_channel}/alarm", f"camera/{NVR_ID}/alarm", f"gnss/{NVR_ID}/fix"}
 
@@ -283,8 +317,13 @@ def _type_word(value):
         return "bool"
     if isinstance(value, int):
         return "int"
-    for t, word in ((float, "float"), (str, "str"), ((bytes, bytearray), "bytes"), ((list, tuple), "list"),
-                    (dict, "dict")):
+    for t, word in (
+        (float, "float"),
+        (str, "str"),
+        ((bytes, bytearray), "bytes"),
+        ((list, tuple), "list"),
+        (dict, "dict"),
+    ):
         if isinstance(value, t):
             return word
     return type(value).__name__
@@ -351,8 +390,9 @@ async def test_every_published_payload_key_is_documented(sections):
             continue
         for path in sorted(set(rows) - seen[key]):
             problems[f"{name}: key `{path}` is documented, but nothing published it"] = "-"
-    assert not problems, f"docs/contract.md and the code disagree ({len(published)} publications checked):\n" + "\n".join(
-        f"  {what}   (seen in: {where})" for what, where in sorted(problems.items())
+    assert not problems, (
+        f"docs/contract.md and the code disagree ({len(published)} publications checked):\n"
+        + "\n".join(f"  {what}   (seen in: {where})" for what, where in sorted(problems.items()))
     )
 
 

@@ -23,8 +23,14 @@ from tianwang.gateway.cli.decode import run_decode
 from tianwang.gateway.lifecycle.driver import Publication
 
 CAPTURES = Path(__file__).parent / "captures" / "beidou"
-NAMES = ["bd410004_bds_only", "nmea410_multi_gnss", "casic_bds3_terminal", "dualband_satellites_first",
-         "casic_at6558_mixed", "ublox_m8_mixed"]
+NAMES = [
+    "bd410004_bds_only",
+    "nmea410_multi_gnss",
+    "casic_bds3_terminal",
+    "dualband_satellites_first",
+    "casic_at6558_mixed",
+    "ublox_m8_mixed",
+]
 # fixes from binary messages (full precision): not compared with gpsdecode's NMEA-rounded positions
 BINARY_NAMES = ["casic_at6558_mixed", "ublox_m8_mixed"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,9 +91,13 @@ def test_bd410004_capture_facts():
     assert fixes[3]["payload"]["lat"] == 31.2304 and fixes[3]["payload"]["lon"] == 121.4737
     assert all(f["payload"]["sats_used"] == {"BDS": 8, "GPS": 0, "GLO": 0, "GAL": 0, "QZSS": 0} for f in fixes[3:])
     assert [(s["payload"]["state"], s["payload"]["reason"]) for s in on(recs, "state")] == [
-        ("NO_FIX", "RMC status V"), ("FIX", "3D fix, 8 satellites")]
+        ("NO_FIX", "RMC status V"),
+        ("FIX", "3D fix, 8 satellites"),
+    ]
     assert [(a["payload"]["kind"], a["payload"]["active"]) for a in on(recs, "alarm")] == [
-        ("antenna_open", True), ("antenna_open", False)]
+        ("antenna_open", True),
+        ("antenna_open", False),
+    ]
     (msg,) = on(recs, "message")
     assert msg["payload"]["text"] == "巡逻车01请到人民广场集合" and msg["payload"]["sender"] == "0245001"
     assert bytes.fromhex(msg["payload"]["raw"]).decode("gb2312") == msg["payload"]["text"]
@@ -97,7 +107,10 @@ def test_bd410004_capture_facts():
     assert dec.dropped_bytes == 14 and sum(dec.drops.values()) == 0
     events = dec.protocol.take_rdss_events()
     assert [(type(e).__name__, getattr(e, "code", None)) for e in events] == [
-        ("CardInfo", None), ("RdssFeedback", "interval_not_reached"), ("RdssFeedback", "ok")]
+        ("CardInfo", None),
+        ("RdssFeedback", "interval_not_reached"),
+        ("RdssFeedback", "ok"),
+    ]
 
 
 def test_nmea410_capture_facts():
@@ -119,11 +132,17 @@ def test_casic_capture_facts():
     recs = records(expected("casic_bds3_terminal"))
     t0 = int(dt.datetime(2025, 3, 15, 2, 14, tzinfo=dt.UTC).timestamp()) * 10**9
     assert [(s["payload"]["state"], s["device_time_ns"]) for s in on(recs, "state")] == [
-        ("FIX", t0), ("STALE", t0 + 8 * 10**9), ("FIX", t0 + 12 * 10**9)]
+        ("FIX", t0),
+        ("STALE", t0 + 8 * 10**9),
+        ("FIX", t0 + 12 * 10**9),
+    ]
     assert len(on(recs, "fix")) == 12
     (msg,) = on(recs, "message")
     assert (msg["payload"]["text"], msg["payload"]["recipient"], msg["payload"]["protocol"]) == (
-        "收到，十分钟后到达", "15950044", "bds3")
+        "收到，十分钟后到达",
+        "15950044",
+        "bds3",
+    )
     dec = Decoder("capture")
     dec.feed(capture("casic_bds3_terminal"))
     dec.finish()
@@ -155,8 +174,11 @@ def gpsdecode(data):
 
 
 def ours(data):
-    return {r["payload"]["time_ns"]: (r["payload"]["lat"], r["payload"]["lon"])
-            for r in on(records(decode_text(data)), "fix") if r["payload"]["quality"] > 0}
+    return {
+        r["payload"]["time_ns"]: (r["payload"]["lat"], r["payload"]["lon"])
+        for r in on(records(decode_text(data)), "fix")
+        if r["payload"]["quality"] > 0
+    }
 
 
 def long_route():
@@ -171,11 +193,24 @@ def long_route():
         ang = k / 90.0
         sats = [w.Satellite("BDS", s, 30 + s, 7 * s % 360, 40, used=True) for s in (1, 3, 6, 9, 14, 26, 33)]
         sats += [w.Satellite("GPS", s, 25 + s, 9 * s % 360, 38, used=True) for s in (4, 8, 11)]
-        st_ = w.EpochState(time_ns=t, lat=30.5928 + 0.01 * math.sin(ang), lon=114.3055 + 0.012 * math.cos(ang),
-                           alt_m=23.0, geoid_sep_m=-13.1, speed_mps=9.0, course_deg=(k * 3) % 360, hdop=0.8,
-                           pdop=1.4, vdop=1.1, satellites=sats)
-        out.append(w.EpochWriter(style=style, order=("RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA"),
-                                 latlon_decimals=7).epoch(st_))
+        st_ = w.EpochState(
+            time_ns=t,
+            lat=30.5928 + 0.01 * math.sin(ang),
+            lon=114.3055 + 0.012 * math.cos(ang),
+            alt_m=23.0,
+            geoid_sep_m=-13.1,
+            speed_mps=9.0,
+            course_deg=(k * 3) % 360,
+            hdop=0.8,
+            pdop=1.4,
+            vdop=1.1,
+            satellites=sats,
+        )
+        out.append(
+            w.EpochWriter(
+                style=style, order=("RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA"), latlon_decimals=7
+            ).epoch(st_)
+        )
     return b"".join(out)
 
 
@@ -200,14 +235,23 @@ def test_positions_and_times_match_gpsdecode(name):
 
 def test_cli_decode_file_and_stdin(tmp_path):
     path = CAPTURES / "casic_bds3_terminal.nmea"
-    done = subprocess.run([sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "--id", "bd-7", str(path)],
-                          capture_output=True, timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "--id", "bd-7", str(path)],
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert lines == expected("casic_bds3_terminal").replace("gnss/capture/", "gnss/bd-7/").splitlines()
     assert "140 frames" in done.stderr.decode() and "too_long=1" in done.stderr.decode()
-    piped = subprocess.run([sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"],
-                           input=path.read_bytes(), capture_output=True, timeout=60, cwd=ROOT)
+    piped = subprocess.run(
+        [sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"],
+        input=path.read_bytes(),
+        capture_output=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert piped.returncode == 0 and piped.stdout.decode() == expected("casic_bds3_terminal")
 
 
@@ -216,8 +260,13 @@ def test_cli_decode_stops_quietly_when_the_reader_goes_away(tmp_path):
     path = tmp_path / "long.nmea"
     path.write_bytes((CAPTURES / "casic_bds3_terminal.nmea").read_bytes() * 3000)
     with open(path, "rb") as stdin:
-        proc = subprocess.Popen([sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"], cwd=ROOT,
-                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tianwang", "decode", "--driver", "beidou", "-"],
+            cwd=ROOT,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         first = proc.stdout.readline()
         proc.stdout.close()
         err = proc.stderr.read().decode()
@@ -226,18 +275,32 @@ def test_cli_decode_stops_quietly_when_the_reader_goes_away(tmp_path):
 
 
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
-              st.floats(-1e6, 1e6).map(lambda x: round(x, 4)), st.text(max_size=12), st.binary(max_size=8)),
-    lambda children: st.one_of(st.lists(children, max_size=4), st.tuples(children, children),
-                               st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**70), 2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.floats(-1e6, 1e6).map(lambda x: round(x, 4)),
+        st.text(max_size=12),
+        st.binary(max_size=8),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.tuples(children, children),
+        st.dictionaries(st.text(max_size=6), children, max_size=4),
+    ),
     max_leaves=20,
 )
 
 
-@given(payloads=st.lists(st.tuples(st.text(min_size=1, max_size=8), json_values, st.integers(0, 2**63 - 1)),
-                         max_size=4), prefix=st.text(max_size=10))
+@given(
+    payloads=st.lists(st.tuples(st.text(min_size=1, max_size=8), json_values, st.integers(0, 2**63 - 1)), max_size=4),
+    prefix=st.text(max_size=10),
+)
 def test_json_lines_twins_agree(payloads, prefix):
-    pubs = [Publication(channel, value if isinstance(value, dict) else {"v": value}, t) for channel, value, t in payloads]
+    pubs = [
+        Publication(channel, value if isinstance(value, dict) else {"v": value}, t) for channel, value, t in payloads
+    ]
     texts = [impl.json_lines(prefix, pubs) for impl in framing.implementations()]
     assert all(t == texts[0] for t in texts)
     assert all(impl.json_lines_utf8(prefix, pubs) == texts[0].encode() for impl in framing.implementations())
@@ -249,15 +312,33 @@ def test_json_lines_twins_agree(payloads, prefix):
 
 
 def test_json_lines_matches_json_module_float_for_float():
-    floats = [0.1, 0.30000000000000004, 1e-4, 9.999e-5, 123456.789, 999999.999999999, 1e6, 5e-324, -0.0, 2.5,
-              31.846353908, 117.198724278, 1 / 3, 12.441, 6.4002, 1e16, 1e22]
+    floats = [
+        0.1,
+        0.30000000000000004,
+        1e-4,
+        9.999e-5,
+        123456.789,
+        999999.999999999,
+        1e6,
+        5e-324,
+        -0.0,
+        2.5,
+        31.846353908,
+        117.198724278,
+        1 / 3,
+        12.441,
+        6.4002,
+        1e16,
+        1e22,
+    ]
     pubs = [Publication("x", {"v": f}, 0) for f in floats]
     for impl in framing.implementations():
         got = [json.loads(line)["payload"]["v"] for line in impl.json_lines("p/", pubs).splitlines()]
         assert got == floats
         assert impl.json_lines("p/", pubs) == "".join(
             json.dumps({"topic": "p/x", "device_time_ns": 0, "payload": {"v": f}}, separators=(",", ":")) + "\n"
-            for f in floats)
+            for f in floats
+        )
 
 
 def test_json_lines_key_cache_never_writes_a_stale_key(impl):
@@ -266,23 +347,34 @@ def test_json_lines_key_cache_never_writes_a_stale_key(impl):
     for round_ in range(3):
         pubs = []
         for i in range(3000):
-            key = "".join(("k", str(i), "\"" if i % 97 == 0 else "", "é" if i % 89 == 0 else ""))
+            key = "".join(("k", str(i), '"' if i % 97 == 0 else "", "é" if i % 89 == 0 else ""))
             pubs.append(Publication("x", {key: i, "lat": 1.5, str(round_ * 10_000 + i): None}, i))
             del key
-        want = "".join(json.dumps({"topic": "p/x", "device_time_ns": p.device_time_ns, "payload": p.payload},
-                                  separators=(",", ":"), ensure_ascii=False) + "\n" for p in pubs)
+        want = "".join(
+            json.dumps(
+                {"topic": "p/x", "device_time_ns": p.device_time_ns, "payload": p.payload},
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            + "\n"
+            for p in pubs
+        )
         assert impl.json_lines("p/", pubs) == want
         assert impl.json_lines_utf8("p/", pubs) == want.encode()
 
 
 def test_json_lines_keys_as_json_writes_them(impl):
     payload = {1: "a", -2: "b", 2.5: "c", None: "e", "f": {False: 0, True: 1}}
-    assert impl.json_lines("p/", [Publication("x", payload, 0)]) == json.dumps(
-        {"topic": "p/x", "device_time_ns": 0, "payload": payload}, separators=(",", ":")) + "\n"
+    assert (
+        impl.json_lines("p/", [Publication("x", payload, 0)])
+        == json.dumps({"topic": "p/x", "device_time_ns": 0, "payload": payload}, separators=(",", ":")) + "\n"
+    )
 
 
-@pytest.mark.parametrize("bad,error", [({"v": object()}, TypeError), ({(1, 2): "tuple key"}, TypeError),
-                                       ({"v": [{float("nan"): 1}]}, ValueError)])
+@pytest.mark.parametrize(
+    "bad,error",
+    [({"v": object()}, TypeError), ({(1, 2): "tuple key"}, TypeError), ({"v": [{float("nan"): 1}]}, ValueError)],
+)
 def test_json_lines_refuses_what_json_cannot_carry(impl, bad, error):
     with pytest.raises(error):
         impl.json_lines("p/", [Publication("x", bad, 0)])

@@ -71,7 +71,9 @@ def gateway_statefulset():
 
 
 def gateway_container():
-    (container,) = [c for c in gateway_statefulset()["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"]
+    (container,) = [
+        c for c in gateway_statefulset()["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway"
+    ]
     return container
 
 
@@ -175,8 +177,15 @@ def secret_env(monkeypatch):
 def test_every_manifest_parses_and_kubernetes_objects_are_namespace_agnostic():
     files = sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
     assert {p.relative_to(DEPLOY).as_posix() for p in files} >= {
-        "compose.yaml", "compose/tianwang.yaml", "grafana/tianwang.json", "tianwang.example.yaml",
-        "k8s/configmap.yaml", "k8s/secret.yaml", "k8s/statefulset.yaml", "k8s/service.yaml", "k8s/kustomization.yaml",
+        "compose.yaml",
+        "compose/tianwang.yaml",
+        "grafana/tianwang.json",
+        "tianwang.example.yaml",
+        "k8s/configmap.yaml",
+        "k8s/secret.yaml",
+        "k8s/statefulset.yaml",
+        "k8s/service.yaml",
+        "k8s/kustomization.yaml",
     }
     for path in files:
         text = path.read_text()
@@ -299,7 +308,9 @@ def test_kubernetes_nats_servers_match_the_bridge(secret_env):
 
 # -- one layout everywhere ---------------------------------------------------------------------
 def test_unit_container_compose_kubernetes_and_readme_agree_on_the_layout(secret_env):
-    texts = {p.relative_to(ROOT).as_posix(): p.read_text() for p in [*DEPLOY.rglob("*"), ROOT / "README.md"] if p.is_file()}
+    texts = {
+        p.relative_to(ROOT).as_posix(): p.read_text() for p in [*DEPLOY.rglob("*"), ROOT / "README.md"] if p.is_file()
+    }
     stale = [name for name, text in texts.items() if "/opt/tianwang/.venv" in text]
     assert not stale, f"the old install path /opt/tianwang/.venv is still in {stale}"
 
@@ -342,7 +353,9 @@ def test_unit_container_compose_kubernetes_and_readme_agree_on_the_layout(secret
     assert shlex.split(script)[:4] == ["exec", BIN, "run", "-c"] and shlex.split(script)[4] == CONFIG
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts[STATE] in {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
-    (config_volume,) = [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == mounts[str(Path(CONFIG).parent)]]
+    (config_volume,) = [
+        v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == mounts[str(Path(CONFIG).parent)]
+    ]
     assert config_volume["configMap"]["name"] == "tianwang-config"
     assert [i["path"] for i in config_volume["configMap"]["items"]] == [Path(CONFIG).name]
     security = sts["spec"]["template"]["spec"]["securityContext"]
@@ -374,8 +387,13 @@ def test_unit_container_compose_kubernetes_and_readme_agree_on_the_layout(secret
     for needle in (BIN, CONFIG, STATE):
         assert needle in readme, f"README.md does not mention {needle}"
     named = set(re.findall(r"deploy/[\w./-]*\w", readme))
-    assert {"deploy/tianwang.service", "deploy/Containerfile", "deploy/compose.yaml", "deploy/k8s",
-            "deploy/grafana/tianwang.json"} <= named, sorted(named)
+    assert {
+        "deploy/tianwang.service",
+        "deploy/Containerfile",
+        "deploy/compose.yaml",
+        "deploy/k8s",
+        "deploy/grafana/tianwang.json",
+    } <= named, sorted(named)
     missing = [n for n in named if not (ROOT / n).exists() and not (ROOT / (n + ".example")).exists()]
     assert not missing, f"README.md names {missing}, which do not exist"
 
@@ -391,8 +409,12 @@ def hadolint():
 
 
 def lint(path):
-    r = subprocess.run([hadolint(), "--no-color", "--format", "json", "--failure-threshold", "style", str(path)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [hadolint(), "--no-color", "--format", "json", "--failure-threshold", "style", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return r.returncode, json.loads(r.stdout or "[]")
 
 
@@ -413,10 +435,12 @@ def test_containerfile_builds_in_two_stages_and_runs_unprivileged():
     assert len(froms) == 2 and froms[0][1:] == ["AS", "build"], froms
     assert froms[0][0] == froms[1][0] and froms[1][0].startswith("python:3.11"), "the venv's interpreter must match"
     build = instructions[: [i for i, (w, _) in enumerate(instructions) if w == "FROM"][1]]
-    runtime = instructions[len(build):]
+    runtime = instructions[len(build) :]
     build_runs = " ".join(a for w, a in build if w == "RUN")
     assert "gcc" in build_runs and "pip install" in build_runs
-    assert "GATEWAY_REQUIRE_CEXT=1" in build_runs and "USING_CEXT" in build_runs, "the build must prove the extension loads"
+    assert "GATEWAY_REQUIRE_CEXT=1" in build_runs and "USING_CEXT" in build_runs, (
+        "the build must prove the extension loads"
+    )
     runtime_runs = " ".join(a for w, a in runtime if w == "RUN")
     assert "gcc" not in runtime_runs and "apt-get install" not in runtime_runs
     copies = [a for w, a in runtime if w == "COPY"]
@@ -431,7 +455,9 @@ def test_containerfile_copies_everything_the_build_reads(tmp_path):
     gateway's wheel from (the compile itself is covered by tests/test_packaging.py)."""
     src = tmp_path / "src"
     src.mkdir()
-    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split())
+    tracked = set(
+        subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    )
     for word, args in containerfile_instructions():
         if word == "FROM" and (src / "setup.py").exists():
             break  # the runtime stage copies from the build stage only
@@ -441,18 +467,43 @@ def test_containerfile_copies_everything_the_build_reads(tmp_path):
         for source in sources:
             for name in tracked:  # what a clean checkout holds, not build leftovers
                 if name == source.rstrip("/") or (source.endswith("/") and name.startswith(source)):
-                    target = src / dest / (name[len(source):] if source.endswith("/") else Path(name).name) \
-                        if dest.endswith("/") and dest != "./" else src / name
+                    target = (
+                        src / dest / (name[len(source) :] if source.endswith("/") else Path(name).name)
+                        if dest.endswith("/") and dest != "./"
+                        else src / name
+                    )
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(ROOT / name, target)
     env = dict(os.environ, GATEWAY_NO_CEXT="1")
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--wheel-dir", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, env=env, timeout=110)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=110,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("tianwang-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("tianwang/gateway/cli/main.py", "tianwang/v1/gateway_pb2.py", "tianwang/v1/gateway_pb2_grpc.py",
-                   "tianwang/drivers/beidou/__init__.py", "tianwang/drivers/jt808/__init__.py", "tianwang/cext/__init__.py"):
+    for needed in (
+        "tianwang/gateway/cli/main.py",
+        "tianwang/v1/gateway_pb2.py",
+        "tianwang/v1/gateway_pb2_grpc.py",
+        "tianwang/drivers/beidou/__init__.py",
+        "tianwang/drivers/jt808/__init__.py",
+        "tianwang/cext/__init__.py",
+    ):
         assert needed in names, f"{needed} missing from a wheel built from the Containerfile's COPY lines"
     assert (src / "cext" / "_speedups.pyx").exists(), "the extension's source is not copied"
 
@@ -468,8 +519,17 @@ def test_systemd_unit_sandbox():
 
     assert one("DynamicUser") == "yes" and "Service.User" not in unit and "Service.Group" not in unit
     assert one("StateDirectory") == "tianwang" and one("ProtectSystem") == "strict"
-    for key in ("ProtectHome", "PrivateTmp", "NoNewPrivileges", "ProtectKernelTunables", "ProtectKernelModules",
-                "ProtectControlGroups", "RestrictSUIDSGID", "LockPersonality", "RestrictNamespaces"):
+    for key in (
+        "ProtectHome",
+        "PrivateTmp",
+        "NoNewPrivileges",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectControlGroups",
+        "RestrictSUIDSGID",
+        "LockPersonality",
+        "RestrictNamespaces",
+    ):
         assert one(key) == "yes", key
     assert one("CapabilityBoundingSet") == "" and one("AmbientCapabilities") == ""
     # serial ports: the group that owns them, and only tty character devices
@@ -494,12 +554,18 @@ def test_systemd_analyze_finds_nothing_wrong_and_rates_the_sandbox(tmp_path):
     # the same check catches a misspelt key (it is live)
     broken = tmp_path / "tianwang.service"
     broken.write_text(UNIT.read_text().replace("ProtectSystem=strict", "ProtectSystm=strict"))
-    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(broken)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(broken)], capture_output=True, text=True, timeout=60
+    )
     assert "Unknown key" in r.stdout + r.stderr
 
     # exposure 0.0 (locked down) .. 10.0 (unsandboxed); the threshold is in tenths
-    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", "--threshold=25", str(UNIT)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", "--threshold=25", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if "--offline" in r.stderr and "unrecognized" in r.stderr:
         pytest.skip("systemd-analyze here has no --offline (systemd < 250)")
     level = re.search(r"Overall exposure level for \S+: ([\d.]+)", r.stdout)
@@ -520,13 +586,22 @@ def test_statefulset_ordinal_picks_the_shard(tmp_path):
     fake.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
     fake.chmod(0o755)
     assert BIN in script
-    env_from = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "fieldRef" in e.get("valueFrom", {})}
+    env_from = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container["env"]
+        if "fieldRef" in e.get("valueFrom", {})
+    }
     (name_var,) = [k for k, v in env_from.items() if v == "metadata.name"]
     seen = set()
     for ordinal in range(replicas):
         pod = f"{sts['metadata']['name']}-{ordinal}"
-        r = subprocess.run(["/bin/sh", "-c", script.replace(BIN, str(fake))], capture_output=True, text=True,
-                           env={"PATH": os.environ["PATH"], name_var: pod}, timeout=10)
+        r = subprocess.run(
+            ["/bin/sh", "-c", script.replace(BIN, str(fake))],
+            capture_output=True,
+            text=True,
+            env={"PATH": os.environ["PATH"], name_var: pod},
+            timeout=10,
+        )
         assert r.returncode == 0, r.stderr
         argv = json.loads(r.stdout)
         assert argv[:3] == ["run", "-c", CONFIG]
@@ -542,7 +617,9 @@ def test_statefulset_ordinal_picks_the_shard(tmp_path):
     assert k8s("Service", "tianwang-headless")["spec"]["clusterIP"] == "None"
     labels = spec["template"]["metadata"]["labels"]
     assert spec["selector"]["matchLabels"].items() <= labels.items()
-    for service in [o for _, o in k8s_objects() if o["kind"] == "Service" and o["metadata"]["name"].startswith("tianwang")]:
+    for service in [
+        o for _, o in k8s_objects() if o["kind"] == "Service" and o["metadata"]["name"].startswith("tianwang")
+    ]:
         assert service["spec"]["selector"].items() <= labels.items()
         names = {p["name"] for p in container["ports"]}
         for port in service["spec"]["ports"]:
@@ -607,8 +684,13 @@ async def test_compose_healthcheck_and_probe_services_against_a_gateway(secret_e
     assert target in code
 
     async def healthcheck(port):
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code.replace(target, f"127.0.0.1:{port}"),
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code.replace(target, f"127.0.0.1:{port}"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 30)
         return proc.returncode, err.decode()
 
@@ -657,8 +739,9 @@ async def test_dashboard_queries_only_metrics_the_gateway_exports(tmp_path):
     assert len(exprs) >= 15
     assert "${datasource}" in json.dumps(dash) and dash["uid"]
     # what a gateway with a durable journal exports: sample names and their labels
-    config = base_config([{"id": "gen-1", "driver": "testgen", "rate_hz": 50}],
-                         journal={"path": str(tmp_path / "journal")})
+    config = base_config(
+        [{"id": "gen-1", "driver": "testgen", "rate_hz": 50}], journal={"path": str(tmp_path / "journal")}
+    )
     exported: dict[str, set[str]] = {}
     async with running(config) as gw:
         for family in GatewayCollector(gw).collect():
@@ -691,7 +774,15 @@ async def test_dashboard_queries_only_metrics_the_gateway_exports(tmp_path):
                 problems.append(f"{name} has no label {sorted(extra)} ({expr})")
     assert not problems, "\n".join(problems)
     # the panels cover what operators watch
-    for needed in ("tianwang_envelopes_total", "tianwang_devices", "tianwang_frames_dropped_total", "tianwang_journal_bytes",
-                   "tianwang_journal_degraded", "tianwang_subscribers", "tianwang_commands_denied_total",
-                   "tianwang_commands_failed_total", "tianwang_envelopes_delivered_total"):
+    for needed in (
+        "tianwang_envelopes_total",
+        "tianwang_devices",
+        "tianwang_frames_dropped_total",
+        "tianwang_journal_bytes",
+        "tianwang_journal_degraded",
+        "tianwang_subscribers",
+        "tianwang_commands_denied_total",
+        "tianwang_commands_failed_total",
+        "tianwang_envelopes_delivered_total",
+    ):
         assert needed in used, f"the dashboard has no panel on {needed}"

@@ -25,11 +25,16 @@ def test_readme_shows_the_example_subscriber_verbatim():
 async def test_example_subscriber_prints_fixes_and_gaps():
     async with running(base_config([], journal={"max_bytes": "64KiB"})) as gw:
         for i in range(1500):  # more than the journal keeps: the replay from seq 1 starts with a Gap
-            gw.router.publish(f"gnss/bd-{i % 3}/fix", f"bd-{i % 3}", {"lat": 31.0 + i * 1e-6, "lon": 121.5, "speed_mps": 2.5})
+            gw.router.publish(
+                f"gnss/bd-{i % 3}/fix", f"bd-{i % 3}", {"lat": 31.0 + i * 1e-6, "lon": 121.5, "speed_mps": 2.5}
+            )
         env = dict(os.environ, TIANWANG_TOKEN=READ, FROM_SEQ="1")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(ROOT / "examples" / "minimal_subscriber.py"), f"127.0.0.1:{gw.port}",
-            stdout=asyncio.subprocess.PIPE, env=env,
+            sys.executable,
+            str(ROOT / "examples" / "minimal_subscriber.py"),
+            f"127.0.0.1:{gw.port}",
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
         )
         try:
             first = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
@@ -44,15 +49,23 @@ async def test_example_subscriber_prints_fixes_and_gaps():
 def test_example_config_passes_check(tmp_path):
     import subprocess
 
-    env = dict(os.environ, TW_TOKEN_CC="a" * 32, TW_TOKEN_GIS="b" * 32, TW_TOKEN_VIDEO="c" * 32, TW_JT808_SECRET="d" * 32)
+    env = dict(
+        os.environ, TW_TOKEN_CC="a" * 32, TW_TOKEN_GIS="b" * 32, TW_TOKEN_VIDEO="c" * 32, TW_JT808_SECRET="d" * 32
+    )
     # the TLS files of the example do not exist here: everything else must be clean. Its state
     # directory (/var/lib/tianwang, the systemd unit's StateDirectory) is a temporary one here
     (tmp_path / "state").mkdir()
     copy = tmp_path / "tianwang.example.yaml"
-    copy.write_text((ROOT / "deploy" / "tianwang.example.yaml").read_text().replace("/var/lib/tianwang", str(tmp_path / "state")))
+    copy.write_text(
+        (ROOT / "deploy" / "tianwang.example.yaml").read_text().replace("/var/lib/tianwang", str(tmp_path / "state"))
+    )
     r = subprocess.run(
         [sys.executable, "-m", "tianwang", "check", str(copy)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
     )
     problems = [line for line in r.stdout.splitlines() if not line.startswith("gateway.tls.")]
     assert problems == [], r.stdout

@@ -68,7 +68,9 @@ def test_empty_filter_rejected(impl):
 
 @given(pattern=patterns, topic=topics)
 def test_matcher_twins_agree(pattern, topic):
-    results = {(i.pattern_matches(pattern, topic), i.TopicFilter([pattern]).matches(topic)) for i in framing.implementations()}
+    results = {
+        (i.pattern_matches(pattern, topic), i.TopicFilter([pattern]).matches(topic)) for i in framing.implementations()
+    }
     assert len(results) == 1
     a, b = results.pop()
     assert a == b

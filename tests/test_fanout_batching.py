@@ -96,8 +96,10 @@ async def test_batches_gather_only_while_a_write_is_in_flight_and_respect_both_c
         # window stays small, so the gateway's writes to them stop being taken after ~100 KB and what
         # is published meanwhile gathers into their next batches
         opts = [("grpc.http2.bdp_probe", 0)]
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}", options=opts) as ch_count, \
-                grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}", options=opts) as ch_bytes:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}", options=opts) as ch_count,
+            grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}", options=opts) as ch_bytes,
+        ):
             by_count = ch_count.unary_stream("/tianwang.v1.Gateway/Subscribe")(
                 pb.SubscribeRequest(topics=["test/#"], max_batch=5).SerializeToString(), metadata=md(READ)
             )

@@ -71,9 +71,11 @@ def test_encoder_matches_hand_built(impl):
     for content in (QUERY, REPLY, HEARTBEAT):
         assert impl.encode_gbt20999(content) == gbt_frame(content)
         assert impl.encode_gbt20999(content, length_field="n", crc="ccitt-false") == gbt_frame(
-            content, adjust=0, poly=0x1021, init=0xFFFF)
+            content, adjust=0, poly=0x1021, init=0xFFFF
+        )
         assert impl.encode_gbt20999(content, length_field="n-4", escaped=False) == gbt_frame(
-            content, adjust=4, escaped=False)
+            content, adjust=4, escaped=False
+        )
 
 
 def test_byte_by_byte_and_random_splits(impl):

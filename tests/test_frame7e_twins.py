@@ -40,8 +40,12 @@ def jt808_content(draw):
     rest = 13 if v2019 else 8  # (version +) phone + serial after id and attributes
     if split:
         rest += 4
-    return draw(st.binary(min_size=2, max_size=2)) + attrs.to_bytes(2, "big") + draw(
-        st.binary(min_size=rest, max_size=rest)) + body
+    return (
+        draw(st.binary(min_size=2, max_size=2))
+        + attrs.to_bytes(2, "big")
+        + draw(st.binary(min_size=rest, max_size=rest))
+        + body
+    )
 
 
 def encode(profile, content):
@@ -157,8 +161,7 @@ max_frames = st.sampled_from([16, 24, 40, 4096])
 @given(data=st.data())
 def test_twins_agree_on_realistic_streams(profile, data):
     s = data.draw(stream(profile))
-    check_agreement(profile, s, data.draw(cuts), data.draw(max_frames),
-                    data.draw(st.none() | st.integers(0, 20)))
+    check_agreement(profile, s, data.draw(cuts), data.draw(max_frames), data.draw(st.none() | st.integers(0, 20)))
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -221,7 +224,10 @@ def test_jt808_round_trip(content):
         assert impl.Jt808Framer().feed(wire) == [content]
 
 
-@given(content=st.binary(min_size=10, max_size=400), profile=st.sampled_from(["gbt", "gbt-n-ccitt", "gbt-raw", "gbt-raw-n4"]))
+@given(
+    content=st.binary(min_size=10, max_size=400),
+    profile=st.sampled_from(["gbt", "gbt-n-ccitt", "gbt-raw", "gbt-raw-n4"]),
+)
 def test_gbt20999_round_trip(content, profile):
     _, kw = PROFILES[profile]
     wires = {impl.encode_gbt20999(content, **kw) for impl in IMPLS}
@@ -249,8 +255,9 @@ def test_pmpp_round_trip(content):
 
 @given(data=st.binary(max_size=200))
 def test_checksums_agree(data):
-    results = {(i.xor_checksum(data), i.crc16_gbt20999(data), i.crc16_ccitt_false(data), i.crc16_x25(data))
-               for i in IMPLS}
+    results = {
+        (i.xor_checksum(data), i.crc16_gbt20999(data), i.crc16_ccitt_false(data), i.crc16_x25(data)) for i in IMPLS
+    }
     assert len(results) == 1
 
 

@@ -18,7 +18,9 @@ print(f.USING_CEXT, f.IMPLEMENTATION, f.TopicFilter.__module__)
 def run(env_extra, hide=False):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(env_extra)
-    return subprocess.run([sys.executable, "-c", PROBE.format(hide=hide)], capture_output=True, text=True, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE.format(hide=hide)], capture_output=True, text=True, env=env, cwd=ROOT
+    )
 
 
 def test_no_cext_forces_the_twins():

@@ -21,14 +21,42 @@ pytestmark = pytest.mark.timeout(300)
 fuzz = settings(max_examples=max(100, FUZZ_EXAMPLES // 10), suppress_health_check=list(HealthCheck), deadline=None)
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=40),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=40),
     st.sampled_from(["127.0.0.1:0", "64KiB", "-1", "1e309", "tcp://127.0.0.1:1", "serial:///dev/null", "#", "+/+"]),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=20)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
 KEYS = {
-    "gateway": ["name", "listen", "metrics", "metrics_auth", "journal", "tls", "fanout", "keepalive", "shutdown_grace_s"],
+    "gateway": [
+        "name",
+        "listen",
+        "metrics",
+        "metrics_auth",
+        "journal",
+        "tls",
+        "fanout",
+        "keepalive",
+        "shutdown_grace_s",
+    ],
     "journal": ["path", "max_bytes", "fsync", "fsync_window_ms", "disk_max_bytes", "max_age_s", "segment_bytes"],
-    "token": ["name", "token", "token_env", "token_file", "read", "control", "admin", "commands_per_s", "commands_burst"],
+    "token": [
+        "name",
+        "token",
+        "token_env",
+        "token_file",
+        "read",
+        "control",
+        "admin",
+        "commands_per_s",
+        "commands_burst",
+    ],
     "device": ["id", "driver", "url", "enabled", "backoff", "labels", "rate_hz", "listen", "protocol"],
 }
 
@@ -36,6 +64,7 @@ KEYS = {
 @st.composite
 def configs(draw):
     """Configs that are mostly right, with wrong values put into real keys."""
+
     def section(kind):
         return {k: draw(values) for k in draw(st.lists(st.sampled_from(KEYS[kind]), max_size=4, unique=True))}
 
@@ -84,27 +113,54 @@ def test_config_loader_on_yaml_bombs(tmp_path):
 
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
-text = st.text(max_size=80) | st.sampled_from(["#", "+", "test/#", "test/+/reading", "a//b", "#/a", "gen-1", "\x00", "é/#"])
+text = st.text(max_size=80) | st.sampled_from(
+    ["#", "+", "test/#", "test/+/reading", "a//b", "#/a", "gen-1", "\x00", "é/#"]
+)
 requests = st.one_of(
     st.builds(
-        lambda t, f, b, d, j: ("Subscribe", pb.SubscribeRequest(topics=t, from_seq=f, max_batch=b, max_delay_ms=d, journal_id=j)),
-        st.lists(text, max_size=5), u64, u32, u32, text,
+        lambda t, f, b, d, j: (
+            "Subscribe",
+            pb.SubscribeRequest(topics=t, from_seq=f, max_batch=b, max_delay_ms=d, journal_id=j),
+        ),
+        st.lists(text, max_size=5),
+        u64,
+        u32,
+        u32,
+        text,
     ),
     st.builds(lambda f: ("ListDevices", pb.ListDevicesRequest(family=f)), text),
     st.builds(
-        lambda dev, act, args, reason, t: ("SendCommand", pb.CommandRequest(device_id=dev, action=act, args=args, reason=reason, timeout_ms=t)),
-        text, text | st.sampled_from(["echo", "slow", "refuse", "emit"]),
-        st.binary(max_size=60) | st.builds(msgpack.packb, st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5), max_size=3)),
-        text, u32,
+        lambda dev, act, args, reason, t: (
+            "SendCommand",
+            pb.CommandRequest(device_id=dev, action=act, args=args, reason=reason, timeout_ms=t),
+        ),
+        text,
+        text | st.sampled_from(["echo", "slow", "refuse", "emit"]),
+        st.binary(max_size=60)
+        | st.builds(
+            msgpack.packb,
+            st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5), max_size=3),
+        ),
+        text,
+        u32,
     ),
     st.just(("GetStats", pb.GetStatsRequest())),
-    st.builds(lambda m, raw: (m, raw), st.sampled_from(["Subscribe", "ListDevices", "SendCommand", "GetStats"]), st.binary(max_size=200)),
+    st.builds(
+        lambda m, raw: (m, raw),
+        st.sampled_from(["Subscribe", "ListDevices", "SendCommand", "GetStats"]),
+        st.binary(max_size=200),
+    ),
 )
 tokens = st.sampled_from([READ, CONTROL, None, "nope", ""])
 
 OK_CODES = {
-    grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 

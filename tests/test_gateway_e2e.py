@@ -41,7 +41,12 @@ async def collect(stream, n, timeout=10.0):
 
 
 async def online(gw, *ids):
-    assert await wait_for(lambda: all(gw.supervisor.entries[i].state.value == "ONLINE" for i in ids if i in gw.supervisor.entries) and all(i in gw.supervisor.entries for i in ids))
+    assert await wait_for(
+        lambda: (
+            all(gw.supervisor.entries[i].state.value == "ONLINE" for i in ids if i in gw.supervisor.entries)
+            and all(i in gw.supervisor.entries for i in ids)
+        )
+    )
 
 
 async def test_filters_and_wildcards():
@@ -86,7 +91,9 @@ async def test_batches_by_count_and_delay():
             assert [e.seq for e in envs] == list(range(start, start + 1000))
             stream.cancel()
             # a long delay lets a trickle gather into one batch
-            stream = stub.Subscribe(pb.SubscribeRequest(topics=["test/#"], max_batch=50, max_delay_ms=400), metadata=md(READ))
+            stream = stub.Subscribe(
+                pb.SubscribeRequest(topics=["test/#"], max_batch=50, max_delay_ms=400), metadata=md(READ)
+            )
             await asyncio.sleep(0.1)
             for _ in range(5):
                 await emit(gw, "gen-1", 2)
@@ -100,7 +107,9 @@ async def test_batches_capped_in_bytes():
     big = {"id": "big", "driver": "testgen", "rate_hz": 200, "burst": 10, "payload_bytes": 20000}
     async with running(base_config([big], fanout={"max_batch_bytes": "64KiB"})) as gw:
         async with client(gw) as (stub, _):
-            stream = stub.Subscribe(pb.SubscribeRequest(topics=["test/big/#"], from_seq=1, max_batch=1000), metadata=md(READ))
+            stream = stub.Subscribe(
+                pb.SubscribeRequest(topics=["test/big/#"], from_seq=1, max_batch=1000), metadata=md(READ)
+            )
             envs, batches, _ = await collect(stream, 60)
             # ~20 kB envelopes under a 64 KiB cap: never more than three to a batch, never over the cap
             assert all(b.ByteSize() <= 64 * 1024 for b in batches)
@@ -142,7 +151,9 @@ async def test_stalled_subscriber_does_not_stall_others_and_gets_gap():
         # a raw-bytes client for the stalled stream: it opens the stream and never reads. Without
         # BDP probing its HTTP/2 window stays small, so what gRPC buffers for it is ~100 KB rather
         # than a window that grew with the traffic (several MB, varying from run to run).
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.port}", options=[("grpc.http2.bdp_probe", 0)]) as stalled_ch:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{gw.port}", options=[("grpc.http2.bdp_probe", 0)]
+        ) as stalled_ch:
             stalled = stalled_ch.unary_stream("/tianwang.v1.Gateway/Subscribe")(
                 pb.SubscribeRequest(from_seq=gw.journal.next_seq).SerializeToString(), metadata=md(READ)
             )
@@ -236,14 +247,18 @@ async def test_commands_allowed_replied_and_audited():
             )
             assert reply.ok and reply.code == "OK"
             assert unpack(reply.result) == {"echo": {"x": 1, "s": "hi"}}
-            refused = await stub.SendCommand(pb.CommandRequest(device_id="gen-1", action="refuse"), metadata=md(CONTROL))
+            refused = await stub.SendCommand(
+                pb.CommandRequest(device_id="gen-1", action="refuse"), metadata=md(CONTROL)
+            )
             assert not refused.ok and refused.code == "REFUSED" and "says no" in refused.message
             slow = await stub.SendCommand(
                 pb.CommandRequest(device_id="gen-1", action="slow", args=msgpack.packb({"s": 5}), timeout_ms=200),
                 metadata=md(CONTROL),
             )
             assert not slow.ok and slow.code == "TIMEOUT"
-            stream = stub.Subscribe(pb.SubscribeRequest(topics=["audit/gen-1/command"], from_seq=reply.audit_seq), metadata=md(READ))
+            stream = stub.Subscribe(
+                pb.SubscribeRequest(topics=["audit/gen-1/command"], from_seq=reply.audit_seq), metadata=md(READ)
+            )
             envs, _, _ = await collect(stream, 3)
             recs = [unpack(e.payload) for e in envs]
             assert [(r["action"], r["ok"], r["code"]) for r in recs] == [
@@ -251,7 +266,11 @@ async def test_commands_allowed_replied_and_audited():
                 ("refuse", False, "REFUSED"),
                 ("slow", False, "TIMEOUT"),
             ]
-            assert recs[0]["principal"] == "operator" and recs[0]["reason"] == "test" and recs[0]["args"] == {"x": 1, "s": "hi"}
+            assert (
+                recs[0]["principal"] == "operator"
+                and recs[0]["reason"] == "test"
+                and recs[0]["args"] == {"x": 1, "s": "hi"}
+            )
             assert [e.seq for e in envs] == [reply.audit_seq, refused.audit_seq, slow.audit_seq]
             stream.cancel()
             # an action that needs a reason
@@ -279,8 +298,14 @@ async def test_bad_requests():
                 (pb.CommandRequest(device_id="gen-1", action="no_such_action"), grpc.StatusCode.INVALID_ARGUMENT),
                 (pb.CommandRequest(device_id="a/b", action="echo"), grpc.StatusCode.INVALID_ARGUMENT),
                 (pb.CommandRequest(device_id="", action="echo"), grpc.StatusCode.INVALID_ARGUMENT),
-                (pb.CommandRequest(device_id="gen-1", action="echo", args=b"\xc1\xc1"), grpc.StatusCode.INVALID_ARGUMENT),
-                (pb.CommandRequest(device_id="gen-1", action="echo", args=msgpack.packb([1, 2])), grpc.StatusCode.INVALID_ARGUMENT),
+                (
+                    pb.CommandRequest(device_id="gen-1", action="echo", args=b"\xc1\xc1"),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
+                (
+                    pb.CommandRequest(device_id="gen-1", action="echo", args=msgpack.packb([1, 2])),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ),
             ]
             for req, code in cases:
                 with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -302,14 +327,21 @@ async def test_bad_requests():
 
 
 async def test_list_devices_stats_health_reflection_and_metrics():
-    cfg = base_config([gen("gen-1", labels={"site": "east"}), {"id": "down", "driver": "testgen", "refuse": True}], metrics="127.0.0.1:0")
+    cfg = base_config(
+        [gen("gen-1", labels={"site": "east"}), {"id": "down", "driver": "testgen", "refuse": True}],
+        metrics="127.0.0.1:0",
+    )
     async with running(cfg) as gw:
         await online(gw, "gen-1")
         assert await wait_for(lambda: gw.supervisor.entries["down"].counters.get("reconnects", 0) >= 1)
         async with client(gw) as (stub, ch):
             reply = await stub.ListDevices(pb.ListDevicesRequest(), metadata=md(READ))
             devs = {d.id: d for d in reply.devices}
-            assert devs["gen-1"].state == "ONLINE" and devs["gen-1"].family == "test" and devs["gen-1"].info["site"] == "east"
+            assert (
+                devs["gen-1"].state == "ONLINE"
+                and devs["gen-1"].family == "test"
+                and devs["gen-1"].info["site"] == "east"
+            )
             assert devs["down"].state in ("OFFLINE", "CONNECTING") and "refused" in devs["down"].reason
             # a token limited to gnss/# and test/gen-1/# sees only gen-1
             reply = await stub.ListDevices(pb.ListDevicesRequest(), metadata=md(GNSS_ONLY))
@@ -380,7 +412,11 @@ async def test_keepalive_client_pinging_at_the_permitted_rate_is_not_cut():
 async def test_ping_flood_is_refused_but_other_clients_continue():
     cfg = base_config([gen("gen-1")], keepalive={"min_client_ping_s": 5})
     async with running(cfg) as gw:
-        opts = {"grpc.keepalive_time_ms": 50, "grpc.keepalive_permit_without_calls": 1, "grpc.http2.max_pings_without_data": 0}
+        opts = {
+            "grpc.keepalive_time_ms": 50,
+            "grpc.keepalive_permit_without_calls": 1,
+            "grpc.http2.max_pings_without_data": 0,
+        }
         async with client(gw, **opts) as (bad, _), client(gw) as (good, _):
             flood = bad.Subscribe(pb.SubscribeRequest(topics=["test/#"]), metadata=md(READ))
             with pytest.raises(grpc.aio.AioRpcError) as err:

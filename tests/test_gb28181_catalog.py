@@ -20,7 +20,10 @@ def cam(n: int) -> str:
 
 
 def chunk_body(sn: int, sum_num: int, numbers) -> bytes:
-    items = [{"DeviceID": cam(n), "Name": PLACES[n % len(PLACES)] + f"{n}号", "ParentID": DEV, "Status": "ON"} for n in numbers]
+    items = [
+        {"DeviceID": cam(n), "Name": PLACES[n % len(PLACES)] + f"{n}号", "ParentID": DEV, "Status": "ON"}
+        for n in numbers
+    ]
     return build("Response", "Catalog", sn, DEV, {"SumNum": sum_num, "DeviceList": item_list(items)})
 
 
@@ -127,7 +130,9 @@ def test_catalog_keeps_nodes_apart_and_drops_the_server_as_parent():
     assert {c.event for c in changes} == {"ADD"} and len(changes) == 10
     assert {c.device_id for c in changes if c.node} == {"43", "4303", "430304", "43030401", "43030000002000000002",
                                                        "43030000002150000001", "43030000002160000001"}  # fmt: skip
-    assert sorted(i.device_id for i in cat.channels()) == sorted([cam(1), "43030000001320000002", "43030000001340000001"])
+    assert sorted(i.device_id for i in cat.channels()) == sorted(
+        [cam(1), "43030000001320000002", "43030000001340000001"]
+    )
     assert len(cat.nodes()) == 7 and len(cat) == 10
     assert cat.get(cam(1)).parent_ids == (DEV,)
     assert cat.complete
@@ -146,7 +151,9 @@ def test_catalog_replace_complete_removes_partial_keeps():
 
 def test_catalog_notify_events():
     cat = Catalog(DEV)
-    cat.replace(CatalogResult(DEV, 1, 2, [item(cam(1), name="A", status="ON"), item(cam(2), name="B", status="ON")], True))
+    cat.replace(
+        CatalogResult(DEV, 1, 2, [item(cam(1), name="A", status="ON"), item(cam(2), name="B", status="ON")], True)
+    )
     off = cat.apply(item(cam(1), event="OFF"))
     assert off.event == "OFF" and cat.get(cam(1)).status == "OFF" and cat.get(cam(1)).name == "A"
     vlost = cat.apply(item(cam(2), event="VLOST"))

@@ -26,14 +26,21 @@ async def setup(tmp_path, transport="udp"):
     path = tmp_path / "gb-devices.yaml"
     path.write_text(f"- {{id: '{NVR_ID}', password: '{PASSWORD}'}}\n", encoding="utf-8")
     path.chmod(0o600)
-    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                "devices_file": str(path)}
+    listener = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": SERVER_ID,
+        "devices_file": str(path),
+    }
     async with running(base_config(listeners=[listener], control=["camera/+"], name="gb"), gb28181.SPEC) as gw:
         entry = gw.supervisor.lookup("gb")
         await until(lambda: "listen" in entry.info, what="listener bound")
         port = int(entry.info["listen"].rsplit(":", 1)[1])
         ids = channel_ids(NVR_ID, 2)
-        nvr = await GbDevice(port, NVR_ID, transport=transport, channels=list(zip(ids, ["一号", "二号"], strict=True))).start()
+        nvr = await GbDevice(
+            port, NVR_ID, transport=transport, channels=list(zip(ids, ["一号", "二号"], strict=True))
+        ).start()
         try:
             assert (await nvr.register()).status == 200
             await until(lambda: gw.supervisor.lookup(ids[1]) is not None, 10, "channels listed")
@@ -44,8 +51,9 @@ async def setup(tmp_path, transport="udp"):
 
 
 async def send(stub, device, action, args=None, token=CONTROL, reason="", timeout_ms=5000):
-    req = pb.CommandRequest(device_id=device, action=action, args=msgpack.packb(args or {}), reason=reason,
-                            timeout_ms=timeout_ms)
+    req = pb.CommandRequest(
+        device_id=device, action=action, args=msgpack.packb(args or {}), reason=reason, timeout_ms=timeout_ms
+    )
     reply = await stub.SendCommand(req, metadata=md(token))
     return reply, (msgpack.unpackb(reply.result) if reply.result else {})
 
@@ -74,8 +82,9 @@ async def test_ptz_move_sends_the_move_then_the_stop_and_every_call_is_audited(t
 
 async def test_the_stop_is_sent_even_when_the_caller_goes_away(tmp_path):
     async with setup(tmp_path) as (gw, stub, nvr, ids):
-        req = pb.CommandRequest(device_id=ids[1], action="ptz_move", args=msgpack.packb({"tilt": -1, "duration_s": 5}),
-                                timeout_ms=10000)
+        req = pb.CommandRequest(
+            device_id=ids[1], action="ptz_move", args=msgpack.packb({"tilt": -1, "duration_s": 5}), timeout_ms=10000
+        )
         call = stub.SendCommand(req, metadata=md(CONTROL))
         await until(lambda: len(nvr.ptz) == 1, 5, "the move")
         call.cancel()
@@ -96,8 +105,9 @@ async def test_presets_queries_reset_alarm_and_reboot(tmp_path):
         assert reply.ok and result["firmware"] == "V2.1.0" and result["manufacturer"] == "Tianwang"
         reply, result = await send(stub, NVR_ID, "device_status", token=READ)
         assert reply.ok and result["status"] == "OK"
-        reply, result = await send(stub, ids[1], "record_query", {"start": "2026-12-07T00:00:00", "type": "all"},
-                                   token=READ)
+        reply, result = await send(
+            stub, ids[1], "record_query", {"start": "2026-12-07T00:00:00", "type": "all"}, token=READ
+        )
         assert reply.ok, reply.message
         assert result["sum_num"] == 3 and result["complete"] and len(result["records"]) == 3
         _req, text = nvr.requests("MESSAGE", "RecordInfo")[0]
@@ -111,8 +121,11 @@ async def test_presets_queries_reset_alarm_and_reboot(tmp_path):
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "reason" in info.value.details()
         reply, result = await send(stub, NVR_ID, "reboot", reason="hung encoder")
         assert reply.ok and result["rebooting"]
-        await until(lambda: any("<TeleBoot>Boot</TeleBoot>" in t for _r, t in nvr.requests("MESSAGE", "DeviceControl")),
-                    5, "TeleBoot")
+        await until(
+            lambda: any("<TeleBoot>Boot</TeleBoot>" in t for _r, t in nvr.requests("MESSAGE", "DeviceControl")),
+            5,
+            "TeleBoot",
+        )
         listing, result = await send(stub, "gb", "registrations", token=READ)
         assert listing.ok and result["devices"][0]["id"] == NVR_ID
 

@@ -30,6 +30,7 @@ async def test_demo_fleet_registers_and_publishes_alarms_positions_and_obeys_ptz
         config = base_config(listeners=[listener], control=["camera/+"], name="demo")
         async with running(config, gb28181.SPEC) as gw:
             async with client(gw) as (stub, _):
+
                 async def rows():
                     reply = await stub.ListDevices(pb.ListDevicesRequest(), metadata=md(READ))
                     return {d.id: d for d in reply.devices}
@@ -43,8 +44,7 @@ async def test_demo_fleet_registers_and_publishes_alarms_positions_and_obeys_ptz
                 def ready():
                     devices = [r for r in listed.values() if r.parent == "gb"]
                     channels = [r for r in listed.values() if r.parent in {d.id for d in devices}]
-                    return (len(devices) == 3 and all(d.state == "ONLINE" for d in devices)
-                            and len(channels) >= 6)
+                    return len(devices) == 3 and all(d.state == "ONLINE" for d in devices) and len(channels) >= 6
 
                 for _ in range(150):
                     await refresh()
@@ -57,15 +57,28 @@ async def test_demo_fleet_registers_and_publishes_alarms_positions_and_obeys_ptz
                 nvr = devices[0]
                 channels = sorted(r.id for r in listed.values() if r.parent == nvr.id)
                 assert len(channels) == 4
-                await until(lambda: any(e["device_id"] in {d.id for d in devices[1:]}
-                                        for e in journal_envelopes(gw.journal, "gnss/+/fix")), 20, "body camera fixes")
+                await until(
+                    lambda: any(
+                        e["device_id"] in {d.id for d in devices[1:]}
+                        for e in journal_envelopes(gw.journal, "gnss/+/fix")
+                    ),
+                    20,
+                    "body camera fixes",
+                )
                 fix = next(e for e in journal_envelopes(gw.journal, "gnss/+/fix"))["payload"]
                 assert fix["source"] == "gb28181" and abs(fix["lat"] - 27.83) < 0.12 and abs(fix["lon"] - 112.94) < 0.12
                 await until(lambda: journal_envelopes(gw.journal, "camera/+/alarm"), 30, "an alarm")
                 alarm = journal_envelopes(gw.journal, "camera/+/alarm")[0]
                 assert listed[alarm["device_id"]].parent in {d.id for d in devices}  # a channel of the fleet
                 assert alarm["payload"]["kind"] in ("motion", "line_crossing", "video_loss")
-                reply = await stub.SendCommand(pb.CommandRequest(
-                    device_id=channels[0], action="ptz_move", args=msgpack.packb({"pan": 0.5, "duration_s": 1}),
-                    reason="demo check", timeout_ms=10000), metadata=md(CONTROL))
+                reply = await stub.SendCommand(
+                    pb.CommandRequest(
+                        device_id=channels[0],
+                        action="ptz_move",
+                        args=msgpack.packb({"pan": 0.5, "duration_s": 1}),
+                        reason="demo check",
+                        timeout_ms=10000,
+                    ),
+                    metadata=md(CONTROL),
+                )
                 assert reply.ok, (reply.code, reply.message)

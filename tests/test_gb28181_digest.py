@@ -33,13 +33,32 @@ def test_qop_auth_matches_rfc2617_formula():
     ha1 = md5("34020000001320000001:3402000000:s3cret")
     ha2 = md5("REGISTER:sip:34020000002000000001@3402000000")
     expected = md5(f"{ha1}:abcdef0123:00000002:0a4f113b:auth:{ha2}")
-    got = digest.compute_response("34020000001320000001", "3402000000", "s3cret", "REGISTER",
-                                  "sip:34020000002000000001@3402000000", "abcdef0123",
-                                  qop="auth", nc="00000002", cnonce="0a4f113b")
+    got = digest.compute_response(
+        "34020000001320000001",
+        "3402000000",
+        "s3cret",
+        "REGISTER",
+        "sip:34020000002000000001@3402000000",
+        "abcdef0123",
+        qop="auth",
+        nc="00000002",
+        cnonce="0a4f113b",
+    )
     assert got == expected
-    assert digest.compute_response("34020000001320000001", "3402000000", "s3cret", "REGISTER",
-                                   "sip:34020000002000000001@3402000000", "abcdef0123",
-                                   qop="auth", nc=2, cnonce="0a4f113b") == expected
+    assert (
+        digest.compute_response(
+            "34020000001320000001",
+            "3402000000",
+            "s3cret",
+            "REGISTER",
+            "sip:34020000002000000001@3402000000",
+            "abcdef0123",
+            qop="auth",
+            nc=2,
+            cnonce="0a4f113b",
+        )
+        == expected
+    )
 
 
 def test_parse_challenge_quoted_and_bare():
@@ -59,9 +78,11 @@ def test_bad_challenges_raise(value):
 
 
 def test_j1_authorization_as_a_device_sends_it_verifies():
-    header = ('Digest username="64010000002020000001", realm="64010000", nonce="6fe9ba44a76be22a", '
-              'uri="sip:64010000002000000001@172.18.16.5:5060", response="9625d92d1bddea7a911926e0db054968", '
-              "algorithm=MD5")
+    header = (
+        'Digest username="64010000002020000001", realm="64010000", nonce="6fe9ba44a76be22a", '
+        'uri="sip:64010000002000000001@172.18.16.5:5060", response="9625d92d1bddea7a911926e0db054968", '
+        "algorithm=MD5"
+    )
     auth = digest.parse_authorization(header)
     assert digest.verify(auth, "12345678", "REGISTER")
     assert digest.verify(auth, "12345678", "REGISTER", realm="64010000")

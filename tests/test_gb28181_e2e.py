@@ -25,15 +25,22 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_simulated_fleet_through_grpc(transport):
-    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                "registration": "open", "password": "12345678",
-                "subscribe": {"catalog": True, "alarm": {}, "mobile_position": {"interval_s": 1}}}
+    listener = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": SERVER_ID,
+        "registration": "open",
+        "password": "12345678",
+        "subscribe": {"catalog": True, "alarm": {}, "mobile_position": {"interval_s": 1}},
+    }
     async with running(base_config(listeners=[listener], control=["camera/+"], name="gb"), gb28181.SPEC) as gw:
         entry = gw.supervisor.lookup("gb")
         await until(lambda: "listen" in entry.info, what="listener bound")
         port = int(entry.info["listen"].rsplit(":", 1)[1])
-        fleet = Fleet("127.0.0.1", port, devices=2, channels=3, mobile=2, transport=transport, alarm_rate=4.0,
-                      keepalive_s=5.0)
+        fleet = Fleet(
+            "127.0.0.1", port, devices=2, channels=3, mobile=2, transport=transport, alarm_rate=4.0, keepalive_s=5.0
+        )
         await fleet.start()
         got: dict[str, list] = {}
         try:
@@ -64,12 +71,19 @@ async def test_simulated_fleet_through_grpc(transport):
                     await until(lambda: sum(len(v) for k, v in got.items() if k.endswith("/alarm")) >= 3, 20, "alarms")
                     # PTZ on a channel moves the simulated head
                     channel = nvrs[0].channels[0]
-                    req = pb.CommandRequest(device_id=channel.id, action="ptz_move", timeout_ms=5000,
-                                            args=msgpack.packb({"pan": 1.0, "duration_s": 0.5}))
+                    req = pb.CommandRequest(
+                        device_id=channel.id,
+                        action="ptz_move",
+                        timeout_ms=5000,
+                        args=msgpack.packb({"pan": 1.0, "duration_s": 0.5}),
+                    )
                     cmd = await stub.SendCommand(req, metadata=md(CONTROL))
                     assert cmd.ok, cmd.message
-                    await until(lambda: channel.head.v == (0.0, 0.0, 0.0) and channel.head.commands >= 2, 5,
-                                "the head moved and stopped")
+                    await until(
+                        lambda: channel.head.v == (0.0, 0.0, 0.0) and channel.head.commands >= 2,
+                        5,
+                        "the head moved and stopped",
+                    )
                     assert channel.head.position(time.monotonic())[0] != 0.0
                 finally:
                     sub.cancel()
@@ -94,8 +108,14 @@ async def test_play_sends_rtp_with_the_ssrc_to_the_callers_address_until_stop_pl
 
     rx, _ = await loop.create_datagram_endpoint(Rx, local_addr=("127.0.0.1", 0))
     media_port = rx.get_extra_info("sockname")[1]
-    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                "registration": "open", "password": "12345678"}
+    listener = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": SERVER_ID,
+        "registration": "open",
+        "password": "12345678",
+    }
     try:
         async with running(base_config(listeners=[listener], control=["camera/+"], name="gb"), gb28181.SPEC) as gw:
             entry = gw.supervisor.lookup("gb")
@@ -107,15 +127,23 @@ async def test_play_sends_rtp_with_the_ssrc_to_the_callers_address_until_stop_pl
                 channel = fleet.devices[0].channels[1]
                 await until(lambda: gw.supervisor.lookup(channel.id) is not None, 10, "channel listed")
                 async with client(gw) as (stub, _):
-                    req = pb.CommandRequest(device_id=channel.id, action="play", timeout_ms=5000,
-                                            args=msgpack.packb({"host": "127.0.0.1", "port": media_port}))
+                    req = pb.CommandRequest(
+                        device_id=channel.id,
+                        action="play",
+                        timeout_ms=5000,
+                        args=msgpack.packb({"host": "127.0.0.1", "port": media_port}),
+                    )
                     cmd = await stub.SendCommand(req, metadata=md(CONTROL))
                     assert cmd.ok, cmd.message
                     result = msgpack.unpackb(cmd.result)
                     await until(lambda: len(packets) >= 10, 10, "RTP")
                     assert all(struct.unpack(">I", p[8:12])[0] == int(result["ssrc"]) for p in packets)
-                    stop = pb.CommandRequest(device_id=channel.id, action="stop_play", timeout_ms=5000,
-                                             args=msgpack.packb({"call_id": result["call_id"]}))
+                    stop = pb.CommandRequest(
+                        device_id=channel.id,
+                        action="stop_play",
+                        timeout_ms=5000,
+                        args=msgpack.packb({"call_id": result["call_id"]}),
+                    )
                     assert (await stub.SendCommand(stop, metadata=md(CONTROL))).ok
                     await until(lambda: fleet.stats()["calls_active"] == 0, 5, "the call ended at the device")
                     await asyncio.sleep(0.3)
@@ -123,8 +151,12 @@ async def test_play_sends_rtp_with_the_ssrc_to_the_callers_address_until_stop_pl
                     await asyncio.sleep(0.5)
                     assert len(packets) == n
                     # a call still open when the gateway stops gets its BYE
-                    again = pb.CommandRequest(device_id=channel.id, action="play", timeout_ms=5000,
-                                              args=msgpack.packb({"host": "127.0.0.1", "port": media_port}))
+                    again = pb.CommandRequest(
+                        device_id=channel.id,
+                        action="play",
+                        timeout_ms=5000,
+                        args=msgpack.packb({"host": "127.0.0.1", "port": media_port}),
+                    )
                     assert (await stub.SendCommand(again, metadata=md(CONTROL))).ok
                     await until(lambda: fleet.stats()["calls_active"] == 1, 5, "the second call")
                 byes = fleet.counters["byes"]

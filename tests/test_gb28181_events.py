@@ -22,12 +22,21 @@ NAMES = ["雨湖路口", "岳塘广场", "湘潭大学东门", "韶山路"]
 
 def config(tmp_path, **extra):
     path = tmp_path / "gb-devices.yaml"
-    path.write_text(f"- {{id: '{NVR_ID}', password: '{PASSWORD}'}}\n"
-                    f"- {{id: '{BODYCAM_ID}', password: '{PASSWORD}', datum: gcj02}}\n", encoding="utf-8")
+    path.write_text(
+        f"- {{id: '{NVR_ID}', password: '{PASSWORD}'}}\n"
+        f"- {{id: '{BODYCAM_ID}', password: '{PASSWORD}', datum: gcj02}}\n",
+        encoding="utf-8",
+    )
     path.chmod(0o600)
-    cfg = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-           "devices_file": str(path), "catalog_idle_s": 1.0,
-           "subscribe": {"catalog": True, "mobile_position": {"interval_s": 5}}}
+    cfg = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": SERVER_ID,
+        "devices_file": str(path),
+        "catalog_idle_s": 1.0,
+        "subscribe": {"catalog": True, "mobile_position": {"interval_s": 5}},
+    }
     cfg.update(extra)
     return cfg
 
@@ -47,9 +56,12 @@ def state(gw, dev_id):
 
 def catalog_notify(dev, items):
     """A catalog NOTIFY body: items of (id, event, name)."""
-    body = "".join(f"<Item>\r\n<DeviceID>{cid}</DeviceID>\r\n<Name>{name}</Name>\r\n<Event>{event}</Event>\r\n"
-                   f"<ParentID>{dev.id}</ParentID>\r\n<Status>ON</Status>\r\n</Item>\r\n" for cid, event, name in items)
-    inner = f"<SumNum>{len(items)}</SumNum>\r\n<DeviceList Num=\"{len(items)}\">\r\n{body}</DeviceList>\r\n"
+    body = "".join(
+        f"<Item>\r\n<DeviceID>{cid}</DeviceID>\r\n<Name>{name}</Name>\r\n<Event>{event}</Event>\r\n"
+        f"<ParentID>{dev.id}</ParentID>\r\n<Status>ON</Status>\r\n</Item>\r\n"
+        for cid, event, name in items
+    )
+    inner = f'<SumNum>{len(items)}</SumNum>\r\n<DeviceList Num="{len(items)}">\r\n{body}</DeviceList>\r\n'
     return xml("Notify", "Catalog", dev.next_sn(), dev.id, inner)
 
 
@@ -79,9 +91,19 @@ async def test_catalog_channels_become_devices_under_their_device_and_follow_its
             assert sub.headers.get("Event").startswith("Catalog;id=")
             # catalog events as they come: OFF, VLOST, ADD, DEL
             new_id = channel_ids(NVR_ID, 5)[4]
-            resp = await nvr.message(catalog_notify(nvr, [(ids[1], "OFF", NAMES[1]), (ids[2], "VLOST", NAMES[2]),
-                                                          (new_id, "ADD", "新增通道"), (ids[0], "DEL", NAMES[0])]),
-                                     method="NOTIFY", headers=[("Event", "Catalog"), ("Subscription-State", "active")])
+            resp = await nvr.message(
+                catalog_notify(
+                    nvr,
+                    [
+                        (ids[1], "OFF", NAMES[1]),
+                        (ids[2], "VLOST", NAMES[2]),
+                        (new_id, "ADD", "新增通道"),
+                        (ids[0], "DEL", NAMES[0]),
+                    ],
+                ),
+                method="NOTIFY",
+                headers=[("Event", "Catalog"), ("Subscription-State", "active")],
+            )
             assert resp.status == 200
             await until(lambda: state(gw, ids[1])[0] == "OFFLINE", 5, "OFF applied")
             assert state(gw, ids[2]) == ("DEGRADED", "catalog: video lost")
@@ -104,9 +126,11 @@ async def test_a_catalog_that_stops_short_is_kept_partial_and_said_so(tmp_path):
             await until(lambda: nvr.requests("MESSAGE", "Catalog"), 5, "catalog query")
             req, text = nvr.requests("MESSAGE", "Catalog")[0]
             sn = int(text.split("<SN>")[1].split("<")[0])
-            item = (f"<Item>\r\n<DeviceID>{ids[0]}</DeviceID>\r\n<Name>only one</Name>\r\n<Status>ON</Status>\r\n"
-                    "</Item>\r\n")
-            inner = f"<SumNum>3</SumNum>\r\n<DeviceList Num=\"1\">\r\n{item}</DeviceList>\r\n"
+            item = (
+                f"<Item>\r\n<DeviceID>{ids[0]}</DeviceID>\r\n<Name>only one</Name>\r\n<Status>ON</Status>\r\n"
+                "</Item>\r\n"
+            )
+            inner = f'<SumNum>3</SumNum>\r\n<DeviceList Num="1">\r\n{item}</DeviceList>\r\n'
             assert (await nvr.message(xml("Response", "Catalog", sn, NVR_ID, inner))).status == 200
             await until(lambda: gw.supervisor.lookup(NVR_ID).info.get("catalog") == "partial", 10, "partial catalog")
             assert gw.supervisor.lookup(ids[0]) is not None
@@ -134,8 +158,9 @@ async def test_alarms_reach_subscribers_on_the_channel_topic_and_are_answered_as
                 try:
                     motion = await nvr.alarm(source=ids[1], method=5, alarm_type=2)
                     assert motion.status == 200
-                    assert (await nvr.alarm(source=ids[0], priority=2, method=2, alarm_type=1,
-                                            description="视频丢失")).status == 200
+                    assert (
+                        await nvr.alarm(source=ids[0], priority=2, method=2, alarm_type=1, description="视频丢失")
+                    ).status == 200
                     await until(lambda: len(got) == 2, 10, "two alarms over gRPC")
                 finally:
                     sub.cancel()
@@ -177,8 +202,12 @@ async def test_mobile_positions_go_to_gnss_fix_converted_from_gcj02(tmp_path):
                 task = asyncio.ensure_future(subscribe())
                 try:
                     assert (await cam.position(27.8291, 112.9441)).status == 200
-                    notify = await cam.position(27.8300, 112.9450, method="NOTIFY",
-                                                headers=[("Event", "presence"), ("Subscription-State", "active")])
+                    notify = await cam.position(
+                        27.8300,
+                        112.9450,
+                        method="NOTIFY",
+                        headers=[("Event", "presence"), ("Subscription-State", "active")],
+                    )
                     assert notify.status == 200
                     await until(lambda: len(got) == 2, 10, "two fixes over gRPC")
                 finally:
@@ -225,8 +254,11 @@ async def test_catalogs_are_bounded_per_device(tmp_path):
             assert len(listed) == 3 and gw.supervisor.lookup(NVR_ID).info["channels"] == "3"
             # an ADD beyond the bound is dropped and counted
             extra = channel_ids(NVR_ID, 6)[5]
-            resp = await nvr.message(catalog_notify(nvr, [(extra, "ADD", "one too many")]), method="NOTIFY",
-                                     headers=[("Event", "Catalog"), ("Subscription-State", "active")])
+            resp = await nvr.message(
+                catalog_notify(nvr, [(extra, "ADD", "one too many")]),
+                method="NOTIFY",
+                headers=[("Event", "Catalog"), ("Subscription-State", "active")],
+            )
             assert resp.status == 200
             await until(lambda: gw.supervisor.lookup(NVR_ID).counters.get("dropped_too_many_channels"), 5, "the drop")
             assert gw.supervisor.lookup(extra) is None

@@ -28,9 +28,16 @@ class GatewayThread:
         path = tmp_path / "gb-devices.yaml"
         path.write_text(f"- {{id: '{NVR_ID}', password: '{PASSWORD}'}}\n", encoding="utf-8")
         path.chmod(0o600)
-        self.listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                         "devices_file": str(path), "subscribe": {"catalog": False},
-                         "unknown_per_s": 100000, "unknown_burst": 100000}
+        self.listener = {
+            "id": "gb",
+            "driver": "gb28181",
+            "listen": "127.0.0.1:0",
+            "server_id": SERVER_ID,
+            "devices_file": str(path),
+            "subscribe": {"catalog": False},
+            "unknown_per_s": 100000,
+            "unknown_burst": 100000,
+        }
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.stopping = None
@@ -87,9 +94,18 @@ def _keepalive_bytes(body: bytes, transport="UDP") -> bytes:
     from tianwang.drivers.gb28181 import sip
 
     return sip.build_request(
-        "MESSAGE", f"sip:{SERVER_ID}@127.0.0.1:5060", via_host="127.0.0.1", via_port=5999, transport=transport,
-        from_uri=f"sip:{NVR_ID}@4303000000", from_tag="fz", to_uri=f"sip:{SERVER_ID}@4303000000",
-        call_id=sip.new_call_id(), cseq=1, body=body, content_type="Application/MANSCDP+xml",
+        "MESSAGE",
+        f"sip:{SERVER_ID}@127.0.0.1:5060",
+        via_host="127.0.0.1",
+        via_port=5999,
+        transport=transport,
+        from_uri=f"sip:{NVR_ID}@4303000000",
+        from_tag="fz",
+        to_uri=f"sip:{SERVER_ID}@4303000000",
+        call_id=sip.new_call_id(),
+        cseq=1,
+        body=body,
+        content_type="Application/MANSCDP+xml",
     ).to_bytes()
 
 
@@ -125,9 +141,28 @@ _XML_TEXT = st.one_of(
 @given(
     root=st.sampled_from(["Notify", "Response", "Query", "Control", "Bogus"]),
     cmd=st.sampled_from(["Keepalive", "Alarm", "MobilePosition", "Catalog", "DeviceInfo", "RecordInfo", "X"]),
-    fields=st.lists(st.tuples(st.sampled_from(["Status", "AlarmMethod", "AlarmType", "Longitude", "Latitude", "SumNum",
-                                               "DeviceList", "Item", "Info", "Speed", "Time", "AlarmPriority"]),
-                              _XML_TEXT), max_size=8),
+    fields=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "Status",
+                    "AlarmMethod",
+                    "AlarmType",
+                    "Longitude",
+                    "Latitude",
+                    "SumNum",
+                    "DeviceList",
+                    "Item",
+                    "Info",
+                    "Speed",
+                    "Time",
+                    "AlarmPriority",
+                ]
+            ),
+            _XML_TEXT,
+        ),
+        max_size=8,
+    ),
     tail=st.binary(max_size=30),
     tcp=st.booleans(),
 )
@@ -144,4 +179,3 @@ def test_after_the_fuzz_the_listener_still_serves_and_counted_every_bad_input(ga
     device = gateway.counters(NVR_ID)
     drops = {k: v for c in (listener, device) for k, v in c.items() if k.startswith("dropped_")}
     assert drops, (listener, device)
-

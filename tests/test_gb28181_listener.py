@@ -30,9 +30,15 @@ def write_devices(tmp_path, *ids, password=PASSWORD):
 
 
 def listener_config(tmp_path, *ids, **extra):
-    cfg = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-           "devices_file": write_devices(tmp_path, *(ids or (NVR_ID, IPC_ID))),
-           "keepalive": {"interval_s": 0.5, "count": 2}, "subscribe": {"catalog": False}}
+    cfg = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": SERVER_ID,
+        "devices_file": write_devices(tmp_path, *(ids or (NVR_ID, IPC_ID))),
+        "keepalive": {"interval_s": 0.5, "count": 2},
+        "subscribe": {"catalog": False},
+    }
     cfg.update(extra)
     return cfg
 
@@ -98,8 +104,15 @@ async def test_digest_refusals_stale_nonces_and_unknown_devices(tmp_path):
             from tianwang.drivers.gb28181 import digest
 
             params = digest.parse_challenge(challenge)
-            auth = digest.authorization(NVR_ID, params["realm"], PASSWORD, "REGISTER", f"sip:{SERVER_ID}@{DOMAIN}",
-                                        params["nonce"], qop=params.get("qop"))
+            auth = digest.authorization(
+                NVR_ID,
+                params["realm"],
+                PASSWORD,
+                "REGISTER",
+                f"sip:{SERVER_ID}@{DOMAIN}",
+                params["nonce"],
+                qop=params.get("qop"),
+            )
             headers = [("Expires", "3600"), ("Authorization", auth)]
             assert (await nvr.transact(nvr.build("REGISTER", headers=headers))).status == 200
             again = await nvr.transact(nvr.build("REGISTER", headers=headers))
@@ -162,15 +175,19 @@ async def test_registrations_survive_a_restart(tmp_path):
     from gb_helpers import channel_ids
 
     regs = tmp_path / "gb.registrations"
-    cfg = listener_config(tmp_path, registrations_file=str(regs), keepalive={"interval_s": 30, "count": 3},
-                          subscribe={"catalog": True})
+    cfg = listener_config(
+        tmp_path, registrations_file=str(regs), keepalive={"interval_s": 30, "count": 3}, subscribe={"catalog": True}
+    )
     channels = channel_ids(NVR_ID, 2)
     async with gateway(cfg) as (gw, port):
         nvr = await GbDevice(port, NVR_ID, transport="udp", channels=[(c, "路口") for c in channels]).start()
         try:
             assert (await nvr.register()).status == 200
-            await until(lambda: regs.exists() and channels[1] in regs.read_text() and "V2.1.0" in regs.read_text(), 10,
-                        "registration, channels and DeviceInfo written")
+            await until(
+                lambda: regs.exists() and channels[1] in regs.read_text() and "V2.1.0" in regs.read_text(),
+                10,
+                "registration, channels and DeviceInfo written",
+            )
         finally:
             await nvr.stop()
     assert stat.S_IMODE(os.stat(regs).st_mode) == 0o600
@@ -208,7 +225,7 @@ async def test_malformed_sip_and_xml_are_counted_drops_and_the_good_messages_aro
             assert (await nvr.register()).status == 200
             nvr.send_raw(b"NOT SIP AT ALL\r\n\r\n")
             nvr.send_raw(b"MESSAGE sip:x@y SIP/2.0\r\nVia: nonsense\r\n\r\n")
-            bad = await nvr.message(b"<?xml version=\"1.0\"?><Notify><CmdType>Keepalive</CmdType><SN>1")
+            bad = await nvr.message(b'<?xml version="1.0"?><Notify><CmdType>Keepalive</CmdType><SN>1')
             assert bad.status == 400
             assert (await nvr.keepalive()).status == 200
             listener = gw.supervisor.lookup("gb").counters
@@ -223,11 +240,20 @@ async def test_malformed_sip_and_xml_are_counted_drops_and_the_good_messages_aro
 def test_check_reports_every_mistake_of_a_gb28181_listener_in_one_run(tmp_path):
     bad_file = tmp_path / "devices.yaml"
     bad_file.write_text("- {id: '123', password: x}\n- {id: '43030000001320000001'}\n- {idd: 1}\n", encoding="utf-8")
-    config = base_config(listeners=[{
-        "id": "gb", "driver": "gb28181", "listen": "127.0.0.1:5060", "server_id": "4303",
-        "keepalive": {"interval_s": -1, "count": 0}, "expires": {"min_s": 7200, "max_s": 3600},
-        "devices_file": str(bad_file), "charset": "latin1",
-    }])
+    config = base_config(
+        listeners=[
+            {
+                "id": "gb",
+                "driver": "gb28181",
+                "listen": "127.0.0.1:5060",
+                "server_id": "4303",
+                "keepalive": {"interval_s": -1, "count": 0},
+                "expires": {"min_s": 7200, "max_s": 3600},
+                "devices_file": str(bad_file),
+                "charset": "latin1",
+            }
+        ]
+    )
     from gw import registry
 
     with pytest.raises(ConfigError) as info:

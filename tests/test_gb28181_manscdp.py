@@ -125,21 +125,40 @@ def test_chinese_names_decode_whatever_the_declaration(decl, codec):
 def test_gb2312_words_that_are_also_valid_utf8_read_as_gb(decl):
     # 学校 and 医院 in GB2312 (d1a7d0a3, d2bdd4ba) are valid UTF-8 bytes (Cyrillic)
     for word in ("学校", "医院", "路"):
-        raw = body("Notify", f"<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>{word}</AlarmDescription>", decl=decl, codec="gb2312")
+        raw = body(
+            "Notify",
+            f"<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>{word}</AlarmDescription>",
+            decl=decl,
+            codec="gb2312",
+        )
         raw.decode("utf-8")  # the trap: these bytes are valid UTF-8
         assert manscdp.alarm(parse(raw)).description == word
 
 
 def test_genuine_utf8_kept_when_declared_or_chinese():
-    cyrillic = body("Notify", "<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>ѧУ</AlarmDescription>", decl="UTF-8", codec="utf-8")
+    cyrillic = body(
+        "Notify",
+        "<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>ѧУ</AlarmDescription>",
+        decl="UTF-8",
+        codec="utf-8",
+    )
     assert manscdp.alarm(parse(cyrillic)).description == "ѧУ"
-    dotted = body("Notify", "<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>湘潭·岳塘 5°</AlarmDescription>", decl="GB2312", codec="utf-8")
+    dotted = body(
+        "Notify",
+        "<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>湘潭·岳塘 5°</AlarmDescription>",
+        decl="GB2312",
+        codec="utf-8",
+    )
     assert manscdp.alarm(parse(dotted)).description == "湘潭·岳塘 5°"
 
 
 def test_declared_transform_codecs_are_not_used():
     # unicode_escape would turn \x26 into '&' before the parser saw it; such names fall back to GB18030
-    raw = body("Notify", "<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>湘潭\\x26</AlarmDescription>", decl="unicode_escape")
+    raw = body(
+        "Notify",
+        "<CmdType>Alarm</CmdType><SN>1</SN><AlarmDescription>湘潭\\x26</AlarmDescription>",
+        decl="unicode_escape",
+    )
     assert manscdp.alarm(parse(raw)).description == "湘潭\\x26"
     assert manscdp.declared_charset(raw) == "unicode_escape"
 
@@ -152,7 +171,9 @@ def test_bytearray_and_memoryview_accepted():
 def test_rare_characters_need_gb18030():
     # 䶮 (U+4DAE) is not in GB2312 or GBK's common range: a GB2312 declaration with GB18030 bytes
     name = "湘潭䶮路"
-    raw = body("Notify", f"<CmdType>Alarm</CmdType><SN>1</SN><DeviceID>d</DeviceID><AlarmDescription>{name}</AlarmDescription>")
+    raw = body(
+        "Notify", f"<CmdType>Alarm</CmdType><SN>1</SN><DeviceID>d</DeviceID><AlarmDescription>{name}</AlarmDescription>"
+    )
     assert manscdp.alarm(parse(raw)).description == name
 
 
@@ -185,7 +206,9 @@ def test_bare_ampersand_and_lt_in_address_repaired():
 
 
 def test_well_formed_body_is_not_marked_repaired():
-    msg = parse(body("Notify", "<CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>d</DeviceID><Name>R&amp;D &lt;1&gt;</Name>"))
+    msg = parse(
+        body("Notify", "<CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>d</DeviceID><Name>R&amp;D &lt;1&gt;</Name>")
+    )
     assert not msg.repaired and msg.fields["Name"] == "R&D <1>"
 
 
@@ -193,18 +216,14 @@ def test_well_formed_body_is_not_marked_repaired():
 
 BILLION_LAUGHS = (
     b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-    + b"".join(
-        b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10) for i in range(1, 10)
-    )
+    + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10) for i in range(1, 10))
     + b"]><Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>&lol9;</DeviceID></Notify>"
 )
 XXE = (
     b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
     b"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>&x;</DeviceID></Notify>"
 )
-XXE_NET = (
-    b'<!DOCTYPE r SYSTEM "http://127.0.0.1:9/evil.dtd"><Notify><CmdType>Keepalive</CmdType><SN>1</SN></Notify>'
-)
+XXE_NET = b'<!DOCTYPE r SYSTEM "http://127.0.0.1:9/evil.dtd"><Notify><CmdType>Keepalive</CmdType><SN>1</SN></Notify>'
 PARAM_ENTITY = (
     b'<!DOCTYPE r [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]>'
     b"<Notify><CmdType>Keepalive</CmdType><SN>1</SN></Notify>"
@@ -255,7 +274,11 @@ def test_build_escapes_and_nests():
         "Catalog",
         1,
         DEV,
-        {"SumNum": 2, "DeviceList": item_list([{"DeviceID": CAM, "Name": "a<&>b"}, {"DeviceID": "4303"}]), "Gone": None},
+        {
+            "SumNum": 2,
+            "DeviceList": item_list([{"DeviceID": CAM, "Name": "a<&>b"}, {"DeviceID": "4303"}]),
+            "Gone": None,
+        },
     )
     msg = parse(raw)
     assert not msg.repaired
@@ -290,7 +313,9 @@ def test_keepalive_with_faulty_channels():
     ka = manscdp.keepalive(parse(raw))
     assert (ka.device_id, ka.sn, ka.status, ka.ok) == (DEV, 43, "OK", True)
     assert ka.faulty == (CAM, "43030000001310000002")
-    bare = manscdp.keepalive(parse(body("Notify", f"<CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>{DEV}</DeviceID><Status>ERROR</Status>")))
+    bare = manscdp.keepalive(
+        parse(body("Notify", f"<CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>{DEV}</DeviceID><Status>ERROR</Status>"))
+    )
     assert bare.faulty == () and not bare.ok and bare.status == "ERROR"
 
 
@@ -308,7 +333,12 @@ def alarm_body(extra: str) -> bytes:
     [
         ("<AlarmMethod>5</AlarmMethod><AlarmType>2</AlarmType>", (5,), 2, "motion"),
         ("<AlarmMethod>5</AlarmMethod><Info><AlarmType>5</AlarmType></Info>", (5,), 5, "line_crossing"),
-        ("<AlarmMethod>5</AlarmMethod><AlarmType>2</AlarmType><Info><AlarmType>6</AlarmType></Info>", (5,), 6, "intrusion"),
+        (
+            "<AlarmMethod>5</AlarmMethod><AlarmType>2</AlarmType><Info><AlarmType>6</AlarmType></Info>",
+            (5,),
+            6,
+            "intrusion",
+        ),
         ("<AlarmMethod>2</AlarmMethod>", (2,), None, None),
         ("<AlarmMethod>25</AlarmMethod><AlarmType>1</AlarmType>", (2, 5), 1, "video_loss"),
         ("<AlarmMethod>6</AlarmMethod><Info><AlarmType>2</AlarmType></Info>", (6,), 2, "fan_fault"),
@@ -355,8 +385,22 @@ def test_catalog_item_fields_and_ptz_type_places():
     sum_num, got = manscdp.catalog_items(parse(catalog_body(items, 2)))
     assert sum_num == 2
     a, b = got
-    assert (a.device_id, a.kind, a.name, a.manufacturer, a.model, a.owner) == (CAM, "camera", XIANGTAN + "1", "Hikvision", "DS-2", "Owner")
-    assert (a.civil_code, a.address, a.parental, a.safety_way, a.register_way, a.secrecy) == ("430304", "建设北路", False, 0, 1, 0)
+    assert (a.device_id, a.kind, a.name, a.manufacturer, a.model, a.owner) == (
+        CAM,
+        "camera",
+        XIANGTAN + "1",
+        "Hikvision",
+        "DS-2",
+        "Owner",
+    )
+    assert (a.civil_code, a.address, a.parental, a.safety_way, a.register_way, a.secrecy) == (
+        "430304",
+        "建设北路",
+        False,
+        0,
+        1,
+        0,
+    )
     assert a.parent_ids == (DEV, "43030000002150000001")
     assert (a.ip, a.port, a.status, a.lon, a.lat, a.ptz_type) == ("10.0.0.5", 5060, "ON", 112.94, 27.83, 1)
     assert (b.kind, b.ptz_type, b.business_group_id, b.lon, b.port) == ("camera", 3, "43030000002150000001", None, None)
@@ -365,7 +409,9 @@ def test_catalog_item_fields_and_ptz_type_places():
 @pytest.mark.parametrize("status, want", [("ON", "ON"), ("OFF", "OFF"), ("OK", "ON"), ("ONLINE", "ON"),
                                           ("Online", "ON"), ("OFFLINE", "OFF"), ("weird", None), ("", None)])  # fmt: skip
 def test_catalog_status_variants(status, want):
-    _, [item] = manscdp.catalog_items(parse(catalog_body(f"<Item><DeviceID>{CAM}</DeviceID><Status>{status}</Status></Item>")))
+    _, [item] = manscdp.catalog_items(
+        parse(catalog_body(f"<Item><DeviceID>{CAM}</DeviceID><Status>{status}</Status></Item>"))
+    )
     assert item.status == want
 
 
@@ -399,15 +445,28 @@ def test_mobile_position_ids():
         "<Time>2026-12-07T10:00:05</Time><Longitude>112.94</Longitude><Latitude>27.83</Latitude>"
         "<Speed>36.5</Speed><Direction>90</Direction><Altitude>50</Altitude>"
     )
-    with_dev = manscdp.mobile_position(parse(body("Notify", f"<CmdType>MobilePosition</CmdType><SN>1</SN><DeviceID>{DEV}</DeviceID>{fields}")))
-    assert (with_dev.id, with_dev.lon, with_dev.lat, with_dev.speed_kmh, with_dev.direction, with_dev.altitude) == (DEV, 112.94, 27.83, 36.5, 90.0, 50.0)
+    with_dev = manscdp.mobile_position(
+        parse(body("Notify", f"<CmdType>MobilePosition</CmdType><SN>1</SN><DeviceID>{DEV}</DeviceID>{fields}"))
+    )
+    assert (with_dev.id, with_dev.lon, with_dev.lat, with_dev.speed_kmh, with_dev.direction, with_dev.altitude) == (
+        DEV,
+        112.94,
+        27.83,
+        36.5,
+        90.0,
+        50.0,
+    )
     assert with_dev.time_ns == 1796608805 * 10**9
-    target = manscdp.mobile_position(parse(body("Notify", f"<CmdType>MobilePosition</CmdType><SN>1</SN><TargetID>{CAM}</TargetID>{fields}")))
+    target = manscdp.mobile_position(
+        parse(body("Notify", f"<CmdType>MobilePosition</CmdType><SN>1</SN><TargetID>{CAM}</TargetID>{fields}"))
+    )
     assert target.id == CAM
     neither = manscdp.mobile_position(parse(body("Notify", f"<CmdType>MobilePosition</CmdType><SN>1</SN>{fields}")))
     assert neither.id is None
     with pytest.raises(ManscdpError) as e:
-        manscdp.mobile_position(parse(body("Notify", "<CmdType>MobilePosition</CmdType><SN>1</SN><Longitude>x</Longitude>")))
+        manscdp.mobile_position(
+            parse(body("Notify", "<CmdType>MobilePosition</CmdType><SN>1</SN><Longitude>x</Longitude>"))
+        )
     assert e.value.reason == "no_position"
 
 
@@ -416,7 +475,14 @@ def test_device_info_status_records_presets():
         f"<CmdType>DeviceInfo</CmdType><SN>2</SN><DeviceID>{DEV}</DeviceID><DeviceName>{XIANGTAN}NVR</DeviceName>"
         "<Result>ok</Result><Manufacturer>Hik</Manufacturer><Model>DS-7</Model><Firmware>V4.1</Firmware>"
         "<Channel>4</Channel><MaxAlarm>2</MaxAlarm>")))  # fmt: skip
-    assert (info.device_name, info.result, info.manufacturer, info.model, info.firmware, info.channel) == (XIANGTAN + "NVR", "OK", "Hik", "DS-7", "V4.1", 4)
+    assert (info.device_name, info.result, info.manufacturer, info.model, info.firmware, info.channel) == (
+        XIANGTAN + "NVR",
+        "OK",
+        "Hik",
+        "DS-7",
+        "V4.1",
+        4,
+    )
     assert info.extra == {"MaxAlarm": "2"}
     st_ = manscdp.device_status(parse(body("Response",
         f"<CmdType>DeviceStatus</CmdType><SN>3</SN><DeviceID>{DEV}</DeviceID><Result>OK</Result><Online>ONLINE</Online>"
@@ -436,7 +502,12 @@ def test_device_info_status_records_presets():
         "<Item><PresetID>1</PresetID><PresetName>门口</PresetName></Item>"
         "<Item><PresetID>x</PresetID></Item></PresetList>")))  # fmt: skip
     assert presets == [manscdp.PresetItem(1, "门口")]
-    assert manscdp.response_result(parse(body("Response", "<CmdType>DeviceControl</CmdType><SN>1</SN><Result>ok</Result>"))) == "OK"
+    assert (
+        manscdp.response_result(
+            parse(body("Response", "<CmdType>DeviceControl</CmdType><SN>1</SN><Result>ok</Result>"))
+        )
+        == "OK"
+    )
 
 
 def test_reader_refuses_other_cmdtype():
@@ -566,7 +637,13 @@ def test_built_bodies_parse_back(root, cmd, sn, dev, fields, charset):
 
 
 scalars = st.none() | st.integers() | st.floats() | st.text(max_size=8) | st.booleans()
-shapes = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names | st.sampled_from(["@Num", "#text"]), inner, max_size=4), max_leaves=25)
+shapes = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(names | st.sampled_from(["@Num", "#text"]), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
 
 
 @FUZZ

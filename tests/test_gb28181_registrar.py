@@ -25,9 +25,18 @@ def register(expires="3600", auth=None, contact=None, user=DEV):
     if auth:
         headers.append(("Authorization", auth))
     return sip.build_request(
-        "REGISTER", f"sip:{SERVER}@10.0.0.1:5060", via_host="192.168.1.64", via_port=5060, transport="UDP",
-        from_uri=f"sip:{user}@{REALM}", from_tag="t1", to_uri=f"sip:{user}@{REALM}", call_id="call-1", cseq=1,
-        contact=contact or f"sip:{user}@192.168.1.64:5060", headers=headers,
+        "REGISTER",
+        f"sip:{SERVER}@10.0.0.1:5060",
+        via_host="192.168.1.64",
+        via_port=5060,
+        transport="UDP",
+        from_uri=f"sip:{user}@{REALM}",
+        from_tag="t1",
+        to_uri=f"sip:{user}@{REALM}",
+        call_id="call-1",
+        cseq=1,
+        contact=contact or f"sip:{user}@192.168.1.64:5060",
+        headers=headers,
     )
 
 
@@ -38,8 +47,15 @@ def registrar():
 
 def answer(registrar, challenge_resp, *, qop=True, password="12345678", uri=None, expires="3600", now=2.0):
     ch = digest.parse_challenge(challenge_resp.headers.get("WWW-Authenticate"))
-    auth = digest.authorization(DEV, ch["realm"], password, "REGISTER", uri or f"sip:{SERVER}@{REALM}", ch["nonce"],
-                                qop=ch.get("qop") if qop else None)
+    auth = digest.authorization(
+        DEV,
+        ch["realm"],
+        password,
+        "REGISTER",
+        uri or f"sip:{SERVER}@{REALM}",
+        ch["nonce"],
+        qop=ch.get("qop") if qop else None,
+    )
     return registrar.handle(register(expires, auth), now, 1_700_000_000.0, source=("203.0.113.9", 40001)), auth
 
 
@@ -106,8 +122,14 @@ async def test_registrations_are_written_atomically_with_mode_0600(tmp_path):
     path = tmp_path / "gb.registrations"
     regs = Registrations(str(path), min_interval_s=0)
     for i in range(50):  # a storm: coalesced into a few writes
-        regs.put(f"4303000000118000{i:04d}", address=f"10.0.0.{i}:5060", transport="UDP", expires_at=2e9,
-                 registered_at=1.7e9, version="2016")
+        regs.put(
+            f"4303000000118000{i:04d}",
+            address=f"10.0.0.{i}:5060",
+            transport="UDP",
+            expires_at=2e9,
+            registered_at=1.7e9,
+            version="2016",
+        )
     await regs.flush()
     assert regs.writes < 50
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -123,9 +145,11 @@ async def test_registrations_are_written_atomically_with_mode_0600(tmp_path):
 
 def test_a_file_that_is_not_a_registrations_file_is_refused_in_one_line(tmp_path):
     path = tmp_path / "gb.registrations"
-    for text, why in (("{not json", "corrupt"), (json.dumps({"format": "other"}), "not a GB/T 28181"),
-                      (json.dumps({"format": "tianwang.gb28181.registrations", "version": 1, "devices": {"x": {}}}),
-                       "no address")):
+    for text, why in (
+        ("{not json", "corrupt"),
+        (json.dumps({"format": "other"}), "not a GB/T 28181"),
+        (json.dumps({"format": "tianwang.gb28181.registrations", "version": 1, "devices": {"x": {}}}), "no address"),
+    ):
         path.write_text(text)
         with pytest.raises(RegistryError) as info:
             Registrations(str(path))

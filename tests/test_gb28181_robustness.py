@@ -42,8 +42,14 @@ async def gateway(listener):
 
 
 async def test_subscriptions_are_refreshed_in_their_dialog_and_renewed_when_the_device_ends_them(tmp_path):
-    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                "devices_file": devices_file(tmp_path), "subscribe": {"catalog": True, "alarm": {"end_priority": 2}}}
+    listener = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": SERVER_ID,
+        "devices_file": devices_file(tmp_path),
+        "subscribe": {"catalog": True, "alarm": {"end_priority": 2}},
+    }
     async with gateway(listener) as (gw, port):
         nvr = await GbDevice(port, NVR_ID).start()
         nvr.subscribe_expires = 2  # the device grants two seconds: refreshed after 1.6 s
@@ -56,16 +62,25 @@ async def test_subscriptions_are_refreshed_in_their_dialog_and_renewed_when_the_
             assert first.to.tag is None and second.to.tag is not None
             assert second.cseq[0] == first.cseq[0] + 1
             alarm_sub, text = nvr.requests("SUBSCRIBE", "Alarm")[0]
-            assert "<EndAlarmPriority>2</EndAlarmPriority>" in text and alarm_sub.headers.get("Event").startswith("presence")
+            assert "<EndAlarmPriority>2</EndAlarmPriority>" in text and alarm_sub.headers.get("Event").startswith(
+                "presence"
+            )
             # the device ends the catalog subscription: a new dialog follows
             ended = xml("Notify", "Catalog", nvr.next_sn(), NVR_ID, "<SumNum>0</SumNum>\r\n")
             nvr.subscribe_expires = 3600
-            req = nvr.build("NOTIFY", ended, [("Event", first.headers.get("Event")),
-                                             ("Subscription-State", "terminated;reason=timeout")],
-                            "Application/MANSCDP+xml", call_id=first.call_id)
+            req = nvr.build(
+                "NOTIFY",
+                ended,
+                [("Event", first.headers.get("Event")), ("Subscription-State", "terminated;reason=timeout")],
+                "Application/MANSCDP+xml",
+                call_id=first.call_id,
+            )
             assert (await nvr.transact(req)).status == 200
-            await until(lambda: any(r.call_id != first.call_id for r, _ in nvr.requests("SUBSCRIBE", "Catalog")), 10,
-                        "a new catalog subscription")
+            await until(
+                lambda: any(r.call_id != first.call_id for r, _ in nvr.requests("SUBSCRIBE", "Catalog")),
+                10,
+                "a new catalog subscription",
+            )
             assert gw.supervisor.lookup(NVR_ID).counters["subscriptions_terminated"] == 1
         finally:
             await nvr.stop()
@@ -73,9 +88,16 @@ async def test_subscriptions_are_refreshed_in_their_dialog_and_renewed_when_the_
 
 async def test_a_register_storm_of_simulated_devices_drops_no_registration(tmp_path):
     n = 150
-    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                "registration": "open", "password": "12345678", "subscribe": {"catalog": True},
-                "registrations_file": str(tmp_path / "gb.registrations")}
+    listener = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": SERVER_ID,
+        "registration": "open",
+        "password": "12345678",
+        "subscribe": {"catalog": True},
+        "registrations_file": str(tmp_path / "gb.registrations"),
+    }
     config = base_config(listeners=[listener], control=["camera/+"], name="gb")
     async with running(config, gb28181.SPEC) as gw:
         entry = gw.supervisor.lookup("gb")
@@ -86,8 +108,13 @@ async def test_a_register_storm_of_simulated_devices_drops_no_registration(tmp_p
         try:
             await fleet.wait_online(timeout=60)
             ids = [d.id for d in fleet.devices]
-            await until(lambda: all(gw.supervisor.lookup(i) is not None and gw.supervisor.lookup(i).state.value == "ONLINE"
-                                    for i in ids), 30, "every device ONLINE")
+            await until(
+                lambda: all(
+                    gw.supervisor.lookup(i) is not None and gw.supervisor.lookup(i).state.value == "ONLINE" for i in ids
+                ),
+                30,
+                "every device ONLINE",
+            )
             before = entry.counters["registrations"]
             fleet.storm()  # every device registers again at once
             loop = asyncio.get_running_loop()
@@ -108,8 +135,15 @@ async def test_a_register_storm_of_simulated_devices_drops_no_registration(tmp_p
 
 
 async def test_floods_from_unknown_sources_are_counted_and_rate_limited_and_a_real_device_still_gets_in(tmp_path):
-    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                "devices_file": devices_file(tmp_path), "unknown_per_s": 20, "unknown_burst": 50}
+    listener = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": SERVER_ID,
+        "devices_file": devices_file(tmp_path),
+        "unknown_per_s": 20,
+        "unknown_burst": 50,
+    }
     async with gateway(listener) as (gw, port):
         flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         flood.bind(("127.0.0.1", 0))
@@ -123,11 +157,22 @@ async def test_floods_from_unknown_sources_are_counted_and_rate_limited_and_a_re
                 stranger = f"430300000013200{i:05d}"
                 method = "REGISTER" if i % 2 else "MESSAGE"
                 req = sip.build_request(
-                    method, f"sip:{SERVER_ID}@127.0.0.1:{port}", via_host=local[0], via_port=local[1], transport="UDP",
-                    from_uri=f"sip:{stranger}@4303000000", from_tag="f", to_uri=f"sip:{SERVER_ID}@4303000000",
-                    call_id=f"flood-{i}", cseq=1, headers=[("Expires", "3600")],
-                    body=xml("Notify", "Keepalive", i, stranger, "<Status>OK</Status>\r\n") if method == "MESSAGE" else b"",
-                    content_type="Application/MANSCDP+xml" if method == "MESSAGE" else None)
+                    method,
+                    f"sip:{SERVER_ID}@127.0.0.1:{port}",
+                    via_host=local[0],
+                    via_port=local[1],
+                    transport="UDP",
+                    from_uri=f"sip:{stranger}@4303000000",
+                    from_tag="f",
+                    to_uri=f"sip:{SERVER_ID}@4303000000",
+                    call_id=f"flood-{i}",
+                    cseq=1,
+                    headers=[("Expires", "3600")],
+                    body=xml("Notify", "Keepalive", i, stranger, "<Status>OK</Status>\r\n")
+                    if method == "MESSAGE"
+                    else b"",
+                    content_type="Application/MANSCDP+xml" if method == "MESSAGE" else None,
+                )
                 flood.sendto(req.to_bytes(), ("127.0.0.1", port))
                 sent += 1
                 if i % 100 == 0:
@@ -138,8 +183,15 @@ async def test_floods_from_unknown_sources_are_counted_and_rate_limited_and_a_re
                 assert (await nvr.register()).status == 200
             finally:
                 await nvr.stop()
-            await until(lambda: gw.supervisor.lookup("gb").counters.get("dropped_flood", 0)
-                        + gw.supervisor.lookup("gb").counters.get("registrations_refused", 0) >= 700, 10, "flood handled")
+            await until(
+                lambda: (
+                    gw.supervisor.lookup("gb").counters.get("dropped_flood", 0)
+                    + gw.supervisor.lookup("gb").counters.get("registrations_refused", 0)
+                    >= 700
+                ),
+                10,
+                "flood handled",
+            )
             await asyncio.sleep(0.3)
             while True:
                 try:
@@ -164,17 +216,27 @@ async def test_floods_from_unknown_sources_are_counted_and_rate_limited_and_a_re
 
 
 async def test_a_tcp_stream_that_cannot_be_resynchronised_is_closed_and_counted(tmp_path):
-    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                "devices_file": devices_file(tmp_path)}
+    listener = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": SERVER_ID,
+        "devices_file": devices_file(tmp_path),
+    }
     async with gateway(listener) as (gw, port):
         nvr = await GbDevice(port, NVR_ID, transport="tcp").start()
         try:
             assert (await nvr.register()).status == 200
-            keep = nvr.build("MESSAGE", xml("Notify", "Keepalive", 1, NVR_ID, "<Status>OK</Status>\r\n"),
-                             content_type="Application/MANSCDP+xml")
+            keep = nvr.build(
+                "MESSAGE",
+                xml("Notify", "Keepalive", 1, NVR_ID, "<Status>OK</Status>\r\n"),
+                content_type="Application/MANSCDP+xml",
+            )
             # a whole message, then one without Content-Length: the first is taken, the stream closed
-            nvr.send_raw(keep.to_bytes() + b"MESSAGE sip:x@y SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4:5;branch=z9hG4bKx\r\n"
-                         b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\n\r\n")
+            nvr.send_raw(
+                keep.to_bytes() + b"MESSAGE sip:x@y SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4:5;branch=z9hG4bKx\r\n"
+                b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\n\r\n"
+            )
             await until(lambda: gw.supervisor.lookup("gb").counters.get("dropped_missing_header"), 5, "the drop")
             await until(lambda: gw.supervisor.lookup(NVR_ID).counters.get("keepalives") == 1, 5, "the good message")
             await until(lambda: not gw.supervisor._running["gb"].driver.connections, 5, "the connection closed")
@@ -187,9 +249,19 @@ def test_registrations_survive_kill_9(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     regs = tmp_path / "gb.registrations"
-    config = base_config(listeners=[{
-        "id": "gb", "driver": "gb28181", "listen": f"127.0.0.1:{port}", "server_id": SERVER_ID,
-        "devices_file": devices_file(tmp_path), "registrations_file": str(regs), "subscribe": {"catalog": False}}])
+    config = base_config(
+        listeners=[
+            {
+                "id": "gb",
+                "driver": "gb28181",
+                "listen": f"127.0.0.1:{port}",
+                "server_id": SERVER_ID,
+                "devices_file": devices_file(tmp_path),
+                "registrations_file": str(regs),
+                "subscribe": {"catalog": False},
+            }
+        ]
+    )
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
@@ -214,6 +286,7 @@ def test_registrations_survive_kill_9(tmp_path):
     assert oct(os.stat(regs).st_mode & 0o777) == "0o600"
     second = GatewayProcess(path)
     try:
+
         async def listed():
             async with client(second.addr) as (stub, _):
                 for _ in range(100):

@@ -56,8 +56,7 @@ def test_ssrc_int_and_pool():
 
 
 def test_udp_live_offer():
-    body = sdp.build_offer(session_id=0, origin_id="43030000002000000001", ip="10.0.0.5", port=30000,
-                           ssrc="0300000001")
+    body = sdp.build_offer(session_id=0, origin_id="43030000002000000001", ip="10.0.0.5", port=30000, ssrc="0300000001")
     text = body.decode()
     lines = text.split("\r\n")
     assert lines[:3] == ["v=0", "o=43030000002000000001 0 0 IN IP4 10.0.0.5", "s=Play"]
@@ -75,8 +74,15 @@ def test_udp_live_offer():
 
 @pytest.mark.parametrize("setup", ["passive", "active"])
 def test_tcp_offer(setup):
-    body = sdp.build_offer(session_id=7, origin_id="43030000002000000001", ip="10.0.0.5", port=30002,
-                           transport="TCP", ssrc="0300000002", setup=setup)
+    body = sdp.build_offer(
+        session_id=7,
+        origin_id="43030000002000000001",
+        ip="10.0.0.5",
+        port=30002,
+        transport="TCP",
+        ssrc="0300000002",
+        setup=setup,
+    )
     lines = body.decode().split("\r\n")
     assert "m=video 30002 TCP/RTP/AVP 96 97 98" in lines
     assert f"a=setup:{setup}" in lines and "a=connection:new" in lines
@@ -86,15 +92,35 @@ def test_tcp_offer(setup):
 
 
 def test_playback_offer_carries_uri_and_times():
-    body = sdp.build_offer(session_id=1, origin_id="43030000002000000001", ip="10.0.0.5", port=30004,
-                           ssrc="1300000003", kind="Playback", start=1733529600, end=1733533200,
-                           channel="43030000001310000001")
+    body = sdp.build_offer(
+        session_id=1,
+        origin_id="43030000002000000001",
+        ip="10.0.0.5",
+        port=30004,
+        ssrc="1300000003",
+        kind="Playback",
+        start=1733529600,
+        end=1733533200,
+        channel="43030000001310000001",
+    )
     parsed = sdp.parse_sdp(body)
     assert parsed.session_name == "Playback"
     assert parsed.uri == "43030000001310000001:0"
     assert (parsed.start, parsed.end) == (1733529600, 1733533200)
-    download = sdp.parse_sdp(sdp.build_offer(session_id=1, origin_id="o", ip="10.0.0.5", port=1, ssrc="1300000003",
-                                             kind="Download", channel="c", start=1, end=2, download_speed=4))
+    download = sdp.parse_sdp(
+        sdp.build_offer(
+            session_id=1,
+            origin_id="o",
+            ip="10.0.0.5",
+            port=1,
+            ssrc="1300000003",
+            kind="Download",
+            channel="c",
+            start=1,
+            end=2,
+            download_speed=4,
+        )
+    )
     assert download.video.attribute("downloadspeed") == "4"
 
 
@@ -131,8 +157,10 @@ def test_device_answer_parsed():
 
 
 def test_tcp_answer_with_media_level_address_and_session_setup():
-    body = (b"v=0\no=dev 0 0 IN IP4 1.1.1.1\ns=Play\nc=IN IP4 1.1.1.1\nt=0 0\na=setup:ACTIVE\n"
-            b"m=video 0 TCP/RTP/AVP 96\nc=IN IP4 10.1.2.3\na=sendonly\na=rtpmap:96 PS/90000\ny=0300000009\n")
+    body = (
+        b"v=0\no=dev 0 0 IN IP4 1.1.1.1\ns=Play\nc=IN IP4 1.1.1.1\nt=0 0\na=setup:ACTIVE\n"
+        b"m=video 0 TCP/RTP/AVP 96\nc=IN IP4 10.1.2.3\na=sendonly\na=rtpmap:96 PS/90000\ny=0300000009\n"
+    )
     answer = sdp.parse_sdp(body)
     assert answer.connection_ip == "10.1.2.3"  # media-level c= wins over the session's
     assert answer.session_ip == "1.1.1.1"

@@ -24,8 +24,12 @@ def item(cid, status="ON", event=None, name="路口"):
 
 
 def catalog(sn, items, total=None, root="Response"):
-    return msg(root, "Catalog", sn, [("SumNum", str(len(items) if total is None else total)),
-                                     ("DeviceList", manscdp.item_list(items))])
+    return msg(
+        root,
+        "Catalog",
+        sn,
+        [("SumNum", str(len(items) if total is None else total)), ("DeviceList", manscdp.item_list(items))],
+    )
 
 
 def session(**kw):
@@ -54,8 +58,13 @@ def test_liveness_follows_keepalives_expiry_and_the_link():
 
 def test_an_alarm_is_published_on_its_source_answered_and_reset():
     s = session()
-    fields = [("AlarmPriority", "2"), ("AlarmMethod", "25"), ("AlarmTime", "2026-12-07T17:30:00"),
-              ("AlarmDescription", "视频丢失"), ("Info", {"AlarmType": "1"})]
+    fields = [
+        ("AlarmPriority", "2"),
+        ("AlarmMethod", "25"),
+        ("AlarmTime", "2026-12-07T17:30:00"),
+        ("AlarmDescription", "视频丢失"),
+        ("Info", {"AlarmType": "1"}),
+    ]
     step = s.message(msg("Notify", "Alarm", 77, fields, device=CH[0]), 1.0, 0.0)
     (pub,) = step.publications
     assert pub.target == CH[0] and pub.channel == "alarm" and pub.family == ""
@@ -75,8 +84,13 @@ def test_an_alarm_is_published_on_its_source_answered_and_reset():
 
 def test_positions_are_fixes_with_their_datum():
     s = session(datum="gcj02")
-    fields = [("Time", "2026-12-07T17:30:00"), ("Longitude", "112.9441"), ("Latitude", "27.8291"), ("Speed", "72"),
-              ("Direction", "180")]
+    fields = [
+        ("Time", "2026-12-07T17:30:00"),
+        ("Longitude", "112.9441"),
+        ("Latitude", "27.8291"),
+        ("Speed", "72"),
+        ("Direction", "180"),
+    ]
     (pub,) = s.message(msg("Notify", "MobilePosition", 5, fields), 1.0, 0.0).publications
     lat, lon = datum.gcj02_to_wgs84(27.8291, 112.9441)
     assert (pub.family, pub.channel, pub.target) == ("gnss", "fix", DEV)
@@ -84,8 +98,9 @@ def test_positions_are_fixes_with_their_datum():
     assert (fix["lat"], fix["lon"]) == (round(lat, 9), round(lon, 9)) and fix["datum"] == "gcj02"
     assert fix["speed_mps"] == 20.0 and fix["course_deg"] == 180.0 and fix["alt_m"] is None
     # outside China nothing is shifted; impossible coordinates are dropped
-    (pub,) = s.message(msg("Notify", "MobilePosition", 6, [("Longitude", "2.35"), ("Latitude", "48.85")]), 2.0,
-                       0.0).publications
+    (pub,) = s.message(
+        msg("Notify", "MobilePosition", 6, [("Longitude", "2.35"), ("Latitude", "48.85")]), 2.0, 0.0
+    ).publications
     assert (pub.payload["lat"], pub.payload["lon"]) == (48.85, 2.35) and pub.payload["time_ns"] is None
     step = s.message(msg("Notify", "MobilePosition", 7, [("Longitude", "500"), ("Latitude", "27")]), 3.0, 0.0)
     assert step.drops == ["no_position"] and not step.publications
@@ -106,8 +121,10 @@ def test_a_catalog_in_chunks_then_its_events():
     assert step.removed == [CH[2]] and (CH[0], Health.DEGRADED, "catalog: video lost") in step.health
     # a device going offline takes its channels along
     step = s.tick(1000.0)
-    assert {(t, r) for t, st, r in step.health if st == Health.OFFLINE} >= {(CH[0], f"device {DEV} offline"),
-                                                                           (CH[1], f"device {DEV} offline")}
+    assert {(t, r) for t, st, r in step.health if st == Health.OFFLINE} >= {
+        (CH[0], f"device {DEV} offline"),
+        (CH[1], f"device {DEV} offline"),
+    }
 
 
 def test_a_catalog_that_stops_short_is_kept_partial():

@@ -111,12 +111,23 @@ async def test_device_info_status_records_and_config():
             await p.ask(nvr.id, "Query", "DeviceInfo")
             await p.ask(nvr.id, "Query", "DeviceStatus")
             await p.ask(nvr.id, "Query", "ConfigDownload", [("ConfigType", "BasicParam")])
-            sn = await p.ask(nvr.id, "Query", "RecordInfo", [("StartTime", "2026-12-06T00:00:00"),
-                             ("EndTime", "2026-12-06T06:00:00"), ("Type", "all")], target=ch.id)
-            await p.until(lambda: p.bodies(nvr.id, "DeviceInfo") and p.bodies(nvr.id, "DeviceStatus")
-                          and p.bodies(nvr.id, "ConfigDownload")
-                          and sum(len(_items(b)) for b in p.bodies(nvr.id, "RecordInfo"))
-                          >= int(p.bodies(nvr.id, "RecordInfo")[0].fields["SumNum"]), what="answers")
+            sn = await p.ask(
+                nvr.id,
+                "Query",
+                "RecordInfo",
+                [("StartTime", "2026-12-06T00:00:00"), ("EndTime", "2026-12-06T06:00:00"), ("Type", "all")],
+                target=ch.id,
+            )
+            await p.until(
+                lambda: (
+                    p.bodies(nvr.id, "DeviceInfo")
+                    and p.bodies(nvr.id, "DeviceStatus")
+                    and p.bodies(nvr.id, "ConfigDownload")
+                    and sum(len(_items(b)) for b in p.bodies(nvr.id, "RecordInfo"))
+                    >= int(p.bodies(nvr.id, "RecordInfo")[0].fields["SumNum"])
+                ),
+                what="answers",
+            )
         finally:
             await fleet.stop()
         info = p.bodies(nvr.id, "DeviceInfo")[0].fields
@@ -183,9 +194,16 @@ async def test_alarms_need_reset_alarm_before_the_next_device_alarm():
             assert not fleet.alarm(nvr.id, ch.id, "video_loss")  # held until ResetAlarm
             assert fleet.alarm(nvr.id, ch.id, "motion") and fleet.alarm(nvr.id, ch.id, "tripwire")
             await p.until(lambda: len(p.bodies(ch.id, "Alarm")) + len(p.bodies(nvr.id, "Alarm")) >= 3, what="alarms")
-            await p.ask(nvr.id, "Control", "DeviceControl", [("AlarmCmd", "ResetAlarm"),
-                        ("Info", {"AlarmMethod": 2, "AlarmType": 1})], target=ch.id)
-            await p.until(lambda: p.bodies(nvr.id, "DeviceControl") or p.bodies(ch.id, "DeviceControl"), what="reset answered")
+            await p.ask(
+                nvr.id,
+                "Control",
+                "DeviceControl",
+                [("AlarmCmd", "ResetAlarm"), ("Info", {"AlarmMethod": 2, "AlarmType": 1})],
+                target=ch.id,
+            )
+            await p.until(
+                lambda: p.bodies(nvr.id, "DeviceControl") or p.bodies(ch.id, "DeviceControl"), what="reset answered"
+            )
             assert fleet.alarm(nvr.id, ch.id, "video_loss")
             await p.until(lambda: fleet.counters["alarms_acked"] == 4, what="acks")
         finally:
@@ -206,8 +224,10 @@ async def test_alarm_and_catalog_subscriptions_turn_alarms_into_notifies():
             ch = nvr.channels[0]
             subs = {}
             for cmd, event in (("Alarm", "presence"), ("Catalog", "Catalog;id=1")):
-                body = (f'<?xml version="1.0" encoding="GB2312"?>\r\n<Query><CmdType>{cmd}</CmdType><SN>9</SN>'
-                        f"<DeviceID>{nvr.id}</DeviceID></Query>").encode()
+                body = (
+                    f'<?xml version="1.0" encoding="GB2312"?>\r\n<Query><CmdType>{cmd}</CmdType><SN>9</SN>'
+                    f"<DeviceID>{nvr.id}</DeviceID></Query>"
+                ).encode()
                 req, fut = p.request(nvr.id, "SUBSCRIBE", body=body, headers=[("Event", event), ("Expires", "600")])
                 assert (await asyncio.wait_for(fut, 10)).status == 200
                 subs[cmd] = req
@@ -216,8 +236,10 @@ async def test_alarm_and_catalog_subscriptions_turn_alarms_into_notifies():
             await p.until(lambda: p.bodies(nvr.id, "Catalog", "Notify"), what="catalog notify")
             await p.until(lambda: fleet.counters["alarms_acked"] == 1, what="ack")
             # while the video is lost the keepalive names the channel; then it comes back (ON)
-            await p.until(lambda: any(ch.id in str(k.fields.get("Info")) for k in p.bodies(nvr.id, "Keepalive")),
-                          what="faulty channel in a keepalive")
+            await p.until(
+                lambda: any(ch.id in str(k.fields.get("Info")) for k in p.bodies(nvr.id, "Keepalive")),
+                what="faulty channel in a keepalive",
+            )
             await p.until(lambda: len(p.bodies(nvr.id, "Catalog", "Notify")) == 2, what="video back")
             assert not ch.video_lost
         finally:
@@ -246,8 +268,18 @@ async def test_alarm_rate_spreads_alarms_over_the_fleet():
 
 async def test_alarms_after_online_wait_for_the_whole_fleet():
     async with platform() as p:
-        fleet = Fleet("127.0.0.1", p.port, server_id=SERVER_ID, devices=2, channels=1, password=p.password,
-                      alarm_rate=50.0, alarms_after_online=True, backoff_initial=0.1, backoff_max=0.2)
+        fleet = Fleet(
+            "127.0.0.1",
+            p.port,
+            server_id=SERVER_ID,
+            devices=2,
+            channels=1,
+            password=p.password,
+            alarm_rate=50.0,
+            alarms_after_online=True,
+            backoff_initial=0.1,
+            backoff_max=0.2,
+        )
         p.passwords[fleet.devices[1].id] = "not-what-it-knows"  # the second one stays refused
         await fleet.start()
         try:
@@ -267,8 +299,11 @@ async def test_mobile_units_report_positions_while_subscribed():
         try:
             await fleet.wait_online()
             unit = fleet.devices[0]
-            body = b'<?xml version="1.0" encoding="GB2312"?>\r\n<Query><CmdType>MobilePosition</CmdType><SN>5</SN>' \
-                   + f"<DeviceID>{unit.id}</DeviceID>".encode() + b"<Interval>1</Interval></Query>"
+            body = (
+                b'<?xml version="1.0" encoding="GB2312"?>\r\n<Query><CmdType>MobilePosition</CmdType><SN>5</SN>'
+                + f"<DeviceID>{unit.id}</DeviceID>".encode()
+                + b"<Interval>1</Interval></Query>"
+            )
             sub, fut = p.request(unit.id, "SUBSCRIBE", body=body, headers=[("Event", "presence"), ("Expires", "60")])
             ok = await asyncio.wait_for(fut, 10)
             assert ok.status == 200 and ok.headers.get("Expires") == "60" and ok.to.params.get("tag")
@@ -279,8 +314,15 @@ async def test_mobile_units_report_positions_while_subscribed():
             cseqs = [n.cseq[0] for n in notifies]
             assert cseqs == sorted(cseqs) and len(set(cseqs)) == len(cseqs)
             # unsubscribe: Expires 0 inside the dialog
-            _req, fut = p.request(unit.id, "SUBSCRIBE", body=body, call_id=sub.call_id, from_tag=sub.from_.params["tag"],
-                                  to_tag=ok.to.params["tag"], headers=[("Event", "presence"), ("Expires", "0")])
+            _req, fut = p.request(
+                unit.id,
+                "SUBSCRIBE",
+                body=body,
+                call_id=sub.call_id,
+                from_tag=sub.from_.params["tag"],
+                to_tag=ok.to.params["tag"],
+                headers=[("Event", "presence"), ("Expires", "0")],
+            )
             assert (await asyncio.wait_for(fut, 10)).status == 200
             n = len(p.bodies(unit.id, "MobilePosition"))
             await asyncio.sleep(2.5)
@@ -299,6 +341,7 @@ async def test_invite_streams_ps_over_rtp_with_the_ssrc_until_bye(transport):
     loop = asyncio.get_running_loop()
     got = []
     if transport == "udp":
+
         class Rx(asyncio.DatagramProtocol):
             def datagram_received(self, data, addr):
                 got.append(data)
@@ -325,8 +368,14 @@ async def test_invite_streams_ps_over_rtp_with_the_ssrc_until_bye(transport):
             await fleet.wait_online()
             nvr = fleet.devices[0]
             ch = nvr.channels[1]
-            invite, fut = p.request(nvr.id, "INVITE", target=ch.id, body=offer("127.0.0.1", media_port, "0430300042", transport),
-                                    content_type="application/sdp", headers=[("Subject", f"{ch.id}:0430300042,{SERVER_ID}:0")])
+            invite, fut = p.request(
+                nvr.id,
+                "INVITE",
+                target=ch.id,
+                body=offer("127.0.0.1", media_port, "0430300042", transport),
+                content_type="application/sdp",
+                headers=[("Subject", f"{ch.id}:0430300042,{SERVER_ID}:0")],
+            )
             ok = await asyncio.wait_for(fut, 10)
             assert ok.status == 200 and ok.content_type == "application/sdp"
             answer = ok.body.decode()
@@ -335,8 +384,16 @@ async def test_invite_streams_ps_over_rtp_with_the_ssrc_until_bye(transport):
             await p.until(lambda: len(got) >= 40, what="rtp")
             assert all(struct.unpack(">I", pkt[8:12])[0] == 430300042 and pkt[1] & 0x7F == 96 for pkt in got)
             assert got[0][12:16] == b"\x00\x00\x01\xba"  # a PS pack starts the stream
-            _bye, fut = p.request(nvr.id, "BYE", target=ch.id, call_id=invite.call_id, from_tag=invite.from_.params["tag"],
-                                  to_tag=ok.to.params["tag"], cseq=invite.cseq[0] + 1, body=b"")
+            _bye, fut = p.request(
+                nvr.id,
+                "BYE",
+                target=ch.id,
+                call_id=invite.call_id,
+                from_tag=invite.from_.params["tag"],
+                to_tag=ok.to.params["tag"],
+                cseq=invite.cseq[0] + 1,
+                body=b"",
+            )
             assert (await asyncio.wait_for(fut, 10)).status == 200
             await p.until(lambda: fleet.stats()["calls_active"] == 0, what="call ended")
             await asyncio.sleep(0.3)
@@ -352,7 +409,9 @@ async def test_invite_streams_ps_over_rtp_with_the_ssrc_until_bye(transport):
 # -- faults -----------------------------------------------------------------------------------------
 async def test_fault_wrong_password_is_refused_and_retried():
     async with platform() as p:
-        fleet = await fleet_on(p, devices=1, channels=1, faults={"wrong_password"}, backoff_initial=0.1, backoff_max=0.3)
+        fleet = await fleet_on(
+            p, devices=1, channels=1, faults={"wrong_password"}, backoff_initial=0.1, backoff_max=0.3
+        )
         try:
             await p.until(lambda: fleet.counters["register_refused"] >= 2, what="refusals")
         finally:
@@ -382,8 +441,12 @@ async def test_fault_nat_rebind_moves_the_source_port_without_registering_again(
             await fleet.wait_online()
             d = fleet.devices[0]
             await p.until(lambda: len(set(p.devices[d.id].sources)) >= 2, what="new source port")
-            await p.until(lambda: p.devices[d.id].sources[-1] != p.devices[d.id].sources[0]
-                          and len(p.bodies(d.id, "Keepalive")) >= 3, what="keepalives from the new port")
+            await p.until(
+                lambda: (
+                    p.devices[d.id].sources[-1] != p.devices[d.id].sources[0] and len(p.bodies(d.id, "Keepalive")) >= 3
+                ),
+                what="keepalives from the new port",
+            )
             # the platform reaches the device at its new address
             await p.ask(d.id, "Query", "DeviceInfo")
             await p.until(lambda: p.bodies(d.id, "DeviceInfo"), what="answer from the new port")
@@ -454,8 +517,10 @@ async def test_fault_duplicate_sends_every_request_twice_and_the_device_absorbs_
 
 
 def _query(device_id, cmd, sn):
-    return (f'<?xml version="1.0" encoding="GB2312"?>\r\n<Query><CmdType>{cmd}</CmdType><SN>{sn}</SN>'
-            f"<DeviceID>{device_id}</DeviceID></Query>").encode()
+    return (
+        f'<?xml version="1.0" encoding="GB2312"?>\r\n<Query><CmdType>{cmd}</CmdType><SN>{sn}</SN>'
+        f"<DeviceID>{device_id}</DeviceID></Query>"
+    ).encode()
 
 
 async def test_storm_makes_every_device_register_at_once():
@@ -474,9 +539,28 @@ async def test_storm_makes_every_device_register_at_once():
 async def test_simulate_gb28181_process_prints_its_fleet_and_stops_on_sigterm():
     async with platform(password="pw-123456") as p:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tianwang.drivers.gb28181.simulator", "--connect", f"127.0.0.1:{p.port}",
-             "--devices", "2", "--channels", "3", "--mobile", "1", "--password", "pw-123456", "--keepalive", "0.5"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ),
+            [
+                sys.executable,
+                "-m",
+                "tianwang.drivers.gb28181.simulator",
+                "--connect",
+                f"127.0.0.1:{p.port}",
+                "--devices",
+                "2",
+                "--channels",
+                "3",
+                "--mobile",
+                "1",
+                "--password",
+                "pw-123456",
+                "--keepalive",
+                "0.5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ),
         )
         try:
             first = json.loads(proc.stdout.readline())
@@ -485,7 +569,9 @@ async def test_simulate_gb28181_process_prints_its_fleet_and_stops_on_sigterm():
             rows = first["device_list"]
             assert [r["type"] for r in rows] == ["nvr", "nvr", "mobile"] and all(len(r["id"]) == 20 for r in rows)
             assert sum(len(r["channels"]) for r in rows) == first["channels"] == 7
-            await p.until(lambda: all(p.devices.get(r["id"]) and p.devices[r["id"]].registered for r in rows), what="registered")
+            await p.until(
+                lambda: all(p.devices.get(r["id"]) and p.devices[r["id"]].registered for r in rows), what="registered"
+            )
             await p.until(lambda: all(p.bodies(r["id"], "Keepalive") for r in rows), what="keepalives")
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -497,8 +583,13 @@ async def test_simulate_gb28181_process_prints_its_fleet_and_stops_on_sigterm():
 
 def test_simulate_gb28181_usage_errors():
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "tianwang.drivers.gb28181.simulator", *a], capture_output=True,
-                              text=True, cwd=ROOT, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "tianwang.drivers.gb28181.simulator", *a],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+        )
 
     assert run().returncode == 2
     assert run("--connect", "nowhere").returncode == 2

@@ -21,11 +21,17 @@ PASSWORD = "sim-e2e-password"
 
 @contextlib.asynccontextmanager
 async def gateway(tmp_path, **extra):
-    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": DEFAULT_SERVER_ID,
-                "registration": "open", "password_env": "TW_GB_SIM_E2E_PASSWORD",
-                "registrations_file": str(tmp_path / "gb.registrations"),
-                "keepalive": {"interval_s": 0.5, "count": 2},
-                "subscribe": {"catalog": True, "alarm": None, "mobile_position": None}}
+    listener = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": DEFAULT_SERVER_ID,
+        "registration": "open",
+        "password_env": "TW_GB_SIM_E2E_PASSWORD",
+        "registrations_file": str(tmp_path / "gb.registrations"),
+        "keepalive": {"interval_s": 0.5, "count": 2},
+        "subscribe": {"catalog": True, "alarm": None, "mobile_position": None},
+    }
     listener.update(extra)
     config = base_config(listeners=[listener], control=["camera/+"], name="gb")
     with pytest.MonkeyPatch.context() as mp:
@@ -55,8 +61,12 @@ def children(gw, dev_id):
 
 async def command(gw, target, action, reason="sim e2e", **args):
     async with client(gw) as (stub, _):
-        reply = await stub.SendCommand(pb.CommandRequest(device_id=target, action=action, args=msgpack.packb(args),
-                                                         reason=reason, timeout_ms=10000), metadata=md(CONTROL))
+        reply = await stub.SendCommand(
+            pb.CommandRequest(
+                device_id=target, action=action, args=msgpack.packb(args), reason=reason, timeout_ms=10000
+            ),
+            metadata=md(CONTROL),
+        )
     assert reply.ok, (action, reply.code, reply.message)
     return msgpack.unpackb(reply.result) if reply.result else {}
 
@@ -78,8 +88,11 @@ async def test_fleet_registers_with_its_catalog_and_alarms_reach_subscribers(tmp
                 assert fleet.alarm(nvr.id, ch.id, "tripwire") and fleet.alarm(nvr.id, ch.id, "video_loss")
                 kinds = []
                 async for batch in call:
-                    kinds += [msgpack.unpackb(e.payload)["kind"] for e in batch.envelopes
-                              if e.topic == f"camera/{ch.id}/alarm"]
+                    kinds += [
+                        msgpack.unpackb(e.payload)["kind"]
+                        for e in batch.envelopes
+                        if e.topic == f"camera/{ch.id}/alarm"
+                    ]
                     if len(kinds) == 2:
                         break
                 call.cancel()
@@ -96,8 +109,13 @@ async def test_body_cameras_positions_reach_gnss_fix(tmp_path):
     async with gateway(tmp_path, subscribe={"catalog": False, "mobile_position": {"interval_s": 1}}) as (gw, port):
         fleet = await fleet_into(port, devices=0, mobile=2)
         try:
-            await until(lambda: all(len([e for e in journal_envelopes(gw.journal, f"gnss/{d.id}/fix")]) >= 2
-                                    for d in fleet.devices), 20, "fixes")
+            await until(
+                lambda: all(
+                    len([e for e in journal_envelopes(gw.journal, f"gnss/{d.id}/fix")]) >= 2 for d in fleet.devices
+                ),
+                20,
+                "fixes",
+            )
         finally:
             await fleet.stop()
         for d in fleet.devices:
@@ -136,8 +154,9 @@ async def test_ptz_and_preset_commands_move_the_simulated_head(tmp_path):
 # -- field faults -----------------------------------------------------------------------------------
 async def test_wrong_password_never_comes_online(tmp_path):
     async with gateway(tmp_path) as (gw, port):
-        fleet = await fleet_into(port, devices=1, channels=1, faults={"wrong_password"}, backoff_initial=0.1,
-                                 backoff_max=0.2)
+        fleet = await fleet_into(
+            port, devices=1, channels=1, faults={"wrong_password"}, backoff_initial=0.1, backoff_max=0.2
+        )
         try:
             await until(lambda: fleet.counters["register_refused"] >= 2, 10, "403s")
             assert state(gw, fleet.devices[0].id) in (None, "OFFLINE")

@@ -92,7 +92,15 @@ def test_recordings_are_deterministic_and_inside_the_window():
 
 # -- PS and RTP -------------------------------------------------------------------------------------
 def _scr(b: bytes) -> int:
-    return ((b[4] >> 3) & 7) << 30 | (b[4] & 3) << 28 | b[5] << 20 | (b[6] >> 3) << 15 | (b[6] & 3) << 13 | b[7] << 5 | b[8] >> 3
+    return (
+        ((b[4] >> 3) & 7) << 30
+        | (b[4] & 3) << 28
+        | b[5] << 20
+        | (b[6] >> 3) << 15
+        | (b[6] & 3) << 13
+        | b[7] << 5
+        | b[8] >> 3
+    )
 
 
 def _pts(b: bytes) -> int:
@@ -157,7 +165,9 @@ def test_rtp_packets_carry_the_ssrc_and_mark_the_frame_end():
 
 
 def test_answer_sdp_names_the_ssrc_and_transport():
-    udp = media.answer_sdp(device_id="43030000001311000001", ip="127.0.0.1", port=15060, ssrc="0430300001", transport="udp").decode()
+    udp = media.answer_sdp(
+        device_id="43030000001311000001", ip="127.0.0.1", port=15060, ssrc="0430300001", transport="udp"
+    ).decode()
     assert "m=video 15060 RTP/AVP 96" in udp and "y=0430300001" in udp and "a=sendonly" in udp
     tcp = media.answer_sdp(device_id="x", ip="127.0.0.1", port=1, ssrc="1", transport="tcp").decode()
     assert "TCP/RTP/AVP" in tcp and "a=setup:active" in tcp
@@ -235,5 +245,7 @@ async def test_media_sender_frames_rtp_over_tcp():
             break
         packets.append(bytes(buf[i + 2 : i + 2 + n]))
         i += 2 + n
-    assert len(packets) > 10 and all(p[0] == 0x80 and p[1] & 0x7F == 96 and p[8:12] == b"\x00\x00\x00\x2a" for p in packets)
+    assert len(packets) > 10 and all(
+        p[0] == 0x80 and p[1] & 0x7F == 96 and p[8:12] == b"\x00\x00\x00\x2a" for p in packets
+    )
     assert parse_ps(_frames(packets)[0])["units"][:3] == ["pack", "system", "map"]

@@ -158,8 +158,18 @@ def test_builders_refuse_header_injection():
     with pytest.raises(ValueError):
         h.add("Bad Name", "x")
     with pytest.raises(ValueError):
-        sip.build_request("MESSAGE", "sip:1@h", via_host="h", via_port=5060, transport="udp", from_uri="sip:2@h",
-                          from_tag="a", to_uri="sip:1@h", call_id="c\r\nX: y", cseq=1)
+        sip.build_request(
+            "MESSAGE",
+            "sip:1@h",
+            via_host="h",
+            via_port=5060,
+            transport="udp",
+            from_uri="sip:2@h",
+            from_tag="a",
+            to_uri="sip:1@h",
+            call_id="c\r\nX: y",
+            cseq=1,
+        )
     with pytest.raises(SipError) as info:
         sip.parse_message(REGISTER.replace(b"User-Agent: IP Camera", b"User-Agent: IP\rCamera"))
     assert info.value.reason == "bad_header"
@@ -288,7 +298,14 @@ def test_parse_uri_forms():
     u = sip.parse_uri("sip:10.0.0.1")
     assert u.user is None and u.port is None and str(u) == "sip:10.0.0.1"
     u = sip.parse_uri("SIPS:alice:pw@[2001:db8::1]:5061?subject=x")
-    assert (u.scheme, u.user, u.password, u.host, u.port, u.headers) == ("sips", "alice", "pw", "[2001:db8::1]", 5061, "subject=x")
+    assert (u.scheme, u.user, u.password, u.host, u.port, u.headers) == (
+        "sips",
+        "alice",
+        "pw",
+        "[2001:db8::1]",
+        5061,
+        "subject=x",
+    )
     for bad in ("tel:123", "sip:", "sip:a@", "sip:host:99999", "sip:ho st", "sip:@host"):
         with pytest.raises(SipError) as info:
             sip.parse_uri(bad)
@@ -307,7 +324,14 @@ def test_parse_name_addr_forms():
 
 def test_parse_via_forms():
     v = sip.parse_via("SIP / 2.0 / tcp [::1]:5070 ;branch=z9hG4bKx; received=1.2.3.4;rport=9")
-    assert (v.transport, v.host, v.port, v.branch, v.received, v.rport) == ("TCP", "[::1]", 5070, "z9hG4bKx", "1.2.3.4", 9)
+    assert (v.transport, v.host, v.port, v.branch, v.received, v.rport) == (
+        "TCP",
+        "[::1]",
+        5070,
+        "z9hG4bKx",
+        "1.2.3.4",
+        9,
+    )
     assert sip.parse_via(str(v)) == v
     for bad in ("SIP/2.0/UDP", "SIP/2.0/UDP a;rport=x", "SIP/2.0 UDP a", "SIP/2.0/UDP a b"):
         with pytest.raises(SipError):
@@ -318,10 +342,19 @@ def test_parse_via_forms():
 def test_build_request_round_trip():
     body = XML_GB2312
     req = sip.build_request(
-        "message", "sip:34020000001320000001@192.168.1.64:5060", via_host="10.0.0.1", via_port=5060,
-        transport="udp", from_uri="sip:34020000002000000001@3402000000", from_tag="ft",
-        to_uri=sip.parse_uri("sip:34020000001320000001@3402000000"), call_id="cid-1", cseq=7,
-        contact="sip:34020000002000000001@10.0.0.1:5060", headers=[("X-GB-Ver", "2.0")], body=body,
+        "message",
+        "sip:34020000001320000001@192.168.1.64:5060",
+        via_host="10.0.0.1",
+        via_port=5060,
+        transport="udp",
+        from_uri="sip:34020000002000000001@3402000000",
+        from_tag="ft",
+        to_uri=sip.parse_uri("sip:34020000001320000001@3402000000"),
+        call_id="cid-1",
+        cseq=7,
+        contact="sip:34020000002000000001@10.0.0.1:5060",
+        headers=[("X-GB-Ver", "2.0")],
+        body=body,
         content_type="Application/MANSCDP+xml",
     )
     assert req.method == "MESSAGE"
@@ -336,8 +369,20 @@ def test_build_request_round_trip():
 
 
 def test_build_request_explicit_branch_and_to_tag():
-    req = sip.build_request("BYE", "sip:1@h", via_host="h", via_port=5060, transport="tcp", from_uri="sip:2@h",
-                            from_tag="a", to_uri="sip:1@h", to_tag="b", call_id="c", cseq=3, branch="z9hG4bKfixed")
+    req = sip.build_request(
+        "BYE",
+        "sip:1@h",
+        via_host="h",
+        via_port=5060,
+        transport="tcp",
+        from_uri="sip:2@h",
+        from_tag="a",
+        to_uri="sip:1@h",
+        to_tag="b",
+        call_id="c",
+        cseq=3,
+        branch="z9hG4bKfixed",
+    )
     assert req.branch == "z9hG4bKfixed" and req.to.tag == "b" and req.via[0].transport == "TCP"
 
 
@@ -358,8 +403,13 @@ def test_build_response_copies_and_fills_via_for_nat():
 
 def test_build_response_without_rport_request_adds_received_only():
     req = sip.parse_message(REGISTER.replace(b";rport;", b";"))
-    resp = sip.build_response(req, 401, source=("203.0.113.9", 40123), to_tag="tt",
-                              headers=[("WWW-Authenticate", 'Digest realm="r", nonce="n"')])
+    resp = sip.build_response(
+        req,
+        401,
+        source=("203.0.113.9", 40123),
+        to_tag="tt",
+        headers=[("WWW-Authenticate", 'Digest realm="r", nonce="n"')],
+    )
     assert resp.reason == "Unauthorized"
     assert resp.via[0].received == "203.0.113.9" and "rport" not in resp.via[0].params
     assert resp.to.tag == "tt"
@@ -497,24 +547,44 @@ def test_junk_between_messages_raises_only_sip_error(first, junk, second, data):
     assert got[:1] == [sip.parse_message(first)]
 
 
-TOKENS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~", min_size=1,
-                 max_size=20)
+TOKENS = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~", min_size=1, max_size=20
+)
 IDS = st.from_regex(r"[0-9]{20}", fullmatch=True)
 TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30)
 
 
 @given(
-    method=TOKENS, user=IDS, tag=TOKENS, call_id=TOKENS, cseq=st.integers(0, sip.CSEQ_MAX), port=st.integers(1, 65535),
-    transport=st.sampled_from(["udp", "tcp"]), subject=TEXT, display=TEXT, body=st.binary(max_size=300),
-    status=st.integers(100, 699), source_port=st.integers(1, 65535),
+    method=TOKENS,
+    user=IDS,
+    tag=TOKENS,
+    call_id=TOKENS,
+    cseq=st.integers(0, sip.CSEQ_MAX),
+    port=st.integers(1, 65535),
+    transport=st.sampled_from(["udp", "tcp"]),
+    subject=TEXT,
+    display=TEXT,
+    body=st.binary(max_size=300),
+    status=st.integers(100, 699),
+    source_port=st.integers(1, 65535),
 )
-def test_built_messages_parse_back_equal(method, user, tag, call_id, cseq, port, transport, subject, display, body,
-                                         status, source_port):
+def test_built_messages_parse_back_equal(
+    method, user, tag, call_id, cseq, port, transport, subject, display, body, status, source_port
+):
     display_value = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '" '
     req = sip.build_request(
-        method, f"sip:{user}@4303000000", via_host="10.0.0.1", via_port=port, transport=transport,
-        from_uri="sip:43030000002000000001@4303000000", from_tag=tag, to_uri=f"sip:{user}@4303000000",
-        call_id=call_id, cseq=cseq, headers=[("Subject", subject.strip())], body=body,
+        method,
+        f"sip:{user}@4303000000",
+        via_host="10.0.0.1",
+        via_port=port,
+        transport=transport,
+        from_uri="sip:43030000002000000001@4303000000",
+        from_tag=tag,
+        to_uri=f"sip:{user}@4303000000",
+        call_id=call_id,
+        cseq=cseq,
+        headers=[("Subject", subject.strip())],
+        body=body,
         content_type="Application/MANSCDP+xml",
     )
     req.headers.set("From", display_value + req.headers.get("from"))
@@ -550,10 +620,19 @@ def test_the_framer_never_holds_more_than_its_limit(chunks, data):
 
 def test_build_request_takes_name_addr_and_sip_uri_values():
     contact = sip.NameAddr(sip.parse_uri("sip:43030000002000000001@10.0.0.1:5060"), "平台", {"expires": "3600"})
-    req = sip.build_request("REGISTER", sip.parse_uri("sip:4303000000"), via_host="10.0.0.1", via_port=5060,
-                            transport="udp", from_uri=sip.parse_uri("sip:43030000002000000001@4303000000"),
-                            from_tag="a", to_uri="<sip:43030000002000000001@4303000000>", call_id="c", cseq=1,
-                            contact=contact)
+    req = sip.build_request(
+        "REGISTER",
+        sip.parse_uri("sip:4303000000"),
+        via_host="10.0.0.1",
+        via_port=5060,
+        transport="udp",
+        from_uri=sip.parse_uri("sip:43030000002000000001@4303000000"),
+        from_tag="a",
+        to_uri="<sip:43030000002000000001@4303000000>",
+        call_id="c",
+        cseq=1,
+        contact=contact,
+    )
     got = sip.parse_message(req.to_bytes())
     assert got.contact == contact
     assert got.to.uri.user == "43030000002000000001" and got.uri == "sip:4303000000"

@@ -56,24 +56,63 @@ async def test_sipp_devices_register_keep_alive_and_answer_the_catalog(tmp_path,
     devices_file = tmp_path / "gb-devices.json"
     devices_file.write_text(json.dumps([{"id": d, "password": pw} for d, pw in devices]))
     os.chmod(devices_file, 0o600)
-    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-                "registration": "known", "devices_file": str(devices_file), "digest_qop": qop,
-                "registrations_file": str(tmp_path / "gb.registrations"),
-                "subscribe": {"catalog": True, "alarm": None, "mobile_position": None}}
+    listener = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": SERVER_ID,
+        "registration": "known",
+        "devices_file": str(devices_file),
+        "digest_qop": qop,
+        "registrations_file": str(tmp_path / "gb.registrations"),
+        "subscribe": {"catalog": True, "alarm": None, "mobile_position": None},
+    }
     trace = tmp_path / "sipp-messages.log"
     async with running(base_config(listeners=[listener]), SPEC) as gw:
         entry = gw.supervisor.lookup("gb")
         await until(lambda: "listen" in entry.info, what="gb28181 listener bound")
         port = int(entry.info["listen"].rsplit(":", 1)[1])
         proc = subprocess.Popen(
-            [sipp, "-sf", str(SIPP_DIR / "gb_device.xml"), "-oocsf", str(SIPP_DIR / "gb_catalog_ooc.xml"),
-             "-inf", str(SIPP_DIR / "devices.csv"), f"127.0.0.1:{port}", "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-t", "u1",
-             "-m", str(len(devices)), "-l", str(len(devices)), "-r", "10", "-d", "30000", "-nostdin", "-max_socket", "100",
-             "-trace_msg", "-message_file", str(trace), "-trace_err", "-error_file", str(tmp_path / "sipp-errors.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
+            [
+                sipp,
+                "-sf",
+                str(SIPP_DIR / "gb_device.xml"),
+                "-oocsf",
+                str(SIPP_DIR / "gb_catalog_ooc.xml"),
+                "-inf",
+                str(SIPP_DIR / "devices.csv"),
+                f"127.0.0.1:{port}",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(_free_udp_port()),
+                "-t",
+                "u1",
+                "-m",
+                str(len(devices)),
+                "-l",
+                str(len(devices)),
+                "-r",
+                "10",
+                "-d",
+                "30000",
+                "-nostdin",
+                "-max_socket",
+                "100",
+                "-trace_msg",
+                "-message_file",
+                str(trace),
+                "-trace_err",
+                "-error_file",
+                str(tmp_path / "sipp-errors.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
         )
         try:
             async with client(gw) as (stub, _ch):
+
                 async def rows():
                     reply = await stub.ListDevices(pb.ListDevicesRequest(), metadata=md(READ))
                     return {d.id: d for d in reply.devices}

@@ -21,9 +21,18 @@ DEVICE = ("192.168.1.64", 5060)
 
 def request(method="MESSAGE", branch=None, cseq=1, call_id="c1", via_host="10.0.0.1", body=b""):
     return sip.build_request(
-        method, "sip:34020000001320000001@3402000000", via_host=via_host, via_port=5060, transport="udp",
-        from_uri="sip:34020000002000000001@3402000000", from_tag="ft", to_uri="sip:34020000001320000001@3402000000",
-        call_id=call_id, cseq=cseq, branch=branch, body=body,
+        method,
+        "sip:34020000001320000001@3402000000",
+        via_host=via_host,
+        via_port=5060,
+        transport="udp",
+        from_uri="sip:34020000002000000001@3402000000",
+        from_tag="ft",
+        to_uri="sip:34020000001320000001@3402000000",
+        call_id=call_id,
+        cseq=cseq,
+        branch=branch,
+        body=body,
     )
 
 
@@ -281,9 +290,19 @@ def test_server_table_is_bounded():
 
 def ack_2xx(invite, response):
     """The ACK a UAC sends for a 2xx: a new transaction (new branch) in the dialog."""
-    return sip.build_request("ACK", invite.uri, via_host="10.0.0.1", via_port=5060, transport="udp",
-                             from_uri=invite.from_.uri, from_tag=invite.from_.tag, to_uri=response.to.uri,
-                             to_tag=response.to.tag, call_id=invite.call_id, cseq=invite.cseq[0])
+    return sip.build_request(
+        "ACK",
+        invite.uri,
+        via_host="10.0.0.1",
+        via_port=5060,
+        transport="udp",
+        from_uri=invite.from_.uri,
+        from_tag=invite.from_.tag,
+        to_uri=response.to.uri,
+        to_tag=response.to.tag,
+        call_id=invite.call_id,
+        cseq=invite.cseq[0],
+    )
 
 
 def test_invite_2xx_resent_over_udp_until_the_ack():

@@ -69,8 +69,11 @@ def test_config_reference_lists_every_key_with_type_default_and_description():
         ("versions", "list of `2013`, `2019`", "`[2013, 2019]`", "-"),
         ("poll_hz", "float", "`1`", "> 0, <= 10"),
     ):
-        assert re.search(rf"^\| `{re.escape(key)}` \| {re.escape(typ)} \| {re.escape(default)} \| {re.escape(constraints)} \| \S",
-                         text, re.M), key
+        assert re.search(
+            rf"^\| `{re.escape(key)}` \| {re.escape(typ)} \| {re.escape(default)} \| {re.escape(constraints)} \| \S",
+            text,
+            re.M,
+        ), key
     for family in ("beidou", "gb28181", "jt808", "onvif", "signal"):
         assert f"## `driver: {family}`" in text
 
@@ -109,8 +112,15 @@ def test_example_configs_cover_every_family():
         for entry in (data.get("devices") or []) + (data.get("listeners") or []):
             transport = entry.get("url", "").split(":", 1)[0] or ("tcp" if "listen" in entry else "http")
             seen.add((entry["driver"], transport))
-    assert {("beidou", "serial"), ("beidou", "tcp"), ("jt808", "tcp"), ("signal", "serial"), ("signal", "tcp"),
-            ("onvif", "http"), ("gb28181", "tcp")} <= seen, seen
+    assert {
+        ("beidou", "serial"),
+        ("beidou", "tcp"),
+        ("jt808", "tcp"),
+        ("signal", "serial"),
+        ("signal", "tcp"),
+        ("onvif", "http"),
+        ("gb28181", "tcp"),
+    } <= seen, seen
 
 
 @pytest.mark.parametrize("path", _examples(), ids=lambda p: p.name)
@@ -121,8 +131,14 @@ def test_example_config_passes_check(path, tmp_path):
     (tmp_path / "state").mkdir()
     copy = tmp_path / path.name
     copy.write_text(path.read_text().replace("/var/lib/tianwang", str(tmp_path / "state")))
-    r = subprocess.run([sys.executable, "-m", "tianwang", "check", str(copy)], capture_output=True, text=True,
-                       env=env, cwd=ROOT, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "tianwang", "check", str(copy)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().endswith(")") and ": ok (" in r.stdout, r.stdout
     # the file's own header says which variables `check` needs: those must be all it reads
@@ -146,7 +162,9 @@ async def _simulated(name, config, stack):
 
     devices = config.get("devices") or []
     if name.startswith("beidou"):
-        sim = await started(ReceiverSimulator("pty" if "serial" in name else "tcp", rate=5, rdss="bds3" if "serial" in name else None))
+        sim = await started(
+            ReceiverSimulator("pty" if "serial" in name else "tcp", rate=5, rdss="bds3" if "serial" in name else None)
+        )
         devices[0]["url"] = sim.url
         return {f"gnss/{devices[0]['id']}/fix"}, None
     if name.startswith("signal"):
@@ -188,8 +206,11 @@ async def _simulated(name, config, stack):
             await until(lambda: "listen" in entry.info, 10, "gb28181 listener bound")
             port = int(entry.info["listen"].rsplit(":", 1)[1])
             nvr_id, cam_id = (d["id"] for d in listener["devices"])
-            nvr = await started(GbDevice(port, nvr_id, os.environ["TW_GB_NVR_PASSWORD"],
-                                         channels=[(channel_ids(nvr_id, 1)[0], "雨湖路口")]))
+            nvr = await started(
+                GbDevice(
+                    port, nvr_id, os.environ["TW_GB_NVR_PASSWORD"], channels=[(channel_ids(nvr_id, 1)[0], "雨湖路口")]
+                )
+            )
             cam = await started(GbDevice(port, cam_id, os.environ["TW_GB_PASSWORD"]))
             assert (await nvr.register()).status == 200 and (await cam.register()).status == 200
             await until(lambda: gw.supervisor.lookup(channel_ids(nvr_id, 1)[0]) is not None, 10, "gb28181 channel")
@@ -225,8 +246,11 @@ async def test_example_config_runs_on_simulators(path, tmp_path, monkeypatch):
             if dial is not None:
                 wanted |= await dial(gw)
             entries = list(gw.supervisor.entries.values())
-            await until(lambda: all(e.state.value == "ONLINE" for e in entries), 15,
-                        f"every device ONLINE ({[(e.id, e.state.value) for e in entries]})")
+            await until(
+                lambda: all(e.state.value == "ONLINE" for e in entries),
+                15,
+                f"every device ONLINE ({[(e.id, e.state.value) for e in entries]})",
+            )
 
             def missing():
                 return wanted - {e["topic"] for e in journal_envelopes(gw.journal)}
@@ -255,8 +279,13 @@ def node():
         pytest.fail("node and npm are needed for the Node.js subscriber (docs/subscriber.md); `make tools` says how")
     stamp = NODE_DIR / "node_modules" / ".tianwang-lock"
     if not stamp.exists() or stamp.read_text() != _lock_digest():
-        r = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR,
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, f"npm ci failed in {NODE_DIR}:\n{r.stderr[-2000:]}"
         stamp.write_text(_lock_digest())
     return exe
@@ -264,8 +293,9 @@ def node():
 
 async def _run(cmd, addr, *extra):
     env = dict(os.environ, TIANWANG_TOKEN=READ, TIANWANG_ADDR=addr)
-    proc = await asyncio.create_subprocess_exec(*cmd, *extra, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE, env=env)
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:
@@ -298,8 +328,15 @@ async def test_python_and_node_subscribers_print_resume_and_refuse_another_journ
     patterns = ["gnss/+/fix", "gnss/+/sky"]
     sim = ReceiverSimulator("tcp", rate=10, talker="GN", rdss=None, seed=5)
     await sim.start()
-    devices = [{"id": "bd-7", "driver": "beidou", "url": sim.url, "rdss": None,
-                "receiver": {"epoch_period_s": 0.1, "sky_decimation": 1}}]
+    devices = [
+        {
+            "id": "bd-7",
+            "driver": "beidou",
+            "url": sim.url,
+            "rdss": None,
+            "receiver": {"epoch_period_s": 0.1, "sky_decimation": 1},
+        }
+    ]
     try:
         async with running(base_config(devices), beidou.SPEC) as gw:
             addr = f"127.0.0.1:{gw.port}"
@@ -348,8 +385,9 @@ async def test_python_and_node_subscribers_print_resume_and_refuse_another_journ
 
             # a resume naming another journal is refused, with the gRPC status on one line
             other = ["--from-seq", "1", "--journal-id", "0" * 32]
-            for rc, out, err in await asyncio.gather(_run(python_client, addr, *patterns, *other),
-                                                     _run(node_client, addr, *patterns, *other)):
+            for rc, out, err in await asyncio.gather(
+                _run(python_client, addr, *patterns, *other), _run(node_client, addr, *patterns, *other)
+            ):
                 assert rc == 2 and out == [], err
                 assert re.search(r"^subscriber: FAILED_PRECONDITION: .*journal", err, re.M), err
     finally:
@@ -357,10 +395,19 @@ async def test_python_and_node_subscribers_print_resume_and_refuse_another_journ
 
 
 def test_node_subscriber_bad_flags_are_one_line_errors(node):
-    for args, why in ((["--count=-1"], "--count must be a whole number"), (["--from-seq", "x"], "--from-seq must be"),
-                      (["--bogus"], "Unknown option"), (["--count"], "argument missing")):
-        r = subprocess.run([node, str(NODE_DIR / "subscriber.js"), *args], capture_output=True, text=True,
-                           env=dict(os.environ, TIANWANG_TOKEN=READ), timeout=30)
+    for args, why in (
+        (["--count=-1"], "--count must be a whole number"),
+        (["--from-seq", "x"], "--from-seq must be"),
+        (["--bogus"], "Unknown option"),
+        (["--count"], "argument missing"),
+    ):
+        r = subprocess.run(
+            [node, str(NODE_DIR / "subscriber.js"), *args],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, TIANWANG_TOKEN=READ),
+            timeout=30,
+        )
         assert r.returncode == 2 and why in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 
@@ -380,8 +427,16 @@ class _BridgeCounters:
     healthy = True
 
     def counters(self):
-        return {k: 0 for k in ("bridge_nats_lag", "bridge_nats_messages", "bridge_nats_envelopes",
-                               "bridge_nats_failures", "bridge_nats_gaps")}
+        return {
+            k: 0
+            for k in (
+                "bridge_nats_lag",
+                "bridge_nats_messages",
+                "bridge_nats_envelopes",
+                "bridge_nats_failures",
+                "bridge_nats_gaps",
+            )
+        }
 
 
 async def test_every_metric_the_operator_guide_names_exists(tmp_path):
@@ -395,7 +450,9 @@ async def test_every_metric_the_operator_guide_names_exists(tmp_path):
         finally:
             gw.bridge = None
     assert "tianwang_envelopes_total" in exposed and "tianwang_journal_disk_bytes" in exposed
-    assert sorted(named - exposed) == [], f"docs/operator.md names metrics the gateway does not expose: {sorted(named - exposed)}"
+    assert sorted(named - exposed) == [], (
+        f"docs/operator.md names metrics the gateway does not expose: {sorted(named - exposed)}"
+    )
 
 
 # -- the subscriber guide's code -----------------------------------------------------------------
@@ -423,7 +480,9 @@ async def test_subscriber_guide_code_pages_commands_and_resumes(tmp_path, monkey
     async with running(base_config(devices)) as gw:
         addr = f"127.0.0.1:{gw.port}"
         monkeypatch.setenv("TIANWANG_TOKEN", CONTROL)
-        await until(lambda: all(e.state.value == "ONLINE" for e in gw.supervisor.entries.values()), 10, "devices online")
+        await until(
+            lambda: all(e.state.value == "ONLINE" for e in gw.supervisor.entries.values()), 10, "devices online"
+        )
 
         def work():
             channel = client.open_channel(addr)
@@ -485,7 +544,8 @@ def test_every_command_the_guides_name_exists():
 
     simulators = {
         s.name: importlib.import_module(s.simulator.split(":")[0]).build_parser()
-        for s in default_registry().specs() if s.simulator
+        for s in default_registry().specs()
+        if s.simulator
     }
     planned = set(re.findall(r"`tianwang ([a-z]+)`", contract.split("## Not built yet", 1)[1]))
     wrong = []

@@ -25,7 +25,9 @@ def gen(dev_id, **kw):
 
 
 async def audits(stub, device="#"):
-    stream = stub.Subscribe(pb.SubscribeRequest(topics=[f"audit/{device}"], from_seq=1, max_delay_ms=1), metadata=md(READ))
+    stream = stub.Subscribe(
+        pb.SubscribeRequest(topics=[f"audit/{device}"], from_seq=1, max_delay_ms=1), metadata=md(READ)
+    )
     out = []
     try:
         while True:
@@ -44,7 +46,9 @@ async def test_refused_commands_cannot_flood_the_journal():
             codes = []
             for _ in range(120):  # no token, 60 KB of args each
                 with pytest.raises(grpc.aio.AioRpcError) as err:
-                    await stub.SendCommand(pb.CommandRequest(device_id="gen-1", action="echo", args=big, reason="r" * 900))
+                    await stub.SendCommand(
+                        pb.CommandRequest(device_id="gen-1", action="echo", args=big, reason="r" * 900)
+                    )
                 codes.append(err.value.code())
             # the first refusals of the burst are audited, the rest are refused and counted
             assert codes[:50] == [grpc.StatusCode.UNAUTHENTICATED] * 50
@@ -59,7 +63,9 @@ async def test_refused_commands_cannot_flood_the_journal():
             assert stats.journal_bytes < 64 * 1024  # 120 x 60 KB of args did not go into the journal
             assert stats.first_seq == 1  # and nothing was evicted
             # other clients are not affected by one address's refusals: an authorized command runs
-            reply = await stub.SendCommand(pb.CommandRequest(device_id="gen-1", action="echo", reason="ok"), metadata=md(CONTROL))
+            reply = await stub.SendCommand(
+                pb.CommandRequest(device_id="gen-1", action="echo", reason="ok"), metadata=md(CONTROL)
+            )
             assert reply.ok
 
 
@@ -67,7 +73,10 @@ async def test_requests_are_bounded_per_method_with_clear_errors():
     async with running(base_config([gen("gen-1")])) as gw:
         async with client(gw) as (stub, _):
             cases = [
-                (pb.CommandRequest(device_id="gen-1", action="echo", args=msgpack.packb({"b": "x" * 70_000})), "args: "),
+                (
+                    pb.CommandRequest(device_id="gen-1", action="echo", args=msgpack.packb({"b": "x" * 70_000})),
+                    "args: ",
+                ),
                 (pb.CommandRequest(device_id="gen-1", action="echo", reason="y" * 100_000), "CommandRequest of"),
                 (pb.CommandRequest(device_id="gen-1", action="a" * 65), "action: longer than 64"),
                 (pb.CommandRequest(device_id="gen-1", action="echo", reason="y" * 1025), "reason: longer than 1024"),
@@ -86,7 +95,9 @@ async def test_requests_are_bounded_per_method_with_clear_errors():
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and text in err.value.details()
             # past 1 MiB gRPC itself refuses, with RESOURCE_EXHAUSTED, never UNKNOWN
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.SendCommand(pb.CommandRequest(device_id="gen-1", action="echo", reason="z" * (2 << 20)), metadata=md(CONTROL))
+                await stub.SendCommand(
+                    pb.CommandRequest(device_id="gen-1", action="echo", reason="z" * (2 << 20)), metadata=md(CONTROL)
+                )
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -118,7 +129,9 @@ async def test_per_token_command_rate_limit_is_audited():
             results = []
             for _ in range(4):
                 try:
-                    r = await stub.SendCommand(pb.CommandRequest(device_id="gen-1", action="echo", reason="x"), metadata=md(CONTROL))
+                    r = await stub.SendCommand(
+                        pb.CommandRequest(device_id="gen-1", action="echo", reason="x"), metadata=md(CONTROL)
+                    )
                     results.append(r.code)
                 except grpc.aio.AioRpcError as exc:
                     results.append(exc.code().name)
@@ -155,7 +168,7 @@ async def test_no_token_reaches_the_logs_of_a_full_run(tmp_path):
             "tokens": [
                 {"name": "reader", "token_env": "TW_T_READ", "read": ["#"]},
                 {"name": "operator", "token": CONTROL, "read": ["#"], "control": ["#"]},
-            ]
+            ],
         },
         "devices": [{"id": "g", "driver": "testgen", "rate_hz": 20}],
     }
@@ -165,10 +178,14 @@ async def test_no_token_reaches_the_logs_of_a_full_run(tmp_path):
         async with client(proc.addr) as (stub, _):
             s = stub.Subscribe(pb.SubscribeRequest(max_delay_ms=1), metadata=md(READ))
             await asyncio.wait_for(s.read(), 5)
-            await stub.SendCommand(pb.CommandRequest(device_id="g", action="echo", reason="log test"), metadata=md(CONTROL))
+            await stub.SendCommand(
+                pb.CommandRequest(device_id="g", action="echo", reason="log test"), metadata=md(CONTROL)
+            )
             for bad in (wrong, f"{wrong} extra", "Basic " + wrong):
                 with pytest.raises(grpc.aio.AioRpcError):
-                    await stub.SendCommand(pb.CommandRequest(device_id="g", action="echo"), metadata=(("authorization", bad),))
+                    await stub.SendCommand(
+                        pb.CommandRequest(device_id="g", action="echo"), metadata=(("authorization", bad),)
+                    )
                 with pytest.raises(grpc.aio.AioRpcError):
                     await stub.GetStats(pb.GetStatsRequest(), metadata=(("authorization", f"Bearer {bad}"),))
             cfg["auth"]["tokens"][1]["token"] = rotated

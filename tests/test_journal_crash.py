@@ -186,7 +186,9 @@ async def replay(j, cursor=1):
 
 
 def open_store(where, boot, files=None):
-    return SegmentStore(where, segment_bytes=2048, max_bytes=1 << 30, max_age_s=1e9, boot_id=boot, reserve_step=64, files=files)
+    return SegmentStore(
+        where, segment_bytes=2048, max_bytes=1 << 30, max_age_s=1e9, boot_id=boot, reserve_step=64, files=files
+    )
 
 
 async def record_run(where, policy):
@@ -273,7 +275,9 @@ async def check_point(ops, published, k, where, power, torn=False, flip=None, po
                 f"{what}: gap {a}..{b} {reason}"
             )
             covered.update(range(a, b + 1))
-        assert covered >= set(range(1, nxt)), f"{what}: seqs {sorted(set(range(1, nxt)) - covered)[:5]} missing without a Gap"
+        assert covered >= set(range(1, nxt)), (
+            f"{what}: seqs {sorted(set(range(1, nxt)) - covered)[:5]} missing without a Gap"
+        )
         if not power and flip is None and not torn:
             # a crash of the process alone loses nothing that was visible
             assert set(range(1, visible)) <= set(got), f"{what}: lost {sorted(set(range(1, visible)) - set(got))[:5]}"

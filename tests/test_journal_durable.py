@@ -164,7 +164,9 @@ async def test_one_directory_one_gateway(tmp_path):
 
 
 def test_unusable_paths_get_clear_errors(tmp_path):
-    with pytest.raises(JournalStorageError, match=r"gateway.journal.path: cannot use /dev/null/journal: Not a directory"):
+    with pytest.raises(
+        JournalStorageError, match=r"gateway.journal.path: cannot use /dev/null/journal: Not a directory"
+    ):
         store("/dev/null/journal").open()
     (tmp_path / "00000000000000000001.seg").write_bytes(b"x")
     with pytest.raises(JournalStorageError, match="holds segments but no journal.id"):
@@ -183,7 +185,9 @@ async def test_always_makes_nothing_visible_before_it_is_synced(tmp_path):
 def _mount_tmpfs(where, size):
     if os.geteuid() != 0:
         return "mounting a tmpfs needs root"
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
     return None if res.returncode == 0 else f"mount refused: {res.stderr.strip()}"
 
 

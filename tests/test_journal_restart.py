@@ -178,8 +178,15 @@ def _cli(*args, **kw):
     from gw import ROOT
 
     env = dict(os.environ, TIANWANG_TOKEN=READ)
-    return subprocess.Popen([sys.executable, "-m", "tianwang", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=ROOT, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tianwang", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        **kw,
+    )
 
 
 def test_subscribe_says_when_the_gateway_goes_away_and_follow_resumes(tmp_path, procs):
@@ -201,8 +208,9 @@ def test_subscribe_says_when_the_gateway_goes_away_and_follow_resumes(tmp_path, 
     cfg_text = cfg.read_text().replace("127.0.0.1:0", f"127.0.0.1:{free_port()}")
     cfg.write_text(cfg_text)
     gw = procs(cfg)
-    follow = _cli("subscribe", "--addr", gw.addr, "--topic", "test/#", "--json", "--from-seq", "1", "--follow",
-                  "--count", "2500")
+    follow = _cli(
+        "subscribe", "--addr", gw.addr, "--topic", "test/#", "--json", "--from-seq", "1", "--follow", "--count", "2500"
+    )
     time.sleep(1.0)
     gw.signal(signal.SIGTERM)
     gw.wait(10)

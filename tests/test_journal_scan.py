@@ -17,7 +17,13 @@ PATTERNS = [["#"], ["gnss/#"], ["gnss/+/fix"], ["jt808/#", "signal/tsc-1/lamps"]
 def make_block(ns, first_seq, picks, payload_len):
     log = ns.EntryLog(1 << 30, first_seq)
     for i, t in enumerate(picks):
-        log.append(TOPICS[t], t and "dev" or "", i, 1_700_000_000_000_000_000 + i, b"\x81\xa1n" + bytes([i % 128]) * payload_len)
+        log.append(
+            TOPICS[t],
+            t and "dev" or "",
+            i,
+            1_700_000_000_000_000_000 + i,
+            b"\x81\xa1n" + bytes([i % 128]) * payload_len,
+        )
     data, n, _ = log.collect(first_seq, None, len(picks), 1 << 30)
     assert n == len(picks)
     return log, data
@@ -33,7 +39,9 @@ def make_block(ns, first_seq, picks, payload_len):
     strict=st.booleans(),
     payload_len=st.integers(0, 200),
 )
-def test_twins_agree_with_each_other_and_with_collect(first, picks, skip, pattern, max_n, max_bytes, strict, payload_len):
+def test_twins_agree_with_each_other_and_with_collect(
+    first, picks, skip, pattern, max_n, max_bytes, strict, payload_len
+):
     twin = framing.twins()
     log, block = make_block(twin, first, picks, payload_len)
     cursor = first + skip
@@ -51,7 +59,9 @@ def test_twins_agree_with_each_other_and_with_collect(first, picks, skip, patter
     # resuming at (seq, pos) continues exactly where it stopped
     if pos < len(block) and max_n > 0:
         rest = IMPLS[0].scan_entries(block, pos, seq, cursor, IMPLS[0].TopicFilter(pattern), 1 << 20, 1 << 30)
-        whole = IMPLS[0].scan_entries(block, 0, first, max(cursor, seq), IMPLS[0].TopicFilter(pattern), 1 << 20, 1 << 30)
+        whole = IMPLS[0].scan_entries(
+            block, 0, first, max(cursor, seq), IMPLS[0].TopicFilter(pattern), 1 << 20, 1 << 30
+        )
         assert rest[:3] == whole[:3]
 
 

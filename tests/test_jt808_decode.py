@@ -39,7 +39,9 @@ def decode_all(decoder, chunks):
 def as_json(pubs, phone):
     # the same round trip through JSON that `tianwang decode` makes
     return [
-        json.loads(json.dumps({"topic": f"gnss/{phone}/{x.channel}", "device_time_ns": x.device_time_ns, "payload": x.payload}))
+        json.loads(
+            json.dumps({"topic": f"gnss/{phone}/{x.channel}", "device_time_ns": x.device_time_ns, "payload": x.payload})
+        )
         for x in pubs
     ]
 
@@ -129,7 +131,17 @@ def test_tianwang_decode_command_line():
     name = "jt808_2013_session"
     env = dict(os.environ)
     proc = subprocess.run(
-        [sys.executable, "-m", "tianwang", "decode", "--driver", "jt808", "--id", "13912345678", str(CAPTURES / f"{name}.bin")],
+        [
+            sys.executable,
+            "-m",
+            "tianwang",
+            "decode",
+            "--driver",
+            "jt808",
+            "--id",
+            "13912345678",
+            str(CAPTURES / f"{name}.bin"),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

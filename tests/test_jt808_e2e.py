@@ -15,8 +15,13 @@ from tianwang.v1 import gateway_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)
 # the simulated fleet registers from 127.0.0.1 all at once: past the per-address default burst
-LISTENER = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "e2e-secret",
-            "registrations_burst": 100}
+LISTENER = {
+    "id": "fleet",
+    "driver": "jt808",
+    "listen": "127.0.0.1:0",
+    "auth_secret": "e2e-secret",
+    "registrations_burst": 100,
+}
 
 
 @contextlib.asynccontextmanager
@@ -52,10 +57,17 @@ async def test_fleet_through_grpc_devices_subscribe_and_query():
             sos = fleet.terminals[3]
             sos.alarm = 1
             await until(lambda: got.get(f"gnss/{sos.phone}/alarm"), what="SOS over gRPC")
-            assert got[f"gnss/{sos.phone}/alarm"][0] == {"kind": "sos", "active": True, "raw": "0x00000001", "alarm_word": 1}
+            assert got[f"gnss/{sos.phone}/alarm"][0] == {
+                "kind": "sos",
+                "active": True,
+                "raw": "0x00000001",
+                "alarm_word": 1,
+            }
 
             target = fleet.terminals[7]
-            req = pb.CommandRequest(device_id=target.phone, action="query_location", reason="dispatch check", timeout_ms=3000)
+            req = pb.CommandRequest(
+                device_id=target.phone, action="query_location", reason="dispatch check", timeout_ms=3000
+            )
             cmd = await stub.SendCommand(req, metadata=md(CONTROL))
             assert cmd.ok, cmd.message
             result = msgpack.unpackb(cmd.result)
@@ -64,7 +76,9 @@ async def test_fleet_through_grpc_devices_subscribe_and_query():
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.SendCommand(req, metadata=md(GNSS_ONLY))
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            await until(lambda: all(len(got.get(f"gnss/{t.phone}/fix", [])) >= 3 for t in fleet.terminals), what="fixes")
+            await until(
+                lambda: all(len(got.get(f"gnss/{t.phone}/fix", [])) >= 3 for t in fleet.terminals), what="fixes"
+            )
         finally:
             await fleet.stop()
         await until(lambda: sum(len(v) for k, v in got.items() if k.endswith("/fix")) >= fleet.counters["fixes_acked"])

@@ -109,7 +109,9 @@ async def test_known_policy_and_provisioned_codes(tmp_path, monkeypatch):
     codes = tmp_path / "codes"
     codes.write_text("# phone:code\n13900000001:alpha-code\n013900000002=beta\n")
     monkeypatch.setenv("JT_SECRET", "from-env")
-    async with listener(registration="known", auth_codes_file=str(codes), auth_secret=None, auth_secret_env="JT_SECRET") as gw:
+    async with listener(
+        registration="known", auth_codes_file=str(codes), auth_secret=None, auth_secret_env="JT_SECRET"
+    ) as gw:
         known = await RawTerminal("13900000002").connect(gw.port)
         await known.send(p.REGISTER, p.register_body(p.Registration(0, 0, "M", "X", "ID", 0, "", "2013")))
         _, body = await known.recv()
@@ -137,6 +139,7 @@ async def test_location_reports_become_fixes_with_the_reported_values(version):
             t = fleet.terminals[1]
             await until(lambda: len(fixes_of(gw, t.phone)) >= 3, what="fixes")
             sent = t.last_report
+
             # JT/T 808 time has whole seconds and at 5 Hz several reports share one second (and
             # sometimes one latitude), so the report is found by its time and both coordinates
             def same(f):
@@ -210,7 +213,9 @@ async def test_fleet_uploads_positions_taken_while_cut_off():
             await until(lambda: any(f["stored"] for f in fixes_of(gw, t.phone)), what="stored fixes")
         finally:
             await fleet.stop()
-        assert fleet.counters["reports_acked"] + sum(1 for f in fixes_of(gw, t.phone) if f["stored"]) == len(fixes_of(gw, t.phone))
+        assert fleet.counters["reports_acked"] + sum(1 for f in fixes_of(gw, t.phone) if f["stored"]) == len(
+            fixes_of(gw, t.phone)
+        )
 
 
 async def test_heartbeats_are_acked_and_keep_an_idle_terminal_online():
@@ -259,7 +264,9 @@ async def test_sos_alarm_published_on_change_only():
             t.alarm = p.ALARM_SOS
             await until(lambda: sum(f["alarm"] == 1 for f in fixes_of(gw, t.phone)) >= 3, what="SOS reports")
             t.alarm = 0
-            await until(lambda: fixes_of(gw, t.phone)[-1]["alarm"] == 0 and len(gw.payloads(f"gnss/{t.phone}/alarm")) == 2)
+            await until(
+                lambda: fixes_of(gw, t.phone)[-1]["alarm"] == 0 and len(gw.payloads(f"gnss/{t.phone}/alarm")) == 2
+            )
             await asyncio.sleep(0.3)
         finally:
             await fleet.stop()
@@ -293,7 +300,9 @@ async def test_lost_ack_makes_the_terminal_resend_and_the_listener_publishes_onc
 async def test_2019_header_is_answered_in_2019():
     async with listener() as gw:
         raw = await RawTerminal("13500000019", version="2019").connect(gw.port)
-        await raw.send(p.REGISTER, p.register_body(p.Registration(11, 0, "MAKER2019", "M" * 30, "T" * 30, 1, "京A1", "2019")))
+        await raw.send(
+            p.REGISTER, p.register_body(p.Registration(11, 0, "MAKER2019", "M" * 30, "T" * 30, 1, "京A1", "2019"))
+        )
         header, body = await raw.recv()
         assert header.version == "2019" and header.protocol_version == 1
         assert header.phone_bcd == p.phone_to_bcd("13500000019", "2019")
@@ -621,7 +630,17 @@ def test_config_errors_name_their_keys():
     for key in ("registration", "versions[0]", "terminals", "idle_timeout_s", "colour"):
         assert f"listeners[0].{key}" in paths, (key, info.value.problems)
     ok = load_config(
-        {"listeners": [{"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:7808", "versions": "2013", "terminals": ["013900000001"]}]},
+        {
+            "listeners": [
+                {
+                    "id": "fleet",
+                    "driver": "jt808",
+                    "listen": "127.0.0.1:7808",
+                    "versions": "2013",
+                    "terminals": ["013900000001"],
+                }
+            ]
+        },
         reg,
     )
     assert ok.listeners[0].versions == (2013,) and ok.listeners[0].terminals == ("13900000001",)
@@ -651,7 +670,9 @@ def test_secret_errors_name_their_keys(tmp_path):
         load_config({"listeners": [dict(base, auth_secret="inline-secret")]}, reg)
     assert [path for path, _ in info.value.problems] == ["listeners[0].auth_secret"]
     assert info.value.problems[0][1].startswith("secret written inline: use auth_secret_env or auth_secret_file")
-    inline = load_config({"auth": {"allow_inline_secrets": True}, "listeners": [dict(base, auth_secret="inline-secret")]}, reg)
+    inline = load_config(
+        {"auth": {"allow_inline_secrets": True}, "listeners": [dict(base, auth_secret="inline-secret")]}, reg
+    )
     assert inline.listeners[0].auth_secret.get_secret_value() == "inline-secret"
 
 

@@ -24,7 +24,7 @@ def location_bytes(alarm, status, lat_u, lon_u, alt, speed, course, bcd_time, ex
 # -- headers ----------------------------------------------------------------------------------
 def test_2013_header_read_from_bytes():
     body = b"\x01\x02\x03"
-    frame = bytes.fromhex("0200" "0003" "013800138000" "002a") + body
+    frame = bytes.fromhex("02000003013800138000002a") + body
     header, got = p.parse(frame)
     assert header.msg_id == 0x0200
     assert header.version == "2013"
@@ -65,7 +65,12 @@ def test_build_then_parse_round_trip(version, protocol_version, split):
     total, index = (4, 2) if split else (0, 0)
     frame = p.build(0x0200, b"body", phone_bcd, 70000, protocol_version, total, index)
     header, body = p.parse(frame)
-    assert (header.msg_id, header.version, header.phone, header.serial) == (0x0200, version, "13800138000", 70000 & 0xFFFF)
+    assert (header.msg_id, header.version, header.phone, header.serial) == (
+        0x0200,
+        version,
+        "13800138000",
+        70000 & 0xFFFF,
+    )
     assert (header.total, header.index) == (total, index)
     assert body == b"body"
     # a reply built from the header answers in the terminal's own edition and number
@@ -79,13 +84,13 @@ def test_build_then_parse_round_trip(version, protocol_version, split):
     [
         (b"\x02\x00\x00\x00", "short_header"),
         (struct.pack(">HH", 0x0002, 0x4000) + b"\x01" + b"\x00" * 9, "short_header"),
-        (bytes.fromhex("0002" "0000" "01380013800a" "0001"), "bad_bcd"),
-        (bytes.fromhex("0200" "0010" "013800138000" "0001") + b"\x00" * 3, "length_mismatch"),
-        (bytes.fromhex("0200" "0000" "013800138000" "0001") + b"\x00", "length_mismatch"),
-        (bytes.fromhex("0200" "2000" "013800138000" "0001" "0003" "0000"), "bad_split"),
-        (bytes.fromhex("0200" "2000" "013800138000" "0001" "0003" "0004"), "bad_split"),
-        (bytes.fromhex("0200" "2000" "013800138000" "0001" "00"), "short_header"),
-        (bytes.fromhex("0200" "0400" "013800138000" "0001"), "encrypted"),
+        (bytes.fromhex("0002000001380013800a0001"), "bad_bcd"),
+        (bytes.fromhex("020000100138001380000001") + b"\x00" * 3, "length_mismatch"),
+        (bytes.fromhex("020000000138001380000001") + b"\x00", "length_mismatch"),
+        (bytes.fromhex("02002000013800138000000100030000"), "bad_split"),
+        (bytes.fromhex("02002000013800138000000100030004"), "bad_split"),
+        (bytes.fromhex("02002000013800138000000100"), "short_header"),
+        (bytes.fromhex("020004000138001380000001"), "encrypted"),
     ],
 )
 def test_bad_headers_refused_by_reason(frame, reason):
@@ -149,7 +154,9 @@ def test_fix_payload_keys_units_and_nulls():
     status = (1 << 1) | (1 << 19)  # fixed, BeiDou only, north/east
     body = location_bytes(0, status, 39_908_692, 116_397_477, 50, 360, 90, "251231235959", bytes((0x31, 1, 9)))
     pay = p.fix_payload(p.parse_location(body))
-    for key in "time_ns lat lon alt_m speed_mps course_deg quality mode hdop pdop vdop sats_used sats_view source".split():
+    for (
+        key
+    ) in "time_ns lat lon alt_m speed_mps course_deg quality mode hdop pdop vdop sats_used sats_view source".split():
         assert key in pay
     assert pay["source"] == "jt808"
     assert pay["lat"] == pytest.approx(39.908692) and pay["lon"] == pytest.approx(116.397477)
@@ -202,7 +209,18 @@ def test_bad_locations_refused(body, reason):
     alarm=st.integers(0, 2**32 - 1),
 )
 def test_location_builder_round_trip(lat, lon, speed, course, alt, t, alarm):
-    body = p.location_body(lat, lon, t, alt_m=alt, speed_kmh=speed, course_deg=course, alarm=alarm, mileage_km=12.3, signal=20, satellites=11)
+    body = p.location_body(
+        lat,
+        lon,
+        t,
+        alt_m=alt,
+        speed_kmh=speed,
+        course_deg=course,
+        alarm=alarm,
+        mileage_km=12.3,
+        signal=20,
+        satellites=11,
+    )
     loc = p.parse_location(body)
     assert loc.lat == pytest.approx(lat, abs=5e-7) and loc.lon == pytest.approx(lon, abs=5e-7)
     # the sign survives even for values that round to zero millionths
@@ -235,8 +253,8 @@ def test_location_reply():
 
 
 def test_general_response_body():
-    assert p.ack_body(0x1234, 0x0200, p.Result.UNSUPPORTED) == bytes.fromhex("1234" "0200" "03")
-    assert p.parse_ack(bytes.fromhex("00070102" "01")) == (7, 0x0102, 1)
+    assert p.ack_body(0x1234, 0x0200, p.Result.UNSUPPORTED) == bytes.fromhex("1234020003")
+    assert p.parse_ack(bytes.fromhex("0007010201")) == (7, 0x0102, 1)
     with pytest.raises(p.Jt808Error):
         p.parse_ack(b"\x00\x07")
 
@@ -251,10 +269,22 @@ def test_registration_editions(edition):
 
 
 def test_registration_read_from_bytes_2013():
-    body = struct.pack(">HH", 44, 300) + b"MAKER" + b"MODEL-X".ljust(20, b"\x00") + b"TID0007" + b"\x01" + "粤B00001".encode("gbk")
+    body = (
+        struct.pack(">HH", 44, 300)
+        + b"MAKER"
+        + b"MODEL-X".ljust(20, b"\x00")
+        + b"TID0007"
+        + b"\x01"
+        + "粤B00001".encode("gbk")
+    )
     got = p.parse_register(body, "2013")
     assert (got.edition, got.manufacturer, got.model, got.terminal_id, got.plate, got.plate_colour) == (
-        "2013", "MAKER", "MODEL-X", "TID0007", "粤B00001", 1,
+        "2013",
+        "MAKER",
+        "MODEL-X",
+        "TID0007",
+        "粤B00001",
+        1,
     )
     with pytest.raises(p.Jt808Error):
         p.parse_register(body[:20], "2013")
@@ -294,10 +324,7 @@ def test_alarm_changes():
 # -- split messages ---------------------------------------------------------------------------
 def _parts(body, serial, msg_id=0x0704, size=10):
     chunks = p.split_body(body, size)
-    return [
-        p.parse(p.build(msg_id, c, bytes(6), serial + i, None, len(chunks), i + 1))
-        for i, c in enumerate(chunks)
-    ]
+    return [p.parse(p.build(msg_id, c, bytes(6), serial + i, None, len(chunks), i + 1)) for i, c in enumerate(chunks)]
 
 
 def test_reassembler_joins_parts_in_any_order():

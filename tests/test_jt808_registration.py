@@ -183,7 +183,12 @@ async def test_a_registrations_file_in_a_missing_directory_stops_the_listener_fr
 
     reg = Registry()
     reg.register(jt808.SPEC)
-    entry = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "registrations_file": str(tmp_path / "no" / "r")}
+    entry = {
+        "id": "fleet",
+        "driver": "jt808",
+        "listen": "127.0.0.1:0",
+        "registrations_file": str(tmp_path / "no" / "r"),
+    }
     # `check` refuses it (tests/test_site_check.py); a directory removed after the check is refused by
     # the listener itself
     with pytest.raises(ConfigError):
@@ -227,10 +232,13 @@ def test_registrations_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatc
 @pytest.mark.parametrize(
     "content, why",
     [
-        (b"{\"format\": \"tianwang.jt808.registrations\", \"version\": 1, \"terminals\": {", "corrupt: Expecting"),
+        (b'{"format": "tianwang.jt808.registrations", "version": 1, "terminals": {', "corrupt: Expecting"),
         (b"[1, 2]", "not a registrations file"),
         (b"\xff\xfe", "corrupt: not UTF-8"),
-        (b'{"format": "tianwang.jt808.registrations", "version": 1, "terminals": {"12x": {"code": "a"}}}', "not a phone number"),
+        (
+            b'{"format": "tianwang.jt808.registrations", "version": 1, "terminals": {"12x": {"code": "a"}}}',
+            "not a phone number",
+        ),
         (b'{"format": "tianwang.jt808.registrations", "version": 1, "terminals": {"12": {}}}', "has no code"),
     ],
 )
@@ -260,7 +268,9 @@ def _config_file(tmp_path, **listener_keys):
 
 def _tianwang(*args):
     env = dict(os.environ, TW_T_JT="x" * 32, TW_T_OPS="y" * 32)
-    return subprocess.run([sys.executable, "-m", "tianwang", *args], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "tianwang", *args], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT
+    )
 
 
 def test_check_and_run_refuse_a_corrupt_registrations_file_in_one_line(tmp_path):
@@ -273,14 +283,21 @@ def test_check_and_run_refuse_a_corrupt_registrations_file_in_one_line(tmp_path)
         assert r.returncode == 1, (r.stdout, r.stderr)
         assert "Traceback" not in r.stdout + r.stderr
         assert len(out.splitlines()) == 1, out
-        assert out.startswith("listeners[0] (fleet).registrations_file: ") and f"registrations file {bad}: corrupt" in out
+        assert (
+            out.startswith("listeners[0] (fleet).registrations_file: ") and f"registrations file {bad}: corrupt" in out
+        )
 
 
 def test_check_warns_about_open_registration_and_memory_only_registrations(tmp_path):
     r = _tianwang("check", str(_config_file(tmp_path, registration="open")))
     assert r.returncode == 0, r.stdout
-    assert "warning: listeners[0] (fleet).registration: open: anyone who reaches the port can register as any phone" in r.stderr
-    assert "warning: listeners[0] (fleet).registrations_file: not set: registrations are kept in memory only" in r.stderr
+    assert (
+        "warning: listeners[0] (fleet).registration: open: anyone who reaches the port can register as any phone"
+        in r.stderr
+    )
+    assert (
+        "warning: listeners[0] (fleet).registrations_file: not set: registrations are kept in memory only" in r.stderr
+    )
     r = _tianwang("check", str(_config_file(tmp_path, registrations_file=str(tmp_path / "fleet.registrations"))))
     assert r.returncode == 0 and "listeners[0] (fleet).registration" not in r.stderr, r.stderr
 
@@ -315,7 +332,13 @@ async def test_known_policy_refuses_a_known_phone_registering_twice(tmp_path):
 # -- the operator's deregister ----------------------------------------------------------------
 async def test_deregister_needs_control_and_a_reason_is_audited_and_lets_the_phone_register_again(tmp_path):
     path = tmp_path / "fleet.registrations"
-    entry = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0", "auth_secret": "s" * 32, "registrations_file": str(path)}
+    entry = {
+        "id": "fleet",
+        "driver": "jt808",
+        "listen": "127.0.0.1:0",
+        "auth_secret": "s" * 32,
+        "registrations_file": str(path),
+    }
     async with running(base_config(listeners=[entry], control=["gnss/+"]), jt808.SPEC) as gw:
         driver = gw.supervisor._running["fleet"].driver
         await until(lambda: driver.port, what="listener bound")
@@ -360,11 +383,13 @@ async def test_deregister_needs_control_and_a_reason_is_audited_and_lets_the_pho
 
             # deregistering a phone that is not registered, or without a phone
             reply = await stub.SendCommand(
-                pb_command(action="deregister", args=msgpack.packb({"phone": "139"}), reason="cleanup"), metadata=md(CONTROL)
+                pb_command(action="deregister", args=msgpack.packb({"phone": "139"}), reason="cleanup"),
+                metadata=md(CONTROL),
             )
             assert not reply.ok and reply.code == "NOT_FOUND"
             reply = await stub.SendCommand(
-                pb_command(action="deregister", args=msgpack.packb({"phone": "x"}), reason="cleanup"), metadata=md(CONTROL)
+                pb_command(action="deregister", args=msgpack.packb({"phone": "x"}), reason="cleanup"),
+                metadata=md(CONTROL),
             )
             assert not reply.ok and reply.code == "INVALID"
             # deregister is the listener's: a terminal does not take it

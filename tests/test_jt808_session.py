@@ -39,7 +39,9 @@ def offline(data: bytes, phone: str, chunks=None):
     for chunk in chunks or [data]:
         pubs += d.feed(chunk)
     pubs += d.finish()
-    out = [{"topic": f"gnss/{phone}/{x.channel}", "device_time_ns": x.device_time_ns, "payload": x.payload} for x in pubs]
+    out = [
+        {"topic": f"gnss/{phone}/{x.channel}", "device_time_ns": x.device_time_ns, "payload": x.payload} for x in pubs
+    ]
     return normal(out), d.drops
 
 
@@ -74,7 +76,7 @@ async def live(data: bytes, phone: str, chunks) -> tuple[list, dict]:
         for device in (phone, "fleet"):
             for key, n in gw.entry(device).counters.items():
                 if key.startswith("dropped_") and n:
-                    drops[key[len("dropped_"):]] = drops.get(key[len("dropped_"):], 0) + n
+                    drops[key[len("dropped_") :]] = drops.get(key[len("dropped_") :], 0) + n
         return normal(pubs), drops
 
 
@@ -95,7 +97,9 @@ async def test_capture_live_and_offline_publish_the_same(name):
     assert live_pubs == offline_pubs
     assert live_drops == offline_drops
     # and both are what the listener published when the capture was recorded
-    recorded = [json.loads(line) for line in (CAPTURES / f"{name}.expected.jsonl").read_text(encoding="utf-8").splitlines()]
+    recorded = [
+        json.loads(line) for line in (CAPTURES / f"{name}.expected.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert offline_pubs == recorded
 
 
@@ -107,7 +111,9 @@ def crafted_session(seed: int, phone="13800000042", version="2013") -> bytes:
     rng = random.Random(seed)
     t = RawTerminal(phone, version)
     other = RawTerminal("13800000099", version)
-    out = [t.frame(p.REGISTER, p.register_body(p.Registration(31, 100, "RNDMK", "R-1", "ID42", 1, "沪B00042", version)))]
+    out = [
+        t.frame(p.REGISTER, p.register_body(p.Registration(31, 100, "RNDMK", "R-1", "ID42", 1, "沪B00042", version)))
+    ]
     code = p.derive_auth_code(SECRET.encode(), phone)
     out.append(t.frame(p.AUTH, p.auth_body(code, version, imei="860000000000042", software_version="rnd")))
     alarms = [0, 0, 0, p.ALARM_SOS, 1 << 1, (1 << 1) | p.ALARM_SOS, 1 << 29, (1 << 31) | (1 << 17)]
@@ -116,18 +122,36 @@ def crafted_session(seed: int, phone="13800000042", version="2013") -> bytes:
     def position(alarm=None):
         clock[0] += 10**9
         return p.location_body(
-            rng.uniform(-60, 60), rng.uniform(-170, 170), clock[0], alt_m=rng.randint(-20, 900),
-            speed_kmh=rng.randint(0, 1200) / 10, course_deg=rng.randint(0, 359),
+            rng.uniform(-60, 60),
+            rng.uniform(-170, 170),
+            clock[0],
+            alt_m=rng.randint(-20, 900),
+            speed_kmh=rng.randint(0, 1200) / 10,
+            course_deg=rng.randint(0, 359),
             alarm=rng.choice(alarms) if alarm is None else alarm,
-            mileage_km=rng.choice([None, rng.randint(0, 99999) / 10]), signal=rng.choice([None, 17]),
+            mileage_km=rng.choice([None, rng.randint(0, 99999) / 10]),
+            signal=rng.choice([None, 17]),
             satellites=rng.choice([None, 0, 11]),
         )
 
     last = None
     for _ in range(160):
         kind = rng.choices(
-            ["loc", "resend", "batch", "blind", "split", "reply", "heartbeat", "ack", "unknown", "bad_body",
-             "bad_check", "noise", "other_phone"],
+            [
+                "loc",
+                "resend",
+                "batch",
+                "blind",
+                "split",
+                "reply",
+                "heartbeat",
+                "ack",
+                "unknown",
+                "bad_body",
+                "bad_check",
+                "noise",
+                "other_phone",
+            ],
             [30, 4, 4, 4, 3, 2, 3, 2, 1, 2, 2, 1, 1],
         )[0]
         if kind == "loc":
@@ -137,7 +161,9 @@ def crafted_session(seed: int, phone="13800000042", version="2013") -> bytes:
             out.append(last)  # the same frame again: its ack was lost
         elif kind in ("batch", "blind"):
             bodies = [position() for _ in range(rng.randint(1, 6))]
-            out.append(t.frame(p.BATCH, p.batch_body(bodies, p.BATCH_BLIND_AREA if kind == "blind" else p.BATCH_NORMAL)))
+            out.append(
+                t.frame(p.BATCH, p.batch_body(bodies, p.BATCH_BLIND_AREA if kind == "blind" else p.BATCH_NORMAL))
+            )
         elif kind == "split":
             parts = p.split_body(p.batch_body([position() for _ in range(rng.randint(12, 30))]), 300)
             first = t.serial + 1
@@ -218,13 +244,15 @@ def test_session_register_authenticate_report_and_log_out():
     step = s.handle(frame(p.LOCATION, p.location_body(1.0, 2.0, T0), 1), 0.0)
     assert step.publications == [] and step.drops == ["unauthenticated"]
     assert acks(step) == [(p.PLATFORM_ACK, 1, p.LOCATION, p.Result.FAILURE)]
-    step = s.handle(frame(p.REGISTER, p.register_body(p.Registration(1, 2, "MK", "MD", "ID", 1, "沪A1", "2013")), 2), 0.0)
+    step = s.handle(
+        frame(p.REGISTER, p.register_body(p.Registration(1, 2, "MK", "MD", "ID", 1, "沪A1", "2013")), 2), 0.0
+    )
     ((msg_id, body, header),) = step.replies
     assert msg_id == p.REGISTER_REPLY and p.parse_register_reply(body) == (2, p.RegisterResult.OK, "right")
     assert header == {"phone_bcd": BCD, "protocol_version": None}
     step = s.handle(frame(p.AUTH, p.auth_body("right"), 3), 0.0)
     assert step.online and acks(step) == [(p.PLATFORM_ACK, 3, p.AUTH, p.Result.OK)]
-    (phone, info), = gate.attached
+    ((phone, info),) = gate.attached
     assert phone == "13900000001" and info["address"] == "10.0.0.9:4000" and info["manufacturer"] == "MK"
     # SOS raised: a fix and an alarm edge; the same word again: a fix only
     for serial in (4, 5):
@@ -238,7 +266,9 @@ def test_session_register_authenticate_report_and_log_out():
     step = s.handle(frame(p.BATCH, p.batch_body([p.location_body(1.0, 2.0, T0)], p.BATCH_BLIND_AREA), 6), 0.0)
     assert [(x.channel, x.payload["stored"]) for x in step.publications] == [("fix", True)] and gate.terminal.alarm == 1
     step = s.handle(frame(p.LOCATION, p.location_body(1.0, 2.0, T0 + 7), 7), 0.0)
-    assert [x.payload for x in step.publications if x.channel == "alarm"] == [{"kind": "sos", "active": False, "raw": "0x00000000", "alarm_word": 0}]
+    assert [x.payload for x in step.publications if x.channel == "alarm"] == [
+        {"kind": "sos", "active": False, "raw": "0x00000000", "alarm_word": 0}
+    ]
     # a 0x0201 answers a query: no 0x8001 for it
     step = s.handle(frame(p.LOCATION_REPLY, p.location_reply_body(77, p.location_body(3.0, 4.0, T0)), 8), 0.0)
     assert step.replies == [] and step.answer[0] == 77 and step.answer[1]["lat"] == 3.0
@@ -251,7 +281,10 @@ def test_session_closes_on_failed_logins_and_on_garbage_before_authentication():
     step = s.handle(frame(p.AUTH, p.auth_body("wrong"), 1), 0.0)
     assert acks(step) == [(p.PLATFORM_ACK, 1, p.AUTH, p.Result.FAILURE)] and step.close is None
     step = s.handle(frame(p.AUTH, p.auth_body("still wrong"), 2), 0.0)
-    assert acks(step) == [(p.PLATFORM_ACK, 2, p.AUTH, p.Result.FAILURE)] and step.close == ("2 failed authentications", "")
+    assert acks(step) == [(p.PLATFORM_ACK, 2, p.AUTH, p.Result.FAILURE)] and step.close == (
+        "2 failed authentications",
+        "",
+    )
     s = Session(StrictGate(), max_bad_frames=3)
     for serial in (1, 2):
         step = s.handle(frame(p.HEARTBEAT, b"", serial), 0.0)
@@ -267,7 +300,9 @@ def test_session_drops_by_reason_and_answers_what_it_can():
     s = Session(gate, terminal=gate.terminal, versions=(2013,), split_timeout=10.0)
     step = s.handle(frame(p.LOCATION, b"\x00" * 10, 1), 0.0)
     assert step.drops == ["bad_body"] and acks(step) == [(p.PLATFORM_ACK, 1, p.LOCATION, p.Result.MESSAGE_ERROR)]
-    step = s.handle(frame(p.LOCATION, p.location_body(1.0, 2.0, T0), 2, bcd=p.phone_to_bcd("1", "2019"), protocol_version=1), 0.0)
+    step = s.handle(
+        frame(p.LOCATION, p.location_body(1.0, 2.0, T0), 2, bcd=p.phone_to_bcd("1", "2019"), protocol_version=1), 0.0
+    )
     assert step.drops == ["version_refused"] and acks(step) == [(p.PLATFORM_ACK, 2, p.LOCATION, p.Result.UNSUPPORTED)]
     step = s.handle(frame(p.HEARTBEAT, b"", 3, bcd=p.phone_to_bcd("13900000002")), 0.0)
     assert step.drops == ["phone_mismatch"] and acks(step) == [(p.PLATFORM_ACK, 3, p.HEARTBEAT, p.Result.FAILURE)]

@@ -20,9 +20,28 @@ pytestmark = pytest.mark.timeout(60)
 async def test_simulate_jt808_process_reports_until_sigterm():
     async with listener() as gw:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tianwang", "simulate", "jt808", "--connect", f"127.0.0.1:{gw.port}",
-             "--terminals", "4", "--rate", "5", "--version", "2019", "--phone-base", "13300000000"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ),
+            [
+                sys.executable,
+                "-m",
+                "tianwang",
+                "simulate",
+                "jt808",
+                "--connect",
+                f"127.0.0.1:{gw.port}",
+                "--terminals",
+                "4",
+                "--rate",
+                "5",
+                "--version",
+                "2019",
+                "--phone-base",
+                "13300000000",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ),
         )
         try:
             first = json.loads(proc.stdout.readline())
@@ -30,7 +49,11 @@ async def test_simulate_jt808_process_reports_until_sigterm():
             assert first["phones"] == [str(13300000000 + i) for i in range(4)]  # one per terminal
             assert (first["first_phone"], first["last_phone"]) == ("13300000000", "13300000003")
             phones = [str(13300000000 + i) for i in range(4)]
-            await until(lambda: all(gw.entry(x) is not None and gw.entry(x).state == Health.ONLINE for x in phones), 15, "online")
+            await until(
+                lambda: all(gw.entry(x) is not None and gw.entry(x).state == Health.ONLINE for x in phones),
+                15,
+                "online",
+            )
             await until(lambda: all(len(gw.payloads(f"gnss/{x}/fix")) >= 3 for x in phones), 10, "fixes")
             assert gw.entry(phones[0]).info["version"] == "2019"
         finally:
@@ -48,7 +71,13 @@ async def test_simulate_jt808_process_reports_until_sigterm():
 
 def test_simulate_jt808_usage_errors():
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "tianwang", "simulate", "jt808", *a], capture_output=True, text=True, cwd=ROOT, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "tianwang", "simulate", "jt808", *a],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+        )
 
     assert run().returncode == 2  # --connect is required
     bad = run("--connect", "nowhere")

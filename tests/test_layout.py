@@ -55,8 +55,10 @@ def test_drivers_use_only_the_sdk_and_their_own_package():
 
 
 # the GB/T 28181 modules that open nothing (the uplink is core wiring on top of them)
-GB_SANS_IO = {f"tianwang.drivers.gb28181.{m}" for m in ("sip", "digest", "transaction", "manscdp", "catalog", "ptz",
-                                                         "datum", "sdp", "ids")}
+GB_SANS_IO = {
+    f"tianwang.drivers.gb28181.{m}"
+    for m in ("sip", "digest", "transaction", "manscdp", "catalog", "ptz", "datum", "sdp", "ids")
+}
 
 
 def test_the_uplink_uses_only_the_gb28181_sans_io_layers():
@@ -69,8 +71,10 @@ def test_the_uplink_uses_only_the_gb28181_sans_io_layers():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 # `from tianwang.drivers.gb28181 import sip` names the module sip
-                names = [f"{node.module}.{a.name}" if node.module == "tianwang.drivers.gb28181" else node.module
-                         for a in node.names]
+                names = [
+                    f"{node.module}.{a.name}" if node.module == "tianwang.drivers.gb28181" else node.module
+                    for a in node.names
+                ]
             else:
                 continue
             for module in names:
@@ -116,12 +120,14 @@ def test_framing_types_every_name_by_its_twin():
     exactly the twins of TWINS (what runs)."""
     tree = ast.parse((ROOT / "gateway" / "framing.py").read_text())
     block = next(
-        node for node in tree.body
+        node
+        for node in tree.body
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
     )
     typed = {
         alias.asname or alias.name: f"{node.module}:{alias.name}"
-        for node in block.body if isinstance(node, ast.ImportFrom)
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
         for alias in node.names
     }
     assert typed == framing.TWINS

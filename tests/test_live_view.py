@@ -55,7 +55,13 @@ class Pty:
 
         # preexec_fn with threads running: safe here, only two system calls run between fork and exec
         self.proc = subprocess.Popen(
-            argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, preexec_fn=own_terminal  # noqa: PLW1509
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            cwd=ROOT,
+            preexec_fn=own_terminal,  # noqa: PLW1509
         )
         os.close(slave)
         self.out = b""
@@ -107,8 +113,13 @@ GEN = [{"id": "gen-1", "driver": "testgen", "rate_hz": 20, "channels": ["a", "b"
 
 async def test_top_writes_plain_frames_when_stdout_is_not_a_terminal():
     async with running(base_config(GEN)) as gw:
-        p = subprocess.Popen(_tianwang("top", "--addr", f"127.0.0.1:{gw.port}", "--interval", "0.3"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(TIANWANG_TOKEN=READ), cwd=ROOT)
+        p = subprocess.Popen(
+            _tianwang("top", "--addr", f"127.0.0.1:{gw.port}", "--interval", "0.3"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(TIANWANG_TOKEN=READ),
+            cwd=ROOT,
+        )
         await until(lambda: any(s.principal.name == "reader" for s in gw.service.subscribers), 20, "top's stream")
         await asyncio.sleep(1.5)
         p.send_signal(signal.SIGTERM)  # leaves like `q`
@@ -128,19 +139,44 @@ async def test_top_writes_plain_frames_when_stdout_is_not_a_terminal():
 
 def _stats_and_devices():
     """A Stats and device list as the gateway gives them, with a noisy demo device among others."""
-    stats = pb.Stats(gateway="demo", version="1", started_ns=time.time_ns(), last_seq=100, journal_max_bytes=1 << 20,
-                     subscribers=1, counters={"envelopes_delivered": 40, "frames_dropped": 9})
+    stats = pb.Stats(
+        gateway="demo",
+        version="1",
+        started_ns=time.time_ns(),
+        last_seq=100,
+        journal_max_bytes=1 << 20,
+        subscribers=1,
+        counters={"envelopes_delivered": 40, "frames_dropped": 9},
+    )
     stats.families.add(family="gnss", envelopes=90, devices=2, states={"ONLINE": 1, "OFFLINE": 1})
-    stats.subscriber_stats.add(peer="ipv4:127.0.0.1:5000", principal="demo-read", topics=["gnss/#"], cursor=61,
-                               delivered=40, lag=40, started_ns=1)
+    stats.subscriber_stats.add(
+        peer="ipv4:127.0.0.1:5000",
+        principal="demo-read",
+        topics=["gnss/#"],
+        cursor=61,
+        delivered=40,
+        lag=40,
+        started_ns=1,
+    )
     stats.drops.add(driver="beidou", reason="noise", frames=7)
     stats.drops.add(driver="beidou", reason="bad_checksum", frames=2)
     devices = [
-        pb.Device(id="bd-car-01", family="gnss", driver="beidou", state="ONLINE",
-                  info={"demo_noise": "noise on purpose"},
-                  counters={"envelopes": 80, "dropped_noise": 5, "dropped_bytes": 300}),
-        pb.Device(id="bd-van-02", family="gnss", driver="beidou", state="OFFLINE", reason="no data for 5 s",
-                  counters={"envelopes": 10, "dropped_noise": 2, "dropped_bad_checksum": 2}),
+        pb.Device(
+            id="bd-car-01",
+            family="gnss",
+            driver="beidou",
+            state="ONLINE",
+            info={"demo_noise": "noise on purpose"},
+            counters={"envelopes": 80, "dropped_noise": 5, "dropped_bytes": 300},
+        ),
+        pb.Device(
+            id="bd-van-02",
+            family="gnss",
+            driver="beidou",
+            state="OFFLINE",
+            reason="no data for 5 s",
+            counters={"envelopes": 10, "dropped_noise": 2, "dropped_bad_checksum": 2},
+        ),
     ]
     return stats, devices
 
@@ -155,8 +191,9 @@ def test_drops_split_the_demo_noise_from_the_rest():
     text = plain(frame)
     noise = text.split(NOISE_HEADING + ":", 1)[1]
     assert "beidou/noise" in noise and "from bd-car-01" in noise and "noise on purpose" in noise
-    assert [line.split()[0] for line in text.split("drops by reason (frames):", 1)[1].split("\n\n")[0].split("\n")[1:]] == [
-        "beidou/bad_checksum", "beidou/noise"]
+    assert [
+        line.split()[0] for line in text.split("drops by reason (frames):", 1)[1].split("\n\n")[0].split("\n")[1:]
+    ] == ["beidou/bad_checksum", "beidou/noise"]
     assert "bd-van-02" in text.split("not online:", 1)[1]
     # rates come from the next sample: 80 -> 100 envelopes in 2 s is 10/s
     view = TopView()
@@ -181,7 +218,7 @@ def test_terminal_rendering_redraws_in_place(width):
         stats.counters["envelopes_delivered"] = 60
         screen.show(view.frame(stats, devices, 1.0, latest=latest, hints=["in another terminal: try this"]))
     out = buf.getvalue()
-    second = out[len(first):]
+    second = out[len(first) :]
     # the second frame moves the cursor back up over the first and draws over it
     assert CURSOR_UP in second and second.count(CURSOR_UP) >= first.count("\n") - 1
     for title in ("families", "busiest devices", "not online (1)", "subscribers (1)", "drops by reason", NOISE_HEADING):
@@ -216,8 +253,14 @@ async def test_top_on_a_terminal_redraws_and_q_leaves_with_the_terminal_restored
 
 def test_demo_seconds_stops_by_itself_and_is_validated():
     env = _env(TIANWANG_DEMO_READ_TOKEN="demo-read-0123456789", TIANWANG_DEMO_CONTROL_TOKEN="demo-ctl-0123456789")
-    r = subprocess.run(_tianwang("run", "--demo", "--seconds", "2", "--listen", "127.0.0.1:0", "--metrics", "off"),
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    r = subprocess.run(
+        _tianwang("run", "--demo", "--seconds", "2", "--listen", "127.0.0.1:0", "--metrics", "off"),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     ready = json.loads(r.stdout.splitlines()[0])
     assert ready["event"] == "ready" and ready["read_token"] == "demo-read-0123456789"
@@ -228,12 +271,19 @@ def test_demo_seconds_stops_by_itself_and_is_validated():
     assert "demo: stopped after 2 s" in r.stderr and "Traceback" not in r.stderr
     assert "\x1b" not in r.stdout
     for bad, why in (("0", "above 0"), ("-1", "out of range"), ("soon", "not a number of seconds")):
-        r = subprocess.run(_tianwang("run", "--demo", "--seconds", bad), capture_output=True, text=True, env=env,
-                           cwd=ROOT, timeout=30)
+        r = subprocess.run(
+            _tianwang("run", "--demo", "--seconds", bad), capture_output=True, text=True, env=env, cwd=ROOT, timeout=30
+        )
         assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()[-1]) < 200, r.stderr
         assert "Traceback" not in r.stderr
-    r = subprocess.run(_tianwang("run", "-c", "nothing.yaml", "--seconds", "3"), capture_output=True, text=True,
-                       env=env, cwd=ROOT, timeout=30)
+    r = subprocess.run(
+        _tianwang("run", "-c", "nothing.yaml", "--seconds", "3"),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=30,
+    )
     assert r.returncode == 2 and "--seconds goes with --demo" in r.stderr
 
 
@@ -282,12 +332,19 @@ async def test_demo_devices_report_positions_around_xiangtan_and_its_drops_are_i
     task = asyncio.ensure_future(run_demo(listen="127.0.0.1:0", metrics="off", live=False, ready=started.set_result))
     gw = await asyncio.wait_for(started, 60)
     try:
+
         def fixes():
             return journal_envelopes(gw.journal, "gnss/+/fix")
 
-        await until(lambda: {"bd-car-01", "bd-van-02"} <= {f["device_id"] for f in fixes()}
-                    and len({f["device_id"] for f in fixes()}) > 50
-                    and gw.supervisor.drops, 30, "fixes from both receivers and the terminals, and noise")
+        await until(
+            lambda: (
+                {"bd-car-01", "bd-van-02"} <= {f["device_id"] for f in fixes()}
+                and len({f["device_id"] for f in fixes()}) > 50
+                and gw.supervisor.drops
+            ),
+            30,
+            "fixes from both receivers and the terminals, and noise",
+        )
         for fix in fixes():
             assert _near_xiangtan(fix["payload"]["lat"], fix["payload"]["lon"], 0.15), fix
         devices = [device_message(e) for e in gw.supervisor.entries.values()]

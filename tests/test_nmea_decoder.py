@@ -79,7 +79,10 @@ def test_gga_empty_fix(impl):
 
 def test_latlon_bits_are_exact_integer_arithmetic(impl):
     # deg + (minutes * 10**k) / (60 * 10**k): both implementations produce these exact doubles
-    m = one(impl, w.sentence("GNGGA", ["000000", "3150.7812345", "S", "11711.9234567", "E", "1", "", "", "", "", "", "", "", ""]))
+    m = one(
+        impl,
+        w.sentence("GNGGA", ["000000", "3150.7812345", "S", "11711.9234567", "E", "1", "", "", "", "", "", "", "", ""]),
+    )
     assert m.lat == -(31 + 507812345 / (60.0 * 1e7))
     assert m.lon == 117 + 119234567 / (60.0 * 1e7)
 
@@ -103,7 +106,9 @@ def test_gsa_system_id_and_old_form(impl):
     m = one(impl, b"$GNGSA,A,3,01,03,07,,,,,,,,,,1.6,0.9,1.3,4*3D\r\n")
     assert (m.talker, m.selection, m.fix_type, m.svids, m.system_id) == ("GN", "A", 3, (1, 3, 7), 4)
     assert (m.pdop, m.hdop, m.vdop) == (1.6, 0.9, 1.3)
-    old = one(impl, w.sentence("BDGSA", ["A", "2", "05", "", "", "", "", "", "", "", "", "", "", "", "2.0", "1.1", "1.7"]))
+    old = one(
+        impl, w.sentence("BDGSA", ["A", "2", "05", "", "", "", "", "", "", "", "", "", "", "", "2.0", "1.1", "1.7"])
+    )
     assert (old.talker, old.fix_type, old.svids, old.system_id, old.vdop) == ("BD", 2, (5,), -1, 1.7)
 
 
@@ -126,17 +131,32 @@ def test_gsv_signal_id_and_padding(impl):
 def test_gll_vtg_zda_gst_gns(impl):
     gll = one(impl, w.sentence("GNGLL", ["3150.5", "N", "11711.25", "E", "101010.5", "A", "A"]))
     assert (gll.lat, gll.lon, gll.time_of_day_ns, gll.status, gll.mode) == (
-        31 + 50.5 / 60, 117 + 11.25 / 60, 36610 * 10**9 + 500_000_000, "A", "A")
+        31 + 50.5 / 60,
+        117 + 11.25 / 60,
+        36610 * 10**9 + 500_000_000,
+        "A",
+        "A",
+    )
     vtg = one(impl, w.sentence("GNVTG", ["45.3", "T", "", "M", "12.5", "N", "23.2", "K", "A"]))
     assert (vtg.course_deg, vtg.speed_knots, vtg.speed_kmh, vtg.mode) == (45.3, 12.5, 23.2, "A")
     assert math.isnan(vtg.course_mag_deg)
     zda = one(impl, w.sentence("GNZDA", ["000001.00", "01", "01", "2025", "-08", "30"]))
     assert (zda.time_of_day_ns, zda.day, zda.month, zda.year, zda.zone_hours, zda.zone_minutes) == (
-        10**9, 1, 1, 2025, -8, 30)
+        10**9,
+        1,
+        1,
+        2025,
+        -8,
+        30,
+    )
     gst = one(impl, w.sentence("GPGST", ["120000.00", "1.5", "2.5", "1.5", "30.0", "1.2", "1.4", "2.2"]))
     assert (gst.rms, gst.sd_major_m, gst.orientation_deg, gst.sd_alt_m) == (1.5, 2.5, 30.0, 2.2)
-    gns = one(impl, w.sentence("GNGNS", ["120000.00", "3150.0", "N", "11711.0", "E", "AANA", "12", "0.8", "50.0",
-                                         "-3.0", "", "", "V"]))
+    gns = one(
+        impl,
+        w.sentence(
+            "GNGNS", ["120000.00", "3150.0", "N", "11711.0", "E", "AANA", "12", "0.8", "50.0", "-3.0", "", "", "V"]
+        ),
+    )
     assert (gns.mode, gns.sats_used, gns.hdop, gns.alt_m, gns.nav_status) == ("AANA", 12, 0.8, 50.0, "V")
 
 
@@ -152,18 +172,44 @@ def test_rdss_sentences(impl):
     assert txr.content == msg.hex().upper().encode()
     fki = one(impl, w.fki_21("TXA", False, False, 0, 45))
     assert (fki.form, fki.command, fki.executed, fki.interval_ok, fki.suppression, fki.wait_s) == (
-        "2.1", "TXA", False, 0, 0, 45)
+        "2.1",
+        "TXA",
+        False,
+        0,
+        0,
+        45,
+    )
     fki3 = one(impl, w.fki_bds3(12 * 3600 * 10**9, "TCQ", False, reason=1, remaining_s=37))
     assert (fki3.form, fki3.time_of_day_ns, fki3.command, fki3.executed, fki3.reason, fki3.wait_s) == (
-        "bds3", 12 * 3600 * 10**9, "TCQ", False, 1, 37)
+        "bds3",
+        12 * 3600 * 10**9,
+        "TCQ",
+        False,
+        1,
+        37,
+    )
     ici = one(impl, w.ici("0245678", "12345", "0999999", 1, 60, 3, True, 2))
-    assert (ici.card_id, ici.serial, ici.broadcast_id, ici.user_class, ici.interval_s, ici.level, ici.encrypted,
-            ici.subordinates) == ("0245678", "12345", "0999999", 1, 60, 3, True, 2)
+    assert (
+        ici.card_id,
+        ici.serial,
+        ici.broadcast_id,
+        ici.user_class,
+        ici.interval_s,
+        ici.level,
+        ici.encrypted,
+        ici.subordinates,
+    ) == ("0245678", "12345", "0999999", 1, 60, 3, True, 2)
     icp = one(impl, w.ici("15950044", interval_s=30, formatter="ICP"))
     assert type(icp) is impl.ICP and (icp.card_id, icp.interval_s, icp.encrypted) == ("15950044", 30, False)
     tci = one(impl, w.tci("15950044", "15950045", msg, encoding=0, freq_point=2, send_time="153000", ack=1))
     assert (tci.sender, tci.recipient, tci.freq_point, tci.send_time, tci.encoding, tci.ack) == (
-        "15950044", "15950045", 2, "153000", 0, 1)
+        "15950044",
+        "15950045",
+        2,
+        "153000",
+        0,
+        1,
+    )
     assert tci.content == msg.hex().upper().encode()
     pwi = one(impl, w.pwi(3600 * 10**9, rdss2=[(1, 4), (2, 0)], s2c=[(5, 3)]))
     assert (pwi.time_of_day_ns, pwi.rdss2, pwi.s2c) == (3600 * 10**9, ((1, 4), (2, 0)), ((5, 3),))
@@ -178,11 +224,19 @@ def test_spec_examples_have_valid_checksums(impl):
 
 
 def test_unknown_and_proprietary_pass_through(impl):
-    msgs, dec = run(impl, w.sentence("GPXTE", ["A", "A", "0.67", "L", "N"]) + w.sentence("PUBX", ["00", "x,y"])
-                    + w.sentence("PCAS03", ["1", "0"]) + w.sentence("BDABC", []))
+    msgs, dec = run(
+        impl,
+        w.sentence("GPXTE", ["A", "A", "0.67", "L", "N"])
+        + w.sentence("PUBX", ["00", "x,y"])
+        + w.sentence("PCAS03", ["1", "0"])
+        + w.sentence("BDABC", []),
+    )
     assert [(m.talker, m.address, m.fields) for m in msgs] == [
-        ("GP", "GPXTE", ("A", "A", "0.67", "L", "N")), ("", "PUBX", ("00", "x", "y")), ("", "PCAS03", ("1", "0")),
-        ("BD", "BDABC", ())]
+        ("GP", "GPXTE", ("A", "A", "0.67", "L", "N")),
+        ("", "PUBX", ("00", "x", "y")),
+        ("", "PCAS03", ("1", "0")),
+        ("BD", "BDABC", ()),
+    ]
     assert dec.frames == 4 and sum(dec.drops.values()) == 0
 
 
@@ -200,8 +254,14 @@ def test_long_rdss_message_is_kept(impl):
 # what real streams do wrong
 
 GOOD = [
-    w.sentence("GNRMC", ["120000.00", "A", "3150.7812345", "N", "11711.9234567", "E", "12.5", "45.3", "281124", "", "", "A", "V"]),
-    w.sentence("GNGGA", ["120000.00", "3150.7812345", "N", "11711.9234567", "E", "1", "14", "0.9", "52.3", "M", "-3.1", "M", "", ""]),
+    w.sentence(
+        "GNRMC",
+        ["120000.00", "A", "3150.7812345", "N", "11711.9234567", "E", "12.5", "45.3", "281124", "", "", "A", "V"],
+    ),
+    w.sentence(
+        "GNGGA",
+        ["120000.00", "3150.7812345", "N", "11711.9234567", "E", "1", "14", "0.9", "52.3", "M", "-3.1", "M", "", ""],
+    ),
     w.sentence("GNGSA", ["A", "3", "01", "03", "07", "", "", "", "", "", "", "", "", "", "1.6", "0.9", "1.3", "4"]),
 ]
 
@@ -255,18 +315,19 @@ def test_bad_checksums(impl):
 
 
 def test_lowercase_checksum(impl):
-    data = b"".join(w.sentence(s[1:6].decode(), s[7:s.index(b"*")].decode().split(","), lowercase=True) for s in GOOD)
+    data = b"".join(w.sentence(s[1:6].decode(), s[7 : s.index(b"*")].decode().split(","), lowercase=True) for s in GOOD)
     assert data != b"".join(GOOD)
     (msgs, ctr) = run_every_way(impl, data)
     assert msgs == good_messages(impl) and ctr[0] == 3
 
 
 def test_missing_checksum_is_accepted_and_counted(impl):
-    no_ck = w.sentence("GNGGA", GOOD[1][7:GOOD[1].index(b"*")].decode().split(","), with_checksum=False)
+    no_ck = w.sentence("GNGGA", GOOD[1][7 : GOOD[1].index(b"*")].decode().split(","), with_checksum=False)
     (msgs, (frames, resyncs, dropped, unchecked, drops)) = run_every_way(impl, GOOD[0] + no_ck + GOOD[2])
     assert msgs == good_messages(impl) and unchecked == 1 and dropped == 0
     (msgs, (frames, resyncs, dropped, unchecked, drops)) = run_every_way(
-        impl, GOOD[0] + no_ck + GOOD[2], require_checksum=True)
+        impl, GOOD[0] + no_ck + GOOD[2], require_checksum=True
+    )
     assert msgs == [good_messages(impl)[0], good_messages(impl)[2]]
     assert drops["no_checksum"] == 1 and unchecked == 0 and dropped == len(no_ck) - 2
 
@@ -324,8 +385,12 @@ def test_bad_fields_are_dropped_one_by_one(impl):
 
 
 def test_bad_addresses(impl):
-    bads = [w.sentence("gpgga", ["1"]), w.sentence("G", ["1"]), w.sentence("GP-GA", []),
-            w.sentence("ABCDEFGHIJKLMNOP", [])]
+    bads = [
+        w.sentence("gpgga", ["1"]),
+        w.sentence("G", ["1"]),
+        w.sentence("GP-GA", []),
+        w.sentence("ABCDEFGHIJKLMNOP", []),
+    ]
     data = b"".join(bads) + GOOD[0] + b"$\r\n" + GOOD[1] + GOOD[2]
     (msgs, (frames, resyncs, dropped, unchecked, drops)) = run_every_way(impl, data)
     assert msgs == good_messages(impl) and drops["bad_sentence"] == 5
@@ -370,18 +435,32 @@ def test_non_bytes_input_is_a_type_error(impl, bad):
         impl.parse_nmea_sentence(bad)
 
 
-@pytest.mark.parametrize("options", [dict(max_length=8), dict(max_length=200, max_message_length=100),
-                                     dict(max_binary_length=2), dict(max_length=1 << 21)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(max_length=8),
+        dict(max_length=200, max_message_length=100),
+        dict(max_binary_length=2),
+        dict(max_length=1 << 21),
+    ],
+)
 def test_bad_limits(impl, options):
     with pytest.raises(ValueError):
         impl.NmeaDecoder(**options)
 
 
-@pytest.mark.parametrize("line,reason", [
-    (b"$GPGGA,1*00", "bad_checksum"), (b"GPGGA,1", "noise"), (b"$GPGGA,1*", "bad_checksum"),
-    (w.sentence("GPGGA", ["99"]), "bad_field"), (b"$gp*00", "bad_checksum"),
-    (GOOD[0] + GOOD[1], "noise"), (b"$GPXYZ,1", "no_checksum"),
-])
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        (b"$GPGGA,1*00", "bad_checksum"),
+        (b"GPGGA,1", "noise"),
+        (b"$GPGGA,1*", "bad_checksum"),
+        (w.sentence("GPGGA", ["99"]), "bad_field"),
+        (b"$gp*00", "bad_checksum"),
+        (GOOD[0] + GOOD[1], "noise"),
+        (b"$GPXYZ,1", "no_checksum"),
+    ],
+)
 def test_parse_sentence_errors(impl, line, reason):
     with pytest.raises(FrameError) as info:
         impl.parse_nmea_sentence(line, require_checksum=True)
@@ -406,14 +485,33 @@ def test_messages_compare_across_implementations():
 # ---------------------------------------------------------------------------------------------
 # twins and fuzz
 
-sentence_parts = st.sampled_from(GOOD + [
-    w.txt("ANTENNA OPEN"), w.txr("0245678", b"\xc4\xe3"), w.fki_bds3(0, "TCQ", False, 1, 10),
-    w.sentence("PUBX", ["00"]), w.ubx_frame(1, 7, b"\x00" * 8), w.rtcm3_frame(b"\x3e\xd0\x00"),
-    w.casic_frame(1, 3, b"\x00" * 4), b"$", b"\r\n", b"\r", b"*", b",", b"$$", b"*7B\r\n",
-])
-streams = st.lists(st.one_of(sentence_parts, st.binary(max_size=24),
-                             sentence_parts.flatmap(lambda s: st.integers(0, len(s)).map(lambda k: s[:k]))),
-                   max_size=12).map(b"".join)
+sentence_parts = st.sampled_from(
+    GOOD
+    + [
+        w.txt("ANTENNA OPEN"),
+        w.txr("0245678", b"\xc4\xe3"),
+        w.fki_bds3(0, "TCQ", False, 1, 10),
+        w.sentence("PUBX", ["00"]),
+        w.ubx_frame(1, 7, b"\x00" * 8),
+        w.rtcm3_frame(b"\x3e\xd0\x00"),
+        w.casic_frame(1, 3, b"\x00" * 4),
+        b"$",
+        b"\r\n",
+        b"\r",
+        b"*",
+        b",",
+        b"$$",
+        b"*7B\r\n",
+    ]
+)
+streams = st.lists(
+    st.one_of(
+        sentence_parts,
+        st.binary(max_size=24),
+        sentence_parts.flatmap(lambda s: st.integers(0, len(s)).map(lambda k: s[:k])),
+    ),
+    max_size=12,
+).map(b"".join)
 
 
 def outcome(impl, data, cuts, **options):
@@ -442,11 +540,16 @@ def test_twins_agree_on_sentence_like_streams(data, cuts):
     _check_twins(data, [c for c in cuts if c <= len(data)])
 
 
-@given(data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=6).map(sorted),
-       require=st.booleans())
+@given(data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=6).map(sorted), require=st.booleans())
 def test_twins_agree_on_any_bytes(data, cuts, require):
-    _check_twins(data, [c for c in cuts if c <= len(data)], require_checksum=require, max_length=32,
-                 max_message_length=64, max_binary_length=64)
+    _check_twins(
+        data,
+        [c for c in cuts if c <= len(data)],
+        require_checksum=require,
+        max_length=32,
+        max_message_length=64,
+        max_binary_length=64,
+    )
 
 
 @settings(max_examples=FUZZ_EXAMPLES)
@@ -456,14 +559,23 @@ def test_fuzz_nmea_twins_and_splits(data, cuts):
 
 
 junk = st.binary(max_size=20).map(lambda b: bytes(c for c in b if c not in b"$\xb5\xd3\xba"))
-items = st.lists(st.one_of(
-    st.tuples(st.just("good"), st.sampled_from(GOOD)),
-    st.tuples(st.just("junk"), junk),
-    st.tuples(st.just("binary"), st.sampled_from([w.ubx_frame(1, 7, b"$x\r\n"), w.rtcm3_frame(b"\x3e\xd0$\r\n"),
-                                                  w.casic_frame(1, 3, b"$\r\n\x00")])),
-    st.tuples(st.just("bad"), st.sampled_from(GOOD).map(lambda s: s[:-4] + b"ZZ\r\n")),
-    st.tuples(st.just("cut"), st.sampled_from(GOOD).flatmap(lambda s: st.integers(1, len(s) - 4).map(lambda k: s[:k]))),
-), max_size=15)
+items = st.lists(
+    st.one_of(
+        st.tuples(st.just("good"), st.sampled_from(GOOD)),
+        st.tuples(st.just("junk"), junk),
+        st.tuples(
+            st.just("binary"),
+            st.sampled_from(
+                [w.ubx_frame(1, 7, b"$x\r\n"), w.rtcm3_frame(b"\x3e\xd0$\r\n"), w.casic_frame(1, 3, b"$\r\n\x00")]
+            ),
+        ),
+        st.tuples(st.just("bad"), st.sampled_from(GOOD).map(lambda s: s[:-4] + b"ZZ\r\n")),
+        st.tuples(
+            st.just("cut"), st.sampled_from(GOOD).flatmap(lambda s: st.integers(1, len(s) - 4).map(lambda k: s[:k]))
+        ),
+    ),
+    max_size=15,
+)
 
 
 @settings(max_examples=FUZZ_EXAMPLES)

@@ -17,14 +17,31 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def tianwang(*args, env=None, timeout=60):
-    return subprocess.run([sys.executable, "-m", "tianwang", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "tianwang", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+    )
 
 
 def test_simulate_onvif_announces_every_camera_and_stops_on_sigterm():
-    proc = subprocess.Popen([sys.executable, "-m", "tianwang", "simulate", "onvif", "--cameras", "3",
-                             "--stats-interval", "0", "--password", "pw-123"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tianwang",
+            "simulate",
+            "onvif",
+            "--cameras",
+            "3",
+            "--stats-interval",
+            "0",
+            "--password",
+            "pw-123",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         ready = json.loads(proc.stdout.readline())
         assert ready["kind"] == "onvif" and ready["username"] == "admin" and ready["password"] == "pw-123"
@@ -37,7 +54,9 @@ def test_simulate_onvif_announces_every_camera_and_stops_on_sigterm():
     assert json.loads(out.strip().splitlines()[-1])["final"]["cameras"] == 3
 
 
-@pytest.mark.parametrize("args", [["--cameras", "-1"], ["--cameras", "0"], ["--rate", "x"], ["--port", "1", "--cameras", "2"]])
+@pytest.mark.parametrize(
+    "args", [["--cameras", "-1"], ["--cameras", "0"], ["--rate", "x"], ["--port", "1", "--cameras", "2"]]
+)
 def test_simulate_onvif_bad_options_are_one_line(args):
     r = tianwang("simulate", "onvif", *args)
     assert r.returncode == 2
@@ -47,9 +66,11 @@ def test_simulate_onvif_bad_options_are_one_line(args):
 
 def test_check_names_a_missing_password_variable(tmp_path):
     cfg = tmp_path / "site.yaml"
-    cfg.write_text("devices:\n  - {id: cam-1, driver: onvif, host: 10.1.2.3, username: admin, password_env: TW_NO_SUCH_VAR_1}\n"
-                   "  - {id: cam-2, driver: onvif, host: 'not a host', username: admin, password_file: /nonexistent/pass}\n"
-                   "  - {id: cam-3, driver: onvif, host: 10.1.2.4, username: admin}\n")
+    cfg.write_text(
+        "devices:\n  - {id: cam-1, driver: onvif, host: 10.1.2.3, username: admin, password_env: TW_NO_SUCH_VAR_1}\n"
+        "  - {id: cam-2, driver: onvif, host: 'not a host', username: admin, password_file: /nonexistent/pass}\n"
+        "  - {id: cam-3, driver: onvif, host: 10.1.2.4, username: admin}\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "TW_NO_SUCH_VAR_1"}
     r = tianwang("check", str(cfg), env=env)
     assert r.returncode == 1 and "Traceback" not in r.stderr + r.stdout
@@ -61,17 +82,35 @@ def test_check_names_a_missing_password_variable(tmp_path):
 
 
 def test_demo_has_cameras_to_subscribe_snapshot_and_move():
-    env = dict(os.environ, TIANWANG_DEMO_READ_TOKEN="demo-read-0123456789", TIANWANG_DEMO_CONTROL_TOKEN="demo-ctl-0123456789")
-    demo = subprocess.Popen([sys.executable, "-m", "tianwang", "run", "--demo", "--listen", "127.0.0.1:0",
-                             "--metrics", "off", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    env = dict(
+        os.environ, TIANWANG_DEMO_READ_TOKEN="demo-read-0123456789", TIANWANG_DEMO_CONTROL_TOKEN="demo-ctl-0123456789"
+    )
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tianwang", "run", "--demo", "--listen", "127.0.0.1:0", "--metrics", "off", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     try:
         ready = json.loads(demo.stdout.readline())
         addr = ready["listen"]
         read = dict(env, TIANWANG_TOKEN=env["TIANWANG_DEMO_READ_TOKEN"])
         control = dict(env, TIANWANG_TOKEN=env["TIANWANG_DEMO_CONTROL_TOKEN"])
-        r = tianwang("subscribe", "--addr", addr, "--topic", "camera/+/event/#", "--count", "4", "--json",
-                     "--timeout", "30", env=read)
+        r = tianwang(
+            "subscribe",
+            "--addr",
+            addr,
+            "--topic",
+            "camera/+/event/#",
+            "--count",
+            "4",
+            "--json",
+            "--timeout",
+            "30",
+            env=read,
+        )
         assert r.returncode == 0, r.stderr
         events = [json.loads(line) for line in r.stdout.splitlines()]
         assert len(events) == 4 and all(e["topic"].startswith("camera/cam-0") for e in events)

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.timeout(90)
 
 
 async def send(stub, action, auth=CONTROL, timeout_ms=8000, **args):
-    req = pb.CommandRequest(device_id="cam-1", action=action, args=msgpack.packb(args), reason="test",
-                            timeout_ms=timeout_ms)
+    req = pb.CommandRequest(
+        device_id="cam-1", action=action, args=msgpack.packb(args), reason="test", timeout_ms=timeout_ms
+    )
     reply = await stub.SendCommand(req, metadata=md(auth))
     return reply, msgpack.unpackb(reply.result) if reply.result else {}
 
@@ -105,8 +106,10 @@ async def test_basic_auth_is_not_sent_over_http_without_the_switch_nor_to_anothe
         assert "Basic" in reply.message and "snapshot_basic_auth" in reply.message
         assert sim.counters["snapshot_requests"] == 1 and sim.counters["snapshots"] == 0  # asked once, no password
     # the camera names a snapshot host (127.0.0.1) that is not the configured one (localhost)
-    async with camera(rate=0, snapshot_auth="digest") as sim, \
-            gateway(device(sim, host="localhost", snapshot_basic_auth=True)) as (gw, stub):
+    async with (
+        camera(rate=0, snapshot_auth="digest") as sim,
+        gateway(device(sim, host="localhost", snapshot_basic_auth=True)) as (gw, stub),
+    ):
         await online(gw)
         reply, _ = await send(stub, "snapshot", auth=READ)
         assert (reply.ok, reply.code) == (False, "REFUSED") and "camera's host localhost" in reply.message

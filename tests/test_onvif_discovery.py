@@ -56,8 +56,18 @@ def _cli(*args, timeout=30):
 async def test_cli_discover_prints_the_camera():
     async with camera(rate=0, discovery_port=0) as sim:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tianwang", "discover", "--address", f"127.0.0.1:{sim.discovery_port}",
-            "--timeout", "1", "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "tianwang",
+            "discover",
+            "--address",
+            f"127.0.0.1:{sim.discovery_port}",
+            "--timeout",
+            "1",
+            "--json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err
         (line,) = out.decode().splitlines()
@@ -66,8 +76,11 @@ async def test_cli_discover_prints_the_camera():
 
 
 def test_cli_discover_bad_options_are_one_line():
-    for args, rc in ((["--timeout", "0"], 2), (["--address", "no such host.invalid:1", "--timeout", "0.2"], 1),
-                     (["--interface", "eth0"], 2)):
+    for args, rc in (
+        (["--timeout", "0"], 2),
+        (["--address", "no such host.invalid:1", "--timeout", "0.2"], 1),
+        (["--interface", "eth0"], 2),
+    ):
         r = _cli("discover", *args)
         assert r.returncode == rc, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
@@ -110,9 +123,30 @@ def test_multicast_probe_across_a_veth_pair_into_a_namespace():
         for cmd in setup:
             subprocess.run(cmd, check=True, capture_output=True)
         sim = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "tianwang", "simulate", "onvif", "--host", ns_ip,
-             "--discovery-port", "3702", "--discovery-multicast", "--rate", "0", "--stats-interval", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-m",
+                "tianwang",
+                "simulate",
+                "onvif",
+                "--host",
+                ns_ip,
+                "--discovery-port",
+                "3702",
+                "--discovery-multicast",
+                "--rate",
+                "0",
+                "--stats-interval",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         ready = json.loads(sim.stdout.readline())
         assert ready["url"].startswith(f"http://{ns_ip}:")
         # multicast out of the host end of the pair; the camera answers by unicast

@@ -73,8 +73,15 @@ async def test_unreachable_camera_is_offline_with_reason():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    dev = {"id": "cam-1", "driver": "onvif", "host": "127.0.0.1", "port": port, "username": "admin",
-           "password": "x", "backoff": {"initial_s": 0.2, "max_s": 1.0}}
+    dev = {
+        "id": "cam-1",
+        "driver": "onvif",
+        "host": "127.0.0.1",
+        "port": port,
+        "username": "admin",
+        "password": "x",
+        "backoff": {"initial_s": 0.2, "max_s": 1.0},
+    }
     async with gateway(dev) as (gw, stub):
         await until(lambda: "unreachable" in entry(gw).reason, 20, "unreachable reason")
         assert entry(gw).state.value == "OFFLINE"
@@ -93,6 +100,7 @@ async def test_events_end_to_end_into_a_grpc_subscriber():
 
         task = asyncio.ensure_future(subscribe())
         try:
+
             def topics():
                 return {t for t, _, _ in got}
 

@@ -87,11 +87,16 @@ async def test_slow_camera_does_not_hold_up_another():
 async def test_webhook_events_two_cameras_one_port():
     async with camera(rate=5) as one, camera(rate=5) as two:
         hook = {"listen": "127.0.0.1:0"}
-        devs = [device(one, id="cam-1", events="webhook", webhook=hook),
-                device(two, id="cam-2", events="webhook", webhook=hook)]
+        devs = [
+            device(one, id="cam-1", events="webhook", webhook=hook),
+            device(two, id="cam-2", events="webhook", webhook=hook),
+        ]
         async with gateway(*devs) as (gw, _):
-            await until(lambda: events(gw) >= 5 and entry(gw, "cam-2").counters.get("events", 0) >= 5, 30,
-                        "events through the webhook from both cameras")
+            await until(
+                lambda: events(gw) >= 5 and entry(gw, "cam-2").counters.get("events", 0) >= 5,
+                30,
+                "events through the webhook from both cameras",
+            )
             shown1, shown2 = entry(gw, "cam-1").info["webhook"], entry(gw, "cam-2").info["webhook"]
             # the path's secret part is never shown
             assert shown1.startswith("http://127.0.0.1:") and shown1.endswith("/cam-1/***")
@@ -123,9 +128,16 @@ def notify(*messages):
 def motion(sim, n=0):
     from tianwang.drivers.onvif import simulator as s, soap
 
-    return soap.notification_message(s.MOTION, sim.now(), {"VideoSourceConfigurationToken": s.SOURCE_CONF,
-                                                           "VideoAnalyticsConfigurationToken": s.ANALYTICS_CONF,
-                                                           "Rule": f"Motion{n}"}, {"IsMotion": "true"})
+    return soap.notification_message(
+        s.MOTION,
+        sim.now(),
+        {
+            "VideoSourceConfigurationToken": s.SOURCE_CONF,
+            "VideoAnalyticsConfigurationToken": s.ANALYTICS_CONF,
+            "Rule": f"Motion{n}",
+        },
+        {"IsMotion": "true"},
+    )
 
 
 async def test_the_webhook_takes_only_the_camera_on_its_own_path_and_bounds_each_post():

@@ -41,7 +41,12 @@ PYPROJECTS = [ROOT / "pyproject.toml", ROOT / "proto" / "pyproject.toml"]
 STUB_DEPENDENCIES = {"grpcio", "protobuf", "msgpack"}
 GENERATED = ("gateway_pb2.py", "gateway_pb2.pyi", "gateway_pb2_grpc.py", "gateway_pb2_grpc.pyi")
 # what the gateway's source folders become in its wheel
-FOLDERS = {"proto/tianwang": "tianwang", "gateway": "tianwang/gateway", "drivers": "tianwang/drivers", "cext": "tianwang/cext"}
+FOLDERS = {
+    "proto/tianwang": "tianwang",
+    "gateway": "tianwang/gateway",
+    "drivers": "tianwang/drivers",
+    "cext": "tianwang/cext",
+}
 
 # Runs with `python -I -S`: no site-packages, no .pth files (so not the editable install of the
 # gateway), no PYTHONPATH; sys.path is the stdlib plus the folders given as argv[1].
@@ -56,7 +61,9 @@ def importable(name):
     return True
 """
 
-SUBSCRIBER = ISOLATED_PRELUDE + r"""
+SUBSCRIBER = (
+    ISOLATED_PRELUDE
+    + r"""
 args = json.loads(sys.argv[2])
 def emit(**kw):
     print(json.dumps(kw), flush=True)
@@ -87,6 +94,7 @@ emit(resume=take(args["resume_count"], topics=["gnss/+/fix"], from_seq=args["res
 emit(live="subscribing")  # from the journal's next seq, with a token given as an argument
 emit(live=take(3, topics=["test/live/#"], from_seq=args["live"], token=args["token"]))
 """
+)
 
 
 def check_build_requirements():
@@ -108,9 +116,23 @@ def check_build_requirements():
 
 def pip_wheel(source, out, env):
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--wheel-dir", str(out), str(source)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--wheel-dir",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     (wheel,) = out.glob("*.whl")
@@ -122,10 +144,29 @@ def wheels(tmp_path_factory):
     check_build_requirements()
     tmp = tmp_path_factory.mktemp("dist")
     source = tmp / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis",
-        ".benchmarks", "tests", "bench", "*.so", "_speedups.c", "*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py", "*_pb2_grpc.pyi",
-    ))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "build",
+            "dist",
+            "*.egg-info",
+            "__pycache__",
+            ".pytest_cache",
+            ".hypothesis",
+            ".benchmarks",
+            "tests",
+            "bench",
+            "*.so",
+            "_speedups.c",
+            "*_pb2.py",
+            "*_pb2.pyi",
+            "*_pb2_grpc.py",
+            "*_pb2_grpc.pyi",
+        ),
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_REQUIRE_CEXT", "GATEWAY_NO_CEXT")}
     return {
         "gateway": pip_wheel(source, tmp / "gateway", dict(env, GATEWAY_NO_CEXT="1")),
@@ -153,7 +194,10 @@ def run_isolated(code, path, *args, env=None):
     env = {k: v for k, v in (env or os.environ).items() if not k.startswith("PYTHON")}
     return subprocess.run(
         [sys.executable, "-I", "-S", "-c", code, json.dumps([str(p) for p in path]), *args],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -165,7 +209,11 @@ def test_gateway_wheel_holds_one_import_name_with_every_source_folder_under_it(w
     for folder, package in FOLDERS.items():
         for path in (ROOT / folder).rglob("*"):
             rel = path.relative_to(ROOT / folder)
-            if path.suffix in (".py", ".pyx", ".pxd", ".pxi") and "__pycache__" not in rel.parts and path.name not in GENERATED:
+            if (
+                path.suffix in (".py", ".pyx", ".pxd", ".pxi")
+                and "__pycache__" not in rel.parts
+                and path.name not in GENERATED
+            ):
                 expected.add(f"{package}/{rel.as_posix()}")
     expected |= {f"tianwang/v1/{name}" for name in (*GENERATED, "gateway.proto", "py.typed")}
     assert sorted(expected - files) == []
@@ -194,7 +242,9 @@ def test_gateway_wheel_entry_points_name_tianwang_targets_that_import(wheels, tm
     unpacked = unpack(wheels["gateway"], tmp_path / "wheel")
     path = [unpacked, *site.getsitepackages()]
     env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_REQUIRE_CEXT", "GATEWAY_NO_CEXT")}
-    code = ISOLATED_PRELUDE + """
+    code = (
+        ISOLATED_PRELUDE
+        + """
 import importlib
 out = {}
 for target in json.loads(sys.argv[2]):
@@ -205,6 +255,7 @@ import tianwang.gateway.framing as framing
 out["USING_CEXT"] = framing.USING_CEXT
 print(json.dumps(out))
 """
+    )
     r = run_isolated(code, path, json.dumps(targets), env=env)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -216,11 +267,16 @@ print(json.dumps(out))
     assert {out[t][1] for t in drivers.values()} == {"DriverSpec"}
 
     # `python -m tianwang drivers` from the wheel finds the drivers through its entry points
-    r = run_isolated(ISOLATED_PRELUDE + """
+    r = run_isolated(
+        ISOLATED_PRELUDE
+        + """
 import runpy
 sys.argv = ["tianwang", "drivers"]
 runpy.run_module("tianwang", run_name="__main__")
-""", path, env=env)
+""",
+        path,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     listed = {line.split()[0] for line in r.stdout.splitlines()[1:]}
     assert set(drivers) <= listed
@@ -231,7 +287,8 @@ def test_stubs_wheel_holds_tianwang_v1_alone(wheels):
     dist_info = f"tianwang_proto-{VERSION}.dist-info"
     files = names(stubs)
     assert {n for n in files if not n.startswith(dist_info + "/")} == {
-        f"tianwang/v1/{name}" for name in ("__init__.py", "client.py", "jetstream.py", "gateway.proto", "py.typed", *GENERATED)
+        f"tianwang/v1/{name}"
+        for name in ("__init__.py", "client.py", "jetstream.py", "gateway.proto", "py.typed", *GENERATED)
     }
     assert f"{dist_info}/entry_points.txt" not in files  # no command: that is the gateway's
 
@@ -245,8 +302,12 @@ def test_stubs_wheel_holds_tianwang_v1_alone(wheels):
     assert {r.name for r in all_requires if r.marker is not None} == {"nats-py"}
     assert "nats" in meta.get_all("Provides-Extra")
     # the floors are what the generated modules check at import
-    grpc_version = re.search(r"^GRPC_GENERATED_VERSION = '(.+)'$", read(stubs, "tianwang/v1/gateway_pb2_grpc.py"), re.M)[1]
-    protobuf_version = re.search(r"^# Protobuf Python Version: (.+)$", read(stubs, "tianwang/v1/gateway_pb2.py"), re.M)[1]
+    grpc_version = re.search(
+        r"^GRPC_GENERATED_VERSION = '(.+)'$", read(stubs, "tianwang/v1/gateway_pb2_grpc.py"), re.M
+    )[1]
+    protobuf_version = re.search(r"^# Protobuf Python Version: (.+)$", read(stubs, "tianwang/v1/gateway_pb2.py"), re.M)[
+        1
+    ]
     assert str(requires["grpcio"].specifier) == f">={grpc_version}"
     assert str(requires["protobuf"].specifier) == f">={protobuf_version}"
 
@@ -303,13 +364,27 @@ async def test_subscriber_with_only_the_stubs_replays_resumes_and_sees_gaps(whee
             published[seq] = {"device_id": device, "topic": f"gnss/{device}/fix", "i": i}
         first, last = gw.journal.first_seq, gw.journal.last_seq
         assert first > 1
-        args = {"addr": f"127.0.0.1:{gw.port}", "resume": last - 4, "resume_count": 5, "live": gw.journal.next_seq, "token": READ}
+        args = {
+            "addr": f"127.0.0.1:{gw.port}",
+            "resume": last - 4,
+            "resume_count": 5,
+            "live": gw.journal.next_seq,
+            "token": READ,
+        }
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["TIANWANG_TOKEN"] = GNSS_ONLY  # may read gnss/#, not test/live/#
         env.pop("TIANWANG_ADDR", None)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", "-c", SUBSCRIBER, json.dumps([str(stubs), str(deps)]), json.dumps(args),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            SUBSCRIBER,
+            json.dumps([str(stubs), str(deps)]),
+            json.dumps(args),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
 
         async def line():
@@ -321,7 +396,11 @@ async def test_subscriber_with_only_the_stubs_replays_resumes_and_sees_gaps(whee
 
         def check(envelope):
             want = published[envelope["seq"]]
-            assert (envelope["topic"], envelope["device_id"], envelope["payload"]["i"]) == (want["topic"], want["device_id"], want["i"])
+            assert (envelope["topic"], envelope["device_id"], envelope["payload"]["i"]) == (
+                want["topic"],
+                want["device_id"],
+                want["i"],
+            )
             assert envelope["payload"]["lon"] == 121.5 and envelope["gateway_time_ns"] > 0
 
         try:

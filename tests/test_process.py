@@ -71,15 +71,19 @@ async def test_sighup_applies_only_what_changed_and_keeps_subscribers(tmp_path, 
     write(path, config([gen("keep"), gen("drop"), gen("change")]))
     proc = proc_factory(path)
     async with client(proc.addr) as (stub, _):
-        stream = stub.Subscribe(pb.SubscribeRequest(topics=["test/+/health"], from_seq=1, max_delay_ms=1), metadata=md(READ))
+        stream = stub.Subscribe(
+            pb.SubscribeRequest(topics=["test/+/health"], from_seq=1, max_delay_ms=1), metadata=md(READ)
+        )
         await health_events(stream, lambda ev: sum(1 for e in ev if e[1] == "ONLINE") == 3)
         write(path, config([gen("keep"), gen("change", rate_hz=7), gen("new")]))
         proc.signal(signal.SIGHUP)
 
         def done(ev):
-            return ("drop", "OFFLINE", "removed from config") in ev and any(
-                e[0] == "new" and e[1] == "ONLINE" for e in ev
-            ) and sum(1 for e in ev if e[0] == "change" and e[1] == "ONLINE") == 1
+            return (
+                ("drop", "OFFLINE", "removed from config") in ev
+                and any(e[0] == "new" and e[1] == "ONLINE" for e in ev)
+                and sum(1 for e in ev if e[0] == "change" and e[1] == "ONLINE") == 1
+            )
 
         events = await health_events(stream, done)
         assert ("change", "OFFLINE", "config changed") in events
@@ -114,7 +118,10 @@ async def test_sighup_revokes_streams_of_removed_tokens(tmp_path, proc_factory):
         operator = stub.Subscribe(pb.SubscribeRequest(max_delay_ms=1), metadata=md(CONTROL))
         await asyncio.wait_for(reader.read(), 5)
         await asyncio.wait_for(operator.read(), 5)
-        write(path, config(dev, tokens=[{"name": "operator", "token_env": "TW_T_CONTROL", "read": ["#"], "control": ["#"]}]))
+        write(
+            path,
+            config(dev, tokens=[{"name": "operator", "token_env": "TW_T_CONTROL", "read": ["#"], "control": ["#"]}]),
+        )
         proc.signal(signal.SIGHUP)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             while True:
@@ -132,7 +139,10 @@ async def test_sighup_revokes_streams_of_removed_tokens(tmp_path, proc_factory):
 async def test_signal_stops_everything_within_five_seconds(tmp_path, proc_factory, sig):
     marker = tmp_path / "closed"
     path = tmp_path / "gw.yaml"
-    write(path, config([{"id": f"g{i}", "driver": "testgen", "rate_hz": 50, "close_marker": str(marker)} for i in range(5)]))
+    write(
+        path,
+        config([{"id": f"g{i}", "driver": "testgen", "rate_hz": 50, "close_marker": str(marker)} for i in range(5)]),
+    )
     proc = proc_factory(path)
     async with client(proc.addr) as (stub, _):
         stream = stub.Subscribe(pb.SubscribeRequest(max_delay_ms=1), metadata=md(READ))
@@ -185,7 +195,9 @@ async def test_a_listener_whose_port_is_taken_fails_the_start(tmp_path, proc_fac
         port = holder.getsockname()[1]
         path = tmp_path / "gw.yaml"
         cfg = config([])
-        cfg["listeners"] = [{"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret_env": "TW_T_READ"}]
+        cfg["listeners"] = [
+            {"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret_env": "TW_T_READ"}
+        ]
         write(path, cfg)
         with pytest.raises(RuntimeError) as err:
             proc_factory(path)
@@ -210,8 +222,13 @@ async def test_a_sighup_during_start_up_is_held_until_started(tmp_path):
     write(path, cfg)
     env = dict(os.environ, **ENV, TIANWANG_DRIVER_MODULES="tw_testgen")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "plugins"), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen([sys.executable, "-m", "tianwang", "run", "-c", str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tianwang", "run", "-c", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
     lines: list[str] = []
     hup_sent = threading.Event()
 

@@ -14,20 +14,48 @@ from tianwang.gateway import framing
 
 T0 = int(dt.datetime(2024, 11, 28, 12, 0, 0, tzinfo=dt.UTC).timestamp()) * 10**9
 SEC = 10**9
-FIX_KEYS = ["time_ns", "lat", "lon", "alt_m", "speed_mps", "course_deg", "quality", "mode", "hdop", "pdop", "vdop",
-            "sats_used", "sats_view", "source"]
+FIX_KEYS = [
+    "time_ns",
+    "lat",
+    "lon",
+    "alt_m",
+    "speed_mps",
+    "course_deg",
+    "quality",
+    "mode",
+    "hdop",
+    "pdop",
+    "vdop",
+    "sats_used",
+    "sats_view",
+    "source",
+]
 SYSTEM_KEYS = ["BDS", "GPS", "GLO", "GAL", "QZSS"]
 
 
 def sky(bds_used=6, gps_used=4, extra_bds=2):
-    sats = [w.Satellite("BDS", i, 20 + 5 * i, 10 * i, 30 + i, used=i <= bds_used) for i in range(1, bds_used + extra_bds + 1)]
+    sats = [
+        w.Satellite("BDS", i, 20 + 5 * i, 10 * i, 30 + i, used=i <= bds_used)
+        for i in range(1, bds_used + extra_bds + 1)
+    ]
     sats += [w.Satellite("GPS", i, 30 + i, 20 * i, 40 + i, used=True) for i in range(1, gps_used + 1)]
     return sats
 
 
 def state(k, **over):
-    base = dict(time_ns=T0 + k * SEC, lat=31.8463539 + k * 1e-5, lon=117.1987243 - k * 1e-5, alt_m=52.3,
-                geoid_sep_m=-3.1, speed_mps=6.4, course_deg=45.3, hdop=0.9, pdop=1.6, vdop=1.3, satellites=sky())
+    base = dict(
+        time_ns=T0 + k * SEC,
+        lat=31.8463539 + k * 1e-5,
+        lon=117.1987243 - k * 1e-5,
+        alt_m=52.3,
+        geoid_sep_m=-3.1,
+        speed_mps=6.4,
+        course_deg=45.3,
+        hdop=0.9,
+        pdop=1.6,
+        vdop=1.3,
+        satellites=sky(),
+    )
     base.update(over)
     return w.EpochState(**base)
 
@@ -55,12 +83,15 @@ def summary(e):
 # epochs
 
 
-@pytest.mark.parametrize("order", [
-    ("RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA"),   # u-blox style: RMC first
-    ("GGA", "GSA", "GSV", "RMC", "VTG", "ZDA"),          # GGA first
-    ("GSV", "GSA", "GGA", "RMC"),                        # satellites first
-    ("GNS", "GSA", "RMC", "GST"),
-])
+@pytest.mark.parametrize(
+    "order",
+    [
+        ("RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA"),  # u-blox style: RMC first
+        ("GGA", "GSA", "GSV", "RMC", "VTG", "ZDA"),  # GGA first
+        ("GSV", "GSA", "GGA", "RMC"),  # satellites first
+        ("GNS", "GSA", "RMC", "GST"),
+    ],
+)
 @pytest.mark.parametrize("style", ["nmea410", "bd"])
 def test_epochs_whatever_the_order(impl, order, style):
     states = [state(k) for k in range(5)]
@@ -96,14 +127,23 @@ def test_gsa_system_ids_count_bds_per_constellation(impl):
     # keyed by bare PRN would count BDS 1..6 as GPS satellites.
     sats = [w.Satellite("GPS", i, 40, 10 * i, 40, used=True) for i in (1, 3, 7)]
     sats += [w.Satellite("BDS", i, 40, 10 * i, 40, used=True) for i in (1, 3, 7, 14, 21)]
-    sats += [w.Satellite("GLO", 5, 30, 100, 35, used=True), w.Satellite("GAL", 11, 30, 100, 35, used=True),
-             w.Satellite("QZSS", 2, 30, 100, 35, used=True)]
+    sats += [
+        w.Satellite("GLO", 5, 30, 100, 35, used=True),
+        w.Satellite("GAL", 11, 30, 100, 35, used=True),
+        w.Satellite("QZSS", 2, 30, 100, 35, used=True),
+    ]
     epochs, _ = assemble(impl, stream([state(0, satellites=sats)], order=("RMC", "GGA", "GSA", "GSV")))
     p = epochs[0].fix_payload()
     assert p["sats_used"] == {"BDS": 5, "GPS": 3, "GLO": 1, "GAL": 1, "QZSS": 1}
     assert list(p["sats_used"]) == SYSTEM_KEYS
     sky_ = epochs[0].satellites()
-    assert [(s["system"], s["svid"]) for s in sky_][:5] == [("BDS", 1), ("BDS", 3), ("BDS", 7), ("BDS", 14), ("BDS", 21)]
+    assert [(s["system"], s["svid"]) for s in sky_][:5] == [
+        ("BDS", 1),
+        ("BDS", 3),
+        ("BDS", 7),
+        ("BDS", 14),
+        ("BDS", 21),
+    ]
     assert ("GLO", 5) in [(s["system"], s["svid"]) for s in sky_]  # GLONASS NMEA id 69 -> slot 5
 
 
@@ -112,9 +152,15 @@ def test_old_style_gsa_by_talker_and_by_number_range(impl):
     # 201..263 BDS numbering of older multi-GNSS firmware
     data = stream([state(0)], style="bd", order=("RMC", "GGA", "GSA", "GSV"))
     assert assemble(impl, data)[0][0].sats_used == {"BDS": 6, "GPS": 4, "GLO": 0, "GAL": 0, "QZSS": 0}
-    gn = (w.sentence("GNGGA", ["120000.00", "3150.0", "N", "11711.0", "E", "1", "09", "0.9", "50.0", "M", "", "M", "", ""])
-          + w.sentence("GNGSA", ["A", "3", "01", "05", "201", "203", "214", "70", "", "", "", "", "", "", "1.5", "0.9", "1.2"])
-          + w.sentence("GNGSA", ["A", "3", "402", "33", "", "", "", "", "", "", "", "", "", "", "1.5", "0.9", "1.2"]))
+    gn = (
+        w.sentence(
+            "GNGGA", ["120000.00", "3150.0", "N", "11711.0", "E", "1", "09", "0.9", "50.0", "M", "", "M", "", ""]
+        )
+        + w.sentence(
+            "GNGSA", ["A", "3", "01", "05", "201", "203", "214", "70", "", "", "", "", "", "", "1.5", "0.9", "1.2"]
+        )
+        + w.sentence("GNGSA", ["A", "3", "402", "33", "", "", "", "", "", "", "", "", "", "", "1.5", "0.9", "1.2"])
+    )
     e = assemble(impl, gn)[0][0]
     assert e.sats_used == {"BDS": 4, "GPS": 2, "GLO": 1, "GAL": 0, "QZSS": 0}  # 33 is SBAS: not counted
     assert e.sats_used_total == 7
@@ -129,7 +175,9 @@ def test_missing_sentences(impl):
     rmc_only = stream([state(0)], order=("RMC",))
     e = assemble(impl, rmc_only)[0][0]
     p = e.fix_payload()
-    assert p["time_ns"] == T0 and p["alt_m"] is None and p["mode"] == 2 and p["speed_mps"] == pytest.approx(6.4, abs=1e-3)
+    assert (
+        p["time_ns"] == T0 and p["alt_m"] is None and p["mode"] == 2 and p["speed_mps"] == pytest.approx(6.4, abs=1e-3)
+    )
     # a date from the first epoch carries to later epochs that have none
     data = stream([state(0)], order=("RMC", "GGA")) + stream([state(k) for k in (1, 2)], order=("GGA",))
     assert [e.time_ns for e in assemble(impl, data)[0]] == [T0, T0 + SEC, T0 + 2 * SEC]
@@ -143,8 +191,11 @@ def test_midnight_rollover(impl):
     assert [e.time_ns for e in assemble(impl, data)[0]] == [last + k * SEC for k in range(4)]
     # ZDA sent at the start of the next second (the PPS), before that second's GGA: its date is
     # moved back across midnight for the epoch it arrives in
-    zda_next = b"".join(w.EpochWriter(order=("GGA",)).epoch(state(0, time_ns=last + k * SEC))
-                        + w.EpochWriter(order=("ZDA",)).epoch(state(0, time_ns=last + (k + 1) * SEC)) for k in range(3))
+    zda_next = b"".join(
+        w.EpochWriter(order=("GGA",)).epoch(state(0, time_ns=last + k * SEC))
+        + w.EpochWriter(order=("ZDA",)).epoch(state(0, time_ns=last + (k + 1) * SEC))
+        for k in range(3)
+    )
     assert [e.time_ns for e in assemble(impl, zda_next)[0]] == [last + k * SEC for k in range(3)]
 
 
@@ -157,12 +208,15 @@ def test_epochs_without_any_time(impl):
     assert all(e.quality == 0 and e.mode == 1 and e.time_ns == -1 for e in epochs)
 
 
-@pytest.mark.parametrize("over,order,reason", [
-    (dict(quality=0), ("RMC", "GGA", "GSA"), "RMC status V"),
-    (dict(quality=0), ("GGA", "GSA"), "GGA quality 0"),
-    (dict(fix_type=1, quality=0), ("GSA", "GSV", "ZDA"), "GSA mode 1"),
-    (dict(lat=None, lon=None), ("ZDA", "VTG"), "no position"),
-])
+@pytest.mark.parametrize(
+    "over,order,reason",
+    [
+        (dict(quality=0), ("RMC", "GGA", "GSA"), "RMC status V"),
+        (dict(quality=0), ("GGA", "GSA"), "GGA quality 0"),
+        (dict(fix_type=1, quality=0), ("GSA", "GSV", "ZDA"), "GSA mode 1"),
+        (dict(lat=None, lon=None), ("ZDA", "VTG"), "no position"),
+    ],
+)
 def test_no_fix_reasons(impl, over, order, reason):
     epochs, _ = assemble(impl, stream([state(0, **over)], order=order))
     e = epochs[0]
@@ -170,19 +224,28 @@ def test_no_fix_reasons(impl, over, order, reason):
 
 
 def test_pass_through_in_stream_order(impl):
-    data = (w.txt("ANTENNA OPEN") + stream([state(0)], order=("RMC", "GGA")) + w.fki_21("TXA", True)
-            + w.sentence("PUBX", ["00"]) + stream([state(1)], order=("RMC", "GGA")))
+    data = (
+        w.txt("ANTENNA OPEN")
+        + stream([state(0)], order=("RMC", "GGA"))
+        + w.fki_21("TXA", True)
+        + w.sentence("PUBX", ["00"])
+        + stream([state(1)], order=("RMC", "GGA"))
+    )
     _, out = assemble(impl, data)
     assert [type(x).__name__ for x in out] == ["TXT", "FKI", "RawSentence", "Epoch", "Epoch"]
 
 
-epoch_streams = st.lists(st.tuples(
-    st.integers(0, 3),                                          # seconds forward
-    st.sampled_from([("RMC", "GGA", "GSA", "GSV"), ("GGA", "GSV", "RMC", "ZDA"), ("GNS", "GSA"), ("GGA",)]),
-    st.sampled_from(["nmea410", "bd"]),
-    st.sampled_from([0, 1, 2]),                                 # fix quality
-    st.binary(max_size=6),                                      # noise after the epoch
-), min_size=1, max_size=6)
+epoch_streams = st.lists(
+    st.tuples(
+        st.integers(0, 3),  # seconds forward
+        st.sampled_from([("RMC", "GGA", "GSA", "GSV"), ("GGA", "GSV", "RMC", "ZDA"), ("GNS", "GSA"), ("GGA",)]),
+        st.sampled_from(["nmea410", "bd"]),
+        st.sampled_from([0, 1, 2]),  # fix quality
+        st.binary(max_size=6),  # noise after the epoch
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 
 @settings(max_examples=max(50, FUZZ_EXAMPLES // 20))
@@ -223,12 +286,25 @@ def test_fix_payload_keys_and_device_time(impl):
 
 def test_states_publish_transitions_only(impl):
     r = proto(impl, hdop_limit=4.0, min_sats=5)
-    states = [state(0), state(1), state(2, hdop=6.5), state(3, hdop=6.5), state(4, quality=0),
-              state(5, satellites=sky(bds_used=2, gps_used=1)), state(6), state(7)]
+    states = [
+        state(0),
+        state(1),
+        state(2, hdop=6.5),
+        state(3, hdop=6.5),
+        state(4, quality=0),
+        state(5, satellites=sky(bds_used=2, gps_used=1)),
+        state(6),
+        state(7),
+    ]
     pubs = r.feed(stream(states, order=("RMC", "GGA", "GSA", "GSV")), None) + r.finish(None)
     st_ = [(p.payload["state"], p.payload["previous"], p.device_time_ns) for p in by_channel(pubs, "state")]
-    assert st_ == [("FIX", None, T0), ("DEGRADED", "FIX", T0 + 2 * SEC), ("NO_FIX", "DEGRADED", T0 + 4 * SEC),
-                   ("DEGRADED", "NO_FIX", T0 + 5 * SEC), ("FIX", "DEGRADED", T0 + 6 * SEC)]
+    assert st_ == [
+        ("FIX", None, T0),
+        ("DEGRADED", "FIX", T0 + 2 * SEC),
+        ("NO_FIX", "DEGRADED", T0 + 4 * SEC),
+        ("DEGRADED", "NO_FIX", T0 + 5 * SEC),
+        ("FIX", "DEGRADED", T0 + 6 * SEC),
+    ]
     reasons = [p.payload["reason"] for p in by_channel(pubs, "state")]
     assert reasons[1] == "HDOP 6.5 over 4" and reasons[2] == "RMC status V"
     assert reasons[3] == "3 satellites used, fewer than 5" and reasons[4] == "3D fix, 10 satellites"
@@ -266,7 +342,10 @@ def test_stale_offline_from_device_time_gaps(impl):
     r = proto(impl, stale_periods=3)
     pubs = r.feed(stream([state(0), state(1), state(8), state(9)]), None) + r.finish(None)
     assert [(p.payload["state"], p.device_time_ns) for p in by_channel(pubs, "state")] == [
-        ("FIX", T0), ("STALE", T0 + 4 * SEC), ("FIX", T0 + 8 * SEC)]
+        ("FIX", T0),
+        ("STALE", T0 + 4 * SEC),
+        ("FIX", T0 + 8 * SEC),
+    ]
 
 
 def test_sky_is_decimated(impl):
@@ -283,25 +362,49 @@ def test_sky_is_decimated(impl):
 
 def test_antenna_alarms_from_txt(impl):
     r = proto(impl)
-    data = (stream([state(0)]) + w.txt("ANTENNA OPEN") + w.txt("ANTENNA OPEN") + stream([state(1)])
-            + w.txt("ANTSTATUS=SHORT", talker="GN") + w.txt("ANTENNA OK") + w.txt("ANTENNA OK") + stream([state(2)]))
-    alarms = [(p.payload["kind"], p.payload["active"], p.payload["raw"]) for p in by_channel(r.feed(data, None), "alarm")]
-    assert alarms == [("antenna_open", True, "ANTENNA OPEN"), ("antenna_open", False, "ANTSTATUS=SHORT"),
-                      ("antenna_short", True, "ANTSTATUS=SHORT"), ("antenna_short", False, "ANTENNA OK")]
+    data = (
+        stream([state(0)])
+        + w.txt("ANTENNA OPEN")
+        + w.txt("ANTENNA OPEN")
+        + stream([state(1)])
+        + w.txt("ANTSTATUS=SHORT", talker="GN")
+        + w.txt("ANTENNA OK")
+        + w.txt("ANTENNA OK")
+        + stream([state(2)])
+    )
+    alarms = [
+        (p.payload["kind"], p.payload["active"], p.payload["raw"]) for p in by_channel(r.feed(data, None), "alarm")
+    ]
+    assert alarms == [
+        ("antenna_open", True, "ANTENNA OPEN"),
+        ("antenna_open", False, "ANTSTATUS=SHORT"),
+        ("antenna_short", True, "ANTSTATUS=SHORT"),
+        ("antenna_short", False, "ANTENNA OK"),
+    ]
 
 
 def test_rdss_messages(impl):
     r = proto(impl)
     text = "北斗短报文：请回电 110"
     gb = text.encode("gb2312")
-    data = (stream([state(0)]) + w.txr("0245678", gb, encoding=0, kind=2, send_time="1530")
-            + w.tci("15950044", "15950045", gb, encoding=0, freq_point=2, send_time="153000")
-            + w.txr("0245678", bytes.fromhex("0123ab"), encoding=1)
-            # some terminals put the GB2312 bytes in the sentence as they are
-            + w.sentence("BDTXR", ["1", "0245678", "0", "", gb]))
+    data = (
+        stream([state(0)])
+        + w.txr("0245678", gb, encoding=0, kind=2, send_time="1530")
+        + w.tci("15950044", "15950045", gb, encoding=0, freq_point=2, send_time="153000")
+        + w.txr("0245678", bytes.fromhex("0123ab"), encoding=1)
+        # some terminals put the GB2312 bytes in the sentence as they are
+        + w.sentence("BDTXR", ["1", "0245678", "0", "", gb])
+    )
     msgs = [p.payload for p in by_channel(r.feed(data, None), "message")]
-    assert msgs[0] == {"sender": "0245678", "kind": "express", "encoding": "gb2312", "text": text, "raw": gb,
-                       "send_time": "1530", "protocol": "2.1"}
+    assert msgs[0] == {
+        "sender": "0245678",
+        "kind": "express",
+        "encoding": "gb2312",
+        "text": text,
+        "raw": gb,
+        "send_time": "1530",
+        "protocol": "2.1",
+    }
     assert msgs[1]["text"] == text and msgs[1]["recipient"] == "15950045" and msgs[1]["protocol"] == "bds3"
     assert (msgs[2]["encoding"], msgs[2]["text"], msgs[2]["raw"]) == ("code", "0123AB", b"\x01\x23\xab")
     assert msgs[3]["text"] == text and msgs[3]["raw"] == gb
@@ -311,21 +414,45 @@ def test_rdss_events_for_the_driver(impl):
     seen = []
     r = proto(impl, on_rdss=seen.append)
     # events carry the time of the last completed epoch: epoch 0 is complete once epoch 1 begins
-    data = (stream([state(0), state(1)]) + w.ici("0245678", "12345", interval_s=60) + w.fki_21("TXA", False, False, 0, 45)
-            + w.fki_21("TXA", False, True, 2, 0) + w.fki_21("TXA", True)
-            + w.fki_bds3(T0, "TCQ", False, reason=5) + w.ici("15950044", formatter="ICP", interval_s=30)
-            + w.pwi(T0, rdss2=[(1, 0), (2, 3)], s2c=[(5, 0)]) + w.pwi(T0, rdss2=[(1, 0)]))
+    data = (
+        stream([state(0), state(1)])
+        + w.ici("0245678", "12345", interval_s=60)
+        + w.fki_21("TXA", False, False, 0, 45)
+        + w.fki_21("TXA", False, True, 2, 0)
+        + w.fki_21("TXA", True)
+        + w.fki_bds3(T0, "TCQ", False, reason=5)
+        + w.ici("15950044", formatter="ICP", interval_s=30)
+        + w.pwi(T0, rdss2=[(1, 0), (2, 3)], s2c=[(5, 0)])
+        + w.pwi(T0, rdss2=[(1, 0)])
+    )
     pubs = r.feed(data, None)
     assert by_channel(pubs, "message") == [] and all(p.channel in ("fix", "state", "sky") for p in pubs)
     events = r.take_rdss_events()
     assert events == seen and r.take_rdss_events() == []
-    assert [type(e) for e in events] == [CardInfo, RdssFeedback, RdssFeedback, RdssFeedback, RdssFeedback, CardInfo,
-                                         BeamStatus, BeamStatus]
+    assert [type(e) for e in events] == [
+        CardInfo,
+        RdssFeedback,
+        RdssFeedback,
+        RdssFeedback,
+        RdssFeedback,
+        CardInfo,
+        BeamStatus,
+        BeamStatus,
+    ]
     card = events[0]
-    assert (card.card_id, card.serial, card.interval_s, card.form, card.device_time_ns) == ("0245678", "12345", 60, "2.1", T0)
+    assert (card.card_id, card.serial, card.interval_s, card.form, card.device_time_ns) == (
+        "0245678",
+        "12345",
+        60,
+        "2.1",
+        T0,
+    )
     assert [(e.command, e.ok, e.code, e.wait_s) for e in events[1:5]] == [
-        ("TXA", False, "interval_not_reached", 45), ("TXA", False, "silent", 0), ("TXA", True, "ok", 0),
-        ("TCQ", False, "no_card", 0)]
+        ("TXA", False, "interval_not_reached", 45),
+        ("TXA", False, "silent", 0),
+        ("TXA", True, "ok", 0),
+        ("TCQ", False, "no_card", 0),
+    ]
     assert events[1].reason == "the card's service interval has not passed (wait 45 s)" and events[1].form == "2.1"
     assert events[4].form == "bds3"
     assert r.card == events[5] and r.card.form == "bds3" and r.card.interval_s == 30
@@ -366,8 +493,17 @@ def test_a_fragment_left_by_a_changed_cycle_is_kept_for_the_next_epoch(impl):
     assert [p.payload["time_ns"] for p in by_channel(pubs, "fix")] == [T0 + k * SEC for k in range(6)]
 
 
-@pytest.mark.parametrize("options", [dict(epoch_period_s=0), dict(hdop_limit=-1), dict(min_sats=-1),
-                                     dict(stale_periods=0.5), dict(silent_s=0), dict(sky_decimation=-2)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(epoch_period_s=0),
+        dict(hdop_limit=-1),
+        dict(min_sats=-1),
+        dict(stale_periods=0.5),
+        dict(silent_s=0),
+        dict(sky_decimation=-2),
+    ],
+)
 def test_bad_options(options):
     with pytest.raises(ValueError):
         ReceiverProtocol("x", **options)
@@ -381,10 +517,23 @@ def test_feed_rejects_text(impl):
 
 
 @settings(max_examples=max(50, FUZZ_EXAMPLES // 20))
-@given(parts=epoch_streams, extra=st.lists(st.sampled_from([w.txt("ANTENNA OPEN"), w.txt("ANTENNA OK"),
-                                                          w.txr("1", b"\xc4\xe3"), w.fki_21("TXA", False, False, 0, 5),
-                                                          w.pwi(0, [(1, 1)]), b"\x00\xb5"]), max_size=4),
-       cuts=st.lists(st.integers(0, 4000), max_size=5).map(sorted))
+@given(
+    parts=epoch_streams,
+    extra=st.lists(
+        st.sampled_from(
+            [
+                w.txt("ANTENNA OPEN"),
+                w.txt("ANTENNA OK"),
+                w.txr("1", b"\xc4\xe3"),
+                w.fki_21("TXA", False, False, 0, 5),
+                w.pwi(0, [(1, 1)]),
+                b"\x00\xb5",
+            ]
+        ),
+        max_size=4,
+    ),
+    cuts=st.lists(st.integers(0, 4000), max_size=5).map(sorted),
+)
 def test_fuzz_receiver_twins_agree(parts, extra, cuts):
     data, k = b"", 0
     for step, order, style, quality, noise in parts:
@@ -399,6 +548,13 @@ def test_fuzz_receiver_twins_agree(parts, extra, cuts):
             pubs += r.feed(data[last:cut], None)
             last = cut
         pubs += r.finish(None)
-        results.append(([(p.channel, p.payload, p.device_time_ns) for p in pubs], r.take_rdss_events(),
-                        r.frames, r.drops, r.dropped_bytes))
+        results.append(
+            (
+                [(p.channel, p.payload, p.device_time_ns) for p in pubs],
+                r.take_rdss_events(),
+                r.frames,
+                r.drops,
+                r.dropped_bytes,
+            )
+        )
     assert all(res == results[0] for res in results)

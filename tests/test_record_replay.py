@@ -59,8 +59,14 @@ async def tw(*args, token=CONTROL, timeout=30):
     """`python -m tianwang ARGS` in a subprocess, without blocking the loop the gateway runs on."""
     env = dict(os.environ, TIANWANG_TOKEN=token or "")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tianwang", *map(str, args), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
+        sys.executable,
+        "-m",
+        "tianwang",
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(), err.decode()
@@ -99,10 +105,28 @@ async def test_record_a_receiver_and_a_terminal_while_the_gateway_publishes(tmp_
 
                 await until(lambda: count("gnss/bd-1/fix") >= 5 and count(f"gnss/{phone}/fix") >= 2, 10, "fixes")
                 (rc_a, out_a, err_a), (rc_b, out_b, err_b) = await asyncio.gather(
-                    tw("record", "bd-1", "--addr", f"127.0.0.1:{gw.port}", "--out", tmp_path / "bd.twcap",
-                       "--seconds", "1", "--note", "test"),
-                    tw("record", phone, "--addr", f"127.0.0.1:{gw.port}", "--out", tmp_path / "t.twcap",
-                       "--seconds", "1"),
+                    tw(
+                        "record",
+                        "bd-1",
+                        "--addr",
+                        f"127.0.0.1:{gw.port}",
+                        "--out",
+                        tmp_path / "bd.twcap",
+                        "--seconds",
+                        "1",
+                        "--note",
+                        "test",
+                    ),
+                    tw(
+                        "record",
+                        phone,
+                        "--addr",
+                        f"127.0.0.1:{gw.port}",
+                        "--out",
+                        tmp_path / "t.twcap",
+                        "--seconds",
+                        "1",
+                    ),
                 )
                 n = count("gnss/bd-1/fix")
                 await until(lambda: count("gnss/bd-1/fix") >= n + 3, 5, "fixes after the recording")
@@ -142,7 +166,11 @@ async def test_record_a_receiver_and_a_terminal_while_the_gateway_publishes(tmp_
     recorded = fixes(dec.feed(data) + dec.finish())
     assert len(recorded) >= 4
     for t, fix in recorded.items():  # the epochs of the window decode to the fixes subscribers got
-        assert (fix["lat"], fix["lon"], fix["sats_used"]) == (live_bd[t]["lat"], live_bd[t]["lon"], live_bd[t]["sats_used"])
+        assert (fix["lat"], fix["lon"], fix["sats_used"]) == (
+            live_bd[t]["lat"],
+            live_bd[t]["lon"],
+            live_bd[t]["sats_used"],
+        )
 
     # the terminal: its reports (decoded to the fixes the listener published) and the platform's acks
     term = read_capture_file(str(tmp_path / "t.twcap"))
@@ -160,10 +188,20 @@ async def test_record_a_receiver_and_a_terminal_while_the_gateway_publishes(tmp_
 
 
 async def test_replay_over_tcp_into_a_gateway_gives_the_capture_s_fixes():
-    expected = [json.loads(line)["payload"] for line in EXPECTED.read_text().splitlines() if "/fix\"" in line]
+    expected = [json.loads(line)["payload"] for line in EXPECTED.read_text().splitlines() if '/fix"' in line]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tianwang", "replay", str(CAPTURE), "--tcp", "127.0.0.1:0", "--speed", "4",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+        sys.executable,
+        "-m",
+        "tianwang",
+        "replay",
+        str(CAPTURE),
+        "--tcp",
+        "127.0.0.1:0",
+        "--speed",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
     )
     try:
         first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
@@ -200,7 +238,8 @@ async def test_decode_of_a_capture_is_the_decode_of_its_bytes(tmp_path):
     raw = tmp_path / "raw.nmea"
     raw.write_bytes(read_capture_file(str(CAPTURE)).device_bytes)
     (rc1, from_capture, err1), (rc2, from_raw, _), (rc3, by_header, _) = await asyncio.gather(
-        tw("decode", "--driver", "beidou", "--id", "capture", CAPTURE), tw("decode", "--driver", "beidou", raw),
+        tw("decode", "--driver", "beidou", "--id", "capture", CAPTURE),
+        tw("decode", "--driver", "beidou", raw),
         tw("decode", CAPTURE),
     )
     assert rc1 == rc2 == rc3 == 0, err1
@@ -216,7 +255,9 @@ async def test_decode_of_a_capture_is_the_decode_of_its_bytes(tmp_path):
 
 # -- the format ------------------------------------------------------------------------------------
 records = st.lists(
-    st.tuples(st.integers(-10**9, 10**10), st.sampled_from([FROM_DEVICE, TO_DEVICE]), st.binary(min_size=1, max_size=64)),
+    st.tuples(
+        st.integers(-(10**9), 10**10), st.sampled_from([FROM_DEVICE, TO_DEVICE]), st.binary(min_size=1, max_size=64)
+    ),
     max_size=20,
 )
 
@@ -283,8 +324,11 @@ async def test_replay_and_decode_refuse_bad_files_in_one_line(tmp_path):
         tw("replay", tmp_path / "missing.twcap"),
         tw("replay", CAPTURE, "--speed", "-1"),
     )
-    for (rc, out, err), what in zip(runs, ("truncated", "truncated", "corrupt", "corrupt", "not a tianwang capture",
-                                           "cannot read", "speed"), strict=True):
+    for (rc, out, err), what in zip(
+        runs,
+        ("truncated", "truncated", "corrupt", "corrupt", "not a tianwang capture", "cannot read", "speed"),
+        strict=True,
+    ):
         assert rc == 2 and out == "", err
         assert len(err.strip().splitlines()) == 1 or what == "speed", err
         assert what in err and "Traceback" not in err
@@ -332,7 +376,10 @@ async def test_record_refusals(tmp_path):
             # who recorded what, and who was refused, is audited like a command
             audits = [e["payload"] for e in journal_envelopes(gw.journal, "audit/bd-1/record")]
             assert [(a["principal"], a["code"], a["ok"]) for a in audits] == [
-                ("reader", "PERMISSION_DENIED", False), ("operator", "STARTED", True), ("operator", "ENDED", True)]
+                ("reader", "PERMISSION_DENIED", False),
+                ("operator", "STARTED", True),
+                ("operator", "ENDED", True),
+            ]
             assert "needs `control`" in audits[0]["message"] and audits[0]["bytes"] == 0
             assert audits[1]["max_bytes"] == 1000 and audits[1]["seconds"] == 0
             assert audits[2]["bytes"] == 1000 and audits[2]["message"].startswith("max_bytes")
@@ -347,8 +394,11 @@ async def test_record_refusals(tmp_path):
                 tw("record", "bd-1", "--addr", addr, "--out", tmp_path / "no" / "x.twcap", "--seconds", "1"),
                 tw("record", "bd-1", "--addr", "127.0.0.1:1", "--timeout", "0.3", "--out", out, "--seconds", "1"),
             )
-            for (rc, stdout, err), what in zip(runs, ("PERMISSION_DENIED", "HTTP/SOAP", "NOT_FOUND", "cannot write",
-                                                      "cannot reach the gateway"), strict=True):
+            for (rc, stdout, err), what in zip(
+                runs,
+                ("PERMISSION_DENIED", "HTTP/SOAP", "NOT_FOUND", "cannot write", "cannot reach the gateway"),
+                strict=True,
+            ):
                 assert rc == 2 and stdout == "" and len(err.strip().splitlines()) == 1, err
                 assert what in err, err
             assert not list(tmp_path.rglob("*.twcap*"))
@@ -370,9 +420,19 @@ async def test_recorders_that_vanish_mid_stream_release_the_device(tmp_path):
             await until(lambda: gw.supervisor.lookup("bd-1").state.value == "ONLINE", 10, "receiver online")
             for i in range(3):
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "tianwang", "record", "bd-1", "--addr", f"127.0.0.1:{gw.port}",
-                    "--out", str(tmp_path / f"{i}.twcap"), env=dict(os.environ, TIANWANG_TOKEN=CONTROL),
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=ROOT,
+                    sys.executable,
+                    "-m",
+                    "tianwang",
+                    "record",
+                    "bd-1",
+                    "--addr",
+                    f"127.0.0.1:{gw.port}",
+                    "--out",
+                    str(tmp_path / f"{i}.twcap"),
+                    env=dict(os.environ, TIANWANG_TOKEN=CONTROL),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL,
+                    cwd=ROOT,
                 )
                 await until(lambda: gw.service.recordings, 10, "a recording")
                 await asyncio.sleep(0.1 * i)
@@ -418,10 +478,14 @@ async def test_record_a_signal_controller_over_tcp_both_ways():
     await sim.start()
     try:
         devices = [{"id": "tsc-1", "driver": "signal", "url": sim.url, "poll_hz": 5}]
-        async with running(base_config(devices, control=["signal/+"], name="sig"), signal.SPEC) as gw, \
-                client(gw) as (stub, _):
+        async with (
+            running(base_config(devices, control=["signal/+"], name="sig"), signal.SPEC) as gw,
+            client(gw) as (stub, _),
+        ):
             await until(lambda: gw.supervisor.lookup("tsc-1").state.value == "ONLINE", 10, "controller online")
-            chunks = [c async for c in stub.Record(pb.RecordRequest(device_id="tsc-1", seconds=0.8), metadata=md(CONTROL))]
+            chunks = [
+                c async for c in stub.Record(pb.RecordRequest(device_id="tsc-1", seconds=0.8), metadata=md(CONTROL))
+            ]
             live = [e["payload"]["groups"] for e in journal_envelopes(gw.journal, "signal/tsc-1/lamps")]
     finally:
         await sim.stop()

@@ -170,7 +170,9 @@ async def test_narrowing_a_tokens_read_applies_to_its_open_stream(tmp_path):
 
 
 async def test_family_totals_never_go_backwards_when_devices_leave(tmp_path):
-    cfg = base_config([{"id": "g", "driver": "testgen", "rate_hz": 200}, {"id": "h", "driver": "testgen", "rate_hz": 200}])
+    cfg = base_config(
+        [{"id": "g", "driver": "testgen", "rate_hz": 200}, {"id": "h", "driver": "testgen", "rate_hz": 200}]
+    )
     gw, path = await start(tmp_path, cfg)
     try:
         await asyncio.sleep(0.5)

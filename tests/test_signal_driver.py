@@ -180,12 +180,19 @@ async def test_a_shared_line_needs_every_controller_id():
 
 async def test_devices_on_one_line_must_agree_on_profile_and_serial_options():
     sim = SignalSimulator("pty", controllers=3, base_id=10, traffic_s=0)
-    async with stack(sim, [{"id": "a", "controller_id": 10}, {"id": "b", "controller_id": 11, "profile": "ccitt"},
-                           {"id": "c", "controller_id": 12, "url": lambda sim: sim.url + "?baudrate=19200"}],
-                     checked=False) as s:
+    async with stack(
+        sim,
+        [
+            {"id": "a", "controller_id": 10},
+            {"id": "b", "controller_id": 11, "profile": "ccitt"},
+            {"id": "c", "controller_id": 12, "url": lambda sim: sim.url + "?baudrate=19200"},
+        ],
+        checked=False,
+    ) as s:
         await s.online("a")
-        await until(lambda: s.entry("b").state == Health.OFFLINE and s.entry("c").state == Health.OFFLINE, 10,
-                    "b and c refused")
+        await until(
+            lambda: s.entry("b").state == Health.OFFLINE and s.entry("c").state == Health.OFFLINE, 10, "b and c refused"
+        )
         assert "profile 'ccitt' differs" in s.entry("b").reason
         assert "serial options differ" in s.entry("c").reason
 
@@ -430,8 +437,9 @@ async def test_a_download_plan_that_times_out_or_is_cancelled_leaves_no_transact
         assert 5 not in c.plans
         await until(lambda: s.entry("tsc").counters.get("transactions_abandoned", 0) == 1, 5, "counted")
         # the caller cancels while the transaction is open
-        task = asyncio.ensure_future(s.command("tsc", "download_plan", timeout=20, plan=6, greens=[10, 6, 10, 6],
-                                               cycle=52))
+        task = asyncio.ensure_future(
+            s.command("tsc", "download_plan", timeout=20, plan=6, greens=[10, 6, 10, 6], cycle=52)
+        )
         await until(lambda: c.tx_state == 2, 10, "the transaction opened")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -455,8 +463,13 @@ async def test_a_listening_link_takes_only_its_peers_and_never_drops_a_live_cont
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     sim = SignalSimulator("tcp", controllers=1, base_id=56, connect=("127.0.0.1", port), traffic_s=0)
-    dev = {"id": "tsc", "url": f"tcp://127.0.0.1:{port}", "tcp_role": "listen", "peers": ["127.0.0.1/32"],
-           "offline_after_s": 3}
+    dev = {
+        "id": "tsc",
+        "url": f"tcp://127.0.0.1:{port}",
+        "tcp_role": "listen",
+        "peers": ["127.0.0.1/32"],
+        "offline_after_s": 3,
+    }
     async with stack(sim, [dev]) as s:
         await s.online("tsc")
         await until(lambda: s.payloads("tsc", "lamps"), 5, "lamps")

@@ -40,7 +40,9 @@ async def test_junction_through_grpc_subscribe_command_audit():
             sub = asyncio.ensure_future(subscribe())
             try:
                 await until(lambda: all(got.get(f"signal/{d}/lamps") for d in ids), 20, "lamps from every controller")
-                await until(lambda: all(got.get(f"signal/{d}/traffic") for d in ids), 20, "traffic from every controller")
+                await until(
+                    lambda: all(got.get(f"signal/{d}/traffic") for d in ids), 20, "traffic from every controller"
+                )
                 reply = await stub.ListDevices(pb.ListDevicesRequest(family="signal"), metadata=md(READ))
                 rows = {d.id: d for d in reply.devices}
                 assert set(rows) == set(ids)
@@ -51,8 +53,9 @@ async def test_junction_through_grpc_subscribe_command_audit():
                 assert info["tsc-601"]["controller_id"] == "601" and info["tsc-502"]["serial"] == "SIM00000502"
 
                 async def send(device, action, token=CONTROL, reason="drill", **args):
-                    req = pb.CommandRequest(device_id=device, action=action, reason=reason, timeout_ms=8000,
-                                            args=msgpack.packb(args))
+                    req = pb.CommandRequest(
+                        device_id=device, action=action, reason=reason, timeout_ms=8000, args=msgpack.packb(args)
+                    )
                     return await stub.SendCommand(req, metadata=md(token))
 
                 # refused without a control grant and without a reason; nothing reaches the controller
@@ -85,8 +88,10 @@ async def test_junction_through_grpc_subscribe_command_audit():
                     audit.setdefault(env["topic"], []).append(env["payload"])
                 a502 = audit["audit/tsc-502/command"]
                 assert [(x["action"], x["ok"], x["code"]) for x in a502] == [
-                    ("yellow_flash", False, "PERMISSION_DENIED"), ("yellow_flash", False, "INVALID"),
-                    ("yellow_flash", True, "OK")]
+                    ("yellow_flash", False, "PERMISSION_DENIED"),
+                    ("yellow_flash", False, "INVALID"),
+                    ("yellow_flash", True, "OK"),
+                ]
                 assert a502[-1]["reason"] == "drill" and a502[-1]["principal"] == "operator"
                 assert audit["audit/tsc-501/command"][-1]["code"] == "REFUSED"
                 assert audit["audit/tsc-601/command"][-1]["ok"] is True

@@ -10,7 +10,7 @@ from tianwang.gateway.errors import FrameError
 # A query reply written out by hand: version 0x0101, host 1, controller 0x00000203, road 5, seq 9,
 # type 0x20, two values: 3.3.2 element 0 = red, green, yellow_flash, 0x99; 13.2.2 = 0x22 (local
 # actuated)
-REPLY = bytes.fromhex("0101 01 00000203 05 09 20 02" "01 08 03 03 02 00 10 20 31 99" "02 05 0d 02 02 00 22")
+REPLY = bytes.fromhex("0101 01 00000203 05 09 20 0201 08 03 03 02 00 10 20 31 9902 05 0d 02 02 00 22")
 
 
 def test_parse_hand_built_reply():
@@ -79,14 +79,20 @@ def test_build_rejects_out_of_range():
 
 
 values = st.lists(
-    st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255), st.integers(0, 255),
-              st.binary(max_size=251)),
+    st.tuples(
+        st.integers(0, 255), st.integers(0, 255), st.integers(0, 255), st.integers(0, 255), st.binary(max_size=251)
+    ),
     max_size=8,
 )
 
 
-@given(ftype=st.sampled_from(list(p.FrameType)), controller=st.integers(0, 2**32 - 1), seq=st.integers(0, 255),
-       items=values, profile=st.sampled_from(sorted(p.PROFILES)))
+@given(
+    ftype=st.sampled_from(list(p.FrameType)),
+    controller=st.integers(0, 2**32 - 1),
+    seq=st.integers(0, 255),
+    items=values,
+    profile=st.sampled_from(sorted(p.PROFILES)),
+)
 def test_round_trip_through_the_wire(ftype, controller, seq, items, profile):
     prof = p.PROFILES[profile]
     if ftype in p.HEARTBEATS:
@@ -116,11 +122,13 @@ def test_profiles():
 
 
 def test_stage_table():
-    vals = p._values([
-        (6, 3, 2, 0, bytes((0x10, 0x20, 0x30))),
-        (6, 3, 3, 2, b"\x00\x7d"),
-        (6, 3, 4, 0, bytes.fromhex("0001 0002 0003")),
-    ])
+    vals = p._values(
+        [
+            (6, 3, 2, 0, bytes((0x10, 0x20, 0x30))),
+            (6, 3, 3, 2, b"\x00\x7d"),
+            (6, 3, 4, 0, bytes.fromhex("0001 0002 0003")),
+        ]
+    )
     assert p.stages(vals) == {
         1: {"status": "idle", "remaining_s": 1},
         2: {"status": "running", "elapsed_s": 125, "remaining_s": 2},
@@ -146,8 +154,13 @@ def test_times():
 def test_records():
     [f] = p._values([(16, 1, 0, 3, b"\x02" + bytes.fromhex("07e8060a0e0d1a") + b"\x01")])
     assert p.fault(f, 8 * 3600) == {
-        "item": "16.1.0", "element": 3, "type": 2, "time_ns": 1718000006 * 10**9, "action": 1,
-        "action_name": "yellow_flash", "raw": "0207e8060a0e0d1a01",
+        "item": "16.1.0",
+        "element": 3,
+        "type": 2,
+        "time_ns": 1718000006 * 10**9,
+        "action": 1,
+        "action_name": "yellow_flash",
+        "raw": "0207e8060a0e0d1a01",
     }
     [short] = p._values([(16, 1, 0, 4, b"\x07")])
     assert p.fault(short, 0)["type"] == 7 and p.fault(short, 0)["time_ns"] is None

@@ -26,8 +26,11 @@ def expected():
 
 def as_json(pubs, device="tsc-0017"):
     return [
-        json.loads(json.dumps({"topic": f"signal/{device}/{x.channel}", "device_time_ns": x.device_time_ns,
-                               "payload": x.payload}))
+        json.loads(
+            json.dumps(
+                {"topic": f"signal/{device}/{x.channel}", "device_time_ns": x.device_time_ns, "payload": x.payload}
+            )
+        )
         for x in pubs
     ]
 
@@ -73,7 +76,10 @@ def test_decode_command_line():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(
         [sys.executable, "-m", "tianwang", "decode", "--driver", "signal", "--id", "tsc-0017", str(CAPTURE)],
-        capture_output=True, cwd=ROOT, env=env, timeout=60,
+        capture_output=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(line) for line in proc.stdout.decode().splitlines()] == expected()
@@ -84,10 +90,17 @@ def test_other_profile():
     # a controller that does not escape and counts the length field as N-4: the decoder given that
     # profile reads it; raw 7E/7D inside values do not disturb the length framing
     prof = p.Profile(length_field="n-4", escaped=False)
-    reply = p.Message(p.FrameType.QUERY_REPLY, 9, 1, p._values([
-        (3, 3, 2, 0, bytes((0x10, 0x7E, 0x7D))),
-        (13, 2, 3, 0, b"\x7e"),
-    ]))
+    reply = p.Message(
+        p.FrameType.QUERY_REPLY,
+        9,
+        1,
+        p._values(
+            [
+                (3, 3, 2, 0, bytes((0x10, 0x7E, 0x7D))),
+                (13, 2, 3, 0, b"\x7e"),
+            ]
+        ),
+    )
     d = Decoder("x", profile=prof)
     pubs = d.feed(p.encode(reply, prof) * 2)
     assert [x.channel for x in pubs] == ["status", "lamps", "lamps"]
@@ -101,10 +114,17 @@ def test_other_profile():
 
 def test_status_only_on_change_and_stage_from_status_table():
     d = Decoder("x")
-    poll = p.Message(p.FrameType.QUERY_REPLY, 9, 1, p._values([
-        (3, 3, 2, 0, bytes((0x20, 0x10))),
-        (6, 3, 2, 0, bytes((0x10, 0x20))),  # stage 2 is running; no 13.2.4 in this frame
-    ]))
+    poll = p.Message(
+        p.FrameType.QUERY_REPLY,
+        9,
+        1,
+        p._values(
+            [
+                (3, 3, 2, 0, bytes((0x20, 0x10))),
+                (6, 3, 2, 0, bytes((0x10, 0x20))),  # stage 2 is running; no 13.2.4 in this frame
+            ]
+        ),
+    )
     [lamps] = d.feed(p.encode(poll))
     assert lamps.channel == "lamps" and lamps.payload["stage"] == 2 and lamps.payload["stage_status"] == "running"
     mode = p.Message(p.FrameType.REPORT, 9, 2, p._values([(13, 2, 2, 0, b"\x11")]))

@@ -23,15 +23,22 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def simulate(*args):
-    return subprocess.run([sys.executable, "-m", "tianwang", "simulate", "signal", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "tianwang", "simulate", "signal", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 def test_usage_errors_are_one_line():
-    for args, text in ((("--controllers", "-1"), "--controllers must be at least 1"),
-                       (("--profile", "acme"), "--profile 'acme' is not one of"),
-                       (("--transport", "pty", "--connect", "127.0.0.1:9"), "--connect needs --transport tcp"),
-                       (("--fault", "fire"), "fault 'fire' is not one of")):
+    for args, text in (
+        (("--controllers", "-1"), "--controllers must be at least 1"),
+        (("--profile", "acme"), "--profile 'acme' is not one of"),
+        (("--transport", "pty", "--connect", "127.0.0.1:9"), "--connect needs --transport tcp"),
+        (("--fault", "fire"), "fault 'fire' is not one of"),
+    ):
         r = simulate(*args)
         assert r.returncode == 2, args
         assert text in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -41,17 +48,44 @@ def test_usage_errors_are_one_line():
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
 async def test_simulator_process_serves_a_driver_until_sigterm(transport):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tianwang", "simulate", "signal", "--transport", transport, "--controllers", "2",
-         "--profile", "ccitt", "--traffic-interval", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ))
+        [
+            sys.executable,
+            "-m",
+            "tianwang",
+            "simulate",
+            "signal",
+            "--transport",
+            transport,
+            "--controllers",
+            "2",
+            "--profile",
+            "ccitt",
+            "--traffic-interval",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+    )
     try:
         first = json.loads(await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline))
         assert first["kind"] == "signal" and first["profile"] == "ccitt" and first["controller_ids"] == [1001, 1002]
         assert first["url"].startswith("serial:///dev/" if transport == "pty" else "tcp://127.0.0.1:")
         urls = first["urls"] if transport == "tcp" else [first["url"]] * 2
-        devices = [{"id": f"tsc-{n}", "driver": "signal", "url": u, "controller_id": n, "profile": "ccitt",
-                    "poll_hz": 4, "backoff": {"initial_s": 0.1, "max_s": 0.3}}
-                   for n, u in zip(first["controller_ids"], urls, strict=True)]
+        devices = [
+            {
+                "id": f"tsc-{n}",
+                "driver": "signal",
+                "url": u,
+                "controller_id": n,
+                "profile": "ccitt",
+                "poll_hz": 4,
+                "backoff": {"initial_s": 0.1, "max_s": 0.3},
+            }
+            for n, u in zip(first["controller_ids"], urls, strict=True)
+        ]
         async with running(base_config(devices, control=["signal/+"]), signal.SPEC) as gw:
             sup = gw.supervisor
             await until(lambda: all(sup.lookup(d["id"]).state.value == "ONLINE" for d in devices), 20, "online")
@@ -79,7 +113,9 @@ def test_controller_cycles_stages_with_safe_lamps():
         assert green <= set(STAGE_GROUPS[stage])  # never a green outside the running stage
         seen_colours |= {p.colour(code) for code in lamps.values()}
     assert set(seen_stages) == {1, 2, 3, 4}
-    assert all(b == a % 4 + 1 for a, b in zip(seen_stages, seen_stages[1:], strict=False)), seen_stages  # the plan's chain
+    assert all(b == a % 4 + 1 for a, b in zip(seen_stages, seen_stages[1:], strict=False)), (
+        seen_stages
+    )  # the plan's chain
     assert {"green", "green_flash", "yellow", "red"} <= seen_colours
 
 
@@ -122,8 +158,13 @@ def test_decode_takes_the_profile(tmp_path):
     capture.write_bytes(b"".join(p.encode(m, prof) for m in c.handle(poll, time.time())) * 3)
 
     def decode(*args):
-        return subprocess.run([sys.executable, "-m", "tianwang", "decode", "--driver", "signal", *args, str(capture)],
-                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "tianwang", "decode", "--driver", "signal", *args, str(capture)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
 
     good = decode("--profile", "ccitt")
     lines = [json.loads(x) for x in good.stdout.splitlines()]

@@ -24,10 +24,18 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _spawn(*args):
-    proc = subprocess.Popen([sys.executable, "-m", "tianwang", "simulate", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tianwang", "simulate", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+    )
     proc.err_lines = queue.Queue()
-    threading.Thread(target=lambda: [proc.err_lines.put(line.rstrip("\n")) for line in proc.stderr], daemon=True).start()
+    threading.Thread(
+        target=lambda: [proc.err_lines.put(line.rstrip("\n")) for line in proc.stderr], daemon=True
+    ).start()
     return proc
 
 
@@ -99,7 +107,10 @@ def test_jt808_terminal_says_once_when_it_cannot_reach_the_gateway():
     try:
         json.loads(proc.stdout.readline())
         line = _read_stderr_until(proc, "cannot connect")[-1]
-        assert line == f"simulate jt808: terminal 13800000000: cannot connect to 127.0.0.1:{port} (Connection refused); retrying"
+        assert (
+            line
+            == f"simulate jt808: terminal 13800000000: cannot connect to 127.0.0.1:{port} (Connection refused); retrying"
+        )
         time.sleep(2.0)  # it keeps retrying (backoff 0.5 s, 1 s...) but says it only once
         assert proc.err_lines.empty()
     finally:
@@ -132,7 +143,9 @@ def test_signal_tcp_simulator_says_when_the_gateway_leaves():
         assert any(x.startswith("simulate signal: controller ") for x in lines), lines
         client.close()
         lines = _read_stderr_until(proc, "the gateway closed the connection")
-        assert any(x.startswith("simulate signal: controller ") and x.endswith("the gateway closed the connection")
-                   for x in lines), lines
+        assert any(
+            x.startswith("simulate signal: controller ") and x.endswith("the gateway closed the connection")
+            for x in lines
+        ), lines
     finally:
         _stop(proc)

@@ -46,8 +46,14 @@ def test_a_registrations_file_in_a_missing_directory_is_refused(tmp_path):
 
 
 def test_gb28181_files_are_checked_for_what_the_listener_does_with_them(tmp_path):
-    gb = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:5060", "server_id": "43030000002000000001",
-          "registration": "open", "password": "gb-open-pass"}
+    gb = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:5060",
+        "server_id": "43030000002000000001",
+        "registration": "open",
+        "password": "gb-open-pass",
+    }
     missing = tmp_path / "no-such-dir"
     p, _ = problems(cfg(listeners=[{**gb, "registrations_file": str(missing / "gb.registrations")}]))
     assert "does not exist" in p["listeners[0].registrations_file"]
@@ -94,7 +100,9 @@ def test_one_port_under_two_names_is_one_line(tmp_path):
     port.write_text("")
     alias = tmp_path / "by-id"
     alias.symlink_to(port)
-    p, _ = problems(cfg([tsc("a", f"serial://{port}", controller_id=1), tsc("b", f"serial://{alias}", controller_id=2)]))
+    p, _ = problems(
+        cfg([tsc("a", f"serial://{port}", controller_id=1), tsc("b", f"serial://{alias}", controller_id=2)])
+    )
     assert "under another name" in p["devices[1].url"]
 
 
@@ -136,11 +144,20 @@ async def test_a_reload_refuses_devices_that_cannot_share_a_line(tmp_path):
 
 # -- 3. addresses -------------------------------------------------------------------------------
 def test_any_two_binds_on_one_address_are_refused():
-    cam = {"id": "cam-1", "driver": "onvif", "host": "10.1.2.3", "username": "admin", "password": "pw",
-           "events": "webhook", "webhook": {"listen": "0.0.0.0:50051"}}
+    cam = {
+        "id": "cam-1",
+        "driver": "onvif",
+        "host": "10.1.2.3",
+        "username": "admin",
+        "password": "pw",
+        "events": "webhook",
+        "webhook": {"listen": "0.0.0.0:50051"},
+    }
     listening = tsc("tsc-1", "tcp://127.0.0.1:9108", tcp_role="listen")
     p, _ = problems(cfg([cam, listening], [fleet(listen="127.0.0.1:5000")], metrics="127.0.0.1:9108"))
-    assert p["devices[0].webhook.listen"] == "0.0.0.0:50051 is also gateway.listen's address: each needs a port of its own"
+    assert (
+        p["devices[0].webhook.listen"] == "0.0.0.0:50051 is also gateway.listen's address: each needs a port of its own"
+    )
     assert p["devices[1].url"].startswith("127.0.0.1:9108 is also gateway.metrics's address")
     signal_on_listener = tsc("tsc-2", "tcp://127.0.0.1:7808", tcp_role="listen")
     p, _ = problems(cfg([signal_on_listener], [fleet()]))
@@ -148,8 +165,18 @@ def test_any_two_binds_on_one_address_are_refused():
 
 
 def test_cameras_may_share_one_webhook_address():
-    cams = [{"id": f"cam-{i}", "driver": "onvif", "host": f"10.1.2.{i}", "username": "admin", "password": "pw",
-             "events": "webhook", "webhook": {"listen": "0.0.0.0:8089"}} for i in (1, 2)]
+    cams = [
+        {
+            "id": f"cam-{i}",
+            "driver": "onvif",
+            "host": f"10.1.2.{i}",
+            "username": "admin",
+            "password": "pw",
+            "events": "webhook",
+            "webhook": {"listen": "0.0.0.0:8089"},
+        }
+        for i in (1, 2)
+    ]
     load_config(cfg(cams))
 
 

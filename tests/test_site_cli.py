@@ -24,11 +24,23 @@ CAMGEN = DriverSpec(name="camgen", family="camera", config_model=tw_testgen.Test
 
 # -- 12. the devices table ----------------------------------------------------------------------
 def test_the_devices_table_shows_the_counters_that_diagnose_a_link():
-    bad_baud = pb.Device(id="bd-1", family="gnss", driver="beidou", state="ONLINE", reason="",
-                         counters={"envelopes": 3, "reconnects": 2, "dropped_bad_checksum": 120, "dropped_noise": 7})
+    bad_baud = pb.Device(
+        id="bd-1",
+        family="gnss",
+        driver="beidou",
+        state="ONLINE",
+        reason="",
+        counters={"envelopes": 3, "reconnects": 2, "dropped_bad_checksum": 120, "dropped_noise": 7},
+    )
     quiet = pb.Device(id="bd-2", family="gnss", driver="beidou", state="ONLINE", counters={"envelopes": 9})
-    many = pb.Device(id="bd-3", family="gnss", driver="beidou", state="OFFLINE", reason="down",
-                     counters={"reconnects": 1, "failed_attempts": 1, "dropped_a": 1, "dropped_b": 2, "dropped_c": 3})
+    many = pb.Device(
+        id="bd-3",
+        family="gnss",
+        driver="beidou",
+        state="OFFLINE",
+        reason="down",
+        counters={"reconnects": 1, "failed_attempts": 1, "dropped_a": 1, "dropped_b": 2, "dropped_c": 3},
+    )
     lines = format_devices([bad_baud, quiet, many]).splitlines()
     assert lines[0].split() == ["ID", "FAMILY", "DRIVER", "STATE", "LAST", "SEEN", "ENVELOPES", "COUNTERS", "REASON"]
     assert "reconnects=2 dropped_bad_checksum=120 dropped_noise=7" in lines[1]
@@ -37,7 +49,9 @@ def test_the_devices_table_shows_the_counters_that_diagnose_a_link():
 
 
 async def test_devices_prints_the_counters_from_a_running_gateway(capsys):
-    cfg = base_config([{"id": "gen-1", "driver": "testgen", "refuse": True, "backoff": {"initial_s": 0.01, "max_s": 0.02}}])
+    cfg = base_config(
+        [{"id": "gen-1", "driver": "testgen", "refuse": True, "backoff": {"initial_s": 0.01, "max_s": 0.02}}]
+    )
     async with running(cfg) as gw:
         entry = gw.supervisor.lookup("gen-1")
         while entry.counters.get("reconnects", 0) < 2:
@@ -57,7 +71,17 @@ async def test_command_out_writes_a_snapshot_to_a_file(tmp_path, capsys):
             while gw.supervisor.lookup("cam-1").state.value != "ONLINE":
                 await asyncio.sleep(0.02)
             target = tmp_path / "snap.jpg"
-            args = ["command", "cam-1", "snapshot", "--addr", f"127.0.0.1:{gw.port}", "--token", READ, "--out", str(target)]
+            args = [
+                "command",
+                "cam-1",
+                "snapshot",
+                "--addr",
+                f"127.0.0.1:{gw.port}",
+                "--token",
+                READ,
+                "--out",
+                str(target),
+            ]
             rc = await asyncio.to_thread(main, args)
     captured = capsys.readouterr()
     assert rc == 0, captured.err
@@ -70,11 +94,13 @@ async def test_command_out_writes_a_snapshot_to_a_file(tmp_path, capsys):
 
 # -- 14. a token sees what it may read ----------------------------------------------------------
 async def test_stats_and_top_show_a_token_only_what_it_may_read(capsys):
-    cfg = base_config([
-        {"id": "gen-1", "driver": "testgen", "rate_hz": 20},
-        {"id": "gen-2", "driver": "testgen", "rate_hz": 20},
-        {"id": "cam-9", "driver": "camgen", "rate_hz": 20},
-    ])
+    cfg = base_config(
+        [
+            {"id": "gen-1", "driver": "testgen", "rate_hz": 20},
+            {"id": "gen-2", "driver": "testgen", "rate_hz": 20},
+            {"id": "cam-9", "driver": "camgen", "rate_hz": 20},
+        ]
+    )
     async with running(cfg, CAMGEN) as gw:
         while gw.supervisor.lookup("cam-9").envelopes < 2:
             await asyncio.sleep(0.01)
@@ -82,12 +108,27 @@ async def test_stats_and_top_show_a_token_only_what_it_may_read(capsys):
         families = {f.family: f for f in gw.stats(gis).families}
         assert set(families) == {"test"} and families["test"].devices == 1  # gen-1 only
         assert families["test"].envelopes == gw.supervisor.lookup("gen-1").envelopes
-        everyone = {f.family for f in gw.stats(gw.auth.principal_for(gw.auth.identify(
-            (("authorization", f"Bearer {READ}"),))[1])).families}
+        everyone = {
+            f.family
+            for f in gw.stats(
+                gw.auth.principal_for(gw.auth.identify((("authorization", f"Bearer {READ}"),))[1])
+            ).families
+        }
         assert everyone == {"test", "camera"}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tianwang", "top", "--once", "--interval", "0.2", "--addr", f"127.0.0.1:{gw.port}",
-            "--token", GNSS_ONLY, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "tianwang",
+            "top",
+            "--once",
+            "--interval",
+            "0.2",
+            "--addr",
+            f"127.0.0.1:{gw.port}",
+            "--token",
+            GNSS_ONLY,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     out = out.decode()

@@ -62,8 +62,11 @@ async def test_a_refused_login_waits_minutes_and_a_reload_retries_at_once(tmp_pa
         gw, path = await start(tmp_path, base_config([cam], control=("camera/+",)), onvif.SPEC)
         try:
             entry = gw.supervisor.lookup("cam-1")
-            await until(lambda: entry.state == Health.OFFLINE and "authentication failed" in entry.reason, 20,
-                        "the refused login")
+            await until(
+                lambda: entry.state == Health.OFFLINE and "authentication failed" in entry.reason,
+                20,
+                "the refused login",
+            )
             assert entry.reason.startswith("authentication failed: fix the password and reload; next attempt in 15 min")
             failures = sim.counters["auth_failures"]
             # on the normal backoff (50-100 ms) this would be a dozen more logins: the camera locks the user
@@ -95,7 +98,9 @@ async def test_a_changed_password_file_is_tried_at_once_without_a_reload(tmp_pat
             entry = gw.supervisor.lookup("cam-1")
             await until(lambda: "authentication failed" in entry.reason, 20, "the refused login")
             secret.write_text(sim.password + "\n")
-            await until(lambda: gw.supervisor.lookup("cam-1").state == Health.ONLINE, 20, "ONLINE with the new password")
+            await until(
+                lambda: gw.supervisor.lookup("cam-1").state == Health.ONLINE, 20, "ONLINE with the new password"
+            )
             assert entry.counters["auth_failures"] == 1
         finally:
             await gw.stop()
@@ -133,10 +138,12 @@ async def test_a_label_only_edit_applies_without_a_restart(tmp_path):
 
 # -- 8. enabled: false --------------------------------------------------------------------------
 async def test_a_disabled_device_stays_listed_and_its_commands_say_why(tmp_path):
-    cfg = base_config([
-        {"id": "g", "driver": "testgen", "rate_hz": 5},
-        {"id": "off", "driver": "testgen", "enabled": False, "labels": {"site": "north"}},
-    ])
+    cfg = base_config(
+        [
+            {"id": "g", "driver": "testgen", "rate_hz": 5},
+            {"id": "off", "driver": "testgen", "enabled": False, "labels": {"site": "north"}},
+        ]
+    )
     gw, path = await start(tmp_path, cfg)
     try:
         async with client(gw) as (stub, _):
@@ -176,15 +183,24 @@ def _metric(text, name, device):
 
 
 async def test_restart_metrics_tell_a_flapping_link_from_a_dead_device(tmp_path):
-    cfg = base_config([
-        {"id": "flapping", "driver": "linktest", "backoff": FAST},
-        {"id": "dead", "driver": "linktest", "comes_up": False, "backoff": FAST},
-    ], metrics="127.0.0.1:0")
+    cfg = base_config(
+        [
+            {"id": "flapping", "driver": "linktest", "backoff": FAST},
+            {"id": "dead", "driver": "linktest", "comes_up": False, "backoff": FAST},
+        ],
+        metrics="127.0.0.1:0",
+    )
     gw, _ = await start(tmp_path, cfg, LINK)
     try:
         sup = gw.supervisor
-        await until(lambda: sup.link_drops.get(("linktest", "flapping"), 0) > 6
-                    and sup.failed_attempts.get(("linktest", "dead"), 0) > 6, 20, "flaps and failures")
+        await until(
+            lambda: (
+                sup.link_drops.get(("linktest", "flapping"), 0) > 6
+                and sup.failed_attempts.get(("linktest", "dead"), 0) > 6
+            ),
+            20,
+            "flaps and failures",
+        )
         url = f"http://127.0.0.1:{gw.metrics_port}/metrics"
         text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
     finally:
@@ -213,8 +229,11 @@ async def test_nats_refused_credentials_wait_and_a_reload_with_new_ones_connects
         cfg["bridges"] = {"nats": {"servers": [server.url], "token": "wrong-token-0123"}}
         gw, path = await start(tmp_path, cfg)
         try:
-            await until(lambda: gw.bridge.reason.startswith("authentication failed: fix the credentials and reload"),
-                        20, "the refused login")
+            await until(
+                lambda: gw.bridge.reason.startswith("authentication failed: fix the credentials and reload"),
+                20,
+                "the refused login",
+            )
 
             def refused():
                 return server.log.read_text().count("authentication error")

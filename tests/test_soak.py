@@ -17,8 +17,22 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_short_soak_passes_and_reports(tmp_path):
     out = tmp_path / "soak.json"
     res = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", "20", "--reload-s", "4", "--seed", "7", "--json", str(out)],
-        capture_output=True, text=True, timeout=100, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "soak.py"),
+            "--duration",
+            "20",
+            "--reload-s",
+            "4",
+            "--seed",
+            "7",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=ROOT,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     figures = json.loads(out.read_text())
@@ -30,5 +44,7 @@ def test_short_soak_passes_and_reports(tmp_path):
 
 
 def test_soak_refuses_nonsense_options():
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", "-5"], capture_output=True, text=True, cwd=ROOT)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration", "-5"], capture_output=True, text=True, cwd=ROOT
+    )
     assert res.returncode == 2 and "must be positive" in res.stderr and "Traceback" not in res.stderr

@@ -21,8 +21,9 @@ class EnrolmentError(StateFileError):
 
 
 def read(path):
-    return read_state_file(path, FORMAT, 1, "sensors", label="enrolments file", kind="thermo enrolments file",
-                           error=EnrolmentError)
+    return read_state_file(
+        path, FORMAT, 1, "sensors", label="enrolments file", kind="thermo enrolments file", error=EnrolmentError
+    )
 
 
 def write(path, table):
@@ -32,21 +33,31 @@ def write(path, table):
 class Enrolments(StateFile):
     def __init__(self, path, on_write=None, min_interval_s=0.0):
         self.sensors = read(path) if path else {}
-        super().__init__(path, snapshot=lambda: {k: dict(v) for k, v in self.sensors.items()}, write=write,
-                         on_write=on_write, min_interval_s=min_interval_s, log=log, label="thermo enrolments")
+        super().__init__(
+            path,
+            snapshot=lambda: {k: dict(v) for k, v in self.sensors.items()},
+            write=write,
+            on_write=on_write,
+            min_interval_s=min_interval_s,
+            log=log,
+            label="thermo enrolments",
+        )
 
     def enrol(self, sensor, **rec):
         self.sensors[sensor] = rec
         self.save()
 
 
-@pytest.mark.parametrize("content, why", [
-    (b"{", "corrupt: Expecting"),
-    (b"\xff", "corrupt: not UTF-8 text"),
-    (b'{"format": "other"}', 'not a thermo enrolments file (no "format": "thermo.enrolments")'),
-    (b'{"format": "thermo.enrolments", "version": 2, "sensors": {}}', "version 2 is not 1"),
-    (b'{"format": "thermo.enrolments", "version": 1, "sensors": []}', 'corrupt: "sensors" is not a map'),
-])
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"{", "corrupt: Expecting"),
+        (b"\xff", "corrupt: not UTF-8 text"),
+        (b'{"format": "other"}', 'not a thermo enrolments file (no "format": "thermo.enrolments")'),
+        (b'{"format": "thermo.enrolments", "version": 2, "sensors": {}}', "version 2 is not 1"),
+        (b'{"format": "thermo.enrolments", "version": 1, "sensors": []}', 'corrupt: "sensors" is not a map'),
+    ],
+)
 def test_a_file_that_is_not_the_table_is_one_line_naming_it(tmp_path, content, why):
     path = tmp_path / "enrolments.json"
     path.write_bytes(content)

@@ -19,14 +19,55 @@ def openssl(*args, cwd):
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-            "-days", "2", "-subj", "/CN=tianwang test CA", cwd=d)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tianwang test CA",
+        cwd=d,
+    )
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     for name in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={name}", cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext", cwd=d)
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+            cwd=d,
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            cwd=d,
+        )
     return d
 
 
@@ -53,7 +94,11 @@ async def test_tls(pki):
 
 
 async def test_mutual_tls_needs_a_client_certificate(pki):
-    tls = {"cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key"), "client_ca_file": str(pki / "ca.crt")}
+    tls = {
+        "cert_file": str(pki / "server.crt"),
+        "key_file": str(pki / "server.key"),
+        "client_ca_file": str(pki / "ca.crt"),
+    }
     async with running(base_config([], tls=tls)) as gw:
         assert (await list_devices(gw.port, creds(pki, True))).devices == []
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -68,13 +113,30 @@ async def test_cli_speaks_mutual_tls(pki):
 
     from gw import ROOT
 
-    tls = {"cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key"), "client_ca_file": str(pki / "ca.crt")}
+    tls = {
+        "cert_file": str(pki / "server.crt"),
+        "key_file": str(pki / "server.key"),
+        "client_ca_file": str(pki / "ca.crt"),
+    }
     async with running(base_config([{"id": "gen-1", "driver": "testgen", "rate_hz": 0}], tls=tls)) as gw:
         env = dict(os.environ, TIANWANG_TOKEN=READ)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tianwang", "devices", "--addr", f"127.0.0.1:{gw.port}",
-            "--ca", str(pki / "ca.crt"), "--cert", str(pki / "client.crt"), "--key", str(pki / "client.key"),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=ROOT,
+            sys.executable,
+            "-m",
+            "tianwang",
+            "devices",
+            "--addr",
+            f"127.0.0.1:{gw.port}",
+            "--ca",
+            str(pki / "ca.crt"),
+            "--cert",
+            str(pki / "client.crt"),
+            "--key",
+            str(pki / "client.key"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()
@@ -116,4 +178,6 @@ async def test_metrics_behind_tls_and_a_token(pki, monkeypatch):
         assert status == 401
         # plain HTTP is not served on the TLS port
         with pytest.raises((OSError, http.client.HTTPException)):  # reset, or a reply that is not HTTP
-            await loop.run_in_executor(None, _get, f"http://127.0.0.1:{gw.metrics_port}/metrics", "metrics-token-0123456789")
+            await loop.run_in_executor(
+                None, _get, f"http://127.0.0.1:{gw.metrics_port}/metrics", "metrics-token-0123456789"
+            )

@@ -76,10 +76,19 @@ def lower(sim):
 def test_config_refuses_colliding_ids_and_a_local_id_of_another_type():
     reg = registry(onvif.SPEC)
     cam = {"driver": "onvif", "host": "127.0.0.1", "port": 80, "username": "a", "password": "b"}
-    raw = base_config(devices=[{**cam, "id": "cam-1", "gb_id": "43030000001320000001"},
-                               {**cam, "id": "cam-2", "gb_id": "43030000001320000001"}])
-    up = {"id": "city", "superior": "127.0.0.1:5060", "superior_id": "43000000002000000001",
-          "local_id": LOCAL_ID, "password": "x"}
+    raw = base_config(
+        devices=[
+            {**cam, "id": "cam-1", "gb_id": "43030000001320000001"},
+            {**cam, "id": "cam-2", "gb_id": "43030000001320000001"},
+        ]
+    )
+    up = {
+        "id": "city",
+        "superior": "127.0.0.1:5060",
+        "superior_id": "43000000002000000001",
+        "local_id": LOCAL_ID,
+        "password": "x",
+    }
     raw["uplinks"] = [up]
     with pytest.raises(ConfigError) as err:
         load_config(raw, reg)
@@ -137,7 +146,9 @@ async def test_registers_keeps_alive_answers_the_catalog_and_sends_motion_as_an_
 
             # a motion event of the simulated camera reaches the superior as a GB alarm (video, motion)
             # (the simulated camera raises motion, line crossing and tamper events at its rate)
-            await sim.wait(lambda: sim.of("alarm", device_id=cam_id, alarm_kind="motion"), what="the motion alarm", timeout=30)
+            await sim.wait(
+                lambda: sim.of("alarm", device_id=cam_id, alarm_kind="motion"), what="the motion alarm", timeout=30
+            )
             alarm = sim.of("alarm", device_id=cam_id, alarm_kind="motion")[0]
             assert alarm["method"] == [5] and alarm["type"] == 2 and alarm["via"] == "NOTIFY"
 
@@ -149,8 +160,11 @@ async def test_a_superior_that_goes_away_and_comes_back_gets_a_new_registration(
             entry = gw.supervisor.lookup("city")
             await sim.wait(lambda: lower(sim) and lower(sim).registered, what="registration")
             await sim.stop()  # the superior goes away: keepalives go unanswered
-            await until(lambda: entry.state.value == "OFFLINE" and "registering again" in entry.reason, timeout=20,
-                        what="uplink OFFLINE")
+            await until(
+                lambda: entry.state.value == "OFFLINE" and "registering again" in entry.reason,
+                timeout=20,
+                what="uplink OFFLINE",
+            )
             async with platform(port=port, password=password) as back:  # a restarted superior
                 await back.wait(lambda: lower(back) and lower(back).registered, what="re-registration")
                 await until(lambda: entry.state.value == "ONLINE", timeout=20, what="uplink ONLINE again")
@@ -227,7 +241,9 @@ async def test_ptz_from_the_superior_moves_the_onvif_camera_and_is_audited():
             assert resp.status == 200
             await until(lambda: cam.ptz.position()[0] > before[0] + 0.01, timeout=10, what="the camera turning")
             await sim.ptz(LOCAL_ID, cam_id, ptz.stop_cmd())
-            await until(lambda: len(journal_envelopes(gw.journal, "audit/cam-1/command")) >= 2, what="audit", timeout=15)
+            await until(
+                lambda: len(journal_envelopes(gw.journal, "audit/cam-1/command")) >= 2, what="audit", timeout=15
+            )
             audits = [e["payload"] for e in journal_envelopes(gw.journal, "audit/cam-1/command")]
             assert {a["action"] for a in audits} >= {"ptz_move", "ptz_stop"}
             assert all(a["principal"] == "uplink:city" for a in audits)
@@ -285,14 +301,18 @@ async def test_a_reload_that_adds_a_camera_sends_catalog_notify_add_and_health_c
             await until(lambda: gw.supervisor.lookup("cam-2").state.value == "ONLINE", what="cam-2 online", timeout=20)
             await sim.wait(lambda: sim.of("catalog_notify", device_id=cam2_id, event="ON"), what="NOTIFY ON")
             await cam2.stop()
-            await sim.wait(lambda: sim.of("catalog_notify", device_id=cam2_id, event="OFF"), what="NOTIFY OFF", timeout=40)
+            await sim.wait(
+                lambda: sim.of("catalog_notify", device_id=cam2_id, event="OFF"), what="NOTIFY OFF", timeout=40
+            )
             raw["devices"].pop()
             path.write_text(json.dumps(raw))
             assert await gw.reload()
             await sim.wait(lambda: sim.of("catalog_notify", device_id=cam2_id, event="DEL"), what="NOTIFY DEL")
             # cam-1 stayed: never added nor deleted (an UPDATE is allowed: its facts, read from the
             # camera after the first catalog, are news to the superior)
-            events = [(r["device_id"], r["event"]) for r in sim.of("catalog_notify") if r["event"] in ("ADD", "DEL", "UPDATE")]
+            events = [
+                (r["device_id"], r["event"]) for r in sim.of("catalog_notify") if r["event"] in ("ADD", "DEL", "UPDATE")
+            ]
             assert [e for e in events if e[0] == cam2_id] == [(cam2_id, "ADD"), (cam2_id, "DEL")]
             assert {e[1] for e in events if e[0] != cam2_id} <= {"UPDATE"}
         finally:
@@ -316,8 +336,15 @@ async def test_gb_channels_keep_their_ids_their_alarms_go_up_and_an_invite_is_re
 
     rx, _ = await loop.create_datagram_endpoint(Rx, local_addr=("127.0.0.1", 0))
     media_port = rx.get_extra_info("sockname")[1]
-    listener = {"id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": "43030000002000000001",
-                "registration": "open", "password": "12345678", "keepalive": {"interval_s": 1, "count": 2}}
+    listener = {
+        "id": "gb",
+        "driver": "gb28181",
+        "listen": "127.0.0.1:0",
+        "server_id": "43030000002000000001",
+        "registration": "open",
+        "password": "12345678",
+        "keepalive": {"interval_s": 1, "count": 2},
+    }
     try:
         async with platform() as sim:
             from tianwang.gateway.app import Gateway
@@ -331,8 +358,14 @@ async def test_gb_channels_keep_their_ids_their_alarms_go_up_and_an_invite_is_re
             try:
                 entry = gw.supervisor.lookup("gb")
                 await until(lambda: "listen" in entry.info, what="listener bound")
-                fleet = Fleet("127.0.0.1", int(entry.info["listen"].rsplit(":", 1)[1]), devices=1, channels=2,
-                              alarm_rate=2.0, keepalive_s=0.5)
+                fleet = Fleet(
+                    "127.0.0.1",
+                    int(entry.info["listen"].rsplit(":", 1)[1]),
+                    devices=1,
+                    channels=2,
+                    alarm_rate=2.0,
+                    keepalive_s=0.5,
+                )
                 await fleet.start()
                 await fleet.wait_online()
                 channel = fleet.devices[0].channels[1]
@@ -347,10 +380,15 @@ async def test_gb_channels_keep_their_ids_their_alarms_go_up_and_an_invite_is_re
                 assert channel.id in ids and fleet.devices[0].id not in ids
 
                 # a GB alarm of a channel goes up with its own method and type
-                await sim.wait(lambda: [a for a in sim.of("alarm") if a["device_id"].startswith(channel.id[:10])],
-                               what="a GB alarm", timeout=30)
+                await sim.wait(
+                    lambda: [a for a in sim.of("alarm") if a["device_id"].startswith(channel.id[:10])],
+                    what="a GB alarm",
+                    timeout=30,
+                )
 
-                offer = sdp.build_offer(session_id=7, origin_id=sim.id, ip="127.0.0.1", port=media_port, ssrc="0430300001")
+                offer = sdp.build_offer(
+                    session_id=7, origin_id=sim.id, ip="127.0.0.1", port=media_port, ssrc="0430300001"
+                )
                 invite, answer = await sim.invite(LOCAL_ID, channel.id, offer)
                 assert answer.status == 200, answer.reason
                 assert sdp.parse_sdp(answer.body).port > 0
@@ -388,9 +426,15 @@ async def test_the_demo_registers_to_its_superior_platform_and_feeds_it():
     gw = await asyncio.wait_for(started, 60)
     try:
         up = gw.uplinks.get("city")
-        await until(lambda: up.registered and up.counters.get("queries_catalog", 0) >= 1
-                    and up.counters.get("notifies_mobileposition", 0) >= 1, 40,
-                    "the demo's superior registered to, queried and sent positions")
+        await until(
+            lambda: (
+                up.registered
+                and up.counters.get("queries_catalog", 0) >= 1
+                and up.counters.get("notifies_mobileposition", 0) >= 1
+            ),
+            40,
+            "the demo's superior registered to, queried and sent positions",
+        )
         assert gw.supervisor.lookup("city").state.value == "ONLINE"
     finally:
         gw.request_stop()
@@ -402,8 +446,12 @@ def test_simulate_gb28181_platform_prints_where_it_listens_and_what_it_receives(
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "tianwang", "simulate", "gb28181-platform", "--jsonl", "--password", "pw-0123"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tianwang", "simulate", "gb28181-platform", "--jsonl", "--password", "pw-0123"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = json.loads(proc.stdout.readline())
         assert first["kind"] == "gb28181-platform" and first["url"].startswith("udp://127.0.0.1:")
@@ -414,8 +462,16 @@ def test_simulate_gb28181_platform_prints_where_it_listens_and_what_it_receives(
             from tianwang.gateway.app import Gateway
 
             raw = base_config(name="uplink")
-            raw["uplinks"] = [{"id": "city", "superior": f"127.0.0.1:{port}", "superior_id": first["id"],
-                               "local_id": LOCAL_ID, "password": "pw-0123", "bind": "127.0.0.1:0"}]
+            raw["uplinks"] = [
+                {
+                    "id": "city",
+                    "superior": f"127.0.0.1:{port}",
+                    "superior_id": first["id"],
+                    "local_id": LOCAL_ID,
+                    "password": "pw-0123",
+                    "bind": "127.0.0.1:0",
+                }
+            ]
             gw = Gateway(load_config(raw, registry()), registry=registry())
             await gw.start()
             try:
@@ -451,11 +507,15 @@ async def test_device_info_status_reset_alarm_and_the_alarm_subscription_filters
 
             body = manscdp.build("Control", "DeviceControl", 77, cam_id, [("AlarmCmd", "ResetAlarm")])
             assert (await sim.send(LOCAL_ID, sim.request(LOCAL_ID, "MESSAGE", body=body))).status == 200
-            await sim.wait(lambda: [r for r in sim.of("message", cmd_type="DeviceControl") if r["fields"].get("Result") == "OK"],
-                           what="ResetAlarm acknowledged")
+            await sim.wait(
+                lambda: [r for r in sim.of("message", cmd_type="DeviceControl") if r["fields"].get("Result") == "OK"],
+                what="ResetAlarm acknowledged",
+            )
 
             # an alarm subscription for device alarms (method 2) only: the camera's motion (5) stays out
-            await sim.subscribe_to(LOCAL_ID, "Alarm", [("StartAlarmPriority", 1), ("EndAlarmPriority", 4), ("AlarmMethod", 2)])
+            await sim.subscribe_to(
+                LOCAL_ID, "Alarm", [("StartAlarmPriority", 1), ("EndAlarmPriority", 4), ("AlarmMethod", 2)]
+            )
             up = gw.uplinks.get("city")
             await until(lambda: up.counters.get("alarms_filtered", 0) >= 3, 30, "motion alarms filtered out")
             assert not [a for a in sim.of("alarm") if a["via"] == "NOTIFY" and 5 in a["method"]]
@@ -490,9 +550,19 @@ async def test_the_registration_is_refreshed_before_it_expires_in_the_same_call(
 
 async def test_a_large_catalog_goes_in_chunks_within_udp_size_grouped_per_site():
     # 30 cameras that cannot be reached: in the catalog all the same (status OFF), under their sites
-    cams = [{"id": f"cam-{i:02d}", "driver": "onvif", "host": "127.0.0.1", "port": 9, "username": "u", "password": "p",
-             "labels": {"site": "Yuhu" if i % 2 else "Yuetang", "name": f"路口 {i}"},
-             "backoff": {"initial_s": 30, "max_s": 60}} for i in range(30)]
+    cams = [
+        {
+            "id": f"cam-{i:02d}",
+            "driver": "onvif",
+            "host": "127.0.0.1",
+            "port": 9,
+            "username": "u",
+            "password": "p",
+            "labels": {"site": "Yuhu" if i % 2 else "Yuetang", "name": f"路口 {i}"},
+            "backoff": {"initial_s": 30, "max_s": 60},
+        }
+        for i in range(30)
+    ]
     async with platform(subscribe=False) as sim:
         async with gateway(sim, devices=cams, groups="site") as gw:
             await sim.wait(lambda: sim.of("register"), what="registration")
@@ -506,7 +576,9 @@ async def test_a_large_catalog_goes_in_chunks_within_udp_size_grouped_per_site()
             groups = {i["name"]: i["id"] for i in items.values() if i["kind"] == "business_group"}
             assert set(groups) == {"Yuhu", "Yuetang"}
             cam = items[rule_id(LOCAL_ID, "camera", "cam-01")]
-            assert cam["status"] == "OFF" and groups["Yuhu"] in cam["parent_ids"] and cam["name"] == "路口 1"  # labels.name, through GB2312
+            assert (
+                cam["status"] == "OFF" and groups["Yuhu"] in cam["parent_ids"] and cam["name"] == "路口 1"
+            )  # labels.name, through GB2312
 
 
 async def test_a_reload_restarts_a_changed_uplink_and_a_removed_one_unregisters(tmp_path):

@@ -25,9 +25,15 @@ def _free_udp_port() -> int:
 
 
 def _uplink(port, password):
-    return {"id": "sipp", "superior": f"127.0.0.1:{port}", "superior_id": "43000000002000000001",
-            "local_id": LOCAL_ID, "password": password, "bind": "127.0.0.1:0",
-            "keepalive": {"interval_s": 0.3, "count": 3}}
+    return {
+        "id": "sipp",
+        "superior": f"127.0.0.1:{port}",
+        "superior_id": "43000000002000000001",
+        "local_id": LOCAL_ID,
+        "password": password,
+        "bind": "127.0.0.1:0",
+        "keepalive": {"interval_s": 0.3, "count": 3},
+    }
 
 
 def _bound(port) -> bool:
@@ -52,10 +58,27 @@ async def _sipp(tmp_path, port, calls):
 
 async def _start(sipp, tmp_path, port, calls):
     return await asyncio.create_subprocess_exec(
-        sipp, "-sf", str(SCENARIO), "-i", "127.0.0.1", "-p", str(port), "-t", "u1", "-m", str(calls), "-nostdin",
-        "-trace_msg", "-message_file", str(tmp_path / "sipp-messages.log"),
-        "-trace_err", "-error_file", str(tmp_path / "sipp-errors.log"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
+        sipp,
+        "-sf",
+        str(SCENARIO),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-t",
+        "u1",
+        "-m",
+        str(calls),
+        "-nostdin",
+        "-trace_msg",
+        "-message_file",
+        str(tmp_path / "sipp-messages.log"),
+        "-trace_err",
+        "-error_file",
+        str(tmp_path / "sipp-errors.log"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
     )
 
 

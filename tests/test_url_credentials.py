@@ -26,7 +26,7 @@ def test_nats_urls_with_credentials_are_refused_without_echoing_them(monkeypatch
         cfg["bridges"] = {"nats": {"servers": ["nats://127.0.0.1:4222", url]}}
         with pytest.raises(ConfigError) as err:
             load_config(cfg)
-        (path, reason), = err.value.problems
+        ((path, reason),) = err.value.problems
         assert path == "bridges.nats.servers" and "no credentials in the URL" in reason and "password_env" in reason
         assert SECRET not in str(err.value)
     cfg = base_config()
@@ -46,17 +46,21 @@ def test_redact_keeps_everything_but_the_user_information():
     from tianwang.gateway.errors import describe, redact
 
     assert redact(f"cannot connect to nats://bridge:{SECRET}@10.0.0.5:4222: refused") == (
-        "cannot connect to nats://***@10.0.0.5:4222: refused")
+        "cannot connect to nats://***@10.0.0.5:4222: refused"
+    )
     assert redact(f"rtsp://admin:{SECRET}@10.0.0.1:554/s?x=1 and http://h/p@x") == (
-        "rtsp://***@10.0.0.1:554/s?x=1 and http://h/p@x")
+        "rtsp://***@10.0.0.1:554/s?x=1 and http://h/p@x"
+    )
     assert redact(f"nats://u:p@{SECRET}@h:1") == "nats://***@h:1"  # an unencoded @ in the password
     assert redact("no URL here, mail ops@example.org") == "no URL here, mail ops@example.org"
     assert SECRET not in describe(OSError(f"nats://u:{SECRET}@h:4222 unreachable"))
 
 
 async def test_health_reasons_device_info_and_stats_are_redacted():
-    async with running(base_config([{"id": "gen-1", "driver": "testgen", "rate_hz": 0}])) as gw, \
-            client(gw) as (stub, _):
+    async with (
+        running(base_config([{"id": "gen-1", "driver": "testgen", "rate_hz": 0}])) as gw,
+        client(gw) as (stub, _),
+    ):
         entry = gw.supervisor.lookup("gen-1")
         await until(lambda: entry.state.value == "ONLINE", 10, "gen-1 ONLINE")
         # what a driver may say about its device, quoting a URL the device gave it

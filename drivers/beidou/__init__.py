@@ -38,23 +38,44 @@ async def _demo(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
     a TCP serial server (multi-constellation at 5 Hz with a BDS-3 RDSS terminal)."""
     from tianwang.drivers.beidou.simulator import ReceiverSimulator
 
-    car = ReceiverSimulator("pty", rate=1, talker="GB", noise=True, rdss="2.1", interval_s=60, card_id="0245678",
-                            seed=11, message_every_s=20.0)
+    car = ReceiverSimulator(
+        "pty",
+        rate=1,
+        talker="GB",
+        noise=True,
+        rdss="2.1",
+        interval_s=60,
+        card_id="0245678",
+        seed=11,
+        message_every_s=20.0,
+    )
     await car.start()
     stack.push_async_callback(car.stop)
-    van = ReceiverSimulator("tcp", rate=5, talker="GN", rdss="bds3", interval_s=30, card_id="0245679", seed=12,
-                            origin=(27.8397, 112.9543))  # 1 km north-east of the car
+    van = ReceiverSimulator(
+        "tcp", rate=5, talker="GN", rdss="bds3", interval_s=30, card_id="0245679", seed=12, origin=(27.8397, 112.9543)
+    )  # 1 km north-east of the car
     await van.start()
     stack.push_async_callback(van.stop)
     return {
         "devices": [
-            {"id": "bd-car-01", "driver": "beidou", "url": car.url + "?baudrate=115200",
-             "rdss": {"protocol": "2.1"},
-             # the top view files this device's drops under "demo noise, deliberate" (docs/contract.md)
-             "labels": {"vehicle": "patrol car 01",
-                        "demo_noise": "its simulator adds line noise on purpose: bad checksums, cut lines, garbage"}},
-            {"id": "bd-van-02", "driver": "beidou", "url": van.url,
-             "rdss": {"protocol": "bds3"}, "labels": {"vehicle": "command van 02"}},
+            {
+                "id": "bd-car-01",
+                "driver": "beidou",
+                "url": car.url + "?baudrate=115200",
+                "rdss": {"protocol": "2.1"},
+                # the top view files this device's drops under "demo noise, deliberate" (docs/contract.md)
+                "labels": {
+                    "vehicle": "patrol car 01",
+                    "demo_noise": "its simulator adds line noise on purpose: bad checksums, cut lines, garbage",
+                },
+            },
+            {
+                "id": "bd-van-02",
+                "driver": "beidou",
+                "url": van.url,
+                "rdss": {"protocol": "bds3"},
+                "labels": {"vehicle": "command van 02"},
+            },
         ]
     }
 

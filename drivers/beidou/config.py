@@ -34,14 +34,15 @@ class ReceiverOptions(Model):
         default=None, ge=0, le=200, description="`state` DEGRADED with fewer satellites used; null = 4"
     )
     stale_periods: float | None = Field(
-        default=None, ge=1, le=1000, description="`state` STALE after this many epoch periods without an epoch; null = 3"
+        default=None,
+        ge=1,
+        le=1000,
+        description="`state` STALE after this many epoch periods without an epoch; null = 3",
     )
     silent_s: float | None = Field(
         default=None, gt=0, le=3600, description="`state` SILENT after this long without a byte; null = 2.0"
     )
-    sky_decimation: int | None = Field(
-        default=None, ge=0, description="publish every n-th `sky` (0 = never); null = 5"
-    )
+    sky_decimation: int | None = Field(default=None, ge=0, description="publish every n-th `sky` (0 = never); null = 5")
     require_checksum: bool | None = Field(default=None, description="drop sentences without `*hh`; null = false")
     protocol: Literal["auto", "nmea", "casic", "ubx"] | None = Field(
         default=None,
@@ -105,7 +106,9 @@ class BeidouConfig(DeviceConfig):
     # a line that carries no byte at all for this long is closed and opened again (a TCP serial
     # server can keep a dead connection open for hours); 0 = never
     reconnect_after_silent_s: float = Field(
-        default=30.0, ge=0, le=3600,
+        default=30.0,
+        ge=0,
+        le=3600,
         description="a line silent this long is closed and opened again (a serial server can keep a dead "
         "connection open for hours); 0 = never",
     )

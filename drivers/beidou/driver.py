@@ -113,7 +113,9 @@ class BeidouDriver(Driver[BeidouConfig]):
         self._superseded_seen = 0
         self._alarms: dict[str, bool] = {}
         self._state_reason = ""
-        self._waiter: tuple[Callable[[object], bool], asyncio.Future[object]] | None = None  # (matches(event) -> bool, future) of the RDSS command in flight
+        self._waiter: tuple[Callable[[object], bool], asyncio.Future[object]] | None = (
+            None  # (matches(event) -> bool, future) of the RDSS command in flight
+        )
         self._rdss_busy = False
         self._firmware: str | None = None
         self._beams_locked: bool | None = None
@@ -340,8 +342,9 @@ class BeidouDriver(Driver[BeidouConfig]):
         if line is None:
             raise CommandError("OFFLINE", f"{self.ctx.device_id} is not connected")
         if self._rdss_busy:
-            raise CommandError("BUSY", "an RDSS command is already waiting for the terminal's answer; "
-                                       "the terminal takes one at a time")
+            raise CommandError(
+                "BUSY", "an RDSS command is already waiting for the terminal's answer; the terminal takes one at a time"
+            )
         # answer before the supervisor's own deadline, so the reply says what was waited for
         wait = min(rdss.command_timeout_s, timeout - min(0.1, timeout * 0.1))
         future = asyncio.get_running_loop().create_future()
@@ -383,8 +386,9 @@ class BeidouDriver(Driver[BeidouConfig]):
             raise CommandError("UNSUPPORTED", f"{self.ctx.device_id} has no RDSS card configured (rdss: null)")
         unknown = set(args) - SEND_ARGS
         if unknown:
-            raise CommandError("INVALID", f"send_message takes {', '.join(sorted(SEND_ARGS))}; "
-                                          f"not {', '.join(sorted(unknown))}")
+            raise CommandError(
+                "INVALID", f"send_message takes {', '.join(sorted(SEND_ARGS))}; not {', '.join(sorted(unknown))}"
+            )
         dest = args.get("dest")
         if isinstance(dest, int) and not isinstance(dest, bool):
             dest = str(dest)
@@ -449,8 +453,11 @@ class BeidouDriver(Driver[BeidouConfig]):
 
         event = await self._exchange(query, matches, timeout, "card information")
         if type(event) is RdssFeedback:
-            raise CommandError("REFUSED", f"the terminal did not read its card: {event.reason}",
-                               result={"code": event.code, "reason": event.reason, "status": "refused"})
+            raise CommandError(
+                "REFUSED",
+                f"the terminal did not read its card: {event.reason}",
+                result={"code": event.code, "reason": event.reason, "status": "refused"},
+            )
         beams = self.receiver.beams
         return {
             "card_id": event.card_id,

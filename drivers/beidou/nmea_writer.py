@@ -51,8 +51,14 @@ def _field(value: object) -> bytes:
     return str(value).encode("latin-1")
 
 
-def sentence(address: str, fields: Iterable = (), *, with_checksum: bool = True, lowercase: bool = False,
-             terminator: bytes = b"\r\n") -> bytes:
+def sentence(
+    address: str,
+    fields: Iterable = (),
+    *,
+    with_checksum: bool = True,
+    lowercase: bool = False,
+    terminator: bytes = b"\r\n",
+) -> bytes:
     """One sentence: `$address,f1,f2,...*hh` + terminator. Fields may be str, bytes, int or None
     (empty); format floats yourself (the number of decimals is part of a receiver's style)."""
     body = address.encode("ascii") + b"".join(b"," + _field(f) for f in fields)
@@ -181,8 +187,15 @@ class EpochWriter:
 
     DEFAULT_ORDER = ("RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA")
 
-    def __init__(self, style: str = "nmea410", talker: str = "GN", order: Sequence[str] = DEFAULT_ORDER,
-                 time_decimals: int = 2, latlon_decimals: int = 7, dual_band: bool = False) -> None:
+    def __init__(
+        self,
+        style: str = "nmea410",
+        talker: str = "GN",
+        order: Sequence[str] = DEFAULT_ORDER,
+        time_decimals: int = 2,
+        latlon_decimals: int = 7,
+        dual_band: bool = False,
+    ) -> None:
         if style not in ("nmea410", "bd"):
             raise ValueError(f"style must be 'nmea410' or 'bd', not {style!r}")
         unknown = set(order) - {"RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA", "GST", "GNS"}
@@ -206,18 +219,38 @@ class EpochWriter:
 
     def gga(self, st: EpochState) -> bytes:
         used = sum(1 for s in st.satellites if s.used)
-        return sentence(self.talker + "GGA", [
-            fmt_time(st.time_ns, self.time_decimals), *self._pos(st), st.quality, f"{used:02d}",
-            _num(st.hdop, 2), _num(st.alt_m, 3), "M" if st.alt_m is not None else "",
-            _num(st.geoid_sep_m, 3), "M" if st.geoid_sep_m is not None else "", "", ""])
+        return sentence(
+            self.talker + "GGA",
+            [
+                fmt_time(st.time_ns, self.time_decimals),
+                *self._pos(st),
+                st.quality,
+                f"{used:02d}",
+                _num(st.hdop, 2),
+                _num(st.alt_m, 3),
+                "M" if st.alt_m is not None else "",
+                _num(st.geoid_sep_m, 3),
+                "M" if st.geoid_sep_m is not None else "",
+                "",
+                "",
+            ],
+        )
 
     def rmc(self, st: EpochState) -> bytes:
         speed = None if st.speed_mps is None else st.speed_mps * KNOTS_PER_MPS
         mag = "" if st.mag_var_deg is None else _num(abs(st.mag_var_deg), 1)
         mag_ew = "" if st.mag_var_deg is None else ("E" if st.mag_var_deg >= 0 else "W")
-        fields = [fmt_time(st.time_ns, self.time_decimals), "A" if st.valid else "V", *self._pos(st),
-                  _num(speed, 3), _num(st.course_deg, 2), fmt_date(st.time_ns), mag, mag_ew,
-                  _MODE_LETTER.get(st.quality, "A") if st.valid else "N"]
+        fields = [
+            fmt_time(st.time_ns, self.time_decimals),
+            "A" if st.valid else "V",
+            *self._pos(st),
+            _num(speed, 3),
+            _num(st.course_deg, 2),
+            fmt_date(st.time_ns),
+            mag,
+            mag_ew,
+            _MODE_LETTER.get(st.quality, "A") if st.valid else "N",
+        ]
         if self.style == "nmea410":
             fields.append("V")  # navigational status: not provided
         return sentence(self.talker + "RMC", fields)
@@ -225,31 +258,74 @@ class EpochWriter:
     def vtg(self, st: EpochState) -> bytes:
         knots = None if st.speed_mps is None else st.speed_mps * KNOTS_PER_MPS
         kmh = None if st.speed_mps is None else st.speed_mps * 3.6
-        return sentence(self.talker + "VTG", [_num(st.course_deg, 2), "T", "", "M", _num(knots, 3), "N",
-                                              _num(kmh, 3), "K", _MODE_LETTER.get(st.quality, "A") if st.valid else "N"])
+        return sentence(
+            self.talker + "VTG",
+            [
+                _num(st.course_deg, 2),
+                "T",
+                "",
+                "M",
+                _num(knots, 3),
+                "N",
+                _num(kmh, 3),
+                "K",
+                _MODE_LETTER.get(st.quality, "A") if st.valid else "N",
+            ],
+        )
 
     def gll(self, st: EpochState) -> bytes:
-        return sentence(self.talker + "GLL", [*self._pos(st), fmt_time(st.time_ns, self.time_decimals),
-                                              "A" if st.valid else "V",
-                                              _MODE_LETTER.get(st.quality, "A") if st.valid else "N"])
+        return sentence(
+            self.talker + "GLL",
+            [
+                *self._pos(st),
+                fmt_time(st.time_ns, self.time_decimals),
+                "A" if st.valid else "V",
+                _MODE_LETTER.get(st.quality, "A") if st.valid else "N",
+            ],
+        )
 
     def zda(self, st: EpochState) -> bytes:
         y, m, d = _ymd(st.time_ns)
-        return sentence(self.talker + "ZDA", [fmt_time(st.time_ns, self.time_decimals), f"{d:02d}", f"{m:02d}",
-                                              f"{y:04d}", "00", "00"])
+        return sentence(
+            self.talker + "ZDA",
+            [fmt_time(st.time_ns, self.time_decimals), f"{d:02d}", f"{m:02d}", f"{y:04d}", "00", "00"],
+        )
 
     def gst(self, st: EpochState) -> bytes:
-        return sentence(self.talker + "GST", [fmt_time(st.time_ns, self.time_decimals), _num(st.rms, 1), "", "", "",
-                                              _num(st.sd_lat_m, 1), _num(st.sd_lon_m, 1), _num(st.sd_alt_m, 1)])
+        return sentence(
+            self.talker + "GST",
+            [
+                fmt_time(st.time_ns, self.time_decimals),
+                _num(st.rms, 1),
+                "",
+                "",
+                "",
+                _num(st.sd_lat_m, 1),
+                _num(st.sd_lon_m, 1),
+                _num(st.sd_alt_m, 1),
+            ],
+        )
 
     def gns(self, st: EpochState) -> bytes:
         present = [s for s in SYSTEMS if any(x.system == s for x in st.satellites)] or ["GPS"]
         letter = _MODE_LETTER.get(st.quality, "A") if st.valid else "N"
         modes = "".join(letter if any(x.system == s and x.used for x in st.satellites) else "N" for s in present)
         used = sum(1 for s in st.satellites if s.used)
-        return sentence(self.talker + "GNS", [fmt_time(st.time_ns, self.time_decimals), *self._pos(st), modes,
-                                              f"{used:02d}", _num(st.hdop, 2), _num(st.alt_m, 3),
-                                              _num(st.geoid_sep_m, 3), "", "", "V"])
+        return sentence(
+            self.talker + "GNS",
+            [
+                fmt_time(st.time_ns, self.time_decimals),
+                *self._pos(st),
+                modes,
+                f"{used:02d}",
+                _num(st.hdop, 2),
+                _num(st.alt_m, 3),
+                _num(st.geoid_sep_m, 3),
+                "",
+                "",
+                "V",
+            ],
+        )
 
     def _nmea_id(self, sat: Satellite) -> int:
         return sat.svid + 64 if sat.system == "GLO" else sat.svid
@@ -274,7 +350,7 @@ class EpochWriter:
     def _gsa(self, st: EpochState, system: str, used: list[int]) -> list[bytes]:
         out = []
         for start in range(0, max(len(used), 1), 12):
-            ids = [f"{i:02d}" for i in used[start:start + 12]]
+            ids = [f"{i:02d}" for i in used[start : start + 12]]
             ids += [""] * (12 - len(ids))
             fields = ["A", st.fix_type if st.valid else 1, *ids, _num(st.pdop, 2), _num(st.hdop, 2), _num(st.vdop, 2)]
             if self.style == "nmea410":
@@ -296,14 +372,21 @@ class EpochWriter:
                 if not sats and signal == SECOND_BAND.get(system):
                     # the second band tracks the stronger half of the band-1 satellites
                     first = [s for s in st.satellites if s.system == system and s.signal_id == 1]
-                    sats = [dataclasses.replace(s, snr=None if s.snr is None else max(s.snr - 3, 0), signal_id=signal)
-                            for s in first if s.svid % 2 == 1]
+                    sats = [
+                        dataclasses.replace(s, snr=None if s.snr is None else max(s.snr - 3, 0), signal_id=signal)
+                        for s in first
+                        if s.svid % 2 == 1
+                    ]
                 total = (len(sats) + 3) // 4
                 for k in range(total):
                     fields = [total, k + 1, f"{len(sats):02d}"]
-                    for s in sats[4 * k:4 * k + 4]:
-                        fields += [f"{self._nmea_id(s):02d}", "" if s.elev is None else f"{s.elev:02d}",
-                                   "" if s.az is None else f"{s.az:03d}", "" if s.snr is None else f"{s.snr:02d}"]
+                    for s in sats[4 * k : 4 * k + 4]:
+                        fields += [
+                            f"{self._nmea_id(s):02d}",
+                            "" if s.elev is None else f"{s.elev:02d}",
+                            "" if s.az is None else f"{s.az:03d}",
+                            "" if s.snr is None else f"{s.snr:02d}",
+                        ]
                     if self.style == "nmea410":
                         fields.append(f"{signal:X}")
                     out.append(sentence(talkers[system] + "GSV", fields))
@@ -370,52 +453,78 @@ def send_21(dest: str, content: bytes, encoding: str = "gb2312") -> bytes:
     return sentence("CCTXA", [dest, "1", ENCODINGS[encoding], content.hex().upper()])
 
 
-def send_bds3(dest: str, content: bytes, encoding: str = "gb2312", freq_point: int = 2, ack: int = 0,
-              interval_s: int = 0) -> bytes:
+def send_bds3(
+    dest: str, content: bytes, encoding: str = "gb2312", freq_point: int = 2, ack: int = 0, interval_s: int = 0
+) -> bytes:
     """BDS-3 send: `$CCTCQ,dest,freq,ack,encoding,hex,interval` (answered by `$BDFKI,hhmmss,TCQ,...`)."""
     if not dest.isdigit():
         raise ValueError(f"addresses are digits, not {dest!r}")
     return sentence("CCTCQ", [dest, freq_point, ack, ENCODINGS[encoding], content.hex().upper(), interval_s])
 
 
-def txr(sender: str, content: bytes, encoding: int = 0, kind: int = 1, send_time: str = "",
-        talker: str = "BD") -> bytes:
+def txr(
+    sender: str, content: bytes, encoding: int = 0, kind: int = 1, send_time: str = "", talker: str = "BD"
+) -> bytes:
     """Protocol 2.1 received message `$BDTXR,kind,sender,mode,time,content-hex`."""
     return sentence(talker + "TXR", [kind, sender, encoding, send_time, content.hex().upper()])
 
 
-def tci(sender: str, recipient: str, content: bytes, encoding: int = 0, freq_point: int = 2, send_time: str = "",
-        ack: int = 0, talker: str = "BD") -> bytes:
+def tci(
+    sender: str,
+    recipient: str,
+    content: bytes,
+    encoding: int = 0,
+    freq_point: int = 2,
+    send_time: str = "",
+    ack: int = 0,
+    talker: str = "BD",
+) -> bytes:
     """BDS-3 received message `$BDTCI,from,to,freq,time,enc,ack,hex`."""
     return sentence(talker + "TCI", [sender, recipient, freq_point, send_time, encoding, ack, content.hex().upper()])
 
 
-def fki_21(command: str, executed: bool, interval_ok: bool = True, suppression: int = 0, wait_s: int = 0,
-           talker: str = "BD") -> bytes:
+def fki_21(
+    command: str, executed: bool, interval_ok: bool = True, suppression: int = 0, wait_s: int = 0, talker: str = "BD"
+) -> bytes:
     """Protocol 2.1 feedback `$BDFKI,cmd,Y|N,Y|N,suppression,mmss`."""
     mm, ss = divmod(max(0, wait_s), 60)
-    return sentence(talker + "FKI", [command, "Y" if executed else "N", "Y" if interval_ok else "N", suppression,
-                                     f"{min(mm, 99):02d}{ss:02d}"])
+    return sentence(
+        talker + "FKI",
+        [command, "Y" if executed else "N", "Y" if interval_ok else "N", suppression, f"{min(mm, 99):02d}{ss:02d}"],
+    )
 
 
-def fki_bds3(time_ns: int, command: str, executed: bool, reason: int = 0, remaining_s: int = 0,
-             talker: str = "BD") -> bytes:
+def fki_bds3(
+    time_ns: int, command: str, executed: bool, reason: int = 0, remaining_s: int = 0, talker: str = "BD"
+) -> bytes:
     """BDS-3 feedback `$BDFKI,hhmmss,cmd,Y|N,reason,remaining`. Reasons: 1 interval not reached,
     2 suppressed, 3 silent, 4 power unlocked, 5 no card, 6 no permission."""
     return sentence(talker + "FKI", [fmt_time(time_ns, 0), command, "Y" if executed else "N", reason, remaining_s])
 
 
-def ici(card_id: str, serial: str = "0", broadcast_id: str = "0", user_class: int = 1, interval_s: int = 60,
-        level: int = 3, encrypted: bool = False, subordinates: int = 0, talker: str = "BD",
-        formatter: str = "ICI") -> bytes:
+def ici(
+    card_id: str,
+    serial: str = "0",
+    broadcast_id: str = "0",
+    user_class: int = 1,
+    interval_s: int = 60,
+    level: int = 3,
+    encrypted: bool = False,
+    subordinates: int = 0,
+    talker: str = "BD",
+    formatter: str = "ICI",
+) -> bytes:
     """Card information `$BDICI,card,serial,broadcast,class,interval_s,level,E/N,subordinates`
     (formatter "ICP" for the BDS-3 form, same layout)."""
-    return sentence(talker + formatter, [card_id, serial, broadcast_id, user_class, interval_s, level,
-                                         "E" if encrypted else "N", subordinates])
+    return sentence(
+        talker + formatter,
+        [card_id, serial, broadcast_id, user_class, interval_s, level, "E" if encrypted else "N", subordinates],
+    )
 
 
-def pwi(time_ns: int, rdss2: Sequence[tuple[int, int]] = (), s2c: Sequence[tuple[int, int]] = (),
-        talker: str = "BD") -> bytes:
+def pwi(
+    time_ns: int, rdss2: Sequence[tuple[int, int]] = (), s2c: Sequence[tuple[int, int]] = (), talker: str = "BD"
+) -> bytes:
     """Beam status `$BDPWI,hhmmss.ss,n,(beam,power)*n,m,(beam,power)*m` (power 0..4)."""
     fields: list = [fmt_time(time_ns, 2), len(rdss2)]
     for beam, power in rdss2:
@@ -466,9 +575,14 @@ def casic_frame(msg_class: int, msg_id: int, payload: bytes = b"") -> bytes:
         raise ValueError("CASIC payloads are a multiple of 4 bytes")
     ck = (msg_id << 24) + (msg_class << 16) + len(payload)
     for i in range(0, len(payload), 4):
-        ck += int.from_bytes(payload[i:i + 4], "little")
-    return (b"\xba\xce" + len(payload).to_bytes(2, "little") + bytes([msg_class, msg_id]) + payload
-            + (ck & 0xFFFFFFFF).to_bytes(4, "little"))
+        ck += int.from_bytes(payload[i : i + 4], "little")
+    return (
+        b"\xba\xce"
+        + len(payload).to_bytes(2, "little")
+        + bytes([msg_class, msg_id])
+        + payload
+        + (ck & 0xFFFFFFFF).to_bytes(4, "little")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,11 +622,32 @@ def casic_epoch(
             sep = st.geoid_sep_m if st.geoid_sep_m is not None else 0.0
             speed = st.speed_mps if st.speed_mps is not None else 0.0
             course = st.course_deg if st.course_deg is not None else 0.0
-            payload = struct.pack("<IBBBBBBBxfdd12f", rt, pos_valid, pos_valid, 0b111 if st.valid else 0,
-                                  sum(used.values()), used["GPS"], used["BDS"], used["GLO"],
-                                  st.pdop if st.pdop is not None else nan,
-                                  st.lon if st.valid else 0.0, st.lat if st.valid else 0.0,
-                                  alt + sep, sep, 4.0, 9.0, 0.0, 0.0, 0.0, speed, speed, course, 0.04, 1e6)
+            payload = struct.pack(
+                "<IBBBBBBBxfdd12f",
+                rt,
+                pos_valid,
+                pos_valid,
+                0b111 if st.valid else 0,
+                sum(used.values()),
+                used["GPS"],
+                used["BDS"],
+                used["GLO"],
+                st.pdop if st.pdop is not None else nan,
+                st.lon if st.valid else 0.0,
+                st.lat if st.valid else 0.0,
+                alt + sep,
+                sep,
+                4.0,
+                9.0,
+                0.0,
+                0.0,
+                0.0,
+                speed,
+                speed,
+                course,
+                0.04,
+                1e6,
+            )
             out.append(casic_frame(0x01, 0x03, payload))
         elif kind == "DOP":
             vals = [x if x is not None else 99.99 for x in (st.pdop, st.hdop, st.vdop)]
@@ -531,8 +666,17 @@ def casic_epoch(
                     continue
                 body = struct.pack("<IBBBB", rt, len(sats), sum(1 for x in sats if x.used), code, 0)
                 for chn, x in enumerate(sats):
-                    body += struct.pack("<BBBBBbhf", chn, x.svid, 0xC1 if x.used else 0xC0, 0x01, x.snr or 0,
-                                        x.elev if x.elev is not None else -128, x.az if x.az is not None else -1, 0.0)
+                    body += struct.pack(
+                        "<BBBBBbhf",
+                        chn,
+                        x.svid,
+                        0xC1 if x.used else 0xC0,
+                        0x01,
+                        x.snr or 0,
+                        x.elev if x.elev is not None else -128,
+                        x.az if x.az is not None else -1,
+                        0.0,
+                    )
                 out.append(casic_frame(0x01, msg_id, body))
         else:
             raise ValueError(f"unknown CASIC message {kind!r}")
@@ -558,25 +702,59 @@ def ubx_epoch(st: EpochState, messages: Sequence[str] = ("PVT", "DOP", "SAT", "T
             alt_mm = round((st.alt_m or 0.0) * 1000)
             sep_mm = round((st.geoid_sep_m or 0.0) * 1000)
             head = round((st.course_deg or 0.0) * 1e5)
-            payload = struct.pack("<IHBBBBBBIiBBBBiiiiIIiiiiiIIHH", itow, y, mo, d, h, mi, s, 0x07, 20, ns,
-                                  fix_type, flags, 0xE0, used,
-                                  round(st.lon * 1e7) if st.valid and st.lon is not None else 0,
-                                  round(st.lat * 1e7) if st.valid and st.lat is not None else 0,
-                                  alt_mm + sep_mm, alt_mm, 2000, 3000, 0, 0, 0,
-                                  round((st.speed_mps or 0.0) * 1000), head, 200, 18_000_000,
-                                  round(st.pdop * 100) if st.pdop is not None else 9999, 0)
+            payload = struct.pack(
+                "<IHBBBBBBIiBBBBiiiiIIiiiiiIIHH",
+                itow,
+                y,
+                mo,
+                d,
+                h,
+                mi,
+                s,
+                0x07,
+                20,
+                ns,
+                fix_type,
+                flags,
+                0xE0,
+                used,
+                round(st.lon * 1e7) if st.valid and st.lon is not None else 0,
+                round(st.lat * 1e7) if st.valid and st.lat is not None else 0,
+                alt_mm + sep_mm,
+                alt_mm,
+                2000,
+                3000,
+                0,
+                0,
+                0,
+                round((st.speed_mps or 0.0) * 1000),
+                head,
+                200,
+                18_000_000,
+                round(st.pdop * 100) if st.pdop is not None else 9999,
+                0,
+            )
             out.append(ubx_frame(0x01, 0x07, payload + bytes(12)))
         elif kind == "DOP":
             vals = [round(x * 100) if x is not None else 9999 for x in (st.pdop, st.vdop, st.hdop)]
-            out.append(ubx_frame(0x01, 0x04, struct.pack("<I7H", itow, 9999, vals[0], 9999, vals[1], vals[2],
-                                                         9999, 9999)))
+            out.append(
+                ubx_frame(0x01, 0x04, struct.pack("<I7H", itow, 9999, vals[0], 9999, vals[1], vals[2], 9999, 9999))
+            )
         elif kind == "SAT":
             sats = [x for x in st.satellites if x.system in _UBX_GNSS_IDS and x.signal_id == 1]
             body = struct.pack("<IBBH", itow, 1, len(sats), 0)
             for x in sats:
                 flags = 0x04 | (0x08 if x.used else 0) | 0x10
-                body += struct.pack("<BBBbhhI", _UBX_GNSS_IDS[x.system], x.svid, x.snr or 0,
-                                    x.elev if x.elev is not None else -91, x.az if x.az is not None else -1, 0, flags)
+                body += struct.pack(
+                    "<BBBbhhI",
+                    _UBX_GNSS_IDS[x.system],
+                    x.svid,
+                    x.snr or 0,
+                    x.elev if x.elev is not None else -91,
+                    x.az if x.az is not None else -1,
+                    0,
+                    flags,
+                )
             out.append(ubx_frame(0x01, 0x35, body))
         elif kind == "TIMEUTC":
             out.append(ubx_frame(0x01, 0x21, struct.pack("<IIiHBBBBBB", itow, 20, ns, y, mo, d, h, mi, s, 0x07)))

@@ -88,8 +88,14 @@ PROTOCOLS = ("auto", "nmea", "casic", "ubx")
 KINDS = {1: "normal", 2: "express", 3: "broadcast", 4: "query", 5: "query_reply"}
 ENCODINGS = {0: "gb2312", 1: "code", 2: "mixed"}
 # BDS-3 `$BDFKI` reasons
-FEEDBACK_CODES = {1: "interval_not_reached", 2: "suppressed", 3: "silent", 4: "power_unlocked", 5: "no_card",
-                  6: "no_permission"}
+FEEDBACK_CODES = {
+    1: "interval_not_reached",
+    2: "suppressed",
+    3: "silent",
+    4: "power_unlocked",
+    5: "no_card",
+    6: "no_permission",
+}
 FEEDBACK_TEXT = {
     "interval_not_reached": "the card's service interval has not passed",
     "suppressed": "transmission suppressed",
@@ -175,10 +181,21 @@ class ReceiverProtocol:
     unless given bytes-like data.
     """
 
-    def __init__(self, device_id: str, *, epoch_period_s: float = 1.0, hdop_limit: float = 5.0, min_sats: int = 4,
-                 stale_periods: float = 3.0, silent_s: float = 2.0, sky_decimation: int = 5,
-                 require_checksum: bool = False, protocol: str = "auto", on_rdss: Callable[[object], None] | None = None,
-                 implementation: Any = None) -> None:  # framing, or a namespace of framing.implementations()
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        epoch_period_s: float = 1.0,
+        hdop_limit: float = 5.0,
+        min_sats: int = 4,
+        stale_periods: float = 3.0,
+        silent_s: float = 2.0,
+        sky_decimation: int = 5,
+        require_checksum: bool = False,
+        protocol: str = "auto",
+        on_rdss: Callable[[object], None] | None = None,
+        implementation: Any = None,
+    ) -> None:  # framing, or a namespace of framing.implementations()
         if not epoch_period_s > 0:
             raise ValueError(f"epoch_period_s must be > 0, not {epoch_period_s}")
         if not hdop_limit > 0:
@@ -222,9 +239,18 @@ class ReceiverProtocol:
         self._flush_ns = int(self.epoch_period_s * 0.5e9)
         # the per-epoch part (source choice, fix/state/sky publications) runs in the hot path
         self._publisher = implementation.FixPublisher(
-            Publication, implementation.Epoch, implementation.BinaryFrame, implementation.BinaryEpoch, self._binary,
-            handlers, hdop_limit=self.hdop_limit, min_sats=self.min_sats, sky_decimation=self.sky_decimation,
-            stale_ns=self._stale_ns, protocol=protocol)
+            Publication,
+            implementation.Epoch,
+            implementation.BinaryFrame,
+            implementation.BinaryEpoch,
+            self._binary,
+            handlers,
+            hdop_limit=self.hdop_limit,
+            min_sats=self.min_sats,
+            sky_decimation=self.sky_decimation,
+            stale_ns=self._stale_ns,
+            protocol=protocol,
+        )
         self.card: CardInfo | None = None
         self.beams: BeamStatus | None = None
         self.rdss_events: collections.deque = collections.deque(maxlen=_EVENTS_KEPT)
@@ -376,12 +402,27 @@ class ReceiverProtocol:
         raw, text = decode_content(m.content, m.encoding)
         encoding = ENCODINGS.get(m.encoding, f"encoding_{m.encoding}")
         if type(m) is self._impl.TCI:
-            payload = {"sender": m.sender, "kind": "normal", "encoding": encoding, "text": text, "raw": raw,
-                       "send_time": m.send_time, "recipient": m.recipient, "freq_point": m.freq_point,
-                       "protocol": "bds3"}
+            payload = {
+                "sender": m.sender,
+                "kind": "normal",
+                "encoding": encoding,
+                "text": text,
+                "raw": raw,
+                "send_time": m.send_time,
+                "recipient": m.recipient,
+                "freq_point": m.freq_point,
+                "protocol": "bds3",
+            }
         else:
-            payload = {"sender": m.sender, "kind": KINDS.get(m.kind, f"kind_{m.kind}"), "encoding": encoding,
-                       "text": text, "raw": raw, "send_time": m.send_time, "protocol": "2.1"}
+            payload = {
+                "sender": m.sender,
+                "kind": KINDS.get(m.kind, f"kind_{m.kind}"),
+                "encoding": encoding,
+                "text": text,
+                "raw": raw,
+                "send_time": m.send_time,
+                "protocol": "2.1",
+            }
         pubs.append(Publication("message", payload, self._device_ns))
 
     def _event(self, event: object) -> None:
@@ -397,8 +438,18 @@ class ReceiverProtocol:
         self._event(RdssFeedback(m.command, ok, code, reason, wait_s, m.form, self._device_ns))
 
     def _card(self, m: Any, pubs: list[Publication]) -> None:
-        self.card = CardInfo(m.card_id, m.serial, m.broadcast_id, m.user_class, m.interval_s, m.level, m.encrypted,
-                             m.subordinates, "bds3" if type(m) is self._impl.ICP else "2.1", self._device_ns)
+        self.card = CardInfo(
+            m.card_id,
+            m.serial,
+            m.broadcast_id,
+            m.user_class,
+            m.interval_s,
+            m.level,
+            m.encrypted,
+            m.subordinates,
+            "bds3" if type(m) is self._impl.ICP else "2.1",
+            self._device_ns,
+        )
         self._event(self.card)
 
     def _beams(self, m: Any, pubs: list[Publication]) -> None:

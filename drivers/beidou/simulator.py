@@ -180,8 +180,17 @@ class Sky:
         for system in systems:
             for svid in sorted(rng.sample(range(1, SVID_RANGE[system] + 1), IN_VIEW[system])):
                 # (system, svid, mean elevation, elevation swing, azimuth at t=0, phase, signal offset)
-                self._sats.append((system, svid, rng.uniform(12, 70), rng.uniform(3, 12), rng.uniform(0, 360),
-                                   rng.uniform(0, 2 * math.pi), rng.uniform(-4, 4)))
+                self._sats.append(
+                    (
+                        system,
+                        svid,
+                        rng.uniform(12, 70),
+                        rng.uniform(3, 12),
+                        rng.uniform(0, 360),
+                        rng.uniform(0, 2 * math.pi),
+                        rng.uniform(-4, 4),
+                    )
+                )
 
     def at(self, t: float, *, tunnel: bool = False, weak: bool = False) -> list[w.Satellite]:
         out = []
@@ -225,8 +234,16 @@ class RdssCard:
     power_locked, mute (answer nothing, to make a host time out).
     """
 
-    def __init__(self, protocol: str = "2.1", card_id: str = "0245678", interval_s: int = 60, level: int = 3,
-                 serial: str = "02097151", broadcast_id: str = "0000011", user_class: int = 6):
+    def __init__(
+        self,
+        protocol: str = "2.1",
+        card_id: str = "0245678",
+        interval_s: int = 60,
+        level: int = 3,
+        serial: str = "02097151",
+        broadcast_id: str = "0000011",
+        user_class: int = 6,
+    ):
         if protocol not in ("2.1", "bds3"):
             raise ValueError(f"protocol must be '2.1' or 'bds3', not {protocol!r}")
         if not (card_id.isdigit() and len(card_id) == 7):
@@ -280,8 +297,17 @@ class RdssCard:
             if self.protocol == "bds3":
                 return w.fki_bds3(now_ns, command, False, REASON_NO_CARD, 0)
             return w.fki_21(command, False)
-        return w.ici(self.card_id, self.serial, self.broadcast_id, self.user_class, self.interval_s, self.level,
-                     False, 0, formatter=formatter)
+        return w.ici(
+            self.card_id,
+            self.serial,
+            self.broadcast_id,
+            self.user_class,
+            self.interval_s,
+            self.level,
+            False,
+            0,
+            formatter=formatter,
+        )
 
     def _content(self, hex_text: str) -> bytes | None:
         try:
@@ -498,13 +524,34 @@ class ReceiverSimulator:
     EpochState). Call start() and stop() on a running loop; the controls work in between.
     """
 
-    def __init__(self, transport: str = "pty", *, rate: float = 1.0, talker: str = "GN", systems=None,
-                 noise: bool = False, rdss: str | None = "2.1", interval_s: int = 60, card_id: str = "0245678",
-                 level: int = 3, seed: int = 2024, origin=DEFAULT_CENTRE, link: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0, banner_s: float = 10.0, firmware: str = "TWSIM-BD,V2.3.1",
-                 noise_rate: float = 0.35, fki_delay_s: float = 0.05, keep_epochs: int = 4096,
-                 message_every_s: float = 0.0, message_sender: str = "0166166", dual_band: bool = False,
-                 order=None, binary: str | None = None):
+    def __init__(
+        self,
+        transport: str = "pty",
+        *,
+        rate: float = 1.0,
+        talker: str = "GN",
+        systems=None,
+        noise: bool = False,
+        rdss: str | None = "2.1",
+        interval_s: int = 60,
+        card_id: str = "0245678",
+        level: int = 3,
+        seed: int = 2024,
+        origin=DEFAULT_CENTRE,
+        link: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        banner_s: float = 10.0,
+        firmware: str = "TWSIM-BD,V2.3.1",
+        noise_rate: float = 0.35,
+        fki_delay_s: float = 0.05,
+        keep_epochs: int = 4096,
+        message_every_s: float = 0.0,
+        message_sender: str = "0166166",
+        dual_band: bool = False,
+        order=None,
+        binary: str | None = None,
+    ):
         if transport not in ("pty", "tcp"):
             raise ValueError(f"transport must be 'pty' or 'tcp', not {transport!r}")
         if talker not in TALKERS:
@@ -540,9 +587,14 @@ class ReceiverSimulator:
             raise ValueError(f"binary must be 'casic', 'ubx' or None, not {binary!r}")
         self.binary = binary
         self._boot_ns = time.time_ns()  # CASIC runTime counts from here
-        self.writer = w.EpochWriter(style, solution_talker, time_decimals=time_decimals,
-                                    latlon_decimals=latlon_decimals, dual_band=dual_band,
-                                    order=tuple(order) if order else w.EpochWriter.DEFAULT_ORDER)
+        self.writer = w.EpochWriter(
+            style,
+            solution_talker,
+            time_decimals=time_decimals,
+            latlon_decimals=latlon_decimals,
+            dual_band=dual_band,
+            order=tuple(order) if order else w.EpochWriter.DEFAULT_ORDER,
+        )
         self.route = CityLoop(origin)
         self.rng = random.Random(seed)
         self.sky = Sky(systems, random.Random(seed + 1))
@@ -563,8 +615,11 @@ class ReceiverSimulator:
         self.epochs: collections.OrderedDict[int, w.EpochState] = collections.OrderedDict()
         self.keep_epochs = keep_epochs
         self.loop: asyncio.AbstractEventLoop  # set by start()
-        self._pty = (PtyLine(self._host_bytes, link=str(link) if link else None, on_overrun=self._overrun,
-                             on_lost=self._overrun) if transport == "pty" else None)
+        self._pty = (
+            PtyLine(self._host_bytes, link=str(link) if link else None, on_overrun=self._overrun, on_lost=self._overrun)
+            if transport == "pty"
+            else None
+        )
         self._tcp = _TcpLine(self, host, port) if transport == "tcp" else None
         self._tasks: list[asyncio.Task] = []
         self._reopen: asyncio.TimerHandle | None = None
@@ -653,8 +708,14 @@ class ReceiverSimulator:
         """Write nothing at all (the card does not answer either) until called with False."""
         self.silent = on
 
-    def inject_message(self, text: str | None = None, data: bytes | None = None, sender: str = "0166166",
-                       encoding: str = "gb2312", kind: int = 1) -> bytes:
+    def inject_message(
+        self,
+        text: str | None = None,
+        data: bytes | None = None,
+        sender: str = "0166166",
+        encoding: str = "gb2312",
+        kind: int = 1,
+    ) -> bytes:
         """Make the card receive a message (GB2312 text by default); returns the sentence written.
         Raises RuntimeError without an RDSS card, ValueError for text the encoding cannot carry."""
         if self.card is None:
@@ -700,9 +761,19 @@ class ReceiverSimulator:
         if self.weak:
             hdop = round(hdop * 2.2, 2)
         return w.EpochState(
-            time_ns, lat=lat, lon=lon, alt_m=round(self.route.altitude(t), 3), geoid_sep_m=self.route.geoid_sep_m,
-            speed_mps=speed, course_deg=course, quality=1, fix_type=3 if used >= 4 else 2, hdop=hdop,
-            pdop=round(hdop * 1.7, 2), vdop=round(hdop * 1.35, 2), satellites=sats,
+            time_ns,
+            lat=lat,
+            lon=lon,
+            alt_m=round(self.route.altitude(t), 3),
+            geoid_sep_m=self.route.geoid_sep_m,
+            speed_mps=speed,
+            course_deg=course,
+            quality=1,
+            fix_type=3 if used >= 4 else 2,
+            hdop=hdop,
+            pdop=round(hdop * 1.7, 2),
+            vdop=round(hdop * 1.35, 2),
+            satellites=sats,
         )
 
     def epoch_at(self, time_ns: int) -> w.EpochState | None:
@@ -749,7 +820,7 @@ class ReceiverSimulator:
             if frames:
                 mixed = []
                 for i in range(max(len(sentences), len(frames))):
-                    mixed += frames[i:i + 1] + sentences[i:i + 1]
+                    mixed += frames[i : i + 1] + sentences[i : i + 1]
                 self._write(b"".join(mixed), 0)
             else:
                 self._write(b"".join(sentences), 0)
@@ -934,41 +1005,92 @@ def build_parser() -> argparse.ArgumentParser:
         description="A BeiDou receiver with an RDSS short-message card, on a pty or a TCP port.",
     )
     ap.add_argument("--transport", choices=("pty", "tcp"), default="pty", help="line type (default pty)")
-    ap.add_argument("--rate", type=float, default=1.0, metavar="HZ", help="epochs per second: 1, 2, 5, 10... (default 1)")
-    ap.add_argument("--talker", choices=tuple(TALKERS), default="GN",
-                    help="BD: BD 410004 BeiDou-only module; GB: NMEA 4.11 BeiDou-only; GN: multi-constellation (default)")
-    ap.add_argument("--systems", type=_systems, default=None, metavar="LIST",
-                    help="constellations in view, e.g. BDS,GPS (default: by talker)")
-    ap.add_argument("--noise", action="store_true", help="bad checksums, cut lines, $$, \\r\\r\\n, garbage, binary frames")
-    ap.add_argument("--dual-band", action="store_true",
-                    help="a dual-frequency receiver: two GSA per constellation, GSV for signals 1 and 7/8")
-    ap.add_argument("--order", choices=tuple(ORDERS), default="usual",
-                    help="sentence order of an epoch: usual (RMC VTG GGA GSA GSV GLL ZDA), position (GGA RMC GSA GSV), "
-                         "satellites (GSA GSV GGA RMC), between (GST and ZDA between the others)")
-    ap.add_argument("--binary", choices=("none", "casic", "ubx"), default="none",
-                    help="also send CASIC or UBX navigation frames every epoch, interleaved with NMEA (default none)")
+    ap.add_argument(
+        "--rate", type=float, default=1.0, metavar="HZ", help="epochs per second: 1, 2, 5, 10... (default 1)"
+    )
+    ap.add_argument(
+        "--talker",
+        choices=tuple(TALKERS),
+        default="GN",
+        help="BD: BD 410004 BeiDou-only module; GB: NMEA 4.11 BeiDou-only; GN: multi-constellation (default)",
+    )
+    ap.add_argument(
+        "--systems",
+        type=_systems,
+        default=None,
+        metavar="LIST",
+        help="constellations in view, e.g. BDS,GPS (default: by talker)",
+    )
+    ap.add_argument(
+        "--noise", action="store_true", help="bad checksums, cut lines, $$, \\r\\r\\n, garbage, binary frames"
+    )
+    ap.add_argument(
+        "--dual-band",
+        action="store_true",
+        help="a dual-frequency receiver: two GSA per constellation, GSV for signals 1 and 7/8",
+    )
+    ap.add_argument(
+        "--order",
+        choices=tuple(ORDERS),
+        default="usual",
+        help="sentence order of an epoch: usual (RMC VTG GGA GSA GSV GLL ZDA), position (GGA RMC GSA GSV), "
+        "satellites (GSA GSV GGA RMC), between (GST and ZDA between the others)",
+    )
+    ap.add_argument(
+        "--binary",
+        choices=("none", "casic", "ubx"),
+        default="none",
+        help="also send CASIC or UBX navigation frames every epoch, interleaved with NMEA (default none)",
+    )
     ap.add_argument("--rdss", choices=("2.1", "bds3", "none"), default="2.1", help="RDSS card protocol (default 2.1)")
     ap.add_argument("--interval", type=int, default=60, metavar="S", help="the card's service interval (default 60)")
     ap.add_argument("--card", default="0245678", metavar="ID", help="the card's 7-digit id")
     ap.add_argument("--level", type=int, choices=sorted(LEVEL_BITS), default=3, help="the card's communication level")
     ap.add_argument("--host", default="127.0.0.1", help="with --transport tcp: address to listen on")
     ap.add_argument("--port", type=int, default=0, help="with --transport tcp: port (default: any free one)")
-    ap.add_argument("--link", default=None, metavar="PATH", help="with --transport pty: a symlink kept pointing at the pty")
-    ap.add_argument("--centre", type=_centre, default=DEFAULT_CENTRE, metavar="LAT,LON",
-                    help="where the drive starts (default 27.8297,112.9443: Xiangtan)")
+    ap.add_argument(
+        "--link", default=None, metavar="PATH", help="with --transport pty: a symlink kept pointing at the pty"
+    )
+    ap.add_argument(
+        "--centre",
+        type=_centre,
+        default=DEFAULT_CENTRE,
+        metavar="LAT,LON",
+        help="where the drive starts (default 27.8297,112.9443: Xiangtan)",
+    )
     ap.add_argument("--seed", type=int, default=2024)
-    ap.add_argument("--message-every", type=float, default=0.0, metavar="S",
-                    help="receive a GB2312 message from the command centre every S seconds (default never)")
-    ap.add_argument("--stats-interval", type=float, default=0.0, metavar="S", help="print counters to stderr every S seconds")
+    ap.add_argument(
+        "--message-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="receive a GB2312 message from the command centre every S seconds (default never)",
+    )
+    ap.add_argument(
+        "--stats-interval", type=float, default=0.0, metavar="S", help="print counters to stderr every S seconds"
+    )
     return ap
 
 
 async def _amain(args) -> dict:
     sim = ReceiverSimulator(
-        args.transport, rate=args.rate, talker=args.talker, systems=args.systems, noise=args.noise,
-        rdss=None if args.rdss == "none" else args.rdss, interval_s=args.interval, card_id=args.card,
-        level=args.level, seed=args.seed, origin=args.centre, link=args.link, host=args.host, port=args.port,
-        message_every_s=args.message_every, dual_band=args.dual_band, order=args.order,
+        args.transport,
+        rate=args.rate,
+        talker=args.talker,
+        systems=args.systems,
+        noise=args.noise,
+        rdss=None if args.rdss == "none" else args.rdss,
+        interval_s=args.interval,
+        card_id=args.card,
+        level=args.level,
+        seed=args.seed,
+        origin=args.centre,
+        link=args.link,
+        host=args.host,
+        port=args.port,
+        message_every_s=args.message_every,
+        dual_band=args.dual_band,
+        order=args.order,
         binary=None if args.binary == "none" else args.binary,
     )
     return await serve_simulator(
@@ -995,9 +1117,16 @@ async def _amain(args) -> dict:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        ReceiverSimulator(args.transport, rate=args.rate, talker=args.talker, systems=args.systems,
-                          rdss=None if args.rdss == "none" else args.rdss, interval_s=args.interval,
-                          card_id=args.card, level=args.level)
+        ReceiverSimulator(
+            args.transport,
+            rate=args.rate,
+            talker=args.talker,
+            systems=args.systems,
+            rdss=None if args.rdss == "none" else args.rdss,
+            interval_s=args.interval,
+            card_id=args.card,
+            level=args.level,
+        )
     except ValueError as exc:
         print(f"tianwang simulate beidou: {exc}", file=sys.stderr)
         return 2

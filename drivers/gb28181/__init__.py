@@ -53,30 +53,57 @@ def _spec() -> DriverSpec:
         kind="listener",
         transports=("udp", "tcp"),
         actions=(
-            ActionSpec("ptz_move", "on a channel (or a device): pan/tilt/zoom at these velocities, stopped after "
-                       "duration_s (the stop is always sent)",
-                       {**_PTZ, "duration_s": "seconds before the stop (default 1, at most 60)"}),
+            ActionSpec(
+                "ptz_move",
+                "on a channel (or a device): pan/tilt/zoom at these velocities, stopped after "
+                "duration_s (the stop is always sent)",
+                {**_PTZ, "duration_s": "seconds before the stop (default 1, at most 60)"},
+            ),
             ActionSpec("ptz_stop", "stop any pan/tilt/zoom move"),
-            ActionSpec("preset_set", "store the current position as a preset", {**_PRESET, "name": "ignored (GB presets have no name)"}),
+            ActionSpec(
+                "preset_set",
+                "store the current position as a preset",
+                {**_PRESET, "name": "ignored (GB presets have no name)"},
+            ),
             ActionSpec("preset_goto", "move to a stored preset", dict(_PRESET)),
             ActionSpec("preset_delete", "delete a stored preset", dict(_PRESET)),
             ActionSpec("preset_list", "the stored presets (PresetQuery)", needs_control=False),
-            ActionSpec("reset_alarm", "ResetAlarm, so the device reports its next alarm",
-                       {"method": "alarm method 1-7 (optional)", "type": "alarm type (optional)"}),
-            ActionSpec("record_query", "the recordings between start and end (RecordInfo)",
-                       {"start": "epoch seconds or yyyy-MM-ddTHH:mm:ss Beijing time (default: a day ago)",
-                        "end": "the same (default: now)", "type": "all, time, alarm or manual (default all)"},
-                       needs_control=False),
+            ActionSpec(
+                "reset_alarm",
+                "ResetAlarm, so the device reports its next alarm",
+                {"method": "alarm method 1-7 (optional)", "type": "alarm type (optional)"},
+            ),
+            ActionSpec(
+                "record_query",
+                "the recordings between start and end (RecordInfo)",
+                {
+                    "start": "epoch seconds or yyyy-MM-ddTHH:mm:ss Beijing time (default: a day ago)",
+                    "end": "the same (default: now)",
+                    "type": "all, time, alarm or manual (default all)",
+                },
+                needs_control=False,
+            ),
             ActionSpec("device_info", "DeviceInfo: name, manufacturer, model, firmware, inputs", needs_control=False),
             ActionSpec("device_status", "DeviceStatus: online, status, recording, alarm inputs", needs_control=False),
             ActionSpec("catalog", "query the catalog again; the channels and tree nodes it holds", needs_control=False),
             ActionSpec("reboot", "TeleBoot: restart the device", needs_reason=True),
-            ActionSpec("play", "live video: INVITE the channel to send RTP (PS) to host:port; result: ssrc, sdp, "
-                       "call_id", {"host": "the media receiver's IP address", "port": "its port",
-                                   "transport": "udp or tcp (default udp)"}),
-            ActionSpec("stop_play", "BYE: end a live video call", {"call_id": "the call (default: every call of the target)"}),
-            ActionSpec("registrations", "on the listener: every registration (ID, address, transport, expiry, "
-                       "version), without passwords", needs_control=False),
+            ActionSpec(
+                "play",
+                "live video: INVITE the channel to send RTP (PS) to host:port; result: ssrc, sdp, call_id",
+                {
+                    "host": "the media receiver's IP address",
+                    "port": "its port",
+                    "transport": "udp or tcp (default udp)",
+                },
+            ),
+            ActionSpec(
+                "stop_play", "BYE: end a live video call", {"call_id": "the call (default: every call of the target)"}
+            ),
+            ActionSpec(
+                "registrations",
+                "on the listener: every registration (ID, address, transport, expiry, version), without passwords",
+                needs_control=False,
+            ),
         ),
         description="GB/T 28181-2016/2022 devices (cameras, NVRs, 4G units) registering over SIP (UDP and TCP)",
         simulator="tianwang.drivers.gb28181.simulator:main",

@@ -64,7 +64,9 @@ class CatalogCollector:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, device_id: str, sn: int, sum_num: int, items: Iterable[CatalogItem], now: float) -> CatalogResult | None:
+    def add(
+        self, device_id: str, sn: int, sum_num: int, items: Iterable[CatalogItem], now: float
+    ) -> CatalogResult | None:
         """One chunk: (SumNum, items) as `manscdp.catalog_items` read them. Items need `.device_id`."""
         key = (device_id, sn)
         done = self._done.get(key)
@@ -326,7 +328,9 @@ def build_catalog_chunks(
         return [manscdp.build(root, "Catalog", sn, device_id, {"SumNum": total}, charset=charset)]
 
     def body(chunk: list[dict[str, Any]]) -> bytes:
-        return manscdp.build(root, "Catalog", sn, device_id, {"SumNum": total, "DeviceList": manscdp.item_list(chunk)}, charset=charset)
+        return manscdp.build(
+            root, "Catalog", sn, device_id, {"SumNum": total, "DeviceList": manscdp.item_list(chunk)}, charset=charset
+        )
 
     empty = len(body([])) + 4  # the Num attribute's extra digits
     sizes = [len(body([f])) - len(body([])) for f in fields]

@@ -118,7 +118,9 @@ def _send_stop(lst: Gb28181Listener, dev: _Device, target: str) -> asyncio.Futur
     return lst.send_body(dev, out, target)
 
 
-async def ptz_move(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def ptz_move(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     _only("ptz_move", args, ("pan", "tilt", "zoom", "duration_s"))
     pan, tilt, zoom = (_velocity(args, k) for k in ("pan", "tilt", "zoom"))
     try:
@@ -148,14 +150,18 @@ async def ptz_move(lst: Gb28181Listener, dev: _Device, target: str, args: dict[s
     return {"target": target, "moved_s": round(moved, 3), "pan": pan, "tilt": tilt, "zoom": zoom, "ptz_cmd": cmd}
 
 
-async def ptz_stop(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def ptz_stop(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     _only("ptz_stop", args, ())
     cmd = ptz.stop_cmd()
     await _control(lst, dev, target, [("PTZCmd", cmd)], timeout, "PTZ stop")
     return {"target": target, "ptz_cmd": cmd}
 
 
-async def preset(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float, op: str) -> dict[str, Any]:
+async def preset(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float, op: str
+) -> dict[str, Any]:
     action = f"preset_{op}"
     _only(action, args, ("token", "name") if op == "set" else ("token",))
     number = _number(args, "token", 1, 255)
@@ -164,17 +170,18 @@ async def preset(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str
     return {"target": target, "token": str(number), "ptz_cmd": cmd}
 
 
-async def preset_list(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def preset_list(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     _only("preset_list", args, ())
     answer = await lst.ask(dev, dev.session.query("PresetQuery", target), timeout, target)
-    presets = [
-        {"token": str(p.preset_id), "name": p.name or ""}
-        for p in manscdp.preset_items(answer)
-    ]
+    presets = [{"token": str(p.preset_id), "name": p.name or ""} for p in manscdp.preset_items(answer)]
     return {"target": target, "presets": presets}
 
 
-async def reset_alarm(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def reset_alarm(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     _only("reset_alarm", args, ("method", "type"))
     method = _number(args, "method", 1, 7) if "method" in args else None
     alarm_type = _number(args, "type", 0, 99) if "type" in args else None
@@ -187,7 +194,9 @@ def _result(msg: manscdp.Message) -> str:
     return manscdp.response_result(msg) or "OK"
 
 
-async def record_query(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def record_query(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     _only("record_query", args, ("start", "end", "type"))
     now = time.time()
     start = _time_arg(args, "start", now - 86400)
@@ -195,26 +204,40 @@ async def record_query(lst: Gb28181Listener, dev: _Device, target: str, args: di
     kind = str(args.get("type", "all"))
     if kind not in RECORD_TYPES:
         raise CommandError("INVALID", f"type must be one of {', '.join(RECORD_TYPES)}")
-    out = dev.session.query("RecordInfo", target, [("StartTime", start), ("EndTime", end), ("Secrecy", "0"),
-                                                    ("Type", kind)])
+    out = dev.session.query(
+        "RecordInfo", target, [("StartTime", start), ("EndTime", end), ("Secrecy", "0"), ("Type", kind)]
+    )
     sum_num, items, complete = await lst.ask(dev, out, timeout, target)
-    return {"target": target, "start": start, "end": end, "type": kind, "sum_num": sum_num, "complete": complete,
-            "records": _plain(items)}
+    return {
+        "target": target,
+        "start": start,
+        "end": end,
+        "type": kind,
+        "sum_num": sum_num,
+        "complete": complete,
+        "records": _plain(items),
+    }
 
 
-async def device_info(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def device_info(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     _only("device_info", args, ())
     answer = await lst.ask(dev, dev.session.query("DeviceInfo", target), timeout, target)
     return {"target": target, **_plain(manscdp.device_info(answer))}
 
 
-async def device_status(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def device_status(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     _only("device_status", args, ())
     answer = await lst.ask(dev, dev.session.query("DeviceStatus", target), timeout, target)
     return {"target": target, **_plain(manscdp.device_status(answer))}
 
 
-async def catalog(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def catalog(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     _only("catalog", args, ())
     result = await lst.ask(dev, dev.session.query("Catalog"), timeout)
     return {
@@ -226,7 +249,9 @@ async def catalog(lst: Gb28181Listener, dev: _Device, target: str, args: dict[st
     }
 
 
-async def reboot(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def reboot(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     _only("reboot", args, ())
     await _control(lst, dev, target, [("TeleBoot", "Boot")], timeout, "TeleBoot")
     return {"target": target, "rebooting": True}
@@ -238,7 +263,9 @@ async def play(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, 
     return await lst.media.play(dev, target, args, timeout)
 
 
-async def stop_play(lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def stop_play(
+    lst: Gb28181Listener, dev: _Device, target: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
     if lst.media is None:
         raise CommandError("OFFLINE", f"{lst.ctx.device_id} is not running")
     return await lst.media.stop_play(dev, target, args, timeout)
@@ -289,6 +316,9 @@ async def on_listener(lst: Gb28181Listener, action: str, args: dict[str, Any], t
             out.append({"id": dev_id, **rec, "state": dev.session.state.value if dev is not None else "OFFLINE"})
         return {"persistent": lst.registry.path is not None, "devices": out}
     if action in ACTIONS:
-        raise CommandError("UNSUPPORTED", f"{lst.ctx.device_id} is a listener: send {action} to a device or channel "
-                           f"(tianwang devices --family camera lists them)")
+        raise CommandError(
+            "UNSUPPORTED",
+            f"{lst.ctx.device_id} is a listener: send {action} to a device or channel "
+            f"(tianwang devices --family camera lists them)",
+        )
     raise CommandError("UNSUPPORTED", f"the gb28181 listener takes registrations, not {action!r}")

@@ -77,12 +77,12 @@ class KeepaliveConfig(Model):
 
 class ExpiresConfig(Model):
     min_s: int = Field(
-        default=3600, ge=60, le=86400 * 7,
+        default=3600,
+        ge=60,
+        le=86400 * 7,
         description="a REGISTER asking less gets 423 with `Min-Expires` (the standard: not under 3600 s)",
     )
-    max_s: int = Field(
-        default=86400, ge=60, le=86400 * 7, description="a REGISTER asking more is granted this much"
-    )
+    max_s: int = Field(default=86400, ge=60, le=86400 * 7, description="a REGISTER asking more is granted this much")
 
     @model_validator(mode="after")
     def _order(self) -> Self:
@@ -95,7 +95,8 @@ class AlarmSubscribeConfig(Model):
     start_priority: int = Field(default=1, ge=1, le=4, description="the most urgent priority asked for (1 = first)")
     end_priority: int = Field(default=4, ge=1, le=4, description="the least urgent priority asked for")
     method: str = Field(
-        default="", pattern=r"^[1-7]{0,7}$",
+        default="",
+        pattern=r"^[1-7]{0,7}$",
         description="alarm methods asked for, as the standard writes them (`25` = device and video); empty = all",
     )
 
@@ -106,16 +107,20 @@ class MobilePositionConfig(Model):
 
 class SubscribeConfig(Model):
     catalog: bool = Field(
-        default=True, description="query the catalog at registration and subscribe to its changes (ADD, DEL, ON, OFF...)"
+        default=True,
+        description="query the catalog at registration and subscribe to its changes (ADD, DEL, ON, OFF...)",
     )
     alarm: AlarmSubscribeConfig | None = Field(
         default=None, description="subscribe to alarms with these filters; null = take the alarms devices send anyway"
     )
     mobile_position: MobilePositionConfig | None = Field(
-        default=None, description="subscribe every device to its mobile position at this interval; null = no subscription"
+        default=None,
+        description="subscribe every device to its mobile position at this interval; null = no subscription",
     )
     expires_s: int = Field(
-        default=3600, ge=60, le=86400,
+        default=3600,
+        ge=60,
+        le=86400,
         description="subscriptions asked for this long, refreshed in their dialog before they run out",
     )
 
@@ -138,7 +143,9 @@ class GbDeviceConfig(SecretsModel):
     charset: Literal["GB2312", "GBK", "GB18030", "UTF-8"] | None = Field(
         default=None, description="the charset of what is sent to it; null = the listener's `charset`"
     )
-    name: str = Field(default="", max_length=128, description="a name for ListDevices (the device's own name otherwise)")
+    name: str = Field(
+        default="", max_length=128, description="a name for ListDevices (the device's own name otherwise)"
+    )
 
 
 def read_devices_file(path: str, strict: bool, default_password: bool = True) -> list[GbDeviceConfig]:
@@ -195,9 +202,12 @@ class Gb28181Config(SecretsModel, ListenerConfig):
 
     __secrets__: ClassVar = ("password",)
 
-    server_id: str = Field(description="the gateway's own 20-digit SIP ID (type 200), as devices are told to register to")
+    server_id: str = Field(
+        description="the gateway's own 20-digit SIP ID (type 200), as devices are told to register to"
+    )
     domain: str | None = Field(
-        default=None, pattern=r"^[0-9]{8,20}$",
+        default=None,
+        pattern=r"^[0-9]{8,20}$",
         description="the SIP domain and digest realm; null = the first 10 digits of `server_id`",
     )
     password: SecretStr | None = Field(
@@ -215,7 +225,8 @@ class Gb28181Config(SecretsModel, ListenerConfig):
     )
     devices: tuple[GbDeviceConfig, ...] = Field(default=(), description="known devices (passwords as _env or _file)")
     devices_file: str | None = Field(
-        default=None, description="a YAML list of known devices with their passwords inline (`id`, `password`, "
+        default=None,
+        description="a YAML list of known devices with their passwords inline (`id`, `password`, "
         "`datum`, `charset`, `name`)",
     )
     registrations_file: str | None = Field(
@@ -225,22 +236,27 @@ class Gb28181Config(SecretsModel, ListenerConfig):
     )
     digest_qop: bool = Field(
         default=True,
-        description="offer `qop=\"auth\"` in the digest challenge (devices answering without qop are taken either "
+        description='offer `qop="auth"` in the digest challenge (devices answering without qop are taken either '
         "way); false for devices that cannot parse it",
     )
     keepalive: KeepaliveConfig = Field(default=KeepaliveConfig(), description="liveness from keepalives")
     expires: ExpiresConfig = Field(default=ExpiresConfig(), description="registration lifetimes granted")
-    subscribe: SubscribeConfig = Field(default=SubscribeConfig(), description="what is asked of a device once it registers")
+    subscribe: SubscribeConfig = Field(
+        default=SubscribeConfig(), description="what is asked of a device once it registers"
+    )
     datum: Literal["wgs84", "gcj02"] = Field(
         default="wgs84",
         description="the datum devices report positions in: `gcj02` positions are converted to WGS-84 "
         "(the payload's `datum` says what was received)",
     )
     charset: Literal["GB2312", "GBK", "GB18030", "UTF-8"] = Field(
-        default="GB2312", description="the charset of the bodies sent to devices (received bodies are decoded leniently)"
+        default="GB2312",
+        description="the charset of the bodies sent to devices (received bodies are decoded leniently)",
     )
     catalog_idle_s: float = Field(
-        default=10.0, gt=0, le=600,
+        default=10.0,
+        gt=0,
+        le=600,
         description="a catalog whose chunks stop coming for this long is kept as it is (partial, and said so)",
     )
     max_devices: int = Field(default=20000, ge=1, description="devices registered at most (rows in ListDevices)")
@@ -251,11 +267,10 @@ class Gb28181Config(SecretsModel, ListenerConfig):
         default=65536, ge=1500, le=1048576, description="the largest SIP message taken (UDP datagram or TCP)"
     )
     max_connections: int = Field(default=20000, ge=1, description="open TCP connections at most")
-    tcp_idle_s: float = Field(
-        default=600.0, gt=0, description="a TCP connection silent this long is closed"
-    )
+    tcp_idle_s: float = Field(default=600.0, gt=0, description="a TCP connection silent this long is closed")
     unknown_per_s: float = Field(
-        default=50.0, gt=0,
+        default=50.0,
+        gt=0,
         description="requests per second taken from unknown or unauthenticated sources, in all; the rest are counted "
         "and dropped",
     )
@@ -332,7 +347,8 @@ class Gb28181Config(SecretsModel, ListenerConfig):
             object.__setattr__(self, "domain", self.server_id[:10])
         if self.registration == "known" and not self.devices and self.devices_file is None:
             raise PydanticCustomError(
-                "secret", "{key}: {why}",
+                "secret",
+                "{key}: {why}",
                 {"key": "devices", "why": "registration: known needs devices or devices_file (or registration: open)"},
             )
         return self
@@ -367,5 +383,7 @@ class Gb28181Config(SecretsModel, ListenerConfig):
             except OSError:
                 mode = 0
             if mode & 0o077:
-                out.append(("devices_file", f"{self.devices_file} holds passwords and is readable by others (chmod 600)"))
+                out.append(
+                    ("devices_file", f"{self.devices_file} holds passwords and is readable by others (chmod 600)")
+                )
         return out

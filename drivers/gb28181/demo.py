@@ -41,8 +41,18 @@ async def demo(stack: AsyncExitStack) -> dict[str, Any]:
     from tianwang.drivers.gb28181.simulator import Fleet
 
     port = _free_udp_tcp_port()
-    fleet = Fleet("127.0.0.1", port, devices=1, channels=4, mobile=2, password=secrets.token_urlsafe(12), alarm_rate=DEMO_ALARM_RATE,
-                  keepalive_s=20.0, backoff_initial=0.3, backoff_max=2.0)
+    fleet = Fleet(
+        "127.0.0.1",
+        port,
+        devices=1,
+        channels=4,
+        mobile=2,
+        password=secrets.token_urlsafe(12),
+        alarm_rate=DEMO_ALARM_RATE,
+        keepalive_s=20.0,
+        backoff_initial=0.3,
+        backoff_max=2.0,
+    )
     for device in fleet.devices:  # each its own password
         device.password = secrets.token_urlsafe(12)
     await fleet.start()

@@ -44,7 +44,7 @@ def _parse_params(value: str, what: str) -> dict:
             break
         eq = rest.find("=", i)
         if eq < 0:
-            raise SipError("bad_auth", f"{what}: parameter without value at {rest[i:i + 20]!r}")
+            raise SipError("bad_auth", f"{what}: parameter without value at {rest[i : i + 20]!r}")
         name = rest[i:eq].strip().lower()
         if not name or any(ch in name for ch in ' \t",'):
             raise SipError("bad_auth", f"{what}: bad parameter name {name[:20]!r}")
@@ -85,8 +85,18 @@ def parse_authorization(value: str) -> dict:
     return _parse_params(value, "Authorization")
 
 
-def compute_response(username: str, realm: str, password: str, method: str, uri: str, nonce: str, *,
-                     qop: str | None = None, nc: str | int | None = None, cnonce: str | None = None) -> str:
+def compute_response(
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    *,
+    qop: str | None = None,
+    nc: str | int | None = None,
+    cnonce: str | None = None,
+) -> str:
     """The digest `response` value (lower-case hex). `nc` as an int is rendered as 8 hex digits."""
     ha1 = _md5(f"{username}:{realm}:{password}")
     ha2 = _md5(f"{method}:{uri}")
@@ -102,8 +112,9 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def www_authenticate(realm: str, nonce: str, *, qop: str | None = None, stale: bool = False,
-                     opaque: str | None = None) -> str:
+def www_authenticate(
+    realm: str, nonce: str, *, qop: str | None = None, stale: bool = False, opaque: str | None = None
+) -> str:
     """A WWW-Authenticate value for a 401 (algorithm=MD5 said explicitly; some devices need it)."""
     parts = [f"realm={_quote(realm)}", f"nonce={_quote(nonce)}"]
     if opaque is not None:
@@ -116,9 +127,19 @@ def www_authenticate(realm: str, nonce: str, *, qop: str | None = None, stale: b
     return "Digest " + ", ".join(parts)
 
 
-def authorization(username: str, realm: str, password: str, method: str, uri: str, nonce: str, *,
-                  qop: str | None = None, nc: int = 1, cnonce: str | None = None,
-                  opaque: str | None = None) -> str:
+def authorization(
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    *,
+    qop: str | None = None,
+    nc: int = 1,
+    cnonce: str | None = None,
+    opaque: str | None = None,
+) -> str:
     """An Authorization value answering a challenge (the device side: simulator, uplink).
 
     `qop` is the challenge's qop list; "auth" is chosen when offered.
@@ -129,13 +150,13 @@ def authorization(username: str, realm: str, password: str, method: str, uri: st
         if "auth" not in offered:
             raise ValueError(f"no supported qop in {qop!r}")
         chosen = "auth"
-    parts = [f"username={_quote(username)}", f"realm={_quote(realm)}", f"nonce={_quote(nonce)}",
-             f"uri={_quote(uri)}"]
+    parts = [f"username={_quote(username)}", f"realm={_quote(realm)}", f"nonce={_quote(nonce)}", f"uri={_quote(uri)}"]
     if chosen:
         cnonce = cnonce or secrets.token_hex(8)
         nc_text = f"{nc:08x}"
-        response = compute_response(username, realm, password, method, uri, nonce, qop=chosen, nc=nc_text,
-                                    cnonce=cnonce)
+        response = compute_response(
+            username, realm, password, method, uri, nonce, qop=chosen, nc=nc_text, cnonce=cnonce
+        )
         parts += [f"response={_quote(response)}", f"qop={chosen}", f"nc={nc_text}", f"cnonce={_quote(cnonce)}"]
     else:
         parts.append(f"response={_quote(compute_response(username, realm, password, method, uri, nonce))}")
@@ -165,8 +186,9 @@ def verify(authorization: dict, password: str, method: str, *, realm: str | None
     if qop:
         if qop.lower() != "auth" or not a.get("nc") or a.get("cnonce") is None:
             return False
-        expected = compute_response(username, header_realm, password, method, uri, nonce, qop=qop,
-                                    nc=a["nc"], cnonce=a["cnonce"])
+        expected = compute_response(
+            username, header_realm, password, method, uri, nonce, qop=qop, nc=a["nc"], cnonce=a["cnonce"]
+        )
     else:
         expected = compute_response(username, header_realm, password, method, uri, nonce)
     return hmac.compare_digest(expected.encode(), sent.strip().lower().encode("utf-8", "surrogatepass"))
@@ -213,7 +235,7 @@ class NonceStore:
             del issued[nonce]
 
     def check(self, nonce: str, now: float) -> str:
-        """"ok", "stale" (ours but expired, used or forgotten) or "unknown" (never issued here)."""
+        """ "ok", "stale" (ours but expired, used or forgotten) or "unknown" (never issued here)."""
         if not isinstance(nonce, str) or len(nonce) <= _NONCE_MAC_HEX + 12:
             return "unknown"
         stamp, mac = nonce[:-_NONCE_MAC_HEX], nonce[-_NONCE_MAC_HEX:]

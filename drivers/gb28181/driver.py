@@ -109,8 +109,21 @@ class _Sub:
 
 
 class _Device:
-    __slots__ = ("id", "session", "ctx", "route", "local", "version", "user_agent", "cseq", "subs",
-                 "channels", "inflight", "synced", "settings")
+    __slots__ = (
+        "id",
+        "session",
+        "ctx",
+        "route",
+        "local",
+        "version",
+        "user_agent",
+        "cseq",
+        "subs",
+        "channels",
+        "inflight",
+        "synced",
+        "settings",
+    )
 
     def __init__(self, dev_id: str, session: DeviceSession, ctx: DeviceContext, settings: dict[str, Any]) -> None:
         self.id = dev_id
@@ -227,8 +240,12 @@ class Gb28181Listener(Driver[Gb28181Config]):
         self.known = config.known_devices()  # raises ValueError: the supervisor reports it
         self.default_password = config.password.get_secret_value() if config.password is not None else None
         self.registrar = Registrar(
-            config.domain or config.server_id[:10], self._password, strict_ids=config.strict_ids, min_expires=config.expires.min_s,
-            max_expires=config.expires.max_s, qop=config.digest_qop,
+            config.domain or config.server_id[:10],
+            self._password,
+            strict_ids=config.strict_ids,
+            min_expires=config.expires.min_s,
+            max_expires=config.expires.max_s,
+            qop=config.digest_qop,
         )
         self.registry = Registrations(config.registrations_file, on_write=self._registrations_written)
         self._registry_error = ""
@@ -239,12 +256,16 @@ class Gb28181Listener(Driver[Gb28181Config]):
         self.devices: dict[str, _Device] = {}
         self.server_tx = transaction.ServerTransactions()
         self.client_tx = transaction.ClientTransactions()
-        self.pending: dict[tuple[str, str], tuple[asyncio.Future[sip.SipResponse], str]] = {}  # tx key -> (future, device id)
+        self.pending: dict[
+            tuple[str, str], tuple[asyncio.Future[sip.SipResponse], str]
+        ] = {}  # tx key -> (future, device id)
         self.answers: dict[tuple[str, int], asyncio.Future[Any]] = {}  # (device id, SN) -> application answer
         self.unknown = _Bucket(config.unknown_per_s, config.unknown_burst)
         self.sync_queue: collections.deque[str] = collections.deque()
         self._local_ips: dict[str, str] = {}
-        self.channel_owner: dict[str, str] = {}  # channel id -> its device  # peer address -> our address on the route to it
+        self.channel_owner: dict[
+            str, str
+        ] = {}  # channel id -> its device  # peer address -> our address on the route to it
         self.from_uri = f"sip:{config.server_id}@{config.domain}"
         self.media: Calls | None = None  # made in run()
         for key, why in config.config_warnings():
@@ -291,8 +312,13 @@ class Gb28181Listener(Driver[Gb28181Config]):
         if settings["name"]:
             ctx.set_info(name=settings["name"])
         session = DeviceSession(
-            device_id, datum=settings["datum"], charset=settings["charset"], keepalive_s=cfg.keepalive.interval_s,
-            keepalive_count=cfg.keepalive.count, max_channels=cfg.max_channels, catalog_idle_s=cfg.catalog_idle_s,
+            device_id,
+            datum=settings["datum"],
+            charset=settings["charset"],
+            keepalive_s=cfg.keepalive.interval_s,
+            keepalive_count=cfg.keepalive.count,
+            max_channels=cfg.max_channels,
+            catalog_idle_s=cfg.catalog_idle_s,
             server_id=cfg.server_id,
         )
         dev = self.devices[device_id] = _Device(device_id, session, ctx, settings)
@@ -369,8 +395,14 @@ class Gb28181Listener(Driver[Gb28181Config]):
             if facts and "firmware" in facts:
                 self.registry.put(dev.id, **{k: facts.get(f) for k, f in PERSISTED_FACTS.items()})
         if step.catalog_done is not None and not step.catalog_done.complete:
-            log.info("%s: catalog of %s incomplete after %g s: %d of %d items", self.ctx.device_id, dev.id,
-                     self.config.catalog_idle_s, len(step.catalog_done.items), step.catalog_done.sum_num)
+            log.info(
+                "%s: catalog of %s incomplete after %g s: %d of %d items",
+                self.ctx.device_id,
+                dev.id,
+                self.config.catalog_idle_s,
+                len(step.catalog_done.items),
+                step.catalog_done.sum_num,
+            )
 
     # -- receiving -----------------------------------------------------------------------------
     def received(self, data: bytes, route: Route) -> None:
@@ -449,8 +481,13 @@ class Gb28181Listener(Driver[Gb28181Config]):
             if not self.unknown.take(now):
                 self.ctx.drop("flood")
                 return None
-            log.debug("%s: REGISTER of %r from %s refused: %s", self.ctx.device_id, decision.device_id, route.text,
-                      decision.why)
+            log.debug(
+                "%s: REGISTER of %r from %s refused: %s",
+                self.ctx.device_id,
+                decision.device_id,
+                route.text,
+                decision.why,
+            )
             return decision.response
         if outcome == "challenged":
             self.ctx.count("challenges")
@@ -488,13 +525,24 @@ class Gb28181Listener(Driver[Gb28181Config]):
         utc = time.time()
         contact = req.headers.get("Contact") or ""
         self.registry.put(
-            dev.id, address=route.text, transport=route.transport, local=f"{dev.local[0]}:{dev.local[1]}",
+            dev.id,
+            address=route.text,
+            transport=route.transport,
+            local=f"{dev.local[0]}:{dev.local[1]}",
             contact=contact,
-            expires_at=round(utc + decision.expires_s, 3), registered_at=round(utc, 3),
-            user_agent=dev.user_agent or None, version=dev.version,
+            expires_at=round(utc + decision.expires_s, 3),
+            registered_at=round(utc, 3),
+            user_agent=dev.user_agent or None,
+            version=dev.version,
         )
-        dev.ctx.set_info(transport=route.transport, address=route.text, version=dev.version, expires_s=decision.expires_s,
-                         user_agent=dev.user_agent, registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(utc)))
+        dev.ctx.set_info(
+            transport=route.transport,
+            address=route.text,
+            version=dev.version,
+            expires_s=decision.expires_s,
+            user_agent=dev.user_agent,
+            registered_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(utc)),
+        )
         self.ctx.set_info(registrations=str(len(self.registry)))
         if not was or not dev.synced:
             self.queue_sync(dev)
@@ -622,11 +670,21 @@ class Gb28181Listener(Driver[Gb28181Config]):
             raise CommandError("BUSY", f"{dev.id} has {dev.inflight} requests waiting already")
         host, port = dev.local
         req = sip.build_request(
-            method, f"sip:{target}@{route.addr[0]}:{route.addr[1]}", via_host=host, via_port=port,
-            transport=route.transport, from_uri=self.from_uri, from_tag=from_tag or sip.new_tag(),
-            to_uri=f"sip:{target}@{self.config.domain}", to_tag=to_tag, call_id=call_id or sip.new_call_id(),
-            cseq=cseq if cseq is not None else dev.next_cseq(), contact=f"sip:{self.config.server_id}@{host}:{port}",
-            headers=headers, body=body, content_type=content_type,
+            method,
+            f"sip:{target}@{route.addr[0]}:{route.addr[1]}",
+            via_host=host,
+            via_port=port,
+            transport=route.transport,
+            from_uri=self.from_uri,
+            from_tag=from_tag or sip.new_tag(),
+            to_uri=f"sip:{target}@{self.config.domain}",
+            to_tag=to_tag,
+            call_id=call_id or sip.new_call_id(),
+            cseq=cseq if cseq is not None else dev.next_cseq(),
+            contact=f"sip:{self.config.server_id}@{host}:{port}",
+            headers=headers,
+            body=body,
+            content_type=content_type,
         )
         fut = self.loop.create_future()
         key = self.client_tx.start(req, route, route.transport == "TCP", self.loop.time())
@@ -635,7 +693,9 @@ class Gb28181Listener(Driver[Gb28181Config]):
         self.send(route, req)
         return req, fut
 
-    def send_body(self, dev: _Device, out: Outgoing, target: str | None = None) -> asyncio.Future[sip.SipResponse] | None:
+    def send_body(
+        self, dev: _Device, out: Outgoing, target: str | None = None
+    ) -> asyncio.Future[sip.SipResponse] | None:
         """MESSAGE a MANSCDP body; the SIP answer's future (failures are counted, not raised)."""
         try:
             _req, fut = self.request(dev, "MESSAGE", target or dev.id, body=out.body, content_type=MANSCDP)
@@ -701,9 +761,13 @@ class Gb28181Listener(Driver[Gb28181Config]):
         if name == "alarm":
             a = sub.alarm
             assert a is not None  # subscribed only when configured
-            fields = [("StartAlarmPriority", str(a.start_priority)), ("EndAlarmPriority", str(a.end_priority)),
-                      ("AlarmMethod", a.method or "0"), ("StartTime", local_time_text(now_utc)),
-                      ("EndTime", local_time_text(now_utc + sub.expires_s))]
+            fields = [
+                ("StartAlarmPriority", str(a.start_priority)),
+                ("EndAlarmPriority", str(a.end_priority)),
+                ("AlarmMethod", a.method or "0"),
+                ("StartTime", local_time_text(now_utc)),
+                ("EndTime", local_time_text(now_utc + sub.expires_s)),
+            ]
             return f"presence;id={sn}", dev.session.build("Query", "Alarm", sn, dev.id, fields)
         assert sub.mobile_position is not None  # subscribed only when configured
         fields = [("Interval", str(sub.mobile_position.interval_s))]
@@ -727,8 +791,18 @@ class Gb28181Listener(Driver[Gb28181Config]):
         if expires:
             headers.append(("Subscription-State", f"active;expires={expires}"))
         try:
-            _req, fut = self.request(dev, "SUBSCRIBE", dev.id, body=body, content_type=MANSCDP, headers=headers,
-                                     call_id=s.call_id, from_tag=s.from_tag, to_tag=s.to_tag, cseq=s.cseq)
+            _req, fut = self.request(
+                dev,
+                "SUBSCRIBE",
+                dev.id,
+                body=body,
+                content_type=MANSCDP,
+                headers=headers,
+                call_id=s.call_id,
+                from_tag=s.from_tag,
+                to_tag=s.to_tag,
+                cseq=s.cseq,
+            )
         except CommandError:
             s.refresh_at = self.loop.time() + SUBSCRIBE_RETRY_S
             return
@@ -853,8 +927,9 @@ class Gb28181Listener(Driver[Gb28181Config]):
         )
         self.port = server.sockets[0].getsockname()[1]
         try:
-            transport, self.udp = await self.loop.create_datagram_endpoint(lambda: _Udp(self),
-                                                                          local_addr=(host, self.port))
+            transport, self.udp = await self.loop.create_datagram_endpoint(
+                lambda: _Udp(self), local_addr=(host, self.port)
+            )
         except OSError:
             server.close()
             raise
@@ -866,8 +941,11 @@ class Gb28181Listener(Driver[Gb28181Config]):
                 pass
         self._restore()
         self.ctx.set_info(
-            listen=f"{host}:{self.port}", transports="UDP+TCP", server_id=self.config.server_id,
-            domain=self.config.domain, registration=self.config.registration,
+            listen=f"{host}:{self.port}",
+            transports="UDP+TCP",
+            server_id=self.config.server_id,
+            domain=self.config.domain,
+            registration=self.config.registration,
             registrations=str(len(self.registry)),
             registrations_file=self.config.registrations_file or "(memory only)",
         )
@@ -900,9 +978,14 @@ class Gb28181Listener(Driver[Gb28181Config]):
             self._heard_restored(dev, rec.get("local", ""))
             dev.version = rec.get("version", "")
             dev.user_agent = rec.get("user_agent", "")
-            dev.ctx.set_info(transport=rec.get("transport", "UDP"), address=rec["address"], version=dev.version,
-                             user_agent=dev.user_agent, restored="true",
-                             **{f: rec[k] for k, f in PERSISTED_FACTS.items() if rec.get(k)})
+            dev.ctx.set_info(
+                transport=rec.get("transport", "UDP"),
+                address=rec["address"],
+                version=dev.version,
+                user_agent=dev.user_agent,
+                restored="true",
+                **{f: rec[k] for k, f in PERSISTED_FACTS.items() if rec.get(k)},
+            )
             self.apply(dev, dev.session.restore(now, rec["expires_at"] - utc))
             self.apply(dev, dev.session.restore_channels(rec.get("channels") or ()))
             if dev.route.transport == "TCP":

@@ -266,7 +266,7 @@ def parse(raw: bytes, *, max_size: int = MAX_SIZE, max_items: int = MAX_ITEMS) -
         raise ManscdpError("dtd", "a DTD or entity declaration (never in MANSCDP; refused unexpanded)")
     m = _DECL_TEXT.match(text)
     if m:
-        text = text[m.end():]
+        text = text[m.end() :]
     repaired = False
     try:
         root = _fromstring(text)
@@ -381,7 +381,9 @@ def build(
     if isinstance(sn, bool) or not isinstance(sn, int) or sn < 0:
         raise ValueError(f"SN must be a non-negative int, not {sn!r}")
     codec, errors = _encoder(charset)
-    out = [f'<?xml version="1.0" encoding="{charset}"?>\r\n<{root}>\r\n<CmdType>{cmd_type}</CmdType>\r\n<SN>{sn}</SN>\r\n']
+    out = [
+        f'<?xml version="1.0" encoding="{charset}"?>\r\n<{root}>\r\n<CmdType>{cmd_type}</CmdType>\r\n<SN>{sn}</SN>\r\n'
+    ]
     if device_id is not None:
         out.append(f"<DeviceID>{_esc(str(device_id))}</DeviceID>\r\n")
     pairs = fields.items() if isinstance(fields, dict) else fields
@@ -524,7 +526,9 @@ def keepalive(msg: Message) -> Keepalive:
     _want(msg, "Keepalive")
     status = _text(msg.fields.get("Status"))
     status = status.upper() if status else None
-    return Keepalive(msg.device_id, msg.sn, status, status in (None, "OK", "ON", "ONLINE"), _ids(msg.fields.get("Info")))
+    return Keepalive(
+        msg.device_id, msg.sn, status, status in (None, "OK", "ON", "ONLINE"), _ids(msg.fields.get("Info"))
+    )
 
 
 # GB/T 28181-2016 A.2.2 AlarmType, per AlarmMethod -> the gateway's alarm kind. `motion` and `tamper`

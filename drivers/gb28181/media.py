@@ -27,8 +27,19 @@ BYE_TIMEOUT_S = 1.0  # within the supervisor's 2 s for a close
 
 
 class Call:
-    __slots__ = ("call_id", "from_tag", "to_tag", "cseq", "dev_id", "target", "ssrc", "offered", "media", "uri",
-                 "answer")
+    __slots__ = (
+        "call_id",
+        "from_tag",
+        "to_tag",
+        "cseq",
+        "dev_id",
+        "target",
+        "ssrc",
+        "offered",
+        "media",
+        "uri",
+        "answer",
+    )
 
     def __init__(
         self,
@@ -95,17 +106,28 @@ class Calls:
             ssrc = self.ssrcs.take()
         except RuntimeError:
             raise CommandError("BUSY", "every live SSRC of the domain is in use") from None
-        offer = sdp.build_offer(session_id=ssrc[-4:], origin_id=lst.config.server_id, ip=host, port=port,
-                                transport=transport, ssrc=ssrc, kind="Play", channel=target)
+        offer = sdp.build_offer(
+            session_id=ssrc[-4:],
+            origin_id=lst.config.server_id,
+            ip=host,
+            port=port,
+            transport=transport,
+            ssrc=ssrc,
+            kind="Play",
+            channel=target,
+        )
         subject = f"{target}:{ssrc},{lst.config.server_id}:0"
         try:
-            req, fut = lst.request(dev, "INVITE", target, body=offer, content_type="APPLICATION/SDP",
-                                   headers=[("Subject", subject)])
+            req, fut = lst.request(
+                dev, "INVITE", target, body=offer, content_type="APPLICATION/SDP", headers=[("Subject", subject)]
+            )
         except CommandError:
             self.ssrcs.release(ssrc)
             raise
         # request() gave the INVITE a From tag of ours
-        call = Call(req.call_id, req.from_.tag or "", req.cseq[0], dev.id, target, ssrc, (host, port, transport), req.uri)
+        call = Call(
+            req.call_id, req.from_.tag or "", req.cseq[0], dev.id, target, ssrc, (host, port, transport), req.uri
+        )
         self.calls[call.call_id] = call
         try:
             resp = await asyncio.wait_for(fut, timeout)
@@ -132,8 +154,16 @@ class Calls:
         call.ssrc = got_ssrc
         dev.ctx.count("calls")
         dev.ctx.set_info(calls=str(len(self._of(dev.id))))
-        return {"target": target, "call_id": call.call_id, "ssrc": got_ssrc, "offered_ssrc": ssrc, "sdp": answer,
-                "host": host, "port": port, "transport": transport}
+        return {
+            "target": target,
+            "call_id": call.call_id,
+            "ssrc": got_ssrc,
+            "offered_ssrc": ssrc,
+            "sdp": answer,
+            "host": host,
+            "port": port,
+            "transport": transport,
+        }
 
     def _forget(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)
@@ -146,17 +176,32 @@ class Calls:
             return
         host, port = dev.local
         ack = sip.build_request(
-            "ACK", call.uri, via_host=host, via_port=port, transport=route.transport, from_uri=lst.from_uri,
-            from_tag=call.from_tag, to_uri=f"sip:{call.target}@{lst.config.domain}", to_tag=call.to_tag,
-            call_id=call.call_id, cseq=call.cseq,
+            "ACK",
+            call.uri,
+            via_host=host,
+            via_port=port,
+            transport=route.transport,
+            from_uri=lst.from_uri,
+            from_tag=call.from_tag,
+            to_uri=f"sip:{call.target}@{lst.config.domain}",
+            to_tag=call.to_tag,
+            call_id=call.call_id,
+            cseq=call.cseq,
         )
         lst.send(route, ack)
 
     def _bye(self, dev: _Device, call: Call) -> asyncio.Future[sip.SipResponse] | None:
         call.cseq += 1
         try:
-            _req, fut = self.lst.request(dev, "BYE", call.target, call_id=call.call_id, from_tag=call.from_tag,
-                                         to_tag=call.to_tag, cseq=call.cseq)
+            _req, fut = self.lst.request(
+                dev,
+                "BYE",
+                call.target,
+                call_id=call.call_id,
+                from_tag=call.from_tag,
+                to_tag=call.to_tag,
+                cseq=call.cseq,
+            )
         except CommandError:
             return None
         return fut

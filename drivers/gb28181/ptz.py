@@ -79,7 +79,12 @@ def encode(instruction: int, data1: int = 0, data2: int = 0, data3: int = 0, add
     """The 16 hex characters of one PTZCmd. Raises ValueError for out-of-range fields."""
     if not 0 <= address <= MAX_ADDRESS:
         raise ValueError(f"PTZ address must be 0-{MAX_ADDRESS}, not {address}")
-    for name, v, top in (("instruction", instruction, 255), ("data1", data1, 255), ("data2", data2, 255), ("data3", data3, 15)):
+    for name, v, top in (
+        ("instruction", instruction, 255),
+        ("data1", data1, 255),
+        ("data2", data2, 255),
+        ("data3", data3, 15),
+    ):
         if not 0 <= v <= top:
             raise ValueError(f"PTZ {name} must be 0-{top}, not {v}")
     b = [0xA5, 0x0F, address & 0xFF, instruction, data1, data2, (data3 << 4) | (address >> 8)]

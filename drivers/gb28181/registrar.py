@@ -53,9 +53,18 @@ class Registrar:
     """`passwords(device_id) -> str | None`: the password of a device that may register (None:
     it may not). `realm`: the digest realm (the listener's domain)."""
 
-    def __init__(self, realm: str, passwords: Callable[[str], str | None], *, strict_ids: bool = True,
-                 min_expires: int = 3600, max_expires: int = 86400, qop: bool = True, nonce_ttl_s: float = 300.0,
-                 max_nonces: int = 100_000) -> None:
+    def __init__(
+        self,
+        realm: str,
+        passwords: Callable[[str], str | None],
+        *,
+        strict_ids: bool = True,
+        min_expires: int = 3600,
+        max_expires: int = 86400,
+        qop: bool = True,
+        nonce_ttl_s: float = 300.0,
+        max_nonces: int = 100_000,
+    ) -> None:
         self.realm = realm
         self.passwords = passwords
         self.strict_ids = strict_ids
@@ -92,8 +101,12 @@ class Registrar:
             return Decision(self._respond(req, 403, source), "unknown", device_id, why="not a known device")
         expires = self._expires(req)
         if expires is None:
-            return Decision(self._respond(req, 400, source, reason="Bad Expires"), "refused", device_id,
-                            why="Expires is not a number")
+            return Decision(
+                self._respond(req, 400, source, reason="Bad Expires"),
+                "refused",
+                device_id,
+                why="Expires is not a number",
+            )
         auth_value = req.headers.get("Authorization")
         if not auth_value:
             return Decision(self._challenge(req, now, source), "challenged", device_id)
@@ -103,15 +116,20 @@ class Registrar:
             return Decision(self._challenge(req, now, source), "challenged", device_id, why="unreadable Authorization")
         nonce_state = self.nonces.check(auth.get("nonce", ""), now)
         if nonce_state != "ok":
-            return Decision(self._challenge(req, now, source, stale=True), "challenged", device_id,
-                            why=f"{nonce_state} nonce")
+            return Decision(
+                self._challenge(req, now, source, stale=True), "challenged", device_id, why=f"{nonce_state} nonce"
+            )
         if not digest.verify(auth, password, "REGISTER"):
             return Decision(self._respond(req, 403, source), "refused", device_id, why="wrong password (digest)")
         if expires == 0:
             return Decision(self._respond(req, 200, source, [("Date", date_header(utc))]), "unregistered", device_id)
         if expires < self.min_expires:
-            return Decision(self._respond(req, 423, source, [("Min-Expires", str(self.min_expires))]), "refused",
-                            device_id, why=f"Expires {expires} under {self.min_expires}")
+            return Decision(
+                self._respond(req, 423, source, [("Min-Expires", str(self.min_expires))]),
+                "refused",
+                device_id,
+                why=f"Expires {expires} under {self.min_expires}",
+            )
         granted = min(expires, self.max_expires)
         headers = [("Expires", str(granted)), ("Date", date_header(utc))]
         contact = req.headers.get("Contact")

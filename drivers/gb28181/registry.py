@@ -31,8 +31,19 @@ log = logging.getLogger("tianwang.driver.gb28181")
 FORMAT = "tianwang.gb28181.registrations"
 VERSION = 1
 KEYS = (
-    "address", "transport", "local", "contact", "expires_at", "registered_at", "user_agent", "version",
-    "manufacturer", "model", "firmware", "name", "channels",
+    "address",
+    "transport",
+    "local",
+    "contact",
+    "expires_at",
+    "registered_at",
+    "user_agent",
+    "version",
+    "manufacturer",
+    "model",
+    "firmware",
+    "name",
+    "channels",
 )
 
 
@@ -43,13 +54,20 @@ class RegistryError(StateFileError):
 def read_file(path: str) -> dict[str, dict]:
     """device id -> record from `path`; {} when the file does not exist. Raises RegistryError."""
     devices = read_state_file(
-        path, FORMAT, VERSION, "devices", label="registrations file", kind="GB/T 28181 registrations file",
+        path,
+        FORMAT,
+        VERSION,
+        "devices",
+        label="registrations file",
+        kind="GB/T 28181 registrations file",
         error=RegistryError,
     )
     out = {}
     for dev_id, rec in devices.items():
-        if not isinstance(rec, dict) or not isinstance(rec.get("address"), str) or not isinstance(
-            rec.get("expires_at"), (int, float)
+        if (
+            not isinstance(rec, dict)
+            or not isinstance(rec.get("address"), str)
+            or not isinstance(rec.get("expires_at"), (int, float))
         ):
             raise RegistryError(f"registrations file {path}: corrupt: the entry of {dev_id!r} has no address or expiry")
         out[dev_id] = {k: rec[k] for k in KEYS if k in rec}
@@ -71,8 +89,13 @@ class Registrations(StateFile):
     ) -> None:
         self.devices: dict[str, dict[str, Any]] = read_file(path) if path else {}
         super().__init__(
-            path, snapshot=self._snapshot_devices, write=write_file, on_write=on_write,
-            min_interval_s=min_interval_s, log=log, label="gb28181 registrations",
+            path,
+            snapshot=self._snapshot_devices,
+            write=write_file,
+            on_write=on_write,
+            min_interval_s=min_interval_s,
+            log=log,
+            label="gb28181 registrations",
         )
 
     def __len__(self) -> int:

@@ -73,9 +73,21 @@ def _addr_type(ip: str) -> str:
     return "IP6" if ":" in ip else "IP4"
 
 
-def build_offer(*, session_id: int | str, origin_id: str, ip: str, port: int, transport: str = "udp", ssrc: str,
-                kind: str = "Play", start: int = 0, end: int = 0, channel: str | None = None,
-                setup: str = "passive", download_speed: int | None = None) -> bytes:
+def build_offer(
+    *,
+    session_id: int | str,
+    origin_id: str,
+    ip: str,
+    port: int,
+    transport: str = "udp",
+    ssrc: str,
+    kind: str = "Play",
+    start: int = 0,
+    end: int = 0,
+    channel: str | None = None,
+    setup: str = "passive",
+    download_speed: int | None = None,
+) -> bytes:
     """The platform's INVITE offer: receive PS/MPEG4/H264 at ip:port over UDP or TCP.
 
     `setup` (TCP only): "passive" = the device connects to ip:port; "active" = we connect to the

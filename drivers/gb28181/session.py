@@ -98,8 +98,18 @@ class Step:
     commands waiting for them, by SN), outgoing bodies. `catalog_done` is a catalog answer that
     just completed (or stopped short)."""
 
-    __slots__ = ("publications", "health", "info", "added", "removed", "outgoing", "answers", "drops", "counts",
-                 "catalog_done")
+    __slots__ = (
+        "publications",
+        "health",
+        "info",
+        "added",
+        "removed",
+        "outgoing",
+        "answers",
+        "drops",
+        "counts",
+        "catalog_done",
+    )
 
     def __init__(self) -> None:
         self.publications: list[Publication] = []
@@ -148,9 +158,18 @@ class DeviceSession:
     sent to it); `keepalive_s` and `keepalive_count`; `max_channels`; `catalog_idle_s`;
     `server_id`: a ParentID equal to it is no parent."""
 
-    def __init__(self, device_id: str, *, datum: str = "wgs84", charset: str = "GB2312", keepalive_s: float = 60.0,
-                 keepalive_count: int = 3, max_channels: int = 1024, catalog_idle_s: float = 10.0,
-                 server_id: str = "") -> None:
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        datum: str = "wgs84",
+        charset: str = "GB2312",
+        keepalive_s: float = 60.0,
+        keepalive_count: int = 3,
+        max_channels: int = 1024,
+        catalog_idle_s: float = 10.0,
+        server_id: str = "",
+    ) -> None:
         self.id = device_id
         self.datum = datum
         self.charset = charset
@@ -212,8 +231,11 @@ class DeviceSession:
         alarms published on their own topics) before the catalog is read again, which replaces
         them. Their names and the rest come with that catalog."""
         step = Step()
-        items = [manscdp.CatalogItem(device_id=cid, kind=manscdp.item_kind(cid))
-                 for cid in list(channel_ids)[: self.max_channels] if isinstance(cid, str)]
+        items = [
+            manscdp.CatalogItem(device_id=cid, kind=manscdp.item_kind(cid))
+            for cid in list(channel_ids)[: self.max_channels]
+            if isinstance(cid, str)
+        ]
         if not items:
             return step
         self.catalog.replace(cat.CatalogResult(self.id, 0, len(items), items, False))
@@ -235,9 +257,16 @@ class DeviceSession:
     def tick(self, now: float) -> Step | None:
         """Time passes: registration expiry, missed keepalives, an idle catalog. None when
         nothing is due (the common case, checked every second for every device)."""
-        if not (self.records or len(self.collector) or self.registered and (
+        if not (
+            self.records
+            or len(self.collector)
+            or self.registered
+            and (
                 now >= self.expires_at
-                or self.state != Health.OFFLINE and now - self.last_alive > self.keepalive_s * self.keepalive_count)):
+                or self.state != Health.OFFLINE
+                and now - self.last_alive > self.keepalive_s * self.keepalive_count
+            )
+        ):
             return None
         step = Step()
         if self.registered:
@@ -246,8 +275,11 @@ class DeviceSession:
                 self._set(step, Health.OFFLINE, "registration expired")
                 self._channels_follow(step)
             elif self.state != Health.OFFLINE and now - self.last_alive > self.keepalive_s * self.keepalive_count:
-                self._set(step, Health.OFFLINE, f"no keepalive for {now - self.last_alive:.0f} s "
-                          f"({self.keepalive_count} x {self.keepalive_s:g} s)")
+                self._set(
+                    step,
+                    Health.OFFLINE,
+                    f"no keepalive for {now - self.last_alive:.0f} s ({self.keepalive_count} x {self.keepalive_s:g} s)",
+                )
                 self._channels_follow(step)
         for result in self.collector.expire(now):
             self._catalog_result(step, result)
@@ -433,7 +465,9 @@ class DeviceSession:
         step.counts.append("alarms")
         # the standard's answer: a Response MESSAGE with the alarm's SN; then ResetAlarm after a
         # device alarm (method 2), or the device will not report the next one
-        step.outgoing.append(Outgoing("Alarm", msg.sn, self.build("Response", "Alarm", msg.sn, source, [("Result", "OK")])))
+        step.outgoing.append(
+            Outgoing("Alarm", msg.sn, self.build("Response", "Alarm", msg.sn, source, [("Result", "OK")]))
+        )
         if 2 in methods:
             step.outgoing.append(self.reset_alarm(source, method=2, alarm_type=a.type))
 
@@ -494,8 +528,11 @@ class DeviceSession:
                 continue
             change = self.catalog.apply(item)
             if change is None:
-                step.drops.append("too_many_channels" if event in ("ADD", "UPDATE") and
-                                  len(self.catalog) >= self.max_channels else "catalog_event_ignored")
+                step.drops.append(
+                    "too_many_channels"
+                    if event in ("ADD", "UPDATE") and len(self.catalog) >= self.max_channels
+                    else "catalog_event_ignored"
+                )
                 continue
             step.counts.append(f"catalog_event_{event.lower()}")
             touched.add(change.device_id)

@@ -39,31 +39,34 @@ def keepalive(sn: int, device_id: str, faulty: Sequence[str] = ()) -> bytes:
 
 def _channel_item(ch, device, event: str | None = None, bad_xml: bool = False) -> dict:
     name = BARE_AMP_NAME if bad_xml else ch.name
-    item = dict([
-        ("DeviceID", ch.id),
-        ("Name", name),
-        ("Manufacturer", device.manufacturer),
-        ("Model", device.model),
-        ("Owner", "Owner"),
-        ("CivilCode", ch.civil_code),
-        ("Address", ch.address),
-        ("Parental", 0),
-        ("ParentID", device.id),
-        ("SafetyWay", 0),
-        ("RegisterWay", 1),
-        ("Secrecy", 0),
-        ("Status", "OFF" if ch.video_lost else "ON"),
-        ("Longitude", f"{ch.lon:.6f}"),
-        ("Latitude", f"{ch.lat:.6f}"),
-        ("Info", {"PTZType": ch.ptz_type}),
-    ])
+    item = dict(
+        [
+            ("DeviceID", ch.id),
+            ("Name", name),
+            ("Manufacturer", device.manufacturer),
+            ("Model", device.model),
+            ("Owner", "Owner"),
+            ("CivilCode", ch.civil_code),
+            ("Address", ch.address),
+            ("Parental", 0),
+            ("ParentID", device.id),
+            ("SafetyWay", 0),
+            ("RegisterWay", 1),
+            ("Secrecy", 0),
+            ("Status", "OFF" if ch.video_lost else "ON"),
+            ("Longitude", f"{ch.lon:.6f}"),
+            ("Latitude", f"{ch.lat:.6f}"),
+            ("Info", {"PTZType": ch.ptz_type}),
+        ]
+    )
     if event is not None:
         item["Event"] = event
     return item
 
 
-def catalog_chunks(sn: int, device, *, budget: int = UDP_BODY_BUDGET, per_chunk: int | None = None,
-                   bad_xml: bool = False) -> list[bytes]:
+def catalog_chunks(
+    sn: int, device, *, budget: int = UDP_BODY_BUDGET, per_chunk: int | None = None, bad_xml: bool = False
+) -> list[bytes]:
     """The device's channels as Catalog responses, as many items per message as fit `budget` bytes
     (or exactly `per_chunk`); an empty catalog is one message with SumNum 0 and no list."""
     channels = device.channels
@@ -73,8 +76,9 @@ def catalog_chunks(sn: int, device, *, budget: int = UDP_BODY_BUDGET, per_chunk:
     items = [_channel_item(ch, device, bad_xml=bad_xml and i == 0) for i, ch in enumerate(channels)]
 
     def body(group):
-        raw = manscdp.build("Response", "Catalog", sn, device.id,
-                            [("SumNum", total), ("DeviceList", manscdp.item_list(group))])
+        raw = manscdp.build(
+            "Response", "Catalog", sn, device.id, [("SumNum", total), ("DeviceList", manscdp.item_list(group))]
+        )
         return _unescape_amp(raw) if bad_xml and items[0] in group else raw
 
     chunks: list[bytes] = []
@@ -102,53 +106,78 @@ def _unescape_amp(raw: bytes) -> bytes:
 
 def catalog_notify(sn: int, device, channels, event: str) -> bytes:
     items = [_channel_item(ch, device, event=event) for ch in channels]
-    return manscdp.build("Notify", "Catalog", sn, device.id, [("SumNum", len(items)), ("DeviceList", manscdp.item_list(items))])
+    return manscdp.build(
+        "Notify", "Catalog", sn, device.id, [("SumNum", len(items)), ("DeviceList", manscdp.item_list(items))]
+    )
 
 
 def device_info(sn: int, device) -> bytes:
-    return manscdp.build("Response", "DeviceInfo", sn, device.id, [
-        ("DeviceName", device.name),
-        ("Result", "OK"),
-        ("Manufacturer", device.manufacturer),
-        ("Model", device.model),
-        ("Firmware", device.firmware),
-        ("Channel", len(device.channels)),
-    ])
+    return manscdp.build(
+        "Response",
+        "DeviceInfo",
+        sn,
+        device.id,
+        [
+            ("DeviceName", device.name),
+            ("Result", "OK"),
+            ("Manufacturer", device.manufacturer),
+            ("Model", device.model),
+            ("Firmware", device.firmware),
+            ("Channel", len(device.channels)),
+        ],
+    )
 
 
 def device_status(sn: int, device, now: float) -> bytes:
-    alarms = manscdp.item_list({"DeviceID": ch.id, "DutyStatus": "ALARM" if ch.alarm_latched else "ONDUTY"}
-                                for ch in device.channels)
-    return manscdp.build("Response", "DeviceStatus", sn, device.id, [
-        ("Result", "OK"),
-        ("Online", "ONLINE"),
-        ("Status", "OK"),
-        ("Encode", "ON"),
-        ("Record", "ON"),
-        ("DeviceTime", gb_time(now)),
-        ("Alarmstatus", alarms),
-    ])
+    alarms = manscdp.item_list(
+        {"DeviceID": ch.id, "DutyStatus": "ALARM" if ch.alarm_latched else "ONDUTY"} for ch in device.channels
+    )
+    return manscdp.build(
+        "Response",
+        "DeviceStatus",
+        sn,
+        device.id,
+        [
+            ("Result", "OK"),
+            ("Online", "ONLINE"),
+            ("Status", "OK"),
+            ("Encode", "ON"),
+            ("Record", "ON"),
+            ("DeviceTime", gb_time(now)),
+            ("Alarmstatus", alarms),
+        ],
+    )
 
 
 def record_chunks(sn: int, channel, records, *, budget: int = UDP_BODY_BUDGET) -> list[bytes]:
     total = len(records)
     if total == 0:
         return [manscdp.build("Response", "RecordInfo", sn, channel.id, [("Name", channel.name), ("SumNum", 0)])]
-    items = [dict([
-        ("DeviceID", channel.id),
-        ("Name", channel.name),
-        ("FilePath", f"/rec/{channel.id}/{int(r.start)}.ps"),
-        ("Address", channel.address),
-        ("StartTime", gb_time(r.start)),
-        ("EndTime", gb_time(r.end)),
-        ("Secrecy", 0),
-        ("Type", r.kind),
-        ("FileSize", r.size_kib * 1024),
-    ]) for r in records]
+    items = [
+        dict(
+            [
+                ("DeviceID", channel.id),
+                ("Name", channel.name),
+                ("FilePath", f"/rec/{channel.id}/{int(r.start)}.ps"),
+                ("Address", channel.address),
+                ("StartTime", gb_time(r.start)),
+                ("EndTime", gb_time(r.end)),
+                ("Secrecy", 0),
+                ("Type", r.kind),
+                ("FileSize", r.size_kib * 1024),
+            ]
+        )
+        for r in records
+    ]
 
     def body(group):
-        return manscdp.build("Response", "RecordInfo", sn, channel.id,
-                             [("Name", channel.name), ("SumNum", total), ("RecordList", manscdp.item_list(group))])
+        return manscdp.build(
+            "Response",
+            "RecordInfo",
+            sn,
+            channel.id,
+            [("Name", channel.name), ("SumNum", total), ("RecordList", manscdp.item_list(group))],
+        )
 
     chunks: list[bytes] = []
     group: list[dict] = []
@@ -173,11 +202,24 @@ def control_result(sn: int, target_id: str, ok: bool = True) -> bytes:
 
 
 def config_download(sn: int, device, keepalive_s: float, count: int) -> bytes:
-    return manscdp.build("Response", "ConfigDownload", sn, device.id, [
-        ("Result", "OK"),
-        ("BasicParam", {"Name": device.name, "Expiration": device.expires, "HeartBeatInterval": int(keepalive_s),
-                        "HeartBeatCount": count}),
-    ])
+    return manscdp.build(
+        "Response",
+        "ConfigDownload",
+        sn,
+        device.id,
+        [
+            ("Result", "OK"),
+            (
+                "BasicParam",
+                {
+                    "Name": device.name,
+                    "Expiration": device.expires,
+                    "HeartBeatInterval": int(keepalive_s),
+                    "HeartBeatCount": count,
+                },
+            ),
+        ],
+    )
 
 
 def alarm(sn: int, channel, kind, now: float, root: str = "Notify", stamp_ns: int | None = None) -> bytes:
@@ -186,24 +228,45 @@ def alarm(sn: int, channel, kind, now: float, root: str = "Notify", stamp_ns: in
     description = f"{channel.name}{kind.description}"
     if stamp_ns is not None:
         description += f" #t={stamp_ns}"
-    return manscdp.build(root, "Alarm", sn, channel.id, [
-        ("AlarmPriority", kind.priority),
-        ("AlarmMethod", kind.method),
-        ("AlarmTime", gb_time(now)),
-        ("AlarmDescription", description),
-        ("Longitude", f"{channel.lon:.6f}"),
-        ("Latitude", f"{channel.lat:.6f}"),
-        ("Info", {"AlarmType": kind.alarm_type}),
-    ])
+    return manscdp.build(
+        root,
+        "Alarm",
+        sn,
+        channel.id,
+        [
+            ("AlarmPriority", kind.priority),
+            ("AlarmMethod", kind.method),
+            ("AlarmTime", gb_time(now)),
+            ("AlarmDescription", description),
+            ("Longitude", f"{channel.lon:.6f}"),
+            ("Latitude", f"{channel.lat:.6f}"),
+            ("Info", {"AlarmType": kind.alarm_type}),
+        ],
+    )
 
 
-def mobile_position(sn: int, device_id: str, now: float, lat: float, lon: float, speed_kmh: float, course: float,
-                    alt_m: float, root: str = "Notify") -> bytes:
-    return manscdp.build(root, "MobilePosition", sn, device_id, [
-        ("Time", gb_time(now)),
-        ("Longitude", f"{lon:.6f}"),
-        ("Latitude", f"{lat:.6f}"),
-        ("Speed", f"{speed_kmh:.1f}"),
-        ("Direction", f"{course:.1f}"),
-        ("Altitude", f"{alt_m:.0f}"),
-    ])
+def mobile_position(
+    sn: int,
+    device_id: str,
+    now: float,
+    lat: float,
+    lon: float,
+    speed_kmh: float,
+    course: float,
+    alt_m: float,
+    root: str = "Notify",
+) -> bytes:
+    return manscdp.build(
+        root,
+        "MobilePosition",
+        sn,
+        device_id,
+        [
+            ("Time", gb_time(now)),
+            ("Longitude", f"{lon:.6f}"),
+            ("Latitude", f"{lat:.6f}"),
+            ("Speed", f"{speed_kmh:.1f}"),
+            ("Direction", f"{course:.1f}"),
+            ("Altitude", f"{alt_m:.0f}"),
+        ],
+    )

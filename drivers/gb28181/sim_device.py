@@ -76,8 +76,18 @@ class Call:
 class SimDevice:
     """A device dialling `fleet.host:fleet.port`. States: idle, connecting, registering, online."""
 
-    def __init__(self, fleet, device_id: str, kind: str, name: str, password: str, channels: list[SimChannel],
-                 rng, route: Route | None = None, faults: frozenset = frozenset()):
+    def __init__(
+        self,
+        fleet,
+        device_id: str,
+        kind: str,
+        name: str,
+        password: str,
+        channels: list[SimChannel],
+        rng,
+        route: Route | None = None,
+        faults: frozenset = frozenset(),
+    ):
         self.fleet = fleet
         self.id = device_id
         self.kind = kind  # nvr | ipc | mobile
@@ -158,8 +168,10 @@ class SimDevice:
         except OSError as exc:
             self.fleet.count("connect_failures")
             if self.fleet.notify is not None:
-                self.fleet.notify(f"device {self.id}: cannot reach {self.fleet.host}:{self.fleet.port} "
-                                  f"({exc.strerror or exc}); retrying")
+                self.fleet.notify(
+                    f"device {self.id}: cannot reach {self.fleet.host}:{self.fleet.port} "
+                    f"({exc.strerror or exc}); retrying"
+                )
             self.state = "idle"
             self._retry_later()
             return
@@ -246,9 +258,21 @@ class SimDevice:
         out.append(("X-GB-Ver", self.version))
         return out
 
-    def request(self, method: str, *, uri: str | None = None, to_uri: str | None = None, to_tag: str | None = None,
-                call_id: str | None = None, from_tag: str | None = None, cseq: int | None = None, headers=(),
-                body: bytes = b"", content_type: str | None = None, on_response: Callable | None = None):
+    def request(
+        self,
+        method: str,
+        *,
+        uri: str | None = None,
+        to_uri: str | None = None,
+        to_tag: str | None = None,
+        call_id: str | None = None,
+        from_tag: str | None = None,
+        cseq: int | None = None,
+        headers=(),
+        body: bytes = b"",
+        content_type: str | None = None,
+        on_response: Callable | None = None,
+    ):
         """Send a request in a new client transaction; `on_response(resp)` gets the final
         response, or None when the transaction timed out."""
         if self.link is None:
@@ -260,10 +284,20 @@ class SimDevice:
             cseq = self.cseq
         host, port = self._local()
         req = sip.build_request(
-            method, uri or self.server_uri, via_host=host, via_port=port, transport=self.link.name,
-            from_uri=self.uri, from_tag=from_tag or self.from_tag, to_uri=to_uri or self.server_uri, to_tag=to_tag,
-            call_id=call_id or sip.new_call_id(), cseq=cseq, contact=f"<sip:{self.id}@{host}:{port}>",
-            headers=[*self._headers(), *headers], body=body,
+            method,
+            uri or self.server_uri,
+            via_host=host,
+            via_port=port,
+            transport=self.link.name,
+            from_uri=self.uri,
+            from_tag=from_tag or self.from_tag,
+            to_uri=to_uri or self.server_uri,
+            to_tag=to_tag,
+            call_id=call_id or sip.new_call_id(),
+            cseq=cseq,
+            contact=f"<sip:{self.id}@{host}:{port}>",
+            headers=[*self._headers(), *headers],
+            body=body,
             content_type=content_type if content_type is not None else (MANSCDP if body else None),
         )
         now = self.fleet.loop.time()
@@ -304,8 +338,13 @@ class SimDevice:
         headers = [("Expires", str(expires))]
         if self.challenge is not None:
             headers.append(("Authorization", self._authorization()))
-        self.request("REGISTER", to_uri=self.uri, call_id=self.call_id, headers=headers,
-                      on_response=lambda r: self._registered(r, expires))
+        self.request(
+            "REGISTER",
+            to_uri=self.uri,
+            call_id=self.call_id,
+            headers=headers,
+            on_response=lambda r: self._registered(r, expires),
+        )
 
     def _authorization(self) -> str:
         ch = self.challenge
@@ -315,8 +354,16 @@ class SimDevice:
         self.nc += 1
         password = self.password + "-wrong" if "wrong_password" in self.faults else self.password
         return digest.authorization(
-            self.id, ch["realm"], password, "REGISTER", self.server_uri, ch["nonce"], qop=use_qop, nc=self.nc,
-            cnonce=secrets.token_hex(8) if use_qop else None, opaque=ch.get("opaque"),
+            self.id,
+            ch["realm"],
+            password,
+            "REGISTER",
+            self.server_uri,
+            ch["nonce"],
+            qop=use_qop,
+            nc=self.nc,
+            cnonce=secrets.token_hex(8) if use_qop else None,
+            opaque=ch.get("opaque"),
         )
 
     def _registered(self, resp, expires: int) -> None:
@@ -446,10 +493,24 @@ class SimDevice:
             return
         handler(msg)
 
-    def respond(self, req, status: int, *, headers=(), body: bytes = b"", content_type: str | None = None,
-                to_tag: str | None = None):
-        resp = sip.build_response(req, status, to_tag=to_tag or self.from_tag, headers=[*self._headers(), *headers],
-                                  body=body, content_type=content_type)
+    def respond(
+        self,
+        req,
+        status: int,
+        *,
+        headers=(),
+        body: bytes = b"",
+        content_type: str | None = None,
+        to_tag: str | None = None,
+    ):
+        resp = sip.build_response(
+            req,
+            status,
+            to_tag=to_tag or self.from_tag,
+            headers=[*self._headers(), *headers],
+            body=body,
+            content_type=content_type,
+        )
         data = resp.to_bytes()
         if req.method != "ACK":
             self.server.remember(req, resp, self.fleet.loop.time())
@@ -604,8 +665,15 @@ class SimDevice:
         contact = req.headers.get("Contact")
         remote_uri = sip.parse_name_addr(contact).uri if contact else req.from_.uri
         tag = sip.new_tag()
-        sub = Subscription(kind, req.call_id, tag, req.from_.params.get("tag", ""), str(remote_uri),
-                           req.headers.get("Event", "presence"), now + expires)
+        sub = Subscription(
+            kind,
+            req.call_id,
+            tag,
+            req.from_.params.get("tag", ""),
+            str(remote_uri),
+            req.headers.get("Event", "presence"),
+            now + expires,
+        )
         if kind == "mobile":
             sub.interval_s = max(1.0, float(_int(msg.fields.get("Interval"), 5)))
         self.subs[req.call_id] = sub
@@ -637,10 +705,18 @@ class SimDevice:
             if on_response is not None:
                 on_response(resp)
 
-        self.request("NOTIFY", uri=sub.remote_uri, to_uri=self.server_uri, to_tag=sub.remote_tag,
-                     call_id=sub.call_id, from_tag=sub.local_tag, cseq=sub.cseq,
-                     headers=[("Event", sub.event), ("Subscription-State", f"active;expires={left}")],
-                     body=body, on_response=answered)
+        self.request(
+            "NOTIFY",
+            uri=sub.remote_uri,
+            to_uri=self.server_uri,
+            to_tag=sub.remote_tag,
+            call_id=sub.call_id,
+            from_tag=sub.local_tag,
+            cseq=sub.cseq,
+            headers=[("Event", sub.event), ("Subscription-State", f"active;expires={left}")],
+            body=body,
+            on_response=answered,
+        )
 
     def _sub(self, kind: str) -> Subscription | None:
         for sub in self.subs.values():
@@ -662,8 +738,14 @@ class SimDevice:
         t = _wall(self.fleet)
         lat, lon, speed, course, alt = self.position()
         body = bodies.mobile_position(self.next_sn(), self.id, t, lat, lon, speed, course, alt, root=root)
-        self.last_position = {"time": int(t), "lat": round(lat, 6), "lon": round(lon, 6), "speed_kmh": round(speed, 1),
-                              "course_deg": round(course, 1), "alt_m": round(alt)}
+        self.last_position = {
+            "time": int(t),
+            "lat": round(lat, 6),
+            "lon": round(lon, 6),
+            "speed_kmh": round(speed, 1),
+            "course_deg": round(course, 1),
+            "alt_m": round(alt),
+        }
         self.fleet.count("positions_sent")
         if sub is not None:
             self.notify(sub, body)
@@ -720,7 +802,13 @@ class SimDevice:
         fleet.count("invites")
         if req.call_id in self.calls:  # a re-INVITE: same answer
             call = self.calls[req.call_id]
-            self.respond(req, 200, body=call.response.body if call.response is not None else b"", content_type="application/sdp", to_tag=self.from_tag)
+            self.respond(
+                req,
+                200,
+                body=call.response.body if call.response is not None else b"",
+                content_type="application/sdp",
+                to_tag=self.from_tag,
+            )
             return
         try:
             target = sip.parse_uri(req.uri).user
@@ -740,8 +828,14 @@ class SimDevice:
             return
         ssrc = offer.ssrc or "0" + fleet.domain[3:8] + f"{self.rng.randint(0, 9999):04d}"
         host, _port = self._local()
-        answer = answer_sdp(device_id=target or self.id, ip=host, port=15060 + len(self.calls), ssrc=ssrc,
-                            transport=transport, session=offer.session_name or "Play")
+        answer = answer_sdp(
+            device_id=target or self.id,
+            ip=host,
+            port=15060 + len(self.calls),
+            ssrc=ssrc,
+            transport=transport,
+            session=offer.session_name or "Play",
+        )
         self.respond(req, 100)
         call = Call(req.call_id, (offer.connection_ip or host, offer.port), ssrc, transport)
         call.response = self.respond(req, 200, body=answer, content_type="application/sdp", to_tag=self.from_tag)
@@ -772,8 +866,13 @@ class SimDevice:
         self.fleet.loop.create_task(self._start_media(call))
 
     async def _start_media(self, call: Call) -> None:
-        sender = MediaSender(call.dest, ssrc_value(call.ssrc, self.rng.getrandbits(32)), transport=call.transport,
-                             fps=self.fleet.media_fps, seed=self.rng.getrandbits(32))
+        sender = MediaSender(
+            call.dest,
+            ssrc_value(call.ssrc, self.rng.getrandbits(32)),
+            transport=call.transport,
+            fps=self.fleet.media_fps,
+            seed=self.rng.getrandbits(32),
+        )
         try:
             await sender.start()
         except OSError as exc:
@@ -832,4 +931,3 @@ def _int(value, default: int) -> int:
 
 def _wall(fleet) -> float:
     return fleet.wall()
-

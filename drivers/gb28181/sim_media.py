@@ -77,13 +77,15 @@ def stream_map() -> bytes:
 
 def _pts_bytes(pts: int) -> bytes:
     pts &= (1 << 33) - 1
-    return bytes((
-        0x21 | ((pts >> 29) & 0x0E),
-        (pts >> 22) & 0xFF,
-        0x01 | ((pts >> 14) & 0xFE),
-        (pts >> 7) & 0xFF,
-        0x01 | ((pts << 1) & 0xFE),
-    ))
+    return bytes(
+        (
+            0x21 | ((pts >> 29) & 0x0E),
+            (pts >> 22) & 0xFF,
+            0x01 | ((pts >> 14) & 0xFE),
+            (pts >> 7) & 0xFF,
+            0x01 | ((pts << 1) & 0xFE),
+        )
+    )
 
 
 def pes_packets(payload: bytes, pts: int, max_len: int = 65_000) -> list[bytes]:
@@ -149,8 +151,9 @@ def ssrc_value(y: str | None, fallback: int) -> int:
     return fallback & 0xFFFFFFFF
 
 
-def answer_sdp(*, device_id: str, ip: str, port: int, ssrc: str, transport: str, session: str = "Play",
-               setup: str | None = None) -> bytes:
+def answer_sdp(
+    *, device_id: str, ip: str, port: int, ssrc: str, transport: str, session: str = "Play", setup: str | None = None
+) -> bytes:
     """The device's SDP answer: sendonly PS on `port`, the SSRC echoed in y=."""
     proto = "TCP/RTP/AVP" if transport == "tcp" else "RTP/AVP"
     lines = [
@@ -181,8 +184,17 @@ class MediaSender:
     """Sends PS-in-RTP at `fps` frames a second (a key frame every `gop` frames) to `dest` until
     `stop()`. Counts `packets` and `frames`; `error` holds why it stopped early (TCP refused)."""
 
-    def __init__(self, dest: tuple[str, int], ssrc: int, *, transport: str = "udp", fps: float = 25.0,
-                 gop: int = 25, frame_bytes: int = 1800, seed: int = 0):
+    def __init__(
+        self,
+        dest: tuple[str, int],
+        ssrc: int,
+        *,
+        transport: str = "udp",
+        fps: float = 25.0,
+        gop: int = 25,
+        frame_bytes: int = 1800,
+        seed: int = 0,
+    ):
         self.dest = dest
         self.transport = transport
         self.fps = fps

@@ -47,7 +47,16 @@ PLACES = (
     ("430382", "银田镇银田寺", 27.9432, 112.6174),
 )
 # what the devices themselves are called
-SITES = ("雨湖分局", "岳塘分局", "湘潭县公安局", "湘乡市公安局", "韶山市公安局", "交警支队", "九华派出所", "城正街派出所")
+SITES = (
+    "雨湖分局",
+    "岳塘分局",
+    "湘潭县公安局",
+    "湘乡市公安局",
+    "韶山市公安局",
+    "交警支队",
+    "九华派出所",
+    "城正街派出所",
+)
 MANUFACTURER = "Tianwang"
 CENTRE = (27.83, 112.94)  # Xiangtan's centre, where the 4G units drive
 EARTH_M_PER_DEG = 111_320.0

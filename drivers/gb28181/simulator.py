@@ -50,15 +50,57 @@ TICK_S = 0.05  # how often pending transactions are looked at (retransmissions, 
 FAULTS = ("wrong_password", "no_keepalive", "nat_rebind", "bad_xml", "slow_catalog", "duplicate")
 
 COUNTERS = (
-    "connect_failures", "disconnects", "registers_sent", "challenges", "registered", "register_refused",
-    "register_timeouts", "unregistered", "keepalives_sent", "keepalives_acked", "keepalives_failed",
-    "requests_received", "messages_received", "queries_answered", "queries_unanswered", "catalogs_sent",
-    "chunks_sent", "chunks_abandoned", "platform_responses", "ptz_commands", "ptz_rejected", "resets_received",
-    "reboots", "controls_ignored", "subscriptions", "subscription_refreshes", "notifies_sent", "notifies_refused",
-    "positions_sent", "alarms_sent", "alarms_acked", "alarms_unacked", "alarms_held", "invites", "streams_started",
-    "media_failures", "calls_unacked", "byes", "rtp_packets", "retransmissions", "timeouts", "duplicates_sent",
-    "duplicates_absorbed", "stray_responses", "bad_messages", "bad_bodies", "send_errors", "rebinds",
-    "stale_port_datagrams", "storms", "alarms_skipped",
+    "connect_failures",
+    "disconnects",
+    "registers_sent",
+    "challenges",
+    "registered",
+    "register_refused",
+    "register_timeouts",
+    "unregistered",
+    "keepalives_sent",
+    "keepalives_acked",
+    "keepalives_failed",
+    "requests_received",
+    "messages_received",
+    "queries_answered",
+    "queries_unanswered",
+    "catalogs_sent",
+    "chunks_sent",
+    "chunks_abandoned",
+    "platform_responses",
+    "ptz_commands",
+    "ptz_rejected",
+    "resets_received",
+    "reboots",
+    "controls_ignored",
+    "subscriptions",
+    "subscription_refreshes",
+    "notifies_sent",
+    "notifies_refused",
+    "positions_sent",
+    "alarms_sent",
+    "alarms_acked",
+    "alarms_unacked",
+    "alarms_held",
+    "invites",
+    "streams_started",
+    "media_failures",
+    "calls_unacked",
+    "byes",
+    "rtp_packets",
+    "retransmissions",
+    "timeouts",
+    "duplicates_sent",
+    "duplicates_absorbed",
+    "stray_responses",
+    "bad_messages",
+    "bad_bodies",
+    "send_errors",
+    "rebinds",
+    "stale_port_datagrams",
+    "storms",
+    "alarms_skipped",
 )
 
 
@@ -154,15 +196,36 @@ class Fleet:
                 place = place_for(channel_serial - 1, rng)
                 dome = j % dome_every == 0
                 head = PtzHead(pan=rng.uniform(0, 360), tilt=rng.uniform(-30, 0), zoom=1.0)
-                chans.append(SimChannel(gb_id(TYPE_CAMERA, channel_serial), place.name, place.civil_code,
-                                        f"湖南省湘潭市{CIVIL_CODES[place.civil_code]}{place.name}", place.lat, place.lon,
-                                        1 if dome else 3, head, index=channel_serial))
+                chans.append(
+                    SimChannel(
+                        gb_id(TYPE_CAMERA, channel_serial),
+                        place.name,
+                        place.civil_code,
+                        f"湖南省湘潭市{CIVIL_CODES[place.civil_code]}{place.name}",
+                        place.lat,
+                        place.lon,
+                        1 if dome else 3,
+                        head,
+                        index=channel_serial,
+                    )
+                )
             return chans
 
         def add(type_code, serial, kind, name, chans, route=None):
             device_id = gb_id(type_code, serial)
-            out.append(SimDevice(self, device_id, kind, name, passwords.get(device_id, password), chans,
-                                 random.Random(rng.random()), route=route, faults=self.faults))
+            out.append(
+                SimDevice(
+                    self,
+                    device_id,
+                    kind,
+                    name,
+                    passwords.get(device_id, password),
+                    chans,
+                    random.Random(rng.random()),
+                    route=route,
+                    faults=self.faults,
+                )
+            )
 
         for i in range(nvrs):
             site = SITES[i % len(SITES)]
@@ -175,8 +238,14 @@ class Fleet:
             add(TYPE_IPC, serial_base + nvrs + i + 1, "ipc", f"{site}网络摄像机{i + 1}", make_channels(1, 1))
         for i in range(mobile):
             district = CIVIL_CODES[civil[i % len(civil)]]
-            add(TYPE_MOBILE, serial_base + i + 1, "mobile", f"{district}执法记录仪{i + 1}", make_channels(1, 99),
-                route=Route(rng))
+            add(
+                TYPE_MOBILE,
+                serial_base + i + 1,
+                "mobile",
+                f"{district}执法记录仪{i + 1}",
+                make_channels(1, 99),
+                route=Route(rng),
+            )
         return out
 
     # -- counters --------------------------------------------------------------------------------
@@ -212,8 +281,10 @@ class Fleet:
 
     def describe(self) -> dict:
         """The first stdout line of `tianwang simulate gb28181`: where it dials, who it is."""
-        rows = [{"id": d.id, "type": d.kind, "password": d.password, "channels": [c.id for c in d.channels]}
-                for d in self.devices[:100]]
+        rows = [
+            {"id": d.id, "type": d.kind, "password": d.password, "channels": [c.id for c in d.channels]}
+            for d in self.devices[:100]
+        ]
         return {
             "kind": "gb28181",
             "url": f"{self.transport}://{self.host}:{self.port}",
@@ -234,8 +305,10 @@ class Fleet:
     # -- running ---------------------------------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._tasks = [self.loop.create_task(self._dial_all(), name="gb28181-fleet-dial"),
-                       self.loop.create_task(self._service_loop(), name="gb28181-fleet-timers")]
+        self._tasks = [
+            self.loop.create_task(self._dial_all(), name="gb28181-fleet-dial"),
+            self.loop.create_task(self._service_loop(), name="gb28181-fleet-timers"),
+        ]
         if self.alarm_rate > 0:
             self._tasks.append(self.loop.create_task(self._alarm_loop(), name="gb28181-fleet-alarms"))
         if "nat_rebind" in self.faults and self.transport == "udp":
@@ -358,7 +431,9 @@ def _hostport(value: str) -> tuple[str, int]:
 def _fault(value: str) -> str:
     name = value.replace("-", "_")
     if name not in FAULTS:
-        raise argparse.ArgumentTypeError(f"unknown fault {value!r} (known: {', '.join(f.replace('_', '-') for f in FAULTS)})")
+        raise argparse.ArgumentTypeError(
+            f"unknown fault {value!r} (known: {', '.join(f.replace('_', '-') for f in FAULTS)})"
+        )
     return name
 
 
@@ -367,30 +442,59 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tianwang simulate gb28181",
         description="A fleet of GB/T 28181 devices (NVRs, IPCs, 4G units) registering to a platform over UDP or TCP.",
     )
-    ap.add_argument("--connect", required=True, type=_hostport, metavar="HOST:PORT", help="the platform (gateway listener)")
+    ap.add_argument(
+        "--connect", required=True, type=_hostport, metavar="HOST:PORT", help="the platform (gateway listener)"
+    )
     ap.add_argument("--devices", type=int, default=1, metavar="N", help="NVRs (IPCs when --channels is 1); default 1")
     ap.add_argument("--channels", type=int, default=4, metavar="M", help="channels per NVR (default 4)")
     ap.add_argument("--ipcs", type=int, default=0, metavar="N", help="single-channel IPCs besides (default 0)")
     ap.add_argument("--mobile", type=int, default=0, metavar="K", help="4G mobile units (body cameras); default 0")
     ap.add_argument("--transport", choices=("udp", "tcp"), default="udp")
-    ap.add_argument("--server-id", default=DEFAULT_SERVER_ID, help=f"the platform's 20-digit ID (default {DEFAULT_SERVER_ID})")
+    ap.add_argument(
+        "--server-id", default=DEFAULT_SERVER_ID, help=f"the platform's 20-digit ID (default {DEFAULT_SERVER_ID})"
+    )
     ap.add_argument("--domain", default=None, help="the SIP domain (default: the server ID's first 10 digits)")
     ap.add_argument("--password", default=None, help="every device's password (default: one generated)")
-    ap.add_argument("--alarm-rate", type=float, default=0.0, metavar="HZ", help="alarms per second over the whole fleet")
-    ap.add_argument("--alarm-kinds", default=",".join(ALARM_KINDS), metavar="K1,K2",
-                    help=f"which alarms to raise (default {','.join(ALARM_KINDS)})")
-    ap.add_argument("--stamp-alarms", action="store_true", help="end alarm descriptions with ' #t=<send time ns>' (latency benches)")
+    ap.add_argument(
+        "--alarm-rate", type=float, default=0.0, metavar="HZ", help="alarms per second over the whole fleet"
+    )
+    ap.add_argument(
+        "--alarm-kinds",
+        default=",".join(ALARM_KINDS),
+        metavar="K1,K2",
+        help=f"which alarms to raise (default {','.join(ALARM_KINDS)})",
+    )
+    ap.add_argument(
+        "--stamp-alarms", action="store_true", help="end alarm descriptions with ' #t=<send time ns>' (latency benches)"
+    )
     ap.add_argument("--alarms-after-online", action="store_true", help="raise no alarm before every device is online")
-    ap.add_argument("--fault", type=_fault, action="append", default=[], metavar="NAME",
-                    help="a field fault for every device: " + ", ".join(f.replace("_", "-") for f in FAULTS))
-    ap.add_argument("--storm-after", type=float, default=None, metavar="S",
-                    help="every device re-registers at once after S seconds (SIGUSR1 does it any time)")
+    ap.add_argument(
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a field fault for every device: " + ", ".join(f.replace("_", "-") for f in FAULTS),
+    )
+    ap.add_argument(
+        "--storm-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="every device re-registers at once after S seconds (SIGUSR1 does it any time)",
+    )
     ap.add_argument("--keepalive", type=float, default=60.0, metavar="S", help="keepalive interval (default 60)")
-    ap.add_argument("--expires", type=int, default=3600, metavar="S", help="registration expiry asked for (default 3600)")
+    ap.add_argument(
+        "--expires", type=int, default=3600, metavar="S", help="registration expiry asked for (default 3600)"
+    )
     ap.add_argument("--seed", type=int, default=28181)
-    ap.add_argument("--serial-base", type=int, default=0, help="offset of the six-digit serials (several fleets side by side)")
+    ap.add_argument(
+        "--serial-base", type=int, default=0, help="offset of the six-digit serials (several fleets side by side)"
+    )
     ap.add_argument("--connect-rate", type=float, default=1000.0, metavar="PER_S", help="devices starting per second")
-    ap.add_argument("--stats-interval", type=float, default=0.0, metavar="S", help="print counters to stderr every S seconds")
+    ap.add_argument(
+        "--stats-interval", type=float, default=0.0, metavar="S", help="print counters to stderr every S seconds"
+    )
     return ap
 
 
@@ -399,12 +503,26 @@ async def _amain(args) -> dict:
 
     host, port = args.connect
     fleet = Fleet(
-        host, port, devices=args.devices, channels=args.channels, ipcs=args.ipcs, mobile=args.mobile,
-        transport=args.transport, server_id=args.server_id, domain=args.domain,
-        password=args.password or secrets.token_hex(6), alarm_rate=args.alarm_rate,
-        alarm_kinds=tuple(k.strip() for k in args.alarm_kinds.split(",") if k.strip()), faults=frozenset(args.fault),
-        keepalive_s=args.keepalive, expires=args.expires, seed=args.seed, connect_per_s=args.connect_rate,
-        stamp_alarms=args.stamp_alarms, serial_base=args.serial_base, alarms_after_online=args.alarms_after_online,
+        host,
+        port,
+        devices=args.devices,
+        channels=args.channels,
+        ipcs=args.ipcs,
+        mobile=args.mobile,
+        transport=args.transport,
+        server_id=args.server_id,
+        domain=args.domain,
+        password=args.password or secrets.token_hex(6),
+        alarm_rate=args.alarm_rate,
+        alarm_kinds=tuple(k.strip() for k in args.alarm_kinds.split(",") if k.strip()),
+        faults=frozenset(args.fault),
+        keepalive_s=args.keepalive,
+        expires=args.expires,
+        seed=args.seed,
+        connect_per_s=args.connect_rate,
+        stamp_alarms=args.stamp_alarms,
+        serial_base=args.serial_base,
+        alarms_after_online=args.alarms_after_online,
     )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, fleet.storm)

@@ -41,7 +41,9 @@ class SipError(FrameError):
     chunk before the fault, so the caller can still handle them before it closes the connection.
     """
 
-    def __init__(self, reason: str, detail: str = "", messages: Iterable[SipRequest | SipResponse] | None = None) -> None:
+    def __init__(
+        self, reason: str, detail: str = "", messages: Iterable[SipRequest | SipResponse] | None = None
+    ) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -73,11 +75,40 @@ COMPACT = {
 _CANONICAL = {
     name.lower(): name
     for name in (
-        "Via", "From", "To", "Call-ID", "CSeq", "Contact", "Content-Length", "Content-Type", "Max-Forwards",
-        "Expires", "Subject", "Supported", "Content-Encoding", "Event", "Allow-Events", "Refer-To",
-        "Referred-By", "Session-Expires", "WWW-Authenticate", "Authorization", "Proxy-Authenticate",
-        "Proxy-Authorization", "User-Agent", "Server", "Date", "Allow", "Route", "Record-Route",
-        "Subscription-State", "Min-Expires", "Retry-After", "Accept", "Warning", "X-GB-Ver",
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Contact",
+        "Content-Length",
+        "Content-Type",
+        "Max-Forwards",
+        "Expires",
+        "Subject",
+        "Supported",
+        "Content-Encoding",
+        "Event",
+        "Allow-Events",
+        "Refer-To",
+        "Referred-By",
+        "Session-Expires",
+        "WWW-Authenticate",
+        "Authorization",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "User-Agent",
+        "Server",
+        "Date",
+        "Allow",
+        "Route",
+        "Record-Route",
+        "Subscription-State",
+        "Min-Expires",
+        "Retry-After",
+        "Accept",
+        "Warning",
+        "X-GB-Ver",
     )
 }
 
@@ -324,12 +355,19 @@ def parse_uri(text: str) -> SipUri:
             userinfo, _, rest = rest.rpartition("@")
             user, colon, pw = userinfo.partition(":")
             password = pw if colon else None
-            if any(ch in userinfo for ch in " \t<>\"") or not user:
+            if any(ch in userinfo for ch in ' \t<>"') or not user:
                 raise SipError("bad_uri", f"bad user part {userinfo[:40]!r}")
         hostport, semi, params = rest.partition(";")
         host, port = _parse_host(hostport)
-        return SipUri(scheme.lower(), user, host, port, parse_params(";" + params) if semi else {}, password,
-                      headers if qmark else None)
+        return SipUri(
+            scheme.lower(),
+            user,
+            host,
+            port,
+            parse_params(";" + params) if semi else {},
+            password,
+            headers if qmark else None,
+        )
     except SipError as exc:
         raise SipError("bad_uri", exc.detail) from None
 
@@ -663,8 +701,9 @@ def _content_length(msg: SipRequest | SipResponse) -> int | None:
     return None if value is None else int(value)
 
 
-def parse_message(data: bytes, *, max_size: int = MAX_SIZE, max_headers: int = MAX_HEADERS,
-                  max_line: int = MAX_LINE) -> SipRequest | SipResponse:
+def parse_message(
+    data: bytes, *, max_size: int = MAX_SIZE, max_headers: int = MAX_HEADERS, max_line: int = MAX_LINE
+) -> SipRequest | SipResponse:
     """Parse one whole message (a UDP datagram). Raises SipError.
 
     The body's length comes from Content-Length when present: extra bytes after it are ignored (a
@@ -683,8 +722,9 @@ def parse_message(data: bytes, *, max_size: int = MAX_SIZE, max_headers: int = M
     m = _HEAD_END.search(data, start)
     if m is None:
         first_end = data.find(b"\n", start)
-        _parse_start_line(data[start : first_end if first_end >= 0 else len(data)].rstrip(b"\r")
-                          .decode("utf-8", "surrogateescape"))
+        _parse_start_line(
+            data[start : first_end if first_end >= 0 else len(data)].rstrip(b"\r").decode("utf-8", "surrogateescape")
+        )
         raise SipError("truncated", "no blank line after the headers")
     msg = _parse_head(data[start : m.start()], max_headers, max_line)
     body = data[m.end() :]
@@ -794,24 +834,62 @@ class StreamFramer:
 
 # -- building -----------------------------------------------------------------------------------
 REASONS = {
-    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued", 183: "Session Progress",
-    200: "OK", 202: "Accepted", 300: "Multiple Choices", 301: "Moved Permanently", 302: "Moved Temporarily",
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    406: "Not Acceptable", 407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
-    413: "Request Entity Too Large", 415: "Unsupported Media Type", 416: "Unsupported URI Scheme",
-    420: "Bad Extension", 423: "Interval Too Brief", 480: "Temporarily Unavailable",
-    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
-    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here", 489: "Bad Event",
-    491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
-    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
     606: "Not Acceptable",
 }
 
 
 def reason_phrase(status: int) -> str:
-    return REASONS.get(status) or {1: "Trying", 2: "OK", 3: "Redirect", 4: "Client Error", 5: "Server Error",
-                                   6: "Global Failure"}.get(status // 100, "Unknown")
+    return REASONS.get(status) or {
+        1: "Trying",
+        2: "OK",
+        3: "Redirect",
+        4: "Client Error",
+        5: "Server Error",
+        6: "Global Failure",
+    }.get(status // 100, "Unknown")
 
 
 def new_branch() -> str:
@@ -832,10 +910,26 @@ def _angle(uri: object) -> str:
     return text if isinstance(uri, NameAddr) or text.startswith(("<", '"')) else f"<{text}>"
 
 
-def build_request(method: str, uri: object, *, via_host: str, via_port: int, transport: str, from_uri: object,
-                  from_tag: str, to_uri: object, to_tag: str | None = None, call_id: str, cseq: int,
-                  branch: str | None = None, contact: object = None, headers: Iterable[tuple[str, object]] = (),
-                  body: bytes = b"", content_type: str | None = None, max_forwards: int = 70) -> SipRequest:
+def build_request(
+    method: str,
+    uri: object,
+    *,
+    via_host: str,
+    via_port: int,
+    transport: str,
+    from_uri: object,
+    from_tag: str,
+    to_uri: object,
+    to_tag: str | None = None,
+    call_id: str,
+    cseq: int,
+    branch: str | None = None,
+    contact: object = None,
+    headers: Iterable[tuple[str, object]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+    max_forwards: int = 70,
+) -> SipRequest:
     """A request with the RFC 3261 mandatory headers; `headers` are (name, value) pairs added after them.
 
     The Via asks for `rport` so a device behind NAT answers to where the request came from.
@@ -858,9 +952,17 @@ def build_request(method: str, uri: object, *, via_host: str, via_port: int, tra
     return SipRequest(method, str(uri), h, bytes(body))
 
 
-def build_response(request: SipRequest, status: int, reason: str | None = None, *, to_tag: str | None = None,
-                   headers: Iterable[tuple[str, object]] = (), body: bytes = b"", content_type: str | None = None,
-                   source: tuple[str, int] | None = None) -> SipResponse:
+def build_response(
+    request: SipRequest,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, object]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+    source: tuple[str, int] | None = None,
+) -> SipResponse:
     """A response to `request` (RFC 3261 8.2.6): Via, From, To, Call-ID and CSeq copied.
 
     With `source=(ip, port)` (where the request really came from) the top Via gets `received=ip`,

@@ -142,8 +142,9 @@ class ServerTransactions:
         self.answered += 1
         return entry[1]
 
-    def remember(self, request: SipRequest, response: SipResponse, now: float, *, dest: Any = None,
-                 reliable: bool = True) -> None:
+    def remember(
+        self, request: SipRequest, response: SipResponse, now: float, *, dest: Any = None, reliable: bool = True
+    ) -> None:
         """Cache the response sent to `request` (provisional or final) for its retransmissions.
 
         For a final response to an INVITE, `dest` (where it went) asks for it to be resent until the
@@ -385,8 +386,12 @@ class ClientTransactions:
         for name in ("_retransmits", "_deadlines"):
             heap = getattr(self, name)
             if len(heap) > 4 * live + 64:
-                kept = [item for item in heap if item[2] in self._table
-                        and item[0] in (self._table[item[2]].next_at, self._table[item[2]].deadline)]
+                kept = [
+                    item
+                    for item in heap
+                    if item[2] in self._table
+                    and item[0] in (self._table[item[2]].next_at, self._table[item[2]].deadline)
+                ]
                 heapq.heapify(kept)
                 setattr(self, name, kept)
 

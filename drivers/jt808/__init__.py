@@ -83,10 +83,16 @@ async def _demo(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
     where = stack.enter_context(tempfile.TemporaryDirectory(prefix="tianwang-demo-"))
     return {
         "listeners": [
-            {"id": "fleet", "driver": "jt808", "listen": f"127.0.0.1:{port}", "auth_secret": secrets.token_hex(16),
-             "registrations_file": os.path.join(where, "fleet.registrations"),
-             # the whole simulated fleet dials in from 127.0.0.1 at once
-             "registrations_burst": DEMO_TERMINALS, "max_unauthenticated_per_address": DEMO_TERMINALS}
+            {
+                "id": "fleet",
+                "driver": "jt808",
+                "listen": f"127.0.0.1:{port}",
+                "auth_secret": secrets.token_hex(16),
+                "registrations_file": os.path.join(where, "fleet.registrations"),
+                # the whole simulated fleet dials in from 127.0.0.1 at once
+                "registrations_burst": DEMO_TERMINALS,
+                "max_unauthenticated_per_address": DEMO_TERMINALS,
+            }
         ]
     }
 

@@ -110,22 +110,24 @@ class Jt808Config(SecretsModel, ListenerConfig):
     idle_timeout_s: float = Field(
         default=180.0, gt=0, le=86400, description="an authenticated connection silent this long is closed"
     )
-    auth_timeout_s: float = Field(
-        default=30.0, gt=0, le=3600, description="time a new connection gets to authenticate"
-    )
+    auth_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="time a new connection gets to authenticate")
     max_connections: int = Field(default=20000, ge=1, description="open connections at most")
     max_unauthenticated_per_address: int = Field(
-        default=64, ge=1,
+        default=64,
+        ge=1,
         description="connections from one address (IPv6: one /64) that have not authenticated yet, at most; "
         "past it a new one is closed at once (`connections_refused_per_address`)",
     )
     registration_timeout_s: float = Field(
-        default=600.0, gt=0, le=30 * 86400,
+        default=600.0,
+        gt=0,
+        le=30 * 86400,
         description="a registration over the air (0x0100) whose terminal has not authenticated with its code "
         "within this time is dropped, its phone and plate free again (`registrations_expired`)",
     )
     registrations_per_s: float = Field(
-        default=0.2, gt=0,
+        default=0.2,
+        gt=0,
         description="registrations over the air per second from one address (IPv6: one /64), after the burst; "
         "past it the connection is closed unanswered and the terminal registers later "
         "(`registrations_rate_limited`)",
@@ -133,11 +135,11 @@ class Jt808Config(SecretsModel, ListenerConfig):
     registrations_burst: int = Field(
         default=20, ge=1, description="registrations from one address at once before `registrations_per_s` applies"
     )
-    max_terminals: int = Field(
-        default=100000, ge=1, description="distinct phones remembered (rows in ListDevices)"
-    )
+    max_terminals: int = Field(default=100000, ge=1, description="distinct phones remembered (rows in ListDevices)")
     max_frame_bytes: int = Field(
-        default=2048, ge=64, le=65536,
+        default=2048,
+        ge=64,
+        le=65536,
         description="largest frame after unescaping (a 2019 split header and a 1023-byte body fit the default)",
     )
     max_bad_frames: int = Field(
@@ -147,7 +149,8 @@ class Jt808Config(SecretsModel, ListenerConfig):
         default=3, ge=1, description="failed authentications per connection before it is closed"
     )
     flood_frames_per_s: float = Field(
-        default=100.0, gt=0,
+        default=100.0,
+        gt=0,
         description="sustained frames per second per connection; a faster terminal is paused (TCP pushes back)",
     )
     flood_burst: int = Field(default=400, ge=1, description="frames a connection may send in a burst above that rate")
@@ -155,7 +158,8 @@ class Jt808Config(SecretsModel, ListenerConfig):
         default=60.0, gt=0, description="an incomplete split message is dropped after this long"
     )
     write_buffer_bytes: ByteSize = Field(
-        default=ByteSize(64 * 1024), ge=1024,
+        default=ByteSize(64 * 1024),
+        ge=1024,
         description="a terminal that does not read its acks stops being read once this much is queued for it",
     )
 

@@ -535,7 +535,9 @@ class Jt808Listener(Driver[Jt808Config]):
             self.ctx.set_health(Health.ONLINE, f"listening on port {self.port}; registrations saved again")
         self._registry_error = error
 
-    def register(self, phone: str, code: str, via: str, info: dict, address: str = "", authenticated: bool = True) -> None:
+    def register(
+        self, phone: str, code: str, via: str, info: dict, address: str = "", authenticated: bool = True
+    ) -> None:
         """Record a registration (a 0x0100 answered OK, or a first authentication with a
         provisioned or derived code): from now on the phone cannot be registered over the air.
         One over the air (`authenticated` false) lapses unless its terminal authenticates within
@@ -566,8 +568,13 @@ class Jt808Listener(Driver[Jt808Config]):
                 continue
             self.registry.remove(phone)
             self.ctx.count("registrations_expired")
-            log.info("%s: registration of %s from %s expired: it never authenticated within %g s", self.ctx.device_id,
-                     phone, rec.get("address", "?"), limit)
+            log.info(
+                "%s: registration of %s from %s expired: it never authenticated within %g s",
+                self.ctx.device_id,
+                phone,
+                rec.get("address", "?"),
+                limit,
+            )
         if expired:
             self.ctx.set_info(registrations=str(len(self.registry)))
 
@@ -637,7 +644,9 @@ class Jt808Listener(Driver[Jt808Config]):
                 raise CommandError("FAILED", f"{phone} deregistered in memory but not on disk: {exc}") from None
             self.ctx.set_info(registrations=str(len(self.registry)))
             self.ctx.count("deregistrations")
-            log.warning("%s: %s deregistered by an operator: it may register over the air again", self.ctx.device_id, phone)
+            log.warning(
+                "%s: %s deregistered by an operator: it may register over the air again", self.ctx.device_id, phone
+            )
             return {
                 "phone": phone,
                 "deregistered": True,
@@ -651,7 +660,8 @@ class Jt808Listener(Driver[Jt808Config]):
                 f"phone number (tianwang devices --family gnss lists them)",
             )
         raise CommandError(
-            "UNSUPPORTED", f"{self.ctx.device_id}: the jt808 listener takes registrations and deregister, not {action!r}"
+            "UNSUPPORTED",
+            f"{self.ctx.device_id}: the jt808 listener takes registrations and deregister, not {action!r}",
         )
 
     async def command_terminal(self, phone: str, action: str, args: dict, timeout: float) -> dict:
@@ -696,8 +706,12 @@ class Jt808Listener(Driver[Jt808Config]):
             registrations_file=self.config.registrations_file or "(memory only)",
         )
         self.ctx.set_health(Health.ONLINE, f"listening on {host}:{self.port}")
-        sweep = min(SWEEP_MAX_S, self.config.idle_timeout_s / 4, self.config.auth_timeout_s / 4,
-                    self.config.registration_timeout_s / 4)
+        sweep = min(
+            SWEEP_MAX_S,
+            self.config.idle_timeout_s / 4,
+            self.config.auth_timeout_s / 4,
+            self.config.registration_timeout_s / 4,
+        )
         while True:
             await asyncio.sleep(sweep)
             self.sweep()

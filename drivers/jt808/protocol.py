@@ -277,9 +277,7 @@ def parse(frame: bytes) -> tuple[Header, bytes]:
     header = Header(msg_id, attrs, protocol_version, digits.lstrip("0") or "0", phone_bcd, serial, total, index, pos)
     length = attrs & BODY_LENGTH_MASK
     if n - pos != length:
-        raise Jt808Error(
-            "length_mismatch", f"0x{msg_id:04X}: body is {n - pos} bytes, attributes say {length}", header
-        )
+        raise Jt808Error("length_mismatch", f"0x{msg_id:04X}: body is {n - pos} bytes, attributes say {length}", header)
     if split and not 1 <= index <= total:
         raise Jt808Error("bad_split", f"0x{msg_id:04X}: part {index} of {total}", header)
     if attrs & ENCRYPTION_MASK:
@@ -335,7 +333,9 @@ class Reassembler:
     `dropped` counts discarded incomplete messages by reason.
     """
 
-    def __init__(self, max_parts: int = 64, max_bytes: int = 65536, max_pending: int = 4, timeout: float = 60.0) -> None:
+    def __init__(
+        self, max_parts: int = 64, max_bytes: int = 65536, max_pending: int = 4, timeout: float = 60.0
+    ) -> None:
         self.max_parts = max_parts
         self.max_bytes = max_bytes
         self.max_pending = max_pending
@@ -365,7 +365,9 @@ class Reassembler:
             entry[1] += len(body)
             if entry[1] > self.max_bytes:
                 del self._pending[key]
-                raise Jt808Error("bad_split", f"0x{header.msg_id:04X}: joined body exceeds {self.max_bytes} bytes", header)
+                raise Jt808Error(
+                    "bad_split", f"0x{header.msg_id:04X}: joined body exceeds {self.max_bytes} bytes", header
+                )
             parts[index] = body
         if len(parts) < total:
             return None
@@ -651,7 +653,13 @@ def bcd_time_ns(raw: bytes) -> int | None:
     hour = int(digits[6:8])
     minute = int(digits[8:10])
     second = int(digits[10:12])
-    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1] and hour < 24 and minute < 60 and second < 60):
+    if not (
+        1 <= month <= 12
+        and 1 <= day <= calendar.monthrange(year, month)[1]
+        and hour < 24
+        and minute < 60
+        and second < 60
+    ):
         return None
     return (calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - GMT8_S) * 1_000_000_000
 
@@ -850,7 +858,12 @@ def alarm_changes(previous: int, current: int) -> list[dict]:
     while changed:
         if changed & 1:
             out.append(
-                {"kind": ALARM_KINDS[bit], "active": bool(current >> bit & 1), "raw": f"0x{current:08x}", "alarm_word": current}
+                {
+                    "kind": ALARM_KINDS[bit],
+                    "active": bool(current >> bit & 1),
+                    "raw": f"0x{current:08x}",
+                    "alarm_word": current,
+                }
             )
         changed >>= 1
         bit += 1

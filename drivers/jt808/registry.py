@@ -70,7 +70,11 @@ class Registrations(StateFile):
         self.terminals: dict[str, dict[str, Any]] = read_file(path) if path else {}
         # it holds auth codes: a file readable by others is set to 0600 (StateFile)
         super().__init__(
-            path, snapshot=self._snapshot_terminals, write=write_file, on_write=on_write, log=log,
+            path,
+            snapshot=self._snapshot_terminals,
+            write=write_file,
+            on_write=on_write,
+            log=log,
             label="jt808 registrations",
         )
         self._plates: dict[tuple[Any, Any], str] = {}  # (plate colour, plate) -> phone

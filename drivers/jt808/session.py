@@ -354,7 +354,9 @@ class Session:
     def _register(self, step: Step, header: p.Header, body: bytes) -> None:
         reg = p.parse_register(body, header.version)
         result, code = self.gate.registration(header.phone, reg.info())
-        self._reply(step, p.REGISTER_REPLY, p.register_reply_body(header.serial, result, code), p.reply_header_args(header))
+        self._reply(
+            step, p.REGISTER_REPLY, p.register_reply_body(header.serial, result, code), p.reply_header_args(header)
+        )
         if result == p.RegisterResult.OK:
             self.registration = reg.info()
 

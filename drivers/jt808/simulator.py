@@ -137,8 +137,10 @@ class SimTerminal(asyncio.Protocol):
         except OSError as exc:
             fleet.count("connect_failures")
             if fleet.notify is not None and not self.failing:  # once per streak, not at every retry
-                fleet.notify(f"terminal {self.phone}: cannot connect to {fleet.host}:{fleet.port} "
-                             f"({exc.strerror or exc}); retrying")
+                fleet.notify(
+                    f"terminal {self.phone}: cannot connect to {fleet.host}:{fleet.port} "
+                    f"({exc.strerror or exc}); retrying"
+                )
             self.failing = True
             self.state = "idle"
             self._schedule_reconnect()
@@ -218,9 +220,13 @@ class SimTerminal(asyncio.Protocol):
     def _register(self):
         self.state = "registering"
         if self.version == "2019":
-            reg = p.Registration(31, 100, "TWSIM", "TW-808-SIM", f"T{self.phone[-10:]}", 2, f"沪A{self.phone[-5:]}", "2019")
+            reg = p.Registration(
+                31, 100, "TWSIM", "TW-808-SIM", f"T{self.phone[-10:]}", 2, f"沪A{self.phone[-5:]}", "2019"
+            )
         else:
-            reg = p.Registration(31, 100, "TWSIM", "TW-808-SIM", f"T{self.phone[-6:]}", 2, f"沪A{self.phone[-5:]}", "2013")
+            reg = p.Registration(
+                31, 100, "TWSIM", "TW-808-SIM", f"T{self.phone[-6:]}", 2, f"沪A{self.phone[-5:]}", "2013"
+            )
         self._send(p.REGISTER, p.register_body(reg), track=False)
 
     def _authenticate(self):
@@ -364,7 +370,9 @@ class SimTerminal(asyncio.Protocol):
                 else:
                     fleet.count("auth_failed")
                     if fleet.notify is not None:
-                        fleet.notify(f"terminal {self.phone}: the gateway refused its authentication (result {int(result)})")
+                        fleet.notify(
+                            f"terminal {self.phone}: the gateway refused its authentication (result {int(result)})"
+                        )
                     if self.preset_code is None or fleet.reregister:
                         self.auth_code = None
                         self._register()
@@ -560,20 +568,35 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tianwang simulate jt808",
         description="A fleet of JT/T 808 vehicle terminals dialling into a platform over TCP.",
     )
-    ap.add_argument("--connect", required=True, type=_hostport, metavar="HOST:PORT", help="the platform (gateway listener)")
+    ap.add_argument(
+        "--connect", required=True, type=_hostport, metavar="HOST:PORT", help="the platform (gateway listener)"
+    )
     ap.add_argument("--terminals", type=int, default=1, metavar="N", help="number of terminals (default 1)")
     ap.add_argument("--rate", type=float, default=1.0, metavar="HZ", help="reports per second per terminal (default 1)")
     ap.add_argument("--version", choices=("2013", "2019"), default="2013", help="header edition (default 2013)")
     ap.add_argument("--auth-code", default=None, help="authenticate with this code instead of registering first")
-    ap.add_argument("--phone-base", type=int, default=13800000000, help="phone of the first terminal; the rest count up")
+    ap.add_argument(
+        "--phone-base", type=int, default=13800000000, help="phone of the first terminal; the rest count up"
+    )
     ap.add_argument("--heartbeat", type=float, default=30.0, metavar="S", help="heartbeat after S seconds of silence")
-    ap.add_argument("--ack-timeout", type=float, default=5.0, metavar="S", help="resend a message not acknowledged in S seconds")
+    ap.add_argument(
+        "--ack-timeout", type=float, default=5.0, metavar="S", help="resend a message not acknowledged in S seconds"
+    )
     ap.add_argument("--retries", type=int, default=3, help="resends before a message is given up")
-    ap.add_argument("--centre", type=_centre, default=DEFAULT_CENTRE, metavar="LAT,LON",
-                    help="the centre of the routes, each within about 12 km of it (default 27.8297,112.9443: Xiangtan)")
+    ap.add_argument(
+        "--centre",
+        type=_centre,
+        default=DEFAULT_CENTRE,
+        metavar="LAT,LON",
+        help="the centre of the routes, each within about 12 km of it (default 27.8297,112.9443: Xiangtan)",
+    )
     ap.add_argument("--seed", type=int, default=808)
-    ap.add_argument("--connect-rate", type=float, default=2000.0, metavar="PER_S", help="new connections per second at start")
-    ap.add_argument("--stats-interval", type=float, default=0.0, metavar="S", help="print counters to stderr every S seconds")
+    ap.add_argument(
+        "--connect-rate", type=float, default=2000.0, metavar="PER_S", help="new connections per second at start"
+    )
+    ap.add_argument(
+        "--stats-interval", type=float, default=0.0, metavar="S", help="print counters to stderr every S seconds"
+    )
     return ap
 
 

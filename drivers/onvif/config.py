@@ -77,7 +77,9 @@ class OnvifConfig(SecretsModel, DeviceConfig):
     __required_secrets__: ClassVar = ("password",)
 
     host: str = Field(description="the camera's IP address or DNS name (no scheme, no port)")
-    port: int = Field(default=80, ge=1, le=65535, description="its HTTP port (the device service is `/onvif/device_service`)")
+    port: int = Field(
+        default=80, ge=1, le=65535, description="its HTTP port (the device service is `/onvif/device_service`)"
+    )
     username: str = Field(min_length=1, max_length=128, description="the ONVIF user")
     password: SecretStr | None = Field(
         default=None,
@@ -96,11 +98,15 @@ class OnvifConfig(SecretsModel, DeviceConfig):
         default=None, description="`events: webhook` only: where the gateway listens for the camera's POSTs"
     )
     subscription_s: float = Field(
-        default=60.0, ge=10, le=86400,
+        default=60.0,
+        ge=10,
+        le=86400,
         description="subscription time asked for; renewed at 40-60% of what the camera grants",
     )
     pull_timeout_s: float = Field(
-        default=10.0, gt=0, le=60,
+        default=10.0,
+        gt=0,
+        le=60,
         description="PullMessages long-poll time (never more than a third of the time left on the subscription)",
     )
     pull_limit: int = Field(default=100, ge=1, le=1024, description="PullMessages `MessageLimit`")
@@ -108,7 +114,8 @@ class OnvifConfig(SecretsModel, DeviceConfig):
         default=10.0, gt=0, le=120, description="one SOAP call's time limit (a long poll adds its own time)"
     )
     max_clock_skew_s: float = Field(
-        default=5.0, ge=0,
+        default=5.0,
+        ge=0,
         description="a camera clock further off than this is reported DEGRADED (it is compensated either way)",
     )
     snapshot_basic_auth: bool = Field(

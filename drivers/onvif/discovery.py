@@ -87,7 +87,10 @@ def parse_probe(data: bytes) -> tuple[str, str] | None:
         return None
     mid = root.find(f".//{{{NS['a']}}}MessageID")
     types = root.find(f".//{{{NS['d']}}}Types")
-    return ((mid.text or "").strip() if mid is not None else "", (types.text or "").strip() if types is not None else "")
+    return (
+        (mid.text or "").strip() if mid is not None else "",
+        (types.text or "").strip() if types is not None else "",
+    )
 
 
 def _words(parent: etree._Element, tag: str) -> tuple[str, ...]:
@@ -135,8 +138,9 @@ class _Collector(asyncio.DatagramProtocol):
         pass
 
 
-async def probe(timeout: float = 3.0, address: str | None = None, port: int = PORT,
-                interface: str | None = None) -> list[Match]:
+async def probe(
+    timeout: float = 3.0, address: str | None = None, port: int = PORT, interface: str | None = None
+) -> list[Match]:
     """Send one Probe (multicast, or to `address` when given) and collect ProbeMatches for `timeout`
     seconds. `interface`: the local IPv4 address whose interface carries the multicast. Raises OSError
     when the socket cannot be opened or the probe cannot be sent."""
@@ -198,8 +202,9 @@ class Responder(asyncio.DatagramProtocol):
             self.transport.sendto(probe_matches_message(mid, self.endpoint, self.scopes, xaddrs), addr)
 
 
-async def serve_responder(responder: Responder, host: str = "127.0.0.1", port: int = 0,
-                          multicast: bool = False) -> asyncio.DatagramTransport:
+async def serve_responder(
+    responder: Responder, host: str = "127.0.0.1", port: int = 0, multicast: bool = False
+) -> asyncio.DatagramTransport:
     """Bind the responder: unicast on host:port, or (multicast=True) on 0.0.0.0:port joined to the
     WS-Discovery group on the interface of `host`. Raises OSError."""
     loop = asyncio.get_running_loop()
@@ -210,8 +215,11 @@ async def serve_responder(responder: Responder, host: str = "127.0.0.1", port: i
         if multicast:
             sock.bind(("0.0.0.0", port))
             iface = socket.inet_aton(host if host not in ("0.0.0.0", "") else "0.0.0.0")
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
-                            struct.pack("4s4s", socket.inet_aton(MULTICAST_GROUP), iface))
+            sock.setsockopt(
+                socket.IPPROTO_IP,
+                socket.IP_ADD_MEMBERSHIP,
+                struct.pack("4s4s", socket.inet_aton(MULTICAST_GROUP), iface),
+            )
         else:
             sock.bind((host, port))
     except OSError:

@@ -132,8 +132,9 @@ async def load_wsdls() -> None:
         for name in _WSDL_SERVICES:
             svc = SERVICES[name]
             binding = "{{{}}}{}".format(svc["ns"], svc["binding"])
-            service = ONVIFService("http://127.0.0.1:9/", None, None, str(wsdl_dir / svc["wsdl"]), no_cache=True,
-                                   binding_name=binding)
+            service = ONVIFService(
+                "http://127.0.0.1:9/", None, None, str(wsdl_dir / svc["wsdl"]), no_cache=True, binding_name=binding
+            )
             try:
                 await service.setup()
             finally:
@@ -319,7 +320,9 @@ class OnvifDriver(Driver[OnvifConfig]):
         self.ctx.set_info(address=self.where, events=cfg.events)
         await self._close_camera()
         await load_wsdls()
-        self.cam = cam = _camera_class()(cfg.host, cfg.port, cfg.username, self._password(), no_cache=True, adjust_time=True)
+        self.cam = cam = _camera_class()(
+            cfg.host, cfg.port, cfg.username, self._password(), no_cache=True, adjust_time=True
+        )
         try:
             await self._call(cam.update_xaddrs(), "connect")
         finally:
@@ -375,8 +378,11 @@ class OnvifDriver(Driver[OnvifConfig]):
             media = await self._call(cam.create_media_service(), "connect")
             profiles = await self._call(media.GetProfiles(), "GetProfiles") or []
             self.profiles = [p.token for p in profiles[:MAX_PROFILES] if getattr(p, "token", None)]
-            self.profile = self.config.profile if self.config.profile in self.profiles else (
-                self.profiles[0] if self.profiles else None)
+            self.profile = (
+                self.config.profile
+                if self.config.profile in self.profiles
+                else (self.profiles[0] if self.profiles else None)
+            )
             facts["profiles"] = ",".join(self.profiles)
             facts["profile"] = self.profile or ""
             for token in self.profiles:
@@ -466,7 +472,9 @@ class OnvifDriver(Driver[OnvifConfig]):
             except Exception as exc:
                 inner = _cause(exc)
                 if _is_auth(inner) or not isinstance(inner, Fault):
-                    if isinstance(inner, (aiohttp.ClientError, OSError, asyncio.TimeoutError, TimeoutError)) or _is_auth(inner):
+                    if isinstance(
+                        inner, (aiohttp.ClientError, OSError, asyncio.TimeoutError, TimeoutError)
+                    ) or _is_auth(inner):
                         raise self._device_error(exc, "events subscription") from None
                 self._set_online(self._events_refused(exc))
                 await asyncio.sleep(delay)
@@ -548,8 +556,9 @@ class OnvifDriver(Driver[OnvifConfig]):
                     inner = _cause(exc)
                     if isinstance(inner, Fault) and not _is_auth(inner):
                         # the camera forgot the subscription: it lapsed, or the camera restarted
-                        self.ctx.log.info("%s: pull point lost (%s): subscribing again", self.ctx.device_id,
-                                          inner.message or inner)
+                        self.ctx.log.info(
+                            "%s: pull point lost (%s): subscribing again", self.ctx.device_id, inner.message or inner
+                        )
                         self.ctx.count("resubscriptions")
                         self._manager = None  # nothing to unsubscribe: the camera no longer has it
                         break
@@ -559,7 +568,9 @@ class OnvifDriver(Driver[OnvifConfig]):
                 left = self._remaining(res)
                 if left is not None:
                     remaining = left
-                if (remaining is not None and remaining < max(2 * wait + cfg.timeout_s, 5.0)) or time.monotonic() >= renew_at:
+                if (
+                    remaining is not None and remaining < max(2 * wait + cfg.timeout_s, 5.0)
+                ) or time.monotonic() >= renew_at:
                     try:
                         got = await self._renew("PullPointSubscription")
                     except CameraRefused:  # a Fault: the subscription is gone
@@ -568,7 +579,9 @@ class OnvifDriver(Driver[OnvifConfig]):
                         break
                     left = self._remaining(got)
                     remaining = left if left is not None else remaining
-                    renew_at = time.monotonic() + (remaining if remaining else cfg.subscription_s) * random.uniform(0.4, 0.6)
+                    renew_at = time.monotonic() + (remaining if remaining else cfg.subscription_s) * random.uniform(
+                        0.4, 0.6
+                    )
 
     async def _webhook_events(self) -> None:
         cfg = self.config
@@ -588,7 +601,9 @@ class OnvifDriver(Driver[OnvifConfig]):
                 self.ctx.log.info(
                     "%s: webhook.url not set: the camera is told to POST to http://%s:%d/ (the address this host "
                     "reaches it from); set webhook.url when the camera must use another one (NAT)",
-                    self.ctx.device_id, host, self._webhook.port,
+                    self.ctx.device_id,
+                    host,
+                    self._webhook.port,
                 )
             base = f"http://{host}:{self._webhook.port}/"
         interval = dt.timedelta(seconds=cfg.subscription_s)
@@ -637,8 +652,9 @@ class OnvifDriver(Driver[OnvifConfig]):
             try:
                 sock.connect((addr, port))
             except OSError as exc:
-                raise DeviceError(f"webhook: no route to {host} to tell it where to POST: {describe(exc)}; "
-                                  "set webhook.url") from None
+                raise DeviceError(
+                    f"webhook: no route to {host} to tell it where to POST: {describe(exc)}; set webhook.url"
+                ) from None
             local = sock.getsockname()[0]
         return f"[{local}]" if ":" in local else local
 
@@ -651,8 +667,11 @@ class OnvifDriver(Driver[OnvifConfig]):
         at most `pull_limit` messages published per POST (the rest counted, `too_many_messages`)."""
         from aiohttp import web
 
-        if not (secret and hmac.compare_digest(secret.encode(), self._webhook_secret.encode())
-                and _plain_ip(request.remote or "") in self._camera_addresses):
+        if not (
+            secret
+            and hmac.compare_digest(secret.encode(), self._webhook_secret.encode())
+            and _plain_ip(request.remote or "") in self._camera_addresses
+        ):
             self.ctx.drop("webhook_refused")
             return web.Response(status=404)
         body = await request.read()  # at most MAX_NOTIFY_BYTES (aiohttp answers 413 past that)
@@ -739,7 +758,9 @@ class OnvifDriver(Driver[OnvifConfig]):
             zoom = self._number(args, "zoom", -1, 1, 0.0)
             duration = self._number(args, "duration_s", 0.05, 60, 1.0)
             if duration > timeout - 0.5:
-                raise CommandError("INVALID", f"duration_s: {duration:g} s does not fit the command timeout ({timeout:g} s)")
+                raise CommandError(
+                    "INVALID", f"duration_s: {duration:g} s does not fit the command timeout ({timeout:g} s)"
+                )
             velocity = {"PanTilt": {"x": pan, "y": tilt}, "Zoom": {"x": zoom}}
             await self._call(ptz.ContinuousMove({"ProfileToken": token, "Velocity": velocity}), "ContinuousMove")
             try:
@@ -757,7 +778,10 @@ class OnvifDriver(Driver[OnvifConfig]):
         if action == "ptz_goto":
             target = {}
             if "pan" in args or "tilt" in args:
-                target["PanTilt"] = {"x": self._number(args, "pan", -1, 1, 0.0), "y": self._number(args, "tilt", -1, 1, 0.0)}
+                target["PanTilt"] = {
+                    "x": self._number(args, "pan", -1, 1, 0.0),
+                    "y": self._number(args, "tilt", -1, 1, 0.0),
+                }
             if "zoom" in args:
                 target["Zoom"] = {"x": self._number(args, "zoom", 0, 1)}
             if not target:
@@ -787,8 +811,15 @@ class OnvifDriver(Driver[OnvifConfig]):
             for p in presets:
                 pos = getattr(p, "PTZPosition", None)
                 pt, z = getattr(pos, "PanTilt", None), getattr(pos, "Zoom", None)
-                out.append({"token": getattr(p, "token", None), "name": getattr(p, "Name", None),
-                            "pan": getattr(pt, "x", None), "tilt": getattr(pt, "y", None), "zoom": getattr(z, "x", None)})
+                out.append(
+                    {
+                        "token": getattr(p, "token", None),
+                        "name": getattr(p, "Name", None),
+                        "pan": getattr(pt, "x", None),
+                        "tilt": getattr(pt, "y", None),
+                        "zoom": getattr(z, "x", None),
+                    }
+                )
             return {"profile": token, "presets": out}
         raise CommandError("UNSUPPORTED", f"no action {action!r}")
 
@@ -824,23 +855,34 @@ class OnvifDriver(Driver[OnvifConfig]):
                     status, challenge, image = await self._fetch_snapshot(uri, own_host, False)
                 if status == 401 and not basic and "basic" in challenge.lower() and "digest" not in challenge.lower():
                     if not basic_allowed:
-                        why = (f"the snapshot URI's host {parts.hostname} is not the camera's ({self.config.host})"
-                               if not own_host else
-                               "over plain http the password would cross the network in clear; set "
-                               "snapshot_basic_auth: true for this camera to allow it (or give it https)")
+                        why = (
+                            f"the snapshot URI's host {parts.hostname} is not the camera's ({self.config.host})"
+                            if not own_host
+                            else "over plain http the password would cross the network in clear; set "
+                            "snapshot_basic_auth: true for this camera to allow it (or give it https)"
+                        )
                         raise CommandError("REFUSED", f"snapshot: the camera asks for HTTP Basic auth, not sent: {why}")
                     basic = True
                     status, challenge, image = await self._fetch_snapshot(uri, own_host, True)
         except TimeoutError:
             raise CommandError("TIMEOUT", f"snapshot: no image from {self.where} within {limit:g} s") from None
         if status == 401:
-            hint = "" if own_host else f" (credentials go only to the camera's host {self.config.host}, not {parts.hostname})"
+            hint = (
+                ""
+                if own_host
+                else f" (credentials go only to the camera's host {self.config.host}, not {parts.hostname})"
+            )
             raise CommandError("REFUSED", f"snapshot: authentication failed ({'Basic' if basic else 'Digest'}){hint}")
         if status >= 300 or image is None:
             raise CommandError("REFUSED", f"snapshot: the camera answered HTTP {status}")
         self._snapshot_basic = basic
-        return {"profile": token, "content_type": "image/jpeg", "size": len(image), "auth": "basic" if basic else "digest",
-                "jpeg": image}
+        return {
+            "profile": token,
+            "content_type": "image/jpeg",
+            "size": len(image),
+            "auth": "basic" if basic else "digest",
+            "jpeg": image,
+        }
 
     async def _fetch_snapshot(self, uri: str, credentials: bool, basic: bool) -> tuple[int, str, bytes | None]:
         """(HTTP status, WWW-Authenticate, body or None) of one GET; raises CommandError REFUSED for

@@ -134,10 +134,28 @@ class Ptz:
 class CameraSim:
     """One camera on its own HTTP port (and, optionally, a WS-Discovery UDP port)."""
 
-    def __init__(self, host="127.0.0.1", port=0, username="admin", password=None, *, name="cam",
-                 rate=1.0, clock_offset_s=0.0, auth_window_s=5.0, max_grant_s=3600.0, slots=8,
-                 delay_s=0.0, events=True, ptz=True, snapshot_auth="digest", discovery_port=None,
-                 discovery_multicast=False, serial=None, malformed=()):
+    def __init__(
+        self,
+        host="127.0.0.1",
+        port=0,
+        username="admin",
+        password=None,
+        *,
+        name="cam",
+        rate=1.0,
+        clock_offset_s=0.0,
+        auth_window_s=5.0,
+        max_grant_s=3600.0,
+        slots=8,
+        delay_s=0.0,
+        events=True,
+        ptz=True,
+        snapshot_auth="digest",
+        discovery_port=None,
+        discovery_multicast=False,
+        serial=None,
+        malformed=(),
+    ):
         self.host, self.port, self.username = host, port, username
         self.password = password if password is not None else secrets.token_urlsafe(12)
         self.name, self.rate = name, rate
@@ -264,17 +282,35 @@ class CameraSim:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             n += 1
             if n % 10 == 0:
-                self.emit(TAMPER, {"VideoSourceConfigurationToken": SOURCE_CONF,
-                                   "VideoAnalyticsConfigurationToken": ANALYTICS_CONF, "Rule": "Tamper"},
-                          {"IsTamper": "true" if n % 20 == 0 else "false"})
+                self.emit(
+                    TAMPER,
+                    {
+                        "VideoSourceConfigurationToken": SOURCE_CONF,
+                        "VideoAnalyticsConfigurationToken": ANALYTICS_CONF,
+                        "Rule": "Tamper",
+                    },
+                    {"IsTamper": "true" if n % 20 == 0 else "false"},
+                )
             elif n % 3 == 0:
-                self.emit(LINE, {"VideoSourceConfigurationToken": SOURCE_CONF,
-                                 "VideoAnalyticsConfigurationToken": ANALYTICS_CONF, "Rule": "Gate line"},
-                          {"ObjectId": str(n)})
+                self.emit(
+                    LINE,
+                    {
+                        "VideoSourceConfigurationToken": SOURCE_CONF,
+                        "VideoAnalyticsConfigurationToken": ANALYTICS_CONF,
+                        "Rule": "Gate line",
+                    },
+                    {"ObjectId": str(n)},
+                )
             else:
-                self.emit(MOTION, {"VideoSourceConfigurationToken": SOURCE_CONF,
-                                   "VideoAnalyticsConfigurationToken": ANALYTICS_CONF, "Rule": "Motion"},
-                          {"IsMotion": "true" if n % 2 else "false"})
+                self.emit(
+                    MOTION,
+                    {
+                        "VideoSourceConfigurationToken": SOURCE_CONF,
+                        "VideoAnalyticsConfigurationToken": ANALYTICS_CONF,
+                        "Rule": "Motion",
+                    },
+                    {"IsMotion": "true" if n % 2 else "false"},
+                )
 
     def emit(self, topic: str, source: dict, data: dict) -> int:
         """Queue one event on every live subscription (and POST it to Notify consumers); returns how
@@ -309,12 +345,15 @@ class CameraSim:
 
         if self._client is None:
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-        header = f"<wsa:Action>http://docs.oasis-open.org/wsn/bw-2/NotificationConsumer/Notify</wsa:Action>" \
-                 f"<wsa:To>{x(sub.consumer)}</wsa:To>"
+        header = (
+            f"<wsa:Action>http://docs.oasis-open.org/wsn/bw-2/NotificationConsumer/Notify</wsa:Action>"
+            f"<wsa:To>{x(sub.consumer)}</wsa:To>"
+        )
         body = soap.envelope(f"<wsnt:Notify>{message}</wsnt:Notify>", header)
         try:
-            async with self._client.post(sub.consumer, data=body,
-                                         headers={"Content-Type": "application/soap+xml; charset=utf-8"}) as r:
+            async with self._client.post(
+                sub.consumer, data=body, headers={"Content-Type": "application/soap+xml; charset=utf-8"}
+            ) as r:
                 await r.read()
                 self.counters["notify_ok" if r.status < 300 else "notify_refused"] += 1
         except (TimeoutError, aiohttp.ClientError, OSError):
@@ -335,8 +374,12 @@ class CameraSim:
         if len(self.subs) >= self.slots:
             self.counters["subscriptions_refused"] += 1
             # what cameras answer when their subscription table is full
-            raise SoapError("ter:MaxNotificationProducers",
-                            f"no free subscription slot ({self.slots} in use)", code="Receiver", status=500)
+            raise SoapError(
+                "ter:MaxNotificationProducers",
+                f"no free subscription slot ({self.slots} in use)",
+                code="Receiver",
+                status=500,
+            )
         grant = self._grant(req_text)
         sub = Subscription(next(self._sub_ids), kind, now_m + grant, consumer)
         self.subs[sub.id] = sub
@@ -382,8 +425,9 @@ class CameraSim:
             if req.operation in self.malformed:
                 self.counters["malformed_replies"] += 1
                 # not XML at all: what a camera's web server sends when its SOAP process crashed
-                return web.Response(body=b"\x00\x00 SOAP engine restarting \x00", status=200,
-                                    content_type="application/soap+xml")
+                return web.Response(
+                    body=b"\x00\x00 SOAP engine restarting \x00", status=200, content_type="application/soap+xml"
+                )
             reply = await self._dispatch(service, req)
             self.counters[f"op_{req.operation}"] += 1
             status = 200
@@ -401,7 +445,11 @@ class CameraSim:
         if handler is None:
             raise SoapError("ter:ActionNotSupported", f"{op} is not supported", code="Receiver", status=500)
         if op in ("PullMessages", "Renew", "Unsubscribe", "SetSynchronizationPoint"):
-            return await handler(req, self._sub_for(service)) if op == "PullMessages" else handler(req, self._sub_for(service))
+            return (
+                await handler(req, self._sub_for(service))
+                if op == "PullMessages"
+                else handler(req, self._sub_for(service))
+            )
         if op in PTZ_OPS and not self.ptz_enabled:
             raise SoapError("ter:ActionNotSupported", "no PTZ on this camera", code="Receiver", status=500)
         if op in EVENT_OPS and not self.events_enabled:
@@ -435,7 +483,9 @@ class CameraSim:
             "<tt:WSSubscriptionPolicySupport>false</tt:WSSubscriptionPolicySupport>"
             "<tt:WSPullPointSupport>true</tt:WSPullPointSupport>"
             "<tt:WSPausableSubscriptionManagerInterfaceSupport>false</tt:WSPausableSubscriptionManagerInterfaceSupport>"
-            "</tt:Events>" if self.events_enabled else ""
+            "</tt:Events>"
+            if self.events_enabled
+            else ""
         )
         ptz = f"<tt:PTZ><tt:XAddr>{self.url}/onvif/ptz_service</tt:XAddr></tt:PTZ>" if self.ptz_enabled else ""
         return (
@@ -457,15 +507,17 @@ class CameraSim:
     # media
     def op_GetProfiles(self, req):
         ptz = (
-            "<tt:PTZConfiguration token=\"ptzconf_1\"><tt:Name>ptz</tt:Name><tt:UseCount>1</tt:UseCount>"
-            "<tt:NodeToken>ptznode_1</tt:NodeToken></tt:PTZConfiguration>" if self.ptz_enabled else ""
+            '<tt:PTZConfiguration token="ptzconf_1"><tt:Name>ptz</tt:Name><tt:UseCount>1</tt:UseCount>'
+            "<tt:NodeToken>ptznode_1</tt:NodeToken></tt:PTZConfiguration>"
+            if self.ptz_enabled
+            else ""
         )
         return (
-            f"<trt:GetProfilesResponse><trt:Profiles token=\"{PROFILE}\" fixed=\"true\"><tt:Name>main</tt:Name>"
-            f"<tt:VideoSourceConfiguration token=\"{SOURCE_CONF}\"><tt:Name>source</tt:Name><tt:UseCount>1</tt:UseCount>"
-            "<tt:SourceToken>vsrc_1</tt:SourceToken><tt:Bounds x=\"0\" y=\"0\" width=\"1920\" height=\"1080\"/>"
+            f'<trt:GetProfilesResponse><trt:Profiles token="{PROFILE}" fixed="true"><tt:Name>main</tt:Name>'
+            f'<tt:VideoSourceConfiguration token="{SOURCE_CONF}"><tt:Name>source</tt:Name><tt:UseCount>1</tt:UseCount>'
+            '<tt:SourceToken>vsrc_1</tt:SourceToken><tt:Bounds x="0" y="0" width="1920" height="1080"/>'
             "</tt:VideoSourceConfiguration>"
-            "<tt:VideoEncoderConfiguration token=\"venc_1\"><tt:Name>h264</tt:Name><tt:UseCount>1</tt:UseCount>"
+            '<tt:VideoEncoderConfiguration token="venc_1"><tt:Name>h264</tt:Name><tt:UseCount>1</tt:UseCount>'
             "<tt:Encoding>H264</tt:Encoding><tt:Resolution><tt:Width>1920</tt:Width><tt:Height>1080</tt:Height>"
             "</tt:Resolution><tt:Quality>5</tt:Quality></tt:VideoEncoderConfiguration>"
             f"{ptz}</trt:Profiles></trt:GetProfilesResponse>"
@@ -509,8 +561,15 @@ class CameraSim:
         if self.snapshot_bytes:
             return await self._huge_snapshot(request)
         pan, tilt, zoom = self.ptz.position()
-        comment = json.dumps({"camera": self.name, "pan": round(pan, 4), "tilt": round(tilt, 4),
-                              "zoom": round(zoom, 4), "utc": soap.iso(self.now())}).encode()
+        comment = json.dumps(
+            {
+                "camera": self.name,
+                "pan": round(pan, 4),
+                "tilt": round(tilt, 4),
+                "zoom": round(zoom, 4),
+                "utc": soap.iso(self.now()),
+            }
+        ).encode()
         return web.Response(body=jpeg(comment), content_type="image/jpeg")
 
     async def _huge_snapshot(self, request):
@@ -612,9 +671,11 @@ class CameraSim:
         return "<tptz:AbsoluteMoveResponse/>"
 
     def _position_xml(self, pos) -> str:
-        return (f"<tt:PanTilt x=\"{pos[0]:.6f}\" y=\"{pos[1]:.6f}\" "
-                "space=\"http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace\"/>"
-                f"<tt:Zoom x=\"{pos[2]:.6f}\" space=\"http://www.onvif.org/ver10/tptz/ZoomSpaces/PositionGenericSpace\"/>")
+        return (
+            f'<tt:PanTilt x="{pos[0]:.6f}" y="{pos[1]:.6f}" '
+            'space="http://www.onvif.org/ver10/tptz/PanTiltSpaces/PositionGenericSpace"/>'
+            f'<tt:Zoom x="{pos[2]:.6f}" space="http://www.onvif.org/ver10/tptz/ZoomSpaces/PositionGenericSpace"/>'
+        )
 
     def op_GetStatus(self, req):
         self._check_profile(req)
@@ -652,7 +713,7 @@ class CameraSim:
     def op_GetPresets(self, req):
         self._check_profile(req)
         items = "".join(
-            f"<tptz:Preset token=\"{x(tok)}\"><tt:Name>{x(name)}</tt:Name>"
+            f'<tptz:Preset token="{x(tok)}"><tt:Name>{x(name)}</tt:Name>'
             f"<tt:PTZPosition>{self._position_xml(pos)}</tt:PTZPosition></tptz:Preset>"
             for tok, (name, pos) in self.ptz.presets.items()
         )
@@ -663,7 +724,7 @@ class CameraSim:
         return (
             "<tev:GetEventPropertiesResponse>"
             "<tev:TopicNamespaceLocation>http://www.onvif.org/onvif/ver10/topics/topicns.xml</tev:TopicNamespaceLocation>"
-            "<wsnt:FixedTopicSet>true</wsnt:FixedTopicSet><wstop:TopicSet xmlns:wstop=\"http://docs.oasis-open.org/wsn/t-1\"/>"
+            '<wsnt:FixedTopicSet>true</wsnt:FixedTopicSet><wstop:TopicSet xmlns:wstop="http://docs.oasis-open.org/wsn/t-1"/>'
             "<wsnt:TopicExpressionDialect>http://www.onvif.org/ver10/tev/topicExpression/ConcreteSet</wsnt:TopicExpressionDialect>"
             "<tev:MessageContentFilterDialect>http://www.onvif.org/ver10/tev/messageContentFilter/ItemFilter</tev:MessageContentFilterDialect>"
             "<tev:MessageContentSchemaLocation>http://www.onvif.org/onvif/ver10/schema/onvif.xsd</tev:MessageContentSchemaLocation>"
@@ -716,8 +777,10 @@ class CameraSim:
         # RenewResponse lists TerminationTime before CurrentTime (WS-BaseNotification)
         now = self.now()
         term = now + dt.timedelta(seconds=max(0.0, sub.expires - time.monotonic()))
-        return (f"<wsnt:RenewResponse><wsnt:TerminationTime>{soap.iso(term)}</wsnt:TerminationTime>"
-                f"<wsnt:CurrentTime>{soap.iso(now)}</wsnt:CurrentTime></wsnt:RenewResponse>")
+        return (
+            f"<wsnt:RenewResponse><wsnt:TerminationTime>{soap.iso(term)}</wsnt:TerminationTime>"
+            f"<wsnt:CurrentTime>{soap.iso(now)}</wsnt:CurrentTime></wsnt:RenewResponse>"
+        )
 
     def op_Unsubscribe(self, req, sub):
         self.subs.pop(sub.id, None)
@@ -729,7 +792,16 @@ class CameraSim:
         return "<tev:SetSynchronizationPointResponse/>"
 
 
-PTZ_OPS = {"ContinuousMove", "Stop", "AbsoluteMove", "GetStatus", "SetPreset", "GotoPreset", "RemovePreset", "GetPresets"}
+PTZ_OPS = {
+    "ContinuousMove",
+    "Stop",
+    "AbsoluteMove",
+    "GetStatus",
+    "SetPreset",
+    "GotoPreset",
+    "RemovePreset",
+    "GetPresets",
+}
 EVENT_OPS = {"GetEventProperties", "CreatePullPointSubscription", "Subscribe"}
 
 
@@ -737,8 +809,12 @@ def _parse_auth_fields(text: str) -> dict:
     """key=value / key="value" pairs of an Authorization header (RFC 7616)."""
     import re
 
-    return {k.lower(): v if v is not None and q == "" else q for k, q, v in
-            ((m.group(1), m.group(2) or "", m.group(3)) for m in re.finditer(r'(\w+)=(?:"([^"]*)"|([^\s,]+))', text))}
+    return {
+        k.lower(): v if v is not None and q == "" else q
+        for k, q, v in (
+            (m.group(1), m.group(2) or "", m.group(3)) for m in re.finditer(r'(\w+)=(?:"([^"]*)"|([^\s,]+))', text)
+        )
+    }
 
 
 class CameraFleet:
@@ -820,8 +896,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-events", action="store_true", help="no event service")
     p.add_argument("--no-ptz", action="store_true", help="no PTZ service")
     p.add_argument("--snapshot-auth", choices=("digest", "basic"), default="digest")
-    p.add_argument("--discovery-port", type=_positive(int), default=None,
-                   help="answer WS-Discovery probes on this UDP port (3702 is the standard one)")
+    p.add_argument(
+        "--discovery-port",
+        type=_positive(int),
+        default=None,
+        help="answer WS-Discovery probes on this UDP port (3702 is the standard one)",
+    )
     p.add_argument("--discovery-multicast", action="store_true", help="join 239.255.255.250 on --host's interface")
     p.add_argument("--stats-interval", type=_positive(float), default=10.0)
     return p
@@ -838,11 +918,21 @@ def main(argv=None) -> int:
         print("tianwang simulate onvif: --port takes one camera (use 0 for many)", file=sys.stderr)
         return 2
     fleet = CameraFleet(
-        args.cameras, host=args.host, port=args.port, username=args.username,
-        password=args.password or os.environ.get("TIANWANG_SIM_ONVIF_PASSWORD"), rate=args.rate,
-        clock_offset_s=args.clock_offset, auth_window_s=args.auth_window, max_grant_s=args.max_grant,
-        slots=args.slots, delay_s=args.delay, events=not args.no_events, ptz=not args.no_ptz,
-        snapshot_auth=args.snapshot_auth, discovery_port=args.discovery_port,
+        args.cameras,
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        password=args.password or os.environ.get("TIANWANG_SIM_ONVIF_PASSWORD"),
+        rate=args.rate,
+        clock_offset_s=args.clock_offset,
+        auth_window_s=args.auth_window,
+        max_grant_s=args.max_grant,
+        slots=args.slots,
+        delay_s=args.delay,
+        events=not args.no_events,
+        ptz=not args.no_ptz,
+        snapshot_auth=args.snapshot_auth,
+        discovery_port=args.discovery_port,
         discovery_multicast=args.discovery_multicast,
     )
 
@@ -851,9 +941,11 @@ def main(argv=None) -> int:
 
         # SIGUSR1: stop generating events (the cameras keep serving), so a benchmark can drain and count
         asyncio.get_running_loop().add_signal_handler(
-            signal.SIGUSR1, lambda: [cam.stop_events() for cam in fleet.cameras])
+            signal.SIGUSR1, lambda: [cam.stop_events() for cam in fleet.cameras]
+        )
         restarter = None
         if args.restart_every:
+
             async def restarts():
                 while True:
                     await asyncio.sleep(args.restart_every)

@@ -166,7 +166,7 @@ def envelope(body: str, header: str = "") -> bytes:
 def fault(err: SoapError) -> bytes:
     return envelope(
         f"<env:Fault><env:Code><env:Value>env:{err.code}</env:Value><env:Subcode><env:Value>{escape(err.subcode)}</env:Value></env:Subcode>"
-        f"</env:Code><env:Reason><env:Text xml:lang=\"en\">{escape(err.text)}</env:Text></env:Reason></env:Fault>"
+        f'</env:Code><env:Reason><env:Text xml:lang="en">{escape(err.text)}</env:Text></env:Reason></env:Fault>'
     )
 
 
@@ -186,8 +186,9 @@ def date_time(now: dt.datetime) -> str:
     )
 
 
-def notification_message(topic: str, utc: dt.datetime, source: dict, data: dict, operation: str = "Changed",
-                         subscription: str | None = None) -> str:
+def notification_message(
+    topic: str, utc: dt.datetime, source: dict, data: dict, operation: str = "Changed", subscription: str | None = None
+) -> str:
     """One wsnt:NotificationMessage with a tt:Message (the ONVIF event message layout)."""
 
     def items(d: dict) -> str:
@@ -199,8 +200,8 @@ def notification_message(topic: str, utc: dt.datetime, source: dict, data: dict,
         else ""
     )
     return (
-        f"<wsnt:NotificationMessage>{ref}<wsnt:Topic Dialect=\"{TOPIC_DIALECT}\">{x(topic)}</wsnt:Topic>"
-        f"<wsnt:Message><tt:Message UtcTime=\"{iso(utc)}\" PropertyOperation=\"{operation}\">"
+        f'<wsnt:NotificationMessage>{ref}<wsnt:Topic Dialect="{TOPIC_DIALECT}">{x(topic)}</wsnt:Topic>'
+        f'<wsnt:Message><tt:Message UtcTime="{iso(utc)}" PropertyOperation="{operation}">'
         f"<tt:Source>{items(source)}</tt:Source><tt:Data>{items(data)}</tt:Data></tt:Message></wsnt:Message>"
         "</wsnt:NotificationMessage>"
     )

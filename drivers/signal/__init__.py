@@ -24,23 +24,48 @@ if TYPE_CHECKING:
 
 # what each command sets; all but `read` change what the junction shows, so they need a reason
 ACTIONS: tuple[tuple[str, str, dict[str, str], bool], ...] = (
-    ("read", "read any object: the controller's reply values", {
-        "class": "data class (1-255)", "object": "object (1-255)", "attribute": "attribute (0 = all)",
-        "element": "element (0 = all)"}, False),
-    ("specify_stage", "hold a stage (centre control 17.1.2 or 17.2.1 per profile); confirmed by 13.2.4",
-     {"stage": "stage number"}, True),
+    (
+        "read",
+        "read any object: the controller's reply values",
+        {
+            "class": "data class (1-255)",
+            "object": "object (1-255)",
+            "attribute": "attribute (0 = all)",
+            "element": "element (0 = all)",
+        },
+        False,
+    ),
+    (
+        "specify_stage",
+        "hold a stage (centre control 17.1.2 or 17.2.1 per profile); confirmed by 13.2.4",
+        {"stage": "stage number"},
+        True,
+    ),
     ("specify_plan", "run a plan (17.1.3 or 17.3.1); confirmed by 13.2.3", {"plan": "plan number"}, True),
-    ("specify_mode", "set the run mode (17.1.4 or 17.4.1); confirmed by 13.2.2",
-     {"mode": "run mode name (yellow_flash, local_fixed, ...) or code"}, True),
+    (
+        "specify_mode",
+        "set the run mode (17.1.4 or 17.4.1); confirmed by 13.2.2",
+        {"mode": "run mode name (yellow_flash, local_fixed, ...) or code"},
+        True,
+    ),
     ("yellow_flash", "command pipe 1: yellow flash; confirmed by mode 0x31 and no green lamp", {}, True),
     ("all_red", "command pipe 2: all red; confirmed by mode 0x32 and every lamp red", {}, True),
     ("lamps_on", "command pipe 3: lamps on again; confirmed by a mode other than lamps off", {}, True),
     ("lamps_off", "command pipe 4: lamps off; confirmed by mode 0x33 and every lamp off", {}, True),
     ("restart", "command pipe 5: restart the controller; confirmed by its answer afterwards", {}, True),
     ("cancel", "command pipe 0: back to the schedule; confirmed by a mode neither special nor manual", {}, True),
-    ("download_plan", "write a plan through the 18.2.1 transaction (open, write, verify, done) and read it back", {
-        "plan": "plan number (1-16)", "greens": "green seconds per stage", "chain": "stages in order (default 1..n)",
-        "cycle": "cycle seconds", "offset": "offset seconds (default 0)"}, True),
+    (
+        "download_plan",
+        "write a plan through the 18.2.1 transaction (open, write, verify, done) and read it back",
+        {
+            "plan": "plan number (1-16)",
+            "greens": "green seconds per stage",
+            "chain": "stages in order (default 1..n)",
+            "cycle": "cycle seconds",
+            "offset": "offset seconds (default 0)",
+        },
+        True,
+    ),
 )
 
 
@@ -68,12 +93,25 @@ async def _demo(stack: contextlib.AsyncExitStack) -> dict[str, Any]:
     await tcp.start()
     stack.push_async_callback(tcp.stop)
     devices = [
-        {"id": f"tsc-{c.id}", "driver": "signal", "protocol": "gbt20999", "url": line.url + "?baudrate=9600",
-         "controller_id": c.id, "labels": {"junction": "demo group", "line": "multi-drop"}}
+        {
+            "id": f"tsc-{c.id}",
+            "driver": "signal",
+            "protocol": "gbt20999",
+            "url": line.url + "?baudrate=9600",
+            "controller_id": c.id,
+            "labels": {"junction": "demo group", "line": "multi-drop"},
+        }
         for c in line.controllers
     ]
-    devices.append({"id": f"tsc-{tcp.controllers[0].id}", "driver": "signal", "protocol": "gbt20999", "url": tcp.url,
-                    "labels": {"junction": "demo group", "line": "tcp"}})
+    devices.append(
+        {
+            "id": f"tsc-{tcp.controllers[0].id}",
+            "driver": "signal",
+            "protocol": "gbt20999",
+            "url": tcp.url,
+            "labels": {"junction": "demo group", "line": "tcp"},
+        }
+    )
     return {"devices": devices}
 
 

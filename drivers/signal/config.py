@@ -52,7 +52,9 @@ class SignalConfig(DeviceConfig):
         "`heartbeat-count`, `control-17n`; devices sharing a link must agree",
     )
     controller_id: int | None = Field(
-        default=None, ge=1, le=0xFFFFFFFF,
+        default=None,
+        ge=1,
+        le=0xFFFFFFFF,
         description="the controller's id; null: learned from the first reply (only for a controller alone on its link)",
     )
     host_id: int = Field(default=1, ge=0, le=0xFF, description="the centre's id in the frame header")
@@ -84,7 +86,9 @@ class SignalConfig(DeviceConfig):
     )
     clock_sync_s: float = Field(default=3600.0, ge=0, le=86400, description="clock sync period; 0 = on connect only")
     utc_offset_s: int = Field(
-        default=8 * 3600, ge=-14 * 3600, le=14 * 3600,
+        default=8 * 3600,
+        ge=-14 * 3600,
+        le=14 * 3600,
         description="how far the controller's local clock (its 7-byte dates) is ahead of UTC",
     )
     command_timeout_s: float = Field(
@@ -137,9 +141,14 @@ class SignalConfig(DeviceConfig):
 
     def config_warnings(self) -> list[tuple[str, str]]:
         if self.tcp_role == "listen" and not self.peers:
-            return [("peers", "not set: any address that reaches the port may dial in as this controller "
-                              "(a live controller's connection is never replaced, but one that went quiet is); "
-                              "name its address")]
+            return [
+                (
+                    "peers",
+                    "not set: any address that reaches the port may dial in as this controller "
+                    "(a live controller's connection is never replaced, but one that went quiet is); "
+                    "name its address",
+                )
+            ]
         return []
 
     def transport(self) -> tuple[str, str, dict[str, Any]]:
@@ -168,19 +177,42 @@ class SignalConfig(DeviceConfig):
         seen: dict[int, str] = {}
         for n, dev in enumerate(entries):
             if n and dev.profile != first.profile:
-                out.append((n, "profile", f"{dev.profile!r} differs from {first.profile!r} of {first.id!r} on the "
-                                          "same link: devices sharing a link must agree"))
+                out.append(
+                    (
+                        n,
+                        "profile",
+                        f"{dev.profile!r} differs from {first.profile!r} of {first.id!r} on the "
+                        "same link: devices sharing a link must agree",
+                    )
+                )
             elif n and dev.url != first.url and dev.transport()[1] != first.transport()[1]:
-                out.append((n, "url", f"{dev.url} is the port of {first.id!r} ({first.url}) under another name: "
-                                      "write the same url for every device on one line"))
+                out.append(
+                    (
+                        n,
+                        "url",
+                        f"{dev.url} is the port of {first.id!r} ({first.url}) under another name: "
+                        "write the same url for every device on one line",
+                    )
+                )
             elif n and dev.transport()[2] != first.transport()[2]:
                 out.append((n, "url", f"its serial options differ from those of {first.id!r} on the same line"))
             if dev.controller_id is None:
-                out.append((n, "controller_id", f"{len(entries)} devices share {dev.link_id()} (with "
-                            f"{', '.join(repr(d.id) for d in entries if d is not dev)}): each needs its controller_id"))
+                out.append(
+                    (
+                        n,
+                        "controller_id",
+                        f"{len(entries)} devices share {dev.link_id()} (with "
+                        f"{', '.join(repr(d.id) for d in entries if d is not dev)}): each needs its controller_id",
+                    )
+                )
             elif dev.controller_id in seen:
-                out.append((n, "controller_id", f"controller {dev.controller_id} is already {seen[dev.controller_id]!r} "
-                                                "on the same link"))
+                out.append(
+                    (
+                        n,
+                        "controller_id",
+                        f"controller {dev.controller_id} is already {seen[dev.controller_id]!r} on the same link",
+                    )
+                )
             else:
                 seen[dev.controller_id] = dev.id
         return out

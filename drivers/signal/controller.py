@@ -59,9 +59,13 @@ class Plan:
     greens: list[int]  # green seconds per stage in `chain`
 
     def valid(self) -> bool:
-        return (len(self.chain) == len(self.greens) and bool(self.chain)
-                and all(s in STAGE_GROUPS for s in self.chain) and all(g >= 1 for g in self.greens)
-                and self.cycle_s == sum(self.greens) + len(self.chain) * (YELLOW_S + ALL_RED_S))
+        return (
+            len(self.chain) == len(self.greens)
+            and bool(self.chain)
+            and all(s in STAGE_GROUPS for s in self.chain)
+            and all(g >= 1 for g in self.greens)
+            and self.cycle_s == sum(self.greens) + len(self.chain) * (YELLOW_S + ALL_RED_S)
+        )
 
 
 def make_plan(greens: list[int], chain=(1, 2, 3, 4), offset_s: int = 0) -> Plan:
@@ -81,9 +85,19 @@ class Controller:
     """One controller. Public knobs for tests and the demo: `silent`, `delay_s` (answer late),
     `control_failed` (answer control sets with 0x50), and the fault injectors below."""
 
-    def __init__(self, controller_id: int, profile: p.Profile = p.PROFILES["majority"], *, now: float | None = None,
-                 seed: int | None = None, utc_offset_s: int = 8 * 3600, traffic_s: float = 10.0,
-                 manufacturer: str = "Tianwang Sim", version: str = "SIM-2.1.0", restart_s: float = 1.0):
+    def __init__(
+        self,
+        controller_id: int,
+        profile: p.Profile = p.PROFILES["majority"],
+        *,
+        now: float | None = None,
+        seed: int | None = None,
+        utc_offset_s: int = 8 * 3600,
+        traffic_s: float = 10.0,
+        manufacturer: str = "Tianwang Sim",
+        version: str = "SIM-2.1.0",
+        restart_s: float = 1.0,
+    ):
         self.id = controller_id
         self.profile = profile
         if now is None:
@@ -220,8 +234,11 @@ class Controller:
         """Conflicting greens detected: the controller falls back to yellow flash and reports a fault
         (16.1.1) saying so."""
         self._fault_n += 1
-        record = (bytes((FAULT_GREEN_CONFLICT,)) + p.make_date7(self.clock_ns(now), self.utc_offset_s)
-                  + bytes((PIPE_YELLOW_FLASH,)))
+        record = (
+            bytes((FAULT_GREEN_CONFLICT,))
+            + p.make_date7(self.clock_ns(now), self.utc_offset_s)
+            + bytes((PIPE_YELLOW_FLASH,))
+        )
         self.mode = 0x31
         self._pending_reports.append((p.FAULT_CLASS, 1, 1, self._fault_n, record))
 
@@ -258,7 +275,9 @@ class Controller:
             codes = [self._check_set(v, now) for v in msg.values]
             if any(codes):
                 self.counters["errors"] += 1
-                values = tuple(dataclasses.replace(v, value=bytes((c,))) for v, c in zip(msg.values, codes, strict=True))
+                values = tuple(
+                    dataclasses.replace(v, value=bytes((c,))) for v, c in zip(msg.values, codes, strict=True)
+                )
                 return [dataclasses.replace(mine, frame_type=p.FrameType.SET_ERROR, values=values)]
             for v in msg.values:
                 self._apply(v, now)
@@ -312,8 +331,12 @@ class Controller:
             plan = self.plans.get(element)
             if plan is None:
                 return None
-            return {2: plan.cycle_s.to_bytes(2, "big"), 3: plan.offset_s.to_bytes(2, "big"),
-                    4: bytes(plan.chain), 5: bytes(plan.greens)}[attribute]
+            return {
+                2: plan.cycle_s.to_bytes(2, "big"),
+                3: plan.offset_s.to_bytes(2, "big"),
+                4: bytes(plan.chain),
+                5: bytes(plan.greens),
+            }[attribute]
         if cls == p.CONTROL_CLASS:
             for what, value in (("stage", self.specified_stage), ("plan", self.specified_plan), ("mode", self.mode)):
                 if self.profile.control_item(what) == (cls, obj, attribute):
@@ -370,8 +393,12 @@ class Controller:
             if len(raw) != 1:
                 return 0x11
             want, state = raw[0], self.tx_state
-            ok = {TX_OPEN: state in (TX_NORMAL, TX_DONE), TX_VERIFY: state == TX_OPEN,
-                  TX_DONE: state == TX_VERIFY and self.verify_status == VERIFY_OK, TX_NORMAL: True}
+            ok = {
+                TX_OPEN: state in (TX_NORMAL, TX_DONE),
+                TX_VERIFY: state == TX_OPEN,
+                TX_DONE: state == TX_VERIFY and self.verify_status == VERIFY_OK,
+                TX_NORMAL: True,
+            }
             return 0 if ok.get(want, False) else 0x40
         if v.cls == 9 and v.obj == 1 and v.attribute in (2, 3, 4, 5):
             if self.tx_state != TX_OPEN:
@@ -426,7 +453,9 @@ class Controller:
         elif item == (18, 2, 1):
             self._transaction(raw[0])
         elif v.cls == 9:
-            plan = self.staged.setdefault(v.element, dataclasses.replace(self.plans.get(v.element) or Plan(0, 0, [], [])))
+            plan = self.staged.setdefault(
+                v.element, dataclasses.replace(self.plans.get(v.element) or Plan(0, 0, [], []))
+            )
             if v.attribute == 2:
                 plan.cycle_s = int.from_bytes(raw, "big")
             elif v.attribute == 3:

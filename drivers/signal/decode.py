@@ -38,8 +38,13 @@ class Decoder(FramedDecoder):
 
     family = "signal"
 
-    def __init__(self, device_id: str = "capture", profile: p.Profile | str = "majority",
-                 utc_offset_s: int = DEFAULT_UTC_OFFSET_S, framer: Gbt20999Framer | None = None) -> None:
+    def __init__(
+        self,
+        device_id: str = "capture",
+        profile: p.Profile | str = "majority",
+        utc_offset_s: int = DEFAULT_UTC_OFFSET_S,
+        framer: Gbt20999Framer | None = None,
+    ) -> None:
         super().__init__()
         self.device_id = device_id
         if isinstance(profile, str) and profile not in p.PROFILES:
@@ -103,15 +108,29 @@ class Picture:
         if changed:
             previous = {k: self.run[k] for k in ("mode", "plan", "stage")}
             self.run.update(run)
-            out.append(Publication("status", {
-                "mode": self.run["mode"], "mode_code": self.run["mode_code"], "plan": self.run["plan"],
-                "stage": self.run["stage"], "changed": changed, "previous": previous,
-            }, t))
+            out.append(
+                Publication(
+                    "status",
+                    {
+                        "mode": self.run["mode"],
+                        "mode_code": self.run["mode_code"],
+                        "plan": self.run["plan"],
+                        "stage": self.run["stage"],
+                        "changed": changed,
+                        "previous": previous,
+                    },
+                    t,
+                )
+            )
         groups = p.lamp_groups(values)
         if groups:
             self.groups = groups
-            payload: dict[str, Any] = {"groups": groups, "stage": self.run["stage"], "plan": self.run["plan"],
-                       "mode": self.run["mode"]}
+            payload: dict[str, Any] = {
+                "groups": groups,
+                "stage": self.run["stage"],
+                "plan": self.run["plan"],
+                "mode": self.run["mode"],
+            }
             stage_info = p.stages(values)
             current = self.run["stage"]
             if current is None:  # no 13.2.4 yet: the stage the status table says is running

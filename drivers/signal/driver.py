@@ -39,8 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("tianwang.driver.signal")
 
 POLL_ITEMS = (
-    p.LAMP_GROUP_STATE + (0,), p.STAGE_STATUS_ITEM + (0,), p.STAGE_ELAPSED + (0,), p.STAGE_REMAINING + (0,),
-    p.RUN_MODE + (0,), p.RUN_PLAN + (0,), p.RUN_STAGE + (0,),
+    p.LAMP_GROUP_STATE + (0,),
+    p.STAGE_STATUS_ITEM + (0,),
+    p.STAGE_ELAPSED + (0,),
+    p.STAGE_REMAINING + (0,),
+    p.RUN_MODE + (0,),
+    p.RUN_PLAN + (0,),
+    p.RUN_STAGE + (0,),
 )
 READ_BACK_ITEMS = (p.LAMP_GROUP_STATE + (0,), p.RUN_MODE + (0,), p.RUN_PLAN + (0,), p.RUN_STAGE + (0,))
 INFO_ITEMS = ((1, 1, 0, 0), (1, 2, 0, 0), (1, 3, 0, 0))
@@ -81,9 +86,16 @@ def _int_list(args: dict[str, Any], name: str, lo: int, hi: int, default: object
 def _refusal(item_codes: list[tuple[str, int, int]]) -> CommandError:
     bad = [(item, element, code) for item, element, code in item_codes if code]
     text = ", ".join(f"{item}: {p.ERRORS.get(code, 'code')} (0x{code:02x})" for item, _, code in bad)
-    return CommandError("REFUSED", f"controller refused {text}", result={
-        "errors": [{"item": item, "element": element, "code": code, "error": p.ERRORS.get(code, f"code_0x{code:02x}")}
-                   for item, element, code in bad]})
+    return CommandError(
+        "REFUSED",
+        f"controller refused {text}",
+        result={
+            "errors": [
+                {"item": item, "element": element, "code": code, "error": p.ERRORS.get(code, f"code_0x{code:02x}")}
+                for item, element, code in bad
+            ]
+        },
+    )
 
 
 class SignalDriver(Driver[SignalConfig]):
@@ -107,13 +119,23 @@ class SignalDriver(Driver[SignalConfig]):
         cfg, ctx = self.config, self.ctx
         link = self.link = Link.attach(self, cfg)
         try:
-            ctx.set_health(Health.CONNECTING, f"opening {link.where}" if cfg.tcp_role == "connect"
-                           else f"waiting on {link.where} for the controller to dial in")
+            ctx.set_health(
+                Health.CONNECTING,
+                f"opening {link.where}"
+                if cfg.tcp_role == "connect"
+                else f"waiting on {link.where} for the controller to dial in",
+            )
             await link.open()
-            ctx.set_health(Health.CONNECTING, f"{link.where} open, waiting for controller "
-                           f"{self.controller_id or '(any id)'} to answer")
-            ctx.set_info(transport=link.scheme, link=link.where, profile=cfg.profile,
-                         **({"controller_id": self.controller_id} if self.controller_id else {}))
+            ctx.set_health(
+                Health.CONNECTING,
+                f"{link.where} open, waiting for controller {self.controller_id or '(any id)'} to answer",
+            )
+            ctx.set_info(
+                transport=link.scheme,
+                link=link.where,
+                profile=cfg.profile,
+                **({"controller_id": self.controller_id} if self.controller_id else {}),
+            )
             self._outcomes.clear()
             self._last_heard = asyncio.get_running_loop().time()
             self._info_done = False
@@ -151,8 +173,9 @@ class SignalDriver(Driver[SignalConfig]):
         while True:
             now = loop.time()
             if now - self._last_heard >= cfg.offline_after_s:
-                raise DeviceTimeout(f"nothing from controller {self.controller_id or '(unknown id)'} "
-                                    f"for {cfg.offline_after_s:g} s")
+                raise DeviceTimeout(
+                    f"nothing from controller {self.controller_id or '(unknown id)'} for {cfg.offline_after_s:g} s"
+                )
             if now < next_poll:
                 await asyncio.sleep(next_poll - now)
             # a controller that keeps failing is asked less often, so it cannot crowd a shared line
@@ -252,8 +275,11 @@ class SignalDriver(Driver[SignalConfig]):
         # GB/T 20999 13.1.10: the controller's UTC time, a 7-byte date
         value = p.make_date7(time.time_ns())
         reply = await self._ask(p.set_request(0, 0, [p.UTC_TIME + (0, value)]), "clock_sync")
-        if reply is not None and reply.frame_type == p.FrameType.SET_REPLY and not any(
-                v.value[:1] != b"\x00" for v in reply.values):
+        if (
+            reply is not None
+            and reply.frame_type == p.FrameType.SET_REPLY
+            and not any(v.value[:1] != b"\x00" for v in reply.values)
+        ):
             self.ctx.count("clock_syncs")
         else:
             self.ctx.count("clock_syncs_failed")
@@ -300,8 +326,11 @@ class SignalDriver(Driver[SignalConfig]):
             await self._set([TX_ITEM + (bytes((TX_NORMAL,)),)], deadline)
         except CommandError as exc:
             self.ctx.count("transactions_abandon_failed")
-            log.warning("%s: could not abandon the plan transaction (%s); trying again at the next poll",
-                        self.ctx.device_id, exc.message)
+            log.warning(
+                "%s: could not abandon the plan transaction (%s); trying again at the next poll",
+                self.ctx.device_id,
+                exc.message,
+            )
             return False
         self._tx_open = False
         self.ctx.count("transactions_abandoned")
@@ -319,8 +348,11 @@ class SignalDriver(Driver[SignalConfig]):
             reply, _took = await self._live_link().request(self, msg, self._left(deadline))
         except DeviceTimeout:
             if msg.frame_type == p.FrameType.SET:
-                raise CommandError("TIMEOUT", "no answer to the set; it was not sent again (the controller may "
-                                   "have applied it: the next poll shows what it does)") from None
+                raise CommandError(
+                    "TIMEOUT",
+                    "no answer to the set; it was not sent again (the controller may "
+                    "have applied it: the next poll shows what it does)",
+                ) from None
             raise CommandError("TIMEOUT", "no answer to the query") from None
         except DeviceError as exc:
             raise CommandError("OFFLINE", str(exc)) from None
@@ -351,33 +383,57 @@ class SignalDriver(Driver[SignalConfig]):
             except CommandError as exc:
                 if exc.code != "TIMEOUT" or asyncio.get_running_loop().time() >= deadline - 0.05:
                     if exc.code == "TIMEOUT":
-                        raise CommandError("UNCONFIRMED", f"the controller accepted the command but did not answer "
-                                           f"the read-back of {what}", result=state) from None
+                        raise CommandError(
+                            "UNCONFIRMED",
+                            f"the controller accepted the command but did not answer the read-back of {what}",
+                            result=state,
+                        ) from None
                     raise
                 continue
             self._publish(reply.values)
             run = p.run_status(reply.values)
             groups = p.lamp_groups(reply.values)
-            state = {"mode": run.get("mode"), "mode_code": run.get("mode_code"), "plan": run.get("plan"),
-                     "stage": run.get("stage"), "groups": groups}
+            state = {
+                "mode": run.get("mode"),
+                "mode_code": run.get("mode_code"),
+                "plan": run.get("plan"),
+                "stage": run.get("stage"),
+                "groups": groups,
+            }
             if check(state):
                 return state
             if asyncio.get_running_loop().time() + 0.25 >= deadline:
-                raise CommandError("UNCONFIRMED", f"the controller accepted the command but the read-back does "
-                                   f"not show {what}: mode {state['mode']}, plan {state['plan']}, stage "
-                                   f"{state['stage']}", result=state)
+                raise CommandError(
+                    "UNCONFIRMED",
+                    f"the controller accepted the command but the read-back does "
+                    f"not show {what}: mode {state['mode']}, plan {state['plan']}, stage "
+                    f"{state['stage']}",
+                    result=state,
+                )
             await asyncio.sleep(0.2)
 
     async def _read(self, args: dict, deadline: float) -> dict:
-        item = (_int_arg(args, "class", 1, 255), _int_arg(args, "object", 1, 255),
-                _int_arg(args, "attribute", 0, 255, 0), _int_arg(args, "element", 0, 255, 0))
+        item = (
+            _int_arg(args, "class", 1, 255),
+            _int_arg(args, "object", 1, 255),
+            _int_arg(args, "attribute", 0, 255, 0),
+            _int_arg(args, "element", 0, 255, 0),
+        )
         reply = await self._query([item], deadline)
         values = []
         for v in reply.values:
             text = v.value.rstrip(b"\x00")
-            values.append({"item": v.name, "element": v.element, "hex": v.value.hex(),
-                           "uint": int.from_bytes(v.value, "big") if 0 < len(v.value) <= 8 else None,
-                           "text": text.decode("ascii") if text and text.isascii() and text.decode("ascii").isprintable() else None})
+            values.append(
+                {
+                    "item": v.name,
+                    "element": v.element,
+                    "hex": v.value.hex(),
+                    "uint": int.from_bytes(v.value, "big") if 0 < len(v.value) <= 8 else None,
+                    "text": text.decode("ascii")
+                    if text and text.isascii() and text.decode("ascii").isprintable()
+                    else None,
+                }
+            )
         return {"values": values}
 
     async def _specify(self, action: str, args: dict, deadline: float) -> dict:
@@ -395,7 +451,9 @@ class SignalDriver(Driver[SignalConfig]):
                 try:
                     value = _int_arg(args, "mode", 1, 255)
                 except CommandError:
-                    raise CommandError("INVALID", f"mode: a run mode name ({', '.join(MODE_BY_NAME)}) or code") from None
+                    raise CommandError(
+                        "INVALID", f"mode: a run mode name ({', '.join(MODE_BY_NAME)}) or code"
+                    ) from None
             item, key, what = self.profile.control_item("mode"), "mode_code", f"mode {p.RUN_MODES.get(value, value)}"
         await self._set([item + (0, bytes((value,)))], deadline)
         state = await self._read_back(lambda s: s[key] == value, deadline, what)
@@ -409,13 +467,28 @@ class SignalDriver(Driver[SignalConfig]):
             return set(s["groups"].values())
 
         checks = {
-            "yellow_flash": (lambda s: s["mode_code"] == 0x31 and bool(s["groups"])
-                             and not colours(s) & {"green", "green_flash", "green_fast_flash"}, "yellow flash"),
+            "yellow_flash": (
+                lambda s: (
+                    s["mode_code"] == 0x31
+                    and bool(s["groups"])
+                    and not colours(s) & {"green", "green_flash", "green_fast_flash"}
+                ),
+                "yellow flash",
+            ),
             "all_red": (lambda s: s["mode_code"] == 0x32 and bool(s["groups"]) and colours(s) == {"red"}, "all red"),
-            "lamps_off": (lambda s: s["mode_code"] == 0x33 and bool(s["groups"]) and colours(s) == {"off"}, "lamps off"),
+            "lamps_off": (
+                lambda s: s["mode_code"] == 0x33 and bool(s["groups"]) and colours(s) == {"off"},
+                "lamps off",
+            ),
             "lamps_on": (lambda s: s["mode_code"] not in (None, 0x33) and colours(s) != {"off"}, "lamps on"),
-            "cancel": (lambda s: s["mode_code"] is not None and s["mode_code"] not in SPECIAL_MODES
-                       and s["mode_code"] not in MANUAL_MODES, "the schedule running again"),
+            "cancel": (
+                lambda s: (
+                    s["mode_code"] is not None
+                    and s["mode_code"] not in SPECIAL_MODES
+                    and s["mode_code"] not in MANUAL_MODES
+                ),
+                "the schedule running again",
+            ),
             "restart": (lambda s: s["mode_code"] is not None, "the controller answering after its restart"),
         }
         check, what = checks[action]
@@ -455,8 +528,11 @@ class SignalDriver(Driver[SignalConfig]):
                     break
                 await asyncio.sleep(0.1)
             if status != VERIFY_OK:
-                raise CommandError("REFUSED", f"the controller's verify rejected plan {plan} (status {status}); "
-                                   "the transaction was abandoned", result={"verify_status": status})
+                raise CommandError(
+                    "REFUSED",
+                    f"the controller's verify rejected plan {plan} (status {status}); the transaction was abandoned",
+                    result={"verify_status": status},
+                )
             await self._set([TX_ITEM + (bytes((TX_DONE,)),)], deadline)
             done = True
             self._tx_open = False
@@ -466,6 +542,9 @@ class SignalDriver(Driver[SignalConfig]):
         reply = await self._query([(9, 1, a, plan) for a in wanted], deadline)
         got = {v.attribute: v.value for v in reply.values}
         if got != wanted:
-            raise CommandError("UNCONFIRMED", f"plan {plan} reads back different from what was written",
-                               result={a: v.hex() for a, v in got.items()})
+            raise CommandError(
+                "UNCONFIRMED",
+                f"plan {plan} reads back different from what was written",
+                result={a: v.hex() for a, v in got.items()},
+            )
         return {"confirmed": True, "plan": plan, "cycle_s": cycle, "offset_s": offset, "chain": chain, "greens": greens}

@@ -192,17 +192,21 @@ class Link:
                     import serial_asyncio_fast
 
                     opening = serial_asyncio_fast.create_serial_connection(
-                        loop, lambda: _Stream(self), self.where, **self.options)
+                        loop, lambda: _Stream(self), self.where, **self.options
+                    )
                     await asyncio.wait_for(opening, self.connect_timeout_s)
                 elif self.role == "connect":
                     host, port = parse_hostport(self.where)
-                    await asyncio.wait_for(loop.create_connection(lambda: _Stream(self), host, port),
-                                           self.connect_timeout_s)
+                    await asyncio.wait_for(
+                        loop.create_connection(lambda: _Stream(self), host, port), self.connect_timeout_s
+                    )
                 elif self._server is None:
                     host, port = parse_hostport(self.where)
                     self._server = await loop.create_server(lambda: _Stream(self), host, port)
             except TimeoutError:
-                raise DeviceTimeout(f"cannot open {self.where}: no answer within {self.connect_timeout_s:g} s") from None
+                raise DeviceTimeout(
+                    f"cannot open {self.where}: no answer within {self.connect_timeout_s:g} s"
+                ) from None
             except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
                 raise DeviceError(f"cannot open {self.where}: {describe(exc)}") from exc
             except Exception as exc:  # termios.error: the port refused its settings (a parity a pty lacks)
@@ -296,8 +300,9 @@ class Link:
                 raise DeviceError(f"link {self.where} is not open")
             self._seq = self._seq % 255 + 1
             controller = member.controller_id
-            msg = dataclasses.replace(msg, controller=controller or 0, seq=self._seq, host=self.host_id,
-                                      road=self.road_id)
+            msg = dataclasses.replace(
+                msg, controller=controller or 0, seq=self._seq, host=self.host_id, road=self.road_id
+            )
             future = asyncio.get_running_loop().create_future()
             self._inflight = _InFlight(member, controller, msg.seq, REPLY_TYPES[msg.frame_type], future)
             loop = asyncio.get_running_loop()
@@ -386,8 +391,13 @@ class Link:
         if stream is not None:
             stream.heard_at = asyncio.get_running_loop().time()
         inflight = self._inflight
-        if (inflight is not None and msg.seq == inflight.seq and msg.frame_type in inflight.types
-                and inflight.controller in (None, msg.controller) and not inflight.future.done()):
+        if (
+            inflight is not None
+            and msg.seq == inflight.seq
+            and msg.frame_type in inflight.types
+            and inflight.controller in (None, msg.controller)
+            and not inflight.future.done()
+        ):
             inflight.future.set_result(msg)
             return
         if msg.frame_type not in p.FROM_CONTROLLER and msg.frame_type != p.FrameType.HEARTBEAT_QUERY:
@@ -404,8 +414,9 @@ class Link:
             member.on_report(msg)
         elif msg.frame_type == p.FrameType.HEARTBEAT_QUERY:
             # the controller checks on its centre: answer it
-            self.send(p.heartbeat(msg.controller, msg.seq, reply=True, host=msg.host, road=msg.road,
-                                  version=msg.version))
+            self.send(
+                p.heartbeat(msg.controller, msg.seq, reply=True, host=msg.host, road=msg.road, version=msg.version)
+            )
             member.ctx.seen()
         else:
             self._drop("unmatched_reply", content, msg.controller)

@@ -61,8 +61,14 @@ class FrameType(enum.IntEnum):
 HEARTBEATS = (FrameType.HEARTBEAT_QUERY, FrameType.HEARTBEAT_REPLY)
 # what a controller sends, as opposed to what the host sends it
 FROM_CONTROLLER = frozenset(
-    {FrameType.QUERY_REPLY, FrameType.QUERY_ERROR, FrameType.SET_REPLY, FrameType.SET_ERROR, FrameType.REPORT,
-     FrameType.HEARTBEAT_REPLY}
+    {
+        FrameType.QUERY_REPLY,
+        FrameType.QUERY_ERROR,
+        FrameType.SET_REPLY,
+        FrameType.SET_ERROR,
+        FrameType.REPORT,
+        FrameType.HEARTBEAT_REPLY,
+    }
 )
 
 # error codes in query/set error replies and set reply status bytes
@@ -177,8 +183,13 @@ class Profile:
 
     def framer(self, *, keep_rejects: bool = False) -> Gbt20999Framer:
         """A framer for this profile (compiled or twin, as tianwang.gateway.framing chose)."""
-        return Gbt20999Framer(length_field=self.length_field, crc=self.crc, escaped=self.escaped,
-                              max_frame=self.max_frame, keep_rejects=keep_rejects)
+        return Gbt20999Framer(
+            length_field=self.length_field,
+            crc=self.crc,
+            escaped=self.escaped,
+            max_frame=self.max_frame,
+            keep_rejects=keep_rejects,
+        )
 
     def control_item(self, what: str) -> tuple[int, int, int]:
         """(class, object, attribute) of centre control `what`: "stage", "plan" or "mode"."""
@@ -267,8 +278,11 @@ def parse(content: bytes) -> Message:
         end = i + 2 + length
         if end > n:
             raise Gbt20999Error("bad_message", f"value {k + 1} runs past the frame")
-        values.append(DataValue(index, content[i + 2], content[i + 3], content[i + 4], content[i + 5],
-                                bytes(content[i + 6 : end])))
+        values.append(
+            DataValue(
+                index, content[i + 2], content[i + 3], content[i + 4], content[i + 5], bytes(content[i + 6 : end])
+            )
+        )
         i = end
     if i != n:
         raise Gbt20999Error("bad_message", f"{n - i} bytes after the last of {count} values")
@@ -277,9 +291,14 @@ def parse(content: bytes) -> Message:
 
 def build(msg: Message, profile: Profile = PROFILES["majority"]) -> bytes:
     """Frame content (version..data) of `msg`. Raises ValueError for fields out of range."""
-    for name, value, limit in (("version", msg.version, 0xFFFF), ("host", msg.host, 0xFF),
-                               ("controller", msg.controller, 0xFFFFFFFF), ("road", msg.road, 0xFF),
-                               ("seq", msg.seq, 0xFF), ("frame_type", msg.frame_type, 0xFF)):
+    for name, value, limit in (
+        ("version", msg.version, 0xFFFF),
+        ("host", msg.host, 0xFF),
+        ("controller", msg.controller, 0xFFFFFFFF),
+        ("road", msg.road, 0xFF),
+        ("seq", msg.seq, 0xFF),
+        ("frame_type", msg.frame_type, 0xFF),
+    ):
         if not 0 <= value <= limit:
             raise ValueError(f"{name} {value} out of range 0..{limit}")
     out = bytearray(msg.version.to_bytes(2, "big"))
@@ -301,8 +320,9 @@ def build(msg: Message, profile: Profile = PROFILES["majority"]) -> bytes:
 
 def encode(msg: Message, profile: Profile = PROFILES["majority"]) -> bytes:
     """`msg` on the wire under `profile`: length field, CRC, escaping, flags."""
-    return encode_gbt20999(build(msg, profile), length_field=profile.length_field, crc=profile.crc,
-                           escaped=profile.escaped)
+    return encode_gbt20999(
+        build(msg, profile), length_field=profile.length_field, crc=profile.crc, escaped=profile.escaped
+    )
 
 
 def _values(items: Iterable[tuple]) -> tuple[DataValue, ...]:
@@ -349,8 +369,9 @@ def error_reply(request: Message, code: int) -> Message:
 
 def set_statuses(msg: Message) -> list[tuple[str, str]]:
     """(item, status name) for each value of a set reply or error reply."""
-    return [(v.name, ERRORS.get(v.value[0], f"code_0x{v.value[0]:02x}") if v.value else "no_status")
-            for v in msg.values]
+    return [
+        (v.name, ERRORS.get(v.value[0], f"code_0x{v.value[0]:02x}") if v.value else "no_status") for v in msg.values
+    ]
 
 
 # -- value decoders --------------------------------------------------------------------------------
@@ -363,8 +384,7 @@ def date7(raw: bytes, utc_offset_s: int = 0) -> int | None:
         return None
     year = (raw[0] << 8) | raw[1]
     month, day, hour, minute, second = raw[2:7]
-    if not (1970 <= year <= 2999 and 1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60
-            and second < 61):
+    if not (1970 <= year <= 2999 and 1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 61):
         return None
     try:
         ts = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))

@@ -79,7 +79,6 @@ class _Line(abc.ABC):
         pass
 
 
-
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -153,9 +152,19 @@ class SignalSimulator:
     """N controllers on a pty (`transport="pty"`, one multi-drop line) or TCP (one port each, or
     dialling `connect=(host, port)`). `controller(id)` gives a Controller to inject faults into."""
 
-    def __init__(self, transport: str = "pty", controllers: int = 1, profile: str = "majority", *,
-                 base_id: int = 1001, connect: tuple[str, int] | None = None, traffic_s: float = 10.0,
-                 seed: int = 20999, tick_s: float = 0.25, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        transport: str = "pty",
+        controllers: int = 1,
+        profile: str = "majority",
+        *,
+        base_id: int = 1001,
+        connect: tuple[str, int] | None = None,
+        traffic_s: float = 10.0,
+        seed: int = 20999,
+        tick_s: float = 0.25,
+        host: str = "127.0.0.1",
+    ):
         if transport not in ("pty", "tcp"):
             raise ValueError(f"transport must be pty or tcp, not {transport!r}")
         if controllers < 1:
@@ -171,8 +180,10 @@ class SignalSimulator:
         self.host = host
         self.tick_s = tick_s
         now = time.time()
-        self.controllers = [Controller(base_id + i, self.profile, now=now, seed=seed + i, traffic_s=traffic_s)
-                            for i in range(controllers)]
+        self.controllers = [
+            Controller(base_id + i, self.profile, now=now, seed=seed + i, traffic_s=traffic_s)
+            for i in range(controllers)
+        ]
         self.counters = {"frames_in": 0, "frames_out": 0, "bad_frames": 0, "connections": 0, "overrun_bytes": 0}
         self.lines: set[_Line] = set()
         self.notify = None  # `tianwang simulate` sets it to print connection events
@@ -258,9 +269,15 @@ class SignalSimulator:
         return out
 
     def describe(self) -> dict:
-        return {"kind": "signal", "url": self.url, "urls": self.urls, "transport": self.transport,
-                "role": "client" if self.connect else "server", "profile": self.profile_name,
-                "controller_ids": [c.id for c in self.controllers]}
+        return {
+            "kind": "signal",
+            "url": self.url,
+            "urls": self.urls,
+            "transport": self.transport,
+            "role": "client" if self.connect else "server",
+            "profile": self.profile_name,
+            "controller_ids": [c.id for c in self.controllers],
+        }
 
 
 def _hostport(value: str):
@@ -282,21 +299,45 @@ def _fault(value: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="tianwang simulate signal",
-                                 description="GB/T 20999 traffic-signal controllers on a pty or TCP.")
-    ap.add_argument("--transport", choices=("pty", "tcp"), default="pty",
-                    help="pty: one multi-drop line for all controllers; tcp: a port per controller (default pty)")
+    ap = argparse.ArgumentParser(
+        prog="tianwang simulate signal", description="GB/T 20999 traffic-signal controllers on a pty or TCP."
+    )
+    ap.add_argument(
+        "--transport",
+        choices=("pty", "tcp"),
+        default="pty",
+        help="pty: one multi-drop line for all controllers; tcp: a port per controller (default pty)",
+    )
     ap.add_argument("--controllers", type=int, default=1, metavar="N", help="number of controllers (default 1)")
     ap.add_argument("--profile", default="majority", help=f"vendor profile: {', '.join(p.PROFILES)}")
-    ap.add_argument("--base-id", type=int, default=1001, metavar="ID", help="id of the first controller; the rest count up")
-    ap.add_argument("--connect", type=_hostport, metavar="HOST:PORT",
-                    help="with --transport tcp: the controllers dial this host (the gateway listens)")
-    ap.add_argument("--traffic-interval", type=float, default=10.0, metavar="S",
-                    help="seconds between detector reports (0 = none; default 10)")
-    ap.add_argument("--fault", type=_fault, action="append", default=[], metavar="KIND[@S]",
-                    help=f"inject into the first controller after S seconds (default 10): {', '.join(FAULTS)}")
+    ap.add_argument(
+        "--base-id", type=int, default=1001, metavar="ID", help="id of the first controller; the rest count up"
+    )
+    ap.add_argument(
+        "--connect",
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="with --transport tcp: the controllers dial this host (the gateway listens)",
+    )
+    ap.add_argument(
+        "--traffic-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between detector reports (0 = none; default 10)",
+    )
+    ap.add_argument(
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[],
+        metavar="KIND[@S]",
+        help=f"inject into the first controller after S seconds (default 10): {', '.join(FAULTS)}",
+    )
     ap.add_argument("--seed", type=int, default=20999)
-    ap.add_argument("--stats-interval", type=float, default=0.0, metavar="S", help="print counters to stderr every S seconds")
+    ap.add_argument(
+        "--stats-interval", type=float, default=0.0, metavar="S", help="print counters to stderr every S seconds"
+    )
     return ap
 
 
@@ -315,8 +356,15 @@ async def _inject(sim: SignalSimulator, kind: str, after: float) -> None:
 
 
 async def _amain(args) -> dict:
-    sim = SignalSimulator(args.transport, args.controllers, args.profile, base_id=args.base_id,
-                          connect=args.connect, traffic_s=args.traffic_interval, seed=args.seed)
+    sim = SignalSimulator(
+        args.transport,
+        args.controllers,
+        args.profile,
+        base_id=args.base_id,
+        connect=args.connect,
+        traffic_s=args.traffic_interval,
+        seed=args.seed,
+    )
     tasks = [asyncio.ensure_future(_inject(sim, kind, after)) for kind, after in args.fault]
     try:
         return await serve_simulator(sim, sim.describe, args.stats_interval)

@@ -42,47 +42,108 @@ def _track(k: int) -> tuple[float, float]:
 def nmea_state(k: int) -> w.EpochState:
     """Epoch k of the NMEA bench receiver (bench/test_bench_nmea.py)."""
     lat, lon = _track(k)
-    sats = [w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 38 + s % 7, used=s % 5 != 0) for s in (2, 5, 10, 13, 15, 18, 24, 29)]
+    sats = [
+        w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 38 + s % 7, used=s % 5 != 0)
+        for s in (2, 5, 10, 13, 15, 18, 24, 29)
+    ]
     sats += [w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 33, signal_id=7, used=False) for s in (5, 13, 24)]
     sats += [w.Satellite("GLO", s, 25 + s, 23 * s % 360, 35, used=True) for s in (1, 7, 8, 22)]
     sats += [w.Satellite("GAL", s, 30 + s, 17 * s % 360, 37, used=True) for s in (3, 13, 26, 31)]
     sats += [w.Satellite("BDS", s, 15 + s, 13 * s % 360, 40, used=s != 33) for s in (6, 9, 16, 24, 33, 39)]
-    return w.EpochState(time_ns=T0 + k * 10**9, lat=lat, lon=lon, alt_m=23.4, geoid_sep_m=-13.1, speed_mps=11.0,
-                        course_deg=(k // 10) % 360, hdop=0.8, pdop=1.4, vdop=1.1, satellites=sats)
+    return w.EpochState(
+        time_ns=T0 + k * 10**9,
+        lat=lat,
+        lon=lon,
+        alt_m=23.4,
+        geoid_sep_m=-13.1,
+        speed_mps=11.0,
+        course_deg=(k // 10) % 360,
+        hdop=0.8,
+        pdop=1.4,
+        vdop=1.1,
+        satellites=sats,
+    )
 
 
 def many_state(k: int) -> w.EpochState:
     """Epoch k of the many-sentences receiver: 9-12 satellites per constellation (3 GSV parts)."""
     lat, lon = _track(k)
-    sats = [w.Satellite("GPS", s, 10 + 2 * s, 11 * s % 360, 30 + s % 15, used=s % 4 != 0)
-            for s in (1, 2, 5, 7, 10, 13, 15, 18, 21, 24, 29)]
-    sats += [w.Satellite("GLO", s, 12 + 3 * s, 23 * s % 360, 28 + s % 11, used=s % 3 != 0)
-             for s in (1, 3, 7, 8, 11, 14, 17, 20, 22)]
-    sats += [w.Satellite("GAL", s, 8 + 2 * s, 17 * s % 360, 31 + s % 9, used=s % 5 != 0)
-             for s in (3, 5, 8, 11, 13, 19, 21, 24, 26, 31)]
-    sats += [w.Satellite("BDS", s, 5 + s, 13 * s % 360, 33 + s % 12, used=s % 6 != 0)
-             for s in (6, 9, 12, 16, 19, 22, 24, 27, 30, 33, 36, 39)]
-    return w.EpochState(time_ns=T0 + k * 10**9, lat=lat, lon=lon, alt_m=23.4, geoid_sep_m=-13.1, speed_mps=11.0,
-                        course_deg=(k // 10) % 360, hdop=0.8, pdop=1.4, vdop=1.1, satellites=sats)
+    sats = [
+        w.Satellite("GPS", s, 10 + 2 * s, 11 * s % 360, 30 + s % 15, used=s % 4 != 0)
+        for s in (1, 2, 5, 7, 10, 13, 15, 18, 21, 24, 29)
+    ]
+    sats += [
+        w.Satellite("GLO", s, 12 + 3 * s, 23 * s % 360, 28 + s % 11, used=s % 3 != 0)
+        for s in (1, 3, 7, 8, 11, 14, 17, 20, 22)
+    ]
+    sats += [
+        w.Satellite("GAL", s, 8 + 2 * s, 17 * s % 360, 31 + s % 9, used=s % 5 != 0)
+        for s in (3, 5, 8, 11, 13, 19, 21, 24, 26, 31)
+    ]
+    sats += [
+        w.Satellite("BDS", s, 5 + s, 13 * s % 360, 33 + s % 12, used=s % 6 != 0)
+        for s in (6, 9, 12, 16, 19, 22, 24, 27, 30, 33, 36, 39)
+    ]
+    return w.EpochState(
+        time_ns=T0 + k * 10**9,
+        lat=lat,
+        lon=lon,
+        alt_m=23.4,
+        geoid_sep_m=-13.1,
+        speed_mps=11.0,
+        course_deg=(k // 10) % 360,
+        hdop=0.8,
+        pdop=1.4,
+        vdop=1.1,
+        satellites=sats,
+    )
 
 
 def short_state(k: int) -> w.EpochState:
     """Epoch k of the few-sentences receiver: 8 GPS and 4 BDS satellites."""
     lat, lon = _track(k)
-    sats = [w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 38 + s % 7, used=s % 5 != 0) for s in (2, 5, 10, 13, 15, 18, 24, 29)]
+    sats = [
+        w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 38 + s % 7, used=s % 5 != 0)
+        for s in (2, 5, 10, 13, 15, 18, 24, 29)
+    ]
     sats += [w.Satellite("BDS", s, 15 + s, 13 * s % 360, 40, used=s != 33) for s in (6, 9, 24, 33)]
-    return w.EpochState(time_ns=T0 + k * 10**9, lat=lat, lon=lon, alt_m=23.4, geoid_sep_m=-13.1, speed_mps=11.0,
-                        course_deg=(k // 10) % 360, hdop=0.8, pdop=1.4, vdop=1.1, satellites=sats)
+    return w.EpochState(
+        time_ns=T0 + k * 10**9,
+        lat=lat,
+        lon=lon,
+        alt_m=23.4,
+        geoid_sep_m=-13.1,
+        speed_mps=11.0,
+        course_deg=(k // 10) % 360,
+        hdop=0.8,
+        pdop=1.4,
+        vdop=1.1,
+        satellites=sats,
+    )
 
 
 def mixed_state(k: int) -> w.EpochState:
     """Epoch k of the mixed NMEA + binary receiver (bench/test_bench_beidou_mixed.py)."""
     lat, lon = _track(k)
-    sats = [w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 38 + s % 7, used=s % 5 != 0) for s in (2, 5, 10, 13, 15, 18, 24, 29)]
+    sats = [
+        w.Satellite("GPS", s, 20 + 2 * s, 11 * s % 360, 38 + s % 7, used=s % 5 != 0)
+        for s in (2, 5, 10, 13, 15, 18, 24, 29)
+    ]
     sats += [w.Satellite("GLO", s, 25 + s, 23 * s % 360, 35, used=True) for s in (1, 7, 8, 22)]
     sats += [w.Satellite("BDS", s, 15 + s, 13 * s % 360, 40, used=s != 33) for s in (6, 9, 16, 24, 33, 39)]
-    return w.EpochState(time_ns=T0 + k * 10**9, lat=lat, lon=lon, alt_m=23.4, geoid_sep_m=-13.1, speed_mps=11.0,
-                        course_deg=(k // 10) % 360, hdop=0.8, pdop=1.4, vdop=1.1, satellites=sats)
+    return w.EpochState(
+        time_ns=T0 + k * 10**9,
+        lat=lat,
+        lon=lon,
+        alt_m=23.4,
+        geoid_sep_m=-13.1,
+        speed_mps=11.0,
+        course_deg=(k // 10) % 360,
+        hdop=0.8,
+        pdop=1.4,
+        vdop=1.1,
+        satellites=sats,
+    )
 
 
 NMEA_WRITER = w.EpochWriter(style="nmea410", order=("RMC", "VTG", "GGA", "GSA", "GSV", "GLL", "ZDA"))
@@ -108,7 +169,7 @@ def epoch_bytes(shape: str, k: int, rng: random.Random) -> tuple[bytes, int]:
         frames = w.casic_epoch(st, 1_000_000 + k * 1000)
         parts = []
         for i in range(max(len(nmea), len(frames))):
-            parts += frames[i:i + 1] + nmea[i:i + 1]
+            parts += frames[i : i + 1] + nmea[i : i + 1]
     elif shape == "mixed-ubx":
         frames = w.ubx_epoch(st)
         parts = frames + nmea
@@ -119,8 +180,11 @@ def epoch_bytes(shape: str, k: int, rng: random.Random) -> tuple[bytes, int]:
     return b"".join(parts), len(nmea) + len(frames)
 
 
-_NMEA_ONLY = {"nmea": (NMEA_WRITER, nmea_state), "many": (MANY_WRITER, many_state),
-              "short": (SHORT_WRITER, short_state)}
+_NMEA_ONLY = {
+    "nmea": (NMEA_WRITER, nmea_state),
+    "many": (MANY_WRITER, many_state),
+    "short": (SHORT_WRITER, short_state),
+}
 
 
 def corpus(shape: str, epochs: int, seed=None) -> tuple[bytes, int]:

@@ -46,7 +46,11 @@ async def list_devices(addr: str, metadata, family: str = "", timeout: float = 3
         devices: list = []
         token = ""
         while True:
-            reply = await call(pb.ListDevicesRequest(family=family, page_size=5000, page_token=token), metadata=metadata, timeout=timeout)
+            reply = await call(
+                pb.ListDevicesRequest(family=family, page_size=5000, page_token=token),
+                metadata=metadata,
+                timeout=timeout,
+            )
             devices.extend(reply.devices)
             token = reply.next_page_token
             if not token:

@@ -95,12 +95,18 @@ def judge(metric: dict, old: dict, threshold_pct: float) -> tuple[float, bool, s
         if not isinstance(best_was, (int, float)) or not best_was or best_now is None:
             return change, worse > threshold_pct, f"worse by more than {threshold_pct:g}%"
         best_worse = _worse_pct(float(best_was), float(best_now), better)
-        return change, worse > threshold_pct and best_worse > threshold_pct, (
-            f"median and best run both worse by more than {threshold_pct:g}%")
+        return (
+            change,
+            worse > threshold_pct and best_worse > threshold_pct,
+            (f"median and best run both worse by more than {threshold_pct:g}%"),
+        )
     tolerance, floor = TOLERANCES[k]
     tolerance = max(tolerance, threshold_pct)
-    return change, worse > tolerance and abs(now - was) > floor, (
-        f"worse by more than {tolerance:g}%" + (f" and {floor:g} {metric['unit']}" if floor else ""))
+    return (
+        change,
+        worse > tolerance and abs(now - was) > floor,
+        (f"worse by more than {tolerance:g}%" + (f" and {floor:g} {metric['unit']}" if floor else "")),
+    )
 
 
 def compare(results: dict, baseline: dict, threshold_pct: float) -> list[dict]:
@@ -113,14 +119,25 @@ def compare(results: dict, baseline: dict, threshold_pct: float) -> list[dict]:
         if old is None or m["value"] is None or not isinstance(old.get("value"), (int, float)) or not is_own(m):
             continue
         change, regressed, rule = judge(m, old, threshold_pct)
-        out.append({"section": m["section"], "name": m["name"], "unit": m["unit"], "baseline": float(old["value"]),
-                    "value": m["value"], "change_pct": change, "regressed": regressed, "rule": rule})
+        out.append(
+            {
+                "section": m["section"],
+                "name": m["name"],
+                "unit": m["unit"],
+                "baseline": float(old["value"]),
+                "value": m["value"],
+                "change_pct": change,
+                "regressed": regressed,
+                "rule": rule,
+            }
+        )
     return out
 
 
 def load_warning(results: dict, baseline: dict) -> str | None:
     """A warning when either run had more runnable work than cores (1-minute load average, at the
     start or the end): then no tolerance holds, and a regression may be the other work."""
+
     def worst(r):
         m = r.get("machine") or {}
         loads = [x[0] for x in (m.get("load_avg"), m.get("load_avg_end")) if isinstance(x, (list, tuple)) and x]
@@ -129,8 +146,9 @@ def load_warning(results: dict, baseline: dict) -> str | None:
     now, cores = worst(results)
     was, base_cores = worst(baseline)
     if (cores and now > cores) or (base_cores and was > base_cores):
-        return (f"the machine was busy (load average up to {now:.1f} on {cores} cores in this run, {was:.1f} on "
-                f"{base_cores} in the baseline): other work moves the figures beyond any tolerance; compare runs "
-                "made on an idle machine before believing a regression")
+        return (
+            f"the machine was busy (load average up to {now:.1f} on {cores} cores in this run, {was:.1f} on "
+            f"{base_cores} in the baseline): other work moves the figures beyond any tolerance; compare runs "
+            "made on an idle machine before believing a regression"
+        )
     return None
-

@@ -129,7 +129,11 @@ async def serve_plain(n):
 
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("tianwang.v1.Gateway", {"Subscribe": grpc.unary_stream_rpc_method_handler(subscribe)}),)
+        (
+            grpc.method_handlers_generic_handler(
+                "tianwang.v1.Gateway", {"Subscribe": grpc.unary_stream_rpc_method_handler(subscribe)}
+            ),
+        )
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -170,7 +174,10 @@ async def deliver(addr, subscribers, per_subscriber, batched):
     req = pb.SubscribeRequest(from_seq=1).SerializeToString()
     md = (("authorization", f"Bearer {TOKEN}"),)
     count = framing.count_envelopes
-    channels = [grpc.aio.insecure_channel(addr, options=[("grpc.max_receive_message_length", 8 << 20)]) for _ in range(subscribers)]
+    channels = [
+        grpc.aio.insecure_channel(addr, options=[("grpc.max_receive_message_length", 8 << 20)])
+        for _ in range(subscribers)
+    ]
     for ch in channels:
         await ch.channel_ready()
 

@@ -36,11 +36,16 @@ def jt808_location(rnd: random.Random, phone: str, serial: int, v2019: bool, esc
         + rnd.randint(0, 1200).to_bytes(2, "big")
         + rnd.randint(0, 359).to_bytes(2, "big")
         + bcd(t)
-        + b"\x01\x04" + rnd.randint(0, 10**7).to_bytes(4, "big")  # mileage, 0.1 km
-        + b"\x25\x04" + rnd.getrandbits(32).to_bytes(4, "big")  # extended vehicle signal
-        + b"\x2b\x04" + rnd.getrandbits(32).to_bytes(4, "big")  # analog
-        + b"\x30\x01" + bytes((rnd.randint(0, 31),))  # wireless signal strength
-        + b"\x31\x01" + bytes((rnd.randint(4, 30),))  # satellites
+        + b"\x01\x04"
+        + rnd.randint(0, 10**7).to_bytes(4, "big")  # mileage, 0.1 km
+        + b"\x25\x04"
+        + rnd.getrandbits(32).to_bytes(4, "big")  # extended vehicle signal
+        + b"\x2b\x04"
+        + rnd.getrandbits(32).to_bytes(4, "big")  # analog
+        + b"\x30\x01"
+        + bytes((rnd.randint(0, 31),))  # wireless signal strength
+        + b"\x31\x01"
+        + bytes((rnd.randint(4, 30),))  # satellites
     )
     if v2019:
         header = b"\x02\x00" + (len(body) | 0x4000).to_bytes(2, "big") + b"\x01" + bcd("00000000" + phone)
@@ -67,10 +72,20 @@ def gbt_status_reply(rnd: random.Random, controller: int, seq: int) -> bytes:
 def pmpp_phase_status(rnd: random.Random, address: int) -> bytes:
     # SNMP get-response carrying phaseStatusGroupReds/Yellows/Greens for group 1 (NTCIP 1202)
     varbinds = b"".join(
-        b"\x30\x11\x06\x0c\x2b\x06\x01\x04\x01\x88\x36\x04\x02\x01\x01\x04" + bytes((col, 0x01, 0x02, 0x01))
-        + bytes((rnd.getrandbits(8),)) for col in (2, 3, 4)
+        b"\x30\x11\x06\x0c\x2b\x06\x01\x04\x01\x88\x36\x04\x02\x01\x01\x04"
+        + bytes((col, 0x01, 0x02, 0x01))
+        + bytes((rnd.getrandbits(8),))
+        for col in (2, 3, 4)
     )
-    pdu = b"\xa2" + bytes((len(varbinds) + 11,)) + b"\x02\x01" + bytes((rnd.randint(1, 120),)) + b"\x02\x01\x00\x02\x01\x00\x30" + bytes((len(varbinds),)) + varbinds
+    pdu = (
+        b"\xa2"
+        + bytes((len(varbinds) + 11,))
+        + b"\x02\x01"
+        + bytes((rnd.randint(1, 120),))
+        + b"\x02\x01\x00\x02\x01\x00\x30"
+        + bytes((len(varbinds),))
+        + varbinds
+    )
     msg = b"\x30" + bytes((len(pdu) + 13,)) + b"\x02\x01\x00\x04\x06public" + b"\x00\x00" + pdu
     return bytes(((address << 2) | 1, 0x13, 0xC1)) + msg
 
@@ -84,8 +99,9 @@ def build(name: str, size: int = CORPUS_BYTES) -> tuple[list[bytes], int]:
     while total < size:
         serial += 1
         if name in ("jt808", "jt808-escaped"):
-            content = jt808_location(rnd, rnd.choice(phones), serial & 0xFFFF, rnd.random() < 0.1,
-                                     name == "jt808-escaped")
+            content = jt808_location(
+                rnd, rnd.choice(phones), serial & 0xFFFF, rnd.random() < 0.1, name == "jt808-escaped"
+            )
             wire = TWIN.encode_jt808(content)
             escaped += len(wire) != len(content) + 3
         elif name == "gbt20999":

@@ -71,9 +71,19 @@ def _epochs(count: int, period_ns: int) -> list[tuple[int, bytes]]:
     sats = [w.Satellite("BDS", i, 20 + 5 * i, 10 * i, 30 + i, used=True) for i in range(1, 9)]
     out = []
     for k in range(count):
-        st = w.EpochState(time_ns=T0 + k * period_ns, lat=27.8296 + k * 1e-6, lon=112.9436, alt_m=52.3,
-                          geoid_sep_m=-3.1, speed_mps=6.4, course_deg=45.3, hdop=0.9, pdop=1.6, vdop=1.3,
-                          satellites=sats)
+        st = w.EpochState(
+            time_ns=T0 + k * period_ns,
+            lat=27.8296 + k * 1e-6,
+            lon=112.9436,
+            alt_m=52.3,
+            geoid_sep_m=-3.1,
+            speed_mps=6.4,
+            course_deg=45.3,
+            hdop=0.9,
+            pdop=1.6,
+            vdop=1.3,
+            satellites=sats,
+        )
         out.append((st.time_ns, b"".join(writer.sentences(st))))
     return out
 
@@ -172,12 +182,19 @@ def stage_split(written: dict, arrived: dict, trace_dir: str, read_at: dict | No
             parts["decode"].append((routed - read_at[key]) / 1e6)
         if taken:
             in_flight.append((taken - handed) / 1e6)
-    out = {"readings": len(parts["routed"]), "sampled_reads": len(parts["read"]), "batches": len(batches),
-           "envelopes_per_batch": (sum(b[1] - b[0] for b in batches) / len(batches)) if batches else None}
+    out = {
+        "readings": len(parts["routed"]),
+        "sampled_reads": len(parts["read"]),
+        "batches": len(batches),
+        "envelopes_per_batch": (sum(b[1] - b[0] for b in batches) / len(batches)) if batches else None,
+    }
     for k, values in list(parts.items()) + [("grpc_write", in_flight)]:
         values.sort()
-        out[k] = {"p50_ms": percentile(values, 0.50), "p99_ms": percentile(values, 0.99),
-                  "mean_ms": statistics.fmean(values) if values else None}
+        out[k] = {
+            "p50_ms": percentile(values, 0.50),
+            "p99_ms": percentile(values, 0.99),
+            "mean_ms": statistics.fmean(values) if values else None,
+        }
     return out
 
 
@@ -215,15 +232,30 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         if journal:
             gateway["journal"] = {"path": os.path.join(logdir, f"journal-{rate}-{mode}"), "fsync": journal}
         with open(config, "w") as f:
-            json.dump({
-                "gateway": gateway,
-                # control on gnss/+: the subscriber records two devices' raw bytes (Record)
-                "auth": {"tokens": [{"name": "reader", "token_env": "TW_BENCH_LATENCY_TOKEN", "read": ["#"],
-                                     "control": ["gnss/+"]}]},
-                "devices": [{"id": i, "driver": "beidou", "url": u, "receiver": {"epoch_period_s": 1 / hz}}
-                            for i, u in zip(ids, urls, strict=True)],
-            }, f)
-        gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", config], logdir, f"gateway-latency-{rate}-{mode}", gw_env)
+            json.dump(
+                {
+                    "gateway": gateway,
+                    # control on gnss/+: the subscriber records two devices' raw bytes (Record)
+                    "auth": {
+                        "tokens": [
+                            {
+                                "name": "reader",
+                                "token_env": "TW_BENCH_LATENCY_TOKEN",
+                                "read": ["#"],
+                                "control": ["gnss/+"],
+                            }
+                        ]
+                    },
+                    "devices": [
+                        {"id": i, "driver": "beidou", "url": u, "receiver": {"epoch_period_s": 1 / hz}}
+                        for i, u in zip(ids, urls, strict=True)
+                    ],
+                },
+                f,
+            )
+        gw = Proc(
+            [sys.executable, "-m", "tianwang", "run", "-c", config], logdir, f"gateway-latency-{rate}-{mode}", gw_env
+        )
         addr, pid = gw.first["listen"], gw.first["pid"]
         await asyncio.wait_for(asyncio.gather(*(d.connected.wait() for d in tcp)), 20)
 
@@ -238,9 +270,15 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         ends: dict[str, list] = {ids[d]: [] for d in sampled}
         offset = dict.fromkeys(sampled, 0)
         sub = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tianwang.gateway.benchmarks.latency", addr, *(ids[d] for d in sorted(sampled)),
-            stdout=asyncio.subprocess.PIPE, env=env,
-            limit=1 << 28)  # the last line holds every arrival
+            sys.executable,
+            "-m",
+            "tianwang.gateway.benchmarks.latency",
+            addr,
+            *(ids[d] for d in sorted(sampled)),
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+            limit=1 << 28,
+        )  # the last line holds every arrival
         stdout = sub.stdout
         assert stdout is not None  # stdout=PIPE
         try:
@@ -329,17 +367,31 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
                 dev.transport.close()
     lat = sorted((arrived[key][0] - stamp) / 1e6 for key, stamp in written.items() if key in arrived)
     return {
-        "rate": rate, "journal": mode, "devices": devices, "pty_devices": n_pty, "tcp_devices": devices - n_pty, "hz_per_device": hz,
-        "window_s": window_s, "readings": len(written), "received": len(lat), "missing": len(written) - len(lat),
+        "rate": rate,
+        "journal": mode,
+        "devices": devices,
+        "pty_devices": n_pty,
+        "tcp_devices": devices - n_pty,
+        "hz_per_device": hz,
+        "window_s": window_s,
+        "readings": len(written),
+        "received": len(lat),
+        "missing": len(written) - len(lat),
         "write_refused": refused,
-        "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99), "p999_ms": percentile(lat, 0.999),
-        "max_ms": lat[-1] if lat else None, "mean_ms": statistics.fmean(lat) if lat else None,
+        "p50_ms": percentile(lat, 0.50),
+        "p99_ms": percentile(lat, 0.99),
+        "p999_ms": percentile(lat, 0.999),
+        "max_ms": lat[-1] if lat else None,
+        "mean_ms": statistics.fmean(lat) if lat else None,
         "achieved_rate": len(written) / window_s,
         "gateway_cpu_cores": (cpu1 - cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
         "subscriber_cpu_cores": (sub_cpu1 - sub_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
         "devices_cpu_cores": (own_cpu1 - own_cpu0) / (wall1 - wall0) if cpu0 is not None and wall1 > wall0 else None,
-        "gateway_rss_mib": round(mem["VmRSS"] / 1024, 1), "hot_path": gw.first["hot_path"], **closed,
-        "stages": stage_split(written, arrived, trace_dir, driver_reads(ends, reads)), "distribution": distribution(lat),
+        "gateway_rss_mib": round(mem["VmRSS"] / 1024, 1),
+        "hot_path": gw.first["hot_path"],
+        **closed,
+        "stages": stage_split(written, arrived, trace_dir, driver_reads(ends, reads)),
+        "distribution": distribution(lat),
     }
 
 
@@ -356,8 +408,11 @@ async def _subscriber(addr: str, recorded: list) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
 
     async def subscribe(channel):
-        call = channel.unary_stream("/tianwang.v1.Gateway/Subscribe", request_serializer=pb.SubscribeRequest.SerializeToString,
-                                    response_deserializer=pb.Batch.FromString)
+        call = channel.unary_stream(
+            "/tianwang.v1.Gateway/Subscribe",
+            request_serializer=pb.SubscribeRequest.SerializeToString,
+            response_deserializer=pb.Batch.FromString,
+        )
         # max_delay_ms left unset: the gateway's default (an older gateway reads it the same way)
         req = pb.SubscribeRequest(topics=["gnss/+/fix"], from_seq=0)
         unpack = msgpack.unpackb
@@ -367,10 +422,15 @@ async def _subscriber(addr: str, recorded: list) -> None:
                 arrived.setdefault((env.device_id, unpack(env.payload)["time_ns"]), (now, env.seq, env.gateway_time_ns))
 
     async def record(channel, device_id):
-        call = channel.unary_stream("/tianwang.v1.Gateway/Record", request_serializer=pb.RecordRequest.SerializeToString,
-                                    response_deserializer=pb.RawChunk.FromString)
+        call = channel.unary_stream(
+            "/tianwang.v1.Gateway/Record",
+            request_serializer=pb.RecordRequest.SerializeToString,
+            response_deserializer=pb.RawChunk.FromString,
+        )
         chunks = reads[device_id]
-        async for chunk in call(pb.RecordRequest(device_id=device_id), metadata=(("authorization", f"Bearer {TOKEN}"),)):
+        async for chunk in call(
+            pb.RecordRequest(device_id=device_id), metadata=(("authorization", f"Bearer {TOKEN}"),)
+        ):
             if chunk.data and chunk.direction == pb.FROM_DEVICE:
                 chunks.append([chunk.t_ns, len(chunk.data)])
 

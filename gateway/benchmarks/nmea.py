@@ -66,7 +66,7 @@ SHAPES = {
 
 # -- the timed decoders --------------------------------------------------------------------------
 def chunks_of(data: bytes, chunk: int = CHUNK) -> list[bytes]:
-    return [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    return [data[i : i + chunk] for i in range(0, len(data), chunk)]
 
 
 def decode_typed(impl, chunks: list[bytes], binary: bool = False) -> int:
@@ -152,7 +152,17 @@ def decode_vs_gpsdecode(shape: str, n: int, workdir, rounds: int = 3) -> dict:
     theirs, _ = best_of([exe], path, rounds)
     size = path.stat().st_size
     path.unlink()
-    return {"shape": shape, "description": bc.DESCRIPTIONS[shape], "unit": unit, "n": n, "items": items, "bytes": size,
-            "tianwang_s": min(ours), "tianwang_median_s": statistics.median(ours),
-            "gpsdecode_s": min(theirs), "gpsdecode_median_s": statistics.median(theirs),
-            "ratio": min(theirs) / min(ours), "summary": summary.strip()[:200]}
+    return {
+        "shape": shape,
+        "description": bc.DESCRIPTIONS[shape],
+        "unit": unit,
+        "n": n,
+        "items": items,
+        "bytes": size,
+        "tianwang_s": min(ours),
+        "tianwang_median_s": statistics.median(ours),
+        "gpsdecode_s": min(theirs),
+        "gpsdecode_median_s": statistics.median(theirs),
+        "ratio": min(theirs) / min(ours),
+        "summary": summary.strip()[:200],
+    }

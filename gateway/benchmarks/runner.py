@@ -64,11 +64,27 @@ class Bench:
         self.skipped: list[dict] = []
         self.cleanup: list = []  # called at the end of the run, failed or not
 
-    def metric(self, section: str, name: str, value, unit: str, better: str = "higher", timing: dict | None = None,
-               count: float | None = None) -> None:
+    def metric(
+        self,
+        section: str,
+        name: str,
+        value,
+        unit: str,
+        better: str = "higher",
+        timing: dict | None = None,
+        count: float | None = None,
+    ) -> None:
         """One figure. With `timing` (common.timed) and `count`, value = count / median and best =
         count / min (for a rate), or the median and min themselves when count is None."""
-        m: dict[str, Any] = {"section": section, "name": name, "unit": unit, "better": better, "value": None, "best": None, "repeats": 1}
+        m: dict[str, Any] = {
+            "section": section,
+            "name": name,
+            "unit": unit,
+            "better": better,
+            "value": None,
+            "best": None,
+            "repeats": 1,
+        }
         if timing is not None:
             m["repeats"] = timing["repeats"]
             if count is None:
@@ -117,13 +133,17 @@ def steps_nmea(b: Bench) -> list:
             t, got = timed(lambda: nmea.decode_typed(impl, state["chunks"]), reps, warmup=1)
             assert got == state["count"], f"{impl.NAME} decoded {got} of {state['count']} sentences"
             b.metric(sec, f"decode {impl.NAME}", None, "sentences/s", timing=t, count=state["count"])
+
         return run
 
     def pipeline(impl):
         def run():
             reps = s.repeats(3, 2) if impl.NAME == "python" else s.repeats(20, 3)
             t, _ = timed(lambda: nmea.receiver_pipeline(impl, state["chunks"]), reps, warmup=1)
-            b.metric(sec, f"decode + epochs + fix payloads {impl.NAME}", None, "sentences/s", timing=t, count=state["count"])
+            b.metric(
+                sec, f"decode + epochs + fix payloads {impl.NAME}", None, "sentences/s", timing=t, count=state["count"]
+            )
+
         return run
 
     def peer(name, fn):
@@ -134,6 +154,7 @@ def steps_nmea(b: Bench) -> list:
             t, got = timed(lambda: fn(state["data"]), s.repeats(3, 1))
             assert got == state["count"], f"{name} parsed {got} of {state['count']} sentences"
             b.metric(sec, f"decode {name}", None, "sentences/s", timing=t, count=state["count"])
+
         return run
 
     def framer(impl, corpus_name):
@@ -148,6 +169,7 @@ def steps_nmea(b: Bench) -> list:
             t, got = timed(lambda: frames.feed_all(impl, corpus_name, chunks), reps, warmup=1)
             assert got == nframes, f"{impl.NAME} framed {got} of {nframes} {corpus_name} frames"
             b.metric(sec, f"framer {corpus_name} {impl.NAME}", None, "MB/s", timing=t, count=nbytes / 1e6)
+
         return run
 
     def versus(shape):
@@ -159,21 +181,27 @@ def steps_nmea(b: Bench) -> list:
             n = s.n(full, full // 10, 100)
             r = nmea.decode_vs_gpsdecode(shape, n, b.workdir, rounds=s.repeats(3, 2))
             if n < full:
-                b.note(sec, f"{shape}: {n:,} {unit}, not the full {full:,}: the start of the Python process "
-                            "weighs more in the speed-up than at full size")
+                b.note(
+                    sec,
+                    f"{shape}: {n:,} {unit}, not the full {full:,}: the start of the Python process "
+                    "weighs more in the speed-up than at full size",
+                )
             b.details.setdefault(sec, {}).setdefault("decode_vs_gpsdecode", []).append(r)
             b.metric(sec, f"tianwang decode {shape} {n} {unit}", r["tianwang_s"], "s", better="lower")
             b.metric(sec, f"tianwang decode / gpsdecode speed-up {shape}", r["ratio"], "x")
+
         return run
 
     steps = [("build the NMEA corpus", corpus)]
     for impl in _impls():
         steps.append((f"decode, {impl.NAME}", typed(impl)))
-    steps += [("decode, pynmea2", peer("pynmea2", nmea.decode_pynmea2)),
-              ("decode, pynmeagps", peer("pynmeagps", nmea.decode_pynmeagps))]
+    steps += [
+        ("decode, pynmea2", peer("pynmea2", nmea.decode_pynmea2)),
+        ("decode, pynmeagps", peer("pynmeagps", nmea.decode_pynmeagps)),
+    ]
     for impl in _impls():
         steps.append((f"receiver pipeline, {impl.NAME}", pipeline(impl)))
-    for corpus_name in (("jt808", "gbt20999") if s.quick else frames.CORPORA):
+    for corpus_name in ("jt808", "gbt20999") if s.quick else frames.CORPORA:
         for impl in _impls():
             steps.append((f"framer {corpus_name}, {impl.NAME}", framer(impl, corpus_name)))
     for shape in nmea.SHAPES:
@@ -193,8 +221,15 @@ def steps_router(b: Bench) -> list:
     def append(impl, packed):
         def run():
             t, _ = timed(lambda: fanout.router_append(impl, n, packed), s.repeats(5, 3))
-            b.metric(sec, f"Router.publish {'prepacked' if packed else 'dict'} payload {impl.NAME}", None, "envelopes/s",
-                     timing=t, count=n)
+            b.metric(
+                sec,
+                f"Router.publish {'prepacked' if packed else 'dict'} payload {impl.NAME}",
+                None,
+                "envelopes/s",
+                timing=t,
+                count=n,
+            )
+
         return run
 
     def journal(policy):
@@ -209,13 +244,14 @@ def steps_router(b: Bench) -> list:
             t, _ = timed(once, s.repeats(3, 1))
             b.metric(sec, f"journal append until visible, {policy}", None, "envelopes/s", timing=t, count=jn)
             b.detail(sec, f"journal_{policy}_counters", stats["counters"])
+
         return run
 
     steps = []
     for impl in _impls():
         for packed in (False, True):
             steps.append((f"Router.publish, {'prepacked' if packed else 'dict'}, {impl.NAME}", append(impl, packed)))
-    for policy in (("memory", "batch") if s.quick else ("memory", "never", "batch", "always")):
+    for policy in ("memory", "batch") if s.quick else ("memory", "never", "batch", "always"):
         steps.append((f"journal append, {policy}", journal(policy)))
     return steps
 
@@ -243,7 +279,13 @@ def steps_fanout(b: Bench) -> list:
             delivered, plain_s = uvloop.run(fanout.deliver(state["plain"].addr, k, plain_per_sub, False))
             b.metric(sec, f"tianwang, {k} subscriber(s)", None, "envelopes/s", timing=t, count=k * per_sub)
             b.metric(sec, f"one-message-per-write server, {k} subscriber(s)", delivered / plain_s, "envelopes/s")
-            b.metric(sec, f"tianwang / one-message-per-write, {k} subscriber(s)", (k * per_sub / t["median_s"]) / (delivered / plain_s), "x")
+            b.metric(
+                sec,
+                f"tianwang / one-message-per-write, {k} subscriber(s)",
+                (k * per_sub / t["median_s"]) / (delivered / plain_s),
+                "x",
+            )
+
         return run
 
     def stop():
@@ -251,8 +293,11 @@ def steps_fanout(b: Bench) -> list:
             server.close()
 
     b.cleanup.append(stop)
-    return [("start the servers", start)] + [(f"{k} subscriber(s)", subs(k)) for k in (1, 4, 16)] + [
-        ("stop the servers", stop)]
+    return (
+        [("start the servers", start)]
+        + [(f"{k} subscriber(s)", subs(k)) for k in (1, 4, 16)]
+        + [("stop the servers", stop)]
+    )
 
 
 JOURNAL_ON_DISK = ("batch", "always")  # fsync policies the latency section also runs with the journal on disk
@@ -273,15 +318,22 @@ def steps_latency(b: Bench) -> list:
 
     def rate(r, journal=None):
         def run():
-            res = uvloop.run(latency.run_rate(b.workdir, r, s.seconds(5.0, 2.0), warmup_s=s.seconds(1.0, 1.0),
-                                              journal=journal))
+            res = uvloop.run(
+                latency.run_rate(b.workdir, r, s.seconds(5.0, 2.0), warmup_s=s.seconds(1.0, 1.0), journal=journal)
+            )
             b.details.setdefault(sec, {}).setdefault("rates", []).append(res)
             # the memory journal (the default config) keeps the names earlier runs used
             where = f", journal on disk (fsync {journal})" if journal else ""
             for q in ("p50", "p99", "p999"):
                 b.metric(sec, f"{q} at {r} readings/s{where}", res[f"{q}_ms"], "ms", better="lower")
-            b.metric(sec, f"readings missing at {r} readings/s{where}", res["missing"] + res["write_refused"], "readings",
-                     better="lower")
+            b.metric(
+                sec,
+                f"readings missing at {r} readings/s{where}",
+                res["missing"] + res["write_refused"],
+                "readings",
+                better="lower",
+            )
+
         return run
 
     b.detail(sec, "design_target", {"rate": latency.DESIGN_RATE, "p99_ms": latency.DESIGN_P99_MS})
@@ -304,12 +356,17 @@ def steps_scale(b: Bench) -> list:
     hot_path = "cext" if framing.USING_CEXT else "python"
 
     def record(label, res, received, expected):
-        b.details.setdefault(sec, {}).setdefault("runs", []).append(dict(res, label=label, received=received, expected=expected))
+        b.details.setdefault(sec, {}).setdefault("runs", []).append(
+            dict(res, label=label, received=received, expected=expected)
+        )
         cpu_s = (res.get("gateway_cpu_cores") or 0) * (res.get("window_s") or 0)
         if cpu_s < CPU_RESOLUTION_S:
-            b.note(sec, f"{label}: gateway CPU {res.get('gateway_cpu_cores') or 0:.3f} cores over {res.get('window_s') or 0:g} s "
-                        f"is {cpu_s * 1000:.0f} ms of CPU, a few ticks of the 10 ms clock that measures it: not a result "
-                        "(run without --quick, or with a larger --scale)")
+            b.note(
+                sec,
+                f"{label}: gateway CPU {res.get('gateway_cpu_cores') or 0:.3f} cores over {res.get('window_s') or 0:g} s "
+                f"is {cpu_s * 1000:.0f} ms of CPU, a few ticks of the 10 ms clock that measures it: not a result "
+                "(run without --quick, or with a larger --scale)",
+            )
         b.metric(sec, f"{label}: gateway CPU", res["gateway_cpu_cores"], "cores", better="lower")
         b.metric(sec, f"{label}: gateway peak RSS", res["gateway_peak_rss_mib"], "MiB", better="lower")
         b.metric(sec, f"{label}: lost", max(0, expected - received), "readings", better="lower")
@@ -345,11 +402,21 @@ def steps_scale(b: Bench) -> list:
             b.metric(sec, f"{label}: alarm latency p50", res["latency_ms_p50"], "ms", better="lower")
             b.metric(sec, f"{label}: alarm latency p99", res["latency_ms_p99"], "ms", better="lower")
 
-    return [("JT/T 808 terminals", jt808), ("signal controllers", signal), ("ONVIF cameras", onvif),
-            ("GB/T 28181 devices", gb28181)]
+    return [
+        ("JT/T 808 terminals", jt808),
+        ("signal controllers", signal),
+        ("ONVIF cameras", onvif),
+        ("GB/T 28181 devices", gb28181),
+    ]
 
 
-STEPS = {"nmea": steps_nmea, "router": steps_router, "fanout": steps_fanout, "latency": steps_latency, "scale": steps_scale}
+STEPS = {
+    "nmea": steps_nmea,
+    "router": steps_router,
+    "fanout": steps_fanout,
+    "latency": steps_latency,
+    "scale": steps_scale,
+}
 
 
 # -- progress ----------------------------------------------------------------------------------------------
@@ -371,8 +438,14 @@ class Progress:
                 TimeElapsedColumn,
             )
 
-            self.bar = RichProgress(TextColumn("[bold]bench[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                                    TimeElapsedColumn(), console=Console(file=self.stream), transient=False)
+            self.bar = RichProgress(
+                TextColumn("[bold]bench[/bold] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(file=self.stream),
+                transient=False,
+            )
             self.task = self.bar.add_task("", total=total)
             self.bar.start()
 
@@ -540,14 +613,22 @@ def write_plots(results: dict, out: Path) -> list[str]:
             ax.grid(axis="x", alpha=0.3, which="both" if on_log else "major")
             if unit == "x" and any("speed-up" in n for n in names):
                 # the decode speed-up: the design target and whether every shape meets it
-                ax.axvline(DECODE_SPEEDUP_TARGET, color="red", linestyle="--", linewidth=1,
-                           label=f"target {DECODE_SPEEDUP_TARGET:g}x")
+                ax.axvline(
+                    DECODE_SPEEDUP_TARGET,
+                    color="red",
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"target {DECODE_SPEEDUP_TARGET:g}x",
+                )
                 worst = min(v for n, v in zip(names, values, strict=True) if "speed-up" in n)
                 verdict = "met" if worst >= DECODE_SPEEDUP_TARGET else "NOT met"
                 # --quick decodes small files, where the Python process's start weighs in the ratio
                 sizes = " at --quick sizes (the target is for full-size files)" if results.get("quick") else ""
-                ax.set_title(f"speed-up over gpsdecode: target {DECODE_SPEEDUP_TARGET:g}x {verdict} "
-                             f"(lowest {worst:.2f}x){sizes}", fontsize=9)
+                ax.set_title(
+                    f"speed-up over gpsdecode: target {DECODE_SPEEDUP_TARGET:g}x {verdict} "
+                    f"(lowest {worst:.2f}x){sizes}",
+                    fontsize=9,
+                )
                 ax.legend(fontsize=8, loc="lower right")
         if axes[0, 0].get_title():  # the first panel has a title of its own (the speed-up verdict)
             fig.suptitle(title)
@@ -560,8 +641,12 @@ def write_plots(results: dict, out: Path) -> list[str]:
 
     bars("nmea.png", TITLES["nmea"], by_section.get("nmea", []), log=True)
     bars("router.png", TITLES["router"], by_section.get("router", []))
-    bars("fanout.png", TITLES["fanout"] + " (envelopes/s delivered in total)",
-         [m for m in by_section.get("fanout", []) if m["unit"] == "envelopes/s"], log=True)
+    bars(
+        "fanout.png",
+        TITLES["fanout"] + " (envelopes/s delivered in total)",
+        [m for m in by_section.get("fanout", []) if m["unit"] == "envelopes/s"],
+        log=True,
+    )
     bars("scale.png", TITLES["scale"], by_section.get("scale", []))
     rates = results["details"].get("latency", {}).get("rates", [])
     if rates:
@@ -575,8 +660,11 @@ def _mode(r: dict) -> str:
     return r.get("journal", "memory")
 
 
-MODE_LABELS = {"memory": "journal in memory (default)", "disk-batch": "journal on disk, fsync batch",
-               "disk-always": "journal on disk, fsync always"}
+MODE_LABELS = {
+    "memory": "journal in memory (default)",
+    "disk-batch": "journal on disk, fsync batch",
+    "disk-always": "journal on disk, fsync always",
+}
 
 
 def _plain_log_axis(axis, values, ticks=(0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)):
@@ -617,7 +705,9 @@ def _latency_plots(results: dict, out: Path, plt) -> list[str]:
         if pts:
             ax.plot(*zip(*pts, strict=True), "s--", color=color, label=f"p99, {MODE_LABELS[mode]}")
     if target:
-        ax.axhline(target["p99_ms"], color="red", linestyle="--", linewidth=1, label=f"p99 target ({target['p99_ms']:g} ms)")
+        ax.axhline(
+            target["p99_ms"], color="red", linestyle="--", linewidth=1, label=f"p99 target ({target['p99_ms']:g} ms)"
+        )
         ax.axvline(target["rate"], color="grey", linestyle=":", linewidth=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -649,7 +739,7 @@ def _latency_plots(results: dict, out: Path, plt) -> list[str]:
                 ax.plot(xs, [ms for _, ms in r["distribution"]], "-", linewidth=1.5, label=f"{r['rate']:,}/s")
             ticks = [(0.5, "50"), (0.9, "90"), (0.99, "99"), (0.999, "99.9"), (0.9999, "99.99")]
             ax.xaxis.set_major_locator(FixedLocator([-math.log10(1 - p) for p, _ in ticks]))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * (1 - 10 ** -v):.4g}"))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * (1 - 10**-v):.4g}"))
             ax.set_yscale("log")
             _plain_log_axis(ax.yaxis, every)
             ax.set_xlabel("percentile of readings")
@@ -680,7 +770,9 @@ def _latency_plots(results: dict, out: Path, plt) -> list[str]:
         ax.set_xlabel("mean ms per reading")
         ax.tick_params(axis="y", labelsize=8)
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16 - 1.2 / (2.2 + 0.38 * len(staged))), ncol=2)
+        ax.legend(
+            fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16 - 1.2 / (2.2 + 0.38 * len(staged))), ncol=2
+        )
         ax.set_title("Where the time goes (device write -> subscriber read)")
         fig.tight_layout()
         fig.savefig(out / "latency-stages.png", dpi=100)
@@ -689,9 +781,15 @@ def _latency_plots(results: dict, out: Path, plt) -> list[str]:
     return written
 
 
-def write_report(results: dict, comparison: list[dict] | None, plots: list[str], out: Path,
-                 baseline_path: str | None = None, threshold_pct: float = DEFAULT_THRESHOLD,
-                 baseline_sizes: tuple | None = None) -> str:
+def write_report(
+    results: dict,
+    comparison: list[dict] | None,
+    plots: list[str],
+    out: Path,
+    baseline_path: str | None = None,
+    threshold_pct: float = DEFAULT_THRESHOLD,
+    baseline_sizes: tuple | None = None,
+) -> str:
     m = results["machine"]
     lines = [
         "# tianwang bench",
@@ -701,24 +799,35 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
         "",
         f"- CPU: {m['cpu_model']}, {m['cores']} cores; load average {m['load_avg']} at the start, {m['load_avg_end']} at the end",
         f"- Python {m['python']} on {m['platform']}",
-        f"- hot path: `USING_CEXT={m['using_cext']}`" + (f" ({m['why_not_compiled']})" if m["why_not_compiled"] else ""),
+        f"- hot path: `USING_CEXT={m['using_cext']}`"
+        + (f" ({m['why_not_compiled']})" if m["why_not_compiled"] else ""),
         "- peers: " + ", ".join(f"{k} {v if v else 'not installed (skipped)'}" for k, v in results["peers"].items()),
         "",
         "Figures are medians of several runs (time.perf_counter); other work on the same cores shows in them.",
     ]
     if comparison is not None:
         regressed = [c for c in comparison if c["regressed"]]
-        lines += ["", "## Against the baseline", "",
-                  f"Baseline `{baseline_path}`: {len(comparison)} figures compared, "
-                  f"{len(regressed)} regressed beyond their tolerance (the product's own figures only; "
-                  f"--threshold {threshold_pct:g}%; the rules: docs/bench.md)."]
+        lines += [
+            "",
+            "## Against the baseline",
+            "",
+            f"Baseline `{baseline_path}`: {len(comparison)} figures compared, "
+            f"{len(regressed)} regressed beyond their tolerance (the product's own figures only; "
+            f"--threshold {threshold_pct:g}%; the rules: docs/bench.md).",
+        ]
         if baseline_sizes is not None and baseline_sizes != (results["quick"], results["scale"]):
-            lines += ["", f"The baseline was made with other sizes (quick {baseline_sizes[0]}, scale {baseline_sizes[1]}): "
-                          "rates may not compare."]
+            lines += [
+                "",
+                f"The baseline was made with other sizes (quick {baseline_sizes[0]}, scale {baseline_sizes[1]}): "
+                "rates may not compare.",
+            ]
         if regressed:
             lines += ["", "| regression | baseline | now | change |", "|---|---|---|---|"]
-            lines += [f"| **{c['section']}: {c['name']}** ({c['unit']}) | {_fmt(c['baseline'], c['unit'])} | "
-                      f"{_fmt(c['value'], c['unit'])} | {_pct(c['change_pct'])} |" for c in regressed]
+            lines += [
+                f"| **{c['section']}: {c['name']}** ({c['unit']}) | {_fmt(c['baseline'], c['unit'])} | "
+                f"{_fmt(c['value'], c['unit'])} | {_pct(c['change_pct'])} |"
+                for c in regressed
+            ]
     changes = {(c["section"], c["name"]): c for c in comparison or []}
     for sec in results["sections"]:
         ms = [x for x in results["metrics"] if x["section"] == sec]
@@ -726,7 +835,9 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
         if sec in results["section_wall_s"]:
             lines += [f"Section time: {results['section_wall_s'][sec]:.1f} s.", ""]
         if ms:
-            head = "| figure | value | unit | best | runs |" + (" baseline | change |" if comparison is not None else "")
+            head = "| figure | value | unit | best | runs |" + (
+                " baseline | change |" if comparison is not None else ""
+            )
             lines += [head, "|---|---|---|---|---|" + ("---|---|" if comparison is not None else "")]
             for x in ms:
                 value, best = _fmt(x["value"], x["unit"]), _fmt(x["best"], x["unit"])
@@ -738,39 +849,64 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
                 lines.append(row)
         d = results["details"].get(sec, {})
         if sec == "nmea" and d.get("decode_vs_gpsdecode"):
-            lines += ["", "Whole `tianwang decode --driver beidou -` process against `gpsdecode` (best of the runs):", "",
-                      "| corpus shape | size | tianwang decode | gpsdecode | speed-up |", "|---|---|---|---|---|"]
+            lines += [
+                "",
+                "Whole `tianwang decode --driver beidou -` process against `gpsdecode` (best of the runs):",
+                "",
+                "| corpus shape | size | tianwang decode | gpsdecode | speed-up |",
+                "|---|---|---|---|---|",
+            ]
             for r in d["decode_vs_gpsdecode"]:
-                lines.append(f"| {r['shape']} | {r['items']:,} frames+sentences, {r['bytes'] / 1e6:.1f} MB | {r['tianwang_s']:.3f} s | "
-                             f"{r['gpsdecode_s']:.3f} s | {r['ratio']:.2f}x |")
+                lines.append(
+                    f"| {r['shape']} | {r['items']:,} frames+sentences, {r['bytes'] / 1e6:.1f} MB | {r['tianwang_s']:.3f} s | "
+                    f"{r['gpsdecode_s']:.3f} s | {r['ratio']:.2f}x |"
+                )
         if sec == "latency" and d.get("rates"):
             t = d["design_target"]
-            ordered = sorted(d["rates"], key=lambda r: (list(MODE_LABELS).index(_mode(r)) if _mode(r) in MODE_LABELS else 9,
-                                                        r["rate"]))
-            lines += ["", f"Design target: p99 <= {t['p99_ms']:g} ms at {t['rate']:,} readings/s.", "",
-                      "| readings/s | journal | devices (pty + TCP) x Hz | p50 ms | p99 ms | p999 ms | max ms | missing "
-                      "| CPU cores: gateway / devices / subscriber |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+            ordered = sorted(
+                d["rates"],
+                key=lambda r: (list(MODE_LABELS).index(_mode(r)) if _mode(r) in MODE_LABELS else 9, r["rate"]),
+            )
+            lines += [
+                "",
+                f"Design target: p99 <= {t['p99_ms']:g} ms at {t['rate']:,} readings/s.",
+                "",
+                "| readings/s | journal | devices (pty + TCP) x Hz | p50 ms | p99 ms | p999 ms | max ms | missing "
+                "| CPU cores: gateway / devices / subscriber |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
             for r in ordered:
-                cpu = " / ".join("n/a" if r.get(k) is None else f"{r[k]:.2f}"
-                                 for k in ("gateway_cpu_cores", "devices_cpu_cores", "subscriber_cpu_cores"))
-                lines.append(f"| {r['rate']:,} | {_mode(r)} | {r['pty_devices']} + {r['tcp_devices']} x {r['hz_per_device']} | "
-                             f"{_fmt(r['p50_ms'], 'ms')} | {_fmt(r['p99_ms'], 'ms')} | {_fmt(r['p999_ms'], 'ms')} | "
-                             f"{_fmt(r['max_ms'], 'ms')} | {r['missing'] + r['write_refused']} | {cpu} |")
+                cpu = " / ".join(
+                    "n/a" if r.get(k) is None else f"{r[k]:.2f}"
+                    for k in ("gateway_cpu_cores", "devices_cpu_cores", "subscriber_cpu_cores")
+                )
+                lines.append(
+                    f"| {r['rate']:,} | {_mode(r)} | {r['pty_devices']} + {r['tcp_devices']} x {r['hz_per_device']} | "
+                    f"{_fmt(r['p50_ms'], 'ms')} | {_fmt(r['p99_ms'], 'ms')} | {_fmt(r['p999_ms'], 'ms')} | "
+                    f"{_fmt(r['max_ms'], 'ms')} | {r['missing'] + r['write_refused']} | {cpu} |"
+                )
             staged = [r for r in ordered if r.get("stages", {}).get("readings")]
             if staged:
                 from tianwang.gateway.benchmarks.latency import STAGE_LABELS, STAGES
 
-                lines += ["", "Where the time goes, p50 / p99 ms of each stage (the gateway's stage trace; the first "
-                              "stage split into its two halves for the readings of the two recorded devices; "
-                              "`gRPC write` is how long gRPC took to accept a batch, during which the next one gathers):", "",
-                          "| readings/s | journal | " + " | ".join(STAGE_LABELS[k] for k in STAGES[:1] + ("read", "decode") + STAGES[1:])
-                          + " | gRPC write | envelopes per batch |",
-                          "|---|---|" + "---|" * (len(STAGES) + 4)]
+                lines += [
+                    "",
+                    "Where the time goes, p50 / p99 ms of each stage (the gateway's stage trace; the first "
+                    "stage split into its two halves for the readings of the two recorded devices; "
+                    "`gRPC write` is how long gRPC took to accept a batch, during which the next one gathers):",
+                    "",
+                    "| readings/s | journal | "
+                    + " | ".join(STAGE_LABELS[k] for k in STAGES[:1] + ("read", "decode") + STAGES[1:])
+                    + " | gRPC write | envelopes per batch |",
+                    "|---|---|" + "---|" * (len(STAGES) + 4),
+                ]
                 for r in staged:
                     st = r["stages"]
                     keys = STAGES[:1] + ("read", "decode") + STAGES[1:] + ("grpc_write",)
-                    cells = [f"{_fmt(st[k]['p50_ms'], 'ms')} / {_fmt(st[k]['p99_ms'], 'ms')}" if k in st else "n/a" for k in keys]
+                    cells = [
+                        f"{_fmt(st[k]['p50_ms'], 'ms')} / {_fmt(st[k]['p99_ms'], 'ms')}" if k in st else "n/a"
+                        for k in keys
+                    ]
                     per = st.get("envelopes_per_batch")
                     per = f"{per:.2f}" if per else "n/a"
                     lines.append(f"| {r['rate']:,} | {_mode(r)} | " + " | ".join(cells) + f" | {per} |")
@@ -780,15 +916,23 @@ def write_report(results: dict, comparison: list[dict] | None, plots: list[str],
                 lines += ["", f"At {t['rate']:,} readings/s: p99 {at[0]['p99_ms']:.2f} ms, target {verdict}."]
             else:
                 lines += ["", f"{t['rate']:,} readings/s was not run (the full run does; --quick does not)."]
-            lines += ["", "Devices, gateway and subscriber are three processes; on a machine with fewer free cores "
-                          "than that, they queue behind each other and the tail shows it."]
+            lines += [
+                "",
+                "Devices, gateway and subscriber are three processes; on a machine with fewer free cores "
+                "than that, they queue behind each other and the tail shows it.",
+            ]
         if sec == "scale" and d.get("runs"):
-            lines += ["", "| run | connect s | window s | gateway CPU | RSS (peak) MiB | received / sent | gaps |",
-                      "|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                "| run | connect s | window s | gateway CPU | RSS (peak) MiB | received / sent | gaps |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for r in d["runs"]:
-                lines.append(f"| {r['label']} | {r.get('connect_s')} | {r['window_s']:g} | {r['gateway_cpu_cores']:.3f} cores | "
-                             f"{r['gateway_rss_mib']} ({r['gateway_peak_rss_mib']}) | {r['received']:,} / {r['expected']:,} | "
-                             f"{r['gaps']} |")
+                lines.append(
+                    f"| {r['label']} | {r.get('connect_s')} | {r['window_s']:g} | {r['gateway_cpu_cores']:.3f} cores | "
+                    f"{r['gateway_rss_mib']} ({r['gateway_peak_rss_mib']}) | {r['received']:,} / {r['expected']:,} | "
+                    f"{r['gaps']} |"
+                )
         if results["notes"].get(sec) or any(e["section"] == sec for e in results["errors"]):
             lines.append("")
         for note in results["notes"].get(sec, []):

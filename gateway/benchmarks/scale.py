@@ -91,8 +91,21 @@ async def jt808_fleet(logdir: str, terminals: int, window_s: float, hot_path: st
         stop = asyncio.Event()
         sub = asyncio.ensure_future(_jt808_subscribe(addr, counts, gaps, stop))
         fleet = Proc(
-            [sys.executable, "-m", "tianwang", "simulate", "jt808", "--connect", listen, "--terminals", str(terminals),
-             "--rate", "1", "--stats-interval", "1"],
+            [
+                sys.executable,
+                "-m",
+                "tianwang",
+                "simulate",
+                "jt808",
+                "--connect",
+                listen,
+                "--terminals",
+                str(terminals),
+                "--rate",
+                "1",
+                "--stats-interval",
+                "1",
+            ],
             logdir,
             "fleet",
             env,
@@ -182,24 +195,65 @@ async def signal_junctions(logdir: str, controllers: int, terminals: int, window
     env["TW_BENCH_SIGNAL_TOKEN"] = SIGNAL_TOKEN
     env["TW_BENCH_JT808_SECRET"] = "bench-secret-0123456789"
     sims: Proc | None
-    sims = Proc([sys.executable, "-m", "tianwang", "simulate", "signal", "--transport", "tcp", "--controllers",
-                 str(controllers), "--traffic-interval", "0"], logdir, "controllers", env)
+    sims = Proc(
+        [
+            sys.executable,
+            "-m",
+            "tianwang",
+            "simulate",
+            "signal",
+            "--transport",
+            "tcp",
+            "--controllers",
+            str(controllers),
+            "--traffic-interval",
+            "0",
+        ],
+        logdir,
+        "controllers",
+        env,
+    )
     gw = fleet = None
     result: dict = {"controllers": controllers, "terminals": terminals, "window_s": window_s}
     try:
         urls, ids = sims.first["urls"], sims.first["controller_ids"]
-        devices = [{"id": f"tsc-{n}", "driver": "signal", "url": u, "controller_id": n, "poll_hz": 1,
-                    "backoff": {"initial_s": 0.5, "max_s": 5}} for n, u in zip(ids, urls, strict=True)]
-        listener = {"id": "fleet", "driver": "jt808", "listen": "127.0.0.1:0",
-                    "auth_secret_env": "TW_BENCH_JT808_SECRET", "max_connections": terminals + 100,
-                    # every terminal dials in from 127.0.0.1, all at once
-                    "registrations_burst": terminals + 100, "max_unauthenticated_per_address": terminals + 100}
+        devices = [
+            {
+                "id": f"tsc-{n}",
+                "driver": "signal",
+                "url": u,
+                "controller_id": n,
+                "poll_hz": 1,
+                "backoff": {"initial_s": 0.5, "max_s": 5},
+            }
+            for n, u in zip(ids, urls, strict=True)
+        ]
+        listener = {
+            "id": "fleet",
+            "driver": "jt808",
+            "listen": "127.0.0.1:0",
+            "auth_secret_env": "TW_BENCH_JT808_SECRET",
+            "max_connections": terminals + 100,
+            # every terminal dials in from 127.0.0.1, all at once
+            "registrations_burst": terminals + 100,
+            "max_unauthenticated_per_address": terminals + 100,
+        }
         config = Path(logdir) / "gateway.yaml"
-        config.write_text(json.dumps({
-            "gateway": {"name": "bench", "listen": "127.0.0.1:0", "metrics": None,
-                        "journal": {"max_bytes": "512MiB"}},
-            "auth": {"tokens": [{"name": "bench", "token_env": "TW_BENCH_SIGNAL_TOKEN", "read": ["#"]}]},
-            "devices": devices, "listeners": [listener] if terminals else []}))
+        config.write_text(
+            json.dumps(
+                {
+                    "gateway": {
+                        "name": "bench",
+                        "listen": "127.0.0.1:0",
+                        "metrics": None,
+                        "journal": {"max_bytes": "512MiB"},
+                    },
+                    "auth": {"tokens": [{"name": "bench", "token_env": "TW_BENCH_SIGNAL_TOKEN", "read": ["#"]}]},
+                    "devices": devices,
+                    "listeners": [listener] if terminals else [],
+                }
+            )
+        )
         gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", str(config)], logdir, "gateway", env)
         result["hot_path"] = gw.first["hot_path"]
         assert gw.first["hot_path"] == hot_path
@@ -215,8 +269,24 @@ async def signal_junctions(logdir: str, controllers: int, terminals: int, window
                 if listen:
                     break
                 await asyncio.sleep(0.1)
-            fleet = Proc([sys.executable, "-m", "tianwang", "simulate", "jt808", "--connect", listen, "--terminals",
-                          str(terminals), "--rate", "1"], logdir, "fleet", env)
+            fleet = Proc(
+                [
+                    sys.executable,
+                    "-m",
+                    "tianwang",
+                    "simulate",
+                    "jt808",
+                    "--connect",
+                    listen,
+                    "--terminals",
+                    str(terminals),
+                    "--rate",
+                    "1",
+                ],
+                logdir,
+                "fleet",
+                env,
+            )
         t_start = time.monotonic()
         while True:
             rows = await _signal_devices(addr)
@@ -301,25 +371,60 @@ async def onvif_cameras(logdir, cameras: int, window_s: float) -> dict:
     """`cameras` ONVIF cameras at 1 event/s into one gateway; latency camera -> subscriber."""
     env = dict(os.environ, TW_BENCH_ONVIF_TOKEN=ONVIF_TOKEN, TW_BENCH_CAM_PASS=ONVIF_PASSWORD)
     sim: Proc | None
-    sim = Proc([sys.executable, "-m", "tianwang", "simulate", "onvif", "--cameras", str(cameras), "--rate", "1",
-                "--password", ONVIF_PASSWORD, "--slots", "2", "--stats-interval", "0",
-                # a 30 s UsernameToken window: one process serving 200 cameras may answer the connect
-                # burst late, which a 5 s window would count as bad clocks (the tests check the window)
-                "--auth-window", "30"], logdir, "cameras", env)
+    sim = Proc(
+        [
+            sys.executable,
+            "-m",
+            "tianwang",
+            "simulate",
+            "onvif",
+            "--cameras",
+            str(cameras),
+            "--rate",
+            "1",
+            "--password",
+            ONVIF_PASSWORD,
+            "--slots",
+            "2",
+            "--stats-interval",
+            "0",
+            # a 30 s UsernameToken window: one process serving 200 cameras may answer the connect
+            # burst late, which a 5 s window would count as bad clocks (the tests check the window)
+            "--auth-window",
+            "30",
+        ],
+        logdir,
+        "cameras",
+        env,
+    )
     gw = None
     result = {"cameras": cameras, "window_s": window_s, "load_avg_start": os.getloadavg()}
     try:
         urls = sim.first.get("urls") or [sim.first["url"]]
         devices = []
         for i, url in enumerate(urls):
-            host, port = url[len("http://"):].rsplit(":", 1)
-            devices.append({"id": f"cam-{i:04d}", "driver": "onvif", "host": host, "port": int(port), "username": "admin",
-                            "password_env": "TW_BENCH_CAM_PASS", "pull_timeout_s": 10})
+            host, port = url[len("http://") :].rsplit(":", 1)
+            devices.append(
+                {
+                    "id": f"cam-{i:04d}",
+                    "driver": "onvif",
+                    "host": host,
+                    "port": int(port),
+                    "username": "admin",
+                    "password_env": "TW_BENCH_CAM_PASS",
+                    "pull_timeout_s": 10,
+                }
+            )
         config = os.path.join(logdir, "gateway.yaml")
         with open(config, "w") as f:
-            json.dump({"gateway": {"name": "bench", "listen": "127.0.0.1:0", "metrics": None},
-                       "auth": {"tokens": [{"name": "bench", "token_env": "TW_BENCH_ONVIF_TOKEN", "read": ["#"]}]},
-                       "devices": devices}, f)
+            json.dump(
+                {
+                    "gateway": {"name": "bench", "listen": "127.0.0.1:0", "metrics": None},
+                    "auth": {"tokens": [{"name": "bench", "token_env": "TW_BENCH_ONVIF_TOKEN", "read": ["#"]}]},
+                    "devices": devices,
+                },
+                f,
+            )
         gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", config], logdir, "gateway", env)
         addr, pid = gw.first["listen"], gw.first["pid"]
         result["hot_path"] = gw.first["hot_path"]

@@ -54,8 +54,9 @@ def _stamp(payload) -> int | None:
 async def _subscribe(addr, counts, latencies, gaps, stop, recording, health):
     # device health comes on the same stream, so the time to ONLINE needs no ListDevices polling
     # (listing 50,000 channels every second would be a load of its own on the gateway)
-    req = pb.SubscribeRequest(topics=["camera/+/alarm", "gnss/+/fix", "camera/+/health"], from_seq=1, max_batch=1024,
-                              max_delay_ms=2)
+    req = pb.SubscribeRequest(
+        topics=["camera/+/alarm", "gnss/+/fix", "camera/+/health"], from_seq=1, max_batch=1024, max_delay_ms=2
+    )
     async for batch in batches_until(addr, req, GB_MD, stop):
         now = time.time_ns()
         if batch.HasField("gap"):
@@ -79,8 +80,16 @@ def _devices_online(rows) -> tuple[int, int]:
     return len(devices), sum(1 for d in devices if d.state == "ONLINE")
 
 
-async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int, alarm_rate: float,
-                          window_s: float, hot_path: str, connect_timeout_s: float = 300.0) -> dict:
+async def gb28181_devices(
+    logdir: str,
+    devices: int,
+    channels: int,
+    mobile: int,
+    alarm_rate: float,
+    window_s: float,
+    hot_path: str,
+    connect_timeout_s: float = 300.0,
+) -> dict:
     """`devices` NVRs x `channels` and `mobile` 4G units into one gateway; see the module docstring."""
     env = dict(os.environ)
     env.pop("GATEWAY_NO_CEXT", None)
@@ -91,20 +100,42 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
     env["TW_BENCH_GB_PASSWORD"] = password
     total = devices + mobile
     config = Path(logdir) / "gateway-gb28181.yaml"
-    config.write_text(json.dumps({
-        "gateway": {"name": "bench", "listen": "127.0.0.1:0", "metrics": None, "journal": {"max_bytes": "512MiB"}},
-        "auth": {"tokens": [{"name": "bench", "token_env": "TW_BENCH_GB_TOKEN", "read": ["#"]}]},
-        "listeners": [{
-            "id": "gb", "driver": "gb28181", "listen": "127.0.0.1:0", "server_id": SERVER_ID,
-            "registration": "open", "password_env": "TW_BENCH_GB_PASSWORD",
-            "registrations_file": str(Path(logdir) / "gb.registrations"),
-            "max_devices": total + 100, "max_connections": total + 100,
-            "keepalive": {"interval_s": 60, "count": 3},
-            "subscribe": {"catalog": True, "alarm": None, "mobile_position": {"interval_s": 5}},
-        }],
-    }))
-    result: dict = {"devices": devices, "channels_per_device": channels, "mobile": mobile, "alarm_rate": alarm_rate,
-                    "window_s": window_s, "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+    config.write_text(
+        json.dumps(
+            {
+                "gateway": {
+                    "name": "bench",
+                    "listen": "127.0.0.1:0",
+                    "metrics": None,
+                    "journal": {"max_bytes": "512MiB"},
+                },
+                "auth": {"tokens": [{"name": "bench", "token_env": "TW_BENCH_GB_TOKEN", "read": ["#"]}]},
+                "listeners": [
+                    {
+                        "id": "gb",
+                        "driver": "gb28181",
+                        "listen": "127.0.0.1:0",
+                        "server_id": SERVER_ID,
+                        "registration": "open",
+                        "password_env": "TW_BENCH_GB_PASSWORD",
+                        "registrations_file": str(Path(logdir) / "gb.registrations"),
+                        "max_devices": total + 100,
+                        "max_connections": total + 100,
+                        "keepalive": {"interval_s": 60, "count": 3},
+                        "subscribe": {"catalog": True, "alarm": None, "mobile_position": {"interval_s": 5}},
+                    }
+                ],
+            }
+        )
+    )
+    result: dict = {
+        "devices": devices,
+        "channels_per_device": channels,
+        "mobile": mobile,
+        "alarm_rate": alarm_rate,
+        "window_s": window_s,
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+    }
     gw = Proc([sys.executable, "-m", "tianwang", "run", "-c", str(config)], logdir, "gateway-gb28181", env)
     fleet = None
     try:
@@ -127,11 +158,36 @@ async def gb28181_devices(logdir: str, devices: int, channels: int, mobile: int,
         sub = asyncio.ensure_future(_subscribe(addr, counts, latencies, gaps, stop, recording, health))
         cpu_start = cpu_seconds(pid)
         t0 = time.monotonic()
-        fleet = Proc([sys.executable, "-m", "tianwang.drivers.gb28181.simulator", "--connect", listen,
-                      "--devices", str(devices), "--channels", str(channels), "--mobile", str(mobile),
-                      "--password", password, "--alarm-rate", str(alarm_rate), "--stamp-alarms", "--alarms-after-online",
-                      "--connect-rate", "100000", "--keepalive", "60", "--stats-interval", "5"],
-                     logdir, "fleet-gb28181", env)
+        fleet = Proc(
+            [
+                sys.executable,
+                "-m",
+                "tianwang.drivers.gb28181.simulator",
+                "--connect",
+                listen,
+                "--devices",
+                str(devices),
+                "--channels",
+                str(channels),
+                "--mobile",
+                str(mobile),
+                "--password",
+                password,
+                "--alarm-rate",
+                str(alarm_rate),
+                "--stamp-alarms",
+                "--alarms-after-online",
+                "--connect-rate",
+                "100000",
+                "--keepalive",
+                "60",
+                "--stats-interval",
+                "5",
+            ],
+            logdir,
+            "fleet-gb28181",
+            env,
+        )
         fleet_cpu0 = cpu_seconds(fleet.proc.pid)
         online = 0
         while True:

@@ -51,17 +51,30 @@ def run_bench(args) -> int:
     results = runner.run(args.sections, args.quick, args.scale)
     comparison = runner.compare(results, baseline, args.threshold) if baseline is not None else None
     if comparison is not None and baseline is not None:
-        results["baseline"] = {"path": str(args.baseline), "timestamp": baseline.get("timestamp"),
-                               "threshold_pct": args.threshold, "compared": len(comparison),
-                               "regressions": [c for c in comparison if c["regressed"]]}
+        results["baseline"] = {
+            "path": str(args.baseline),
+            "timestamp": baseline.get("timestamp"),
+            "threshold_pct": args.threshold,
+            "compared": len(comparison),
+            "regressions": [c for c in comparison if c["regressed"]],
+        }
     (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
     plots = runner.write_plots(results, out)
-    runner.write_report(results, comparison, plots, out, args.baseline, args.threshold,
-                        (baseline.get("quick"), baseline.get("scale")) if baseline is not None else None)
+    runner.write_report(
+        results,
+        comparison,
+        plots,
+        out,
+        args.baseline,
+        args.threshold,
+        (baseline.get("quick"), baseline.get("scale")) if baseline is not None else None,
+    )
 
-    print(f"tianwang bench: {len(results['metrics'])} figures in {results['wall_s']:.0f} s "
-          f"(USING_CEXT={results['machine']['using_cext']}): {out / 'results.json'}, {out / 'report.md'}, "
-          f"{len(plots)} plots")
+    print(
+        f"tianwang bench: {len(results['metrics'])} figures in {results['wall_s']:.0f} s "
+        f"(USING_CEXT={results['machine']['using_cext']}): {out / 'results.json'}, {out / 'report.md'}, "
+        f"{len(plots)} plots"
+    )
     for skipped in results["skipped"]:
         print(f"skipped: {skipped['section']}: {skipped['what']}: {skipped['why']}")
     for error in results["errors"]:
@@ -69,11 +82,15 @@ def run_bench(args) -> int:
     status = 1 if results["errors"] else 0
     if comparison is not None:
         regressed = [c for c in comparison if c["regressed"]]
-        print(f"against {args.baseline}: {len(comparison)} figures compared, {len(regressed)} regressed beyond their "
-              f"tolerance (the product's own figures; --threshold {args.threshold:g}%)")
+        print(
+            f"against {args.baseline}: {len(comparison)} figures compared, {len(regressed)} regressed beyond their "
+            f"tolerance (the product's own figures; --threshold {args.threshold:g}%)"
+        )
         for c in regressed:
-            print(f"REGRESSION: {c['section']}: {c['name']}: {runner._fmt(c['baseline'], c['unit'])} -> "
-                  f"{runner._fmt(c['value'], c['unit'])} {c['unit']} ({runner._pct(c['change_pct'])})")
+            print(
+                f"REGRESSION: {c['section']}: {c['name']}: {runner._fmt(c['baseline'], c['unit'])} -> "
+                f"{runner._fmt(c['value'], c['unit'])} {c['unit']} ({runner._pct(c['change_pct'])})"
+            )
         from tianwang.gateway.benchmarks.compare import load_warning
 
         busy = load_warning(results, baseline or {})

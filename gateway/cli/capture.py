@@ -119,7 +119,9 @@ def read_capture(data: bytes, name: str = "capture") -> Capture:
         except msgpack.OutOfData:
             raise CaptureError(f"{name}: truncated: the file ends inside {what} (byte {len(data)})") from None
         except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-            raise CaptureError(f"{name}: corrupt: {what} does not parse at byte {body + unpacker.tell()}: {exc}") from None
+            raise CaptureError(
+                f"{name}: corrupt: {what} does not parse at byte {body + unpacker.tell()}: {exc}"
+            ) from None
 
     header = take("the header")
     if not isinstance(header, dict) or not isinstance(header.get("start_ns"), int):
@@ -140,15 +142,23 @@ def read_capture(data: bytes, name: str = "capture") -> Capture:
         if isinstance(item, dict):
             trailer = item
             break
-        if (not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], int)
-                or item[1] not in (FROM_DEVICE, TO_DEVICE) or not isinstance(item[2], bytes)):
-            raise CaptureError(f"{name}: corrupt: record {len(records) + 1} at byte {at} is not [dt_ns, direction, data]")
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or not isinstance(item[0], int)
+            or item[1] not in (FROM_DEVICE, TO_DEVICE)
+            or not isinstance(item[2], bytes)
+        ):
+            raise CaptureError(
+                f"{name}: corrupt: record {len(records) + 1} at byte {at} is not [dt_ns, direction, data]"
+            )
         t += item[0]
         records.append((t, item[1], item[2]))
     crc = zlib.crc32(data[:at])
     if trailer.get("crc32") != crc:
-        raise CaptureError(f"{name}: corrupt: the CRC-32 of the file is {crc:08x}, its end record says "
-                           f"{trailer.get('crc32')!r}")
+        raise CaptureError(
+            f"{name}: corrupt: the CRC-32 of the file is {crc:08x}, its end record says {trailer.get('crc32')!r}"
+        )
     if trailer.get("records") != len(records) or trailer.get("bytes") != sum(len(r[2]) for r in records):
         raise CaptureError(f"{name}: corrupt: the end record's counts do not match the records")
     if body + unpacker.tell() != len(data):

@@ -44,6 +44,7 @@ class OfflineDecoder(Protocol):
     @property
     def drops(self) -> dict[str, int]: ...
 
+
 # Offline decoders of the built-in drivers, by `--driver` name: "module:factory(device_id)".
 # Third-party drivers provide theirs through DriverSpec.decoder.
 BUILTIN_DECODERS = {
@@ -129,7 +130,12 @@ def _with_profile(driver: str, factory: Callable[..., OfflineDecoder], device_id
 
 
 def run_decode(
-    driver: str, device_id: str, infile: BinaryIO, outfile: TextIO, errfile: TextIO = sys.stderr, profile: str | None = None
+    driver: str,
+    device_id: str,
+    infile: BinaryIO,
+    outfile: TextIO,
+    errfile: TextIO = sys.stderr,
+    profile: str | None = None,
 ) -> int:
     """Decode everything from binary stream `infile`, write JSON lines to text stream `outfile`.
 
@@ -138,8 +144,11 @@ def run_decode(
     from tianwang.gateway.lifecycle.ids import DEVICE_ID_RE
 
     if not DEVICE_ID_RE.match(device_id or ""):
-        print(f"tianwang decode: --id {device_id!r} is not a device id (it becomes one topic level: "
-              "letters, digits and - _ . : only, at most 64)", file=errfile)
+        print(
+            f"tianwang decode: --id {device_id!r} is not a device id (it becomes one topic level: "
+            "letters, digits and - _ . : only, at most 64)",
+            file=errfile,
+        )
         return 2
     try:
         decoder = make_decoder(driver, device_id, profile)

@@ -105,7 +105,7 @@ async def run_demo(
                     "tokens": [
                         {"name": "demo-read", "token": read_token, "read": ["#"]},
                         {"name": "demo-control", "token": control_token, "read": ["#"], "control": ["#"]},
-                    ]
+                    ],
                 },
                 "devices": devices,
                 "listeners": listeners,
@@ -131,17 +131,27 @@ async def run_demo(
             announce(g, extra={"read_token": read_token, "control_token": control_token})
             addr = f"127.0.0.1:{g.port}"
             tips = hints(addr, read_token, control_token, {d["id"] for d in devices}, seconds)
-            print(f"demo: drivers {', '.join(families)}; {len(devices)} devices, {len(listeners)} listeners", file=sys.stderr)
+            print(
+                f"demo: drivers {', '.join(families)}; {len(devices)} devices, {len(listeners)} listeners",
+                file=sys.stderr,
+            )
             if read_new or control_new:
-                print("demo: generated tokens (set TIANWANG_DEMO_READ_TOKEN / TIANWANG_DEMO_CONTROL_TOKEN to fix them):", file=sys.stderr)
+                print(
+                    "demo: generated tokens (set TIANWANG_DEMO_READ_TOKEN / TIANWANG_DEMO_CONTROL_TOKEN to fix them):",
+                    file=sys.stderr,
+                )
             print(f"demo:   read token     {read_token}", file=sys.stderr)
             print(f"demo:   control token  {control_token}", file=sys.stderr)
             for line in tips:
                 print(f"demo: {line}", file=sys.stderr)
-            print(f"demo: superior platform simulator {superior.id} on udp://127.0.0.1:{superior.port}: the gateway "
-                  f"registers to it as uplink `city`; what it receives: tail -f {superior_log}", file=sys.stderr)
+            print(
+                f"demo: superior platform simulator {superior.id} on udp://127.0.0.1:{superior.port}: the gateway "
+                f"registers to it as uplink `city`; what it receives: tail -f {superior_log}",
+                file=sys.stderr,
+            )
             loop = asyncio.get_running_loop()
             if seconds:
+
                 def time_up():
                     timed_out.append(seconds)
                     g.request_stop()
@@ -152,6 +162,7 @@ async def run_demo(
                 stack.push_async_callback(_finish, task)
                 keys = stack.enter_context(Keys())
                 if keys.fd is not None:
+
                     def on_key():
                         if keys.read():
                             g.request_stop()
@@ -187,7 +198,9 @@ async def _superior(stack):
     stack.push_async_callback(sim.stop)
 
     def summary():
-        got = ", ".join(f"{n} {kind}" for kind, n in sorted(sim.stats().items()) if kind not in ("lowers", "registered"))
+        got = ", ".join(
+            f"{n} {kind}" for kind, n in sorted(sim.stats().items()) if kind not in ("lowers", "registered")
+        )
         print(f"demo: the superior platform received: {got or 'nothing'}", file=sys.stderr)
 
     stack.callback(summary)

@@ -146,7 +146,9 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tianwang", description="Tianwang field gateway")
     parser.add_argument(
-        "--log-level", type=_log_level, default=os.environ.get("TIANWANG_LOG_LEVEL", "info"),
+        "--log-level",
+        type=_log_level,
+        default=os.environ.get("TIANWANG_LOG_LEVEL", "info"),
         help="debug, info (default, or $TIANWANG_LOG_LEVEL), warning, error",
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
@@ -160,57 +162,88 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="override gateway.metrics (HOST:PORT, or 'off')")
     p.add_argument("--quiet", action="store_true", help="with --demo: no live view on stdout")
     p.add_argument(
-        "--seconds", type=_positive_seconds, metavar="S",
+        "--seconds",
+        type=_positive_seconds,
+        metavar="S",
         help="with --demo: stop by itself after S seconds, cleanly, with exit 0 (default: run until q, Ctrl-C or SIGTERM)",
     )
     p.add_argument(
-        "--shard", type=_shard, metavar="I/N",
+        "--shard",
+        type=_shard,
+        metavar="I/N",
         help="run only the devices and listeners of shard I of N (stable hash of the id); name <name>-I",
     )
 
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("file", help="the config file (YAML)")
-    p.add_argument("--shards", type=_positive_int, metavar="N",
-                   help="also show which of N shards owns each device, and the devices that share a link (kept together)")
+    p.add_argument(
+        "--shards",
+        type=_positive_int,
+        metavar="N",
+        help="also show which of N shards owns each device, and the devices that share a link (kept together)",
+    )
 
     p = sub.add_parser("subscribe", help="print envelopes as they arrive")
     _client_args(p)
     p.add_argument(
-        "--topic", action="append", default=[],
+        "--topic",
+        action="append",
+        default=[],
         help="topic pattern (repeatable; MQTT + and #); default: everything the token may read",
     )
     p.add_argument("--from-seq", type=_uint(64), default=0, help="replay from this seq (0 = live only)")
     p.add_argument(
-        "--journal", default="", metavar="ID",
+        "--journal",
+        default="",
+        metavar="ID",
         help="the journal id --from-seq refers to (printed by an earlier run); refused if the gateway's journal is another",
     )
     p.add_argument("--count", type=_uint(64), default=0, help="stop after this many envelopes (default 0: never)")
-    p.add_argument("--max-batch", type=_uint(32), default=0, help="envelopes per batch to ask for (default 0: the server's)")
     p.add_argument(
-        "--max-delay-ms", type=_uint(32), default=None,
+        "--max-batch", type=_uint(32), default=0, help="envelopes per batch to ask for (default 0: the server's)"
+    )
+    p.add_argument(
+        "--max-delay-ms",
+        type=_uint(32),
+        default=None,
         help="how long a batch may wait to fill (0 = no wait; default: the server's, no wait unless the site sets one)",
     )
     p.add_argument("--json", action="store_true", help="JSON lines with decoded payloads")
     p.add_argument(
-        "--follow", action="store_true",
+        "--follow",
+        action="store_true",
         help="when the gateway goes away, wait for it and resume where the stream stopped (same journal)",
     )
     p.add_argument(
-        "--nats", action="append", default=[], metavar="URL",
+        "--nats",
+        action="append",
+        default=[],
+        metavar="URL",
         help="read the NATS JetStream stream the bridge writes instead of the gateway (repeatable: cluster URLs)",
     )
     p.add_argument("--stream", default="TIANWANG", help="with --nats: the stream (default TIANWANG)")
     p.add_argument(
-        "--nats-token", default=None, metavar="TOKEN",
+        "--nats-token",
+        default=None,
+        metavar="TOKEN",
         help="with --nats: the NATS server's auth token (default $TIANWANG_NATS_TOKEN)",
     )
-    p.add_argument("--gateway", action="append", default=[], help="with --nats: only this gateway's envelopes (repeatable)")
-    p.add_argument("--idle-exit", type=_seconds, default=0, metavar="S", help="with --nats: stop after S seconds without a message")
+    p.add_argument(
+        "--gateway", action="append", default=[], help="with --nats: only this gateway's envelopes (repeatable)"
+    )
+    p.add_argument(
+        "--idle-exit", type=_seconds, default=0, metavar="S", help="with --nats: stop after S seconds without a message"
+    )
 
     p = sub.add_parser("devices", help="list devices and their state")
     _client_args(p)
     p.add_argument("--family", default="", help="only this family (gnss, signal, camera...); default: all")
-    p.add_argument("--state", type=str.upper, choices=("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE", "DISABLED"), help="only devices in this state")
+    p.add_argument(
+        "--state",
+        type=str.upper,
+        choices=("CONNECTING", "ONLINE", "DEGRADED", "OFFLINE", "DISABLED"),
+        help="only devices in this state",
+    )
     p.add_argument("--id-prefix", default="", help="only devices whose id starts with this")
     p.add_argument("--json", action="store_true", help="one JSON object per device, typed, instead of the table")
 
@@ -221,12 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", metavar="key=value", help="arguments (values parsed as JSON when they can be)")
     p.add_argument("--reason", default="", help="why (recorded in the audit log; required for some actions)")
     p.add_argument(
-        "--help-actions", action="store_true",
+        "--help-actions",
+        action="store_true",
         help="ask the gateway which driver runs DEVICE and list that driver's actions, then exit",
     )
     p.add_argument("--command-timeout", type=_seconds, default=0, help="seconds the device gets (default: driver's)")
     p.add_argument(
-        "--out", metavar="FILE",
+        "--out",
+        metavar="FILE",
         help="write the bytes a result carries (a camera snapshot's JPEG) to FILE instead of hex in the JSON",
     )
 
@@ -240,32 +275,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="only this driver")
 
     p = sub.add_parser("decode", help="decode a raw capture offline (like gpsdecode)")
-    p.add_argument("--driver", default=None,
-                   help="the driver whose decoder to use (`tianwang drivers` lists them); a capture of "
-                        "`tianwang record` defaults to its own driver")
-    p.add_argument("--id", default=None, help="device id used in topics (default: the recorded device's id for a capture, else capture)")
-    p.add_argument("--profile", default=None, help="the device's vendor profile, for drivers that have profiles (signal)")
+    p.add_argument(
+        "--driver",
+        default=None,
+        help="the driver whose decoder to use (`tianwang drivers` lists them); a capture of "
+        "`tianwang record` defaults to its own driver",
+    )
+    p.add_argument(
+        "--id",
+        default=None,
+        help="device id used in topics (default: the recorded device's id for a capture, else capture)",
+    )
+    p.add_argument(
+        "--profile", default=None, help="the device's vendor profile, for drivers that have profiles (signal)"
+    )
     p.add_argument("file", help="raw bytes or a `tianwang record` capture (found by its magic), or - for stdin")
 
     p = sub.add_parser("record", help="capture a device's raw bytes, with their times, from a running gateway")
     _client_args(p)
     p.add_argument("device", help="the device id (a JT/T 808 terminal: its phone number)")
     p.add_argument("--out", required=True, metavar="FILE", help="the capture file to write (docs/capture-format.md)")
-    p.add_argument("--seconds", type=_positive_seconds, default=None, metavar="S",
-                   help="how long to record (default: until Ctrl-C)")
-    p.add_argument("--max-bytes", type=_int_range(0, 256 * 1024 * 1024), default=0, metavar="N",
-                   help="stop after N bytes of data (default 0: the gateway's limit, 64 MiB)")
+    p.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="how long to record (default: until Ctrl-C)",
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=_int_range(0, 256 * 1024 * 1024),
+        default=0,
+        metavar="N",
+        help="stop after N bytes of data (default 0: the gateway's limit, 64 MiB)",
+    )
     p.add_argument("--note", default="", help="a note kept in the capture's header (what was going on)")
 
     p = sub.add_parser("replay", help="serve a capture as a device (pty or TCP) at the recorded pace")
     p.add_argument("file", help="a capture written by `tianwang record`")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--pty", action="store_true", help="serve it on a pty (default for serial captures)")
-    where.add_argument("--tcp", metavar="HOST:PORT", help="serve it on a TCP port (port 0 picks one; default for TCP captures: 127.0.0.1:0)")
-    where.add_argument("--connect", metavar="HOST:PORT", help="dial HOST:PORT and send it there (a JT/T 808 terminal into a listener)")
+    where.add_argument(
+        "--tcp",
+        metavar="HOST:PORT",
+        help="serve it on a TCP port (port 0 picks one; default for TCP captures: 127.0.0.1:0)",
+    )
+    where.add_argument(
+        "--connect", metavar="HOST:PORT", help="dial HOST:PORT and send it there (a JT/T 808 terminal into a listener)"
+    )
     p.add_argument("--link", metavar="PATH", help="with --pty: a symlink to the pty")
-    p.add_argument("--speed", type=_speed, default=1.0, metavar="X",
-                   help="X times the recorded pace (default 1; 0 = as fast as the reader takes it)")
+    p.add_argument(
+        "--speed",
+        type=_speed,
+        default=1.0,
+        metavar="X",
+        help="X times the recorded pace (default 1; 0 = as fast as the reader takes it)",
+    )
 
     p = sub.add_parser("discover", help="find ONVIF cameras by WS-Discovery")
     p.add_argument("--timeout", type=_seconds, default=3.0, help="seconds to collect answers (default 3)")
@@ -277,12 +342,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmark this machine: results.json, report.md and plots")
     p.add_argument("--quick", action="store_true", help="small sizes: about a minute on two cores")
-    p.add_argument("--out", default="tianwang-bench", metavar="DIR", help="where results.json, report.md and the plots go (default ./tianwang-bench)")
-    p.add_argument("--baseline", metavar="FILE", help="an earlier results.json: flag figures more than --threshold %% worse")
-    p.add_argument("--threshold", type=_percent, default=10.0, metavar="PCT", help="regression threshold in percent (default 10)")
-    p.add_argument("--sections", type=_sections(SECTIONS), default=SECTIONS, metavar="LIST",
-                   help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
-    p.add_argument("--scale", type=_scale, default=1.0, metavar="F", help="multiply every count by F (0.001 to 100; default 1)")
+    p.add_argument(
+        "--out",
+        default="tianwang-bench",
+        metavar="DIR",
+        help="where results.json, report.md and the plots go (default ./tianwang-bench)",
+    )
+    p.add_argument(
+        "--baseline", metavar="FILE", help="an earlier results.json: flag figures more than --threshold %% worse"
+    )
+    p.add_argument(
+        "--threshold", type=_percent, default=10.0, metavar="PCT", help="regression threshold in percent (default 10)"
+    )
+    p.add_argument(
+        "--sections",
+        type=_sections(SECTIONS),
+        default=SECTIONS,
+        metavar="LIST",
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
+    p.add_argument(
+        "--scale", type=_scale, default=1.0, metavar="F", help="multiply every count by F (0.001 to 100; default 1)"
+    )
 
     p = sub.add_parser("simulate", help="run one device simulator standalone")
     p.add_argument("kind", help="onvif, signal, beidou, jt808 (whichever are installed)")
@@ -363,8 +444,11 @@ def cmd_decode(args) -> int:
         driver = args.driver
         if driver is None:
             if capture is None:
-                print("tianwang decode: give --driver NAME (`tianwang drivers` lists them); only a capture of "
-                      "`tianwang record` names its driver itself", file=sys.stderr)
+                print(
+                    "tianwang decode: give --driver NAME (`tianwang drivers` lists them); only a capture of "
+                    "`tianwang record` names its driver itself",
+                    file=sys.stderr,
+                )
                 return 2
             driver = capture.header.get("driver") or ""
         device_id = args.id or (capture.header.get("device_id") if capture is not None else None) or "capture"
@@ -548,8 +632,13 @@ def cmd_subscribe(args) -> int:
             else:
                 grpc.channel_ready_future(channel).result()  # --follow: wait as long as it takes
             batches = client.subscribe_batches(
-                channel, args.topic, from_seq=position.next_seq, token=args.token, max_batch=args.max_batch,
-                max_delay_ms=args.max_delay_ms, position=position,
+                channel,
+                args.topic,
+                from_seq=position.next_seq,
+                token=args.token,
+                max_batch=args.max_batch,
+                max_delay_ms=args.max_delay_ms,
+                position=position,
             )
             try:
                 for gap, envelopes in batches:
@@ -559,12 +648,21 @@ def cmd_subscribe(args) -> int:
                         announced = position.journal_id
                     delay = 0.5
                     if gap is not None:
-                        write((json.dumps({"gap": gap._asdict()}) if args.json else f"GAP {gap.from_seq}..{gap.to_seq} ({gap.reason})") + "\n")
+                        write(
+                            (
+                                json.dumps({"gap": gap._asdict()})
+                                if args.json
+                                else f"GAP {gap.from_seq}..{gap.to_seq} ({gap.reason})"
+                            )
+                            + "\n"
+                        )
                     for d in envelopes:
                         if args.json:
                             write(json.dumps(d, default=_json_default, ensure_ascii=False) + "\n")
                         else:
-                            write(f"{d['seq']} {d['topic']} {json.dumps(d['payload'], default=_json_default, ensure_ascii=False)}\n")
+                            write(
+                                f"{d['seq']} {d['topic']} {json.dumps(d['payload'], default=_json_default, ensure_ascii=False)}\n"
+                            )
                         seen += 1
                         if args.count and seen >= args.count:
                             sys.stdout.flush()
@@ -623,19 +721,31 @@ def _subscribe_nats(args) -> int:
     async def run():
         seen = 0
         async for item in jetstream.read(
-            args.nats, stream=args.stream, gateways=args.gateway, idle_timeout=args.idle_exit or None,
+            args.nats,
+            stream=args.stream,
+            gateways=args.gateway,
+            idle_timeout=args.idle_exit or None,
             **({"token": nats_token} if nats_token else {}),
         ):
             if isinstance(item, jetstream.Gap):
                 g = item._asdict()
-                write((json.dumps({"gap": g}) if args.json else f"GAP {item.gateway} {item.from_seq}..{item.to_seq} ({item.reason})") + "\n")
+                write(
+                    (
+                        json.dumps({"gap": g})
+                        if args.json
+                        else f"GAP {item.gateway} {item.from_seq}..{item.to_seq} ({item.reason})"
+                    )
+                    + "\n"
+                )
                 continue
             if item["seq"] < args.from_seq or not flt.matches(item["topic"]):
                 continue
             if args.json:
                 write(json.dumps(item, default=_json_default, ensure_ascii=False) + "\n")
             else:
-                write(f"{item['seq']} {item['topic']} {json.dumps(item['payload'], default=_json_default, ensure_ascii=False)}\n")
+                write(
+                    f"{item['seq']} {item['topic']} {json.dumps(item['payload'], default=_json_default, ensure_ascii=False)}\n"
+                )
             sys.stdout.flush()
             seen += 1
             if args.count and seen >= args.count:
@@ -697,7 +807,6 @@ def format_devices(devices) -> str:
 def cmd_devices(args) -> int:
     import grpc
 
-
     channel, stub, md = _connect(args)
     try:
         devices = list_all_devices(
@@ -724,7 +833,9 @@ def list_all_devices(stub, md, timeout, limit=None, **filters) -> list:
     token = ""
     while True:
         size = min(5000, limit - len(out)) if limit else 5000
-        reply = stub.ListDevices(pb.ListDevicesRequest(page_size=size, page_token=token, **filters), metadata=md, timeout=timeout)
+        reply = stub.ListDevices(
+            pb.ListDevicesRequest(page_size=size, page_token=token, **filters), metadata=md, timeout=timeout
+        )
         out.extend(reply.devices)
         token = reply.next_page_token
         if not token or (limit and len(out) >= limit):
@@ -802,8 +913,10 @@ def cmd_command(args) -> int:
     }
     print(json.dumps(out, default=_json_default, ensure_ascii=False))
     if not args.out and isinstance(result, dict) and any(isinstance(v, (bytes, bytearray)) for v in result.values()):
-        print("tianwang command: the result carries bytes, printed as hex; --out FILE writes them to a file",
-              file=sys.stderr)
+        print(
+            "tianwang command: the result carries bytes, printed as hex; --out FILE writes them to a file",
+            file=sys.stderr,
+        )
     return 0 if reply.ok else 1
 
 
@@ -851,7 +964,10 @@ def _device_actions(args) -> int:
     finally:
         channel.close()
     if not matches:
-        print(f"tianwang command: the gateway has no device {args.device!r} (or this token may not see it)", file=sys.stderr)
+        print(
+            f"tianwang command: the gateway has no device {args.device!r} (or this token may not see it)",
+            file=sys.stderr,
+        )
         return 1
     dev = matches[0]
     spec = default_registry().get(dev.driver)
@@ -890,8 +1006,10 @@ def cmd_top(args) -> int:
     # SIGTERM leaves like `q`: the terminal is put back as it was
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        with (contextlib.nullcontext(Keys()) if args.once else Keys()) as keys, \
-                LiveScreen(tty=False if args.once else None) as screen:
+        with (
+            contextlib.nullcontext(Keys()) if args.once else Keys() as keys,
+            LiveScreen(tty=False if args.once else None) as screen,
+        ):
             while True:
                 try:
                     stats = stub.GetStats(pb.GetStatsRequest(), metadata=md, timeout=args.timeout)
@@ -900,7 +1018,8 @@ def cmd_top(args) -> int:
                         # more than the view reads: the ones not online may be past the limit; ask for those
                         ids = {d.id for d in devices}
                         devices += [
-                            d for state in ("CONNECTING", "DEGRADED", "OFFLINE")
+                            d
+                            for state in ("CONNECTING", "DEGRADED", "OFFLINE")
                             for d in list_all_devices(stub, md, args.timeout, limit=16, state=state)
                             if d.id not in ids
                         ]
@@ -1006,7 +1125,9 @@ def cmd_discover(args) -> int:
         if args.json:
             print(json.dumps(m.as_dict()))
         else:
-            print(f"{m.address}  xaddrs={','.join(m.xaddrs) or '-'}  scopes={' '.join(m.scopes) or '-'}  endpoint={m.endpoint}")
+            print(
+                f"{m.address}  xaddrs={','.join(m.xaddrs) or '-'}  scopes={' '.join(m.scopes) or '-'}  endpoint={m.endpoint}"
+            )
     if not args.json:
         print(f"{len(found)} camera(s) answered", file=sys.stderr)
     return 0

@@ -43,9 +43,15 @@ class PtyLine:
     `open()` may be called again after `close()`: a new pty, and `link` follows it.
     """
 
-    def __init__(self, on_data: Callable[[bytes], None] | None = None, *, link: str | None = None,
-                 keep_slave: bool = True, on_overrun: Callable[[int], None] | None = None,
-                 on_lost: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        on_data: Callable[[bytes], None] | None = None,
+        *,
+        link: str | None = None,
+        keep_slave: bool = True,
+        on_overrun: Callable[[int], None] | None = None,
+        on_lost: Callable[[int], None] | None = None,
+    ):
         self.on_data = on_data
         self.link = link
         self.keep_slave = keep_slave

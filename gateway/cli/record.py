@@ -86,15 +86,24 @@ def cmd_record(args, connect, rpc_error) -> int:
                         return _err("record", "the gateway's stream did not begin with the recording's start")
                     s = msg.start
                     header = {
-                        "device_id": s.device_id, "family": s.family, "driver": s.driver, "transport": s.transport,
-                        "url": s.url, "start_ns": s.start_ns, "gateway": s.gateway, "version": s.version,
+                        "device_id": s.device_id,
+                        "family": s.family,
+                        "driver": s.driver,
+                        "transport": s.transport,
+                        "url": s.url,
+                        "start_ns": s.start_ns,
+                        "gateway": s.gateway,
+                        "version": s.version,
                         "parent": s.parent,
                     }
                     if args.note:
                         header["note"] = args.note
                     writer = CaptureWriter(f, header)
-                    print(f"tianwang record: recording {s.device_id} ({s.driver}, {s.url or s.transport}) "
-                          f"{f'for {args.seconds:g} s' if args.seconds else 'until Ctrl-C'}", file=sys.stderr)
+                    print(
+                        f"tianwang record: recording {s.device_id} ({s.driver}, {s.url or s.transport}) "
+                        f"{f'for {args.seconds:g} s' if args.seconds else 'until Ctrl-C'}",
+                        file=sys.stderr,
+                    )
                     continue
                 if msg.end:
                     end = msg.end
@@ -131,8 +140,10 @@ def cmd_record(args, connect, rpc_error) -> int:
     summary = {"out": out, "device_id": args.device, "records": writer.records, "bytes": writer.nbytes, "end": end}
     print(json.dumps(summary), flush=True)
     if not writer.nbytes:
-        print(f"tianwang record: no bytes came from {args.device} while recording ({end}); is it connected?",
-              file=sys.stderr)
+        print(
+            f"tianwang record: no bytes came from {args.device} while recording ({end}); is it connected?",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -340,24 +351,33 @@ def cmd_replay(args) -> int:
     if mode is None:
         mode = "pty" if cap.header.get("transport") == "serial" else "tcp"
         if cap.header.get("parent"):
-            return _err("replay", f"{args.file} is a terminal of listener {cap.header['parent']}: terminals dial in, "
-                                  "so give --connect HOST:PORT (the listener), or --tcp/--pty to serve it")
+            return _err(
+                "replay",
+                f"{args.file} is a terminal of listener {cap.header['parent']}: terminals dial in, "
+                "so give --connect HOST:PORT (the listener), or --tcp/--pty to serve it",
+            )
         if mode == "tcp":
             where = ("127.0.0.1", 0)
     if args.link and mode != "pty":
         return _err("replay", "--link goes with --pty (a link to the pty)")
     records = cap.device_records()
     if not records:
-        return _err("replay", f"{args.file} holds no bytes from the device ({cap.trailer.get('end', '')}): "
-                              "nothing to replay")
+        return _err(
+            "replay", f"{args.file} holds no bytes from the device ({cap.trailer.get('end', '')}): nothing to replay"
+        )
     rep = Replayer(records, args.speed)
     h = cap.header
 
     def describe(url: str) -> dict:
         return {
-            "kind": "replay", "url": url, "device_id": h.get("device_id", ""), "driver": h.get("driver", ""),
-            "chunks": len(records), "bytes": sum(len(d) for _, d in records),
-            "seconds": round(cap.duration_s, 3), "speed": args.speed,
+            "kind": "replay",
+            "url": url,
+            "device_id": h.get("device_id", ""),
+            "driver": h.get("driver", ""),
+            "chunks": len(records),
+            "bytes": sum(len(d) for _, d in records),
+            "seconds": round(cap.duration_s, 3),
+            "speed": args.speed,
         }
 
     async def main() -> None:
@@ -381,6 +401,15 @@ def cmd_replay(args) -> int:
         return _err("replay", str(exc))
     except OSError as exc:
         return _err("replay", f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}")
-    _announce({"final": {"chunks_sent": rep.sent, "bytes_sent": rep.bytes, "chunks": len(records),
-                         "done": rep.done, "seconds": round(time.monotonic() - started, 3)}})
+    _announce(
+        {
+            "final": {
+                "chunks_sent": rep.sent,
+                "bytes_sent": rep.bytes,
+                "chunks": len(records),
+                "done": rep.done,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        }
+    )
     return 0

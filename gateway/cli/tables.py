@@ -41,7 +41,10 @@ def print_shards(config, count: int) -> None:
     for dev_id, kind, shard in sorted(rows, key=lambda r: (r[2], r[0])):
         print(f"{dev_id:<{width}}  {kind:<8}  {shard:<5}  {link_of.get(dev_id, '-')}".rstrip())
     counts = [sum(1 for r in rows if r[2] == i) for i in range(count)]
-    print(f"per shard of {count} (run each with --shard I/{count}): " + ", ".join(f"{i}: {c}" for i, c in enumerate(counts)))
+    print(
+        f"per shard of {count} (run each with --shard I/{count}): "
+        + ", ".join(f"{i}: {c}" for i, c in enumerate(counts))
+    )
     for link, members in groups.items():
         ids = sorted(d.id for d in members)
         print(f"shared link {link}: {', '.join(ids)} -> shard {plan[ids[0]]} (a link is never split)")

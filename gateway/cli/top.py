@@ -106,7 +106,14 @@ class TopView:
         for s in sorted(stats.subscriber_stats, key=lambda s: (s.started_ns, s.peer)):
             key = (s.peer, s.started_ns)
             subscribers.append(
-                (s.peer, s.principal, ",".join(s.topics), s.lag, s.delivered, _rate(s.delivered, self._subscribers.get(key), dt))
+                (
+                    s.peer,
+                    s.principal,
+                    ",".join(s.topics),
+                    s.lag,
+                    s.delivered,
+                    _rate(s.delivered, self._subscribers.get(key), dt),
+                )
             )
             subs_seen[key] = s.delivered
         self._subscribers = subs_seen
@@ -258,8 +265,15 @@ def _table(title, *columns, expand=False):
     from rich import box
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, expand=expand,
-              pad_edge=False, show_edge=False)
+    t = Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        expand=expand,
+        pad_edge=False,
+        show_edge=False,
+    )
     for name in columns:
         right = name in ("DEVICES", "ENVELOPES", "RATE/S", "LAG(SEQ)", "DELIVERED", "FRAMES", "SEQ")
         t.add_column(name, justify="right" if right else "left", no_wrap=True, overflow="ellipsis")
@@ -272,11 +286,22 @@ def _device_sections(frame: Frame) -> list:
     fam = _table("families", "FAMILY", "DEVICES", "ENVELOPES", "RATE/S", "STATES")
     for family, devices, envelopes, rate, states in frame.families:
         fam.add_row(family, f"{devices:,}", f"{envelopes:,}", f"{rate:,.0f}", states)
-    busy = _table(f"busiest devices ({len(frame.busiest)} of {frame.device_count})",
-                  "DEVICE", "FAMILY", "STATE", "ENVELOPES", "RATE/S")
+    busy = _table(
+        f"busiest devices ({len(frame.busiest)} of {frame.device_count})",
+        "DEVICE",
+        "FAMILY",
+        "STATE",
+        "ENVELOPES",
+        "RATE/S",
+    )
     for dev_id, family, state, envelopes, rate in frame.busiest:
-        busy.add_row(dev_id, family, Text(state, style="green" if state == "ONLINE" else "yellow"),
-                     f"{envelopes:,}", f"{rate:,.1f}")
+        busy.add_row(
+            dev_id,
+            family,
+            Text(state, style="green" if state == "ONLINE" else "yellow"),
+            f"{envelopes:,}",
+            f"{rate:,.1f}",
+        )
     out = [fam, busy]
     if frame.not_online:
         down = _table(f"not online ({len(frame.not_online)})", "DEVICE", "STATE", "REASON")
@@ -293,11 +318,18 @@ def _flow_sections(frame: Frame) -> list:
 
     out = []
     if frame.subscribers:
-        subs = _table(f"subscribers ({len(frame.subscribers)})", "PEER", "TOKEN", "LAG(SEQ)", "DELIVERED", "RATE/S",
-                      "TOPICS")
+        subs = _table(
+            f"subscribers ({len(frame.subscribers)})", "PEER", "TOKEN", "LAG(SEQ)", "DELIVERED", "RATE/S", "TOPICS"
+        )
         for peer, token, topics, lag, delivered, rate in frame.subscribers:
-            subs.add_row(peer, token, Text(f"{lag:,}", style="red" if lag > 10_000 else ""), f"{delivered:,}",
-                         f"{rate:,.0f}", topics)
+            subs.add_row(
+                peer,
+                token,
+                Text(f"{lag:,}", style="red" if lag > 10_000 else ""),
+                f"{delivered:,}",
+                f"{rate:,.0f}",
+                topics,
+            )
         out.append(subs)
     else:
         out.append(Text("subscribers (0): none", style="bold"))
@@ -350,8 +382,13 @@ class LiveScreen:
 
             console = self.console or Console(file=self.stream)
             redirect = self.console is None and _isatty(sys.stderr)
-            self._live = live = Live(console=console, auto_refresh=False, vertical_overflow="ellipsis",
-                                     redirect_stdout=False, redirect_stderr=redirect)
+            self._live = live = Live(
+                console=console,
+                auto_refresh=False,
+                vertical_overflow="ellipsis",
+                redirect_stdout=False,
+                redirect_stderr=redirect,
+            )
             live.start()
             if redirect:
                 # the log handlers hold the real stderr: point them at rich's proxy, which prints

@@ -60,15 +60,30 @@ class BridgeError(Exception):
 
 
 # keys of `bridges.nats` that are credentials: a change of only these applies on reload
-CREDENTIAL_KEYS = ("user", "password", "password_env", "password_file", "token", "token_env", "token_file", "creds_file")
+CREDENTIAL_KEYS = (
+    "user",
+    "password",
+    "password_env",
+    "password_file",
+    "token",
+    "token_env",
+    "token_file",
+    "creds_file",
+)
 
 
 def _is_auth_error(exc: BaseException) -> bool:
     """The server refused the credentials ('Authorization Violation', 'Authentication Expired'...)."""
     text = str(exc).lower()
-    return (type(exc).__name__ == "AuthorizationError"
-            or any(words in text for words in ("authorization violation", "authentication expired",
-                                               "authentication revoked", "user authentication")))
+    return type(exc).__name__ == "AuthorizationError" or any(
+        words in text
+        for words in (
+            "authorization violation",
+            "authentication expired",
+            "authentication revoked",
+            "user authentication",
+        )
+    )
 
 
 def _header(msg: RawStreamMsg, key: str, default: str = "") -> str:
@@ -121,7 +136,11 @@ class NatsBridge:
     @property
     def lag(self) -> int:
         journal = self.app.journal
-        return max(0, journal.next_seq - max(self.cursor, journal.first_seq)) if self.cursor else journal.next_seq - journal.first_seq
+        return (
+            max(0, journal.next_seq - max(self.cursor, journal.first_seq))
+            if self.cursor
+            else journal.next_seq - journal.first_seq
+        )
 
     def counters(self) -> dict[str, int]:
         out = dict(self.stats)
@@ -146,7 +165,9 @@ class NatsBridge:
                 await asyncio.sleep(0.01)
             left = self.app.journal.next_seq - self.cursor
             if left > 0:
-                log.warning("nats bridge: stopping with %d envelopes not yet published (they stay in the journal)", left)
+                log.warning(
+                    "nats bridge: stopping with %d envelopes not yet published (they stay in the journal)", left
+                )
         if self._task is not None:
             self._task.cancel()
             try:
@@ -195,8 +216,10 @@ class NatsBridge:
 
     async def _wait_after_refused_login(self) -> None:
         self.state = "failing"
-        self.reason = (f"authentication failed: fix the credentials and reload; next attempt in "
-                       f"{self.AUTH_RETRY_S / 60:g} min ({', '.join(self.cfg.servers)}: {self._auth_error})")
+        self.reason = (
+            f"authentication failed: fix the credentials and reload; next attempt in "
+            f"{self.AUTH_RETRY_S / 60:g} min ({', '.join(self.cfg.servers)}: {self._auth_error})"
+        )
         log.error("nats bridge: %s", self.reason)
         await self._disconnect()
         self._retry_now.clear()
@@ -314,7 +337,9 @@ class NatsBridge:
                 duplicate_window=cfg.duplicate_window_s,
             )
         )
-        log.info("nats bridge: created stream %s (subjects %s.>, %d replicas)", cfg.stream, cfg.subject_prefix, cfg.replicas)
+        log.info(
+            "nats bridge: created stream %s (subjects %s.>, %d replicas)", cfg.stream, cfg.subject_prefix, cfg.replicas
+        )
 
     async def _resume(self) -> None:
         """Set the cursor from the stream: after the newest complete window of this gateway's
@@ -336,7 +361,11 @@ class NatsBridge:
         if not ours:
             start = journal.first_seq
             if lasts:
-                log.info("nats bridge: the stream holds an earlier journal of %s; starting this one at seq %d", self.gateway, start)
+                log.info(
+                    "nats bridge: the stream holds an earlier journal of %s; starting this one at seq %d",
+                    self.gateway,
+                    start,
+                )
             self.cursor = max(self.cursor, start) if self.cursor else start
             return
         newest = max(ours, key=lambda m: m.seq or 0)  # stored messages have their seq
@@ -344,8 +373,14 @@ class NatsBridge:
         last = int(_header(newest, "Tianwang-Last-Seq", "0"))
         # the families of the newest window already in the stream (its messages go out together,
         # so any of them may be missing after a failure, the one marking the end included)
-        done = {(m.subject or "").rsplit(".", 1)[-1] for m in ours if int(_header(m, "Tianwang-First-Seq", "0")) == first}
-        ends = [m for m in ours if int(_header(m, "Tianwang-First-Seq", "0")) == first and _header(m, "Tianwang-Window-End") == "1"]
+        done = {
+            (m.subject or "").rsplit(".", 1)[-1] for m in ours if int(_header(m, "Tianwang-First-Seq", "0")) == first
+        }
+        ends = [
+            m
+            for m in ours
+            if int(_header(m, "Tianwang-First-Seq", "0")) == first and _header(m, "Tianwang-Window-End") == "1"
+        ]
         expected = set(filter(None, _header(ends[0], "Tianwang-Families").split(","))) if ends else None
         if expected is not None and expected <= done:
             self.cursor = last + 1
@@ -440,7 +475,9 @@ class NatsBridge:
             if window is not None:
                 max_n = window[1] - window[0] + 1
             if journal.on_disk(cursor):
-                data, n, nxt = await journal.read_disk(self._reader, cursor, None, max_n, max_bytes if window is None else 1 << 30)
+                data, n, nxt = await journal.read_disk(
+                    self._reader, cursor, None, max_n, max_bytes if window is None else 1 << 30
+                )
                 if n == 0:
                     if data:  # records missing from the disk: say so in the stream too
                         await self._publish(GAP_FAMILY, data, cursor, nxt - 1, 0, True)
@@ -459,7 +496,9 @@ class NatsBridge:
         done: set[str] = set()
         if window is not None:
             if (first, last) != window[:2]:
-                raise BridgeError(f"cannot rebuild the half-published window {window[0]}..{window[1]} (got {first}..{last})")
+                raise BridgeError(
+                    f"cannot rebuild the half-published window {window[0]}..{window[1]} (got {first}..{last})"
+                )
             done = window[2]
         parts = []
         found = 0

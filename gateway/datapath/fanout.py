@@ -106,7 +106,17 @@ JOURNAL_ID_HEADER = "tianwang-journal-id"
 
 class SubscriberState:
     __slots__ = (
-        "peer", "principal", "key", "topics", "flt", "cursor", "delivered", "batches", "gaps", "revoked", "started_ns"
+        "peer",
+        "principal",
+        "key",
+        "topics",
+        "flt",
+        "cursor",
+        "delivered",
+        "batches",
+        "gaps",
+        "revoked",
+        "started_ns",
     )
 
     def __init__(
@@ -121,7 +131,9 @@ class SubscriberState:
         self.delivered = 0
         self.batches = 0
         self.gaps = 0
-        self.revoked: tuple[grpc.StatusCode, str] | None = None  # set to (status, message) when a reload ends the stream
+        self.revoked: tuple[grpc.StatusCode, str] | None = (
+            None  # set to (status, message) when a reload ends the stream
+        )
         self.started_ns = time.time_ns()
 
 
@@ -133,8 +145,21 @@ class Recording:
     `max_held` is the gateway's share per recording of MAX_RECORD_BUFFERED, so all of them
     together never hold more than that."""
 
-    __slots__ = ("chunks", "nbytes", "max_bytes", "held", "max_held", "full", "overrun", "wake", "principal", "key",
-                 "family", "device_id", "revoked")
+    __slots__ = (
+        "chunks",
+        "nbytes",
+        "max_bytes",
+        "held",
+        "max_held",
+        "full",
+        "overrun",
+        "wake",
+        "principal",
+        "key",
+        "family",
+        "device_id",
+        "revoked",
+    )
 
     def __init__(
         self,
@@ -428,7 +453,12 @@ class GatewayService:
                 trace.dump(sub.peer, stamps)
 
     async def _stream(
-        self, sub: SubscriberState, max_batch: int, max_delay: float, max_bytes: int, stamps: list[list[int]] | None = None
+        self,
+        sub: SubscriberState,
+        max_batch: int,
+        max_delay: float,
+        max_bytes: int,
+        stamps: list[list[int]] | None = None,
     ) -> AsyncIterator[bytes]:
         """The stream's batches. `stamps` (the latency bench's StageTrace): each live batch's
         [first seq, next seq, handed to gRPC ns, taken by gRPC ns] is appended to it."""
@@ -572,7 +602,12 @@ class GatewayService:
         peer = peer_host(context.peer())
 
         def audit(
-            ok: bool, code: str, message: str, refused: bool = False, attempt_seq: int = 0, caller_cancelled: bool = False
+            ok: bool,
+            code: str,
+            message: str,
+            refused: bool = False,
+            attempt_seq: int = 0,
+            caller_cancelled: bool = False,
         ) -> int:
             # a refused call is recorded by what it was (who, what, on what, how big), never by
             # its payload: an unauthenticated caller must not be able to fill the journal
@@ -638,7 +673,10 @@ class GatewayService:
         action = entry.spec.action(req.action) if entry.spec is not None else None
         if action is not None and not action.needs_control:
             # a read-only action: reading the device's topics is enough (control implies it too)
-            if not (principal.may_read_any(f"{entry.family}/{device_id}/#") or principal.may_control(entry.family, device_id)):
+            if not (
+                principal.may_read_any(f"{entry.family}/{device_id}/#")
+                or principal.may_control(entry.family, device_id)
+            ):
                 await refuse(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "PERMISSION_DENIED",
@@ -780,7 +818,8 @@ class GatewayService:
         seconds = req.seconds
         if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_RECORD_SECONDS:
             await self._invalid(
-                context, f"seconds: {seconds:g} is not a duration (more than 0, at most {MAX_RECORD_SECONDS:g}; 0 = until cancelled)"
+                context,
+                f"seconds: {seconds:g} is not a duration (more than 0, at most {MAX_RECORD_SECONDS:g}; 0 = until cancelled)",
             )
         if req.max_bytes > MAX_RECORD_BYTES:
             await self._invalid(context, f"max_bytes: at most {MAX_RECORD_BYTES} per recording")
@@ -792,8 +831,15 @@ class GatewayService:
 
         def audit(code: str, message: str, sent: int = 0) -> int:
             # raw bytes carry what topics do not (auth codes, card ids): who recorded what is kept
-            payload = {"principal": principal.name, "seconds": seconds, "max_bytes": max_bytes,
-                       "ok": code != "PERMISSION_DENIED", "code": code, "message": message, "bytes": sent}
+            payload = {
+                "principal": principal.name,
+                "seconds": seconds,
+                "max_bytes": max_bytes,
+                "ok": code != "PERMISSION_DENIED",
+                "code": code,
+                "message": message,
+                "bytes": sent,
+            }
             try:
                 return self.app.router.publish(f"audit/{device_id}/record", device_id, payload)
             except FrameError as exc:
@@ -801,8 +847,10 @@ class GatewayService:
                 return 0
 
         if not principal.may_control(entry.family, device_id):
-            message = (f"token {principal.name!r} may not record {entry.family}/{device_id}: recording raw bytes "
-                       "needs `control` on the device")
+            message = (
+                f"token {principal.name!r} may not record {entry.family}/{device_id}: recording raw bytes "
+                "needs `control` on the device"
+            )
             if self.refusals.take(peer_host(peer)):  # the same refusal budget per address as commands
                 audit("PERMISSION_DENIED", message)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
@@ -850,7 +898,13 @@ class GatewayService:
         self.recordings.add(rec)
         # the peer was read before: once a client has cancelled, the call behind `context` may be
         # gone and asking it for its peer crashes grpc (a NULL call)
-        log.info("record %s as %s: %s for %s", peer, principal.name, device_id, f"{seconds:g} s" if seconds else "until cancelled")
+        log.info(
+            "record %s as %s: %s for %s",
+            peer,
+            principal.name,
+            device_id,
+            f"{seconds:g} s" if seconds else "until cancelled",
+        )
         end = None
         sent = 0
         try:
@@ -864,8 +918,10 @@ class GatewayService:
                 if end is not None:
                     break
                 if rec.overrun:
-                    end = (f"the recorder fell behind: {rec.max_held} bytes were waiting for it; "
-                           f"{rec.nbytes} bytes recorded")
+                    end = (
+                        f"the recorder fell behind: {rec.max_held} bytes were waiting for it; "
+                        f"{rec.nbytes} bytes recorded"
+                    )
                 elif rec.full:
                     end = f"max_bytes: {max_bytes} bytes recorded"
                 elif rec.revoked:

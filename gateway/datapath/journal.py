@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tianwang.journal")
 
+
 class Journal:
     """Append-only log of encoded envelopes with a wake-up for waiting readers.
 
@@ -355,9 +356,7 @@ class DurableJournal(Journal):
             return blk
         return None
 
-    async def _load(
-        self, reader: DiskReader, cursor: int, loop: asyncio.AbstractEventLoop
-    ) -> tuple[int, str] | None:
+    async def _load(self, reader: DiskReader, cursor: int, loop: asyncio.AbstractEventLoop) -> tuple[int, str] | None:
         """Read ahead from the block holding `cursor`. None when loaded; else (next seq held, why)."""
         store = self.store
         seg = store.segment_for(cursor)
@@ -512,7 +511,10 @@ class DurableJournal(Journal):
                 self.stats["journal_lost_unwritten"] += lost
                 log.error(
                     "journal: %d envelopes (seq %d..%d) left memory before they were written; "
-                    "raise gateway.journal.max_bytes", lost, start, log_.first_seq - 1,
+                    "raise gateway.journal.max_bytes",
+                    lost,
+                    start,
+                    log_.first_seq - 1,
                 )
                 start = self.written_next = log_.keep_from = log_.first_seq
             pending = log_.next_seq - start
@@ -624,7 +626,11 @@ class DurableJournal(Journal):
             self.error = reason
             self._pack = self.log.pack
             self.log.pack = self._refuse
-            log.error("journal: %s; refusing new readings until it succeeds again (retrying every %.0f s)", reason, self.RETRY_S)
+            log.error(
+                "journal: %s; refusing new readings until it succeeds again (retrying every %.0f s)",
+                reason,
+                self.RETRY_S,
+            )
 
     def _refuse(self, payload: Any) -> bytes:
         raise JournalUnwritable(f"journal unwritable: {self.error}")

@@ -38,7 +38,9 @@ class GatewayCollector:
         sup = app.supervisor
         svc = app.service
         info = InfoMetricFamily("tianwang_build", "Gateway build and hot-path implementation")
-        info.add_metric([], {"gateway": app.config.gateway.name, "version": app.version, "hot_path": app.implementation})
+        info.add_metric(
+            [], {"gateway": app.config.gateway.name, "version": app.version, "hot_path": app.implementation}
+        )
         yield info
 
         entries = list(sup.entries.values())
@@ -65,21 +67,24 @@ class GatewayCollector:
         yield drops
 
         yield CounterMetricFamily(
-            "tianwang_device_restarts", "Driver runs that ended and were retried (link drops + failed attempts)",
+            "tianwang_device_restarts",
+            "Driver runs that ended and were retried (link drops + failed attempts)",
             value=sup.restarts,
         )
         # per configured device (their number is bounded by the config; terminals that dial into a
         # listener are not counted here): a link that came up and dropped, apart from an attempt
         # that never got the device ONLINE (down, unreachable, or refusing the credentials)
         link_drops = CounterMetricFamily(
-            "tianwang_link_drops", "Links that dropped after the device had been ONLINE or DEGRADED",
+            "tianwang_link_drops",
+            "Links that dropped after the device had been ONLINE or DEGRADED",
             labels=["driver", "device"],
         )
         for (driver, device), n in sorted(list(sup.link_drops.items())):
             link_drops.add_metric([driver, device], n)
         yield link_drops
         failed = CounterMetricFamily(
-            "tianwang_connect_failures", "Connection attempts that ended before the device was ONLINE",
+            "tianwang_connect_failures",
+            "Connection attempts that ended before the device was ONLINE",
             labels=["driver", "device"],
         )
         for (driver, device), n in sorted(list(sup.failed_attempts.items())):
@@ -93,27 +98,38 @@ class GatewayCollector:
             "tianwang_journal_trimmed", "Envelopes dropped from memory by retention", value=journal.log.trimmed
         )
         yield CounterMetricFamily(
-            "tianwang_router_rejected", "Readings refused by the router (unencodable, oversize)", value=app.router.rejected
+            "tianwang_router_rejected",
+            "Readings refused by the router (unencodable, oversize)",
+            value=app.router.rejected,
         )
         if journal.durable:
             jc = journal.counters()
-            yield GaugeMetricFamily("tianwang_journal_disk_bytes", "Bytes of journal segments on disk", value=jc["journal_disk_bytes"])
             yield GaugeMetricFamily(
-                "tianwang_journal_unwritten", "Envelopes appended but not yet written to disk", value=jc["journal_unwritten"]
+                "tianwang_journal_disk_bytes", "Bytes of journal segments on disk", value=jc["journal_disk_bytes"]
+            )
+            yield GaugeMetricFamily(
+                "tianwang_journal_unwritten",
+                "Envelopes appended but not yet written to disk",
+                value=jc["journal_unwritten"],
             )
             yield CounterMetricFamily(
                 "tianwang_journal_write_errors", "Failed journal writes or syncs", value=jc["journal_write_errors"]
             )
             yield CounterMetricFamily("tianwang_journal_fsyncs", "Journal syncs", value=jc["journal_fsyncs"])
         yield GaugeMetricFamily(
-            "tianwang_journal_degraded", "1 while the durable journal cannot write (readings are refused)",
+            "tianwang_journal_degraded",
+            "1 while the durable journal cannot write (readings are refused)",
             value=1 if journal.state == "failed" else 0,
         )
         bridge = getattr(app, "bridge", None)
         if bridge is not None:
             bc = bridge.counters()
-            yield GaugeMetricFamily("tianwang_bridge_nats_up", "1 while the NATS bridge publishes", value=1 if bridge.healthy else 0)
-            yield GaugeMetricFamily("tianwang_bridge_nats_lag", "Envelopes routed but not yet in the stream", value=bc["bridge_nats_lag"])
+            yield GaugeMetricFamily(
+                "tianwang_bridge_nats_up", "1 while the NATS bridge publishes", value=1 if bridge.healthy else 0
+            )
+            yield GaugeMetricFamily(
+                "tianwang_bridge_nats_lag", "Envelopes routed but not yet in the stream", value=bc["bridge_nats_lag"]
+            )
             for name, help_text in (
                 ("bridge_nats_messages", "NATS messages (batches) published and acknowledged"),
                 ("bridge_nats_envelopes", "Envelopes published to the stream"),
@@ -153,7 +169,10 @@ def _guard(inner: WSGIApplication, token: str | None) -> WSGIApplication:
         if not hmac.compare_digest(presented, expected):
             start_response(
                 "401 Unauthorized",
-                [("Content-Type", "text/plain; charset=utf-8"), ("WWW-Authenticate", 'Bearer realm="tianwang metrics"')],
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("WWW-Authenticate", 'Bearer realm="tianwang metrics"'),
+                ],
             )
             return [b"401: /metrics needs 'Authorization: Bearer <token>' (gateway.metrics_auth)\n"]
         return inner(environ, start_response)
@@ -172,7 +191,9 @@ def serve_metrics(
     host, port = parse_hostport(address)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(GatewayCollector(app))
-    server = make_server(host, port, _guard(make_wsgi_app(registry), token), ThreadingWSGIServer, handler_class=_QuietHandler)
+    server = make_server(
+        host, port, _guard(make_wsgi_app(registry), token), ThreadingWSGIServer, handler_class=_QuietHandler
+    )
     if tls is not None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2

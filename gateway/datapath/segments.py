@@ -152,8 +152,13 @@ class Segment:
 
     def index_bytes(self) -> bytes:
         head = INDEX_HEAD.pack(
-            b"TWI1", self.first_seq, self.next_seq, self.size, self.last_time_ns,
-            len(self.index_seqs), len(self.damaged),
+            b"TWI1",
+            self.first_seq,
+            self.next_seq,
+            self.size,
+            self.last_time_ns,
+            len(self.index_seqs),
+            len(self.damaged),
         )
         body = b"".join(PAIR.pack(s, o) for s, o in zip(self.index_seqs, self.index_offsets, strict=True))
         body += b"".join(PAIR.pack(b, g) for b, g in self.damaged)
@@ -257,8 +262,17 @@ def next_good_block(
 class SegmentStore:
     """The segment files of one journal directory."""
 
-    def __init__(self, path: str | os.PathLike[str], *, segment_bytes: int, max_bytes: int, max_age_s: float,
-                 files: Files | None = None, boot_id: bytes | None = None, reserve_step: int = RESERVE_STEP) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        segment_bytes: int,
+        max_bytes: int,
+        max_age_s: float,
+        files: Files | None = None,
+        boot_id: bytes | None = None,
+        reserve_step: int = RESERVE_STEP,
+    ) -> None:
         self.path = Path(path)
         self.segment_bytes = int(segment_bytes)
         self.max_bytes = int(max_bytes)
@@ -373,8 +387,16 @@ class SegmentStore:
                 if first <= 0:
                     continue
                 st = entry.stat()
-                found.append(Segment(first, Path(entry.path), size=st.st_size, next_seq=first,
-                                     last_time_ns=st.st_mtime_ns, checked=False))
+                found.append(
+                    Segment(
+                        first,
+                        Path(entry.path),
+                        size=st.st_size,
+                        next_seq=first,
+                        last_time_ns=st.st_mtime_ns,
+                        checked=False,
+                    )
+                )
         found.sort(key=lambda s: s.first_seq)
         empty = [s for s in found if s.size == 0]
         for seg in empty:  # begun and never written: nothing to keep, and the name may be needed again
@@ -423,7 +445,12 @@ class SegmentStore:
         rec = raw[LIVE_AT : LIVE_AT + LIVE.size]
         if len(rec) == LIVE.size:
             magic, boot, visible, crc = LIVE.unpack(rec)
-            if magic == b"TWL1" and zlib.crc32(rec[:-4]) & 0xFFFFFFFF == crc and boot == self.boot_id and boot != bytes(16):
+            if (
+                magic == b"TWL1"
+                and zlib.crc32(rec[:-4]) & 0xFFFFFFFF == crc
+                and boot == self.boot_id
+                and boot != bytes(16)
+            ):
                 live = visible
         if best is None:
             return None, live
@@ -450,15 +477,22 @@ class SegmentStore:
             end = last.next_seq if last else 1
             self.end_seq = max(end, live)
             if live > end:
-                log.error("journal: seq %d..%d were visible before the restart and are not on disk; "
-                          "they are reported as lost", end, live - 1)
+                log.error(
+                    "journal: seq %d..%d were visible before the restart and are not on disk; "
+                    "they are reported as lost",
+                    end,
+                    live - 1,
+                )
         else:
             # power cut or reboot: unsynced writes may be gone, and what subscribers saw is unknown
             self.how_opened = "power cut"
             self.end_seq = mark[0]
-            log.warning("journal: the last run of this journal did not close, and which seqs it showed is not known "
-                        "(the machine restarted since); seq carries on at %d, and what is not on disk below it "
-                        "is reported as lost", self.end_seq)
+            log.warning(
+                "journal: the last run of this journal did not close, and which seqs it showed is not known "
+                "(the machine restarted since); seq carries on at %d, and what is not on disk below it "
+                "is reported as lost",
+                self.end_seq,
+            )
         self.end_seq = max(self.end_seq, 1)
         self.reserved = mark[0] if mark is not None else 0
 
@@ -535,8 +569,12 @@ class SegmentStore:
                 found = next_good_block(fd, pos + 1, size, expect, limit)
                 if found is None:
                     break
-                log.error("journal: %s: %s; skipped %d damaged bytes, the records after them are kept",
-                          seg.path.name, problem, found[0] - pos)
+                log.error(
+                    "journal: %s: %s; skipped %d damaged bytes, the records after them are kept",
+                    seg.path.name,
+                    problem,
+                    found[0] - pos,
+                )
                 self.corrupt_bytes += found[0] - pos
                 seg.damaged.append((pos, found[0]))
                 pos = found[0]
@@ -545,8 +583,13 @@ class SegmentStore:
         if seg.size < size:
             self.cut_bytes += size - seg.size
             self.cut_reason = problem or "torn tail"
-            log.warning("journal: cut %d bytes of a torn tail at the end of %s (%s); its last record is seq %d",
-                        size - seg.size, seg.path.name, self.cut_reason, seg.next_seq - 1)
+            log.warning(
+                "journal: cut %d bytes of a torn tail at the end of %s (%s); its last record is seq %d",
+                size - seg.size,
+                seg.path.name,
+                self.cut_reason,
+                seg.next_seq - 1,
+            )
             if seg.size == 0:
                 # nothing good in it: it goes (its name may be the next segment's)
                 self.files.unlink(seg.path)
@@ -815,8 +858,10 @@ class SegmentStore:
     def close(self) -> None:
         with self._retired_lock:
             retired, self._retired = self._retired, []
-        for fd in [fd for fd, _ in retired] + ([self._fd] if self._fd >= 0 else []) + (
-            [self._seq_fd] if self._seq_fd >= 0 else []
+        for fd in (
+            [fd for fd, _ in retired]
+            + ([self._fd] if self._fd >= 0 else [])
+            + ([self._seq_fd] if self._seq_fd >= 0 else [])
         ):
             try:
                 self.files.close(fd)

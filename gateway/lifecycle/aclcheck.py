@@ -68,15 +68,25 @@ def pattern_warnings(config, registry) -> list[tuple[str, str]]:
             return
         hint = _closest(pattern, read_names)
         shallow = "" if _deep_enough(pattern) else " (topics have three levels or more: family/device/channel)"
-        out.append((path, f"{pattern!r} matches no topic of a configured device{shallow}"
-                    + (f"; did you mean {hint!r}?" if hint else "")))
+        out.append(
+            (
+                path,
+                f"{pattern!r} matches no topic of a configured device{shallow}"
+                + (f"; did you mean {hint!r}?" if hint else ""),
+            )
+        )
 
     def check_control(path, pattern):
         if any(patterns_overlap(pattern, shape) and _two_levels(pattern) for shape in control_shapes):
             return
         hint = _closest(pattern, control_names)
-        out.append((path, f"{pattern!r} matches no configured device (control patterns are family/device_id)"
-                    + (f"; did you mean {hint!r}?" if hint else "")))
+        out.append(
+            (
+                path,
+                f"{pattern!r} matches no configured device (control patterns are family/device_id)"
+                + (f"; did you mean {hint!r}?" if hint else ""),
+            )
+        )
 
     for i, token in enumerate(config.auth.tokens):
         for j, pattern in enumerate(token.read):

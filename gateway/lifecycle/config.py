@@ -145,7 +145,9 @@ class JournalConfig(Model):
         "kernel. Under every policy seq never goes back after a crash or a power cut",
     )
     fsync_window_ms: int = Field(
-        default=20, ge=1, le=10_000,
+        default=20,
+        ge=1,
+        le=10_000,
         description="`fsync: batch`: the longest an envelope subscribers see may wait for its sync (a bound, not a "
         "wait: syncs start at once)",
     )
@@ -155,7 +157,8 @@ class JournalConfig(Model):
         "segments of `segment_bytes`",
     )
     max_age_s: float = Field(
-        default=7 * 86400.0, gt=0,
+        default=7 * 86400.0,
+        gt=0,
         description="retention on disk by age: a segment whose newest record is older than this goes",
     )
     segment_bytes: ByteSize = Field(
@@ -267,7 +270,8 @@ class MetricsAuthConfig(SecretsModel):
 
 class GatewaySection(Model):
     name: str = Field(
-        default="tianwang", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        default="tianwang",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="this gateway's name, shown in stats, metrics and NATS subjects (`<name>-I` for shard I)",
     )
     listen: str = Field(default="127.0.0.1:50051", description="HOST:PORT of the gRPC service")
@@ -285,7 +289,9 @@ class GatewaySection(Model):
     fanout: FanoutConfig = Field(default=FanoutConfig(), description="defaults and caps of Subscribe batches")
     keepalive: KeepaliveConfig = Field(default=KeepaliveConfig(), description="gRPC keepalive of client connections")
     shutdown_grace_s: float = Field(
-        default=3.0, ge=0, le=30,
+        default=3.0,
+        ge=0,
+        le=30,
         description="time calls in flight get when the server stops (at most 1.5 s is used, to stop within 5 s)",
     )
 
@@ -321,10 +327,11 @@ class TokenConfig(SecretsModel):
     )
     admin: bool = Field(
         default=False,
-        description="sees every Subscribe stream in GetStats, not only its own; `control: [\"#\"]` implies it",
+        description='sees every Subscribe stream in GetStats, not only its own; `control: ["#"]` implies it',
     )
     commands_per_s: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="SendCommand calls per second at most (past it RESOURCE_EXHAUSTED, audited); null = no limit",
     )
     commands_burst: int = Field(
@@ -353,7 +360,8 @@ class AuthConfig(Model):
     # refused SendCommand calls audited per client address: at this rate, after a burst; past it
     # they are refused with RESOURCE_EXHAUSTED and counted, not audited one by one
     refused_commands_per_s: float = Field(
-        default=5.0, gt=0,
+        default=5.0,
+        gt=0,
         description="refused SendCommand calls audited per client address per second, after the burst; past it "
         "they are RESOURCE_EXHAUSTED and only counted",
     )
@@ -398,7 +406,9 @@ class BackoffConfig(Model):
     initial_s: float = Field(default=0.5, gt=0, le=60, description="first wait before reconnecting")
     max_s: float = Field(default=30.0, gt=0, le=3600, description="longest wait; not below `initial_s`")
     factor: float = Field(
-        default=2.0, ge=1.0, le=10.0,
+        default=2.0,
+        ge=1.0,
+        le=10.0,
         description="growth per failed attempt; waits are drawn with full jitter and reset after 30 s connected",
     )
 
@@ -425,7 +435,8 @@ class DeviceConfig(Model):
     )
     labels: dict[str, str] = Field(default_factory=dict, description="free facts shown in ListDevices `info`")
     gb_id: str | None = Field(
-        default=None, pattern=r"^[0-9]{20}$",
+        default=None,
+        pattern=r"^[0-9]{20}$",
         description="the device's 20-digit GB/T 28181 ID towards superior platforms (`uplinks:`); default: the "
         "rule in docs/gb28181-uplink.md; `check` refuses two devices with one ID",
     )
@@ -501,14 +512,16 @@ class NatsBridgeConfig(SecretsModel):
         "(`user` + `password_env`, `token_env` or `creds_file`)",
     )
     stream: str = Field(
-        default="TIANWANG", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        default="TIANWANG",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
         description="the JetStream stream; created when missing, used as it is when it exists",
     )
     replicas: int = Field(
         default=1, ge=1, le=5, description="replicas of a stream the bridge creates (an existing one is used as is)"
     )
     subject_prefix: str = Field(
-        default="tianwang", pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        default="tianwang",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
         description="subjects are `<subject_prefix>.<gateway.name>.<family>`",
     )
     max_batch: int = Field(default=4096, ge=1, le=65536, description="envelopes per window")
@@ -528,10 +541,14 @@ class NatsBridgeConfig(SecretsModel):
         default=120.0, gt=0, description="`Nats-Msg-Id` de-duplication window of a stream the bridge creates"
     )
     user: str | None = Field(default=None, description="user name for user and password auth")
-    password: SecretStr | None = Field(default=None, description="the user's password (inline: an error unless `auth.allow_inline_secrets`)")
+    password: SecretStr | None = Field(
+        default=None, description="the user's password (inline: an error unless `auth.allow_inline_secrets`)"
+    )
     password_env: str | None = Field(default=None, description="the environment variable holding the password")
     password_file: str | None = Field(default=None, description="a file holding the password")
-    token: SecretStr | None = Field(default=None, description="a token for token auth (inline: an error unless `auth.allow_inline_secrets`)")
+    token: SecretStr | None = Field(
+        default=None, description="a token for token auth (inline: an error unless `auth.allow_inline_secrets`)"
+    )
     token_env: str | None = Field(default=None, description="the environment variable holding the token")
     token_file: str | None = Field(default=None, description="a file holding the token")
     creds_file: str | None = Field(default=None, description="a NATS `.creds` file (JWT and nkey); must be readable")
@@ -589,8 +606,10 @@ class UplinkConfig(SecretsModel):
     __secrets__: ClassVar = ("password",)
     __required_secrets__: ClassVar = ("password",)
 
-    id: str = Field(description="the uplink's id: health on `uplink/<id>/health`, a row in ListDevices, the "
-                    "caller named in audit records; unique across devices, listeners and uplinks")
+    id: str = Field(
+        description="the uplink's id: health on `uplink/<id>/health`, a row in ListDevices, the "
+        "caller named in audit records; unique across devices, listeners and uplinks"
+    )
     superior: str = Field(description="HOST:PORT of the superior platform's SIP server")
     superior_id: str = Field(pattern=r"^[0-9]{20}$", description="the superior's 20-digit SIP server ID")
     superior_domain: str | None = Field(default=None, description="its SIP domain; default its ID's first 10 digits")
@@ -601,22 +620,35 @@ class UplinkConfig(SecretsModel):
     password: SecretStr | None = Field(default=None, description="the registration password (inline: check warns)")
     password_env: str | None = Field(default=None, description="the environment variable holding the password")
     password_file: str | None = Field(default=None, description="a file holding the password")
-    expires: int = Field(default=3600, ge=60, le=86400, description="registration expiry asked for, seconds; "
-                         "refreshed at 80% of what the superior grants")
+    expires: int = Field(
+        default=3600,
+        ge=60,
+        le=86400,
+        description="registration expiry asked for, seconds; refreshed at 80% of what the superior grants",
+    )
     keepalive: UplinkKeepalive = Field(default=UplinkKeepalive(), description="keepalive towards the superior")
-    retry_s: float = Field(default=60.0, ge=60.0, description="wait after a failed registration (the standard's "
-                           "floor of 60 s), doubled per failure up to `retry_max_s`")
+    retry_s: float = Field(
+        default=60.0,
+        ge=60.0,
+        description="wait after a failed registration (the standard's "
+        "floor of 60 s), doubled per failure up to `retry_max_s`",
+    )
     retry_max_s: float = Field(default=600.0, ge=60.0, description="the longest wait between registrations")
-    expose: tuple[str, ...] = Field(default=("camera/#", "gnss/#"), description="`family/device_id` patterns "
-                                    "of the devices the superior sees (catalog, alarms, positions)")
-    control: tuple[str, ...] = Field(default=(), description="`family/device_id` patterns the superior may "
-                                     "command (PTZ, presets, live video)")
-    groups: Literal["family", "site"] = Field(default="family", description="catalog business groups: one per "
-                                              "family, or one per `labels.site` of the devices")
+    expose: tuple[str, ...] = Field(
+        default=("camera/#", "gnss/#"),
+        description="`family/device_id` patterns of the devices the superior sees (catalog, alarms, positions)",
+    )
+    control: tuple[str, ...] = Field(
+        default=(), description="`family/device_id` patterns the superior may command (PTZ, presets, live video)"
+    )
+    groups: Literal["family", "site"] = Field(
+        default="family", description="catalog business groups: one per family, or one per `labels.site` of the devices"
+    )
     name: str = Field(default="Tianwang", max_length=64, description="our name in the superior's catalog")
     datum: Literal["wgs84", "gcj02"] = Field(default="wgs84", description="datum of positions sent upward")
-    position_interval_s: float = Field(default=5.0, gt=0, description="MobilePosition interval when a "
-                                       "subscription names none")
+    position_interval_s: float = Field(
+        default=5.0, gt=0, description="MobilePosition interval when a subscription names none"
+    )
     charset: str = Field(default="GB2312", description="charset of the bodies we send")
     enabled: bool = Field(default=True, description="false: configured but not run")
 
@@ -650,7 +682,9 @@ class UplinkConfig(SecretsModel):
 
 
 class Config(Model):
-    gateway: GatewaySection = Field(default=GatewaySection(), description="the gateway process: addresses, journal, TLS")
+    gateway: GatewaySection = Field(
+        default=GatewaySection(), description="the gateway process: addresses, journal, TLS"
+    )
     auth: AuthConfig = Field(default=AuthConfig(), description="who may call the gRPC service")
     bridges: BridgesConfig = Field(default=BridgesConfig(), description="where else the journal is published")
     devices: tuple[DeviceConfig, ...] = Field(
@@ -689,10 +723,33 @@ def parse_url(url: str, schemes: tuple[str, ...]) -> tuple[str, str, dict[str, s
 
 # the rates pyserial's POSIX backend knows by name; others only work on some adapters
 SERIAL_BAUDRATES = (
-    1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 1000000,
+    1200,
+    2400,
+    4800,
+    9600,
+    19200,
+    38400,
+    57600,
+    115200,
+    230400,
+    460800,
+    500000,
+    576000,
+    921600,
+    1000000,
 )
-_PARITY = {"N": "N", "E": "E", "O": "O", "M": "M", "S": "S", "NONE": "N", "EVEN": "E", "ODD": "O",
-           "MARK": "M", "SPACE": "S"}
+_PARITY = {
+    "N": "N",
+    "E": "E",
+    "O": "O",
+    "M": "M",
+    "S": "S",
+    "NONE": "N",
+    "EVEN": "E",
+    "ODD": "O",
+    "MARK": "M",
+    "SPACE": "S",
+}
 _BOOL = {"1": True, "0": False, "true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
 
 
@@ -801,7 +858,9 @@ def load_config(source: str | dict, registry=None) -> Config:
     problems: list[tuple[str, str]] = []
 
     if data == {} and isinstance(source, (str, os.PathLike)) and not isinstance(source, dict):
-        raise ConfigError([("", "the config is empty: it needs at least auth.tokens and devices (see deploy/tianwang.example.yaml)")])
+        raise ConfigError(
+            [("", "the config is empty: it needs at least auth.tokens and devices (see deploy/tianwang.example.yaml)")]
+        )
     if not isinstance(data, dict):
         raise ConfigError([("", f"the config must be a mapping at the top level, not {type(data).__name__}")])
 
@@ -824,7 +883,9 @@ def load_config(source: str | dict, registry=None) -> Config:
         name = t.get("name") if isinstance(t, dict) else None
         if isinstance(name, str):
             if name in names:
-                problems.append((f"auth.tokens[{i}].name", f"duplicate token name {name!r} (also tokens[{names[name]}])"))
+                problems.append(
+                    (f"auth.tokens[{i}].name", f"duplicate token name {name!r} (also tokens[{names[name]}])")
+                )
             else:
                 names[name] = i
     seen: dict[str, str] = {}
@@ -848,11 +909,13 @@ def load_config(source: str | dict, registry=None) -> Config:
     raw_allow = raw_auth.get("allow_inline_secrets", False)
     if raw_allow is not True:
         for path, name in _inline_secrets(data, registry):
-            problems.append((
-                path,
-                f"secret written inline: use {name}_env or {name}_file (or set auth.allow_inline_secrets: true "
-                "if this file is kept as safe as the secret)",
-            ))
+            problems.append(
+                (
+                    path,
+                    f"secret written inline: use {name}_env or {name}_file (or set auth.allow_inline_secrets: true "
+                    "if this file is kept as safe as the secret)",
+                )
+            )
 
     if base is not None and base.uplinks and not problems:
         from tianwang.gateway.uplink.ids import collisions
@@ -862,7 +925,8 @@ def load_config(source: str | dict, registry=None) -> Config:
             return spec.family if spec is not None else ""
 
         problems += collisions(
-            [(f"devices[{i}]", family(d), d) for i, d in devices] + [(f"listeners[{i}]", family(d), d) for i, d in listeners],
+            [(f"devices[{i}]", family(d), d) for i, d in devices]
+            + [(f"listeners[{i}]", family(d), d) for i, d in listeners],
             base.uplinks,
         )
     if problems or base is None:  # base is None only when it failed, with its problems
@@ -896,6 +960,7 @@ def _raw_warnings(data: dict, devices, listeners) -> list[tuple[str, str]]:
 def _inline_secrets(data: dict, registry) -> list[tuple[str, str]]:
     """(path, name) of every secret written inline in the raw config, found on the raw mappings so
     they are reported beside every other problem, even in entries that are otherwise invalid."""
+
     def mapping(value):
         return value if isinstance(value, dict) else {}
 
@@ -906,7 +971,9 @@ def _inline_secrets(data: dict, registry) -> list[tuple[str, str]]:
     tokens = mapping(data.get("auth")).get("tokens")
     for i, t in enumerate(tokens if isinstance(tokens, list) else ()):
         out += given(t, TokenConfig.__secrets__, f"auth.tokens[{i}]")
-    out += given(mapping(data.get("gateway")).get("metrics_auth"), MetricsAuthConfig.__secrets__, "gateway.metrics_auth")
+    out += given(
+        mapping(data.get("gateway")).get("metrics_auth"), MetricsAuthConfig.__secrets__, "gateway.metrics_auth"
+    )
     out += given(mapping(data.get("bridges")).get("nats"), NatsBridgeConfig.__secrets__, "bridges.nats")
     uplinks = data.get("uplinks")
     for i, u in enumerate(uplinks if isinstance(uplinks, list) else ()):
@@ -914,7 +981,11 @@ def _inline_secrets(data: dict, registry) -> list[tuple[str, str]]:
     for section in ("devices", "listeners"):
         entries = data.get(section)
         for i, entry in enumerate(entries if isinstance(entries, list) else ()):
-            spec = registry.get(entry.get("driver")) if isinstance(entry, dict) and isinstance(entry.get("driver"), str) else None
+            spec = (
+                registry.get(entry.get("driver"))
+                if isinstance(entry, dict) and isinstance(entry.get("driver"), str)
+                else None
+            )
             model = spec.config_model if spec is not None else None
             if model is not None and issubclass(model, SecretsModel):
                 out += given(entry, model.__secrets__, f"{section}[{i}]")
@@ -943,10 +1014,12 @@ def _load_entries(section, raw, kind, registry, problems):
             from tianwang.gateway.lifecycle.sitecheck import did_you_mean
 
             names = sorted(s.name for s in registry.specs() if s.kind == kind)
-            problems.append((
-                f"{where}.driver",
-                f"unknown driver {name!r}{did_you_mean(name, names)} (installed: {', '.join(names) or 'none'})",
-            ))
+            problems.append(
+                (
+                    f"{where}.driver",
+                    f"unknown driver {name!r}{did_you_mean(name, names)} (installed: {', '.join(names) or 'none'})",
+                )
+            )
             continue
         if spec.kind != kind:
             other = "listeners" if spec.kind == "listener" else "devices"
@@ -963,9 +1036,7 @@ def _read(source):
     if isinstance(source, dict):
         return dict(source)
     text = source
-    if isinstance(source, os.PathLike) or (
-        isinstance(source, str) and not any(c in source for c in "\n:{")
-    ):
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and not any(c in source for c in "\n:{")):
         try:
             with open(source, encoding="utf-8") as f:
                 text = f.read()

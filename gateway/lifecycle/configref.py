@@ -218,8 +218,13 @@ def render(registry=None) -> str:
     out += table(rows(core.DeviceConfig, "devices[]."))
     out += table(rows(core.ListenerConfig, "listeners[].", skip=core.DeviceConfig.model_fields))[2:]
     out.append("")
-    out += ["## `uplinks[]`", "", "Superior GB/T 28181 platforms the gateway registers to as a lower platform "
-            "([gb28181-uplink.md](gb28181-uplink.md)).", ""]
+    out += [
+        "## `uplinks[]`",
+        "",
+        "Superior GB/T 28181 platforms the gateway registers to as a lower platform "
+        "([gb28181-uplink.md](gb28181-uplink.md)).",
+        "",
+    ]
     out += table(rows(core.UplinkConfig, "uplinks[]."))
     out.append("")
     for spec in registry.specs():

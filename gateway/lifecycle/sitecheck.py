@@ -123,6 +123,7 @@ def path_problem(path: str, need: str) -> str | None:
 
 def _gateway_paths(data: dict) -> list[tuple[str, str, str]]:
     """(config path, file, need) of the files the gateway section and the bridge name."""
+
     def mapping(value):
         return value if isinstance(value, dict) else {}
 
@@ -161,11 +162,17 @@ def _share_problems(entries) -> list[tuple[int, str, str]]:
         out = []
         link = _link_of(first)
         for n, _ in enumerate(entries[1:], 1):
-            out.append((n, "url", (
-                f"{link} is already {first.id!r}'s ({first_path}, driver {first.driver}): only devices of one "
-                "driver that shares its links (signal controllers on one line) may use one serial port or "
-                "connection"
-            )))
+            out.append(
+                (
+                    n,
+                    "url",
+                    (
+                        f"{link} is already {first.id!r}'s ({first_path}, driver {first.driver}): only devices of one "
+                        "driver that shares its links (signal controllers on one line) may use one serial port or "
+                        "connection"
+                    ),
+                )
+            )
         return out
     return hook([dev for _, dev in entries])
 
@@ -205,7 +212,9 @@ def _clash(a: tuple[str, int], b: tuple[str, int]) -> bool:
     family_a = "ipv6" if ":" in ha else "ipv4"
     family_b = "ipv6" if ":" in hb else "ipv4"
     # a wildcard takes the port on every address of its family (and "::" on IPv4 too, dual stack)
-    return (fa is not None and (fa == family_b or fa == "ipv6")) or (fb is not None and (fb == family_a or fb == "ipv6"))
+    return (fa is not None and (fa == family_b or fa == "ipv6")) or (
+        fb is not None and (fb == family_a or fb == "ipv6")
+    )
 
 
 def _binds(data: dict, devices, listeners) -> list[tuple[str, str, str]]:
@@ -220,8 +229,12 @@ def _binds(data: dict, devices, listeners) -> list[tuple[str, str, str]]:
     valid = {i for i, _ in listeners}
     for i, entry in enumerate(raw_listeners):
         # raw, so a listener that is invalid for another reason still claims its address
-        if i not in valid and isinstance(entry, dict) and isinstance(entry.get("listen"), str) \
-                and entry.get("enabled", True) is not False:
+        if (
+            i not in valid
+            and isinstance(entry, dict)
+            and isinstance(entry.get("listen"), str)
+            and entry.get("enabled", True) is not False
+        ):
             out.append((f"listeners[{i}].listen", entry["listen"], ""))
     for section, entries in (("devices", devices), ("listeners", listeners)):
         for i, dev in entries:

@@ -60,12 +60,12 @@ def read_state_file(
     except json.JSONDecodeError as exc:
         raise error(f"{where}: corrupt: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(data, dict) or data.get("format") != fmt:
-        raise error(f"{where}: not a {kind or label} (no \"format\": \"{fmt}\")")
+        raise error(f'{where}: not a {kind or label} (no "format": "{fmt}")')
     if data.get("version") != version:
         raise error(f"{where}: version {data.get('version')!r} is not {version}")
     table = data.get(key)
     if not isinstance(table, dict):
-        raise error(f"{where}: corrupt: \"{key}\" is not a map")
+        raise error(f'{where}: corrupt: "{key}" is not a map')
     return table
 
 

@@ -239,10 +239,14 @@ class DeviceContext:
                 self._last_failure = None
             if state in (Health.ONLINE, Health.DEGRADED):
                 entry.connected = True
-            self.log.log(level, "%s: %s -> %s%s", entry.id, previous.value, state.value, f" ({reason})" if reason else "")
+            self.log.log(
+                level, "%s: %s -> %s%s", entry.id, previous.value, state.value, f" ({reason})" if reason else ""
+            )
             # the gateway's own words about the device: routed, but neither "seen" nor counted as
             # the device's envelopes (a device that never connected shows never / 0)
-            self._route(self.topic("health"), entry, {"state": state.value, "previous": previous.value, "reason": reason}, 0)
+            self._route(
+                self.topic("health"), entry, {"state": state.value, "previous": previous.value, "reason": reason}, 0
+            )
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a per-device counter (shown in ListDevices)."""
@@ -261,7 +265,9 @@ class DeviceContext:
         self._entry.info.update({k: redact(str(v)) for k, v in info.items()})
 
     # -- listener children ---------------------------------------------------------------------
-    def child(self, device_id: str, *, info: dict | None = None, command: CommandHandler | None = None) -> DeviceContext:
+    def child(
+        self, device_id: str, *, info: dict | None = None, command: CommandHandler | None = None
+    ) -> DeviceContext:
         """Register (or return) a device that dialled into this listener. Raises ValueError for an
         id that cannot be a topic level or that collides with a configured device."""
         ctx = self._children.get(device_id)
@@ -432,8 +438,11 @@ class Supervisor:
             for dev_id in [i for i in self._running if i not in wanted]:
                 await self._stop(dev_id, DISABLED_REASON if dev_id in disabled else "removed from config")
                 result["stopped"].append(dev_id)
-            for dev_id in [i for i, e in self.entries.items() if (e.failed or e.state == Health.DISABLED)
-                           and i not in wanted and i not in disabled]:
+            for dev_id in [
+                i
+                for i, e in self.entries.items()
+                if (e.failed or e.state == Health.DISABLED) and i not in wanted and i not in disabled
+            ]:
                 self._retire(self.entries.pop(dev_id, None))
             for dev in disabled.values():
                 self._list_disabled(dev)

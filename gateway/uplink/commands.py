@@ -40,8 +40,16 @@ class Commands:
 
     # -- the command path -----------------------------------------------------------------------
     def audit(self, device_id, action, args, ok, code, message) -> int:
-        payload = {"principal": self.up.principal, "action": action, "args": args, "args_bytes": 0,
-                   "reason": f"GB/T 28181 superior {self.cfg.superior_id}", "ok": ok, "code": code, "message": message}
+        payload = {
+            "principal": self.up.principal,
+            "action": action,
+            "args": args,
+            "args_bytes": 0,
+            "reason": f"GB/T 28181 superior {self.cfg.superior_id}",
+            "ok": ok,
+            "code": code,
+            "message": message,
+        }
         try:
             return self.up.app.router.publish(f"audit/{device_id}/command", device_id, payload)
         except FrameError as exc:
@@ -53,13 +61,22 @@ class Commands:
         device_id = x.device_id
         app = self.up.app
         if not exposes(self.cfg.control, x.family, device_id):
-            self.audit(device_id, action, args, False, "PERMISSION_DENIED", f"uplink {self.up.id} may not control {x.family}/{device_id}")
+            self.audit(
+                device_id,
+                action,
+                args,
+                False,
+                "PERMISSION_DENIED",
+                f"uplink {self.up.id} may not control {x.family}/{device_id}",
+            )
             raise CommandError("PERMISSION_DENIED", f"uplink {self.up.id} may not control {x.family}/{device_id}")
         if app.journal.state == "failed":
             raise CommandError("UNAVAILABLE", "commands are refused while the journal cannot record them")
         entry = x.entry
         if entry.spec is None or entry.spec.action(action) is None:
-            self.audit(device_id, action, args, False, "UNSUPPORTED", f"{entry.driver} devices have no action {action!r}")
+            self.audit(
+                device_id, action, args, False, "UNSUPPORTED", f"{entry.driver} devices have no action {action!r}"
+            )
             raise CommandError("UNSUPPORTED", f"{entry.driver} devices have no action {action!r}")
         try:
             result = await app.supervisor.send_command(device_id, action, args, timeout)
@@ -129,8 +146,9 @@ class Commands:
         up = self.up
         up.count("controls_refused")
         log.info("uplink %s: DeviceControl on %s refused: %s", up.id, target, reason)
-        await up.send_message(up.requests.response("DeviceControl", msg.sn, target,
-                                                    [("Result", "ERROR"), ("Reason", reason[:128])]))
+        await up.send_message(
+            up.requests.response("DeviceControl", msg.sn, target, [("Result", "ERROR"), ("Reason", reason[:128])])
+        )
 
     # -- calls ----------------------------------------------------------------------------------
     def call(self, req) -> None:
@@ -153,9 +171,18 @@ class Commands:
             return
         if x.entry.driver != "gb28181":
             up.count("invites_refused")
-            up.link.respond(req, 488, "ONVIF camera: no GB media path yet",
-                            headers=[("Warning", f'399 tianwang "{x.device_id} is an ONVIF camera; the gateway has no '
-                                                 'GB/T 28181 media path for it yet"')])
+            up.link.respond(
+                req,
+                488,
+                "ONVIF camera: no GB media path yet",
+                headers=[
+                    (
+                        "Warning",
+                        f'399 tianwang "{x.device_id} is an ONVIF camera; the gateway has no '
+                        'GB/T 28181 media path for it yet"',
+                    )
+                ],
+            )
             return
         up.link.respond(req, 100)
         up.spawn(self._invite(req, x), "invite")
@@ -179,8 +206,14 @@ class Commands:
         answer = result.get("sdp", "")
         answer = answer.encode() if isinstance(answer, str) else bytes(answer)
         link = up.link
-        up.link.respond(req, 200, to_tag=to_tag, headers=[("Contact", f"<sip:{x.gb_id}@{link.via_host}:{link.via_port}>")],
-                        body=answer, content_type="application/sdp")
+        up.link.respond(
+            req,
+            200,
+            to_tag=to_tag,
+            headers=[("Contact", f"<sip:{x.gb_id}@{link.via_host}:{link.via_port}>")],
+            body=answer,
+            content_type="application/sdp",
+        )
 
     async def _stop_call(self, device_id, call_id) -> None:
         x = self.up.view.by_device().get(device_id)
@@ -205,9 +238,17 @@ class Commands:
             return
         contact = invite.contact
         req = sip.build_request(
-            "BYE", str(contact.uri) if contact is not None else str(invite.from_.uri), via_host=up.link.via_host,
-            via_port=up.link.via_port, transport=self.cfg.transport, from_uri=str(invite.to.uri), from_tag=to_tag,
-            to_uri=str(invite.from_.uri), to_tag=invite.from_.tag, call_id=invite.call_id, cseq=invite.cseq[0] + 1,
+            "BYE",
+            str(contact.uri) if contact is not None else str(invite.from_.uri),
+            via_host=up.link.via_host,
+            via_port=up.link.via_port,
+            transport=self.cfg.transport,
+            from_uri=str(invite.to.uri),
+            from_tag=to_tag,
+            to_uri=str(invite.from_.uri),
+            to_tag=invite.from_.tag,
+            call_id=invite.call_id,
+            cseq=invite.cseq[0] + 1,
         )
         up.count("calls_ended_by_device")
         try:
@@ -237,4 +278,3 @@ def text_of(value) -> str | None:
     if isinstance(value, dict):
         value = value.get("#text")
     return None if value is None else str(value).strip() or None
-

@@ -67,8 +67,13 @@ def collisions(entries, uplinks) -> list[tuple[str, str]]:
                 continue
             key = f"{path}.gb_id" if dev.gb_id else f"{path}.id"
             if gid in taken:
-                problems.append((key, f"GB/T 28181 ID {gid} towards uplink {u.id!r} is also {taken[gid]}: "
-                                      "give one of them a `gb_id` of its own"))
+                problems.append(
+                    (
+                        key,
+                        f"GB/T 28181 ID {gid} towards uplink {u.id!r} is also {taken[gid]}: "
+                        "give one of them a `gb_id` of its own",
+                    )
+                )
             else:
                 taken[gid] = path
     return problems

@@ -44,8 +44,19 @@ class Lower:
 
 
 class PlatformSim:
-    def __init__(self, host="127.0.0.1", port=0, *, platform_id=PLATFORM_ID, password=None, qop=True,
-                 subscribe=True, position_interval=5, out=None, grant_expires=None):
+    def __init__(
+        self,
+        host="127.0.0.1",
+        port=0,
+        *,
+        platform_id=PLATFORM_ID,
+        password=None,
+        qop=True,
+        subscribe=True,
+        position_interval=5,
+        out=None,
+        grant_expires=None,
+    ):
         self.host = host
         self.port = port
         self.id = platform_id
@@ -112,8 +123,14 @@ class PlatformSim:
                 await asyncio.wait_for(self.tcp.wait_closed(), 1.0)
 
     def describe(self) -> dict:
-        return {"kind": "gb28181-platform", "url": f"udp://{self.host}:{self.port}", "tcp": f"tcp://{self.host}:{self.port}",
-                "id": self.id, "domain": self.domain, "password": self.password}
+        return {
+            "kind": "gb28181-platform",
+            "url": f"udp://{self.host}:{self.port}",
+            "tcp": f"tcp://{self.host}:{self.port}",
+            "id": self.id,
+            "domain": self.domain,
+            "password": self.password,
+        }
 
     def stats(self) -> dict:
         kinds: dict[str, int] = {}
@@ -148,7 +165,9 @@ class PlatformSim:
         rec = {"t": time.monotonic(), "kind": kind, "from": lower_id, **fields}
         self.received.append(rec)
         if self.out is not None:
-            self.out.write(json.dumps({k: v for k, v in rec.items() if k != "t"}, ensure_ascii=False, default=str) + "\n")
+            self.out.write(
+                json.dumps({k: v for k, v in rec.items() if k != "t"}, ensure_ascii=False, default=str) + "\n"
+            )
             self.out.flush()
         self.changed.set()
 
@@ -198,47 +217,101 @@ class PlatformSim:
             sum_num, items = manscdp.catalog_items(body)
             if msg.method == "NOTIFY":
                 for item in items:
-                    self._record("catalog_notify", lower_id, {"event": item.event, "device_id": item.device_id,
-                                                             "name": item.name, "status": item.status})
+                    self._record(
+                        "catalog_notify",
+                        lower_id,
+                        {"event": item.event, "device_id": item.device_id, "name": item.name, "status": item.status},
+                    )
                 return
             self.catalog_chunks += 1
             result = self.collector.add(lower_id, body.sn, sum_num, items, time.monotonic())
             if result is not None:
                 lower.catalog = list(result.items)
                 lower.catalog_complete = result.complete
-                self._record("catalog", lower_id, {"sum_num": result.sum_num, "items": [
-                    {"id": i.device_id, "name": i.name, "kind": i.kind, "status": i.status, "ptz_type": i.ptz_type,
-                     "lat": i.lat, "lon": i.lon, "parent_ids": list(i.parent_ids or ())} for i in result.items]})
+                self._record(
+                    "catalog",
+                    lower_id,
+                    {
+                        "sum_num": result.sum_num,
+                        "items": [
+                            {
+                                "id": i.device_id,
+                                "name": i.name,
+                                "kind": i.kind,
+                                "status": i.status,
+                                "ptz_type": i.ptz_type,
+                                "lat": i.lat,
+                                "lon": i.lon,
+                                "parent_ids": list(i.parent_ids or ()),
+                            }
+                            for i in result.items
+                        ],
+                    },
+                )
             return
         if kind == "alarm":
             a = manscdp.alarm(body)
-            self._record("alarm", lower_id, {"via": msg.method, "device_id": a.device_id, "priority": a.priority,
-                                             "method": list(a.methods), "type": a.type, "alarm_kind": a.kind,
-                                             "description": a.description, "lat": a.lat, "lon": a.lon})
+            self._record(
+                "alarm",
+                lower_id,
+                {
+                    "via": msg.method,
+                    "device_id": a.device_id,
+                    "priority": a.priority,
+                    "method": list(a.methods),
+                    "type": a.type,
+                    "alarm_kind": a.kind,
+                    "description": a.description,
+                    "lat": a.lat,
+                    "lon": a.lon,
+                },
+            )
             return
         if kind == "mobile_position":
             p = manscdp.mobile_position(body)
-            self._record("mobile_position", lower_id, {"device_id": p.id or body.device_id, "lat": p.lat,
-                                                       "lon": p.lon, "speed_kmh": p.speed_kmh, "time": p.time})
+            self._record(
+                "mobile_position",
+                lower_id,
+                {
+                    "device_id": p.id or body.device_id,
+                    "lat": p.lat,
+                    "lon": p.lon,
+                    "speed_kmh": p.speed_kmh,
+                    "time": p.time,
+                },
+            )
             return
         if kind == "keepalive":
             self._record("keepalive", lower_id, {})
             return
-        self._record("message", lower_id, {"root": body.root, "cmd_type": body.cmd_type, "device_id": body.device_id,
-                                           "fields": body.fields})
+        self._record(
+            "message",
+            lower_id,
+            {"root": body.root, "cmd_type": body.cmd_type, "device_id": body.device_id, "fields": body.fields},
+        )
 
     def _register(self, msg, lower_id, addr, transport, writer, reply):
         auth = msg.headers.get("authorization")
         now = time.monotonic()
         qop = "auth" if self.qop else None
         if auth is None:
-            reply(401, headers=[("WWW-Authenticate", digest.www_authenticate(self.domain, self.nonces.issue(now), qop=qop))])
+            reply(
+                401,
+                headers=[("WWW-Authenticate", digest.www_authenticate(self.domain, self.nonces.issue(now), qop=qop))],
+            )
             return
         fields = digest.parse_authorization(auth)
         state = self.nonces.check(fields.get("nonce", ""), now)
         if state != "ok":
-            reply(401, headers=[("WWW-Authenticate", digest.www_authenticate(self.domain, self.nonces.issue(now), qop=qop,
-                                                                              stale=state == "stale"))])
+            reply(
+                401,
+                headers=[
+                    (
+                        "WWW-Authenticate",
+                        digest.www_authenticate(self.domain, self.nonces.issue(now), qop=qop, stale=state == "stale"),
+                    )
+                ],
+            )
             return
         if not digest.verify(fields, self.password, "REGISTER"):
             reply(403)
@@ -273,7 +346,9 @@ class PlatformSim:
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
             await self.query(lower.id, "Catalog")
             await self.subscribe_to(lower.id, "Catalog")
-            await self.subscribe_to(lower.id, "Alarm", [("StartAlarmPriority", 0), ("EndAlarmPriority", 0), ("AlarmMethod", 0)])
+            await self.subscribe_to(
+                lower.id, "Alarm", [("StartAlarmPriority", 0), ("EndAlarmPriority", 0), ("AlarmMethod", 0)]
+            )
             await self.subscribe_to(lower.id, "MobilePosition", [("Interval", self.position_interval)])
 
     # -- requests to a lower --------------------------------------------------------------------
@@ -281,11 +356,22 @@ class PlatformSim:
         lower = self.lowers[lower_id]
         target = target or lower_id
         uri = f"sip:{target}@{lower.addr[0]}:{lower.addr[1]}"
-        return sip.build_request(method, uri, via_host=self.host, via_port=self.port, transport=lower.transport,
-                                 from_uri=f"sip:{self.id}@{self.domain}", from_tag=sip.new_tag(),
-                                 to_uri=f"sip:{target}@{lower_id[:10]}", call_id=call_id or sip.new_call_id(),
-                                 cseq=next(self.cseq), contact=f"sip:{self.id}@{self.host}:{self.port}",
-                                 headers=headers, body=body, content_type=content_type if body else None)
+        return sip.build_request(
+            method,
+            uri,
+            via_host=self.host,
+            via_port=self.port,
+            transport=lower.transport,
+            from_uri=f"sip:{self.id}@{self.domain}",
+            from_tag=sip.new_tag(),
+            to_uri=f"sip:{target}@{lower_id[:10]}",
+            call_id=call_id or sip.new_call_id(),
+            cseq=next(self.cseq),
+            contact=f"sip:{self.id}@{self.host}:{self.port}",
+            headers=headers,
+            body=body,
+            content_type=content_type if body else None,
+        )
 
     async def send(self, lower_id, req, timeout=10.0):
         """Send a request to a lower and return its final response."""
@@ -312,22 +398,48 @@ class PlatformSim:
         return await self.send(lower_id, self.request(lower_id, "MESSAGE", body=body))
 
     async def invite(self, lower_id, channel, sdp_offer: bytes):
-        req = self.request(lower_id, "INVITE", target=channel, body=sdp_offer, content_type="application/sdp",
-                           headers=[("Subject", f"{channel}:0000000001,{self.id}:0")])
+        req = self.request(
+            lower_id,
+            "INVITE",
+            target=channel,
+            body=sdp_offer,
+            content_type="application/sdp",
+            headers=[("Subject", f"{channel}:0000000001,{self.id}:0")],
+        )
         resp = await self.send(lower_id, req, timeout=20.0)
         if resp.status == 200:
             self.calls[req.call_id] = lower_id
-            ack = sip.build_request("ACK", req.uri, via_host=self.host, via_port=self.port, transport=self.lowers[lower_id].transport,
-                                    from_uri=f"sip:{self.id}@{self.domain}", from_tag=req.from_.tag, to_uri=f"sip:{channel}@{lower_id[:10]}",
-                                    to_tag=resp.to.tag, call_id=req.call_id, cseq=req.cseq[0])
+            ack = sip.build_request(
+                "ACK",
+                req.uri,
+                via_host=self.host,
+                via_port=self.port,
+                transport=self.lowers[lower_id].transport,
+                from_uri=f"sip:{self.id}@{self.domain}",
+                from_tag=req.from_.tag,
+                to_uri=f"sip:{channel}@{lower_id[:10]}",
+                to_tag=resp.to.tag,
+                call_id=req.call_id,
+                cseq=req.cseq[0],
+            )
             self._send(ack, self.lowers[lower_id])
         return req, resp
 
     async def bye(self, lower_id, invite, response):
         self.calls.pop(invite.call_id, None)
-        req = sip.build_request("BYE", invite.uri, via_host=self.host, via_port=self.port, transport=self.lowers[lower_id].transport,
-                                from_uri=f"sip:{self.id}@{self.domain}", from_tag=invite.from_.tag, to_uri=str(invite.to.uri),
-                                to_tag=response.to.tag, call_id=invite.call_id, cseq=invite.cseq[0] + 1)
+        req = sip.build_request(
+            "BYE",
+            invite.uri,
+            via_host=self.host,
+            via_port=self.port,
+            transport=self.lowers[lower_id].transport,
+            from_uri=f"sip:{self.id}@{self.domain}",
+            from_tag=invite.from_.tag,
+            to_uri=str(invite.to.uri),
+            to_tag=response.to.tag,
+            call_id=invite.call_id,
+            cseq=invite.cseq[0] + 1,
+        )
         return await self.send(lower_id, req)
 
     # -- for tests ------------------------------------------------------------------------------
@@ -349,8 +461,10 @@ class PlatformSim:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="tianwang simulate gb28181-platform",
-                                description="a superior GB/T 28181 platform that lower platforms register to")
+    p = argparse.ArgumentParser(
+        prog="tianwang simulate gb28181-platform",
+        description="a superior GB/T 28181 platform that lower platforms register to",
+    )
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT for UDP and TCP (default 127.0.0.1, any port)")
     p.add_argument("--id", default=PLATFORM_ID, help="the platform's 20-digit ID")
     p.add_argument("--password", default=None, help="the registration password (default: a random one, printed)")
@@ -366,9 +480,16 @@ async def _amain(args):
     from tianwang.gateway.cli.simulate import serve as serve_simulator
 
     host, _, port = args.listen.rpartition(":")
-    sim = PlatformSim(host or "127.0.0.1", int(port), platform_id=args.id, password=args.password, qop=not args.no_qop,
-                      subscribe=not args.no_subscribe, position_interval=args.interval,
-                      out=sys.stdout if args.jsonl else None)
+    sim = PlatformSim(
+        host or "127.0.0.1",
+        int(port),
+        platform_id=args.id,
+        password=args.password,
+        qop=not args.no_qop,
+        subscribe=not args.no_subscribe,
+        position_interval=args.interval,
+        out=sys.stdout if args.jsonl else None,
+    )
     return await serve_simulator(sim, sim.describe, args.stats_interval)
 
 

@@ -28,8 +28,23 @@ MAX_TASKS = 256  # answers and commands in flight for one superior
 
 
 class Subscription:
-    __slots__ = ("kind", "call_id", "remote_uri", "remote_tag", "local_tag", "event", "expires_at", "cseq",
-                 "target", "interval", "filters", "sent", "task", "local_uri", "remote_aor")
+    __slots__ = (
+        "kind",
+        "call_id",
+        "remote_uri",
+        "remote_tag",
+        "local_tag",
+        "event",
+        "expires_at",
+        "cseq",
+        "target",
+        "interval",
+        "filters",
+        "sent",
+        "task",
+        "local_uri",
+        "remote_aor",
+    )
 
     def __init__(self, kind, req, local_tag, expires_at, target):
         self.kind = kind
@@ -128,21 +143,38 @@ class Requests:
     def _device_info(self, sn, target, x) -> bytes:
         if x is None:
             n = len(self.up.view.exposed())
-            fields = [("DeviceName", self.cfg.name), ("Result", "OK"), ("Manufacturer", "Tianwang"),
-                      ("Model", "gateway"), ("Firmware", self.up.app.version), ("Channel", n)]
+            fields = [
+                ("DeviceName", self.cfg.name),
+                ("Result", "OK"),
+                ("Manufacturer", "Tianwang"),
+                ("Model", "gateway"),
+                ("Firmware", self.up.app.version),
+                ("Channel", n),
+            ]
         else:
             info = x.entry.info
-            fields = [("DeviceName", info.get("name") or x.device_id), ("Result", "OK"),
-                      ("Manufacturer", info.get("manufacturer") or "Tianwang"), ("Model", info.get("model") or x.entry.driver),
-                      ("Firmware", info.get("firmware") or ""), ("Channel", 1)]
+            fields = [
+                ("DeviceName", info.get("name") or x.device_id),
+                ("Result", "OK"),
+                ("Manufacturer", info.get("manufacturer") or "Tianwang"),
+                ("Model", info.get("model") or x.entry.driver),
+                ("Firmware", info.get("firmware") or ""),
+                ("Channel", 1),
+            ]
         return self.response("DeviceInfo", sn, target, fields)
 
     def _device_status(self, sn, target, x) -> bytes:
         online = True if x is None else x.online
         reason = "" if x is None else x.entry.reason
-        fields = [("Result", "OK"), ("Online", "ONLINE" if online else "OFFLINE"), ("Status", "OK" if online else "ERROR"),
-                  ("Reason", reason[:128] or None), ("Encode", "ON"), ("Record", "OFF"),
-                  ("DeviceTime", manscdp.format_time(time.time_ns()))]
+        fields = [
+            ("Result", "OK"),
+            ("Online", "ONLINE" if online else "OFFLINE"),
+            ("Status", "OK" if online else "ERROR"),
+            ("Reason", reason[:128] or None),
+            ("Encode", "ON"),
+            ("Record", "OFF"),
+            ("DeviceTime", manscdp.format_time(time.time_ns())),
+        ]
         return self.response("DeviceStatus", sn, target, fields)
 
     # -- subscriptions --------------------------------------------------------------------------
@@ -204,11 +236,20 @@ class Requests:
         sub.cseq += 1
         remaining = max(0, int(sub.expires_at - time.monotonic()))
         req = sip.build_request(
-            "NOTIFY", sub.remote_uri, via_host=up.link.via_host, via_port=up.link.via_port, transport=self.cfg.transport,
-            from_uri=sub.local_uri, from_tag=sub.local_tag, to_uri=sub.remote_aor,
-            to_tag=sub.remote_tag, call_id=sub.call_id, cseq=sub.cseq,
+            "NOTIFY",
+            sub.remote_uri,
+            via_host=up.link.via_host,
+            via_port=up.link.via_port,
+            transport=self.cfg.transport,
+            from_uri=sub.local_uri,
+            from_tag=sub.local_tag,
+            to_uri=sub.remote_aor,
+            to_tag=sub.remote_tag,
+            call_id=sub.call_id,
+            cseq=sub.cseq,
             headers=[("Event", sub.event), ("Subscription-State", f"active;expires={remaining}")],
-            body=body, content_type=MANSCDP,
+            body=body,
+            content_type=MANSCDP,
         )
         try:
             resp = await up.link.request(req)
@@ -240,7 +281,9 @@ class Requests:
             if gid not in before:
                 changes["ADD"].append(gid)
                 out.append({**item, "Event": "ADD"})
-            elif {k: v for k, v in item.items() if k != "Status"} != {k: v for k, v in before[gid].items() if k != "Status"}:
+            elif {k: v for k, v in item.items() if k != "Status"} != {
+                k: v for k, v in before[gid].items() if k != "Status"
+            }:
                 changes["UPDATE"].append(gid)
                 out.append({**item, "Event": "UPDATE"})
         for gid in before:
@@ -281,8 +324,11 @@ class Requests:
     async def _positions(self, sub: Subscription) -> None:
         while not self.up._stopping:
             await asyncio.sleep(sub.interval)
-            units = [x for x in self.up.view.exposed().values() if x.kind == "mobile"
-                     and sub.target in (self.cfg.local_id, x.gb_id, "")]
+            units = [
+                x
+                for x in self.up.view.exposed().values()
+                if x.kind == "mobile" and sub.target in (self.cfg.local_id, x.gb_id, "")
+            ]
             for x in units:
                 fix = self.up.view.fixes.get(x.device_id)
                 if fix is None:
@@ -291,8 +337,14 @@ class Requests:
                 if sub.sent.get(x.gb_id) == t:
                     continue  # nothing newer since the last notify
                 sub.sent[x.gb_id] = t
-                body = manscdp.build("Notify", "MobilePosition", next(self.up.sn), x.gb_id,
-                                     self.up.view.position_fields(x, fix), charset=self.cfg.charset)
+                body = manscdp.build(
+                    "Notify",
+                    "MobilePosition",
+                    next(self.up.sn),
+                    x.gb_id,
+                    self.up.view.position_fields(x, fix),
+                    charset=self.cfg.charset,
+                )
                 await self.notify(sub, body)
 
 

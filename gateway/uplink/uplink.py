@@ -66,8 +66,14 @@ class Uplink:
         self._stopping = False
         self.registrations = 0
         entry = DeviceEntry(cfg.id, "uplink", "gb28181-uplink", None)
-        entry.info.update({"superior": cfg.superior, "superior_id": cfg.superior_id, "local_id": cfg.local_id,
-                           "transport": cfg.transport})
+        entry.info.update(
+            {
+                "superior": cfg.superior,
+                "superior_id": cfg.superior_id,
+                "local_id": cfg.local_id,
+                "transport": cfg.transport,
+            }
+        )
         self.entry = entry
         self.ctx = DeviceContext(app.supervisor, entry, cfg)
         self.ctx.log = log
@@ -171,9 +177,17 @@ class Uplink:
         if auth:
             headers.append(("Authorization", auth))
         return sip.build_request(
-            "REGISTER", f"sip:{cfg.superior_id}@{self.superior_domain}", via_host=link.via_host,
-            via_port=link.via_port, transport=cfg.transport, from_uri=ours, from_tag=self.reg_tag, to_uri=ours,
-            call_id=self.reg_call_id, cseq=next(self.cseq), contact=f"sip:{cfg.local_id}@{link.via_host}:{link.via_port}",
+            "REGISTER",
+            f"sip:{cfg.superior_id}@{self.superior_domain}",
+            via_host=link.via_host,
+            via_port=link.via_port,
+            transport=cfg.transport,
+            from_uri=ours,
+            from_tag=self.reg_tag,
+            to_uri=ours,
+            call_id=self.reg_call_id,
+            cseq=next(self.cseq),
+            contact=f"sip:{cfg.local_id}@{link.via_host}:{link.via_port}",
             headers=headers,
         )
 
@@ -186,8 +200,16 @@ class Uplink:
             ch = digest.parse_challenge(challenge)
             if not ch.get("nonce"):
                 raise RegistrationFailed(f"superior answered {resp.status} without a digest challenge")
-            auth = digest.authorization(self.cfg.local_id, ch.get("realm", self.superior_domain), self.password,
-                                        "REGISTER", req.uri, ch["nonce"], qop=ch.get("qop"), opaque=ch.get("opaque"))
+            auth = digest.authorization(
+                self.cfg.local_id,
+                ch.get("realm", self.superior_domain),
+                self.password,
+                "REGISTER",
+                req.uri,
+                ch["nonce"],
+                qop=ch.get("qop"),
+                opaque=ch.get("opaque"),
+            )
             req = self._register_request(expires, auth)
             resp = await self._live_link().request(req, REGISTER_TIMEOUT_S)
         if resp.status == 423:
@@ -210,8 +232,9 @@ class Uplink:
                 expires = await self._register(cfg.expires)
                 refresh_at = loop.time() + max(1.0, expires * REFRESH_AT)
                 self.count("refreshes")
-            body = manscdp.build("Notify", "Keepalive", next(self.sn), self.cfg.local_id, [("Status", "OK")],
-                                 charset=cfg.charset)
+            body = manscdp.build(
+                "Notify", "Keepalive", next(self.sn), self.cfg.local_id, [("Status", "OK")], charset=cfg.charset
+            )
             try:
                 resp = await self._live_link().request(self.message_request(body), cfg.keepalive.interval_s)
             except TimeoutError:
@@ -234,10 +257,19 @@ class Uplink:
     def message_request(self, body: bytes, method: str = "MESSAGE", headers=()) -> sip.SipRequest:
         cfg, link = self.cfg, self._live_link()
         return sip.build_request(
-            method, f"sip:{cfg.superior_id}@{self.superior_domain}", via_host=link.via_host, via_port=link.via_port,
-            transport=cfg.transport, from_uri=f"sip:{cfg.local_id}@{self.domain}", from_tag=sip.new_tag(),
-            to_uri=f"sip:{cfg.superior_id}@{self.superior_domain}", call_id=sip.new_call_id(), cseq=1,
-            headers=headers, body=body, content_type=MANSCDP,
+            method,
+            f"sip:{cfg.superior_id}@{self.superior_domain}",
+            via_host=link.via_host,
+            via_port=link.via_port,
+            transport=cfg.transport,
+            from_uri=f"sip:{cfg.local_id}@{self.domain}",
+            from_tag=sip.new_tag(),
+            to_uri=f"sip:{cfg.superior_id}@{self.superior_domain}",
+            call_id=sip.new_call_id(),
+            cseq=1,
+            headers=headers,
+            body=body,
+            content_type=MANSCDP,
         )
 
     async def send_message(self, body: bytes) -> bool:
@@ -290,8 +322,14 @@ class Uplink:
                     self.requests.commands.device_gone(device_id)
             return
         if channel == "alarm" and family == "camera":
-            self._alarm(device_id, payload.get("kind"), payload, payload.get("method"), payload.get("type"),
-                        payload.get("priority"))
+            self._alarm(
+                device_id,
+                payload.get("kind"),
+                payload,
+                payload.get("method"),
+                payload.get("type"),
+                payload.get("priority"),
+            )
             return
         if channel.startswith("event/") and family == "camera":
             kind = event_kind(channel, payload.get("kind"))
@@ -327,13 +365,32 @@ class Uplink:
 # ONVIF events worth an alarm upward, by the normalised kind or else the topic's words (onvif-parsers
 # calls a tamper alarm `problem` and a line crossing by its entity name)
 _EVENT_KINDS = frozenset(
-    ("motion", "tamper", "line_crossing", "tripwire", "intrusion", "video_loss", "loitering", "left_object",
-     "object_removed", "people_counting", "crowd_density", "fast_moving", "wrong_way")
+    (
+        "motion",
+        "tamper",
+        "line_crossing",
+        "tripwire",
+        "intrusion",
+        "video_loss",
+        "loitering",
+        "left_object",
+        "object_removed",
+        "people_counting",
+        "crowd_density",
+        "fast_moving",
+        "wrong_way",
+    )
 )
 _TOPIC_WORDS = (
-    ("Tamper", "tamper"), ("LineDetector", "line_crossing"), ("LineCrossing", "line_crossing"),
-    ("FieldDetector", "intrusion"), ("Intrusion", "intrusion"), ("Loitering", "loitering"),
-    ("VideoLoss", "video_loss"), ("SignalLoss", "video_loss"), ("Motion", "motion"),
+    ("Tamper", "tamper"),
+    ("LineDetector", "line_crossing"),
+    ("LineCrossing", "line_crossing"),
+    ("FieldDetector", "intrusion"),
+    ("Intrusion", "intrusion"),
+    ("Loitering", "loitering"),
+    ("VideoLoss", "video_loss"),
+    ("SignalLoss", "video_loss"),
+    ("Motion", "motion"),
 )
 
 

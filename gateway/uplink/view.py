@@ -18,11 +18,26 @@ from tianwang.gateway.uplink.ids import exposes, gb_id_for
 # The gateway's alarm kinds (the ONVIF driver's normalised kinds and the GB listener's) -> GB/T
 # 28181-2016 A.2.2 (AlarmMethod, AlarmType): 2 device alarms, 5 video analytics.
 KIND_TO_GB = {
-    "video_loss": (2, 1), "tamper": (2, 2), "disk_full": (2, 3), "high_temperature": (2, 4),
-    "low_temperature": (2, 5), "manual": (5, 1), "motion": (5, 2), "left_object": (5, 3),
-    "object_removed": (5, 4), "line_crossing": (5, 5), "tripwire": (5, 5), "intrusion": (5, 6),
-    "wrong_way": (5, 7), "loitering": (5, 8), "people_counting": (5, 9), "crowd_density": (5, 10),
-    "video_anomaly": (5, 11), "fast_moving": (5, 12), "disk_fault": (6, 1), "fan_fault": (6, 2),
+    "video_loss": (2, 1),
+    "tamper": (2, 2),
+    "disk_full": (2, 3),
+    "high_temperature": (2, 4),
+    "low_temperature": (2, 5),
+    "manual": (5, 1),
+    "motion": (5, 2),
+    "left_object": (5, 3),
+    "object_removed": (5, 4),
+    "line_crossing": (5, 5),
+    "tripwire": (5, 5),
+    "intrusion": (5, 6),
+    "wrong_way": (5, 7),
+    "loitering": (5, 8),
+    "people_counting": (5, 9),
+    "crowd_density": (5, 10),
+    "video_anomaly": (5, 11),
+    "fast_moving": (5, 12),
+    "disk_fault": (6, 1),
+    "fan_fault": (6, 2),
 }
 CACHE_S = 5.0  # the exposed set is rebuilt at least this often (and when devices come or go)
 OTHER_METHOD = 7  # "other": a kind GB names nothing for; the kind goes in AlarmDescription
@@ -172,9 +187,21 @@ class View:
         for x in exposed:
             gid, name = self.group_of(x)
             groups[gid] = name
-        items = [{"DeviceID": cfg.local_id, "Name": cfg.name, "Manufacturer": "Tianwang", "Model": "gateway",
-                  "Owner": cfg.name, "CivilCode": cfg.local_id[:6], "Address": cfg.name, "Parental": 1,
-                  "RegisterWay": 1, "Secrecy": 0, "Status": "ON"}]
+        items = [
+            {
+                "DeviceID": cfg.local_id,
+                "Name": cfg.name,
+                "Manufacturer": "Tianwang",
+                "Model": "gateway",
+                "Owner": cfg.name,
+                "CivilCode": cfg.local_id[:6],
+                "Address": cfg.name,
+                "Parental": 1,
+                "RegisterWay": 1,
+                "Secrecy": 0,
+                "Status": "ON",
+            }
+        ]
         items += [{"DeviceID": gid, "Name": name, "ParentID": cfg.local_id} for gid, name in sorted(groups.items())]
         items += [self.item(x) for x in exposed]
         return items

@@ -62,6 +62,7 @@ async def read(
     gws = list(gateways)
     fams = set(families)
     subject = f"{prefix}.{gws[0]}.>" if len(gws) == 1 else f"{prefix}.>"
+
     async def quiet(exc: Exception) -> None:  # the client logs every failed attempt with a traceback otherwise
         return None
 
@@ -86,7 +87,9 @@ async def read(
         )
         while True:
             try:
-                msg = await asyncio.wait_for(queue.get(), idle_timeout) if idle_timeout is not None else await queue.get()
+                msg = (
+                    await asyncio.wait_for(queue.get(), idle_timeout) if idle_timeout is not None else await queue.get()
+                )
             except TimeoutError:
                 return
             _, gateway, family = msg.subject.split(".", 2)

@@ -53,19 +53,35 @@ def bd410004_bds_only() -> bytes:
     """An older BeiDou-only module (BD 410004 output standard): BD talker throughout, no System IDs,
     times with 3 decimals, positions with 5; protocol 2.1 RDSS on the same port."""
     t0 = utc(2024, 11, 28, 8, 30, 0)
-    ew = w.EpochWriter(style="bd", talker="BD", order=("RMC", "GGA", "GSA", "GSV", "GLL"), time_decimals=3,
-                       latlon_decimals=5)
+    ew = w.EpochWriter(
+        style="bd", talker="BD", order=("RMC", "GGA", "GSA", "GSV", "GLL"), time_decimals=3, latlon_decimals=5
+    )
     out = io.BytesIO()
     out.write(w.ici("0245678", "30012", "0245600", 1, 60, 3, False, 0))
     for k in range(22):
         t = t0 + k * SEC
         if k < 3:  # cold start: no fix yet
-            st = w.EpochState(time_ns=t, quality=0, fix_type=1, satellites=[
-                w.Satellite(s.system, s.svid, s.elev, s.az, None, used=False) for s in bds_sky(k)])
+            st = w.EpochState(
+                time_ns=t,
+                quality=0,
+                fix_type=1,
+                satellites=[w.Satellite(s.system, s.svid, s.elev, s.az, None, used=False) for s in bds_sky(k)],
+            )
         else:
             lat, lon = walk((31.2304, 121.4737), k - 3)
-            st = w.EpochState(time_ns=t, lat=lat, lon=lon, alt_m=12.4 + 0.1 * k, geoid_sep_m=9.2, speed_mps=8.0,
-                              course_deg=60.0, hdop=1.1, pdop=1.9, vdop=1.5, satellites=bds_sky(k))
+            st = w.EpochState(
+                time_ns=t,
+                lat=lat,
+                lon=lon,
+                alt_m=12.4 + 0.1 * k,
+                geoid_sep_m=9.2,
+                speed_mps=8.0,
+                course_deg=60.0,
+                hdop=1.1,
+                pdop=1.9,
+                vdop=1.5,
+                satellites=bds_sky(k),
+            )
         for n, s in enumerate(ew.sentences(st)):
             if (k * 7 + n) % 11 == 3:  # this firmware sometimes writes `$$`
                 s = b"$" + s
@@ -77,7 +93,9 @@ def bd410004_bds_only() -> bytes:
         if k == 12:
             out.write(w.txt("ANTENNA OK", talker="BD"))
         if k == 10:
-            out.write(w.txr("0245001", "巡逻车01请到人民广场集合".encode("gb2312"), encoding=0, kind=1, send_time="0830"))
+            out.write(
+                w.txr("0245001", "巡逻车01请到人民广场集合".encode("gb2312"), encoding=0, kind=1, send_time="0830")
+            )
         if k == 14:
             out.write(w.fki_21("TXA", False, False, 0, 45))
         if k == 18:
@@ -102,10 +120,21 @@ def nmea410_multi_gnss() -> bytes:
         sats += [w.Satellite("BDS", s, 25 + s, 11 * s % 360, 37, used=True) for s in (6, 9, 16, 39, 40, 45)]
         sats += [w.Satellite("BDS", s, 25 + s, 11 * s % 360, 33, used=False, signal_id=5) for s in (39, 40)]
         hdop = 7.5 if k in (10, 11) else 0.7
-        st = w.EpochState(time_ns=t0 + k * SEC, lat=lat, lon=lon, alt_m=48.9, geoid_sep_m=-8.4, speed_mps=12.5,
-                          course_deg=200.0, hdop=hdop, pdop=hdop + 0.6, vdop=1.1, satellites=sats)
+        st = w.EpochState(
+            time_ns=t0 + k * SEC,
+            lat=lat,
+            lon=lon,
+            alt_m=48.9,
+            geoid_sep_m=-8.4,
+            speed_mps=12.5,
+            course_deg=200.0,
+            hdop=hdop,
+            pdop=hdop + 0.6,
+            vdop=1.1,
+            satellites=sats,
+        )
         for s in ew.sentences(st):
-            body = s[1:s.index(b"*")]
+            body = s[1 : s.index(b"*")]
             s = b"$" + body + b"*%02x\r\n" % w.checksum(body)
             if k == 5 and body.startswith(b"GNGGA"):
                 out.write(s[:37])  # the receiver reset mid-line: the rest never came
@@ -124,8 +153,13 @@ def casic_bds3_terminal() -> bytes:
     solution, GPGSA/BDGSA and GPGSV/BDGSV without IDs, CASIC binary frames, vendor sentences without
     checksums, a boot banner at the wrong baud rate, an over-long vendor line, a 6 s stall."""
     t0 = utc(2025, 3, 15, 2, 14, 0)
-    ew = w.EpochWriter(style="bd", talker="GN", order=("GGA", "GLL", "GSA", "GSV", "RMC", "VTG", "ZDA"),
-                       time_decimals=3, latlon_decimals=6)
+    ew = w.EpochWriter(
+        style="bd",
+        talker="GN",
+        order=("GGA", "GLL", "GSA", "GSV", "RMC", "VTG", "ZDA"),
+        time_decimals=3,
+        latlon_decimals=6,
+    )
     out = io.BytesIO()
     out.write(bytes([0xF8, 0x80, 0x1E, 0x00, 0xFE, 0x98, 0x66, 0xE0]) * 4 + b"\r\n")  # banner at 9600 read at 115200
     out.write(w.sentence("PCAS06", ["0"], with_checksum=False))
@@ -138,8 +172,19 @@ def casic_bds3_terminal() -> bytes:
         lat, lon = walk((22.5431, 114.0579), k, heading_deg=300.0, speed_mps=5.0)
         sats = [w.Satellite("GPS", s, 30 + s, 13 * s % 360, 40, used=True) for s in (3, 6, 17, 19)]
         sats += [w.Satellite("BDS", s, 30 + s, 17 * s % 360, 41, used=s != 33) for s in (3, 8, 13, 24, 33)]
-        st = w.EpochState(time_ns=t, lat=lat, lon=lon, alt_m=31.0, geoid_sep_m=-2.6, speed_mps=5.0,
-                          course_deg=300.0, hdop=1.4, pdop=2.2, vdop=1.7, satellites=sats)
+        st = w.EpochState(
+            time_ns=t,
+            lat=lat,
+            lon=lon,
+            alt_m=31.0,
+            geoid_sep_m=-2.6,
+            speed_mps=5.0,
+            course_deg=300.0,
+            hdop=1.4,
+            pdop=2.2,
+            vdop=1.7,
+            satellites=sats,
+        )
         out.write(ew.epoch(st))
         out.write(w.casic_frame(0x01, 0x03, bytes((k + i) % 256 for i in range(16))))
         out.write(w.pwi(t, rdss2=[(1, 3), (2, 0), (3, 1)], s2c=[(1, 2)] if k % 2 else []))
@@ -150,16 +195,27 @@ def casic_bds3_terminal() -> bytes:
         if k == 3:
             out.write(w.fki_bds3(t, "TCQ", False, reason=1, remaining_s=27))
         if k == 13:
-            out.write(w.tci("15950012", "15950044", "收到，十分钟后到达".encode("gb2312"), encoding=0, freq_point=2,
-                            send_time="021412", ack=1))
+            out.write(
+                w.tci(
+                    "15950012",
+                    "15950044",
+                    "收到，十分钟后到达".encode("gb2312"),
+                    encoding=0,
+                    freq_point=2,
+                    send_time="021412",
+                    ack=1,
+                )
+            )
             out.write(w.fki_bds3(t, "TCQ", True, reason=0, remaining_s=0))
     return out.getvalue()
 
 
 def _dual_sky(k):
     sats = [w.Satellite("GPS", s, min(25 + 2 * s, 85), 21 * s % 360, 42, used=s != 29) for s in (2, 5, 11, 18, 25, 29)]
-    sats += [w.Satellite("BDS", s, min(20 + s, 85), 13 * s % 360, 40, used=s not in (41, 59))
-             for s in (6, 9, 14, 21, 26, 33, 41, 59)]
+    sats += [
+        w.Satellite("BDS", s, min(20 + s, 85), 13 * s % 360, 40, used=s not in (41, 59))
+        for s in (6, 9, 14, 21, 26, 33, 41, 59)
+    ]
     return sats
 
 
@@ -168,19 +224,36 @@ def dualband_satellites_first() -> bytes:
     epoch GSA for every constellation on band 1, then again on band 2 (no signal ID in GSA), GSV
     for signals 1 and 7/8, GST and ZDA between them, then GGA and RMC. A no-fix start."""
     t0 = utc(2026, 11, 29, 7, 45, 0)
-    ew = w.EpochWriter(style="nmea410", talker="GN", order=("GSA", "GST", "GSV", "ZDA", "GGA", "RMC"),
-                       dual_band=True)
+    ew = w.EpochWriter(style="nmea410", talker="GN", order=("GSA", "GST", "GSV", "ZDA", "GGA", "RMC"), dual_band=True)
     out = io.BytesIO()
     for k in range(12):
         t = t0 + k * SEC
         if k < 2:
-            st = w.EpochState(time_ns=t, quality=0, fix_type=1, satellites=[
-                w.Satellite(s.system, s.svid, s.elev, s.az, None, used=False) for s in _dual_sky(k)])
+            st = w.EpochState(
+                time_ns=t,
+                quality=0,
+                fix_type=1,
+                satellites=[w.Satellite(s.system, s.svid, s.elev, s.az, None, used=False) for s in _dual_sky(k)],
+            )
         else:
             lat, lon = walk((30.5928, 114.3055), k - 2, heading_deg=95.0, speed_mps=11.0)
-            st = w.EpochState(time_ns=t, lat=lat, lon=lon, alt_m=23.7, geoid_sep_m=-12.1, speed_mps=11.0,
-                              course_deg=95.0, hdop=0.8, pdop=1.4, vdop=1.1, satellites=_dual_sky(k), rms=1.2,
-                              sd_lat_m=0.8, sd_lon_m=0.7, sd_alt_m=1.5)
+            st = w.EpochState(
+                time_ns=t,
+                lat=lat,
+                lon=lon,
+                alt_m=23.7,
+                geoid_sep_m=-12.1,
+                speed_mps=11.0,
+                course_deg=95.0,
+                hdop=0.8,
+                pdop=1.4,
+                vdop=1.1,
+                satellites=_dual_sky(k),
+                rms=1.2,
+                sd_lat_m=0.8,
+                sd_lon_m=0.7,
+                sd_alt_m=1.5,
+            )
         out.write(ew.epoch(st))
     return out.getvalue()
 
@@ -192,16 +265,26 @@ def casic_at6558_mixed() -> bytes:
     bad checksum, line noise made of sync bytes, a CASIC frame written into the middle of an RMC
     (the RMC is lost, the frame is not), and a stray CFG-MSG ack frame."""
     t0 = utc(2026, 11, 29, 9, 0, 0)
-    ew = w.EpochWriter(style="bd", talker="GN", order=("GGA", "GSA", "GSV", "RMC"), time_decimals=3,
-                       latlon_decimals=6)
+    ew = w.EpochWriter(style="bd", talker="GN", order=("GGA", "GSA", "GSV", "RMC"), time_decimals=3, latlon_decimals=6)
     out = io.BytesIO()
     for k in range(10):
         t = t0 + k * SEC
         lat, lon = walk((27.8294, 112.9401), k, heading_deg=30.0, speed_mps=6.0)
         sats = [w.Satellite("GPS", s, 30 + s, 13 * s % 360, 40, used=True) for s in (3, 6, 17, 19)]
         sats += [w.Satellite("BDS", s, 30 + s, 17 * s % 360, 41, used=s != 33) for s in (3, 8, 13, 24, 33)]
-        st = w.EpochState(time_ns=t, lat=lat, lon=lon, alt_m=60.0, geoid_sep_m=-15.0, speed_mps=6.0, course_deg=30.0,
-                          hdop=1.2, pdop=2.0, vdop=1.6, satellites=sats)
+        st = w.EpochState(
+            time_ns=t,
+            lat=lat,
+            lon=lon,
+            alt_m=60.0,
+            geoid_sep_m=-15.0,
+            speed_mps=6.0,
+            course_deg=30.0,
+            hdop=1.2,
+            pdop=2.0,
+            vdop=1.6,
+            satellites=sats,
+        )
         nmea = ew.sentences(st)
         kinds = ("PV", "DOP", "TIMEUTC", "INFO") + (("STATUS",) if k % 2 == 0 else ())
         frames = w.casic_epoch(st, 5_000_000 + k * 1000, kinds)
@@ -242,8 +325,19 @@ def ublox_m8_mixed() -> bytes:
             st = w.EpochState(time_ns=t, quality=0, fix_type=1, satellites=sats)
         else:
             lat, lon = walk((27.8294, 112.9401), k - 2, heading_deg=180.0, speed_mps=9.0)
-            st = w.EpochState(time_ns=t, lat=lat, lon=lon, alt_m=75.0, geoid_sep_m=-15.0, speed_mps=9.0,
-                              course_deg=180.0, hdop=0.9, pdop=1.5, vdop=1.2, satellites=sats)
+            st = w.EpochState(
+                time_ns=t,
+                lat=lat,
+                lon=lon,
+                alt_m=75.0,
+                geoid_sep_m=-15.0,
+                speed_mps=9.0,
+                course_deg=180.0,
+                hdop=0.9,
+                pdop=1.5,
+                vdop=1.2,
+                satellites=sats,
+            )
         frames = w.ubx_epoch(st)
         if k == 5:
             bad = bytearray(frames[0])

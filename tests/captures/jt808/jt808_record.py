@@ -63,8 +63,16 @@ async def session_2013(gw) -> Recording:
     for k in range(10):
         alarm = p.ALARM_SOS if 3 <= k <= 5 else 0
         body = p.location_body(
-            lat0 + k * 0.0001, lon0 + k * 0.0002, T0 + k * 10**9, alt_m=45, speed_kmh=30 + k, course_deg=60,
-            alarm=alarm, mileage_km=1234.5 + k / 10, signal=22, satellites=12,
+            lat0 + k * 0.0001,
+            lon0 + k * 0.0002,
+            T0 + k * 10**9,
+            alt_m=45,
+            speed_kmh=30 + k,
+            course_deg=60,
+            alarm=alarm,
+            mileage_km=1234.5 + k / 10,
+            signal=22,
+            satellites=12,
         )
         bodies.append(body)
         if k == 8:
@@ -84,12 +92,17 @@ async def session_2013(gw) -> Recording:
     await t.send(0x0900, b"\x41passthrough")  # data uplink: not a position
     await t.ack()
     stored = [
-        p.location_body(lat0 - i * 0.001, lon0, T0 - (3 - i) * 60 * 10**9, speed_kmh=12.5, course_deg=180, alarm=p.ALARM_SOS)
+        p.location_body(
+            lat0 - i * 0.001, lon0, T0 - (3 - i) * 60 * 10**9, speed_kmh=12.5, course_deg=180, alarm=p.ALARM_SOS
+        )
         for i in range(3)
     ]
     await t.send(p.BATCH, p.batch_body(stored, p.BATCH_BLIND_AREA))
     await t.ack()
-    many = [p.location_body(lat0 + 0.01, lon0 + i * 0.00005, T0 + (20 + i) * 10**9, speed_kmh=40.0, course_deg=90) for i in range(30)]
+    many = [
+        p.location_body(lat0 + 0.01, lon0 + i * 0.00005, T0 + (20 + i) * 10**9, speed_kmh=40.0, course_deg=90)
+        for i in range(30)
+    ]
     parts = p.split_body(p.batch_body(many), 500)
     first = t.serial + 1
     for i, part in enumerate(parts):
@@ -119,16 +132,30 @@ async def session_2019(gw) -> Recording:
     assert (await t.ack())[1][2] == p.Result.OK
     for k in range(5):
         body = p.location_body(
-            -33.45 - k * 0.0003, -70.66 + k * 0.0004, T0 + k * 10**9, alt_m=560, speed_kmh=55.5, course_deg=305,
-            status=p.STATUS_FIXED | (1 << 19), satellites=9,
+            -33.45 - k * 0.0003,
+            -70.66 + k * 0.0004,
+            T0 + k * 10**9,
+            alt_m=560,
+            speed_kmh=55.5,
+            course_deg=305,
+            status=p.STATUS_FIXED | (1 << 19),
+            satellites=9,
         )
         await t.send(p.LOCATION, body)
         await t.ack()
     query = asyncio.ensure_future(gw.sup.send_command(t.phone, "query_location", {}, 3.0))
     header, _ = await t.recv()
     assert header.msg_id == p.QUERY_LOCATION
-    answer = p.location_body(-33.4512, -70.6585, T0 + 6 * 10**9, alt_m=561, speed_kmh=0.0, course_deg=305,
-                             status=p.STATUS_FIXED | (1 << 19), satellites=10)
+    answer = p.location_body(
+        -33.4512,
+        -70.6585,
+        T0 + 6 * 10**9,
+        alt_m=561,
+        speed_kmh=0.0,
+        course_deg=305,
+        status=p.STATUS_FIXED | (1 << 19),
+        satellites=10,
+    )
     await t.send(p.LOCATION_REPLY, p.location_reply_body(header.serial, answer))
     await query
     cut = t.frame(p.LOCATION, p.location_body(-33.46, -70.65, T0 + 7 * 10**9))
@@ -155,7 +182,9 @@ async def main():
             (HERE / f"{name}.bin").write_bytes(bytes(t.sent))
             lines = expected_lines(gw, t.phone)
             (HERE / f"{name}.expected.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-            drops = {k: v for k, v in gw.entry(t.phone).counters.items() if k.startswith("dropped_") and k != "dropped_bytes"}
+            drops = {
+                k: v for k, v in gw.entry(t.phone).counters.items() if k.startswith("dropped_") and k != "dropped_bytes"
+            }
             print(f"{name}: {len(t.sent)} bytes, {len(lines)} publications, listener drops {drops}")
 
 

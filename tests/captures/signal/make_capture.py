@@ -54,16 +54,20 @@ RED, GREEN, YELLOW, YELLOW_FLASH, OFF = 0x10, 0x20, 0x30, 0x31, 0x01
 
 
 def status_reply(seq, lamps, mode, plan, stage, stage_state, elapsed, remaining, clock):
-    return message(0x20, seq, [
-        (3, 3, 2, 0, bytes(lamps)),  # every lamp group, element 0
-        (13, 2, 2, 0, bytes((mode,))),
-        (13, 2, 3, 0, bytes((plan,))),
-        (13, 2, 4, 0, bytes((stage,))),
-        (6, 3, 2, stage, bytes((stage_state,))),
-        (6, 3, 3, stage, elapsed.to_bytes(2, "big")),
-        (6, 3, 4, stage, remaining.to_bytes(2, "big")),
-        (13, 1, 10, 0, clock),  # the controller's UTC clock
-    ])
+    return message(
+        0x20,
+        seq,
+        [
+            (3, 3, 2, 0, bytes(lamps)),  # every lamp group, element 0
+            (13, 2, 2, 0, bytes((mode,))),
+            (13, 2, 3, 0, bytes((plan,))),
+            (13, 2, 4, 0, bytes((stage,))),
+            (6, 3, 2, stage, bytes((stage_state,))),
+            (6, 3, 3, stage, elapsed.to_bytes(2, "big")),
+            (6, 3, 4, stage, remaining.to_bytes(2, "big")),
+            (13, 1, 10, 0, clock),  # the controller's UTC clock
+        ],
+    )
 
 
 def main():
@@ -92,22 +96,43 @@ def main():
     ew_green = [RED, RED, GREEN, GREEN, RED, RED, GREEN, GREEN]
     parts.append(frame(status_reply(6, ew_green, 0x21, 4, 2, 0x20, 1, 29, date(2024, 6, 10, 6, 13, 25))))
     # a reply from the other controller on the shared line
-    parts.append(frame(status_reply(6, ew_green, 0x21, 4, 2, 0x20, 1, 29, date(2024, 6, 10, 6, 13, 25))
-                       .replace(CONTROLLER.to_bytes(4, "big"), OTHER.to_bytes(4, "big"))))
+    parts.append(
+        frame(
+            status_reply(6, ew_green, 0x21, 4, 2, 0x20, 1, 29, date(2024, 6, 10, 6, 13, 25)).replace(
+                CONTROLLER.to_bytes(4, "big"), OTHER.to_bytes(4, "big")
+            )
+        )
+    )
     # an active report: detector data (5.3.1 presence, detector 4) and traffic data (14.1.1 volume)
-    parts.append(frame(message(0x60, 7, [
-        (5, 3, 1, 4, b"\x01"),
-        (14, 1, 1, 4, (612).to_bytes(2, "big")),
-        (14, 1, 2, 4, bytes((37,))),
-    ])))
+    parts.append(
+        frame(
+            message(
+                0x60,
+                7,
+                [
+                    (5, 3, 1, 4, b"\x01"),
+                    (14, 1, 1, 4, (612).to_bytes(2, "big")),
+                    (14, 1, 2, 4, bytes((37,))),
+                ],
+            )
+        )
+    )
     # a conflict-monitor fault: type 2, at 14:13:26 local time, action 1 (yellow flash)
     parts.append(frame(message(0x60, 8, [(16, 1, 0, 1, b"\x02" + date(2024, 6, 10, 14, 13, 26) + b"\x01")])))
     # ...so the controller goes to yellow flash
     flash = [YELLOW_FLASH] * 8
-    parts.append(frame(message(0x60, 9, [
-        (13, 2, 2, 0, bytes((0x31,))),
-        (3, 3, 2, 0, bytes(flash)),
-    ])))
+    parts.append(
+        frame(
+            message(
+                0x60,
+                9,
+                [
+                    (13, 2, 2, 0, bytes((0x31,))),
+                    (3, 3, 2, 0, bytes(flash)),
+                ],
+            )
+        )
+    )
     # a cabinet door alarm: type 5, at 14:13:30 local time, value 1 (open)
     parts.append(frame(message(0x60, 10, [(15, 1, 0, 1, b"\x05" + date(2024, 6, 10, 14, 13, 30) + b"\x01")])))
     # the host asked for 1.9.1, which this controller does not have: query error "does not exist"
