@@ -225,6 +225,9 @@ async def gateway_publications():
             assert (await nvr.alarm(source=gb_channel)).status == 200
             assert (await nvr.alarm(method=7, alarm_type=None)).status == 200  # no kind fits; on the device
             assert (await nvr.position(27.83, 112.94)).status == 200
+            # a live call the device ends itself (its own BYE): published on the channel's `call`
+            played = await gw.supervisor.send_command(gb_channel, "play", {"host": "127.0.0.1", "port": 30000}, 5.0)
+            assert (await nvr.transact(nvr.build("BYE", call_id=played["call_id"]))).status == 200
             await nvr.stop()
             listener = gw.supervisor.lookup("fleet")
             await until(lambda: "listen" in listener.info, what="jt808 listener bound")
@@ -291,7 +294,12 @@ async def gateway_publications():
                     for p in ("CellMotionDetector/Motion", "TamperDetector/Tamper", "LineDetector/Crossed")
                 }
                 wanted |= {f"signal/tsc-1/{c}" for c in ("lamps", "status", "alarm", "fault", "traffic")}
-                wanted |= {f"camera/{gb_channel}/alarm", f"camera/{NVR_ID}/alarm", f"gnss/{NVR_ID}/fix"}
+                wanted |= {
+                    f"camera/{gb_channel}/alarm",
+                    f"camera/{NVR_ID}/alarm",
+                    f"gnss/{NVR_ID}/fix",
+                    f"camera/{gb_channel}/call",
+                }
 
                 def missing():
                     return wanted - {e["topic"] for e in journal_envelopes(gw.journal)}

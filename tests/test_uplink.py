@@ -402,6 +402,15 @@ async def test_gb_channels_keep_their_ids_their_alarms_go_up_and_an_invite_is_re
                 audits = [e["payload"] for e in journal_envelopes(gw.journal, f"audit/{channel.id}/command")]
                 assert [a["action"] for a in audits if a["principal"] == "uplink:city"] == ["play", "stop_play"]
 
+                # a call the device itself ends (its own BYE) ends towards the superior too
+                invite3, answer3 = await sim.invite(LOCAL_ID, channel.id, offer)
+                assert answer3.status == 200
+                await until(lambda: fleet.stats()["calls_active"] == 1, 5, "the third call at the device")
+                assert fleet.devices[0].hang_up() == 1
+                await sim.wait(lambda: sim.of("bye", call_id=invite3.call_id), what="BYE passed upward", timeout=15)
+                ended = [e["payload"] for e in journal_envelopes(gw.journal, f"camera/{channel.id}/call")]
+                assert [(c["state"], c["by"]) for c in ended] == [("ended", "device")]
+
                 # a call whose device goes away ends with our BYE towards the superior
                 invite2, answer2 = await sim.invite(LOCAL_ID, channel.id, offer)
                 assert answer2.status == 200

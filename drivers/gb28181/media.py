@@ -246,6 +246,11 @@ class Calls:
         if dev is not None:
             dev.ctx.count("calls_ended_by_device")
             dev.ctx.set_info(calls=str(len(self._of(dev.id))))
+            # said on the channel's `call` topic, so whoever relayed the call (a superior platform
+            # through an uplink, a media server's controller) learns it ended without a stop_play
+            ctx = self.lst.channel_ctx(dev, call.target)
+            if ctx is not None:
+                ctx.publish("call", {"call_id": call.call_id, "state": "ended", "by": "device", "ssrc": call.ssrc})
         return sip.build_response(req, 200)
 
     def stray_response(self, resp: sip.SipResponse) -> bool:

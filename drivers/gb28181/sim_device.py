@@ -895,6 +895,27 @@ class SimDevice:
         self.fleet.count("byes")
         self._end_call(call)
 
+    def hang_up(self) -> int:
+        """End every call from the device's side, a BYE each (an encoder that restarts, a unit whose
+        uplink budget ran out); returns how many calls it ended."""
+        ended = 0
+        for call in list(self.calls.values()):
+            answer = call.response
+            if answer is None:
+                continue
+            platform = answer.from_  # the INVITE's From: the platform, with its tag
+            self.request(
+                "BYE",
+                to_uri=str(platform.uri),
+                to_tag=platform.tag,
+                call_id=call.call_id,
+                from_tag=answer.to.tag,
+            )
+            self.fleet.count("byes_sent")
+            self._end_call(call)
+            ended += 1
+        return ended
+
     def _end_call(self, call: Call) -> None:
         self.calls.pop(call.call_id, None)
         if call.resend_handle is not None:

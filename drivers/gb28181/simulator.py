@@ -88,6 +88,7 @@ COUNTERS = (
     "media_failures",
     "calls_unacked",
     "byes",
+    "byes_sent",
     "rtp_packets",
     "retransmissions",
     "timeouts",

@@ -224,6 +224,13 @@ class Commands:
         except CommandError:
             pass
 
+    def call_ended(self, device_id: str, lower_call_id: str) -> None:
+        """The device ended a call relayed upward (its own BYE to the listener): BYE it upward too."""
+        for call_id, call in list(self.calls.items()):
+            if call[0] == device_id and call[1] == lower_call_id:
+                del self.calls[call_id]
+                self.up.spawn(self.bye_upward(call), "bye_upward")
+
     def device_gone(self, device_id: str) -> None:
         """A device with calls relayed upward went offline: BYE those calls towards the superior."""
         for call_id, call in list(self.calls.items()):

@@ -33,7 +33,7 @@ log = logging.getLogger("tianwang.uplink")
 
 MANSCDP = "Application/MANSCDP+xml"
 # journal topics the uplink reads: camera events and GB alarms, fixes, every health change
-WATCHED = ["camera/+/event/#", "camera/+/alarm", "gnss/+/fix", "+/+/health"]
+WATCHED = ["camera/+/event/#", "camera/+/alarm", "camera/+/call", "gnss/+/fix", "+/+/health"]
 REFRESH_AT = 0.8  # of the granted expiry
 REGISTER_TIMEOUT_S = 10.0
 
@@ -320,6 +320,10 @@ class Uplink:
                 self.requests.status_changed(device_id, "ON" if on else "OFF")
                 if not on:
                     self.requests.commands.device_gone(device_id)
+            return
+        if channel == "call" and family == "camera":
+            if payload.get("state") == "ended":
+                self.requests.commands.call_ended(device_id, str(payload.get("call_id", "")))
             return
         if channel == "alarm" and family == "camera":
             self._alarm(
