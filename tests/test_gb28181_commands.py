@@ -143,12 +143,21 @@ async def test_play_invites_with_an_sdp_offer_and_stop_play_says_bye(tmp_path):
         reply, stopped = await send(stub, ids[0], "stop_play", {"call_id": result["call_id"]})
         assert reply.ok and stopped["stopped"] == [result["call_id"]]
         assert nvr.requests("BYE")[0][0].call_id == result["call_id"]
+        # the media receiver may choose the SSRC (a superior platform's y=): it is offered as given
+        reply, chosen = await send(stub, ids[0], "play", {"host": "127.0.0.1", "port": 30004, "ssrc": "0430312345"})
+        assert reply.ok and chosen["offered_ssrc"] == "0430312345" and "y=0430312345" in nvr.requests("INVITE")[1][1]
+        reply, _ = await send(stub, ids[1], "play", {"host": "127.0.0.1", "port": 30006, "ssrc": "0430312345"})
+        assert reply.code == "BUSY"  # in use by the call above
+        reply, _ = await send(stub, ids[1], "play", {"host": "127.0.0.1", "port": 30006, "ssrc": "12"})
+        assert reply.code == "INVALID" and "10 digits" in reply.message
+        reply, _ = await send(stub, ids[0], "stop_play", {"call_id": chosen["call_id"]})
+        assert reply.ok
         # a call still open when the device unregisters gets its BYE too
         reply, second = await send(stub, ids[1], "play", {"host": "127.0.0.1", "port": 30002, "transport": "tcp"})
-        assert reply.ok and "TCP/RTP/AVP" in nvr.requests("INVITE")[1][1]
+        assert reply.ok and "TCP/RTP/AVP" in nvr.requests("INVITE")[-1][1]
         assert (await nvr.register(expires=0)).status == 200
-        await until(lambda: len(nvr.requests("BYE")) == 2, 5, "BYE on unregister")
-        assert nvr.requests("BYE")[1][0].call_id == second["call_id"]
+        await until(lambda: len(nvr.requests("BYE")) == 3, 5, "BYE on unregister")
+        assert nvr.requests("BYE")[2][0].call_id == second["call_id"]
 
 
 async def test_requests_follow_a_device_behind_nat_to_its_new_source_and_udp_is_retransmitted(tmp_path):

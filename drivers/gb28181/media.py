@@ -66,9 +66,9 @@ class Call:
 
 
 def _media_args(args: dict[str, Any]) -> tuple[str, int, str]:
-    extra = sorted(set(args) - {"host", "port", "transport"})
+    extra = sorted(set(args) - {"host", "port", "transport", "ssrc"})
     if extra:
-        raise CommandError("INVALID", f"play takes host, port, transport; got {', '.join(extra)}")
+        raise CommandError("INVALID", f"play takes host, port, transport, ssrc; got {', '.join(extra)}")
     host = args.get("host")
     try:
         host = str(ipaddress.ip_address(str(host)))
@@ -102,10 +102,20 @@ class Calls:
         host, port, transport = _media_args(args)
         if len(self._of(dev.id)) >= MAX_CALLS_PER_DEVICE:
             raise CommandError("BUSY", f"{dev.id} has {MAX_CALLS_PER_DEVICE} calls open already")
-        try:
-            ssrc = self.ssrcs.take()
-        except RuntimeError:
-            raise CommandError("BUSY", "every live SSRC of the domain is in use") from None
+        wanted = args.get("ssrc")
+        if wanted is not None:
+            # the media receiver chose it (a superior platform's y=, relayed by an uplink): its media
+            # server tells streams apart by it
+            ssrc = str(wanted)
+            if not (len(ssrc) == 10 and ssrc.isdigit() and int(ssrc) <= 0xFFFFFFFF):
+                raise CommandError("INVALID", "ssrc must be 10 digits (the y= of GB/T 28181), at most 4294967295")
+            if not self.ssrcs.claim(ssrc):
+                raise CommandError("BUSY", f"SSRC {ssrc} is in use by another call")
+        else:
+            try:
+                ssrc = self.ssrcs.take()
+            except RuntimeError:
+                raise CommandError("BUSY", "every live SSRC of the domain is in use") from None
         offer = sdp.build_offer(
             session_id=ssrc[-4:],
             origin_id=lst.config.server_id,

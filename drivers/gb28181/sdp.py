@@ -62,6 +62,14 @@ class SsrcPool:
                 return ssrc
         raise RuntimeError("every SSRC of the domain is in use")
 
+    def claim(self, ssrc: str) -> bool:
+        """Hold an SSRC someone else chose (a superior platform's `y=`) so it is not handed out
+        while in use; False when it is in use already."""
+        if ssrc in self._used:
+            return False
+        self._used.add(ssrc)
+        return True
+
     def release(self, ssrc: str) -> None:
         self._used.discard(ssrc)
 

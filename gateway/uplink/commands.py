@@ -192,13 +192,17 @@ class Commands:
         try:
             offer = parse_sdp(req.body)
             args = {"host": offer.connection_ip, "port": offer.port, "transport": offer.transport}
+            if offer.ssrc:
+                args["ssrc"] = offer.ssrc  # the superior's media server tells streams apart by its y=
         except (FrameError, ValueError) as exc:
             up.link.respond(req, 400, f"Bad SDP: {str(exc)[:60]}")
             return
         try:
             result = await self.run(x, "play", args)
         except CommandError as exc:
-            status = 403 if exc.code == "PERMISSION_DENIED" else 480 if exc.code in ("OFFLINE", "TIMEOUT") else 500
+            status = {"PERMISSION_DENIED": 403, "OFFLINE": 480, "TIMEOUT": 480, "BUSY": 486, "INVALID": 488}.get(
+                exc.code, 500
+            )
             up.link.respond(req, status, f"{exc.code}: {exc.message}"[:100])
             return
         to_tag = sip.new_tag()
