@@ -244,6 +244,7 @@ class Gateway:
     async def _stop_steps(self):
         await self.health.enter_graceful_shutdown()
         self.service.close_streams()
+        self.supervisor.stopping = True
         if self.uplinks is not None:
             await self.uplinks.stop()
         # commands in flight end (or are cancelled) while their devices and the journal are still

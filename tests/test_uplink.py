@@ -153,6 +153,19 @@ async def test_registers_keeps_alive_answers_the_catalog_and_sends_motion_as_an_
             assert alarm["method"] == [5] and alarm["type"] == 2 and alarm["via"] == "NOTIFY"
 
 
+async def test_a_clean_stop_unregisters_and_logs_no_warning(caplog):
+    import logging
+
+    async with platform() as sim:
+        with caplog.at_level(logging.INFO, logger="tianwang"):
+            async with gateway(sim) as gw:
+                entry = gw.supervisor.lookup("city")
+                await until(lambda: entry.state.value == "ONLINE", what="uplink ONLINE")
+        assert "city: ONLINE -> OFFLINE (gateway stopping)" in caplog.text
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        await sim.wait(lambda: sim.of("unregister"), what="the unregister")
+
+
 async def test_a_superior_that_goes_away_and_comes_back_gets_a_new_registration():
     async with platform() as sim:
         port, password = sim.port, sim.password

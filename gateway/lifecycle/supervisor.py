@@ -229,7 +229,7 @@ class DeviceContext:
                 level = logging.DEBUG  # a retry of a device that is down: its failure was logged
             elif state == Health.OFFLINE and reason == self._last_failure:
                 level = logging.DEBUG  # the same failure again: logged once, not at every retry
-            elif state == Health.OFFLINE and self._sup._stopped:
+            elif state == Health.OFFLINE and (self._sup._stopped or self._sup.stopping):
                 level = logging.INFO  # the gateway is stopping: every device goes, and that is no fault
             else:
                 level = logging.INFO if state in (Health.ONLINE, Health.CONNECTING) else logging.WARNING
@@ -376,6 +376,9 @@ class Supervisor:
         # twice (the second start would leave a driver that nothing tracks or stops)
         self._apply_lock = asyncio.Lock()
         self._stopped = False
+        # set by the gateway when it begins to stop, before the parts that go ahead of the devices
+        # (uplinks): what goes OFFLINE from then on is no fault
+        self.stopping = False
 
     # -- table ---------------------------------------------------------------------------------
     def count_drop(self, driver: str, reason: str, n: int) -> None:
