@@ -11,7 +11,6 @@ Code after this module trusts the models.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from typing import Any, ClassVar, Literal
@@ -19,9 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from pydantic import (
-    BaseModel,
     ByteSize,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -31,99 +28,28 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from tianwang.gateway.errors import ConfigError
+
+# the bases, the link sections and sharding live in modules of their own; their names stay importable from here
+from tianwang.gateway.lifecycle.config_base import (
+    Model as Model,
+    SecretsModel as SecretsModel,
+    _read_secret_file as _read_secret_file,
+    check_hostport as check_hostport,
+    parse_hostport as parse_hostport,
+)
+from tianwang.gateway.lifecycle.config_links import (
+    BridgesConfig as BridgesConfig,
+    NatsBridgeConfig as NatsBridgeConfig,
+    UplinkConfig as UplinkConfig,
+    UplinkKeepalive as UplinkKeepalive,
+)
 from tianwang.gateway.lifecycle.ids import DEVICE_ID_RE  # one topic level; others import it from here
-
-
-class Model(BaseModel):
-    """Base of every config model: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretsModel(Model):
-    """A model with secret fields. For each name in `__secrets__`, exactly one of `<name>`,
-    `<name>_env` and `<name>_file` may be given; after validation `<name>` holds the value."""
-
-    __secrets__: ClassVar[tuple[str, ...]] = ()
-    __required_secrets__: ClassVar[tuple[str, ...]] = ()
-
-    @field_validator("*")
-    @classmethod
-    def _secret_source(cls, value, info):
-        # checked per field, so a missing variable is reported even when other keys are wrong too
-        name = info.field_name
-        if value is None:
-            return value
-        if name.endswith("_env") and name[:-4] in cls.__secrets__:
-            if not os.environ.get(value):
-                raise ValueError(f"environment variable {value} is not set or empty")
-        elif name.endswith("_file") and name[:-5] in cls.__secrets__:
-            _read_secret_file(value)
-        return value
-
-    @model_validator(mode="after")
-    def _resolve_secrets(self):
-        for name in self.__secrets__:
-            inline = getattr(self, name)
-            env = getattr(self, f"{name}_env")
-            path = getattr(self, f"{name}_file")
-            given = [k for k, v in ((name, inline), (f"{name}_env", env), (f"{name}_file", path)) if v is not None]
-            if len(given) > 1:
-                raise PydanticCustomError(
-                    "secret", "{key}: give only one of {options}", {"key": given[1], "options": ", ".join(given)}
-                )
-            if not given:
-                if name in self.__required_secrets__:
-                    raise PydanticCustomError(
-                        "secret",
-                        "{key}: required (as {key}_env or {key}_file)",
-                        {"key": name},
-                    )
-                continue
-            if env is not None:
-                value = os.environ[env]
-            elif path is not None:
-                value = _read_secret_file(path)
-            else:
-                continue
-            object.__setattr__(self, name, SecretStr(value))
-        return self
-
-
-def _read_secret_file(path: str) -> str:
-    """The secret in `path` without its trailing newline. Raises ValueError."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = f.read().rstrip("\r\n")
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not value:
-        raise ValueError(f"{path} is empty")
-    return value
-
-
-def parse_hostport(value: str, what: str = "address") -> tuple[str, int]:
-    """'127.0.0.1:50051' / '[::1]:50051' / 'localhost:80' -> (host, port). Raises ValueError."""
-    if not isinstance(value, str) or ":" not in value:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    host, _, port_s = value.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        ipaddress.IPv6Address(host)
-    if not host:
-        raise ValueError(f"{what} {value!r} has no host")
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ValueError(f"{what} {value!r}: port {port_s!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{what} {value!r}: port {port} is out of range 0-65535")
-    return host, port
-
-
-def check_hostport(value: str) -> str:
-    parse_hostport(value)
-    return value
+from tianwang.gateway.lifecycle.shards import (
+    for_shard as for_shard,
+    parse_shard as parse_shard,
+    shard_of as shard_of,
+    shard_plan as shard_plan,
+)
 
 
 class JournalConfig(Model):
@@ -501,186 +427,6 @@ def url_link_id(url) -> str | None:
     return None
 
 
-class NatsBridgeConfig(SecretsModel):
-    """`bridges.nats`: the journal published to a NATS JetStream stream, one message per batch."""
-
-    __secrets__: ClassVar = ("token", "password")
-
-    servers: tuple[str, ...] = Field(
-        min_length=1,
-        description="`nats://HOST:PORT` (or `tls://HOST:PORT`); several for a cluster; no credentials in them "
-        "(`user` + `password_env`, `token_env` or `creds_file`)",
-    )
-    stream: str = Field(
-        default="TIANWANG",
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
-        description="the JetStream stream; created when missing, used as it is when it exists",
-    )
-    replicas: int = Field(
-        default=1, ge=1, le=5, description="replicas of a stream the bridge creates (an existing one is used as is)"
-    )
-    subject_prefix: str = Field(
-        default="tianwang",
-        pattern=r"^[A-Za-z0-9_-]{1,32}$",
-        description="subjects are `<subject_prefix>.<gateway.name>.<family>`",
-    )
-    max_batch: int = Field(default=4096, ge=1, le=65536, description="envelopes per window")
-    max_batch_bytes: ByteSize = Field(
-        default=ByteSize(512 * 1024),
-        description="bytes per window, 4KiB to 64MiB; keep it under the server's `max_payload` (1MiB by default)",
-    )
-    max_delay_ms: int = Field(
-        default=0,
-        ge=0,
-        le=10_000,
-        description="how long a partial window waits for more; 0 = no wait: published at once, what arrives "
-        "while a window is published forms the next window",
-    )
-    max_age_s: float = Field(default=7 * 86400.0, gt=0, description="retention of a stream the bridge creates")
-    duplicate_window_s: float = Field(
-        default=120.0, gt=0, description="`Nats-Msg-Id` de-duplication window of a stream the bridge creates"
-    )
-    user: str | None = Field(default=None, description="user name for user and password auth")
-    password: SecretStr | None = Field(
-        default=None, description="the user's password (inline: an error unless `auth.allow_inline_secrets`)"
-    )
-    password_env: str | None = Field(default=None, description="the environment variable holding the password")
-    password_file: str | None = Field(default=None, description="a file holding the password")
-    token: SecretStr | None = Field(
-        default=None, description="a token for token auth (inline: an error unless `auth.allow_inline_secrets`)"
-    )
-    token_env: str | None = Field(default=None, description="the environment variable holding the token")
-    token_file: str | None = Field(default=None, description="a file holding the token")
-    creds_file: str | None = Field(default=None, description="a NATS `.creds` file (JWT and nkey); must be readable")
-    tls_ca_file: str | None = Field(
-        default=None, description="the CA that signed the servers' certificates (with `tls://` URLs)"
-    )
-
-    @field_validator("servers")
-    @classmethod
-    def _servers(cls, v):
-        from tianwang.gateway.errors import redact
-
-        for url in v:
-            parts = urlsplit(url)
-            if parts.scheme not in ("nats", "tls") or not parts.netloc:
-                raise ValueError(f"{redact(url)!r}: expected nats://HOST:PORT or tls://HOST:PORT")
-            if "@" in parts.netloc:
-                # a URL is logged and reported (health_reason); secrets come from *_env / *_file
-                raise ValueError(
-                    f"{redact(url)!r}: no credentials in the URL: give `user` with `password_env` or "
-                    "`password_file`, or `token_env` / `token_file`, or `creds_file`"
-                )
-            parse_hostport(parts.netloc)
-        return v
-
-    @field_validator("max_batch_bytes")
-    @classmethod
-    def _batch_bytes(cls, v):
-        if not 4096 <= v <= 64 * 1024 * 1024:
-            raise ValueError("must be between 4KiB and 64MiB (and under the server's max_payload)")
-        return v
-
-    @field_validator("creds_file", "tls_ca_file")
-    @classmethod
-    def _readable(cls, v):
-        if v is not None and not os.access(v, os.R_OK):
-            raise ValueError(f"cannot read {v}")
-        return v
-
-
-class BridgesConfig(Model):
-    nats: NatsBridgeConfig | None = Field(
-        default=None, description="publish the journal to a NATS JetStream stream; null = no bridge"
-    )
-
-
-class UplinkKeepalive(Model):
-    interval_s: float = Field(default=60.0, gt=0, description="a Keepalive MESSAGE this often")
-    count: int = Field(default=3, ge=1, description="keepalives unanswered in a row before we register again")
-
-
-class UplinkConfig(SecretsModel):
-    """`uplinks[]`: the gateway registering upward to a superior GB/T 28181 platform (docs/gb28181-uplink.md)."""
-
-    __secrets__: ClassVar = ("password",)
-    __required_secrets__: ClassVar = ("password",)
-
-    id: str = Field(
-        description="the uplink's id: health on `uplink/<id>/health`, a row in ListDevices, the "
-        "caller named in audit records; unique across devices, listeners and uplinks"
-    )
-    superior: str = Field(description="HOST:PORT of the superior platform's SIP server")
-    superior_id: str = Field(pattern=r"^[0-9]{20}$", description="the superior's 20-digit SIP server ID")
-    superior_domain: str | None = Field(default=None, description="its SIP domain; default its ID's first 10 digits")
-    local_id: str = Field(pattern=r"^[0-9]{20}$", description="our 20-digit ID towards it (type 200, SIP server)")
-    domain: str | None = Field(default=None, description="our SIP domain; default `local_id`'s first 10 digits")
-    bind: str = Field(default="0.0.0.0:0", description="HOST:PORT our socket binds (port 0: any)")
-    transport: Literal["udp", "tcp"] = Field(default="udp", description="SIP transport to the superior")
-    password: SecretStr | None = Field(default=None, description="the registration password (inline: check warns)")
-    password_env: str | None = Field(default=None, description="the environment variable holding the password")
-    password_file: str | None = Field(default=None, description="a file holding the password")
-    expires: int = Field(
-        default=3600,
-        ge=60,
-        le=86400,
-        description="registration expiry asked for, seconds; refreshed at 80% of what the superior grants",
-    )
-    keepalive: UplinkKeepalive = Field(default=UplinkKeepalive(), description="keepalive towards the superior")
-    retry_s: float = Field(
-        default=60.0,
-        ge=60.0,
-        description="wait after a failed registration (the standard's "
-        "floor of 60 s), doubled per failure up to `retry_max_s`",
-    )
-    retry_max_s: float = Field(default=600.0, ge=60.0, description="the longest wait between registrations")
-    expose: tuple[str, ...] = Field(
-        default=("camera/#", "gnss/#"),
-        description="`family/device_id` patterns of the devices the superior sees (catalog, alarms, positions)",
-    )
-    control: tuple[str, ...] = Field(
-        default=(), description="`family/device_id` patterns the superior may command (PTZ, presets, live video)"
-    )
-    groups: Literal["family", "site"] = Field(
-        default="family", description="catalog business groups: one per family, or one per `labels.site` of the devices"
-    )
-    name: str = Field(default="Tianwang", max_length=64, description="our name in the superior's catalog")
-    datum: Literal["wgs84", "gcj02"] = Field(default="wgs84", description="datum of positions sent upward")
-    position_interval_s: float = Field(
-        default=5.0, gt=0, description="MobilePosition interval when a subscription names none"
-    )
-    charset: str = Field(default="GB2312", description="charset of the bodies we send")
-    enabled: bool = Field(default=True, description="false: configured but not run")
-
-    @field_validator("id")
-    @classmethod
-    def _uplink_id(cls, v):
-        if not DEVICE_ID_RE.match(v):
-            raise ValueError("must be 1-64 of A-Z a-z 0-9 . _ : - starting with a letter or digit")
-        return v
-
-    @field_validator("superior", "bind")
-    @classmethod
-    def _hostport(cls, v):
-        return check_hostport(v)
-
-    @field_validator("local_id")
-    @classmethod
-    def _type_200(cls, v):
-        if v[10:13] != "200":
-            raise ValueError(f"digits 11-13 are the type and must be 200 (SIP server), not {v[10:13]}")
-        return v
-
-    @field_validator("expose", "control")
-    @classmethod
-    def _uplink_patterns(cls, v):
-        from tianwang.gateway.framing import validate_pattern
-
-        for p in v:
-            validate_pattern(p)
-        return v
-
-
 class Config(Model):
     gateway: GatewaySection = Field(
         default=GatewaySection(), description="the gateway process: addresses, journal, TLS"
@@ -1054,58 +800,6 @@ def _read(source):
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([("", f"YAML syntax: {where}{getattr(exc, 'problem', None) or exc}")]) from None
     return {} if data is None else data
-
-
-def shard_of(device_id: str, count: int) -> int:
-    """The shard (0..count-1) that owns `device_id`: CRC-32 of its UTF-8 bytes, modulo `count`.
-    Stable across processes, machines and versions, so every shard agrees without talking."""
-    import zlib
-
-    return zlib.crc32(device_id.encode("utf-8")) % count
-
-
-def shard_plan(config: Config, count: int) -> dict[str, int]:
-    """device or listener id -> its shard. Devices that share a link (one serial port, one
-    connection) go together, to the shard of the smallest id among them; every other entry to the
-    shard of its own id (`shard_of`)."""
-    from tianwang.gateway.lifecycle.sitecheck import shard_keys
-
-    return {dev_id: shard_of(key, count) for dev_id, key in shard_keys(config).items()}
-
-
-def for_shard(config: Config, index: int, count: int) -> Config:
-    """The part of `config` shard `index` of `count` runs (`tianwang run --shard I/N`): the devices
-    and listeners it owns (`shard_plan`: devices sharing a link stay together), under the gateway
-    name `<name>-<I>` (so each shard's envelopes are told apart downstream) and, with a durable
-    journal, in `<journal.path>/shard-<I>` (one directory per process)."""
-    if not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count}: the index must be 0 to {count - 1}")
-    gw = config.gateway
-    journal = gw.journal
-    if journal.path is not None:
-        journal = journal.model_copy(update={"path": os.path.join(journal.path, f"shard-{index}")})
-    plan = shard_plan(config, count)
-    return config.model_copy(
-        update={
-            "gateway": gw.model_copy(update={"name": f"{gw.name}-{index}", "journal": journal}),
-            "devices": tuple(d for d in config.devices if plan[d.id] == index),
-            "listeners": tuple(d for d in config.listeners if plan[d.id] == index),
-            # one registration per uplink: the first shard holds it (and sees only its own devices)
-            "uplinks": config.uplinks if index == 0 else (),
-        }
-    )
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """'2/5' -> (2, 5). Raises ValueError with the reason."""
-    index, sep, count = text.partition("/")
-    try:
-        i, n = int(index), int(count)
-    except ValueError:
-        raise ValueError(f"{text!r}: expected I/N, e.g. 0/3 for the first of three shards") from None
-    if not sep or n < 1 or not 0 <= i < n:
-        raise ValueError(f"{text!r}: expected I/N with N >= 1 and 0 <= I < N")
-    return i, n
 
 
 def warnings_for(config: Config, registry=None) -> list[tuple[str, str]]:
