@@ -144,6 +144,17 @@ async def test_registers_keeps_alive_answers_the_catalog_and_sends_motion_as_an_
             group = [i for i in items.values() if i["kind"] == "business_group"]
             assert len(group) == 1 and group[0]["id"] in items[cam_id]["parent_ids"]
 
+            # a superior browsing the tree asks a business group for its catalog: the rows under it
+            sim.received.clear()
+            reply = await sim.query(LOCAL_ID, "Catalog", target=group[0]["id"])
+            assert reply.status == 200
+            await sim.wait(lambda: sim.of("catalog"), what="the group's catalog")
+            answer = sim.of("catalog")[-1]
+            assert answer["target"] == group[0]["id"] and [i["id"] for i in answer["items"]] == [cam_id]
+            # an ID that is neither ours, a group nor an exposed device is unknown
+            unknown = LOCAL_ID[:10] + "1319999999"
+            assert (await sim.query(LOCAL_ID, "Catalog", target=unknown)).status == 404
+
             # a motion event of the simulated camera reaches the superior as a GB alarm (video, motion)
             # (the simulated camera raises motion, line crossing and tamper events at its rate)
             await sim.wait(

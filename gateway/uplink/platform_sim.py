@@ -226,12 +226,14 @@ class PlatformSim:
             self.catalog_chunks += 1
             result = self.collector.add(lower_id, body.sn, sum_num, items, time.monotonic())
             if result is not None:
-                lower.catalog = list(result.items)
-                lower.catalog_complete = result.complete
+                if body.device_id == lower_id:  # the whole tree, not the rows under one of its nodes
+                    lower.catalog = list(result.items)
+                    lower.catalog_complete = result.complete
                 self._record(
                     "catalog",
                     lower_id,
                     {
+                        "target": body.device_id,
                         "sum_num": result.sum_num,
                         "items": [
                             {

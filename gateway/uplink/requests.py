@@ -109,13 +109,24 @@ class Requests:
             up.count(f"responses_{msg.cmd_type.lower()}")
             return
         exposed = None
+        children = None  # the rows under a business group the superior addressed
         if target != self.cfg.local_id:
             exposed = up.view.exposed().get(target)
             if exposed is None:
-                up.link.respond(req, 404, "Unknown DeviceID")
-                return
+                children = up.view.group_children(target)
+                if children is None:
+                    up.link.respond(req, 404, "Unknown DeviceID")
+                    return
         up.link.respond(req, 200)
         up.count(f"queries_{msg.cmd_type.lower()}")
+        if children is not None:
+            # a business group is a node of the tree, not a device: it has a catalog and nothing else
+            if msg.root == "Query" and msg.cmd_type == "Catalog":
+                up.spawn(self._catalog(msg.sn, target, children), "catalog")
+            else:
+                body = self.response(msg.cmd_type, msg.sn, target, [("Result", "ERROR")])
+                up.spawn(up.send_message(body), "refuse")
+            return
         if msg.root == "Query" and msg.cmd_type == "Catalog":
             up.spawn(self._catalog(msg.sn), "catalog")
         elif msg.root == "Query" and msg.cmd_type == "DeviceInfo":
@@ -131,14 +142,17 @@ class Requests:
         return manscdp.build("Response", cmd_type, sn, device_id, fields, charset=self.cfg.charset)
 
     # -- queries --------------------------------------------------------------------------------
-    async def _catalog(self, sn: int) -> None:
-        items = self.up.view.catalog()
+    async def _catalog(self, sn: int, target: str | None = None, subtree: list[dict] | None = None) -> None:
+        """The whole tree, or (`target`, `subtree`) the rows under one business group."""
+        items = self.up.view.catalog() if subtree is None else subtree
         max_body = 1300 if self.cfg.transport == "udp" else 8000
-        for body in build_catalog_chunks(sn, self.cfg.local_id, items, charset=self.cfg.charset, max_body=max_body):
+        device_id = target or self.cfg.local_id
+        for body in build_catalog_chunks(sn, device_id, items, charset=self.cfg.charset, max_body=max_body):
             # one after the other: the next chunk once the superior answered the previous one
             if not await self.up.send_message(body):
                 return
-        self.last_catalog = {i["DeviceID"]: i for i in items}
+        if subtree is None:
+            self.last_catalog = {i["DeviceID"]: i for i in items}
 
     def _device_info(self, sn, target, x) -> bytes:
         if x is None:

@@ -206,6 +206,12 @@ class View:
         items += [self.item(x) for x in exposed]
         return items
 
+    def group_children(self, gid: str) -> list[dict] | None:
+        """The catalog rows under business group `gid` (what a Catalog query addressed to the group
+        asks for), None when `gid` is not one of our groups."""
+        members = [x for x in sorted(self.exposed().values(), key=lambda x: x.gb_id) if self.group_of(x)[0] == gid]
+        return [self.item(x) for x in members] if members else None
+
     def datum(self, lat, lon):
         if lat is None or lon is None:
             return None, None
