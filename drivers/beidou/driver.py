@@ -2,7 +2,8 @@
 or behind a TCP serial server.
 
 The link is an asyncio Protocol on either transport: pyserial-asyncio-fast for `serial://` (the
-port is opened in an executor thread, never on the loop) or a plain TCP connection for `tcp://`.
+port is opened in an executor thread, never on the loop; its reads are one `os.read`,
+serial_line.py) or a plain TCP connection for `tcp://`.
 Every chunk goes to the sans-io ReceiverProtocol (tianwang.drivers.beidou.receiver) with the wall clock, and
 what it returns is published; a timer calls its `tick()` so STALE and SILENT come out even
 when no byte arrives. The timer fires when the receiver says something could be due
@@ -138,9 +139,9 @@ class BeidouDriver(Driver[BeidouConfig]):
         opening: Awaitable[Any]
         try:
             if scheme == "serial":
-                import serial_asyncio_fast
+                from tianwang.drivers.beidou.serial_line import open_serial
 
-                opening = serial_asyncio_fast.create_serial_connection(loop, lambda: line, where, **options)
+                opening = open_serial(loop, line, where, options)
             else:
                 host, port = parse_hostport(where)
                 opening = loop.create_connection(lambda: line, host, port)
