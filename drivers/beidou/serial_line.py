@@ -28,7 +28,7 @@ class FastReadTransport(serial_asyncio_fast.SerialTransport):
 
     def _read_ready(self) -> None:
         port = self._serial
-        if port is None:
+        if port is None or port.fd is None:  # closed meanwhile
             return
         try:
             data = os.read(port.fd, self._max_read_size)
