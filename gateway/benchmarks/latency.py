@@ -173,7 +173,7 @@ def stage_split(
         if i >= len(vis_t) or j < 0 or not batches[j][0] <= seq < batches[j][1]:
             continue
         _, _, handed, taken = batches[j]
-        # the watcher and the stream wake on the same future in either order: a batch handed to
+        # the watcher and the stream wake on the same append in either order: a batch handed to
         # gRPC holding the seq shows it was visible by then
         visible = min(vis_t[i], handed)
         parts["routed"].append((routed - stamp) / 1e6)
