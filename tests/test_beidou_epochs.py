@@ -228,3 +228,30 @@ def test_fuzz_dual_band_epochs_twins_agree(parts, split):
                 p = e.fix_payload()
                 assert p["time_ns"] is not None or p["lat"] is not None or e.no_fix_reason != "no position"
     assert all(r == results[0] for r in results)
+
+
+def test_tick_due_follows_what_can_happen_next(impl):
+    # the driver's timer fires when tick_due_ns says something can be due: the quiet-gap close of an
+    # open epoch, then STALE; a tick at that time publishes, a tick just before it does not
+    period = 1.0
+    proto = ReceiverProtocol("bd-3", implementation=impl, sky_decimation=0, epoch_period_s=period, silent_s=10.0)
+    ew = w.EpochWriter(order=("GGA", "RMC", "GSA"))
+    now = 10**18
+    for k in range(4):  # the cycle is learned: later epochs close on their last sentence
+        proto.feed(ew.epoch(state(k)), now)
+        now += SEC
+    closed_at = now - SEC
+    assert not proto.epoch_open
+    # nothing open: the next thing that can happen is STALE, periods away (no tick in between)
+    stale_due = proto.tick_due_ns()
+    assert stale_due >= closed_at + 2 * SEC
+    assert [p.channel for p in proto.tick(stale_due - 1)] == []
+    assert [(p.channel, p.payload["state"]) for p in proto.tick(stale_due)] == [("state", "STALE")]
+    # half an epoch: open, and the quiet-gap close is due half a period after its last bytes
+    lines = ew.sentences(state(10))
+    proto.feed(lines[0], now)
+    assert proto.epoch_open
+    assert proto.tick_due_ns() == now + SEC // 2
+    assert [p.channel for p in proto.tick(now + SEC // 2 - 1) if p.channel == "fix"] == []
+    assert [p.channel for p in proto.tick(now + SEC // 2) if p.channel == "fix"] == ["fix"]
+    assert not proto.epoch_open

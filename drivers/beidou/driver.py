@@ -2,10 +2,13 @@
 or behind a TCP serial server.
 
 The link is an asyncio Protocol on either transport: pyserial-asyncio-fast for `serial://` (the
-port is opened in an executor thread, never on the loop) or a plain TCP connection for `tcp://`.
+port is opened in an executor thread, never on the loop; its reads are one `os.read`,
+serial_line.py) or a plain TCP connection for `tcp://`.
 Every chunk goes to the sans-io ReceiverProtocol (tianwang.drivers.beidou.receiver) with the wall clock, and
-what it returns is published; a timer task calls its `tick()` so STALE and SILENT come out even
-when no byte arrives.
+what it returns is published; a timer calls its `tick()` so STALE and SILENT come out even
+when no byte arrives. The timer fires when the receiver says something could be due
+(`tick_due_ns`), at most every quarter epoch period: a receiver whose epochs close on their last
+sentence needs no tick between them.
 
 Health: CONNECTING until the first bytes, then ONLINE while the receiver has a fix, DEGRADED (with
 the reason) while it is alive but has no usable fix (NO_FIX, DEGRADED, STALE), has gone SILENT, or
@@ -105,6 +108,8 @@ class BeidouDriver(Driver[BeidouConfig]):
         self._lost: asyncio.Future[Exception] | None = None
         self._got_bytes = False
         self._last_rx = 0.0  # loop time of the last chunk
+        self._ticker: asyncio.TimerHandle | None = None
+        self._tick_at = 0.0  # loop time the ticker fires
         self._drops_seen = dict.fromkeys(self.receiver.drops, 0)
         self._dropped_bytes_seen = 0
         self._resyncs_seen = 0
@@ -134,9 +139,9 @@ class BeidouDriver(Driver[BeidouConfig]):
         opening: Awaitable[Any]
         try:
             if scheme == "serial":
-                import serial_asyncio_fast
+                from tianwang.drivers.beidou.serial_line import open_serial
 
-                opening = serial_asyncio_fast.create_serial_connection(loop, lambda: line, where, **options)
+                opening = open_serial(loop, line, where, options)
             else:
                 host, port = parse_hostport(where)
                 opening = loop.create_connection(lambda: line, host, port)
@@ -152,12 +157,13 @@ class BeidouDriver(Driver[BeidouConfig]):
         if not self._got_bytes:
             # bytes may already have arrived (and set the health) in the loop turn that connected
             ctx.set_health(Health.CONNECTING, f"{where} open, waiting for data")
-        ticker = loop.create_task(self._tick_loop(), name=f"beidou-tick:{ctx.device_id}")
+        self._arm_tick(loop, time.time_ns())
         try:
             failure = await lost
         finally:
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
+            if self._ticker is not None:
+                self._ticker.cancel()
+                self._ticker = None
             await self._drop_line()
         raise failure
 
@@ -188,25 +194,49 @@ class BeidouDriver(Driver[BeidouConfig]):
             why = describe(exc) if exc is not None else "closed by the receiver (EOF)"
             lost.set_result(DeviceError(f"link lost: {why}"))
 
-    async def _tick_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _arm_tick(self, loop: asyncio.AbstractEventLoop, now_ns: int) -> None:
+        # a timer callback, not a task sleeping in a loop (a future, a timer and a task step per
+        # tick), and only when something can be due: at 100 Hz a quarter-period tick alone woke
+        # the loop 400 times a second per receiver
+        delay = max(self.tick_s, (self.receiver.tick_due_ns() - now_ns) / 1e9)
         limit = self.config.reconnect_after_silent_s
-        while True:
-            await asyncio.sleep(self.tick_s)
-            pubs = self.receiver.tick(time.time_ns())
+        if limit:
+            delay = min(delay, max(self.tick_s, self._last_rx + limit - loop.time()))
+        self._tick_at = loop.time() + delay
+        self._ticker = loop.call_later(delay, self._on_tick)
+
+    def _on_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ticker = None
+        lost = self._lost
+        if lost is None or lost.done():
+            return
+        now_ns = time.time_ns()
+        try:
+            pubs = self.receiver.tick(now_ns)
             if pubs:
                 self._count_epochs()
                 if self._publish(pubs):
                     self._judge()
-            lost = self._lost
-            if limit and loop.time() - self._last_rx >= limit and lost is not None and not lost.done():
-                lost.set_result(DeviceTimeout(f"no bytes for {limit:g} s: reconnecting"))
+        except Exception as exc:  # a bug in the receiver's timers ends the connection, not the ticks alone
+            lost.set_result(DeviceError(f"receiver timer failed: {describe(exc)}"))
+            raise
+        limit = self.config.reconnect_after_silent_s
+        if limit and loop.time() - self._last_rx >= limit:
+            lost.set_result(DeviceTimeout(f"no bytes for {limit:g} s: reconnecting"))
+            return
+        self._arm_tick(loop, now_ns)
 
     # -- the data path -----------------------------------------------------------------------------
     def _on_bytes(self, data: bytes) -> None:
         rx = self.receiver
-        self._last_rx = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._last_rx = now = loop.time()
         pubs = rx.feed(data, time.time_ns())
+        if self._tick_at - now > self.tick_s and self._ticker is not None and rx.epoch_open:
+            # the ticker sleeps towards STALE or SILENT, but this epoch may need the quiet-gap close
+            self._ticker.cancel()
+            self._arm_tick(loop, time.time_ns())
         news = self._publish(pubs) if pubs else False
         if pubs:
             self._count_epochs()

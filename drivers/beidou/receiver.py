@@ -332,6 +332,28 @@ class ReceiverProtocol:
                 self._transition("STALE", f"no epoch for {(now_ns - epoch_ref) / 1e9:.1f} s", 0, pubs)
         return pubs
 
+    @property
+    def epoch_open(self) -> bool:
+        """True while an epoch has begun and not been closed (the quiet-gap close may be due)."""
+        if self._assembler.open:
+            return True
+        for b in self._binary.values():
+            if b.open:
+                return True
+        return False
+
+    def tick_due_ns(self) -> int:
+        """The earliest time (the caller's clock) at which `tick` could publish anything, from what
+        has come so far: the quiet-gap close of an open epoch, STALE, SILENT. More bytes only move
+        it later, except bytes that leave an epoch open (`epoch_open`), which bring the close in."""
+        start = self._start_ns or 0
+        bytes_ref = self._bytes_ns if self._bytes_ns is not None else start
+        due = bytes_ref + self._silent_ns
+        if self.epoch_open:
+            due = min(due, bytes_ref + self._flush_ns)
+        epoch_ns = self._publisher.epoch_ns
+        return min(due, (epoch_ns if epoch_ns is not None else start) + self._stale_ns)
+
     def finish(self, now_ns: int | None = None) -> list:
         """End of stream: the sentence and epoch in progress are completed or dropped."""
         pubs: list = []

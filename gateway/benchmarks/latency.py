@@ -144,10 +144,13 @@ def driver_reads(ends: dict, reads: dict) -> dict:
     return out
 
 
-def stage_split(written: dict, arrived: dict, trace_dir: str, read_at: dict | None = None) -> dict:
+def stage_split(
+    written: dict, arrived: dict, trace_dir: str, read_at: dict | None = None, pty_devices: frozenset = frozenset()
+) -> dict:
     """p50/p99 (ms) of each stage, from the gateway's stage trace, the arrivals {(device, fix time):
     (arrival ns, seq, gateway_time_ns)} and, for the recorded devices, when the driver read each
-    epoch ({(device, fix time): ns})."""
+    epoch ({(device, fix time): ns}); `read_pty` and `read_tcp` split the first stage by the
+    recorded device's transport (`pty_devices` names those on a pty)."""
     files = sorted(glob.glob(os.path.join(trace_dir, "stream-*.json")))
     if not files:
         return {}
@@ -157,7 +160,7 @@ def stage_split(written: dict, arrived: dict, trace_dir: str, read_at: dict | No
     vis_t = [v[1] for v in trace["visible"]]
     batches = sorted(trace["batches"])
     starts = [b[0] for b in batches]
-    parts: dict[str, list] = {k: [] for k in STAGES + ("read", "decode")}
+    parts: dict[str, list] = {k: [] for k in STAGES + ("read", "decode", "read_pty", "read_tcp")}
     read_at = read_at or {}
     in_flight = []
     for key, stamp in written.items():
@@ -170,7 +173,7 @@ def stage_split(written: dict, arrived: dict, trace_dir: str, read_at: dict | No
         if i >= len(vis_t) or j < 0 or not batches[j][0] <= seq < batches[j][1]:
             continue
         _, _, handed, taken = batches[j]
-        # the watcher and the stream wake on the same future in either order: a batch handed to
+        # the watcher and the stream wake on the same append in either order: a batch handed to
         # gRPC holding the seq shows it was visible by then
         visible = min(vis_t[i], handed)
         parts["routed"].append((routed - stamp) / 1e6)
@@ -179,6 +182,7 @@ def stage_split(written: dict, arrived: dict, trace_dir: str, read_at: dict | No
         parts["delivery"].append((arrival - handed) / 1e6)
         if key in read_at:
             parts["read"].append((read_at[key] - stamp) / 1e6)
+            parts["read_pty" if key[0] in pty_devices else "read_tcp"].append((read_at[key] - stamp) / 1e6)
             parts["decode"].append((routed - read_at[key]) / 1e6)
         if taken:
             in_flight.append((taken - handed) / 1e6)
@@ -390,7 +394,7 @@ async def run_rate(logdir: str, rate: int, window_s: float, warmup_s: float = 1.
         "gateway_rss_mib": round(mem["VmRSS"] / 1024, 1),
         "hot_path": gw.first["hot_path"],
         **closed,
-        "stages": stage_split(written, arrived, trace_dir, driver_reads(ends, reads)),
+        "stages": stage_split(written, arrived, trace_dir, driver_reads(ends, reads), frozenset(ids[:n_pty])),
         "distribution": distribution(lat),
     }
 

@@ -31,6 +31,59 @@ if TYPE_CHECKING:
 log = logging.getLogger("tianwang.journal")
 
 
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Readers:
+    """The readers waiting for the journal to move, woken together by one `set_result` call.
+
+    Each reader waits on a future of its own, so a reader that is cancelled (a stream whose
+    client left) cancels only its own, and a reader's task runs in the loop turn right after the
+    wake-up. A shared future behind `asyncio.shield` inside `asyncio.wait_for` takes two turns
+    more, and on a busy loop every turn first handles the devices' reads that are ready by then.
+    It quacks like the Future the log resolves (`done`, `set_result`): the log calls it once per
+    wake-up, not per envelope, and forgets it; `wait` hands it back.
+    """
+
+    __slots__ = ("_futures",)
+
+    def __init__(self) -> None:
+        self._futures: dict[asyncio.Future[None], None] = {}
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, _result: object = None) -> None:
+        futures = self._futures
+        if futures:
+            self._futures = {}
+            for fut in futures:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait(self, timeout: float | None) -> None:
+        """Wait for the next `set_result`, at most `timeout` seconds (None: no limit)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._futures[fut] = None
+        if timeout is None:
+            try:
+                await fut
+            finally:
+                self._futures.pop(fut, None)
+            return
+        handle = fut.get_loop().call_later(timeout, _expire, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._futures.pop(fut, None)
+
+
 class Journal:
     """Append-only log of encoded envelopes with a wake-up for waiting readers.
 
@@ -48,14 +101,12 @@ class Journal:
         self.id = secrets.token_hex(16)
         # the router calls this per envelope: the compiled log's own method, no Python frame between
         self.append = self.log.append
+        self.readers = Readers()
 
     def wake(self) -> None:
         """Wake every waiting reader now (shutdown, revoked tokens): they re-check their state."""
-        waiter = self.log.waiter
-        if waiter is not None:
-            self.log.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self.log.waiter = None
+        self.readers.set_result(None)
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -109,19 +160,12 @@ class Journal:
 
     async def wait(self, cursor: int, timeout: float | None = None) -> bool:
         """Wait until an envelope with seq >= `cursor` exists. False on timeout."""
-        if self.log.next_seq > cursor:
+        log_ = self.log
+        if log_.next_seq > cursor:
             return True
-        waiter = self.log.waiter
-        if waiter is None or waiter.done():
-            waiter = self.log.waiter = asyncio.get_running_loop().create_future()
-        if timeout is None:
-            await asyncio.shield(waiter)
-            return True
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            return self.log.next_seq > cursor
-        return True
+        log_.waiter = self.readers  # the next append wakes them all, once
+        await self.readers.wait(timeout)
+        return log_.next_seq > cursor
 
     async def read_disk(
         self, reader: DiskReader, cursor: int, flt: TopicFilter | None, max_n: int, max_bytes: int
@@ -199,7 +243,7 @@ class DurableJournal(Journal):
         self._rewind = False  # a sync failed: cut what it covered and write it again
         self._retry_at = 0.0
         self._errors: dict[str, str] = {}  # "write" / "sync" -> reason, while failing
-        self._waiter: asyncio.Future[None] | None = None  # readers' wake-up, resolved when visible_next moves
+        # readers wait in self.readers; _set_visible wakes them (the log's waiter is the writer's)
         self._tasks: list[asyncio.Task[None]] = []
         self._pack: Callable[[Any], bytes] | None = None
         self._closing = False
@@ -261,22 +305,12 @@ class DurableJournal(Journal):
         return self.log.collect(cursor, flt, max_n, max_bytes, scan if scan < 65536 else 65536, strict)
 
     def wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self.readers.set_result(None)
 
     async def wait(self, cursor: int, timeout: float | None = None) -> bool:
         if self.visible_next > cursor:
             return True
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            pass
+        await self.readers.wait(timeout)
         return self.visible_next > cursor
 
     def _set_visible(self, seq: int) -> None:

@@ -6,7 +6,7 @@ the gateway it starts). Then the gateway notes, without touching a reading on it
 - when envelopes became visible in the journal: a watcher waits on the journal like any Subscribe
   stream does and stamps each wake-up with the journal's next seq (one stamp per wake-up, not per
   envelope; under `fsync: always` that is after the sync). It and the streams wake on the same
-  future in no set order, so the bench takes the earlier of its stamp and the stream's;
+  wake-up in no set order, so the bench takes the earlier of its stamp and the stream's;
 - per Subscribe batch: the seqs it covers, when the stream handed it to gRPC and when gRPC took it
   (the stream resumed).
 
