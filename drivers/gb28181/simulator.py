@@ -357,7 +357,9 @@ class Fleet:
                 behind = int((now - due) / period)
                 self.count("alarms_skipped", behind)
                 due += behind * period
-            while due <= now:
+            # a timer may fire a little early: an alarm due within a millisecond goes now, rather
+            # than a spin of near-zero sleeps until the clock passes it
+            while due <= now + 0.001:
                 due += period
                 if not self.online:
                     continue

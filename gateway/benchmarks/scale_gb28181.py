@@ -99,6 +99,8 @@ async def gb28181_devices(
     env["TW_BENCH_GB_TOKEN"] = GB_TOKEN
     env["TW_BENCH_GB_PASSWORD"] = password
     total = devices + mobile
+    registrations = Path(logdir) / "gb.registrations"
+    registrations.unlink(missing_ok=True)  # a fresh gateway: no device known from an earlier run
     config = Path(logdir) / "gateway-gb28181.yaml"
     config.write_text(
         json.dumps(
@@ -118,7 +120,7 @@ async def gb28181_devices(
                         "server_id": SERVER_ID,
                         "registration": "open",
                         "password_env": "TW_BENCH_GB_PASSWORD",
-                        "registrations_file": str(Path(logdir) / "gb.registrations"),
+                        "registrations_file": str(registrations),
                         "max_devices": total + 100,
                         "max_connections": total + 100,
                         "keepalive": {"interval_s": 60, "count": 3},
