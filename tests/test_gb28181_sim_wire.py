@@ -11,7 +11,13 @@ from hypothesis import given, settings, strategies as st
 
 from tianwang.drivers.gb28181 import manscdp, sim_bodies as bodies, sip
 from tianwang.drivers.gb28181.sim_device import SimChannel
-from tianwang.drivers.gb28181.sim_wire import OutgoingTransactions, request_bytes, scan_response
+from tianwang.drivers.gb28181.sim_wire import (
+    OutgoingTransactions,
+    request_bytes,
+    response_bytes,
+    scan_request,
+    scan_response,
+)
 from tianwang.drivers.gb28181.sim_world import ALARM_KINDS, PtzHead
 from tianwang.drivers.gb28181.simulator import Fleet
 
@@ -376,3 +382,73 @@ async def test_the_device_retransmits_its_request_over_udp_on_t1_until_answered(
     finally:
         await fleet.stop(unregister=False)
         transport.close()
+
+
+def _platform_message(branch="z9hG4bKq1", to_tag=None, body=b"", vias=1) -> sip.SipRequest:
+    req = sip.build_request(
+        "MESSAGE",
+        DEVICE,
+        via_host="127.0.0.1",
+        via_port=5060,
+        transport="UDP",
+        from_uri=SERVER,
+        from_tag="plat1",
+        to_uri=DEVICE,
+        to_tag=to_tag,
+        call_id="c-77",
+        cseq=12,
+        branch=branch,
+        body=body,
+        content_type="Application/MANSCDP+xml" if body else None,
+    )
+    for i in range(1, vias):
+        req.headers.add("Via", f"SIP/2.0/UDP 10.0.0.{i}:5060;rport;branch=z9hG4bKup{i}")
+    return req
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    branch=token,
+    to_tag=st.none() | token,
+    sn=st.integers(0, 10**9),
+    vias=st.integers(1, 3),
+    status=st.sampled_from([200, 400, 481]),
+    device_tag=token,
+    extra=st.lists(st.tuples(st.sampled_from(["Expires", "X-GB-Ver", "User-Agent"]), header_text), max_size=3),
+    answer=st.binary(max_size=40),
+)
+def test_a_scanned_message_is_answered_with_the_builders_bytes(
+    branch, to_tag, sn, vias, status, device_tag, extra, answer
+):
+    body = manscdp.build("Query", "Catalog", sn, "43030000001180000001")
+    data = _platform_message("z9hG4bK" + branch, to_tag, body, vias).to_bytes()
+    scanned = scan_request(data)
+    full = sip.parse_message(data)
+    assert scanned is not None and scanned.body == full.body and scanned.branch == full.branch
+
+
+    kw = dict(to_tag=device_tag, headers=extra, body=answer, content_type="Application/MANSCDP+xml" if answer else None)
+    assert response_bytes(scanned, status, **kw) == sip.build_response(full, status, **kw).to_bytes()
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda d: d.replace(b"\r\nVia:", b"\r\nv:", 1),
+        lambda d: d.replace(b"\r\nCall-ID: c-77", b"\r\nCall-ID:\r\n c-77"),
+        lambda d: d.replace(b"CSeq: 12 MESSAGE", b"CSeq: 12 NOTIFY"),
+        lambda d: d.replace(b";branch=z9hG4bKq1", b""),
+        lambda d: d.replace(b"Content-Length: ", b"Content-Length: 9"),
+        lambda d: d.replace(b"\r\nTo: <", b"\r\nTo: <", 1).replace(b"Max-Forwards", b"To: <sip:other@x>\r\nMax-Forwards"),
+        lambda d: d.replace(b"SIP/2.0/UDP 127.0.0.1:5060", b"SIP/2.0/UDP 127.0.0.1:5060, SIP/2.0/UDP 10.0.0.9", 1),
+        lambda d: d.replace(b"MESSAGE sip:", b"MESSAGE tel:", 1),
+    ],
+)
+def test_a_message_the_scan_cannot_vouch_for_goes_to_the_full_parser(mangle):
+
+
+    good = _platform_message(body=b"<Query/>").to_bytes()
+    assert scan_request(good) is not None
+    data = mangle(good)
+    assert data != good
+    assert scan_request(data) is None

@@ -29,6 +29,7 @@ MANSCDP = "Application/MANSCDP+xml"
 KEEPALIVE_LOST_MAX = 3  # keepalives without an answer before the device registers again
 SLOW_CATALOG_S = 1.5  # the slow_catalog fault's pause before each catalog chunk
 ANSWERS_KEPT = 4  # answers kept per device for retransmitted datagrams (bounded memory in a big fleet)
+RECENT_KEPT = 64  # answers to scanned MESSAGEs kept per device by branch, each for 64*T1 at most
 
 
 @dataclass
@@ -127,6 +128,7 @@ class SimDevice:
         self.online_at = 0.0
         self._answered: dict[bytes, bytes] = {}  # request datagram -> the answer sent (the last few)
         self._answer: bytes | None = None
+        self._recent: dict[str, tuple[float, bytes]] = {}  # branch of a scanned MESSAGE -> (until, answer)
 
     def online_since_ok(self, seconds: float) -> bool:
         return self.state == "online" and self.fleet.loop.time() - self.online_at >= seconds
@@ -448,6 +450,12 @@ class SimDevice:
             self.fleet.count("duplicates_absorbed")
             self._send_bytes(answer)
             return
+        if data.startswith(b"MESSAGE "):
+            # the platform's queries, controls and alarm answers: read by a scan, answered from text
+            scanned = sim_wire.scan_request(data)
+            if scanned is not None:
+                self._on_scanned_message(scanned, data)
+                return
         try:
             msg = sip.parse_message(data)
         except sip.SipError:
@@ -458,11 +466,37 @@ class SimDevice:
             return
         self._answer = None
         self.on_message(msg, link)
+        self._keep_answer(data)
+
+    def _keep_answer(self, data: bytes) -> None:
         if self._answer is not None:
             answered = self._answered
             answered[data] = self._answer
             if len(answered) > ANSWERS_KEPT:
                 del answered[next(iter(answered))]
+
+    def _on_scanned_message(self, req: sim_wire.ScannedRequest, data: bytes) -> None:
+        # the server transaction of a scanned MESSAGE: its answer kept by branch for Timer J (64*T1),
+        # so a retransmission that is not the same datagram again is still answered, not handled twice
+        now = self.fleet.loop.time()
+        recent = self._recent
+        kept = recent.get(req.branch)
+        if kept is not None and kept[0] > now:
+            self.fleet.count("duplicates_absorbed")
+            self._send_bytes(kept[1])
+            return
+        self.fleet.count("requests_received")
+        self._answer = None
+        self._on_message(req)
+        if self._answer is None:
+            return
+        self._keep_answer(data)
+        recent[req.branch] = (now + 64 * transaction.T1, self._answer)
+        while recent:
+            oldest = next(iter(recent))
+            if recent[oldest][0] > now and len(recent) <= RECENT_KEPT:
+                break
+            del recent[oldest]
 
     def _on_response(self, branch: str | None, method: str, resp) -> None:
         found = self.fleet.outgoing.response(branch or "", method, resp.status, self.fleet.loop.time())
@@ -502,6 +536,18 @@ class SimDevice:
         content_type: str | None = None,
         to_tag: str | None = None,
     ):
+        if isinstance(req, sim_wire.ScannedRequest):
+            data = sim_wire.response_bytes(
+                req,
+                status,
+                to_tag=to_tag or self.from_tag,
+                headers=[*self._headers, *headers],
+                body=body,
+                content_type=content_type,
+            )
+            self._answer = data
+            self._send_bytes(data)
+            return None
         resp = sip.build_response(
             req,
             status,

@@ -115,6 +115,10 @@ class ScannedResponse:
 _NEEDED = ("via", "cseq", "call-id", "from", "to")
 
 
+def _token_name(key: str) -> bool:
+    return key.isascii() and key.replace("-", "").replace(".", "").replace("_", "").isalnum()
+
+
 def scan_response(data: bytes) -> ScannedResponse | None:
     """A response's status, branch, CSeq method and headers by a scan of its lines; None when the
     datagram is not a response this scan vouches for (the caller then parses it in full)."""
@@ -155,6 +159,104 @@ def scan_response(data: bytes) -> ScannedResponse | None:
     if length is not None and (not length.isdigit() or int(length) > len(data) - end - 4):
         return None
     return ScannedResponse(int(status_text), reason.strip(), branch, method, ScannedHeaders(values))
+
+
+class ScannedRequest:
+    """What a device reads of a platform's MESSAGE: the method, the branch, the headers it answers
+    with (every Via, From, To, Call-ID, CSeq) and the body; `to_tagged` when To has a tag."""
+
+    __slots__ = ("method", "branch", "vias", "headers", "body", "to_tagged")
+
+    def __init__(self, method, branch, vias, headers, body, to_tagged) -> None:
+        self.method = method
+        self.branch = branch
+        self.vias = vias
+        self.headers = headers
+        self.body = body
+        self.to_tagged = to_tagged
+
+
+def scan_request(data: bytes, method: str = "MESSAGE") -> ScannedRequest | None:
+    """A `method` request read by a scan of its lines, as far as a device needs to answer it; None
+    for anything the scan cannot vouch for (the caller then parses it in full)."""
+    prefix = method.encode() + b" "
+    if not data.startswith(prefix):
+        return None
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = data[:end].decode("utf-8", "surrogateescape").split("\r\n")
+    start_line = lines[0].split(" ")
+    if len(start_line) != 3 or start_line[2] != "SIP/2.0" or not start_line[1].startswith("sip:"):
+        return None
+    values: dict[str, str] = {}
+    vias: list[str] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        key = name.rstrip(" \t").lower()
+        if not sep or len(key) < 2 or line[:1] in (" ", "\t") or "\r" in line or not _token_name(key):
+            return None
+        value = value.strip()
+        if key == "via":
+            if "," in value or not value:
+                return None  # several Vias in one line: the full parser splits them
+            vias.append(value)
+        elif key not in values:
+            values[key] = value
+        elif key in _NEEDED or key == "content-length":
+            if values[key] != value:
+                return None
+    if not vias or any(key not in values for key in _NEEDED[1:]):
+        return None
+    top = vias[0]
+    at = top.find(";branch=")
+    if at < 0 or not top.upper().startswith("SIP/2.0/"):
+        return None
+    branch = top[at + 8 :].split(";", 1)[0].strip()
+    number, _, cseq_method = values["cseq"].partition(" ")
+    if not branch or not number.isdigit() or cseq_method.strip() != method or not values["call-id"]:
+        return None
+    to = values["to"].lower()
+    to_tagged = ";tag=" in to
+    if "tag" in to and not to_tagged:
+        return None
+    body = data[end + 4 :]
+    length = values.get("content-length")
+    if length is not None:
+        if not length.isdigit() or int(length) > len(body):
+            return None
+        body = body[: int(length)]
+    return ScannedRequest(method, branch, vias, ScannedHeaders(values), body, to_tagged)
+
+
+def response_bytes(
+    request: ScannedRequest,
+    status: int,
+    *,
+    to_tag: str,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> bytes:
+    """The wire bytes `sip.build_response(request, status, to_tag=...)` gives for the request the
+    scan read (no `source`: the device answers to where it sent from)."""
+    h = request.headers
+    to = h.get("to")
+    if status > 100 and not request.to_tagged:
+        to = f"{to};tag={to_tag}"
+    lines = [f"SIP/2.0 {status} {sip.reason_phrase(status)}"]
+    lines += [f"Via: {via}" for via in request.vias]
+    lines += [f"From: {h.get('from')}", f"To: {to}", f"Call-ID: {h.get('call-id')}", f"CSeq: {h.get('cseq')}"]
+    for name, value in headers:
+        value = str(value)
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"{name}: CR or LF in a header value")
+        lines.append(f"{_name(name)}: {value}")
+    if content_type is not None:
+        lines.append(f"Content-Type: {content_type}")
+    lines.append(f"Content-Length: {len(body)}")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
 
 
 class _Outgoing:

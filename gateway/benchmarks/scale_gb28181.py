@@ -204,17 +204,29 @@ async def gb28181_devices(
         result["gateway_cpu_s_connect"] = round(cpu_seconds(pid) - cpu_start, 1)
         result["fleet_cpu_s_connect"] = round(cpu_seconds(fleet.proc.pid) - fleet_cpu0, 1)
         # the steady state begins once every catalog is in (the listener queries and subscribes each
-        # device after it registers, at its own pace): every channel listed under its device
+        # device after it registers, at its own pace): every channel listed under its device; or,
+        # when some catalogs stay partial (the listener gave up on chunks it did not get in time),
+        # once every device has had its catalog answered, complete or not
         want_channels = devices * channels + mobile
-        listed_channels = 0
+        listed_channels = answered = partial = 0
         while time.monotonic() - t0 < connect_timeout_s:
             rows = await list_devices(addr, GB_MD, timeout=60)
             listed_channels = sum(1 for d in rows if len(d.id) == 20 and d.id[10:13] == "131")
-            if listed_channels >= want_channels:
+            catalogs = [d.info.get("catalog") for d in rows if len(d.id) == 20 and d.id[10:13] in DEVICE_TYPES]
+            answered = sum(1 for state in catalogs if state in ("complete", "partial"))
+            partial = sum(1 for state in catalogs if state == "partial")
+            if listed_channels >= want_channels or answered >= total:
                 break
             await asyncio.sleep(2.0)
+        settled = time.monotonic() - t0
         result["channels_listed"] = listed_channels
-        result["catalogs_complete_s"] = round(time.monotonic() - t0, 1) if listed_channels >= want_channels else None
+        result["channels_wanted"] = want_channels
+        result["catalogs_answered"] = answered
+        result["catalogs_partial"] = partial
+        result["catalogs_complete_s"] = round(settled, 1) if listed_channels >= want_channels else None
+        result["catalogs_settled_s"] = round(settled, 1)
+        result["gateway_cpu_s_to_catalogs"] = round(cpu_seconds(pid) - cpu_start, 1)
+        result["fleet_cpu_s_to_catalogs"] = round(cpu_seconds(fleet.proc.pid) - fleet_cpu0, 1)
         await asyncio.sleep(5.0)  # subscriptions settle
         recording[0] = True
         cpu0, wall0, alarms0 = cpu_seconds(pid), time.monotonic(), counts.get("alarm", 0)
@@ -228,6 +240,7 @@ async def gb28181_devices(
         result["fleet_cpu_cores"] = round((cpu_seconds(fleet.proc.pid) - fleet_cpu1) / (wall1 - wall0), 3)
         recording[0] = False
         mem = memory_kib(pid)
+        result["fleet_rss_mib"] = round(memory_kib(fleet.proc.pid)["VmRSS"] / 1024, 1)
         rows = await list_devices(addr, GB_MD, timeout=60)
         listed, online_end = _devices_online(rows)
         # the listener's own counters (drops by reason, retransmissions...) say where a storm hurt
