@@ -7,6 +7,13 @@ The issue's target is 10,000 devices x 5 channels, 200 alarms/s in total and 1,0
 at 5 s: every device ONLINE within 60 s of the start, the gateway under one core and 1.5 GiB RSS in
 the steady state, no alarm lost. `tianwang bench` runs it at the size the machine allows.
 
+Phases and what each says: `all_online_s` (every device ONLINE on the health stream), then the
+catalogs (`catalogs_complete_s` when every channel is listed; `catalogs_settled_s`,
+`catalogs_answered` and `catalogs_partial` when some stay partial), then a `window_s` steady state
+(gateway cores and RSS, alarms and fixes per second, latency, the fleet's own cores and RSS). The
+CPU-seconds of both processes up to ONLINE and up to the catalogs, and the kernel's UDP receive
+buffer drops (machine-wide) per phase, say which side a storm saturated.
+
 Latency: the fleet runs with `--stamp-alarms`, which ends every alarm's description with
 ` #t=<send time, unix ns>`; the subscriber takes its receive time minus that stamp (both clocks are
 this machine's). Lost: alarms the listener acknowledged with a SIP 200 (the fleet's final
@@ -73,6 +80,23 @@ async def _subscribe(addr, counts, latencies, gaps, stop, recording, health):
                 sent = _stamp(msgpack.unpackb(env.payload))
                 if sent is not None:
                     latencies.append((now - sent) / 1e6)
+
+
+def udp_receive_drops() -> int | None:
+    """Datagrams the kernel dropped for a full socket receive buffer, machine-wide (/proc/net/snmp
+    Udp RcvbufErrors): in a register storm the listener's socket overflows before its loop sees
+    anything, and each drop comes back as a retransmission."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _drops_since(start: int | None) -> int | None:
+    now = udp_receive_drops()
+    return None if start is None or now is None else now - start
 
 
 def _devices_online(rows) -> tuple[int, int]:
@@ -159,6 +183,7 @@ async def gb28181_devices(
         stop = asyncio.Event()
         sub = asyncio.ensure_future(_subscribe(addr, counts, latencies, gaps, stop, recording, health))
         cpu_start = cpu_seconds(pid)
+        drops0 = udp_receive_drops()
         t0 = time.monotonic()
         fleet = Proc(
             [
@@ -203,6 +228,7 @@ async def gb28181_devices(
         result["all_online_s"] = round(time.monotonic() - t0, 1) if online >= total else None
         result["gateway_cpu_s_connect"] = round(cpu_seconds(pid) - cpu_start, 1)
         result["fleet_cpu_s_connect"] = round(cpu_seconds(fleet.proc.pid) - fleet_cpu0, 1)
+        result["udp_receive_drops_connect"] = _drops_since(drops0)
         # the steady state begins once every catalog is in (the listener queries and subscribes each
         # device after it registers, at its own pace): every channel listed under its device; or,
         # when some catalogs stay partial (the listener gave up on chunks it did not get in time),
@@ -227,9 +253,11 @@ async def gb28181_devices(
         result["catalogs_settled_s"] = round(settled, 1)
         result["gateway_cpu_s_to_catalogs"] = round(cpu_seconds(pid) - cpu_start, 1)
         result["fleet_cpu_s_to_catalogs"] = round(cpu_seconds(fleet.proc.pid) - fleet_cpu0, 1)
+        result["udp_receive_drops_to_catalogs"] = _drops_since(drops0)
         await asyncio.sleep(5.0)  # subscriptions settle
         recording[0] = True
         cpu0, wall0, alarms0 = cpu_seconds(pid), time.monotonic(), counts.get("alarm", 0)
+        drops_steady0 = udp_receive_drops()
         fleet_cpu1 = cpu_seconds(fleet.proc.pid)
         fixes0 = counts.get("fix", 0)
         rss = []
@@ -239,6 +267,7 @@ async def gb28181_devices(
         cpu1, wall1 = cpu_seconds(pid), time.monotonic()
         result["fleet_cpu_cores"] = round((cpu_seconds(fleet.proc.pid) - fleet_cpu1) / (wall1 - wall0), 3)
         recording[0] = False
+        result["udp_receive_drops_steady"] = _drops_since(drops_steady0)
         mem = memory_kib(pid)
         result["fleet_rss_mib"] = round(memory_kib(fleet.proc.pid)["VmRSS"] / 1024, 1)
         rows = await list_devices(addr, GB_MD, timeout=60)
