@@ -40,7 +40,8 @@ GB_TOKEN = "gb28181-bench-read-token"
 GB_MD = (("authorization", f"Bearer {GB_TOKEN}"),)
 SERVER_ID = "43030000002000000001"
 _STAMP = re.compile(r"#t=([0-9]{19})")
-DEVICE_TYPES = ("118", "132", "138")  # NVR, IPC, mobile unit: the fleet's devices (channels are 131)
+DEVICE_TYPES = ("118", "132", "138")
+CATALOG_POLL_S = 15.0  # how often the wait for the catalogs asks ListDevices which are in  # NVR, IPC, mobile unit: the fleet's devices (channels are 131)
 
 
 def _stamp(payload) -> int | None:
@@ -58,7 +59,7 @@ def _stamp(payload) -> int | None:
     return None
 
 
-async def _subscribe(addr, counts, latencies, gaps, stop, recording, health):
+async def _subscribe(addr, counts, latencies, gaps, stop, recording, health, channels):
     # device health comes on the same stream, so the time to ONLINE needs no ListDevices polling
     # (listing 50,000 channels every second would be a load of its own on the gateway)
     req = pb.SubscribeRequest(
@@ -73,6 +74,8 @@ async def _subscribe(addr, counts, latencies, gaps, stop, recording, health):
                 dev = env.device_id
                 if len(dev) == 20 and dev[10:13] in DEVICE_TYPES:
                     health[dev] = msgpack.unpackb(env.payload).get("state")
+                elif len(dev) == 20 and dev[10:13] == "131":
+                    channels.add(dev)  # a channel has health once a catalog listed it
                 continue
             kind = "alarm" if env.topic.endswith("/alarm") else "fix"
             counts[kind] = counts.get(kind, 0) + 1
@@ -180,8 +183,9 @@ async def gb28181_devices(
         gaps: list = []
         recording = [False]
         health: dict = {}
+        channels_seen: set = set()
         stop = asyncio.Event()
-        sub = asyncio.ensure_future(_subscribe(addr, counts, latencies, gaps, stop, recording, health))
+        sub = asyncio.ensure_future(_subscribe(addr, counts, latencies, gaps, stop, recording, health, channels_seen))
         cpu_start = cpu_seconds(pid)
         drops0 = udp_receive_drops()
         t0 = time.monotonic()
@@ -235,16 +239,26 @@ async def gb28181_devices(
         # once every device has had its catalog answered, complete or not
         want_channels = devices * channels + mobile
         listed_channels = answered = partial = 0
+        polled = 0.0
         while time.monotonic() - t0 < connect_timeout_s:
-            rows = await list_devices(addr, GB_MD, timeout=60)
-            listed_channels = sum(1 for d in rows if len(d.id) == 20 and d.id[10:13] == "131")
-            catalogs = [d.info.get("catalog") for d in rows if len(d.id) == 20 and d.id[10:13] in DEVICE_TYPES]
-            answered = sum(1 for state in catalogs if state in ("complete", "partial"))
-            partial = sum(1 for state in catalogs if state == "partial")
-            if listed_channels >= want_channels or answered >= total:
+            if len(channels_seen) >= want_channels:
                 break
-            await asyncio.sleep(2.0)
+            if time.monotonic() - polled >= CATALOG_POLL_S:
+                # which catalogs are in, complete or partial: ListDevices says, now and then
+                polled = time.monotonic()
+                rows = await list_devices(addr, GB_MD, timeout=60)
+                catalogs = [d.info.get("catalog") for d in rows if len(d.id) == 20 and d.id[10:13] in DEVICE_TYPES]
+                answered = sum(1 for state in catalogs if state in ("complete", "partial"))
+                partial = sum(1 for state in catalogs if state == "partial")
+                if answered >= total:
+                    break
+            await asyncio.sleep(0.2)
         settled = time.monotonic() - t0
+        rows = await list_devices(addr, GB_MD, timeout=60)
+        listed_channels = sum(1 for d in rows if len(d.id) == 20 and d.id[10:13] == "131")
+        catalogs = [d.info.get("catalog") for d in rows if len(d.id) == 20 and d.id[10:13] in DEVICE_TYPES]
+        answered = sum(1 for state in catalogs if state in ("complete", "partial"))
+        partial = sum(1 for state in catalogs if state == "partial")
         result["channels_listed"] = listed_channels
         result["channels_wanted"] = want_channels
         result["catalogs_answered"] = answered
