@@ -152,7 +152,7 @@ def scan_response(data: bytes) -> ScannedResponse | None:
         return None
     branch = via[start + 8 :].split(";", 1)[0].strip()
     number, _, method = values["cseq"].partition(" ")
-    method = method.strip()
+    method = method.strip().upper()  # as the full parser reads a CSeq
     if not branch or not number.isdigit() or not method:
         return None
     length = values.get("content-length")
@@ -214,7 +214,7 @@ def scan_request(data: bytes, method: str = "MESSAGE") -> ScannedRequest | None:
         return None
     branch = top[at + 8 :].split(";", 1)[0].strip()
     number, _, cseq_method = values["cseq"].partition(" ")
-    if not branch or not number.isdigit() or cseq_method.strip() != method or not values["call-id"]:
+    if not branch or not number.isdigit() or cseq_method.strip().upper() != method or not values["call-id"]:
         return None
     to = values["to"].lower()
     to_tagged = ";tag=" in to

@@ -40,8 +40,8 @@ GB_TOKEN = "gb28181-bench-read-token"
 GB_MD = (("authorization", f"Bearer {GB_TOKEN}"),)
 SERVER_ID = "43030000002000000001"
 _STAMP = re.compile(r"#t=([0-9]{19})")
-DEVICE_TYPES = ("118", "132", "138")
-CATALOG_POLL_S = 15.0  # how often the wait for the catalogs asks ListDevices which are in  # NVR, IPC, mobile unit: the fleet's devices (channels are 131)
+DEVICE_TYPES = ("118", "132", "138")  # NVR, IPC, mobile unit: the fleet's devices (channels are 131)
+CATALOG_POLL_S = 15.0  # how often the wait for the catalogs asks ListDevices which are in
 
 
 def _stamp(payload) -> int | None:
