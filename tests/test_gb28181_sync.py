@@ -1,0 +1,100 @@
+"""What the gb28181 listener asks of a device after it registers, and at what pace (sync.py): at
+most `sync_window` devices are queried and subscribed at once, the next one starting as soon as one
+has answered and sent its catalog (or let its catalog go late), so a register storm's queries follow
+the devices' pace. Real UDP on loopback, tiny devices from tests/gb_helpers.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gb_helpers import GbDevice, channel_ids
+from gw import until
+from test_gb28181_listener import gateway, listener_config
+
+pytestmark = pytest.mark.timeout(90)
+IDS = [f"4303000000118000{i:04d}" for i in range(1, 6)]
+
+
+def queried(devices):
+    """The devices the listener has sent their Catalog query to."""
+    return [d for d in devices if d.requests("MESSAGE", "Catalog")]
+
+
+async def test_at_most_the_window_is_synced_at_once_and_the_next_starts_when_one_is_done(tmp_path):
+    listener = listener_config(
+        tmp_path,
+        *IDS,
+        keepalive={"interval_s": 60, "count": 3},
+        subscribe={"catalog": True, "alarm": None, "mobile_position": None},
+        sync_window=2,
+        catalog_idle_s=1.5,
+    )
+    async with gateway(listener) as (gw, port):
+        # devices that take the queries (SIP 200) but send their catalog only when the test says
+        devices = [
+            await GbDevice(
+                port, dev_id, channels=[(c, "岳塘") for c in channel_ids(dev_id, 2)], answer_queries=False
+            ).start()
+            for dev_id in IDS
+        ]
+        try:
+            for d in devices:
+                assert (await d.register()).status == 200
+            await until(lambda: len(queried(devices)) == 2, 10, "the first two devices queried")
+            first, second = queried(devices)
+            # every request of a device in the window is sent at once: its info, catalog, subscription
+            await until(lambda: first.requests("SUBSCRIBE") and first.requests("MESSAGE", "DeviceInfo"), 5)
+            await asyncio.sleep(0.5)
+            assert len(queried(devices)) == 2  # the others wait: both places hold a catalog due
+
+            # one catalog comes in: its place goes to the next device at once
+            msg, text = first.requests("MESSAGE", "Catalog")[0]
+            await first._answer(msg, text)
+            await until(lambda: len(queried(devices)) == 3, 10, "a third device queried after a catalog came in")
+            assert gw.supervisor.lookup(first.id).info.get("catalog") == "complete"
+            assert second in queried(devices)
+
+            # a catalog that never starts is let go after catalog_idle_s: the window does not stall
+            await until(lambda: len(queried(devices)) == 5, 30, "every device queried in the end")
+            late = sum(gw.supervisor.lookup(d.id).counters.get("sync_catalog_late", 0) for d in devices)
+            assert late >= 2  # the second and every later device, whose catalogs never came
+            assert gw.supervisor.lookup(first.id).counters.get("sync_catalog_late", 0) == 0
+            # each device was synced once: one Catalog query, one catalog SUBSCRIBE
+            assert all(len(d.requests("MESSAGE", "Catalog")) == 1 for d in devices)
+            assert all(len(d.requests("SUBSCRIBE")) == 1 for d in devices)
+        finally:
+            for d in devices:
+                await d.stop()
+
+
+async def test_a_window_of_one_syncs_every_device_in_turn_without_retransmissions(tmp_path):
+    listener = listener_config(
+        tmp_path,
+        *IDS,
+        keepalive={"interval_s": 60, "count": 3},
+        subscribe={"catalog": True, "alarm": None, "mobile_position": None},
+        sync_window=1,
+    )
+    async with gateway(listener) as (gw, port):
+        devices = [
+            await GbDevice(port, dev_id, channels=[(c, "雨湖") for c in channel_ids(dev_id, 3)]).start()
+            for dev_id in IDS
+        ]
+        try:
+            # a window of one: each device in turn, each as soon as the one before sent its catalog
+            await asyncio.gather(*(d.register() for d in devices))
+            await until(
+                lambda: all(gw.supervisor.lookup(d.id).info.get("catalog") == "complete" for d in devices),
+                30,
+                "every catalog in through a window of one",
+            )
+            for d in devices:
+                assert all(gw.supervisor.lookup(c).state.value == "ONLINE" for c in channel_ids(d.id, 3))
+                assert len(d.requests("MESSAGE", "Catalog")) == 1
+            counters = gw.supervisor.lookup("gb").counters
+            assert not counters.get("retransmissions")  # the pace the devices set: nothing resent
+        finally:
+            for d in devices:
+                await d.stop()
