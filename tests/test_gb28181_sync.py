@@ -6,15 +6,21 @@ the devices' pace. Real UDP on loopback, tiny devices from tests/gb_helpers.py."
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
-from gb_helpers import GbDevice, channel_ids
+from gb_helpers import GbDevice
 from gw import until
 from test_gb28181_listener import gateway, listener_config
 
 pytestmark = pytest.mark.timeout(90)
 IDS = [f"4303000000118000{i:04d}" for i in range(1, 6)]
+
+
+def channel_ids(device_id, n):
+    """Channel IDs (type 131) of their own under each device: serials from the device's."""
+    return [f"{device_id[:10]}131{int(device_id[14:]) * 10 + i:07d}" for i in range(1, n + 1)]
 
 
 def queried(devices):
@@ -95,6 +101,34 @@ async def test_a_window_of_one_syncs_every_device_in_turn_without_retransmission
                 assert len(d.requests("MESSAGE", "Catalog")) == 1
             counters = gw.supervisor.lookup("gb").counters
             assert not counters.get("retransmissions")  # the pace the devices set: nothing resent
+        finally:
+            for d in devices:
+                await d.stop()
+
+
+async def test_a_register_storm_is_logged_as_a_summary_not_a_line_per_device(tmp_path, caplog):
+    listener = listener_config(
+        tmp_path,
+        *IDS,
+        keepalive={"interval_s": 60, "count": 3},
+        subscribe={"catalog": True, "alarm": None, "mobile_position": None},
+    )
+    async with gateway(listener) as (gw, port):
+        syncer = gw.supervisor._running["gb"].driver.syncer
+        syncer.storm_min, syncer.summary_s = 1, 0.5  # five devices make a storm, summed up at every sweep
+        devices = [
+            await GbDevice(port, dev_id, channels=[(c, "韶山") for c in channel_ids(dev_id, 2)]).start()
+            for dev_id in IDS
+        ]
+        try:
+            with caplog.at_level("INFO", logger="tianwang.driver.gb28181"):
+                await asyncio.gather(*(d.register() for d in devices))
+                await until(lambda: "register storm over" in caplog.text, 20, "the storm's closing line")
+            lines = [r.getMessage() for r in caplog.records if r.name == "tianwang.driver.gb28181"]
+            storm = [line for line in lines if "register storm" in line]
+            assert re.match(r"gb: register storm: [1-5] registrations in the last 0.5 s; ", storm[0])
+            assert storm[-1].startswith("gb: register storm over: 5 registrations, 5 devices queried and subscribed")
+            assert not any(d.id in line for d in devices for line in lines)  # no line names a device
         finally:
             for d in devices:
                 await d.stop()
