@@ -45,7 +45,7 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from lxml import etree
 
@@ -230,7 +230,7 @@ def _convert(el: etree._Element, depth: int, max_items: int) -> Any:
     repeated: set[str] = set()
     items = 0
     for c in children:
-        tag = c.tag
+        tag = cast(str, c.tag)  # an element's tag (children are filtered): text
         name = tag.rpartition("}")[2] if "}" in tag else tag
         value = _convert(c, depth + 1, max_items)
         if name == "Item":
