@@ -132,3 +132,35 @@ async def test_a_register_storm_is_logged_as_a_summary_not_a_line_per_device(tmp
         finally:
             for d in devices:
                 await d.stop()
+
+
+async def test_a_long_queue_of_devices_that_cannot_be_reached_is_passed_over_without_stalling(tmp_path):
+    from tianwang.drivers.gb28181.driver import Route
+
+    ids = [f"4303000000132{i:07d}" for i in range(1, 601)]
+    listener = listener_config(
+        tmp_path,
+        *ids,
+        IDS[0],
+        keepalive={"interval_s": 60, "count": 3},
+        subscribe={"catalog": True, "alarm": None, "mobile_position": None},
+        sync_window=4,
+    )
+    async with gateway(listener) as (gw, port):
+        driver = gw.supervisor._running["gb"].driver
+        # registered over TCP, their connections gone since (restored after a restart, say): every
+        # request to them fails at once, so each gives its place up as soon as it takes it
+        for dev_id in ids:
+            dev = driver.device(dev_id)
+            dev.route = Route("TCP", ("127.0.0.1", 9), None)
+            driver.apply(dev, dev.session.register(driver.loop.time(), 3600))
+            driver.syncer.queue_sync(dev)
+        await until(lambda: not driver.syncer.queue and not driver.syncer.places, 10, "the queue passed over")
+        assert all(gw.supervisor.lookup(i).counters.get("messages_unsent", 0) == 2 for i in ids)  # DeviceInfo, Catalog
+        # and the window still works for a device that can be reached
+        nvr = await GbDevice(port, IDS[0]).start()
+        try:
+            assert (await nvr.register()).status == 200
+            await until(lambda: nvr.requests("MESSAGE", "Catalog"), 10, "the reachable device queried")
+        finally:
+            await nvr.stop()

@@ -79,6 +79,7 @@ class Syncer:
         self.queue: collections.deque[str] = collections.deque()
         self.places: dict[str, _Place] = {}  # device id -> its place in the window
         self._fill_soon = False
+        self._filling = False
         self.registered = 0  # registrations since the last summary (the listener counts them here)
         self.synced = 0  # devices whose sync finished since the last summary
         self.storm_min = STORM_MIN
@@ -99,11 +100,17 @@ class Syncer:
     def fill(self) -> None:
         """Start queued devices while the window has room."""
         self._fill_soon = False
-        lst, places, queue = self.lst, self.places, self.queue
-        while queue and len(places) < self.window:
-            dev = lst.devices.get(queue.popleft())
-            if dev is not None and dev.session.registered and dev.synced:
-                self.start(dev)
+        if self._filling:
+            return  # a place freed while filling (a device that could not be sent to): the loop goes on
+        self._filling = True
+        try:
+            lst, places, queue = self.lst, self.places, self.queue
+            while queue and len(places) < self.window:
+                dev = lst.devices.get(queue.popleft())
+                if dev is not None and dev.session.registered and dev.synced:
+                    self.start(dev)
+        finally:
+            self._filling = False
 
     def forget(self, dev_id: str) -> None:
         """`dev_id` went offline or unregistered: its place goes to the next device."""
