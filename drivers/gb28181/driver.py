@@ -500,6 +500,7 @@ class Gb28181Listener(Driver[Gb28181Config]):
             self.apply(dev, dev.session.unregister("unregistered"))
             return decision.response
         self.ctx.count("registrations")
+        self.syncer.registered += 1
         self._heard(dev, req, route)
         dev.user_agent = req.headers.get("User-Agent") or dev.user_agent
         dev.version = VERSIONS.get((req.headers.get("X-GB-Ver") or "").strip(), dev.version or "2016")
@@ -748,6 +749,9 @@ class Gb28181Listener(Driver[Gb28181Config]):
                     self.media.device_lost(dev, dev.session.reason)
             if dev.session.state != Health.OFFLINE and dev.synced:
                 self.syncer.refresh_due(dev, now)
+        summary = self.syncer.storm_summary(now)
+        if summary:
+            log.info("%s: %s", self.ctx.device_id, summary)
         idle = self.config.tcp_idle_s
         for conn in list(self.connections):
             if now - conn.last_rx > idle:

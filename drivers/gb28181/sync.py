@@ -9,6 +9,9 @@ requests have their final answers and its catalog is in (or stopped coming), and
 in the queue starts as soon as one is done. The pace follows how fast the devices answer: fast
 devices are synced quickly, slow ones never have more than `window` devices' requests in flight.
 
+A storm is logged as a summary, not a line per device: every `STORM_SUMMARY_S` while devices
+register by the hundred or wait to be synced, and once when it is over (`storm_summary`).
+
 A place is never held forever: a request that gets no answer times out (64 x T1), a catalog that
 does not start within `catalog_idle_s` of its query being accepted is given up (counter
 `sync_catalog_late`: the catalog stays as it was; the `catalog` command asks again), and a device
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 MANSCDP = "Application/MANSCDP+xml"
 SUBSCRIBE_RETRY_S = 60.0
 REFUSED_FOR_GOOD = (403, 404, 405, 488, 489, 501)  # a SUBSCRIBE the device will not take, however often
+STORM_SUMMARY_S = 10.0  # a register storm is summed up this often in the log
+STORM_MIN = 100  # registrations within one summary period that make a storm
 
 
 class Sub:
@@ -74,7 +79,13 @@ class Syncer:
         self.queue: collections.deque[str] = collections.deque()
         self.places: dict[str, _Place] = {}  # device id -> its place in the window
         self._fill_soon = False
-        self.synced = 0  # devices whose sync finished (for the storm summary)
+        self._filling = False
+        self.registered = 0  # registrations since the last summary (the listener counts them here)
+        self.synced = 0  # devices whose sync finished since the last summary
+        self.storm_min = STORM_MIN
+        self.summary_s = STORM_SUMMARY_S
+        self._next_summary = 0.0
+        self._storm: list[float] = []  # [start, registrations, synced] while a storm lasts
 
     # -- the window ----------------------------------------------------------------------------
     def queue_sync(self, dev: _Device) -> None:
@@ -89,11 +100,17 @@ class Syncer:
     def fill(self) -> None:
         """Start queued devices while the window has room."""
         self._fill_soon = False
-        lst, places, queue = self.lst, self.places, self.queue
-        while queue and len(places) < self.window:
-            dev = lst.devices.get(queue.popleft())
-            if dev is not None and dev.session.registered and dev.synced:
-                self.start(dev)
+        if self._filling:
+            return  # a place freed while filling (a device that could not be sent to): the loop goes on
+        self._filling = True
+        try:
+            lst, places, queue = self.lst, self.places, self.queue
+            while queue and len(places) < self.window:
+                dev = lst.devices.get(queue.popleft())
+                if dev is not None and dev.session.registered and dev.synced:
+                    self.start(dev)
+        finally:
+            self._filling = False
 
     def forget(self, dev_id: str) -> None:
         """`dev_id` went offline or unregistered: its place goes to the next device."""
@@ -161,6 +178,34 @@ class Syncer:
         if sub.mobile_position is not None:
             self._track(dev.id, place, self.subscribe(dev, "mobile_position"))
         self._release(dev.id, place)  # nothing could be sent (no route): the place is free again
+
+    def storm_summary(self, now: float) -> str | None:
+        """A line for the log every STORM_SUMMARY_S while a register storm lasts and one when it is
+        over; None otherwise (a city's hourly re-registrations make no storm)."""
+        if now < self._next_summary:
+            return None
+        self._next_summary = now + self.summary_s
+        registered, synced = self.registered, self.synced
+        self.registered = self.synced = 0
+        busy = bool(self.queue) or bool(self.places)
+        storm = self._storm
+        if registered >= self.storm_min or (storm and busy):
+            if not storm:
+                storm.extend((now, 0.0, 0.0))
+            storm[1] += registered
+            storm[2] += synced
+            return (
+                f"register storm: {registered} registrations in the last {self.summary_s:g} s; {synced} devices "
+                f"queried and subscribed, {len(self.places)} being, {len(self.queue)} waiting"
+            )
+        if storm:
+            started, total, done = storm
+            storm.clear()
+            return (
+                f"register storm over: {int(total + registered)} registrations, {int(done + synced)} devices queried "
+                f"and subscribed over about {now - started + self.summary_s:.0f} s"
+            )
+        return None
 
     # -- subscriptions -------------------------------------------------------------------------
     def _subscription_body(self, dev: _Device, name: str, sn: int) -> tuple[str, bytes]:
