@@ -4,6 +4,7 @@ the Date header; atomic 0600 writes and refusal of a corrupt file."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import stat
 
 import pytest
 
-from tianwang.drivers.gb28181 import digest, sip
+from tianwang.drivers.gb28181 import digest, registry, sip
 from tianwang.drivers.gb28181.registrar import Registrar, date_header
 from tianwang.drivers.gb28181.registry import Registrations, RegistryError, read_file
 
@@ -141,6 +142,26 @@ async def test_registrations_are_written_atomically_with_mode_0600(tmp_path):
     assert "43030000001180000007" not in read_file(str(path))
     assert set(Registrations(str(path)).live(1.9e9)) == set(again) - {"43030000001180000007"}
     assert Registrations(str(path)).live(2.1e9) == {}
+
+
+async def test_a_storm_of_registrations_is_written_once_at_once_then_once_per_interval(tmp_path):
+    path = tmp_path / "gb.registrations"
+    regs = Registrations(str(path))
+    assert regs.min_interval_s == registry.WRITE_INTERVAL_S == 5.0  # the bound docs/gb28181.md gives
+    regs.put("43030000001180000000", address="10.0.0.1:5060", transport="UDP", expires_at=2e9)
+    for _ in range(200):  # the first write happens in a thread: wait until it has
+        if regs.writes:
+            break
+        await asyncio.sleep(0.01)
+    assert regs.writes == 1 and "43030000001180000000" in read_file(str(path))
+    for i in range(1, 1000):  # the rest of the storm, within the interval
+        regs.put(f"4303000000118000{i:04d}", address=f"10.0.{i // 250}.{i % 250}:5060", expires_at=2e9)
+    await asyncio.sleep(0.5)
+    assert regs.writes == 1 and regs.pending  # waiting out the interval, not one write per REGISTER
+    assert len(read_file(str(path))) == 1
+    await regs.flush()  # a clean stop writes what is pending at once
+    assert regs.writes == 2 and not regs.pending and len(read_file(str(path))) == 1000
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 def test_a_file_that_is_not_a_registrations_file_is_refused_in_one_line(tmp_path):

@@ -655,3 +655,40 @@ def test_a_head_trickled_byte_by_byte_is_searched_once(monkeypatch):
         got += framer.feed(head[i : i + 1])
     assert [m.method for m in got] == ["REGISTER"]
     assert sum(searched) < 5 * len(head)
+
+
+def test_a_header_is_parsed_once_and_again_when_it_changes():
+    msg = sip.parse_message(REGISTER)
+    assert msg.from_ is msg.from_  # validated, matched, answered, handled: parsed once
+    assert msg.from_.uri.user == "34020000001320000001"
+    msg.headers.set("From", "<sip:34020000001320000002@3402000000>;tag=9")
+    assert msg.from_.uri.user == "34020000001320000002" and msg.from_.tag == "9"
+    msg.headers.set("Via", "SIP/2.0/TCP 10.0.0.9:5070;branch=z9hG4bKnew")
+    assert msg.top_via.host == "10.0.0.9" and [v.branch for v in msg.via] == ["z9hG4bKnew"]
+    # a response built with the packet's source leaves the request's own Via as it was
+    resp = sip.build_response(msg, 200, source=("172.16.0.1", 40000))
+    assert resp.top_via.received == "172.16.0.1"
+    assert msg.top_via.received is None
+
+
+def test_a_contact_of_only_commas_is_a_bad_header():
+    msg = sip.parse_message(REGISTER.replace(b"Contact: <sip:34020000001320000001@192.168.1.64:5060>", b"Contact: ,"))
+    with pytest.raises(SipError) as info:
+        _ = msg.contact
+    assert info.value.reason == "bad_header"
+
+
+def test_a_cr_ending_the_head_and_long_lines_keep_their_reasons():
+    # the head's last line ends in a CR that no LF follows: a bare CR, as line by line
+    head = REGISTER.replace(b"Content-Length: 0\r\n\r\n", b"Content-Length: 0\r\r\n\r\n")
+    with pytest.raises(SipError) as info:
+        sip.parse_message(head)
+    assert info.value.reason == "bad_header"
+    # a bad header line before a line too long: the first fault in line order is the reason
+    both = REGISTER.replace(b"Max-Forwards: 70", b"Max Forwards 70").replace(b"IP Camera", b"a" * 200)
+    with pytest.raises(SipError) as info:
+        sip.parse_message(both, max_line=100)
+    assert info.value.reason == "bad_header"
+    with pytest.raises(SipError) as info:
+        sip.parse_message(REGISTER.replace(b"IP Camera", b"a" * 200), max_line=100)
+    assert info.value.reason == "too_large"

@@ -4,6 +4,7 @@ in the background and coalesced, failures counted and retried by the next change
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
@@ -93,6 +94,23 @@ async def test_changes_are_written_in_the_background_coalesced(tmp_path):
     await table.flush()
     assert table.writes == 2 and read(path)["t20"] == {"room": "20"}
     assert Enrolments(path).sensors == read(path)
+
+
+async def test_a_trickle_of_changes_costs_one_write_per_interval_and_a_flush_does_not_wait_it_out(tmp_path):
+    path = str(tmp_path / "enrolments.json")
+    table = Enrolments(path, min_interval_s=30.0)
+    loop = asyncio.get_running_loop()
+    table.enrol("t0")
+    await table.flush()  # the first change is written at once
+    assert table.writes == 1
+    for i in range(1, 6):  # each change after the last write is done: still no write of its own
+        table.enrol(f"t{i}")
+        await asyncio.sleep(0.05)
+    assert table.writes == 1 and table.pending and set(read(path)) == {"t0"}
+    started = loop.time()
+    await table.flush()  # a clean stop: written now, not 30 s later
+    assert loop.time() - started < 10
+    assert table.writes == 2 and not table.pending and len(read(path)) == 6
 
 
 async def test_a_failed_write_is_counted_reported_and_retried_by_the_next_change(tmp_path, caplog):

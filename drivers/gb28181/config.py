@@ -259,6 +259,13 @@ class Gb28181Config(SecretsModel, ListenerConfig):
         le=600,
         description="a catalog whose chunks stop coming for this long is kept as it is (partial, and said so)",
     )
+    sync_window: int = Field(
+        default=128,
+        ge=1,
+        le=10000,
+        description="devices queried and subscribed at once after they register; the next one starts when one "
+        "is done, so a register storm is synced at the pace the devices answer",
+    )
     max_devices: int = Field(default=20000, ge=1, description="devices registered at most (rows in ListDevices)")
     max_channels: int = Field(
         default=1024, ge=1, le=100000, description="catalog items kept per device (channels and tree nodes)"

@@ -24,7 +24,6 @@ be resynchronised is closed); one message's failure never takes the listener dow
 from __future__ import annotations
 
 import asyncio
-import collections
 import ipaddress
 import logging
 import os
@@ -39,6 +38,7 @@ from tianwang.drivers.gb28181.config import Gb28181Config, check_id
 from tianwang.drivers.gb28181.registrar import Registrar
 from tianwang.drivers.gb28181.registry import Registrations
 from tianwang.drivers.gb28181.session import DeviceSession, Outgoing, Step
+from tianwang.drivers.gb28181.sync import Sub, Syncer
 from tianwang.drivers.sdk import CommandError, Driver, Health, parse_hostport
 
 if TYPE_CHECKING:
@@ -51,9 +51,6 @@ TICK_S = 0.1  # retransmissions (T1 = 0.5 s) need a finer clock than liveness
 SWEEP_S = 1.0
 MANSCDP = "Application/MANSCDP+xml"
 MAX_INFLIGHT_PER_DEVICE = 64  # our requests waiting for an answer, per device
-SUBSCRIBE_RETRY_S = 60.0
-SYNC_PER_TICK = 40  # devices queried and subscribed per tick after registering: 400 a second
-REFUSED_FOR_GOOD = (403, 404, 405, 488, 489, 501)  # a SUBSCRIBE the device will not take, however often
 VERSIONS = {"2.0": "2016", "3.0": "2022"}
 PERSISTED_FACTS = {"manufacturer": "manufacturer", "model": "model", "firmware": "firmware", "name": "device_name"}
 UDP_RCVBUF = 4 * 1024 * 1024  # asked for; the kernel caps it at net.core.rmem_max
@@ -91,23 +88,6 @@ class _Bucket:
         return False
 
 
-class _Sub:
-    """One subscription's dialog (RFC 3265): refreshed in the dialog before it runs out."""
-
-    __slots__ = ("name", "event", "call_id", "from_tag", "to_tag", "cseq", "refresh_at", "active", "sn")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.event = ""
-        self.call_id = ""
-        self.from_tag = ""
-        self.to_tag: str | None = None
-        self.cseq = 0
-        self.refresh_at = 0.0
-        self.active = False
-        self.sn = 0
-
-
 class _Device:
     __slots__ = (
         "id",
@@ -134,7 +114,7 @@ class _Device:
         self.version = ""
         self.user_agent = ""
         self.cseq = 0
-        self.subs: dict[str, _Sub] = {}
+        self.subs: dict[str, Sub] = {}
         self.channels: dict[str, DeviceContext] = {}  # channel id -> DeviceContext
         self.inflight = 0
         self.synced = False  # queried and subscribed since it registered (or since a restart)
@@ -261,7 +241,7 @@ class Gb28181Listener(Driver[Gb28181Config]):
         ] = {}  # tx key -> (future, device id)
         self.answers: dict[tuple[str, int], asyncio.Future[Any]] = {}  # (device id, SN) -> application answer
         self.unknown = _Bucket(config.unknown_per_s, config.unknown_burst)
-        self.sync_queue: collections.deque[str] = collections.deque()
+        self.syncer = Syncer(self, config.sync_window)
         self._local_ips: dict[str, str] = {}
         self.channel_owner: dict[
             str, str
@@ -394,6 +374,8 @@ class Gb28181Listener(Driver[Gb28181Config]):
             facts = step.info.get(dev.id)
             if facts and "firmware" in facts:
                 self.registry.put(dev.id, **{k: facts.get(f) for k, f in PERSISTED_FACTS.items()})
+        if step.catalog_done is not None:
+            self.syncer.catalog_done(dev.id)
         if step.catalog_done is not None and not step.catalog_done.complete:
             log.info(
                 "%s: catalog of %s incomplete after %g s: %d of %d items",
@@ -511,12 +493,14 @@ class Gb28181Listener(Driver[Gb28181Config]):
             self.ctx.count("unregistrations")
             self.registry.remove(dev.id)
             dev.synced = False
-            self._drop_subscriptions(dev)
+            dev.subs.clear()
+            self.syncer.forget(dev.id)
             if self.media is not None:
                 self.media.device_lost(dev, "the device unregistered")
             self.apply(dev, dev.session.unregister("unregistered"))
             return decision.response
         self.ctx.count("registrations")
+        self.syncer.registered += 1
         self._heard(dev, req, route)
         dev.user_agent = req.headers.get("User-Agent") or dev.user_agent
         dev.version = VERSIONS.get((req.headers.get("X-GB-Ver") or "").strip(), dev.version or "2016")
@@ -545,7 +529,7 @@ class Gb28181Listener(Driver[Gb28181Config]):
         )
         self.ctx.set_info(registrations=str(len(self.registry)))
         if not was or not dev.synced:
-            self.queue_sync(dev)
+            self.syncer.queue_sync(dev)
         return decision.response
 
     def _heard(self, dev: _Device, req: sip.SipRequest, route: Route) -> None:
@@ -597,7 +581,7 @@ class Gb28181Listener(Driver[Gb28181Config]):
         if req.method == "NOTIFY":
             state = (req.headers.get("Subscription-State") or "").split(";")[0].strip().lower()
             if state == "terminated":
-                self._subscription_ended(dev, req)
+                self.syncer.subscription_ended(dev, req)
         resp = sip.build_response(req, 200, source=route.addr)
         if not req.body.strip():
             return resp
@@ -613,7 +597,7 @@ class Gb28181Listener(Driver[Gb28181Config]):
         step = dev.session.message(msg, now, time.time())
         self.apply(dev, step)
         if not dev.synced and dev.session.registered:
-            self.queue_sync(dev)
+            self.syncer.queue_sync(dev)
         return None
 
     def _response(self, resp: sip.SipResponse) -> None:
@@ -729,141 +713,11 @@ class Gb28181Listener(Driver[Gb28181Config]):
         finally:
             self.answers.pop(key, None)
 
-    # -- after registration: queries and subscriptions -------------------------------------------
-    def queue_sync(self, dev: _Device) -> None:
-        """Query and subscribe `dev` soon: at most SYNC_PER_TICK devices per tick, so a register
-        storm (a city's devices after a restart) is answered at once and its queries follow at a
-        pace the devices and the network take, instead of a burst that ends in retransmissions."""
-        dev.synced = True
-        self.sync_queue.append(dev.id)
-
-    def sync(self, dev: _Device) -> None:
-        """Ask a device that (re)registered for its info and catalog and subscribe as configured."""
-        dev.synced = True
-        dev.subs.clear()  # a device that registered anew has forgotten its dialogs: new ones
-        sub = self.config.subscribe
-        self.send_body(dev, dev.session.query("DeviceInfo"))
-        if sub.catalog:
-            self.send_body(dev, dev.session.query("Catalog"))
-            self._subscribe(dev, "catalog")
-        if sub.alarm is not None:
-            self._subscribe(dev, "alarm")
-        if sub.mobile_position is not None:
-            self._subscribe(dev, "mobile_position")
-
-    def _subscription_body(self, dev: _Device, name: str, sn: int) -> tuple[str, bytes]:
-        sub = self.config.subscribe
-        now_utc = time.time()
-        from tianwang.drivers.gb28181.session import local_time_text
-
-        if name == "catalog":
-            return f"Catalog;id={sn}", dev.session.build("Query", "Catalog", sn, dev.id, [])
-        if name == "alarm":
-            a = sub.alarm
-            assert a is not None  # subscribed only when configured
-            fields = [
-                ("StartAlarmPriority", str(a.start_priority)),
-                ("EndAlarmPriority", str(a.end_priority)),
-                ("AlarmMethod", a.method or "0"),
-                ("StartTime", local_time_text(now_utc)),
-                ("EndTime", local_time_text(now_utc + sub.expires_s)),
-            ]
-            return f"presence;id={sn}", dev.session.build("Query", "Alarm", sn, dev.id, fields)
-        assert sub.mobile_position is not None  # subscribed only when configured
-        fields = [("Interval", str(sub.mobile_position.interval_s))]
-        return f"presence;id={sn}", dev.session.build("Query", "MobilePosition", sn, dev.id, fields)
-
-    def _subscribe(self, dev: _Device, name: str, expires: int | None = None) -> None:
-        s = dev.subs.get(name)
-        if s is None:
-            s = dev.subs[name] = _Sub(name)
-        from tianwang.drivers.gb28181.session import next_sn
-
-        expires = self.config.subscribe.expires_s if expires is None else expires
-        refresh = s.active and s.to_tag is not None and expires > 0
-        if not refresh:
-            s.call_id, s.from_tag, s.to_tag, s.cseq = sip.new_call_id(), sip.new_tag(), None, 0
-            s.sn = next_sn()
-        s.cseq += 1
-        event, body = self._subscription_body(dev, name, s.sn)
-        s.event = event
-        headers = [("Event", event), ("Expires", str(expires))]
-        if expires:
-            headers.append(("Subscription-State", f"active;expires={expires}"))
-        try:
-            _req, fut = self.request(
-                dev,
-                "SUBSCRIBE",
-                dev.id,
-                body=body,
-                content_type=MANSCDP,
-                headers=headers,
-                call_id=s.call_id,
-                from_tag=s.from_tag,
-                to_tag=s.to_tag,
-                cseq=s.cseq,
-            )
-        except CommandError:
-            s.refresh_at = self.loop.time() + SUBSCRIBE_RETRY_S
-            return
-        s.refresh_at = self.loop.time() + SUBSCRIBE_RETRY_S  # until the answer says otherwise
-        if expires:
-            fut.add_done_callback(partial(self._subscribed, dev, s, s.call_id))
-
-    def _subscribed(self, dev: _Device, s: _Sub, call_id: str, fut: asyncio.Future) -> None:
-        if call_id != s.call_id:
-            return  # an answer in a dialog given up meanwhile (the device ended it)
-        if fut.cancelled() or fut.exception() is not None:
-            s.active = False
-            dev.ctx.count("subscriptions_failed")
-            return
-        resp = fut.result()
-        now = self.loop.time()
-        if resp.status >= 300:
-            s.active = False
-            dev.ctx.count("subscriptions_failed")
-            s.to_tag = None  # a new dialog next time
-            if resp.status in REFUSED_FOR_GOOD:
-                # the device does not do this subscription (an NVR asked for positions): asked
-                # again at its next registration only, not every minute
-                dev.ctx.count(f"subscription_refused_{s.name}")
-                s.refresh_at = float("inf")
-            else:
-                s.refresh_at = now + SUBSCRIBE_RETRY_S
-            return
-        s.active = True
-        s.to_tag = resp.to.tag or s.to_tag
-        try:
-            granted = resp.int_header("Expires")
-        except sip.SipError:
-            granted = None
-        granted = granted or self.config.subscribe.expires_s
-        s.refresh_at = now + max(1.0, granted * 0.8)  # before it runs out, as granted
-        dev.ctx.count(f"subscribed_{s.name}")
-
-    def _subscription_ended(self, dev: _Device, req: sip.SipRequest) -> None:
-        call_id = req.call_id
-        for s in dev.subs.values():
-            if s.call_id == call_id:
-                s.active = False
-                s.to_tag = None
-                s.call_id = ""  # a refresh still on its way belongs to the old dialog
-                s.refresh_at = self.loop.time() + 1.0
-                dev.ctx.count("subscriptions_terminated")
-
-    def _drop_subscriptions(self, dev: _Device) -> None:
-        dev.subs.clear()
-
     # -- timers --------------------------------------------------------------------------------
     def tick(self) -> None:
         """Retransmit our UDP requests that are due; fail those that ran out; sync the next
         devices that registered."""
         now = self.loop.time()
-        queue = self.sync_queue
-        for _ in range(min(SYNC_PER_TICK, len(queue))):
-            dev = self.devices.get(queue.popleft())
-            if dev is not None and dev.session.registered:
-                self.sync(dev)
         for req, route in self.client_tx.due(now):
             self.ctx.count("retransmissions")
             self.send(route, req)
@@ -877,6 +731,7 @@ class Gb28181Listener(Driver[Gb28181Config]):
                 dev.inflight -= 1
             if not fut.done():
                 fut.set_exception(CommandError("TIMEOUT", f"{dev_id} did not answer (SIP transaction timed out)"))
+        self.syncer.tick(now)
 
     def sweep(self) -> None:
         """Liveness, registration expiry, idle catalogs, subscription refreshes, idle TCP."""
@@ -889,12 +744,14 @@ class Gb28181Listener(Driver[Gb28181Config]):
                 self.apply(dev, step)
             if not was_offline and dev.session.state == Health.OFFLINE:
                 dev.synced = False
+                self.syncer.forget(dev.id)
                 if self.media is not None:
                     self.media.device_lost(dev, dev.session.reason)
             if dev.session.state != Health.OFFLINE and dev.synced:
-                for s in list(dev.subs.values()):
-                    if now >= s.refresh_at:
-                        self._subscribe(dev, s.name)
+                self.syncer.refresh_due(dev, now)
+        summary = self.syncer.storm_summary(now)
+        if summary:
+            log.info("%s: %s", self.ctx.device_id, summary)
         idle = self.config.tcp_idle_s
         for conn in list(self.connections):
             if now - conn.last_rx > idle:

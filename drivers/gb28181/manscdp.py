@@ -45,7 +45,7 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from lxml import etree
 
@@ -211,8 +211,15 @@ def _local_name(tag: object) -> str | None:
 def _convert(el: etree._Element, depth: int, max_items: int) -> Any:
     if depth > MAX_DEPTH:
         raise ManscdpError("too_deep", f"more than {MAX_DEPTH} levels")
-    children = [c for c in el if isinstance(c.tag, str)]
-    attrs = {f"@{_local_name(k)}": v for k, v in el.attrib.items()} if el.attrib else None
+    attrib = el.attrib
+    attrs = {f"@{_local_name(k)}": v for k, v in attrib.items()} if attrib else None
+    if not len(el):  # no child nodes at all: a leaf (most of a body), without a list of children
+        text = (el.text or "").strip()
+        if attrs:
+            attrs["#text"] = text
+            return attrs
+        return text
+    children = list(el.iterchildren(etree.Element))  # elements only: no comment or entity nodes
     if not children:
         text = (el.text or "").strip()
         if attrs:
@@ -223,7 +230,8 @@ def _convert(el: etree._Element, depth: int, max_items: int) -> Any:
     repeated: set[str] = set()
     items = 0
     for c in children:
-        name = _local_name(c.tag) or ""  # an element (children are filtered): it has a name
+        tag = cast(str, c.tag)  # an element's tag (children are filtered): text
+        name = tag.rpartition("}")[2] if "}" in tag else tag
         value = _convert(c, depth + 1, max_items)
         if name == "Item":
             items += 1

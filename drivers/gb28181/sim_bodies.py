@@ -3,6 +3,11 @@
 Each function returns bytes ready for a MESSAGE or NOTIFY. Catalogs come as a list of chunks, each
 under the UDP budget, all with the same SN and SumNum; the `bad_xml` fault leaves one `&` bare in
 a channel name, as some field devices do.
+
+The bodies a big fleet sends all the time (keepalives, alarms, positions) come from templates:
+manscdp.build run once with markers where the values go, the values then put in escaped and
+encoded as build would, so the bytes are build's (tests/test_gb28181_sim_wire.py compares them).
+A catalog is split by the lengths of its items' encoded XML, each chunk built once.
 """
 
 from __future__ import annotations
@@ -30,10 +35,55 @@ def parse_gb_time(text: str) -> float | None:
         return None
 
 
+_CODEC = "gb18030"  # what manscdp.build writes a GB2312-declared body with
+
+
+def _esc(text: str) -> bytes:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").encode(_CODEC)
+
+
+class _Template:
+    """A body built once by manscdp.build with `\x00<n>\x00` markers where the values go (the SN
+    too); `fill(sn, *values)` gives the bytes build gives for those values."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, root: str, cmd_type: str, with_device: bool, fields: list) -> None:
+        raw = manscdp.build(root, cmd_type, 0, "\x00d\x00" if with_device else None, fields)
+        raw = raw.replace(b"<SN>0</SN>", b"<SN>\x00s\x00</SN>", 1)
+        self.parts = raw.split(b"\x00")
+
+    def fill(self, sn: int, *values: str) -> bytes:
+        parts = self.parts
+        out = [parts[0]]
+        # parts alternate: literal, marker name, literal...; markers come in the order the body
+        # names them: s (SN), d (DeviceID), then 0, 1, 2... for the fields
+        for i in range(1, len(parts), 2):
+            name = parts[i]
+            out.append(str(sn).encode() if name == b"s" else _esc(values[0 if name == b"d" else int(name) + 1]))
+            out.append(parts[i + 1])
+        return b"".join(out)
+
+
+def _marker(n: int) -> str:
+    return f"\x00{n}\x00"
+
+
+_TEMPLATES: dict = {}
+
+
+def _template(key, make) -> _Template:
+    found = _TEMPLATES.get(key)
+    if found is None:
+        found = _TEMPLATES[key] = make()
+    return found
+
+
 def keepalive(sn: int, device_id: str, faulty: Sequence[str] = ()) -> bytes:
-    fields: list = [("Status", "OK")]
-    if faulty:
-        fields.append(("Info", {"DeviceID": list(faulty)}))
+    if not faulty:
+        t = _template("keepalive", lambda: _Template("Notify", "Keepalive", True, [("Status", "OK")]))
+        return t.fill(sn, device_id)
+    fields: list = [("Status", "OK"), ("Info", {"DeviceID": list(faulty)})]
     return manscdp.build("Notify", "Keepalive", sn, device_id, fields)
 
 
@@ -74,29 +124,38 @@ def catalog_chunks(
     if total == 0:
         return [manscdp.build("Response", "Catalog", sn, device.id, [("SumNum", 0)])]
     items = [_channel_item(ch, device, bad_xml=bad_xml and i == 0) for i, ch in enumerate(channels)]
-
-    def body(group):
+    # each item's encoded XML, cut from a one-item body; a chunk is the head (its Num said again),
+    # its items and the tail, so the split needs lengths only and each chunk is built once
+    fragments = []
+    head = tail = b""
+    for it in items:
         raw = manscdp.build(
-            "Response", "Catalog", sn, device.id, [("SumNum", total), ("DeviceList", manscdp.item_list(group))]
+            "Response", "Catalog", sn, device.id, [("SumNum", total), ("DeviceList", manscdp.item_list([it]))]
         )
-        return _unescape_amp(raw) if bad_xml and items[0] in group else raw
+        start, end = raw.index(b"<Item>"), raw.rindex(b"</DeviceList>")
+        head, tail = raw[:start], raw[end:]
+        fragments.append(raw[start:end])
+    if bad_xml:
+        fragments[0] = _unescape_amp(fragments[0])
+    one = b'<DeviceList Num="1">'
+
+    def head_for(n: int) -> bytes:
+        return head.replace(one, b'<DeviceList Num="%d">' % n, 1)
 
     chunks: list[bytes] = []
-    group: list = []
-    for it in items:
+    group: list[bytes] = []
+    size = 0
+    for frag in fragments:
         if per_chunk is not None:
-            if len(group) == per_chunk:
-                chunks.append(body(group))
-                group = []
-            group.append(it)
-            continue
-        trial = group + [it]
-        if group and len(body(trial)) > budget:
-            chunks.append(body(group))
-            group = [it]
+            full = len(group) == per_chunk
         else:
-            group = trial
-    chunks.append(body(group))
+            full = bool(group) and len(head_for(len(group) + 1)) + size + len(frag) + len(tail) > budget
+        if full:
+            chunks.append(head_for(len(group)) + b"".join(group) + tail)
+            group, size = [], 0
+        group.append(frag)
+        size += len(frag)
+    chunks.append(head_for(len(group)) + b"".join(group) + tail)
     return chunks
 
 
@@ -228,21 +287,24 @@ def alarm(sn: int, channel, kind, now: float, root: str = "Notify", stamp_ns: in
     description = f"{channel.name}{kind.description}"
     if stamp_ns is not None:
         description += f" #t={stamp_ns}"
-    return manscdp.build(
-        root,
-        "Alarm",
-        sn,
-        channel.id,
-        [
-            ("AlarmPriority", kind.priority),
-            ("AlarmMethod", kind.method),
-            ("AlarmTime", gb_time(now)),
-            ("AlarmDescription", description),
-            ("Longitude", f"{channel.lon:.6f}"),
-            ("Latitude", f"{channel.lat:.6f}"),
-            ("Info", {"AlarmType": kind.alarm_type}),
-        ],
+    t = _template(
+        ("alarm", root, kind.priority, kind.method, kind.alarm_type),
+        lambda: _Template(
+            root,
+            "Alarm",
+            True,
+            [
+                ("AlarmPriority", kind.priority),
+                ("AlarmMethod", kind.method),
+                ("AlarmTime", _marker(0)),
+                ("AlarmDescription", _marker(1)),
+                ("Longitude", _marker(2)),
+                ("Latitude", _marker(3)),
+                ("Info", {"AlarmType": kind.alarm_type}),
+            ],
+        ),
     )
+    return t.fill(sn, channel.id, gb_time(now), description, f"{channel.lon:.6f}", f"{channel.lat:.6f}")
 
 
 def mobile_position(
@@ -256,17 +318,22 @@ def mobile_position(
     alt_m: float,
     root: str = "Notify",
 ) -> bytes:
-    return manscdp.build(
-        root,
-        "MobilePosition",
-        sn,
-        device_id,
-        [
-            ("Time", gb_time(now)),
-            ("Longitude", f"{lon:.6f}"),
-            ("Latitude", f"{lat:.6f}"),
-            ("Speed", f"{speed_kmh:.1f}"),
-            ("Direction", f"{course:.1f}"),
-            ("Altitude", f"{alt_m:.0f}"),
-        ],
+    t = _template(
+        ("mobile_position", root),
+        lambda: _Template(
+            root,
+            "MobilePosition",
+            True,
+            [
+                ("Time", _marker(0)),
+                ("Longitude", _marker(1)),
+                ("Latitude", _marker(2)),
+                ("Speed", _marker(3)),
+                ("Direction", _marker(4)),
+                ("Altitude", _marker(5)),
+            ],
+        ),
+    )
+    return t.fill(
+        sn, device_id, gb_time(now), f"{lon:.6f}", f"{lat:.6f}", f"{speed_kmh:.1f}", f"{course:.1f}", f"{alt_m:.0f}"
     )

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tianwang.drivers.gb28181 import digest, manscdp, ptz, sdp, sim_bodies as bodies, sip, transaction
+from tianwang.drivers.gb28181 import digest, manscdp, ptz, sdp, sim_bodies as bodies, sim_wire, sip, transaction
 from tianwang.drivers.gb28181.sim_link import Detached, TcpLink, UdpLink
 from tianwang.drivers.gb28181.sim_media import MediaSender, answer_sdp, ssrc_value
 from tianwang.drivers.gb28181.sim_world import ALARM_KINDS, MANUFACTURER, PtzHead, Route, recordings
@@ -29,6 +29,7 @@ MANSCDP = "Application/MANSCDP+xml"
 KEEPALIVE_LOST_MAX = 3  # keepalives without an answer before the device registers again
 SLOW_CATALOG_S = 1.5  # the slow_catalog fault's pause before each catalog chunk
 ANSWERS_KEPT = 4  # answers kept per device for retransmitted datagrams (bounded memory in a big fleet)
+RECENT_KEPT = 64  # answers to scanned MESSAGEs kept per device by branch, each for 64*T1 at most
 
 
 @dataclass
@@ -113,9 +114,7 @@ class SimDevice:
         self.nc = 0
         self.challenge: dict | None = None
         self.auth_tries = 0
-        self.client = transaction.ClientTransactions()
         self.server = transaction.ServerTransactions()
-        self.waiting: dict = {}  # client transaction key -> callback(response or None)
         self.subs: dict[str, Subscription] = {}  # call_id -> subscription
         self.calls: dict[str, Call] = {}
         self.keepalive_lost = 0
@@ -129,6 +128,7 @@ class SimDevice:
         self.online_at = 0.0
         self._answered: dict[bytes, bytes] = {}  # request datagram -> the answer sent (the last few)
         self._answer: bytes | None = None
+        self._recent: dict[str, tuple[float, bytes]] = {}  # branch of a scanned MESSAGE -> (until, answer)
 
     def online_since_ok(self, seconds: float) -> bool:
         return self.state == "online" and self.fleet.loop.time() - self.online_at >= seconds
@@ -253,10 +253,9 @@ class SimDevice:
             link.send(data)  # the field fault: every request goes out twice
             self.fleet.count("duplicates_sent")
 
-    def _headers(self) -> list:
-        out = [("User-Agent", "Tianwang GB28181 simulator")]
-        out.append(("X-GB-Ver", self.version))
-        return out
+    @property
+    def _headers(self) -> tuple:
+        return (("User-Agent", "Tianwang GB28181 simulator"), ("X-GB-Ver", self.version))
 
     def request(
         self,
@@ -272,9 +271,10 @@ class SimDevice:
         body: bytes = b"",
         content_type: str | None = None,
         on_response: Callable | None = None,
-    ):
-        """Send a request in a new client transaction; `on_response(resp)` gets the final
-        response, or None when the transaction timed out."""
+    ) -> bytes | None:
+        """Send a request in a new client transaction (its bytes, None without a link);
+        `on_response(resp)` gets the final response (a `sip.SipResponse`, or the
+        `sim_wire.ScannedResponse` of one), or None when the transaction timed out."""
         if self.link is None:
             if on_response is not None:
                 on_response(None)
@@ -283,7 +283,8 @@ class SimDevice:
             self.cseq += 1
             cseq = self.cseq
         host, port = self._local()
-        req = sip.build_request(
+        branch = sip.new_branch()
+        data = sim_wire.request_bytes(
             method,
             uri or self.server_uri,
             via_host=host,
@@ -295,17 +296,16 @@ class SimDevice:
             to_tag=to_tag,
             call_id=call_id or sip.new_call_id(),
             cseq=cseq,
+            branch=branch,
             contact=f"<sip:{self.id}@{host}:{port}>",
-            headers=[*self._headers(), *headers],
+            headers=[*self._headers, *headers],
             body=body,
             content_type=content_type if content_type is not None else (MANSCDP if body else None),
         )
-        now = self.fleet.loop.time()
-        key = self.client.start(req, (self.fleet.host, self.fleet.port), self.link.reliable, now)
-        self.waiting[key] = on_response
-        self.fleet.pending_devices.add(self)
-        self._send_bytes(req.to_bytes())
-        return req
+        fleet = self.fleet
+        fleet.outgoing.start(self, branch, method.upper(), data, self.link.reliable, on_response, fleet.loop.time())
+        self._send_bytes(data)
+        return data
 
     def message(self, body: bytes, on_response: Callable | None = None):
         return self.request("MESSAGE", body=body, on_response=on_response)
@@ -314,18 +314,10 @@ class SimDevice:
         self.sn += 1
         return self.sn
 
-    def service(self, now: float) -> bool:
-        """Retransmit what is due and time out what expired; False when nothing is pending."""
-        for req, _dest in self.client.due(now):
-            self.fleet.count("retransmissions")
-            self._send_bytes(req.to_bytes())
-        for key in self.client.expired(now):
-            self.fleet.count("timeouts")
-            cb = self.waiting.pop(key, None)
-            if cb is not None:
-                cb(None)
-        self.server.expire(now)
-        return bool(self.waiting)
+    def resend(self, data: bytes) -> None:
+        """A request of ours again (the fleet's T1 timers found it unanswered over UDP)."""
+        self.fleet.count("retransmissions")
+        self._send_bytes(data)
 
     # -- registration ----------------------------------------------------------------------------
     def register(self, expires: int | None = None) -> None:
@@ -444,6 +436,13 @@ class SimDevice:
     def on_bytes(self, data: bytes, link) -> None:
         if data.strip(b"\r\n") == b"":
             return  # a keepalive CRLF
+        if data.startswith(b"SIP/2.0 "):
+            # most of what a device receives is the platform's answer to its own request: a scan
+            # of the lines finds the transaction without a full parse (sim_wire.py says why)
+            scanned = sim_wire.scan_response(data)
+            if scanned is not None:
+                self._on_response(scanned.branch, scanned.method, scanned)
+                return
         # a UDP retransmission is the same datagram again: answered from the last few answers
         # without parsing, so a platform retransmitting under load does not starve the fleet's loop
         answer = self._answered.get(data)
@@ -451,6 +450,12 @@ class SimDevice:
             self.fleet.count("duplicates_absorbed")
             self._send_bytes(answer)
             return
+        if data.startswith(b"MESSAGE "):
+            # the platform's queries, controls and alarm answers: read by a scan, answered from text
+            scanned = sim_wire.scan_request(data)
+            if scanned is not None:
+                self._on_scanned_message(scanned, data)
+                return
         try:
             msg = sip.parse_message(data)
         except sip.SipError:
@@ -461,25 +466,53 @@ class SimDevice:
             return
         self._answer = None
         self.on_message(msg, link)
+        self._keep_answer(data)
+
+    def _keep_answer(self, data: bytes) -> None:
         if self._answer is not None:
             answered = self._answered
             answered[data] = self._answer
             if len(answered) > ANSWERS_KEPT:
                 del answered[next(iter(answered))]
 
+    def _on_scanned_message(self, req: sim_wire.ScannedRequest, data: bytes) -> None:
+        # the server transaction of a scanned MESSAGE: its answer kept by branch for Timer J (64*T1),
+        # so a retransmission that is not the same datagram again is still answered, not handled twice
+        now = self.fleet.loop.time()
+        recent = self._recent
+        kept = recent.get(req.branch)
+        if kept is not None and kept[0] > now:
+            self.fleet.count("duplicates_absorbed")
+            self._send_bytes(kept[1])
+            return
+        self.fleet.count("requests_received")
+        self._answer = None
+        self._on_message(req)
+        if self._answer is None:
+            return
+        self._keep_answer(data)
+        recent[req.branch] = (now + 64 * transaction.T1, self._answer)
+        while recent:
+            oldest = next(iter(recent))
+            if recent[oldest][0] > now and len(recent) <= RECENT_KEPT:
+                break
+            del recent[oldest]
+
+    def _on_response(self, branch: str | None, method: str, resp) -> None:
+        found = self.fleet.outgoing.response(branch or "", method, resp.status, self.fleet.loop.time())
+        if found is None:
+            self.fleet.count("stray_responses")
+            return
+        final, callback = found
+        if final and callback is not None:
+            callback(resp)
+
     def on_message(self, msg, link) -> None:
         now = self.fleet.loop.time()
         if isinstance(msg, sip.SipResponse):
-            found = self.client.response(msg, now)
-            if found is None:
-                self.fleet.count("stray_responses")
-                return
-            key, final = found
-            if final:
-                cb = self.waiting.pop(key, None)
-                if cb is not None:
-                    cb(msg)
+            self._on_response(msg.branch, msg.cseq[1], msg)
             return
+        self.server.expire(now)
         cached = self.server.receive(msg, now)
         if cached is not None:
             self.fleet.count("duplicates_absorbed")
@@ -503,11 +536,23 @@ class SimDevice:
         content_type: str | None = None,
         to_tag: str | None = None,
     ):
+        if isinstance(req, sim_wire.ScannedRequest):
+            data = sim_wire.response_bytes(
+                req,
+                status,
+                to_tag=to_tag or self.from_tag,
+                headers=[*self._headers, *headers],
+                body=body,
+                content_type=content_type,
+            )
+            self._answer = data
+            self._send_bytes(data)
+            return None
         resp = sip.build_response(
             req,
             status,
             to_tag=to_tag or self.from_tag,
-            headers=[*self._headers(), *headers],
+            headers=[*self._headers, *headers],
             body=body,
             content_type=content_type,
         )

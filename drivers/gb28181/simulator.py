@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from tianwang.drivers.gb28181.sim_wire import OutgoingTransactions
 from tianwang.drivers.gb28181.sim_world import (
     ALARM_KINDS,
     CIVIL_CODES,
@@ -175,7 +176,7 @@ class Fleet:
         self.online = 0
         self.notify: Callable[[str], None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.pending_devices: set = set()
+        self.outgoing = OutgoingTransactions()  # every device's requests awaiting an answer
         self.rng = random.Random(seed)
         self.devices = self._build(devices, channels, ipcs, mobile, password, passwords or {}, serial_base)
         self._by_id = {d.id: d for d in self.devices}
@@ -327,10 +328,19 @@ class Fleet:
         loop = self.loop
         while True:
             await asyncio.sleep(TICK_S)
-            now = loop.time()
-            for d in list(self.pending_devices):
-                if not d.service(now):
-                    self.pending_devices.discard(d)
+            self.service(loop.time())
+
+    def service(self, now: float) -> None:
+        """Retransmit the requests due again and time out the expired ones (one heap for the
+        whole fleet: a walk over ten thousand devices every tick would cost more than the work)."""
+        resend, timed_out = self.outgoing.due(now)
+        for device, data in resend:
+            device.resend(data)
+        if timed_out:
+            self.count("timeouts", len(timed_out))
+            for callback in timed_out:
+                if callback is not None:
+                    callback(None)
 
     async def _alarm_loop(self):
         # alarms are spread evenly over time at the fleet's total rate, from random online channels
@@ -347,7 +357,9 @@ class Fleet:
                 behind = int((now - due) / period)
                 self.count("alarms_skipped", behind)
                 due += behind * period
-            while due <= now:
+            # a timer may fire a little early: an alarm due within a millisecond goes now, rather
+            # than a spin of near-zero sleeps until the clock passes it
+            while due <= now + 0.001:
                 due += period
                 if not self.online:
                     continue

@@ -21,9 +21,9 @@ from __future__ import annotations
 import abc
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar, overload
+from typing import TypeVar, cast, overload
 
 from tianwang.drivers.sdk import FrameError
 
@@ -134,8 +134,30 @@ def canonical_name(name: str) -> str:
 
 
 def _key(name: str) -> str:
-    key = name.lower()
-    return COMPACT.get(key, key)
+    key = _KEYS.get(name)
+    if key is None:
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        if len(_KEYS) < _NAMES_KEPT:
+            _KEYS[name] = key
+    return key
+
+
+# Header names as they come, looked up once: every message carries the same dozen. Bounded, so a
+# peer sending made-up names cannot grow them.
+_NAMES_KEPT = 1024
+_KEYS: dict[str, str] = {}  # name as written -> lookup key
+_NAMES: dict[str, tuple[str, str]] = {}  # name as written (a valid token) -> (lookup key, display name)
+
+
+def _name(name: str) -> tuple[str, str]:
+    """(lookup key, display name) of a header name known to be a token."""
+    hit = _NAMES.get(name)
+    if hit is None:
+        hit = (_key(name), canonical_name(name))
+        if len(_NAMES) < _NAMES_KEPT:
+            _NAMES[name] = hit
+    return hit
 
 
 def _checked(name: str, value: object) -> str:
@@ -144,7 +166,7 @@ def _checked(name: str, value: object) -> str:
     value = str(value)
     if "\r" in value or "\n" in value:
         raise ValueError(f"{name}: CR or LF in a header value")
-    if not _TOKEN_RE.fullmatch(name):
+    if name not in _NAMES and not _TOKEN_RE.fullmatch(name):
         raise ValueError(f"bad header name {name!r}")
     return value
 
@@ -194,7 +216,9 @@ class Headers:
 
     def add(self, name: str, value: object, *, first: bool = False) -> None:
         """Append a value (or put it before every other header with `first=True`, as for a new Via)."""
-        item = (_key(name), canonical_name(name), _checked(name, value))
+        value = _checked(name, value)
+        key, display = _name(name)
+        item = (key, display, value)
         if first:
             self._items.insert(0, item)
         else:
@@ -396,6 +420,13 @@ class NameAddr:
         return f"{display}<{self.uri}>{_render_params(self.params)}"
 
 
+def _parse_contact(value: str) -> NameAddr:
+    values = split_header_values(value)
+    if not values:
+        raise SipError("bad_header", "empty Contact")
+    return parse_name_addr(values[0])
+
+
 def parse_name_addr(text: str) -> NameAddr:
     """Parse a From / To / Contact value. Raises SipError('bad_header')."""
     text = text.strip()
@@ -463,6 +494,10 @@ class Via:
         return f"SIP/2.0/{self.transport} {_hostport(self.host, self.port)}{_render_params(self.params)}"
 
 
+def _parse_via_line(line: str) -> list[Via]:
+    return [parse_via(v) for v in split_header_values(line)]
+
+
 def parse_via(text: str) -> Via:
     """Parse one Via value (not a comma list). Raises SipError('bad_header')."""
     m = _VIA.fullmatch(text)
@@ -477,8 +512,27 @@ def parse_via(text: str) -> Via:
 
 
 # -- messages -----------------------------------------------------------------------------------
+def _parse_cseq(value: str) -> tuple[int, str]:
+    m = _CSEQ.fullmatch(value)
+    if m is None or int(m.group(1)) > CSEQ_MAX:
+        raise SipError("bad_cseq", value[:40])
+    return int(m.group(1)), m.group(2).upper()
+
+
+def _parse_top_via(value: str) -> Via:
+    values = split_header_values(value)
+    if not values:
+        raise SipError("bad_header", "empty Via")
+    return parse_via(values[0])
+
+
 class _Message(abc.ABC):
-    """What requests and responses share: the headers a transaction and a session read."""
+    """What requests and responses share: the headers a transaction and a session read.
+
+    A header read through a property (From, To, CSeq, the Vias, Contact) is parsed once per
+    message and the result shared by every later reader (a message is validated, matched to its
+    transaction, answered and handled: each reads the same headers), so the objects returned are
+    read-only. A header changed since is parsed again: the cache holds the very value it parsed."""
 
     headers: Headers
     body: bytes
@@ -486,6 +540,17 @@ class _Message(abc.ABC):
     @abc.abstractmethod
     def _start_line(self) -> str:
         """The request line or the status line."""
+
+    def _parsed(self, key: str, raw: str, parse: Callable[[str], _T]) -> _T:
+        cache: dict[str, tuple[str, object]] | None = self.__dict__.get("_parsed_headers")
+        if cache is None:
+            cache = self.__dict__["_parsed_headers"] = {}
+        hit = cache.get(key)
+        if hit is not None and hit[0] is raw:
+            return cast(_T, hit[1])
+        value = parse(raw)
+        cache[key] = (raw, value)
+        return value
 
     @property
     def call_id(self) -> str:
@@ -499,38 +564,35 @@ class _Message(abc.ABC):
         value = self.headers.get("cseq")
         if value is None:
             raise SipError("missing_header", "CSeq")
-        m = _CSEQ.fullmatch(value)
-        if m is None or int(m.group(1)) > CSEQ_MAX:
-            raise SipError("bad_cseq", value[:40])
-        return int(m.group(1)), m.group(2).upper()
+        return self._parsed("cseq", value, _parse_cseq)
 
     @property
     def from_(self) -> NameAddr:
         value = self.headers.get("from")
         if value is None:
             raise SipError("missing_header", "From")
-        return parse_name_addr(value)
+        return self._parsed("from", value, parse_name_addr)
 
     @property
     def to(self) -> NameAddr:
         value = self.headers.get("to")
         if value is None:
             raise SipError("missing_header", "To")
-        return parse_name_addr(value)
+        return self._parsed("to", value, parse_name_addr)
 
     @property
     def via(self) -> list[Via]:
-        return [parse_via(v) for line in self.headers.get_all("via") for v in split_header_values(line)]
+        out = []
+        for i, line in enumerate(self.headers.get_all("via")):
+            out.extend(self._parsed(f"via {i}", line, _parse_via_line))
+        return out
 
     @property
     def top_via(self) -> Via:
         vias = self.headers.get_all("via")
         if not vias:
             raise SipError("missing_header", "Via")
-        values = split_header_values(vias[0])
-        if not values:
-            raise SipError("bad_header", "empty Via")
-        return parse_via(values[0])
+        return self._parsed("top via", vias[0], _parse_top_via)
 
     @property
     def branch(self) -> str | None:
@@ -548,7 +610,7 @@ class _Message(abc.ABC):
         value = self.headers.get("contact")
         if value is None or value.strip() == "*":
             return None
-        return parse_name_addr(split_header_values(value)[0])
+        return self._parsed("contact", value, _parse_contact)
 
     def int_header(self, name: str) -> int | None:
         """An integer header (Expires, Max-Forwards...); None when absent; SipError when not a number."""
@@ -562,8 +624,8 @@ class _Message(abc.ABC):
 
     def _head_lines(self) -> list[str]:
         lines, wrote_length = [], False
-        for name, value in self.headers:
-            if _key(name) == "content-length":
+        for key, name, value in self.headers._items:
+            if key == "content-length":
                 if wrote_length:
                     continue
                 value, wrote_length = str(len(self.body)), True
@@ -587,7 +649,7 @@ class SipRequest(_Message):
 
     @property
     def request_uri(self) -> SipUri:
-        return parse_uri(self.uri)
+        return self._parsed("request uri", self.uri, parse_uri)
 
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} SIP/2.0"
@@ -634,6 +696,50 @@ def _parse_start_line(line: str) -> tuple[str, str | int, str]:
 
 def _parse_head(head: bytes, max_headers: int, max_line: int) -> SipRequest | SipResponse:
     """Parse the start line and headers (everything before the blank line) -> message without body."""
+    if head.endswith(b"\r") or max(map(len, head.split(b"\n"))) > max_line:
+        # a line too long somewhere (or a CR ending the head, which no LF follows): line by line
+        return _parse_head_checked(head, max_headers, max_line)
+    text = head.decode("utf-8", "surrogateescape")
+    tlines = text.split("\n")
+    first = tlines[0]
+    if first.endswith("\r"):
+        first = first[:-1]
+    kind, a, b = _parse_start_line(first)
+    # the usual head: every line short, decoded at once (the bytes of a multi-byte character
+    # never include a LF, so the lines are those of the bytes); errors as the checked path has them
+    items: list[tuple[str, str, str]] = []
+    names = _NAMES
+    for line in tlines[1:]:
+        if line.endswith("\r"):
+            line = line[:-1]
+        if "\r" in line:
+            raise SipError("bad_header", "bare CR inside a header line")
+        if line[:1] in (" ", "\t"):
+            if not items:
+                raise SipError("bad_header", "continuation line before any header")
+            key, display, value = items[-1]
+            items[-1] = (key, display, value + " " + line.strip())  # RFC 3261 7.3.1: folding is one space
+            continue
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        hit = names.get(name) if colon else None
+        if hit is None:
+            if not colon or not _TOKEN_RE.fullmatch(name):
+                raise SipError("bad_header", repr(line[:60]))
+            hit = _name(name)
+        items.append((hit[0], hit[1], value.strip()))
+        if len(items) > max_headers:
+            raise SipError("too_large", f"more than {max_headers} headers")
+    headers = Headers()
+    headers._items = items
+    msg = SipRequest(str(a), b, headers) if kind == "req" else SipResponse(int(a), b, headers)
+    _validate(msg)
+    return msg
+
+
+def _parse_head_checked(head: bytes, max_headers: int, max_line: int) -> SipRequest | SipResponse:
+    """`_parse_head` line by line, for a head with a line over `max_line` somewhere: the errors
+    come in the order of the lines."""
     lines = re.split(rb"\r?\n", head)
     first = lines[0]
     if len(first) > max_line:
@@ -972,11 +1078,12 @@ def build_response(
     h = Headers()
     vias = [v for line in request.headers.get_all("via") for v in split_header_values(line)]
     if source is not None and vias:
-        top = parse_via(vias[0])
-        top.params["received"] = source[0]
-        if "rport" in top.params:
-            top.params["rport"] = str(source[1])
-        vias[0] = str(top)
+        top = request.top_via  # shared with the request's other readers: changed in a copy
+        params = dict(top.params)
+        params["received"] = source[0]
+        if "rport" in params:
+            params["rport"] = str(source[1])
+        vias[0] = str(Via(top.transport, top.host, top.port, params))
     for via in vias:
         h.add("Via", via)
     h.add("From", request.headers.get("from"))

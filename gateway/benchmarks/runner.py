@@ -398,6 +398,10 @@ def steps_scale(b: Bench) -> list:
         record(label, res, res["alarms_received"], res["alarms_acked"])
         if res.get("all_online_s") is not None:
             b.metric(sec, f"{label}: all ONLINE after", res["all_online_s"], "s", better="lower")
+        if res.get("catalogs_complete_s") is not None:
+            b.metric(sec, f"{label}: every catalog in after", res["catalogs_complete_s"], "s", better="lower")
+        b.metric(sec, f"{label}: catalogs left partial", res.get("catalogs_partial", 0), "devices", better="lower")
+        b.metric(sec, f"{label}: positions", res["fixes_per_s_received"], "fixes/s")
         if res.get("latency_ms_p99") is not None:
             b.metric(sec, f"{label}: alarm latency p50", res["latency_ms_p50"], "ms", better="lower")
             b.metric(sec, f"{label}: alarm latency p99", res["latency_ms_p99"], "ms", better="lower")

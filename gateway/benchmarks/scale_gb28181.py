@@ -7,6 +7,13 @@ The issue's target is 10,000 devices x 5 channels, 200 alarms/s in total and 1,0
 at 5 s: every device ONLINE within 60 s of the start, the gateway under one core and 1.5 GiB RSS in
 the steady state, no alarm lost. `tianwang bench` runs it at the size the machine allows.
 
+Phases and what each says: `all_online_s` (every device ONLINE on the health stream), then the
+catalogs (`catalogs_complete_s` when every channel is listed; `catalogs_settled_s`,
+`catalogs_answered` and `catalogs_partial` when some stay partial), then a `window_s` steady state
+(gateway cores and RSS, alarms and fixes per second, latency, the fleet's own cores and RSS). The
+CPU-seconds of both processes up to ONLINE and up to the catalogs, and the kernel's UDP receive
+buffer drops (machine-wide) per phase, say which side a storm saturated.
+
 Latency: the fleet runs with `--stamp-alarms`, which ends every alarm's description with
 ` #t=<send time, unix ns>`; the subscriber takes its receive time minus that stamp (both clocks are
 this machine's). Lost: alarms the listener acknowledged with a SIP 200 (the fleet's final
@@ -34,6 +41,7 @@ GB_MD = (("authorization", f"Bearer {GB_TOKEN}"),)
 SERVER_ID = "43030000002000000001"
 _STAMP = re.compile(r"#t=([0-9]{19})")
 DEVICE_TYPES = ("118", "132", "138")  # NVR, IPC, mobile unit: the fleet's devices (channels are 131)
+CATALOG_POLL_S = 15.0  # how often the wait for the catalogs asks ListDevices which are in
 
 
 def _stamp(payload) -> int | None:
@@ -51,7 +59,7 @@ def _stamp(payload) -> int | None:
     return None
 
 
-async def _subscribe(addr, counts, latencies, gaps, stop, recording, health):
+async def _subscribe(addr, counts, latencies, gaps, stop, recording, health, channels):
     # device health comes on the same stream, so the time to ONLINE needs no ListDevices polling
     # (listing 50,000 channels every second would be a load of its own on the gateway)
     req = pb.SubscribeRequest(
@@ -66,6 +74,8 @@ async def _subscribe(addr, counts, latencies, gaps, stop, recording, health):
                 dev = env.device_id
                 if len(dev) == 20 and dev[10:13] in DEVICE_TYPES:
                     health[dev] = msgpack.unpackb(env.payload).get("state")
+                elif len(dev) == 20 and dev[10:13] == "131":
+                    channels.add(dev)  # a channel has health once a catalog listed it
                 continue
             kind = "alarm" if env.topic.endswith("/alarm") else "fix"
             counts[kind] = counts.get(kind, 0) + 1
@@ -73,6 +83,23 @@ async def _subscribe(addr, counts, latencies, gaps, stop, recording, health):
                 sent = _stamp(msgpack.unpackb(env.payload))
                 if sent is not None:
                     latencies.append((now - sent) / 1e6)
+
+
+def udp_receive_drops() -> int | None:
+    """Datagrams the kernel dropped for a full socket receive buffer, machine-wide (/proc/net/snmp
+    Udp RcvbufErrors): in a register storm the listener's socket overflows before its loop sees
+    anything, and each drop comes back as a retransmission."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _drops_since(start: int | None) -> int | None:
+    now = udp_receive_drops()
+    return None if start is None or now is None else now - start
 
 
 def _devices_online(rows) -> tuple[int, int]:
@@ -99,6 +126,8 @@ async def gb28181_devices(
     env["TW_BENCH_GB_TOKEN"] = GB_TOKEN
     env["TW_BENCH_GB_PASSWORD"] = password
     total = devices + mobile
+    registrations = Path(logdir) / "gb.registrations"
+    registrations.unlink(missing_ok=True)  # a fresh gateway: no device known from an earlier run
     config = Path(logdir) / "gateway-gb28181.yaml"
     config.write_text(
         json.dumps(
@@ -118,7 +147,7 @@ async def gb28181_devices(
                         "server_id": SERVER_ID,
                         "registration": "open",
                         "password_env": "TW_BENCH_GB_PASSWORD",
-                        "registrations_file": str(Path(logdir) / "gb.registrations"),
+                        "registrations_file": str(registrations),
                         "max_devices": total + 100,
                         "max_connections": total + 100,
                         "keepalive": {"interval_s": 60, "count": 3},
@@ -154,9 +183,11 @@ async def gb28181_devices(
         gaps: list = []
         recording = [False]
         health: dict = {}
+        channels_seen: set = set()
         stop = asyncio.Event()
-        sub = asyncio.ensure_future(_subscribe(addr, counts, latencies, gaps, stop, recording, health))
+        sub = asyncio.ensure_future(_subscribe(addr, counts, latencies, gaps, stop, recording, health, channels_seen))
         cpu_start = cpu_seconds(pid)
+        drops0 = udp_receive_drops()
         t0 = time.monotonic()
         fleet = Proc(
             [
@@ -201,21 +232,46 @@ async def gb28181_devices(
         result["all_online_s"] = round(time.monotonic() - t0, 1) if online >= total else None
         result["gateway_cpu_s_connect"] = round(cpu_seconds(pid) - cpu_start, 1)
         result["fleet_cpu_s_connect"] = round(cpu_seconds(fleet.proc.pid) - fleet_cpu0, 1)
+        result["udp_receive_drops_connect"] = _drops_since(drops0)
         # the steady state begins once every catalog is in (the listener queries and subscribes each
-        # device after it registers, at its own pace): every channel listed under its device
+        # device after it registers, at its own pace): every channel listed under its device; or,
+        # when some catalogs stay partial (the listener gave up on chunks it did not get in time),
+        # once every device has had its catalog answered, complete or not
         want_channels = devices * channels + mobile
-        listed_channels = 0
+        listed_channels = answered = partial = 0
+        polled = 0.0
         while time.monotonic() - t0 < connect_timeout_s:
-            rows = await list_devices(addr, GB_MD, timeout=60)
-            listed_channels = sum(1 for d in rows if len(d.id) == 20 and d.id[10:13] == "131")
-            if listed_channels >= want_channels:
+            if len(channels_seen) >= want_channels:
                 break
-            await asyncio.sleep(2.0)
+            if time.monotonic() - polled >= CATALOG_POLL_S:
+                # which catalogs are in, complete or partial: ListDevices says, now and then
+                polled = time.monotonic()
+                rows = await list_devices(addr, GB_MD, timeout=60)
+                catalogs = [d.info.get("catalog") for d in rows if len(d.id) == 20 and d.id[10:13] in DEVICE_TYPES]
+                answered = sum(1 for state in catalogs if state in ("complete", "partial"))
+                partial = sum(1 for state in catalogs if state == "partial")
+                if answered >= total:
+                    break
+            await asyncio.sleep(0.2)
+        settled = time.monotonic() - t0
+        rows = await list_devices(addr, GB_MD, timeout=60)
+        listed_channels = sum(1 for d in rows if len(d.id) == 20 and d.id[10:13] == "131")
+        catalogs = [d.info.get("catalog") for d in rows if len(d.id) == 20 and d.id[10:13] in DEVICE_TYPES]
+        answered = sum(1 for state in catalogs if state in ("complete", "partial"))
+        partial = sum(1 for state in catalogs if state == "partial")
         result["channels_listed"] = listed_channels
-        result["catalogs_complete_s"] = round(time.monotonic() - t0, 1) if listed_channels >= want_channels else None
+        result["channels_wanted"] = want_channels
+        result["catalogs_answered"] = answered
+        result["catalogs_partial"] = partial
+        result["catalogs_complete_s"] = round(settled, 1) if listed_channels >= want_channels else None
+        result["catalogs_settled_s"] = round(settled, 1)
+        result["gateway_cpu_s_to_catalogs"] = round(cpu_seconds(pid) - cpu_start, 1)
+        result["fleet_cpu_s_to_catalogs"] = round(cpu_seconds(fleet.proc.pid) - fleet_cpu0, 1)
+        result["udp_receive_drops_to_catalogs"] = _drops_since(drops0)
         await asyncio.sleep(5.0)  # subscriptions settle
         recording[0] = True
         cpu0, wall0, alarms0 = cpu_seconds(pid), time.monotonic(), counts.get("alarm", 0)
+        drops_steady0 = udp_receive_drops()
         fleet_cpu1 = cpu_seconds(fleet.proc.pid)
         fixes0 = counts.get("fix", 0)
         rss = []
@@ -225,7 +281,9 @@ async def gb28181_devices(
         cpu1, wall1 = cpu_seconds(pid), time.monotonic()
         result["fleet_cpu_cores"] = round((cpu_seconds(fleet.proc.pid) - fleet_cpu1) / (wall1 - wall0), 3)
         recording[0] = False
+        result["udp_receive_drops_steady"] = _drops_since(drops_steady0)
         mem = memory_kib(pid)
+        result["fleet_rss_mib"] = round(memory_kib(fleet.proc.pid)["VmRSS"] / 1024, 1)
         rows = await list_devices(addr, GB_MD, timeout=60)
         listed, online_end = _devices_online(rows)
         # the listener's own counters (drops by reason, retransmissions...) say where a storm hurt

@@ -10,7 +10,8 @@ and the directory fsynced: a crash leaves the old file or the new one, never hal
 
 `StateFile` is the base of a table kept that way: it writes in a thread, coalesced (a burst of
 changes costs a few writes, at most one per `min_interval_s`), reports each write to `on_write`,
-and `flush()` waits until every change so far is on disk.
+and `flush()` writes what is pending without waiting out the interval and returns once every
+change so far is on disk.
 
 Drivers reach these as `tianwang.drivers.sdk.StateFile`, `StateFileError`, `read_state_file` and
 `write_state_file`.
@@ -106,7 +107,8 @@ class StateFile:
     A subclass holds the table, calls `save()` after each change, and passes `snapshot` (a copy
     of the table the loop may go on changing while a thread writes it) and `write(path, snapshot)`
     (which raises OSError). Changes made with a running loop are written by one background task, the
-    ones gathered meanwhile together, and at most one write per `min_interval_s`; without a loop (a
+    ones gathered meanwhile together: the first change at once, then at most one write per
+    `min_interval_s` however the changes come (a burst or a trickle); without a loop (a
     tool, a test) a change is written at once. `on_write(error)` is called after each background
     write ('' when it succeeded); a failed write is counted (`write_errors`, `last_error`) and logged
     on `log` as "`label`: cannot write ...", and the next change tries again.
@@ -139,6 +141,9 @@ class StateFile:
         self._written = 0  # changes on disk
         self._writer: asyncio.Task | None = None
         self._written_event: asyncio.Event | None = None
+        self._hurry: asyncio.Event | None = None  # set by flush(): write now, not after the interval
+        self._last_write_at = float("-inf")  # loop time of the last write's end
+        self._flush_to = 0  # a flush waits for the changes up to this one: written without waiting
         self.writes = 0
         self.write_errors = 0
         self.last_error = ""
@@ -161,7 +166,19 @@ class StateFile:
 
     async def _write_loop(self) -> None:
         assert self.path is not None  # _changed() starts it only when there is a file
+        loop = asyncio.get_running_loop()
         while self._written < self._generation:
+            wait = self._last_write_at + self.min_interval_s - loop.time()
+            if wait > 0 and self._flush_to <= self._written:
+                # written less than an interval ago: let more changes gather (a flush, at a clean
+                # stop, cuts the wait short); a trickle of changes costs one write per interval too
+                hurry = self._hurry = asyncio.Event()
+                try:
+                    await asyncio.wait_for(hurry.wait(), wait)
+                except TimeoutError:
+                    pass
+                finally:
+                    self._hurry = None
             gen = self._generation
             snapshot = self._snapshot()
             try:
@@ -174,15 +191,14 @@ class StateFile:
                 if self.on_write is not None:
                     self.on_write(self.last_error)
                 return
+            finally:
+                self._last_write_at = loop.time()
             self.writes += 1
             self._written = gen
             self.last_error = ""
             self._wake()
             if self.on_write is not None:
                 self.on_write("")
-            if self._written < self._generation and self.min_interval_s > 0:
-                # a burst of changes: let more of them gather before the next write
-                await asyncio.sleep(self.min_interval_s)
 
     def _wake(self) -> None:
         if self._written_event is not None:
@@ -192,6 +208,9 @@ class StateFile:
     async def flush(self) -> None:
         """Return once every change made so far is on disk. Raises OSError when it cannot be written."""
         target = self._generation
+        self._flush_to = max(self._flush_to, target)
+        if self._hurry is not None and self._written < target:
+            self._hurry.set()
         while self._written < target:
             if self._writer is None or self._writer.done():
                 self._writer = asyncio.get_running_loop().create_task(self._write_loop())
