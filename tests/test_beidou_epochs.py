@@ -255,3 +255,22 @@ def test_tick_due_follows_what_can_happen_next(impl):
     assert [p.channel for p in proto.tick(now + SEC // 2 - 1) if p.channel == "fix"] == []
     assert [p.channel for p in proto.tick(now + SEC // 2) if p.channel == "fix"] == ["fix"]
     assert not proto.epoch_open
+
+
+def test_epoch_counts_are_the_closed_by_fragments_and_superseded_totals(impl):
+    # the driver reads its epoch counters from epoch_counts once per epoch: the same totals as the
+    # closed_by, fragments and superseded views, NMEA and binary assemblers together
+    proto = ReceiverProtocol("bd-4", implementation=impl, sky_decimation=0, epoch_period_s=1.0)
+    orders = [("GGA", "RMC", "GSA"), ("GGA", "GSA", "RMC"), ("GSA",)]
+    now = 10**18
+    seen = []
+    for k in range(9):
+        ew = w.EpochWriter(order=orders[k % 3])
+        proto.feed(ew.epoch(state(k)), now)
+        now += 600_000_000
+        proto.tick(now)
+        now += 400_000_000
+        cb = proto.closed_by
+        assert proto.epoch_counts == (cb["end"], cb["next"], cb["flush"], proto.fragments, proto.superseded)
+        seen.append(proto.epoch_counts)
+    assert seen[-1] != seen[0] and sum(seen[-1][:3]) >= 6

@@ -61,6 +61,14 @@ _DEST = re.compile(r"^[0-9]{1,12}$")
 _TXT_LINE = re.compile(rb"\$[A-Z]{2}TXT,[^\r\n$]{0,80}\*[0-9A-Fa-f]{2}")
 _FIRMWARE = re.compile(r"^(?:SW|FWVER|FW|VER|VERSION)\s*[=:]\s*(.+)$|^(ROM CORE .+)$", re.IGNORECASE)
 HEALTHY = ("FIX", None)
+# the device counters of ReceiverProtocol.epoch_counts, in its order
+_EPOCH_COUNTERS = (
+    "epochs_closed_end",
+    "epochs_closed_next",
+    "epochs_closed_flush",
+    "fragments_dropped",
+    "epochs_superseded",
+)
 
 
 class _Line(asyncio.Protocol):
@@ -113,9 +121,7 @@ class BeidouDriver(Driver[BeidouConfig]):
         self._drops_seen = dict.fromkeys(self.receiver.drops, 0)
         self._dropped_bytes_seen = 0
         self._resyncs_seen = 0
-        self._closed_seen: dict[str, int] = {}
-        self._fragments_seen = 0
-        self._superseded_seen = 0
+        self._epoch_counts_seen = (0,) * len(_EPOCH_COUNTERS)
         self._alarms: dict[str, bool] = {}
         self._state_reason = ""
         self._waiter: tuple[Callable[[object], bool], asyncio.Future[object]] | None = (
@@ -271,17 +277,15 @@ class BeidouDriver(Driver[BeidouConfig]):
     def _count_epochs(self) -> None:
         # how epochs were closed (on their last sentence, by the next epoch, by the quiet-gap timer)
         # and the fragments dropped: device counters epochs_closed_* and fragments_dropped
-        rx, seen, count = self.receiver, self._closed_seen, self.ctx.count
-        for how, n in rx.closed_by.items():
-            if n != seen.get(how, 0):
-                count(f"epochs_closed_{how}", n - seen.get(how, 0))
-                seen[how] = n
-        if rx.fragments != self._fragments_seen:
-            count("fragments_dropped", rx.fragments - self._fragments_seen)
-            self._fragments_seen = rx.fragments
-        if rx.superseded != self._superseded_seen:
-            count("epochs_superseded", rx.superseded - self._superseded_seen)
-            self._superseded_seen = rx.superseded
+        # once per epoch: one read of the receiver's totals (a dict and two sums were built here)
+        counts = self.receiver.epoch_counts
+        seen = self._epoch_counts_seen
+        if counts != seen:
+            count = self.ctx.count
+            for name, n, was in zip(_EPOCH_COUNTERS, counts, seen, strict=True):
+                if n != was:
+                    count(name, n - was)
+            self._epoch_counts_seen = counts
 
     def _count_drops(self) -> None:
         rx, ctx = self.receiver, self.ctx

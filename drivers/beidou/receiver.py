@@ -392,6 +392,19 @@ class ReceiverProtocol:
         return out
 
     @property
+    def epoch_counts(self) -> tuple[int, int, int, int, int]:
+        """(epochs closed on their last sentence, by the next epoch, by the quiet gap, fragments,
+        superseded) in one read: what the driver turns into its counters once per epoch."""
+        a = self._assembler
+        end, nxt, flush, fragments = a.closed_by_end, a.closed_by_next, a.closed_by_flush, a.fragments
+        for b in self._binary.values():
+            end += b.closed_by_end
+            nxt += b.closed_by_next
+            flush += b.closed_by_flush
+            fragments += b.fragments
+        return end, nxt, flush, fragments, self._publisher.superseded
+
+    @property
     def binary_frames(self) -> int:
         """CASIC and UBX frames found (checksum-verified) in the stream."""
         return self._decoder.binary_frames
