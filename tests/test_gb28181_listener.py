@@ -87,6 +87,38 @@ async def test_devices_register_with_digest_over_udp_and_tcp_and_show_in_list_de
             await ipc.stop()
 
 
+async def test_port_0_picks_again_when_the_udp_twin_of_the_tcp_port_is_taken(tmp_path, monkeypatch):
+    # `listen: HOST:0` binds TCP first, then UDP on the same port; on a box with thousands of UDP
+    # sockets that port's UDP side may be taken. Take it for real, just before the listener binds it
+    import socket
+
+    from tianwang.drivers.gb28181.driver import Gb28181Listener
+
+    blockers, original = [], Gb28181Listener._bind_udp
+
+    async def bind_udp(self, host, port):
+        if not blockers:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((host, port))
+            blockers.append(sock)
+        return await original(self, host, port)
+
+    monkeypatch.setattr(Gb28181Listener, "_bind_udp", bind_udp)
+    try:
+        async with gateway(listener_config(tmp_path)) as (gw, port):
+            assert port != blockers[0].getsockname()[1]
+            assert gw.supervisor.restarts == 0  # picked again inside one start, not by a failed run and its backoff
+            nvr = await GbDevice(port, NVR_ID, transport="udp").start()
+            try:
+                assert (await nvr.register()).status == 200
+                await until(lambda: state(gw, NVR_ID) == "ONLINE", what="ONLINE over UDP on the port picked again")
+            finally:
+                await nvr.stop()
+    finally:
+        for sock in blockers:
+            sock.close()
+
+
 async def test_digest_refusals_stale_nonces_and_unknown_devices(tmp_path):
     async with gateway(listener_config(tmp_path)) as (gw, port):
         nvr = await GbDevice(port, NVR_ID).start()

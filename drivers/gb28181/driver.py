@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tianwang.driver.gb28181")
 
 TICK_S = 0.1  # retransmissions (T1 = 0.5 s) need a finer clock than liveness
+BIND_ATTEMPTS = 20  # `listen: HOST:0`: TCP ports tried before giving up on a free UDP twin
 SWEEP_S = 1.0
 MANSCDP = "Application/MANSCDP+xml"
 MAX_INFLIGHT_PER_DEVICE = 64  # our requests waiting for an answer, per device
@@ -772,6 +773,32 @@ class Gb28181Listener(Driver[Gb28181Config]):
         return await commands.on_target(self, dev, target, action, args, timeout)
 
     # -- lifecycle -----------------------------------------------------------------------------
+    async def _bind_udp(self, host: str, port: int) -> tuple[asyncio.DatagramTransport, _Udp]:
+        return await self.loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+
+    async def _bind(self, host: str, port: int) -> asyncio.DatagramTransport:
+        """TCP and UDP on one port; the UDP transport. With port 0 the kernel picks a free TCP port
+        whose UDP twin may be taken (a box with thousands of UDP sockets: a fleet, a media server):
+        then another port is picked, within this start rather than by a failed run and its backoff."""
+        for _ in range(BIND_ATTEMPTS - 1 if port == 0 else 0):
+            try:
+                return await self._bind_once(host, port)
+            except OSError:
+                continue
+        return await self._bind_once(host, port)
+
+    async def _bind_once(self, host: str, port: int) -> asyncio.DatagramTransport:
+        self.server = server = await self.loop.create_server(
+            lambda: _Conn(self), host, port, backlog=4096, reuse_address=True
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        try:
+            transport, self.udp = await self._bind_udp(host, self.port)
+        except OSError:
+            server.close()
+            raise
+        return transport
+
     async def run(self) -> None:
         from tianwang.drivers.gb28181.media import Calls
 
@@ -779,17 +806,7 @@ class Gb28181Listener(Driver[Gb28181Config]):
         self.media = Calls(self)
         host, port = parse_hostport(self.config.listen)
         self.host = host
-        self.server = server = await self.loop.create_server(
-            lambda: _Conn(self), host, port, backlog=4096, reuse_address=True
-        )
-        self.port = server.sockets[0].getsockname()[1]
-        try:
-            transport, self.udp = await self.loop.create_datagram_endpoint(
-                lambda: _Udp(self), local_addr=(host, self.port)
-            )
-        except OSError:
-            server.close()
-            raise
+        transport = await self._bind(host, port)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:  # a register storm arrives faster than one loop turn: let the kernel hold it

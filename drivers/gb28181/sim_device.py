@@ -452,9 +452,9 @@ class SimDevice:
             return
         if data.startswith(b"MESSAGE "):
             # the platform's queries, controls and alarm answers: read by a scan, answered from text
-            scanned = sim_wire.scan_request(data)
-            if scanned is not None:
-                self._on_scanned_message(scanned, data)
+            request = sim_wire.scan_request(data)
+            if request is not None:
+                self._on_scanned_message(request, data)
                 return
         try:
             msg = sip.parse_message(data)

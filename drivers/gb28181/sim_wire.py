@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from tianwang.drivers.gb28181 import sip
 from tianwang.drivers.gb28181.transaction import T1, T2
@@ -94,7 +95,7 @@ class ScannedHeaders:
     def __init__(self, values: dict[str, str]) -> None:
         self._values = values
 
-    def get(self, name: str, default=None):
+    def get(self, name: str, default: str | None = None) -> str | None:
         return self._values.get(name.lower(), default)
 
 
@@ -167,7 +168,9 @@ class ScannedRequest:
 
     __slots__ = ("method", "branch", "vias", "headers", "body", "to_tagged")
 
-    def __init__(self, method, branch, vias, headers, body, to_tagged) -> None:
+    def __init__(
+        self, method: str, branch: str, vias: list[str], headers: ScannedHeaders, body: bytes, to_tagged: bool
+    ) -> None:
         self.method = method
         self.branch = branch
         self.vias = vias
@@ -262,7 +265,9 @@ def response_bytes(
 class _Outgoing:
     __slots__ = ("device", "method", "data", "reliable", "interval", "next_at", "deadline", "callback", "proceeding")
 
-    def __init__(self, device, method, data, reliable, callback, now) -> None:
+    def __init__(
+        self, device: Any, method: str, data: bytes, reliable: bool, callback: Callable | None, now: float
+    ) -> None:
         self.device = device
         self.method = method
         self.data = data
@@ -287,7 +292,7 @@ class OutgoingTransactions:
         return len(self._table)
 
     def start(
-        self, device, branch: str, method: str, data: bytes, reliable: bool, callback: Callable | None, now: float
+        self, device: Any, branch: str, method: str, data: bytes, reliable: bool, callback: Callable | None, now: float
     ) -> None:
         entry = _Outgoing(device, method, data, reliable, callback, now)
         self._table[branch] = entry
