@@ -332,3 +332,50 @@ async def test_a_tcp_device_is_reached_on_its_connection_and_degraded_while_it_h
             assert result["firmware"] == "V2.1.0"
         finally:
             await ipc.stop()
+
+
+async def test_the_sweep_looks_at_every_device_once_a_round_spread_over_the_ticks(tmp_path, monkeypatch):
+    # liveness and refreshes of 10,000 devices in one go stalled the loop for tens of milliseconds
+    # every second; each tick now takes its share, and a round still sees every device once
+    from tianwang.drivers.gb28181.driver import SWEEP_S, TICK_S, Gb28181Listener
+
+    ids = [f"4303000000132000{i:04d}" for i in range(1, 31)]
+    rounds: list[list[str]] = []
+    per_step: list[int] = []
+    step, listener_part, one = (
+        Gb28181Listener.sweep_step,
+        Gb28181Listener._sweep_listener,
+        Gb28181Listener._sweep_device,
+    )
+
+    def sweep_step(self):
+        per_step.append(0)
+        step(self)
+
+    def sweep_listener(self, now):
+        rounds.append([])
+        listener_part(self, now)
+
+    def sweep_device(self, dev, now):
+        per_step[-1] += 1
+        rounds[-1].append(dev.id)
+        one(self, dev, now)
+
+    monkeypatch.setattr(Gb28181Listener, "sweep_step", sweep_step)
+    monkeypatch.setattr(Gb28181Listener, "_sweep_listener", sweep_listener)
+    monkeypatch.setattr(Gb28181Listener, "_sweep_device", sweep_device)
+    async with gateway(listener_config(tmp_path, *ids, keepalive={"interval_s": 60, "count": 3})) as (gw, port):
+        devices = [await GbDevice(port, dev_id).start() for dev_id in ids]
+        try:
+            for d in devices:
+                assert (await d.register()).status == 200
+            first = len(rounds)
+            await until(lambda: len(rounds) >= first + 3, 20, "three sweep rounds after every device registered")
+            full = rounds[first + 1]  # a round that began after the last registration, and ended
+            assert sorted(full) == sorted(ids)  # every device once
+            share = -(-len(ids) // round(SWEEP_S / TICK_S))
+            assert 1 < share and max(per_step) == share  # spread: no step looks at more than its share
+            assert all(state(gw, i) == "ONLINE" for i in ids)
+        finally:
+            for d in devices:
+                await d.stop()

@@ -243,6 +243,9 @@ class Gb28181Listener(Driver[Gb28181Config]):
         self.answers: dict[tuple[str, int], asyncio.Future[Any]] = {}  # (device id, SN) -> application answer
         self.unknown = _Bucket(config.unknown_per_s, config.unknown_burst)
         self.syncer = Syncer(self, config.sync_window)
+        self._sweep_queue: list[str] = []  # device ids still to look at in this sweep round
+        self._sweep_share = 1  # devices looked at per tick in this round
+        self._next_round = 0.0
         self._local_ips: dict[str, str] = {}
         self.channel_owner: dict[
             str, str
@@ -734,22 +737,28 @@ class Gb28181Listener(Driver[Gb28181Config]):
                 fut.set_exception(CommandError("TIMEOUT", f"{dev_id} did not answer (SIP transaction timed out)"))
         self.syncer.tick(now)
 
-    def sweep(self) -> None:
-        """Liveness, registration expiry, idle catalogs, subscription refreshes, idle TCP."""
+    def sweep_step(self) -> None:
+        """One tick's share of the sweep: every SWEEP_S a round starts (transactions, the storm
+        summary, idle TCP) and every device is looked at once in it, spread over the round's ticks,
+        so that 10,000 devices cost the loop a few milliseconds per tick instead of one long stall
+        a second (every alarm and position behind it would wait that long)."""
         now = self.loop.time()
+        if not self._sweep_queue:
+            if now < self._next_round:
+                return
+            self._next_round = now + SWEEP_S
+            self._sweep_listener(now)
+            self._sweep_queue = list(self.devices)
+            ticks = max(1, round(SWEEP_S / TICK_S))
+            self._sweep_share = max(1, -(-len(self._sweep_queue) // ticks))
+        queue = self._sweep_queue
+        for _ in range(min(self._sweep_share, len(queue))):
+            dev = self.devices.get(queue.pop())
+            if dev is not None:
+                self._sweep_device(dev, now)
+
+    def _sweep_listener(self, now: float) -> None:
         self.server_tx.expire(now)
-        for dev in list(self.devices.values()):
-            was_offline = dev.session.state == Health.OFFLINE
-            step = dev.session.tick(now)
-            if step is not None:
-                self.apply(dev, step)
-            if not was_offline and dev.session.state == Health.OFFLINE:
-                dev.synced = False
-                self.syncer.forget(dev.id)
-                if self.media is not None:
-                    self.media.device_lost(dev, dev.session.reason)
-            if dev.session.state != Health.OFFLINE and dev.synced:
-                self.syncer.refresh_due(dev, now)
         summary = self.syncer.storm_summary(now)
         if summary:
             log.info("%s: %s", self.ctx.device_id, summary)
@@ -757,6 +766,20 @@ class Gb28181Listener(Driver[Gb28181Config]):
         for conn in list(self.connections):
             if now - conn.last_rx > idle:
                 conn.close(f"idle for {now - conn.last_rx:.0f} s")
+
+    def _sweep_device(self, dev: _Device, now: float) -> None:
+        """Liveness, registration expiry, idle catalogs, subscription refreshes of one device."""
+        was_offline = dev.session.state == Health.OFFLINE
+        step = dev.session.tick(now)
+        if step is not None:
+            self.apply(dev, step)
+        if not was_offline and dev.session.state == Health.OFFLINE:
+            dev.synced = False
+            self.syncer.forget(dev.id)
+            if self.media is not None:
+                self.media.device_lost(dev, dev.session.reason)
+        if dev.session.state != Health.OFFLINE and dev.synced:
+            self.syncer.refresh_due(dev, now)
 
     # -- commands ------------------------------------------------------------------------------
     async def command(self, action: str, args: dict, timeout: float) -> dict:
@@ -824,13 +847,11 @@ class Gb28181Listener(Driver[Gb28181Config]):
             registrations_file=self.config.registrations_file or "(memory only)",
         )
         self.ctx.set_health(Health.ONLINE, f"listening on {host}:{self.port} (UDP and TCP)")
-        next_sweep = self.loop.time() + SWEEP_S
+        self._next_round = self.loop.time() + SWEEP_S
         while True:
             await asyncio.sleep(TICK_S)
             self.tick()
-            if self.loop.time() >= next_sweep:
-                next_sweep = self.loop.time() + SWEEP_S
-                self.sweep()
+            self.sweep_step()
 
     def _restore(self) -> None:
         """Devices whose registration outlived a restart are known again at once: ONLINE at their
