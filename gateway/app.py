@@ -31,6 +31,7 @@ from tianwang.gateway.datapath.journal import Journal
 from tianwang.gateway.datapath.router import Router
 from tianwang.gateway.errors import ConfigError, GatewayError, redact
 from tianwang.gateway.lifecycle.config import Config, load_config, parse_hostport
+from tianwang.gateway.lifecycle.heap import HeapKeeper
 from tianwang.gateway.lifecycle.registry import default_registry
 from tianwang.gateway.lifecycle.supervisor import Supervisor
 from tianwang.v1 import gateway_pb2 as pb
@@ -122,6 +123,7 @@ class Gateway:
         self._stopping = False
         self.bridge = None
         self.uplinks = None
+        self.heap = HeapKeeper()  # started by serve(): `tianwang run`
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -398,6 +400,9 @@ class Gateway:
         # what start built (modules, config, drivers, gRPC) lives as long as the process: moved out
         # of the collector's way, so a full collection no longer walks it while readings wait
         gc.freeze()
+        # and what the devices build later (a city's registrations, catalogs) once it makes full
+        # collections slow (lifecycle/heap.py)
+        self.heap.start()
         # a thread that finishes work for the loop (the journal's fsync in an executor, gRPC's
         # completion queue) needs the GIL to hand its result over; while the loop is busy it got it
         # only when the loop's thread gave it up at the end of the 5 ms default switch interval
@@ -418,6 +423,7 @@ class Gateway:
             # a SIGHUP while stopping is ignored rather than fatal (the handlers go once stopped)
             loop.add_signal_handler(signal.SIGHUP, log.info, "SIGHUP while stopping: ignored")
             try:
+                await self.heap.stop()
                 await self.stop()
             finally:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
