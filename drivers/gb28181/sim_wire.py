@@ -75,11 +75,16 @@ def request_bytes(
     ]
     if contact is not None:
         lines.append(f"Contact: {_angle(contact)}")
+    return _finish(lines, headers, content_type, body)
+
+
+def _finish(lines: list[str], headers: Iterable[tuple[str, object]], content_type: str | None, body: bytes) -> bytes:
+    """The extra headers, Content-Type and Content-Length after `lines`, then the body."""
     for name, value in headers:
-        value = str(value)
-        if "\r" in value or "\n" in value:
+        text = str(value)
+        if "\r" in text or "\n" in text:
             raise ValueError(f"{name}: CR or LF in a header value")
-        lines.append(f"{_name(name)}: {value}")
+        lines.append(f"{_name(name)}: {text}")
     if content_type is not None:
         lines.append(f"Content-Type: {content_type}")
     lines.append(f"Content-Length: {len(body)}")
@@ -250,16 +255,7 @@ def response_bytes(
     lines = [f"SIP/2.0 {status} {sip.reason_phrase(status)}"]
     lines += [f"Via: {via}" for via in request.vias]
     lines += [f"From: {h.get('from')}", f"To: {to}", f"Call-ID: {h.get('call-id')}", f"CSeq: {h.get('cseq')}"]
-    for name, value in headers:
-        value = str(value)
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"{name}: CR or LF in a header value")
-        lines.append(f"{_name(name)}: {value}")
-    if content_type is not None:
-        lines.append(f"Content-Type: {content_type}")
-    lines.append(f"Content-Length: {len(body)}")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+    return _finish(lines, headers, content_type, body)
 
 
 class _Outgoing:

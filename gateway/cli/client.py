@@ -426,14 +426,19 @@ def _device_actions(args) -> int:
     if spec is None:
         print(f"  (the {dev.driver} driver is not installed here, so its actions cannot be listed)")
         return 0
-    for a in spec.actions:
+    print_actions(spec.actions)
+    return 0
+
+
+def print_actions(actions) -> None:
+    """A driver's actions as `tianwang drivers` and `command DEVICE` list them: what each needs and its arguments."""
+    for a in actions:
         needs = ["control grant" if a.needs_control else "read access"]
         if a.needs_reason:
             needs.append("--reason")
         print(f"  {a.name}  [{', '.join(needs)}]  {a.description}")
         for arg, text in a.args.items():
             print(f"      {arg}: {text}")
-    return 0
 
 
 TOP_DEVICES = 20_000  # devices `top` reads each interval for the per-device rates

@@ -22,6 +22,7 @@ from tianwang.gateway.cli.client import (
     cmd_subscribe,
     cmd_top,
     format_devices as format_devices,
+    print_actions,
 )
 
 
@@ -583,13 +584,7 @@ def cmd_drivers(args) -> int:
             if i:
                 print()
             print(f"{spec.name} ({spec.family}, {spec.kind}): {spec.description}".rstrip(": "))
-            for a in spec.actions:
-                needs = ["control grant" if a.needs_control else "read access"]
-                if a.needs_reason:
-                    needs.append("--reason")
-                print(f"  {a.name}  [{', '.join(needs)}]  {a.description}")
-                for arg, text in a.args.items():
-                    print(f"      {arg}: {text}")
+            print_actions(spec.actions)
             if not spec.actions:
                 print("  (no actions)")
         return 1 if reg.errors else 0
