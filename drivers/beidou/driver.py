@@ -246,7 +246,7 @@ class BeidouDriver(Driver[BeidouConfig]):
         news = self._publish(pubs) if pubs else False
         if pubs:
             self._count_epochs()
-        if not pubs:
+        else:
             self.ctx.seen()
         if rx.dropped_bytes != self._dropped_bytes_seen:
             self._count_drops()

@@ -33,7 +33,6 @@ class HeapKeeper:
     def __init__(self, slow_s: float = SLOW_FULL_COLLECTION_S) -> None:
         self.slow_s = slow_s
         self.full_collections = 0
-        self.full_seconds = 0.0  # time spent in full collections since install
         self.longest_s = 0.0
         self.freezes = 0
         self.frozen = 0  # objects in the permanent generation after the last freeze
@@ -50,7 +49,6 @@ class HeapKeeper:
             return
         took = time.perf_counter() - self._started
         self.full_collections += 1
-        self.full_seconds += took
         self.longest_s = max(self.longest_s, took)
         if took >= self.slow_s:
             self._due = True
