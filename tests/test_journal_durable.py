@@ -440,6 +440,41 @@ async def test_batch_syncs_at_once_when_idle_without_waiting_for_the_window(tmp_
     await j.close()
 
 
+class ThreadNoting(Files):
+    """Notes which thread ran each fdatasync of a segment."""
+
+    def __init__(self):
+        self.threads = []
+
+    def fdatasync(self, fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
+            self.threads.append(__import__("threading").current_thread())
+        os.fdatasync(fd)
+
+
+@pytest.mark.parametrize("fsync", ["batch", "always"])
+async def test_syncs_run_in_order_on_the_journals_own_thread_which_ends_at_close(tmp_path, fsync):
+    files = ThreadNoting()
+    st = store(tmp_path, files=files)
+    await asyncio.get_running_loop().run_in_executor(None, st.open)
+    j = DurableJournal(1 << 20, st, fsync=fsync, fsync_window_ms=5)
+    await j.start()
+    r = Router(j)
+    for run in range(5):
+        await publish(r, 200, start=run * 200)
+        await settle(j)
+    await j.close()
+    # every sync (the final one of close too) on one thread of the journal's, none on the executor
+    assert len(files.threads) >= 6
+    assert {t.name for t in files.threads} == {f"journal-sync-{tmp_path.name}"}
+    assert len(set(files.threads)) == 1
+    files.threads[0].join(5)
+    assert not files.threads[0].is_alive()
+    j2, _ = await opened(tmp_path, fsync=fsync)
+    assert j2.next_seq == 1001
+    await j2.close()
+
+
 async def test_batch_never_shows_envelopes_that_waited_longer_than_the_window_for_their_sync(tmp_path):
     files = BlockingSyncs()
     st = store(tmp_path, files=files)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -82,6 +84,65 @@ class Readers:
         finally:
             handle.cancel()
             self._futures.pop(fut, None)
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if not fut.done():
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+
+class SyncThread:
+    """The durable journal's own thread for its syncs, run one after another in order.
+
+    Group commit starts a sync whenever the one before ends with something unsynced: under load a
+    sync every few milliseconds. Through the default executor each one cost the loop thread about
+    120 us of its own CPU (the work item, its concurrent future, the asyncio future chained to it,
+    the executor's bookkeeping), 1.5-3% of the append rate at 450k envelopes/s. Here it is one queue
+    put and one call_soon_threadsafe, and the append rate is what it was with a sync per 20 ms.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._queue: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[None], Callable[..., object], tuple[Any, ...]] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> asyncio.Future[None]:
+        """A future that ends when `fn(*args)` has run on the thread (with its exception, if any)."""
+        if self._thread is None:
+            # daemon: a process that exits without closing its journal (a crash, in effect)
+            # must not hang on a sync nobody waits for
+            self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            self._thread.start()
+        fut = loop.create_future()
+        self._queue.put((loop, fut, fn, args))
+        return fut
+
+    def stop(self) -> None:
+        """The thread ends once what was queued before has run."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            loop, fut, fn, args = item
+            exc: BaseException | None = None
+            try:
+                fn(*args)
+            except BaseException as e:  # the awaiting task gets it, as from an executor
+                exc = e
+            try:
+                loop.call_soon_threadsafe(_settle, fut, exc)
+            except RuntimeError:
+                pass  # the loop is closed: nobody awaits this sync any more
 
 
 class Journal:
@@ -245,6 +306,7 @@ class DurableJournal(Journal):
         self._errors: dict[str, str] = {}  # "write" / "sync" -> reason, while failing
         # readers wait in self.readers; _set_visible wakes them (the log's waiter is the writer's)
         self._tasks: list[asyncio.Task[None]] = []
+        self._syncs = SyncThread(f"journal-sync-{store.path.name}")
         self._pack: Callable[[Any], bytes] | None = None
         self._closing = False
         self.stats = {
@@ -587,7 +649,7 @@ class DurableJournal(Journal):
 
     async def _sync(self, loop: asyncio.AbstractEventLoop) -> bool:
         try:
-            await loop.run_in_executor(None, self.store.sync, self.policy != "never")
+            await self._syncs.run(loop, self.store.sync, self.policy != "never")
         except OSError as exc:
             self._fail("sync", f"cannot sync {self.store.path}: {exc.strerror or exc}")
             if self.policy != "never":
@@ -705,10 +767,11 @@ class DurableJournal(Journal):
         loop = asyncio.get_running_loop()
         await self._flush(loop)
         try:
-            await loop.run_in_executor(None, self.store.sync, self.policy != "never")
+            await self._syncs.run(loop, self.store.sync, self.policy != "never")
             if self.written_next == self.log.next_seq and not self._errors:
                 await loop.run_in_executor(None, self.store.close_clean)
         except OSError as exc:
             log.error("journal: final sync failed: %s", exc.strerror or exc)
+        self._syncs.stop()
         self.store.close()
         self.wake()
