@@ -59,7 +59,8 @@ class DeviceEntry:
         "reason",
         "last_seen_ns",
         "info",
-        "counters",
+        "_counters",
+        "count_on_read",
         "parent",
         "command",
         "spec",
@@ -78,13 +79,26 @@ class DeviceEntry:
         self.reason = "not started"
         self.last_seen_ns = 0
         self.info: dict[str, str] = {}
-        self.counters: dict[str, int] = {}
+        self._counters: dict[str, int] = {}
+        # the driver's hook that brings counters it keeps itself up to date (DeviceContext.count_on_read)
+        self.count_on_read: Callable[[], None] | None = None
         self.parent = parent
         self.command: CommandHandler | None = None
         self.envelopes = 0
         self.failed = False  # its driver could not be started (the reason says why)
         self.ctx: DeviceContext | None = None  # the context its driver talks through
         self.connected = False  # this run of its driver reached ONLINE or DEGRADED
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Its counters, brought up to date first by the driver's `count_on_read` hook, if any."""
+        hook = self.count_on_read
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # a driver's bug costs its counters a refresh, not the caller its answer
+                log.exception("%s: counting on read failed", self.id)
+        return self._counters
 
 
 class DeviceContext:
@@ -250,8 +264,17 @@ class DeviceContext:
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a per-device counter (shown in ListDevices)."""
-        c = self._entry.counters
+        c = self._entry._counters
         c[name] = c.get(name, 0) + n
+
+    def count_on_read(self, hook: Callable[[], None] | None) -> None:
+        """`hook` brings up to date, through `count`, counters the driver keeps totals of itself;
+        the gateway calls it whenever it is about to show the device's counters (ListDevices,
+        `tianwang devices`), so nothing needs counting on the path of every reading. A new hook (or
+        None) replaces the old one, which is called a last time first: nothing it held is lost."""
+        entry = self._entry
+        _ = entry.counters  # the old hook's last call
+        entry.count_on_read = hook
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count frames dropped for `reason` (tianwang_frames_dropped_total{driver,reason})."""
