@@ -309,16 +309,40 @@ async def run_rate(
             await asyncio.sleep(0.3)  # the subscription is open before the first reading
             cpu0: float | None = None  # set once the warm-up is over, with the other starting points
             wall0 = sub_cpu0 = own_cpu0 = 0.0
+
+            def write_epoch(d: int, k: int, fd: int | None) -> None:
+                """Write device `d`'s epoch `k` (to `fd`, or None: its TCP transport), noting when
+                and where it ends; a write the kernel refused, whole or in part, is counted."""
+                nonlocal refused
+                t, data = epochs[k]
+                stamp = time.time_ns()
+                if fd is None:
+                    tcp[d - n_pty].transport.write(data)
+                else:
+                    try:
+                        done = os.write(fd, data)
+                    except BlockingIOError:
+                        done = 0
+                    if done != len(data):
+                        refused += 1
+                        if d in sampled and done:
+                            ends.pop(ids[d], None)  # a part written: offsets no longer line up
+                        return
+                if d in sampled:
+                    offset[d] += len(data)
+                    if ids[d] in ends:
+                        ends[ids[d]].append((t, offset[d]))
+                if k / hz >= warmup_s:
+                    written[(ids[d], t)] = stamp
+
             if writer == "paced":
                 # every device's line as a file descriptor: the pty masters, and the TCP sockets, which
                 # the thread below writes directly (their transports never write)
                 fds = [m for m, _ in ptys] + [dev.transport.get_extra_info("socket").fileno() for dev in tcp]
                 marks: dict[str, float] = {}
 
-                def write_all() -> int:
-                    """Write each epoch at its due time, on a thread (WRITERS). Returns how many
-                    writes the kernel refused."""
-                    refused = 0
+                def write_all() -> None:
+                    """Write each epoch at its due time, on a thread (WRITERS)."""
                     start = time.monotonic()
                     warm = True
                     for due, d, k in schedule:
@@ -329,26 +353,9 @@ async def run_rate(
                             warm = False
                             marks.update(cpu0=cpu_seconds(pid), wall0=time.monotonic(), sub_cpu0=cpu_seconds(sub.pid))
                             marks["own_cpu0"] = time.process_time()
-                        t, data = epochs[k]
-                        stamp = time.time_ns()
-                        try:
-                            done = os.write(fds[d], data)
-                        except BlockingIOError:
-                            done = 0
-                        if done != len(data):
-                            refused += 1
-                            if d in sampled and done:
-                                ends.pop(ids[d], None)  # a part written: offsets no longer line up
-                            continue
-                        if d in sampled:
-                            offset[d] += len(data)
-                            if ids[d] in ends:
-                                ends[ids[d]].append((t, offset[d]))
-                        if k / hz >= warmup_s:
-                            written[(ids[d], t)] = stamp
-                    return refused
+                        write_epoch(d, k, fds[d])
 
-                refused = await asyncio.to_thread(write_all)
+                await asyncio.to_thread(write_all)
                 if marks:
                     cpu0, wall0 = marks["cpu0"], marks["wall0"]
                     sub_cpu0, own_cpu0 = marks["sub_cpu0"], marks["own_cpu0"]
@@ -363,26 +370,7 @@ async def run_rate(
                     while i < len(schedule) and schedule[i][0] <= now:
                         _, d, k = schedule[i]
                         i += 1
-                        t, data = epochs[k]
-                        stamp = time.time_ns()
-                        if d < n_pty:
-                            try:
-                                done = os.write(ptys[d][0], data)
-                            except BlockingIOError:
-                                done = 0
-                            if done != len(data):
-                                refused += 1
-                                if d in sampled and done:
-                                    ends.pop(ids[d], None)  # a part written: offsets no longer line up
-                                continue
-                        else:
-                            tcp[d - n_pty].transport.write(data)
-                        if d in sampled:
-                            offset[d] += len(data)
-                            if ids[d] in ends:
-                                ends[ids[d]].append((t, offset[d]))
-                        if k / hz >= warmup_s:
-                            written[(ids[d], t)] = stamp
+                        write_epoch(d, k, ptys[d][0] if d < n_pty else None)
                     if i < len(schedule):
                         # until the next write is due, at least 1 ms: a busy loop would take a core from the
                         # gateway; a write up to 1 ms late is the device's jitter (the clock starts at the write)
