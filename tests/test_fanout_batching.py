@@ -46,6 +46,26 @@ async def test_idle_stream_gets_each_envelope_at_once_in_a_batch_of_one():
             stream.cancel()
 
 
+async def test_what_is_routed_in_the_turn_after_the_wake_up_joins_the_batch():
+    # a burst read over two loop turns: the first envelope wakes the stream, the next two are routed
+    # by a callback that runs in the following turn (as the rest of a burst's reads would). One
+    # batch of three, not a batch of one written ahead of the other two
+    async with running(base_config()) as gw:
+        async with client(gw) as (stub, _):
+            stream = stub.Subscribe(pb.SubscribeRequest(topics=["test/#"]), metadata=md(READ))
+            await opened(gw, 1)
+            [seq] = publish(gw, 1)  # the stream's first batch: it is waiting on the journal after it
+            assert [e.seq for e in (await read_batch(stream)).envelopes] == [seq]
+            loop = asyncio.get_running_loop()
+            rest = loop.create_future()
+            first = publish(gw, 1)
+            loop.call_soon(lambda: rest.set_result(publish(gw, 2)))
+            batch = await read_batch(stream)
+            assert [e.seq for e in batch.envelopes] == first + await rest
+            assert gw.service.counters["batches_sent"] == 2 and gw.service.counters["batch_waits"] == 0
+            stream.cancel()
+
+
 async def test_an_explicit_zero_means_no_wait_even_where_the_site_sets_one():
     async with running(base_config(fanout={"max_delay_ms": SITE_WAIT_MS})) as gw:
         async with client(gw) as (stub, _):

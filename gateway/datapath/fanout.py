@@ -502,6 +502,12 @@ class GatewayService:
                     await asyncio.sleep(0)  # scanned a long stretch of other topics; let others run
                 else:
                     await journal.wait(cursor, IDLE_RECHECK_S)
+                    # one loop turn before collecting: device reads that are ready by then (the rest
+                    # of a burst whose first reading woke us) join this batch instead of queueing
+                    # behind its write. Not a timer: an idle stream's envelope goes one turn later.
+                    # At 10,000 readings/s: one batch per burst instead of two, p50 0.44-0.49 ->
+                    # 0.38-0.39 ms, 0.35-0.39 -> 0.32-0.33 cores
+                    await asyncio.sleep(0)
                 continue
             if n < max_batch and max_delay > 0:
                 # asked for: wait up to max_delay for company (without it the batch goes now, and
