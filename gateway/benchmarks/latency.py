@@ -51,14 +51,14 @@ TOKEN = "latency-bench-read-token"
 T0 = 1_764_417_600 * 10**9  # 2025-11-29 12:00:00 UTC
 DESIGN_RATE = 20_000
 DESIGN_P99_MS = 2.0  # docs/architecture.md, Performance targets
-HZ_CHOICES = (100, 50, 25, 20, 10, 5, 4, 2, 1)
+HZ_CHOICES = (100, 50, 25, 20, 10, 5, 4, 2, 1)  # per device: periods of whole hundredths of a second
 # how this process writes the devices' epochs. "ticks" (the bench's): on the loop's timer, which
 # wakes in whole milliseconds, so every epoch due within one is written in one burst (10 at
 # 10,000/s) and the gateway reads them in one loop turn; it is what every figure in docs/ and the
 # baselines were measured with. "paced": a thread writes each epoch at its own due time (within the
 # kernel's timer slack, ~0.06 ms), as devices on their own clocks would: the gateway then wakes for
-# nearly every reading, and its streams send batches of one.
-WRITERS = ("ticks", "paced")  # per device: periods of whole hundredths of a second
+# nearly every reading, and its streams send batches of one or two.
+WRITERS = ("ticks", "paced")
 
 
 def plan(rate: int, max_devices: int = 256) -> tuple[int, int]:
